@@ -9,6 +9,9 @@
 //! neither `Serialize` nor `Clone`, and hand out their bytes only through a method named
 //! `expose_secret`, so every place that touches key material can be found with one search.
 
+pub(crate) mod crypto;
+pub mod envelope;
 pub mod ids;
+pub mod keys;
 pub mod random;
 pub mod secret;
