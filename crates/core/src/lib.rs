@@ -10,6 +10,7 @@
 //! `expose_secret`, so every place that touches key material can be found with one search.
 
 pub(crate) mod crypto;
+pub mod capability;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
