@@ -147,8 +147,15 @@ pub enum Method {
 
 impl Method {
     /// Every method, in bit order.
-    pub const ALL: [Method; 7] =
-        [Method::Get, Method::Head, Method::Post, Method::Put, Method::Patch, Method::Delete, Method::Options];
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+        Method::Options,
+    ];
 
     /// The method's name as it appears in an HTTP request line.
     pub const fn as_str(self) -> &'static str {
@@ -191,7 +198,8 @@ impl MethodSet {
     }
 
     /// Read-only methods: GET, HEAD and OPTIONS.
-    pub const READ_ONLY: Self = Self(1 << Method::Get as u16 | 1 << Method::Head as u16 | 1 << Method::Options as u16);
+    pub const READ_ONLY: Self =
+        Self(1 << Method::Get as u16 | 1 << Method::Head as u16 | 1 << Method::Options as u16);
 
     /// Whether `method` is in the set.
     pub const fn contains(self, method: Method) -> bool {
@@ -242,8 +250,12 @@ impl PathPattern {
         for (i, segment) in segments.iter().enumerate() {
             match *segment {
                 "" => return Err(invalid("a path pattern must not contain empty segments")),
-                "." | ".." => return Err(invalid("a path pattern must not contain . or .. segments")),
-                "**" if i + 1 != segments.len() => return Err(invalid("** may only be the last segment")),
+                "." | ".." => {
+                    return Err(invalid("a path pattern must not contain . or .. segments"));
+                }
+                "**" if i + 1 != segments.len() => {
+                    return Err(invalid("** may only be the last segment"));
+                }
                 "*" | "**" => {}
                 s if s.contains('*') => return Err(invalid("* must be a whole segment")),
                 s if !s.bytes().all(is_pchar) => {
@@ -378,7 +390,9 @@ impl Claims {
             Reuse::Standing { .. } => MAX_STANDING_LIFETIME_SECS,
         };
         if self.expires - self.not_before > limit {
-            return Err(invalid("validity window is longer than allowed for this kind of capability"));
+            return Err(invalid(
+                "validity window is longer than allowed for this kind of capability",
+            ));
         }
         Ok(())
     }
@@ -585,8 +599,9 @@ impl Capability {
             return Err(CapabilityError::Expired);
         }
         let (signed, signature) = self.bytes.split_at(self.claims_len + SEALED_KEY_LEN);
-        let signature: &[u8; SIGNATURE_LEN] =
-            signature.try_into().map_err(|_| CapabilityError::Malformed("wrong signature length"))?;
+        let signature: &[u8; SIGNATURE_LEN] = signature
+            .try_into()
+            .map_err(|_| CapabilityError::Malformed("wrong signature length"))?;
         issuer_key
             .verify(&signed_message(LABEL, signed), signature)
             .map_err(|_| CapabilityError::BadSignature)?;
@@ -758,7 +773,10 @@ mod tests {
         let decoded = Capability::decode(&text).unwrap();
         assert_eq!(decoded, cap);
         let verified = decoded
-            .verify(&w.keys.signing.verifying_key(), &w.request(Method::Post, "/repos/acme/issues/7/comments"))
+            .verify(
+                &w.keys.signing.verifying_key(),
+                &w.request(Method::Post, "/repos/acme/issues/7/comments"),
+            )
             .unwrap();
         let key = verified.open(&w.broker).unwrap();
         assert_eq!(key.expose_secret(), w.wk.record_key(w.credential).unwrap().expose_secret());
@@ -788,7 +806,8 @@ mod tests {
         let mut claims = w.claims(Reuse::single_use().unwrap());
         claims.credential = CredentialId::random();
         let key = w.wk.record_key(w.credential).unwrap();
-        let err = Capability::issue(claims, &key, &w.keys.signing, &w.broker.public_key()).unwrap_err();
+        let err =
+            Capability::issue(claims, &key, &w.keys.signing, &w.broker.public_key()).unwrap_err();
         assert_eq!(err, CapabilityError::ScopeMismatch);
     }
 
@@ -799,12 +818,27 @@ mod tests {
         let vk = w.keys.signing.verifying_key();
         let ok = w.request(Method::Get, "/repos/acme/issues");
         let cases: [(CapabilityRequest<'_>, CapabilityError); 6] = [
-            (CapabilityRequest { workspace: WorkspaceId::random(), ..ok }, CapabilityError::WrongWorkspace),
+            (
+                CapabilityRequest { workspace: WorkspaceId::random(), ..ok },
+                CapabilityError::WrongWorkspace,
+            ),
             (CapabilityRequest { agent: AgentId::random(), ..ok }, CapabilityError::WrongAgent),
-            (CapabilityRequest { credential: CredentialId::random(), ..ok }, CapabilityError::WrongCredential),
-            (CapabilityRequest { method: Method::Delete, ..ok }, CapabilityError::MethodNotAllowed(Method::Delete)),
-            (CapabilityRequest { path: "/repos/acme/pulls", ..ok }, CapabilityError::PathNotAllowed),
-            (CapabilityRequest { path: "/repos/acme/issues/../../admin", ..ok }, CapabilityError::PathNotAllowed),
+            (
+                CapabilityRequest { credential: CredentialId::random(), ..ok },
+                CapabilityError::WrongCredential,
+            ),
+            (
+                CapabilityRequest { method: Method::Delete, ..ok },
+                CapabilityError::MethodNotAllowed(Method::Delete),
+            ),
+            (
+                CapabilityRequest { path: "/repos/acme/pulls", ..ok },
+                CapabilityError::PathNotAllowed,
+            ),
+            (
+                CapabilityRequest { path: "/repos/acme/issues/../../admin", ..ok },
+                CapabilityError::PathNotAllowed,
+            ),
         ];
         for (request, expected) in cases {
             assert_eq!(cap.verify(&vk, &request).unwrap_err(), expected, "request {request:?}");
@@ -819,8 +853,14 @@ mod tests {
         let vk = w.keys.signing.verifying_key();
         let at = |now| CapabilityRequest { now, ..w.request(Method::Get, "/repos/a/issues") };
         assert_eq!(cap.verify(&vk, &at(NOW + 300)).unwrap_err(), CapabilityError::Expired);
-        assert_eq!(cap.verify(&vk, &at(NOW - 10 - CLOCK_SKEW_SECS - 1)).unwrap_err(), CapabilityError::NotYetValid);
-        assert!(cap.verify(&vk, &at(NOW - 10 - CLOCK_SKEW_SECS)).is_ok(), "within the allowed skew");
+        assert_eq!(
+            cap.verify(&vk, &at(NOW - 10 - CLOCK_SKEW_SECS - 1)).unwrap_err(),
+            CapabilityError::NotYetValid
+        );
+        assert!(
+            cap.verify(&vk, &at(NOW - 10 - CLOCK_SKEW_SECS)).is_ok(),
+            "within the allowed skew"
+        );
         assert!(cap.verify(&vk, &at(NOW + 299)).is_ok(), "last valid second");
     }
 
@@ -829,7 +869,9 @@ mod tests {
         let w = world();
         let cap = w.issue(w.claims(Reuse::single_use().unwrap()));
         let other = DeviceKeys::generate().unwrap();
-        let err = cap.verify(&other.signing.verifying_key(), &w.request(Method::Get, "/repos/a/issues")).unwrap_err();
+        let err = cap
+            .verify(&other.signing.verifying_key(), &w.request(Method::Get, "/repos/a/issues"))
+            .unwrap_err();
         assert_eq!(err, CapabilityError::BadSignature);
     }
 
@@ -837,7 +879,9 @@ mod tests {
     fn another_brokers_key_cannot_open_a_verified_capability() {
         let w = world();
         let cap = w.issue(w.claims(Reuse::single_use().unwrap()));
-        let verified = cap.verify(&w.keys.signing.verifying_key(), &w.request(Method::Get, "/repos/a/issues")).unwrap();
+        let verified = cap
+            .verify(&w.keys.signing.verifying_key(), &w.request(Method::Get, "/repos/a/issues"))
+            .unwrap();
         let other = BrokerSecretKey::generate().unwrap();
         assert_eq!(verified.open(&other).unwrap_err(), CapabilityError::Unsealable);
     }
@@ -852,7 +896,8 @@ mod tests {
             bytes[bit / 8] ^= 1 << (bit % 8);
             let Ok(tampered) = Capability::from_bytes(&bytes) else { continue };
             let request = w.request(Method::Get, "/repos/a/issues");
-            let outcome = tampered.verify(&vk, &request).and_then(|v| v.open(&w.broker).map(|_| ()));
+            let outcome =
+                tampered.verify(&vk, &request).and_then(|v| v.open(&w.broker).map(|_| ()));
             assert!(outcome.is_err(), "flipping bit {bit} must not yield a usable capability");
         }
     }
@@ -877,7 +922,8 @@ mod tests {
     fn claims_that_are_inconsistent_are_refused_at_issue() {
         let w = world();
         let key = w.wk.record_key(w.credential).unwrap();
-        let issue = |claims| Capability::issue(claims, &key, &w.keys.signing, &w.broker.public_key());
+        let issue =
+            |claims| Capability::issue(claims, &key, &w.keys.signing, &w.broker.public_key());
         let mut c = w.claims(Reuse::single_use().unwrap());
         c.paths.clear();
         assert!(matches!(issue(c), Err(CapabilityError::InvalidClaims(_))), "no paths");
@@ -897,9 +943,15 @@ mod tests {
 
     #[test]
     fn oversize_and_non_base64_text_is_refused_before_decoding() {
-        assert_eq!(Capability::decode(&"A".repeat(MAX_ENCODED_LEN + 1)).unwrap_err(), CapabilityError::TooLong(MAX_ENCODED_LEN + 1));
+        assert_eq!(
+            Capability::decode(&"A".repeat(MAX_ENCODED_LEN + 1)).unwrap_err(),
+            CapabilityError::TooLong(MAX_ENCODED_LEN + 1)
+        );
         assert_eq!(Capability::decode("not base64!").unwrap_err(), CapabilityError::NotBase64);
-        assert!(matches!(Capability::decode("AQE").unwrap_err(), CapabilityError::Malformed("truncated")));
+        assert!(matches!(
+            Capability::decode("AQE").unwrap_err(),
+            CapabilityError::Malformed("truncated")
+        ));
         assert_eq!(Capability::decode("Ag").unwrap_err(), CapabilityError::UnknownVersion(2));
     }
 
@@ -917,7 +969,15 @@ mod tests {
         assert!(p("/").matches("/"));
         assert!(!p("/").matches("/x"));
         for ambiguous in [
-            "/v1/../admin", "/v1/./x", "/v1//x", "/v1/%2e%2e/admin", "/v1/a%2Fb", "/v1/a%5cb", "/v1\\x", "v1/x", "",
+            "/v1/../admin",
+            "/v1/./x",
+            "/v1//x",
+            "/v1/%2e%2e/admin",
+            "/v1/a%2Fb",
+            "/v1/a%5cb",
+            "/v1\\x",
+            "v1/x",
+            "",
         ] {
             assert!(!p("/**").matches(ambiguous), "{ambiguous:?} must match nothing");
         }
@@ -932,7 +992,8 @@ mod tests {
         let cap = w.issue(w.claims(Reuse::single_use().unwrap()));
         let shown = format!("{cap:?}");
         let key = w.wk.record_key(w.credential).unwrap();
-        let hex: String = key.expose_secret().expose_secret().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String =
+            key.expose_secret().expose_secret().iter().map(|b| format!("{b:02x}")).collect();
         assert!(!shown.contains(&hex));
         assert!(!shown.contains(&cap.encode()[150..200]), "Debug must not dump the sealed bytes");
         assert!(shown.contains("paths"));

@@ -38,9 +38,7 @@ pub(crate) fn aes256gcm_seal(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoFailure> {
     let cipher = Aes256Gcm::new(key.expose_secret().into());
-    cipher
-        .encrypt(&Nonce::from(*nonce), Payload { msg: plaintext, aad })
-        .map_err(|_| CryptoFailure)
+    cipher.encrypt(&Nonce::from(*nonce), Payload { msg: plaintext, aad }).map_err(|_| CryptoFailure)
 }
 
 /// AES-256-GCM decryption; fails without detail on any authentication failure.
@@ -86,9 +84,8 @@ pub(crate) fn hpke_seal(
 ) -> Result<Vec<u8>, CryptoFailure> {
     use hpke_suite::*;
     let pk = PublicKey::from_bytes(recipient).map_err(|_| CryptoFailure)?;
-    let (enc, mut ctx) =
-        hpke::setup_sender::<Aead, Kdf, Kem>(&hpke::OpModeS::Base, &pk, info)
-            .map_err(|_| CryptoFailure)?;
+    let (enc, mut ctx) = hpke::setup_sender::<Aead, Kdf, Kem>(&hpke::OpModeS::Base, &pk, info)
+        .map_err(|_| CryptoFailure)?;
     let ct = ctx.seal(plaintext, aad).map_err(|_| CryptoFailure)?;
     let mut out = Vec::with_capacity(X25519_LEN + ct.len());
     out.extend_from_slice(&enc.to_bytes());
@@ -109,8 +106,9 @@ pub(crate) fn hpke_open(
     }
     let (enc, ct) = sealed.split_at(X25519_LEN);
     let enc = EncappedKey::from_bytes(enc).map_err(|_| CryptoFailure)?;
-    let mut ctx = hpke::setup_receiver::<Aead, Kdf, Kem>(&hpke::OpModeR::Base, recipient, &enc, info)
-        .map_err(|_| CryptoFailure)?;
+    let mut ctx =
+        hpke::setup_receiver::<Aead, Kdf, Kem>(&hpke::OpModeR::Base, recipient, &enc, info)
+            .map_err(|_| CryptoFailure)?;
     ctx.open(ct, aad).map(Zeroizing::new).map_err(|_| CryptoFailure)
 }
 

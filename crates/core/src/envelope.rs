@@ -97,8 +97,9 @@ impl Envelope {
         bytes.push(FORMAT_VERSION);
         bytes.extend_from_slice(&scope.version.get().to_be_bytes());
         bytes.extend_from_slice(&nonce);
-        let ciphertext = crypto::aes256gcm_seal(key.expose_secret(), &nonce, &aad(scope), plaintext)
-            .map_err(|_| EnvelopeError::Rejected)?;
+        let ciphertext =
+            crypto::aes256gcm_seal(key.expose_secret(), &nonce, &aad(scope), plaintext)
+                .map_err(|_| EnvelopeError::Rejected)?;
         bytes.extend_from_slice(&ciphertext);
         Ok(Self { bytes, key_version: scope.version })
     }
@@ -139,13 +140,17 @@ impl Envelope {
     pub fn open(&self, key: &RecordKey) -> Result<SecretBytes, EnvelopeError> {
         let scope = key.scope();
         if scope.version != self.key_version {
-            return Err(EnvelopeError::KeyVersionMismatch { envelope: self.key_version, key: scope.version });
+            return Err(EnvelopeError::KeyVersionMismatch {
+                envelope: self.key_version,
+                key: scope.version,
+            });
         }
         let (header, ciphertext) = self.bytes.split_at(HEADER_LEN);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&header[5..]);
-        let plaintext = crypto::aes256gcm_open(key.expose_secret(), &nonce, &aad(scope), ciphertext)
-            .map_err(|_| EnvelopeError::Rejected)?;
+        let plaintext =
+            crypto::aes256gcm_open(key.expose_secret(), &nonce, &aad(scope), ciphertext)
+                .map_err(|_| EnvelopeError::Rejected)?;
         Ok(SecretBytes::copy_from(&plaintext))
     }
 }
@@ -208,23 +213,37 @@ mod tests {
         let envelope = Envelope::seal(&wk.record_key(credential).unwrap(), CANARY).unwrap();
 
         let other_credential = wk.record_key(CredentialId::random()).unwrap();
-        assert_eq!(envelope.open(&other_credential).unwrap_err(), EnvelopeError::Rejected, "credential");
+        assert_eq!(
+            envelope.open(&other_credential).unwrap_err(),
+            EnvelopeError::Rejected,
+            "credential"
+        );
 
         // Same key bytes in every case below: only the scope differs, so only the AAD catches it.
         let same_bytes = |ws, owner: Option<MemberId>| match owner {
             None => WorkspaceKey::from_parts(ws, KeyVersion::FIRST, wk.expose_secret().duplicate())
                 .record_key(credential)
                 .unwrap(),
-            Some(m) => MemberKey::from_parts(ws, m, KeyVersion::FIRST, wk.expose_secret().duplicate())
-                .record_key(credential)
-                .unwrap(),
+            Some(m) => {
+                MemberKey::from_parts(ws, m, KeyVersion::FIRST, wk.expose_secret().duplicate())
+                    .record_key(credential)
+                    .unwrap()
+            }
         };
         let other_workspace = same_bytes(WorkspaceId::random(), None);
-        assert_eq!(envelope.open(&other_workspace).unwrap_err(), EnvelopeError::Rejected, "workspace");
+        assert_eq!(
+            envelope.open(&other_workspace).unwrap_err(),
+            EnvelopeError::Rejected,
+            "workspace"
+        );
         let other_owner = same_bytes(ws, Some(MemberId::random()));
         assert_eq!(envelope.open(&other_owner).unwrap_err(), EnvelopeError::Rejected, "owner");
 
-        let v2 = WorkspaceKey::from_parts(ws, KeyVersion::new(2).unwrap(), wk.expose_secret().duplicate());
+        let v2 = WorkspaceKey::from_parts(
+            ws,
+            KeyVersion::new(2).unwrap(),
+            wk.expose_secret().duplicate(),
+        );
         assert!(matches!(
             envelope.open(&v2.record_key(credential).unwrap()),
             Err(EnvelopeError::KeyVersionMismatch { .. })
@@ -254,8 +273,14 @@ mod tests {
 
     #[test]
     fn framing_errors_are_specific_and_come_before_any_decryption() {
-        assert_eq!(Envelope::parse(&[1; MIN_LEN - 1]).unwrap_err(), EnvelopeError::TooShort(MIN_LEN - 1));
-        assert_eq!(Envelope::parse(&vec![1; MAX_LEN + 1]).unwrap_err(), EnvelopeError::TooLong(MAX_LEN + 1));
+        assert_eq!(
+            Envelope::parse(&[1; MIN_LEN - 1]).unwrap_err(),
+            EnvelopeError::TooShort(MIN_LEN - 1)
+        );
+        assert_eq!(
+            Envelope::parse(&vec![1; MAX_LEN + 1]).unwrap_err(),
+            EnvelopeError::TooLong(MAX_LEN + 1)
+        );
         let mut bytes = vec![0u8; MIN_LEN];
         bytes[0] = 9;
         assert_eq!(Envelope::parse(&bytes).unwrap_err(), EnvelopeError::UnknownVersion(9));
@@ -267,7 +292,10 @@ mod tests {
     fn oversized_credentials_are_refused_at_seal() {
         let key = workspace_key().record_key(CredentialId::random()).unwrap();
         let big = vec![0u8; MAX_PLAINTEXT_LEN + 1];
-        assert_eq!(Envelope::seal(&key, &big).unwrap_err(), EnvelopeError::PlaintextTooLong(big.len()));
+        assert_eq!(
+            Envelope::seal(&key, &big).unwrap_err(),
+            EnvelopeError::PlaintextTooLong(big.len())
+        );
         assert!(Envelope::seal(&key, &big[1..]).is_ok(), "exactly the maximum is allowed");
     }
 

@@ -213,7 +213,12 @@ impl ExchangePublicKey {
     }
 
     /// Seals `plaintext` to this key with HPKE base mode.
-    pub(crate) fn seal(&self, info: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoFailure> {
+    pub(crate) fn seal(
+        &self,
+        info: &[u8],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, CryptoFailure> {
         crypto::hpke_seal(&self.0, info, aad, plaintext)
     }
 }
@@ -236,12 +241,18 @@ pub struct DeviceKeys {
 impl DeviceKeys {
     /// Fresh keys for a new device.
     pub fn generate() -> Result<Self, KeyError> {
-        Ok(Self { signing: DeviceSigningKey::generate()?, exchange: ExchangeSecretKey::generate()? })
+        Ok(Self {
+            signing: DeviceSigningKey::generate()?,
+            exchange: ExchangeSecretKey::generate()?,
+        })
     }
 
     /// The public halves, as registered with the broker.
     pub fn public_keys(&self) -> DevicePublicKeys {
-        DevicePublicKeys { signing: self.signing.verifying_key(), exchange: self.exchange.public_key() }
+        DevicePublicKeys {
+            signing: self.signing.verifying_key(),
+            exchange: self.exchange.public_key(),
+        }
     }
 }
 
@@ -374,7 +385,12 @@ impl WorkspaceKey {
 
     /// The scope a shared credential encrypted under this key has.
     pub fn scope(&self, credential: CredentialId) -> RecordScope {
-        RecordScope { workspace: self.workspace, credential, owner: Owner::Shared, version: self.version }
+        RecordScope {
+            workspace: self.workspace,
+            credential,
+            owner: Owner::Shared,
+            version: self.version,
+        }
     }
 }
 
@@ -398,7 +414,12 @@ impl MemberKey {
     }
 
     /// A key from stored bytes.
-    pub fn from_parts(workspace: WorkspaceId, member: MemberId, version: KeyVersion, key: Key32) -> Self {
+    pub fn from_parts(
+        workspace: WorkspaceId,
+        member: MemberId,
+        version: KeyVersion,
+        key: Key32,
+    ) -> Self {
         Self { workspace, member, version, key }
     }
 
@@ -725,7 +746,12 @@ impl WrappedKey {
         Ok(Self { bytes, header })
     }
 
-    fn expect(&self, kind: WrappedKind, me: DeviceId, workspace: WorkspaceId) -> Result<(), KeyError> {
+    fn expect(
+        &self,
+        kind: WrappedKind,
+        me: DeviceId,
+        workspace: WorkspaceId,
+    ) -> Result<(), KeyError> {
         if self.header.kind != kind {
             return Err(KeyError::WrappedKeyMismatch("another key kind"));
         }
@@ -738,7 +764,11 @@ impl WrappedKey {
         Ok(())
     }
 
-    fn open(&self, me: &ExchangeSecretKey, sender_key: &DeviceVerifyingKey) -> Result<Key32, KeyError> {
+    fn open(
+        &self,
+        me: &ExchangeSecretKey,
+        sender_key: &DeviceVerifyingKey,
+    ) -> Result<Key32, KeyError> {
         let (signed, signature) = self.bytes.split_at(WRAP_SIGNED_LEN);
         let signature: &[u8; 64] =
             signature.try_into().map_err(|_| KeyError::MalformedWrappedKey("wrong length"))?;
@@ -788,7 +818,11 @@ mod tests {
         let wk1 = WorkspaceKey::generate(ws, KeyVersion::FIRST).unwrap();
         let (a, b) = (CredentialId::random(), CredentialId::random());
         let ka = wk1.record_key(a).unwrap();
-        assert_ne!(ka.expose_secret(), wk1.record_key(b).unwrap().expose_secret(), "per credential");
+        assert_ne!(
+            ka.expose_secret(),
+            wk1.record_key(b).unwrap().expose_secret(),
+            "per credential"
+        );
         let same_bytes_other_owner = MemberKey::from_parts(
             ws,
             MemberId::random(),
@@ -800,9 +834,31 @@ mod tests {
             same_bytes_other_owner.record_key(a).unwrap().expose_secret(),
             "the owner is part of the derivation even when parent bytes are equal"
         );
-        let wk1_as_v2 = WorkspaceKey::from_parts(ws, KeyVersion::new(2).unwrap(), wk1.expose_secret().duplicate());
-        assert_ne!(ka.expose_secret(), wk1_as_v2.record_key(a).unwrap().expose_secret(), "per version");
+        let wk1_as_v2 = WorkspaceKey::from_parts(
+            ws,
+            KeyVersion::new(2).unwrap(),
+            wk1.expose_secret().duplicate(),
+        );
+        assert_ne!(
+            ka.expose_secret(),
+            wk1_as_v2.record_key(a).unwrap().expose_secret(),
+            "per version"
+        );
         assert_eq!(ka.expose_secret(), wk1.record_key(a).unwrap().expose_secret(), "deterministic");
+    }
+
+    #[test]
+    fn record_key_derivation_matches_the_documented_example() {
+        // docs/protocol.md "Record keys"; the expected value was computed independently with
+        // Python's hmac module (RFC 5869 with an empty salt).
+        let workspace: WorkspaceId = "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap();
+        let credential: CredentialId = "0d7e2f4a-93b1-4c55-8a1e-6b2c9d3e4f50".parse().unwrap();
+        let wk =
+            WorkspaceKey::from_parts(workspace, KeyVersion::FIRST, Key32::from_bytes([0x42; 32]));
+        let record = wk.record_key(credential).unwrap();
+        let hex: String =
+            record.expose_secret().expose_secret().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "c7ea9d0cbecfe37dab7c2df2556a70f9d741cbe67dd244dc0ea754f64d095aed");
     }
 
     #[test]
@@ -842,7 +898,11 @@ mod tests {
             ws,
             &stranger.keys.signing.verifying_key(),
         );
-        assert_eq!(wrong_sender.unwrap_err(), KeyError::WrappedKeyRejected, "a substituted sender must fail");
+        assert_eq!(
+            wrong_sender.unwrap_err(),
+            KeyError::WrappedKeyRejected,
+            "a substituted sender must fail"
+        );
         let wrong_device = parsed.unwrap_workspace_key(
             (stranger.id, &stranger.keys.exchange),
             ws,
@@ -856,7 +916,11 @@ mod tests {
         );
         assert!(matches!(wrong_workspace, Err(KeyError::WrappedKeyMismatch(_))));
         assert!(matches!(
-            parsed.unwrap_member_key((newcomer.id, &newcomer.keys.exchange), ws, &admin.keys.signing.verifying_key()),
+            parsed.unwrap_member_key(
+                (newcomer.id, &newcomer.keys.exchange),
+                ws,
+                &admin.keys.signing.verifying_key()
+            ),
             Err(KeyError::WrappedKeyMismatch(_))
         ));
     }
@@ -886,11 +950,20 @@ mod tests {
 
     #[test]
     fn wrapped_key_parsing_rejects_bad_framing_specifically() {
-        assert_eq!(WrappedKey::parse(&[]).unwrap_err(), KeyError::MalformedWrappedKey("wrong length"));
+        assert_eq!(
+            WrappedKey::parse(&[]).unwrap_err(),
+            KeyError::MalformedWrappedKey("wrong length")
+        );
         let mut bytes = vec![0u8; WrappedKey::LEN];
-        assert_eq!(WrappedKey::parse(&bytes).unwrap_err(), KeyError::MalformedWrappedKey("unknown format version"));
+        assert_eq!(
+            WrappedKey::parse(&bytes).unwrap_err(),
+            KeyError::MalformedWrappedKey("unknown format version")
+        );
         bytes[0] = 1;
-        assert_eq!(WrappedKey::parse(&bytes).unwrap_err(), KeyError::MalformedWrappedKey("unknown key kind"));
+        assert_eq!(
+            WrappedKey::parse(&bytes).unwrap_err(),
+            KeyError::MalformedWrappedKey("unknown key kind")
+        );
     }
 
     #[test]
@@ -899,7 +972,9 @@ mod tests {
         let text = key.expose_secret_text();
         let again = BrokerSecretKey::from_secret_text(&format!("  {}\n", text.as_str())).unwrap();
         assert_eq!(again.public_key(), key.public_key());
-        for bad in ["", "lkbroker1_", "lkbroker1_AAAA", "nope_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+        for bad in
+            ["", "lkbroker1_", "lkbroker1_AAAA", "nope_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"]
+        {
             assert!(BrokerSecretKey::from_secret_text(bad).is_err(), "{bad:?} must be refused");
         }
     }
@@ -911,13 +986,19 @@ mod tests {
             b[0] = 1;
             b
         };
-        assert!(DeviceVerifyingKey::from_bytes(&identity_point).is_err(), "small-order key must be refused");
+        assert!(
+            DeviceVerifyingKey::from_bytes(&identity_point).is_err(),
+            "small-order key must be refused"
+        );
     }
 
     #[test]
     fn sealing_to_a_low_order_exchange_key_fails() {
         let zero = ExchangePublicKey::from_bytes([0u8; 32]);
-        assert!(zero.seal(b"info", b"aad", b"secret").is_err(), "all-zero DH output must be refused");
+        assert!(
+            zero.seal(b"info", b"aad", b"secret").is_err(),
+            "all-zero DH output must be refused"
+        );
     }
 
     #[test]
@@ -932,7 +1013,8 @@ mod tests {
         let broker = BrokerSecretKey::generate().unwrap();
         let broker_text = broker.expose_secret_text();
         let shown = format!("{keys:?} {wk:?} {mk:?} {rk:?} {broker:?}");
-        let as_hex = |k: &Key32| k.expose_secret().iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let as_hex =
+            |k: &Key32| k.expose_secret().iter().map(|b| format!("{b:02x}")).collect::<String>();
         for (name, secret) in [
             ("signing seed", &seed),
             ("exchange secret", &x),
@@ -941,9 +1023,15 @@ mod tests {
             ("record key", rk.expose_secret()),
         ] {
             let decimal = format!("{:?}", secret.expose_secret());
-            assert!(!shown.contains(&decimal[1..decimal.len() - 1]), "{name} leaked in Debug as bytes");
+            assert!(
+                !shown.contains(&decimal[1..decimal.len() - 1]),
+                "{name} leaked in Debug as bytes"
+            );
             assert!(!shown.contains(&as_hex(secret)), "{name} leaked in Debug as hex");
         }
-        assert!(!shown.contains(&broker_text[BrokerSecretKey::TEXT_PREFIX.len()..]), "broker key leaked");
+        assert!(
+            !shown.contains(&broker_text[BrokerSecretKey::TEXT_PREFIX.len()..]),
+            "broker key leaked"
+        );
     }
 }

@@ -9,8 +9,8 @@
 //! neither `Serialize` nor `Clone`, and hand out their bytes only through a method named
 //! `expose_secret`, so every place that touches key material can be found with one search.
 
-pub(crate) mod crypto;
 pub mod capability;
+pub(crate) mod crypto;
 pub mod envelope;
 pub mod ids;
 pub mod keys;
