@@ -12,7 +12,10 @@
 pub mod capability;
 pub(crate) mod crypto;
 pub mod envelope;
+pub mod httpsig;
 pub mod ids;
 pub mod keys;
 pub mod random;
 pub mod secret;
+#[cfg(test)]
+mod vectors;

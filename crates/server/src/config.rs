@@ -1,0 +1,337 @@
+//! Server configuration: command-line flags, then environment variables, then an optional TOML
+//! file, then defaults, in that order of precedence.
+//!
+//! | setting | flag | environment | TOML key | default |
+//! |---|---|---|---|---|
+//! | API listener | `--listen` | `LATCHKEY_LISTEN` | `listen` | `127.0.0.1:8740` |
+//! | data directory | `--data-dir` | `LATCHKEY_DATA_DIR` | `data_dir` | `$XDG_DATA_HOME/latchkey-server` |
+//! | log format | `--log-format` | `LATCHKEY_LOG_FORMAT` | `log_format` | `text` |
+//! | broker key file | `--broker-key-file` | `LATCHKEY_BROKER_KEY_FILE` | `broker_key_file` | `<data dir>/broker.key` |
+//! | broker key | | `LATCHKEY_BROKER_KEY` | | |
+//!
+//! The broker key is never accepted as a flag (flags are visible to every local user in the
+//! process list) nor in the TOML file (which is usually less protected than a key file). When
+//! neither the environment variable nor the key file exists, a new key is generated into the key
+//! file with mode 0600. An existing key file readable by group or others is refused.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, ValueEnum};
+use latchkey_core::keys::BrokerSecretKey;
+use serde::Deserialize;
+
+/// Configuration could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("invalid config file {path}: {message}")]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// The parser's explanation and line, without quoting the file's contents.
+        message: String,
+    },
+    /// No data directory was given and none can be derived from the environment.
+    #[error("no data directory: pass --data-dir or set LATCHKEY_DATA_DIR")]
+    NoDataDir,
+    /// The broker key could not be loaded or created.
+    #[error("broker key: {0}")]
+    BrokerKey(String),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command-line flags (and their environment variables) of `latchkey-server`.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "latchkey-server",
+    version,
+    about = "Latchkey broker: stores ciphertext it cannot open, brokers agents' calls"
+)]
+pub struct Flags {
+    /// TOML configuration file.
+    #[arg(long, env = "LATCHKEY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the API listener.
+    #[arg(long, env = "LATCHKEY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite database and the broker key file.
+    #[arg(long, env = "LATCHKEY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "LATCHKEY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// File holding the broker's secret key (created with mode 0600 if absent).
+    #[arg(long, env = "LATCHKEY_BROKER_KEY_FILE")]
+    pub broker_key_file: Option<PathBuf>,
+}
+
+/// The TOML file: the same settings as the flags, minus secrets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    broker_key_file: Option<PathBuf>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// API listener address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Broker key file.
+    pub broker_key_file: PathBuf,
+}
+
+/// Default API listener: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8740";
+
+impl Config {
+    /// Resolves flags (which already include their environment variables) over the TOML file
+    /// over defaults. `env` looks up other environment variables (a parameter, for tests).
+    pub fn resolve(
+        flags: Flags,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .or_else(|| default_data_dir(&env))
+            .ok_or(ConfigError::NoDataDir)?;
+        let broker_key_file = flags
+            .broker_key_file
+            .or(file.broker_key_file)
+            .unwrap_or_else(|| data_dir.join("broker.key"));
+        Ok(Self {
+            listen: flags.listen.or(file.listen).unwrap_or_else(|| parse_default(DEFAULT_LISTEN)),
+            log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+            data_dir,
+            broker_key_file,
+        })
+    }
+
+    /// Path of the SQLite database.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("latchkey.sqlite3")
+    }
+}
+
+/// Loads the broker key from `LATCHKEY_BROKER_KEY` (via `env`) or the key file, creating the file
+/// with a fresh key (mode 0600) when neither exists.
+pub fn load_broker_key(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<BrokerSecretKey, ConfigError> {
+    if let Some(text) = env("LATCHKEY_BROKER_KEY") {
+        return BrokerSecretKey::from_secret_text(&text)
+            .map_err(|e| ConfigError::BrokerKey(format!("LATCHKEY_BROKER_KEY: {e}")));
+    }
+    let path = &config.broker_key_file;
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            check_private(path, &meta)?;
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::BrokerKey(format!("cannot read {}: {e}", path.display()))
+            })?);
+            BrokerSecretKey::from_secret_text(&text)
+                .map_err(|e| ConfigError::BrokerKey(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key_file(path),
+        Err(e) => Err(ConfigError::BrokerKey(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::ReadFile { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|e| {
+        // The parser's Display quotes the offending source line, which could be a secret someone
+        // pasted into the wrong file: report only its message and the line number.
+        let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        let message = match line {
+            Some(line) => format!("line {line}: {}", e.message()),
+            None => e.message().to_owned(),
+        };
+        ConfigError::ParseFile { path: path.to_owned(), message }
+    })
+}
+
+fn default_data_dir(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let base = env("XDG_DATA_HOME").filter(|v| !v.is_empty()).map(PathBuf::from).or_else(|| {
+        env("HOME").filter(|v| !v.is_empty()).map(|h| Path::new(&h).join(".local/share"))
+    })?;
+    Some(base.join("latchkey-server"))
+}
+
+fn parse_default(addr: &str) -> SocketAddr {
+    // INVARIANT: the defaults are literal, valid socket addresses (checked by a unit test).
+    addr.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::BrokerKey(format!(
+            "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_: &Path, _: &std::fs::Metadata) -> Result<(), ConfigError> {
+    Ok(())
+}
+
+fn create_key_file(path: &Path) -> Result<BrokerSecretKey, ConfigError> {
+    use std::io::Write as _;
+    let key = BrokerSecretKey::generate().map_err(|e| ConfigError::BrokerKey(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ConfigError::BrokerKey(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .map_err(|e| ConfigError::BrokerKey(format!("cannot create {}: {e}", path.display())))?;
+    let text = key.expose_secret_text();
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| ConfigError::BrokerKey(format!("cannot write {}: {e}", path.display())))?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_valid() {
+        assert!(DEFAULT_LISTEN.parse::<SocketAddr>().unwrap().ip().is_loopback());
+        let flags = Flags { data_dir: Some("/d".into()), ..Flags::default() };
+        let config = Config::resolve(flags, no_env).unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.broker_key_file, PathBuf::from("/d/broker.key"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nlog_format = \"json\"\ndata_dir = \"/from-file\"\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            config: Some(file),
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Flags::default()
+        };
+        let config = Config::resolve(flags, no_env).unwrap();
+        assert_eq!(config.listen.port(), 9100, "flag beats file");
+        assert_eq!(config.log_format, LogFormat::Json, "file beats default");
+        assert_eq!(config.data_dir, PathBuf::from("/from-file"));
+    }
+
+    #[test]
+    fn unknown_keys_and_secrets_in_the_file_are_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "broker_key = \"lkbroker1_x\"\n").unwrap();
+        let err =
+            Config::resolve(Flags { config: Some(file), ..Flags::default() }, no_env).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("server.toml") && message.contains("broker_key"), "{message}");
+        assert!(
+            !message.contains("lkbroker1_x"),
+            "a key-shaped value must not be echoed: {message}"
+        );
+    }
+
+    #[test]
+    fn a_missing_data_dir_is_a_clear_error() {
+        let err = Config::resolve(Flags::default(), no_env).unwrap_err();
+        assert!(err.to_string().contains("--data-dir"), "{err}");
+    }
+
+    #[test]
+    fn the_broker_key_file_is_created_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(
+            Flags { data_dir: Some(dir.path().into()), ..Flags::default() },
+            no_env,
+        )
+        .unwrap();
+        let first = load_broker_key(&config, no_env).unwrap();
+        let mode = std::fs::metadata(&config.broker_key_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the key file must be private");
+        let second = load_broker_key(&config, no_env).unwrap();
+        assert_eq!(first.public_key(), second.public_key(), "the key must survive restarts");
+
+        std::fs::set_permissions(&config.broker_key_file, std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let err = load_broker_key(&config, no_env).unwrap_err();
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_broker_key_in_the_environment_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::resolve(
+            Flags { data_dir: Some(dir.path().into()), ..Flags::default() },
+            no_env,
+        )
+        .unwrap();
+        let env =
+            |name: &str| (name == "LATCHKEY_BROKER_KEY").then(|| "lkbroker1_c2VjcmV0".to_owned());
+        let err = load_broker_key(&config, env).unwrap_err();
+        assert!(err.to_string().contains("LATCHKEY_BROKER_KEY"), "{err}");
+        assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
+    }
+}

@@ -1,0 +1,65 @@
+//! `latchkey-server` binary: parses configuration, sets up logging, binds, serves until Ctrl-C or
+//! SIGTERM.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use latchkey_server::config::{self, Config, Flags, LogFormat};
+use latchkey_server::store::Store;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok();
+    let config = Config::resolve(Flags::parse(), env)?;
+    init_logging(config.log_format);
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let broker_key = config::load_broker_key(&config, env)?;
+    let store = Store::open_sqlite(&config.database_path()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %config.data_dir.display(),
+        "latchkey-server ready"
+    );
+    latchkey_server::serve(store.clone(), broker_key, listener, shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("latchkey-server stopped");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
