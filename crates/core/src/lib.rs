@@ -12,10 +12,14 @@
 pub mod capability;
 pub(crate) mod crypto;
 pub mod envelope;
+pub mod fingerprint;
 pub mod httpsig;
 pub mod ids;
 pub mod keys;
+pub mod pkce;
 pub mod random;
+pub mod recovery;
 pub mod secret;
+pub mod token;
 #[cfg(test)]
 mod vectors;

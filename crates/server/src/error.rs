@@ -1,7 +1,8 @@
 //! The one error shape every HTTP response uses: `{"code": "...", "message": "..."}`.
 //!
 //! Codes are stable identifiers that clients branch on; messages are for people and say what to
-//! do next. A code is never reassigned to another meaning; new situations get new codes.
+//! do next. A code is never reassigned to another meaning; new situations get new codes. Messages
+//! never contain a credential, key, capability or agent token.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -13,12 +14,42 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
-    /// The request is malformed.
+    /// The request is malformed (syntax, types, limits).
     BadRequest,
+    /// The request is well-formed but a value is not acceptable.
+    InvalidRequest,
     /// No such route or resource.
     NotFound,
     /// The route exists but not with this method.
     MethodNotAllowed,
+    /// The body is larger than the endpoint accepts.
+    PayloadTooLarge,
+    /// The request conflicts with the current state (duplicate name, stale version).
+    Conflict,
+    /// A device request has no valid RFC 9421 signature.
+    SignatureInvalid,
+    /// The signing key id is not an enrolled, active device.
+    UnknownDevice,
+    /// A signed request's nonce was already used.
+    ReplayedRequest,
+    /// The caller is authenticated but not allowed to do this.
+    Forbidden,
+    /// An agent token is missing, malformed or unknown.
+    UnknownToken,
+    /// An agent token was revoked.
+    TokenRevoked,
+    /// A capability is missing where one is required.
+    CapabilityRequired,
+    /// A capability failed verification (signature, claims, time, replay, revocation).
+    CapabilityInvalid,
+    /// A Cedar policy denied the call.
+    PolicyDenied,
+    /// The call needs a member's approval.
+    ApprovalRequired,
+    /// The upstream host is not in the credential's allow-list.
+    HostNotAllowed,
+    /// The upstream could not be reached or misbehaved.
+    UpstreamFailed,
     /// The service cannot serve right now (for example, its database is unreachable).
     Unavailable,
     /// An unexpected failure; details are in the server log, never in the response.
@@ -29,9 +60,24 @@ impl ErrorCode {
     /// The HTTP status that goes with the code.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::SignatureInvalid
+            | ErrorCode::UnknownDevice
+            | ErrorCode::ReplayedRequest
+            | ErrorCode::UnknownToken
+            | ErrorCode::TokenRevoked => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden
+            | ErrorCode::CapabilityInvalid
+            | ErrorCode::PolicyDenied
+            | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::CapabilityRequired | ErrorCode::ApprovalRequired => {
+                StatusCode::PRECONDITION_REQUIRED
+            }
+            ErrorCode::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -52,6 +98,19 @@ impl ApiError {
     /// An error with the given code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
+    }
+
+    /// An internal failure: logs `error` (which must not contain secrets) and answers without
+    /// detail.
+    pub fn internal(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; the server log has details")
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(error: crate::store::StoreError) -> Self {
+        Self::internal(&error)
     }
 }
 

@@ -24,7 +24,8 @@ async fn main() -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "latchkey-server ready"
     );
-    latchkey_server::serve(store.clone(), broker_key, listener, shutdown_signal()).await?;
+    let broker = latchkey_server::Broker::new(store.clone(), broker_key);
+    latchkey_server::serve(broker, listener, shutdown_signal()).await?;
     store.close().await;
     tracing::info!("latchkey-server stopped");
     Ok(())

@@ -28,7 +28,7 @@ async fn start() -> Running {
     let base = format!("http://{}", listener.local_addr().expect("local addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        latchkey_server::serve(store, key, listener, async {
+        latchkey_server::serve(latchkey_server::Broker::new(store, key), listener, async {
             let _ = stopped.await;
         })
         .await

@@ -37,19 +37,21 @@ CREATE TABLE devices (
     PRIMARY KEY (workspace_id, id),
     FOREIGN KEY (workspace_id, member_id) REFERENCES members(workspace_id, id)
 ) STRICT;
+-- Device ids are random UUIDs and the key id of request signatures: unique across workspaces.
+CREATE UNIQUE INDEX devices_id ON devices (id);
 
 -- Workspace and member keys, HPKE-sealed to one device and signed by the sending device.
 CREATE TABLE wrapped_keys (
     workspace_id      TEXT NOT NULL,
     recipient_device  TEXT NOT NULL,
     kind              TEXT NOT NULL CHECK (kind IN ('workspace', 'member')),
-    -- NULL for the workspace key, the member for a member key.
-    member_id         TEXT,
+    -- 'shared' for the workspace key, the member id for a member key.
+    owner             TEXT NOT NULL,
     key_version       INTEGER NOT NULL CHECK (key_version >= 1),
     bytes             BLOB NOT NULL CHECK (length(bytes) = 215),
     created_at        INTEGER NOT NULL,
-    PRIMARY KEY (workspace_id, recipient_device, kind, member_id, key_version),
-    CHECK ((kind = 'workspace') = (member_id IS NULL)),
+    PRIMARY KEY (workspace_id, recipient_device, kind, owner, key_version),
+    CHECK ((kind = 'workspace') = (owner = 'shared')),
     FOREIGN KEY (workspace_id, recipient_device) REFERENCES devices(workspace_id, id)
 ) STRICT;
 

@@ -3,6 +3,10 @@
 //! The store only ever receives envelopes, wrapped keys, public keys and hashes: no type that can
 //! hold a plaintext credential or a key crosses into this module.
 
+pub mod devices;
+pub mod nonces;
+pub mod workspaces;
+
 use std::path::Path;
 use std::str::FromStr as _;
 
@@ -19,12 +23,15 @@ pub enum StoreError {
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not parse (a bug or a hand-edited database).
+    #[error("corrupt database row: {0}")]
+    Corrupt(String),
 }
 
 /// A handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl Store {

@@ -1,0 +1,175 @@
+//! Workspaces and the caller's identity.
+//!
+//! `POST /v1/workspaces` creates a workspace from its first device, which becomes the first
+//! admin. The device is not enrolled yet, so the request is self-signed: its RFC 9421 signature
+//! must verify under the signing key the body registers, with the body's device id as key id.
+//! The body also carries the workspace key and the member key, each wrapped to that same device
+//! (the server stores them and cannot open them).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
+use latchkey_core::keys::{DeviceVerifyingKey, WrappedKey, WrappedKind};
+use serde::{Deserialize, Serialize};
+
+use super::wire::B64;
+use crate::auth::{SelfSigned, Signed};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::SharedState;
+use crate::store::devices::Role;
+use crate::store::workspaces::NewWorkspace;
+
+pub(super) fn routes() -> Router<SharedState> {
+    Router::new().route("/v1/workspaces", post(create)).route("/v1/me", get(me))
+}
+
+/// A device being registered.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeviceRegistration {
+    pub(crate) id: DeviceId,
+    pub(crate) name: String,
+    /// Ed25519 public key (32 bytes).
+    pub(crate) signing_key: B64,
+    /// X25519 public key (32 bytes).
+    pub(crate) exchange_key: B64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedId<T> {
+    id: T,
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateWorkspace {
+    workspace: NamedId<WorkspaceId>,
+    member: NamedId<MemberId>,
+    device: DeviceRegistration,
+    /// The workspace key v1 and the member key v1, wrapped to this device by this device.
+    wrapped_keys: Vec<B64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Created {
+    workspace: WorkspaceId,
+    member: MemberId,
+    device: DeviceId,
+    role: Role,
+}
+
+async fn create(
+    State(state): State<SharedState>,
+    request: SelfSigned<CreateWorkspace>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let body = &request.body;
+    let device_key = registration_key(&body.device)?;
+    if request.key_id() != body.device.id {
+        return Err(ApiError::new(
+            ErrorCode::SignatureInvalid,
+            "the request must be signed by the device it registers (keyid = device.id)",
+        ));
+    }
+    request.verify_with(&state, &device_key).await?;
+
+    let workspace = body.workspace.id;
+    let member = body.member.id;
+    let device = body.device.id;
+    let (mut workspace_key, mut member_key) = (None, None);
+    for bytes in &body.wrapped_keys {
+        let wrapped =
+            WrappedKey::parse(&bytes.0).map_err(|e| invalid(format!("wrapped key: {e}")))?;
+        let h = wrapped.header();
+        if h.workspace != workspace || h.recipient != device || h.sender != device {
+            return Err(invalid(
+                "wrapped keys must be for this workspace, wrapped by and to this device",
+            ));
+        }
+        if h.version != KeyVersion::FIRST {
+            return Err(invalid("a new workspace starts at key version 1"));
+        }
+        let slot = match (h.kind, h.owner) {
+            (WrappedKind::Workspace, Owner::Shared) => &mut workspace_key,
+            (WrappedKind::Member, Owner::Member(m)) if m == member => &mut member_key,
+            _ => return Err(invalid("the member key must belong to the registering member")),
+        };
+        if slot.replace(wrapped).is_some() {
+            return Err(invalid("one wrapped workspace key and one wrapped member key expected"));
+        }
+    }
+    let (Some(workspace_key), Some(member_key)) = (workspace_key, member_key) else {
+        return Err(invalid(
+            "both the wrapped workspace key and the wrapped member key are required",
+        ));
+    };
+
+    state
+        .store
+        .create_workspace(NewWorkspace {
+            workspace,
+            workspace_name: checked_name("workspace.name", &body.workspace.name)?,
+            member,
+            member_name: checked_name("member.name", &body.member.name)?,
+            device,
+            device_name: checked_name("device.name", &body.device.name)?,
+            signing_key: device_key.to_bytes(),
+            exchange_key: exchange_key(&body.device)?,
+            wrapped_keys: [workspace_key, member_key],
+            now: state.now(),
+        })
+        .await?
+        .map_err(|conflict| ApiError::new(ErrorCode::Conflict, conflict.to_string()))?;
+    tracing::info!(%workspace, %member, %device, "workspace created");
+    Ok((StatusCode::CREATED, Json(Created { workspace, member, device, role: Role::Admin })))
+}
+
+#[derive(Debug, Serialize)]
+struct Me {
+    workspace: WorkspaceId,
+    member: MemberId,
+    device: DeviceId,
+    role: Role,
+}
+
+/// Who the signing device is: lets a client check that its enrolment is still active.
+async fn me(request: Signed<()>) -> Json<Me> {
+    let c = request.caller;
+    Json(Me { workspace: c.workspace, member: c.member, device: c.device, role: c.role })
+}
+
+/// The Ed25519 key a registration names, refusing invalid and weak keys.
+pub(crate) fn registration_key(
+    device: &DeviceRegistration,
+) -> Result<DeviceVerifyingKey, ApiError> {
+    let bytes = device
+        .signing_key
+        .array::<32>()
+        .ok_or_else(|| invalid("device.signing_key must be 32 bytes"))?;
+    DeviceVerifyingKey::from_bytes(&bytes)
+        .map_err(|_| invalid("device.signing_key is not a usable Ed25519 key"))
+}
+
+/// The X25519 key a registration names.
+pub(crate) fn exchange_key(device: &DeviceRegistration) -> Result<[u8; 32], ApiError> {
+    device.exchange_key.array::<32>().ok_or_else(|| invalid("device.exchange_key must be 32 bytes"))
+}
+
+/// A display name: 1 to 100 characters, no control characters.
+pub(crate) fn checked_name(field: &str, name: &str) -> Result<String, ApiError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > 100 || trimmed.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "{field} must be 1 to 100 characters without control characters"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}

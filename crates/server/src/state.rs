@@ -1,0 +1,57 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+
+use latchkey_core::keys::BrokerSecretKey;
+
+use crate::clock::{Clock, SystemClock};
+use crate::store::Store;
+
+/// A configured broker, ready to be served by [`crate::serve`].
+#[derive(Debug)]
+pub struct Broker {
+    pub(crate) store: Store,
+    pub(crate) broker_key: BrokerSecretKey,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Origin (scheme, host, port) devices use to reach this broker; the `@target-uri` of every
+    /// device signature is checked against it. `None`: taken from the listener's address.
+    pub(crate) public_origin: Option<String>,
+}
+
+impl Broker {
+    /// A broker over `store` with `broker_key`, the system clock, and the listener's address as
+    /// its public origin.
+    pub fn new(store: Store, broker_key: BrokerSecretKey) -> Self {
+        Self { store, broker_key, clock: Arc::new(SystemClock), public_origin: None }
+    }
+
+    /// Uses `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Sets the public origin, e.g. `https://latchkey.example.com` behind a reverse proxy.
+    pub fn with_public_origin(mut self, origin: impl Into<String>) -> Self {
+        self.public_origin = Some(origin.into().trim_end_matches('/').to_owned());
+        self
+    }
+}
+
+/// Shared state of a running broker.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) store: Store,
+    pub(crate) broker_key: BrokerSecretKey,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) public_origin: String,
+}
+
+impl AppState {
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+}
+
+/// The state handle handlers receive.
+pub(crate) type SharedState = Arc<AppState>;
