@@ -16,6 +16,7 @@ pub mod fingerprint;
 pub mod httpsig;
 pub mod ids;
 pub mod keys;
+pub mod payload;
 pub mod pkce;
 pub mod random;
 pub mod recovery;
