@@ -151,7 +151,7 @@ impl Envelope {
         let plaintext =
             crypto::aes256gcm_open(key.expose_secret(), &nonce, &aad(scope), ciphertext)
                 .map_err(|_| EnvelopeError::Rejected)?;
-        Ok(SecretBytes::copy_from(&plaintext))
+        Ok(SecretBytes::from_zeroizing(plaintext))
     }
 }
 

@@ -20,6 +20,11 @@ impl SecretBytes {
         Self(Zeroizing::new(bytes))
     }
 
+    /// Takes over an already-zeroizing buffer without copying it.
+    pub fn from_zeroizing(bytes: Zeroizing<Vec<u8>>) -> Self {
+        Self(bytes)
+    }
+
     /// Copies `bytes` into a new secret. The caller remains responsible for its own copy.
     pub fn copy_from(bytes: &[u8]) -> Self {
         Self::new(bytes.to_vec())
