@@ -35,7 +35,6 @@ pub(crate) struct DeviceCaller {
 
 impl DeviceCaller {
     /// Refuses callers that are not workspace admins.
-    #[expect(dead_code, reason = "the member and credential endpoints are the first users")]
     pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
         match self.role {
             Role::Admin => Ok(()),
@@ -51,7 +50,6 @@ impl DeviceCaller {
 #[derive(Debug)]
 pub(crate) struct Signed<T> {
     pub(crate) caller: DeviceCaller,
-    #[expect(dead_code, reason = "the member and credential endpoints are the first users")]
     pub(crate) body: T,
 }
 
@@ -215,11 +213,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// A JSON error for the client. serde_json quotes offending string values in some messages
-/// ("invalid type: string \"...\""); those are replaced by their position so no submitted value is
-/// ever echoed into a response or log.
+/// ("invalid type: string \"...\"", "unknown variant `...`"); those are replaced by their
+/// position so no submitted value is ever echoed into a response or log.
 pub(crate) fn json_error(error: &serde_json::Error) -> ApiError {
     let text = error.to_string();
-    let message = if text.contains('"') {
+    let message = if text.contains('"') || text.contains("unknown variant") {
         format!(
             "invalid JSON body: wrong type or value at line {}, column {}",
             error.line(),

@@ -54,6 +54,9 @@ pub enum ErrorCode {
     Unavailable,
     /// An unexpected failure; details are in the server log, never in the response.
     Internal,
+    /// An invite code is unknown, already used, expired or revoked (deliberately not saying
+    /// which).
+    InviteInvalid,
 }
 
 impl ErrorCode {
@@ -80,6 +83,7 @@ impl ErrorCode {
             ErrorCode::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InviteInvalid => StatusCode::FORBIDDEN,
         }
     }
 }

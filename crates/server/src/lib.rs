@@ -6,10 +6,13 @@
 //! deterministically.
 
 mod api;
+pub mod audit;
 mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod policy;
+mod proxy;
 mod state;
 pub mod store;
 
@@ -28,6 +31,12 @@ pub enum ServerError {
     /// Serving failed.
     #[error("server I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The upstream HTTP client could not be built (TLS setup).
+    #[error("upstream HTTP client: {0}")]
+    Upstream(String),
+    /// The policy engine could not be set up (its embedded schema or default policies).
+    #[error("policy engine: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// Serves `broker` on `listener` until `shutdown` completes, then finishes in-flight requests and
@@ -41,12 +50,22 @@ pub async fn serve(
         Some(origin) => origin,
         None => format!("http://{}", listener.local_addr()?),
     };
+    let policies = crate::policy::PolicyEngine::new()?;
+    let audit = audit::AuditLog::start(broker.store.clone());
     let state = Arc::new(AppState {
         store: broker.store,
         broker_key: broker.broker_key,
         clock: broker.clock,
         public_origin,
+        policies,
+        audit: audit.clone(),
+        upstream: proxy::upstream_client().map_err(|e| ServerError::Upstream(e.to_string()))?,
+        refresh_locks: proxy::RefreshLocks::default(),
     });
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await?;
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // Every request has finished: write the audit records still queued, then stop the writer.
+    audit.shutdown().await;
+    served?;
     Ok(())
 }

@@ -45,6 +45,14 @@ pub(crate) struct AppState {
     pub(crate) broker_key: BrokerSecretKey,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) public_origin: String,
+    /// Each workspace's Cedar policies, compiled and cached.
+    pub(crate) policies: crate::policy::PolicyEngine,
+    /// The audit log's writer.
+    pub(crate) audit: crate::audit::AuditLog,
+    /// The HTTP client for upstream APIs and token endpoints: never follows redirects.
+    pub(crate) upstream: reqwest::Client,
+    /// Serialises OAuth refreshes per credential.
+    pub(crate) refresh_locks: crate::proxy::RefreshLocks,
 }
 
 impl AppState {

@@ -1,5 +1,10 @@
 //! The HTTP API. Each submodule owns one area and contributes its routes to [`router`].
 
+mod agents;
+mod audit;
+mod credentials;
+mod members;
+mod policies;
 mod service;
 mod wire;
 mod workspaces;
@@ -12,8 +17,14 @@ use crate::state::SharedState;
 /// All routes of the broker.
 pub(crate) fn router(state: SharedState) -> Router {
     Router::new()
+        .merge(agents::routes())
+        .merge(audit::routes())
+        .merge(credentials::routes())
+        .merge(members::routes())
+        .merge(policies::routes())
         .merge(service::routes())
         .merge(workspaces::routes())
+        .merge(crate::proxy::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

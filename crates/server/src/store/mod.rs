@@ -3,8 +3,13 @@
 //! The store only ever receives envelopes, wrapped keys, public keys and hashes: no type that can
 //! hold a plaintext credential or a key crosses into this module.
 
+pub mod agents;
+pub mod audit;
+pub mod credentials;
 pub mod devices;
+pub mod members;
 pub mod nonces;
+pub mod policies;
 pub mod workspaces;
 
 use std::path::Path;

@@ -109,6 +109,22 @@ impl TestBroker {
         (status, body)
     }
 
+    /// Stops the broker and hands back its data directory for inspection.
+    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        self.shutdown().await;
+        let placeholder = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.dir, placeholder)
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server stopped cleanly");
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -197,4 +213,106 @@ pub async fn workspace_with_admin(broker: &TestBroker) -> TestDevice {
 pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A direct connection to the broker's SQLite file, for store-level set-up and for scanning what
+/// the broker wrote.
+pub async fn database(broker: &TestBroker) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(broker.dir.path().join("db.sqlite3"))
+        .foreign_keys(true)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    sqlx::SqlitePool::connect_with(options).await.expect("open the broker's database")
+}
+
+/// Adds a member (`role`: "admin" or "member") with one device to `admin`'s workspace by writing
+/// the rows straight into the broker's database: a store-level shortcut around invites for tests
+/// of other areas. The device gets the workspace key as `admin`'s device would wrap it (wrapped
+/// and opened again here) and a fresh member key at version 1.
+pub async fn insert_member(broker: &TestBroker, admin: &TestDevice, role: &str) -> TestDevice {
+    let mut device = TestDevice::new(admin.workspace);
+    let db = database(broker).await;
+    let now = latchkey_server::clock::Clock::now(&*broker.clock) as i64;
+    sqlx::query(
+        "INSERT INTO members (workspace_id, id, name, role, key_version, created_at)
+         VALUES (?1, ?2, 'Grace', ?3, 1, ?4)",
+    )
+    .bind(admin.workspace.to_string())
+    .bind(device.member.to_string())
+    .bind(role)
+    .bind(now)
+    .execute(&db)
+    .await
+    .expect("insert member");
+    insert_device_row(&db, &device, now).await;
+    db.close().await;
+    let wk = admin.workspace_key.as_ref().expect("the admin holds the workspace key");
+    device.workspace_key = Some(pass_workspace_key(wk, admin, &device));
+    device.member_key =
+        Some(MemberKey::generate(device.workspace, device.member, KeyVersion::FIRST).expect("mk"));
+    device
+}
+
+/// Adds another device of `sibling`'s member straight into the database; it gets copies of the
+/// workspace and member keys `sibling` holds, wrapped by `sibling` and opened again here.
+pub async fn insert_device(broker: &TestBroker, sibling: &TestDevice) -> TestDevice {
+    let mut device = TestDevice::new(sibling.workspace);
+    device.member = sibling.member;
+    let db = database(broker).await;
+    let now = latchkey_server::clock::Clock::now(&*broker.clock) as i64;
+    insert_device_row(&db, &device, now).await;
+    db.close().await;
+    if let Some(wk) = sibling.workspace_key.as_ref() {
+        device.workspace_key = Some(pass_workspace_key(wk, sibling, &device));
+    }
+    if let Some(mk) = sibling.member_key.as_ref() {
+        let exchange = device.keys.exchange.public_key();
+        let wrapped = WrappedKey::wrap_member_key(
+            mk,
+            (device.id, &exchange),
+            (sibling.id, &sibling.keys.signing),
+        )
+        .expect("wrap mk");
+        device.member_key = Some(
+            wrapped
+                .unwrap_member_key(
+                    (device.id, &device.keys.exchange),
+                    device.workspace,
+                    &sibling.keys.signing.verifying_key(),
+                )
+                .expect("open mk"),
+        );
+    }
+    device
+}
+
+async fn insert_device_row(db: &sqlx::SqlitePool, device: &TestDevice, now: i64) {
+    let public = device.keys.public_keys();
+    sqlx::query(
+        "INSERT INTO devices (workspace_id, id, member_id, name, signing_key, exchange_key, created_at)
+         VALUES (?1, ?2, ?3, 'Test device', ?4, ?5, ?6)",
+    )
+    .bind(device.workspace.to_string())
+    .bind(device.id.to_string())
+    .bind(device.member.to_string())
+    .bind(&public.signing.to_bytes()[..])
+    .bind(&public.exchange.to_bytes()[..])
+    .bind(now)
+    .execute(db)
+    .await
+    .expect("insert device");
+}
+
+fn pass_workspace_key(wk: &WorkspaceKey, from: &TestDevice, to: &TestDevice) -> WorkspaceKey {
+    let exchange = to.keys.exchange.public_key();
+    let wrapped =
+        WrappedKey::wrap_workspace_key(wk, (to.id, &exchange), (from.id, &from.keys.signing))
+            .expect("wrap wk");
+    wrapped
+        .unwrap_workspace_key(
+            (to.id, &to.keys.exchange),
+            to.workspace,
+            &from.keys.signing.verifying_key(),
+        )
+        .expect("open wk")
 }

@@ -1,0 +1,389 @@
+//! Agents and standing grants.
+//!
+//! An agent token is generated here, returned once (with `Cache-Control: no-store`) and stored
+//! only as its hash. Members see and manage their own agents; admins see and manage all of them.
+//! An agent the caller may not see answers `404 not_found`, exactly like a missing one.
+//!
+//! A standing grant is registered by the device that issued a standing capability: the capability
+//! stays with the agent, and the grant row is what lets anyone revoke it before it expires.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use latchkey_core::capability::{
+    CLOCK_SKEW_SECS, MAX_PATTERN_BYTES, MAX_PATTERNS, MAX_STANDING_LIFETIME_SECS, Method,
+    MethodSet, PathPattern,
+};
+use latchkey_core::ids::{AgentId, CredentialId, DeviceId, GrantId, MemberId};
+use latchkey_core::token::AgentToken;
+use serde::{Deserialize, Serialize};
+
+use super::credentials::{audit, may_see};
+use super::workspaces::checked_name;
+use crate::audit::AuditKind;
+use crate::auth::{DeviceCaller, Signed};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::SharedState;
+use crate::store::agents::{AgentRecord, GrantRecord, GrantWriteError, NewGrant};
+use crate::store::devices::Role;
+
+pub(super) fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/agents", post(create).get(list))
+        .route("/v1/agents/{id}", delete(revoke))
+        .route("/v1/agents/{id}/token", post(regenerate))
+        .route("/v1/grants", post(create_grant).get(list_grants))
+        .route("/v1/grants/{id}", delete(revoke_grant))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAgent {
+    name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct AgentView {
+    id: AgentId,
+    name: String,
+    owner: MemberId,
+    created_at: u64,
+    revoked_at: Option<u64>,
+    last_used_at: Option<u64>,
+}
+
+impl From<AgentRecord> for AgentView {
+    fn from(a: AgentRecord) -> Self {
+        Self {
+            id: a.id,
+            name: a.name,
+            owner: a.owner,
+            created_at: a.created_at,
+            revoked_at: a.revoked_at,
+            last_used_at: a.last_used_at,
+        }
+    }
+}
+
+/// An agent with its token: serialized straight from the zeroizing token, never kept.
+#[derive(Serialize)]
+struct AgentWithToken<'a> {
+    #[serde(flatten)]
+    agent: AgentView,
+    token: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct AgentList {
+    agents: Vec<AgentView>,
+}
+
+async fn create(
+    State(state): State<SharedState>,
+    request: Signed<CreateAgent>,
+) -> Result<Response, ApiError> {
+    let caller = request.caller;
+    let name = checked_name("name", &request.body.name)?;
+    let token = new_token()?;
+    let agent = state
+        .store
+        .create_agent(
+            caller.workspace,
+            AgentId::random(),
+            &name,
+            caller.member,
+            &token.hash(),
+            state.now(),
+        )
+        .await?;
+    tracing::info!(workspace = %agent.workspace, agent = %agent.id, owner = %agent.owner, "agent created");
+    audit(&state, &caller, AuditKind::AgentCreated, |e| e.agent = Some(agent.id)).await;
+    token_response(StatusCode::CREATED, agent, &token)
+}
+
+/// The caller's agents; every agent of the workspace for admins.
+async fn list(
+    State(state): State<SharedState>,
+    request: Signed<()>,
+) -> Result<Json<AgentList>, ApiError> {
+    let c = request.caller;
+    let owner = (c.role != Role::Admin).then_some(c.member);
+    let agents = state.store.agents(c.workspace, owner).await?;
+    Ok(Json(AgentList { agents: agents.into_iter().map(Into::into).collect() }))
+}
+
+/// A new token for the agent; the old one stops working with this request.
+async fn regenerate(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<()>,
+) -> Result<Response, ApiError> {
+    let caller = request.caller;
+    let agent = visible_agent(&state, &caller, path_id(id, "agent")?).await?;
+    if agent.revoked_at.is_some() {
+        return Err(revoked_agent());
+    }
+    let token = new_token()?;
+    if !state.store.replace_agent_token(caller.workspace, agent.id, &token.hash()).await? {
+        return Err(revoked_agent());
+    }
+    tracing::info!(workspace = %agent.workspace, agent = %agent.id, "agent token regenerated");
+    token_response(StatusCode::OK, agent, &token)
+}
+
+/// Revokes the agent and its grants: its next request is refused.
+async fn revoke(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<()>,
+) -> Result<StatusCode, ApiError> {
+    let caller = request.caller;
+    let agent = visible_agent(&state, &caller, path_id(id, "agent")?).await?;
+    if !state.store.revoke_agent(caller.workspace, agent.id, state.now()).await? {
+        return Err(no_such_agent());
+    }
+    tracing::info!(workspace = %agent.workspace, agent = %agent.id, "agent revoked");
+    audit(&state, &caller, AuditKind::AgentRevoked, |e| e.agent = Some(agent.id)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateGrant {
+    id: GrantId,
+    agent: AgentId,
+    credential: CredentialId,
+    methods: Vec<String>,
+    path_patterns: Vec<String>,
+    expires_at: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct GrantView {
+    id: GrantId,
+    agent: AgentId,
+    credential: CredentialId,
+    issued_by: DeviceId,
+    methods: Vec<&'static str>,
+    path_patterns: Vec<String>,
+    expires_at: u64,
+    created_at: u64,
+    revoked_at: Option<u64>,
+}
+
+impl From<GrantRecord> for GrantView {
+    fn from(g: GrantRecord) -> Self {
+        Self {
+            id: g.id,
+            agent: g.agent,
+            credential: g.credential,
+            issued_by: g.issued_by,
+            methods: g.methods.iter().map(Method::as_str).collect(),
+            path_patterns: g.path_patterns.iter().map(|p| p.as_str().to_owned()).collect(),
+            expires_at: g.expires_at,
+            created_at: g.created_at,
+            revoked_at: g.revoked_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct GrantList {
+    grants: Vec<GrantView>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsQuery {
+    agent: Option<String>,
+}
+
+/// Registers a standing grant for a capability the calling device issued.
+async fn create_grant(
+    State(state): State<SharedState>,
+    request: Signed<CreateGrant>,
+) -> Result<(StatusCode, Json<GrantView>), ApiError> {
+    let (caller, body) = (request.caller, request.body);
+    let now = state.now();
+    let agent = visible_agent(&state, &caller, body.agent).await?;
+    if agent.revoked_at.is_some() {
+        return Err(revoked_agent());
+    }
+    let credential = state.store.credential(caller.workspace, body.credential).await?;
+    if !credential.is_some_and(|c| may_see(&caller, c.owner)) {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such credential in this workspace"));
+    }
+    let methods = methods(&body.methods)?;
+    let path_patterns = path_patterns(&body.path_patterns)?;
+    if body.expires_at <= now
+        || body.expires_at > now + MAX_STANDING_LIFETIME_SECS + CLOCK_SKEW_SECS
+    {
+        return Err(invalid(
+            "expires_at must be in the future and at most 90 days away (the capability's expiry)",
+        ));
+    }
+    let grant = state
+        .store
+        .create_grant(NewGrant {
+            workspace: caller.workspace,
+            id: body.id,
+            agent: agent.id,
+            credential: body.credential,
+            issued_by: caller.device,
+            methods,
+            path_patterns,
+            expires_at: body.expires_at,
+            now,
+        })
+        .await?
+        .map_err(|e| {
+            let code = match e {
+                GrantWriteError::CredentialGone => ErrorCode::NotFound,
+                _ => ErrorCode::Conflict,
+            };
+            ApiError::new(code, e.to_string())
+        })?;
+    tracing::info!(workspace = %grant.workspace, grant = %grant.id, agent = %grant.agent, credential = %grant.credential, "grant registered");
+    Ok((StatusCode::CREATED, Json(grant.into())))
+}
+
+/// Grants of the caller's agents (all agents for admins), optionally of one agent.
+async fn list_grants(
+    State(state): State<SharedState>,
+    query: Result<Query<GrantsQuery>, QueryRejection>,
+    request: Signed<()>,
+) -> Result<Json<GrantList>, ApiError> {
+    let caller = request.caller;
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the only query parameter is agent=<agent id>",
+        ));
+    };
+    let agent = match query.agent {
+        Some(text) => {
+            let id = text.parse().map_err(|_| {
+                ApiError::new(ErrorCode::BadRequest, "agent must be an agent id (a UUID)")
+            })?;
+            Some(visible_agent(&state, &caller, id).await?.id)
+        }
+        None => None,
+    };
+    let owner = (caller.role != Role::Admin).then_some(caller.member);
+    let grants = state.store.grants(caller.workspace, agent, owner).await?;
+    Ok(Json(GrantList { grants: grants.into_iter().map(Into::into).collect() }))
+}
+
+/// Revokes a grant: the next request with its capability is refused.
+async fn revoke_grant(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<()>,
+) -> Result<StatusCode, ApiError> {
+    let caller = request.caller;
+    let id: GrantId = path_id(id, "grant")?;
+    let no_such_grant = || ApiError::new(ErrorCode::NotFound, "no such grant in this workspace");
+    let grant = state.store.grant(caller.workspace, id).await?.ok_or_else(no_such_grant)?;
+    if caller.role != Role::Admin {
+        let owns = state
+            .store
+            .agent(caller.workspace, grant.agent)
+            .await?
+            .is_some_and(|a| a.owner == caller.member);
+        if !owns {
+            return Err(no_such_grant());
+        }
+    }
+    if !state.store.revoke_grant(caller.workspace, id, state.now()).await? {
+        return Err(no_such_grant());
+    }
+    tracing::info!(workspace = %caller.workspace, grant = %id, "grant revoked");
+    audit(&state, &caller, AuditKind::GrantRevoked, |e| e.agent = Some(grant.agent)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The agent, if the caller owns it or is an admin; otherwise the same 404 as a missing one.
+async fn visible_agent(
+    state: &SharedState,
+    caller: &DeviceCaller,
+    id: AgentId,
+) -> Result<AgentRecord, ApiError> {
+    match state.store.agent(caller.workspace, id).await? {
+        Some(a) if caller.role == Role::Admin || a.owner == caller.member => Ok(a),
+        _ => Err(no_such_agent()),
+    }
+}
+
+fn new_token() -> Result<AgentToken, ApiError> {
+    AgentToken::generate().map_err(|e| ApiError::internal(&e))
+}
+
+/// The agent and its new token, not cacheable anywhere on the way.
+fn token_response(
+    status: StatusCode,
+    agent: AgentRecord,
+    token: &AgentToken,
+) -> Result<Response, ApiError> {
+    let body =
+        serde_json::to_vec(&AgentWithToken { agent: agent.into(), token: token.expose_secret() })
+            .map_err(|e| ApiError::internal(&e))?;
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")],
+        body,
+    )
+        .into_response())
+}
+
+fn methods(names: &[String]) -> Result<MethodSet, ApiError> {
+    let mut methods = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        methods.push(Method::parse(name).ok_or_else(|| {
+            invalid(format!(
+                "methods[{i}] must be one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+            ))
+        })?);
+    }
+    MethodSet::of(&methods).ok_or_else(|| invalid("methods must name at least one method"))
+}
+
+fn path_patterns(patterns: &[String]) -> Result<Vec<PathPattern>, ApiError> {
+    let total: usize = patterns.iter().map(String::len).sum();
+    if patterns.is_empty() || patterns.len() > MAX_PATTERNS || total > MAX_PATTERN_BYTES {
+        return Err(invalid(format!(
+            "path_patterns must hold 1 to {MAX_PATTERNS} patterns of at most {MAX_PATTERN_BYTES} bytes in all"
+        )));
+    }
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            PathPattern::parse(p).map_err(|e| invalid(format!("path_patterns[{i}]: {e}")))
+        })
+        .collect()
+}
+
+fn path_id<T: std::str::FromStr>(
+    path: Result<Path<String>, PathRejection>,
+    what: &str,
+) -> Result<T, ApiError> {
+    path.ok().and_then(|Path(text)| text.parse().ok()).ok_or_else(|| {
+        ApiError::new(ErrorCode::BadRequest, format!("the {what} id in the path must be a UUID"))
+    })
+}
+
+fn no_such_agent() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such agent in this workspace")
+}
+
+fn revoked_agent() -> ApiError {
+    ApiError::new(ErrorCode::Conflict, "this agent was revoked; create a new agent instead")
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}

@@ -1,0 +1,681 @@
+//! Credentials (ciphertext only) and key rotation.
+//!
+//! The broker checks an envelope's framing and that its header names the key version the device
+//! claims; it cannot open it. Shared credentials are managed by admins and readable (as
+//! ciphertext) by every member; personal ones exist only for their owner: every other member,
+//! admins included, gets `404 not_found` for them, exactly as for a credential that does not
+//! exist.
+//!
+//! Rotation re-seals every credential of one key (the workspace key, or the caller's member key)
+//! on the caller's device; the broker swaps all envelopes, bumps the version and stores the new
+//! wrapped keys in one transaction, or refuses and changes nothing.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::Path;
+use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post};
+use latchkey_core::envelope::Envelope;
+use latchkey_core::ids::{CredentialId, KeyVersion, Owner};
+use latchkey_core::keys::{WrappedKey, WrappedKind};
+use serde::{Deserialize, Serialize};
+
+use super::wire::B64;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::auth::{DeviceCaller, Signed};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::SharedState;
+use crate::store::credentials::{
+    CredentialRecord, CredentialStatus, CredentialUpdate, CredentialWriteError, NewCredential,
+    Rotation, RotationRefused, RotationScope,
+};
+use crate::store::devices::Role;
+
+pub(super) fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/credentials", post(create).get(list))
+        .route("/v1/credentials/{id}", get(show).put(replace).delete(remove))
+        .route("/v1/credentials/{id}/envelope", get(envelope))
+        .route("/v1/credentials/{id}/status", patch(set_status))
+        .route("/v1/rotations", post(rotate))
+}
+
+/// Longest accepted upstream base URL.
+const MAX_URL_LEN: usize = 2048;
+/// Most entries in `allowed_hosts`.
+const MAX_ALLOWED_HOSTS: usize = 32;
+/// Most scopes per credential, and the longest scope.
+const MAX_SCOPES: usize = 100;
+const MAX_SCOPE_LEN: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OwnerChoice {
+    Shared,
+    Me,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCredential {
+    id: CredentialId,
+    name: String,
+    provider: String,
+    upstream_base_url: String,
+    allowed_hosts: Vec<String>,
+    owner: OwnerChoice,
+    key_version: u32,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_hint: Option<u64>,
+    envelope: B64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaceCredential {
+    /// The revision the device last read.
+    revision: u64,
+    name: String,
+    provider: String,
+    upstream_base_url: String,
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_hint: Option<u64>,
+    key_version: u32,
+    envelope: B64,
+    #[serde(default)]
+    status: Option<CredentialStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStatus {
+    status: CredentialStatus,
+    #[serde(default)]
+    revision: Option<u64>,
+}
+
+/// A credential's metadata, never its envelope.
+#[derive(Debug, Serialize)]
+struct CredentialView {
+    id: CredentialId,
+    name: String,
+    provider: String,
+    upstream_base_url: String,
+    allowed_hosts: Vec<String>,
+    owner: Owner,
+    key_version: KeyVersion,
+    status: CredentialStatus,
+    scopes: Vec<String>,
+    expires_hint: Option<u64>,
+    revision: u64,
+    created_at: u64,
+    updated_at: u64,
+}
+
+impl From<CredentialRecord> for CredentialView {
+    fn from(r: CredentialRecord) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            provider: r.provider,
+            upstream_base_url: r.upstream_base_url,
+            allowed_hosts: r.allowed_hosts,
+            owner: r.owner,
+            key_version: r.key_version,
+            status: r.status,
+            scopes: r.scopes,
+            expires_hint: r.expires_hint,
+            revision: r.revision,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CredentialList {
+    credentials: Vec<CredentialView>,
+}
+
+#[derive(Debug, Serialize)]
+struct EnvelopeView {
+    id: CredentialId,
+    owner: Owner,
+    key_version: KeyVersion,
+    revision: u64,
+    envelope: B64,
+}
+
+async fn create(
+    State(state): State<SharedState>,
+    request: Signed<CreateCredential>,
+) -> Result<(StatusCode, Json<CredentialView>), ApiError> {
+    let (caller, body) = (request.caller, request.body);
+    let owner = match body.owner {
+        OwnerChoice::Shared => {
+            caller.require_admin()?;
+            Owner::Shared
+        }
+        OwnerChoice::Me => Owner::Member(caller.member),
+    };
+    let new = NewCredential {
+        workspace: caller.workspace,
+        id: body.id,
+        name: credential_name(&body.name)?,
+        provider: provider_id(&body.provider)?,
+        upstream_base_url: upstream_base_url(&body.upstream_base_url)?,
+        allowed_hosts: allowed_hosts(&body.allowed_hosts)?,
+        owner,
+        scopes: scopes(&body.scopes)?,
+        expires_hint: body.expires_hint,
+        envelope: checked_envelope(&body.envelope, body.key_version)?,
+        now: state.now(),
+    };
+    let record = state.store.create_credential(new).await?.map_err(write_error)?;
+    tracing::info!(workspace = %record.workspace, credential = %record.id, owner = ?record.owner, "credential created");
+    let name = record.name.clone();
+    audit(&state, &caller, AuditKind::CredentialCreated, |e| e.credential_name = Some(name)).await;
+    Ok((StatusCode::CREATED, Json(record.into())))
+}
+
+/// The workspace's shared credentials and the caller's personal ones.
+async fn list(
+    State(state): State<SharedState>,
+    request: Signed<()>,
+) -> Result<Json<CredentialList>, ApiError> {
+    let c = request.caller;
+    let records = state.store.credentials_visible_to(c.workspace, c.member).await?;
+    Ok(Json(CredentialList { credentials: records.into_iter().map(Into::into).collect() }))
+}
+
+async fn show(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<()>,
+) -> Result<Json<CredentialView>, ApiError> {
+    let record = visible(&state, &request.caller, credential_id(id)?).await?;
+    Ok(Json(record.into()))
+}
+
+/// The envelope, for devices of members who hold the key: any member for a shared credential,
+/// only the owner for a personal one.
+async fn envelope(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<()>,
+) -> Result<Json<EnvelopeView>, ApiError> {
+    let record = visible(&state, &request.caller, credential_id(id)?).await?;
+    Ok(Json(EnvelopeView {
+        id: record.id,
+        owner: record.owner,
+        key_version: record.key_version,
+        revision: record.revision,
+        envelope: B64(record.envelope.into_bytes()),
+    }))
+}
+
+async fn replace(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<ReplaceCredential>,
+) -> Result<Json<CredentialView>, ApiError> {
+    let (caller, body) = (request.caller, request.body);
+    let record = visible(&state, &caller, credential_id(id)?).await?;
+    may_manage(&caller, &record)?;
+    let update = CredentialUpdate {
+        expected_revision: body.revision,
+        name: credential_name(&body.name)?,
+        provider: provider_id(&body.provider)?,
+        upstream_base_url: upstream_base_url(&body.upstream_base_url)?,
+        allowed_hosts: allowed_hosts(&body.allowed_hosts)?,
+        scopes: scopes(&body.scopes)?,
+        expires_hint: body.expires_hint,
+        envelope: checked_envelope(&body.envelope, body.key_version)?,
+        status: body.status,
+        now: state.now(),
+    };
+    let record = state
+        .store
+        .update_credential(caller.workspace, record.id, update)
+        .await?
+        .map_err(write_error)?;
+    tracing::info!(workspace = %record.workspace, credential = %record.id, revision = record.revision, "credential replaced");
+    Ok(Json(record.into()))
+}
+
+async fn set_status(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<SetStatus>,
+) -> Result<Json<CredentialView>, ApiError> {
+    let (caller, body) = (request.caller, request.body);
+    let record = visible(&state, &caller, credential_id(id)?).await?;
+    may_manage(&caller, &record)?;
+    let record = state
+        .store
+        .set_credential_status(caller.workspace, record.id, body.status, body.revision, state.now())
+        .await?
+        .map_err(write_error)?;
+    tracing::info!(workspace = %record.workspace, credential = %record.id, status = record.status.as_str(), "credential status set");
+    Ok(Json(record.into()))
+}
+
+/// Deletes the credential (and revokes its grants): the next proxied request fails.
+async fn remove(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<()>,
+) -> Result<StatusCode, ApiError> {
+    let caller = request.caller;
+    let record = visible(&state, &caller, credential_id(id)?).await?;
+    may_manage(&caller, &record)?;
+    if !state.store.delete_credential(caller.workspace, record.id, state.now()).await? {
+        return Err(no_such_credential());
+    }
+    tracing::info!(workspace = %caller.workspace, credential = %record.id, "credential deleted");
+    audit(&state, &caller, AuditKind::CredentialDeleted, |e| e.credential_name = Some(record.name))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ScopeChoice {
+    Shared,
+    Member,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    scope: ScopeChoice,
+    from_version: u32,
+    to_version: u32,
+    credentials: Vec<Resealed>,
+    wrapped_keys: Vec<B64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resealed {
+    id: CredentialId,
+    envelope: B64,
+}
+
+#[derive(Debug, Serialize)]
+struct Rotated {
+    scope: ScopeChoice,
+    key_version: KeyVersion,
+    credentials: usize,
+    wrapped_keys: usize,
+}
+
+/// Rotates the workspace key (admins) or the caller's member key, all or nothing.
+async fn rotate(
+    State(state): State<SharedState>,
+    request: Signed<RotateKey>,
+) -> Result<Json<Rotated>, ApiError> {
+    let (caller, body) = (request.caller, request.body);
+    let (scope, kind, owner) = match body.scope {
+        ScopeChoice::Shared => {
+            caller.require_admin()?;
+            (RotationScope::Shared, WrappedKind::Workspace, Owner::Shared)
+        }
+        ScopeChoice::Member => (
+            RotationScope::Member(caller.member),
+            WrappedKind::Member,
+            Owner::Member(caller.member),
+        ),
+    };
+    let from = KeyVersion::new(body.from_version)
+        .ok_or_else(|| invalid("from_version must be at least 1"))?;
+    let to = match (from.next(), KeyVersion::new(body.to_version)) {
+        (Some(next), Some(to)) if next == to => to,
+        _ => return Err(invalid("to_version must be from_version + 1")),
+    };
+
+    let mut envelopes = Vec::with_capacity(body.credentials.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, resealed) in body.credentials.iter().enumerate() {
+        if !seen.insert(resealed.id) {
+            return Err(invalid(format!("credentials[{i}] repeats a credential id")));
+        }
+        let envelope = Envelope::parse(&resealed.envelope.0)
+            .map_err(|e| invalid(format!("credentials[{i}].envelope: {e}")))?;
+        if envelope.key_version() != to {
+            return Err(invalid(format!(
+                "credentials[{i}].envelope is sealed under key version {}, not to_version",
+                envelope.key_version()
+            )));
+        }
+        envelopes.push((resealed.id, envelope));
+    }
+
+    let mut wrapped_keys = Vec::with_capacity(body.wrapped_keys.len());
+    let mut recipients = std::collections::HashSet::new();
+    for (i, bytes) in body.wrapped_keys.iter().enumerate() {
+        let wrapped =
+            WrappedKey::parse(&bytes.0).map_err(|e| invalid(format!("wrapped_keys[{i}]: {e}")))?;
+        let h = wrapped.header();
+        if h.workspace != caller.workspace || h.kind != kind || h.owner != owner {
+            return Err(invalid(format!(
+                "wrapped_keys[{i}] must carry the key being rotated (this workspace, this scope)"
+            )));
+        }
+        if h.version != to {
+            return Err(invalid(format!("wrapped_keys[{i}] must be for to_version")));
+        }
+        if h.sender != caller.device {
+            return Err(invalid(format!(
+                "wrapped_keys[{i}] must be wrapped and signed by the device sending the rotation"
+            )));
+        }
+        if !recipients.insert(h.recipient) {
+            return Err(invalid(format!("wrapped_keys[{i}] repeats a recipient device")));
+        }
+        wrapped_keys.push(wrapped);
+    }
+
+    let (credentials, wrapped) = (envelopes.len(), wrapped_keys.len());
+    let rotation = Rotation {
+        workspace: caller.workspace,
+        scope,
+        from,
+        to,
+        envelopes,
+        wrapped_keys,
+        now: state.now(),
+    };
+    state.store.rotate(rotation).await?.map_err(|refused| match refused {
+        RotationRefused::MemberGone => ApiError::new(ErrorCode::Forbidden, refused.to_string()),
+        _ => ApiError::new(ErrorCode::Conflict, refused.to_string()),
+    })?;
+    tracing::info!(workspace = %caller.workspace, scope = ?scope, version = %to, credentials, "key rotated");
+    audit(&state, &caller, AuditKind::KeysRotated, |_| {}).await;
+    Ok(Json(Rotated { scope: body.scope, key_version: to, credentials, wrapped_keys: wrapped }))
+}
+
+/// Records a device's action in the audit log once it has committed. The action stands either
+/// way: a failed append is logged as an error (the chain itself stays intact, with a gap in what
+/// it tells).
+pub(crate) async fn audit(
+    state: &SharedState,
+    caller: &DeviceCaller,
+    kind: AuditKind,
+    fill: impl FnOnce(&mut AuditEvent),
+) {
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut event = AuditEvent::new(caller.workspace, at_ms, kind);
+    event.device = Some(caller.device);
+    event.member = Some(caller.member);
+    fill(&mut event);
+    if let Err(error) = state.audit.append(event).await {
+        tracing::error!(%error, kind = kind.as_str(), "could not audit a device action that was carried out");
+    }
+}
+
+/// The credential, if the caller may see it; otherwise the same 404 as for a missing one.
+async fn visible(
+    state: &SharedState,
+    caller: &DeviceCaller,
+    id: CredentialId,
+) -> Result<CredentialRecord, ApiError> {
+    let record = state.store.credential(caller.workspace, id).await?;
+    match record {
+        Some(r) if may_see(caller, r.owner) => Ok(r),
+        _ => Err(no_such_credential()),
+    }
+}
+
+/// Shared credentials are every member's; personal ones only their owner's.
+pub(crate) fn may_see(caller: &DeviceCaller, owner: Owner) -> bool {
+    match owner {
+        Owner::Shared => true,
+        Owner::Member(member) => member == caller.member,
+    }
+}
+
+/// Shared credentials are managed by admins, personal ones by their owner.
+fn may_manage(caller: &DeviceCaller, record: &CredentialRecord) -> Result<(), ApiError> {
+    match record.owner {
+        Owner::Shared if caller.role == Role::Admin => Ok(()),
+        Owner::Shared => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "only a workspace admin can change a shared credential; ask an admin of your workspace",
+        )),
+        Owner::Member(member) if member == caller.member => Ok(()),
+        Owner::Member(_) => Err(no_such_credential()),
+    }
+}
+
+fn no_such_credential() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such credential in this workspace")
+}
+
+fn credential_id(path: Result<Path<String>, PathRejection>) -> Result<CredentialId, ApiError> {
+    path.ok().and_then(|Path(text)| text.parse().ok()).ok_or_else(|| {
+        ApiError::new(ErrorCode::BadRequest, "the credential id in the path must be a UUID")
+    })
+}
+
+fn write_error(error: CredentialWriteError) -> ApiError {
+    let code = match error {
+        CredentialWriteError::NotFound => ErrorCode::NotFound,
+        CredentialWriteError::OwnerGone => ErrorCode::Forbidden,
+        _ => ErrorCode::Conflict,
+    };
+    ApiError::new(code, error.to_string())
+}
+
+/// The envelope's framing, and that its header names `key_version`.
+fn checked_envelope(bytes: &B64, key_version: u32) -> Result<Envelope, ApiError> {
+    let envelope = Envelope::parse(&bytes.0).map_err(|e| invalid(format!("envelope: {e}")))?;
+    if envelope.key_version().get() != key_version {
+        return Err(invalid(format!(
+            "envelope is sealed under key version {}, but key_version says {key_version}; seal it with the key you name",
+            envelope.key_version().get()
+        )));
+    }
+    Ok(envelope)
+}
+
+/// `[a-z0-9][a-z0-9._-]{0,63}`: the name in `/p/{name}/...`.
+fn credential_name(name: &str) -> Result<String, ApiError> {
+    if is_slug(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(invalid(
+            "name must be 1 to 64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        ))
+    }
+}
+
+/// A provider catalog id: same alphabet as names.
+fn provider_id(provider: &str) -> Result<String, ApiError> {
+    if is_slug(provider) {
+        Ok(provider.to_owned())
+    } else {
+        Err(invalid(
+            "provider must be a catalog id: 1 to 64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        ))
+    }
+}
+
+fn is_slug(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes.iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
+}
+
+/// Normalises `https://host[:port][/base/path]`: lowercase host, no default port, no trailing
+/// `/`. `http://` only for the loopback hosts `127.0.0.1`, `localhost` and `[::1]` (local
+/// upstreams and tests). No user info, query or fragment; path segments are RFC 3986 path
+/// characters, none empty, `.` or `..`.
+fn upstream_base_url(url: &str) -> Result<String, ApiError> {
+    let bad = || {
+        invalid(
+            "upstream_base_url must be https://host[:port][/path] (http:// only for 127.0.0.1, localhost or [::1]), without user info, query or fragment",
+        )
+    };
+    if url.len() > MAX_URL_LEN {
+        return Err(bad());
+    }
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        ("https", rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        ("http", rest)
+    } else {
+        return Err(bad());
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(at) => rest.split_at(at),
+        None => (rest, ""),
+    };
+    let (host, port) = host_and_port(authority).ok_or_else(bad)?;
+    if host.starts_with("*.") {
+        return Err(bad());
+    }
+    let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
+    if scheme == "http" && !loopback {
+        return Err(bad());
+    }
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let path = path.trim_end_matches('/');
+    if !path.is_empty() {
+        let segments_ok = path[1..]
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".." && s.bytes().all(is_pchar));
+        if !segments_ok {
+            return Err(bad());
+        }
+    }
+    Ok(match port {
+        Some(p) if p != default_port => format!("{scheme}://{host}:{p}{path}"),
+        _ => format!("{scheme}://{host}{path}"),
+    })
+}
+
+/// Lowercase `host` or `host:port` entries, or `*.domain` wildcards (at least two labels after
+/// the `*.`, no port). Duplicates are dropped, order kept.
+fn allowed_hosts(entries: &[String]) -> Result<Vec<String>, ApiError> {
+    if entries.is_empty() || entries.len() > MAX_ALLOWED_HOSTS {
+        return Err(invalid(format!(
+            "allowed_hosts must list 1 to {MAX_ALLOWED_HOSTS} hosts the proxy may contact"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let bad = || {
+            invalid(format!(
+                "allowed_hosts[{i}] must be a host name or address with an optional :port (no scheme or path), or *.domain.tld"
+            ))
+        };
+        let normalised = match entry.strip_prefix("*.") {
+            Some(domain) => {
+                let domain = domain.to_ascii_lowercase();
+                if !is_dns_name(&domain) || !domain.contains('.') || is_ipv4(&domain) {
+                    return Err(bad());
+                }
+                format!("*.{domain}")
+            }
+            None => {
+                let (host, port) = host_and_port(entry).ok_or_else(bad)?;
+                match port {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                }
+            }
+        };
+        if !out.contains(&normalised) {
+            out.push(normalised);
+        }
+    }
+    Ok(out)
+}
+
+/// Scopes as OAuth spells them (RFC 6749 scope-token characters), at most 100 of 1 to 256
+/// characters each.
+fn scopes(scopes: &[String]) -> Result<Vec<String>, ApiError> {
+    let nqchar = |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+    let ok = scopes.len() <= MAX_SCOPES
+        && scopes
+            .iter()
+            .all(|s| !s.is_empty() && s.len() <= MAX_SCOPE_LEN && s.bytes().all(nqchar));
+    if ok {
+        Ok(scopes.to_vec())
+    } else {
+        Err(invalid(format!(
+            "scopes must be at most {MAX_SCOPES} OAuth scope tokens of 1 to {MAX_SCOPE_LEN} printable characters without spaces, quotes or backslashes"
+        )))
+    }
+}
+
+/// Splits `host[:port]` and lowercases the host: a DNS name, an IPv4 address or `[::1]`.
+fn host_and_port(authority: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        match rest {
+            "" => (host, None),
+            _ => (host, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    let host = host.to_ascii_lowercase();
+    if host != "[::1]" && !is_dns_name(&host) {
+        return None;
+    }
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().ok().filter(|&n| n != 0)?)
+        }
+        Some(_) => return None,
+    };
+    Some((host, port))
+}
+
+/// Lowercase LDH labels of 1 to 63 characters, at most 253 characters in all (IPv4 addresses
+/// fit this shape too). International names must be given in their `xn--` form.
+fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn is_ipv4(host: &str) -> bool {
+    host.split('.').all(|label| label.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// RFC 3986 `pchar` bytes: unreserved, sub-delims, `:`, `@` and `%` (percent-encodings are
+/// kept as sent, not decoded).
+fn is_pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%".contains(&b)
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}

@@ -1,0 +1,687 @@
+//! Members, devices, invites, and the distribution of wrapped keys.
+//!
+//! Enrolling a device takes two people and two steps, because the broker must not be able to
+//! slip in a key of its own:
+//!
+//! 1. An admin (or, for another device of their own, the member themself) creates a one-time
+//!    invite code and reads it out. The new device joins with it (`POST /v1/join`, signed by the
+//!    new device's own key) and shows its fingerprint; the inviting side fetches the device
+//!    (`GET /v1/devices/{id}`), computes the fingerprint from the keys it received, and a human
+//!    compares the two.
+//! 2. Only then does an existing device wrap the workspace key (and, for the member's own devices,
+//!    the member key) to the new device (`PUT /v1/wrapped-keys`), which fetches them
+//!    (`GET /v1/wrapped-keys`) and opens them after checking the sender's signature.
+//!
+//! The broker checks who may address what to whom, but it never sees a key: it stores and hands
+//! out wrapped keys whose framing it checks and whose contents it cannot open.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, patch, post, put};
+use axum::{Json, Router};
+use latchkey_core::fingerprint::Fingerprint;
+use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
+use latchkey_core::keys::{WrappedKey, WrappedKind};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
+
+use super::wire::B64;
+use super::workspaces::{DeviceRegistration, checked_name, exchange_key, registration_key};
+use crate::auth::{SelfSigned, Signed};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::SharedState;
+use crate::store::devices::Role;
+use crate::store::members::{
+    DeviceRecord, InviteError, InviteFor, Join, JoinError, MembershipError, NewInvite, WrapError,
+};
+
+/// Shortest invite lifetime: long enough to read a code out over a call.
+const MIN_INVITE_SECS: u64 = 60;
+/// Longest invite lifetime.
+const MAX_INVITE_SECS: u64 = 7 * 24 * 60 * 60;
+/// Invite lifetime when the request names none.
+const DEFAULT_INVITE_SECS: u64 = 24 * 60 * 60;
+/// Most wrapped keys one `PUT /v1/wrapped-keys` may carry.
+const MAX_WRAPPED_KEYS: usize = 1000;
+
+pub(super) fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/invites", post(create_invite))
+        .route("/v1/join", post(join))
+        .route("/v1/members", get(list_members))
+        .route("/v1/members/{id}", patch(set_role).delete(remove_member))
+        .route("/v1/devices/{id}", get(device).delete(remove_device))
+        .route("/v1/wrapped-keys", put(put_wrapped_keys).get(wrapped_keys))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invites and joining
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateInvite {
+    /// Role of the new member; `member` by default. Not allowed together with `member`.
+    role: Option<Role>,
+    /// Set: the invite adds another device to this existing member instead.
+    member: Option<MemberId>,
+    expires_in_secs: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct InviteCreated {
+    /// Shown once; the broker keeps only its hash.
+    code: String,
+    expires_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<MemberId>,
+}
+
+/// `POST /v1/invites`: a one-time code that admits one device.
+async fn create_invite(
+    State(state): State<SharedState>,
+    request: Signed<CreateInvite>,
+) -> Result<(StatusCode, Json<InviteCreated>), ApiError> {
+    let caller = request.caller;
+    let body = request.body;
+    let ttl = body.expires_in_secs.unwrap_or(DEFAULT_INVITE_SECS);
+    if !(MIN_INVITE_SECS..=MAX_INVITE_SECS).contains(&ttl) {
+        return Err(invalid(format!(
+            "expires_in_secs must be between {MIN_INVITE_SECS} and {MAX_INVITE_SECS} (7 days)"
+        )));
+    }
+    let invite_for = match (body.member, body.role) {
+        (None, role) => {
+            caller.require_admin()?;
+            InviteFor::NewMember(role.unwrap_or(Role::Member))
+        }
+        (Some(member), None) => {
+            // Members enrol their own devices; anyone else's take an admin.
+            if member != caller.member {
+                caller.require_admin()?;
+            }
+            InviteFor::Device(member)
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "an invite for another device of an existing member keeps that member's role; \
+                 leave out role",
+            ));
+        }
+    };
+
+    let code = InviteCode::generate()?;
+    let now = state.now();
+    let expires_at = now.saturating_add(ttl);
+    state
+        .store
+        .create_invite(NewInvite {
+            workspace: caller.workspace,
+            code_hash: code.hash(),
+            invite_for,
+            created_by: caller.device,
+            now,
+            expires_at,
+        })
+        .await?
+        .map_err(|e| match e {
+            InviteError::UnknownMember => not_found("no such member in your workspace"),
+        })?;
+    tracing::info!(workspace = %caller.workspace, device = %caller.device, "invite created");
+    let (role, member) = match invite_for {
+        InviteFor::NewMember(role) => (Some(role), None),
+        InviteFor::Device(member) => (None, Some(member)),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(InviteCreated { code: code.text().to_owned(), expires_at, role, member }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    code: SubmittedCode,
+    member: JoinMember,
+    device: DeviceRegistration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinMember {
+    /// A fresh id for a new member; the invited member's id for a device invite.
+    id: MemberId,
+    /// Required for a new member; ignored when a device joins an existing member.
+    name: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JoinedResponse {
+    workspace: WorkspaceId,
+    member: MemberId,
+    device: DeviceId,
+    role: Role,
+    new_member: bool,
+    /// The fingerprint of the keys the broker registered, for the humans to compare.
+    fingerprint: Fingerprint,
+}
+
+/// `POST /v1/join`: enrols the signing device with an invite code.
+async fn join(
+    State(state): State<SharedState>,
+    request: SelfSigned<JoinRequest>,
+) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
+    let body = &request.body;
+    let device_key = registration_key(&body.device)?;
+    if request.key_id() != body.device.id {
+        return Err(ApiError::new(
+            ErrorCode::SignatureInvalid,
+            "the request must be signed by the device it registers (keyid = device.id)",
+        ));
+    }
+    request.verify_with(&state, &device_key).await?;
+    let exchange = exchange_key(&body.device)?;
+    let device_name = checked_name("device.name", &body.device.name)?;
+    let member_name =
+        body.member.name.as_deref().map(|n| checked_name("member.name", n)).transpose()?;
+    // A code that does not even parse gets the same answer as an unknown one.
+    let code_hash = InviteCode::parse(&body.code.0).ok_or_else(invalid_invite)?.hash();
+
+    let signing = device_key.to_bytes();
+    let joined = state
+        .store
+        .join(Join {
+            code_hash,
+            member: body.member.id,
+            member_name,
+            device: body.device.id,
+            device_name,
+            signing_key: signing,
+            exchange_key: exchange,
+            now: state.now(),
+        })
+        .await?
+        .map_err(|e| match e {
+            JoinError::NameRequired => invalid("member.name is required to join as a new member"),
+            JoinError::OtherMember => invalid(
+                "this invite adds a device to another member; use the member id it was created for",
+            ),
+            JoinError::MemberIdTaken => ApiError::new(
+                ErrorCode::Conflict,
+                "a member with this id exists in the workspace; generate a new member id",
+            ),
+            JoinError::DeviceIdTaken => ApiError::new(
+                ErrorCode::Conflict,
+                "a device with this id exists; generate a new device id",
+            ),
+            _ => invalid_invite(),
+        })?;
+    tracing::info!(
+        workspace = %joined.workspace, member = %joined.member, device = %body.device.id,
+        new_member = joined.new_member, "device joined"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinedResponse {
+            workspace: joined.workspace,
+            member: joined.member,
+            device: body.device.id,
+            role: joined.role,
+            new_member: joined.new_member,
+            fingerprint: Fingerprint::of(&signing, &exchange),
+        }),
+    ))
+}
+
+fn invalid_invite() -> ApiError {
+    ApiError::new(
+        ErrorCode::InviteInvalid,
+        "this invite code is not valid: it is mistyped, already used, expired or revoked; \
+         ask an admin for a new one",
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Members and devices
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct MemberList {
+    members: Vec<MemberView>,
+}
+
+#[derive(Serialize)]
+struct MemberView {
+    id: MemberId,
+    name: String,
+    role: Role,
+    created_at: u64,
+    devices: Vec<DeviceSummary>,
+}
+
+#[derive(Serialize)]
+struct DeviceSummary {
+    id: DeviceId,
+    name: String,
+    created_at: u64,
+    fingerprint: Fingerprint,
+}
+
+/// `GET /v1/members`: the workspace's active members and their active devices.
+async fn list_members(
+    State(state): State<SharedState>,
+    request: Signed<()>,
+) -> Result<Json<MemberList>, ApiError> {
+    let members = state.store.members(request.caller.workspace).await?;
+    let members = members
+        .into_iter()
+        .map(|m| MemberView {
+            id: m.id,
+            name: m.name,
+            role: m.role,
+            created_at: m.created_at,
+            devices: m
+                .devices
+                .into_iter()
+                .map(|d| DeviceSummary {
+                    fingerprint: Fingerprint::of(&d.signing_key, &d.exchange_key),
+                    id: d.id,
+                    name: d.name,
+                    created_at: d.created_at,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(MemberList { members }))
+}
+
+/// A device's public keys, for checking its fingerprint and wrapping keys to it.
+#[derive(Serialize)]
+struct DeviceView {
+    id: DeviceId,
+    member: MemberId,
+    name: String,
+    created_at: u64,
+    /// Ed25519 public key.
+    signing_key: B64,
+    /// X25519 public key.
+    exchange_key: B64,
+    fingerprint: Fingerprint,
+    /// Present (and true) only for the sender of a wrapped key that has since been removed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    removed: bool,
+}
+
+impl From<DeviceRecord> for DeviceView {
+    fn from(d: DeviceRecord) -> Self {
+        Self {
+            fingerprint: Fingerprint::of(&d.signing_key, &d.exchange_key),
+            id: d.id,
+            member: d.member,
+            name: d.name,
+            created_at: d.created_at,
+            signing_key: B64(d.signing_key.to_vec()),
+            exchange_key: B64(d.exchange_key.to_vec()),
+            removed: d.removed,
+        }
+    }
+}
+
+/// `GET /v1/devices/{id}`: one active device of the caller's workspace.
+async fn device(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    request: Signed<()>,
+) -> Result<Json<DeviceView>, ApiError> {
+    let id = path_id::<DeviceId>(&id, "device")?;
+    let device =
+        state.store.device(request.caller.workspace, id).await?.ok_or_else(no_such_device)?;
+    Ok(Json(device.into()))
+}
+
+#[derive(Serialize)]
+struct Removed {
+    /// How many devices stopped working (1 for a device; all of a member's for a member).
+    devices_removed: u64,
+    /// The removed devices held the workspace key: rotate it (the client does; the broker
+    /// cannot).
+    rotation_recommended: bool,
+}
+
+/// `DELETE /v1/devices/{id}`: removes a device (an admin, or the device's own member).
+async fn remove_device(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    request: Signed<()>,
+) -> Result<Json<Removed>, ApiError> {
+    let caller = request.caller;
+    let id = path_id::<DeviceId>(&id, "device")?;
+    let device = state.store.device(caller.workspace, id).await?.ok_or_else(no_such_device)?;
+    if device.member != caller.member {
+        caller.require_admin()?;
+    }
+    state.store.remove_device(caller.workspace, id, state.now()).await?.map_err(|e| match e {
+        MembershipError::LastAdmin => ApiError::new(
+            ErrorCode::Conflict,
+            "this is the last device of the last admin; enrol another device or make another \
+             member admin first",
+        ),
+        _ => no_such_device(),
+    })?;
+    tracing::info!(workspace = %caller.workspace, device = %id, by = %caller.device, "device removed");
+    Ok(Json(Removed { devices_removed: 1, rotation_recommended: true }))
+}
+
+/// `DELETE /v1/members/{id}` (admin): removes a member and all their devices.
+async fn remove_member(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    request: Signed<()>,
+) -> Result<Json<Removed>, ApiError> {
+    let caller = request.caller;
+    caller.require_admin()?;
+    let id = path_id::<MemberId>(&id, "member")?;
+    let devices_removed =
+        state.store.remove_member(caller.workspace, id, state.now()).await?.map_err(
+            |e| match e {
+                MembershipError::LastAdmin => ApiError::new(
+                    ErrorCode::Conflict,
+                    "this is the last admin (with a device) of the workspace; make another \
+                     member admin first",
+                ),
+                _ => no_such_member(),
+            },
+        )?;
+    tracing::info!(workspace = %caller.workspace, member = %id, by = %caller.device, "member removed");
+    Ok(Json(Removed { devices_removed, rotation_recommended: true }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRole {
+    role: Role,
+}
+
+#[derive(Serialize)]
+struct RoleSet {
+    member: MemberId,
+    role: Role,
+}
+
+/// `PATCH /v1/members/{id}` (admin): changes a member's role.
+async fn set_role(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    request: Signed<SetRole>,
+) -> Result<Json<RoleSet>, ApiError> {
+    let caller = request.caller;
+    caller.require_admin()?;
+    let id = path_id::<MemberId>(&id, "member")?;
+    let role = request.body.role;
+    state.store.set_role(caller.workspace, id, role).await?.map_err(|e| match e {
+        MembershipError::LastAdmin => ApiError::new(
+            ErrorCode::Conflict,
+            "this is the last admin (with a device) of the workspace; make another member admin \
+             first",
+        ),
+        _ => no_such_member(),
+    })?;
+    tracing::info!(workspace = %caller.workspace, member = %id, role = role.as_str(), "role changed");
+    Ok(Json(RoleSet { member: id, role }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wrapped keys
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutWrappedKeys {
+    wrapped_keys: Vec<B64>,
+}
+
+#[derive(Serialize)]
+struct WrappedKeysStored {
+    stored: usize,
+    unchanged: usize,
+}
+
+/// `PUT /v1/wrapped-keys`: stores keys the calling device wrapped for other devices.
+async fn put_wrapped_keys(
+    State(state): State<SharedState>,
+    request: Signed<PutWrappedKeys>,
+) -> Result<Json<WrappedKeysStored>, ApiError> {
+    let caller = request.caller;
+    let submitted = request.body.wrapped_keys;
+    if submitted.is_empty() || submitted.len() > MAX_WRAPPED_KEYS {
+        return Err(invalid(format!(
+            "wrapped_keys must hold 1 to {MAX_WRAPPED_KEYS} keys; send more in several requests"
+        )));
+    }
+    let mut keys = Vec::with_capacity(submitted.len());
+    for (index, bytes) in submitted.iter().enumerate() {
+        let wrapped = WrappedKey::parse(&bytes.0)
+            .map_err(|e| invalid(format!("wrapped_keys[{index}]: {e}")))?;
+        let h = wrapped.header();
+        if h.workspace != caller.workspace {
+            return Err(invalid(format!(
+                "wrapped_keys[{index}] is for another workspace; wrap keys of your own workspace"
+            )));
+        }
+        if h.sender != caller.device {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "wrapped_keys[{index}] names another sender; a device uploads only keys it \
+                     wrapped and signed itself"
+                ),
+            ));
+        }
+        if let Owner::Member(owner) = h.owner
+            && owner != caller.member
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "wrapped_keys[{index}] is another member's member key; only that member's \
+                     own devices can wrap it"
+                ),
+            ));
+        }
+        keys.push(wrapped);
+    }
+    let summary =
+        state.store.put_wrapped_keys(caller.workspace, &keys, state.now()).await?.map_err(|e| {
+            match e {
+                WrapError::UnknownRecipient { index } => not_found(format!(
+                    "wrapped_keys[{index}]: the recipient is not an active device of your workspace"
+                )),
+                WrapError::NotOwnersDevice { index } => ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "wrapped_keys[{index}]: a member key can only be wrapped to that member's \
+                     own devices"
+                    ),
+                ),
+                WrapError::Conflict { index } => ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "wrapped_keys[{index}]: a different wrapped key is already stored for this \
+                     recipient, key and version; nothing was stored"
+                    ),
+                ),
+            }
+        })?;
+    tracing::info!(
+        workspace = %caller.workspace, device = %caller.device,
+        stored = summary.stored, unchanged = summary.unchanged, "wrapped keys stored"
+    );
+    Ok(Json(WrappedKeysStored { stored: summary.stored, unchanged: summary.unchanged }))
+}
+
+#[derive(Serialize)]
+struct DeliveredKeys {
+    wrapped_keys: Vec<DeliveredView>,
+}
+
+#[derive(Serialize)]
+struct DeliveredView {
+    kind: &'static str,
+    owner: Owner,
+    version: KeyVersion,
+    /// The device that wrapped and signed the key; `null` if the broker has no record of it.
+    sender: Option<DeviceView>,
+    bytes: B64,
+}
+
+/// `GET /v1/wrapped-keys`: the wrapped keys addressed to the calling device.
+async fn wrapped_keys(
+    State(state): State<SharedState>,
+    request: Signed<()>,
+) -> Result<Json<DeliveredKeys>, ApiError> {
+    let caller = request.caller;
+    let delivered = state.store.wrapped_keys_for(caller.workspace, caller.device).await?;
+    let wrapped_keys = delivered
+        .into_iter()
+        .map(|d| {
+            let h = *d.key.header();
+            DeliveredView {
+                kind: match h.kind {
+                    WrappedKind::Workspace => "workspace",
+                    WrappedKind::Member => "member",
+                },
+                owner: h.owner,
+                version: h.version,
+                sender: d.sender.map(DeviceView::from),
+                bytes: B64(d.key.as_bytes().to_vec()),
+            }
+        })
+        .collect();
+    Ok(Json(DeliveredKeys { wrapped_keys }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invite codes
+// ---------------------------------------------------------------------------------------------
+
+/// A one-time invite code.
+///
+/// ```text
+/// code = 28 Crockford base32 symbols (140 bits from the OS generator),
+///        shown as XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX
+/// hash = SHA-256("latchkey invite code v1" || 0x00 || the 28 symbols, upper-case ASCII)
+/// ```
+///
+/// Reading is forgiving like fingerprints: any case, dashes and spaces optional, `I`/`L` read as
+/// `1`, `O` as `0`. 140 random bits make guessing hopeless, so a fast unsalted hash is enough and
+/// lookup is one indexed equality.
+struct InviteCode {
+    /// The canonical 28 symbols.
+    symbols: Zeroizing<[u8; INVITE_SYMBOLS]>,
+    /// The dashed display form.
+    text: Zeroizing<String>,
+}
+
+const INVITE_SYMBOLS: usize = 28;
+const INVITE_LABEL: &[u8] = b"latchkey invite code v1\0";
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+impl InviteCode {
+    fn generate() -> Result<Self, ApiError> {
+        let mut random = Zeroizing::new([0u8; INVITE_SYMBOLS]);
+        latchkey_core::random::fill(random.as_mut())
+            .map_err(|e| ApiError::internal(&format!("invite code: {e}")))?;
+        let mut symbols = Zeroizing::new([0u8; INVITE_SYMBOLS]);
+        for (symbol, byte) in symbols.iter_mut().zip(random.iter()) {
+            // 32 divides 256, so the low five bits of a uniform byte are uniform.
+            *symbol = CROCKFORD[usize::from(byte & 0x1f)];
+        }
+        Ok(Self::from_symbols(symbols))
+    }
+
+    /// Reads a typed code; `None` if it is not 28 Crockford symbols.
+    fn parse(text: &str) -> Option<Self> {
+        let mut symbols = Zeroizing::new([0u8; INVITE_SYMBOLS]);
+        let mut found = 0usize;
+        for c in text.chars() {
+            if c == '-' || c == ' ' {
+                continue;
+            }
+            let upper = match c.to_ascii_uppercase() {
+                'I' | 'L' => '1',
+                'O' => '0',
+                other => other,
+            };
+            let byte = u8::try_from(upper).ok().filter(|b| CROCKFORD.contains(b))?;
+            *symbols.get_mut(found)? = byte;
+            found += 1;
+        }
+        (found == INVITE_SYMBOLS).then(|| Self::from_symbols(symbols))
+    }
+
+    fn from_symbols(symbols: Zeroizing<[u8; INVITE_SYMBOLS]>) -> Self {
+        let mut text = Zeroizing::new(String::with_capacity(INVITE_SYMBOLS + INVITE_SYMBOLS / 4));
+        for (i, symbol) in symbols.iter().enumerate() {
+            if i > 0 && i % 4 == 0 {
+                text.push('-');
+            }
+            text.push(char::from(*symbol));
+        }
+        Self { symbols, text }
+    }
+
+    fn text(&self) -> &str {
+        &self.text
+    }
+
+    fn hash(&self) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(INVITE_LABEL)
+            .chain_update(self.symbols.as_ref())
+            .finalize()
+            .into()
+    }
+}
+
+/// An invite code as submitted: redacted in `Debug`, zeroized on drop.
+struct SubmittedCode(Zeroizing<String>);
+
+impl std::fmt::Debug for SubmittedCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubmittedCode([REDACTED])")
+    }
+}
+
+impl<'de> Deserialize<'de> for SubmittedCode {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|s| Self(Zeroizing::new(s)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// An id from the path; malformed ids are refused without repeating them.
+fn path_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError> {
+    text.parse().map_err(|_| invalid(format!("the {what} id in the path must be a lowercase UUID")))
+}
+
+fn no_such_device() -> ApiError {
+    not_found("no such device in your workspace")
+}
+
+fn no_such_member() -> ApiError {
+    not_found("no such member in your workspace")
+}
+
+fn not_found(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, message)
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}

@@ -1,0 +1,324 @@
+//! Cedar policies: the published schema (`GET /v1/policy-schema`, public), the workspace's
+//! policies (`GET /v1/policies`, any member), creating or replacing one (`PUT /v1/policies/{id}`,
+//! admins), deleting one (`DELETE /v1/policies/{id}`, admins), and the "would this call be
+//! allowed" tester (`POST /v1/policies/check`, any member). Every change invalidates the
+//! workspace's cached policy set, so it takes effect on this broker's next call, and appends a
+//! `policy_changed` audit record naming the policy, the device and its member.
+//!
+//! Submitted policy text is parsed and validated against the schema in strict mode before it is
+//! stored; a refusal lists each problem with its line and column. Policy text is not secret (every
+//! member can read it), so problems quote Cedar's messages, which may quote the policy.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use latchkey_core::ids::{AgentId, CredentialId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::credentials::audit;
+use crate::audit::AuditKind;
+use crate::auth::Signed;
+use crate::error::{ApiError, ErrorCode};
+use crate::policy::{
+    DEFAULT_POLICIES, GrantKind, MAX_POLICIES, MAX_SOURCE_BYTES, METHODS, PolicyProblem,
+    PolicyRequest, SCHEMA,
+};
+use crate::state::SharedState;
+use crate::store::policies::{NewPolicy, PutOutcome, StoredPolicy};
+
+pub(super) fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/v1/policy-schema", get(schema))
+        .route("/v1/policies", get(list))
+        .route("/v1/policies/check", post(check))
+        .route("/v1/policies/{id}", put(upsert).delete(remove))
+}
+
+/// Longest description, in characters.
+const MAX_DESCRIPTION_CHARS: usize = 500;
+/// Longest host and path the tester accepts.
+const MAX_HOST_BYTES: usize = 253;
+const MAX_PATH_BYTES: usize = 4096;
+
+#[derive(Debug, Serialize)]
+struct SchemaResponse {
+    namespace: &'static str,
+    /// The schema in Cedar schema syntax.
+    cedarschema: &'static str,
+    /// The same schema in Cedar's JSON schema format (for editors).
+    json: Value,
+    /// The action of every call; each method's action is in it.
+    action_group: &'static str,
+    /// The actions, one per HTTP method.
+    actions: [&'static str; 7],
+}
+
+/// The schema every policy is validated against. Public: it is the same on every broker.
+async fn schema(State(state): State<SharedState>) -> Json<SchemaResponse> {
+    Json(SchemaResponse {
+        namespace: "Latchkey",
+        cedarschema: SCHEMA,
+        json: state.policies.schema_json().clone(),
+        action_group: "call",
+        actions: METHODS,
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct PolicyView {
+    id: String,
+    description: String,
+    source: String,
+    enabled: bool,
+    updated_at: u64,
+    /// Present when the stored text no longer validates (a schema change); such a workspace
+    /// denies every call until an admin fixes or deletes the policy.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<PolicyProblem>,
+}
+
+#[derive(Debug, Serialize)]
+struct Listing {
+    policies: Vec<PolicyView>,
+}
+
+async fn list(
+    State(state): State<SharedState>,
+    request: Signed<()>,
+) -> Result<Json<Listing>, ApiError> {
+    let rows =
+        state.store.policies(request.caller.workspace, &DEFAULT_POLICIES, state.now()).await?;
+    let policies = rows.into_iter().map(|row| view(&state, row)).collect();
+    Ok(Json(Listing { policies }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutPolicy {
+    source: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Saved {
+    policy: PolicyView,
+    /// Validator warnings: the policy was stored, but may not say what was meant.
+    warnings: Vec<PolicyProblem>,
+}
+
+async fn upsert(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<PutPolicy>,
+) -> Result<(StatusCode, Json<Saved>), Rejection> {
+    request.caller.require_admin()?;
+    let id = policy_id(id)?;
+    let body = &request.body;
+    if body.source.len() > MAX_SOURCE_BYTES {
+        return Err(invalid(format!("source is longer than {MAX_SOURCE_BYTES} bytes")).into());
+    }
+    let warnings = state.policies.check_policy(&id, &body.source).map_err(|problems| {
+        Rejection::Problems(
+            "the policy was refused; each entry of `errors` says what and where",
+            problems,
+        )
+    })?;
+    let description = description(body.description.as_deref())?;
+    let enabled = body.enabled.unwrap_or(true);
+    let policy = NewPolicy { id: &id, description: &description, source: &body.source, enabled };
+    let workspace = request.caller.workspace;
+    let now = state.now();
+    let outcome = state
+        .store
+        .put_policy(workspace, &DEFAULT_POLICIES, policy, MAX_POLICIES, now)
+        .await
+        .map_err(ApiError::from)?
+        .map_err(|too_many| invalid(too_many.to_string()))?;
+    state.policies.invalidate(workspace);
+    tracing::info!(%workspace, member = %request.caller.member, policy = %id, ?outcome, "policy saved");
+    audit(&state, &request.caller, AuditKind::PolicyChanged, |e| e.policy_ids = vec![id.clone()])
+        .await;
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Updated => StatusCode::OK,
+    };
+    let stored =
+        StoredPolicy { id, description, source: body.source.clone(), enabled, updated_at: now };
+    Ok((status, Json(Saved { policy: view(&state, stored), warnings })))
+}
+
+async fn remove(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<()>,
+) -> Result<StatusCode, ApiError> {
+    request.caller.require_admin()?;
+    let id = policy_id(id)?;
+    let workspace = request.caller.workspace;
+    if !state.store.delete_policy(workspace, &DEFAULT_POLICIES, &id, state.now()).await? {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "no policy with this id in your workspace; list them with GET /v1/policies",
+        ));
+    }
+    state.policies.invalidate(workspace);
+    tracing::info!(%workspace, member = %request.caller.member, policy = %id, "policy deleted");
+    audit(&state, &request.caller, AuditKind::PolicyChanged, |e| e.policy_ids = vec![id]).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    agent: AgentId,
+    credential: CredentialId,
+    method: String,
+    host: String,
+    path: String,
+    grant: GrantKind,
+    /// Evaluate as if at this time (unix seconds), for time-of-day policies; default now.
+    #[serde(default)]
+    at: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct CheckResponse {
+    /// `allow`, `deny` or `approval_required`.
+    decision: &'static str,
+    /// The determining policies.
+    policies: Vec<String>,
+    /// Evaluation errors, each naming its policy.
+    errors: Vec<String>,
+}
+
+/// Evaluates a hypothetical call of a real agent through a real credential of the caller's
+/// workspace exactly as the proxy would, without making it.
+async fn check(
+    State(state): State<SharedState>,
+    request: Signed<CheckRequest>,
+) -> Result<Json<CheckResponse>, ApiError> {
+    let workspace = request.caller.workspace;
+    let body = &request.body;
+    if !METHODS.contains(&body.method.as_str()) {
+        return Err(invalid(format!("method must be one of {}", METHODS.join(", "))));
+    }
+    if body.host.is_empty() || body.host.len() > MAX_HOST_BYTES {
+        return Err(invalid(format!("host must be 1 to {MAX_HOST_BYTES} bytes")));
+    }
+    if !body.path.starts_with('/') || body.path.len() > MAX_PATH_BYTES {
+        return Err(invalid(format!(
+            "path must start with / and be at most {MAX_PATH_BYTES} bytes"
+        )));
+    }
+    let agent = state.store.policy_agent(workspace, body.agent).await?.ok_or_else(|| {
+        ApiError::new(ErrorCode::NotFound, "no active agent with this id in your workspace")
+    })?;
+    let credential =
+        state.store.policy_credential(workspace, body.credential).await?.ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, "no credential with this id in your workspace")
+        })?;
+    let now = state.now();
+    let policy_request = PolicyRequest {
+        workspace,
+        agent: body.agent,
+        agent_name: &agent.name,
+        agent_owner: agent.owner,
+        credential: body.credential,
+        credential_name: &credential.name,
+        provider: &credential.provider,
+        credential_owner: credential.owner,
+        method: &body.method,
+        host: &body.host,
+        path: &body.path,
+        now,
+        grant: body.grant,
+    };
+    let decision =
+        state.policies.evaluate_at(&state.store, &policy_request, body.at.unwrap_or(now)).await?;
+    let verdict = match (decision.allowed, decision.approval_required) {
+        (true, _) => "allow",
+        (false, true) => "approval_required",
+        (false, false) => "deny",
+    };
+    Ok(Json(CheckResponse {
+        decision: verdict,
+        policies: decision.policy_ids,
+        errors: decision.errors,
+    }))
+}
+
+/// An error response: the usual `{code, message}`, or `invalid_request` with the list of
+/// problems found in a submitted policy.
+#[derive(Debug)]
+enum Rejection {
+    Api(ApiError),
+    Problems(&'static str, Vec<PolicyProblem>),
+}
+
+impl From<ApiError> for Rejection {
+    fn from(error: ApiError) -> Self {
+        Rejection::Api(error)
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            code: ErrorCode,
+            message: &'static str,
+            errors: Vec<PolicyProblem>,
+        }
+        match self {
+            Rejection::Api(error) => error.into_response(),
+            Rejection::Problems(message, errors) => {
+                let code = ErrorCode::InvalidRequest;
+                (code.status(), Json(Body { code, message, errors })).into_response()
+            }
+        }
+    }
+}
+
+fn view(state: &SharedState, row: StoredPolicy) -> PolicyView {
+    let problems = state.policies.check_policy(&row.id, &row.source).err().unwrap_or_default();
+    PolicyView {
+        id: row.id,
+        description: row.description,
+        source: row.source,
+        enabled: row.enabled,
+        updated_at: row.updated_at,
+        problems,
+    }
+}
+
+/// A policy id: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+fn policy_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let rule =
+        "a policy id is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit";
+    let Ok(Path(id)) = path else { return Err(invalid(rule)) };
+    let valid = id.len() <= 64
+        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid { Ok(id) } else { Err(invalid(rule)) }
+}
+
+fn description(text: Option<&str>) -> Result<String, ApiError> {
+    let trimmed = text.unwrap_or_default().trim();
+    if trimmed.chars().count() > MAX_DESCRIPTION_CHARS || trimmed.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "description must be at most {MAX_DESCRIPTION_CHARS} characters without control characters"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, message)
+}

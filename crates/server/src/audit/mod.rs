@@ -1,0 +1,454 @@
+//! The append-only, hash-chained audit log.
+//!
+//! Every proxied call (allowed or not) and every device or admin action appends one
+//! [`AuditEvent`]. Each workspace has its own chain: records are numbered 1, 2, 3, ... and each
+//! record's hash commits to the previous record's hash, so an edited, reordered or removed record
+//! is found by [`verify_chain`] (the format is in `docs/protocol.md`, "Audit log").
+//!
+//! Appends go through one background writer per broker ([`AuditLog`]). It commits the appends
+//! queued while its previous transaction ran as one transaction (group commit), assigns sequence numbers inside that
+//! transaction (reading each workspace's chain head there, so several writers on one database
+//! cannot fork a chain), and answers every waiter only after the commit. A failed transaction
+//! fails every append in it: callers that must not act without an audit record deny.
+//!
+//! Nothing in an [`AuditEvent`] can hold a secret: every field is an identifier, a name, a code,
+//! a number or a client address. The path is recorded without its query string or fragment,
+//! where some APIs carry keys.
+
+mod chain;
+mod record;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use latchkey_core::ids::{AgentId, DeviceId, MemberId, WorkspaceId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use self::chain::{
+    BreakReason, BrokenLink, ChainRecord, ChainSummary, ChainVerifier, JsonlError, verify_chain,
+    verify_jsonl,
+};
+pub use self::record::{
+    CHAIN_LABEL, GENESIS_HASH, canonical_json, canonical_record, chain_hash, from_hex, to_hex,
+};
+use crate::error::{ApiError, ErrorCode};
+use crate::store::Store;
+use crate::store::audit::ChainHead;
+
+/// One thing that happened, as the audit log records it.
+///
+/// INVARIANT: no field can carry a credential, key, capability or agent token. Fields are ids,
+/// names, codes, numbers and a client address; `path` loses its query string and fragment when
+/// recorded. Add fields only with the same property, and document them in `docs/protocol.md`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEvent {
+    /// The workspace whose chain the record joins.
+    pub workspace: WorkspaceId,
+    /// When it happened, in unix milliseconds.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: AuditKind,
+    /// The broker's decision, for proxy calls.
+    pub decision: Option<Decision>,
+    /// The error code of a denial (an [`ErrorCode`] in snake case, e.g. `policy_denied`).
+    pub reason_code: Option<String>,
+    /// The agent that made the call or was acted on.
+    pub agent: Option<AgentId>,
+    /// The device that issued the capability or made the change.
+    pub device: Option<DeviceId>,
+    /// That device's member.
+    pub member: Option<MemberId>,
+    /// The credential's name (never its value).
+    pub credential_name: Option<String>,
+    /// HTTP method of a proxied call.
+    pub method: Option<String>,
+    /// Upstream host of a proxied call; recorded (and serialized) without user info.
+    #[serde(serialize_with = "record::serialize_host")]
+    pub host: Option<String>,
+    /// Upstream path of a proxied call; recorded (and serialized) without query string or
+    /// fragment.
+    #[serde(serialize_with = "record::serialize_path")]
+    pub path: Option<String>,
+    /// Ids of the policies that decided.
+    pub policy_ids: Vec<String>,
+    /// The approval that allowed the call, if one did.
+    pub approval_id: Option<String>,
+    /// For a `proxy_outcome`: the seq of its `proxy_attempt`.
+    pub attempt_seq: Option<u64>,
+    /// Status the upstream answered with.
+    pub upstream_status: Option<u16>,
+    /// Time from receiving the call to the upstream's answer.
+    pub latency_ms: Option<u64>,
+    /// The calling client's IP address.
+    pub client_ip: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event of `kind` in `workspace` at `at_ms` with every optional field empty.
+    pub fn new(workspace: WorkspaceId, at_ms: u64, kind: AuditKind) -> Self {
+        Self {
+            workspace,
+            at_ms,
+            kind,
+            decision: None,
+            reason_code: None,
+            agent: None,
+            device: None,
+            member: None,
+            credential_name: None,
+            method: None,
+            host: None,
+            path: None,
+            policy_ids: Vec::new(),
+            approval_id: None,
+            attempt_seq: None,
+            upstream_status: None,
+            latency_ms: None,
+            client_ip: None,
+        }
+    }
+}
+
+/// What an audit record is about. The snake-case codes are stable: extend, never reassign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditKind {
+    /// A proxied call was decided (written before the upstream call when allowed).
+    ProxyAttempt,
+    /// An allowed proxied call finished (upstream status and latency).
+    ProxyOutcome,
+    /// A workspace was created.
+    WorkspaceCreated,
+    /// A member joined.
+    MemberJoined,
+    /// A device was removed.
+    DeviceRemoved,
+    /// A credential was stored.
+    CredentialCreated,
+    /// A credential was deleted.
+    CredentialDeleted,
+    /// Workspace or member keys were rotated.
+    KeysRotated,
+    /// An agent was created.
+    AgentCreated,
+    /// An agent was revoked.
+    AgentRevoked,
+    /// A standing grant was revoked.
+    GrantRevoked,
+    /// A policy was created, changed or removed.
+    PolicyChanged,
+}
+
+impl AuditKind {
+    /// Every kind, in the order the codes were assigned.
+    pub const ALL: [AuditKind; 12] = [
+        AuditKind::ProxyAttempt,
+        AuditKind::ProxyOutcome,
+        AuditKind::WorkspaceCreated,
+        AuditKind::MemberJoined,
+        AuditKind::DeviceRemoved,
+        AuditKind::CredentialCreated,
+        AuditKind::CredentialDeleted,
+        AuditKind::KeysRotated,
+        AuditKind::AgentCreated,
+        AuditKind::AgentRevoked,
+        AuditKind::GrantRevoked,
+        AuditKind::PolicyChanged,
+    ];
+
+    /// The stable code (the serde spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::ProxyAttempt => "proxy_attempt",
+            AuditKind::ProxyOutcome => "proxy_outcome",
+            AuditKind::WorkspaceCreated => "workspace_created",
+            AuditKind::MemberJoined => "member_joined",
+            AuditKind::DeviceRemoved => "device_removed",
+            AuditKind::CredentialCreated => "credential_created",
+            AuditKind::CredentialDeleted => "credential_deleted",
+            AuditKind::KeysRotated => "keys_rotated",
+            AuditKind::AgentCreated => "agent_created",
+            AuditKind::AgentRevoked => "agent_revoked",
+            AuditKind::GrantRevoked => "grant_revoked",
+            AuditKind::PolicyChanged => "policy_changed",
+        }
+    }
+
+    /// Parses a code.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == code)
+    }
+}
+
+/// The broker's decision on a proxied call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The call was allowed.
+    Allowed,
+    /// The call was refused.
+    Denied,
+}
+
+impl Decision {
+    /// The stable code (the serde spelling).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+        }
+    }
+
+    /// Parses a code.
+    pub fn parse(code: &str) -> Option<Self> {
+        match code {
+            "allowed" => Some(Decision::Allowed),
+            "denied" => Some(Decision::Denied),
+            _ => None,
+        }
+    }
+}
+
+/// Proof that a record was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditReceipt {
+    /// The record's position in its workspace's chain.
+    pub seq: u64,
+}
+
+/// An append did not commit. The record is not in the log; callers that need one must not act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The transaction carrying the record failed (details are in the server log).
+    #[error("the audit log could not commit the record")]
+    CommitFailed,
+    /// The writer has stopped (the broker is shutting down).
+    #[error("the audit log is not running")]
+    Stopped,
+}
+
+impl From<AuditError> for ApiError {
+    fn from(error: AuditError) -> Self {
+        tracing::error!(%error, "audit append failed");
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the audit log could not record this request, so it was not carried out; retry shortly",
+        )
+    }
+}
+
+/// How the writer batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Longest time the writer lingers, after taking every queued append, for more to arrive.
+    /// Zero (the default) is pure group commit: appends that arrive while a transaction commits
+    /// form the next batch, and an idle broker never waits.
+    pub max_wait: Duration,
+    /// Most records in one transaction.
+    pub max_events: usize,
+    /// Appends that may queue before `append` waits for room.
+    pub queue: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_wait: Duration::ZERO, max_events: 256, queue: 4096 }
+    }
+}
+
+/// Counters of the writer, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditStats {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// Transactions that failed (each failed all its appends).
+    pub failed_transactions: u64,
+    /// Records committed.
+    pub records: u64,
+}
+
+/// Handle to the background writer; cheap to clone. See the module docs.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    sender: mpsc::Sender<Message>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    counters: Arc<Counters>,
+}
+
+impl AuditLog {
+    /// Spawns the writer over `store` with the default batching. Must be called inside a tokio
+    /// runtime.
+    pub fn start(store: Store) -> Self {
+        Self::start_with(store, BatchConfig::default())
+    }
+
+    /// Spawns the writer with `config`.
+    pub fn start_with(store: Store, config: BatchConfig) -> Self {
+        let config = BatchConfig {
+            max_events: config.max_events.max(1),
+            queue: config.queue.max(1),
+            ..config
+        };
+        let (sender, receiver) = mpsc::channel(config.queue);
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            store,
+            receiver,
+            config,
+            heads: HashMap::new(),
+            counters: Arc::clone(&counters),
+        };
+        let task = tokio::spawn(writer.run());
+        Self { sender, writer: Arc::new(Mutex::new(Some(task))), counters }
+    }
+
+    /// Appends one record and resolves once it is committed. Concurrent appends share one
+    /// transaction; if it fails, every append in it fails.
+    pub async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Message::Append(Box::new(event), reply))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        // A dropped reply means the writer stopped before it got to this append.
+        answer.await.unwrap_or(Err(AuditError::Stopped))
+    }
+
+    /// Writes every append queued so far, then stops the writer. Appends made afterwards (through
+    /// any clone) fail with [`AuditError::Stopped`].
+    pub async fn shutdown(self) {
+        // Queued behind every earlier append, so those are written first.
+        let _ = self.sender.send(Message::Stop).await;
+        let task = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "the audit writer ended abnormally");
+        }
+    }
+
+    /// The writer's counters so far.
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            transactions: self.counters.transactions.load(Ordering::Relaxed),
+            failed_transactions: self.counters.failed_transactions.load(Ordering::Relaxed),
+            records: self.counters.records.load(Ordering::Relaxed),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;
+
+#[derive(Debug)]
+enum Message {
+    Append(Box<AuditEvent>, Reply),
+    Stop,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    transactions: AtomicU64,
+    failed_transactions: AtomicU64,
+    records: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    store: Store,
+    receiver: mpsc::Receiver<Message>,
+    config: BatchConfig,
+    /// The head this writer last committed per workspace. The database stays the authority (the
+    /// head is re-read inside every transaction); this copy notices a head that went backwards.
+    heads: HashMap<WorkspaceId, ChainHead>,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    async fn run(mut self) {
+        loop {
+            let first = match self.receiver.recv().await {
+                Some(Message::Append(event, reply)) => (*event, reply),
+                Some(Message::Stop) | None => return,
+            };
+            let mut batch = vec![first];
+            let mut stop = false;
+            // Group commit: everything queued while the previous transaction ran joins this one,
+            // with no waiting, so an idle broker commits at once and a busy one batches.
+            while batch.len() < self.config.max_events {
+                match self.receiver.try_recv() {
+                    Ok(Message::Append(event, reply)) => batch.push((*event, reply)),
+                    Ok(Message::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.config.max_wait;
+            while !stop && !self.config.max_wait.is_zero() && batch.len() < self.config.max_events {
+                match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                    Ok(Some(Message::Append(event, reply))) => batch.push((*event, reply)),
+                    Ok(Some(Message::Stop) | None) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_elapsed) => break,
+                }
+            }
+            self.commit(batch).await;
+            if stop {
+                // Appends queued after the stop are dropped unanswered: their callers see
+                // `Stopped`.
+                return;
+            }
+        }
+    }
+
+    async fn commit(&mut self, batch: Vec<(AuditEvent, Reply)>) {
+        let (events, replies): (Vec<AuditEvent>, Vec<Reply>) = batch.into_iter().unzip();
+        match self.store.append_audit_batch(&events).await {
+            Ok(appended) => {
+                self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                self.counters.records.fetch_add(events.len() as u64, Ordering::Relaxed);
+                for before in &appended.heads_before {
+                    self.check_head(before);
+                }
+                for head in appended.heads_after {
+                    self.heads.insert(head.workspace, head);
+                }
+                for (reply, seq) in replies.into_iter().zip(appended.seqs) {
+                    // A caller that stopped waiting no longer needs the receipt.
+                    let _ = reply.send(Ok(AuditReceipt { seq }));
+                }
+            }
+            Err(error) => {
+                self.counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, records = events.len(), "audit batch failed; its appends are refused");
+                for reply in replies {
+                    let _ = reply.send(Err(AuditError::CommitFailed));
+                }
+            }
+        }
+    }
+
+    /// Compares the head found in the database with the one this writer last committed.
+    fn check_head(&self, found: &ChainHead) {
+        let Some(known) = self.heads.get(&found.workspace) else { return };
+        if found.seq < known.seq || (found.seq == known.seq && found.hash != known.hash) {
+            tracing::error!(
+                workspace = %found.workspace,
+                expected_seq = known.seq,
+                found_seq = found.seq,
+                "audit chain head moved backwards or changed: records were removed or rewritten outside the broker"
+            );
+        } else if found.seq > known.seq {
+            tracing::debug!(workspace = %found.workspace, "another writer appended to this audit chain");
+        }
+    }
+}

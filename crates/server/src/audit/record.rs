@@ -1,0 +1,267 @@
+//! The canonical record and the chain hash (`docs/protocol.md`, "Audit log").
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::AuditEvent;
+
+/// Domain label of the chain hash.
+pub const CHAIN_LABEL: &[u8] = b"latchkey audit v1\0";
+
+/// The `prev_hash` of every chain's first record.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// Version of the record format, stored as the record's `v`.
+pub(crate) const RECORD_VERSION: u64 = 1;
+
+/// Longest recorded path, in bytes; longer paths are cut at a character boundary.
+const MAX_PATH_BYTES: usize = 2048;
+/// Longest other recorded string, in bytes.
+const MAX_TEXT_BYTES: usize = 256;
+/// Most policy ids recorded.
+const MAX_POLICY_IDS: usize = 64;
+
+/// `SHA-256(CHAIN_LABEL || prev_hash || record)`.
+pub fn chain_hash(prev_hash: &[u8; 32], record: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(CHAIN_LABEL)
+        .chain_update(prev_hash)
+        .chain_update(record)
+        .finalize()
+        .into()
+}
+
+/// The canonical record of `event` at position `seq`: the exact text that is stored and hashed.
+///
+/// Absent optional fields and an empty `policy_ids` are left out. The path loses its query string
+/// and fragment, the host any user info, and long strings are cut (see the protocol document).
+pub fn canonical_record(event: &AuditEvent, seq: u64) -> String {
+    let mut map = Map::new();
+    map.insert("v".into(), RECORD_VERSION.into());
+    map.insert("seq".into(), seq.into());
+    map.insert("workspace".into(), event.workspace.to_string().into());
+    map.insert("at_ms".into(), event.at_ms.into());
+    map.insert("kind".into(), event.kind.as_str().into());
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            map.insert(key.into(), value);
+        }
+    };
+    put("decision", event.decision.map(|d| d.as_str().into()));
+    put("reason_code", event.reason_code.as_deref().map(text));
+    put("agent", event.agent.map(|id| id.to_string().into()));
+    put("device", event.device.map(|id| id.to_string().into()));
+    put("member", event.member.map(|id| id.to_string().into()));
+    put("credential_name", event.credential_name.as_deref().map(text));
+    put("method", event.method.as_deref().map(text));
+    put("host", event.host.as_deref().map(|host| text(strip_userinfo(host))));
+    put("path", event.path.as_deref().map(|path| cut(strip_query(path), MAX_PATH_BYTES).into()));
+    if !event.policy_ids.is_empty() {
+        let ids = event.policy_ids.iter().take(MAX_POLICY_IDS).map(|id| text(id)).collect();
+        put("policy_ids", Some(Value::Array(ids)));
+    }
+    put("approval_id", event.approval_id.as_deref().map(text));
+    put("attempt_seq", event.attempt_seq.map(Value::from));
+    put("upstream_status", event.upstream_status.map(Value::from));
+    put("latency_ms", event.latency_ms.map(Value::from));
+    put("client_ip", event.client_ip.as_deref().map(text));
+    canonical_json(&Value::Object(map))
+}
+
+/// `value` as canonical JSON: object keys sorted by their UTF-16 code units, no whitespace,
+/// strings escaped minimally (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other control characters
+/// as `\u00xx`, everything else as UTF-8), integers in plain decimal. This is RFC 8785 (JCS) for
+/// every value an audit record holds.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+/// Lowercase hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// 32 bytes from 64 lowercase hex digits.
+pub fn from_hex(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+fn nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(key, out);
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                out.push_str("\\u00");
+                out.push_str(&to_hex(&[u8::try_from(u32::from(c)).unwrap_or(0)]));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn text(s: &str) -> Value {
+    cut(s, MAX_TEXT_BYTES).into()
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Serializes a path as it is recorded: without query string or fragment.
+pub(crate) fn serialize_path<S: serde::Serializer>(
+    path: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&path.as_deref().map(strip_query), serializer)
+}
+
+/// Serializes a host as it is recorded: without user info.
+pub(crate) fn serialize_host<S: serde::Serializer>(
+    host: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&host.as_deref().map(strip_userinfo), serializer)
+}
+
+/// The path without query string or fragment, where some APIs carry keys.
+fn strip_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or_default()
+}
+
+/// The host without `user:password@`.
+fn strip_userinfo(host: &str) -> &str {
+    host.rsplit('@').next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_and_escapes_minimally() {
+        let value = json!({"b": 1, "a": [true, null, "x\"\\\n\u{1}é"], "A": {"z": 2, "y": 3}});
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"A":{"y":3,"z":2},"a":[true,null,"x\"\\\n\u0001é"],"b":1}"#,
+            "keys sorted by code unit, no whitespace, control characters as \\u00xx"
+        );
+    }
+
+    #[test]
+    fn canonical_json_of_a_parsed_canonical_text_is_that_text() {
+        let text = r#"{"a":"\u001f\t/é","b":[18446744073709551615,0]}"#;
+        let parsed: Value = serde_json::from_str(text).expect("valid JSON");
+        assert_eq!(canonical_json(&parsed), text, "re-canonicalising must be the identity");
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_uppercase_and_wrong_lengths() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| u8::try_from(i * 8).expect("small"));
+        assert_eq!(from_hex(&to_hex(&bytes)), Some(bytes), "round trip");
+        assert_eq!(from_hex(&to_hex(&bytes).to_uppercase()), None, "one spelling only");
+        assert_eq!(from_hex("00"), None, "32 bytes only");
+    }
+
+    #[test]
+    fn recorded_strings_are_cut_at_character_boundaries() {
+        let long = "é".repeat(200);
+        let cut_text = cut(&long, MAX_TEXT_BYTES);
+        assert_eq!(cut_text.len(), MAX_TEXT_BYTES, "256 bytes is 128 two-byte characters");
+        assert_eq!(cut("aé", 2), "a", "never splits a character");
+    }
+
+    #[test]
+    fn a_serialized_event_carries_no_query_or_userinfo_either() {
+        let mut event = AuditEvent::new(
+            latchkey_core::ids::WorkspaceId::random(),
+            1,
+            crate::audit::AuditKind::ProxyAttempt,
+        );
+        event.path = Some("/x?key=canary".into());
+        event.host = Some("u:canary@h.example".into());
+        let json = serde_json::to_string(&event).expect("serializes");
+        assert!(!json.contains("canary"), "serialized events are as safe as records: {json}");
+    }
+
+    #[test]
+    fn paths_lose_queries_and_fragments_and_hosts_lose_userinfo() {
+        assert_eq!(strip_query("/v1/x?api_key=secret#frag"), "/v1/x");
+        assert_eq!(strip_query("/v1/x#a?b"), "/v1/x");
+        assert_eq!(strip_userinfo("user:pw@api.example.com"), "api.example.com");
+        assert_eq!(strip_userinfo("api.example.com"), "api.example.com");
+    }
+}

@@ -1,0 +1,385 @@
+//! Forwarding a call upstream: URL and host checks, header hygiene, credential injection, size
+//! limits, and removal of any echo of the credential from the response.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use latchkey_core::payload::Injection;
+use latchkey_core::secret::SecretBytes;
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::CAPABILITY_HEADER;
+use super::extract::TOKEN_HEADERS;
+use crate::error::{ApiError, ErrorCode};
+use crate::store::credentials::CredentialRecord;
+
+/// Largest request body forwarded upstream.
+pub(crate) const MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
+/// Largest response body passed back to the agent; longer responses are cut off.
+pub(crate) const MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
+/// What replaces an echoed credential in a response.
+pub(crate) const REDACTED: &[u8] = b"[REDACTED by Latchkey]";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and others the proxy never forwards as is.
+const DROPPED_REQUEST_HEADERS: [&str; 12] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    // Responses must arrive uncompressed so an echo of the credential can be found and removed.
+    "accept-encoding",
+    CAPABILITY_HEADER,
+];
+
+const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    // Redaction can change the length.
+    "content-length",
+];
+
+/// `{base URL}{path}?{query}` for a credential. `path` is the raw path after `/p/{name}`.
+pub(crate) fn upstream_url(
+    credential: &CredentialRecord,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Url, ApiError> {
+    let base = credential.upstream_base_url.trim_end_matches('/');
+    let mut text = String::with_capacity(base.len() + path.len() + query.map_or(0, str::len) + 1);
+    text.push_str(base);
+    text.push_str(path);
+    if let Some(query) = query {
+        text.push('?');
+        text.push_str(query);
+    }
+    let url = Url::parse(&text).map_err(|_| {
+        ApiError::new(ErrorCode::BadRequest, "the request path does not form a valid upstream URL")
+    })?;
+    // The parser normalises dot segments; a path that changes under normalisation is ambiguous.
+    if !url.path().ends_with(path.trim_start_matches('/')) && path != "/" {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the request path contains dot segments or other ambiguity; send a normalised path",
+        ));
+    }
+    Ok(url)
+}
+
+/// Refuses upstream URLs whose scheme or host the credential does not allow.
+pub(crate) fn check_allowed_host(credential: &CredentialRecord, url: &Url) -> Result<(), ApiError> {
+    let not_allowed = || {
+        ApiError::new(
+            ErrorCode::HostNotAllowed,
+            "the upstream host is not in this credential's allow-list; an admin can add it in the Latchkey app",
+        )
+    };
+    let host = url.host_str().ok_or_else(not_allowed)?.to_ascii_lowercase();
+    let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(not_allowed()),
+    }
+    let with_port = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    let allowed = credential.allowed_hosts.iter().any(|pattern| {
+        let pattern = pattern.to_ascii_lowercase();
+        match pattern.strip_prefix("*.") {
+            // A wildcard names hosts on the scheme's default port only.
+            Some(suffix) => url.port().is_none() && host.ends_with(&format!(".{suffix}")),
+            None => pattern == with_port || (url.port().is_none() && pattern == host),
+        }
+    });
+    if allowed { Ok(()) } else { Err(not_allowed()) }
+}
+
+/// The headers sent upstream: the agent's, minus hop-by-hop headers, the agent token and the
+/// capability, plus the injected credential.
+pub(crate) fn upstream_headers(
+    incoming: &HeaderMap,
+    injection: &Injection,
+    secret: &SecretBytes,
+) -> Result<HeaderMap, ApiError> {
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 1);
+    for (name, value) in incoming {
+        let name_str = name.as_str();
+        if DROPPED_REQUEST_HEADERS.contains(&name_str) || TOKEN_HEADERS.contains(&name_str) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    if let Injection::Header { name, prefix } = injection {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ApiError::internal(&"credential injection header is not a valid name"))?;
+        let mut value = Zeroizing::new(Vec::with_capacity(prefix.len() + secret.len()));
+        value.extend_from_slice(prefix.as_bytes());
+        value.extend_from_slice(secret.expose_secret());
+        let mut value = HeaderValue::from_bytes(&value).map_err(|_| {
+            ApiError::new(
+                ErrorCode::UpstreamFailed,
+                "the stored credential cannot be sent in a header; reconnect it",
+            )
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// Adds a query-parameter credential to the URL.
+pub(crate) fn inject_query(
+    url: &mut Url,
+    injection: &Injection,
+    secret: &SecretBytes,
+) -> Result<(), ApiError> {
+    if let Injection::Query { name } = injection {
+        let value = std::str::from_utf8(secret.expose_secret()).map_err(|_| {
+            ApiError::new(
+                ErrorCode::UpstreamFailed,
+                "the stored credential cannot be sent in a URL; reconnect it",
+            )
+        })?;
+        url.query_pairs_mut().append_pair(name, value);
+    }
+    Ok(())
+}
+
+/// The agent's request body as a stream capped at [`MAX_REQUEST_BODY`]; `too_large` is set when
+/// the cap was hit so the caller can answer 413 instead of a generic upstream failure.
+pub(crate) fn limited_request_body(body: Body, too_large: Arc<AtomicBool>) -> reqwest::Body {
+    use futures_util::StreamExt as _;
+    let mut seen: u64 = 0;
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if seen > MAX_REQUEST_BODY {
+            too_large.store(true, Ordering::SeqCst);
+            return Err(std::io::Error::other("request body too large"));
+        }
+        Ok::<Bytes, std::io::Error>(chunk)
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Turns the upstream response into the agent's: hop-by-hop headers dropped, any header or body
+/// bytes equal to one of `secrets` replaced by [`REDACTED`], body capped at [`MAX_RESPONSE_BODY`].
+pub(crate) fn agent_response(
+    upstream: reqwest::Response,
+    secrets: Vec<Zeroizing<Vec<u8>>>,
+) -> Response {
+    let status = upstream.status();
+    let mut headers = HeaderMap::with_capacity(upstream.headers().len());
+    for (name, value) in upstream.headers() {
+        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let bytes = value.as_bytes();
+        if secrets.iter().any(|s| !s.is_empty() && contains(bytes, s)) {
+            headers.append(name.clone(), HeaderValue::from_static("[REDACTED by Latchkey]"));
+        } else {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let body = Redactor::new(upstream.bytes_stream(), secrets);
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A stream adapter that replaces every occurrence of any secret with [`REDACTED`], including
+/// occurrences split across chunks: it holds back the last `longest secret - 1` bytes of each
+/// chunk until the next one arrives.
+pub(crate) struct Redactor<S> {
+    inner: S,
+    secrets: Vec<Zeroizing<Vec<u8>>>,
+    carry: Zeroizing<Vec<u8>>,
+    hold: usize,
+    sent: u64,
+    done: bool,
+}
+
+impl<S> Redactor<S> {
+    pub(crate) fn new(inner: S, secrets: Vec<Zeroizing<Vec<u8>>>) -> Self {
+        let secrets: Vec<_> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        let hold = secrets.iter().map(|s| s.len()).max().unwrap_or(1).saturating_sub(1);
+        Self { inner, secrets, carry: Zeroizing::new(Vec::new()), hold, sent: 0, done: false }
+    }
+
+    /// Replaces every secret in `buf`, returning the bytes safe to emit now and keeping the tail.
+    fn process(&mut self, chunk: &[u8], last: bool) -> Bytes {
+        self.carry.extend_from_slice(chunk);
+        let mut out = BytesMut::with_capacity(self.carry.len());
+        let buf = std::mem::take(&mut *self.carry);
+        let buf = Zeroizing::new(buf);
+        let mut i = 0;
+        while i < buf.len() {
+            if let Some(len) =
+                self.secrets.iter().find(|s| buf[i..].starts_with(s)).map(|s| s.len())
+            {
+                out.extend_from_slice(REDACTED);
+                i += len;
+                continue;
+            }
+            // A possible partial match at the end: keep it for the next chunk.
+            let remaining = buf.len() - i;
+            if !last
+                && remaining <= self.hold
+                && self.secrets.iter().any(|s| s.starts_with(&buf[i..]))
+            {
+                self.carry.extend_from_slice(&buf[i..]);
+                break;
+            }
+            out.extend_from_slice(&buf[i..=i]);
+            i += 1;
+        }
+        out.freeze()
+    }
+}
+
+impl<S, E> Stream for Redactor<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                let out = this.process(&chunk, false);
+                this.sent = this.sent.saturating_add(out.len() as u64);
+                if this.sent > MAX_RESPONSE_BODY {
+                    this.done = true;
+                    tracing::warn!("upstream response longer than the proxy's limit; cut off");
+                    return Poll::Ready(Some(Err(std::io::Error::other("response too large"))));
+                }
+                Poll::Ready(Some(Ok(out)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.done = true;
+                tracing::warn!(error = %e, "upstream response body failed");
+                Poll::Ready(Some(Err(std::io::Error::other("upstream body failed"))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                let rest = this.process(&[], true);
+                if rest.is_empty() { Poll::Ready(None) } else { Poll::Ready(Some(Ok(rest))) }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt as _;
+
+    use super::*;
+
+    fn hosts_allowed(patterns: &[&str], url: &str) -> bool {
+        let credential = CredentialRecord {
+            allowed_hosts: patterns.iter().map(|p| (*p).to_owned()).collect(),
+            ..crate::store::credentials::CredentialRecord::example()
+        };
+        check_allowed_host(&credential, &Url::parse(url).unwrap()).is_ok()
+    }
+
+    #[test]
+    fn the_host_allow_list_matches_exact_hosts_ports_and_default_port_wildcards() {
+        assert!(hosts_allowed(&["api.github.com"], "https://api.github.com/user"));
+        assert!(
+            !hosts_allowed(&["api.github.com"], "https://api.github.com:8443/user"),
+            "another port"
+        );
+        assert!(!hosts_allowed(&["api.github.com"], "https://evil.com/user"));
+        assert!(
+            !hosts_allowed(&["api.github.com"], "https://api.github.com.evil.com/"),
+            "suffix trick"
+        );
+        assert!(hosts_allowed(&["*.googleapis.com"], "https://www.googleapis.com/x"));
+        assert!(
+            !hosts_allowed(&["*.googleapis.com"], "https://googleapis.com/x"),
+            "wildcard needs a label"
+        );
+        assert!(
+            !hosts_allowed(&["*.googleapis.com"], "https://www.googleapis.com:444/x"),
+            "wildcard: default port only"
+        );
+        assert!(!hosts_allowed(&["*.example.com"], "https://evilexample.com/"));
+        assert!(hosts_allowed(&["127.0.0.1:8080"], "http://127.0.0.1:8080/x"));
+        assert!(
+            !hosts_allowed(&["example.com"], "http://example.com/x"),
+            "plain http only on loopback"
+        );
+    }
+
+    async fn redact(chunks: &[&[u8]], secret: &[u8]) -> Vec<u8> {
+        let owned: Vec<Result<Bytes, std::io::Error>> =
+            chunks.iter().map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let stream = futures_util::stream::iter(owned);
+        let mut redactor = Redactor::new(stream, vec![Zeroizing::new(secret.to_vec())]);
+        let mut out = Vec::new();
+        while let Some(chunk) = redactor.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_echoed_secret_is_removed_even_when_split_across_chunks() {
+        let secret = b"ghp_SECRET123";
+        for split in 0..=secret.len() {
+            let mut first = b"{\"echo\":\"".to_vec();
+            first.extend_from_slice(&secret[..split]);
+            let mut second = secret[split..].to_vec();
+            second.extend_from_slice(b"\"}");
+            let out = redact(&[&first, &second], secret).await;
+            assert_eq!(out, b"{\"echo\":\"[REDACTED by Latchkey]\"}", "split at {split}");
+        }
+    }
+
+    #[tokio::test]
+    async fn text_without_the_secret_passes_unchanged_including_partial_prefixes() {
+        let out = redact(&[b"ghp_SEC", b"RE", b"T12 and ghp_"], b"ghp_SECRET123").await;
+        assert_eq!(out, b"ghp_SECRET12 and ghp_", "a prefix that never completes is not redacted");
+        let many: Vec<&[u8]> = vec![b"a"; 100];
+        assert_eq!(redact(&many, b"ghp_SECRET123").await, vec![b'a'; 100]);
+    }
+
+    #[tokio::test]
+    async fn repeated_and_adjacent_echoes_are_all_removed() {
+        let out = redact(&[b"xghp_Aghp_Ay", b"ghp_A"], b"ghp_A").await;
+        assert_eq!(out, [b"x".as_slice(), REDACTED, REDACTED, b"y", REDACTED].concat());
+    }
+}

@@ -1,0 +1,429 @@
+//! The agent proxy: `{broker}/p/{credential}/{upstream path}`.
+//!
+//! An agent sends an ordinary HTTP request with its agent token where the provider's SDK puts its
+//! key, and a capability in the `Latchkey-Capability` header (or appended to the token after a
+//! `.`). Every check below runs before anything is decrypted, in this order:
+//!
+//! 1. agent token: present, well-formed (checksum), known, not revoked;
+//! 2. credential: exists in the agent's workspace under that name, active;
+//! 3. upstream URL: built from the credential's base URL and the request path; its host must be
+//!    in the credential's allow-list;
+//! 4. capability: decodes; its issuing device is active in the workspace and its member may use
+//!    the credential; claims, validity window and signature verify; its key version is current;
+//!    a single-use nonce is fresh / a standing grant is live (both in the database);
+//! 5. Cedar: the workspace's own policies allow the call;
+//! 6. the `proxy_attempt` audit record is committed (fail closed).
+//!
+//! Only then does [`open`] decrypt: the capability yields the record key, the record key opens the
+//! envelope. An expiring OAuth token is refreshed and re-sealed under the same record key. The
+//! credential is injected, the request forwarded without following redirects, any echo of the
+//! credential removed from the response, and a `proxy_outcome` audit record appended.
+//!
+//! This module and [`open`] are the only code in the broker that can see a plaintext credential.
+
+mod extract;
+mod forward;
+mod open;
+mod refresh;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::any;
+use latchkey_core::capability::{Capability, CapabilityRequest, Method, Reuse, VerifiedCapability};
+use latchkey_core::ids::{AgentId, DeviceId, MemberId, Owner, WorkspaceId};
+use latchkey_core::keys::DeviceVerifyingKey;
+
+use crate::audit::{AuditEvent, AuditKind, Decision};
+use crate::error::{ApiError, ErrorCode};
+use crate::policy::{GrantKind, PolicyRequest};
+use crate::state::SharedState;
+use crate::store::credentials::{CredentialRecord, CredentialStatus};
+use crate::store::nonces::NonceKind;
+
+pub(crate) use refresh::RefreshLocks;
+
+/// The client for upstream calls: no redirects are followed (a redirect goes back to the agent,
+/// so a compromised upstream cannot bounce the credential to another host), bounded connect and
+/// read times, no connection-level total timeout so streamed responses can run long.
+pub(crate) fn upstream_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(120))
+        .user_agent(concat!("latchkey-broker/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Header carrying a capability.
+pub(crate) const CAPABILITY_HEADER: &str = "latchkey-capability";
+
+pub(crate) fn routes() -> Router<SharedState> {
+    Router::new().route("/p/{*rest}", any(handle))
+}
+
+async fn handle(
+    State(state): State<SharedState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let mut call = Call::new(&request, client);
+    match authorize_and_forward(&state, &mut call, request, started).await {
+        Ok(response) => response,
+        Err(error) => {
+            call.deny(&state, &error).await;
+            error.into_response()
+        }
+    }
+}
+
+/// What is known about a call so far, for the audit record.
+#[derive(Debug)]
+struct Call {
+    method: String,
+    path: String,
+    query: Option<String>,
+    credential_name: String,
+    client_ip: String,
+    workspace: Option<WorkspaceId>,
+    agent: Option<AgentId>,
+    device: Option<DeviceId>,
+    member: Option<MemberId>,
+    host: Option<String>,
+    policy_ids: Vec<String>,
+}
+
+impl Call {
+    fn new(request: &Request, client: SocketAddr) -> Self {
+        let (credential_name, path) = extract::split_proxy_path(request.uri().path());
+        Self {
+            method: request.method().as_str().to_owned(),
+            path,
+            query: request.uri().query().map(str::to_owned),
+            credential_name,
+            client_ip: client.ip().to_string(),
+            workspace: None,
+            agent: None,
+            device: None,
+            member: None,
+            host: None,
+            policy_ids: Vec::new(),
+        }
+    }
+
+    fn event(
+        &self,
+        workspace: WorkspaceId,
+        kind: AuditKind,
+        decision: Decision,
+        now_ms: u64,
+    ) -> AuditEvent {
+        AuditEvent {
+            workspace,
+            at_ms: now_ms,
+            kind,
+            decision: Some(decision),
+            reason_code: None,
+            agent: self.agent,
+            device: self.device,
+            member: self.member,
+            credential_name: Some(self.credential_name.clone()),
+            method: Some(self.method.clone()),
+            host: self.host.clone(),
+            path: Some(self.path.clone()),
+            policy_ids: self.policy_ids.clone(),
+            approval_id: None,
+            attempt_seq: None,
+            upstream_status: None,
+            latency_ms: None,
+            client_ip: Some(self.client_ip.clone()),
+        }
+    }
+
+    /// Audits a refused call. Calls whose agent is unknown belong to no workspace and so to no
+    /// audit chain; they are logged (without the token) instead.
+    async fn deny(&self, state: &SharedState, error: &ApiError) {
+        let Some(workspace) = self.workspace else {
+            tracing::info!(
+                code = ?error.code,
+                client_ip = %self.client_ip,
+                credential = %self.credential_name,
+                "proxy call refused before an agent was identified"
+            );
+            return;
+        };
+        let mut event = self.event(workspace, AuditKind::ProxyAttempt, Decision::Denied, now_ms());
+        event.reason_code =
+            serde_json::to_value(error.code).ok().and_then(|v| v.as_str().map(str::to_owned));
+        if let Err(e) = state.audit.append(event).await {
+            tracing::error!(error = %e, "could not audit a refused proxy call");
+        }
+    }
+}
+
+async fn authorize_and_forward(
+    state: &SharedState,
+    call: &mut Call,
+    request: Request,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    let now = state.now();
+
+    // 1. The agent.
+    let presented = extract::agent_token(request.headers())?;
+    let agent = state
+        .store
+        .agent_by_token_hash(&presented.token.hash())
+        .await?
+        .ok_or_else(unknown_token)?;
+    call.workspace = Some(agent.workspace);
+    call.agent = Some(agent.id);
+    if agent.revoked_at.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::TokenRevoked,
+            "this agent token was revoked; ask the agent's owner for a new one",
+        ));
+    }
+    {
+        let (store, workspace, id) = (state.store.clone(), agent.workspace, agent.id);
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_agent(workspace, id, now).await {
+                tracing::warn!(error = %e, "could not record agent use");
+            }
+        });
+    }
+    let method = Method::parse(&call.method).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "the proxy forwards GET, HEAD, POST, PUT, PATCH, DELETE and OPTIONS",
+        )
+    })?;
+
+    // 2. The credential.
+    let credential = state
+        .store
+        .credential_by_name(agent.workspace, &call.credential_name)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no credential named {:?} in this workspace; check the name in the Latchkey app", call.credential_name),
+            )
+        })?;
+    if credential.status != CredentialStatus::Active {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this credential needs to be reconnected by its owner before agents can use it",
+        ));
+    }
+
+    // 3. The upstream URL and its host.
+    let upstream = forward::upstream_url(&credential, &call.path, call.query.as_deref())?;
+    call.host = upstream.host_str().map(str::to_owned);
+    forward::check_allowed_host(&credential, &upstream)?;
+
+    // 4. The capability.
+    let capability = match presented
+        .capability
+        .as_deref()
+        .or_else(|| extract::capability_header(request.headers()))
+    {
+        Some(text) => {
+            Some(Capability::decode(text).map_err(|e| capability_invalid(&e.to_string()))?)
+        }
+        None => None,
+    };
+    let verified = match &capability {
+        Some(cap) => {
+            Some(check_capability(state, call, cap, &credential, method, agent.id, now).await?)
+        }
+        None => None,
+    };
+    let grant = match verified.map(|v| v.claims().reuse) {
+        Some(Reuse::SingleUse { .. }) => GrantKind::SingleUse,
+        Some(Reuse::Standing { .. }) => GrantKind::Standing,
+        None => GrantKind::None,
+    };
+
+    // 5. Policy.
+    let decision = state
+        .policies
+        .evaluate(
+            &state.store,
+            &PolicyRequest {
+                workspace: agent.workspace,
+                agent: agent.id,
+                agent_name: &agent.name,
+                agent_owner: agent.owner,
+                credential: credential.id,
+                credential_name: &credential.name,
+                provider: &credential.provider,
+                credential_owner: credential.owner,
+                method: &call.method,
+                host: call.host.as_deref().unwrap_or_default(),
+                path: &call.path,
+                now,
+                grant,
+            },
+        )
+        .await?;
+    call.policy_ids = decision.policy_ids.clone();
+    let Some(verified) = verified else {
+        return Err(if decision.approval_required || decision.allowed {
+            ApiError::new(
+                ErrorCode::ApprovalRequired,
+                "this call needs a member's approval: ask the agent's owner to approve it in the Latchkey app or with `latchkey approve`, then retry",
+            )
+        } else {
+            policy_denied(&decision.policy_ids)
+        });
+    };
+    if !decision.allowed {
+        return Err(policy_denied(&decision.policy_ids));
+    }
+
+    // 6. Audit before anything is decrypted or sent.
+    let attempt = state
+        .audit
+        .append(call.event(agent.workspace, AuditKind::ProxyAttempt, Decision::Allowed, now_ms()))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit append failed; refusing the call");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the audit log is unavailable, so the call was not made; retry shortly",
+            )
+        })?;
+
+    // Decrypt, forward, redact.
+    let outcome =
+        open::open_and_forward(state, verified, &credential, upstream, request, now).await;
+    let (status, response) = match outcome {
+        Ok(response) => (Some(response.status().as_u16()), Ok(response)),
+        Err(error) => (None, Err(error)),
+    };
+    let mut event =
+        call.event(agent.workspace, AuditKind::ProxyOutcome, Decision::Allowed, now_ms());
+    event.attempt_seq = Some(attempt.seq);
+    event.upstream_status = status;
+    event.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    if let Err(error) = &response {
+        event.reason_code =
+            serde_json::to_value(error.code).ok().and_then(|v| v.as_str().map(str::to_owned));
+    }
+    let audit = state.audit.clone();
+    tokio::spawn(async move {
+        if let Err(e) = audit.append(event).await {
+            tracing::error!(error = %e, "could not audit a proxy call's outcome");
+        }
+    });
+    response
+}
+
+/// Step 4: everything about a capability that needs the database, then the core verifier.
+async fn check_capability<'c>(
+    state: &SharedState,
+    call: &mut Call,
+    capability: &'c Capability,
+    credential: &CredentialRecord,
+    method: Method,
+    agent: AgentId,
+    now: u64,
+) -> Result<VerifiedCapability<'c>, ApiError> {
+    let claims = capability.claims();
+    let issuer = state
+        .store
+        .active_device(claims.issuer)
+        .await?
+        .filter(|d| d.workspace == credential.workspace)
+        .ok_or_else(|| capability_invalid("its issuing device is unknown or was removed"))?;
+    call.device = Some(issuer.id);
+    call.member = Some(issuer.member);
+    if let Owner::Member(owner) = credential.owner
+        && issuer.member != owner
+    {
+        return Err(capability_invalid(
+            "it was issued by a member who cannot use this personal credential",
+        ));
+    }
+    let key = DeviceVerifyingKey::from_bytes(&issuer.signing_key)
+        .map_err(|e| ApiError::internal(&format!("stored device key unusable: {e}")))?;
+    let verified = capability
+        .verify(
+            &key,
+            &CapabilityRequest {
+                workspace: credential.workspace,
+                agent,
+                credential: credential.id,
+                method,
+                path: &call.path,
+                now,
+            },
+        )
+        .map_err(|e| capability_invalid(&e.to_string()))?;
+    if claims.key_version != credential.key_version {
+        return Err(capability_invalid(&format!(
+            "it is for key version {}, but the credential was rotated to {}; issue a new capability",
+            claims.key_version, credential.key_version
+        )));
+    }
+    match claims.reuse {
+        Reuse::SingleUse { nonce } => {
+            let expires = claims.expires.saturating_add(latchkey_core::capability::CLOCK_SKEW_SECS);
+            let fresh =
+                state.store.remember_nonce(NonceKind::Capability, &nonce, expires, now).await?;
+            if !fresh {
+                return Err(capability_invalid("this single-use capability was already used"));
+            }
+        }
+        Reuse::Standing { grant } => {
+            let live = state.store.grant(credential.workspace, grant).await?.is_some_and(|g| {
+                g.revoked_at.is_none()
+                    && g.agent == agent
+                    && g.credential == credential.id
+                    && g.expires_at > now
+            });
+            if !live {
+                return Err(capability_invalid(
+                    "its standing grant was revoked, has expired or is unknown",
+                ));
+            }
+        }
+    }
+    Ok(verified)
+}
+
+fn unknown_token() -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownToken,
+        "unknown or malformed agent token; send the token shown when the agent was created, where the provider's SDK sends its API key",
+    )
+}
+
+fn capability_invalid(reason: &str) -> ApiError {
+    ApiError::new(ErrorCode::CapabilityInvalid, format!("capability refused: {reason}"))
+}
+
+fn policy_denied(policy_ids: &[String]) -> ApiError {
+    let by = if policy_ids.is_empty() {
+        "no policy permits it".to_owned()
+    } else {
+        format!("policy {}", policy_ids.join(", "))
+    };
+    ApiError::new(
+        ErrorCode::PolicyDenied,
+        format!(
+            "denied by the workspace's policies ({by}); an admin can change them in the Latchkey app"
+        ),
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

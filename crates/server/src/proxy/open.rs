@@ -1,0 +1,120 @@
+//! The one path on which the broker decrypts a credential: a verified capability yields the
+//! record key, the record key opens the envelope, the credential is injected into one upstream
+//! request and dropped (zeroized) when the request has been sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::Request;
+use axum::response::Response;
+use latchkey_core::capability::VerifiedCapability;
+use latchkey_core::envelope::Envelope;
+use latchkey_core::keys::RecordKey;
+use latchkey_core::payload::{CredentialKind, CredentialPayload};
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::{forward, refresh};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::SharedState;
+use crate::store::credentials::CredentialRecord;
+
+/// Refresh an OAuth access token when it expires within this many seconds.
+pub(crate) const REFRESH_MARGIN_SECS: u64 = 5 * 60;
+
+/// Opens the credential with the capability's record key, refreshes it if needed, and forwards.
+/// Only a [`VerifiedCapability`] can be opened, so the caller has necessarily checked claims, time
+/// and signature; it has also checked replay and revocation, evaluated policy and committed the
+/// audit record.
+pub(crate) async fn open_and_forward(
+    state: &SharedState,
+    capability: VerifiedCapability<'_>,
+    credential: &CredentialRecord,
+    mut url: Url,
+    request: Request,
+    now: u64,
+) -> Result<Response, ApiError> {
+    let record_key = capability.open(&state.broker_key).map_err(|_| {
+        ApiError::new(
+            ErrorCode::CapabilityInvalid,
+            "capability refused: it is not sealed to this broker's key; fetch /v1/broker-key and issue a new one",
+        )
+    })?;
+    let mut payload = open_envelope(&credential.envelope, &record_key)?;
+
+    if needs_refresh(&payload, now) {
+        payload = refresh::refresh(state, credential, &record_key, payload, now).await?;
+    }
+
+    forward::inject_query(&mut url, &payload.injection, &payload.secret)?;
+    let (parts, body) = request.into_parts();
+    let headers = forward::upstream_headers(&parts.headers, &payload.injection, &payload.secret)?;
+    let too_large = Arc::new(AtomicBool::new(false));
+    if parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > forward::MAX_REQUEST_BODY)
+    {
+        return Err(body_too_large());
+    }
+    let body = forward::limited_request_body(body, too_large.clone());
+
+    // Everything that could echo back: the secret as sent and, for OAuth, the refresh token.
+    let mut secrets = vec![Zeroizing::new(payload.secret.expose_secret().to_vec())];
+    if let CredentialKind::OAuth { refresh: Some(r), .. } = &payload.kind {
+        secrets.push(Zeroizing::new(r.refresh_token.expose_secret().to_vec()));
+    }
+    let sent = state.upstream.request(parts.method, url).headers(headers).body(body).send().await;
+    // The payload (and with it the plaintext credential) is dropped and zeroized here; only the
+    // redactor's copies live on, for as long as the response streams.
+    drop(payload);
+    match sent {
+        Ok(upstream) => Ok(forward::agent_response(upstream, secrets)),
+        Err(_) if too_large.load(Ordering::SeqCst) => Err(body_too_large()),
+        Err(e) => {
+            // reqwest errors carry the URL, which may contain a query-parameter credential.
+            let e = e.without_url();
+            tracing::warn!(error = %e, timeout = e.is_timeout(), "upstream request failed");
+            Err(ApiError::new(
+                ErrorCode::UpstreamFailed,
+                if e.is_timeout() {
+                    "the upstream API did not answer in time; retry later"
+                } else {
+                    "the upstream API could not be reached; retry later"
+                },
+            ))
+        }
+    }
+}
+
+fn open_envelope(envelope: &Envelope, key: &RecordKey) -> Result<CredentialPayload, ApiError> {
+    let plaintext = envelope.open(key).map_err(|_| {
+        ApiError::new(
+            ErrorCode::CapabilityInvalid,
+            "capability refused: its key does not open this credential; issue a new capability",
+        )
+    })?;
+    CredentialPayload::decode(plaintext.expose_secret()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::UpstreamFailed,
+            format!("the stored credential is unusable ({e}); reconnect it"),
+        )
+    })
+}
+
+fn needs_refresh(payload: &CredentialPayload, now: u64) -> bool {
+    matches!(
+        &payload.kind,
+        CredentialKind::OAuth { expires_at: Some(expires), refresh: Some(_) }
+            if expires.saturating_sub(REFRESH_MARGIN_SECS) <= now
+    )
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request body larger than {} bytes", forward::MAX_REQUEST_BODY),
+    )
+}

@@ -1,0 +1,276 @@
+//! The audit log table: batched, chained appends and scoped, filtered reads.
+//!
+//! Appends run in one `BEGIN IMMEDIATE` transaction per batch: the write lock is taken before
+//! each workspace's head is read, so two writers (two brokers on one database file) serialize
+//! instead of forking a chain. The table's own triggers refuse updates, deletes and any insert
+//! that does not extend its chain, whoever the writer is.
+
+use std::collections::HashMap;
+
+use latchkey_core::ids::{AgentId, WorkspaceId};
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteRow;
+
+use super::nonces::as_i64;
+use super::{Store, StoreError};
+use crate::audit::{
+    AuditEvent, AuditKind, BrokenLink, ChainRecord, ChainSummary, ChainVerifier, Decision,
+    GENESIS_HASH, canonical_record, chain_hash,
+};
+
+/// Most records one read returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// The last record of a workspace's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The last seq (0 for an empty chain).
+    pub seq: u64,
+    /// The last hash ([`GENESIS_HASH`] for an empty chain).
+    pub hash: [u8; 32],
+}
+
+/// What one batch appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendedBatch {
+    /// The seq of each event, in the order given.
+    pub seqs: Vec<u64>,
+    /// Each workspace's head as read inside the transaction, before the batch.
+    pub heads_before: Vec<ChainHead>,
+    /// Each workspace's head after the batch.
+    pub heads_after: Vec<ChainHead>,
+}
+
+/// Which records to read, within one workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only records about this agent.
+    pub agent: Option<AgentId>,
+    /// Only records about the credential with this name.
+    pub credential_name: Option<String>,
+    /// Only records with this decision.
+    pub decision: Option<Decision>,
+    /// Only records of this kind.
+    pub kind: Option<AuditKind>,
+    /// Only records at or after this time (unix ms).
+    pub since_ms: Option<u64>,
+    /// Only records before this time (unix ms).
+    pub until_ms: Option<u64>,
+    /// Cursor: only records after this seq in `order` (above it oldest first, below it newest
+    /// first).
+    pub after_seq: Option<u64>,
+    /// Oldest or newest first.
+    pub order: AuditOrder,
+    /// Most records to return (at most [`MAX_PAGE`]).
+    pub limit: u32,
+}
+
+impl AuditQuery {
+    /// Every record, oldest first, `limit` at a time.
+    pub fn all(limit: u32) -> Self {
+        Self {
+            agent: None,
+            credential_name: None,
+            decision: None,
+            kind: None,
+            since_ms: None,
+            until_ms: None,
+            after_seq: None,
+            order: AuditOrder::OldestFirst,
+            limit,
+        }
+    }
+}
+
+/// Order of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOrder {
+    /// Ascending seq.
+    OldestFirst,
+    /// Descending seq.
+    NewestFirst,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuditRecord {
+    /// Position in the chain.
+    pub seq: u64,
+    /// Indexed copy of the record's time.
+    pub at_ms: u64,
+    /// The canonical record text.
+    pub record: String,
+    /// Hash of the previous record.
+    pub prev_hash: [u8; 32],
+    /// This record's hash.
+    pub hash: [u8; 32],
+}
+
+impl From<StoredAuditRecord> for ChainRecord {
+    fn from(r: StoredAuditRecord) -> Self {
+        ChainRecord {
+            seq: r.seq,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+            record: r.record,
+            at_ms: Some(r.at_ms),
+        }
+    }
+}
+
+impl Store {
+    /// Appends `events` in one transaction, each at the end of its workspace's chain.
+    pub async fn append_audit_batch(
+        &self,
+        events: &[AuditEvent],
+    ) -> Result<AppendedBatch, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut heads: HashMap<WorkspaceId, ChainHead> = HashMap::new();
+        let mut heads_before = Vec::new();
+        let mut seqs = Vec::with_capacity(events.len());
+        for event in events {
+            let head = match heads.get_mut(&event.workspace) {
+                Some(head) => head,
+                None => {
+                    let head = read_head(&mut tx, event.workspace).await?;
+                    heads_before.push(head);
+                    heads.entry(event.workspace).or_insert(head)
+                }
+            };
+            let seq = head.seq + 1;
+            let record = canonical_record(event, seq);
+            let hash = chain_hash(&head.hash, record.as_bytes());
+            sqlx::query(
+                "INSERT INTO audit_log (workspace_id, seq, at_ms, record, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(event.workspace.to_string())
+            .bind(as_i64(seq))
+            .bind(as_i64(event.at_ms))
+            .bind(&record)
+            .bind(&head.hash[..])
+            .bind(&hash[..])
+            .execute(&mut *tx)
+            .await?;
+            *head = ChainHead { workspace: event.workspace, seq, hash };
+            seqs.push(seq);
+        }
+        tx.commit().await?;
+        let heads_after = heads_before
+            .iter()
+            .filter_map(|before| heads.get(&before.workspace).copied())
+            .collect();
+        Ok(AppendedBatch { seqs, heads_before, heads_after })
+    }
+
+    /// Up to `query.limit` records of `workspace` matching `query`, in its order.
+    pub async fn audit_records(
+        &self,
+        workspace: WorkspaceId,
+        query: &AuditQuery,
+    ) -> Result<Vec<StoredAuditRecord>, StoreError> {
+        // One fixed statement per order; absent filters are NULL and match everything. CASE keeps
+        // json_extract away from a record that is not JSON (only a hand-edited database has one).
+        let sql = match query.order {
+            AuditOrder::OldestFirst => {
+                "SELECT seq, at_ms, record, prev_hash, hash FROM audit_log
+                 WHERE workspace_id = ?1
+                   AND (?2 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.agent') = ?2 END)
+                   AND (?3 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.credential_name') = ?3 END)
+                   AND (?4 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.decision') = ?4 END)
+                   AND (?5 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.kind') = ?5 END)
+                   AND (?6 IS NULL OR at_ms >= ?6)
+                   AND (?7 IS NULL OR at_ms < ?7)
+                   AND (?8 IS NULL OR seq > ?8)
+                 ORDER BY seq ASC LIMIT ?9"
+            }
+            AuditOrder::NewestFirst => {
+                "SELECT seq, at_ms, record, prev_hash, hash FROM audit_log
+                 WHERE workspace_id = ?1
+                   AND (?2 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.agent') = ?2 END)
+                   AND (?3 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.credential_name') = ?3 END)
+                   AND (?4 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.decision') = ?4 END)
+                   AND (?5 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.kind') = ?5 END)
+                   AND (?6 IS NULL OR at_ms >= ?6)
+                   AND (?7 IS NULL OR at_ms < ?7)
+                   AND (?8 IS NULL OR seq < ?8)
+                 ORDER BY seq DESC LIMIT ?9"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(workspace.to_string())
+            .bind(query.agent.map(|a| a.to_string()))
+            .bind(query.credential_name.as_deref())
+            .bind(query.decision.map(Decision::as_str))
+            .bind(query.kind.map(AuditKind::as_str))
+            .bind(query.since_ms.map(as_i64))
+            .bind(query.until_ms.map(as_i64))
+            .bind(query.after_seq.map(as_i64))
+            .bind(i64::from(query.limit.min(MAX_PAGE)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(parse_row).collect()
+    }
+
+    /// Verifies the whole chain of `workspace`, reading it a page at a time.
+    pub async fn verify_audit_chain(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<Result<ChainSummary, BrokenLink>, StoreError> {
+        let mut verifier = ChainVerifier::for_workspace(workspace);
+        let mut query = AuditQuery::all(MAX_PAGE);
+        loop {
+            let page = self.audit_records(workspace, &query).await?;
+            let Some(last) = page.last().map(|r| r.seq) else { break };
+            let full = page.len() == MAX_PAGE as usize;
+            for record in page {
+                if let Err(broken) = verifier.push(&record.into()) {
+                    return Ok(Err(broken));
+                }
+            }
+            if !full {
+                break;
+            }
+            query.after_seq = Some(last);
+        }
+        Ok(Ok(verifier.finish()))
+    }
+}
+
+async fn read_head(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    workspace: WorkspaceId,
+) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query(
+        "SELECT seq, hash FROM audit_log WHERE workspace_id = ?1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(workspace.to_string())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(ChainHead { workspace, seq: 0, hash: GENESIS_HASH });
+    };
+    Ok(ChainHead { workspace, seq: seq_of(&row, "seq")?, hash: hash_of(&row, "hash")? })
+}
+
+fn parse_row(row: &SqliteRow) -> Result<StoredAuditRecord, StoreError> {
+    Ok(StoredAuditRecord {
+        seq: seq_of(row, "seq")?,
+        at_ms: seq_of(row, "at_ms")?,
+        record: row.try_get("record")?,
+        prev_hash: hash_of(row, "prev_hash")?,
+        hash: hash_of(row, "hash")?,
+    })
+}
+
+fn seq_of(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
+    let value: i64 = row.try_get(column)?;
+    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("audit_log.{column} is negative")))
+}
+
+fn hash_of(row: &SqliteRow, column: &str) -> Result<[u8; 32], StoreError> {
+    let bytes: Vec<u8> = row.try_get(column)?;
+    bytes.try_into().map_err(|_| StoreError::Corrupt(format!("audit_log.{column} is not 32 bytes")))
+}

@@ -1,0 +1,735 @@
+//! Members, their devices, invites, and the wrapped keys devices hand to each other.
+//!
+//! INVARIANT: every workspace keeps at least one active admin with at least one active device.
+//! Workspace creation establishes it; every operation that removes a device or a member or
+//! changes a role checks it inside its own transaction, after its writes, and rolls back if the
+//! write would break it. Without it nobody could invite, remove or promote anyone again.
+//!
+//! Write transactions start with `BEGIN IMMEDIATE`, so they hold SQLite's write lock from their
+//! first statement: checks made inside them (an invite is still unused, an admin remains) cannot be
+//! invalidated by a concurrent writer before the commit.
+
+use latchkey_core::ids::{DeviceId, MemberId, Owner, WorkspaceId};
+use latchkey_core::keys::{WrappedKey, WrappedKind};
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteRow;
+
+use super::devices::Role;
+use super::nonces::as_i64;
+use super::{Store, StoreError};
+
+/// The columns [`device_record`] reads, in order, of a `devices d` row.
+macro_rules! device_columns {
+    () => {
+        "d.id, d.member_id, d.name, d.created_at, d.signing_key, d.exchange_key"
+    };
+}
+
+/// What accepting an invite does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteFor {
+    /// Creates a new member with this role.
+    NewMember(Role),
+    /// Adds another device to this existing member, who keeps their role.
+    Device(MemberId),
+}
+
+/// An invite about to be stored.
+#[derive(Debug)]
+pub struct NewInvite {
+    /// The workspace it admits to.
+    pub workspace: WorkspaceId,
+    /// SHA-256 of the code (the code itself is never stored).
+    pub code_hash: [u8; 32],
+    /// What accepting it does.
+    pub invite_for: InviteFor,
+    /// The device that created it; the invite is void once that device is removed.
+    pub created_by: DeviceId,
+    /// Creation time.
+    pub now: u64,
+    /// After this instant the invite is refused.
+    pub expires_at: u64,
+}
+
+/// An invite could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InviteError {
+    /// The member the invite names is not an active member of the workspace.
+    #[error("no such member in this workspace")]
+    UnknownMember,
+}
+
+/// A device joining a workspace with an invite.
+#[derive(Debug)]
+pub struct Join {
+    /// SHA-256 of the submitted code.
+    pub code_hash: [u8; 32],
+    /// The member the device joins as: new for a member invite, the named one for a device invite.
+    pub member: MemberId,
+    /// The new member's display name; ignored when the device joins an existing member.
+    pub member_name: Option<String>,
+    /// The joining device.
+    pub device: DeviceId,
+    /// The device's display name.
+    pub device_name: String,
+    /// The device's Ed25519 public key.
+    pub signing_key: [u8; 32],
+    /// The device's X25519 public key.
+    pub exchange_key: [u8; 32],
+    /// The current time.
+    pub now: u64,
+}
+
+/// A device that joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// The workspace it joined.
+    pub workspace: WorkspaceId,
+    /// Its member.
+    pub member: MemberId,
+    /// The member's role.
+    pub role: Role,
+    /// Whether the join created the member (`false`: a device added to an existing member).
+    pub new_member: bool,
+}
+
+/// A join was refused; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The code is unknown, used or expired, or the device that created it, the member it names,
+    /// or (for a new-member invite) its creator's admin role is gone. One variant on purpose: the
+    /// caller learns nothing about which.
+    #[error("the invite code is not valid")]
+    InvalidInvite,
+    /// A new member needs a name.
+    #[error("a new member needs a name")]
+    NameRequired,
+    /// The invite adds a device to a member other than the one the request names.
+    #[error("the invite adds a device to another member")]
+    OtherMember,
+    /// The workspace already has (or had) a member with this id.
+    #[error("a member with this id exists")]
+    MemberIdTaken,
+    /// A device with this id exists (in any workspace).
+    #[error("a device with this id exists")]
+    DeviceIdTaken,
+}
+
+/// A device as other devices see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The device.
+    pub id: DeviceId,
+    /// Its member.
+    pub member: MemberId,
+    /// Display name.
+    pub name: String,
+    /// Enrolment time.
+    pub created_at: u64,
+    /// Ed25519 public key.
+    pub signing_key: [u8; 32],
+    /// X25519 public key.
+    pub exchange_key: [u8; 32],
+    /// Whether the device (or its member) was removed.
+    pub removed: bool,
+}
+
+/// An active member and their active devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// The member.
+    pub id: MemberId,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// When they joined.
+    pub created_at: u64,
+    /// Their active devices, oldest first.
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// A wrapped key addressed to a device, with the device that wrapped it.
+#[derive(Debug, Clone)]
+pub struct DeliveredKey {
+    /// The wrapped key (its header names the sender).
+    pub key: WrappedKey,
+    /// The sending device, removed or not; `None` if no such device exists in the workspace.
+    pub sender: Option<DeviceRecord>,
+}
+
+/// How many wrapped keys a batch stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrapSummary {
+    /// Newly stored.
+    pub stored: usize,
+    /// Already stored with the same bytes.
+    pub unchanged: usize,
+}
+
+/// A batch of wrapped keys was refused; nothing was stored. `index` is the position in the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WrapError {
+    /// The recipient is not an active device of the workspace.
+    #[error("wrapped key {index}: the recipient is not an active device of this workspace")]
+    UnknownRecipient {
+        /// Position in the batch.
+        index: usize,
+    },
+    /// A member key addressed to a device of another member.
+    #[error("wrapped key {index}: a member key can only be wrapped to that member's own devices")]
+    NotOwnersDevice {
+        /// Position in the batch.
+        index: usize,
+    },
+    /// Different bytes are already stored for the same recipient, key and version.
+    #[error(
+        "wrapped key {index}: a different wrapped key is already stored for this recipient, key and version"
+    )]
+    Conflict {
+        /// Position in the batch.
+        index: usize,
+    },
+}
+
+/// A removal or role change was refused; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MembershipError {
+    /// No such active member or device in the workspace.
+    #[error("not found")]
+    NotFound,
+    /// The change would leave no active admin with an active device.
+    #[error("the workspace would be left without an admin device")]
+    LastAdmin,
+}
+
+/// Active admins that still have an active device; see the module's invariant.
+const ADMINS_WITH_DEVICES: &str = "SELECT count(*) FROM members m
+     WHERE m.workspace_id = ?1 AND m.role = 'admin' AND m.removed_at IS NULL
+       AND EXISTS (SELECT 1 FROM devices d
+                   WHERE d.workspace_id = m.workspace_id AND d.member_id = m.id
+                     AND d.removed_at IS NULL)";
+
+impl Store {
+    /// Stores an invite. A device invite must name an active member of the workspace.
+    pub async fn create_invite(
+        &self,
+        new: NewInvite,
+    ) -> Result<Result<(), InviteError>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ws = new.workspace.to_string();
+        // Expired invites are dead weight; used ones stay as a record of who joined with what.
+        sqlx::query(
+            "DELETE FROM invites WHERE workspace_id = ?1 AND used_at IS NULL AND expires_at <= ?2",
+        )
+        .bind(&ws)
+        .bind(as_i64(new.now))
+        .execute(&mut *tx)
+        .await?;
+        let (role, member) = match new.invite_for {
+            InviteFor::NewMember(role) => (Some(role.as_str()), None),
+            InviteFor::Device(member) => {
+                let active = sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM members
+                     WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+                )
+                .bind(&ws)
+                .bind(member.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+                if active == 0 {
+                    return Ok(Err(InviteError::UnknownMember));
+                }
+                (None, Some(member.to_string()))
+            }
+        };
+        sqlx::query(
+            "INSERT INTO invites (workspace_id, code_hash, role, member_id, created_by, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&ws)
+        .bind(&new.code_hash[..])
+        .bind(role)
+        .bind(member)
+        .bind(new.created_by.to_string())
+        .bind(as_i64(new.now))
+        .bind(as_i64(new.expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Redeems an invite: creates the member (for a new-member invite) and the device, and marks
+    /// the invite used, all in one transaction.
+    pub async fn join(&self, join: Join) -> Result<Result<Joined, JoinError>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(invite) = sqlx::query(
+            "SELECT i.workspace_id, i.role, i.member_id, m.id, m.role
+             FROM invites i
+             JOIN devices d ON d.workspace_id = i.workspace_id AND d.id = i.created_by
+             JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
+             WHERE i.code_hash = ?1 AND i.used_at IS NULL AND i.expires_at > ?2
+               AND d.removed_at IS NULL AND m.removed_at IS NULL",
+        )
+        .bind(&join.code_hash[..])
+        .bind(as_i64(join.now))
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Err(JoinError::InvalidInvite));
+        };
+        let corrupt = |what: &str| StoreError::Corrupt(format!("invite: {what}"));
+        let workspace: WorkspaceId =
+            invite.get::<String, _>(0).parse().map_err(|_| corrupt("workspace id"))?;
+        let creator: MemberId =
+            invite.get::<String, _>(3).parse().map_err(|_| corrupt("creator"))?;
+        let creator_role =
+            Role::parse(&invite.get::<String, _>(4)).ok_or_else(|| corrupt("creator role"))?;
+        let invite_for =
+            match (invite.get::<Option<String>, _>(1), invite.get::<Option<String>, _>(2)) {
+                (Some(role), None) => {
+                    InviteFor::NewMember(Role::parse(&role).ok_or_else(|| corrupt("role"))?)
+                }
+                (None, Some(member)) => {
+                    InviteFor::Device(member.parse().map_err(|_| corrupt("member id"))?)
+                }
+                _ => return Err(corrupt("role and member")),
+            };
+        // The invite speaks with its creator's authority, which must still hold.
+        let authorised = match invite_for {
+            InviteFor::NewMember(_) => creator_role == Role::Admin,
+            InviteFor::Device(member) => creator_role == Role::Admin || creator == member,
+        };
+        if !authorised {
+            return Ok(Err(JoinError::InvalidInvite));
+        }
+
+        let ws = workspace.to_string();
+        let member = join.member.to_string();
+        let now = as_i64(join.now);
+        let (role, new_member) = match invite_for {
+            InviteFor::NewMember(role) => {
+                let Some(name) = &join.member_name else {
+                    return Ok(Err(JoinError::NameRequired));
+                };
+                let taken = sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM members WHERE workspace_id = ?1 AND id = ?2",
+                )
+                .bind(&ws)
+                .bind(&member)
+                .fetch_one(&mut *tx)
+                .await?;
+                if taken > 0 {
+                    return Ok(Err(JoinError::MemberIdTaken));
+                }
+                sqlx::query(
+                    "INSERT INTO members (workspace_id, id, name, role, key_version, created_at)
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                )
+                .bind(&ws)
+                .bind(&member)
+                .bind(name)
+                .bind(role.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                (role, true)
+            }
+            InviteFor::Device(invited) => {
+                if invited != join.member {
+                    return Ok(Err(JoinError::OtherMember));
+                }
+                let role = sqlx::query_scalar::<_, String>(
+                    "SELECT role FROM members WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+                )
+                .bind(&ws)
+                .bind(&member)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(role) = role else {
+                    // The member was removed after the invite was created: the invite died too.
+                    return Ok(Err(JoinError::InvalidInvite));
+                };
+                (Role::parse(&role).ok_or_else(|| corrupt("member role"))?, false)
+            }
+        };
+
+        let device = join.device.to_string();
+        let taken = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM devices WHERE id = ?1")
+            .bind(&device)
+            .fetch_one(&mut *tx)
+            .await?;
+        if taken > 0 {
+            return Ok(Err(JoinError::DeviceIdTaken));
+        }
+        sqlx::query(
+            "INSERT INTO devices (workspace_id, id, member_id, name, signing_key, exchange_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&ws)
+        .bind(&device)
+        .bind(&member)
+        .bind(&join.device_name)
+        .bind(&join.signing_key[..])
+        .bind(&join.exchange_key[..])
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let used = sqlx::query(
+            "UPDATE invites SET used_at = ?2, used_by_device = ?3
+             WHERE code_hash = ?1 AND used_at IS NULL",
+        )
+        .bind(&join.code_hash[..])
+        .bind(now)
+        .bind(&device)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if used != 1 {
+            // Unreachable while this transaction holds the write lock; refuse rather than admit
+            // twice if that ever changes.
+            return Ok(Err(JoinError::InvalidInvite));
+        }
+        tx.commit().await?;
+        Ok(Ok(Joined { workspace, member: join.member, role, new_member }))
+    }
+
+    /// The workspace's active members with their active devices, in the order they joined.
+    pub async fn members(&self, workspace: WorkspaceId) -> Result<Vec<MemberRecord>, StoreError> {
+        let ws = workspace.to_string();
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at FROM members
+             WHERE workspace_id = ?1 AND removed_at IS NULL ORDER BY created_at, rowid",
+        )
+        .bind(&ws)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut members = Vec::with_capacity(rows.len());
+        for row in rows {
+            let corrupt = |what: &str| StoreError::Corrupt(format!("member row: {what}"));
+            members.push(MemberRecord {
+                id: row.get::<String, _>(0).parse().map_err(|_| corrupt("id"))?,
+                name: row.get(1),
+                role: Role::parse(&row.get::<String, _>(2)).ok_or_else(|| corrupt("role"))?,
+                created_at: time(row.get(3)).ok_or_else(|| corrupt("created_at"))?,
+                devices: Vec::new(),
+            });
+        }
+        let devices = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices d
+             WHERE d.workspace_id = ?1 AND d.removed_at IS NULL ORDER BY d.created_at, d.rowid"
+        ))
+        .bind(&ws)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &devices {
+            let device = device_record(row, false)?;
+            // Devices of removed members are removed with them, so every active device has an
+            // active member; a stray one is skipped rather than shown without its member.
+            if let Some(member) = members.iter_mut().find(|m| m.id == device.member) {
+                member.devices.push(device);
+            }
+        }
+        Ok(members)
+    }
+
+    /// An active device of an active member of `workspace`.
+    pub async fn device(
+        &self,
+        workspace: WorkspaceId,
+        id: DeviceId,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices d
+             JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
+             WHERE d.workspace_id = ?1 AND d.id = ?2
+               AND d.removed_at IS NULL AND m.removed_at IS NULL"
+        ))
+        .bind(workspace.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| device_record(&row, false)).transpose()
+    }
+
+    /// Stores wrapped keys addressed to active devices of `workspace`, all or none.
+    ///
+    /// The caller has checked what the request alone decides (framing, sender, workspace, member
+    /// key owner); this checks what the database decides: each recipient is an active device of
+    /// the workspace, a member key goes only to its owner's devices, and a key already stored under
+    /// the same coordinates has the same bytes (then it counts as unchanged).
+    pub async fn put_wrapped_keys(
+        &self,
+        workspace: WorkspaceId,
+        keys: &[WrappedKey],
+        now: u64,
+    ) -> Result<Result<WrapSummary, WrapError>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ws = workspace.to_string();
+        let mut summary = WrapSummary { stored: 0, unchanged: 0 };
+        for (index, wrapped) in keys.iter().enumerate() {
+            let h = wrapped.header();
+            let recipient = h.recipient.to_string();
+            let recipient_member = sqlx::query_scalar::<_, String>(
+                "SELECT d.member_id FROM devices d
+                 JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
+                 WHERE d.workspace_id = ?1 AND d.id = ?2
+                   AND d.removed_at IS NULL AND m.removed_at IS NULL",
+            )
+            .bind(&ws)
+            .bind(&recipient)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(recipient_member) = recipient_member else {
+                return Ok(Err(WrapError::UnknownRecipient { index }));
+            };
+            let (kind, owner) = coordinates(h.owner);
+            if h.kind == WrappedKind::Member && owner != recipient_member {
+                return Ok(Err(WrapError::NotOwnersDevice { index }));
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO wrapped_keys (workspace_id, recipient_device, kind, owner, key_version, bytes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (workspace_id, recipient_device, kind, owner, key_version) DO NOTHING",
+            )
+            .bind(&ws)
+            .bind(&recipient)
+            .bind(kind)
+            .bind(&owner)
+            .bind(i64::from(h.version.get()))
+            .bind(wrapped.as_bytes())
+            .bind(as_i64(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                summary.stored += 1;
+                continue;
+            }
+            let existing = sqlx::query_scalar::<_, Vec<u8>>(
+                "SELECT bytes FROM wrapped_keys
+                 WHERE workspace_id = ?1 AND recipient_device = ?2 AND kind = ?3 AND owner = ?4
+                   AND key_version = ?5",
+            )
+            .bind(&ws)
+            .bind(&recipient)
+            .bind(kind)
+            .bind(&owner)
+            .bind(i64::from(h.version.get()))
+            .fetch_one(&mut *tx)
+            .await?;
+            if existing != wrapped.as_bytes() {
+                return Ok(Err(WrapError::Conflict { index }));
+            }
+            summary.unchanged += 1;
+        }
+        tx.commit().await?;
+        Ok(Ok(summary))
+    }
+
+    /// The wrapped keys addressed to `device`, with the devices that wrapped them; workspace keys
+    /// first, then member keys, each by version.
+    pub async fn wrapped_keys_for(
+        &self,
+        workspace: WorkspaceId,
+        device: DeviceId,
+    ) -> Result<Vec<DeliveredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT bytes FROM wrapped_keys WHERE workspace_id = ?1 AND recipient_device = ?2
+             ORDER BY kind DESC, owner, key_version",
+        )
+        .bind(workspace.to_string())
+        .bind(device.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut delivered = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key = WrappedKey::parse(&row.get::<Vec<u8>, _>(0))
+                .map_err(|e| StoreError::Corrupt(format!("wrapped key of device {device}: {e}")))?;
+            let sender = self.any_device(workspace, key.header().sender).await?;
+            delivered.push(DeliveredKey { key, sender });
+        }
+        Ok(delivered)
+    }
+
+    /// Removes an active device and deletes the wrapped keys addressed to it.
+    pub async fn remove_device(
+        &self,
+        workspace: WorkspaceId,
+        device: DeviceId,
+        now: u64,
+    ) -> Result<Result<(), MembershipError>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ws = workspace.to_string();
+        let id = device.to_string();
+        let removed = sqlx::query(
+            "UPDATE devices SET removed_at = ?3
+             WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL
+               AND member_id IN (SELECT id FROM members WHERE workspace_id = ?1 AND removed_at IS NULL)",
+        )
+        .bind(&ws)
+        .bind(&id)
+        .bind(as_i64(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if removed == 0 {
+            return Ok(Err(MembershipError::NotFound));
+        }
+        if !admin_remains(&mut tx, &ws).await? {
+            return Ok(Err(MembershipError::LastAdmin));
+        }
+        sqlx::query("DELETE FROM wrapped_keys WHERE workspace_id = ?1 AND recipient_device = ?2")
+            .bind(&ws)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// Removes an active member and all their devices, and deletes the wrapped keys addressed to
+    /// those devices. Returns how many devices were removed.
+    pub async fn remove_member(
+        &self,
+        workspace: WorkspaceId,
+        member: MemberId,
+        now: u64,
+    ) -> Result<Result<u64, MembershipError>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ws = workspace.to_string();
+        let id = member.to_string();
+        let removed = sqlx::query(
+            "UPDATE members SET removed_at = ?3
+             WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+        )
+        .bind(&ws)
+        .bind(&id)
+        .bind(as_i64(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if removed == 0 {
+            return Ok(Err(MembershipError::NotFound));
+        }
+        let devices = sqlx::query(
+            "UPDATE devices SET removed_at = ?3
+             WHERE workspace_id = ?1 AND member_id = ?2 AND removed_at IS NULL",
+        )
+        .bind(&ws)
+        .bind(&id)
+        .bind(as_i64(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if !admin_remains(&mut tx, &ws).await? {
+            return Ok(Err(MembershipError::LastAdmin));
+        }
+        sqlx::query(
+            "DELETE FROM wrapped_keys WHERE workspace_id = ?1 AND recipient_device IN
+               (SELECT id FROM devices WHERE workspace_id = ?1 AND member_id = ?2)",
+        )
+        .bind(&ws)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(devices))
+    }
+
+    /// Changes an active member's role.
+    pub async fn set_role(
+        &self,
+        workspace: WorkspaceId,
+        member: MemberId,
+        role: Role,
+    ) -> Result<Result<(), MembershipError>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ws = workspace.to_string();
+        let changed = sqlx::query(
+            "UPDATE members SET role = ?3 WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+        )
+        .bind(&ws)
+        .bind(member.to_string())
+        .bind(role.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(Err(MembershipError::NotFound));
+        }
+        if !admin_remains(&mut tx, &ws).await? {
+            return Ok(Err(MembershipError::LastAdmin));
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// A device of `workspace`, removed or not.
+    async fn any_device(
+        &self,
+        workspace: WorkspaceId,
+        id: DeviceId,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            ", d.removed_at IS NOT NULL OR m.removed_at IS NOT NULL
+             FROM devices d
+             JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
+             WHERE d.workspace_id = ?1 AND d.id = ?2"
+        ))
+        .bind(workspace.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| device_record(&row, row.get::<bool, _>(6))).transpose()
+    }
+}
+
+fn device_record(row: &SqliteRow, removed: bool) -> Result<DeviceRecord, StoreError> {
+    let id = row.get::<String, _>(0);
+    let corrupt = |what: &str| StoreError::Corrupt(format!("device {id}: {what}"));
+    Ok(DeviceRecord {
+        id: id.parse().map_err(|_| corrupt("id"))?,
+        member: row.get::<String, _>(1).parse().map_err(|_| corrupt("member id"))?,
+        name: row.get(2),
+        created_at: time(row.get(3)).ok_or_else(|| corrupt("created_at"))?,
+        signing_key: row.get::<Vec<u8>, _>(4).try_into().map_err(|_| corrupt("signing key"))?,
+        exchange_key: row.get::<Vec<u8>, _>(5).try_into().map_err(|_| corrupt("exchange key"))?,
+        removed,
+    })
+}
+
+/// The `kind` and `owner` columns of a wrapped key. `WrappedKey::parse` admits only a workspace
+/// key owned by `Shared` and a member key owned by a member, so the owner decides both.
+fn coordinates(owner: Owner) -> (&'static str, String) {
+    match owner {
+        Owner::Shared => ("workspace", "shared".to_owned()),
+        Owner::Member(member) => ("member", member.to_string()),
+    }
+}
+
+async fn admin_remains(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    workspace: &str,
+) -> Result<bool, StoreError> {
+    let admins = sqlx::query_scalar::<_, i64>(ADMINS_WITH_DEVICES)
+        .bind(workspace)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(admins > 0)
+}
+
+fn time(secs: i64) -> Option<u64> {
+    u64::try_from(secs).ok()
+}

@@ -1,0 +1,281 @@
+//! Cedar policies: one row per policy, always scoped by workspace.
+//!
+//! A workspace that has no policy rows gets the default policies the caller passes (in practice
+//! [`crate::policy::DEFAULT_POLICIES`]) the first time its policies are read or changed, in the
+//! same transaction as that change. So a new workspace starts with sensible defaults, and
+//! deleting every policy brings them back; denying everything takes an explicit `forbid` or
+//! disabling every policy.
+//!
+//! The store does not parse Cedar: the policy module validates every source before it reaches
+//! [`Store::put_policy`], and compiles what [`Store::policies`] returns.
+
+use latchkey_core::ids::{AgentId, CredentialId, MemberId, Owner, WorkspaceId};
+use sqlx::Row as _;
+use sqlx::sqlite::SqliteRow;
+
+use super::nonces::as_i64;
+use super::{Store, StoreError};
+
+/// A policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPolicy {
+    /// The policy id, unique per workspace; also its Cedar policy id.
+    pub id: String,
+    /// What the policy is for, in the admin's words.
+    pub description: String,
+    /// Cedar source text of exactly one static policy.
+    pub source: String,
+    /// Disabled policies are kept but not evaluated.
+    pub enabled: bool,
+    /// Last change, unix seconds.
+    pub updated_at: u64,
+}
+
+/// A policy to store (already validated by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewPolicy<'a> {
+    /// The policy id.
+    pub id: &'a str,
+    /// What the policy is for.
+    pub description: &'a str,
+    /// Cedar source text of exactly one static policy.
+    pub source: &'a str,
+    /// Whether the policy is evaluated.
+    pub enabled: bool,
+}
+
+/// Whether [`Store::put_policy`] created or replaced the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// There was no policy with this id.
+    Created,
+    /// A policy with this id was replaced.
+    Updated,
+}
+
+/// A new policy was refused because the workspace already has the most it may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a workspace has at most {limit} policies; delete or merge some first")]
+pub struct TooManyPolicies {
+    /// The limit.
+    pub limit: usize,
+}
+
+/// What a policy sees of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyAgent {
+    /// Display name.
+    pub name: String,
+    /// The member who owns the agent.
+    pub owner: MemberId,
+}
+
+/// What a policy sees of a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyCredential {
+    /// The name used in `/p/{name}/...`.
+    pub name: String,
+    /// Provider catalog id.
+    pub provider: String,
+    /// Shared, or the member a personal credential belongs to.
+    pub owner: Owner,
+}
+
+impl Store {
+    /// The workspace's policies (enabled or not) ordered by id, installing `defaults` first if
+    /// the workspace has none. An unknown workspace has none and gets none.
+    pub async fn policies(
+        &self,
+        workspace: WorkspaceId,
+        defaults: &[NewPolicy<'_>],
+        now: u64,
+    ) -> Result<Vec<StoredPolicy>, StoreError> {
+        let rows = self.policy_rows(workspace).await?;
+        if !rows.is_empty() {
+            return Ok(rows);
+        }
+        let mut tx = self.pool.begin().await?;
+        install_defaults(&mut tx, workspace, defaults, now).await?;
+        tx.commit().await?;
+        self.policy_rows(workspace).await
+    }
+
+    /// Creates or replaces the policy `policy.id` of `workspace`. A new policy is refused when
+    /// the workspace already has `limit` policies.
+    pub async fn put_policy(
+        &self,
+        workspace: WorkspaceId,
+        defaults: &[NewPolicy<'_>],
+        policy: NewPolicy<'_>,
+        limit: usize,
+        now: u64,
+    ) -> Result<Result<PutOutcome, TooManyPolicies>, StoreError> {
+        let ws = workspace.to_string();
+        let mut tx = self.pool.begin().await?;
+        // A write first, so the transaction holds the write lock before it reads.
+        install_defaults(&mut tx, workspace, defaults, now).await?;
+        let (others, exists) = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT count(*) FILTER (WHERE id <> ?2), count(*) FILTER (WHERE id = ?2)
+             FROM policies WHERE workspace_id = ?1",
+        )
+        .bind(&ws)
+        .bind(policy.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if exists == 0 && usize::try_from(others).unwrap_or(usize::MAX) >= limit {
+            return Ok(Err(TooManyPolicies { limit }));
+        }
+        sqlx::query(
+            "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (workspace_id, id) DO UPDATE SET description = excluded.description,
+               source = excluded.source, enabled = excluded.enabled,
+               updated_at = excluded.updated_at",
+        )
+        .bind(&ws)
+        .bind(policy.id)
+        .bind(policy.description)
+        .bind(policy.source)
+        .bind(i64::from(policy.enabled))
+        .bind(as_i64(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(if exists == 0 { PutOutcome::Created } else { PutOutcome::Updated }))
+    }
+
+    /// Deletes the policy `id` of `workspace`; `false` if there is none.
+    pub async fn delete_policy(
+        &self,
+        workspace: WorkspaceId,
+        defaults: &[NewPolicy<'_>],
+        id: &str,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The defaults count as present even before the workspace first read its policies.
+        install_defaults(&mut tx, workspace, defaults, now).await?;
+        let deleted = sqlx::query("DELETE FROM policies WHERE workspace_id = ?1 AND id = ?2")
+            .bind(workspace.to_string())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    /// The agent `agent` of `workspace` as policies see it, if it exists and is not revoked.
+    pub async fn policy_agent(
+        &self,
+        workspace: WorkspaceId,
+        agent: AgentId,
+    ) -> Result<Option<PolicyAgent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, owner_member_id FROM agents
+             WHERE workspace_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+        )
+        .bind(workspace.to_string())
+        .bind(agent.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let owner = row
+            .get::<String, _>(1)
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("agent {agent}: owner id")))?;
+        Ok(Some(PolicyAgent { name: row.get(0), owner }))
+    }
+
+    /// The credential `credential` of `workspace` as policies see it, if it exists.
+    pub async fn policy_credential(
+        &self,
+        workspace: WorkspaceId,
+        credential: CredentialId,
+    ) -> Result<Option<PolicyCredential>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, provider, owner_member_id FROM credentials
+             WHERE workspace_id = ?1 AND id = ?2",
+        )
+        .bind(workspace.to_string())
+        .bind(credential.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let owner =
+            match row.get::<Option<String>, _>(2) {
+                None => Owner::Shared,
+                Some(member) => Owner::Member(member.parse().map_err(|_| {
+                    StoreError::Corrupt(format!("credential {credential}: owner id"))
+                })?),
+            };
+        Ok(Some(PolicyCredential { name: row.get(0), provider: row.get(1), owner }))
+    }
+
+    async fn policy_rows(&self, workspace: WorkspaceId) -> Result<Vec<StoredPolicy>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, description, source, enabled, updated_at FROM policies
+             WHERE workspace_id = ?1 ORDER BY id",
+        )
+        .bind(workspace.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| policy_from_row(workspace, row)).collect()
+    }
+}
+
+/// Inserts `defaults` if `workspace` exists and has no policy at all. The first statement is a
+/// write whatever the outcome, so the transaction holds SQLite's write lock from here on and no
+/// concurrent transaction can slip a policy in between the check and the inserts.
+async fn install_defaults(
+    tx: &mut sqlx::SqliteConnection,
+    workspace: WorkspaceId,
+    defaults: &[NewPolicy<'_>],
+    now: u64,
+) -> Result<(), StoreError> {
+    let ws = workspace.to_string();
+    let mut first = true;
+    for policy in defaults {
+        // SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (a parsing ambiguity).
+        let statement = if first {
+            "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6
+             WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = ?1)
+               AND NOT EXISTS (SELECT 1 FROM policies WHERE workspace_id = ?1)
+             ON CONFLICT (workspace_id, id) DO NOTHING"
+        } else {
+            "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE true
+             ON CONFLICT (workspace_id, id) DO NOTHING"
+        };
+        let inserted = sqlx::query(statement)
+            .bind(&ws)
+            .bind(policy.id)
+            .bind(policy.description)
+            .bind(policy.source)
+            .bind(i64::from(policy.enabled))
+            .bind(as_i64(now))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if first && inserted == 0 {
+            return Ok(());
+        }
+        first = false;
+    }
+    Ok(())
+}
+
+fn policy_from_row(workspace: WorkspaceId, row: &SqliteRow) -> Result<StoredPolicy, StoreError> {
+    let id: String = row.get(0);
+    let updated_at = u64::try_from(row.get::<i64, _>(4)).map_err(|_| {
+        StoreError::Corrupt(format!("policy {id} of workspace {workspace}: updated_at"))
+    })?;
+    Ok(StoredPolicy {
+        description: row.get(1),
+        source: row.get(2),
+        enabled: row.get::<i64, _>(3) != 0,
+        updated_at,
+        id,
+    })
+}

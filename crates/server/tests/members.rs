@@ -1,0 +1,1004 @@
+//! Members and devices: invites admit a device once, the joining device's fingerprint can be
+//! compared on both sides, workspace and member keys reach new devices only wrapped by devices
+//! that may hold them, removal takes effect on the next request, the workspace never loses its
+//! last admin, and nothing crosses from one workspace to another.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "the helpers at the end of this file are test code too; a panic is the failure report"
+)]
+
+mod common;
+
+use common::{TestBroker, TestDevice, b64, workspace_with_admin};
+use latchkey_core::fingerprint::Fingerprint;
+use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, WorkspaceId};
+use latchkey_core::keys::{
+    DeviceVerifyingKey, ExchangePublicKey, MemberKey, WorkspaceKey, WrappedKey,
+};
+use latchkey_server::store::Store;
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Enrolment and key distribution
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_invited_device_joins_shows_a_matching_fingerprint_and_opens_the_workspace_key_an_admin_wrapped_to_it()
+ {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+
+    let (status, invite) = create_invite(&broker, &admin, json!({"role": "member"})).await;
+    assert_eq!(status, 201, "an admin invites a member: {invite}");
+    let code = invite["code"].as_str().expect("code in the response").to_owned();
+    let groups: Vec<&str> = code.split('-').collect();
+    assert_eq!(groups.len(), 7, "seven groups a human can read out: {code}");
+    assert!(groups.iter().all(|g| g.len() == 4), "groups of four: {code}");
+    assert_eq!(invite["expires_at"], json!(common::T0 + 24 * 60 * 60), "default lifetime is 24h");
+    assert_eq!(invite["role"], "member", "{invite}");
+
+    let newcomer = TestDevice::new(admin.workspace);
+    let (status, joined) = join(&broker, &newcomer, &code, Some("Grace")).await;
+    assert_eq!(status, 201, "a valid code enrols the device: {joined}");
+    let own = newcomer.keys.public_keys();
+    let own_fingerprint = Fingerprint::of(&own.signing.to_bytes(), &own.exchange.to_bytes());
+    assert_eq!(
+        joined["fingerprint"],
+        json!(own_fingerprint.to_string()),
+        "the broker registered exactly the keys the device holds"
+    );
+    assert_eq!(joined["workspace"], json!(admin.workspace), "{joined}");
+    assert_eq!(joined["member"], json!(newcomer.member), "{joined}");
+    assert_eq!(joined["role"], "member", "the invite's role: {joined}");
+    assert_eq!(joined["new_member"], json!(true), "{joined}");
+
+    // The admin's side: fetch the device, recompute its fingerprint from the keys received (never
+    // trusting the broker's own fingerprint field), compare, then wrap the workspace key to it.
+    let view = get_device(&broker, &admin, newcomer.id).await;
+    let (signing, exchange) = device_keys(&view);
+    assert_eq!(
+        Fingerprint::of(&signing, &exchange),
+        own_fingerprint,
+        "the inviting side computes the same fingerprint from the keys the broker hands out"
+    );
+    assert_eq!(view["fingerprint"], json!(own_fingerprint.to_string()), "{view}");
+    assert_eq!(view["member"], json!(newcomer.member), "{view}");
+    let wk = admin.workspace_key.as_ref().expect("the admin holds the workspace key");
+    let wrapped = WrappedKey::wrap_workspace_key(
+        wk,
+        (newcomer.id, &ExchangePublicKey::from_bytes(exchange)),
+        (admin.id, &admin.keys.signing),
+    )
+    .expect("wrap");
+    let (status, stored) = put_wrapped(&broker, &admin, &[&wrapped]).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored, json!({"stored": 1, "unchanged": 0}), "stored once");
+    let (status, again) = put_wrapped(&broker, &admin, &[&wrapped]).await;
+    assert_eq!(
+        (status, again),
+        (200, json!({"stored": 0, "unchanged": 1})),
+        "the same bytes again are accepted and change nothing"
+    );
+
+    // The new member creates their own member key and wraps it to themself.
+    let mk = MemberKey::generate(admin.workspace, newcomer.member, KeyVersion::FIRST).expect("mk");
+    let own_mk = WrappedKey::wrap_member_key(
+        &mk,
+        (newcomer.id, &newcomer.keys.exchange.public_key()),
+        (newcomer.id, &newcomer.keys.signing),
+    )
+    .expect("wrap mk");
+    let (status, stored) = put_wrapped(&broker, &newcomer, &[&own_mk]).await;
+    assert_eq!(status, 200, "a member stores their own member key: {stored}");
+
+    // The new device's side: fetch what is addressed to it and open the workspace key, verifying
+    // the sender with the key it fetched (and whose fingerprint it compared) itself.
+    let admin_view = get_device(&broker, &newcomer, admin.id).await;
+    let (admin_signing, admin_exchange) = device_keys(&admin_view);
+    let admin_public = admin.keys.public_keys();
+    assert_eq!(
+        Fingerprint::of(&admin_signing, &admin_exchange),
+        Fingerprint::of(&admin_public.signing.to_bytes(), &admin_public.exchange.to_bytes()),
+        "the new device sees the admin device's real keys"
+    );
+    let (status, delivered) =
+        TestBroker::send(broker.signed(&newcomer, "GET", "/v1/wrapped-keys", None)).await;
+    assert_eq!(status, 200, "{delivered}");
+    let list = delivered["wrapped_keys"].as_array().expect("list");
+    assert_eq!(list.len(), 2, "the workspace key and its own member key: {delivered}");
+    let entry = &list[0];
+    assert_eq!(entry["kind"], "workspace", "workspace keys first: {delivered}");
+    assert_eq!(entry["owner"], json!({"kind": "shared"}), "{delivered}");
+    assert_eq!(entry["version"], json!(1), "{delivered}");
+    assert_eq!(entry["sender"]["id"], json!(admin.id), "{delivered}");
+    assert_eq!(
+        entry["sender"]["signing_key"],
+        json!(b64(&admin_signing)),
+        "the sender's key is delivered with the wrapped key"
+    );
+    assert_eq!(entry["sender"]["fingerprint"], admin_view["fingerprint"], "{delivered}");
+    let bytes = decode(entry["bytes"].as_str().expect("bytes"));
+    let received = WrappedKey::parse(&bytes).expect("framing intact");
+    let opened = received
+        .unwrap_workspace_key(
+            (newcomer.id, &newcomer.keys.exchange),
+            admin.workspace,
+            &DeviceVerifyingKey::from_bytes(&admin_signing).expect("key"),
+        )
+        .expect("the new device opens the workspace key the admin wrapped");
+    assert_eq!(
+        opened.expose_secret().expose_secret(),
+        wk.expose_secret().expose_secret(),
+        "the same workspace key arrived"
+    );
+    assert_eq!(list[1]["kind"], "member", "{delivered}");
+    assert_eq!(list[1]["owner"], json!({"kind": "member", "member": newcomer.member}));
+    assert_eq!(list[1]["sender"]["id"], json!(newcomer.id), "{delivered}");
+
+    // Both appear in the member list, with their devices' fingerprints.
+    let (status, members) =
+        TestBroker::send(broker.signed(&newcomer, "GET", "/v1/members", None)).await;
+    assert_eq!(status, 200, "any member may list members: {members}");
+    let members = members["members"].as_array().expect("members").clone();
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert_eq!(members[0]["id"], json!(admin.member), "oldest first: {members:?}");
+    assert_eq!(members[0]["role"], "admin", "{members:?}");
+    assert_eq!(members[1]["name"], "Grace", "{members:?}");
+    assert_eq!(members[1]["role"], "member", "{members:?}");
+    assert_eq!(members[1]["devices"][0]["id"], json!(newcomer.id), "{members:?}");
+    assert_eq!(
+        members[1]["devices"][0]["fingerprint"],
+        json!(own_fingerprint.to_string()),
+        "{members:?}"
+    );
+    assert!(members[1]["devices"][0].get("signing_key").is_none(), "the list is a summary");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_enrols_a_second_device_of_their_own_which_receives_their_member_key() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (laptop, mk) = enrol_with_member_key(&broker, &admin, "member").await;
+
+    let (status, invite) = create_invite(&broker, &laptop, json!({"member": laptop.member})).await;
+    assert_eq!(status, 201, "a member invites a device of their own: {invite}");
+    assert_eq!(invite["member"], json!(laptop.member), "{invite}");
+    assert!(invite.get("role").is_none(), "a device invite has no role of its own: {invite}");
+    let desktop = second_device(&laptop);
+    let (status, joined) = join(&broker, &desktop, invite["code"].as_str().unwrap(), None).await;
+    assert_eq!(status, 201, "a device joins an existing member without a name: {joined}");
+    assert_eq!(joined["member"], json!(laptop.member), "{joined}");
+    assert_eq!(joined["role"], "member", "the member keeps their role: {joined}");
+    assert_eq!(joined["new_member"], json!(false), "{joined}");
+
+    let view = get_device(&broker, &laptop, desktop.id).await;
+    let (_, exchange) = device_keys(&view);
+    let wrapped = WrappedKey::wrap_member_key(
+        &mk,
+        (desktop.id, &ExchangePublicKey::from_bytes(exchange)),
+        (laptop.id, &laptop.keys.signing),
+    )
+    .unwrap();
+    let (status, stored) = put_wrapped(&broker, &laptop, &[&wrapped]).await;
+    assert_eq!(status, 200, "a member wraps their member key to their own device: {stored}");
+    let (status, delivered) =
+        TestBroker::send(broker.signed(&desktop, "GET", "/v1/wrapped-keys", None)).await;
+    assert_eq!(status, 200, "{delivered}");
+    let entry = &delivered["wrapped_keys"][0];
+    let sender_key = decode(entry["sender"]["signing_key"].as_str().unwrap());
+    let opened = WrappedKey::parse(&decode(entry["bytes"].as_str().unwrap()))
+        .unwrap()
+        .unwrap_member_key(
+            (desktop.id, &desktop.keys.exchange),
+            admin.workspace,
+            &DeviceVerifyingKey::from_bytes(&sender_key.try_into().unwrap()).unwrap(),
+        )
+        .expect("the second device opens the member key");
+    assert_eq!(opened.member(), laptop.member, "the member's own key");
+    assert_eq!(opened.expose_secret().expose_secret(), mk.expose_secret().expose_secret());
+
+    let (_, members) = TestBroker::send(broker.signed(&admin, "GET", "/v1/members", None)).await;
+    let devices = &members["members"][1]["devices"];
+    assert_eq!(devices.as_array().map(Vec::len), Some(2), "two devices, one member: {members}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_invite_admits_only_the_member_it_was_created_for() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+
+    let (status, invite) = create_invite(&broker, &admin, json!({"member": member.member})).await;
+    assert_eq!(status, 201, "an admin may invite a device for any member: {invite}");
+    let code = invite["code"].as_str().unwrap().to_owned();
+    let intruder = TestDevice::new(admin.workspace);
+    let (status, body) = join(&broker, &intruder, &code, Some("Mallory")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "a device invite cannot create a new member: {body}"
+    );
+    let mut as_admin = second_device(&member);
+    as_admin.member = admin.member;
+    let (status, body) = join(&broker, &as_admin, &code, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "nor add a device to another member: {body}"
+    );
+    let (status, body) = join(&broker, &second_device(&member), &code, None).await;
+    assert_eq!(status, 201, "the refusals above did not use the invite up: {body}");
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invite codes
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_used_expired_unknown_or_garbled_code_is_refused_with_one_uniform_answer() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (_, invite) = create_invite(&broker, &admin, json!({})).await;
+    let code = invite["code"].as_str().unwrap().to_owned();
+    let (status, body) = join(&broker, &TestDevice::new(admin.workspace), &code, Some("A")).await;
+    assert_eq!(status, 201, "first use: {body}");
+
+    let mut answers = Vec::new();
+    let (status, reused) = join(&broker, &TestDevice::new(admin.workspace), &code, Some("B")).await;
+    answers.push(("reused", status, reused));
+
+    let (_, short) = create_invite(&broker, &admin, json!({"expires_in_secs": 60})).await;
+    broker.clock.advance(60);
+    let short_code = short["code"].as_str().unwrap();
+    let (status, expired) =
+        join(&broker, &TestDevice::new(admin.workspace), short_code, Some("C")).await;
+    answers.push(("expired", status, expired));
+
+    let unknown = "ABCD-EFGH-JKMN-PQRS-TVWX-YZ01-2345";
+    let (status, body) = join(&broker, &TestDevice::new(admin.workspace), unknown, Some("D")).await;
+    answers.push(("unknown", status, body));
+    let (status, body) =
+        join(&broker, &TestDevice::new(admin.workspace), "open sesame", Some("E")).await;
+    answers.push(("garbled", status, body));
+
+    for (what, status, body) in &answers {
+        assert_eq!(status, &403, "{what}: {body}");
+        assert_eq!(body, &answers[0].2, "{what} gets exactly the answer a reused code gets");
+    }
+    assert_eq!(answers[0].2["code"], "invite_invalid", "{}", answers[0].2);
+    let message = answers[0].2["message"].as_str().unwrap();
+    assert!(!message.contains(&code), "the code is never echoed: {message}");
+    assert!(message.contains("new one"), "says what to do next: {message}");
+
+    let (_, members) = TestBroker::send(broker.signed(&admin, "GET", "/v1/members", None)).await;
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(2), "only one join: {members}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn two_devices_racing_with_one_code_admit_exactly_one() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (_, invite) = create_invite(&broker, &admin, json!({})).await;
+    let code = invite["code"].as_str().unwrap().to_owned();
+    let devices: Vec<TestDevice> = (0..8).map(|_| TestDevice::new(admin.workspace)).collect();
+    let requests = devices.iter().map(|d| {
+        TestBroker::send(broker.signed(
+            d,
+            "POST",
+            "/v1/join",
+            Some(&join_body(d, &code, Some("R"))),
+        ))
+    });
+    let results = futures_util::future::join_all(requests).await;
+    let admitted = results.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(admitted, 1, "one code, one device: {results:?}");
+    assert!(
+        results.iter().all(|(s, b)| *s == 201 || b["code"] == "invite_invalid"),
+        "the others are told the code is not valid: {results:?}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_invite_is_valid_until_its_last_second_and_read_forgivingly() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (status, invite) = create_invite(&broker, &admin, json!({"expires_in_secs": 60})).await;
+    assert_eq!(status, 201, "{invite}");
+    assert_eq!(invite["expires_at"], json!(common::T0 + 60), "{invite}");
+    broker.clock.advance(59);
+    let sloppy = invite["code"].as_str().unwrap().replace('-', " ").to_lowercase();
+    let (status, body) = join(&broker, &TestDevice::new(admin.workspace), &sloppy, Some("A")).await;
+    assert_eq!(status, 201, "lower case with spaces reads as the same code, in time: {body}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn invite_requests_with_bad_lifetimes_or_contradictory_fields_are_refused() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    for (body, code, why) in [
+        (json!({"expires_in_secs": 59}), "invalid_request", "shorter than a minute"),
+        (json!({"expires_in_secs": 7 * 24 * 3600 + 1}), "invalid_request", "longer than 7 days"),
+        (
+            json!({"member": admin.member, "role": "admin"}),
+            "invalid_request",
+            "a device invite keeps the member's role",
+        ),
+        (json!({"role": "owner"}), "bad_request", "no such role"),
+        (json!({"surprise": 1}), "bad_request", "unknown field"),
+    ] {
+        let (status, response) = create_invite(&broker, &admin, body).await;
+        assert_eq!((status, response["code"].as_str()), (400, Some(code)), "{why}: {response}");
+    }
+    let (status, response) = create_invite(&broker, &admin, json!({"role": "owner"})).await;
+    assert!(
+        !response["message"].as_str().unwrap().contains("owner"),
+        "submitted values are not echoed ({status}): {response}"
+    );
+    let (status, response) =
+        create_invite(&broker, &admin, json!({"member": MemberId::random()})).await;
+    assert_eq!(
+        (status, response["code"].as_str()),
+        (404, Some("not_found")),
+        "a device invite for nobody: {response}"
+    );
+    let (status, response) =
+        create_invite(&broker, &admin, json!({"expires_in_secs": 604_800})).await;
+    assert_eq!(status, 201, "exactly 7 days is allowed: {response}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_join_writes_nothing_and_leaves_the_code_usable() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (_, invite) = create_invite(&broker, &admin, json!({})).await;
+    let code = invite["code"].as_str().unwrap().to_owned();
+    let device = TestDevice::new(admin.workspace);
+
+    // Signed by a key other than the one it registers.
+    let body = join_body(&device, &code, Some("Grace"));
+    let impostor = TestDevice { id: device.id, ..TestDevice::new(admin.workspace) };
+    let (status, response) =
+        TestBroker::send(broker.signed(&impostor, "POST", "/v1/join", Some(&body))).await;
+    assert_eq!((status, response["code"].as_str()), (401, Some("signature_invalid")), "{response}");
+
+    let (status, response) = join(&broker, &device, &code, None).await;
+    assert_eq!(
+        (status, response["code"].as_str()),
+        (400, Some("invalid_request")),
+        "a new member needs a name: {response}"
+    );
+
+    let mut taken_member = TestDevice::new(admin.workspace);
+    taken_member.member = admin.member;
+    let (status, response) = join(&broker, &taken_member, &code, Some("Copycat")).await;
+    assert_eq!(
+        (status, response["code"].as_str()),
+        (409, Some("conflict")),
+        "a new member cannot take an existing member's id: {response}"
+    );
+
+    let taken_device = TestDevice { id: admin.id, ..TestDevice::new(admin.workspace) };
+    let (status, response) = join(&broker, &taken_device, &code, Some("Copycat")).await;
+    assert_eq!(
+        (status, response["code"].as_str()),
+        (409, Some("conflict")),
+        "a device id is taken: {response}"
+    );
+
+    let mut bad_name = join_body(&device, &code, Some("Grace"));
+    bad_name["device"]["name"] = json!("\u{7}");
+    let (status, response) =
+        TestBroker::send(broker.signed(&device, "POST", "/v1/join", Some(&bad_name))).await;
+    assert_eq!((status, response["code"].as_str()), (400, Some("invalid_request")), "{response}");
+
+    let (_, members) = TestBroker::send(broker.signed(&admin, "GET", "/v1/members", None)).await;
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(1), "no one joined: {members}");
+    let (status, response) = join(&broker, &device, &code, Some("Grace")).await;
+    assert_eq!(status, 201, "the code survived every refusal: {response}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_invite_dies_with_the_authority_of_whoever_created_it() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (deputy, _) = enrol_with_member_key(&broker, &admin, "admin").await;
+
+    let (_, for_member) = create_invite(&broker, &deputy, json!({})).await;
+    let (_, for_own_device) =
+        create_invite(&broker, &deputy, json!({"member": deputy.member})).await;
+    let (status, body) = set_role(&broker, &admin, deputy.member, "member").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = join(
+        &broker,
+        &TestDevice::new(admin.workspace),
+        for_member["code"].as_str().unwrap(),
+        Some("Late"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_invalid")),
+        "a demoted admin's member invites no longer admit anyone: {body}"
+    );
+
+    let (_, from_device) = create_invite(&broker, &deputy, json!({"member": deputy.member})).await;
+    let (status, body) = remove_device(&broker, &admin, deputy.id).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) =
+        join(&broker, &second_device(&deputy), from_device["code"].as_str().unwrap(), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_invalid")),
+        "an invite dies with the device that created it: {body}"
+    );
+    // The earlier device invite was created by the same removed device: dead as well.
+    let (status, _) =
+        join(&broker, &second_device(&deputy), for_own_device["code"].as_str().unwrap(), None)
+            .await;
+    assert_eq!(status, 403, "every invite of a removed device is void");
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Roles and permissions
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_member_who_is_not_admin_cannot_invite_others_remove_others_or_change_roles() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+
+    for (body, why) in [
+        (json!({"role": "admin"}), "an admin"),
+        (json!({"role": "member"}), "a new member"),
+        (json!({}), "a new member by default"),
+        (json!({"member": admin.member}), "a device for someone else"),
+    ] {
+        let (status, response) = create_invite(&broker, &member, body).await;
+        assert_eq!(
+            (status, response["code"].as_str()),
+            (403, Some("forbidden")),
+            "a member cannot invite {why}: {response}"
+        );
+    }
+    let (status, response) = remove_device(&broker, &member, admin.id).await;
+    assert_eq!((status, response["code"].as_str()), (403, Some("forbidden")), "{response}");
+    let (status, response) = remove_member(&broker, &member, admin.member).await;
+    assert_eq!((status, response["code"].as_str()), (403, Some("forbidden")), "{response}");
+    let (status, response) = set_role(&broker, &member, admin.member, "member").await;
+    assert_eq!((status, response["code"].as_str()), (403, Some("forbidden")), "{response}");
+    let (status, response) = set_role(&broker, &member, member.member, "admin").await;
+    assert_eq!(
+        (status, response["code"].as_str()),
+        (403, Some("forbidden")),
+        "nobody promotes themself: {response}"
+    );
+
+    let (status, me) = TestBroker::send(broker.signed(&admin, "GET", "/v1/me", None)).await;
+    assert_eq!((status, me["role"].as_str()), (200, Some("admin")), "nothing changed: {me}");
+    let (status, me) = TestBroker::send(broker.signed(&member, "GET", "/v1/me", None)).await;
+    assert_eq!((status, me["role"].as_str()), (200, Some("member")), "nothing changed: {me}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_admin_can_be_neither_removed_nor_demoted_until_another_admin_exists() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+
+    let (status, body) = remove_member(&broker, &admin, admin.member).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "removal: {body}");
+    assert!(body["message"].as_str().unwrap().contains("admin first"), "says what to do: {body}");
+    let (status, body) = set_role(&broker, &admin, admin.member, "member").await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "demotion: {body}");
+    let (status, body) = remove_device(&broker, &admin, admin.id).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "the last admin's last device cannot go either: {body}"
+    );
+    let (status, me) = TestBroker::send(broker.signed(&admin, "GET", "/v1/me", None)).await;
+    assert_eq!((status, me["role"].as_str()), (200, Some("admin")), "still admin: {me}");
+
+    let (status, body) = set_role(&broker, &admin, member.member, "admin").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"member": member.member, "role": "admin"}), "{body}");
+    let (status, body) = set_role(&broker, &admin, admin.member, "member").await;
+    assert_eq!(status, 200, "with a second admin, the first may step down: {body}");
+    let (_, me) = TestBroker::send(broker.signed(&admin, "GET", "/v1/me", None)).await;
+    assert_eq!(me["role"], "member", "the role change applies to the next request: {me}");
+    let (status, body) = remove_member(&broker, &member, admin.member).await;
+    assert_eq!(status, 200, "the new admin removes the old one: {body}");
+    let (status, body) = remove_member(&broker, &member, member.member).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wrapped keys
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn wrapped_keys_with_a_forged_sender_or_for_another_workspace_are_refused() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let wk = admin.workspace_key.as_ref().unwrap();
+
+    // The member's device claims the admin device wrapped it.
+    let forged = WrappedKey::wrap_workspace_key(
+        wk,
+        (member.id, &member.keys.exchange.public_key()),
+        (admin.id, &member.keys.signing),
+    )
+    .unwrap();
+    let (status, body) = put_wrapped(&broker, &member, &[&forged]).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "forged sender: {body}");
+
+    let foreign_wk = WorkspaceKey::generate(WorkspaceId::random(), KeyVersion::FIRST).unwrap();
+    let foreign = wrap_wk(&foreign_wk, &admin, &member);
+    let (status, body) = put_wrapped(&broker, &admin, &[&foreign]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "a key of another workspace: {body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("wrapped_keys[0]"), "says which: {body}");
+
+    let (status, body) = TestBroker::send(broker.signed(
+        &admin,
+        "PUT",
+        "/v1/wrapped-keys",
+        Some(&json!({"wrapped_keys": [b64(&[1u8; 215])]})),
+    ))
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "bad framing: {body}"
+    );
+    let (status, body) = TestBroker::send(broker.signed(
+        &admin,
+        "PUT",
+        "/v1/wrapped-keys",
+        Some(&json!({"wrapped_keys": []})),
+    ))
+    .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "empty: {body}");
+    let (status, body) = TestBroker::send(broker.signed(
+        &admin,
+        "PUT",
+        "/v1/wrapped-keys",
+        Some(&json!({"wrapped_keys": ["not base64!"]})),
+    ))
+    .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "not base64: {body}");
+
+    let delivered = delivered_to(&broker, &member).await;
+    assert!(
+        delivered.iter().all(|k| k["kind"] == "member"),
+        "no workspace key reached the member, only their own member key: {delivered:?}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_key_moves_only_between_devices_of_its_own_member() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (alice, alice_mk) = enrol_with_member_key(&broker, &admin, "member").await;
+    let (bob, _) = enrol_with_member_key(&broker, &admin, "member").await;
+
+    // Bob's device wraps (a key claiming to be) Alice's member key.
+    let fake = MemberKey::generate(admin.workspace, alice.member, KeyVersion::FIRST).unwrap();
+    let by_bob = WrappedKey::wrap_member_key(
+        &fake,
+        (alice.id, &alice.keys.exchange.public_key()),
+        (bob.id, &bob.keys.signing),
+    )
+    .unwrap();
+    let (status, body) = put_wrapped(&broker, &bob, &[&by_bob]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "another member's member key: {body}"
+    );
+    let admin_mk = admin.member_key.as_ref().unwrap();
+    let by_admin = WrappedKey::wrap_member_key(
+        admin_mk,
+        (alice.id, &alice.keys.exchange.public_key()),
+        (admin.id, &admin.keys.signing),
+    );
+    let (status, body) = put_wrapped(&broker, &admin, &[&by_admin.unwrap()]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "not even an admin's own member key goes to another member's device: {body}"
+    );
+    let to_bob = WrappedKey::wrap_member_key(
+        &alice_mk,
+        (bob.id, &bob.keys.exchange.public_key()),
+        (alice.id, &alice.keys.signing),
+    )
+    .unwrap();
+    let (status, body) = put_wrapped(&broker, &alice, &[&to_bob]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "a member cannot hand their personal key to another member's device: {body}"
+    );
+    assert_eq!(delivered_to(&broker, &bob).await.len(), 1, "Bob holds only his own member key");
+    assert_eq!(delivered_to(&broker, &alice).await.len(), 1, "Alice holds only her own");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn wrapped_keys_for_removed_or_foreign_devices_are_refused_as_not_found() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let (status, body) = remove_device(&broker, &admin, member.id).await;
+    assert_eq!(status, 200, "{body}");
+    let wk = admin.workspace_key.as_ref().unwrap();
+    let (status, body) = put_wrapped(&broker, &admin, &[&wrap_wk(wk, &admin, &member)]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "a removed device gets nothing: {body}"
+    );
+
+    let other = workspace_with_admin(&broker).await;
+    let (status, body) = put_wrapped(&broker, &admin, &[&wrap_wk(wk, &admin, &other)]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "a device of another workspace is no recipient: {body}"
+    );
+    let stranger = TestDevice::new(admin.workspace);
+    let (status, body) = put_wrapped(&broker, &admin, &[&wrap_wk(wk, &admin, &stranger)]).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "nobody: {body}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn different_bytes_for_stored_coordinates_conflict_and_a_refused_batch_stores_nothing() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (alice, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let (bob, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let wk = admin.workspace_key.as_ref().unwrap();
+    let (status, _) = put_wrapped(&broker, &admin, &[&wrap_wk(wk, &admin, &alice)]).await;
+    assert_eq!(status, 200);
+
+    // Wrapping again draws a fresh HPKE ephemeral key: same coordinates, different bytes.
+    let rewrapped = wrap_wk(wk, &admin, &alice);
+    let for_bob = wrap_wk(wk, &admin, &bob);
+    let (status, body) = put_wrapped(&broker, &admin, &[&for_bob, &rewrapped]).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("wrapped_keys[1]"), "says which: {body}");
+    assert_eq!(
+        delivered_to(&broker, &bob).await.len(),
+        1,
+        "Bob's key from the refused batch was not stored (he has only his member key)"
+    );
+    let alice_keys = delivered_to(&broker, &alice).await;
+    let stored_wk = alice_keys.iter().find(|k| k["kind"] == "workspace").expect("still there");
+    assert_eq!(
+        decode(stored_wk["bytes"].as_str().unwrap()),
+        wrap_bytes_of(&broker, &admin, &alice).await,
+        "the first upload stands"
+    );
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Removal
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_removed_device_is_unknown_on_its_next_request_and_its_wrapped_keys_are_gone() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let wk = admin.workspace_key.as_ref().unwrap();
+    let (status, _) = put_wrapped(&broker, &admin, &[&wrap_wk(wk, &admin, &member)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(delivered_to(&broker, &member).await.len(), 2, "workspace and member key");
+
+    let (status, body) = remove_device(&broker, &admin, member.id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"devices_removed": 1, "rotation_recommended": true}), "{body}");
+    let (status, body) = TestBroker::send(broker.signed(&member, "GET", "/v1/me", None)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unknown_device")),
+        "the very next request is refused: {body}"
+    );
+    let store = Store::open_sqlite(&broker.dir.path().join("db.sqlite3")).await.unwrap();
+    let left = store.wrapped_keys_for(admin.workspace, member.id).await.unwrap();
+    assert!(left.is_empty(), "the keys addressed to the device are deleted: {left:?}");
+    store.close().await;
+
+    let (status, body) = get(&broker, &admin, &format!("/v1/devices/{}", member.id)).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) = remove_device(&broker, &admin, member.id).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "twice: {body}");
+    let (_, members) = TestBroker::send(broker.signed(&admin, "GET", "/v1/members", None)).await;
+    assert_eq!(
+        members["members"][1]["devices"],
+        json!([]),
+        "the member stays, without the device: {members}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_may_remove_their_own_device_but_not_another_members() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (alice, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let (bob, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let (status, body) = remove_device(&broker, &alice, bob.id).await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, _) = TestBroker::send(broker.signed(&bob, "GET", "/v1/me", None)).await;
+    assert_eq!(status, 200, "Bob's device still works");
+
+    let (_, invite) = create_invite(&broker, &alice, json!({"member": alice.member})).await;
+    let spare = second_device(&alice);
+    let (status, _) = join(&broker, &spare, invite["code"].as_str().unwrap(), None).await;
+    assert_eq!(status, 201);
+    let (status, body) = remove_device(&broker, &spare, alice.id).await;
+    assert_eq!(status, 200, "a member removes their own lost laptop: {body}");
+    let (status, _) = TestBroker::send(broker.signed(&alice, "GET", "/v1/me", None)).await;
+    assert_eq!(status, 401, "the lost laptop is out");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn removing_a_member_removes_all_their_devices_and_recommends_rotation() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let (_, invite) = create_invite(&broker, &member, json!({"member": member.member})).await;
+    let spare = second_device(&member);
+    let (status, _) = join(&broker, &spare, invite["code"].as_str().unwrap(), None).await;
+    assert_eq!(status, 201);
+    let (_, pending) = create_invite(&broker, &admin, json!({"member": member.member})).await;
+
+    let (status, body) = remove_member(&broker, &admin, member.member).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"devices_removed": 2, "rotation_recommended": true}), "{body}");
+    for device in [&member, &spare] {
+        let (status, body) = TestBroker::send(broker.signed(device, "GET", "/v1/me", None)).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unknown_device")), "{body}");
+    }
+    let (_, members) = TestBroker::send(broker.signed(&admin, "GET", "/v1/members", None)).await;
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(1), "gone: {members}");
+    let (status, body) = remove_member(&broker, &admin, member.member).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "twice: {body}");
+    let (status, body) = set_role(&broker, &admin, member.member, "admin").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+    let (status, body) =
+        join(&broker, &second_device(&member), pending["code"].as_str().unwrap(), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_invalid")),
+        "a pending invite for a removed member is dead: {body}"
+    );
+    let store = Store::open_sqlite(&broker.dir.path().join("db.sqlite3")).await.unwrap();
+    for device in [member.id, spare.id] {
+        let left = store.wrapped_keys_for(admin.workspace, device).await.unwrap();
+        assert!(left.is_empty(), "keys addressed to the removed member's devices: {left:?}");
+    }
+    store.close().await;
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workspace isolation and malformed requests
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn another_workspaces_admin_can_neither_see_nor_touch_this_workspaces_members() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let outsider = workspace_with_admin(&broker).await;
+
+    let (_, members) = TestBroker::send(broker.signed(&outsider, "GET", "/v1/members", None)).await;
+    let ids: Vec<&Value> =
+        members["members"].as_array().unwrap().iter().map(|m| &m["id"]).collect();
+    assert_eq!(ids, vec![&json!(outsider.member)], "only their own workspace: {members}");
+    for (status, body, what) in [
+        {
+            let (s, b) = get(&broker, &outsider, &format!("/v1/devices/{}", member.id)).await;
+            (s, b, "read a device")
+        },
+        {
+            let (s, b) = remove_device(&broker, &outsider, member.id).await;
+            (s, b, "remove a device")
+        },
+        {
+            let (s, b) = remove_member(&broker, &outsider, member.member).await;
+            (s, b, "remove a member")
+        },
+        {
+            let (s, b) = set_role(&broker, &outsider, member.member, "admin").await;
+            (s, b, "change a role")
+        },
+        {
+            let (s, b) = create_invite(&broker, &outsider, json!({"member": member.member})).await;
+            (s, b, "invite a device for a member")
+        },
+    ] {
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("not_found")),
+            "another workspace's admin cannot {what}: {body}"
+        );
+    }
+    let (status, body) = get(&broker, &admin, &format!("/v1/devices/{}", member.id)).await;
+    assert_eq!(status, 200, "the device is still there for its own workspace: {body}");
+    let (status, _) = TestBroker::send(broker.signed(&member, "GET", "/v1/me", None)).await;
+    assert_eq!(status, 200, "and still works");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_ids_and_bodies_are_refused() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (status, body) = get(&broker, &admin, "/v1/devices/not-a-uuid").await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert!(!body["message"].as_str().unwrap().contains("not-a-uuid"), "not echoed: {body}");
+    let (status, body) =
+        TestBroker::send(broker.signed(&admin, "DELETE", "/v1/members/42", None)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let path = format!("/v1/members/{}", admin.member);
+    let (status, body) =
+        TestBroker::send(broker.signed(&admin, "PATCH", &path, Some(&json!({"role": "root"}))))
+            .await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) = TestBroker::send(broker.signed(&admin, "PATCH", &path, None)).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "no body: {body}");
+    let (status, body) = TestBroker::send(broker.http.get(broker.url("/v1/members"))).await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("signature_invalid")), "{body}");
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+async fn create_invite(broker: &TestBroker, by: &TestDevice, body: Value) -> (u16, Value) {
+    TestBroker::send(broker.signed(by, "POST", "/v1/invites", Some(&body))).await
+}
+
+fn join_body(device: &TestDevice, code: &str, name: Option<&str>) -> Value {
+    let mut member = json!({"id": device.member});
+    if let Some(name) = name {
+        member["name"] = json!(name);
+    }
+    json!({"code": code, "member": member, "device": device.registration("laptop")})
+}
+
+async fn join(
+    broker: &TestBroker,
+    device: &TestDevice,
+    code: &str,
+    name: Option<&str>,
+) -> (u16, Value) {
+    let body = join_body(device, code, name);
+    TestBroker::send(broker.signed(device, "POST", "/v1/join", Some(&body))).await
+}
+
+/// Invites a new member with `role`, joins with a fresh device, and has that device create its
+/// member key and wrap it to itself, as a client does right after joining.
+async fn enrol_with_member_key(
+    broker: &TestBroker,
+    admin: &TestDevice,
+    role: &str,
+) -> (TestDevice, MemberKey) {
+    let (status, invite) = create_invite(broker, admin, json!({"role": role})).await;
+    assert_eq!(status, 201, "{invite}");
+    let device = TestDevice::new(admin.workspace);
+    let (status, joined) = join(broker, &device, invite["code"].as_str().unwrap(), Some("M")).await;
+    assert_eq!(status, 201, "{joined}");
+    let mk = MemberKey::generate(admin.workspace, device.member, KeyVersion::FIRST).unwrap();
+    let own = WrappedKey::wrap_member_key(
+        &mk,
+        (device.id, &device.keys.exchange.public_key()),
+        (device.id, &device.keys.signing),
+    )
+    .unwrap();
+    let (status, stored) = put_wrapped(broker, &device, &[&own]).await;
+    assert_eq!(status, 200, "{stored}");
+    (device, mk)
+}
+
+/// A fresh device of the same member.
+fn second_device(of: &TestDevice) -> TestDevice {
+    TestDevice { member: of.member, ..TestDevice::new(of.workspace) }
+}
+
+fn wrap_wk(wk: &WorkspaceKey, from: &TestDevice, to: &TestDevice) -> WrappedKey {
+    WrappedKey::wrap_workspace_key(
+        wk,
+        (to.id, &to.keys.exchange.public_key()),
+        (from.id, &from.keys.signing),
+    )
+    .unwrap()
+}
+
+async fn put_wrapped(broker: &TestBroker, by: &TestDevice, keys: &[&WrappedKey]) -> (u16, Value) {
+    let list: Vec<String> = keys.iter().map(|k| b64(k.as_bytes())).collect();
+    let body = json!({"wrapped_keys": list});
+    TestBroker::send(broker.signed(by, "PUT", "/v1/wrapped-keys", Some(&body))).await
+}
+
+async fn delivered_to(broker: &TestBroker, device: &TestDevice) -> Vec<Value> {
+    let (status, body) =
+        TestBroker::send(broker.signed(device, "GET", "/v1/wrapped-keys", None)).await;
+    assert_eq!(status, 200, "{body}");
+    body["wrapped_keys"].as_array().expect("list").clone()
+}
+
+/// The stored bytes of the workspace key `from` wrapped to `to`, read from the database.
+async fn wrap_bytes_of(broker: &TestBroker, from: &TestDevice, to: &TestDevice) -> Vec<u8> {
+    let store = Store::open_sqlite(&broker.dir.path().join("db.sqlite3")).await.unwrap();
+    let keys = store.wrapped_keys_for(from.workspace, to.id).await.unwrap();
+    store.close().await;
+    let key = keys
+        .into_iter()
+        .find(|k| k.key.header().sender == from.id)
+        .expect("a key wrapped by that device");
+    key.key.as_bytes().to_vec()
+}
+
+async fn get(broker: &TestBroker, by: &TestDevice, path: &str) -> (u16, Value) {
+    TestBroker::send(broker.signed(by, "GET", path, None)).await
+}
+
+async fn get_device(broker: &TestBroker, by: &TestDevice, id: DeviceId) -> Value {
+    let (status, body) = get(broker, by, &format!("/v1/devices/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn remove_device(broker: &TestBroker, by: &TestDevice, id: DeviceId) -> (u16, Value) {
+    TestBroker::send(broker.signed(by, "DELETE", &format!("/v1/devices/{id}"), None)).await
+}
+
+async fn remove_member(broker: &TestBroker, by: &TestDevice, id: MemberId) -> (u16, Value) {
+    TestBroker::send(broker.signed(by, "DELETE", &format!("/v1/members/{id}"), None)).await
+}
+
+async fn set_role(broker: &TestBroker, by: &TestDevice, id: MemberId, role: &str) -> (u16, Value) {
+    let body = json!({"role": role});
+    TestBroker::send(broker.signed(by, "PATCH", &format!("/v1/members/{id}"), Some(&body))).await
+}
+
+/// The signing and exchange keys of a `GET /v1/devices/{id}` answer.
+fn device_keys(view: &Value) -> ([u8; 32], [u8; 32]) {
+    let key = |field: &str| -> [u8; 32] {
+        decode(view[field].as_str().expect("key field")).try_into().expect("32 bytes")
+    };
+    (key("signing_key"), key("exchange_key"))
+}
+
+fn decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).expect("base64url")
+}

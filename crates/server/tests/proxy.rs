@@ -1,0 +1,749 @@
+//! The agent proxy, end to end over loopback: a recording upstream, a broker, a member's device
+//! issuing capabilities, and an agent holding only its placeholder token.
+//!
+//! Every refused call must leave an audit record and never reach the upstream; every allowed call
+//! must reach the upstream with the real credential while the agent never sees it.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions; a panic is the failure report"
+)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use common::{TestBroker, TestDevice, b64, workspace_with_admin};
+use latchkey_core::capability::{Capability, Claims, Method, MethodSet, PathPattern, Reuse};
+use latchkey_core::envelope::Envelope;
+use latchkey_core::ids::{AgentId, CredentialId, GrantId, KeyVersion, Owner, WorkspaceId};
+use latchkey_core::keys::{BrokerPublicKey, DeviceKeys};
+use latchkey_core::payload::{CredentialKind, CredentialPayload, Injection, OAuthRefresh};
+use latchkey_core::secret::SecretBytes;
+use serde_json::{Value, json};
+
+const CANARY: &str = "ghp_CANARYlatchkeyREALsecret0123456789";
+const REFRESH_CANARY: &str = "ghr_CANARYrefreshTOKENvalue0123456789";
+const REFRESHED: &str = "gho_CANARYrefreshedACCESStoken98765";
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+struct Received {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+struct Upstream {
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Upstream {
+    async fn start(self) -> String {
+        let app = Router::new().fallback(record).with_state(self);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("upstream serves") });
+        format!("http://{addr}")
+    }
+
+    fn count(&self) -> usize {
+        self.received.lock().expect("lock").len()
+    }
+
+    fn last(&self) -> Received {
+        self.received.lock().expect("lock").last().cloned().expect("upstream received a request")
+    }
+}
+
+async fn record(State(upstream): State<Upstream>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024 * 1024).await.expect("body").to_vec();
+    let path = parts.uri.path().to_owned();
+    upstream.received.lock().expect("lock").push(Received {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers.clone(),
+        body,
+    });
+    let auth =
+        parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    match path.as_str() {
+        "/echo" => {
+            ([("x-echo", auth.clone())], axum::Json(json!({"you_sent": auth}))).into_response()
+        }
+        "/redirect" => {
+            (StatusCode::FOUND, [("location", "http://127.0.0.1:9/steal")]).into_response()
+        }
+        "/oauth/token" => axum::Json(json!({
+            "access_token": REFRESHED,
+            "token_type": "Bearer",
+            "expires_in": 3600,
+            "refresh_token": "ghr_CANARYrotatedREFRESH000000000",
+        }))
+        .into_response(),
+        _ => axum::Json(json!({"ok": true, "path": path})).into_response(),
+    }
+}
+
+/// A workspace with an admin device, an agent, and a shared credential pointing at the upstream.
+struct World {
+    broker: TestBroker,
+    upstream: Upstream,
+    upstream_base: String,
+    admin: TestDevice,
+    broker_key: BrokerPublicKey,
+    agent: AgentId,
+    token: String,
+    credential: CredentialId,
+}
+
+async fn world() -> World {
+    let broker = TestBroker::start().await;
+    let upstream = Upstream::default();
+    let upstream_base = upstream.clone().start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let broker_key = broker_public_key(&broker).await;
+    let (agent, token) = create_agent(&broker, &admin, "ci-bot").await;
+    let payload = api_key(CANARY);
+    let credential =
+        create_credential(&broker, &admin, "github", &upstream_base, &payload, Owner::Shared).await;
+    World { broker, upstream, upstream_base, admin, broker_key, agent, token, credential }
+}
+
+fn api_key(secret: &str) -> CredentialPayload {
+    CredentialPayload {
+        kind: CredentialKind::ApiKey,
+        injection: Injection::bearer(),
+        secret: SecretBytes::copy_from(secret.as_bytes()),
+    }
+}
+
+async fn broker_public_key(broker: &TestBroker) -> BrokerPublicKey {
+    let (_, body) = TestBroker::send(broker.http.get(broker.url("/v1/broker-key"))).await;
+    let bytes = base64_decode(body["public_key"].as_str().expect("public key"));
+    BrokerPublicKey::from_bytes(bytes.try_into().expect("32 bytes"))
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).expect("base64url")
+}
+
+async fn create_agent(broker: &TestBroker, device: &TestDevice, name: &str) -> (AgentId, String) {
+    let (status, body) =
+        TestBroker::send(broker.signed(device, "POST", "/v1/agents", Some(&json!({"name": name}))))
+            .await;
+    assert_eq!(status, 201, "agent creation: {body}");
+    (
+        serde_json::from_value(body["id"].clone()).expect("agent id"),
+        body["token"].as_str().expect("token").to_owned(),
+    )
+}
+
+async fn create_credential(
+    broker: &TestBroker,
+    device: &TestDevice,
+    name: &str,
+    base: &str,
+    payload: &CredentialPayload,
+    owner: Owner,
+) -> CredentialId {
+    let id = CredentialId::random();
+    let record_key = match owner {
+        Owner::Shared => device.workspace_key.as_ref().expect("wk").record_key(id),
+        Owner::Member(_) => device.member_key.as_ref().expect("mk").record_key(id),
+    }
+    .expect("record key");
+    let envelope = Envelope::seal(&record_key, &payload.encode().expect("encode")).expect("seal");
+    let host = base.trim_start_matches("http://").to_owned();
+    let body = json!({
+        "id": id,
+        "name": name,
+        "provider": "github",
+        "upstream_base_url": base,
+        "allowed_hosts": [host],
+        "owner": if owner == Owner::Shared { "shared" } else { "me" },
+        "key_version": 1,
+        "scopes": ["repo"],
+        "envelope": b64(envelope.as_bytes()),
+    });
+    let (status, response) =
+        TestBroker::send(broker.signed(device, "POST", "/v1/credentials", Some(&body))).await;
+    assert_eq!(status, 201, "credential creation: {response}");
+    id
+}
+
+struct Grant<'a> {
+    methods: &'a [Method],
+    paths: &'a [&'a str],
+    reuse: Reuse,
+    not_before: u64,
+    expires: u64,
+}
+
+impl World {
+    fn now(&self) -> u64 {
+        latchkey_server::clock::Clock::now(&*self.broker.clock)
+    }
+
+    fn single_use(&self) -> Grant<'static> {
+        Grant {
+            methods: &[Method::Get, Method::Post],
+            paths: &["/**"],
+            reuse: Reuse::single_use().expect("nonce"),
+            not_before: self.now() - 5,
+            expires: self.now() + 120,
+        }
+    }
+
+    fn capability_for(
+        &self,
+        issuer: &TestDevice,
+        agent: AgentId,
+        credential: CredentialId,
+        owner: Owner,
+        grant: &Grant<'_>,
+    ) -> String {
+        let claims = Claims {
+            workspace: issuer.workspace,
+            agent,
+            credential,
+            owner,
+            key_version: KeyVersion::FIRST,
+            issuer: issuer.id,
+            methods: MethodSet::of(grant.methods).expect("methods"),
+            paths: grant.paths.iter().map(|p| PathPattern::parse(p).expect("pattern")).collect(),
+            not_before: grant.not_before,
+            expires: grant.expires,
+            reuse: grant.reuse,
+        };
+        let key = match owner {
+            Owner::Shared => issuer.workspace_key.as_ref().expect("wk").record_key(credential),
+            Owner::Member(_) => issuer.member_key.as_ref().expect("mk").record_key(credential),
+        }
+        .expect("record key");
+        Capability::issue(claims, &key, &issuer.keys.signing, &self.broker_key)
+            .expect("issue")
+            .encode()
+    }
+
+    fn capability(&self, grant: &Grant<'_>) -> String {
+        self.capability_for(&self.admin, self.agent, self.credential, Owner::Shared, grant)
+    }
+
+    /// The agent's call: an ordinary request with the token as its bearer key.
+    fn call(&self, method: &str, path: &str, capability: Option<&str>) -> reqwest::RequestBuilder {
+        let mut request = self
+            .broker
+            .http
+            .request(method.parse().expect("method"), self.broker.url(&format!("/p/github{path}")))
+            .bearer_auth(&self.token);
+        if let Some(capability) = capability {
+            request = request.header("latchkey-capability", capability);
+        }
+        request
+    }
+
+    async fn audit(&self) -> Vec<Value> {
+        let (status, body) = TestBroker::send(self.broker.signed(
+            &self.admin,
+            "GET",
+            "/v1/audit?order=oldest_first&limit=1000",
+            None,
+        ))
+        .await;
+        assert_eq!(status, 200, "audit query: {body}");
+        body["records"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// A GET sent byte for byte, for paths an HTTP client would normalise.
+async fn raw_get(w: &World, target: &str, capability: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = w.broker.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\nlatchkey-capability: {capability}\r\nconnection: close\r\n\r\n",
+        w.token
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, HeaderMap, String) {
+    let response = request.send().await.expect("the broker answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.expect("body"))
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_agent_call_with_a_capability_reaches_the_upstream_with_the_real_credential_only_there()
+{
+    let w = world().await;
+    let cap = w.capability(&w.single_use());
+    let (status, _, body) = send(w.call("GET", "/repos/acme/widgets?per_page=5", Some(&cap))).await;
+    assert_eq!(status, 200, "{body}");
+    let got = w.upstream.last();
+    assert_eq!((got.method.as_str(), got.path.as_str()), ("GET", "/repos/acme/widgets"));
+    assert_eq!(got.query.as_deref(), Some("per_page=5"), "the query is forwarded");
+    assert_eq!(
+        got.headers["authorization"],
+        format!("Bearer {CANARY}"),
+        "the upstream sees the real credential"
+    );
+    assert!(!got.headers.contains_key("latchkey-capability"), "the capability stays at the broker");
+    let all_headers = format!("{:?}", got.headers);
+    assert!(!all_headers.contains(&w.token), "the agent token is never forwarded");
+    assert!(!body.contains(CANARY), "the agent never sees the credential");
+
+    // The outcome record is written after the response is on its way; wait for it (bounded).
+    let proxy_records = |all: Vec<Value>| -> Vec<Value> {
+        all.into_iter()
+            .filter(|r| r["record"]["kind"].as_str().is_some_and(|k| k.starts_with("proxy_")))
+            .collect()
+    };
+    let mut records = proxy_records(w.audit().await);
+    for _ in 0..50 {
+        if records.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        records = proxy_records(w.audit().await);
+    }
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| r["record"]["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["proxy_attempt", "proxy_outcome"],
+        "attempt before the call, outcome after: {records:?}"
+    );
+    assert_eq!(
+        records[1]["record"]["upstream_status"], 200,
+        "the outcome records the upstream status"
+    );
+    let audit_text = serde_json::to_string(&records).expect("json");
+    assert!(
+        !audit_text.contains(CANARY) && !audit_text.contains(&w.token),
+        "no secret in the audit log"
+    );
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_single_use_capability_works_once_and_a_replay_never_reaches_the_upstream() {
+    let w = world().await;
+    let cap = w.capability(&w.single_use());
+    assert_eq!(send(w.call("GET", "/user", Some(&cap))).await.0, 200);
+    let before = w.upstream.count();
+    let (status, _, body) = send(w.call("GET", "/user", Some(&cap))).await;
+    assert_eq!((status, code(&body).as_str()), (403, "capability_invalid"), "{body}");
+    assert!(body.contains("already used"), "says why: {body}");
+    assert_eq!(w.upstream.count(), before, "a replay must not reach the upstream");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_standing_grant_works_repeatedly_until_revoked() {
+    let w = world().await;
+    let grant = GrantId::random();
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "POST",
+        "/v1/grants",
+        Some(&json!({
+            "id": grant, "agent": w.agent, "credential": w.credential, "methods": ["GET"],
+            "path_patterns": ["/repos/**"], "expires_at": w.now() + 3600,
+        })),
+    ))
+    .await;
+    assert_eq!(status, 201, "grant registration: {body}");
+    let cap = w.capability(&Grant {
+        methods: &[Method::Get],
+        paths: &["/repos/**"],
+        reuse: Reuse::Standing { grant },
+        not_before: w.now() - 5,
+        expires: w.now() + 3600,
+    });
+    for _ in 0..3 {
+        assert_eq!(
+            send(w.call("GET", "/repos/acme/a", Some(&cap))).await.0,
+            200,
+            "standing grants are reusable"
+        );
+    }
+    let (status, body) =
+        TestBroker::send(w.broker.signed(&w.admin, "DELETE", &format!("/v1/grants/{grant}"), None))
+            .await;
+    assert!(status == 200 || status == 204, "revocation: {body}");
+    let before = w.upstream.count();
+    let (status, _, body) = send(w.call("GET", "/repos/acme/a", Some(&cap))).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (403, "capability_invalid"),
+        "revocation is immediate: {body}"
+    );
+    assert_eq!(w.upstream.count(), before);
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn expired_wrong_agent_wrong_method_wrong_path_and_tampered_capabilities_are_refused_before_the_upstream()
+ {
+    let w = world().await;
+    let now = w.now();
+    let (other_agent, _) = create_agent(&w.broker, &w.admin, "other").await;
+    let expired =
+        w.capability(&Grant { not_before: now - 200, expires: now - 1, ..w.single_use() });
+    let future =
+        w.capability(&Grant { not_before: now + 600, expires: now + 700, ..w.single_use() });
+    let for_other_agent =
+        w.capability_for(&w.admin, other_agent, w.credential, Owner::Shared, &w.single_use());
+    let get_only = w.capability(&Grant { methods: &[Method::Get], ..w.single_use() });
+    let issues_only = w.capability(&Grant { paths: &["/repos/*/issues"], ..w.single_use() });
+    let mut tampered = w.capability(&w.single_use()).into_bytes();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).expect("ascii");
+    let stranger = TestDevice {
+        workspace_key: w.admin.workspace_key.as_ref().map(|k| {
+            latchkey_core::keys::WorkspaceKey::from_parts(
+                k.workspace(),
+                k.version(),
+                k.expose_secret().duplicate(),
+            )
+        }),
+        ..TestDevice::new(w.admin.workspace)
+    };
+    let forged = w.capability_for(&stranger, w.agent, w.credential, Owner::Shared, &w.single_use());
+
+    let cases = [
+        ("GET", "/user", expired, "expired"),
+        ("GET", "/user", future, "not valid yet"),
+        ("GET", "/user", for_other_agent, "another agent"),
+        ("DELETE", "/user", get_only.clone(), "method"),
+        ("POST", "/user", get_only, "method"),
+        ("GET", "/repos/acme/pulls", issues_only, "path"),
+        ("GET", "/user", tampered, ""),
+        ("GET", "/user", forged, "issuing device"),
+    ];
+    let before = w.upstream.count();
+    for (method, path, cap, why) in cases {
+        let (status, _, body) = send(w.call(method, path, Some(&cap))).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (403, "capability_invalid"),
+            "{method} {path} ({why}): {body}"
+        );
+        assert!(body.contains(why), "the message says why ({why}): {body}");
+    }
+    assert_eq!(w.upstream.count(), before, "no refused call may reach the upstream");
+    let denied = w.audit().await.iter().filter(|r| r["record"]["decision"] == "denied").count();
+    assert!(denied >= 8, "every refusal is audited, found {denied}");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_revoked_and_missing_tokens_are_refused_uniformly() {
+    let w = world().await;
+    let cap = w.capability(&w.single_use());
+    let forged_token = latchkey_core::token::AgentToken::generate().expect("token");
+    let (status, _, unknown) = send(
+        w.broker
+            .http
+            .get(w.broker.url("/p/github/user"))
+            .bearer_auth(forged_token.expose_secret())
+            .header("latchkey-capability", &cap),
+    )
+    .await;
+    assert_eq!((status, code(&unknown).as_str()), (401, "unknown_token"), "{unknown}");
+    let (status, _, malformed) =
+        send(w.broker.http.get(w.broker.url("/p/github/user")).bearer_auth("lk_garbage")).await;
+    assert_eq!((status, code(&malformed).as_str()), (401, "unknown_token"), "{malformed}");
+    assert_eq!(unknown, malformed, "unknown and malformed tokens get the same answer");
+    let (status, _, missing) = send(w.broker.http.get(w.broker.url("/p/github/user"))).await;
+    assert_eq!(status, 401, "{missing}");
+
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "DELETE",
+        &format!("/v1/agents/{}", w.agent),
+        None,
+    ))
+    .await;
+    assert!(status == 200 || status == 204, "agent revocation: {body}");
+    let (status, _, body) = send(w.call("GET", "/user", Some(&cap))).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (401, "token_revoked"),
+        "revocation is immediate: {body}"
+    );
+    assert_eq!(w.upstream.count(), 0, "nothing reached the upstream");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_without_a_capability_asks_for_approval() {
+    let w = world().await;
+    let (status, _, body) = send(w.call("GET", "/user", None)).await;
+    assert_eq!((status, code(&body).as_str()), (428, "approval_required"), "{body}");
+    assert!(body.contains("approve"), "tells the agent what to do: {body}");
+    assert_eq!(w.upstream.count(), 0);
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn hosts_outside_the_allow_list_are_refused() {
+    let w = world().await;
+    let payload = api_key(CANARY);
+    let id = CredentialId::random();
+    let key = w.admin.workspace_key.as_ref().expect("wk").record_key(id).expect("key");
+    let envelope = Envelope::seal(&key, &payload.encode().expect("encode")).expect("seal");
+    let body = json!({
+        "id": id, "name": "elsewhere", "provider": "custom", "upstream_base_url": w.upstream_base,
+        "allowed_hosts": ["api.example.com"], "owner": "shared", "key_version": 1, "scopes": [],
+        "envelope": b64(envelope.as_bytes()),
+    });
+    let (status, response) =
+        TestBroker::send(w.broker.signed(&w.admin, "POST", "/v1/credentials", Some(&body))).await;
+    assert_eq!(status, 201, "{response}");
+    let cap = w.capability_for(&w.admin, w.agent, id, Owner::Shared, &w.single_use());
+    let (status, _, body) = send(
+        w.broker
+            .http
+            .get(w.broker.url("/p/elsewhere/user"))
+            .bearer_auth(&w.token)
+            .header("latchkey-capability", cap),
+    )
+    .await;
+    assert_eq!((status, code(&body).as_str()), (403, "host_not_allowed"), "{body}");
+    assert_eq!(w.upstream.count(), 0);
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_redirects_are_returned_not_followed() {
+    let w = world().await;
+    let cap = w.capability(&w.single_use());
+    let (status, headers, _) = send(w.call("GET", "/redirect", Some(&cap))).await;
+    assert_eq!(status, 302, "the redirect goes back to the agent");
+    assert_eq!(headers["location"], "http://127.0.0.1:9/steal");
+    assert_eq!(w.upstream.count(), 1, "the broker did not follow it");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_echoing_the_credential_is_redacted_in_headers_and_body() {
+    let w = world().await;
+    let cap = w.capability(&w.single_use());
+    let (status, headers, body) = send(w.call("GET", "/echo", Some(&cap))).await;
+    assert_eq!(status, 200);
+    assert!(!body.contains(CANARY), "body echo removed: {body}");
+    assert!(body.contains("[REDACTED by Latchkey]"), "and marked: {body}");
+    let echoed = headers["x-echo"].to_str().expect("text");
+    assert!(!echoed.contains(CANARY), "header echo removed: {echoed}");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_and_ambiguous_paths_are_refused_and_the_broker_keeps_serving() {
+    let w = world().await;
+    let cap = w.capability(&w.single_use());
+    let big = vec![b'x'; 10 * 1024 * 1024 + 1];
+    let (status, _, body) = send(w.call("POST", "/upload", Some(&cap)).body(big)).await;
+    assert_eq!((status, code(&body).as_str()), (413, "payload_too_large"), "{body}");
+    // HTTP clients normalise dot segments before sending, so these go over a raw socket.
+    for path in ["/repos/../admin", "/a/%2e%2e/admin", "/a/%2E%2e/admin", "/a%2Fb"] {
+        let cap = w.capability(&w.single_use());
+        let before = w.upstream.count();
+        let (status, body) = raw_get(&w, &format!("/p/github{path}"), &cap).await;
+        assert!(status == 400 || status == 403, "{path} must be refused: {status} {body}");
+        assert_eq!(w.upstream.count(), before, "{path} must not reach the upstream");
+    }
+    let cap = w.capability(&w.single_use());
+    assert_eq!(send(w.call("GET", "/user", Some(&cap))).await.0, 200, "still serving");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_deleted_credential_is_gone_at_the_next_request() {
+    let w = world().await;
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "DELETE",
+        &format!("/v1/credentials/{}", w.credential),
+        None,
+    ))
+    .await;
+    assert!(status == 200 || status == 204, "{body}");
+    let cap = w.capability(&w.single_use());
+    let (status, _, body) = send(w.call("GET", "/user", Some(&cap))).await;
+    assert_eq!((status, code(&body).as_str()), (404, "not_found"), "{body}");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_expiring_oauth_token_is_refreshed_and_resealed_under_the_same_record_key() {
+    let w = world().await;
+    let payload = CredentialPayload {
+        kind: CredentialKind::OAuth {
+            expires_at: Some(w.now() + 60),
+            refresh: Some(OAuthRefresh {
+                refresh_token: SecretBytes::copy_from(REFRESH_CANARY.as_bytes()),
+                token_endpoint: format!("{}/oauth/token", w.upstream_base),
+                client_id: "latchkey-test".into(),
+                client_secret: None,
+            }),
+        },
+        injection: Injection::bearer(),
+        secret: SecretBytes::copy_from(CANARY.as_bytes()),
+    };
+    let id = create_credential(
+        &w.broker,
+        &w.admin,
+        "gh-oauth",
+        &w.upstream_base,
+        &payload,
+        Owner::Shared,
+    )
+    .await;
+    let cap = w.capability_for(&w.admin, w.agent, id, Owner::Shared, &w.single_use());
+    let (status, _, body) = send(
+        w.broker
+            .http
+            .get(w.broker.url("/p/gh-oauth/user"))
+            .bearer_auth(&w.token)
+            .header("latchkey-capability", cap),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let calls = w.upstream.received.lock().expect("lock").clone();
+    let refresh = calls.iter().find(|r| r.path == "/oauth/token").expect("the broker refreshed");
+    let form = String::from_utf8_lossy(&refresh.body).into_owned();
+    assert!(
+        form.contains("grant_type=refresh_token") && form.contains(REFRESH_CANARY),
+        "refresh grant: {form}"
+    );
+    assert_eq!(
+        w.upstream.last().headers["authorization"],
+        format!("Bearer {REFRESHED}"),
+        "the new token is used"
+    );
+
+    // The stored envelope now holds the refreshed token under the same record key.
+    let (status, stored) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "GET",
+        &format!("/v1/credentials/{id}/envelope"),
+        None,
+    ))
+    .await;
+    assert_eq!(status, 200, "{stored}");
+    let envelope = Envelope::parse(&base64_decode(stored["envelope"].as_str().expect("envelope")))
+        .expect("framing");
+    let key = w.admin.workspace_key.as_ref().expect("wk").record_key(id).expect("key");
+    let opened = CredentialPayload::decode(
+        envelope.open(&key).expect("same record key opens it").expose_secret(),
+    )
+    .expect("payload");
+    assert_eq!(opened.secret.expose_secret(), REFRESHED.as_bytes());
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_personal_credential_opens_only_with_its_owners_capability() {
+    let w = world().await;
+    let payload = api_key("sk-CANARYpersonal000000000000000");
+    let id = create_credential(
+        &w.broker,
+        &w.admin,
+        "mine",
+        &w.upstream_base,
+        &payload,
+        Owner::Member(w.admin.member),
+    )
+    .await;
+    let good =
+        w.capability_for(&w.admin, w.agent, id, Owner::Member(w.admin.member), &w.single_use());
+    let (status, _, body) = send(
+        w.broker
+            .http
+            .get(w.broker.url("/p/mine/user"))
+            .bearer_auth(&w.token)
+            .header("latchkey-capability", good),
+    )
+    .await;
+    assert_eq!(status, 200, "the owner's own capability works: {body}");
+
+    // A capability claiming the shared owner for a personal credential does not open it.
+    let wrong_scope = w.capability_for(&w.admin, w.agent, id, Owner::Shared, &w.single_use());
+    let (status, _, body) = send(
+        w.broker
+            .http
+            .get(w.broker.url("/p/mine/user"))
+            .bearer_auth(&w.token)
+            .header("latchkey-capability", wrong_scope),
+    )
+    .await;
+    assert_eq!((status, code(&body).as_str()), (403, "capability_invalid"), "{body}");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_capability_from_another_workspace_is_refused() {
+    let w = world().await;
+    let mut other = TestDevice::new(WorkspaceId::random());
+    let body = other.create_workspace_body("Other");
+    assert_eq!(
+        TestBroker::send(w.broker.signed(&other, "POST", "/v1/workspaces", Some(&body))).await.0,
+        201
+    );
+    let cross = w.capability_for(&other, w.agent, w.credential, Owner::Shared, &w.single_use());
+    let (status, _, body) = send(w.call("GET", "/user", Some(&cross))).await;
+    assert_eq!((status, code(&body).as_str()), (403, "capability_invalid"), "{body}");
+    assert_eq!(w.upstream.count(), 0);
+    let _ = DeviceKeys::generate();
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn no_canary_credential_reaches_the_database_files() {
+    let w = world().await;
+    let cap = w.capability(&w.single_use());
+    assert_eq!(send(w.call("GET", "/echo", Some(&cap))).await.0, 200);
+    let dir = w.broker.stop_keeping_data().await;
+    for entry in std::fs::read_dir(dir.path()).expect("data dir") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("read");
+        for canary in [CANARY.as_bytes(), w.token.as_bytes()] {
+            assert!(
+                !bytes.windows(canary.len()).any(|win| win == canary),
+                "{} contains a plaintext secret",
+                path.display()
+            );
+        }
+    }
+}
