@@ -11,8 +11,10 @@
 //! the database. The workspace evaluated has the two default policies plus three of its own; each
 //! of the 100 others has the defaults plus three policies of its own.
 //!
-//! Three cases: `allow` (a standing grant, one evaluation), `approval_required` (no grant: the
-//! second, hypothetical evaluation runs too) and `forbid` (another member's personal credential).
+//! Four cases: `allow` (a standing grant, one evaluation), `approval_required` (no grant: the
+//! second, hypothetical evaluation runs too), `forbid` (another member's personal credential), and
+//! `allow_new_agent` (a different agent every time, so the engine's per agent-and-credential
+//! entity store is never reused: the cold path, which builds the action hierarchy's closure).
 //! After criterion's groups a report prints the median (p50) and p99 of single evaluations in
 //! microseconds against the target, p50 <= 50 µs. Under `cargo test --benches` each benchmark
 //! runs once and no report is printed.
@@ -83,13 +85,15 @@ enum Case {
     Allow,
     ApprovalRequired,
     Forbid,
+    AllowNewAgent,
 }
 
 impl Case {
-    const ALL: [(Case, &'static str); 3] = [
+    const ALL: [(Case, &'static str); 4] = [
         (Case::Allow, "allow"),
         (Case::ApprovalRequired, "approval_required"),
         (Case::Forbid, "forbid"),
+        (Case::AllowNewAgent, "allow_new_agent"),
     ];
 }
 
@@ -140,9 +144,13 @@ fn evaluate(runtime: &Runtime, engine: &PolicyEngine, store: &Store, call: Call,
     drop(black_box(decision));
 }
 
-fn request(call: Call, case: Case) -> PolicyRequest<'static> {
+fn request(mut call: Call, case: Case) -> PolicyRequest<'static> {
     let (owner, grant) = match case {
         Case::Allow => (Owner::Shared, GrantKind::Standing),
+        Case::AllowNewAgent => {
+            call.agent = AgentId::random();
+            (Owner::Shared, GrantKind::Standing)
+        }
         Case::ApprovalRequired => (Owner::Shared, GrantKind::None),
         Case::Forbid => (Owner::Member(MemberId::from_bytes([7; 16])), GrantKind::SingleUse),
     };
@@ -173,7 +181,7 @@ fn check_cases(
     for (case, name) in Case::ALL {
         let d = runtime.block_on(engine.evaluate(store, &request(call, case)))?;
         let expected = match case {
-            Case::Allow => d.allowed,
+            Case::Allow | Case::AllowNewAgent => d.allowed,
             Case::ApprovalRequired => d.approval_required,
             Case::Forbid => !d.allowed && !d.approval_required && !d.policy_ids.is_empty(),
         };

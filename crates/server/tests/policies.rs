@@ -273,6 +273,7 @@ async fn a_custom_forbid_wins_over_the_default_permit_and_can_be_replaced_and_de
         .as_array()
         .expect("records")
         .iter()
+        .map(|r| &r["record"])
         .filter(|r| r["kind"] == "policy_changed")
         .collect();
     assert_eq!(changes.len(), 4, "three saves and one deletion are audited: {audit}");

@@ -516,6 +516,35 @@ async fn a_call_without_a_capability_asks_for_approval() {
 }
 
 #[tokio::test]
+async fn a_workspace_forbid_policy_stops_a_call_its_capability_allows_and_names_the_policy() {
+    let w = world().await;
+    let policy = json!({
+        "source": "@id(\"no-deletes\")\nforbid (principal, action == Latchkey::Action::\"DELETE\", resource);",
+        "description": "agents never delete",
+    });
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "PUT",
+        "/v1/policies/no-deletes",
+        Some(&policy),
+    ))
+    .await;
+    assert!(status == 200 || status == 201, "policy accepted: {body}");
+    let cap = w.capability(&Grant { methods: &[Method::Get, Method::Delete], ..w.single_use() });
+    let (status, _, body) = send(w.call("DELETE", "/repos/acme/widgets", Some(&cap))).await;
+    assert_eq!((status, code(&body).as_str()), (403, "policy_denied"), "{body}");
+    assert!(body.contains("no-deletes"), "the denial names the policy: {body}");
+    assert_eq!(w.upstream.count(), 0, "a denied call never reaches the upstream");
+    let cap = w.capability(&Grant { methods: &[Method::Get, Method::Delete], ..w.single_use() });
+    assert_eq!(
+        send(w.call("GET", "/repos/acme/widgets", Some(&cap))).await.0,
+        200,
+        "other methods still work"
+    );
+    w.broker.stop().await;
+}
+
+#[tokio::test]
 async fn hosts_outside_the_allow_list_are_refused() {
     let w = world().await;
     let payload = api_key(CANARY);

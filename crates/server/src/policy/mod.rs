@@ -6,7 +6,9 @@
 //! the workspace id; an evaluation only ever looks up, loads and runs the set of the request's own
 //! workspace. The policy endpoints invalidate the entry of the workspace they change, so a change
 //! takes effect on this broker's next request. Other replicas see it when their entry expires
-//! ([`CACHE_TTL_SECS`]).
+//! ([`CACHE_TTL_SECS`]). The entity store of each agent and credential pair is cached as well
+//! (building it is most of a cold evaluation's cost); an entry is reused only when every attribute
+//! value matches the request, so a renamed agent or a changed owner is seen at once.
 //!
 //! Approval is modelled by evaluating twice: a call without a capability (`grant == "none"`) that
 //! the policies deny is evaluated again as if a member had approved it with a single-use
@@ -62,6 +64,8 @@ pub const MAX_SOURCE_BYTES: usize = 16 * 1024;
 pub const CACHE_TTL_SECS: u64 = 5;
 /// Above this many cached workspaces, expired entries are dropped when a new one is added.
 const CACHE_PRUNE_AT: usize = 1024;
+/// Most cached entity stores (agent and credential pairs); the cache starts over when full.
+const ENTITY_CACHE_MAX: usize = 4096;
 
 /// The policy engine could not be set up (a bug in the embedded schema or default policies).
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +187,8 @@ pub struct PolicyEngine {
     /// One action uid per HTTP method, in the order of [`METHODS`].
     actions: Vec<EntityUid>,
     cache: RwLock<HashMap<WorkspaceId, Arc<CompiledPolicies>>>,
+    /// Entity stores by (agent, credential); see [`PolicyEngine::entities`].
+    entity_cache: RwLock<HashMap<(AgentId, CredentialId), Arc<CallEntities>>>,
     /// Bumped by every invalidation: a load that started before an invalidation does not cache
     /// its (possibly outdated) result.
     epoch: AtomicU64,
@@ -249,6 +255,7 @@ impl PolicyEngine {
             action_entities,
             actions,
             cache: RwLock::new(HashMap::new()),
+            entity_cache: RwLock::new(HashMap::new()),
             epoch: AtomicU64::new(0),
         };
         for default in &DEFAULT_POLICIES {
@@ -407,13 +414,19 @@ impl PolicyEngine {
     }
 
     /// Runs Cedar for `request` (at time `at`), with the second, hypothetical evaluation that
-    /// decides `approval_required`.
+    /// decides `approval_required`. Both evaluations share the call's entities.
     fn decide(&self, set: &PolicySet, request: &PolicyRequest<'_>, at: u64) -> PolicyDecision {
-        let actual = self.authorize(set, request, request.grant, at);
+        let call = match self.call(request, at) {
+            Ok(call) => call,
+            Err(error) => {
+                return PolicyDecision { errors: vec![error], ..PolicyDecision::default() };
+            }
+        };
+        let actual = self.authorize(set, &call, request.grant);
         if actual.allowed || request.grant != GrantKind::None {
             return actual;
         }
-        let approved = self.authorize(set, request, GrantKind::SingleUse, at);
+        let approved = self.authorize(set, &call, GrantKind::SingleUse);
         if !approved.allowed {
             return actual;
         }
@@ -431,20 +444,15 @@ impl PolicyEngine {
         }
     }
 
-    fn authorize(
-        &self,
-        set: &PolicySet,
-        request: &PolicyRequest<'_>,
-        grant: GrantKind,
-        at: u64,
-    ) -> PolicyDecision {
-        let (cedar_request, entities) = match self.cedar_request(request, grant, at) {
-            Ok(built) => built,
+    /// One Cedar evaluation of `call` with `context.grant` set to `grant`.
+    fn authorize(&self, set: &PolicySet, call: &Call, grant: GrantKind) -> PolicyDecision {
+        let request = match self.cedar_request(call, grant) {
+            Ok(request) => request,
             Err(error) => {
                 return PolicyDecision { errors: vec![error], ..PolicyDecision::default() };
             }
         };
-        let response = self.authorizer.is_authorized(&cedar_request, set, &entities);
+        let response = self.authorizer.is_authorized(&request, set, &call.entities.entities);
         let diagnostics = response.diagnostics();
         PolicyDecision {
             allowed: response.decision() == Decision::Allow,
@@ -454,13 +462,8 @@ impl PolicyEngine {
         }
     }
 
-    /// The Cedar request and entity store of one call.
-    fn cedar_request(
-        &self,
-        r: &PolicyRequest<'_>,
-        grant: GrantKind,
-        at: u64,
-    ) -> Result<(Request, Entities), String> {
+    /// Everything about the call except the grant.
+    fn call(&self, r: &PolicyRequest<'_>, at: u64) -> Result<Call, String> {
         let action = METHODS
             .iter()
             .position(|m| *m == r.method)
@@ -469,6 +472,57 @@ impl PolicyEngine {
                 format!("method is not one of {}; the call is denied", METHODS.join(", "))
             })?
             .clone();
+        let (hour, weekday) = hour_and_weekday(at);
+        Ok(Call {
+            action,
+            entities: self.entities(r)?,
+            method: r.method.to_owned(),
+            host: normalise_host(r.host),
+            path: strip_query(r.path).to_owned(),
+            hour,
+            weekday,
+        })
+    }
+
+    /// The Cedar request of `call` with `grant`. Built from typed values in the shape of the
+    /// schema (a unit test validates it against the schema), so it is not validated again here.
+    fn cedar_request(&self, call: &Call, grant: GrantKind) -> Result<Request, String> {
+        let context = Context::from_pairs([
+            ("method".to_owned(), RestrictedExpression::new_string(call.method.clone())),
+            ("host".to_owned(), RestrictedExpression::new_string(call.host.clone())),
+            ("path".to_owned(), RestrictedExpression::new_string(call.path.clone())),
+            ("hour".to_owned(), RestrictedExpression::new_long(call.hour)),
+            ("weekday".to_owned(), RestrictedExpression::new_long(call.weekday)),
+            ("grant".to_owned(), RestrictedExpression::new_string(grant.as_str().to_owned())),
+        ])
+        .map_err(|e| format!("context: {e}"))?;
+        let principal = call.entities.agent.clone();
+        let resource = call.entities.credential.clone();
+        Request::new(principal, call.action.clone(), resource, context, None)
+            .map_err(|e| format!("request: {e}"))
+    }
+
+    /// The entity store of the agent and credential of `r`, from the cache when an entry for the
+    /// same agent and credential holds exactly the same attribute values, else built and cached.
+    /// (Building it computes the action hierarchy's closure: most of a cold evaluation's cost.)
+    fn entities(&self, r: &PolicyRequest<'_>) -> Result<Arc<CallEntities>, String> {
+        let key = (r.agent, r.credential);
+        {
+            let cache = self.entity_cache.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(hit) = cache.get(&key).filter(|e| e.describes(r)) {
+                return Ok(Arc::clone(hit));
+            }
+        }
+        let built = Arc::new(self.build_entities(r)?);
+        let mut cache = self.entity_cache.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= ENTITY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, Arc::clone(&built));
+        Ok(built)
+    }
+
+    fn build_entities(&self, r: &PolicyRequest<'_>) -> Result<CallEntities, String> {
         let uid = |ty: &EntityTypeName, id: &dyn fmt::Display| {
             EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id.to_string()))
         };
@@ -502,27 +556,57 @@ impl PolicyEngine {
         }
         let credential_entity = Entity::new(credential.clone(), credential_attrs, HashSet::new())
             .map_err(|e| format!("credential entity: {e}"))?;
-
-        let (hour, weekday) = hour_and_weekday(at);
-        let context = Context::from_pairs([
-            ("method".to_owned(), RestrictedExpression::new_string(r.method.to_owned())),
-            ("host".to_owned(), RestrictedExpression::new_string(normalise_host(r.host))),
-            ("path".to_owned(), RestrictedExpression::new_string(strip_query(r.path).to_owned())),
-            ("hour".to_owned(), RestrictedExpression::new_long(hour)),
-            ("weekday".to_owned(), RestrictedExpression::new_long(weekday)),
-            ("grant".to_owned(), RestrictedExpression::new_string(grant.as_str().to_owned())),
-        ])
-        .map_err(|e| format!("context: {e}"))?;
-        // The request is built from typed values in the shape of the schema (a unit test
-        // validates it against the schema), so it is not validated again on the hot path.
-        let request = Request::new(agent, action, credential, context, None)
-            .map_err(|e| format!("request: {e}"))?;
         let entities = Entities::from_entities(
             self.action_entities.iter().cloned().chain([agent_entity, credential_entity]),
             None,
         )
         .map_err(|e| format!("entities: {e}"))?;
-        Ok((request, entities))
+        Ok(CallEntities {
+            agent_name: r.agent_name.to_owned(),
+            agent_owner: r.agent_owner,
+            credential_name: r.credential_name.to_owned(),
+            provider: r.provider.to_owned(),
+            credential_owner: r.credential_owner,
+            agent,
+            credential,
+            entities,
+        })
+    }
+}
+
+/// One call as Cedar sees it, minus the grant (which differs between the two evaluations).
+struct Call {
+    action: EntityUid,
+    entities: Arc<CallEntities>,
+    method: String,
+    host: String,
+    path: String,
+    hour: i64,
+    weekday: i64,
+}
+
+/// The entity store of one agent and one credential, with the attribute values it was built
+/// from (so a renamed agent or a changed owner never reuses a stale entry).
+#[derive(Debug)]
+struct CallEntities {
+    agent_name: String,
+    agent_owner: MemberId,
+    credential_name: String,
+    provider: String,
+    credential_owner: Owner,
+    agent: EntityUid,
+    credential: EntityUid,
+    entities: Entities,
+}
+
+impl CallEntities {
+    /// Whether this entry was built from exactly the attributes of `r` (ids are the cache key).
+    fn describes(&self, r: &PolicyRequest<'_>) -> bool {
+        self.agent_name == r.agent_name
+            && self.agent_owner == r.agent_owner
+            && self.credential_name == r.credential_name
+            && self.provider == r.provider
+            && self.credential_owner == r.credential_owner
     }
 }
 

@@ -76,7 +76,9 @@ fn requests_as_built_for_evaluation_conform_to_the_schema() {
         r.credential_owner = owner;
         for method in METHODS {
             r.method = method;
-            let (built, entities) = engine.cedar_request(&r, grant, T0).expect("builds");
+            let call = engine.call(&r, T0).expect("builds");
+            let built = engine.cedar_request(&call, grant).expect("builds");
+            let entities = &call.entities.entities;
             let principal = built.principal().expect("principal").clone();
             let action = built.action().expect("action").clone();
             let resource = built.resource().expect("resource").clone();
@@ -100,6 +102,26 @@ fn an_unknown_method_is_denied_with_an_error_not_a_panic() {
     let decision = engine.decide(&set, &r, T0);
     assert!(!decision.allowed, "a method outside the schema is never allowed");
     assert_eq!(decision.errors.len(), 1, "the reason is recorded: {decision:?}");
+}
+
+#[test]
+fn a_renamed_agent_or_a_changed_owner_never_reuses_cached_entities() {
+    let engine = engine();
+    let source = r#"forbid (principal, action, resource) when {
+  principal.name == "rogue" || (resource has owner && resource.owner == principal.owner)
+};"#;
+    let mut set = PolicySet::new();
+    for (id, text) in [("permit-all", "permit (principal, action, resource);"), ("rule", source)] {
+        set.add(Policy::parse(Some(PolicyId::new(id)), text).expect("parses")).expect("adds");
+    }
+    let (mut r, owner) = request(WorkspaceId::random(), GrantKind::SingleUse);
+    assert!(engine.decide(&set, &r, T0).allowed, "a shared credential, a harmless name");
+    r.agent_name = "rogue";
+    assert!(!engine.decide(&set, &r, T0).allowed, "the new name is seen at once");
+    r.agent_name = "deploy-bot";
+    assert!(engine.decide(&set, &r, T0).allowed, "and the old one again");
+    r.credential_owner = Owner::Member(owner);
+    assert!(!engine.decide(&set, &r, T0).allowed, "a changed credential owner is seen at once");
 }
 
 #[test]

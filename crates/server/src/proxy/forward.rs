@@ -240,6 +240,16 @@ impl<S> Redactor<S> {
         let buf = Zeroizing::new(buf);
         let mut i = 0;
         while i < buf.len() {
+            // Copy the run up to the next byte that starts some secret in one go.
+            let next = buf[i..]
+                .iter()
+                .position(|b| self.secrets.iter().any(|s| s.first() == Some(b)))
+                .map_or(buf.len(), |offset| i + offset);
+            out.extend_from_slice(&buf[i..next]);
+            i = next;
+            if i == buf.len() {
+                break;
+            }
             if let Some(len) =
                 self.secrets.iter().find(|s| buf[i..].starts_with(s)).map(|s| s.len())
             {

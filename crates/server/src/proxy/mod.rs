@@ -188,7 +188,8 @@ async fn authorize_and_forward(
             "this agent token was revoked; ask the agent's owner for a new one",
         ));
     }
-    {
+    // Last use is kept to the second: most calls find it current and write nothing.
+    if agent.last_used_at.is_none_or(|at| at < now) {
         let (store, workspace, id) = (state.store.clone(), agent.workspace, agent.id);
         tokio::spawn(async move {
             if let Err(e) = store.touch_agent(workspace, id, now).await {
