@@ -131,6 +131,7 @@ struct OwnedSignature {
 }
 
 async fn read(request: Request) -> Result<(Parts, Bytes), ApiError> {
+    crate::access_log::mark_device_request(request.extensions());
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_DEVICE_BODY).await.map_err(|_| {
         ApiError::new(

@@ -4,6 +4,7 @@
 //! | setting | flag | environment | TOML key | default |
 //! |---|---|---|---|---|
 //! | API listener | `--listen` | `LATCHKEY_LISTEN` | `listen` | `127.0.0.1:8740` |
+//! | metrics listener (`off` disables it) | `--metrics-listen` | `LATCHKEY_METRICS_LISTEN` | `metrics_listen` | `127.0.0.1:8741` |
 //! | data directory | `--data-dir` | `LATCHKEY_DATA_DIR` | `data_dir` | `$XDG_DATA_HOME/latchkey-server` |
 //! | log format | `--log-format` | `LATCHKEY_LOG_FORMAT` | `log_format` | `text` |
 //! | broker key file | `--broker-key-file` | `LATCHKEY_BROKER_KEY_FILE` | `broker_key_file` | `<data dir>/broker.key` |
@@ -60,6 +61,35 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where Prometheus metrics are served: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// No metrics listener.
+    Off,
+    /// Serve `GET /metrics` on this address (never the API listener's).
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        text.trim().parse().map(Self::At).map_err(|_| {
+            "expected an address such as 127.0.0.1:8741, or off to disable metrics".to_owned()
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Command-line flags (and their environment variables) of `latchkey-server`.
 #[derive(Debug, Default, Parser)]
 #[command(
@@ -74,6 +104,9 @@ pub struct Flags {
     /// Address of the API listener.
     #[arg(long, env = "LATCHKEY_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of the Prometheus metrics listener, or `off`.
+    #[arg(long, env = "LATCHKEY_METRICS_LISTEN")]
+    pub metrics_listen: Option<MetricsListen>,
     /// Directory for the SQLite database and the broker key file.
     #[arg(long, env = "LATCHKEY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -90,6 +123,7 @@ pub struct Flags {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<MetricsListen>,
     data_dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
     broker_key_file: Option<PathBuf>,
@@ -100,6 +134,8 @@ struct FileConfig {
 pub struct Config {
     /// API listener address.
     pub listen: SocketAddr,
+    /// Metrics listener address; `None` when metrics are off.
+    pub metrics_listen: Option<SocketAddr>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Log format.
@@ -110,6 +146,8 @@ pub struct Config {
 
 /// Default API listener: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8740";
+/// Default metrics listener: loopback only, next to the API port.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:8741";
 
 impl Config {
     /// Resolves flags (which already include their environment variables) over the TOML file
@@ -133,6 +171,11 @@ impl Config {
             .unwrap_or_else(|| data_dir.join("broker.key"));
         Ok(Self {
             listen: flags.listen.or(file.listen).unwrap_or_else(|| parse_default(DEFAULT_LISTEN)),
+            metrics_listen: match flags.metrics_listen.or(file.metrics_listen) {
+                Some(MetricsListen::At(addr)) => Some(addr),
+                Some(MetricsListen::Off) => None,
+                None => Some(parse_default(DEFAULT_METRICS_LISTEN)),
+            },
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             data_dir,
             broker_key_file,
@@ -252,9 +295,15 @@ mod tests {
     #[test]
     fn defaults_are_loopback_and_valid() {
         assert!(DEFAULT_LISTEN.parse::<SocketAddr>().unwrap().ip().is_loopback());
+        assert!(DEFAULT_METRICS_LISTEN.parse::<SocketAddr>().unwrap().ip().is_loopback());
         let flags = Flags { data_dir: Some("/d".into()), ..Flags::default() };
         let config = Config::resolve(flags, no_env).unwrap();
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            config.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_METRICS_LISTEN),
+            "metrics are on by default, on loopback"
+        );
         assert_eq!(config.broker_key_file, PathBuf::from("/d/broker.key"));
     }
 
@@ -291,6 +340,50 @@ mod tests {
             !message.contains("lkbroker1_x"),
             "a key-shaped value must not be echoed: {message}"
         );
+    }
+
+    #[test]
+    fn metrics_listen_takes_an_address_or_off_from_flag_or_file() {
+        let flags = Flags::try_parse_from([
+            "latchkey-server",
+            "--data-dir",
+            "/d",
+            "--metrics-listen",
+            "off",
+        ])
+        .unwrap();
+        assert_eq!(Config::resolve(flags, no_env).unwrap().metrics_listen, None, "off disables");
+        let flags =
+            Flags::try_parse_from(["x", "--data-dir", "/d", "--metrics-listen", "0.0.0.0:9100"])
+                .unwrap();
+        assert_eq!(
+            Config::resolve(flags, no_env).unwrap().metrics_listen,
+            Some("0.0.0.0:9100".parse().unwrap())
+        );
+        let err = Flags::try_parse_from(["x", "--metrics-listen", "everywhere"]).unwrap_err();
+        assert!(err.to_string().contains("or off"), "the flag error says what is accepted: {err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "data_dir = \"/d\"\nmetrics_listen = \"off\"\n").unwrap();
+        let config =
+            Config::resolve(Flags { config: Some(file.clone()), ..Flags::default() }, no_env)
+                .unwrap();
+        assert_eq!(config.metrics_listen, None, "off in the file disables metrics");
+        let flags = Flags {
+            config: Some(file.clone()),
+            metrics_listen: Some(MetricsListen::At("127.0.0.1:9200".parse().unwrap())),
+            ..Flags::default()
+        };
+        assert_eq!(
+            Config::resolve(flags, no_env).unwrap().metrics_listen.map(|a| a.port()),
+            Some(9200),
+            "the flag beats the file"
+        );
+        std::fs::write(&file, "data_dir = \"/d\"\nmetrics_listen = \"nowhere\"\n").unwrap();
+        let err =
+            Config::resolve(Flags { config: Some(file), ..Flags::default() }, no_env).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
     }
 
     #[test]

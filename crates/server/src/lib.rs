@@ -5,12 +5,14 @@
 //! already-bound listener and a shutdown future, so tests start it on `127.0.0.1:0` and stop it
 //! deterministically.
 
+mod access_log;
 mod api;
 pub mod audit;
 mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod policy;
 mod proxy;
 mod state;
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use crate::metrics::{Metrics, serve_metrics};
 use crate::state::AppState;
 pub use crate::state::Broker;
 
@@ -52,6 +55,7 @@ pub async fn serve(
     };
     let policies = crate::policy::PolicyEngine::new()?;
     let audit = audit::AuditLog::start(broker.store.clone());
+    broker.metrics.observe_audit(&audit);
     let state = Arc::new(AppState {
         store: broker.store,
         broker_key: broker.broker_key,
@@ -61,6 +65,7 @@ pub async fn serve(
         audit: audit.clone(),
         upstream: proxy::upstream_client().map_err(|e| ServerError::Upstream(e.to_string()))?,
         refresh_locks: proxy::RefreshLocks::default(),
+        metrics: broker.metrics,
     });
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;

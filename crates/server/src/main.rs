@@ -19,13 +19,45 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let metrics = latchkey_server::Metrics::new();
+    // The metrics listener stops after the API listener, so the last requests are still counted
+    // while in-flight calls drain.
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = match config.metrics_listen {
+        Some(addr) => {
+            let metrics_listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!(
+                        "cannot listen on {addr} for metrics (--metrics-listen off disables them)"
+                    )
+                })?;
+            tracing::info!(metrics_listen = %metrics_listener.local_addr()?, "serving metrics at /metrics");
+            Some(tokio::spawn(latchkey_server::serve_metrics(
+                metrics_listener,
+                metrics.clone(),
+                async {
+                    let _ = metrics_stopped.await;
+                },
+            )))
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
         data_dir = %config.data_dir.display(),
         "latchkey-server ready"
     );
-    let broker = latchkey_server::Broker::new(store.clone(), broker_key);
-    latchkey_server::serve(broker, listener, shutdown_signal()).await?;
+    let broker = latchkey_server::Broker::new(store.clone(), broker_key).with_metrics(metrics);
+    let served = latchkey_server::serve(broker, listener, shutdown_signal()).await;
+    let _ = stop_metrics.send(());
+    if let Some(task) = metrics_task {
+        match task.await {
+            Ok(Err(error)) => tracing::error!(%error, "the metrics listener failed"),
+            Err(error) => tracing::error!(%error, "the metrics listener ended abnormally"),
+            Ok(Ok(())) => {}
+        }
+    }
+    served?;
     store.close().await;
     tracing::info!("latchkey-server stopped");
     Ok(())

@@ -16,13 +16,22 @@ pub struct Broker {
     /// Origin (scheme, host, port) devices use to reach this broker; the `@target-uri` of every
     /// device signature is checked against it. `None`: taken from the listener's address.
     pub(crate) public_origin: Option<String>,
+    /// Where the broker counts what it does; served by [`crate::serve_metrics`] if the caller
+    /// wants them scraped.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Broker {
     /// A broker over `store` with `broker_key`, the system clock, and the listener's address as
     /// its public origin.
     pub fn new(store: Store, broker_key: BrokerSecretKey) -> Self {
-        Self { store, broker_key, clock: Arc::new(SystemClock), public_origin: None }
+        Self {
+            store,
+            broker_key,
+            clock: Arc::new(SystemClock),
+            public_origin: None,
+            metrics: crate::metrics::Metrics::new(),
+        }
     }
 
     /// Uses `clock` instead of the system clock.
@@ -34,6 +43,13 @@ impl Broker {
     /// Sets the public origin, e.g. `https://latchkey.example.com` behind a reverse proxy.
     pub fn with_public_origin(mut self, origin: impl Into<String>) -> Self {
         self.public_origin = Some(origin.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Records metrics into `metrics` (pass a clone to [`crate::serve_metrics`] to expose them)
+    /// instead of a private registry nobody reads.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 }
@@ -53,6 +69,8 @@ pub(crate) struct AppState {
     pub(crate) upstream: reqwest::Client,
     /// Serialises OAuth refreshes per credential.
     pub(crate) refresh_locks: crate::proxy::RefreshLocks,
+    /// Request and audit counters.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl AppState {

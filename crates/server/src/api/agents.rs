@@ -8,12 +8,10 @@
 //! stays with the agent, and the grant row is what lets anyone revoke it before it expires.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
 use latchkey_core::capability::{
     CLOCK_SKEW_SECS, MAX_PATTERN_BYTES, MAX_PATTERNS, MAX_STANDING_LIFETIME_SECS, Method,
     MethodSet, PathPattern,
@@ -21,8 +19,12 @@ use latchkey_core::capability::{
 use latchkey_core::ids::{AgentId, CredentialId, DeviceId, GrantId, MemberId};
 use latchkey_core::token::AgentToken;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::credentials::{audit, may_see};
+use super::openapi::{DeviceErrors, stand_in};
 use super::workspaces::checked_name;
 use crate::audit::AuditKind;
 use crate::auth::{DeviceCaller, Signed};
@@ -31,25 +33,32 @@ use crate::state::SharedState;
 use crate::store::agents::{AgentRecord, GrantRecord, GrantWriteError, NewGrant};
 use crate::store::devices::Role;
 
-pub(super) fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/agents", post(create).get(list))
-        .route("/v1/agents/{id}", delete(revoke))
-        .route("/v1/agents/{id}/token", post(regenerate))
-        .route("/v1/grants", post(create_grant).get(list_grants))
-        .route("/v1/grants/{id}", delete(revoke_grant))
+pub(super) fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(revoke))
+        .routes(routes!(regenerate))
+        .routes(routes!(create_grant, list_grants))
+        .routes(routes!(revoke_grant))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/agents`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAgent {
+    /// 1 to 100 characters, no control characters.
+    #[schema(example = "ci-bot")]
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+/// An agent (never its token).
+#[derive(Debug, Serialize, ToSchema)]
 struct AgentView {
+    #[schema(value_type = stand_in::AgentId)]
     id: AgentId,
     name: String,
+    /// The member who owns the agent.
+    #[schema(value_type = stand_in::MemberId)]
     owner: MemberId,
     created_at: u64,
     revoked_at: Option<u64>,
@@ -70,18 +79,35 @@ impl From<AgentRecord> for AgentView {
 }
 
 /// An agent with its token: serialized straight from the zeroizing token, never kept.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AgentWithToken<'a> {
     #[serde(flatten)]
     agent: AgentView,
+    /// The agent token (`lk_...`): shown this once (`Cache-Control: no-store`); the broker keeps
+    /// only its hash.
     token: &'a str,
 }
 
-#[derive(Debug, Serialize)]
+/// Agents the caller can see.
+#[derive(Debug, Serialize, ToSchema)]
 struct AgentList {
     agents: Vec<AgentView>,
 }
 
+/// Creates an agent owned by the caller's member, and its token.
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    tag = "agents",
+    operation_id = "create_agent",
+    security(("device_signature" = [])),
+    request_body = CreateAgent,
+    responses(
+        (status = 201, description = "The agent and its token, shown once", body = AgentWithToken<'static>),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (the name)", body = ApiError),
+    ),
+)]
 async fn create(
     State(state): State<SharedState>,
     request: Signed<CreateAgent>,
@@ -106,6 +132,14 @@ async fn create(
 }
 
 /// The caller's agents; every agent of the workspace for admins.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    operation_id = "list_agents",
+    security(("device_signature" = [])),
+    responses((status = 200, description = "The agents, without tokens", body = AgentList), DeviceErrors),
+)]
 async fn list(
     State(state): State<SharedState>,
     request: Signed<()>,
@@ -117,6 +151,21 @@ async fn list(
 }
 
 /// A new token for the agent; the old one stops working with this request.
+#[utoipa::path(
+    post,
+    path = "/v1/agents/{id}/token",
+    tag = "agents",
+    operation_id = "regenerate_agent_token",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The agent id")),
+    responses(
+        (status = 200, description = "The agent and its new token, shown once", body = AgentWithToken<'static>),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: the id is not a UUID", body = ApiError),
+        (status = 404, description = "`not_found`: no such agent, or another member's and the caller is not an admin", body = ApiError),
+        (status = 409, description = "`conflict`: the agent was revoked", body = ApiError),
+    ),
+)]
 async fn regenerate(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -136,6 +185,20 @@ async fn regenerate(
 }
 
 /// Revokes the agent and its grants: its next request is refused.
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    operation_id = "revoke_agent",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The agent id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: the id is not a UUID", body = ApiError),
+        (status = 404, description = "`not_found`: no such agent, or another member's and the caller is not an admin", body = ApiError),
+    ),
+)]
 async fn revoke(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -151,22 +214,35 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/grants`: the claims of the standing capability the device issued.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateGrant {
+    #[schema(value_type = stand_in::GrantId)]
     id: GrantId,
+    #[schema(value_type = stand_in::AgentId)]
     agent: AgentId,
+    #[schema(value_type = stand_in::CredentialId)]
     credential: CredentialId,
+    /// HTTP methods: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS.
     methods: Vec<String>,
+    /// Path patterns, as in the capability.
     path_patterns: Vec<String>,
+    /// Unix seconds; in the future and at most 90 days away.
     expires_at: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// A standing grant.
+#[derive(Debug, Serialize, ToSchema)]
 struct GrantView {
+    #[schema(value_type = stand_in::GrantId)]
     id: GrantId,
+    #[schema(value_type = stand_in::AgentId)]
     agent: AgentId,
+    #[schema(value_type = stand_in::CredentialId)]
     credential: CredentialId,
+    /// The device that issued the capability.
+    #[schema(value_type = stand_in::DeviceId)]
     issued_by: DeviceId,
     methods: Vec<&'static str>,
     path_patterns: Vec<String>,
@@ -191,7 +267,8 @@ impl From<GrantRecord> for GrantView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Grants the caller can see.
+#[derive(Debug, Serialize, ToSchema)]
 struct GrantList {
     grants: Vec<GrantView>,
 }
@@ -203,6 +280,21 @@ struct GrantsQuery {
 }
 
 /// Registers a standing grant for a capability the calling device issued.
+#[utoipa::path(
+    post,
+    path = "/v1/grants",
+    tag = "agents",
+    operation_id = "create_grant",
+    security(("device_signature" = [])),
+    request_body = CreateGrant,
+    responses(
+        (status = 201, description = "Registered", body = GrantView),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (methods, patterns, expiry)", body = ApiError),
+        (status = 404, description = "`not_found`: no such agent or credential visible to the caller", body = ApiError),
+        (status = 409, description = "`conflict`: the agent was revoked or the grant id is taken", body = ApiError),
+    ),
+)]
 async fn create_grant(
     State(state): State<SharedState>,
     request: Signed<CreateGrant>,
@@ -252,6 +344,20 @@ async fn create_grant(
 }
 
 /// Grants of the caller's agents (all agents for admins), optionally of one agent.
+#[utoipa::path(
+    get,
+    path = "/v1/grants",
+    tag = "agents",
+    operation_id = "list_grants",
+    security(("device_signature" = [])),
+    params(("agent" = Option<String>, Query, format = "uuid", description = "Only this agent's grants")),
+    responses(
+        (status = 200, description = "The grants", body = GrantList),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: an unknown parameter or a malformed agent id", body = ApiError),
+        (status = 404, description = "`not_found`: no such agent visible to the caller", body = ApiError),
+    ),
+)]
 async fn list_grants(
     State(state): State<SharedState>,
     query: Result<Query<GrantsQuery>, QueryRejection>,
@@ -279,6 +385,20 @@ async fn list_grants(
 }
 
 /// Revokes a grant: the next request with its capability is refused.
+#[utoipa::path(
+    delete,
+    path = "/v1/grants/{id}",
+    tag = "agents",
+    operation_id = "revoke_grant",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The grant id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: the id is not a UUID", body = ApiError),
+        (status = 404, description = "`not_found`: no such grant visible to the caller", body = ApiError),
+    ),
+)]
 async fn revoke_grant(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,

@@ -2,17 +2,20 @@
 //! JSONL or CSV) and `GET /v1/audit/verify` (the chain check). Any member's device may call them;
 //! each only ever reads the caller's own workspace.
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use latchkey_core::ids::{AgentId, WorkspaceId};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::DeviceErrors;
 use crate::audit::{AuditKind, Decision, to_hex};
 use crate::auth::Signed;
 use crate::error::{ApiError, ErrorCode};
@@ -20,11 +23,8 @@ use crate::state::SharedState;
 use crate::store::audit::{AuditOrder, AuditQuery, MAX_PAGE, StoredAuditRecord};
 use crate::store::{Store, StoreError};
 
-pub(super) fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/audit", get(list))
-        .route("/v1/audit/export", get(export))
-        .route("/v1/audit/verify", get(verify))
+pub(super) fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(export)).routes(routes!(verify))
 }
 
 /// Records a listing returns unless `limit` says otherwise.
@@ -57,13 +57,42 @@ const CSV_COLUMNS: [&str; 21] = [
     "hash",
 ];
 
-#[derive(Debug, Serialize)]
+/// A page of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditListing)]
 struct Listing {
+    /// Each `{seq, prev_hash, hash, record}`: hashes in hex, `record` the chained record (its
+    /// fields are in docs/protocol.md, "Audit log").
+    #[schema(value_type = Vec<Object>)]
     records: Vec<Value>,
     /// Pass as `after_seq` for the next page; `null` when this page is the last.
     next_after_seq: Option<u64>,
 }
 
+/// A filtered page of the caller's workspace's audit log, newest first by default.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    operation_id = "list_audit",
+    security(("device_signature" = [])),
+    params(
+        ("agent" = Option<String>, Query, format = "uuid", description = "Only this agent's records"),
+        ("credential" = Option<String>, Query, description = "Only records of this credential name"),
+        ("decision" = Option<String>, Query, description = "`allowed` or `denied`"),
+        ("kind" = Option<String>, Query, description = "A record kind, e.g. `proxy_attempt`"),
+        ("since_ms" = Option<u64>, Query, description = "From this time (unix ms)"),
+        ("until_ms" = Option<u64>, Query, description = "Until this time (unix ms)"),
+        ("after_seq" = Option<u64>, Query, description = "Continue after this seq (`next_after_seq` of the previous page)"),
+        ("order" = Option<String>, Query, description = "`newest_first` (default) or `oldest_first`"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000; 100 by default"),
+    ),
+    responses(
+        (status = 200, description = "A page of records", body = Listing),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request`: an unknown, repeated or malformed parameter", body = ApiError),
+    ),
+)]
 async fn list(
     State(state): State<SharedState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -79,6 +108,33 @@ async fn list(
     Ok(Json(Listing { records, next_after_seq }))
 }
 
+/// The caller's workspace's audit log as a download: JSONL (each line verifies offline) or CSV,
+/// oldest first by default.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/export",
+    tag = "audit",
+    operation_id = "export_audit",
+    security(("device_signature" = [])),
+    params(
+        ("format" = Option<String>, Query, description = "`jsonl` (default) or `csv`"),
+        ("agent" = Option<String>, Query, format = "uuid", description = "Only this agent's records"),
+        ("credential" = Option<String>, Query, description = "Only records of this credential name"),
+        ("decision" = Option<String>, Query, description = "`allowed` or `denied`"),
+        ("kind" = Option<String>, Query, description = "A record kind, e.g. `proxy_attempt`"),
+        ("since_ms" = Option<u64>, Query, description = "From this time (unix ms)"),
+        ("until_ms" = Option<u64>, Query, description = "Until this time (unix ms)"),
+        ("after_seq" = Option<u64>, Query, description = "Start after this seq"),
+        ("order" = Option<String>, Query, description = "`oldest_first` (default) or `newest_first`"),
+        ("limit" = Option<u32>, Query, description = "Most records to export; all by default"),
+    ),
+    responses(
+        (status = 200, description = "The export, streamed; a failure midway ends the body abruptly",
+            content(("application/x-ndjson"), ("text/csv"))),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request`: an unknown, repeated or malformed parameter", body = ApiError),
+    ),
+)]
 async fn export(
     State(state): State<SharedState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -118,13 +174,25 @@ async fn export(
 }
 
 /// The chain check's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 enum Verification {
     Intact { ok: bool, records: u64, head: String },
     Broken { ok: bool, first_broken_seq: u64, reason: &'static str, message: String },
 }
 
+/// Verifies the hash chain of the caller's workspace's audit log.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    tag = "audit",
+    operation_id = "verify_audit",
+    security(("device_signature" = [])),
+    responses(
+        (status = 200, description = "`ok: true` with the record count and head hash, or `ok: false` with the first broken seq and why", body = Verification),
+        DeviceErrors,
+    ),
+)]
 async fn verify(
     State(state): State<SharedState>,
     request: Signed<()>,

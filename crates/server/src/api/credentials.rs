@@ -11,17 +11,19 @@
 //! wrapped keys in one transaction, or refuses and changes nothing.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::Path;
 use axum::extract::State;
 use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post};
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{CredentialId, KeyVersion, Owner};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::{DeviceCaller, Signed};
@@ -33,13 +35,13 @@ use crate::store::credentials::{
 };
 use crate::store::devices::Role;
 
-pub(super) fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/credentials", post(create).get(list))
-        .route("/v1/credentials/{id}", get(show).put(replace).delete(remove))
-        .route("/v1/credentials/{id}/envelope", get(envelope))
-        .route("/v1/credentials/{id}/status", patch(set_status))
-        .route("/v1/rotations", post(rotate))
+pub(super) fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(show, replace, remove))
+        .routes(routes!(envelope))
+        .routes(routes!(set_status))
+        .routes(routes!(rotate))
 }
 
 /// Longest accepted upstream base URL.
@@ -50,31 +52,45 @@ const MAX_ALLOWED_HOSTS: usize = 32;
 const MAX_SCOPES: usize = 100;
 const MAX_SCOPE_LEN: usize = 256;
 
-#[derive(Debug, Deserialize)]
+/// Whose credential a new one is: `shared` (admins only; under the workspace key) or `me` (the
+/// caller's personal one, under their member key).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum OwnerChoice {
     Shared,
     Me,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/credentials`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateCredential {
+    #[schema(value_type = stand_in::CredentialId)]
     id: CredentialId,
+    /// The name in `/p/{name}/...`: 1 to 64 of `a-z 0-9 . _ -`, starting with a letter or digit.
+    #[schema(example = "github")]
     name: String,
+    /// Provider catalog id (same alphabet as names).
+    #[schema(example = "github")]
     provider: String,
+    /// `https://host[:port][/path]` (`http://` only for loopback hosts).
+    #[schema(example = "https://api.github.com")]
     upstream_base_url: String,
+    /// Hosts the proxy may call with this credential (at most 32).
     allowed_hosts: Vec<String>,
     owner: OwnerChoice,
+    /// The key version the envelope is sealed under.
     key_version: u32,
     #[serde(default)]
     scopes: Vec<String>,
     #[serde(default)]
     expires_hint: Option<u64>,
+    /// The credential sealed on the device under its record key.
     envelope: B64,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /v1/credentials/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplaceCredential {
     /// The revision the device last read.
@@ -93,7 +109,8 @@ struct ReplaceCredential {
     status: Option<CredentialStatus>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PATCH /v1/credentials/{id}/status`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetStatus {
     status: CredentialStatus,
@@ -102,14 +119,17 @@ struct SetStatus {
 }
 
 /// A credential's metadata, never its envelope.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct CredentialView {
+    #[schema(value_type = stand_in::CredentialId)]
     id: CredentialId,
     name: String,
     provider: String,
     upstream_base_url: String,
     allowed_hosts: Vec<String>,
+    #[schema(value_type = stand_in::Owner)]
     owner: Owner,
+    #[schema(value_type = stand_in::KeyVersion)]
     key_version: KeyVersion,
     status: CredentialStatus,
     scopes: Vec<String>,
@@ -139,20 +159,43 @@ impl From<CredentialRecord> for CredentialView {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Credentials the caller can see.
+#[derive(Debug, Serialize, ToSchema)]
 struct CredentialList {
     credentials: Vec<CredentialView>,
 }
 
-#[derive(Debug, Serialize)]
+/// A credential's envelope (ciphertext the broker cannot open).
+#[derive(Debug, Serialize, ToSchema)]
 struct EnvelopeView {
+    #[schema(value_type = stand_in::CredentialId)]
     id: CredentialId,
+    #[schema(value_type = stand_in::Owner)]
     owner: Owner,
+    #[schema(value_type = stand_in::KeyVersion)]
     key_version: KeyVersion,
     revision: u64,
     envelope: B64,
 }
 
+/// Stores a new credential (its envelope and metadata).
+///
+/// Shared credentials are created by admins; any member may create a personal one (`owner: me`).
+#[utoipa::path(
+    post,
+    path = "/v1/credentials",
+    tag = "credentials",
+    operation_id = "create_credential",
+    security(("device_signature" = [])),
+    request_body = CreateCredential,
+    responses(
+        (status = 201, description = "Stored", body = CredentialView),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (name, provider, URL, hosts, scopes, envelope framing or key version)", body = ApiError),
+        (status = 403, description = "`forbidden`: only admins create shared credentials", body = ApiError),
+        (status = 409, description = "`conflict`: the id or name is taken, or the envelope is not at the owner's current key version", body = ApiError),
+    ),
+)]
 async fn create(
     State(state): State<SharedState>,
     request: Signed<CreateCredential>,
@@ -186,6 +229,14 @@ async fn create(
 }
 
 /// The workspace's shared credentials and the caller's personal ones.
+#[utoipa::path(
+    get,
+    path = "/v1/credentials",
+    tag = "credentials",
+    operation_id = "list_credentials",
+    security(("device_signature" = [])),
+    responses((status = 200, description = "Metadata only, never envelopes", body = CredentialList), DeviceErrors),
+)]
 async fn list(
     State(state): State<SharedState>,
     request: Signed<()>,
@@ -195,6 +246,21 @@ async fn list(
     Ok(Json(CredentialList { credentials: records.into_iter().map(Into::into).collect() }))
 }
 
+/// One credential's metadata.
+#[utoipa::path(
+    get,
+    path = "/v1/credentials/{id}",
+    tag = "credentials",
+    operation_id = "get_credential",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The credential id")),
+    responses(
+        (status = 200, description = "The credential's metadata", body = CredentialView),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: the id is not a UUID", body = ApiError),
+        (status = 404, description = "`not_found`: no such credential, or another member's personal one", body = ApiError),
+    ),
+)]
 async fn show(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -206,6 +272,20 @@ async fn show(
 
 /// The envelope, for devices of members who hold the key: any member for a shared credential,
 /// only the owner for a personal one.
+#[utoipa::path(
+    get,
+    path = "/v1/credentials/{id}/envelope",
+    tag = "credentials",
+    operation_id = "get_credential_envelope",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The credential id")),
+    responses(
+        (status = 200, description = "The envelope", body = EnvelopeView),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: the id is not a UUID", body = ApiError),
+        (status = 404, description = "`not_found`: no such credential, or another member's personal one", body = ApiError),
+    ),
+)]
 async fn envelope(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -221,6 +301,26 @@ async fn envelope(
     }))
 }
 
+/// Replaces a credential's metadata and envelope, if `revision` is still current.
+///
+/// Shared credentials by admins, personal ones by their owner.
+#[utoipa::path(
+    put,
+    path = "/v1/credentials/{id}",
+    tag = "credentials",
+    operation_id = "replace_credential",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The credential id")),
+    request_body = ReplaceCredential,
+    responses(
+        (status = 200, description = "Replaced; the revision went up by one", body = CredentialView),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (as for creation)", body = ApiError),
+        (status = 403, description = "`forbidden`: a shared credential and the caller is not an admin, or the owner was removed", body = ApiError),
+        (status = 404, description = "`not_found`: no such credential, or another member's personal one", body = ApiError),
+        (status = 409, description = "`conflict`: the revision is stale, the name is taken, or the key version is not current", body = ApiError),
+    ),
+)]
 async fn replace(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -250,6 +350,24 @@ async fn replace(
     Ok(Json(record.into()))
 }
 
+/// Sets a credential's status (`active`, `reconnect_needed`, `disabled`).
+#[utoipa::path(
+    patch,
+    path = "/v1/credentials/{id}/status",
+    tag = "credentials",
+    operation_id = "set_credential_status",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The credential id")),
+    request_body = SetStatus,
+    responses(
+        (status = 200, description = "The status was set", body = CredentialView),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: malformed body or id", body = ApiError),
+        (status = 403, description = "`forbidden`: a shared credential and the caller is not an admin", body = ApiError),
+        (status = 404, description = "`not_found`: no such credential, or another member's personal one", body = ApiError),
+        (status = 409, description = "`conflict`: `revision` was given and is stale", body = ApiError),
+    ),
+)]
 async fn set_status(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -268,6 +386,21 @@ async fn set_status(
 }
 
 /// Deletes the credential (and revokes its grants): the next proxied request fails.
+#[utoipa::path(
+    delete,
+    path = "/v1/credentials/{id}",
+    tag = "credentials",
+    operation_id = "delete_credential",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The credential id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: the id is not a UUID", body = ApiError),
+        (status = 403, description = "`forbidden`: a shared credential and the caller is not an admin", body = ApiError),
+        (status = 404, description = "`not_found`: no such credential, or another member's personal one", body = ApiError),
+    ),
+)]
 async fn remove(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -285,14 +418,17 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+/// Which key a rotation replaces: `shared` (the workspace key; admins) or `member` (the
+/// caller's member key).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 enum ScopeChoice {
     Shared,
     Member,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/rotations`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateKey {
     scope: ScopeChoice,
@@ -302,22 +438,44 @@ struct RotateKey {
     wrapped_keys: Vec<B64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A credential re-sealed under the new key version.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Resealed {
+    #[schema(value_type = stand_in::CredentialId)]
     id: CredentialId,
     envelope: B64,
 }
 
-#[derive(Debug, Serialize)]
+/// The finished rotation.
+#[derive(Debug, Serialize, ToSchema)]
 struct Rotated {
     scope: ScopeChoice,
+    #[schema(value_type = stand_in::KeyVersion)]
     key_version: KeyVersion,
     credentials: usize,
     wrapped_keys: usize,
 }
 
 /// Rotates the workspace key (admins) or the caller's member key, all or nothing.
+///
+/// The body re-seals every credential of that key under `to_version` = `from_version + 1` and
+/// carries the new key wrapped to each device that should hold it.
+#[utoipa::path(
+    post,
+    path = "/v1/rotations",
+    tag = "credentials",
+    operation_id = "rotate_key",
+    security(("device_signature" = [])),
+    request_body = RotateKey,
+    responses(
+        (status = 200, description = "Every envelope and wrapped key was swapped in one transaction", body = Rotated),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (versions, envelope framing or version, wrapped key scope, version, sender or repeats)", body = ApiError),
+        (status = 403, description = "`forbidden`: a workspace-key rotation by a non-admin, or the member was removed", body = ApiError),
+        (status = 409, description = "`conflict`: someone rotated first, or the credentials are not exactly the key's credentials; nothing changed", body = ApiError),
+    ),
+)]
 async fn rotate(
     State(state): State<SharedState>,
     request: Signed<RotateKey>,

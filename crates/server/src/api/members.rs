@@ -15,17 +15,20 @@
 //! The broker checks who may address what to whom, but it never sees a key: it stores and hands
 //! out wrapped keys whose framing it checks and whose contents it cannot open.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post, put};
-use axum::{Json, Router};
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest as _, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
+use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
 use super::workspaces::{DeviceRegistration, checked_name, exchange_key, registration_key};
 use crate::auth::{SelfSigned, Signed};
@@ -45,42 +48,69 @@ const DEFAULT_INVITE_SECS: u64 = 24 * 60 * 60;
 /// Most wrapped keys one `PUT /v1/wrapped-keys` may carry.
 const MAX_WRAPPED_KEYS: usize = 1000;
 
-pub(super) fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/invites", post(create_invite))
-        .route("/v1/join", post(join))
-        .route("/v1/members", get(list_members))
-        .route("/v1/members/{id}", patch(set_role).delete(remove_member))
-        .route("/v1/devices/{id}", get(device).delete(remove_device))
-        .route("/v1/wrapped-keys", put(put_wrapped_keys).get(wrapped_keys))
+pub(super) fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_invite))
+        .routes(routes!(join))
+        .routes(routes!(list_members))
+        .routes(routes!(set_role, remove_member))
+        .routes(routes!(device, remove_device))
+        .routes(routes!(put_wrapped_keys, wrapped_keys))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Invites and joining
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/invites`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateInvite {
     /// Role of the new member; `member` by default. Not allowed together with `member`.
     role: Option<Role>,
     /// Set: the invite adds another device to this existing member instead.
+    #[schema(value_type = Option<stand_in::MemberId>)]
     member: Option<MemberId>,
+    /// Lifetime of the code: 60 seconds to 7 days; 1 day by default.
+    #[schema(minimum = 60, maximum = 604800)]
     expires_in_secs: Option<u64>,
 }
 
-#[derive(Serialize)]
+/// A new invite code.
+#[derive(Serialize, ToSchema)]
 struct InviteCreated {
     /// Shown once; the broker keeps only its hash.
+    #[schema(example = "7G3K-Q9M2-XW4T-8HJ1-C5RZ-0NPB-4D6F")]
     code: String,
+    /// Unix seconds.
     expires_at: u64,
+    /// For a new member: their role.
     #[serde(skip_serializing_if = "Option::is_none")]
     role: Option<Role>,
+    /// For another device of an existing member: that member.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<stand_in::MemberId>)]
     member: Option<MemberId>,
 }
 
 /// `POST /v1/invites`: a one-time code that admits one device.
+///
+/// Admins invite new members; a member may invite another device of their own.
+#[utoipa::path(
+    post,
+    path = "/v1/invites",
+    tag = "members",
+    operation_id = "create_invite",
+    security(("device_signature" = [])),
+    request_body = CreateInvite,
+    responses(
+        (status = 201, description = "The code, shown once", body = InviteCreated),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (lifetime out of range, role given with member)", body = ApiError),
+        (status = 403, description = "`forbidden`: only admins invite new members or other members' devices", body = ApiError),
+        (status = 404, description = "`not_found`: no such member in the caller's workspace", body = ApiError),
+    ),
+)]
 async fn create_invite(
     State(state): State<SharedState>,
     request: Signed<CreateInvite>,
@@ -141,35 +171,63 @@ async fn create_invite(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/join`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JoinRequest {
+    /// The invite code as read out (case, dashes and spaces do not matter).
+    #[schema(value_type = String)]
     code: SubmittedCode,
     member: JoinMember,
     device: DeviceRegistration,
 }
 
-#[derive(Debug, Deserialize)]
+/// The member the joining device belongs to.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JoinMember {
     /// A fresh id for a new member; the invited member's id for a device invite.
+    #[schema(value_type = stand_in::MemberId)]
     id: MemberId,
     /// Required for a new member; ignored when a device joins an existing member.
     name: Option<String>,
 }
 
-#[derive(Serialize)]
+/// The enrolled device.
+#[derive(Serialize, ToSchema)]
 struct JoinedResponse {
+    #[schema(value_type = stand_in::WorkspaceId)]
     workspace: WorkspaceId,
+    #[schema(value_type = stand_in::MemberId)]
     member: MemberId,
+    #[schema(value_type = stand_in::DeviceId)]
     device: DeviceId,
     role: Role,
+    /// Whether the invite created a new member (rather than adding a device to one).
     new_member: bool,
     /// The fingerprint of the keys the broker registered, for the humans to compare.
+    #[schema(value_type = stand_in::Fingerprint)]
     fingerprint: Fingerprint,
 }
 
 /// `POST /v1/join`: enrols the signing device with an invite code.
+///
+/// Self-signed by the joining device (`keyid` = `device.id`, key from `device.signing_key`).
+#[utoipa::path(
+    post,
+    path = "/v1/join",
+    tag = "members",
+    operation_id = "join",
+    security(("device_signature" = [])),
+    request_body = JoinRequest,
+    responses(
+        (status = 201, description = "The device is enrolled; compare the fingerprint", body = JoinedResponse),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (bad key or name, member.name missing for a new member, another member's id for a device invite)", body = ApiError),
+        (status = 403, description = "`invite_invalid`: the code is mistyped, used, expired or revoked", body = ApiError),
+        (status = 409, description = "`conflict`: the member or device id is taken", body = ApiError),
+    ),
+)]
 async fn join(
     State(state): State<SharedState>,
     request: SelfSigned<JoinRequest>,
@@ -248,13 +306,16 @@ fn invalid_invite() -> ApiError {
 // Members and devices
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Serialize)]
+/// The workspace's members.
+#[derive(Serialize, ToSchema)]
 struct MemberList {
     members: Vec<MemberView>,
 }
 
-#[derive(Serialize)]
+/// An active member and their active devices.
+#[derive(Serialize, ToSchema)]
 struct MemberView {
+    #[schema(value_type = stand_in::MemberId)]
     id: MemberId,
     name: String,
     role: Role,
@@ -262,15 +323,26 @@ struct MemberView {
     devices: Vec<DeviceSummary>,
 }
 
-#[derive(Serialize)]
+/// An active device.
+#[derive(Serialize, ToSchema)]
 struct DeviceSummary {
+    #[schema(value_type = stand_in::DeviceId)]
     id: DeviceId,
     name: String,
     created_at: u64,
+    #[schema(value_type = stand_in::Fingerprint)]
     fingerprint: Fingerprint,
 }
 
 /// `GET /v1/members`: the workspace's active members and their active devices.
+#[utoipa::path(
+    get,
+    path = "/v1/members",
+    tag = "members",
+    operation_id = "list_members",
+    security(("device_signature" = [])),
+    responses((status = 200, description = "Members and devices", body = MemberList), DeviceErrors),
+)]
 async fn list_members(
     State(state): State<SharedState>,
     request: Signed<()>,
@@ -299,9 +371,11 @@ async fn list_members(
 }
 
 /// A device's public keys, for checking its fingerprint and wrapping keys to it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeviceView {
+    #[schema(value_type = stand_in::DeviceId)]
     id: DeviceId,
+    #[schema(value_type = stand_in::MemberId)]
     member: MemberId,
     name: String,
     created_at: u64,
@@ -309,6 +383,7 @@ struct DeviceView {
     signing_key: B64,
     /// X25519 public key.
     exchange_key: B64,
+    #[schema(value_type = stand_in::Fingerprint)]
     fingerprint: Fingerprint,
     /// Present (and true) only for the sender of a wrapped key that has since been removed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -331,6 +406,20 @@ impl From<DeviceRecord> for DeviceView {
 }
 
 /// `GET /v1/devices/{id}`: one active device of the caller's workspace.
+#[utoipa::path(
+    get,
+    path = "/v1/devices/{id}",
+    tag = "members",
+    operation_id = "get_device",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The device id")),
+    responses(
+        (status = 200, description = "The device and its public keys", body = DeviceView),
+        DeviceErrors,
+        (status = 400, description = "`invalid_request`: the id is not a lowercase UUID", body = ApiError),
+        (status = 404, description = "`not_found`: no such active device in the caller's workspace", body = ApiError),
+    ),
+)]
 async fn device(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -342,7 +431,8 @@ async fn device(
     Ok(Json(device.into()))
 }
 
-#[derive(Serialize)]
+/// What a removal did.
+#[derive(Serialize, ToSchema)]
 struct Removed {
     /// How many devices stopped working (1 for a device; all of a member's for a member).
     devices_removed: u64,
@@ -352,6 +442,22 @@ struct Removed {
 }
 
 /// `DELETE /v1/devices/{id}`: removes a device (an admin, or the device's own member).
+#[utoipa::path(
+    delete,
+    path = "/v1/devices/{id}",
+    tag = "members",
+    operation_id = "remove_device",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The device id")),
+    responses(
+        (status = 200, description = "The device was removed; rotate the workspace key", body = Removed),
+        DeviceErrors,
+        (status = 400, description = "`invalid_request`: the id is not a lowercase UUID", body = ApiError),
+        (status = 403, description = "`forbidden`: another member's device, and the caller is not an admin", body = ApiError),
+        (status = 404, description = "`not_found`: no such active device in the caller's workspace", body = ApiError),
+        (status = 409, description = "`conflict`: the last device of the last admin", body = ApiError),
+    ),
+)]
 async fn remove_device(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -376,6 +482,22 @@ async fn remove_device(
 }
 
 /// `DELETE /v1/members/{id}` (admin): removes a member and all their devices.
+#[utoipa::path(
+    delete,
+    path = "/v1/members/{id}",
+    tag = "members",
+    operation_id = "remove_member",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The member id")),
+    responses(
+        (status = 200, description = "The member and their devices were removed; rotate the workspace key", body = Removed),
+        DeviceErrors,
+        (status = 400, description = "`invalid_request`: the id is not a lowercase UUID", body = ApiError),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ApiError),
+        (status = 404, description = "`not_found`: no such member in the caller's workspace", body = ApiError),
+        (status = 409, description = "`conflict`: the last admin with a device", body = ApiError),
+    ),
+)]
 async fn remove_member(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -399,19 +521,39 @@ async fn remove_member(
     Ok(Json(Removed { devices_removed, rotation_recommended: true }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PATCH /v1/members/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetRole {
     role: Role,
 }
 
-#[derive(Serialize)]
+/// The member's new role.
+#[derive(Serialize, ToSchema)]
 struct RoleSet {
+    #[schema(value_type = stand_in::MemberId)]
     member: MemberId,
     role: Role,
 }
 
 /// `PATCH /v1/members/{id}` (admin): changes a member's role.
+#[utoipa::path(
+    patch,
+    path = "/v1/members/{id}",
+    tag = "members",
+    operation_id = "set_member_role",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The member id")),
+    request_body = SetRole,
+    responses(
+        (status = 200, description = "The role was set", body = RoleSet),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (the id is not a lowercase UUID)", body = ApiError),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ApiError),
+        (status = 404, description = "`not_found`: no such member in the caller's workspace", body = ApiError),
+        (status = 409, description = "`conflict`: this would leave no admin with a device", body = ApiError),
+    ),
+)]
 async fn set_role(
     State(state): State<SharedState>,
     Path(id): Path<String>,
@@ -437,19 +579,40 @@ async fn set_role(
 // Wrapped keys
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /v1/wrapped-keys`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutWrappedKeys {
+    /// 1 to 1000 wrapped keys, each wrapped and signed by the calling device.
     wrapped_keys: Vec<B64>,
 }
 
-#[derive(Serialize)]
+/// How many keys were stored.
+#[derive(Serialize, ToSchema)]
 struct WrappedKeysStored {
+    /// New keys stored.
     stored: usize,
+    /// Keys identical to ones already stored.
     unchanged: usize,
 }
 
 /// `PUT /v1/wrapped-keys`: stores keys the calling device wrapped for other devices.
+#[utoipa::path(
+    put,
+    path = "/v1/wrapped-keys",
+    tag = "members",
+    operation_id = "put_wrapped_keys",
+    security(("device_signature" = [])),
+    request_body = PutWrappedKeys,
+    responses(
+        (status = 200, description = "All keys were stored, or none", body = WrappedKeysStored),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (count out of range, bad framing, another workspace)", body = ApiError),
+        (status = 403, description = "`forbidden`: a key names another sender, is another member's member key, or goes to another member's device", body = ApiError),
+        (status = 404, description = "`not_found`: a recipient is not an active device of the workspace", body = ApiError),
+        (status = 409, description = "`conflict`: a different key is stored for that recipient, key and version", body = ApiError),
+    ),
+)]
 async fn put_wrapped_keys(
     State(state): State<SharedState>,
     request: Signed<PutWrappedKeys>,
@@ -522,15 +685,21 @@ async fn put_wrapped_keys(
     Ok(Json(WrappedKeysStored { stored: summary.stored, unchanged: summary.unchanged }))
 }
 
-#[derive(Serialize)]
+/// The wrapped keys addressed to the caller.
+#[derive(Serialize, ToSchema)]
 struct DeliveredKeys {
     wrapped_keys: Vec<DeliveredView>,
 }
 
-#[derive(Serialize)]
+/// One wrapped key and the device that wrapped it.
+#[derive(Serialize, ToSchema)]
 struct DeliveredView {
+    /// `workspace` or `member`.
+    #[schema(example = "workspace")]
     kind: &'static str,
+    #[schema(value_type = stand_in::Owner)]
     owner: Owner,
+    #[schema(value_type = stand_in::KeyVersion)]
     version: KeyVersion,
     /// The device that wrapped and signed the key; `null` if the broker has no record of it.
     sender: Option<DeviceView>,
@@ -538,6 +707,14 @@ struct DeliveredView {
 }
 
 /// `GET /v1/wrapped-keys`: the wrapped keys addressed to the calling device.
+#[utoipa::path(
+    get,
+    path = "/v1/wrapped-keys",
+    tag = "members",
+    operation_id = "get_wrapped_keys",
+    security(("device_signature" = [])),
+    responses((status = 200, description = "The caller's wrapped keys", body = DeliveredKeys), DeviceErrors),
+)]
 async fn wrapped_keys(
     State(state): State<SharedState>,
     request: Signed<()>,

@@ -4,34 +4,47 @@ mod agents;
 mod audit;
 mod credentials;
 mod members;
+mod openapi;
 mod policies;
 mod service;
 mod wire;
 mod workspaces;
 
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
 
 /// All routes of the broker.
 pub(crate) fn router(state: SharedState) -> Router {
-    Router::new()
+    let (routes, _) = documented().split_for_parts();
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access_log::log_request))
+        .with_state(state)
+}
+
+/// Every route with its OpenAPI description (see [`openapi`]).
+fn documented() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::with_openapi(openapi::root())
         .merge(agents::routes())
         .merge(audit::routes())
         .merge(credentials::routes())
         .merge(members::routes())
+        .merge(openapi::routes())
         .merge(policies::routes())
         .merge(service::routes())
         .merge(workspaces::routes())
         .merge(crate::proxy::routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such endpoint; see docs/api.md for the API")
+    ApiError::new(
+        ErrorCode::NotFound,
+        "no such endpoint; see /openapi.json or docs/api.md for the API",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -9,17 +9,20 @@
 //! stored; a refusal lists each problem with its line and column. Policy text is not secret (every
 //! member can read it), so problems quote Cedar's messages, which may quote the policy.
 
+use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use latchkey_core::ids::{AgentId, CredentialId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::credentials::audit;
+use super::openapi::{DeviceErrors, stand_in};
 use crate::audit::AuditKind;
 use crate::auth::Signed;
 use crate::error::{ApiError, ErrorCode};
@@ -30,12 +33,12 @@ use crate::policy::{
 use crate::state::SharedState;
 use crate::store::policies::{NewPolicy, PutOutcome, StoredPolicy};
 
-pub(super) fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/v1/policy-schema", get(schema))
-        .route("/v1/policies", get(list))
-        .route("/v1/policies/check", post(check))
-        .route("/v1/policies/{id}", put(upsert).delete(remove))
+pub(super) fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(schema))
+        .routes(routes!(list))
+        .routes(routes!(check))
+        .routes(routes!(upsert, remove))
 }
 
 /// Longest description, in characters.
@@ -44,12 +47,14 @@ const MAX_DESCRIPTION_CHARS: usize = 500;
 const MAX_HOST_BYTES: usize = 253;
 const MAX_PATH_BYTES: usize = 4096;
 
-#[derive(Debug, Serialize)]
+/// The Cedar schema.
+#[derive(Debug, Serialize, ToSchema)]
 struct SchemaResponse {
     namespace: &'static str,
     /// The schema in Cedar schema syntax.
     cedarschema: &'static str,
     /// The same schema in Cedar's JSON schema format (for editors).
+    #[schema(value_type = Object)]
     json: Value,
     /// The action of every call; each method's action is in it.
     action_group: &'static str,
@@ -58,6 +63,13 @@ struct SchemaResponse {
 }
 
 /// The schema every policy is validated against. Public: it is the same on every broker.
+#[utoipa::path(
+    get,
+    path = "/v1/policy-schema",
+    tag = "policies",
+    operation_id = "get_policy_schema",
+    responses((status = 200, description = "The schema, in Cedar and JSON syntax", body = SchemaResponse)),
+)]
 async fn schema(State(state): State<SharedState>) -> Json<SchemaResponse> {
     Json(SchemaResponse {
         namespace: "Latchkey",
@@ -68,7 +80,8 @@ async fn schema(State(state): State<SharedState>) -> Json<SchemaResponse> {
     })
 }
 
-#[derive(Debug, Serialize)]
+/// A stored policy.
+#[derive(Debug, Serialize, ToSchema)]
 struct PolicyView {
     id: String,
     description: String,
@@ -81,11 +94,22 @@ struct PolicyView {
     problems: Vec<PolicyProblem>,
 }
 
-#[derive(Debug, Serialize)]
+/// The workspace's policies.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = PolicyListing)]
 struct Listing {
     policies: Vec<PolicyView>,
 }
 
+/// The workspace's policies (the defaults until an admin changes them).
+#[utoipa::path(
+    get,
+    path = "/v1/policies",
+    tag = "policies",
+    operation_id = "list_policies",
+    security(("device_signature" = [])),
+    responses((status = 200, description = "The policies", body = Listing), DeviceErrors),
+)]
 async fn list(
     State(state): State<SharedState>,
     request: Signed<()>,
@@ -96,9 +120,11 @@ async fn list(
     Ok(Json(Listing { policies }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /v1/policies/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutPolicy {
+    /// Cedar policy text (one policy), validated against the schema in strict mode.
     source: String,
     #[serde(default)]
     description: Option<String>,
@@ -106,13 +132,31 @@ struct PutPolicy {
     enabled: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+/// The saved policy.
+#[derive(Debug, Serialize, ToSchema)]
 struct Saved {
     policy: PolicyView,
     /// Validator warnings: the policy was stored, but may not say what was meant.
     warnings: Vec<PolicyProblem>,
 }
 
+/// Creates or replaces a policy (admins).
+#[utoipa::path(
+    put,
+    path = "/v1/policies/{id}",
+    tag = "policies",
+    operation_id = "put_policy",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, description = "The policy id: 1 to 64 letters, digits, `.`, `_` or `-`, starting with a letter or digit")),
+    request_body = PutPolicy,
+    responses(
+        (status = 200, description = "Replaced", body = Saved),
+        (status = 201, description = "Created", body = Saved),
+        DeviceErrors,
+        (status = 400, description = "`invalid_request`: the policy does not parse or validate (with `errors`), or the id, description or size is wrong, or the workspace has too many policies", body = PolicyRefused),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ApiError),
+    ),
+)]
 async fn upsert(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -154,6 +198,22 @@ async fn upsert(
     Ok((status, Json(Saved { policy: view(&state, stored), warnings })))
 }
 
+/// Deletes a policy (admins).
+#[utoipa::path(
+    delete,
+    path = "/v1/policies/{id}",
+    tag = "policies",
+    operation_id = "delete_policy",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, description = "The policy id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        DeviceErrors,
+        (status = 400, description = "`invalid_request`: a malformed id", body = ApiError),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = ApiError),
+        (status = 404, description = "`not_found`: no policy with this id", body = ApiError),
+    ),
+)]
 async fn remove(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
@@ -174,10 +234,13 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/policies/check`: a hypothetical call.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CheckRequest {
+    #[schema(value_type = stand_in::AgentId)]
     agent: AgentId,
+    #[schema(value_type = stand_in::CredentialId)]
     credential: CredentialId,
     method: String,
     host: String,
@@ -188,7 +251,8 @@ struct CheckRequest {
     at: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+/// What the policies decide.
+#[derive(Debug, Serialize, ToSchema)]
 struct CheckResponse {
     /// `allow`, `deny` or `approval_required`.
     decision: &'static str,
@@ -200,6 +264,20 @@ struct CheckResponse {
 
 /// Evaluates a hypothetical call of a real agent through a real credential of the caller's
 /// workspace exactly as the proxy would, without making it.
+#[utoipa::path(
+    post,
+    path = "/v1/policies/check",
+    tag = "policies",
+    operation_id = "check_policies",
+    security(("device_signature" = [])),
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "The decision", body = CheckResponse),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request` (method, host or path)", body = ApiError),
+        (status = 404, description = "`not_found`: no such active agent or credential in the workspace", body = ApiError),
+    ),
+)]
 async fn check(
     State(state): State<SharedState>,
     request: Signed<CheckRequest>,
@@ -268,19 +346,25 @@ impl From<ApiError> for Rejection {
     }
 }
 
+/// A refused policy: `invalid_request` with every problem found.
+#[derive(Debug, Serialize, ToSchema)]
+struct PolicyRefused {
+    code: ErrorCode,
+    message: &'static str,
+    /// Each problem with its line and column (absent for the other `invalid_request` causes).
+    errors: Vec<PolicyProblem>,
+}
+
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Body {
-            code: ErrorCode,
-            message: &'static str,
-            errors: Vec<PolicyProblem>,
-        }
         match self {
             Rejection::Api(error) => error.into_response(),
             Rejection::Problems(message, errors) => {
                 let code = ErrorCode::InvalidRequest;
-                (code.status(), Json(Body { code, message, errors })).into_response()
+                let mut response =
+                    (code.status(), Json(PolicyRefused { code, message, errors })).into_response();
+                response.extensions_mut().insert(code);
+                response
             }
         }
     }

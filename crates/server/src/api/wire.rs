@@ -4,8 +4,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Bytes as unpadded base64url in JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Bytes as unpadded base64url (RFC 4648 section 5) in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = Base64Url, value_type = String, content_encoding = "base64url", example = "AQIDBA")]
 pub(crate) struct B64(pub(crate) Vec<u8>);
 
 impl Serialize for B64 {

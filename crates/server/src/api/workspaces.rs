@@ -6,14 +6,17 @@
 //! The body also carries the workspace key and the member key, each wrapped to that same device
 //! (the server stores them and cannot open them).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{DeviceVerifyingKey, WrappedKey, WrappedKind};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
 use crate::auth::{SelfSigned, Signed};
 use crate::error::{ApiError, ErrorCode};
@@ -21,14 +24,15 @@ use crate::state::SharedState;
 use crate::store::devices::Role;
 use crate::store::workspaces::NewWorkspace;
 
-pub(super) fn routes() -> Router<SharedState> {
-    Router::new().route("/v1/workspaces", post(create)).route("/v1/me", get(me))
+pub(super) fn routes() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(me))
 }
 
 /// A device being registered.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeviceRegistration {
+    #[schema(value_type = stand_in::DeviceId)]
     pub(crate) id: DeviceId,
     pub(crate) name: String,
     /// Ed25519 public key (32 bytes).
@@ -44,24 +48,50 @@ struct NamedId<T> {
     name: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v1/workspaces`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateWorkspace {
+    #[schema(value_type = stand_in::NamedId)]
     workspace: NamedId<WorkspaceId>,
+    #[schema(value_type = stand_in::NamedId)]
     member: NamedId<MemberId>,
     device: DeviceRegistration,
     /// The workspace key v1 and the member key v1, wrapped to this device by this device.
     wrapped_keys: Vec<B64>,
 }
 
-#[derive(Debug, Serialize)]
+/// The new workspace, its first member (an admin) and device.
+#[derive(Debug, Serialize, ToSchema)]
 struct Created {
+    #[schema(value_type = stand_in::WorkspaceId)]
     workspace: WorkspaceId,
+    #[schema(value_type = stand_in::MemberId)]
     member: MemberId,
+    #[schema(value_type = stand_in::DeviceId)]
     device: DeviceId,
     role: Role,
 }
 
+/// Creates a workspace from its first device, which becomes the first admin.
+///
+/// Self-signed: the device is not enrolled yet, so the signature must verify under the
+/// `device.signing_key` in the body, with `keyid` = `device.id`. The body carries the workspace
+/// key and the member key (version 1), each wrapped to this device by this device.
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces",
+    tag = "workspaces",
+    operation_id = "create_workspace",
+    security(("device_signature" = [])),
+    request_body = CreateWorkspace,
+    responses(
+        (status = 201, description = "The workspace exists; the caller is its admin", body = Created),
+        DeviceErrors,
+        (status = 400, description = "`bad_request` (malformed JSON) or `invalid_request` (a bad key, name or wrapped key)", body = ApiError),
+        (status = 409, description = "`conflict`: a workspace, member or device with one of these ids exists", body = ApiError),
+    ),
+)]
 async fn create(
     State(state): State<SharedState>,
     request: SelfSigned<CreateWorkspace>,
@@ -127,15 +157,27 @@ async fn create(
     Ok((StatusCode::CREATED, Json(Created { workspace, member, device, role: Role::Admin })))
 }
 
-#[derive(Debug, Serialize)]
+/// The signing device's identity.
+#[derive(Debug, Serialize, ToSchema)]
 struct Me {
+    #[schema(value_type = stand_in::WorkspaceId)]
     workspace: WorkspaceId,
+    #[schema(value_type = stand_in::MemberId)]
     member: MemberId,
+    #[schema(value_type = stand_in::DeviceId)]
     device: DeviceId,
     role: Role,
 }
 
 /// Who the signing device is: lets a client check that its enrolment is still active.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    tag = "workspaces",
+    operation_id = "me",
+    security(("device_signature" = [])),
+    responses((status = 200, description = "The caller's workspace, member, device and role", body = Me), DeviceErrors),
+)]
 async fn me(request: Signed<()>) -> Json<Me> {
     let c = request.caller;
     Json(Me { workspace: c.workspace, member: c.member, device: c.device, role: c.role })

@@ -85,7 +85,7 @@ pub enum PolicyError {
 }
 
 /// What authorises a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantKind {
     /// A single-use capability: a member approved exactly this call.
@@ -156,7 +156,7 @@ pub struct PolicyDecision {
 }
 
 /// A problem found in a submitted policy, with its position in the submitted source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PolicyProblem {
     /// `syntax` (the text does not parse), `schema` (it does not validate against the schema in
     /// strict mode), `id` (its `@id` annotation disagrees with the policy id), or `warning`.

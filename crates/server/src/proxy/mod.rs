@@ -29,16 +29,17 @@ mod refresh;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::any;
 use latchkey_core::capability::{Capability, CapabilityRequest, Method, Reuse, VerifiedCapability};
 use latchkey_core::ids::{AgentId, DeviceId, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::DeviceVerifyingKey;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::audit::{AuditEvent, AuditKind, Decision};
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::ProxyDecision;
 use crate::policy::{GrantKind, PolicyRequest};
 use crate::state::SharedState;
 use crate::store::credentials::{CredentialRecord, CredentialStatus};
@@ -61,10 +62,55 @@ pub(crate) fn upstream_client() -> reqwest::Result<reqwest::Client> {
 /// Header carrying a capability.
 pub(crate) const CAPABILITY_HEADER: &str = "latchkey-capability";
 
-pub(crate) fn routes() -> Router<SharedState> {
-    Router::new().route("/p/{*rest}", any(handle))
+pub(crate) fn routes() -> OpenApiRouter<SharedState> {
+    use utoipa::Path as _;
+    let mut router = OpenApiRouter::new().route("/p/{*rest}", any(handle));
+    // A wildcard route has no OpenAPI spelling, so the documentation is added by hand here,
+    // under the path the annotation below names, with one operation id per method.
+    let paths = &mut router.get_openapi_mut().paths;
+    for method in __path_handle::methods() {
+        let mut operation = __path_handle::operation();
+        let name = serde_json::to_value(&method).ok().and_then(|v| v.as_str().map(str::to_owned));
+        operation.operation_id = Some(format!("proxy_{}", name.unwrap_or_default()));
+        paths.add_path_operation(__path_handle::path(), vec![method], operation);
+    }
+    router
 }
 
+/// An agent's call to an upstream API, with a placeholder token instead of the real credential.
+///
+/// Send the request the provider's SDK would send, to `{broker}/p/{credential}/{upstream path}`,
+/// with the agent token where the SDK puts its key and a capability from a member's device in
+/// `Latchkey-Capability` (or appended to the token after a `.`). The broker checks token,
+/// credential, upstream host, capability and policy, audits the attempt, injects the credential
+/// and forwards the request without following redirects. The upstream's answer comes back as
+/// is, with any echo of the credential removed. `{path}` is the rest of the upstream path and
+/// may contain `/`; the query string is forwarded.
+#[utoipa::path(
+    method(get, head, post, put, patch, delete, options),
+    path = "/p/{credential}/{path}",
+    tag = "proxy",
+    operation_id = "proxy",
+    security(("agent_token" = []), ("agent_token_header" = [])),
+    params(
+        ("credential" = String, Path, description = "The credential's name in the agent's workspace"),
+        ("path" = String, Path, description = "The upstream path after the credential's base URL; may contain `/`"),
+        ("Latchkey-Capability" = Option<String>, Header, description = "A capability issued by a member's device, sealed to the broker (or append it to the token after a `.`)"),
+    ),
+    responses(
+        (status = "default", description = "The upstream's response, as the upstream sent it (redirects included), with any echo of the credential removed"),
+        (status = 400, description = "`bad_request`: the path does not form a valid upstream URL, has dot segments, or more than one agent token was sent", body = ApiError),
+        (status = 401, description = "`unknown_token` (missing, malformed or unknown agent token) or `token_revoked`", body = ApiError),
+        (status = 403, description = "`forbidden` (the credential needs reconnecting), `host_not_allowed`, `capability_invalid` (signature, claims, time, replay, revocation, rotation) or `policy_denied`", body = ApiError),
+        (status = 404, description = "`not_found`: no credential with this name in the agent's workspace", body = ApiError),
+        (status = 405, description = "`method_not_allowed`: a method other than GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", body = ApiError),
+        (status = 413, description = "`payload_too_large`: the request body is over the proxy's limit", body = ApiError),
+        (status = 428, description = "`approval_required`: no capability; a member must approve the call (retry after approval)", body = ApiError),
+        (status = 500, description = "`internal`", body = ApiError),
+        (status = 502, description = "`upstream_failed`: the upstream (or its token endpoint) could not be reached, timed out, or refused a refresh", body = ApiError),
+        (status = 503, description = "`unavailable`: the audit log could not record the attempt, so the call was not made", body = ApiError),
+    ),
+)]
 async fn handle(
     State(state): State<SharedState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -72,7 +118,10 @@ async fn handle(
 ) -> Response {
     let started = Instant::now();
     let mut call = Call::new(&request, client);
-    match authorize_and_forward(&state, &mut call, request, started).await {
+    let outcome = authorize_and_forward(&state, &mut call, request, started).await;
+    let decision = if call.forwarded { ProxyDecision::Allowed } else { ProxyDecision::Denied };
+    state.metrics.proxy_request(decision, outcome.as_ref().err().map(|e| e.code));
+    match outcome {
         Ok(response) => response,
         Err(error) => {
             call.deny(&state, &error).await;
@@ -95,6 +144,8 @@ struct Call {
     member: Option<MemberId>,
     host: Option<String>,
     policy_ids: Vec<String>,
+    /// Every check passed and the attempt was audited: the call went on to the upstream.
+    forwarded: bool,
 }
 
 impl Call {
@@ -112,6 +163,7 @@ impl Call {
             member: None,
             host: None,
             policy_ids: Vec::new(),
+            forwarded: false,
         }
     }
 
@@ -301,8 +353,11 @@ async fn authorize_and_forward(
         })?;
 
     // Decrypt, forward, redact.
+    call.forwarded = true;
+    let opened = Instant::now();
     let outcome =
         open::open_and_forward(state, verified, &credential, upstream, request, now).await;
+    state.metrics.upstream_time(opened.elapsed());
     let (status, response) = match outcome {
         Ok(response) => (Some(response.status().as_u16()), Ok(response)),
         Err(error) => (None, Err(error)),

@@ -48,7 +48,13 @@ pub(crate) async fn open_and_forward(
 
     forward::inject_query(&mut url, &payload.injection, &payload.secret)?;
     let (parts, body) = request.into_parts();
-    let headers = forward::upstream_headers(&parts.headers, &payload.injection, &payload.secret)?;
+    let mut headers =
+        forward::upstream_headers(&parts.headers, &payload.injection, &payload.secret)?;
+    // A declared length is passed on (after the limit check below), so the upstream receives the
+    // body as the agent framed it rather than chunked; some APIs answer 411 to chunked bodies.
+    if let Some(length) = parts.headers.get(axum::http::header::CONTENT_LENGTH) {
+        headers.insert(axum::http::header::CONTENT_LENGTH, length.clone());
+    }
     let too_large = Arc::new(AtomicBool::new(false));
     if parts
         .headers

@@ -22,7 +22,7 @@ use super::workspaces::insert_wrapped_key;
 use super::{Store, StoreError};
 
 /// Whether agents can use a credential right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialStatus {
     /// Usable.

@@ -7,7 +7,7 @@ use sqlx::Row as _;
 use super::{Store, StoreError};
 
 /// A member's role in a workspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Manages members, devices, shared credentials and policies.

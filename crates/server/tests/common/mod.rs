@@ -316,3 +316,70 @@ fn pass_workspace_key(wk: &WorkspaceKey, from: &TestDevice, to: &TestDevice) -> 
         )
         .expect("open wk")
 }
+
+impl TestBroker {
+    /// A broker that `build` makes from a store in a fresh data directory (`db.sqlite3`), the
+    /// manual clock and that directory, served like [`TestBroker::start`]'s. Installs no log
+    /// subscriber, so the caller may capture logs itself.
+    pub async fn start_with(
+        build: impl FnOnce(Store, Arc<ManualClock>, &std::path::Path) -> Broker,
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open store");
+        let clock = Arc::new(ManualClock::new(T0));
+        let broker = build(store, clock.clone(), dir.path());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            latchkey_server::serve(broker, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server ran");
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        Self { base, clock, dir, http, stop: Some(stop), task: Some(task) }
+    }
+}
+
+/// Serves `metrics` on a fresh loopback port until the test's runtime ends; returns the base URL.
+pub async fn serve_metrics(metrics: latchkey_server::Metrics) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(latchkey_server::serve_metrics(listener, metrics, std::future::pending()));
+    base
+}
+
+/// Log output captured in memory: a `MakeWriter` for a `tracing_subscriber::fmt` subscriber.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
