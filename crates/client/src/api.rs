@@ -1,0 +1,896 @@
+//! The broker's device API (docs/api.md), every request signed by the device key.
+//!
+//! [`BrokerClient`] signs each request with `latchkey_core::httpsig::sign` (RFC 9421, 60-second
+//! validity, fresh nonce) over the target URI `<broker URL><path>`, exactly what the broker
+//! rebuilds from its public origin. Registration requests (`create_workspace`, `join`) are
+//! signed the same way: the broker checks them against the key their body registers.
+//!
+//! Errors: the broker's `{"code", "message"}` becomes an [`ApiError`] whose `code` is the
+//! broker's stable code (see [`codes`]); everything else is a [`ClientError`]. No error carries
+//! a request body or the raw response body.
+//!
+//! Redirects are not followed (a signature covers one target URI), responses larger than
+//! [`MAX_RESPONSE_BYTES`] are refused, and plain `http` is accepted only for loopback brokers.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_core::fingerprint::Fingerprint;
+use latchkey_core::httpsig::{self, HttpSigError, SignedRequestParts};
+use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
+use latchkey_core::keys::{
+    BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
+    WrappedKey, WrappedKind,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+/// Largest response body read, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// How long each request signature is valid, in seconds.
+pub const SIGNATURE_VALIDITY_SECS: u64 = 60;
+
+/// The broker's stable error codes (`crates/server/src/error.rs`) the client acts on.
+pub mod codes {
+    /// Malformed request.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// A value is not acceptable.
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    /// No such resource (or not visible to the caller).
+    pub const NOT_FOUND: &str = "not_found";
+    /// Conflicts with the current state.
+    pub const CONFLICT: &str = "conflict";
+    /// The request signature did not verify.
+    pub const SIGNATURE_INVALID: &str = "signature_invalid";
+    /// The signing device is not enrolled, or was removed.
+    pub const UNKNOWN_DEVICE: &str = "unknown_device";
+    /// A signature nonce was used twice.
+    pub const REPLAYED_REQUEST: &str = "replayed_request";
+    /// Authenticated but not allowed.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// The invite code is wrong, used, expired or revoked.
+    pub const INVITE_INVALID: &str = "invite_invalid";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broker URL
+// ---------------------------------------------------------------------------------------------
+
+/// A broker's base URL: `https://host[:port][/prefix]`, or `http://` for a loopback broker.
+/// No user info, query or fragment; kept without a trailing slash.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BrokerUrl(String);
+
+impl BrokerUrl {
+    /// The URL as text, without a trailing slash.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The absolute URL of `path` (which starts with `/`) at this broker.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.0)
+    }
+}
+
+impl FromStr for BrokerUrl {
+    type Err = BrokerUrlError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let url = url::Url::parse(text.trim()).map_err(|_| BrokerUrlError::NotAUrl)?;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => return Err(BrokerUrlError::NotAUrl),
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            "http" => return Err(BrokerUrlError::PlainHttp),
+            _ => return Err(BrokerUrlError::NotAUrl),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(BrokerUrlError::Credentials);
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(BrokerUrlError::QueryOrFragment);
+        }
+        Ok(Self(url.as_str().trim_end_matches('/').to_owned()))
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BrokerUrl({})", self.0)
+    }
+}
+
+impl Serialize for BrokerUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BrokerUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A broker URL was not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerUrlError {
+    /// Not an absolute http(s) URL with a host.
+    #[error("the broker URL must be an absolute https:// URL, such as https://broker.example.com")]
+    NotAUrl,
+    /// `http://` to a host that is not loopback.
+    #[error(
+        "the broker URL must use https:// (plain http:// is accepted only for 127.0.0.1, ::1 and localhost)"
+    )]
+    PlainHttp,
+    /// `user:password@` in the URL.
+    #[error("the broker URL must not contain a user name or password")]
+    Credentials,
+    /// `?query` or `#fragment` in the URL.
+    #[error("the broker URL must not have a query or fragment")]
+    QueryOrFragment,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// The broker refused a request: its stable `code` and its message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the broker refused the request ({code}): {message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable error code, e.g. `not_found` (see [`codes`]).
+    pub code: String,
+    /// The broker's explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Whether the broker answered with this stable code.
+    pub fn is(&self, code: &str) -> bool {
+        self.code == code
+    }
+}
+
+/// A broker request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The broker answered with an error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The broker could not be reached, or the connection failed.
+    #[error("cannot reach the broker at {broker}: {source}")]
+    Transport {
+        /// The broker URL.
+        broker: String,
+        /// The HTTP client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The broker answered something that is not what this client expects.
+    #[error(
+        "the broker answered {method} {path} with status {status} and {problem}: check the broker URL and that the broker and latchkey versions match"
+    )]
+    UnexpectedResponse {
+        /// The request method.
+        method: &'static str,
+        /// The request path.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// What is wrong with the response (never the response itself).
+        problem: String,
+    },
+    /// The request could not be signed.
+    #[error("cannot sign the request: {0}")]
+    Sign(#[from] HttpSigError),
+    /// The system clock reads before 1970.
+    #[error("the system clock is wrong (before 1970): set the date and time")]
+    Clock,
+    /// The HTTP client could not be built.
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(#[source] reqwest::Error),
+}
+
+impl ClientError {
+    /// The broker's error, if it answered with one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------------------------
+
+/// A member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Manages members, devices and shared credentials.
+    Admin,
+    /// Uses shared credentials and their own.
+    Member,
+}
+
+/// A one-time invite code: shown once, read out to the person joining. Zeroized on drop,
+/// redacted in `Debug`.
+pub struct InviteCode(Zeroizing<String>);
+
+impl InviteCode {
+    /// The code as typed or shown.
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for InviteCode {
+    type Err = InviteCodeError;
+
+    /// Accepts what a person types; the broker reads it forgivingly (case, dashes, spaces).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        let symbols = trimmed.chars().filter(|c| *c != '-' && *c != ' ').count();
+        if symbols != 28
+            || !trimmed.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ')
+        {
+            return Err(InviteCodeError);
+        }
+        Ok(Self(Zeroizing::new(trimmed.to_owned())))
+    }
+}
+
+impl fmt::Debug for InviteCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InviteCode([REDACTED])")
+    }
+}
+
+/// A typed invite code is not 28 letters and digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "an invite code has 28 letters and digits (dashes and spaces optional): check what you typed"
+)]
+pub struct InviteCodeError;
+
+/// Who an invite admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteFor {
+    /// A new member with this role.
+    NewMember(Role),
+    /// Another device of this existing member.
+    Device(MemberId),
+}
+
+/// A created invite.
+#[derive(Debug)]
+pub struct Invite {
+    /// The code to read out. Shown once: the broker keeps only its hash.
+    pub code: InviteCode,
+    /// When it dies (unix seconds).
+    pub expires_at: u64,
+    /// Who it admits.
+    pub invite_for: InviteFor,
+}
+
+/// Who is joining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinAs {
+    /// A new member (with a new id chosen by the device) and their name.
+    NewMember {
+        /// The new member's id.
+        id: MemberId,
+        /// Their name, shown to others.
+        name: String,
+    },
+    /// Another device of an existing member (the one the invite names).
+    ExistingMember(MemberId),
+}
+
+/// The broker's answer to a join.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Joined {
+    /// The workspace joined.
+    pub workspace: WorkspaceId,
+    /// The member the device belongs to.
+    pub member: MemberId,
+    /// The device.
+    pub device: DeviceId,
+    /// The member's role.
+    pub role: Role,
+    /// Whether the member was created by this join.
+    pub new_member: bool,
+    /// The fingerprint of the keys the broker registered, as the broker computed it. Compare it
+    /// with the one computed locally: a difference means the broker registered other keys.
+    #[serde(rename = "fingerprint")]
+    pub broker_fingerprint: Fingerprint,
+}
+
+/// Who the signing device is (`GET /v1/me`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Me {
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The member.
+    pub member: MemberId,
+    /// The device.
+    pub device: DeviceId,
+    /// The member's role now.
+    pub role: Role,
+}
+
+/// The broker's answer to a workspace creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct WorkspaceCreated {
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The first member.
+    pub member: MemberId,
+    /// The first device.
+    pub device: DeviceId,
+    /// `admin`.
+    pub role: Role,
+}
+
+/// What `POST /v1/workspaces` registers. The device is the client's own.
+#[derive(Debug)]
+pub struct NewWorkspace<'a> {
+    /// The new workspace's id (chosen by the device: it is bound into wrapped keys).
+    pub workspace: WorkspaceId,
+    /// Its name.
+    pub workspace_name: &'a str,
+    /// The first member's id.
+    pub member: MemberId,
+    /// The first member's name.
+    pub member_name: &'a str,
+    /// This device's name.
+    pub device_name: &'a str,
+    /// This device's public keys.
+    pub device_keys: DevicePublicKeys,
+    /// The workspace key v1 and the member key v1, wrapped by this device to itself.
+    pub wrapped_keys: [&'a WrappedKey; 2],
+}
+
+/// An active member and their devices (`GET /v1/members`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Member {
+    /// The member.
+    pub id: MemberId,
+    /// Their name.
+    pub name: String,
+    /// Their role.
+    pub role: Role,
+    /// When they joined (unix seconds).
+    pub created_at: u64,
+    /// Their active devices.
+    pub devices: Vec<DeviceSummary>,
+}
+
+/// A device as listed with its member.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DeviceSummary {
+    /// The device.
+    pub id: DeviceId,
+    /// Its name.
+    pub name: String,
+    /// When it was enrolled (unix seconds).
+    pub created_at: u64,
+    /// Its fingerprint as the broker computed it (for display; not a verification).
+    #[serde(rename = "fingerprint")]
+    pub broker_fingerprint: Fingerprint,
+}
+
+/// A device with its public keys (`GET /v1/devices/{id}`, and senders of wrapped keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The device.
+    pub id: DeviceId,
+    /// Its member.
+    pub member: MemberId,
+    /// Its name.
+    pub name: String,
+    /// When it was enrolled (unix seconds).
+    pub created_at: u64,
+    /// Its public keys, as the broker has them.
+    pub keys: DevicePublicKeys,
+    /// The fingerprint the broker claims. Never trust it: use [`Device::fingerprint`].
+    pub broker_fingerprint: Fingerprint,
+    /// The device has been removed (senders of wrapped keys only).
+    pub removed: bool,
+}
+
+impl Device {
+    /// The fingerprint of the keys as received, computed here.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&self.keys.signing.to_bytes(), &self.keys.exchange.to_bytes())
+    }
+}
+
+/// The broker's answer to `PUT /v1/wrapped-keys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct WrappedKeysStored {
+    /// Keys newly stored.
+    pub stored: usize,
+    /// Keys that were already stored with the same bytes.
+    pub unchanged: usize,
+}
+
+/// A wrapped key addressed to this device (`GET /v1/wrapped-keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredKey {
+    /// The wrapped key; its header says which key, from whom, to whom.
+    pub key: WrappedKey,
+    /// The device that wrapped it, as the broker knows it (`None` if the broker has no record).
+    /// Trust it only after comparing its fingerprint.
+    pub sender: Option<Device>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+// ---------------------------------------------------------------------------------------------
+
+/// A device's signed connection to one broker.
+pub struct BrokerClient {
+    http: reqwest::Client,
+    base: BrokerUrl,
+    device: DeviceId,
+    signing: DeviceSigningKey,
+}
+
+impl BrokerClient {
+    /// A client for `base` signing as `device` with `signing`.
+    pub fn new(
+        base: BrokerUrl,
+        device: DeviceId,
+        signing: DeviceSigningKey,
+    ) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ClientError::Setup)?;
+        Ok(Self { http, base, device, signing })
+    }
+
+    /// The broker this client talks to.
+    pub fn broker_url(&self) -> &BrokerUrl {
+        &self.base
+    }
+
+    /// The device this client signs as.
+    pub fn device_id(&self) -> DeviceId {
+        self.device
+    }
+
+    /// `GET /v1/broker-key`: the key capabilities are sealed to.
+    pub async fn broker_key(&self) -> Result<BrokerPublicKey, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            public_key: B64,
+        }
+        let path = "/v1/broker-key";
+        let answer: Answer = self.send(Method::Get, path, None).await?;
+        let bytes = answer.public_key.array::<32>().ok_or_else(|| {
+            unexpected(Method::Get, path, 200, "a broker key that is not 32 bytes")
+        })?;
+        Ok(BrokerPublicKey::from_bytes(bytes))
+    }
+
+    /// `GET /v1/me`: who this device is, and whether its enrolment is active.
+    pub async fn me(&self) -> Result<Me, ClientError> {
+        self.send(Method::Get, "/v1/me", None).await
+    }
+
+    /// `POST /v1/workspaces`: registers a new workspace with this device as its first admin.
+    pub async fn create_workspace(
+        &self,
+        new: &NewWorkspace<'_>,
+    ) -> Result<WorkspaceCreated, ClientError> {
+        let body = json!({
+            "workspace": {"id": new.workspace, "name": new.workspace_name},
+            "member": {"id": new.member, "name": new.member_name},
+            "device": self.registration(new.device_name, &new.device_keys),
+            "wrapped_keys": new.wrapped_keys.iter().map(|k| b64(k.as_bytes())).collect::<Vec<_>>(),
+        });
+        self.send(Method::Post, "/v1/workspaces", Some(body)).await
+    }
+
+    /// `POST /v1/invites`: a one-time code. `expires_in_secs`: 60 to 604800, default one day.
+    pub async fn create_invite(
+        &self,
+        invite_for: InviteFor,
+        expires_in_secs: Option<u64>,
+    ) -> Result<Invite, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            code: String,
+            expires_at: u64,
+        }
+        let mut body = match invite_for {
+            InviteFor::NewMember(role) => json!({"role": role}),
+            InviteFor::Device(member) => json!({"member": member}),
+        };
+        if let (Some(secs), Some(map)) = (expires_in_secs, body.as_object_mut()) {
+            map.insert("expires_in_secs".to_owned(), secs.into());
+        }
+        let path = "/v1/invites";
+        let answer: Answer = self.send(Method::Post, path, Some(body)).await?;
+        let code = Zeroizing::new(answer.code);
+        let code = code.parse().map_err(|_| {
+            unexpected(Method::Post, path, 201, "an invite code that is not 28 symbols")
+        })?;
+        Ok(Invite { code, expires_at: answer.expires_at, invite_for })
+    }
+
+    /// `POST /v1/join`: enrols this device with an invite code. The broker's fingerprint in the
+    /// answer must be compared with the local one (the workspace flow does).
+    pub async fn join(
+        &self,
+        code: &InviteCode,
+        join_as: &JoinAs,
+        device_name: &str,
+        device_keys: &DevicePublicKeys,
+    ) -> Result<Joined, ClientError> {
+        let member = match join_as {
+            JoinAs::NewMember { id, name } => json!({"id": id, "name": name}),
+            JoinAs::ExistingMember(id) => json!({"id": id}),
+        };
+        let body = json!({
+            "code": code.expose_secret(),
+            "member": member,
+            "device": self.registration(device_name, device_keys),
+        });
+        self.send(Method::Post, "/v1/join", Some(body)).await
+    }
+
+    /// `GET /v1/members`: the active members and their active devices.
+    pub async fn members(&self) -> Result<Vec<Member>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            members: Vec<Member>,
+        }
+        let answer: Answer = self.send(Method::Get, "/v1/members", None).await?;
+        Ok(answer.members)
+    }
+
+    /// `GET /v1/devices/{id}`: one active device of the workspace with its public keys.
+    pub async fn device(&self, id: DeviceId) -> Result<Device, ClientError> {
+        let path = format!("/v1/devices/{id}");
+        let wire: WireDevice = self.send(Method::Get, &path, None).await?;
+        wire.into_device().map_err(|problem| unexpected(Method::Get, &path, 200, problem))
+    }
+
+    /// `PUT /v1/wrapped-keys`: stores keys this device wrapped for other devices (1 to 1000).
+    pub async fn put_wrapped_keys(
+        &self,
+        keys: &[WrappedKey],
+    ) -> Result<WrappedKeysStored, ClientError> {
+        let body =
+            json!({"wrapped_keys": keys.iter().map(|k| b64(k.as_bytes())).collect::<Vec<_>>()});
+        self.send(Method::Put, "/v1/wrapped-keys", Some(body)).await
+    }
+
+    /// `GET /v1/wrapped-keys`: the wrapped keys addressed to this device, with their senders.
+    pub async fn wrapped_keys(&self) -> Result<Vec<DeliveredKey>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            wrapped_keys: Vec<WireDelivered>,
+        }
+        #[derive(Deserialize)]
+        struct WireDelivered {
+            kind: String,
+            owner: Owner,
+            version: KeyVersion,
+            sender: Option<WireDevice>,
+            bytes: B64,
+        }
+        let path = "/v1/wrapped-keys";
+        let answer: Answer = self.send(Method::Get, path, None).await?;
+        let bad = |problem: &str| unexpected(Method::Get, path, 200, problem);
+        answer
+            .wrapped_keys
+            .into_iter()
+            .map(|d| {
+                let key =
+                    WrappedKey::parse(&d.bytes.0).map_err(|_| bad("a malformed wrapped key"))?;
+                let h = key.header();
+                let kind = match h.kind {
+                    WrappedKind::Workspace => "workspace",
+                    WrappedKind::Member => "member",
+                };
+                if kind != d.kind || h.owner != d.owner || h.version != d.version {
+                    return Err(bad("a wrapped key whose description does not match its header"));
+                }
+                if h.recipient != self.device {
+                    return Err(bad("a wrapped key addressed to another device"));
+                }
+                let sender = d.sender.map(WireDevice::into_device).transpose().map_err(bad)?;
+                Ok(DeliveredKey { key, sender })
+            })
+            .collect()
+    }
+
+    fn registration(&self, name: &str, keys: &DevicePublicKeys) -> serde_json::Value {
+        json!({
+            "id": self.device,
+            "name": name,
+            "signing_key": b64(&keys.signing.to_bytes()),
+            "exchange_key": b64(&keys.exchange.to_bytes()),
+        })
+    }
+
+    /// Signs and sends one request and reads the JSON answer.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        // Request bodies can hold invite codes: zeroized after sending, never in an error.
+        // INVARIANT: a `serde_json::Value` always serializes (its map keys are strings).
+        let bytes = Zeroizing::new(match &body {
+            Some(value) => serde_json::to_vec(value).unwrap_or_default(),
+            None => Vec::new(),
+        });
+        drop(body);
+        let target = self.base.join(path);
+        let headers: Vec<(&str, &str)> =
+            if bytes.is_empty() { Vec::new() } else { vec![("content-type", "application/json")] };
+        let parts =
+            SignedRequestParts { method: method.as_str(), target_uri: &target, headers: &headers };
+        let signature = httpsig::sign(
+            &parts,
+            &bytes,
+            &self.signing,
+            self.device,
+            unix_now()?,
+            SIGNATURE_VALIDITY_SECS,
+        )?;
+        let mut request = self
+            .http
+            .request(method.into(), &target)
+            .header(httpsig::CONTENT_DIGEST_HEADER, signature.content_digest)
+            .header(httpsig::SIGNATURE_INPUT_HEADER, signature.signature_input)
+            .header(httpsig::SIGNATURE_HEADER, signature.signature)
+            .header("accept", "application/json");
+        if !bytes.is_empty() {
+            request = request.header("content-type", "application/json").body(bytes.to_vec());
+        }
+        let transport = |source: reqwest::Error| ClientError::Transport {
+            broker: self.base.to_string(),
+            source: source.without_url(),
+        };
+        let mut response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let mut received = Zeroizing::new(Vec::new());
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if received.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(unexpected(method, path, status, "a body larger than 4 MiB"));
+            }
+            received.extend_from_slice(&chunk);
+        }
+        if (200..300).contains(&status) {
+            serde_json::from_slice(&received).map_err(|e| {
+                unexpected(
+                    method,
+                    path,
+                    status,
+                    &format!(
+                        "a body that is not the expected JSON (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ),
+                )
+            })
+        } else {
+            #[derive(Deserialize)]
+            struct WireError {
+                code: String,
+                message: String,
+            }
+            match serde_json::from_slice::<WireError>(&received) {
+                Ok(e) => Err(ApiError { status, code: e.code, message: e.message }.into()),
+                Err(_) => Err(unexpected(method, path, status, "an error body without a code")),
+            }
+        }
+    }
+}
+
+impl fmt::Debug for BrokerClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerClient")
+            .field("broker", &self.base)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire helpers
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+impl From<Method> for reqwest::Method {
+    fn from(method: Method) -> Self {
+        match method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+        }
+    }
+}
+
+fn unexpected(method: Method, path: &str, status: u16, problem: &str) -> ClientError {
+    ClientError::UnexpectedResponse {
+        method: method.as_str(),
+        path: path.to_owned(),
+        status,
+        problem: problem.to_owned(),
+    }
+}
+
+fn unix_now() -> Result<u64, ClientError> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| ClientError::Clock)
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Unpadded base64url bytes in JSON.
+struct B64(Vec<u8>);
+
+impl B64 {
+    fn array<const N: usize>(&self) -> Option<[u8; N]> {
+        self.0.as_slice().try_into().ok()
+    }
+}
+
+impl<'de> Deserialize<'de> for B64 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .map(B64)
+            .map_err(|_| serde::de::Error::custom("not unpadded base64url"))
+    }
+}
+
+#[derive(Deserialize)]
+struct WireDevice {
+    id: DeviceId,
+    member: MemberId,
+    name: String,
+    created_at: u64,
+    signing_key: B64,
+    exchange_key: B64,
+    fingerprint: Fingerprint,
+    #[serde(default)]
+    removed: bool,
+}
+
+impl WireDevice {
+    fn into_device(self) -> Result<Device, &'static str> {
+        let signing = self.signing_key.array::<32>().ok_or("a signing key that is not 32 bytes")?;
+        let signing =
+            DeviceVerifyingKey::from_bytes(&signing).map_err(|_| "an unusable signing key")?;
+        let exchange =
+            self.exchange_key.array::<32>().ok_or("an exchange key that is not 32 bytes")?;
+        Ok(Device {
+            id: self.id,
+            member: self.member,
+            name: self.name,
+            created_at: self.created_at,
+            keys: DevicePublicKeys { signing, exchange: ExchangePublicKey::from_bytes(exchange) },
+            broker_fingerprint: self.fingerprint,
+            removed: self.removed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_are_normalised_and_plain_http_is_only_for_loopback() {
+        let url: BrokerUrl = "https://Broker.Example:443/base/".parse().unwrap();
+        assert_eq!(url.as_str(), "https://broker.example/base");
+        assert_eq!(url.join("/v1/me"), "https://broker.example/base/v1/me");
+        assert_eq!(
+            "http://127.0.0.1:8080".parse::<BrokerUrl>().unwrap().as_str(),
+            "http://127.0.0.1:8080"
+        );
+        assert!("http://[::1]:1/".parse::<BrokerUrl>().is_ok());
+        assert!("http://localhost:1".parse::<BrokerUrl>().is_ok());
+        assert_eq!("http://broker.example".parse::<BrokerUrl>(), Err(BrokerUrlError::PlainHttp));
+        assert_eq!("https://u:p@b.example".parse::<BrokerUrl>(), Err(BrokerUrlError::Credentials));
+        assert_eq!(
+            "https://b.example/?x=1".parse::<BrokerUrl>(),
+            Err(BrokerUrlError::QueryOrFragment)
+        );
+        assert_eq!("ftp://b.example".parse::<BrokerUrl>(), Err(BrokerUrlError::NotAUrl));
+        assert_eq!("b.example".parse::<BrokerUrl>(), Err(BrokerUrlError::NotAUrl));
+    }
+
+    #[test]
+    fn invite_codes_are_checked_loosely_and_never_printed() {
+        let code: InviteCode = " 7k2m-qx4t-0bnd-r8we-zc3h-v9pa-1gjs ".parse().unwrap();
+        assert_eq!(code.expose_secret(), "7k2m-qx4t-0bnd-r8we-zc3h-v9pa-1gjs");
+        assert_eq!(format!("{code:?}"), "InviteCode([REDACTED])");
+        assert!("7K2M-QX4T".parse::<InviteCode>().is_err());
+        assert!("7K2M-QX4T-0BND-R8WE-ZC3H-V9PA-1GJ!".parse::<InviteCode>().is_err());
+    }
+
+    #[test]
+    fn a_device_from_the_wire_gets_its_fingerprint_computed_locally() {
+        let keys = latchkey_core::keys::DeviceKeys::generate().unwrap().public_keys();
+        let claimed = Fingerprint::of(&[0; 32], &[0; 32]);
+        let wire = serde_json::json!({
+            "id": DeviceId::random(), "member": MemberId::random(), "name": "laptop",
+            "created_at": 1, "signing_key": b64(&keys.signing.to_bytes()),
+            "exchange_key": b64(&keys.exchange.to_bytes()), "fingerprint": claimed.to_string(),
+        });
+        let device = serde_json::from_value::<WireDevice>(wire).unwrap().into_device().unwrap();
+        assert_eq!(device.broker_fingerprint, claimed);
+        assert_eq!(
+            device.fingerprint(),
+            Fingerprint::of(&keys.signing.to_bytes(), &keys.exchange.to_bytes())
+        );
+        assert_ne!(device.fingerprint(), claimed, "the claim is kept apart, never used");
+    }
+
+    #[test]
+    fn api_errors_show_the_code_and_message() {
+        let e =
+            ApiError { status: 404, code: "not_found".into(), message: "no such device".into() };
+        assert!(e.is(codes::NOT_FOUND));
+        assert_eq!(e.to_string(), "the broker refused the request (not_found): no such device");
+    }
+}

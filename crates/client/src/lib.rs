@@ -1,0 +1,19 @@
+//! Latchkey's client library: everything the CLI (`latchkey`) and the desktop app do, as plain
+//! functions both front ends call.
+//!
+//! - [`profile`]: profiles (`latchkey`, `latchkey.dev`, `latchkey.test`, ...) that keep real,
+//!   development and test data apart, and the non-secret profile configuration file.
+//! - [`keychain`]: where a device keeps its keys: the OS keychain ([`keychain::SecretServiceStore`]
+//!   on Linux) or, chosen explicitly, a passphrase-encrypted file
+//!   ([`keychain::EncryptedFileStore`]), behind one [`keychain::KeyStore`] trait.
+//! - [`api`]: the broker's device API, every request signed by the device key (RFC 9421).
+//! - [`workspace`]: the flows people run: create a workspace, join one, admit a new device after
+//!   comparing its fingerprint, receive the keys it was given.
+//!
+//! Secrets stay in `latchkey_core` secret types (zeroized on drop, redacted `Debug`); no error or
+//! `Debug` output of this crate contains key material or a request body.
+
+pub mod api;
+pub mod keychain;
+pub mod profile;
+pub mod workspace;

@@ -1,0 +1,105 @@
+//! A real broker (`latchkey-server`) on a loopback port with its own database, and devices that
+//! each have their own profile directory and key store, as separate machines would.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "shared by several test binaries, each using a subset; a panic is the failure report"
+)]
+
+use std::sync::Arc;
+
+use latchkey_client::api::BrokerUrl;
+use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
+use latchkey_client::profile::{Profile, ProfileName};
+use latchkey_core::keys::BrokerSecretKey;
+use latchkey_core::secret::SecretBytes;
+use latchkey_server::Broker;
+use latchkey_server::store::Store;
+
+/// A broker serving on 127.0.0.1 with the system clock (clients sign with the real time).
+pub struct TestBroker {
+    pub url: BrokerUrl,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open store");
+        let broker = Broker::new(store, BrokerSecretKey::generate().expect("broker key"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"))
+            .parse()
+            .expect("loopback URL");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            latchkey_server::serve(broker, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server ran");
+        });
+        Self { url, dir, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A direct connection to the broker's database: how these tests play a malicious broker.
+    pub async fn database(&self) -> sqlx::SqlitePool {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.dir.path().join("db.sqlite3"))
+            .busy_timeout(std::time::Duration::from_secs(5));
+        sqlx::SqlitePool::connect_with(options).await.expect("open the broker's database")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server stopped cleanly");
+        }
+    }
+}
+
+/// One machine: a profile in its own directory and its own encrypted-file key store (the real
+/// store, at its real Argon2id parameters; the OS keychain is covered by tests/keychain.rs).
+pub struct Machine {
+    pub profile: Profile,
+    pub store: SharedKeyStore,
+    _dir: tempfile::TempDir,
+}
+
+impl Machine {
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let profile = Profile::new(ProfileName::named(name).expect("profile name"), dir.path());
+        let store = EncryptedFileStore::create(
+            profile.key_file_path(),
+            profile.name(),
+            SecretBytes::copy_from(b"test passphrase for this machine"),
+        )
+        .expect("create the key file");
+        Self { profile, store: Arc::new(store), _dir: dir }
+    }
+}
+
+/// No rendering of `key` (text, hex, base64, a Rust byte list) appears in `text`.
+pub fn assert_no_key_material(text: &str, key: &[u8; 32]) {
+    use base64::Engine as _;
+    let hex: String = key[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let renderings = [
+        String::from_utf8_lossy(&key[..12]).into_owned(),
+        hex.clone(),
+        hex.to_uppercase(),
+        base64::engine::general_purpose::STANDARD.encode(&key[..12]),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&key[..12]),
+        format!("{:?}", &key[..6]).trim_matches(['[', ']']).to_owned(),
+    ];
+    for rendering in renderings {
+        assert!(!text.contains(&rendering), "key material ({rendering}) in: {text}");
+    }
+}
