@@ -149,10 +149,12 @@ ensure_system_packages() {
 
 # --- npm dependencies ---------------------------------------------------------
 
-# Directories with a package.json that this project builds: the repo root and ui/.
+# Directories with a package.json that this project builds: the repo root, ui/, and
+# tests/interop/node (Octokit through the broker; it defines no npm scripts, scripts/test
+# runs it with `node --test`).
 npm_projects() {
   local dir
-  for dir in "$LATCHKEY_ROOT" "$LATCHKEY_ROOT/ui"; do
+  for dir in "$LATCHKEY_ROOT" "$LATCHKEY_ROOT/ui" "$LATCHKEY_ROOT/tests/interop/node"; do
     [[ -f "$dir/package.json" ]] && echo "$dir"
   done
   return 0
