@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
-use super::workspaces::{DeviceRegistration, checked_name, exchange_key, registration_key};
+use super::workspaces::{DeviceRegistration, checked_name, exchange_key, verify_registration};
 use crate::auth::{SelfSigned, Signed};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
@@ -233,14 +233,7 @@ async fn join(
     request: SelfSigned<JoinRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
     let body = &request.body;
-    let device_key = registration_key(&body.device)?;
-    if request.key_id() != body.device.id {
-        return Err(ApiError::new(
-            ErrorCode::SignatureInvalid,
-            "the request must be signed by the device it registers (keyid = device.id)",
-        ));
-    }
-    request.verify_with(&state, &device_key).await?;
+    let device_key = verify_registration(&state, &request, &body.device).await?;
     let exchange = exchange_key(&body.device)?;
     let device_name = checked_name("device.name", &body.device.name)?;
     let member_name =

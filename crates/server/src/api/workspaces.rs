@@ -97,14 +97,7 @@ async fn create(
     request: SelfSigned<CreateWorkspace>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let body = &request.body;
-    let device_key = registration_key(&body.device)?;
-    if request.key_id() != body.device.id {
-        return Err(ApiError::new(
-            ErrorCode::SignatureInvalid,
-            "the request must be signed by the device it registers (keyid = device.id)",
-        ));
-    }
-    request.verify_with(&state, &device_key).await?;
+    let device_key = verify_registration(&state, &request, &body.device).await?;
 
     let workspace = body.workspace.id;
     let member = body.member.id;
@@ -181,6 +174,24 @@ struct Me {
 async fn me(request: Signed<()>) -> Json<Me> {
     let c = request.caller;
     Json(Me { workspace: c.workspace, member: c.member, device: c.device, role: c.role })
+}
+
+/// Verifies a self-signed registration: the request must be signed (`keyid` = `device.id`) by
+/// the Ed25519 key the registration names. Returns that key.
+pub(crate) async fn verify_registration<T>(
+    state: &SharedState,
+    request: &SelfSigned<T>,
+    device: &DeviceRegistration,
+) -> Result<DeviceVerifyingKey, ApiError> {
+    let key = registration_key(device)?;
+    if request.key_id() != device.id {
+        return Err(ApiError::new(
+            ErrorCode::SignatureInvalid,
+            "the request must be signed by the device it registers (keyid = device.id)",
+        ));
+    }
+    request.verify_with(state, &key).await?;
+    Ok(key)
 }
 
 /// The Ed25519 key a registration names, refusing invalid and weak keys.
