@@ -149,14 +149,16 @@ ensure_system_packages() {
 
 # --- npm dependencies ---------------------------------------------------------
 
-# Directories with a package.json that this project builds: the repo root, ui/, and
-# tests/interop/node (Octokit through the broker; it defines no npm scripts, scripts/test
-# runs it with `node --test`).
+# Directories with a package.json that this project builds: the repo root, ui/, and every
+# test project under tests/ (Octokit through the broker, the OAuth authorization servers the
+# client is tested against), found rather than listed so a new one cannot be forgotten.
 npm_projects() {
   local dir
-  for dir in "$LATCHKEY_ROOT" "$LATCHKEY_ROOT/ui" "$LATCHKEY_ROOT/tests/interop/node"; do
+  for dir in "$LATCHKEY_ROOT" "$LATCHKEY_ROOT/ui"; do
     [[ -f "$dir/package.json" ]] && echo "$dir"
   done
+  find "$LATCHKEY_ROOT/tests" -name node_modules -prune -o -name package.json -printf '%h\n' |
+    sort
   return 0
 }
 
