@@ -9,6 +9,8 @@
 //! - [`api`]: the broker's device API, every request signed by the device key (RFC 9421).
 //! - [`workspace`]: the flows people run: create a workspace, join one, admit a new device after
 //!   comparing its fingerprint, receive the keys it was given.
+//! - [`recovery`]: recovery kits: export this device's workspace and member keys under a
+//!   passphrase, import them into a replacement device.
 //!
 //! Secrets stay in `latchkey_core` secret types (zeroized on drop, redacted `Debug`); no error or
 //! `Debug` output of this crate contains key material or a request body.
@@ -16,4 +18,5 @@
 pub mod api;
 pub mod keychain;
 pub mod profile;
+pub mod recovery;
 pub mod workspace;
