@@ -355,6 +355,7 @@ impl Store {
         &self,
         new: NewCredential,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let ws = new.workspace.to_string();
         let owner = owner_column(new.owner);
         let version = new.envelope.key_version();
@@ -425,6 +426,7 @@ impl Store {
         id: CredentialId,
         update: CredentialUpdate,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.pool.begin().await?;
         let version = update.envelope.key_version();
         let updated = sqlx::query(
@@ -491,6 +493,7 @@ impl Store {
         expected_revision: Option<u64>,
         now: u64,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE credentials SET status = ?3, updated_at = ?4, revision = revision + 1
@@ -520,6 +523,7 @@ impl Store {
         id: CredentialId,
         now: u64,
     ) -> Result<bool, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM credentials WHERE workspace_id = ?1 AND id = ?2")
             .bind(workspace.to_string())
@@ -554,6 +558,7 @@ impl Store {
         expires_hint: Option<u64>,
         now: u64,
     ) -> Result<bool, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         if previous.key_version() != next.key_version() {
             return Ok(false);
         }
@@ -591,6 +596,7 @@ impl Store {
         &self,
         rotation: Rotation,
     ) -> Result<Result<(), RotationRefused>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let ws = rotation.workspace.to_string();
         let owner = rotation.scope.owner_column();
         let (from, to) = (i64::from(rotation.from.get()), i64::from(rotation.to.get()));

@@ -267,6 +267,7 @@ impl Store {
     /// Redeems an invite: creates the member (for a new-member invite) and the device, and marks
     /// the invite used, all in one transaction.
     pub async fn join(&self, join: Join) -> Result<Result<Joined, JoinError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(invite) = sqlx::query(
             "SELECT i.workspace_id, i.role, i.member_id, m.id, m.role
@@ -568,6 +569,7 @@ impl Store {
         device: DeviceId,
         now: u64,
     ) -> Result<Result<(), MembershipError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let ws = workspace.to_string();
         let id = device.to_string();
@@ -605,6 +607,7 @@ impl Store {
         member: MemberId,
         now: u64,
     ) -> Result<Result<u64, MembershipError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let ws = workspace.to_string();
         let id = member.to_string();
@@ -653,6 +656,7 @@ impl Store {
         member: MemberId,
         role: Role,
     ) -> Result<Result<(), MembershipError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let ws = workspace.to_string();
         let changed = sqlx::query(

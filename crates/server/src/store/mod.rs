@@ -7,6 +7,7 @@ pub mod agents;
 pub mod audit;
 pub mod credentials;
 pub mod devices;
+pub(crate) mod hot;
 pub mod members;
 pub mod nonces;
 pub mod policies;
@@ -14,6 +15,7 @@ pub mod workspaces;
 
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -37,6 +39,8 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) pool: SqlitePool,
+    /// The proxy's read cache of agents, credentials, devices and grants (see [`hot`]).
+    pub(crate) hot: Arc<hot::HotCache>,
 }
 
 impl Store {
@@ -52,7 +56,7 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, hot: Arc::default() })
     }
 
     /// Whether the database answers a trivial query.

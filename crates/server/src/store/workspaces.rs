@@ -42,6 +42,7 @@ impl Store {
         &self,
         new: NewWorkspace,
     ) -> Result<Result<(), IdTaken>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.pool.begin().await?;
         let taken = sqlx::query_scalar::<_, i64>(
             "SELECT (SELECT count(*) FROM workspaces WHERE id = ?1) + (SELECT count(*) FROM devices WHERE id = ?2)",
