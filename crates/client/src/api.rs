@@ -18,13 +18,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_core::envelope::Envelope;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::httpsig::{self, HttpSigError, SignedRequestParts};
-use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
+use latchkey_core::ids::{
+    AgentId, CredentialId, DeviceId, GrantId, KeyVersion, MemberId, Owner, WorkspaceId,
+};
 use latchkey_core::keys::{
     BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
     WrappedKey, WrappedKind,
 };
+use latchkey_core::token::AgentToken;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -451,6 +455,127 @@ pub struct DeliveredKey {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Credentials, agents and grants
+// ---------------------------------------------------------------------------------------------
+
+/// A credential's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialStatus {
+    /// Agents may use it.
+    Active,
+    /// The provider refused it; its owner must connect it again.
+    ReconnectNeeded,
+    /// Switched off.
+    Disabled,
+}
+
+/// A credential's metadata as the broker answers it (never the envelope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialInfo {
+    /// The credential.
+    pub id: CredentialId,
+    /// The name agents use in `/p/{name}/...`.
+    pub name: String,
+    /// The provider catalog id.
+    pub provider: String,
+    /// Where calls go.
+    pub upstream_base_url: String,
+    /// Hosts the proxy may contact.
+    pub allowed_hosts: Vec<String>,
+    /// Shared (workspace key) or personal (member key).
+    pub owner: Owner,
+    /// The key version its envelope is sealed under.
+    pub key_version: KeyVersion,
+    /// Whether agents may use it.
+    pub status: CredentialStatus,
+    /// OAuth scopes, if any.
+    pub scopes: Vec<String>,
+    /// When the secret is expected to expire (unix seconds).
+    pub expires_hint: Option<u64>,
+    /// Optimistic-concurrency token.
+    pub revision: u64,
+    /// Creation time (unix seconds).
+    pub created_at: u64,
+    /// Last change (unix seconds).
+    pub updated_at: u64,
+}
+
+/// A credential to store (`POST /v1/credentials`): metadata and an envelope sealed on the device.
+#[derive(Debug)]
+pub struct NewCredential<'a> {
+    /// Chosen by the device: it is bound into the envelope.
+    pub id: CredentialId,
+    /// The name agents use.
+    pub name: &'a str,
+    /// The provider catalog id.
+    pub provider: &'a str,
+    /// Where calls go.
+    pub upstream_base_url: &'a str,
+    /// Hosts the proxy may contact.
+    pub allowed_hosts: &'a [String],
+    /// Shared (workspace key; admins only) or this member's own.
+    pub shared: bool,
+    /// The key version `envelope` is sealed under.
+    pub key_version: KeyVersion,
+    /// OAuth scopes, if any.
+    pub scopes: &'a [String],
+    /// When the secret is expected to expire.
+    pub expires_hint: Option<u64>,
+    /// The sealed payload.
+    pub envelope: &'a Envelope,
+}
+
+/// An agent as the broker lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The agent.
+    pub id: AgentId,
+    /// Its name.
+    pub name: String,
+    /// The member who owns it.
+    pub owner: MemberId,
+    /// Creation time (unix seconds).
+    pub created_at: u64,
+    /// When it was revoked.
+    pub revoked_at: Option<u64>,
+    /// When the proxy last saw its token (to the second).
+    pub last_used_at: Option<u64>,
+}
+
+/// A new agent and its token, shown this once.
+#[derive(Debug)]
+pub struct CreatedAgent {
+    /// The agent.
+    pub agent: AgentInfo,
+    /// Its token (secret; redacted in `Debug`).
+    pub token: AgentToken,
+}
+
+/// A standing grant as the broker lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantInfo {
+    /// The grant (the standing capability's grant id).
+    pub id: GrantId,
+    /// Its agent.
+    pub agent: AgentId,
+    /// The credential it opens.
+    pub credential: CredentialId,
+    /// The device that issued it.
+    pub issued_by: DeviceId,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Allowed path patterns.
+    pub path_patterns: Vec<String>,
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+    /// Registration time.
+    pub created_at: u64,
+    /// When it was revoked.
+    pub revoked_at: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------------------------
 
@@ -637,6 +762,120 @@ impl BrokerClient {
             .collect()
     }
 
+    /// `POST /v1/credentials`: stores a credential sealed on this device.
+    pub async fn create_credential(
+        &self,
+        new: &NewCredential<'_>,
+    ) -> Result<CredentialInfo, ClientError> {
+        let body = json!({
+            "id": new.id,
+            "name": new.name,
+            "provider": new.provider,
+            "upstream_base_url": new.upstream_base_url,
+            "allowed_hosts": new.allowed_hosts,
+            "owner": if new.shared { "shared" } else { "me" },
+            "key_version": new.key_version,
+            "scopes": new.scopes,
+            "expires_hint": new.expires_hint,
+            "envelope": b64(new.envelope.as_bytes()),
+        });
+        self.send(Method::Post, "/v1/credentials", Some(body)).await
+    }
+
+    /// `GET /v1/credentials`: the shared credentials and this member's own.
+    pub async fn credentials(&self) -> Result<Vec<CredentialInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            credentials: Vec<CredentialInfo>,
+        }
+        let answer: Answer = self.send(Method::Get, "/v1/credentials", None).await?;
+        Ok(answer.credentials)
+    }
+
+    /// `DELETE /v1/credentials/{id}`: deletes it and revokes its grants.
+    pub async fn delete_credential(&self, id: CredentialId) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/credentials/{id}")).await
+    }
+
+    /// `POST /v1/agents`: a new agent owned by this member; its token is answered this once.
+    pub async fn create_agent(&self, name: &str) -> Result<CreatedAgent, ClientError> {
+        self.agent_with_token(Method::Post, "/v1/agents", Some(json!({"name": name}))).await
+    }
+
+    /// `POST /v1/agents/{id}/token`: replaces the agent's token; the old one stops working.
+    pub async fn regenerate_agent_token(&self, id: AgentId) -> Result<CreatedAgent, ClientError> {
+        self.agent_with_token(Method::Post, &format!("/v1/agents/{id}/token"), None).await
+    }
+
+    /// `GET /v1/agents`: this member's agents (every agent for admins).
+    pub async fn agents(&self) -> Result<Vec<AgentInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            agents: Vec<AgentInfo>,
+        }
+        let answer: Answer = self.send(Method::Get, "/v1/agents", None).await?;
+        Ok(answer.agents)
+    }
+
+    /// `DELETE /v1/agents/{id}`: revokes the agent and its grants.
+    pub async fn revoke_agent(&self, id: AgentId) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/agents/{id}")).await
+    }
+
+    /// `POST /v1/grants`: registers the grant behind a standing capability this device issued.
+    pub async fn create_grant(
+        &self,
+        id: GrantId,
+        agent: AgentId,
+        credential: CredentialId,
+        methods: &[&str],
+        path_patterns: &[&str],
+        expires_at: u64,
+    ) -> Result<GrantInfo, ClientError> {
+        let body = json!({
+            "id": id, "agent": agent, "credential": credential, "methods": methods,
+            "path_patterns": path_patterns, "expires_at": expires_at,
+        });
+        self.send(Method::Post, "/v1/grants", Some(body)).await
+    }
+
+    /// `GET /v1/grants[?agent=]`: grants of this member's agents (every agent's for admins).
+    pub async fn grants(&self, agent: Option<AgentId>) -> Result<Vec<GrantInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            grants: Vec<GrantInfo>,
+        }
+        let path = match agent {
+            Some(agent) => format!("/v1/grants?agent={agent}"),
+            None => "/v1/grants".to_owned(),
+        };
+        let answer: Answer = self.send(Method::Get, &path, None).await?;
+        Ok(answer.grants)
+    }
+
+    /// `DELETE /v1/grants/{id}`: revokes the grant; its capability is refused from the next call.
+    pub async fn revoke_grant(&self, id: GrantId) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/grants/{id}")).await
+    }
+
+    async fn agent_with_token(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<CreatedAgent, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(flatten)]
+            agent: AgentInfo,
+            token: Zeroizing<String>,
+        }
+        let answer: Answer = self.send(method, path, body).await?;
+        let token = AgentToken::parse(&answer.token)
+            .map_err(|_| unexpected(method, path, 200, "an agent token that is not well formed"))?;
+        Ok(CreatedAgent { agent: answer.agent, token })
+    }
+
     fn registration(&self, name: &str, keys: &DevicePublicKeys) -> serde_json::Value {
         json!({
             "id": self.device,
@@ -653,6 +892,34 @@ impl BrokerClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
+        let (status, received) = self.exchange(method, path, body).await?;
+        serde_json::from_slice(&received).map_err(|e| {
+            unexpected(
+                method,
+                path,
+                status,
+                &format!(
+                    "a body that is not the expected JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })
+    }
+
+    /// Signs and sends one request whose success has no body (`204 No Content`).
+    async fn send_empty(&self, method: Method, path: &str) -> Result<(), ClientError> {
+        self.exchange(method, path, None).await.map(drop)
+    }
+
+    /// Signs and sends one request; a success answers its status and body, anything else
+    /// becomes an error.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, Zeroizing<Vec<u8>>), ClientError> {
         // Request bodies can hold invite codes: zeroized after sending, never in an error.
         // INVARIANT: a `serde_json::Value` always serializes (its map keys are strings).
         let bytes = Zeroizing::new(match &body {
@@ -697,18 +964,7 @@ impl BrokerClient {
             received.extend_from_slice(&chunk);
         }
         if (200..300).contains(&status) {
-            serde_json::from_slice(&received).map_err(|e| {
-                unexpected(
-                    method,
-                    path,
-                    status,
-                    &format!(
-                        "a body that is not the expected JSON (line {}, column {})",
-                        e.line(),
-                        e.column()
-                    ),
-                )
-            })
+            Ok((status, received))
         } else {
             #[derive(Deserialize)]
             struct WireError {
@@ -741,6 +997,7 @@ enum Method {
     Get,
     Post,
     Put,
+    Delete,
 }
 
 impl Method {
@@ -749,6 +1006,7 @@ impl Method {
             Method::Get => "GET",
             Method::Post => "POST",
             Method::Put => "PUT",
+            Method::Delete => "DELETE",
         }
     }
 }
@@ -759,6 +1017,7 @@ impl From<Method> for reqwest::Method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
             Method::Put => reqwest::Method::PUT,
+            Method::Delete => reqwest::Method::DELETE,
         }
     }
 }

@@ -9,12 +9,15 @@
 //! - [`api`]: the broker's device API, every request signed by the device key (RFC 9421).
 //! - [`workspace`]: the flows people run: create a workspace, join one, admit a new device after
 //!   comparing its fingerprint, receive the keys it was given.
+//! - [`access`]: what lets agents call APIs: API keys sealed on the device, standing grants and
+//!   their capabilities (agents themselves are created with [`api::BrokerClient::create_agent`]).
 //! - [`recovery`]: recovery kits: export this device's workspace and member keys under a
 //!   passphrase, import them into a replacement device.
 //!
 //! Secrets stay in `latchkey_core` secret types (zeroized on drop, redacted `Debug`); no error or
 //! `Debug` output of this crate contains key material or a request body.
 
+pub mod access;
 pub mod api;
 pub mod keychain;
 pub mod profile;
