@@ -1,0 +1,273 @@
+//! The command line, as clap types. `latchkey --help` is generated from these doc comments
+//! (and [`ABOUT`] for the top level).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `latchkey --help`: what Latchkey is, and a first session.
+const ABOUT: &str = "\
+Latchkey: let AI agents call GitHub, OpenAI, Slack and other APIs
+without ever holding their keys.
+
+Your keys stay on your devices (in the OS keychain); the broker stores
+only ciphertext it cannot open; agents get a placeholder token. Each
+call goes through the broker, which needs a capability signed by one of
+your devices and a policy that allows it, and every attempt is written
+to a tamper-evident audit log.
+
+A first session:
+
+  latchkey workspace create --broker http://127.0.0.1:8740 \\
+      --name Acme --member-name Ada
+  latchkey credential add --name openai --provider openai \\
+      --base-url https://api.openai.com --allow-host api.openai.com \\
+      --header authorization --prefix 'Bearer '
+  latchkey agent create ci-bot
+  latchkey grant create --agent <agent id> --credential openai \\
+      --method GET --method POST --path '/v1/**' --for 8h
+  latchkey recovery export --out latchkey-recovery.txt";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(about = "Latchkey: let AI agents call APIs without ever holding their keys.", long_about = ABOUT)]
+#[command(name = "latchkey", version, propagate_version = true)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// Profile: keeps real, development and test data apart (each has its own keys and settings).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_PROFILE",
+        hide_env_values = true,
+        value_name = "NAME"
+    )]
+    pub(crate) profile: Option<String>,
+    /// Where profile settings live (default: the platform's configuration directory).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_CONFIG_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
+    pub(crate) config_dir: Option<PathBuf>,
+    /// Where this device's keys live: the OS keychain, or a passphrase-encrypted file for
+    /// headless machines (passphrase from LATCHKEY_KEYSTORE_PASSPHRASE or a prompt).
+    #[arg(long, global = true, env = "LATCHKEY_KEY_STORE", hide_env_values = true, value_enum, default_value_t = KeyStoreChoice::Os)]
+    pub(crate) key_store: KeyStoreChoice,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Documented exit codes, shown at the end of `--help`.
+pub(crate) const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (the message says what to do)
+  2  usage error
+  3  not found
+  4  refused by the broker (permission, signature, conflict)
+  5  the broker could not be reached
+  6  the key store is unavailable or locked";
+
+/// Key store choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum KeyStoreChoice {
+    /// The OS keychain (Secret Service on Linux).
+    Os,
+    /// An Argon2id-encrypted file next to the profile settings.
+    File,
+}
+
+/// Top-level commands, grouped by noun.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a workspace or show the one this device is enrolled in.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Invite a member or another device of a member.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Store API keys (sealed on this device), list and remove credentials.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+    /// Create, list and revoke agents: the programs that call APIs through the broker.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Give an agent standing access to a credential, list and revoke grants.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Export this device's keys into a passphrase-sealed recovery kit, or import one.
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `latchkey workspace ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkspaceCommand {
+    /// Create a workspace with this device as its first admin.
+    Create {
+        /// The broker's URL (https, or http on loopback).
+        #[arg(long)]
+        broker: String,
+        /// The workspace's name.
+        #[arg(long)]
+        name: String,
+        /// Your name as other members see it.
+        #[arg(long)]
+        member_name: String,
+        /// This device's name.
+        #[arg(long, default_value = "this device")]
+        device_name: String,
+    },
+    /// Show the workspace, member and device of this profile, and the device's fingerprint.
+    Show,
+}
+
+/// `latchkey invite ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum InviteCommand {
+    /// Create a one-time invite code (valid for a day).
+    Create {
+        /// Invite a new member with this role.
+        #[arg(long, value_enum, default_value_t = RoleChoice::Member, conflicts_with = "device_for")]
+        role: RoleChoice,
+        /// Invite another device of this member instead.
+        #[arg(long, value_name = "MEMBER ID")]
+        device_for: Option<String>,
+    },
+}
+
+/// A member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RoleChoice {
+    /// Manages members, shared credentials and policies.
+    Admin,
+    /// Uses shared credentials and owns personal ones.
+    Member,
+}
+
+/// `latchkey credential ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum CredentialCommand {
+    /// Store an API key. It is read from a hidden prompt (or stdin with --key-stdin), never from
+    /// the command line, and sealed on this device before it is uploaded.
+    Add(AddCredential),
+    /// List the workspace's shared credentials and your own.
+    List,
+    /// Delete a credential; agents lose it at their next call.
+    Remove {
+        /// The credential's name.
+        name: String,
+    },
+}
+
+/// `latchkey credential add`
+#[derive(Debug, Args)]
+pub(crate) struct AddCredential {
+    /// The name agents use in `/p/<name>/...`.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The provider (a catalog id such as `openai`, or `custom-api-key`).
+    #[arg(long)]
+    pub(crate) provider: String,
+    /// The provider's API base URL.
+    #[arg(long)]
+    pub(crate) base_url: String,
+    /// A host the broker may send the key to (repeat for several).
+    #[arg(long = "allow-host", required = true, value_name = "HOST")]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Inject the key in this header (e.g. `authorization`, `x-api-key`).
+    #[arg(long, conflicts_with = "query", required_unless_present = "query")]
+    pub(crate) header: Option<String>,
+    /// Text before the key in the header, e.g. `Bearer `.
+    #[arg(long, default_value = "", requires = "header")]
+    pub(crate) prefix: String,
+    /// Inject the key as this query parameter instead.
+    #[arg(long)]
+    pub(crate) query: Option<String>,
+    /// Keep it personal (under your member key) instead of sharing it with the workspace.
+    #[arg(long)]
+    pub(crate) personal: bool,
+    /// Read the key from standard input instead of a prompt.
+    #[arg(long)]
+    pub(crate) key_stdin: bool,
+}
+
+/// `latchkey agent ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentCommand {
+    /// Create an agent; its token is printed this once.
+    Create {
+        /// The agent's name.
+        name: String,
+    },
+    /// List your agents (every agent, for admins), with their last use.
+    List,
+    /// Revoke an agent and all its grants.
+    Revoke {
+        /// The agent's id.
+        id: String,
+    },
+}
+
+/// `latchkey grant ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum GrantCommand {
+    /// Give an agent standing access to a credential; prints the capability to hand to it.
+    Create {
+        /// The agent's id.
+        #[arg(long)]
+        agent: String,
+        /// The credential's name.
+        #[arg(long)]
+        credential: String,
+        /// An allowed method (repeat for several).
+        #[arg(long = "method", required = true, value_name = "METHOD")]
+        methods: Vec<String>,
+        /// An allowed path pattern, `*` for one segment, `**` for any rest (repeat for several).
+        #[arg(long = "path", required = true, value_name = "PATTERN")]
+        paths: Vec<String>,
+        /// How long it lasts: e.g. `30m`, `8h`, `7d` (at most 90 days).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+    },
+    /// List grants, of one agent or all you can see.
+    List {
+        /// Only this agent's grants.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Revoke a grant; its capability is refused from the next call.
+    Revoke {
+        /// The grant's id.
+        id: String,
+    },
+}
+
+/// `latchkey recovery ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum RecoveryCommand {
+    /// Write this device's workspace and member keys to a recovery kit sealed with a passphrase
+    /// (from LATCHKEY_RECOVERY_PASSPHRASE or a prompt; at least 12 characters).
+    Export {
+        /// The file to create (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Import a recovery kit into this enrolled device; stored keys are never replaced.
+    Import {
+        /// The kit file.
+        file: PathBuf,
+    },
+}

@@ -1,0 +1,433 @@
+//! One function per command, each a thin layer over `latchkey_client`.
+
+use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use latchkey_client::access::{GrantTerms, NewApiKey, add_api_key, grant_standing};
+use latchkey_client::api::{BrokerClient, InviteFor, Role};
+use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
+use latchkey_client::profile::{Profile, ProfileName};
+use latchkey_client::recovery::{export_kit, import_kit};
+use latchkey_client::workspace::{broker_client, create_workspace, own_fingerprint};
+use latchkey_core::capability::Method;
+use latchkey_core::ids::{AgentId, GrantId, MemberId};
+use latchkey_core::payload::Injection;
+use latchkey_core::secret::SecretBytes;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::cli::{
+    AgentCommand, Cli, Command, CredentialCommand, GrantCommand, InviteCommand, KeyStoreChoice,
+    RecoveryCommand, RoleChoice, WorkspaceCommand,
+};
+
+/// Something the user named does not exist (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NotFound(pub String);
+
+/// Environment variable with the encrypted key file's passphrase (for scripts and CI).
+const KEYSTORE_PASSPHRASE_ENV: &str = "LATCHKEY_KEYSTORE_PASSPHRASE";
+/// Environment variable with a recovery kit's passphrase.
+const RECOVERY_PASSPHRASE_ENV: &str = "LATCHKEY_RECOVERY_PASSPHRASE";
+
+/// Runs one parsed command line.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output { json: cli.json };
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "latchkey", &mut std::io::stdout());
+        return Ok(());
+    }
+    let profile = profile(&cli)?;
+    let choice = cli.key_store;
+    match cli.command {
+        Command::Workspace(WorkspaceCommand::Create { broker, name, member_name, device_name }) => {
+            let store = key_store(&profile, choice, true)?;
+            let broker = broker.parse().context("--broker")?;
+            let created =
+                create_workspace(&profile, &store, &broker, &name, &member_name, &device_name)
+                    .await?;
+            out.value(
+                &json!({
+                    "workspace": created.workspace, "member": created.member,
+                    "device": created.device, "fingerprint": created.fingerprint.to_string(),
+                }),
+                &format!(
+                    "Created workspace {name} ({}). You are its admin.\nThis device's fingerprint: {}\nCompare it when you admit other devices.",
+                    created.workspace, created.fingerprint
+                ),
+            )
+        }
+        Command::Workspace(WorkspaceCommand::Show) => {
+            let config = profile.load_config()?;
+            let store = key_store(&profile, choice, false)?;
+            let fingerprint = own_fingerprint(&profile, &store).await?;
+            out.value(
+                &json!({
+                    "broker": config.broker_url.as_str(), "workspace": config.workspace,
+                    "member": config.member, "device": config.device,
+                    "fingerprint": fingerprint.to_string(),
+                    "workspace_key_version": config.workspace_key_version,
+                    "member_key_version": config.member_key_version,
+                }),
+                &format!(
+                    "broker       {}\nworkspace    {}\nmember       {}\ndevice       {}\nfingerprint  {fingerprint}",
+                    config.broker_url.as_str(), config.workspace, config.member, config.device
+                ),
+            )
+        }
+        Command::Invite(InviteCommand::Create { role, device_for }) => {
+            let client = client(&profile, choice).await?;
+            let invite_for = match device_for {
+                Some(member) => InviteFor::Device(parse_id::<MemberId>(&member, "member")?),
+                None => InviteFor::NewMember(match role {
+                    RoleChoice::Admin => Role::Admin,
+                    RoleChoice::Member => Role::Member,
+                }),
+            };
+            let invite = client.create_invite(invite_for, None).await?;
+            out.value(
+                &json!({"code": invite.code.expose_secret(), "expires_at": invite.expires_at}),
+                &format!(
+                    "Invite code (one use, shown once): {}\nThe new device joins with it, then you compare fingerprints.",
+                    invite.code.expose_secret()
+                ),
+            )
+        }
+        Command::Credential(CredentialCommand::Add(add)) => {
+            let store = key_store(&profile, choice, false)?;
+            let injection = match (add.header, add.query) {
+                (Some(name), None) => {
+                    Injection::Header { name: name.to_ascii_lowercase(), prefix: add.prefix }
+                }
+                (None, Some(name)) => Injection::Query { name },
+                _ => bail!("give exactly one of --header or --query"),
+            };
+            let key = read_key(add.key_stdin)?;
+            let stored = add_api_key(
+                &profile,
+                &store,
+                NewApiKey {
+                    name: &add.name,
+                    provider: &add.provider,
+                    base_url: &add.base_url,
+                    allowed_hosts: &add.allowed_hosts,
+                    injection,
+                    shared: !add.personal,
+                    key,
+                },
+            )
+            .await?;
+            out.value(
+                &serde_json::to_value(&stored)?,
+                &format!(
+                    "Stored {} ({}); agents call it at /p/{}/...",
+                    stored.name, stored.id, stored.name
+                ),
+            )
+        }
+        Command::Credential(CredentialCommand::List) => {
+            let credentials = client(&profile, choice).await?.credentials().await?;
+            let lines: Vec<String> = credentials
+                .iter()
+                .map(|c| {
+                    let owner = match c.owner {
+                        latchkey_core::ids::Owner::Shared => "shared",
+                        latchkey_core::ids::Owner::Member(_) => "personal",
+                    };
+                    format!(
+                        "{:<24} {:<14} {:<9} {:?} {}",
+                        c.name, c.provider, owner, c.status, c.upstream_base_url
+                    )
+                })
+                .collect();
+            out.list(
+                &serde_json::to_value(&credentials)?,
+                &lines,
+                "No credentials yet: add one with `latchkey credential add`.",
+            )
+        }
+        Command::Credential(CredentialCommand::Remove { name }) => {
+            let client = client(&profile, choice).await?;
+            let credential =
+                client.credentials().await?.into_iter().find(|c| c.name == name).ok_or_else(
+                    || {
+                        NotFound(format!(
+                            "no credential named {name:?}: see `latchkey credential list`"
+                        ))
+                    },
+                )?;
+            client.delete_credential(credential.id).await?;
+            out.value(
+                &json!({"deleted": credential.id}),
+                &format!("Deleted {name}; agents lose it at their next call."),
+            )
+        }
+        Command::Agent(AgentCommand::Create { name }) => {
+            let created = client(&profile, choice).await?.create_agent(&name).await?;
+            let token = created.token.expose_secret();
+            out.value(
+                &json!({"agent": created.agent, "token": token}),
+                &format!(
+                    "Created agent {} ({}).\nIts token, shown once (give it to the agent where its SDK takes an API key):\n{token}",
+                    created.agent.name, created.agent.id
+                ),
+            )
+        }
+        Command::Agent(AgentCommand::List) => {
+            let agents = client(&profile, choice).await?.agents().await?;
+            let lines: Vec<String> = agents
+                .iter()
+                .map(|a| {
+                    let state = if a.revoked_at.is_some() { "revoked" } else { "active" };
+                    let used = a
+                        .last_used_at
+                        .map_or_else(|| "never used".to_owned(), |t| format!("last used {t}"));
+                    format!("{}  {:<24} {state:<8} {used}", a.id, a.name)
+                })
+                .collect();
+            out.list(
+                &serde_json::to_value(&agents)?,
+                &lines,
+                "No agents yet: create one with `latchkey agent create <name>`.",
+            )
+        }
+        Command::Agent(AgentCommand::Revoke { id }) => {
+            let id = parse_id::<AgentId>(&id, "agent")?;
+            client(&profile, choice).await?.revoke_agent(id).await?;
+            out.value(&json!({"revoked": id}), &format!("Revoked agent {id} and all its grants."))
+        }
+        Command::Grant(GrantCommand::Create { agent, credential, methods, paths, duration }) => {
+            let store = key_store(&profile, choice, false)?;
+            let methods = methods
+                .iter()
+                .map(|m| Method::parse(&m.to_ascii_uppercase()).with_context(|| format!("unknown method {m:?}: use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let issued = grant_standing(
+                &profile,
+                &store,
+                GrantTerms {
+                    agent: parse_id::<AgentId>(&agent, "agent")?,
+                    credential: &credential,
+                    methods: &methods,
+                    path_patterns: &paths,
+                    duration_secs: parse_duration(&duration)?,
+                },
+            )
+            .await?;
+            let capability = issued.capability.expose_secret();
+            out.value(
+                &json!({"grant": issued.grant, "capability": capability}),
+                &format!(
+                    "Granted until {} (grant {}).\nGive the agent this capability, in a `Latchkey-Capability` header or after its token and a `.`:\n{capability}",
+                    issued.grant.expires_at, issued.grant.id
+                ),
+            )
+        }
+        Command::Grant(GrantCommand::List { agent }) => {
+            let agent = agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?;
+            let grants = client(&profile, choice).await?.grants(agent).await?;
+            let lines: Vec<String> = grants
+                .iter()
+                .map(|g| {
+                    let state = if g.revoked_at.is_some() { "revoked" } else { "live" };
+                    format!(
+                        "{}  agent {}  {} {}  until {} {state}",
+                        g.id,
+                        g.agent,
+                        g.methods.join(","),
+                        g.path_patterns.join(","),
+                        g.expires_at
+                    )
+                })
+                .collect();
+            out.list(&serde_json::to_value(&grants)?, &lines, "No grants.")
+        }
+        Command::Grant(GrantCommand::Revoke { id }) => {
+            let id = parse_id::<GrantId>(&id, "grant")?;
+            client(&profile, choice).await?.revoke_grant(id).await?;
+            out.value(
+                &json!({"revoked": id}),
+                &format!("Revoked grant {id}; its capability is refused from the next call."),
+            )
+        }
+        Command::Recovery(RecoveryCommand::Export { out: path }) => {
+            let store = key_store(&profile, choice, false)?;
+            let passphrase =
+                passphrase(RECOVERY_PASSPHRASE_ENV, "Recovery kit passphrase (12+ characters): ")?;
+            let kit = export_kit(&profile, &store, passphrase).await?;
+            let mut file =
+                std::fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(
+                    || format!("cannot create {} (it must not exist yet)", path.display()),
+                )?;
+            file.write_all(kit.text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            out.value(
+                &json!({"path": path, "workspace_keys": kit.workspace_keys, "member_keys": kit.member_keys}),
+                &format!("Wrote the recovery kit to {}. Keep it and its passphrase apart.", path.display()),
+            )
+        }
+        Command::Recovery(RecoveryCommand::Import { file }) => {
+            let store = key_store(&profile, choice, false)?;
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?,
+            );
+            let passphrase = passphrase(RECOVERY_PASSPHRASE_ENV, "Recovery kit passphrase: ")?;
+            let imported = import_kit(&profile, &store, &text, passphrase).await?;
+            out.value(
+                &json!({"workspace_keys": imported.workspace_keys, "member_keys": imported.member_keys, "already_present": imported.already_present}),
+                &format!(
+                    "Imported {} workspace and {} member key versions ({} already here).",
+                    imported.workspace_keys.len(), imported.member_keys.len(), imported.already_present
+                ),
+            )
+        }
+        Command::Completions { .. } => Ok(()),
+    }
+}
+
+fn profile(cli: &Cli) -> anyhow::Result<Profile> {
+    let name = match cli.profile.as_deref() {
+        None | Some("default") => ProfileName::REAL,
+        Some(name) => ProfileName::named(name)?,
+    };
+    Ok(match &cli.config_dir {
+        Some(dir) => Profile::new(name, dir),
+        None => Profile::in_platform_config_dir(name)?,
+    })
+}
+
+/// Opens the chosen key store; `create` allows a new encrypted key file.
+fn key_store(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    create: bool,
+) -> anyhow::Result<SharedKeyStore> {
+    match choice {
+        KeyStoreChoice::File => {
+            let passphrase = passphrase(KEYSTORE_PASSPHRASE_ENV, "Key file passphrase: ")?;
+            std::fs::create_dir_all(profile.config_dir())
+                .with_context(|| format!("cannot create {}", profile.config_dir().display()))?;
+            let store = if create {
+                EncryptedFileStore::open_or_create(
+                    profile.key_file_path(),
+                    profile.name(),
+                    passphrase,
+                )?
+            } else {
+                EncryptedFileStore::open(profile.key_file_path(), profile.name(), passphrase)?
+            };
+            Ok(Arc::new(store))
+        }
+        KeyStoreChoice::Os => os_key_store(profile),
+    }
+}
+
+#[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
+fn os_key_store(profile: &Profile) -> anyhow::Result<SharedKeyStore> {
+    Ok(Arc::new(latchkey_client::keychain::SecretServiceStore::open(profile.name())?))
+}
+
+#[cfg(not(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android")))))]
+fn os_key_store(_profile: &Profile) -> anyhow::Result<SharedKeyStore> {
+    bail!("this build has no OS keychain support for this platform yet: use --key-store file")
+}
+
+async fn client(profile: &Profile, choice: KeyStoreChoice) -> anyhow::Result<BrokerClient> {
+    let store = key_store(profile, choice, false)?;
+    Ok(broker_client(profile, &store).await?)
+}
+
+/// A passphrase from `env` or, failing that, a hidden prompt.
+fn passphrase(env: &str, prompt: &str) -> anyhow::Result<SecretBytes> {
+    if let Some(value) = std::env::var_os(env) {
+        return Ok(SecretBytes::from_zeroizing(Zeroizing::new(value.into_encoded_bytes())));
+    }
+    let typed = Zeroizing::new(
+        rpassword::prompt_password(prompt)
+            .with_context(|| format!("cannot read a passphrase from the terminal; set {env}"))?,
+    );
+    Ok(SecretBytes::copy_from(typed.as_bytes()))
+}
+
+/// The API key from stdin (`--key-stdin`) or a hidden prompt; surrounding whitespace dropped.
+fn read_key(from_stdin: bool) -> anyhow::Result<SecretBytes> {
+    let raw = Zeroizing::new(if from_stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read the key from stdin")?;
+        text
+    } else {
+        rpassword::prompt_password("API key (not shown): ")
+            .context("cannot read the key from the terminal; pipe it in with --key-stdin")?
+    });
+    let key = raw.trim();
+    if key.is_empty() {
+        bail!("the key is empty: paste the provider's API key");
+    }
+    Ok(SecretBytes::copy_from(key.as_bytes()))
+}
+
+fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> anyhow::Result<T> {
+    text.parse().map_err(|_| anyhow::anyhow!("{text:?} is not a {what} id (a UUID)"))
+}
+
+/// `90s`, `30m`, `8h`, `7d` -> seconds.
+fn parse_duration(text: &str) -> anyhow::Result<u64> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("{text:?} is not a duration: use a number and s, m, h or d (e.g. 8h)"),
+    };
+    let number: u64 =
+        number.parse().with_context(|| format!("{text:?} is not a duration: e.g. 30m, 8h, 7d"))?;
+    number.checked_mul(unit_secs).with_context(|| format!("{text:?} is too long"))
+}
+
+/// Text or JSON on stdout.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn value(&self, value: &serde_json::Value, text: &str) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        if self.json {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(value)?)?;
+        } else {
+            writeln!(stdout, "{text}")?;
+        }
+        Ok(())
+    }
+
+    fn list(&self, value: &serde_json::Value, lines: &[String], empty: &str) -> anyhow::Result<()> {
+        if self.json {
+            return self.value(value, "");
+        }
+        let text = if lines.is_empty() { empty.to_owned() } else { lines.join("\n") };
+        self.value(value, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_anything_else() {
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("8h").unwrap(), 28_800);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        for bad in ["", "8", "h", "8x", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}

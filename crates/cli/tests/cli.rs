@@ -1,0 +1,357 @@
+//! The `latchkey` binary end to end: help and error output against committed snapshots, and a
+//! story against a real broker on loopback with the encrypted-file key store (so no keychain
+//! is needed): workspace, API key from stdin, agent, grant, an agent call through the broker,
+//! listings as JSON, revocation and a recovery kit.
+//!
+//! Snapshots live in `tests/snapshots/`; after an intended change of the text, rewrite them with
+//! `LATCHKEY_UPDATE_SNAPSHOTS=1 cargo test -p latchkey-cli --test cli`.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "the helpers in this file are test code too; a panic is the failure report"
+)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use latchkey_core::keys::BrokerSecretKey;
+use latchkey_server::Broker;
+use latchkey_server::store::Store;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const API_KEY: &str = "sk-cli-canary-7d1e93a0b25c";
+const KEYSTORE_PASSPHRASE: &str = "key file passphrase for tests";
+const RECOVERY_PASSPHRASE: &str = "recovery passphrase for tests";
+
+/// One machine's `latchkey`: its own configuration directory and encrypted key file.
+struct Latchkey {
+    dir: tempfile::TempDir,
+}
+
+impl Latchkey {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LATCHKEY_CONFIG_DIR", self.dir.path())
+            .env("LATCHKEY_PROFILE", "test")
+            .env("LATCHKEY_KEY_STORE", "file")
+            .env("LATCHKEY_KEYSTORE_PASSPHRASE", KEYSTORE_PASSPHRASE)
+            .env("LATCHKEY_RECOVERY_PASSPHRASE", RECOVERY_PASSPHRASE)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs and returns (exit code, stdout, stderr).
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut command = self.command(args);
+        let stdin = stdin.map(str::to_owned);
+        let output: Output = tokio::task::spawn_blocking(move || {
+            if stdin.is_some() {
+                command.stdin(Stdio::piped());
+            }
+            let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            if let Some(text) = stdin {
+                child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+
+    /// Runs a command that must succeed with `--json` and parses its output.
+    async fn json(&self, args: &[&str], stdin: Option<&str>) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.run(&all, stdin).await;
+        assert_eq!(code, 0, "latchkey {args:?} failed: {err}");
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("latchkey {args:?}: not JSON ({e}): {out}"))
+    }
+}
+
+async fn start_broker() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.unwrap();
+    let broker = Broker::new(store, BrokerSecretKey::generate().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(latchkey_server::serve(broker, listener, async {
+        let _ = stopped.await;
+    }));
+    (url, dir, stop)
+}
+
+/// A loopback upstream that answers 200 and keeps each request's head.
+async fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0_u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                record.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+fn snapshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.txt"))
+}
+
+/// Compares `actual` with the committed snapshot `name` (or rewrites it on request).
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = snapshot_path(name);
+    if std::env::var_os("LATCHKEY_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("no snapshot {}: run with LATCHKEY_UPDATE_SNAPSHOTS=1 and review it", path.display())
+    });
+    assert_eq!(
+        actual, expected,
+        "the output of {name} changed; if intended, rewrite with LATCHKEY_UPDATE_SNAPSHOTS=1"
+    );
+}
+
+#[tokio::test]
+async fn help_reads_like_a_tour_and_matches_its_snapshots() {
+    let latchkey = Latchkey::new();
+    let (code, top, _) = latchkey.run(&["--help"], None).await;
+    assert_eq!(code, 0);
+    for must in ["A first session", "Exit codes", "workspace", "credential", "agent", "grant"] {
+        assert!(top.contains(must), "--help must mention {must:?}");
+    }
+    assert_snapshot("help", &top);
+    for noun in ["workspace", "invite", "credential", "agent", "grant", "recovery"] {
+        let (code, text, _) = latchkey.run(&[noun, "--help"], None).await;
+        assert_eq!(code, 0, "{noun} --help");
+        assert_snapshot(&format!("help-{noun}"), &text);
+    }
+    let (code, script, _) = latchkey.run(&["completions", "bash"], None).await;
+    assert_eq!(code, 0);
+    assert!(script.contains("latchkey"), "bash completions name the command");
+}
+
+#[tokio::test]
+async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
+    let latchkey = Latchkey::new();
+    let (code, _, err) = latchkey.run(&["workspace", "show"], None).await;
+    assert_eq!(code, 3, "a profile that is not set up is `not found`: {err}");
+    let err = err.replace(&latchkey.dir.path().display().to_string(), "<config dir>");
+    assert_snapshot("error-not-set-up", &err);
+
+    let (code, _, err) = latchkey
+        .run(
+            &[
+                "workspace",
+                "create",
+                "--broker",
+                "http://127.0.0.1:9",
+                "--name",
+                "A",
+                "--member-name",
+                "B",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code, 5, "an unreachable broker has its own exit code: {err}");
+    assert!(err.starts_with("error: cannot reach the broker at http://127.0.0.1:9"), "{err}");
+    assert!(err.contains("hint: check the broker URL"), "{err}");
+
+    let (code, _, err) = latchkey.run(&["grant", "create", "--agent", "x"], None).await;
+    assert_eq!(code, 2, "a usage error is exit code 2: {err}");
+
+    let (code, _, err) = latchkey
+        .run(
+            &[
+                "workspace",
+                "create",
+                "--broker",
+                "ftp://example.com",
+                "--name",
+                "A",
+                "--member-name",
+                "B",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code, 1, "a bad URL is refused before anything is created: {err}");
+    assert!(err.contains("--broker"), "the message names the flag: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_the_broker() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let ada = Latchkey::new();
+
+    let created = ada
+        .json(
+            &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+            None,
+        )
+        .await;
+    assert!(
+        created["fingerprint"].as_str().is_some_and(|f| !f.is_empty()),
+        "creation shows the fingerprint to compare: {created}"
+    );
+    let shown = ada.json(&["workspace", "show"], None).await;
+    assert_eq!(shown["workspace"], created["workspace"]);
+    assert_eq!(shown["fingerprint"], created["fingerprint"], "show repeats the fingerprint");
+
+    let stored = ada
+        .json(
+            &[
+                "credential",
+                "add",
+                "--name",
+                "openai",
+                "--provider",
+                "openai",
+                "--base-url",
+                &upstream_base,
+                "--allow-host",
+                &host,
+                "--header",
+                "Authorization",
+                "--prefix",
+                "Bearer ",
+                "--key-stdin",
+            ],
+            Some(&format!("{API_KEY}\n")),
+        )
+        .await;
+    assert_eq!(stored["name"], "openai");
+    assert_eq!(stored["status"], "active");
+    let listed = ada.json(&["credential", "list"], None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert!(!listed.to_string().contains(API_KEY), "listings never carry the key");
+
+    let agent = ada.json(&["agent", "create", "ci-bot"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let token = agent["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("lk_"), "the agent token is shown once");
+
+    let grant = ada
+        .json(
+            &[
+                "grant",
+                "create",
+                "--agent",
+                &agent_id,
+                "--credential",
+                "openai",
+                "--method",
+                "get",
+                "--path",
+                "/v1/**",
+                "--for",
+                "1h",
+            ],
+            None,
+        )
+        .await;
+    let capability = grant["capability"].as_str().unwrap().to_owned();
+    let grant_id = grant["grant"]["id"].as_str().unwrap().to_owned();
+
+    // The agent's call: token and capability only.
+    let http = reqwest::Client::new();
+    let call = || {
+        http.get(format!("{broker}/p/openai/v1/models"))
+            .bearer_auth(&token)
+            .header("latchkey-capability", &capability)
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 200, "the granted call goes through");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(
+            seen[0].contains(&format!("Bearer {API_KEY}"))
+                || seen[0].contains(&format!("bearer {API_KEY}")),
+            "the upstream receives the real key: {}",
+            seen[0]
+        );
+    }
+    let agents = ada.json(&["agent", "list"], None).await;
+    assert!(agents[0]["last_used_at"].is_u64(), "the agent's use is listed: {agents}");
+    let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    assert_eq!(grants[0]["id"], grant_id.as_str());
+
+    // Text output is for people, and still never shows the key.
+    let (code, text, _) = ada.run(&["credential", "list"], None).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("openai") && !text.contains(API_KEY), "{text}");
+
+    // A recovery kit, never overwriting a file.
+    let kit = ada.dir.path().join("kit.txt");
+    let kit_arg = kit.display().to_string();
+    ada.json(&["recovery", "export", "--out", &kit_arg], None).await;
+    let kit_text = std::fs::read_to_string(&kit).unwrap();
+    assert!(kit_text.starts_with("LATCHKEY RECOVERY KIT v1"));
+    let (code, _, err) = ada.run(&["recovery", "export", "--out", &kit_arg], None).await;
+    assert_eq!(code, 1, "an existing kit file is never overwritten: {err}");
+    let again = ada.json(&["recovery", "import", &kit_arg], None).await;
+    assert_eq!(again["already_present"], 2, "importing its own kit changes nothing");
+
+    // Revocation is enforced at the next call.
+    ada.json(&["grant", "revoke", &grant_id], None).await;
+    assert_eq!(call().await.unwrap().status(), 403, "a revoked grant's capability is refused");
+    let (code, _, err) = ada.run(&["credential", "remove", "nothing"], None).await;
+    assert_eq!(code, 3, "removing an unknown credential is `not found`: {err}");
+    ada.json(&["credential", "remove", "openai"], None).await;
+    ada.json(&["agent", "revoke", &agent_id], None).await;
+    assert_eq!(call().await.unwrap().status(), 401, "a revoked agent is refused");
+    assert_eq!(seen.lock().unwrap().len(), 1, "refused calls never reach the upstream");
+
+    // A wrong key-file passphrase is a key store error, and says so.
+    let (code, _, err) = {
+        let mut command = ada.command(&["workspace", "show"]);
+        command.env("LATCHKEY_KEYSTORE_PASSPHRASE", "not the passphrase");
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+        (output.status.code().unwrap(), (), String::from_utf8(output.stderr).unwrap())
+    };
+    assert_eq!(code, 6, "a wrong passphrase is a key store failure: {err}");
+    assert!(!err.contains("not the passphrase"), "the passphrase is never echoed: {err}");
+    let _ = stop.send(());
+}
