@@ -105,6 +105,15 @@ pub(crate) enum Command {
     /// Export this device's keys into a passphrase-sealed recovery kit, or import one.
     #[command(subcommand)]
     Recovery(RecoveryCommand),
+    /// Rotate the workspace key (admins) or your own key, with a progress bar.
+    ///
+    /// Every credential is re-sealed and verified on this device, then swapped at the broker in
+    /// one step. Safe to interrupt and run again: the next run finishes the same rotation.
+    Rotate {
+        /// Which key.
+        #[arg(long, value_enum, default_value_t = ScopeChoice::Shared)]
+        scope: ScopeChoice,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -146,6 +155,15 @@ pub(crate) enum InviteCommand {
         #[arg(long, value_name = "MEMBER ID")]
         device_for: Option<String>,
     },
+}
+
+/// Which key `rotate` rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ScopeChoice {
+    /// The workspace key and the shared credentials.
+    Shared,
+    /// Your member key and your personal credentials.
+    Member,
 }
 
 /// A member's role.

@@ -9,6 +9,7 @@ use latchkey_client::api::{BrokerClient, InviteFor, Role};
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
 use latchkey_client::profile::{Profile, ProfileName};
 use latchkey_client::recovery::{export_kit, import_kit};
+use latchkey_client::rotation::{RotationProgress, RotationScope, rotate};
 use latchkey_client::workspace::{broker_client, create_workspace, own_fingerprint};
 use latchkey_core::capability::Method;
 use latchkey_core::ids::{AgentId, GrantId, MemberId};
@@ -19,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::{
     AgentCommand, Cli, Command, CredentialCommand, GrantCommand, InviteCommand, KeyStoreChoice,
-    RecoveryCommand, RoleChoice, WorkspaceCommand,
+    RecoveryCommand, RoleChoice, ScopeChoice, WorkspaceCommand,
 };
 
 /// Something the user named does not exist (exit code 3).
@@ -286,8 +287,54 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             )
         }
+        Command::Rotate { scope } => {
+            let store = key_store(&profile, choice, false)?;
+            let scope = match scope {
+                ScopeChoice::Shared => RotationScope::Shared,
+                ScopeChoice::Member => RotationScope::Member,
+            };
+            let show = !out.json;
+            let summary = rotate(&profile, &store, scope, &|step| {
+                if show {
+                    progress_line(step);
+                }
+            })
+            .await?;
+            out.value(
+                &json!({
+                    "from": summary.from, "to": summary.to, "credentials": summary.credentials,
+                    "devices": summary.devices, "resumed": summary.resumed,
+                }),
+                &if summary.resumed {
+                    format!("Finished an interrupted rotation: key version {} is current.", summary.to)
+                } else {
+                    format!(
+                        "Rotated to key version {}: {} credentials re-sealed, the new key sent to {} devices.",
+                        summary.to, summary.credentials, summary.devices
+                    )
+                },
+            )
+        }
         Command::Completions { .. } => Ok(()),
     }
+}
+
+/// One progress line on stderr (stdout stays for the result).
+fn progress_line(step: RotationProgress) {
+    let line = match step {
+        RotationProgress::Resealed { done, total } => {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+            format!(
+                "[{}{}] {done}/{total} credentials re-sealed",
+                "#".repeat(filled),
+                "-".repeat(width - filled)
+            )
+        }
+        RotationProgress::Wrapped(devices) => format!("new key wrapped to {devices} devices"),
+        RotationProgress::Committed => "committed at the broker".to_owned(),
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn profile(cli: &Cli) -> anyhow::Result<Profile> {

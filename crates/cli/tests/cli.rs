@@ -355,3 +355,120 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     assert!(!err.contains("not the passphrase"), "the passphrase is never echoed: {err}");
     let _ = stop.send(());
 }
+
+/// Rotation is killed (SIGKILL) at spread-out points, again and again; after every kill each
+/// credential still opens under exactly the one version the broker has for it, with a key this
+/// device holds, and a final run finishes whatever was interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_killed_at_any_point_leaves_every_credential_readable_under_one_version() {
+    use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
+    use latchkey_client::profile::{Profile, ProfileName};
+    use latchkey_core::payload::CredentialPayload;
+
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let names = ["alpha", "beta", "gamma", "delta"];
+    for name in names {
+        ada.json(
+            &[
+                "credential",
+                "add",
+                "--name",
+                name,
+                "--provider",
+                "custom-api-key",
+                "--base-url",
+                "https://api.example.com",
+                "--allow-host",
+                "api.example.com",
+                "--header",
+                "x-api-key",
+                "--key-stdin",
+            ],
+            Some(&format!("key-of-{name}")),
+        )
+        .await;
+    }
+
+    let profile = Profile::new(ProfileName::named("test").unwrap(), ada.dir.path());
+    let check = |round: usize| {
+        let profile = profile.clone();
+        async move {
+            let store: SharedKeyStore = std::sync::Arc::new(
+                EncryptedFileStore::open(
+                    profile.key_file_path(),
+                    profile.name(),
+                    latchkey_core::secret::SecretBytes::copy_from(KEYSTORE_PASSPHRASE.as_bytes()),
+                )
+                .unwrap_or_else(|e| panic!("round {round}: the key file must survive a kill: {e}")),
+            );
+            let client = latchkey_client::workspace::broker_client(&profile, &store).await.unwrap();
+            let config = profile.load_config().unwrap();
+            let mut versions = std::collections::BTreeSet::new();
+            for credential in client.credentials().await.unwrap() {
+                let (version, envelope) = client.credential_envelope(credential.id).await.unwrap();
+                versions.insert(version);
+                let key = store
+                    .load_workspace_key(config.workspace, version)
+                    .unwrap_or_else(|e| panic!("round {round}: no key for version {version}: {e}"))
+                    .record_key(credential.id)
+                    .unwrap();
+                let plaintext = envelope.open(&key).unwrap_or_else(|_| {
+                    panic!("round {round}: {} does not open under {version}", credential.name)
+                });
+                let payload = CredentialPayload::decode(plaintext.expose_secret()).unwrap();
+                assert_eq!(
+                    payload.secret.expose_secret(),
+                    format!("key-of-{}", credential.name).as_bytes(),
+                    "round {round}: {} keeps its secret",
+                    credential.name
+                );
+            }
+            assert_eq!(
+                versions.len(),
+                1,
+                "round {round}: all shared credentials at one version: {versions:?}"
+            );
+            versions.into_iter().next().unwrap()
+        }
+    };
+
+    // Kill points spread over one whole run: a timed, uninterrupted rotation gives its length,
+    // and the kills land at 1/16 steps of it (plus a little past the end), so they fall before
+    // the key file opens, while keys are derived, while re-sealing and around the commit on a
+    // fast machine and a slow one alike.
+    let started = std::time::Instant::now();
+    ada.json(&["rotate"], None).await;
+    let full = started.elapsed();
+    let delays: Vec<std::time::Duration> = (1..=18).map(|k| full * k / 16).collect();
+    let mut last = check(0).await;
+    for (round, delay) in delays.into_iter().enumerate() {
+        let mut child = ada
+            .command(&["--json", "rotate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(delay).await;
+        // SIGKILL; the child may have finished already, which is also a valid point.
+        let _ = child.kill();
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await.unwrap();
+        let now = check(round + 1).await;
+        assert!(now == last || now == last.next().unwrap(), "round {round}: one step at most");
+        last = now;
+    }
+    // A run to the end finishes anything interrupted and leaves everything readable.
+    let done = ada.json(&["rotate"], None).await;
+    let final_version = check(99).await;
+    assert_eq!(
+        done["to"].as_u64(),
+        Some(u64::from(final_version.get())),
+        "the final run ends at the broker's version"
+    );
+    let _ = stop.send(());
+}

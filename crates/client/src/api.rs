@@ -797,6 +797,49 @@ impl BrokerClient {
         self.send_empty(Method::Delete, &format!("/v1/credentials/{id}")).await
     }
 
+    /// `GET /v1/credentials/{id}/envelope`: the sealed payload and the key version it is under.
+    pub async fn credential_envelope(
+        &self,
+        id: CredentialId,
+    ) -> Result<(KeyVersion, Envelope), ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            key_version: KeyVersion,
+            envelope: B64,
+        }
+        let path = format!("/v1/credentials/{id}/envelope");
+        let answer: Answer = self.send(Method::Get, &path, None).await?;
+        let envelope = Envelope::parse(&answer.envelope.0)
+            .map_err(|_| unexpected(Method::Get, &path, 200, "a malformed envelope"))?;
+        Ok((answer.key_version, envelope))
+    }
+
+    /// `POST /v1/rotations`: swaps every envelope of a key to its next version and stores the
+    /// new key wrapped to every device that must hold it, all in one transaction.
+    pub async fn rotate(
+        &self,
+        shared: bool,
+        from: KeyVersion,
+        to: KeyVersion,
+        credentials: &[(CredentialId, Envelope)],
+        wrapped_keys: &[WrappedKey],
+    ) -> Result<(), ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {}
+        let body = json!({
+            "scope": if shared { "shared" } else { "member" },
+            "from_version": from,
+            "to_version": to,
+            "credentials": credentials
+                .iter()
+                .map(|(id, envelope)| json!({"id": id, "envelope": b64(envelope.as_bytes())}))
+                .collect::<Vec<_>>(),
+            "wrapped_keys": wrapped_keys.iter().map(|k| b64(k.as_bytes())).collect::<Vec<_>>(),
+        });
+        let _: Answer = self.send(Method::Post, "/v1/rotations", Some(body)).await?;
+        Ok(())
+    }
+
     /// `POST /v1/agents`: a new agent owned by this member; its token is answered this once.
     pub async fn create_agent(&self, name: &str) -> Result<CreatedAgent, ClientError> {
         self.agent_with_token(Method::Post, "/v1/agents", Some(json!({"name": name}))).await

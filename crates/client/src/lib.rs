@@ -11,6 +11,8 @@
 //!   comparing its fingerprint, receive the keys it was given.
 //! - [`access`]: what lets agents call APIs: API keys sealed on the device, standing grants and
 //!   their capabilities (agents themselves are created with [`api::BrokerClient::create_agent`]).
+//! - [`rotation`]: rotate the workspace key or this member's key, resumably: every credential
+//!   re-sealed and verified on the device, swapped at the broker in one transaction.
 //! - [`recovery`]: recovery kits: export this device's workspace and member keys under a
 //!   passphrase, import them into a replacement device.
 //!
@@ -22,4 +24,5 @@ pub mod api;
 pub mod keychain;
 pub mod profile;
 pub mod recovery;
+pub mod rotation;
 pub mod workspace;
