@@ -20,9 +20,8 @@ A first session:
 
   latchkey workspace create --broker http://127.0.0.1:8740 \\
       --name Acme --member-name Ada
-  latchkey credential add --name openai --provider openai \\
-      --base-url https://api.openai.com --allow-host api.openai.com \\
-      --header authorization --prefix 'Bearer '
+  latchkey provider list llm
+  latchkey credential add --name openai --provider openai
   latchkey agent create ci-bot
   latchkey grant create --agent <agent id> --credential openai \\
       --method GET --method POST --path '/v1/**' --for 8h
@@ -105,6 +104,9 @@ pub(crate) enum Command {
     /// Export this device's keys into a passphrase-sealed recovery kit, or import one.
     #[command(subcommand)]
     Recovery(RecoveryCommand),
+    /// Find providers in the catalog: API base, hosts, how the key is injected.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
     /// Rotate the workspace key (admins) or your own key, with a progress bar.
     ///
     /// Every credential is re-sealed and verified on this device, then swapped at the broker in
@@ -196,22 +198,23 @@ pub(crate) struct AddCredential {
     /// The name agents use in `/p/<name>/...`.
     #[arg(long)]
     pub(crate) name: String,
-    /// The provider (a catalog id such as `openai`, or `custom-api-key`).
+    /// The provider: a catalog id (`latchkey provider list`), or `custom-api-key`.
     #[arg(long)]
     pub(crate) provider: String,
-    /// The provider's API base URL.
+    /// The API base URL: only for custom and per-account providers (the catalog has the rest).
     #[arg(long)]
-    pub(crate) base_url: String,
-    /// A host the broker may send the key to (repeat for several).
-    #[arg(long = "allow-host", required = true, value_name = "HOST")]
+    pub(crate) base_url: Option<String>,
+    /// A host the broker may send the key to (repeat for several); default: the provider's
+    /// hosts, or the base URL's host for a custom provider.
+    #[arg(long = "allow-host", value_name = "HOST")]
     pub(crate) allowed_hosts: Vec<String>,
-    /// Inject the key in this header (e.g. `authorization`, `x-api-key`).
-    #[arg(long, conflicts_with = "query", required_unless_present = "query")]
+    /// Custom providers: inject the key in this header (default `authorization: Bearer`).
+    #[arg(long, conflicts_with = "query")]
     pub(crate) header: Option<String>,
-    /// Text before the key in the header, e.g. `Bearer `.
-    #[arg(long, default_value = "", requires = "header")]
-    pub(crate) prefix: String,
-    /// Inject the key as this query parameter instead.
+    /// Custom providers: text before the key in the header, e.g. `Bearer `.
+    #[arg(long, requires = "header")]
+    pub(crate) prefix: Option<String>,
+    /// Custom providers: inject the key as this query parameter instead.
     #[arg(long)]
     pub(crate) query: Option<String>,
     /// Keep it personal (under your member key) instead of sharing it with the workspace.
@@ -220,6 +223,16 @@ pub(crate) struct AddCredential {
     /// Read the key from standard input instead of a prompt.
     #[arg(long)]
     pub(crate) key_stdin: bool,
+}
+
+/// `latchkey provider ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProviderCommand {
+    /// List the catalog's providers, or those matching a search.
+    List {
+        /// Search words (id, name or keywords), e.g. `git` or `llm`.
+        query: Option<String>,
+    },
 }
 
 /// `latchkey agent ...`

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use latchkey_client::access::{GrantTerms, NewApiKey, add_api_key, grant_standing};
 use latchkey_client::api::{BrokerClient, InviteFor, Role};
+use latchkey_client::catalog::{Catalog, Kind};
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
 use latchkey_client::profile::{Profile, ProfileName};
 use latchkey_client::recovery::{export_kit, import_kit};
@@ -19,8 +20,8 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AgentCommand, Cli, Command, CredentialCommand, GrantCommand, InviteCommand, KeyStoreChoice,
-    RecoveryCommand, RoleChoice, ScopeChoice, WorkspaceCommand,
+    AddCredential, AgentCommand, Cli, Command, CredentialCommand, GrantCommand, InviteCommand,
+    KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice, ScopeChoice, WorkspaceCommand,
 };
 
 /// Something the user named does not exist (exit code 3).
@@ -99,13 +100,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Credential(CredentialCommand::Add(add)) => {
             let store = key_store(&profile, choice, false)?;
-            let injection = match (add.header, add.query) {
-                (Some(name), None) => {
-                    Injection::Header { name: name.to_ascii_lowercase(), prefix: add.prefix }
-                }
-                (None, Some(name)) => Injection::Query { name },
-                _ => bail!("give exactly one of --header or --query"),
-            };
+            let (base_url, allowed_hosts, injection) = credential_target(&add)?;
             let key = read_key(add.key_stdin)?;
             let stored = add_api_key(
                 &profile,
@@ -113,8 +108,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 NewApiKey {
                     name: &add.name,
                     provider: &add.provider,
-                    base_url: &add.base_url,
-                    allowed_hosts: &add.allowed_hosts,
+                    base_url: base_url.as_str().trim_end_matches('/'),
+                    allowed_hosts: &allowed_hosts,
                     injection,
                     shared: !add.personal,
                     key,
@@ -128,6 +123,32 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     stored.name, stored.id, stored.name
                 ),
             )
+        }
+        Command::Provider(ProviderCommand::List { query }) => {
+            let found = Catalog::builtin().search(query.as_deref().unwrap_or_default());
+            let value: Vec<_> = found
+                .iter()
+                .map(|p| {
+                    json!({
+                        "id": p.id, "name": p.name,
+                        "kind": match p.kind { Kind::Oauth => "oauth", Kind::ApiKey => "api_key" },
+                        "api_base_url": p.api_base_url, "allowed_hosts": p.allowed_hosts,
+                        "custom": p.custom, "account_specific": p.account_specific,
+                    })
+                })
+                .collect();
+            let lines: Vec<String> = found
+                .iter()
+                .map(|p| {
+                    let kind = match p.kind {
+                        Kind::Oauth => "oauth",
+                        Kind::ApiKey => "api key",
+                    };
+                    let base = p.api_base_url.as_ref().map_or("(your URL)", |u| u.as_str());
+                    format!("{:<18} {:<30} {kind:<8} {base}", p.id, p.name)
+                })
+                .collect();
+            out.list(&json!(value), &lines, "No provider matches; try fewer words.")
         }
         Command::Credential(CredentialCommand::List) => {
             let credentials = client(&profile, choice).await?.credentials().await?;
@@ -335,6 +356,44 @@ fn progress_line(step: RotationProgress) {
         RotationProgress::Committed => "committed at the broker".to_owned(),
     };
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Where an API key goes: the catalog's base URL, hosts and injection, or the user's for a
+/// custom or per-account provider.
+fn credential_target(add: &AddCredential) -> anyhow::Result<(url::Url, Vec<String>, Injection)> {
+    let provider = Catalog::builtin().get(&add.provider).ok_or_else(|| {
+        NotFound(format!(
+            "no provider {:?} in the catalog: see `latchkey provider list`, or use custom-api-key",
+            add.provider
+        ))
+    })?;
+    if provider.kind == Kind::Oauth {
+        bail!(
+            "{} connects with OAuth in the browser, which this command line does not do yet; to store a token you already hold, use --provider custom-api-key",
+            provider.name
+        );
+    }
+    let base = provider.base_url_for(add.base_url.as_deref())?;
+    let injection = match (&add.header, &add.query, provider.custom) {
+        (None, None, _) => provider.injection.clone(),
+        (Some(name), None, true) => Injection::Header {
+            name: name.to_ascii_lowercase(),
+            prefix: add.prefix.clone().unwrap_or_default(),
+        },
+        (None, Some(name), true) => Injection::Query { name: name.clone() },
+        _ => bail!(
+            "{} takes its key where the catalog says; leave --header and --query out",
+            provider.name
+        ),
+    };
+    let hosts = if !add.allowed_hosts.is_empty() {
+        add.allowed_hosts.clone()
+    } else if provider.custom || provider.account_specific {
+        vec![base.host_str().unwrap_or_default().to_owned()]
+    } else {
+        provider.allowed_hosts.clone()
+    };
+    Ok((base, hosts, injection))
 }
 
 fn profile(cli: &Cli) -> anyhow::Result<Profile> {

@@ -159,7 +159,9 @@ async fn help_reads_like_a_tour_and_matches_its_snapshots() {
         assert!(top.contains(must), "--help must mention {must:?}");
     }
     assert_snapshot("help", &top);
-    for noun in ["workspace", "invite", "credential", "agent", "grant", "recovery"] {
+    for noun in
+        ["workspace", "invite", "credential", "agent", "grant", "recovery", "provider", "rotate"]
+    {
         let (code, text, _) = latchkey.run(&[noun, "--help"], None).await;
         assert_eq!(code, 0, "{noun} --help");
         assert_snapshot(&format!("help-{noun}"), &text);
@@ -247,7 +249,7 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
                 "--name",
                 "openai",
                 "--provider",
-                "openai",
+                "custom-api-key",
                 "--base-url",
                 &upstream_base,
                 "--allow-host",
@@ -263,6 +265,53 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
         .await;
     assert_eq!(stored["name"], "openai");
     assert_eq!(stored["status"], "active");
+    // A catalog provider needs no URLs: the catalog has its base URL, hosts and header.
+    let real = ada
+        .json(
+            &["credential", "add", "--name", "openai-real", "--provider", "openai", "--key-stdin"],
+            Some(API_KEY),
+        )
+        .await;
+    assert_eq!(real["upstream_base_url"], "https://api.openai.com");
+    assert_eq!(real["allowed_hosts"], serde_json::json!(["api.openai.com"]));
+    let (code, _, err) = ada
+        .run(
+            &[
+                "credential",
+                "add",
+                "--name",
+                "moved",
+                "--provider",
+                "openai",
+                "--base-url",
+                "https://attacker.example",
+                "--key-stdin",
+            ],
+            Some(API_KEY),
+        )
+        .await;
+    assert_eq!(code, 1, "a catalog provider's base URL cannot be moved: {err}");
+    let (code, _, err) = ada
+        .run(
+            &["credential", "add", "--name", "x", "--provider", "nope", "--key-stdin"],
+            Some(API_KEY),
+        )
+        .await;
+    assert_eq!(code, 3, "an unknown provider is `not found`: {err}");
+    assert!(err.contains("latchkey provider list"), "{err}");
+    let (code, _, err) = ada
+        .run(
+            &["credential", "add", "--name", "gh", "--provider", "github", "--key-stdin"],
+            Some(API_KEY),
+        )
+        .await;
+    assert_eq!(code, 1, "OAuth providers are not API keys: {err}");
+    assert!(err.contains("OAuth"), "{err}");
+    assert!(!err.contains(API_KEY), "no error repeats the key: {err}");
+    let found = ada.json(&["provider", "list", "git"], None).await;
+    assert_eq!(found[0]["id"], "github", "provider search: {found}");
+    ada.json(&["credential", "remove", "openai-real"], None).await;
+
     let listed = ada.json(&["credential", "list"], None).await;
     assert_eq!(listed.as_array().map(Vec::len), Some(1));
     assert!(!listed.to_string().contains(API_KEY), "listings never carry the key");
