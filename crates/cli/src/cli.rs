@@ -104,6 +104,9 @@ pub(crate) enum Command {
     /// Export this device's keys into a passphrase-sealed recovery kit, or import one.
     #[command(subcommand)]
     Recovery(RecoveryCommand),
+    /// Read the workspace's audit log, verify its chain on this device, export it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Find providers in the catalog: API base, hosts, how the key is injected.
     #[command(subcommand)]
     Provider(ProviderCommand),
@@ -223,6 +226,38 @@ pub(crate) struct AddCredential {
     /// Read the key from standard input instead of a prompt.
     #[arg(long)]
     pub(crate) key_stdin: bool,
+}
+
+/// `latchkey audit ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// The newest records, filtered.
+    List {
+        /// Only this agent's records.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only records about this credential name.
+        #[arg(long)]
+        credential: Option<String>,
+        /// Only allowed or only denied calls.
+        #[arg(long, value_parser = ["allowed", "denied"])]
+        decision: Option<String>,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Verify the chain: the broker's own check, and an independent one on this device over a
+    /// full export. Exit code 1 if either finds a break.
+    Verify,
+    /// Write the records to a file, oldest first.
+    Export {
+        /// `jsonl` (exact and verifiable) or `csv` (for spreadsheets).
+        #[arg(long, value_parser = ["jsonl", "csv"], default_value = "jsonl")]
+        format: String,
+        /// The file to create (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `latchkey provider ...`

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use latchkey_client::access::{GrantTerms, NewApiKey, add_api_key, grant_standing};
-use latchkey_client::api::{BrokerClient, InviteFor, Role};
+use latchkey_client::api::{AuditFilter, BrokerClient, InviteFor, Role};
+use latchkey_client::audit::verify_export;
 use latchkey_client::catalog::{Catalog, Kind};
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
 use latchkey_client::profile::{Profile, ProfileName};
@@ -20,8 +21,9 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AddCredential, AgentCommand, Cli, Command, CredentialCommand, GrantCommand, InviteCommand,
-    KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice, ScopeChoice, WorkspaceCommand,
+    AddCredential, AgentCommand, AuditCommand, Cli, Command, CredentialCommand, GrantCommand,
+    InviteCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice, ScopeChoice,
+    WorkspaceCommand,
 };
 
 /// Something the user named does not exist (exit code 3).
@@ -122,6 +124,74 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     "Stored {} ({}); agents call it at /p/{}/...",
                     stored.name, stored.id, stored.name
                 ),
+            )
+        }
+        Command::Audit(AuditCommand::List { agent, credential, decision, limit }) => {
+            let filter = AuditFilter {
+                agent: agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?,
+                credential,
+                decision,
+                limit: Some(limit),
+            };
+            let records = client(&profile, choice).await?.audit(&filter).await?;
+            let lines: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    let field = |name: &str| {
+                        r.record.get(name).and_then(|v| v.as_str()).unwrap_or("-").to_owned()
+                    };
+                    format!(
+                        "{:>6}  {:<16} {:<8} {:<16} {} {}{}",
+                        r.seq,
+                        field("kind"),
+                        field("decision"),
+                        field("credential_name"),
+                        field("method"),
+                        field("host"),
+                        field("path"),
+                    )
+                })
+                .collect();
+            out.list(&serde_json::to_value(&records)?, &lines, "No audit records match.")
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let client = client(&profile, choice).await?;
+            let broker = client.audit_verify().await?;
+            let export = client.audit_export(false, &AuditFilter::default()).await?;
+            let local = verify_export(&export);
+            let value = json!({
+                "broker": broker,
+                "local": match &local {
+                    Ok(chain) => json!({"ok": true, "records": chain.records, "head": chain.head}),
+                    Err(broken) => json!({"ok": false, "first_broken_seq": broken.seq, "reason": broken.reason}),
+                },
+            });
+            let agree = match &local {
+                Ok(chain) => broker.ok && broker.head.as_deref() == Some(chain.head.as_str()),
+                Err(_) => false,
+            };
+            let text = match &local {
+                Ok(chain) if agree => format!("The audit chain verifies: {} records, head {}.", chain.records, chain.head),
+                Ok(_) => "The broker's verdict and this device's check disagree: treat the log as altered.".to_owned(),
+                Err(broken) => broken.to_string(),
+            };
+            out.value(&value, &text)?;
+            if agree { Ok(()) } else { bail!("the audit chain does not verify") }
+        }
+        Command::Audit(AuditCommand::Export { format, out: path }) => {
+            let text = client(&profile, choice)
+                .await?
+                .audit_export(format == "csv", &AuditFilter::default())
+                .await?;
+            let mut file =
+                std::fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(
+                    || format!("cannot create {} (it must not exist yet)", path.display()),
+                )?;
+            file.write_all(text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            out.value(
+                &json!({"path": path, "bytes": text.len()}),
+                &format!("Wrote the audit log to {}.", path.display()),
             )
         }
         Command::Provider(ProviderCommand::List { query }) => {

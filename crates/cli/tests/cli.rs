@@ -367,6 +367,27 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
     assert_eq!(grants[0]["id"], grant_id.as_str());
 
+    // The audit log shows the call and verifies, on the broker and on this device.
+    let records =
+        ada.json(&["audit", "list", "--credential", "openai", "--decision", "allowed"], None).await;
+    assert!(
+        records.as_array().unwrap().iter().any(|r| r["record"]["kind"] == "proxy_attempt"),
+        "the allowed call is audited: {records}"
+    );
+    let verified = ada.json(&["audit", "verify"], None).await;
+    assert_eq!(verified["broker"]["ok"], true, "{verified}");
+    assert_eq!(verified["local"]["ok"], true, "{verified}");
+    assert_eq!(
+        verified["local"]["head"], verified["broker"]["head"],
+        "both checks agree on the head"
+    );
+    let csv = ada.dir.path().join("audit.csv");
+    ada.json(&["audit", "export", "--format", "csv", "--out", &csv.display().to_string()], None)
+        .await;
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv_text.starts_with("seq,at_ms,kind,"), "a CSV with its header row");
+    assert!(!csv_text.contains(API_KEY) && !csv_text.contains(&token), "no secret in the export");
+
     // Text output is for people, and still never shows the key.
     let (code, text, _) = ada.run(&["credential", "list"], None).await;
     assert_eq!(code, 0);

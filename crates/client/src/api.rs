@@ -575,6 +575,66 @@ pub struct GrantInfo {
     pub revoked_at: Option<u64>,
 }
 
+/// Which audit records to read (`GET /v1/audit`, `GET /v1/audit/export`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this agent's records.
+    pub agent: Option<AgentId>,
+    /// Only records about the credential with this name.
+    pub credential: Option<String>,
+    /// `allowed` or `denied`.
+    pub decision: Option<String>,
+    /// At most this many (listing: 1 to 1000, default 100).
+    pub limit: Option<u32>,
+}
+
+impl AuditFilter {
+    fn query(&self) -> String {
+        let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(agent) = self.agent {
+            pairs.append_pair("agent", &agent.to_string());
+        }
+        if let Some(credential) = &self.credential {
+            pairs.append_pair("credential", credential);
+        }
+        if let Some(decision) = &self.decision {
+            pairs.append_pair("decision", decision);
+        }
+        if let Some(limit) = self.limit {
+            pairs.append_pair("limit", &limit.to_string());
+        }
+        pairs.finish()
+    }
+}
+
+/// One audit record as the broker lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the workspace's chain.
+    pub seq: u64,
+    /// The previous record's hash (hex).
+    pub prev_hash: String,
+    /// This record's hash (hex).
+    pub hash: String,
+    /// The record itself (fields in docs/protocol.md, "Audit log").
+    pub record: serde_json::Value,
+}
+
+/// The broker's verdict on its chain (`GET /v1/audit/verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerdict {
+    /// Whether the whole chain verified.
+    pub ok: bool,
+    /// Records checked (when it verified).
+    pub records: Option<u64>,
+    /// The last record's hash (when it verified).
+    pub head: Option<String>,
+    /// The first broken record (when it did not).
+    pub first_broken_seq: Option<u64>,
+    /// Why it broke.
+    pub reason: Option<String>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------------------------
@@ -838,6 +898,41 @@ impl BrokerClient {
         });
         let _: Answer = self.send(Method::Post, "/v1/rotations", Some(body)).await?;
         Ok(())
+    }
+
+    /// `GET /v1/audit`: one page of the workspace's audit records, newest first.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            records: Vec<AuditEntry>,
+        }
+        let query = filter.query();
+        let path =
+            if query.is_empty() { "/v1/audit".to_owned() } else { format!("/v1/audit?{query}") };
+        let answer: Answer = self.send(Method::Get, &path, None).await?;
+        Ok(answer.records)
+    }
+
+    /// `GET /v1/audit/verify`: the broker checks the whole chain.
+    pub async fn audit_verify(&self) -> Result<AuditVerdict, ClientError> {
+        self.send(Method::Get, "/v1/audit/verify", None).await
+    }
+
+    /// `GET /v1/audit/export`: every matching record, oldest first, as JSONL or CSV text.
+    pub async fn audit_export(
+        &self,
+        csv: bool,
+        filter: &AuditFilter,
+    ) -> Result<String, ClientError> {
+        let mut query = filter.query();
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(if csv { "format=csv" } else { "format=jsonl" });
+        let path = format!("/v1/audit/export?{query}");
+        let (status, body) = self.exchange(Method::Get, &path, None).await?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| unexpected(Method::Get, &path, status, "an export that is not UTF-8"))
     }
 
     /// `POST /v1/agents`: a new agent owned by this member; its token is answered this once.

@@ -13,6 +13,7 @@
 //!   their capabilities (agents themselves are created with [`api::BrokerClient::create_agent`]).
 //! - [`rotation`]: rotate the workspace key or this member's key, resumably: every credential
 //!   re-sealed and verified on the device, swapped at the broker in one transaction.
+//! - [`audit`]: verify an audit log export on the device, independently of the broker.
 //! - [`catalog`]: the provider catalog (endpoints, hosts, injection, scopes), compiled in.
 //! - [`recovery`]: recovery kits: export this device's workspace and member keys under a
 //!   passphrase, import them into a replacement device.
@@ -22,6 +23,7 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod catalog;
 pub mod keychain;
 pub mod profile;
