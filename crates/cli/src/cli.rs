@@ -104,6 +104,30 @@ pub(crate) enum Command {
     /// Export this device's keys into a passphrase-sealed recovery kit, or import one.
     #[command(subcommand)]
     Recovery(RecoveryCommand),
+    /// Run a loopback proxy for local agents, which call it with their token.
+    ///
+    /// The proxy adds the capabilities this device issues for it; the grants behind them are
+    /// revoked when it stops.
+    Proxy {
+        #[command(flatten)]
+        access: LocalAccess,
+        /// Where to listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8742")]
+        listen: std::net::SocketAddr,
+    },
+    /// Run a command as an agent, through a private local proxy.
+    ///
+    /// For the command's lifetime a local proxy serves the given credentials; the command's
+    /// environment points SDKs at it (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, GITHUB_API_URL and
+    /// LATCHKEY_{NAME}_URL) with the agent token (from LATCHKEY_AGENT_TOKEN) where they expect a
+    /// key. The grants are revoked afterwards; the exit status is passed through.
+    Run {
+        #[command(flatten)]
+        access: LocalAccess,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
     /// Read the workspace's audit log, verify its chain on this device, export it.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -226,6 +250,26 @@ pub(crate) struct AddCredential {
     /// Read the key from standard input instead of a prompt.
     #[arg(long)]
     pub(crate) key_stdin: bool,
+}
+
+/// What `proxy` and `run` grant the agent while they run.
+#[derive(Debug, Args)]
+pub(crate) struct LocalAccess {
+    /// The agent's id.
+    #[arg(long)]
+    pub(crate) agent: String,
+    /// A credential the agent may use (repeat for several).
+    #[arg(long = "credential", required = true, value_name = "NAME")]
+    pub(crate) credentials: Vec<String>,
+    /// An allowed method (repeat; default: all).
+    #[arg(long = "method", value_name = "METHOD")]
+    pub(crate) methods: Vec<String>,
+    /// An allowed path pattern (repeat; default: `/**`).
+    #[arg(long = "path", value_name = "PATTERN")]
+    pub(crate) paths: Vec<String>,
+    /// The longest the grants may last (they are revoked at exit anyway).
+    #[arg(long = "for", default_value = "8h", value_name = "DURATION")]
+    pub(crate) duration: String,
 }
 
 /// `latchkey audit ...`

@@ -194,6 +194,66 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &format!("Wrote the audit log to {}.", path.display()),
             )
         }
+        Command::Proxy { access, listen } => {
+            if !listen.ip().is_loopback() {
+                bail!("the local proxy listens on loopback only (127.0.0.1 or ::1), not {listen}");
+            }
+            let store = key_store(&profile, choice, false)?;
+            let local = LocalSession::open(&profile, &store, &access).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let result = local.serve(listener).await;
+            match result {
+                Ok((proxy, session)) => {
+                    out.value(
+                        &json!({"listen": proxy.address(), "credentials": access.credentials}),
+                        &format!(
+                            "Local proxy on http://{} for {}; agents call /p/<credential>/... with their token. Ctrl-C stops it and revokes its grants.",
+                            proxy.address(),
+                            access.credentials.join(", ")
+                        ),
+                    )?;
+                    shutdown_signal().await;
+                    proxy.stop().await;
+                    session.close().await
+                }
+                Err(error) => Err(error),
+            }
+        }
+        Command::Run { access, command } => {
+            let token = std::env::var("LATCHKEY_AGENT_TOKEN").context(
+                "set LATCHKEY_AGENT_TOKEN to the agent's token (it is passed to the command where its SDKs expect a key)",
+            )?;
+            let token = Zeroizing::new(token);
+            let store = key_store(&profile, choice, false)?;
+            let local = LocalSession::open(&profile, &store, &access).await?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("cannot listen on loopback")?;
+            let (proxy, session) = local.serve(listener).await?;
+            let base = format!("http://{}", proxy.address());
+            let mut child = tokio::process::Command::new(&command[0]);
+            child.args(&command[1..]).env("LATCHKEY_PROXY_URL", &base);
+            for credential in &session.credentials {
+                for (variable, value) in
+                    sdk_environment(&base, &credential.0, &credential.1, &token)
+                {
+                    child.env(variable, value);
+                }
+            }
+            let status =
+                child.status().await.with_context(|| format!("cannot run {:?}", command[0]));
+            proxy.stop().await;
+            session.close().await?;
+            let status = status?;
+            // The child's own code, or 128 + signal like a shell.
+            let code = status.code().unwrap_or(1);
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Provider(ProviderCommand::List { query }) => {
             let found = Catalog::builtin().search(query.as_deref().unwrap_or_default());
             let value: Vec<_> = found
@@ -426,6 +486,165 @@ fn progress_line(step: RotationProgress) {
         RotationProgress::Committed => "committed at the broker".to_owned(),
     };
     let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Grants issued for one `proxy` or `run`, revoked when it ends.
+struct LocalSession {
+    client: BrokerClient,
+    broker: latchkey_client::api::BrokerUrl,
+    grants: Vec<GrantId>,
+    capabilities: std::collections::HashMap<String, latchkey_client::access::CapabilityText>,
+    /// (credential name, provider) of each credential served.
+    credentials: Vec<(String, String)>,
+}
+
+impl LocalSession {
+    async fn open(
+        profile: &Profile,
+        store: &SharedKeyStore,
+        access: &crate::cli::LocalAccess,
+    ) -> anyhow::Result<Self> {
+        let agent = parse_id::<AgentId>(&access.agent, "agent")?;
+        let methods = if access.methods.is_empty() {
+            vec![
+                Method::Get,
+                Method::Head,
+                Method::Post,
+                Method::Put,
+                Method::Patch,
+                Method::Delete,
+                Method::Options,
+            ]
+        } else {
+            access
+                .methods
+                .iter()
+                .map(|m| {
+                    Method::parse(&m.to_ascii_uppercase())
+                        .with_context(|| format!("unknown method {m:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let paths: Vec<&str> = if access.paths.is_empty() {
+            vec!["/**"]
+        } else {
+            access.paths.iter().map(String::as_str).collect()
+        };
+        let duration_secs = parse_duration(&access.duration)?;
+        let client = broker_client(profile, store).await?;
+        let listed = client.credentials().await?;
+        let mut session = Self {
+            broker: client.broker_url().clone(),
+            client,
+            grants: Vec::new(),
+            capabilities: std::collections::HashMap::new(),
+            credentials: Vec::new(),
+        };
+        for name in &access.credentials {
+            let issued = grant_standing(
+                profile,
+                store,
+                GrantTerms {
+                    agent,
+                    credential: name,
+                    methods: &methods,
+                    path_patterns: &paths,
+                    duration_secs,
+                },
+            )
+            .await;
+            let issued = match issued {
+                Ok(issued) => issued,
+                Err(error) => {
+                    session.close().await?;
+                    return Err(error.into());
+                }
+            };
+            session.grants.push(issued.grant.id);
+            let provider = listed
+                .iter()
+                .find(|c| &c.name == name)
+                .map(|c| c.provider.clone())
+                .unwrap_or_default();
+            session.credentials.push((name.clone(), provider));
+            session.capabilities.insert(name.clone(), issued.capability);
+        }
+        Ok(session)
+    }
+
+    async fn serve(
+        mut self,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<(latchkey_client::local_proxy::LocalProxy, Self)> {
+        let capabilities = std::mem::take(&mut self.capabilities);
+        match latchkey_client::local_proxy::LocalProxy::start(
+            listener,
+            self.broker.clone(),
+            capabilities,
+        ) {
+            Ok(proxy) => Ok((proxy, self)),
+            Err(error) => {
+                self.close().await?;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Revokes every grant made for this session.
+    async fn close(self) -> anyhow::Result<()> {
+        for grant in &self.grants {
+            self.client.revoke_grant(*grant).await.with_context(|| {
+                format!(
+                    "could not revoke grant {grant}; revoke it with `latchkey grant revoke {grant}`"
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Environment variables that point a provider's official SDK at the local proxy, with the
+/// agent token where the SDK expects its key.
+fn sdk_environment(base: &str, name: &str, provider: &str, token: &str) -> Vec<(String, String)> {
+    let upper: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect();
+    let mut vars = vec![(format!("LATCHKEY_{upper}_URL"), format!("{base}/p/{name}"))];
+    match provider {
+        "openai" => {
+            vars.push(("OPENAI_BASE_URL".into(), format!("{base}/p/{name}/v1")));
+            vars.push(("OPENAI_API_KEY".into(), token.to_owned()));
+        }
+        "anthropic" => {
+            vars.push(("ANTHROPIC_BASE_URL".into(), format!("{base}/p/{name}")));
+            vars.push(("ANTHROPIC_API_KEY".into(), token.to_owned()));
+        }
+        "github" => {
+            vars.push(("GITHUB_API_URL".into(), format!("{base}/p/{name}")));
+            vars.push(("GITHUB_TOKEN".into(), token.to_owned()));
+        }
+        _ => {}
+    }
+    vars
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        #[cfg(unix)]
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// Where an API key goes: the catalog's base URL, hosts and injection, or the user's for a

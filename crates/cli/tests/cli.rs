@@ -542,3 +542,83 @@ async fn rotation_killed_at_any_point_leaves_every_credential_readable_under_one
     );
     let _ = stop.send(());
 }
+
+/// `latchkey run`: the command reaches the upstream through a private local proxy with only the
+/// agent token; its exit status comes back; the grants made for it are revoked afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_gives_a_command_a_local_proxy_for_its_lifetime_and_passes_its_exit_status() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    ada.json(
+        &[
+            "credential",
+            "add",
+            "--name",
+            "models",
+            "--provider",
+            "custom-api-key",
+            "--base-url",
+            &upstream_base,
+            "--allow-host",
+            &host,
+            "--key-stdin",
+        ],
+        Some(API_KEY),
+    )
+    .await;
+    let agent = ada.json(&["agent", "create", "runner"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let token = agent["token"].as_str().unwrap().to_owned();
+
+    let script = "import os, sys, urllib.request\n\
+        url = os.environ['LATCHKEY_MODELS_URL'] + '/v1/models'\n\
+        req = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + os.environ['LATCHKEY_AGENT_TOKEN']})\n\
+        print(urllib.request.urlopen(req).status)\n\
+        sys.exit(7)\n";
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--credential",
+        "models",
+        "--method",
+        "GET",
+        "--",
+        "python3",
+        "-c",
+        script,
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", &token);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "the command's exit status is passed through: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "200", "the command's call went through");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].contains(API_KEY), "the upstream received the real key");
+        assert!(!seen[0].contains(&token), "and never the agent token");
+    }
+    let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    let grants = grants.as_array().unwrap();
+    assert_eq!(grants.len(), 1, "one grant was made for the run");
+    assert!(grants[0]["revoked_at"].is_u64(), "and revoked when it ended: {grants:?}");
+
+    let (code, _, err) =
+        ada.run(&["run", "--agent", &agent_id, "--credential", "models", "--", "true"], None).await;
+    assert_eq!(code, 1, "without LATCHKEY_AGENT_TOKEN, run refuses: {err}");
+    assert!(err.contains("LATCHKEY_AGENT_TOKEN"), "{err}");
+    let _ = stop.send(());
+}

@@ -15,6 +15,8 @@
 //!   re-sealed and verified on the device, swapped at the broker in one transaction.
 //! - [`audit`]: verify an audit log export on the device, independently of the broker.
 //! - [`catalog`]: the provider catalog (endpoints, hosts, injection, scopes), compiled in.
+//! - [`local_proxy`]: a loopback proxy local agents call with their token; it adds the
+//!   capability this device issued and forwards to the broker.
 //! - [`recovery`]: recovery kits: export this device's workspace and member keys under a
 //!   passphrase, import them into a replacement device.
 //!
@@ -26,6 +28,7 @@ pub mod api;
 pub mod audit;
 pub mod catalog;
 pub mod keychain;
+pub mod local_proxy;
 pub mod profile;
 pub mod recovery;
 pub mod rotation;
