@@ -159,9 +159,19 @@ async fn help_reads_like_a_tour_and_matches_its_snapshots() {
         assert!(top.contains(must), "--help must mention {must:?}");
     }
     assert_snapshot("help", &top);
-    for noun in
-        ["workspace", "invite", "credential", "agent", "grant", "recovery", "provider", "rotate"]
-    {
+    for noun in [
+        "workspace",
+        "invite",
+        "credential",
+        "agent",
+        "grant",
+        "recovery",
+        "provider",
+        "rotate",
+        "audit",
+        "run",
+        "proxy",
+    ] {
         let (code, text, _) = latchkey.run(&[noun, "--help"], None).await;
         assert_eq!(code, 0, "{noun} --help");
         assert_snapshot(&format!("help-{noun}"), &text);
