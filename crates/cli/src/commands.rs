@@ -183,12 +183,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
                 .audit_export(format == "csv", &AuditFilter::default())
                 .await?;
-            let mut file =
-                std::fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(
-                    || format!("cannot create {} (it must not exist yet)", path.display()),
-                )?;
-            file.write_all(text.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            create_new_file(&path, text.as_bytes())?;
             out.value(
                 &json!({"path": path, "bytes": text.len()}),
                 &format!("Wrote the audit log to {}.", path.display()),
@@ -411,12 +406,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let passphrase =
                 passphrase(RECOVERY_PASSPHRASE_ENV, "Recovery kit passphrase (12+ characters): ")?;
             let kit = export_kit(&profile, &store, passphrase).await?;
-            let mut file =
-                std::fs::OpenOptions::new().write(true).create_new(true).open(&path).with_context(
-                    || format!("cannot create {} (it must not exist yet)", path.display()),
-                )?;
-            file.write_all(kit.text.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            create_new_file(&path, kit.text.as_bytes())?;
             out.value(
                 &json!({"path": path, "workspace_keys": kit.workspace_keys, "member_keys": kit.member_keys}),
                 &format!("Wrote the recovery kit to {}. Keep it and its passphrase apart.", path.display()),
@@ -468,6 +458,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Completions { .. } => Ok(()),
     }
+}
+
+/// Writes `bytes` to a file that must not exist yet: an export never overwrites anything.
+fn create_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// One progress line on stderr (stdout stays for the result).
