@@ -17,6 +17,8 @@
 //! - [`catalog`]: the provider catalog (endpoints, hosts, injection, scopes), compiled in.
 //! - [`local_proxy`]: a loopback proxy local agents call with their token; it adds the
 //!   capability this device issued and forwards to the broker.
+//! - [`oauth`]: OAuth 2.0 authorization code with PKCE for a native app: discovery, loopback
+//!   callback, state and issuer checks, refresh and revocation.
 //! - [`recovery`]: recovery kits: export this device's workspace and member keys under a
 //!   passphrase, import them into a replacement device.
 //!
@@ -29,6 +31,7 @@ pub mod audit;
 pub mod catalog;
 pub mod keychain;
 pub mod local_proxy;
+pub mod oauth;
 pub mod profile;
 pub mod recovery;
 pub mod rotation;
