@@ -16,6 +16,13 @@ call goes through the broker, which needs a capability signed by one of
 your devices and a policy that allows it, and every attempt is written
 to a tamper-evident audit log.
 
+The commands, by what you are doing:
+
+  set up        workspace, invite, device, member
+  connect APIs  provider, credential
+  give access   agent, grant, capability, policy, proxy, run
+  oversee       audit, rotate, recovery
+
 A first session:
 
   latchkey workspace create --broker http://127.0.0.1:8740 \\
@@ -86,24 +93,36 @@ pub(crate) enum KeyStoreChoice {
 /// Top-level commands, grouped by noun.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Create a workspace or show the one this device is enrolled in.
+    /// Create or join a workspace, or show the one this device is enrolled in.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
     /// Invite a member or another device of a member.
     #[command(subcommand)]
     Invite(InviteCommand),
-    /// Store API keys (sealed on this device), list and remove credentials.
+    /// Admit a device after comparing fingerprints, receive keys, list and remove devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// List members, change a member's role, remove a member.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Find providers in the catalog: API base, hosts, how the key is injected.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+    /// Store API keys (sealed on this device); list, show, change, switch off and remove them.
     #[command(subcommand)]
     Credential(CredentialCommand),
-    /// Create, list and revoke agents: the programs that call APIs through the broker.
+    /// Create, list, revoke agents and regenerate their tokens.
     #[command(subcommand)]
     Agent(AgentCommand),
     /// Give an agent standing access to a credential, list and revoke grants.
     #[command(subcommand)]
     Grant(GrantCommand),
-    /// Export this device's keys into a passphrase-sealed recovery kit, or import one.
+    /// Issue a capability for one request of an agent.
     #[command(subcommand)]
-    Recovery(RecoveryCommand),
+    Capability(CapabilityCommand),
+    /// The workspace's Cedar policies: list, set, remove, and check a call against them.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Run a loopback proxy for local agents, which call it with their token.
     ///
     /// The proxy adds the capabilities this device issues for it; the grants behind them are
@@ -131,9 +150,6 @@ pub(crate) enum Command {
     /// Read the workspace's audit log, verify its chain on this device, export it.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Find providers in the catalog: API base, hosts, how the key is injected.
-    #[command(subcommand)]
-    Provider(ProviderCommand),
     /// Rotate the workspace key (admins) or your own key, with a progress bar.
     ///
     /// Every credential is re-sealed and verified on this device, then swapped at the broker in
@@ -143,6 +159,9 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = ScopeChoice::Shared)]
         scope: ScopeChoice,
     },
+    /// Export this device's keys into a passphrase-sealed recovery kit, or import one.
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -168,8 +187,167 @@ pub(crate) enum WorkspaceCommand {
         #[arg(long, default_value = "this device")]
         device_name: String,
     },
+    /// Join a workspace with an invite code (from a prompt, or stdin with --code-stdin).
+    ///
+    /// Shows this device's fingerprint: the admitting member compares it with
+    /// `latchkey device admit`, then you run `latchkey device receive-keys`.
+    Join {
+        /// The broker's URL (https, or http on loopback).
+        #[arg(long)]
+        broker: String,
+        /// Your name as other members see it (an invite for a new member).
+        #[arg(long, required_unless_present = "device_of")]
+        member_name: Option<String>,
+        /// Join as another device of this existing member (an invite for a device).
+        #[arg(long, value_name = "MEMBER ID", conflicts_with = "member_name")]
+        device_of: Option<String>,
+        /// This device's name.
+        #[arg(long, default_value = "this device")]
+        device_name: String,
+        /// Read the invite code from standard input instead of a prompt.
+        #[arg(long)]
+        code_stdin: bool,
+    },
     /// Show the workspace, member and device of this profile, and the device's fingerprint.
     Show,
+}
+
+/// `latchkey device ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeviceCommand {
+    /// List the workspace's active devices, with their fingerprints.
+    List,
+    /// Give a device that joined its keys, after checking its fingerprint.
+    ///
+    /// The device gets the workspace key (and your member key, if it is yours) only if the
+    /// fingerprint of its keys, as the broker hands them over, is the one shown on its screen.
+    Admit {
+        /// The new device's id (from `latchkey device list`).
+        id: String,
+        /// The fingerprint shown on the new device, as read from its screen.
+        #[arg(long)]
+        fingerprint: String,
+    },
+    /// On a device that joined: store the keys sent to it, after confirming the sender.
+    ///
+    /// Only keys signed by the device whose fingerprint you type (shown on its screen when it
+    /// admitted this one) are opened and stored.
+    ReceiveKeys {
+        /// The admitting device's fingerprint.
+        #[arg(long = "from", value_name = "FINGERPRINT")]
+        from: String,
+    },
+    /// Remove a device (yours, or any device for admins); it is refused from its next request.
+    Remove {
+        /// The device's id.
+        id: String,
+    },
+}
+
+/// `latchkey member ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum MemberCommand {
+    /// List the active members with their roles and devices.
+    List,
+    /// Remove a member and all their devices (admins).
+    Remove {
+        /// The member's id.
+        id: String,
+    },
+    /// Change a member's role (admins); the last admin cannot be demoted.
+    Role {
+        /// The member's id.
+        id: String,
+        /// The new role.
+        #[arg(value_enum)]
+        role: RoleChoice,
+    },
+}
+
+/// `latchkey capability ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum CapabilityCommand {
+    /// Issue a single-use capability: one request of one agent, within minutes.
+    ///
+    /// Nothing is registered at the broker; it refuses the capability after its first use.
+    Issue {
+        /// The agent's id.
+        #[arg(long)]
+        agent: String,
+        /// The credential's name.
+        #[arg(long)]
+        credential: String,
+        /// The request's method.
+        #[arg(long)]
+        method: String,
+        /// The request's path (e.g. `/v1/models`).
+        #[arg(long)]
+        path: String,
+        /// How long it stays usable: e.g. `90s`, `5m` (at most 15 minutes).
+        #[arg(long = "for", default_value = "5m", value_name = "DURATION")]
+        duration: String,
+    },
+}
+
+/// `latchkey policy ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// List the workspace's policies (the defaults until an admin changes them).
+    List,
+    /// Create or replace a policy (admins).
+    ///
+    /// The broker validates it against the schema (docs/policy.md); a refused policy is shown
+    /// with each problem's line and column.
+    Set {
+        /// The policy's id: letters, digits, `.`, `_`, `-`.
+        id: String,
+        /// The file with the Cedar policy (`-` for standard input).
+        #[arg(long)]
+        file: PathBuf,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Store it switched off.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Delete a policy (admins); deleting the last one brings the defaults back.
+    Remove {
+        /// The policy's id.
+        id: String,
+    },
+    /// Would this call be allowed? Decided exactly as the proxy would, without making it.
+    Check {
+        /// The agent's id.
+        #[arg(long)]
+        agent: String,
+        /// The credential's name.
+        #[arg(long)]
+        credential: String,
+        /// The method.
+        #[arg(long)]
+        method: String,
+        /// The upstream path.
+        #[arg(long)]
+        path: String,
+        /// The upstream host (default: the credential's).
+        #[arg(long)]
+        host: Option<String>,
+        /// What would authorise the call.
+        #[arg(long, value_enum, default_value_t = GrantChoice::Standing)]
+        grant: GrantChoice,
+    },
+}
+
+/// What would authorise a checked call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GrantChoice {
+    /// A standing grant's capability.
+    Standing,
+    /// A single-use capability (what an approval gives).
+    SingleUse,
+    /// No capability.
+    None,
 }
 
 /// `latchkey invite ...`
@@ -207,11 +385,42 @@ pub(crate) enum RoleChoice {
 /// `latchkey credential ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum CredentialCommand {
-    /// Store an API key. It is read from a hidden prompt (or stdin with --key-stdin), never from
-    /// the command line, and sealed on this device before it is uploaded.
+    /// Store an API key, sealed on this device before it is uploaded.
+    ///
+    /// The key is read from a hidden prompt (or stdin with --key-stdin), never from the command
+    /// line.
     Add(AddCredential),
     /// List the workspace's shared credentials and your own.
     List,
+    /// Show one credential's metadata (never its secret).
+    Show {
+        /// The credential's name.
+        name: String,
+    },
+    /// Change a credential's name, base URL or allowed hosts; the secret stays as it is.
+    Update {
+        /// The credential's name.
+        name: String,
+        /// A new name (agents then call `/p/<new name>/...`).
+        #[arg(long)]
+        rename: Option<String>,
+        /// A new API base URL.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Allowed hosts, replacing the current ones (repeat for several).
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
+    },
+    /// Switch a credential off: agents are refused from their next call.
+    Disable {
+        /// The credential's name.
+        name: String,
+    },
+    /// Switch a credential back on.
+    Enable {
+        /// The credential's name.
+        name: String,
+    },
     /// Delete a credential; agents lose it at their next call.
     Remove {
         /// The credential's name.
@@ -286,6 +495,9 @@ pub(crate) enum AuditCommand {
         /// Only allowed or only denied calls.
         #[arg(long, value_parser = ["allowed", "denied"])]
         decision: Option<String>,
+        /// Only records of this kind, e.g. `proxy_attempt`, `agent_created`, `policy_changed`.
+        #[arg(long)]
+        kind: Option<String>,
         /// How many (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -326,6 +538,11 @@ pub(crate) enum AgentCommand {
     List,
     /// Revoke an agent and all its grants.
     Revoke {
+        /// The agent's id.
+        id: String,
+    },
+    /// Replace an agent's token (printed this once); the old one stops working at once.
+    Regenerate {
         /// The agent's id.
         id: String,
     },

@@ -4,10 +4,15 @@ use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use latchkey_client::access::{GrantTerms, NewApiKey, add_api_key, grant_standing};
-use latchkey_client::api::{AuditFilter, BrokerClient, InviteFor, Role};
+use latchkey_client::access::{
+    CredentialChanges, GrantTerms, NewApiKey, SingleUseTerms, add_api_key, find_credential,
+    grant_standing, issue_single_use, set_credential_status, update_credential,
+};
+use latchkey_client::api::{
+    AuditFilter, BrokerClient, CredentialInfo, CredentialStatus, InviteFor, Role,
+};
 use latchkey_client::audit::verify_export;
-use latchkey_client::catalog::{Catalog, Kind};
+use latchkey_client::catalog::Catalog;
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
 use latchkey_client::profile::{Profile, ProfileName};
 use latchkey_client::recovery::{export_kit, import_kit};
@@ -21,10 +26,12 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cli::{
-    AddCredential, AgentCommand, AuditCommand, Cli, Command, CredentialCommand, GrantCommand,
-    InviteCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice, ScopeChoice,
-    WorkspaceCommand,
+    AddCredential, AgentCommand, AuditCommand, CapabilityCommand, Cli, Command, CredentialCommand,
+    GrantCommand, InviteCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice,
+    ScopeChoice, WorkspaceCommand,
 };
+use crate::people::{Join, device, join, member};
+use crate::policy::policy;
 
 /// Something the user named does not exist (exit code 3).
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +68,106 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &format!(
                     "Created workspace {name} ({}). You are its admin.\nThis device's fingerprint: {}\nCompare it when you admit other devices.",
                     created.workspace, created.fingerprint
+                ),
+            )
+        }
+        Command::Workspace(WorkspaceCommand::Join {
+            broker,
+            member_name,
+            device_of,
+            device_name,
+            code_stdin,
+        }) => {
+            join(
+                &profile,
+                choice,
+                &out,
+                Join { broker, member_name, device_of, device_name, code_stdin },
+            )
+            .await
+        }
+        Command::Device(command) => device(&profile, choice, &out, command).await,
+        Command::Member(command) => member(&profile, choice, &out, command).await,
+        Command::Policy(command) => policy(&profile, choice, &out, command).await,
+        Command::Credential(CredentialCommand::Show { name }) => {
+            let client = client(&profile, choice).await?;
+            let credential = find_credential(&client, &name).await?;
+            out.value(&serde_json::to_value(&credential)?, &credential_text(&credential))
+        }
+        Command::Credential(CredentialCommand::Update {
+            name,
+            rename,
+            base_url,
+            allowed_hosts,
+        }) => {
+            if rename.is_none() && base_url.is_none() && allowed_hosts.is_empty() {
+                bail!("nothing to change: pass --rename, --base-url or --allow-host");
+            }
+            let client = client(&profile, choice).await?;
+            let base_url = base_url.map(|b| b.trim_end_matches('/').to_owned());
+            let changes = CredentialChanges {
+                name: rename.as_deref(),
+                base_url: base_url.as_deref(),
+                allowed_hosts: (!allowed_hosts.is_empty()).then_some(allowed_hosts.as_slice()),
+                ..CredentialChanges::default()
+            };
+            let updated = update_credential(&client, &name, &changes).await?;
+            out.value(
+                &serde_json::to_value(&updated)?,
+                &format!("Updated {} (revision {}).", updated.name, updated.revision),
+            )
+        }
+        Command::Credential(CredentialCommand::Disable { name }) => {
+            let client = client(&profile, choice).await?;
+            let updated = set_credential_status(&client, &name, CredentialStatus::Disabled).await?;
+            out.value(
+                &serde_json::to_value(&updated)?,
+                &format!("Switched {name} off; agents are refused from their next call."),
+            )
+        }
+        Command::Credential(CredentialCommand::Enable { name }) => {
+            let client = client(&profile, choice).await?;
+            let updated = set_credential_status(&client, &name, CredentialStatus::Active).await?;
+            out.value(&serde_json::to_value(&updated)?, &format!("Switched {name} on."))
+        }
+        Command::Agent(AgentCommand::Regenerate { id }) => {
+            let id = parse_id::<AgentId>(&id, "agent")?;
+            let renewed = client(&profile, choice).await?.regenerate_agent_token(id).await?;
+            let token = renewed.token.expose_secret();
+            out.value(
+                &json!({"agent": renewed.agent, "token": token}),
+                &format!(
+                    "New token for agent {} ({}), shown once; the old one no longer works:\n{token}",
+                    renewed.agent.name, renewed.agent.id
+                ),
+            )
+        }
+        Command::Capability(CapabilityCommand::Issue {
+            agent,
+            credential,
+            method,
+            path,
+            duration,
+        }) => {
+            let store = key_store(&profile, choice, false)?;
+            let capability = issue_single_use(
+                &profile,
+                &store,
+                SingleUseTerms {
+                    agent: parse_id::<AgentId>(&agent, "agent")?,
+                    credential: &credential,
+                    method: parse_method(&method)?,
+                    path: &path,
+                    lifetime_secs: parse_duration(&duration)?,
+                },
+            )
+            .await?;
+            let text = capability.expose_secret();
+            out.value(
+                &json!({"capability": text}),
+                &format!(
+                    "A capability for one {} {path} via {credential}; give it to the agent in a `Latchkey-Capability` header:\n{text}",
+                    method.to_ascii_uppercase()
                 ),
             )
         }
@@ -126,12 +233,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             )
         }
-        Command::Audit(AuditCommand::List { agent, credential, decision, limit }) => {
+        Command::Audit(AuditCommand::List { agent, credential, decision, kind, limit }) => {
             let filter = AuditFilter {
                 agent: agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?,
                 credential,
                 decision,
+                kind,
                 limit: Some(limit),
+                ..AuditFilter::default()
             };
             let records = client(&profile, choice).await?.audit(&filter).await?;
             let lines: Vec<String> = records
@@ -256,7 +365,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|p| {
                     json!({
                         "id": p.id, "name": p.name,
-                        "kind": match p.kind { Kind::Oauth => "oauth", Kind::ApiKey => "api_key" },
+                        "kind": p.kind.as_str(),
                         "api_base_url": p.api_base_url, "allowed_hosts": p.allowed_hosts,
                         "custom": p.custom, "account_specific": p.account_specific,
                     })
@@ -265,10 +374,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let lines: Vec<String> = found
                 .iter()
                 .map(|p| {
-                    let kind = match p.kind {
-                        Kind::Oauth => "oauth",
-                        Kind::ApiKey => "api key",
-                    };
+                    let kind = if p.oauth().is_some() { "oauth" } else { "api key" };
                     let base = p.api_base_url.as_ref().map_or("(your URL)", |u| u.as_str());
                     format!("{:<18} {:<30} {kind:<8} {base}", p.id, p.name)
                 })
@@ -348,10 +454,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Grant(GrantCommand::Create { agent, credential, methods, paths, duration }) => {
             let store = key_store(&profile, choice, false)?;
-            let methods = methods
-                .iter()
-                .map(|m| Method::parse(&m.to_ascii_uppercase()).with_context(|| format!("unknown method {m:?}: use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let methods =
+                methods.iter().map(|m| parse_method(m)).collect::<anyhow::Result<Vec<_>>>()?;
             let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
             let issued = grant_standing(
                 &profile,
@@ -656,7 +760,7 @@ fn credential_target(add: &AddCredential) -> anyhow::Result<(url::Url, Vec<Strin
             add.provider
         ))
     })?;
-    if provider.kind == Kind::Oauth {
+    if provider.oauth().is_some() {
         bail!(
             "{} connects with OAuth in the browser, which this command line does not do yet; to store a token you already hold, use --provider custom-api-key",
             provider.name
@@ -697,11 +801,16 @@ fn profile(cli: &Cli) -> anyhow::Result<Profile> {
 }
 
 /// Opens the chosen key store; `create` allows a new encrypted key file.
-fn key_store(
+pub(crate) fn key_store(
     profile: &Profile,
     choice: KeyStoreChoice,
     create: bool,
 ) -> anyhow::Result<SharedKeyStore> {
+    if !create {
+        // A profile that is not set up says so (and how to set it up) before any key store is
+        // opened or a passphrase asked for.
+        profile.load_config()?;
+    }
     match choice {
         KeyStoreChoice::File => {
             let passphrase = passphrase(KEYSTORE_PASSPHRASE_ENV, "Key file passphrase: ")?;
@@ -732,13 +841,16 @@ fn os_key_store(_profile: &Profile) -> anyhow::Result<SharedKeyStore> {
     bail!("this build has no OS keychain support for this platform yet: use --key-store file")
 }
 
-async fn client(profile: &Profile, choice: KeyStoreChoice) -> anyhow::Result<BrokerClient> {
+pub(crate) async fn client(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+) -> anyhow::Result<BrokerClient> {
     let store = key_store(profile, choice, false)?;
     Ok(broker_client(profile, &store).await?)
 }
 
 /// A passphrase from `env` or, failing that, a hidden prompt.
-fn passphrase(env: &str, prompt: &str) -> anyhow::Result<SecretBytes> {
+pub(crate) fn passphrase(env: &str, prompt: &str) -> anyhow::Result<SecretBytes> {
     if let Some(value) = std::env::var_os(env) {
         return Ok(SecretBytes::from_zeroizing(Zeroizing::new(value.into_encoded_bytes())));
     }
@@ -766,12 +878,43 @@ fn read_key(from_stdin: bool) -> anyhow::Result<SecretBytes> {
     Ok(SecretBytes::copy_from(key.as_bytes()))
 }
 
-fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> anyhow::Result<T> {
-    text.parse().map_err(|_| anyhow::anyhow!("{text:?} is not a {what} id (a UUID)"))
+/// `get`, `POST`, ... -> a method.
+pub(crate) fn parse_method(text: &str) -> anyhow::Result<Method> {
+    Method::parse(&text.to_ascii_uppercase()).with_context(|| {
+        format!("unknown method {text:?}: use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")
+    })
+}
+
+/// A credential's metadata for people.
+fn credential_text(c: &CredentialInfo) -> String {
+    let owner = match c.owner {
+        latchkey_core::ids::Owner::Shared => "shared with the workspace".to_owned(),
+        latchkey_core::ids::Owner::Member(member) => format!("personal (member {member})"),
+    };
+    let status = match c.status {
+        CredentialStatus::Active => "active",
+        CredentialStatus::ReconnectNeeded => "reconnect needed",
+        CredentialStatus::Disabled => "disabled",
+    };
+    format!(
+        "name           {}\nid             {}\nprovider       {}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
+        c.name,
+        c.id,
+        c.provider,
+        c.upstream_base_url,
+        c.allowed_hosts.join(", "),
+        c.key_version,
+        c.revision,
+        c.name
+    )
+}
+
+pub(crate) fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> anyhow::Result<T> {
+    text.parse().map_err(|_| anyhow::anyhow!("{text:?} is not a valid {what} id (a UUID)"))
 }
 
 /// `90s`, `30m`, `8h`, `7d` -> seconds.
-fn parse_duration(text: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<u64> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let unit_secs = match unit {
@@ -787,12 +930,12 @@ fn parse_duration(text: &str) -> anyhow::Result<u64> {
 }
 
 /// Text or JSON on stdout.
-struct Output {
-    json: bool,
+pub(crate) struct Output {
+    pub(crate) json: bool,
 }
 
 impl Output {
-    fn value(&self, value: &serde_json::Value, text: &str) -> anyhow::Result<()> {
+    pub(crate) fn value(&self, value: &serde_json::Value, text: &str) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         if self.json {
             writeln!(stdout, "{}", serde_json::to_string_pretty(value)?)?;
@@ -802,7 +945,12 @@ impl Output {
         Ok(())
     }
 
-    fn list(&self, value: &serde_json::Value, lines: &[String], empty: &str) -> anyhow::Result<()> {
+    pub(crate) fn list(
+        &self,
+        value: &serde_json::Value,
+        lines: &[String],
+        empty: &str,
+    ) -> anyhow::Result<()> {
         if self.json {
             return self.value(value, "");
         }

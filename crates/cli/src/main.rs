@@ -4,6 +4,8 @@
 
 mod cli;
 mod commands;
+mod people;
+mod policy;
 
 use std::process::ExitCode;
 
@@ -11,6 +13,7 @@ use clap::Parser as _;
 use latchkey_client::access::AccessError;
 use latchkey_client::api::{ClientError, codes};
 use latchkey_client::keychain::KeychainError;
+use latchkey_client::policies::PolicyError;
 use latchkey_client::profile::ProfileError;
 use latchkey_client::recovery::RecoveryKitError;
 use latchkey_client::workspace::WorkspaceError;
@@ -35,12 +38,37 @@ fn report(error: &anyhow::Error) -> ExitCode {
     let (code, hint) = classify(error);
     #[allow(clippy::print_stderr, reason = "the binary's error report, for a person or a script")]
     {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", message(error));
+        // A refused policy: each of Cedar's problems, with its position, under the error.
+        if let Some(PolicyError::Refused { problems }) =
+            error.chain().find_map(|c| c.downcast_ref::<PolicyError>())
+        {
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+        }
         if let Some(hint) = hint {
             eprintln!("hint: {hint}");
         }
     }
     ExitCode::from(code)
+}
+
+/// The error and its causes on one line, each cause once: library errors often repeat their
+/// source in their own message, which `{:#}` would print twice.
+fn message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 type Verdict = (u8, Option<&'static str>);
@@ -50,10 +78,14 @@ fn classify(error: &anyhow::Error) -> Verdict {
         // Library errors wrap each other transparently (their `source` skips a level), so the
         // wrappers are unpacked by hand.
         let verdict = if let Some(e) = cause.downcast_ref::<AccessError>() {
+            access(e)
+        } else if let Some(e) = cause.downcast_ref::<PolicyError>() {
             match e {
-                AccessError::Broker(c) => Some(client(c)),
-                AccessError::Workspace(w) => workspace(w),
-                AccessError::UnknownCredential(_) => Some((3, None)),
+                PolicyError::Broker(c) => Some(client(c)),
+                PolicyError::Access(a) => access(a),
+                PolicyError::Refused { .. } => {
+                    Some((4, Some("the schema and examples are in docs/policy.md")))
+                }
                 _ => None,
             }
         } else if let Some(RecoveryKitError::Workspace(w)) =
@@ -78,6 +110,15 @@ fn classify(error: &anyhow::Error) -> Verdict {
         }
     }
     (1, None)
+}
+
+fn access(error: &AccessError) -> Option<Verdict> {
+    match error {
+        AccessError::Broker(c) => Some(client(c)),
+        AccessError::Workspace(w) => workspace(w),
+        AccessError::UnknownCredential(_) => Some((3, None)),
+        _ => None,
+    }
 }
 
 fn workspace(error: &WorkspaceError) -> Option<Verdict> {

@@ -162,9 +162,13 @@ async fn help_reads_like_a_tour_and_matches_its_snapshots() {
     for noun in [
         "workspace",
         "invite",
+        "device",
+        "member",
         "credential",
         "agent",
         "grant",
+        "capability",
+        "policy",
         "recovery",
         "provider",
         "rotate",
@@ -205,11 +209,33 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
         )
         .await;
     assert_eq!(code, 5, "an unreachable broker has its own exit code: {err}");
-    assert!(err.starts_with("error: cannot reach the broker at http://127.0.0.1:9"), "{err}");
-    assert!(err.contains("hint: check the broker URL"), "{err}");
+    // The transport's own words (after "error sending request") vary by platform.
+    let cut = err.find("error sending request").map_or(err.len(), |i| i + 21);
+    let hint = err.find("\nhint:").unwrap_or(err.len());
+    assert_snapshot(
+        "error-broker-unreachable",
+        &format!("{}: <transport detail>{}", &err[..cut], &err[hint..]),
+    );
+    assert_eq!(err.lines().count(), 2, "one error line and one hint: {err}");
+
+    let (code, _, err) = latchkey.run(&["--profile", "other", "credential", "list"], None).await;
+    assert_eq!(code, 3, "listing in a profile that is not set up is `not found`: {err}");
+    assert!(err.contains("profile `other` is not set up"), "--profile wins over the env: {err}");
+
+    let (code, _, err) = latchkey.run(&["--profile", "Bad Name!", "workspace", "show"], None).await;
+    assert_eq!(code, 1, "an invalid profile name is refused: {err}");
+    assert_snapshot("error-bad-profile", &err);
+
+    let (code, _, err) = latchkey.run(&["agent", "revoke", "not-an-id"], None).await;
+    assert_eq!(code, 1, "a malformed id is refused before anything is opened: {err}");
+    assert_snapshot("error-bad-id", &err);
 
     let (code, _, err) = latchkey.run(&["grant", "create", "--agent", "x"], None).await;
     assert_eq!(code, 2, "a usage error is exit code 2: {err}");
+    let (code, _, err) = latchkey
+        .run(&["credential", "add", "--name", "x", "--provider", "openai", "--key", "k"], None)
+        .await;
+    assert_eq!(code, 2, "there is no flag that takes a key on the command line: {err}");
 
     let (code, _, err) = latchkey
         .run(
@@ -630,5 +656,291 @@ async fn run_gives_a_command_a_local_proxy_for_its_lifetime_and_passes_its_exit_
         ada.run(&["run", "--agent", &agent_id, "--credential", "models", "--", "true"], None).await;
     assert_eq!(code, 1, "without LATCHKEY_AGENT_TOKEN, run refuses: {err}");
     assert!(err.contains("LATCHKEY_AGENT_TOKEN"), "{err}");
+    let _ = stop.send(());
+}
+
+/// Replaces what changes from run to run in a JSON output: ids become `<id-N>` (numbered by
+/// first appearance, so relations between fields stay visible), fingerprints `<fingerprint>`,
+/// times (`*_at` fields) `<time>`, loopback ports `<port>`.
+fn redact(value: &Value) -> String {
+    fn walk(value: &Value, key: &str, ids: &mut Vec<String>) -> Value {
+        match value {
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (k.clone(), walk(v, k, ids))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(|v| walk(v, key, ids)).collect()),
+            Value::Number(_) if key.ends_with("_at") => Value::String("<time>".into()),
+            Value::String(text) if is_uuid(text) => {
+                let n = ids.iter().position(|i| i == text).unwrap_or_else(|| {
+                    ids.push(text.clone());
+                    ids.len() - 1
+                });
+                Value::String(format!("<id-{}>", n + 1))
+            }
+            Value::String(text) if is_fingerprint(text) => Value::String("<fingerprint>".into()),
+            Value::String(text) if text.contains("127.0.0.1:") => {
+                let start = text.find("127.0.0.1:").unwrap() + 10;
+                let end = text[start..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(text.len(), |e| start + e);
+                Value::String(format!("{}<port>{}", &text[..start], &text[end..]))
+            }
+            other => other.clone(),
+        }
+    }
+    fn is_uuid(text: &str) -> bool {
+        text.len() == 36
+            && text.char_indices().all(|(i, c)| {
+                if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() }
+            })
+    }
+    fn is_fingerprint(text: &str) -> bool {
+        let groups: Vec<&str> = text.split('-').collect();
+        groups.len() == 6
+            && groups.iter().all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_alphanumeric()))
+    }
+    let mut ids = Vec::new();
+    let mut text = serde_json::to_string_pretty(&walk(value, "", &mut ids)).unwrap();
+    text.push('\n');
+    text
+}
+
+/// A second member joins from the terminal and is admitted after both fingerprints are
+/// compared; with the workspace key she received she issues a single-use capability her agent
+/// calls with. Policies are set, checked and refused with Cedar's problems; the listings'
+/// `--json` output matches committed snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+
+    // Grace joins with the code Ada reads out; each side checks the other's fingerprint.
+    let invite = ada.json(&["invite", "create"], None).await;
+    let code = invite["code"].as_str().unwrap().to_owned();
+    let grace = Latchkey::new();
+    let join = [
+        "workspace",
+        "join",
+        "--broker",
+        &broker,
+        "--member-name",
+        "Grace",
+        "--device-name",
+        "grace-laptop",
+        "--code-stdin",
+    ];
+    let joined = grace.json(&join, Some(&code)).await;
+    let grace_device = joined["device"].as_str().unwrap().to_owned();
+    let grace_member = joined["member"].as_str().unwrap().to_owned();
+    let grace_fingerprint = joined["fingerprint"].as_str().unwrap().to_owned();
+    let (code_again, _, err) = grace.run(&join, Some(&code)).await;
+    assert_ne!(code_again, 0, "a profile joins once: {err}");
+
+    let wrong = "0000-0000-0000-0000-0000-0000";
+    let (code, _, err) =
+        ada.run(&["device", "admit", &grace_device, "--fingerprint", wrong], None).await;
+    assert_eq!(code, 1, "a fingerprint that does not match shares nothing: {err}");
+    assert!(err.contains("does not match"), "{err}");
+    let admitted = ada
+        .json(&["device", "admit", &grace_device, "--fingerprint", &grace_fingerprint], None)
+        .await;
+    assert_eq!(admitted["keys"], serde_json::json!(["workspace"]));
+    let ada_fingerprint = admitted["fingerprint"].as_str().unwrap().to_owned();
+    let received = grace.json(&["device", "receive-keys", "--from", &ada_fingerprint], None).await;
+    assert_eq!(received["workspace_keys"], serde_json::json!([1]), "{received}");
+
+    // A shared credential, looked at and changed from the terminal.
+    ada.json(
+        &[
+            "credential",
+            "add",
+            "--name",
+            "models",
+            "--provider",
+            "custom-api-key",
+            "--base-url",
+            &upstream_base,
+            "--allow-host",
+            "localhost",
+            "--key-stdin",
+        ],
+        Some(API_KEY),
+    )
+    .await;
+    let updated = ada.json(&["credential", "update", "models", "--allow-host", &host], None).await;
+    assert_eq!(updated["allowed_hosts"], serde_json::json!([host]), "{updated}");
+    assert_eq!(updated["revision"], 2);
+    let disabled = ada.json(&["credential", "disable", "models"], None).await;
+    assert_eq!(disabled["status"], "disabled");
+    let enabled = ada.json(&["credential", "enable", "models"], None).await;
+    assert_eq!(enabled["status"], "active");
+    let shown = grace.json(&["credential", "show", "models"], None).await;
+    assert_eq!(shown["revision"], 4, "every member sees the shared credential: {shown}");
+    let (code, _, err) = ada.run(&["credential", "update", "models"], None).await;
+    assert_eq!(code, 1, "an update needs something to change: {err}");
+    let (code, _, err) = ada.run(&["credential", "show", "nothing"], None).await;
+    assert_eq!(code, 3, "an unknown credential is `not found`: {err}");
+
+    // Grace's agent makes one call with a single-use capability her device issued.
+    let agent = grace.json(&["agent", "create", "grace-bot"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let issue = [
+        "capability",
+        "issue",
+        "--agent",
+        &agent_id,
+        "--credential",
+        "models",
+        "--method",
+        "get",
+        "--path",
+        "/v1/models",
+    ];
+    let capability = grace.json(&issue, None).await["capability"].as_str().unwrap().to_owned();
+    let renewed = grace.json(&["agent", "regenerate", &agent_id], None).await;
+    let token = renewed["token"].as_str().unwrap().to_owned();
+    assert_ne!(token, agent["token"].as_str().unwrap(), "a new token");
+    let http = reqwest::Client::new();
+    let call = || {
+        http.get(format!("{broker}/p/models/v1/models"))
+            .bearer_auth(&token)
+            .header("latchkey-capability", &capability)
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 200, "the single-use call goes through");
+    assert_eq!(call().await.unwrap().status(), 403, "and only once");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].contains(API_KEY) && !seen[0].contains(&token), "{}", seen[0]);
+    }
+    let mut long = issue.to_vec();
+    long.extend(["--for", "1h"]);
+    let (code, _, err) = grace.run(&long, None).await;
+    assert_eq!(code, 1, "a single-use capability lasts minutes: {err}");
+    assert!(err.contains("15 minutes"), "{err}");
+
+    // Policies: set, check, refuse with Cedar's problems, remove.
+    let policy_file = ada.dir.path().join("no-deletes.cedar");
+    std::fs::write(
+        &policy_file,
+        "forbid (principal, action == Latchkey::Action::\"DELETE\", resource);\n",
+    )
+    .unwrap();
+    let policy_path = policy_file.display().to_string();
+    let set = ada
+        .json(
+            &[
+                "policy",
+                "set",
+                "no-deletes",
+                "--file",
+                &policy_path,
+                "--description",
+                "Nothing is ever deleted.",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(set["created"], true, "{set}");
+    let check = |method: &'static str| {
+        let agent_id = agent_id.clone();
+        let ada = &ada;
+        async move {
+            ada.json(
+                &[
+                    "policy",
+                    "check",
+                    "--agent",
+                    &agent_id,
+                    "--credential",
+                    "models",
+                    "--method",
+                    method,
+                    "--path",
+                    "/v1/models",
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let denied = check("delete").await;
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["policies"], serde_json::json!(["no-deletes"]));
+    assert_eq!(check("get").await["decision"], "allow");
+    let (code, _, err) = grace.run(&["policy", "set", "mine", "--file", &policy_path], None).await;
+    assert_eq!(code, 4, "members do not set policies: {err}");
+    let broken = ada.dir.path().join("broken.cedar");
+    std::fs::write(&broken, "permit (principal, action, resource)\nwhen { resource.nope };\n")
+        .unwrap();
+    let (code, _, err) =
+        ada.run(&["policy", "set", "broken", "--file", &broken.display().to_string()], None).await;
+    assert_eq!(code, 4, "a policy that does not validate is refused by the broker: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].starts_with("error: the broker refused the policy (1 problem)"), "{err}");
+    assert!(lines[1].starts_with("  line 2, column "), "each problem with its position: {err}");
+    assert!(lines.last().unwrap().starts_with("hint: "), "{err}");
+    let (code, _, err) = ada.run(&["policy", "set", "check", "--file", &policy_path], None).await;
+    assert_eq!(code, 1, "`check` is not a policy id: {err}");
+
+    // Members, roles, and listings as JSON.
+    let role = ada.json(&["member", "role", &grace_member, "admin"], None).await;
+    assert_eq!(role["role"], "admin");
+    ada.json(&["member", "role", &grace_member, "member"], None).await;
+    let grant = ada
+        .json(
+            &[
+                "grant",
+                "create",
+                "--agent",
+                &agent_id,
+                "--credential",
+                "models",
+                "--method",
+                "GET",
+                "--path",
+                "/v1/**",
+                "--for",
+                "1h",
+            ],
+            None,
+        )
+        .await;
+    assert!(grant["capability"].is_string());
+    for (name, args) in [
+        ("json-member-list", &["member", "list"][..]),
+        ("json-device-list", &["device", "list"][..]),
+        ("json-credential-list", &["credential", "list"][..]),
+        ("json-agent-list", &["agent", "list"][..]),
+        ("json-grant-list", &["grant", "list"][..]),
+        ("json-policy-list", &["policy", "list"][..]),
+    ] {
+        let value = ada.json(args, None).await;
+        assert!(!value.to_string().contains(API_KEY), "{name}: no listing carries the key");
+        assert_snapshot(name, &redact(&value));
+    }
+    ada.json(&["policy", "remove", "no-deletes"], None).await;
+    let (code, _, err) = ada.run(&["policy", "remove", "no-deletes"], None).await;
+    assert_eq!(code, 3, "removing a policy twice: {err}");
+
+    // Removing Grace's device: it is refused from then on, and a rotation is advised.
+    let removal = ada.json(&["device", "remove", &grace_device], None).await;
+    assert_eq!(removal["rotation_recommended"], true);
+    let (code, _, err) = grace.run(&["agent", "list"], None).await;
+    assert_eq!(code, 4, "a removed device is refused: {err}");
+    let removed = ada.json(&["member", "remove", &grace_member], None).await;
+    assert_eq!(removed["devices_removed"], 0);
+    let verified = ada.json(&["audit", "verify"], None).await;
+    assert_eq!(verified["local"]["ok"], true, "{verified}");
+    let changes = ada.json(&["audit", "list", "--kind", "policy_changed"], None).await;
+    assert_eq!(changes.as_array().map(Vec::len), Some(2), "set and removed: {changes}");
     let _ = stop.send(());
 }

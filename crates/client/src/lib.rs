@@ -9,8 +9,11 @@
 //! - [`api`]: the broker's device API, every request signed by the device key (RFC 9421).
 //! - [`workspace`]: the flows people run: create a workspace, join one, admit a new device after
 //!   comparing its fingerprint, receive the keys it was given.
-//! - [`access`]: what lets agents call APIs: API keys sealed on the device, standing grants and
-//!   their capabilities (agents themselves are created with [`api::BrokerClient::create_agent`]).
+//! - [`access`]: what lets agents call APIs: API keys and OAuth tokens sealed on the device,
+//!   credential metadata and status, standing grants and single-use capabilities (agents
+//!   themselves are created with [`api::BrokerClient::create_agent`]).
+//! - [`policies`]: the workspace's Cedar policies: save one with Cedar's problems typed, and
+//!   "would this call be allowed" by credential name.
 //! - [`rotation`]: rotate the workspace key or this member's key, resumably: every credential
 //!   re-sealed and verified on the device, swapped at the broker in one transaction.
 //! - [`audit`]: verify an audit log export on the device, independently of the broker.
@@ -32,6 +35,7 @@ pub mod catalog;
 pub mod keychain;
 pub mod local_proxy;
 pub mod oauth;
+pub mod policies;
 pub mod profile;
 pub mod recovery;
 pub mod rotation;
