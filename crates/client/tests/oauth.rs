@@ -1,340 +1,530 @@
-//! The native-app OAuth flow against a strict authorization server on loopback (written here:
-//! it checks S256 PKCE, single-use codes, exact redirect URIs, rotates refresh tokens and
-//! revokes a whole grant when a rotated refresh token is reused), driven by a test "browser"
-//! that plays the person signing in.
+//! The native-app OAuth flow against real authorization servers on loopback, started from
+//! `tests/oauth/`: oidc-provider configured strictly (PKCE S256 required, single-use codes,
+//! registered redirect URIs, refresh token rotation with reuse detection, RFC 9207 `iss`,
+//! revocation) and oauth2-mock-server, which accepts nearly anything, so that only the client's
+//! own checks protect it. A test "browser" plays the person signing in.
 
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
     clippy::panic,
-    reason = "the helpers in this file are test code too; a panic is the failure report"
+    reason = "tests: a panic is the failure report"
 )]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+#[path = "oauth/browser.rs"]
+mod browser;
+#[path = "oauth/servers.rs"]
+mod servers;
+
+use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::extract::{Form, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine as _;
-use latchkey_client::catalog::ClientAuth;
+use browser::{Event, Person, TestBrowser};
 use latchkey_client::oauth::{
-    BrowserLauncher, Endpoints, OAuthApp, OAuthError, authorize, discover, refresh, revoke,
+    AuthorizationCode, AuthorizationServer, ClientAuth, FlowOptions, LoopbackRedirect, OAuthClient,
+    OAuthEndpoints, OAuthError, OAuthHttp, PendingAuthorization, Revocation, TokenSet, authorize,
+    exchange_code, refresh, revoke,
 };
-use serde_json::json;
+use latchkey_core::pkce::PkceVerifier;
+use latchkey_core::secret::SecretBytes;
+use reqwest::StatusCode;
+use servers::AuthServer;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc::UnboundedReceiver;
 use url::Url;
 
-#[derive(Default)]
-struct AsState {
-    issuer: String,
-    s256: bool,
-    iss_supported: bool,
-    /// code -> (challenge, redirect_uri)
-    codes: HashMap<String, (String, String)>,
-    /// refresh token -> (grant id, still current)
-    refresh: HashMap<String, (u32, bool)>,
-    revoked_grants: Vec<u32>,
-    next: u32,
+/// Long enough for any sign-in that is meant to complete.
+const PATIENT: Duration = Duration::from_secs(60);
+/// For flows meant to time out: long enough for the test browser's requests to arrive first.
+const SHORT: Duration = Duration::from_secs(3);
+
+fn options(timeout: Duration) -> FlowOptions {
+    FlowOptions { timeout, ..FlowOptions::default() }
 }
 
-type Shared = Arc<Mutex<AsState>>;
-
-struct Server {
-    base: String,
-    state: Shared,
+/// The strict server's native client, asking for a refresh token.
+fn native_client(server: &AuthServer) -> OAuthClient {
+    OAuthClient::public(&server.client_id, vec!["openid".into(), "offline_access".into()])
 }
 
-async fn server(s256: bool, iss_supported: bool) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let state: Shared = Arc::new(Mutex::new(AsState {
-        issuer: base.clone(),
-        s256,
-        iss_supported,
-        ..AsState::default()
-    }));
-    let app = axum::Router::new()
-        .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/token", post(token))
-        .route("/revoke", post(revoke_endpoint))
-        .with_state(Arc::clone(&state));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Server { base, state }
+async fn discover(server: &AuthServer) -> (OAuthHttp, AuthorizationServer) {
+    let http = OAuthHttp::new().unwrap();
+    let discovered = AuthorizationServer::discover(&http, &server.issuer)
+        .await
+        .expect("the server's metadata is usable");
+    (http, discovered)
 }
 
-async fn metadata(State(state): State<Shared>) -> Response {
-    let s = state.lock().unwrap();
-    let methods = if s.s256 { json!(["S256"]) } else { json!(["plain"]) };
-    axum::Json(json!({
-        "issuer": s.issuer,
-        "authorization_endpoint": format!("{}/authorize", s.issuer),
-        "token_endpoint": format!("{}/token", s.issuer),
-        "revocation_endpoint": format!("{}/revoke", s.issuer),
-        "code_challenge_methods_supported": methods,
-        "authorization_response_iss_parameter_supported": s.iss_supported,
-    }))
-    .into_response()
-}
-
-fn refuse(error: &str) -> Response {
-    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error}))).into_response()
-}
-
-fn issue(s: &mut AsState, grant: u32) -> Response {
-    s.next += 1;
-    let refresh = format!("refresh-{}", s.next);
-    s.refresh.insert(refresh.clone(), (grant, true));
-    axum::Json(json!({
-        "access_token": format!("access-{}", s.next), "token_type": "Bearer",
-        "expires_in": 3600, "refresh_token": refresh, "scope": "read",
-    }))
-    .into_response()
-}
-
-async fn token(State(state): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {
-    let mut s = state.lock().unwrap();
-    match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => {
-            let Some((challenge, redirect)) = form.get("code").and_then(|c| s.codes.remove(c))
-            else {
-                return refuse("invalid_grant"); // unknown or replayed code
-            };
-            if form.get("redirect_uri") != Some(&redirect) {
-                return refuse("invalid_grant");
-            }
-            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
-            let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(Sha256::digest(verifier.as_bytes()));
-            if computed != challenge {
-                return refuse("invalid_grant");
-            }
-            s.next += 1;
-            let grant = s.next;
-            issue(&mut s, grant)
-        }
-        Some("refresh_token") => {
-            let presented = form.get("refresh_token").cloned().unwrap_or_default();
-            let Some((grant, current)) = s.refresh.get(&presented).copied() else {
-                return refuse("invalid_grant");
-            };
-            if s.revoked_grants.contains(&grant) {
-                return refuse("invalid_grant");
-            }
-            if !current {
-                s.revoked_grants.push(grant); // reuse of a rotated token: the grant dies
-                return refuse("invalid_grant");
-            }
-            s.refresh.insert(presented, (grant, false));
-            issue(&mut s, grant)
-        }
-        _ => refuse("unsupported_grant_type"),
-    }
-}
-
-async fn revoke_endpoint(
-    State(state): State<Shared>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let mut s = state.lock().unwrap();
-    if let Some(token) = form.get("token")
-        && let Some((grant, _)) = s.refresh.get(token).copied()
-    {
-        s.revoked_grants.push(grant);
-    }
-    StatusCode::OK.into_response()
-}
-
-/// How the test person answers the sign-in.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Person {
-    /// Signs in; the server redirects back with code, state (and iss if it supports it).
-    SignsIn,
-    /// A stray request with a wrong state arrives first, then the real one.
-    WrongStateFirst,
-    /// The redirect names another issuer (a mix-up).
-    OtherIssuer,
-    /// The redirect carries no `iss`.
-    NoIssuer,
-    /// Refuses at the provider.
-    Refuses,
-}
-
-struct TestBrowser {
-    server: Shared,
-    person: Person,
-    opened: Mutex<Vec<Url>>,
-}
-
-impl BrowserLauncher for TestBrowser {
-    fn open(&self, url: &Url) -> Result<(), OAuthError> {
-        self.opened.lock().unwrap().push(url.clone());
-        let params: HashMap<String, String> = url.query_pairs().into_owned().collect();
-        assert_eq!(params.get("code_challenge_method").map(String::as_str), Some("S256"));
-        assert_eq!(params.get("response_type").map(String::as_str), Some("code"));
-        let redirect = params["redirect_uri"].clone();
-        assert!(redirect.starts_with("http://127.0.0.1:"), "loopback redirect: {redirect}");
-        let (state, issuer) = {
-            let mut s = self.server.lock().unwrap();
-            s.codes.insert("code-1".into(), (params["code_challenge"].clone(), redirect.clone()));
-            (params["state"].clone(), s.issuer.clone())
-        };
-        let person = self.person;
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let go = |query: String| http.get(format!("{redirect}?{query}")).send();
-            let enc =
-                |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-            let good = format!("code=code-1&state={}&iss={}", enc(&state), enc(&issuer));
-            match person {
-                Person::SignsIn => drop(go(good).await),
-                Person::WrongStateFirst => {
-                    let stray = format!("code=code-1&state=forged&iss={}", enc(&issuer));
-                    let answer = go(stray).await.unwrap();
-                    assert_eq!(answer.status(), 400, "a wrong state gets an error page");
-                    let _ = http
-                        .get(format!("{}/favicon.ico", redirect.trim_end_matches("/callback")))
-                        .send()
-                        .await;
-                    drop(go(good).await);
-                }
-                Person::OtherIssuer => drop(
-                    go(format!(
-                        "code=code-1&state={}&iss={}",
-                        enc(&state),
-                        enc("https://evil.example")
-                    ))
-                    .await,
-                ),
-                Person::NoIssuer => drop(go(format!("code=code-1&state={}", enc(&state))).await),
-                Person::Refuses => drop(
-                    go(format!("error=access_denied&state={}&iss={}", enc(&state), enc(&issuer)))
-                        .await,
-                ),
-            }
-        });
-        Ok(())
-    }
-}
-
-fn app() -> OAuthApp {
-    OAuthApp { client_id: "latchkey-test".into(), client_secret: None, auth: ClientAuth::None }
-}
-
-async fn run(
-    server: &Server,
+/// Runs a whole sign-in with `person` at the wheel; returns the result and the browser's
+/// events.
+async fn sign_in(
+    http: &OAuthHttp,
+    server: &AuthorizationServer,
+    client: &OAuthClient,
     person: Person,
     timeout: Duration,
-) -> (Result<latchkey_client::oauth::TokenSet, OAuthError>, usize) {
-    let http = reqwest::Client::new();
-    let endpoints = discover(&http, &server.base).await.expect("discovery");
-    let browser =
-        TestBrowser { server: Arc::clone(&server.state), person, opened: Mutex::new(Vec::new()) };
-    let result =
-        authorize(&http, &endpoints, &app(), &["read".into()], &[], &browser, timeout).await;
-    let opened = browser.opened.lock().unwrap().len();
-    (result, opened)
+) -> (Result<TokenSet, OAuthError>, Vec<Event>) {
+    let (browser, events) = TestBrowser::new(person);
+    let result = authorize(http, server, client, &browser, &options(timeout)).await;
+    drop(browser);
+    (result, drain(events).await)
+}
+
+/// Every event until the browser's tasks are done.
+async fn drain(mut events: UnboundedReceiver<Event>) -> Vec<Event> {
+    let mut all = Vec::new();
+    while let Some(event) = events.recv().await {
+        if let Event::Failed(why) = &event {
+            panic!("the test browser could not sign in: {why}");
+        }
+        all.push(event);
+    }
+    all
+}
+
+fn opened(events: &[Event]) -> &Url {
+    events
+        .iter()
+        .find_map(|e| if let Event::Opened(url) = e { Some(url) } else { None })
+        .expect("the browser was opened")
+}
+
+fn delivered(events: &[Event]) -> Vec<(Url, StatusCode)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delivered { url, status } => Some((url.clone(), *status)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn param(url: &Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// The callback listener of a finished flow is closed: nothing accepts on its port.
+async fn assert_listener_closed(authorization_url: &Url) {
+    let redirect: Url = param(authorization_url, "redirect_uri").unwrap().parse().unwrap();
+    let port = redirect.port().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        "the callback listener must be closed once the flow ends"
+    );
+}
+
+fn secret(s: &SecretBytes) -> String {
+    String::from_utf8(s.expose_secret().to_vec()).unwrap()
 }
 
 #[tokio::test]
-async fn sign_in_refresh_rotation_reuse_detection_and_revocation() {
-    let server = server(true, true).await;
-    let http = reqwest::Client::new();
-    let endpoints = discover(&http, &server.base).await.unwrap();
-    assert!(endpoints.iss_required, "the server promises iss");
-    let (tokens, _) = run(&server, Person::SignsIn, Duration::from_secs(10)).await;
+async fn signing_in_gives_tokens_whose_refresh_token_rotates_and_reuse_of_a_rotated_one_kills_the_grant()
+ {
+    let server = servers::strict().await;
+    let (http, discovered) = discover(&server).await;
+    assert!(discovered.iss_parameter_supported(), "oidc-provider promises iss (RFC 9207)");
+    assert!(discovered.endpoints().revocation.is_some(), "revocation is enabled");
+    let client = native_client(&server);
+
+    let (tokens, events) = sign_in(&http, &discovered, &client, Person::SignsIn, PATIENT).await;
     let tokens = tokens.expect("the sign-in completes");
-    assert_eq!(tokens.access_token.expose_secret(), b"access-2");
-    assert!(tokens.expires_at.is_some());
-    assert!(!format!("{tokens:?}").contains("access-2"), "Debug shows no token");
-    let first_refresh = tokens.refresh_token.unwrap();
+    let url = opened(&events);
+    assert_eq!(param(url, "code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(param(url, "response_type").as_deref(), Some("code"));
+    assert!(
+        param(url, "redirect_uri").unwrap().starts_with("http://127.0.0.1:"),
+        "the redirect URI is on loopback"
+    );
+    assert_eq!(delivered(&events).len(), 1, "one callback");
+    assert_eq!(delivered(&events)[0].1, StatusCode::OK, "the callback page says signed in");
+    assert_listener_closed(url).await;
 
-    let refreshed = refresh(&http, &endpoints, &app(), &first_refresh).await.expect("refresh");
-    let second_refresh = refreshed.refresh_token.expect("a rotated refresh token");
-    assert_ne!(second_refresh.expose_secret(), first_refresh.expose_secret());
+    assert!(tokens.token_type.eq_ignore_ascii_case("bearer"));
+    assert!(tokens.expires_at.is_some(), "oidc-provider says when the access token expires");
+    let shown = format!("{tokens:?}");
+    assert!(!shown.contains(&secret(&tokens.access_token)), "Debug shows no access token");
+    let first = tokens.refresh_token.expect("a refresh token (refresh_token grant allowed)");
+    assert!(!shown.contains(&secret(&first)), "Debug shows no refresh token");
 
-    // Reusing the rotated-out token: refused, and the provider kills the grant.
-    let reused = refresh(&http, &endpoints, &app(), &first_refresh).await.unwrap_err();
-    assert!(matches!(reused, OAuthError::ReconnectNeeded), "got {reused:?}");
-    let after = refresh(&http, &endpoints, &app(), &second_refresh).await.unwrap_err();
-    assert!(matches!(after, OAuthError::ReconnectNeeded), "reuse detection revoked the grant");
+    let endpoints = discovered.endpoints();
+    let second = refresh(&http, endpoints, &client, &first).await.expect("refresh works");
+    let second = second.refresh_token.expect("the refresh token rotated");
+    assert_ne!(secret(&second), secret(&first), "a rotated refresh token is new");
+    let third = refresh(&http, endpoints, &client, &second).await.expect("the rotated one works");
+    let third = third.refresh_token.expect("rotated again");
 
-    // A fresh sign-in, then disconnect: revocation ends the grant.
-    let (tokens, _) = run(&server, Person::SignsIn, Duration::from_secs(10)).await;
-    let tokens = tokens.unwrap();
-    assert!(revoke(&http, &endpoints, &app(), &tokens).await.unwrap(), "revoked at the provider");
-    let gone = refresh(&http, &endpoints, &app(), tokens.refresh_token.as_ref().unwrap())
+    let reused = refresh(&http, endpoints, &client, &first).await.unwrap_err();
+    assert!(matches!(reused, OAuthError::ReconnectNeeded), "a rotated-out token: {reused:?}");
+    let after = refresh(&http, endpoints, &client, &third).await.unwrap_err();
+    assert!(
+        matches!(after, OAuthError::ReconnectNeeded),
+        "reuse detection revoked the whole grant, newest refresh token included: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_callback_with_another_state_gets_an_error_page_and_the_real_one_still_completes() {
+    let server = servers::strict().await;
+    let (http, discovered) = discover(&server).await;
+    let client = native_client(&server);
+    let (tokens, events) =
+        sign_in(&http, &discovered, &client, Person::ForgedStateFirst, PATIENT).await;
+    tokens.expect("the genuine callback after a forged one completes the flow");
+    let statuses: Vec<StatusCode> = delivered(&events).iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        statuses,
+        [StatusCode::BAD_REQUEST, StatusCode::NOT_FOUND, StatusCode::OK],
+        "forged state: error page; another path: not found; genuine: signed in"
+    );
+}
+
+#[tokio::test]
+async fn a_flow_that_only_sees_a_forged_state_keeps_waiting_until_it_times_out() {
+    let server = servers::strict().await;
+    let (http, discovered) = discover(&server).await;
+    let client = native_client(&server);
+    let (result, events) =
+        sign_in(&http, &discovered, &client, Person::OnlyForgedState, SHORT).await;
+    assert!(matches!(result, Err(OAuthError::Timeout(_))), "got {result:?}");
+    assert_eq!(
+        delivered(&events)[0].1,
+        StatusCode::BAD_REQUEST,
+        "the forged callback reached the listener and was refused before the timeout"
+    );
+    assert_listener_closed(opened(&events)).await;
+}
+
+#[tokio::test]
+async fn the_token_endpoint_refuses_a_wrong_or_missing_verifier() {
+    let server = servers::strict().await;
+    let (http, discovered) = discover(&server).await;
+    let client = native_client(&server);
+    let (browser, events) = TestBrowser::new(Person::KeepsCallback);
+    let pending =
+        PendingAuthorization::start(&discovered, &client, &options(PATIENT)).await.unwrap();
+    let redirect = pending.redirect_uri().clone();
+    latchkey_client::oauth::BrowserLauncher::open(&browser, pending.authorization_url()).unwrap();
+    drop(browser);
+    drop(pending);
+    let events = drain(events).await;
+    let callback = events
+        .iter()
+        .find_map(|e| if let Event::Kept(url) = e { Some(url.clone()) } else { None })
+        .expect("the browser kept the callback");
+    let code = param(&callback, "code").expect("a code");
+
+    // Without the verifier at all (a raw request: the client cannot send one without it).
+    let raw = reqwest::Client::new()
+        .post(discovered.endpoints().token.clone())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("client_id", client.client_id.as_str()),
+        ])
+        .send()
         .await
-        .unwrap_err();
-    assert!(matches!(gone, OAuthError::ReconnectNeeded), "got {gone:?}");
-}
+        .unwrap();
+    assert_eq!(raw.status(), StatusCode::BAD_REQUEST, "PKCE is required");
 
-#[tokio::test]
-async fn a_wrong_state_is_answered_with_an_error_page_and_the_flow_keeps_waiting() {
-    let server = server(true, true).await;
-    let (tokens, _) = run(&server, Person::WrongStateFirst, Duration::from_secs(10)).await;
-    tokens.expect("the real callback after a forged one still completes");
-}
-
-#[tokio::test]
-async fn issuer_mix_up_and_a_missing_promised_issuer_are_refused() {
-    let server = server(true, true).await;
-    let (mixed, _) = run(&server, Person::OtherIssuer, Duration::from_millis(800)).await;
+    // With a verifier that is not the one the challenge was made from.
+    let wrong = PkceVerifier::generate().unwrap();
+    let error = exchange_code(
+        &http,
+        discovered.endpoints(),
+        &client,
+        &AuthorizationCode::new(code),
+        &wrong,
+        &redirect,
+    )
+    .await
+    .unwrap_err();
     assert!(
-        matches!(mixed, Err(OAuthError::Timeout(_))),
-        "a callback from another issuer is not accepted"
+        matches!(&error, OAuthError::TokenRefused { error } if error == "invalid_grant"),
+        "a wrong verifier is refused as invalid_grant: {error:?}"
     );
-    let (missing, _) = run(&server, Person::NoIssuer, Duration::from_millis(800)).await;
-    assert!(
-        matches!(missing, Err(OAuthError::Timeout(_))),
-        "iss was promised, so its absence is refused"
-    );
-
-    // A server that does not promise iss may leave it out.
-    let lenient = self::server(true, false).await;
-    let (ok, _) = run(&lenient, Person::NoIssuer, Duration::from_secs(10)).await;
-    ok.expect("without the promise, a callback without iss is fine");
+    assert!(!error.to_string().contains(wrong.expose_secret()), "no verifier in the message");
 }
 
 #[tokio::test]
-async fn a_refusal_at_the_provider_is_a_typed_error() {
-    let server = server(true, true).await;
-    let (refused, _) = run(&server, Person::Refuses, Duration::from_secs(10)).await;
-    match refused {
+async fn a_callback_from_another_authorization_server_is_refused_as_a_mix_up() {
+    let expected = servers::strict().await;
+    let other = servers::strict().await;
+    let (http, discovered) = discover(&expected).await;
+    let client = native_client(&expected);
+    let origin: Url = other.issuer.parse().unwrap();
+    let (result, events) =
+        sign_in(&http, &discovered, &client, Person::SignsInAt(origin), PATIENT).await;
+    match &result {
+        Err(OAuthError::IssuerMixUp { expected: issuer }) => assert_eq!(issuer, &expected.issuer),
+        other => panic!("expected an issuer mix-up, got {other:?}"),
+    }
+    let calls = delivered(&events);
+    assert_eq!(
+        param(&calls[0].0, "iss").as_deref(),
+        Some(other.issuer.as_str()),
+        "the other server named itself"
+    );
+    assert_eq!(calls[0].1, StatusCode::BAD_REQUEST, "the mixed-up answer gets an error page");
+    assert_listener_closed(opened(&events)).await;
+}
+
+#[tokio::test]
+async fn a_replayed_code_is_refused_and_the_grant_it_made_is_revoked() {
+    let server = servers::strict().await;
+    let (http, discovered) = discover(&server).await;
+    let client = native_client(&server);
+    let (browser, events) = TestBrowser::new(Person::SignsIn);
+    let pending =
+        PendingAuthorization::start(&discovered, &client, &options(PATIENT)).await.unwrap();
+    latchkey_client::oauth::BrowserLauncher::open(&browser, pending.authorization_url()).unwrap();
+    drop(browser);
+    let grant = pending.wait().await.expect("the callback arrives");
+    let events = drain(events).await;
+    let code = param(&delivered(&events)[0].0, "code").unwrap();
+    assert!(!format!("{grant:?}").contains(&code), "Debug of a grant shows no code");
+
+    let tokens = grant.redeem(&http, &discovered, &client).await.expect("first redemption");
+    let replay = grant.redeem(&http, &discovered, &client).await.unwrap_err();
+    assert!(
+        matches!(&replay, OAuthError::TokenRefused { error } if error == "invalid_grant"),
+        "a code redeems once: {replay:?}"
+    );
+    let after =
+        refresh(&http, discovered.endpoints(), &client, tokens.refresh_token.as_ref().unwrap())
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(after, OAuthError::ReconnectNeeded),
+        "the replay revoked what the code had issued: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn redirects_off_loopback_are_refused_by_the_client_and_by_the_server() {
+    // The client cannot build one.
+    for addr in ["192.0.2.10:8080", "0.0.0.0:8080", "[::]:8080"] {
+        let error = LoopbackRedirect::new(addr.parse().unwrap()).unwrap_err();
+        assert!(matches!(error, OAuthError::NotLoopback(_)), "{addr}: {error:?}");
+    }
+    let server = servers::strict().await;
+    let (_http, discovered) = discover(&server).await;
+    let client = native_client(&server);
+    let everywhere: IpAddr = "0.0.0.0".parse().unwrap();
+    let error = PendingAuthorization::start(
+        &discovered,
+        &client,
+        &FlowOptions { bind: everywhere, ..FlowOptions::default() },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, OAuthError::NotLoopback(_)), "no listener off loopback: {error:?}");
+
+    // The server refuses a redirect URI that is not registered, without redirecting to it.
+    let pending =
+        PendingAuthorization::start(&discovered, &client, &options(PATIENT)).await.unwrap();
+    let http =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for redirect in ["https://attacker.example/callback", "http://127.0.0.1:9/elsewhere"] {
+        let mut url = pending.authorization_url().clone();
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "redirect_uri" { redirect.to_owned() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+        let answer = http.get(url).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{redirect} is not registered");
+        assert!(answer.headers().get("location").is_none(), "no redirect to {redirect}");
+    }
+}
+
+#[tokio::test]
+async fn metadata_without_s256_is_refused_before_any_browser_opens() {
+    for flags in [&["--pkce-methods=plain"][..], &["--pkce-methods="][..]] {
+        let server = servers::lenient(flags).await;
+        let http = OAuthHttp::new().unwrap();
+        let (browser, events) = TestBrowser::new(Person::SignsIn);
+        let result = async {
+            let discovered = AuthorizationServer::discover(&http, &server.issuer).await?;
+            let client = OAuthClient::public("latchkey-test", Vec::new());
+            authorize(&http, &discovered, &client, &browser, &options(PATIENT)).await
+        }
+        .await;
+        assert!(matches!(result, Err(OAuthError::NoS256)), "{flags:?}: got {result:?}");
+        drop(browser);
+        assert!(drain(events).await.is_empty(), "{flags:?}: no browser was opened");
+        assert_eq!(
+            server.received().await["authorize"].as_array().unwrap().len(),
+            0,
+            "nothing reached the authorization endpoint"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nobody_signing_in_times_out_and_closes_the_listener() {
+    let server = servers::strict().await;
+    let (http, discovered) = discover(&server).await;
+    let client = native_client(&server);
+    let (result, events) = sign_in(&http, &discovered, &client, Person::Idles, SHORT).await;
+    match result {
+        Err(error @ OAuthError::Timeout(_)) => {
+            assert!(error.to_string().contains("try again"), "the message says what to do")
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_listener_closed(opened(&events)).await;
+}
+
+#[tokio::test]
+async fn cancelling_at_the_provider_is_access_denied() {
+    let server = servers::strict().await;
+    let (http, discovered) = discover(&server).await;
+    let client = native_client(&server);
+    let (result, events) = sign_in(&http, &discovered, &client, Person::Cancels, PATIENT).await;
+    match result {
         Err(OAuthError::Denied { error }) => assert_eq!(error, "access_denied"),
         other => panic!("expected Denied, got {other:?}"),
     }
+    assert_eq!(delivered(&events)[0].1, StatusCode::OK, "the refusal page is shown");
+    assert_listener_closed(opened(&events)).await;
 }
 
 #[tokio::test]
-async fn servers_without_s256_mixed_up_metadata_or_plain_http_are_refused_before_any_browser() {
-    let http = reqwest::Client::new();
-    let no_s256 = server(false, true).await;
-    let error = discover(&http, &no_s256.base).await.unwrap_err();
-    assert!(matches!(error, OAuthError::NoS256), "got {error:?}");
-
-    let mixed = server(true, true).await;
-    mixed.state.lock().unwrap().issuer = "https://someone-else.example".into();
-    let error = discover(&http, &mixed.base).await.unwrap_err();
-    assert!(matches!(error, OAuthError::IssuerMismatch { .. }), "got {error:?}");
-
-    let insecure = Endpoints {
-        authorize: "http://auth.example.com/authorize".parse().unwrap(),
-        token: "https://auth.example.com/token".parse().unwrap(),
-        revocation: None,
-        issuer: None,
-        iss_required: false,
-    };
-    let browser = TestBrowser {
-        server: Arc::clone(&mixed.state),
-        person: Person::SignsIn,
-        opened: Mutex::new(Vec::new()),
-    };
-    let error = authorize(&http, &insecure, &app(), &[], &[], &browser, Duration::from_secs(1))
+async fn revoking_ends_the_grant() {
+    let server = servers::strict().await;
+    let (http, discovered) = discover(&server).await;
+    let client = native_client(&server);
+    let (tokens, _) = sign_in(&http, &discovered, &client, Person::SignsIn, PATIENT).await;
+    let tokens = tokens.unwrap();
+    let endpoints = discovered.endpoints();
+    assert_eq!(revoke(&http, endpoints, &client, &tokens).await.unwrap(), Revocation::Revoked);
+    let after = refresh(&http, endpoints, &client, tokens.refresh_token.as_ref().unwrap())
         .await
         .unwrap_err();
-    assert!(matches!(error, OAuthError::InsecureEndpoint(_)), "got {error:?}");
-    assert!(browser.opened.lock().unwrap().is_empty(), "no browser was opened");
+    assert!(matches!(after, OAuthError::ReconnectNeeded), "revoked: {after:?}");
+
+    let without = OAuthEndpoints { revocation: None, ..endpoints.clone() };
+    assert_eq!(
+        revoke(&http, &without, &client, &tokens).await.unwrap(),
+        Revocation::NotSupported,
+        "no endpoint: the caller is told to revoke at the provider"
+    );
+}
+
+#[tokio::test]
+async fn against_a_lenient_server_the_client_still_sends_s256_and_checks_state() {
+    let server = servers::lenient(&[]).await;
+    let (http, discovered) = discover(&server).await;
+    let client = OAuthClient::public("latchkey-test", vec!["read".into()]);
+    let (tokens, events) =
+        sign_in(&http, &discovered, &client, Person::ForgedStateFirst, PATIENT).await;
+    tokens.expect("the genuine callback completes");
+    let statuses: Vec<StatusCode> = delivered(&events).iter().map(|(_, s)| *s).collect();
+    assert_eq!(statuses[0], StatusCode::BAD_REQUEST, "the client refused the forged state itself");
+
+    let received = server.received().await;
+    let asked = &received["authorize"][0];
+    let token = &received["token"][0];
+    assert_eq!(asked["code_challenge_method"], "S256", "S256, although the server takes plain");
+    let verifier = token["code_verifier"].as_str().expect("the verifier was sent");
+    assert_eq!(verifier.len(), 43, "32 random bytes in base64url");
+    let challenge =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier));
+    assert_eq!(asked["code_challenge"], challenge.as_str(), "challenge = S256(verifier)");
+    assert_eq!(token["redirect_uri"], asked["redirect_uri"], "the same redirect URI");
+    assert_eq!(token["grant_type"], "authorization_code");
+    assert_eq!(token["client_id"], "latchkey-test", "a public client names itself");
+    assert_eq!(asked["state"].as_str().unwrap().len(), 43, "32 random bytes of state");
+}
+
+#[tokio::test]
+async fn against_a_lenient_server_the_client_still_checks_iss() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["--promise-iss", "--iss=none"], "missing"),
+        (&["--promise-iss", "--iss=other"], "mix-up"),
+        (&["--iss=other"], "mix-up"),
+        (&["--promise-iss", "--iss=self"], "ok"),
+        (&["--iss=none"], "ok"),
+    ];
+    for (flags, outcome) in cases {
+        let server = servers::lenient(flags).await;
+        let (http, discovered) = discover(&server).await;
+        let client = OAuthClient::public("latchkey-test", Vec::new());
+        let (result, _) = sign_in(&http, &discovered, &client, Person::SignsIn, PATIENT).await;
+        match (outcome, &result) {
+            ("missing", Err(OAuthError::IssuerMissing { .. }))
+            | ("mix-up", Err(OAuthError::IssuerMixUp { .. }))
+            | ("ok", Ok(_)) => {}
+            _ => panic!("{flags:?} should be {outcome}, got {result:?}"),
+        }
+        let redeemed = server.received().await["token"].as_array().unwrap().len();
+        assert_eq!(redeemed, usize::from(outcome == "ok"), "{flags:?}: redeemed only when ok");
+    }
+}
+
+#[tokio::test]
+async fn confidential_clients_authenticate_with_basic_or_post_at_static_endpoints() {
+    let server = servers::lenient(&["--no-refresh-rotation"]).await;
+    let http = OAuthHttp::new().unwrap();
+    let base: Url = server.issuer.parse().unwrap();
+    let endpoints = OAuthEndpoints {
+        authorize: base.join("/authorize").unwrap(),
+        token: base.join("/token").unwrap(),
+        revocation: None,
+        issuer: None,
+    };
+    let configured = AuthorizationServer::from_endpoints(endpoints.clone()).unwrap();
+    let confidential = |auth| OAuthClient {
+        client_id: "app id".into(),
+        client_secret: Some(SecretBytes::copy_from(b"s3cret:+/")),
+        auth,
+        scopes: vec!["read".into(), "write".into()],
+        scope_separator: ",".into(),
+        extra_authorize_params: vec![
+            ("access_type".into(), "offline".into()),
+            ("state".into(), "attacker-chosen".into()),
+        ],
+    };
+
+    let basic = confidential(ClientAuth::Basic);
+    let (tokens, events) = sign_in(&http, &configured, &basic, Person::SignsIn, PATIENT).await;
+    let tokens = tokens.expect("basic auth sign-in");
+    let url = opened(&events);
+    assert_eq!(param(url, "scope").as_deref(), Some("read,write"), "the provider's separator");
+    assert_eq!(param(url, "access_type").as_deref(), Some("offline"), "extra parameters pass");
+    assert_eq!(
+        url.query_pairs().filter(|(k, _)| k == "state").count(),
+        1,
+        "an extra parameter cannot replace the state"
+    );
+    let received = server.received().await;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("app+id:s3cret%3A%2B%2F")
+    );
+    assert_eq!(received["token"][0]["authorization"], expected.as_str(), "RFC 6749 2.3.1");
+    assert!(received["token"][0].get("client_secret").is_none(), "no secret in the body");
+
+    // A provider that does not rotate: the old refresh token comes back to be kept.
+    let old = tokens.refresh_token.unwrap();
+    let refreshed = refresh(&http, &endpoints, &basic, &old).await.unwrap();
+    assert_eq!(secret(refreshed.refresh_token.as_ref().unwrap()), secret(&old));
+
+    let post = confidential(ClientAuth::Post);
+    let (tokens, _) = sign_in(&http, &configured, &post, Person::SignsIn, PATIENT).await;
+    tokens.expect("post auth sign-in");
+    let received = server.received().await;
+    let last = received["token"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["client_secret"], "s3cret:+/", "the secret in the body");
+    assert_eq!(last["client_id"], "app id");
+    assert!(last["authorization"].is_null(), "no Authorization header");
+
+    let no_secret = OAuthClient { client_secret: None, ..confidential(ClientAuth::Basic) };
+    let error = refresh(&http, &endpoints, &no_secret, &old).await.unwrap_err();
+    assert!(matches!(error, OAuthError::ClientSecretMissing("basic")), "got {error:?}");
 }
