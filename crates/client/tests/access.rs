@@ -11,9 +11,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use common::{Machine, TestBroker};
+use common::{Machine, TestBroker, upstream};
 use latchkey_client::access::{AccessError, GrantTerms, NewApiKey, add_api_key, grant_standing};
 use latchkey_client::api::{CredentialStatus, codes};
 use latchkey_client::workspace::{broker_client, create_workspace};
@@ -21,37 +19,8 @@ use latchkey_core::capability::Method;
 use latchkey_core::ids::Owner;
 use latchkey_core::payload::Injection;
 use latchkey_core::secret::SecretBytes;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const API_KEY: &str = "sk-canary-3f9a61c2d8e74b05";
-
-/// A loopback upstream that answers 200 to everything and keeps each request's head.
-async fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let record = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let record = Arc::clone(&record);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0_u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                record.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}")
-                    .await;
-            });
-        }
-    });
-    (base, seen)
-}
 
 #[tokio::test]
 async fn an_agent_calls_through_the_broker_with_a_key_only_the_upstream_sees() {
