@@ -293,3 +293,33 @@ async fn check_postgres(pool: &AnyPool) -> Result<(), StoreError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store's SQL is written once with `$N` placeholders; SQLite must bind them by number
+    /// (reused and out of order), as PostgreSQL does, or the shared text would mean different
+    /// things on the two backends.
+    #[tokio::test]
+    async fn sqlite_binds_dollar_placeholders_by_number() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open");
+        let text: String = sqlx::query_scalar("SELECT $2 || '-' || $1 || '-' || $2")
+            .bind("one")
+            .bind("two")
+            .fetch_one(&store.pool)
+            .await
+            .expect("query");
+        assert_eq!(text, "two-one-two", "placeholders bind by their number, not their position");
+        store.close().await;
+    }
+
+    #[test]
+    fn locations_choose_the_backend() {
+        assert!(is_postgres_url("postgres://svc@db/latchkey"));
+        assert!(is_postgres_url("postgresql://svc@db/latchkey"));
+        assert!(!is_postgres_url("sqlite:///var/lib/latchkey/latchkey.sqlite3"));
+        assert!(!is_postgres_url("/var/lib/latchkey/postgres://odd-but-a-path"));
+    }
+}
