@@ -7,7 +7,12 @@
 //! with a row in every workspace-scoped table, written as the superuser (which row-level security
 //! does not bind), and then looks at them as the broker's service role and as the schema owner.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, reason = "tests")]
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions; a panic is the failure report"
+)]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! The audit log table: batched, chained appends and scoped, filtered reads.
 //!
 //! Appends run in one transaction per batch that holds the write lock of every workspace in the
-//! batch ([`Lock::Workspace`], taken in workspace order) before any head is read, so two writers
+//! batch (`Lock::Workspace`, taken in workspace order) before any head is read, so two writers
 //! (two brokers on one database) serialize instead of forking a chain. The table's own triggers
 //! refuse updates, deletes and any insert that does not extend its chain, whoever the writer is;
 //! on PostgreSQL the service role also lacks the privilege to update or delete.

@@ -8,7 +8,7 @@
 //! readable under exactly one version.
 //!
 //! Transactions that check before or while they write hold the workspace's write lock
-//! ([`Lock::Workspace`]), so what they read cannot change under them, and diagnose a refusal
+//! (`Lock::Workspace`), so what they read cannot change under them, and diagnose a refusal
 //! afterwards.
 
 use latchkey_core::envelope::Envelope;

@@ -5,7 +5,7 @@
 //! changes a role checks it inside its own transaction, after its writes, and rolls back if the
 //! write would break it. Without it nobody could invite, remove or promote anyone again.
 //!
-//! Write transactions hold the workspace's write lock ([`Lock::Workspace`]) from their first
+//! Write transactions hold the workspace's write lock (`Lock::Workspace`) from their first
 //! statement: checks made inside them (an invite is still unused, an admin remains) cannot be
 //! invalidated by a concurrent writer before the commit.
 

@@ -8,7 +8,7 @@
 //! workspace's write lock, how a JSON field is read, and how the database is opened and migrated.
 //!
 //! Every store method that touches workspace rows runs in a transaction begun by
-//! [`Store::begin`], which on PostgreSQL first sets `latchkey.workspace` for that transaction: the
+//! `Store::begin`, which on PostgreSQL first sets `latchkey.workspace` for that transaction: the
 //! row-level security policies then hide every other workspace's rows, whatever the statements
 //! themselves say.
 //!

@@ -6,6 +6,7 @@
     unreachable_pub,
     clippy::expect_used,
     clippy::unwrap_used,
+    clippy::panic,
     reason = "shared by several test binaries, each using a subset; a panic is the failure report"
 )]
 
