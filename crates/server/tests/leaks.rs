@@ -1,10 +1,10 @@
 //! Nothing secret leaks: a whole story runs against a broker whose logs are captured as JSON at
 //! TRACE level (every crate, `log` records included), and then the captured logs, every response
 //! the test received (status line, headers, body), the metrics, the SQLite database with its
-//! `-wal` and `-shm` files, and the broker key file are searched for every secret the story
-//! handled: the API key, the OAuth access and refresh tokens (before and after a refresh), the
-//! agent token, every capability, every record key and the workspace and member keys (raw, hex,
-//! base64 and base64url).
+//! `-wal` and `-shm` files (on PostgreSQL: every table's contents), and the broker key file are
+//! searched for every secret the story handled: the API key, the OAuth access and refresh
+//! tokens (before and after a refresh), the agent token, every capability, every record key and
+//! the workspace and member keys (raw, hex, base64 and base64url).
 //!
 //! The scan is checked against positive controls so that it cannot pass by looking in the wrong
 //! place: the envelope bytes the device uploaded are found in the database files, the agent token
