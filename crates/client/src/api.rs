@@ -18,13 +18,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_core::envelope::Envelope;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::httpsig::{self, HttpSigError, SignedRequestParts};
-use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
+use latchkey_core::ids::{
+    AgentId, CredentialId, DeviceId, GrantId, KeyVersion, MemberId, Owner, WorkspaceId,
+};
 use latchkey_core::keys::{
     BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
     WrappedKey, WrappedKind,
 };
+use latchkey_core::token::AgentToken;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -164,6 +168,9 @@ pub struct ApiError {
     pub code: String,
     /// The broker's explanation.
     pub message: String,
+    /// For a refused policy (`PUT /v1/policies/{id}`): each problem found, with its position.
+    /// Empty for every other error.
+    pub problems: Vec<PolicyProblem>,
 }
 
 impl ApiError {
@@ -377,7 +384,7 @@ pub struct NewWorkspace<'a> {
 }
 
 /// An active member and their devices (`GET /v1/members`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// The member.
     pub id: MemberId,
@@ -392,7 +399,7 @@ pub struct Member {
 }
 
 /// A device as listed with its member.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSummary {
     /// The device.
     pub id: DeviceId,
@@ -448,6 +455,413 @@ pub struct DeliveredKey {
     /// The device that wrapped it, as the broker knows it (`None` if the broker has no record).
     /// Trust it only after comparing its fingerprint.
     pub sender: Option<Device>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credentials, agents and grants
+// ---------------------------------------------------------------------------------------------
+
+/// A credential's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialStatus {
+    /// Agents may use it.
+    Active,
+    /// The provider refused it; its owner must connect it again.
+    ReconnectNeeded,
+    /// Switched off.
+    Disabled,
+}
+
+/// A credential's metadata as the broker answers it (never the envelope).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialInfo {
+    /// The credential.
+    pub id: CredentialId,
+    /// The name agents use in `/p/{name}/...`.
+    pub name: String,
+    /// The provider catalog id.
+    pub provider: String,
+    /// Where calls go.
+    pub upstream_base_url: String,
+    /// Hosts the proxy may contact.
+    pub allowed_hosts: Vec<String>,
+    /// Shared (workspace key) or personal (member key).
+    pub owner: Owner,
+    /// The key version its envelope is sealed under.
+    pub key_version: KeyVersion,
+    /// Whether agents may use it.
+    pub status: CredentialStatus,
+    /// OAuth scopes, if any.
+    pub scopes: Vec<String>,
+    /// When the secret is expected to expire (unix seconds).
+    pub expires_hint: Option<u64>,
+    /// Optimistic-concurrency token.
+    pub revision: u64,
+    /// Creation time (unix seconds).
+    pub created_at: u64,
+    /// Last change (unix seconds).
+    pub updated_at: u64,
+}
+
+/// A credential to store (`POST /v1/credentials`): metadata and an envelope sealed on the device.
+#[derive(Debug)]
+pub struct NewCredential<'a> {
+    /// Chosen by the device: it is bound into the envelope.
+    pub id: CredentialId,
+    /// The name agents use.
+    pub name: &'a str,
+    /// The provider catalog id.
+    pub provider: &'a str,
+    /// Where calls go.
+    pub upstream_base_url: &'a str,
+    /// Hosts the proxy may contact.
+    pub allowed_hosts: &'a [String],
+    /// Shared (workspace key; admins only) or this member's own.
+    pub shared: bool,
+    /// The key version `envelope` is sealed under.
+    pub key_version: KeyVersion,
+    /// OAuth scopes, if any.
+    pub scopes: &'a [String],
+    /// When the secret is expected to expire.
+    pub expires_hint: Option<u64>,
+    /// The sealed payload.
+    pub envelope: &'a Envelope,
+}
+
+/// An agent as the broker lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// The agent.
+    pub id: AgentId,
+    /// Its name.
+    pub name: String,
+    /// The member who owns it.
+    pub owner: MemberId,
+    /// Creation time (unix seconds).
+    pub created_at: u64,
+    /// When it was revoked.
+    pub revoked_at: Option<u64>,
+    /// When the proxy last saw its token (to the second).
+    pub last_used_at: Option<u64>,
+}
+
+/// A new agent and its token, shown this once.
+#[derive(Debug)]
+pub struct CreatedAgent {
+    /// The agent.
+    pub agent: AgentInfo,
+    /// Its token (secret; redacted in `Debug`).
+    pub token: AgentToken,
+}
+
+/// A standing grant as the broker lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantInfo {
+    /// The grant (the standing capability's grant id).
+    pub id: GrantId,
+    /// Its agent.
+    pub agent: AgentId,
+    /// The credential it opens.
+    pub credential: CredentialId,
+    /// The device that issued it.
+    pub issued_by: DeviceId,
+    /// Allowed methods.
+    pub methods: Vec<String>,
+    /// Allowed path patterns.
+    pub path_patterns: Vec<String>,
+    /// Expiry (unix seconds).
+    pub expires_at: u64,
+    /// Registration time.
+    pub created_at: u64,
+    /// When it was revoked.
+    pub revoked_at: Option<u64>,
+}
+
+/// Which audit records to read (`GET /v1/audit`, `GET /v1/audit/export`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this agent's records.
+    pub agent: Option<AgentId>,
+    /// Only records about the credential with this name.
+    pub credential: Option<String>,
+    /// `allowed` or `denied`.
+    pub decision: Option<String>,
+    /// Only records of this kind, e.g. `proxy_attempt` (kinds in docs/protocol.md).
+    pub kind: Option<String>,
+    /// Only records at or after this time (unix milliseconds).
+    pub since_ms: Option<u64>,
+    /// Only records before this time (unix milliseconds).
+    pub until_ms: Option<u64>,
+    /// At most this many (listing: 1 to 1000, default 100).
+    pub limit: Option<u32>,
+}
+
+impl AuditFilter {
+    fn query(&self) -> String {
+        let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(agent) = self.agent {
+            pairs.append_pair("agent", &agent.to_string());
+        }
+        if let Some(credential) = &self.credential {
+            pairs.append_pair("credential", credential);
+        }
+        if let Some(decision) = &self.decision {
+            pairs.append_pair("decision", decision);
+        }
+        if let Some(kind) = &self.kind {
+            pairs.append_pair("kind", kind);
+        }
+        if let Some(since) = self.since_ms {
+            pairs.append_pair("since_ms", &since.to_string());
+        }
+        if let Some(until) = self.until_ms {
+            pairs.append_pair("until_ms", &until.to_string());
+        }
+        if let Some(limit) = self.limit {
+            pairs.append_pair("limit", &limit.to_string());
+        }
+        pairs.finish()
+    }
+}
+
+/// One audit record as the broker lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the workspace's chain.
+    pub seq: u64,
+    /// The previous record's hash (hex).
+    pub prev_hash: String,
+    /// This record's hash (hex).
+    pub hash: String,
+    /// The record itself (fields in docs/protocol.md, "Audit log").
+    pub record: serde_json::Value,
+}
+
+/// The broker's verdict on its chain (`GET /v1/audit/verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerdict {
+    /// Whether the whole chain verified.
+    pub ok: bool,
+    /// Records checked (when it verified).
+    pub records: Option<u64>,
+    /// The last record's hash (when it verified).
+    pub head: Option<String>,
+    /// The first broken record (when it did not).
+    pub first_broken_seq: Option<u64>,
+    /// Why it broke.
+    pub reason: Option<String>,
+}
+
+/// What removing a device or a member did (`DELETE /v1/devices/{id}`, `/v1/members/{id}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// Devices marked removed.
+    pub devices_removed: u64,
+    /// A removed device held the workspace key: rotate it (`latchkey rotate`), since the broker
+    /// cannot.
+    pub rotation_recommended: bool,
+}
+
+/// A credential's full replacement (`PUT /v1/credentials/{id}`): every field is sent again.
+#[derive(Debug)]
+pub struct CredentialReplacement<'a> {
+    /// The revision this device last read; a stale one is refused with `409 conflict`.
+    pub revision: u64,
+    /// The name agents use.
+    pub name: &'a str,
+    /// The provider catalog id.
+    pub provider: &'a str,
+    /// Where calls go.
+    pub upstream_base_url: &'a str,
+    /// Hosts the proxy may contact.
+    pub allowed_hosts: &'a [String],
+    /// OAuth scopes, if any.
+    pub scopes: &'a [String],
+    /// When the secret is expected to expire.
+    pub expires_hint: Option<u64>,
+    /// The key version `envelope` is sealed under (the owner's current one).
+    pub key_version: KeyVersion,
+    /// The sealed payload.
+    pub envelope: &'a Envelope,
+    /// A new status, or `None` to keep it.
+    pub status: Option<CredentialStatus>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies
+// ---------------------------------------------------------------------------------------------
+
+/// A policy's id: 1 to 64 of `A-Z a-z 0-9 . _ -`, starting with a letter or digit; `check` is
+/// reserved (it names the policy tester endpoint).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct PolicyId(String);
+
+impl PolicyId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PolicyId {
+    type Err = PolicyIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let valid = text.len() <= 64
+            && text.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && text != "check";
+        if valid { Ok(Self(text.to_owned())) } else { Err(PolicyIdError) }
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for PolicyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A text is not a policy id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a policy id is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (and not `check`)"
+)]
+pub struct PolicyIdError;
+
+/// One problem Cedar found in a policy: a refused policy's errors, a saved one's warnings, or
+/// why a stored policy no longer validates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyProblem {
+    /// `syntax`, `schema`, `id` or `warning`.
+    pub kind: String,
+    /// What is wrong, in Cedar's words.
+    pub message: String,
+    /// Cedar's suggestion, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+    /// 1-based line of the first offending character, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// 1-based column (in characters) of the first offending character, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+}
+
+impl fmt::Display for PolicyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, "line {line}, column {column}: ")?;
+        }
+        write!(f, "{} ({})", self.message, self.kind)?;
+        if let Some(help) = &self.help {
+            write!(f, "; {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A stored policy (`GET /v1/policies`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Its id.
+    pub id: PolicyId,
+    /// What it is for.
+    pub description: String,
+    /// The Cedar text.
+    pub source: String,
+    /// Whether it is evaluated.
+    pub enabled: bool,
+    /// Last change (unix seconds).
+    pub updated_at: u64,
+    /// Why it no longer validates (after a schema change); while any policy has problems, every
+    /// call in the workspace is denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<PolicyProblem>,
+}
+
+/// A policy to create or replace (`PUT /v1/policies/{id}`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewPolicy<'a> {
+    /// Exactly one static Cedar policy, at most 16 KiB.
+    pub source: &'a str,
+    /// At most 500 characters, no control characters.
+    pub description: &'a str,
+    /// Whether it is evaluated.
+    pub enabled: bool,
+}
+
+/// A saved policy and the validator's warnings about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedPolicy {
+    /// The policy as stored.
+    pub policy: Policy,
+    /// Warnings: stored anyway, but it may not say what was meant.
+    pub warnings: Vec<PolicyProblem>,
+    /// Whether it was new (`false`: it replaced one with the same id).
+    #[serde(default)]
+    pub created: bool,
+}
+
+/// What would authorise a hypothetical call (`POST /v1/policies/check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    /// A single-use capability (what an approval gives).
+    SingleUse,
+    /// A standing grant's capability.
+    Standing,
+    /// No capability.
+    None,
+}
+
+/// A hypothetical call to evaluate.
+#[derive(Debug, Clone)]
+pub struct PolicyQuery<'a> {
+    /// The calling agent.
+    pub agent: AgentId,
+    /// The credential it would use.
+    pub credential: CredentialId,
+    /// The HTTP method.
+    pub method: latchkey_core::capability::Method,
+    /// The upstream host (1 to 253 bytes).
+    pub host: &'a str,
+    /// The upstream path, starting with `/`.
+    pub path: &'a str,
+    /// What would authorise it.
+    pub grant: GrantKind,
+    /// Evaluate as if at this time (unix seconds), for time-of-day policies; `None`: now.
+    pub at: Option<u64>,
+}
+
+/// The policies' decision on a hypothetical call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The call would go through.
+    Allow,
+    /// The call would be refused, and no approval could change that.
+    Deny,
+    /// The call would go through once the agent's owner approves it (single-use capability).
+    ApprovalRequired,
+}
+
+/// The answer of `POST /v1/policies/check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDecision {
+    /// The decision.
+    pub decision: Decision,
+    /// The determining policies (permits that allow, or forbids that deny).
+    pub policies: Vec<String>,
+    /// Evaluation errors, each naming its policy.
+    pub errors: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -637,6 +1051,312 @@ impl BrokerClient {
             .collect()
     }
 
+    /// `POST /v1/credentials`: stores a credential sealed on this device.
+    pub async fn create_credential(
+        &self,
+        new: &NewCredential<'_>,
+    ) -> Result<CredentialInfo, ClientError> {
+        let body = json!({
+            "id": new.id,
+            "name": new.name,
+            "provider": new.provider,
+            "upstream_base_url": new.upstream_base_url,
+            "allowed_hosts": new.allowed_hosts,
+            "owner": if new.shared { "shared" } else { "me" },
+            "key_version": new.key_version,
+            "scopes": new.scopes,
+            "expires_hint": new.expires_hint,
+            "envelope": b64(new.envelope.as_bytes()),
+        });
+        self.send(Method::Post, "/v1/credentials", Some(body)).await
+    }
+
+    /// `GET /v1/credentials`: the shared credentials and this member's own.
+    pub async fn credentials(&self) -> Result<Vec<CredentialInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            credentials: Vec<CredentialInfo>,
+        }
+        let answer: Answer = self.send(Method::Get, "/v1/credentials", None).await?;
+        Ok(answer.credentials)
+    }
+
+    /// `DELETE /v1/credentials/{id}`: deletes it and revokes its grants.
+    pub async fn delete_credential(&self, id: CredentialId) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/credentials/{id}")).await
+    }
+
+    /// `GET /v1/credentials/{id}/envelope`: the sealed payload and the key version it is under.
+    pub async fn credential_envelope(
+        &self,
+        id: CredentialId,
+    ) -> Result<(KeyVersion, Envelope), ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            key_version: KeyVersion,
+            envelope: B64,
+        }
+        let path = format!("/v1/credentials/{id}/envelope");
+        let answer: Answer = self.send(Method::Get, &path, None).await?;
+        let envelope = Envelope::parse(&answer.envelope.0)
+            .map_err(|_| unexpected(Method::Get, &path, 200, "a malformed envelope"))?;
+        Ok((answer.key_version, envelope))
+    }
+
+    /// `POST /v1/rotations`: swaps every envelope of a key to its next version and stores the
+    /// new key wrapped to every device that must hold it, all in one transaction.
+    pub async fn rotate(
+        &self,
+        shared: bool,
+        from: KeyVersion,
+        to: KeyVersion,
+        credentials: &[(CredentialId, Envelope)],
+        wrapped_keys: &[WrappedKey],
+    ) -> Result<(), ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {}
+        let body = json!({
+            "scope": if shared { "shared" } else { "member" },
+            "from_version": from,
+            "to_version": to,
+            "credentials": credentials
+                .iter()
+                .map(|(id, envelope)| json!({"id": id, "envelope": b64(envelope.as_bytes())}))
+                .collect::<Vec<_>>(),
+            "wrapped_keys": wrapped_keys.iter().map(|k| b64(k.as_bytes())).collect::<Vec<_>>(),
+        });
+        let _: Answer = self.send(Method::Post, "/v1/rotations", Some(body)).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/audit`: one page of the workspace's audit records, newest first.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            records: Vec<AuditEntry>,
+        }
+        let query = filter.query();
+        let path =
+            if query.is_empty() { "/v1/audit".to_owned() } else { format!("/v1/audit?{query}") };
+        let answer: Answer = self.send(Method::Get, &path, None).await?;
+        Ok(answer.records)
+    }
+
+    /// `GET /v1/audit/verify`: the broker checks the whole chain.
+    pub async fn audit_verify(&self) -> Result<AuditVerdict, ClientError> {
+        self.send(Method::Get, "/v1/audit/verify", None).await
+    }
+
+    /// `GET /v1/audit/export`: every matching record, oldest first, as JSONL or CSV text.
+    pub async fn audit_export(
+        &self,
+        csv: bool,
+        filter: &AuditFilter,
+    ) -> Result<String, ClientError> {
+        let mut query = filter.query();
+        if !query.is_empty() {
+            query.push('&');
+        }
+        query.push_str(if csv { "format=csv" } else { "format=jsonl" });
+        let path = format!("/v1/audit/export?{query}");
+        let (status, body) = self.exchange(Method::Get, &path, None).await?;
+        String::from_utf8(body.to_vec())
+            .map_err(|_| unexpected(Method::Get, &path, status, "an export that is not UTF-8"))
+    }
+
+    /// `GET /v1/credentials/{id}`: one credential's metadata.
+    pub async fn credential(&self, id: CredentialId) -> Result<CredentialInfo, ClientError> {
+        self.send(Method::Get, &format!("/v1/credentials/{id}"), None).await
+    }
+
+    /// `PUT /v1/credentials/{id}`: replaces metadata and envelope if `revision` is current.
+    pub async fn replace_credential(
+        &self,
+        id: CredentialId,
+        new: &CredentialReplacement<'_>,
+    ) -> Result<CredentialInfo, ClientError> {
+        let mut body = json!({
+            "revision": new.revision,
+            "name": new.name,
+            "provider": new.provider,
+            "upstream_base_url": new.upstream_base_url,
+            "allowed_hosts": new.allowed_hosts,
+            "scopes": new.scopes,
+            "expires_hint": new.expires_hint,
+            "key_version": new.key_version,
+            "envelope": b64(new.envelope.as_bytes()),
+        });
+        if let (Some(status), Some(map)) = (new.status, body.as_object_mut()) {
+            map.insert("status".to_owned(), json!(status));
+        }
+        self.send(Method::Put, &format!("/v1/credentials/{id}"), Some(body)).await
+    }
+
+    /// `PATCH /v1/credentials/{id}/status`: switches a credential on or off. Without
+    /// `revision` the change applies whatever happened meanwhile.
+    pub async fn set_credential_status(
+        &self,
+        id: CredentialId,
+        status: CredentialStatus,
+        revision: Option<u64>,
+    ) -> Result<CredentialInfo, ClientError> {
+        let mut body = json!({"status": status});
+        if let (Some(revision), Some(map)) = (revision, body.as_object_mut()) {
+            map.insert("revision".to_owned(), revision.into());
+        }
+        self.send(Method::Patch, &format!("/v1/credentials/{id}/status"), Some(body)).await
+    }
+
+    /// `DELETE /v1/devices/{id}`: removes a device (an admin, or any device of its own member).
+    pub async fn remove_device(&self, id: DeviceId) -> Result<Removal, ClientError> {
+        self.send(Method::Delete, &format!("/v1/devices/{id}"), None).await
+    }
+
+    /// `DELETE /v1/members/{id}`: removes a member and all their devices (admins).
+    pub async fn remove_member(&self, id: MemberId) -> Result<Removal, ClientError> {
+        self.send(Method::Delete, &format!("/v1/members/{id}"), None).await
+    }
+
+    /// `PATCH /v1/members/{id}`: changes a member's role (admins); the last admin cannot be
+    /// demoted.
+    pub async fn set_member_role(&self, id: MemberId, role: Role) -> Result<(), ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {}
+        let path = format!("/v1/members/{id}");
+        let _: Answer = self.send(Method::Patch, &path, Some(json!({"role": role}))).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/policies`: the workspace's policies by id (the defaults until changed).
+    pub async fn policies(&self) -> Result<Vec<Policy>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            policies: Vec<Policy>,
+        }
+        let answer: Answer = self.send(Method::Get, "/v1/policies", None).await?;
+        Ok(answer.policies)
+    }
+
+    /// `PUT /v1/policies/{id}`: creates or replaces a policy (admins). A policy that does not
+    /// parse or validate is refused with `invalid_request` and [`ApiError::problems`].
+    pub async fn put_policy(
+        &self,
+        id: &PolicyId,
+        new: &NewPolicy<'_>,
+    ) -> Result<SavedPolicy, ClientError> {
+        let body = json!({
+            "source": new.source, "description": new.description, "enabled": new.enabled,
+        });
+        let path = format!("/v1/policies/{id}");
+        let (status, received) = self.exchange(Method::Put, &path, Some(body)).await?;
+        let mut saved: SavedPolicy = serde_json::from_slice(&received).map_err(|_| {
+            unexpected(Method::Put, &path, status, "a body that is not the saved policy")
+        })?;
+        saved.created = status == 201;
+        Ok(saved)
+    }
+
+    /// `DELETE /v1/policies/{id}`: deletes a policy (admins); deleting the last one brings the
+    /// defaults back.
+    pub async fn delete_policy(&self, id: &PolicyId) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/policies/{id}")).await
+    }
+
+    /// `POST /v1/policies/check`: what the policies would decide for a call, without making it.
+    pub async fn check_policy(
+        &self,
+        query: &PolicyQuery<'_>,
+    ) -> Result<PolicyDecision, ClientError> {
+        let mut body = json!({
+            "agent": query.agent, "credential": query.credential,
+            "method": query.method.as_str(), "host": query.host, "path": query.path,
+            "grant": query.grant,
+        });
+        if let (Some(at), Some(map)) = (query.at, body.as_object_mut()) {
+            map.insert("at".to_owned(), at.into());
+        }
+        self.send(Method::Post, "/v1/policies/check", Some(body)).await
+    }
+
+    /// `POST /v1/agents`: a new agent owned by this member; its token is answered this once.
+    pub async fn create_agent(&self, name: &str) -> Result<CreatedAgent, ClientError> {
+        self.agent_with_token(Method::Post, "/v1/agents", Some(json!({"name": name}))).await
+    }
+
+    /// `POST /v1/agents/{id}/token`: replaces the agent's token; the old one stops working.
+    pub async fn regenerate_agent_token(&self, id: AgentId) -> Result<CreatedAgent, ClientError> {
+        self.agent_with_token(Method::Post, &format!("/v1/agents/{id}/token"), None).await
+    }
+
+    /// `GET /v1/agents`: this member's agents (every agent for admins).
+    pub async fn agents(&self) -> Result<Vec<AgentInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            agents: Vec<AgentInfo>,
+        }
+        let answer: Answer = self.send(Method::Get, "/v1/agents", None).await?;
+        Ok(answer.agents)
+    }
+
+    /// `DELETE /v1/agents/{id}`: revokes the agent and its grants.
+    pub async fn revoke_agent(&self, id: AgentId) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/agents/{id}")).await
+    }
+
+    /// `POST /v1/grants`: registers the grant behind a standing capability this device issued.
+    pub async fn create_grant(
+        &self,
+        id: GrantId,
+        agent: AgentId,
+        credential: CredentialId,
+        methods: &[&str],
+        path_patterns: &[&str],
+        expires_at: u64,
+    ) -> Result<GrantInfo, ClientError> {
+        let body = json!({
+            "id": id, "agent": agent, "credential": credential, "methods": methods,
+            "path_patterns": path_patterns, "expires_at": expires_at,
+        });
+        self.send(Method::Post, "/v1/grants", Some(body)).await
+    }
+
+    /// `GET /v1/grants[?agent=]`: grants of this member's agents (every agent's for admins).
+    pub async fn grants(&self, agent: Option<AgentId>) -> Result<Vec<GrantInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            grants: Vec<GrantInfo>,
+        }
+        let path = match agent {
+            Some(agent) => format!("/v1/grants?agent={agent}"),
+            None => "/v1/grants".to_owned(),
+        };
+        let answer: Answer = self.send(Method::Get, &path, None).await?;
+        Ok(answer.grants)
+    }
+
+    /// `DELETE /v1/grants/{id}`: revokes the grant; its capability is refused from the next call.
+    pub async fn revoke_grant(&self, id: GrantId) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/grants/{id}")).await
+    }
+
+    async fn agent_with_token(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<CreatedAgent, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(flatten)]
+            agent: AgentInfo,
+            token: Zeroizing<String>,
+        }
+        let answer: Answer = self.send(method, path, body).await?;
+        let token = AgentToken::parse(&answer.token)
+            .map_err(|_| unexpected(method, path, 200, "an agent token that is not well formed"))?;
+        Ok(CreatedAgent { agent: answer.agent, token })
+    }
+
     fn registration(&self, name: &str, keys: &DevicePublicKeys) -> serde_json::Value {
         json!({
             "id": self.device,
@@ -653,6 +1373,34 @@ impl BrokerClient {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
+        let (status, received) = self.exchange(method, path, body).await?;
+        serde_json::from_slice(&received).map_err(|e| {
+            unexpected(
+                method,
+                path,
+                status,
+                &format!(
+                    "a body that is not the expected JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })
+    }
+
+    /// Signs and sends one request whose success has no body (`204 No Content`).
+    async fn send_empty(&self, method: Method, path: &str) -> Result<(), ClientError> {
+        self.exchange(method, path, None).await.map(drop)
+    }
+
+    /// Signs and sends one request; a success answers its status and body, anything else
+    /// becomes an error.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, Zeroizing<Vec<u8>>), ClientError> {
         // Request bodies can hold invite codes: zeroized after sending, never in an error.
         // INVARIANT: a `serde_json::Value` always serializes (its map keys are strings).
         let bytes = Zeroizing::new(match &body {
@@ -697,26 +1445,20 @@ impl BrokerClient {
             received.extend_from_slice(&chunk);
         }
         if (200..300).contains(&status) {
-            serde_json::from_slice(&received).map_err(|e| {
-                unexpected(
-                    method,
-                    path,
-                    status,
-                    &format!(
-                        "a body that is not the expected JSON (line {}, column {})",
-                        e.line(),
-                        e.column()
-                    ),
-                )
-            })
+            Ok((status, received))
         } else {
             #[derive(Deserialize)]
             struct WireError {
                 code: String,
                 message: String,
+                #[serde(default)]
+                errors: Vec<PolicyProblem>,
             }
             match serde_json::from_slice::<WireError>(&received) {
-                Ok(e) => Err(ApiError { status, code: e.code, message: e.message }.into()),
+                Ok(e) => {
+                    Err(ApiError { status, code: e.code, message: e.message, problems: e.errors }
+                        .into())
+                }
                 Err(_) => Err(unexpected(method, path, status, "an error body without a code")),
             }
         }
@@ -741,6 +1483,8 @@ enum Method {
     Get,
     Post,
     Put,
+    Patch,
+    Delete,
 }
 
 impl Method {
@@ -749,6 +1493,8 @@ impl Method {
             Method::Get => "GET",
             Method::Post => "POST",
             Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
         }
     }
 }
@@ -759,6 +1505,8 @@ impl From<Method> for reqwest::Method {
             Method::Get => reqwest::Method::GET,
             Method::Post => reqwest::Method::POST,
             Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
         }
     }
 }
@@ -888,8 +1636,12 @@ mod tests {
 
     #[test]
     fn api_errors_show_the_code_and_message() {
-        let e =
-            ApiError { status: 404, code: "not_found".into(), message: "no such device".into() };
+        let e = ApiError {
+            status: 404,
+            code: "not_found".into(),
+            message: "no such device".into(),
+            problems: Vec::new(),
+        };
         assert!(e.is(codes::NOT_FOUND));
         assert_eq!(e.to_string(), "the broker refused the request (not_found): no such device");
     }

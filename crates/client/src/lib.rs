@@ -9,11 +9,34 @@
 //! - [`api`]: the broker's device API, every request signed by the device key (RFC 9421).
 //! - [`workspace`]: the flows people run: create a workspace, join one, admit a new device after
 //!   comparing its fingerprint, receive the keys it was given.
+//! - [`access`]: what lets agents call APIs: API keys and OAuth tokens sealed on the device,
+//!   credential metadata and status, standing grants and single-use capabilities (agents
+//!   themselves are created with [`api::BrokerClient::create_agent`]).
+//! - [`policies`]: the workspace's Cedar policies: save one with Cedar's problems typed, and
+//!   "would this call be allowed" by credential name.
+//! - [`rotation`]: rotate the workspace key or this member's key, resumably: every credential
+//!   re-sealed and verified on the device, swapped at the broker in one transaction.
+//! - [`audit`]: verify an audit log export on the device, independently of the broker.
+//! - [`catalog`]: the provider catalog (endpoints, hosts, injection, scopes), compiled in.
+//! - [`local_proxy`]: a loopback proxy local agents call with their token; it adds the
+//!   capability this device issued and forwards to the broker.
+//! - [`oauth`]: OAuth 2.0 authorization code with PKCE for a native app: discovery, loopback
+//!   callback, state and issuer checks, refresh and revocation.
+//! - [`recovery`]: recovery kits: export this device's workspace and member keys under a
+//!   passphrase, import them into a replacement device.
 //!
 //! Secrets stay in `latchkey_core` secret types (zeroized on drop, redacted `Debug`); no error or
 //! `Debug` output of this crate contains key material or a request body.
 
+pub mod access;
 pub mod api;
+pub mod audit;
+pub mod catalog;
 pub mod keychain;
+pub mod local_proxy;
+pub mod oauth;
+pub mod policies;
 pub mod profile;
+pub mod recovery;
+pub mod rotation;
 pub mod workspace;

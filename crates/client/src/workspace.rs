@@ -505,7 +505,7 @@ pub async fn own_fingerprint(
 // ---------------------------------------------------------------------------------------------
 
 /// The profile's configuration, its device keys, and a client signing with them.
-async fn signed_in(
+pub(crate) async fn signed_in(
     profile: &Profile,
     store: &SharedKeyStore,
 ) -> Result<(ProfileConfig, DeviceKeys, BrokerClient), WorkspaceError> {
@@ -527,7 +527,7 @@ fn trust(config: &mut ProfileConfig, id: DeviceId, fingerprint: Fingerprint) {
     config.trusted_devices.push(TrustedDevice { id, fingerprint });
 }
 
-fn check_store(profile: &Profile, store: &dyn KeyStore) -> Result<(), WorkspaceError> {
+pub(crate) fn check_store(profile: &Profile, store: &dyn KeyStore) -> Result<(), WorkspaceError> {
     if store.profile() != profile.name() {
         return Err(WorkspaceError::StoreProfileMismatch {
             store: store.profile().to_string(),
@@ -551,7 +551,7 @@ fn check_fresh_profile(profile: &Profile, store: &dyn KeyStore) -> Result<(), Wo
 
 /// Runs key-store work on a blocking thread: a keychain call can wait on D-Bus or on an unlock
 /// prompt, and the file store derives keys with Argon2id.
-async fn on_store<T: Send + 'static>(
+pub(crate) async fn on_store<T: Send + 'static>(
     store: &SharedKeyStore,
     work: impl FnOnce(&dyn KeyStore) -> Result<T, KeychainError> + Send + 'static,
 ) -> Result<T, WorkspaceError> {

@@ -361,6 +361,36 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Checks these claims against a request and the clock: workspace, agent, credential,
+    /// method, path, not-before (with [`CLOCK_SKEW_SECS`] of tolerance) and expiry. This is the
+    /// claims half of [`Capability::verify`]; on its own it proves nothing about who issued the
+    /// claims. A broker that has verified a standing capability's signature once may re-check
+    /// the same claims with this alone on later calls.
+    pub fn check_request(&self, request: &CapabilityRequest<'_>) -> Result<(), CapabilityError> {
+        if self.workspace != request.workspace {
+            return Err(CapabilityError::WrongWorkspace);
+        }
+        if self.agent != request.agent {
+            return Err(CapabilityError::WrongAgent);
+        }
+        if self.credential != request.credential {
+            return Err(CapabilityError::WrongCredential);
+        }
+        if !self.methods.contains(request.method) {
+            return Err(CapabilityError::MethodNotAllowed(request.method));
+        }
+        if !self.paths.iter().any(|p| p.matches(request.path)) {
+            return Err(CapabilityError::PathNotAllowed);
+        }
+        if request.now.saturating_add(CLOCK_SKEW_SECS) < self.not_before {
+            return Err(CapabilityError::NotYetValid);
+        }
+        if request.now >= self.expires {
+            return Err(CapabilityError::Expired);
+        }
+        Ok(())
+    }
+
     /// The record scope these claims name.
     pub fn scope(&self) -> RecordScope {
         RecordScope {
@@ -576,28 +606,7 @@ impl Capability {
         issuer_key: &DeviceVerifyingKey,
         request: &CapabilityRequest<'_>,
     ) -> Result<VerifiedCapability<'_>, CapabilityError> {
-        let claims = &self.claims;
-        if claims.workspace != request.workspace {
-            return Err(CapabilityError::WrongWorkspace);
-        }
-        if claims.agent != request.agent {
-            return Err(CapabilityError::WrongAgent);
-        }
-        if claims.credential != request.credential {
-            return Err(CapabilityError::WrongCredential);
-        }
-        if !claims.methods.contains(request.method) {
-            return Err(CapabilityError::MethodNotAllowed(request.method));
-        }
-        if !claims.paths.iter().any(|p| p.matches(request.path)) {
-            return Err(CapabilityError::PathNotAllowed);
-        }
-        if request.now.saturating_add(CLOCK_SKEW_SECS) < claims.not_before {
-            return Err(CapabilityError::NotYetValid);
-        }
-        if request.now >= claims.expires {
-            return Err(CapabilityError::Expired);
-        }
+        self.claims.check_request(request)?;
         let (signed, signature) = self.bytes.split_at(self.claims_len + SEALED_KEY_LEN);
         let signature: &[u8; SIGNATURE_LEN] = signature
             .try_into()

@@ -199,6 +199,38 @@ async fn two_writers_on_one_database_extend_one_chain_without_forking() {
 }
 
 #[tokio::test]
+async fn deferred_appends_join_the_next_commit_or_are_written_on_their_own_or_at_shutdown() {
+    let (_dir, store) = fresh_store().await;
+    let log = AuditLog::start(store.clone());
+    let workspace = WorkspaceId::random();
+    let event = |i| attempt(workspace, AgentId::random(), "github", Decision::Allowed, i);
+
+    // Queued first, so the awaited append after it is chained after it.
+    log.append_deferred(event(1)).await.expect("queued");
+    let receipt = log.append(event(2)).await.expect("append commits");
+    assert_eq!(receipt.seq, 2, "the deferred record took seq 1 in the same commit");
+
+    // Alone, a deferred record is written without any further append.
+    log.append_deferred(event(3)).await.expect("queued");
+    let mut records = 0;
+    for _ in 0..500 {
+        records =
+            store.verify_audit_chain(workspace).await.expect("read").map(|s| s.records).unwrap();
+        if records == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(records, 3, "a lone deferred record must be committed without another append");
+
+    // Shutdown writes what is still deferred.
+    log.append_deferred(event(4)).await.expect("queued");
+    log.shutdown().await;
+    let summary = store.verify_audit_chain(workspace).await.expect("read");
+    assert_eq!(summary.map(|s| s.records), Ok(4), "shutdown flushes deferred records");
+}
+
+#[tokio::test]
 async fn a_failed_transaction_fails_every_append_in_it_and_writes_nothing() {
     let (dir, store) = fresh_store().await;
     let mut raw = raw_connection(&dir.db, dir.path(), None).await;

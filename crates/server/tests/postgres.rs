@@ -152,7 +152,7 @@ async fn two_workspaces() -> TwoWorkspaces {
             .await
             .expect("policies");
         store
-            .append_audit_batch(&[AuditEvent::new(admin.workspace, 1, AuditKind::ProxyAttempt)])
+            .append_audit(&[AuditEvent::new(admin.workspace, 1, AuditKind::ProxyAttempt)])
             .await
             .expect("audit append");
     }

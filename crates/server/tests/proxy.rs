@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::{TestBroker, TestDevice, b64, workspace_with_admin};
+use common::{TestBroker, TestDevice, b64, insert_device, workspace_with_admin};
 use latchkey_core::capability::{Capability, Claims, Method, MethodSet, PathPattern, Reuse};
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{AgentId, CredentialId, GrantId, KeyVersion, Owner, WorkspaceId};
@@ -428,6 +428,124 @@ async fn a_standing_grant_works_repeatedly_until_revoked() {
         (status, code(&body).as_str()),
         (403, "capability_invalid"),
         "revocation is immediate: {body}"
+    );
+    assert_eq!(w.upstream.count(), before);
+    w.broker.stop().await;
+}
+
+/// Registers a standing grant for the world's agent and credential issued by `issuer`, and
+/// returns its capability after one successful call (so the broker has verified, opened and
+/// cached it).
+async fn warm_standing_capability(w: &World, issuer: &TestDevice) -> String {
+    let grant = GrantId::random();
+    let (status, body) = TestBroker::send(w.broker.signed(
+        issuer,
+        "POST",
+        "/v1/grants",
+        Some(&json!({
+            "id": grant, "agent": w.agent, "credential": w.credential, "methods": ["GET"],
+            "path_patterns": ["/**"], "expires_at": w.now() + 3600,
+        })),
+    ))
+    .await;
+    assert_eq!(status, 201, "grant registration: {body}");
+    let cap = w.capability_for(
+        issuer,
+        w.agent,
+        w.credential,
+        Owner::Shared,
+        &Grant {
+            methods: &[Method::Get],
+            paths: &["/**"],
+            reuse: Reuse::Standing { grant },
+            not_before: w.now() - 5,
+            expires: w.now() + 3600,
+        },
+    );
+    for _ in 0..2 {
+        assert_eq!(send(w.call("GET", "/warm", Some(&cap))).await.0, 200, "warm-up call");
+    }
+    cap
+}
+
+/// The proxy caches agents, credentials, devices, grants and opened standing capabilities;
+/// every change made through the API must still be enforced at the very next call.
+#[tokio::test]
+async fn every_revocation_reaches_a_cached_standing_capability_at_the_next_call() {
+    // (what to change, method, path, body, expected status, expected code)
+    type Change =
+        (&'static str, &'static str, fn(&World) -> String, Option<Value>, u16, &'static str);
+    let changes: [Change; 4] = [
+        (
+            "agent revoked",
+            "DELETE",
+            |w| format!("/v1/agents/{}", w.agent),
+            None,
+            401,
+            "token_revoked",
+        ),
+        (
+            "token regenerated",
+            "POST",
+            |w| format!("/v1/agents/{}/token", w.agent),
+            None,
+            401,
+            "unknown_token",
+        ),
+        (
+            "credential disabled",
+            "PATCH",
+            |w| format!("/v1/credentials/{}/status", w.credential),
+            Some(json!({"status": "disabled"})),
+            403,
+            "forbidden",
+        ),
+        (
+            "credential deleted",
+            "DELETE",
+            |w| format!("/v1/credentials/{}", w.credential),
+            None,
+            404,
+            "not_found",
+        ),
+    ];
+    for (what, method, path, body, status, code_expected) in changes {
+        let w = world().await;
+        let cap = warm_standing_capability(&w, &w.admin).await;
+        let (changed, answer) =
+            TestBroker::send(w.broker.signed(&w.admin, method, &path(&w), body.as_ref())).await;
+        assert!((200..300).contains(&changed), "{what}: the change itself failed: {answer}");
+        let before = w.upstream.count();
+        let (got, _, answer) = send(w.call("GET", "/after", Some(&cap))).await;
+        assert_eq!(
+            (got, code(&answer).as_str()),
+            (status, code_expected),
+            "{what}: must be enforced at the next call, not when a cache expires: {answer}"
+        );
+        assert_eq!(w.upstream.count(), before, "{what}: the upstream must not be reached");
+        w.broker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn removing_the_issuing_device_refuses_its_cached_standing_capability_at_once() {
+    let w = world().await;
+    let laptop = insert_device(&w.broker, &w.admin).await;
+    let cap = warm_standing_capability(&w, &laptop).await;
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "DELETE",
+        &format!("/v1/devices/{}", laptop.id),
+        None,
+    ))
+    .await;
+    assert!((200..300).contains(&status), "device removal: {body}");
+    let before = w.upstream.count();
+    let (status, _, body) = send(w.call("GET", "/after", Some(&cap))).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (403, "capability_invalid"),
+        "a removed device's capability is refused at the next call: {body}"
     );
     assert_eq!(w.upstream.count(), before);
     w.broker.stop().await;

@@ -103,3 +103,33 @@ pub fn assert_no_key_material(text: &str, key: &[u8; 32]) {
         assert!(!text.contains(&rendering), "key material ({rendering}) in: {text}");
     }
 }
+
+/// A loopback upstream that answers `200 {"ok":true}` to everything and keeps each request's
+/// head, so a test can check which credential it received.
+pub async fn upstream() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0_u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                record.lock().expect("lock").push(String::from_utf8_lossy(&head).into_owned());
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}")
+                    .await;
+            });
+        }
+    });
+    (base, seen)
+}

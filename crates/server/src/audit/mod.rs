@@ -303,6 +303,9 @@ impl AuditLog {
             config,
             heads: HashMap::new(),
             counters: Arc::clone(&counters),
+            deferred: Vec::new(),
+            deferred_deadline: None,
+            connection: None,
         };
         let task = tokio::spawn(writer.run());
         Self { sender, writer: Arc::new(Mutex::new(Some(task))), counters }
@@ -318,6 +321,13 @@ impl AuditLog {
             .map_err(|_| AuditError::Stopped)?;
         // A dropped reply means the writer stopped before it got to this append.
         answer.await.unwrap_or(Err(AuditError::Stopped))
+    }
+
+    /// Queues one record without waiting for its commit: it is committed with the next awaited
+    /// append, or at most [`DEFERRED_DELAY`] later, or at shutdown. For records written after
+    /// the fact (a call's outcome), which no decision waits on; a failed commit is logged.
+    pub async fn append_deferred(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.sender.send(Message::Deferred(Box::new(event))).await.map_err(|_| AuditError::Stopped)
     }
 
     /// Writes every append queued so far, then stops the writer. Appends made afterwards (through
@@ -348,8 +358,12 @@ type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;
 #[derive(Debug)]
 enum Message {
     Append(Box<AuditEvent>, Reply),
+    Deferred(Box<AuditEvent>),
     Stop,
 }
+
+/// Longest a deferred record waits for an awaited append to share its commit.
+pub const DEFERRED_DELAY: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -367,22 +381,52 @@ struct Writer {
     /// head is re-read inside every transaction); this copy notices a head that went backwards.
     heads: HashMap<WorkspaceId, ChainHead>,
     counters: Arc<Counters>,
+    /// Records queued with [`AuditLog::append_deferred`], waiting for a commit to join.
+    deferred: Vec<AuditEvent>,
+    /// When the oldest deferred record must be committed at the latest.
+    deferred_deadline: Option<tokio::time::Instant>,
+    /// The writer's own connection, detached from the pool, so its page cache stays warm and no
+    /// append waits for the pool; reopened after a failure.
+    connection: Option<sqlx::AnyConnection>,
 }
 
 impl Writer {
     async fn run(mut self) {
         loop {
-            let first = match self.receiver.recv().await {
+            let next = match self.deferred_deadline {
+                None => self.receiver.recv().await,
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
+                        Ok(message) => message,
+                        Err(_elapsed) => {
+                            self.commit(Vec::new()).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let first = match next {
                 Some(Message::Append(event, reply)) => (*event, reply),
-                Some(Message::Stop) | None => return,
+                Some(Message::Deferred(event)) => {
+                    self.defer(*event);
+                    if self.deferred.len() >= self.config.max_events {
+                        self.commit(Vec::new()).await;
+                    }
+                    continue;
+                }
+                Some(Message::Stop) | None => {
+                    self.commit(Vec::new()).await;
+                    return;
+                }
             };
             let mut batch = vec![first];
             let mut stop = false;
             // Group commit: everything queued while the previous transaction ran joins this one,
             // with no waiting, so an idle broker commits at once and a busy one batches.
-            while batch.len() < self.config.max_events {
+            while batch.len() + self.deferred.len() < self.config.max_events {
                 match self.receiver.try_recv() {
                     Ok(Message::Append(event, reply)) => batch.push((*event, reply)),
+                    Ok(Message::Deferred(event)) => self.defer(*event),
                     Ok(Message::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         stop = true;
                         break;
@@ -391,9 +435,13 @@ impl Writer {
                 }
             }
             let deadline = tokio::time::Instant::now() + self.config.max_wait;
-            while !stop && !self.config.max_wait.is_zero() && batch.len() < self.config.max_events {
+            while !stop
+                && !self.config.max_wait.is_zero()
+                && batch.len() + self.deferred.len() < self.config.max_events
+            {
                 match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
                     Ok(Some(Message::Append(event, reply))) => batch.push((*event, reply)),
+                    Ok(Some(Message::Deferred(event))) => self.defer(*event),
                     Ok(Some(Message::Stop) | None) => {
                         stop = true;
                         break;
@@ -410,9 +458,26 @@ impl Writer {
         }
     }
 
+    fn defer(&mut self, event: AuditEvent) {
+        if self.deferred.is_empty() {
+            self.deferred_deadline = Some(tokio::time::Instant::now() + DEFERRED_DELAY);
+        }
+        self.deferred.push(event);
+    }
+
+    /// Commits the deferred records followed by `batch` in one transaction and answers the
+    /// waiters of `batch`.
     async fn commit(&mut self, batch: Vec<(AuditEvent, Reply)>) {
-        let (events, replies): (Vec<AuditEvent>, Vec<Reply>) = batch.into_iter().unzip();
-        match self.store.append_audit_batch(&events).await {
+        let deferred = std::mem::take(&mut self.deferred);
+        self.deferred_deadline = None;
+        if deferred.is_empty() && batch.is_empty() {
+            return;
+        }
+        let deferred_count = deferred.len();
+        let (awaited, replies): (Vec<AuditEvent>, Vec<Reply>) = batch.into_iter().unzip();
+        let mut events = deferred;
+        events.extend(awaited);
+        match self.append(&events).await {
             Ok(appended) => {
                 self.counters.transactions.fetch_add(1, Ordering::Relaxed);
                 self.counters.records.fetch_add(events.len() as u64, Ordering::Relaxed);
@@ -422,19 +487,43 @@ impl Writer {
                 for head in appended.heads_after {
                     self.heads.insert(head.workspace, head);
                 }
-                for (reply, seq) in replies.into_iter().zip(appended.seqs) {
+                for (reply, seq) in
+                    replies.into_iter().zip(appended.seqs.into_iter().skip(deferred_count))
+                {
                     // A caller that stopped waiting no longer needs the receipt.
                     let _ = reply.send(Ok(AuditReceipt { seq }));
                 }
             }
             Err(error) => {
                 self.counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, records = events.len(), "audit batch failed; its appends are refused");
+                tracing::error!(%error, records = events.len(), deferred = deferred_count, "audit batch failed; its appends are refused");
                 for reply in replies {
                     let _ = reply.send(Err(AuditError::CommitFailed));
                 }
             }
         }
+    }
+
+    /// Appends on the writer's own connection, opening it first if needed; a failure drops the
+    /// connection so the next batch starts on a fresh one.
+    async fn append(
+        &mut self,
+        events: &[AuditEvent],
+    ) -> Result<crate::store::audit::AppendedBatch, crate::store::StoreError> {
+        // A closed store takes no more records, even on a connection the writer still holds.
+        if self.store.pool.is_closed() {
+            self.connection = None;
+            return Err(sqlx::Error::PoolClosed.into());
+        }
+        let connection = match self.connection.as_mut() {
+            Some(connection) => connection,
+            None => self.connection.insert(self.store.pool.acquire().await?.detach()),
+        };
+        let appended = self.store.append_audit_batch(connection, events, &self.heads).await;
+        if appended.is_err() {
+            self.connection = None;
+        }
+        appended
     }
 
     /// Compares the head found in the database with the one this writer last committed.

@@ -27,14 +27,18 @@ mod open;
 mod refresh;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse as _, Response};
 use axum::routing::any;
-use latchkey_core::capability::{Capability, CapabilityRequest, Method, Reuse, VerifiedCapability};
+use latchkey_core::capability::{
+    Capability, CapabilityError, CapabilityRequest, Claims, Method, Reuse, VerifiedCapability,
+};
 use latchkey_core::ids::{AgentId, DeviceId, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::DeviceVerifyingKey;
+use sha2::{Digest as _, Sha256};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::audit::{AuditEvent, AuditKind, Decision};
@@ -43,6 +47,7 @@ use crate::metrics::ProxyDecision;
 use crate::policy::{GrantKind, PolicyRequest};
 use crate::state::SharedState;
 use crate::store::credentials::{CredentialRecord, CredentialStatus};
+use crate::store::hot::OpenedStanding;
 use crate::store::nonces::NonceKind;
 
 pub(crate) use refresh::RefreshLocks;
@@ -224,14 +229,14 @@ async fn authorize_and_forward(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let now = state.now();
+    // Taken before anything is read: a standing capability opened below is cached only if no
+    // write invalidated the cache meanwhile.
+    let generation = state.store.hot.generation();
 
     // 1. The agent.
     let presented = extract::agent_token(request.headers())?;
-    let agent = state
-        .store
-        .agent_by_token_hash(&presented.token.hash())
-        .await?
-        .ok_or_else(unknown_token)?;
+    let token_hash = presented.token.hash();
+    let agent = state.store.cached_agent(&token_hash).await?.ok_or_else(unknown_token)?;
     call.workspace = Some(agent.workspace);
     call.agent = Some(agent.id);
     if agent.revoked_at.is_some() {
@@ -241,7 +246,9 @@ async fn authorize_and_forward(
         ));
     }
     // Last use is kept to the second: most calls find it current and write nothing.
-    if agent.last_used_at.is_none_or(|at| at < now) {
+    if agent.last_used_at.is_none_or(|at| at < now)
+        && state.store.hot.mark_agent_used(&token_hash, now)
+    {
         let (store, workspace, id) = (state.store.clone(), agent.workspace, agent.id);
         tokio::spawn(async move {
             if let Err(e) = store.touch_agent(workspace, id, now).await {
@@ -259,14 +266,17 @@ async fn authorize_and_forward(
     // 2. The credential.
     let credential = state
         .store
-        .credential_by_name(agent.workspace, &call.credential_name)
+        .cached_credential(agent.workspace, &call.credential_name)
         .await?
         .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                format!("no credential named {:?} in this workspace; check the name in the Latchkey app", call.credential_name),
-            )
-        })?;
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no credential named {:?} in this workspace; check the name in the Latchkey app",
+                call.credential_name
+            ),
+        )
+    })?;
     if credential.status != CredentialStatus::Active {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -279,24 +289,51 @@ async fn authorize_and_forward(
     call.host = upstream.host_str().map(str::to_owned);
     forward::check_allowed_host(&credential, &upstream)?;
 
-    // 4. The capability.
-    let capability = match presented
-        .capability
-        .as_deref()
-        .or_else(|| extract::capability_header(request.headers()))
-    {
-        Some(text) => {
+    // 4. The capability: a standing one verified and opened before is found by its digest and
+    // re-checked against this request; any other is decoded and verified in full.
+    let text =
+        presented.capability.as_deref().or_else(|| extract::capability_header(request.headers()));
+    let digest = text.map(|text| <[u8; 32]>::from(Sha256::digest(text.as_bytes())));
+    let opened: Option<Arc<OpenedStanding>> = digest.and_then(|d| state.store.hot.get(&d));
+    let decoded = match (text, &opened) {
+        (Some(text), None) => {
             Some(Capability::decode(text).map_err(|e| capability_invalid(&e.to_string()))?)
         }
-        None => None,
+        _ => None,
     };
-    let verified = match &capability {
-        Some(cap) => {
-            Some(check_capability(state, call, cap, &credential, method, agent.id, now).await?)
+    // `call` records who issued the capability as the checks learn it, so the request borrows
+    // its own copy of the path.
+    let path = call.path.clone();
+    let request_claims = CapabilityRequest {
+        workspace: credential.workspace,
+        agent: agent.id,
+        credential: credential.id,
+        method,
+        path: &path,
+        now,
+    };
+    let checked = match (&opened, &decoded) {
+        (Some(hit), _) => {
+            check_state(state, call, &hit.claims, &credential, now, |_| {
+                hit.claims.check_request(&request_claims).map_err(refused)
+            })
+            .await?;
+            Some(Checked::Opened(hit))
         }
-        None => None,
+        (None, Some(capability)) => {
+            let verified = check_state(state, call, capability.claims(), &credential, now, |key| {
+                // Decompressing the point costs a square root: only for capabilities not seen
+                // before, whose signature is checked.
+                let key = DeviceVerifyingKey::from_bytes(key)
+                    .map_err(|e| ApiError::internal(&format!("stored device key unusable: {e}")))?;
+                capability.verify(&key, &request_claims).map_err(refused)
+            })
+            .await?;
+            Some(Checked::Verified(verified))
+        }
+        _ => None,
     };
-    let grant = match verified.map(|v| v.claims().reuse) {
+    let grant = match checked.as_ref().map(|c| c.claims().reuse) {
         Some(Reuse::SingleUse { .. }) => GrantKind::SingleUse,
         Some(Reuse::Standing { .. }) => GrantKind::Standing,
         None => GrantKind::None,
@@ -325,7 +362,7 @@ async fn authorize_and_forward(
         )
         .await?;
     call.policy_ids = decision.policy_ids.clone();
-    let Some(verified) = verified else {
+    let Some(checked) = checked else {
         return Err(if decision.approval_required || decision.allowed {
             ApiError::new(
                 ErrorCode::ApprovalRequired,
@@ -352,12 +389,30 @@ async fn authorize_and_forward(
             )
         })?;
 
-    // Decrypt, forward, redact.
+    // Open the capability (or take the key it was opened to before), decrypt, forward, redact.
+    let opened = match checked {
+        Checked::Opened(hit) => Arc::clone(hit),
+        Checked::Verified(verified) => {
+            let record_key = verified.open(&state.broker_key).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::CapabilityInvalid,
+                    "capability refused: it is not sealed to this broker's key; fetch /v1/broker-key and issue a new one",
+                )
+            })?;
+            let opened = Arc::new(OpenedStanding { claims: verified.claims().clone(), record_key });
+            if let (Reuse::Standing { .. }, Some(digest)) = (verified.claims().reuse, digest) {
+                state.store.hot.insert(generation, digest, Arc::clone(&opened));
+            }
+            opened
+        }
+    };
     call.forwarded = true;
-    let opened = Instant::now();
+    let started_upstream = Instant::now();
     let outcome =
-        open::open_and_forward(state, verified, &credential, upstream, request, now).await;
-    state.metrics.upstream_time(opened.elapsed());
+        open::open_and_forward(state, &opened.record_key, &credential, upstream, request, now)
+            .await;
+    drop(opened);
+    state.metrics.upstream_time(started_upstream.elapsed());
     let (status, response) = match outcome {
         Ok(response) => (Some(response.status().as_u16()), Ok(response)),
         Err(error) => (None, Err(error)),
@@ -371,29 +426,44 @@ async fn authorize_and_forward(
         event.reason_code =
             serde_json::to_value(error.code).ok().and_then(|v| v.as_str().map(str::to_owned));
     }
-    let audit = state.audit.clone();
-    tokio::spawn(async move {
-        if let Err(e) = audit.append(event).await {
-            tracing::error!(error = %e, "could not audit a proxy call's outcome");
-        }
-    });
+    if let Err(e) = state.audit.append_deferred(event).await {
+        tracing::error!(error = %e, "could not audit a proxy call's outcome");
+    }
     response
 }
 
-/// Step 4: everything about a capability that needs the database, then the core verifier.
-async fn check_capability<'c>(
+/// A capability that passed step 4.
+enum Checked<'c> {
+    /// A standing capability verified and opened by an earlier call, re-checked for this one.
+    Opened(&'c Arc<OpenedStanding>),
+    /// Verified by this call; opened once the attempt is audited.
+    Verified(VerifiedCapability<'c>),
+}
+
+impl Checked<'_> {
+    fn claims(&self) -> &Claims {
+        match self {
+            Checked::Opened(hit) => &hit.claims,
+            Checked::Verified(verified) => verified.claims(),
+        }
+    }
+}
+
+/// Step 4: everything about a capability that needs the broker's state, in order: the issuing
+/// device is active in the workspace and its member may use the credential; then `verify` (the
+/// claims against the request and the clock, and for a capability not seen before the
+/// signature); the key version is current; a single-use nonce is fresh or a standing grant live.
+async fn check_state<T>(
     state: &SharedState,
     call: &mut Call,
-    capability: &'c Capability,
+    claims: &Claims,
     credential: &CredentialRecord,
-    method: Method,
-    agent: AgentId,
     now: u64,
-) -> Result<VerifiedCapability<'c>, ApiError> {
-    let claims = capability.claims();
+    verify: impl FnOnce(&[u8; 32]) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     let issuer = state
         .store
-        .active_device(claims.issuer)
+        .cached_active_device(claims.issuer)
         .await?
         .filter(|d| d.workspace == credential.workspace)
         .ok_or_else(|| capability_invalid("its issuing device is unknown or was removed"))?;
@@ -406,21 +476,7 @@ async fn check_capability<'c>(
             "it was issued by a member who cannot use this personal credential",
         ));
     }
-    let key = DeviceVerifyingKey::from_bytes(&issuer.signing_key)
-        .map_err(|e| ApiError::internal(&format!("stored device key unusable: {e}")))?;
-    let verified = capability
-        .verify(
-            &key,
-            &CapabilityRequest {
-                workspace: credential.workspace,
-                agent,
-                credential: credential.id,
-                method,
-                path: &call.path,
-                now,
-            },
-        )
-        .map_err(|e| capability_invalid(&e.to_string()))?;
+    let verified = verify(&issuer.signing_key)?;
     if claims.key_version != credential.key_version {
         return Err(capability_invalid(&format!(
             "it is for key version {}, but the credential was rotated to {}; issue a new capability",
@@ -437,12 +493,13 @@ async fn check_capability<'c>(
             }
         }
         Reuse::Standing { grant } => {
-            let live = state.store.grant(credential.workspace, grant).await?.is_some_and(|g| {
-                g.revoked_at.is_none()
-                    && g.agent == agent
-                    && g.credential == credential.id
-                    && g.expires_at > now
-            });
+            let live =
+                state.store.cached_grant(credential.workspace, grant).await?.is_some_and(|g| {
+                    g.revoked_at.is_none()
+                        && g.agent == claims.agent
+                        && g.credential == credential.id
+                        && g.expires_at > now
+                });
             if !live {
                 return Err(capability_invalid(
                     "its standing grant was revoked, has expired or is unknown",
@@ -458,6 +515,10 @@ fn unknown_token() -> ApiError {
         ErrorCode::UnknownToken,
         "unknown or malformed agent token; send the token shown when the agent was created, where the provider's SDK sends its API key",
     )
+}
+
+fn refused(error: CapabilityError) -> ApiError {
+    capability_invalid(&error.to_string())
 }
 
 fn capability_invalid(reason: &str) -> ApiError {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::Request;
 use axum::response::Response;
-use latchkey_core::capability::VerifiedCapability;
 use latchkey_core::envelope::Envelope;
 use latchkey_core::keys::RecordKey;
 use latchkey_core::payload::{CredentialKind, CredentialPayload};
@@ -22,28 +21,23 @@ use crate::store::credentials::CredentialRecord;
 /// Refresh an OAuth access token when it expires within this many seconds.
 pub(crate) const REFRESH_MARGIN_SECS: u64 = 5 * 60;
 
-/// Opens the credential with the capability's record key, refreshes it if needed, and forwards.
-/// Only a [`VerifiedCapability`] can be opened, so the caller has necessarily checked claims, time
-/// and signature; it has also checked replay and revocation, evaluated policy and committed the
-/// audit record.
+/// Opens the credential with the record key a capability carried, refreshes it if needed, and
+/// forwards. The record key comes only from a `VerifiedCapability` (now, or cached from an
+/// earlier call for the same standing capability), so claims, time and signature were checked;
+/// the caller has also checked replay and revocation, evaluated policy and committed the audit
+/// record.
 pub(crate) async fn open_and_forward(
     state: &SharedState,
-    capability: VerifiedCapability<'_>,
+    record_key: &RecordKey,
     credential: &CredentialRecord,
     mut url: Url,
     request: Request,
     now: u64,
 ) -> Result<Response, ApiError> {
-    let record_key = capability.open(&state.broker_key).map_err(|_| {
-        ApiError::new(
-            ErrorCode::CapabilityInvalid,
-            "capability refused: it is not sealed to this broker's key; fetch /v1/broker-key and issue a new one",
-        )
-    })?;
-    let mut payload = open_envelope(&credential.envelope, &record_key)?;
+    let mut payload = open_envelope(&credential.envelope, record_key)?;
 
     if needs_refresh(&payload, now) {
-        payload = refresh::refresh(state, credential, &record_key, payload, now).await?;
+        payload = refresh::refresh(state, credential, record_key, payload, now).await?;
     }
 
     forward::inject_query(&mut url, &payload.injection, &payload.secret)?;

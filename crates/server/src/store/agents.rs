@@ -121,6 +121,7 @@ impl Store {
         token_hash: &TokenHash,
         now: u64,
     ) -> Result<AgentRecord, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::None).await?;
         sqlx::query(
             "INSERT INTO agents (workspace_id, id, name, owner_member_id, token_hash, created_at)
@@ -248,6 +249,7 @@ impl Store {
         agent: AgentId,
         token_hash: &TokenHash,
     ) -> Result<bool, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::None).await?;
         let replaced = sqlx::query(
             "UPDATE agents SET token_hash = $3
@@ -271,6 +273,7 @@ impl Store {
         agent: AgentId,
         now: u64,
     ) -> Result<bool, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::None).await?;
         let found = sqlx::query(
             "UPDATE agents SET revoked_at = COALESCE(revoked_at, $3) WHERE workspace_id = $1 AND id = $2",
@@ -300,6 +303,7 @@ impl Store {
         &self,
         new: NewGrant,
     ) -> Result<Result<GrantRecord, GrantWriteError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let methods: Vec<&str> = new.methods.iter().map(Method::as_str).collect();
         let patterns: Vec<&str> = new.path_patterns.iter().map(PathPattern::as_str).collect();
         let encode = |v: &[&str]| {
@@ -408,6 +412,7 @@ impl Store {
         grant: GrantId,
         now: u64,
     ) -> Result<bool, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::None).await?;
         let found = sqlx::query(
             "UPDATE grants SET revoked_at = COALESCE(revoked_at, $3) WHERE workspace_id = $1 AND id = $2",

@@ -13,7 +13,7 @@ use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
 use super::nonces::as_i64;
-use super::{Lock, Store, StoreError};
+use super::{Backend, Lock, Store, StoreError};
 use crate::audit::{
     AuditEvent, AuditKind, BrokenLink, ChainRecord, ChainSummary, ChainVerifier, Decision,
     GENESIS_HASH, canonical_record, chain_hash,
@@ -122,59 +122,120 @@ impl From<StoredAuditRecord> for ChainRecord {
 }
 
 impl Store {
-    /// Appends `events` in one transaction, each at the end of its workspace's chain.
+    /// Appends `events` atomically on a pooled connection, reading every chain head first (the
+    /// audit writer keeps its own connection and heads; see [`Store::append_audit_batch`]).
+    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<AppendedBatch, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        self.append_audit_batch(&mut connection, events, &HashMap::new()).await
+    }
+
+    /// Appends `events` atomically, each at the end of its workspace's chain.
+    ///
+    /// With `known` holding the head of every workspace in the batch (the writer's own record
+    /// of what it last committed), the batch is one multi-row `INSERT` in autocommit: a single
+    /// statement, so a single round trip to the database, and atomic. The table's trigger still
+    /// checks every row against the stored chain, so if `known` is stale (another writer
+    /// appended, or rows were tampered with) the statement fails as a whole and the batch is
+    /// retried the careful way: one transaction that takes every workspace's write lock, reads
+    /// each head, inserts and commits. PostgreSQL always takes the careful way.
     pub async fn append_audit_batch(
         &self,
+        connection: &mut sqlx::AnyConnection,
         events: &[AuditEvent],
+        known: &HashMap<WorkspaceId, ChainHead>,
     ) -> Result<AppendedBatch, StoreError> {
-        let mut tx = self.begin_unscoped(Lock::Workspace).await?;
-        let mut workspaces: Vec<WorkspaceId> = events.iter().map(|e| e.workspace).collect();
-        workspaces.sort_unstable();
-        workspaces.dedup();
-        for workspace in &workspaces {
+        // The fast path is SQLite's: there row-level security does not apply, so one statement
+        // may carry rows of several workspaces. PostgreSQL's policies admit one workspace per
+        // transaction setting, so it always takes the careful path.
+        if self.backend == Backend::Sqlite
+            && !events.is_empty()
+            && events.iter().all(|e| known.contains_key(&e.workspace))
+        {
+            let mut heads = known.clone();
+            let heads_before: Vec<ChainHead> = distinct_workspaces(events)
+                .filter_map(|workspace| known.get(&workspace).copied())
+                .collect();
+            let rows = chain_rows(events, &mut heads);
+            let mut insert = sqlx::QueryBuilder::<sqlx::Any>::new(
+                "INSERT INTO audit_log (workspace_id, seq, at_ms, record, prev_hash, hash) ",
+            );
+            insert.push_values(&rows, |mut values, row| {
+                values
+                    .push_bind(row.workspace.to_string())
+                    .push_bind(as_i64(row.seq))
+                    .push_bind(as_i64(row.at_ms))
+                    .push_bind(row.record.as_str())
+                    .push_bind(&row.prev_hash[..])
+                    .push_bind(&row.hash[..]);
+            });
+            match insert.build().execute(&mut *connection).await {
+                Ok(_) => {
+                    let heads_after = heads_before
+                        .iter()
+                        .filter_map(|b| heads.get(&b.workspace).copied())
+                        .collect();
+                    return Ok(AppendedBatch {
+                        seqs: rows.iter().map(|r| r.seq).collect(),
+                        heads_before,
+                        heads_after,
+                    });
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "audit fast append refused; re-reading the chain heads");
+                }
+            }
+        }
+
+        let mut tx = match self.backend {
+            Backend::Sqlite => {
+                sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE").await?
+            }
+            Backend::Postgres => sqlx::Connection::begin(&mut *connection).await?,
+        };
+        // Every workspace's write lock, in a fixed order (two writers cannot deadlock), before
+        // any head is read.
+        let mut locked: Vec<WorkspaceId> = distinct_workspaces(events).collect();
+        locked.sort_unstable();
+        for workspace in &locked {
             self.enter(&mut tx, *workspace, Lock::Workspace).await?;
         }
-        let mut current = workspaces.last().copied();
+        let mut current = locked.last().copied();
         let mut heads: HashMap<WorkspaceId, ChainHead> = HashMap::new();
         let mut heads_before = Vec::new();
-        let mut seqs = Vec::with_capacity(events.len());
-        for event in events {
-            if current != Some(event.workspace) {
-                self.enter(&mut tx, event.workspace, Lock::None).await?;
-                current = Some(event.workspace);
+        for workspace in distinct_workspaces(events) {
+            if current != Some(workspace) {
+                self.enter(&mut tx, workspace, Lock::None).await?;
+                current = Some(workspace);
             }
-            let head = match heads.get_mut(&event.workspace) {
-                Some(head) => head,
-                None => {
-                    let head = read_head(&mut tx, event.workspace).await?;
-                    heads_before.push(head);
-                    heads.entry(event.workspace).or_insert(head)
-                }
-            };
-            let seq = head.seq + 1;
-            let record = canonical_record(event, seq);
-            let hash = chain_hash(&head.hash, record.as_bytes());
+            let head = read_head(&mut tx, workspace).await?;
+            heads_before.push(head);
+            heads.insert(workspace, head);
+        }
+        let rows = chain_rows(events, &mut heads);
+        for row in &rows {
+            if current != Some(row.workspace) {
+                self.enter(&mut tx, row.workspace, Lock::None).await?;
+                current = Some(row.workspace);
+            }
             sqlx::query(
                 "INSERT INTO audit_log (workspace_id, seq, at_ms, record, prev_hash, hash)
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(event.workspace.to_string())
-            .bind(as_i64(seq))
-            .bind(as_i64(event.at_ms))
-            .bind(&record)
-            .bind(&head.hash[..])
-            .bind(&hash[..])
+            .bind(row.workspace.to_string())
+            .bind(as_i64(row.seq))
+            .bind(as_i64(row.at_ms))
+            .bind(&row.record)
+            .bind(&row.prev_hash[..])
+            .bind(&row.hash[..])
             .execute(&mut *tx)
             .await?;
-            *head = ChainHead { workspace: event.workspace, seq, hash };
-            seqs.push(seq);
         }
         tx.commit().await?;
         let heads_after = heads_before
             .iter()
             .filter_map(|before| heads.get(&before.workspace).copied())
             .collect();
-        Ok(AppendedBatch { seqs, heads_before, heads_after })
+        Ok(AppendedBatch { seqs: rows.iter().map(|r| r.seq).collect(), heads_before, heads_after })
     }
 
     /// Up to `query.limit` records of `workspace` matching `query`, in its order.
@@ -249,12 +310,56 @@ impl Store {
     }
 }
 
-async fn read_head(tx: &mut super::Tx, workspace: WorkspaceId) -> Result<ChainHead, StoreError> {
+/// One record ready to insert.
+struct ChainRow {
+    workspace: WorkspaceId,
+    seq: u64,
+    at_ms: u64,
+    record: String,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+}
+
+/// Chains `events` onto `heads` (every event's workspace must have an entry), advancing them.
+fn chain_rows(events: &[AuditEvent], heads: &mut HashMap<WorkspaceId, ChainHead>) -> Vec<ChainRow> {
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let head = heads.entry(event.workspace).or_insert(ChainHead {
+            workspace: event.workspace,
+            seq: 0,
+            hash: GENESIS_HASH,
+        });
+        let seq = head.seq + 1;
+        let record = canonical_record(event, seq);
+        let hash = chain_hash(&head.hash, record.as_bytes());
+        rows.push(ChainRow {
+            workspace: event.workspace,
+            seq,
+            at_ms: event.at_ms,
+            record,
+            prev_hash: head.hash,
+            hash,
+        });
+        *head = ChainHead { workspace: event.workspace, seq, hash };
+    }
+    rows
+}
+
+/// The workspaces of `events`, each once, in order of first appearance.
+fn distinct_workspaces(events: &[AuditEvent]) -> impl Iterator<Item = WorkspaceId> + '_ {
+    let mut seen = std::collections::HashSet::new();
+    events.iter().map(|e| e.workspace).filter(move |w| seen.insert(*w))
+}
+
+async fn read_head(
+    connection: &mut sqlx::AnyConnection,
+    workspace: WorkspaceId,
+) -> Result<ChainHead, StoreError> {
     let row = sqlx::query(
         "SELECT seq, hash FROM audit_log WHERE workspace_id = $1 ORDER BY seq DESC LIMIT 1",
     )
     .bind(workspace.to_string())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *connection)
     .await?;
     let Some(row) = row else {
         return Ok(ChainHead { workspace, seq: 0, hash: GENESIS_HASH });

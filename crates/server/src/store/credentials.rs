@@ -362,6 +362,7 @@ impl Store {
         &self,
         new: NewCredential,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let ws = new.workspace.to_string();
         let owner = owner_column(new.owner);
         let version = new.envelope.key_version();
@@ -434,6 +435,7 @@ impl Store {
         id: CredentialId,
         update: CredentialUpdate,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let version = update.envelope.key_version();
         let updated = sqlx::query(
@@ -500,6 +502,7 @@ impl Store {
         expected_revision: Option<u64>,
         now: u64,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::None).await?;
         let done = sqlx::query(
             "UPDATE credentials SET status = $3, updated_at = $4, revision = revision + 1
@@ -529,6 +532,7 @@ impl Store {
         id: CredentialId,
         now: u64,
     ) -> Result<bool, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::None).await?;
         let deleted = sqlx::query("DELETE FROM credentials WHERE workspace_id = $1 AND id = $2")
             .bind(workspace.to_string())
@@ -563,6 +567,7 @@ impl Store {
         expires_hint: Option<u64>,
         now: u64,
     ) -> Result<bool, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         if previous.key_version() != next.key_version() {
             return Ok(false);
         }
@@ -604,6 +609,7 @@ impl Store {
         &self,
         rotation: Rotation,
     ) -> Result<Result<(), RotationRefused>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let ws = rotation.workspace.to_string();
         let owner = rotation.scope.owner_column();
         let (from, to) = (i64::from(rotation.from.get()), i64::from(rotation.to.get()));

@@ -267,6 +267,7 @@ impl Store {
     /// Redeems an invite: creates the member (for a new-member invite) and the device, and marks
     /// the invite used, all in one transaction.
     pub async fn join(&self, join: Join) -> Result<Result<Joined, JoinError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         // The code is all the caller has: the lookup names the workspace to lock and read.
         let workspace = sqlx::query_scalar::<_, String>(
             "SELECT workspace_id FROM invite_workspaces WHERE code_hash = $1",
@@ -586,6 +587,7 @@ impl Store {
         device: DeviceId,
         now: u64,
     ) -> Result<Result<(), MembershipError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
         let id = device.to_string();
@@ -623,6 +625,7 @@ impl Store {
         member: MemberId,
         now: u64,
     ) -> Result<Result<u64, MembershipError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
         let id = member.to_string();
@@ -671,6 +674,7 @@ impl Store {
         member: MemberId,
         role: Role,
     ) -> Result<Result<(), MembershipError>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
         let changed = sqlx::query(

@@ -19,6 +19,7 @@ pub mod agents;
 pub mod audit;
 pub mod credentials;
 pub mod devices;
+pub(crate) mod hot;
 pub mod members;
 pub mod nonces;
 pub mod policies;
@@ -26,6 +27,7 @@ pub mod workspaces;
 
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use latchkey_core::ids::WorkspaceId;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -111,6 +113,8 @@ impl Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    /// The proxy's read cache of agents, credentials, devices and grants (see [`hot`]).
+    pub(crate) hot: Arc<hot::HotCache>,
 }
 
 impl Store {
@@ -154,7 +158,7 @@ impl Store {
             .connect_with(options)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool, backend: Backend::Sqlite })
+        Ok(Self { pool, backend: Backend::Sqlite, hot: Arc::default() })
     }
 
     /// Opens PostgreSQL at `url` as the broker's service role.
@@ -178,7 +182,7 @@ impl Store {
             owner.close().await;
         }
         check_postgres(&pool).await?;
-        Ok(Self { pool, backend: Backend::Postgres })
+        Ok(Self { pool, backend: Backend::Postgres, hot: Arc::default() })
     }
 
     /// Which database this store runs on.
@@ -220,7 +224,7 @@ impl Store {
     /// locks several workspaces must enter them in a fixed order, or two could deadlock.
     pub(crate) async fn enter(
         &self,
-        tx: &mut Tx,
+        tx: &mut sqlx::AnyConnection,
         workspace: WorkspaceId,
         lock: Lock,
     ) -> Result<(), StoreError> {
@@ -235,7 +239,7 @@ impl Store {
                         pg_advisory_xact_lock(27755, hashtext($1))::text"
             }
         };
-        sqlx::query(statement).bind(workspace.to_string()).execute(&mut **tx).await?;
+        sqlx::query(statement).bind(workspace.to_string()).execute(&mut *tx).await?;
         Ok(())
     }
 }

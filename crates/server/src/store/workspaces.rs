@@ -42,6 +42,7 @@ impl Store {
         &self,
         new: NewWorkspace,
     ) -> Result<Result<(), IdTaken>, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(new.workspace, Lock::Workspace).await?;
         // Device ids are unique across workspaces: the lookup sees every workspace's.
         let taken = sqlx::query_scalar::<_, i64>(

@@ -1,0 +1,600 @@
+//! The command line, as clap types. `latchkey --help` is generated from these doc comments
+//! (and [`ABOUT`] for the top level).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `latchkey --help`: what Latchkey is, and a first session.
+const ABOUT: &str = "\
+Latchkey: let AI agents call GitHub, OpenAI, Slack and other APIs
+without ever holding their keys.
+
+Your keys stay on your devices (in the OS keychain); the broker stores
+only ciphertext it cannot open; agents get a placeholder token. Each
+call goes through the broker, which needs a capability signed by one of
+your devices and a policy that allows it, and every attempt is written
+to a tamper-evident audit log.
+
+The commands, by what you are doing:
+
+  set up        workspace, invite, device, member
+  connect APIs  provider, credential
+  give access   agent, grant, capability, policy, proxy, run
+  oversee       audit, rotate, recovery
+
+A first session:
+
+  latchkey workspace create --broker http://127.0.0.1:8740 \\
+      --name Acme --member-name Ada
+  latchkey provider list llm
+  latchkey credential add --name openai --provider openai
+  latchkey agent create ci-bot
+  latchkey grant create --agent <agent id> --credential openai \\
+      --method GET --method POST --path '/v1/**' --for 8h
+  latchkey recovery export --out latchkey-recovery.txt";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(about = "Latchkey: let AI agents call APIs without ever holding their keys.", long_about = ABOUT)]
+#[command(name = "latchkey", version, propagate_version = true)]
+#[command(after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// Profile: keeps real, development and test data apart (each has its own keys and settings).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_PROFILE",
+        hide_env_values = true,
+        value_name = "NAME"
+    )]
+    pub(crate) profile: Option<String>,
+    /// Where profile settings live (default: the platform's configuration directory).
+    #[arg(
+        long,
+        global = true,
+        env = "LATCHKEY_CONFIG_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
+    pub(crate) config_dir: Option<PathBuf>,
+    /// Where this device's keys live: the OS keychain, or a passphrase-encrypted file for
+    /// headless machines (passphrase from LATCHKEY_KEYSTORE_PASSPHRASE or a prompt).
+    #[arg(long, global = true, env = "LATCHKEY_KEY_STORE", hide_env_values = true, value_enum, default_value_t = KeyStoreChoice::Os)]
+    pub(crate) key_store: KeyStoreChoice,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Documented exit codes, shown at the end of `--help`.
+pub(crate) const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  error (the message says what to do)
+  2  usage error
+  3  not found
+  4  refused by the broker (permission, signature, conflict)
+  5  the broker could not be reached
+  6  the key store is unavailable or locked";
+
+/// Key store choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum KeyStoreChoice {
+    /// The OS keychain (Secret Service on Linux).
+    Os,
+    /// An Argon2id-encrypted file next to the profile settings.
+    File,
+}
+
+/// Top-level commands, grouped by noun.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or join a workspace, or show the one this device is enrolled in.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
+    /// Invite a member or another device of a member.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Admit a device after comparing fingerprints, receive keys, list and remove devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// List members, change a member's role, remove a member.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Find providers in the catalog: API base, hosts, how the key is injected.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+    /// Store API keys (sealed on this device); list, show, change, switch off and remove them.
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+    /// Create, list, revoke agents and regenerate their tokens.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Give an agent standing access to a credential, list and revoke grants.
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Issue a capability for one request of an agent.
+    #[command(subcommand)]
+    Capability(CapabilityCommand),
+    /// The workspace's Cedar policies: list, set, remove, and check a call against them.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Run a loopback proxy for local agents, which call it with their token.
+    ///
+    /// The proxy adds the capabilities this device issues for it; the grants behind them are
+    /// revoked when it stops.
+    Proxy {
+        #[command(flatten)]
+        access: LocalAccess,
+        /// Where to listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8742")]
+        listen: std::net::SocketAddr,
+    },
+    /// Run a command as an agent, through a private local proxy.
+    ///
+    /// For the command's lifetime a local proxy serves the given credentials; the command's
+    /// environment points SDKs at it (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, GITHUB_API_URL and
+    /// LATCHKEY_{NAME}_URL) with the agent token (from LATCHKEY_AGENT_TOKEN) where they expect a
+    /// key. The grants are revoked afterwards; the exit status is passed through.
+    Run {
+        #[command(flatten)]
+        access: LocalAccess,
+        /// The command and its arguments.
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Read the workspace's audit log, verify its chain on this device, export it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Rotate the workspace key (admins) or your own key, with a progress bar.
+    ///
+    /// Every credential is re-sealed and verified on this device, then swapped at the broker in
+    /// one step. Safe to interrupt and run again: the next run finishes the same rotation.
+    Rotate {
+        /// Which key.
+        #[arg(long, value_enum, default_value_t = ScopeChoice::Shared)]
+        scope: ScopeChoice,
+    },
+    /// Export this device's keys into a passphrase-sealed recovery kit, or import one.
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `latchkey workspace ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkspaceCommand {
+    /// Create a workspace with this device as its first admin.
+    Create {
+        /// The broker's URL (https, or http on loopback).
+        #[arg(long)]
+        broker: String,
+        /// The workspace's name.
+        #[arg(long)]
+        name: String,
+        /// Your name as other members see it.
+        #[arg(long)]
+        member_name: String,
+        /// This device's name.
+        #[arg(long, default_value = "this device")]
+        device_name: String,
+    },
+    /// Join a workspace with an invite code (from a prompt, or stdin with --code-stdin).
+    ///
+    /// Shows this device's fingerprint: the admitting member compares it with
+    /// `latchkey device admit`, then you run `latchkey device receive-keys`.
+    Join {
+        /// The broker's URL (https, or http on loopback).
+        #[arg(long)]
+        broker: String,
+        /// Your name as other members see it (an invite for a new member).
+        #[arg(long, required_unless_present = "device_of")]
+        member_name: Option<String>,
+        /// Join as another device of this existing member (an invite for a device).
+        #[arg(long, value_name = "MEMBER ID", conflicts_with = "member_name")]
+        device_of: Option<String>,
+        /// This device's name.
+        #[arg(long, default_value = "this device")]
+        device_name: String,
+        /// Read the invite code from standard input instead of a prompt.
+        #[arg(long)]
+        code_stdin: bool,
+    },
+    /// Show the workspace, member and device of this profile, and the device's fingerprint.
+    Show,
+}
+
+/// `latchkey device ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeviceCommand {
+    /// List the workspace's active devices, with their fingerprints.
+    List,
+    /// Give a device that joined its keys, after checking its fingerprint.
+    ///
+    /// The device gets the workspace key (and your member key, if it is yours) only if the
+    /// fingerprint of its keys, as the broker hands them over, is the one shown on its screen.
+    Admit {
+        /// The new device's id (from `latchkey device list`).
+        id: String,
+        /// The fingerprint shown on the new device, as read from its screen.
+        #[arg(long)]
+        fingerprint: String,
+    },
+    /// On a device that joined: store the keys sent to it, after confirming the sender.
+    ///
+    /// Only keys signed by the device whose fingerprint you type (shown on its screen when it
+    /// admitted this one) are opened and stored.
+    ReceiveKeys {
+        /// The admitting device's fingerprint.
+        #[arg(long = "from", value_name = "FINGERPRINT")]
+        from: String,
+    },
+    /// Remove a device (yours, or any device for admins); it is refused from its next request.
+    Remove {
+        /// The device's id.
+        id: String,
+    },
+}
+
+/// `latchkey member ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum MemberCommand {
+    /// List the active members with their roles and devices.
+    List,
+    /// Remove a member and all their devices (admins).
+    Remove {
+        /// The member's id.
+        id: String,
+    },
+    /// Change a member's role (admins); the last admin cannot be demoted.
+    Role {
+        /// The member's id.
+        id: String,
+        /// The new role.
+        #[arg(value_enum)]
+        role: RoleChoice,
+    },
+}
+
+/// `latchkey capability ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum CapabilityCommand {
+    /// Issue a single-use capability: one request of one agent, within minutes.
+    ///
+    /// Nothing is registered at the broker; it refuses the capability after its first use.
+    Issue {
+        /// The agent's id.
+        #[arg(long)]
+        agent: String,
+        /// The credential's name.
+        #[arg(long)]
+        credential: String,
+        /// The request's method.
+        #[arg(long)]
+        method: String,
+        /// The request's path (e.g. `/v1/models`).
+        #[arg(long)]
+        path: String,
+        /// How long it stays usable: e.g. `90s`, `5m` (at most 15 minutes).
+        #[arg(long = "for", default_value = "5m", value_name = "DURATION")]
+        duration: String,
+    },
+}
+
+/// `latchkey policy ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// List the workspace's policies (the defaults until an admin changes them).
+    List,
+    /// Create or replace a policy (admins).
+    ///
+    /// The broker validates it against the schema (docs/policy.md); a refused policy is shown
+    /// with each problem's line and column.
+    Set {
+        /// The policy's id: letters, digits, `.`, `_`, `-`.
+        id: String,
+        /// The file with the Cedar policy (`-` for standard input).
+        #[arg(long)]
+        file: PathBuf,
+        /// What it is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Store it switched off.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Delete a policy (admins); deleting the last one brings the defaults back.
+    Remove {
+        /// The policy's id.
+        id: String,
+    },
+    /// Would this call be allowed? Decided exactly as the proxy would, without making it.
+    Check {
+        /// The agent's id.
+        #[arg(long)]
+        agent: String,
+        /// The credential's name.
+        #[arg(long)]
+        credential: String,
+        /// The method.
+        #[arg(long)]
+        method: String,
+        /// The upstream path.
+        #[arg(long)]
+        path: String,
+        /// The upstream host (default: the credential's).
+        #[arg(long)]
+        host: Option<String>,
+        /// What would authorise the call.
+        #[arg(long, value_enum, default_value_t = GrantChoice::Standing)]
+        grant: GrantChoice,
+    },
+}
+
+/// What would authorise a checked call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GrantChoice {
+    /// A standing grant's capability.
+    Standing,
+    /// A single-use capability (what an approval gives).
+    SingleUse,
+    /// No capability.
+    None,
+}
+
+/// `latchkey invite ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum InviteCommand {
+    /// Create a one-time invite code (valid for a day).
+    Create {
+        /// Invite a new member with this role.
+        #[arg(long, value_enum, default_value_t = RoleChoice::Member, conflicts_with = "device_for")]
+        role: RoleChoice,
+        /// Invite another device of this member instead.
+        #[arg(long, value_name = "MEMBER ID")]
+        device_for: Option<String>,
+    },
+}
+
+/// Which key `rotate` rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ScopeChoice {
+    /// The workspace key and the shared credentials.
+    Shared,
+    /// Your member key and your personal credentials.
+    Member,
+}
+
+/// A member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RoleChoice {
+    /// Manages members, shared credentials and policies.
+    Admin,
+    /// Uses shared credentials and owns personal ones.
+    Member,
+}
+
+/// `latchkey credential ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum CredentialCommand {
+    /// Store an API key, sealed on this device before it is uploaded.
+    ///
+    /// The key is read from a hidden prompt (or stdin with --key-stdin), never from the command
+    /// line.
+    Add(AddCredential),
+    /// List the workspace's shared credentials and your own.
+    List,
+    /// Show one credential's metadata (never its secret).
+    Show {
+        /// The credential's name.
+        name: String,
+    },
+    /// Change a credential's name, base URL or allowed hosts; the secret stays as it is.
+    Update {
+        /// The credential's name.
+        name: String,
+        /// A new name (agents then call `/p/<new name>/...`).
+        #[arg(long)]
+        rename: Option<String>,
+        /// A new API base URL.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Allowed hosts, replacing the current ones (repeat for several).
+        #[arg(long = "allow-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
+    },
+    /// Switch a credential off: agents are refused from their next call.
+    Disable {
+        /// The credential's name.
+        name: String,
+    },
+    /// Switch a credential back on.
+    Enable {
+        /// The credential's name.
+        name: String,
+    },
+    /// Delete a credential; agents lose it at their next call.
+    Remove {
+        /// The credential's name.
+        name: String,
+    },
+}
+
+/// `latchkey credential add`
+#[derive(Debug, Args)]
+pub(crate) struct AddCredential {
+    /// The name agents use in `/p/<name>/...`.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The provider: a catalog id (`latchkey provider list`), or `custom-api-key`.
+    #[arg(long)]
+    pub(crate) provider: String,
+    /// The API base URL: only for custom and per-account providers (the catalog has the rest).
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+    /// A host the broker may send the key to (repeat for several); default: the provider's
+    /// hosts, or the base URL's host for a custom provider.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Custom providers: inject the key in this header (default `authorization: Bearer`).
+    #[arg(long, conflicts_with = "query")]
+    pub(crate) header: Option<String>,
+    /// Custom providers: text before the key in the header, e.g. `Bearer `.
+    #[arg(long, requires = "header")]
+    pub(crate) prefix: Option<String>,
+    /// Custom providers: inject the key as this query parameter instead.
+    #[arg(long)]
+    pub(crate) query: Option<String>,
+    /// Keep it personal (under your member key) instead of sharing it with the workspace.
+    #[arg(long)]
+    pub(crate) personal: bool,
+    /// Read the key from standard input instead of a prompt.
+    #[arg(long)]
+    pub(crate) key_stdin: bool,
+}
+
+/// What `proxy` and `run` grant the agent while they run.
+#[derive(Debug, Args)]
+pub(crate) struct LocalAccess {
+    /// The agent's id.
+    #[arg(long)]
+    pub(crate) agent: String,
+    /// A credential the agent may use (repeat for several).
+    #[arg(long = "credential", required = true, value_name = "NAME")]
+    pub(crate) credentials: Vec<String>,
+    /// An allowed method (repeat; default: all).
+    #[arg(long = "method", value_name = "METHOD")]
+    pub(crate) methods: Vec<String>,
+    /// An allowed path pattern (repeat; default: `/**`).
+    #[arg(long = "path", value_name = "PATTERN")]
+    pub(crate) paths: Vec<String>,
+    /// The longest the grants may last (they are revoked at exit anyway).
+    #[arg(long = "for", default_value = "8h", value_name = "DURATION")]
+    pub(crate) duration: String,
+}
+
+/// `latchkey audit ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// The newest records, filtered.
+    List {
+        /// Only this agent's records.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only records about this credential name.
+        #[arg(long)]
+        credential: Option<String>,
+        /// Only allowed or only denied calls.
+        #[arg(long, value_parser = ["allowed", "denied"])]
+        decision: Option<String>,
+        /// Only records of this kind, e.g. `proxy_attempt`, `agent_created`, `policy_changed`.
+        #[arg(long)]
+        kind: Option<String>,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Verify the chain: the broker's own check, and an independent one on this device over a
+    /// full export. Exit code 1 if either finds a break.
+    Verify,
+    /// Write the records to a file, oldest first.
+    Export {
+        /// `jsonl` (exact and verifiable) or `csv` (for spreadsheets).
+        #[arg(long, value_parser = ["jsonl", "csv"], default_value = "jsonl")]
+        format: String,
+        /// The file to create (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `latchkey provider ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProviderCommand {
+    /// List the catalog's providers, or those matching a search.
+    List {
+        /// Search words (id, name or keywords), e.g. `git` or `llm`.
+        query: Option<String>,
+    },
+}
+
+/// `latchkey agent ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum AgentCommand {
+    /// Create an agent; its token is printed this once.
+    Create {
+        /// The agent's name.
+        name: String,
+    },
+    /// List your agents (every agent, for admins), with their last use.
+    List,
+    /// Revoke an agent and all its grants.
+    Revoke {
+        /// The agent's id.
+        id: String,
+    },
+    /// Replace an agent's token (printed this once); the old one stops working at once.
+    Regenerate {
+        /// The agent's id.
+        id: String,
+    },
+}
+
+/// `latchkey grant ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum GrantCommand {
+    /// Give an agent standing access to a credential; prints the capability to hand to it.
+    Create {
+        /// The agent's id.
+        #[arg(long)]
+        agent: String,
+        /// The credential's name.
+        #[arg(long)]
+        credential: String,
+        /// An allowed method (repeat for several).
+        #[arg(long = "method", required = true, value_name = "METHOD")]
+        methods: Vec<String>,
+        /// An allowed path pattern, `*` for one segment, `**` for any rest (repeat for several).
+        #[arg(long = "path", required = true, value_name = "PATTERN")]
+        paths: Vec<String>,
+        /// How long it lasts: e.g. `30m`, `8h`, `7d` (at most 90 days).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+    },
+    /// List grants, of one agent or all you can see.
+    List {
+        /// Only this agent's grants.
+        #[arg(long)]
+        agent: Option<String>,
+    },
+    /// Revoke a grant; its capability is refused from the next call.
+    Revoke {
+        /// The grant's id.
+        id: String,
+    },
+}
+
+/// `latchkey recovery ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum RecoveryCommand {
+    /// Write this device's workspace and member keys to a recovery kit sealed with a passphrase
+    /// (from LATCHKEY_RECOVERY_PASSPHRASE or a prompt; at least 12 characters).
+    Export {
+        /// The file to create (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Import a recovery kit into this enrolled device; stored keys are never replaced.
+    Import {
+        /// The kit file.
+        file: PathBuf,
+    },
+}

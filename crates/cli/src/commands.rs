@@ -1,0 +1,976 @@
+//! One function per command, each a thin layer over `latchkey_client`.
+
+use std::io::{Read as _, Write as _};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use latchkey_client::access::{
+    CredentialChanges, GrantTerms, NewApiKey, SingleUseTerms, add_api_key, find_credential,
+    grant_standing, issue_single_use, set_credential_status, update_credential,
+};
+use latchkey_client::api::{
+    AuditFilter, BrokerClient, CredentialInfo, CredentialStatus, InviteFor, Role,
+};
+use latchkey_client::audit::verify_export;
+use latchkey_client::catalog::Catalog;
+use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
+use latchkey_client::profile::{Profile, ProfileName};
+use latchkey_client::recovery::{export_kit, import_kit};
+use latchkey_client::rotation::{RotationProgress, RotationScope, rotate};
+use latchkey_client::workspace::{broker_client, create_workspace, own_fingerprint};
+use latchkey_core::capability::Method;
+use latchkey_core::ids::{AgentId, GrantId, MemberId};
+use latchkey_core::payload::Injection;
+use latchkey_core::secret::SecretBytes;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::cli::{
+    AddCredential, AgentCommand, AuditCommand, CapabilityCommand, Cli, Command, CredentialCommand,
+    GrantCommand, InviteCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice,
+    ScopeChoice, WorkspaceCommand,
+};
+use crate::people::{Join, device, join, member};
+use crate::policy::policy;
+
+/// Something the user named does not exist (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct NotFound(pub String);
+
+/// Environment variable with the encrypted key file's passphrase (for scripts and CI).
+const KEYSTORE_PASSPHRASE_ENV: &str = "LATCHKEY_KEYSTORE_PASSPHRASE";
+/// Environment variable with a recovery kit's passphrase.
+const RECOVERY_PASSPHRASE_ENV: &str = "LATCHKEY_RECOVERY_PASSPHRASE";
+
+/// Runs one parsed command line.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output { json: cli.json };
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "latchkey", &mut std::io::stdout());
+        return Ok(());
+    }
+    let profile = profile(&cli)?;
+    let choice = cli.key_store;
+    match cli.command {
+        Command::Workspace(WorkspaceCommand::Create { broker, name, member_name, device_name }) => {
+            let store = key_store(&profile, choice, true)?;
+            let broker = broker.parse().context("--broker")?;
+            let created =
+                create_workspace(&profile, &store, &broker, &name, &member_name, &device_name)
+                    .await?;
+            out.value(
+                &json!({
+                    "workspace": created.workspace, "member": created.member,
+                    "device": created.device, "fingerprint": created.fingerprint.to_string(),
+                }),
+                &format!(
+                    "Created workspace {name} ({}). You are its admin.\nThis device's fingerprint: {}\nCompare it when you admit other devices.",
+                    created.workspace, created.fingerprint
+                ),
+            )
+        }
+        Command::Workspace(WorkspaceCommand::Join {
+            broker,
+            member_name,
+            device_of,
+            device_name,
+            code_stdin,
+        }) => {
+            join(
+                &profile,
+                choice,
+                &out,
+                Join { broker, member_name, device_of, device_name, code_stdin },
+            )
+            .await
+        }
+        Command::Device(command) => device(&profile, choice, &out, command).await,
+        Command::Member(command) => member(&profile, choice, &out, command).await,
+        Command::Policy(command) => policy(&profile, choice, &out, command).await,
+        Command::Credential(CredentialCommand::Show { name }) => {
+            let client = client(&profile, choice).await?;
+            let credential = find_credential(&client, &name).await?;
+            out.value(&serde_json::to_value(&credential)?, &credential_text(&credential))
+        }
+        Command::Credential(CredentialCommand::Update {
+            name,
+            rename,
+            base_url,
+            allowed_hosts,
+        }) => {
+            if rename.is_none() && base_url.is_none() && allowed_hosts.is_empty() {
+                bail!("nothing to change: pass --rename, --base-url or --allow-host");
+            }
+            let client = client(&profile, choice).await?;
+            let base_url = base_url.map(|b| b.trim_end_matches('/').to_owned());
+            let changes = CredentialChanges {
+                name: rename.as_deref(),
+                base_url: base_url.as_deref(),
+                allowed_hosts: (!allowed_hosts.is_empty()).then_some(allowed_hosts.as_slice()),
+                ..CredentialChanges::default()
+            };
+            let updated = update_credential(&client, &name, &changes).await?;
+            out.value(
+                &serde_json::to_value(&updated)?,
+                &format!("Updated {} (revision {}).", updated.name, updated.revision),
+            )
+        }
+        Command::Credential(CredentialCommand::Disable { name }) => {
+            let client = client(&profile, choice).await?;
+            let updated = set_credential_status(&client, &name, CredentialStatus::Disabled).await?;
+            out.value(
+                &serde_json::to_value(&updated)?,
+                &format!("Switched {name} off; agents are refused from their next call."),
+            )
+        }
+        Command::Credential(CredentialCommand::Enable { name }) => {
+            let client = client(&profile, choice).await?;
+            let updated = set_credential_status(&client, &name, CredentialStatus::Active).await?;
+            out.value(&serde_json::to_value(&updated)?, &format!("Switched {name} on."))
+        }
+        Command::Agent(AgentCommand::Regenerate { id }) => {
+            let id = parse_id::<AgentId>(&id, "agent")?;
+            let renewed = client(&profile, choice).await?.regenerate_agent_token(id).await?;
+            let token = renewed.token.expose_secret();
+            out.value(
+                &json!({"agent": renewed.agent, "token": token}),
+                &format!(
+                    "New token for agent {} ({}), shown once; the old one no longer works:\n{token}",
+                    renewed.agent.name, renewed.agent.id
+                ),
+            )
+        }
+        Command::Capability(CapabilityCommand::Issue {
+            agent,
+            credential,
+            method,
+            path,
+            duration,
+        }) => {
+            let store = key_store(&profile, choice, false)?;
+            let capability = issue_single_use(
+                &profile,
+                &store,
+                SingleUseTerms {
+                    agent: parse_id::<AgentId>(&agent, "agent")?,
+                    credential: &credential,
+                    method: parse_method(&method)?,
+                    path: &path,
+                    lifetime_secs: parse_duration(&duration)?,
+                },
+            )
+            .await?;
+            let text = capability.expose_secret();
+            out.value(
+                &json!({"capability": text}),
+                &format!(
+                    "A capability for one {} {path} via {credential}; give it to the agent in a `Latchkey-Capability` header:\n{text}",
+                    method.to_ascii_uppercase()
+                ),
+            )
+        }
+        Command::Workspace(WorkspaceCommand::Show) => {
+            let config = profile.load_config()?;
+            let store = key_store(&profile, choice, false)?;
+            let fingerprint = own_fingerprint(&profile, &store).await?;
+            out.value(
+                &json!({
+                    "broker": config.broker_url.as_str(), "workspace": config.workspace,
+                    "member": config.member, "device": config.device,
+                    "fingerprint": fingerprint.to_string(),
+                    "workspace_key_version": config.workspace_key_version,
+                    "member_key_version": config.member_key_version,
+                }),
+                &format!(
+                    "broker       {}\nworkspace    {}\nmember       {}\ndevice       {}\nfingerprint  {fingerprint}",
+                    config.broker_url.as_str(), config.workspace, config.member, config.device
+                ),
+            )
+        }
+        Command::Invite(InviteCommand::Create { role, device_for }) => {
+            let client = client(&profile, choice).await?;
+            let invite_for = match device_for {
+                Some(member) => InviteFor::Device(parse_id::<MemberId>(&member, "member")?),
+                None => InviteFor::NewMember(match role {
+                    RoleChoice::Admin => Role::Admin,
+                    RoleChoice::Member => Role::Member,
+                }),
+            };
+            let invite = client.create_invite(invite_for, None).await?;
+            out.value(
+                &json!({"code": invite.code.expose_secret(), "expires_at": invite.expires_at}),
+                &format!(
+                    "Invite code (one use, shown once): {}\nThe new device joins with it, then you compare fingerprints.",
+                    invite.code.expose_secret()
+                ),
+            )
+        }
+        Command::Credential(CredentialCommand::Add(add)) => {
+            let store = key_store(&profile, choice, false)?;
+            let (base_url, allowed_hosts, injection) = credential_target(&add)?;
+            let key = read_key(add.key_stdin)?;
+            let stored = add_api_key(
+                &profile,
+                &store,
+                NewApiKey {
+                    name: &add.name,
+                    provider: &add.provider,
+                    base_url: base_url.as_str().trim_end_matches('/'),
+                    allowed_hosts: &allowed_hosts,
+                    injection,
+                    shared: !add.personal,
+                    key,
+                },
+            )
+            .await?;
+            out.value(
+                &serde_json::to_value(&stored)?,
+                &format!(
+                    "Stored {} ({}); agents call it at /p/{}/...",
+                    stored.name, stored.id, stored.name
+                ),
+            )
+        }
+        Command::Audit(AuditCommand::List { agent, credential, decision, kind, limit }) => {
+            let filter = AuditFilter {
+                agent: agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?,
+                credential,
+                decision,
+                kind,
+                limit: Some(limit),
+                ..AuditFilter::default()
+            };
+            let records = client(&profile, choice).await?.audit(&filter).await?;
+            let lines: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    let field = |name: &str| {
+                        r.record.get(name).and_then(|v| v.as_str()).unwrap_or("-").to_owned()
+                    };
+                    format!(
+                        "{:>6}  {:<16} {:<8} {:<16} {} {}{}",
+                        r.seq,
+                        field("kind"),
+                        field("decision"),
+                        field("credential_name"),
+                        field("method"),
+                        field("host"),
+                        field("path"),
+                    )
+                })
+                .collect();
+            out.list(&serde_json::to_value(&records)?, &lines, "No audit records match.")
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let client = client(&profile, choice).await?;
+            let broker = client.audit_verify().await?;
+            let export = client.audit_export(false, &AuditFilter::default()).await?;
+            let local = verify_export(&export);
+            let value = json!({
+                "broker": broker,
+                "local": match &local {
+                    Ok(chain) => json!({"ok": true, "records": chain.records, "head": chain.head}),
+                    Err(broken) => json!({"ok": false, "first_broken_seq": broken.seq, "reason": broken.reason}),
+                },
+            });
+            let agree = match &local {
+                Ok(chain) => broker.ok && broker.head.as_deref() == Some(chain.head.as_str()),
+                Err(_) => false,
+            };
+            let text = match &local {
+                Ok(chain) if agree => format!("The audit chain verifies: {} records, head {}.", chain.records, chain.head),
+                Ok(_) => "The broker's verdict and this device's check disagree: treat the log as altered.".to_owned(),
+                Err(broken) => broken.to_string(),
+            };
+            out.value(&value, &text)?;
+            if agree { Ok(()) } else { bail!("the audit chain does not verify") }
+        }
+        Command::Audit(AuditCommand::Export { format, out: path }) => {
+            let text = client(&profile, choice)
+                .await?
+                .audit_export(format == "csv", &AuditFilter::default())
+                .await?;
+            create_new_file(&path, text.as_bytes())?;
+            out.value(
+                &json!({"path": path, "bytes": text.len()}),
+                &format!("Wrote the audit log to {}.", path.display()),
+            )
+        }
+        Command::Proxy { access, listen } => {
+            if !listen.ip().is_loopback() {
+                bail!("the local proxy listens on loopback only (127.0.0.1 or ::1), not {listen}");
+            }
+            let store = key_store(&profile, choice, false)?;
+            let local = LocalSession::open(&profile, &store, &access).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let result = local.serve(listener).await;
+            match result {
+                Ok((proxy, session)) => {
+                    out.value(
+                        &json!({"listen": proxy.address(), "credentials": access.credentials}),
+                        &format!(
+                            "Local proxy on http://{} for {}; agents call /p/<credential>/... with their token. Ctrl-C stops it and revokes its grants.",
+                            proxy.address(),
+                            access.credentials.join(", ")
+                        ),
+                    )?;
+                    shutdown_signal().await;
+                    proxy.stop().await;
+                    session.close().await
+                }
+                Err(error) => Err(error),
+            }
+        }
+        Command::Run { access, command } => {
+            let token = std::env::var("LATCHKEY_AGENT_TOKEN").context(
+                "set LATCHKEY_AGENT_TOKEN to the agent's token (it is passed to the command where its SDKs expect a key)",
+            )?;
+            let token = Zeroizing::new(token);
+            let store = key_store(&profile, choice, false)?;
+            let local = LocalSession::open(&profile, &store, &access).await?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("cannot listen on loopback")?;
+            let (proxy, session) = local.serve(listener).await?;
+            let base = format!("http://{}", proxy.address());
+            let mut child = tokio::process::Command::new(&command[0]);
+            child.args(&command[1..]).env("LATCHKEY_PROXY_URL", &base);
+            for credential in &session.credentials {
+                for (variable, value) in
+                    sdk_environment(&base, &credential.0, &credential.1, &token)
+                {
+                    child.env(variable, value);
+                }
+            }
+            let status =
+                child.status().await.with_context(|| format!("cannot run {:?}", command[0]));
+            proxy.stop().await;
+            session.close().await?;
+            let status = status?;
+            // The child's own code, or 128 + signal like a shell.
+            let code = status.code().unwrap_or(1);
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::Provider(ProviderCommand::List { query }) => {
+            let found = Catalog::builtin().search(query.as_deref().unwrap_or_default());
+            let value: Vec<_> = found
+                .iter()
+                .map(|p| {
+                    json!({
+                        "id": p.id, "name": p.name,
+                        "kind": p.kind.as_str(),
+                        "api_base_url": p.api_base_url, "allowed_hosts": p.allowed_hosts,
+                        "custom": p.custom, "account_specific": p.account_specific,
+                    })
+                })
+                .collect();
+            let lines: Vec<String> = found
+                .iter()
+                .map(|p| {
+                    let kind = if p.oauth().is_some() { "oauth" } else { "api key" };
+                    let base = p.api_base_url.as_ref().map_or("(your URL)", |u| u.as_str());
+                    format!("{:<18} {:<30} {kind:<8} {base}", p.id, p.name)
+                })
+                .collect();
+            out.list(&json!(value), &lines, "No provider matches; try fewer words.")
+        }
+        Command::Credential(CredentialCommand::List) => {
+            let credentials = client(&profile, choice).await?.credentials().await?;
+            let lines: Vec<String> = credentials
+                .iter()
+                .map(|c| {
+                    let owner = match c.owner {
+                        latchkey_core::ids::Owner::Shared => "shared",
+                        latchkey_core::ids::Owner::Member(_) => "personal",
+                    };
+                    format!(
+                        "{:<24} {:<14} {:<9} {:?} {}",
+                        c.name, c.provider, owner, c.status, c.upstream_base_url
+                    )
+                })
+                .collect();
+            out.list(
+                &serde_json::to_value(&credentials)?,
+                &lines,
+                "No credentials yet: add one with `latchkey credential add`.",
+            )
+        }
+        Command::Credential(CredentialCommand::Remove { name }) => {
+            let client = client(&profile, choice).await?;
+            let credential =
+                client.credentials().await?.into_iter().find(|c| c.name == name).ok_or_else(
+                    || {
+                        NotFound(format!(
+                            "no credential named {name:?}: see `latchkey credential list`"
+                        ))
+                    },
+                )?;
+            client.delete_credential(credential.id).await?;
+            out.value(
+                &json!({"deleted": credential.id}),
+                &format!("Deleted {name}; agents lose it at their next call."),
+            )
+        }
+        Command::Agent(AgentCommand::Create { name }) => {
+            let created = client(&profile, choice).await?.create_agent(&name).await?;
+            let token = created.token.expose_secret();
+            out.value(
+                &json!({"agent": created.agent, "token": token}),
+                &format!(
+                    "Created agent {} ({}).\nIts token, shown once (give it to the agent where its SDK takes an API key):\n{token}",
+                    created.agent.name, created.agent.id
+                ),
+            )
+        }
+        Command::Agent(AgentCommand::List) => {
+            let agents = client(&profile, choice).await?.agents().await?;
+            let lines: Vec<String> = agents
+                .iter()
+                .map(|a| {
+                    let state = if a.revoked_at.is_some() { "revoked" } else { "active" };
+                    let used = a
+                        .last_used_at
+                        .map_or_else(|| "never used".to_owned(), |t| format!("last used {t}"));
+                    format!("{}  {:<24} {state:<8} {used}", a.id, a.name)
+                })
+                .collect();
+            out.list(
+                &serde_json::to_value(&agents)?,
+                &lines,
+                "No agents yet: create one with `latchkey agent create <name>`.",
+            )
+        }
+        Command::Agent(AgentCommand::Revoke { id }) => {
+            let id = parse_id::<AgentId>(&id, "agent")?;
+            client(&profile, choice).await?.revoke_agent(id).await?;
+            out.value(&json!({"revoked": id}), &format!("Revoked agent {id} and all its grants."))
+        }
+        Command::Grant(GrantCommand::Create { agent, credential, methods, paths, duration }) => {
+            let store = key_store(&profile, choice, false)?;
+            let methods =
+                methods.iter().map(|m| parse_method(m)).collect::<anyhow::Result<Vec<_>>>()?;
+            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let issued = grant_standing(
+                &profile,
+                &store,
+                GrantTerms {
+                    agent: parse_id::<AgentId>(&agent, "agent")?,
+                    credential: &credential,
+                    methods: &methods,
+                    path_patterns: &paths,
+                    duration_secs: parse_duration(&duration)?,
+                },
+            )
+            .await?;
+            let capability = issued.capability.expose_secret();
+            out.value(
+                &json!({"grant": issued.grant, "capability": capability}),
+                &format!(
+                    "Granted until {} (grant {}).\nGive the agent this capability, in a `Latchkey-Capability` header or after its token and a `.`:\n{capability}",
+                    issued.grant.expires_at, issued.grant.id
+                ),
+            )
+        }
+        Command::Grant(GrantCommand::List { agent }) => {
+            let agent = agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?;
+            let grants = client(&profile, choice).await?.grants(agent).await?;
+            let lines: Vec<String> = grants
+                .iter()
+                .map(|g| {
+                    let state = if g.revoked_at.is_some() { "revoked" } else { "live" };
+                    format!(
+                        "{}  agent {}  {} {}  until {} {state}",
+                        g.id,
+                        g.agent,
+                        g.methods.join(","),
+                        g.path_patterns.join(","),
+                        g.expires_at
+                    )
+                })
+                .collect();
+            out.list(&serde_json::to_value(&grants)?, &lines, "No grants.")
+        }
+        Command::Grant(GrantCommand::Revoke { id }) => {
+            let id = parse_id::<GrantId>(&id, "grant")?;
+            client(&profile, choice).await?.revoke_grant(id).await?;
+            out.value(
+                &json!({"revoked": id}),
+                &format!("Revoked grant {id}; its capability is refused from the next call."),
+            )
+        }
+        Command::Recovery(RecoveryCommand::Export { out: path }) => {
+            let store = key_store(&profile, choice, false)?;
+            let passphrase =
+                passphrase(RECOVERY_PASSPHRASE_ENV, "Recovery kit passphrase (12+ characters): ")?;
+            let kit = export_kit(&profile, &store, passphrase).await?;
+            create_new_file(&path, kit.text.as_bytes())?;
+            out.value(
+                &json!({"path": path, "workspace_keys": kit.workspace_keys, "member_keys": kit.member_keys}),
+                &format!("Wrote the recovery kit to {}. Keep it and its passphrase apart.", path.display()),
+            )
+        }
+        Command::Recovery(RecoveryCommand::Import { file }) => {
+            let store = key_store(&profile, choice, false)?;
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?,
+            );
+            let passphrase = passphrase(RECOVERY_PASSPHRASE_ENV, "Recovery kit passphrase: ")?;
+            let imported = import_kit(&profile, &store, &text, passphrase).await?;
+            out.value(
+                &json!({"workspace_keys": imported.workspace_keys, "member_keys": imported.member_keys, "already_present": imported.already_present}),
+                &format!(
+                    "Imported {} workspace and {} member key versions ({} already here).",
+                    imported.workspace_keys.len(), imported.member_keys.len(), imported.already_present
+                ),
+            )
+        }
+        Command::Rotate { scope } => {
+            let store = key_store(&profile, choice, false)?;
+            let scope = match scope {
+                ScopeChoice::Shared => RotationScope::Shared,
+                ScopeChoice::Member => RotationScope::Member,
+            };
+            let show = !out.json;
+            let summary = rotate(&profile, &store, scope, &|step| {
+                if show {
+                    progress_line(step);
+                }
+            })
+            .await?;
+            out.value(
+                &json!({
+                    "from": summary.from, "to": summary.to, "credentials": summary.credentials,
+                    "devices": summary.devices, "resumed": summary.resumed,
+                }),
+                &if summary.resumed {
+                    format!("Finished an interrupted rotation: key version {} is current.", summary.to)
+                } else {
+                    format!(
+                        "Rotated to key version {}: {} credentials re-sealed, the new key sent to {} devices.",
+                        summary.to, summary.credentials, summary.devices
+                    )
+                },
+            )
+        }
+        Command::Completions { .. } => Ok(()),
+    }
+}
+
+/// Writes `bytes` to a file that must not exist yet: an export never overwrites anything.
+fn create_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// One progress line on stderr (stdout stays for the result).
+fn progress_line(step: RotationProgress) {
+    let line = match step {
+        RotationProgress::Resealed { done, total } => {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+            format!(
+                "[{}{}] {done}/{total} credentials re-sealed",
+                "#".repeat(filled),
+                "-".repeat(width - filled)
+            )
+        }
+        RotationProgress::Wrapped(devices) => format!("new key wrapped to {devices} devices"),
+        RotationProgress::Committed => "committed at the broker".to_owned(),
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Grants issued for one `proxy` or `run`, revoked when it ends.
+struct LocalSession {
+    client: BrokerClient,
+    broker: latchkey_client::api::BrokerUrl,
+    grants: Vec<GrantId>,
+    capabilities: std::collections::HashMap<String, latchkey_client::access::CapabilityText>,
+    /// (credential name, provider) of each credential served.
+    credentials: Vec<(String, String)>,
+}
+
+impl LocalSession {
+    async fn open(
+        profile: &Profile,
+        store: &SharedKeyStore,
+        access: &crate::cli::LocalAccess,
+    ) -> anyhow::Result<Self> {
+        let agent = parse_id::<AgentId>(&access.agent, "agent")?;
+        let methods = if access.methods.is_empty() {
+            vec![
+                Method::Get,
+                Method::Head,
+                Method::Post,
+                Method::Put,
+                Method::Patch,
+                Method::Delete,
+                Method::Options,
+            ]
+        } else {
+            access
+                .methods
+                .iter()
+                .map(|m| {
+                    Method::parse(&m.to_ascii_uppercase())
+                        .with_context(|| format!("unknown method {m:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let paths: Vec<&str> = if access.paths.is_empty() {
+            vec!["/**"]
+        } else {
+            access.paths.iter().map(String::as_str).collect()
+        };
+        let duration_secs = parse_duration(&access.duration)?;
+        let client = broker_client(profile, store).await?;
+        let listed = client.credentials().await?;
+        let mut session = Self {
+            broker: client.broker_url().clone(),
+            client,
+            grants: Vec::new(),
+            capabilities: std::collections::HashMap::new(),
+            credentials: Vec::new(),
+        };
+        for name in &access.credentials {
+            let issued = grant_standing(
+                profile,
+                store,
+                GrantTerms {
+                    agent,
+                    credential: name,
+                    methods: &methods,
+                    path_patterns: &paths,
+                    duration_secs,
+                },
+            )
+            .await;
+            let issued = match issued {
+                Ok(issued) => issued,
+                Err(error) => {
+                    session.close().await?;
+                    return Err(error.into());
+                }
+            };
+            session.grants.push(issued.grant.id);
+            let provider = listed
+                .iter()
+                .find(|c| &c.name == name)
+                .map(|c| c.provider.clone())
+                .unwrap_or_default();
+            session.credentials.push((name.clone(), provider));
+            session.capabilities.insert(name.clone(), issued.capability);
+        }
+        Ok(session)
+    }
+
+    async fn serve(
+        mut self,
+        listener: tokio::net::TcpListener,
+    ) -> anyhow::Result<(latchkey_client::local_proxy::LocalProxy, Self)> {
+        let capabilities = std::mem::take(&mut self.capabilities);
+        match latchkey_client::local_proxy::LocalProxy::start(
+            listener,
+            self.broker.clone(),
+            capabilities,
+        ) {
+            Ok(proxy) => Ok((proxy, self)),
+            Err(error) => {
+                self.close().await?;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Revokes every grant made for this session.
+    async fn close(self) -> anyhow::Result<()> {
+        for grant in &self.grants {
+            self.client.revoke_grant(*grant).await.with_context(|| {
+                format!(
+                    "could not revoke grant {grant}; revoke it with `latchkey grant revoke {grant}`"
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Environment variables that point a provider's official SDK at the local proxy, with the
+/// agent token where the SDK expects its key.
+fn sdk_environment(base: &str, name: &str, provider: &str, token: &str) -> Vec<(String, String)> {
+    let upper: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect();
+    let mut vars = vec![(format!("LATCHKEY_{upper}_URL"), format!("{base}/p/{name}"))];
+    match provider {
+        "openai" => {
+            vars.push(("OPENAI_BASE_URL".into(), format!("{base}/p/{name}/v1")));
+            vars.push(("OPENAI_API_KEY".into(), token.to_owned()));
+        }
+        "anthropic" => {
+            vars.push(("ANTHROPIC_BASE_URL".into(), format!("{base}/p/{name}")));
+            vars.push(("ANTHROPIC_API_KEY".into(), token.to_owned()));
+        }
+        "github" => {
+            vars.push(("GITHUB_API_URL".into(), format!("{base}/p/{name}")));
+            vars.push(("GITHUB_TOKEN".into(), token.to_owned()));
+        }
+        _ => {}
+    }
+    vars
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        #[cfg(unix)]
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Where an API key goes: the catalog's base URL, hosts and injection, or the user's for a
+/// custom or per-account provider.
+fn credential_target(add: &AddCredential) -> anyhow::Result<(url::Url, Vec<String>, Injection)> {
+    let provider = Catalog::builtin().get(&add.provider).ok_or_else(|| {
+        NotFound(format!(
+            "no provider {:?} in the catalog: see `latchkey provider list`, or use custom-api-key",
+            add.provider
+        ))
+    })?;
+    if provider.oauth().is_some() {
+        bail!(
+            "{} connects with OAuth in the browser, which this command line does not do yet; to store a token you already hold, use --provider custom-api-key",
+            provider.name
+        );
+    }
+    let base = provider.base_url_for(add.base_url.as_deref())?;
+    let injection = match (&add.header, &add.query, provider.custom) {
+        (None, None, _) => provider.injection.clone(),
+        (Some(name), None, true) => Injection::Header {
+            name: name.to_ascii_lowercase(),
+            prefix: add.prefix.clone().unwrap_or_default(),
+        },
+        (None, Some(name), true) => Injection::Query { name: name.clone() },
+        _ => bail!(
+            "{} takes its key where the catalog says; leave --header and --query out",
+            provider.name
+        ),
+    };
+    let hosts = if !add.allowed_hosts.is_empty() {
+        add.allowed_hosts.clone()
+    } else if provider.custom || provider.account_specific {
+        vec![base.host_str().unwrap_or_default().to_owned()]
+    } else {
+        provider.allowed_hosts.clone()
+    };
+    Ok((base, hosts, injection))
+}
+
+fn profile(cli: &Cli) -> anyhow::Result<Profile> {
+    let name = match cli.profile.as_deref() {
+        None | Some("default") => ProfileName::REAL,
+        Some(name) => ProfileName::named(name)?,
+    };
+    Ok(match &cli.config_dir {
+        Some(dir) => Profile::new(name, dir),
+        None => Profile::in_platform_config_dir(name)?,
+    })
+}
+
+/// Opens the chosen key store; `create` allows a new encrypted key file.
+pub(crate) fn key_store(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    create: bool,
+) -> anyhow::Result<SharedKeyStore> {
+    if !create {
+        // A profile that is not set up says so (and how to set it up) before any key store is
+        // opened or a passphrase asked for.
+        profile.load_config()?;
+    }
+    match choice {
+        KeyStoreChoice::File => {
+            let passphrase = passphrase(KEYSTORE_PASSPHRASE_ENV, "Key file passphrase: ")?;
+            std::fs::create_dir_all(profile.config_dir())
+                .with_context(|| format!("cannot create {}", profile.config_dir().display()))?;
+            let store = if create {
+                EncryptedFileStore::open_or_create(
+                    profile.key_file_path(),
+                    profile.name(),
+                    passphrase,
+                )?
+            } else {
+                EncryptedFileStore::open(profile.key_file_path(), profile.name(), passphrase)?
+            };
+            Ok(Arc::new(store))
+        }
+        KeyStoreChoice::Os => os_key_store(profile),
+    }
+}
+
+#[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
+fn os_key_store(profile: &Profile) -> anyhow::Result<SharedKeyStore> {
+    Ok(Arc::new(latchkey_client::keychain::SecretServiceStore::open(profile.name())?))
+}
+
+#[cfg(not(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android")))))]
+fn os_key_store(_profile: &Profile) -> anyhow::Result<SharedKeyStore> {
+    bail!("this build has no OS keychain support for this platform yet: use --key-store file")
+}
+
+pub(crate) async fn client(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+) -> anyhow::Result<BrokerClient> {
+    let store = key_store(profile, choice, false)?;
+    Ok(broker_client(profile, &store).await?)
+}
+
+/// A passphrase from `env` or, failing that, a hidden prompt.
+pub(crate) fn passphrase(env: &str, prompt: &str) -> anyhow::Result<SecretBytes> {
+    if let Some(value) = std::env::var_os(env) {
+        return Ok(SecretBytes::from_zeroizing(Zeroizing::new(value.into_encoded_bytes())));
+    }
+    let typed = Zeroizing::new(
+        rpassword::prompt_password(prompt)
+            .with_context(|| format!("cannot read a passphrase from the terminal; set {env}"))?,
+    );
+    Ok(SecretBytes::copy_from(typed.as_bytes()))
+}
+
+/// The API key from stdin (`--key-stdin`) or a hidden prompt; surrounding whitespace dropped.
+fn read_key(from_stdin: bool) -> anyhow::Result<SecretBytes> {
+    let raw = Zeroizing::new(if from_stdin {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read the key from stdin")?;
+        text
+    } else {
+        rpassword::prompt_password("API key (not shown): ")
+            .context("cannot read the key from the terminal; pipe it in with --key-stdin")?
+    });
+    let key = raw.trim();
+    if key.is_empty() {
+        bail!("the key is empty: paste the provider's API key");
+    }
+    Ok(SecretBytes::copy_from(key.as_bytes()))
+}
+
+/// `get`, `POST`, ... -> a method.
+pub(crate) fn parse_method(text: &str) -> anyhow::Result<Method> {
+    Method::parse(&text.to_ascii_uppercase()).with_context(|| {
+        format!("unknown method {text:?}: use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")
+    })
+}
+
+/// A credential's metadata for people.
+fn credential_text(c: &CredentialInfo) -> String {
+    let owner = match c.owner {
+        latchkey_core::ids::Owner::Shared => "shared with the workspace".to_owned(),
+        latchkey_core::ids::Owner::Member(member) => format!("personal (member {member})"),
+    };
+    let status = match c.status {
+        CredentialStatus::Active => "active",
+        CredentialStatus::ReconnectNeeded => "reconnect needed",
+        CredentialStatus::Disabled => "disabled",
+    };
+    format!(
+        "name           {}\nid             {}\nprovider       {}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
+        c.name,
+        c.id,
+        c.provider,
+        c.upstream_base_url,
+        c.allowed_hosts.join(", "),
+        c.key_version,
+        c.revision,
+        c.name
+    )
+}
+
+pub(crate) fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> anyhow::Result<T> {
+    text.parse().map_err(|_| anyhow::anyhow!("{text:?} is not a valid {what} id (a UUID)"))
+}
+
+/// `90s`, `30m`, `8h`, `7d` -> seconds.
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<u64> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("{text:?} is not a duration: use a number and s, m, h or d (e.g. 8h)"),
+    };
+    let number: u64 =
+        number.parse().with_context(|| format!("{text:?} is not a duration: e.g. 30m, 8h, 7d"))?;
+    number.checked_mul(unit_secs).with_context(|| format!("{text:?} is too long"))
+}
+
+/// Text or JSON on stdout.
+pub(crate) struct Output {
+    pub(crate) json: bool,
+}
+
+impl Output {
+    pub(crate) fn value(&self, value: &serde_json::Value, text: &str) -> anyhow::Result<()> {
+        let mut stdout = std::io::stdout().lock();
+        if self.json {
+            writeln!(stdout, "{}", serde_json::to_string_pretty(value)?)?;
+        } else {
+            writeln!(stdout, "{text}")?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn list(
+        &self,
+        value: &serde_json::Value,
+        lines: &[String],
+        empty: &str,
+    ) -> anyhow::Result<()> {
+        if self.json {
+            return self.value(value, "");
+        }
+        let text = if lines.is_empty() { empty.to_owned() } else { lines.join("\n") };
+        self.value(value, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_anything_else() {
+        assert_eq!(parse_duration("90s").unwrap(), 90);
+        assert_eq!(parse_duration("30m").unwrap(), 1800);
+        assert_eq!(parse_duration("8h").unwrap(), 28_800);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        for bad in ["", "8", "h", "8x", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `latchkey`: the command-line front end of the client library. Each command is a few lines
+//! over `latchkey_client`; this file owns only argument handling, prompts, output and exit
+//! codes (see `cli::EXIT_CODES`).
+
+mod cli;
+mod commands;
+mod people;
+mod policy;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use latchkey_client::access::AccessError;
+use latchkey_client::api::{ClientError, codes};
+use latchkey_client::keychain::KeychainError;
+use latchkey_client::policies::PolicyError;
+use latchkey_client::profile::ProfileError;
+use latchkey_client::recovery::RecoveryKitError;
+use latchkey_client::workspace::WorkspaceError;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return report(&anyhow::Error::new(error)),
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report(&error),
+    }
+}
+
+/// Prints `error: <message>` (and a hint where one helps) and picks the documented exit code.
+fn report(error: &anyhow::Error) -> ExitCode {
+    let (code, hint) = classify(error);
+    #[allow(clippy::print_stderr, reason = "the binary's error report, for a person or a script")]
+    {
+        eprintln!("error: {}", message(error));
+        // A refused policy: each of Cedar's problems, with its position, under the error.
+        if let Some(PolicyError::Refused { problems }) =
+            error.chain().find_map(|c| c.downcast_ref::<PolicyError>())
+        {
+            for problem in problems {
+                eprintln!("  {problem}");
+            }
+        }
+        if let Some(hint) = hint {
+            eprintln!("hint: {hint}");
+        }
+    }
+    ExitCode::from(code)
+}
+
+/// The error and its causes on one line, each cause once: library errors often repeat their
+/// source in their own message, which `{:#}` would print twice.
+fn message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+type Verdict = (u8, Option<&'static str>);
+
+fn classify(error: &anyhow::Error) -> Verdict {
+    for cause in error.chain() {
+        // Library errors wrap each other transparently (their `source` skips a level), so the
+        // wrappers are unpacked by hand.
+        let verdict = if let Some(e) = cause.downcast_ref::<AccessError>() {
+            access(e)
+        } else if let Some(e) = cause.downcast_ref::<PolicyError>() {
+            match e {
+                PolicyError::Broker(c) => Some(client(c)),
+                PolicyError::Access(a) => access(a),
+                PolicyError::Refused { .. } => {
+                    Some((4, Some("the schema and examples are in docs/policy.md")))
+                }
+                _ => None,
+            }
+        } else if let Some(RecoveryKitError::Workspace(w)) =
+            cause.downcast_ref::<RecoveryKitError>()
+        {
+            workspace(w)
+        } else if let Some(w) = cause.downcast_ref::<WorkspaceError>() {
+            workspace(w)
+        } else if let Some(c) = cause.downcast_ref::<ClientError>() {
+            Some(client(c))
+        } else if let Some(k) = cause.downcast_ref::<KeychainError>() {
+            Some(keychain(k))
+        } else if let Some(p) = cause.downcast_ref::<ProfileError>() {
+            profile(p)
+        } else if cause.downcast_ref::<commands::NotFound>().is_some() {
+            Some((3, None))
+        } else {
+            None
+        };
+        if let Some(verdict) = verdict {
+            return verdict;
+        }
+    }
+    (1, None)
+}
+
+fn access(error: &AccessError) -> Option<Verdict> {
+    match error {
+        AccessError::Broker(c) => Some(client(c)),
+        AccessError::Workspace(w) => workspace(w),
+        AccessError::UnknownCredential(_) => Some((3, None)),
+        _ => None,
+    }
+}
+
+fn workspace(error: &WorkspaceError) -> Option<Verdict> {
+    match error {
+        WorkspaceError::Broker(c) => Some(client(c)),
+        WorkspaceError::Keychain(k) => Some(keychain(k)),
+        WorkspaceError::Profile(p) => profile(p),
+        _ => None,
+    }
+}
+
+fn client(error: &ClientError) -> Verdict {
+    match error {
+        ClientError::Transport { .. } => {
+            (5, Some("check the broker URL and that the broker is running"))
+        }
+        ClientError::Api(api) if api.is(codes::NOT_FOUND) => (3, None),
+        ClientError::Api(_) => (4, None),
+        _ => (1, None),
+    }
+}
+
+fn keychain(error: &KeychainError) -> Verdict {
+    match error {
+        KeychainError::NoKeychain | KeychainError::Locked => {
+            (6, Some("on a machine without a desktop keychain, use --key-store file"))
+        }
+        KeychainError::Missing { .. } => (3, None),
+        _ => (6, None),
+    }
+}
+
+fn profile(error: &ProfileError) -> Option<Verdict> {
+    match error {
+        ProfileError::NotSetUp { .. } => Some((
+            3,
+            Some("create a workspace with `latchkey workspace create`, or pass --profile"),
+        )),
+        _ => None,
+    }
+}

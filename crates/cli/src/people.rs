@@ -1,0 +1,238 @@
+//! Members and devices: joining a workspace, admitting a device after comparing fingerprints,
+//! receiving keys, listing and removing devices and members.
+
+use std::io::Read as _;
+
+use anyhow::{Context as _, bail};
+use latchkey_client::api::{InviteCode, Role};
+use latchkey_client::profile::Profile;
+use latchkey_client::workspace::{Joining, admit_device, join_workspace, receive_keys};
+use latchkey_core::fingerprint::Fingerprint;
+use latchkey_core::ids::{DeviceId, MemberId};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::cli::{DeviceCommand, KeyStoreChoice, MemberCommand, RoleChoice};
+use crate::commands::{Output, client, key_store, parse_id};
+
+/// The arguments of `workspace join`.
+pub(crate) struct Join {
+    pub(crate) broker: String,
+    pub(crate) member_name: Option<String>,
+    pub(crate) device_of: Option<String>,
+    pub(crate) device_name: String,
+    pub(crate) code_stdin: bool,
+}
+
+/// `latchkey workspace join`.
+pub(crate) async fn join(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    join: Join,
+) -> anyhow::Result<()> {
+    let broker = join.broker.parse().context("--broker")?;
+    let joining = match (join.device_of, join.member_name) {
+        (Some(member), _) => Joining::ExistingMember(parse_id::<MemberId>(&member, "member")?),
+        (None, Some(name)) => Joining::NewMember { name },
+        // clap requires one of the two; kept as an error rather than a panic.
+        (None, None) => bail!("pass --member-name (a new member) or --device-of (your own device)"),
+    };
+    let code = read_invite_code(join.code_stdin)?;
+    let store = key_store(profile, choice, true)?;
+    let joined =
+        join_workspace(profile, &store, &broker, &code, &joining, &join.device_name).await?;
+    out.value(
+        &json!({
+            "workspace": joined.workspace, "member": joined.member, "device": joined.device,
+            "role": joined.role, "new_member": joined.new_member,
+            "fingerprint": joined.fingerprint.to_string(),
+        }),
+        &format!(
+            "Joined workspace {} as device {}.\nThis device's fingerprint: {}\nRead it to the member admitting you: they run\n  latchkey device admit {} --fingerprint {}\nthen, with the fingerprint their device shows:\n  latchkey device receive-keys --from <their fingerprint>",
+            joined.workspace, joined.device, joined.fingerprint, joined.device, joined.fingerprint
+        ),
+    )
+}
+
+/// `latchkey device ...`.
+pub(crate) async fn device(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    command: DeviceCommand,
+) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::List => {
+            let client = client(profile, choice).await?;
+            let me = client.device_id();
+            let members = client.members().await?;
+            let mut values = Vec::new();
+            let mut lines = Vec::new();
+            for member in &members {
+                for device in &member.devices {
+                    let this = device.id == me;
+                    values.push(json!({
+                        "id": device.id, "name": device.name, "member": member.id,
+                        "member_name": member.name, "created_at": device.created_at,
+                        "fingerprint": device.broker_fingerprint.to_string(),
+                        "this_device": this,
+                    }));
+                    lines.push(format!(
+                        "{}  {:<20} {:<16} {}{}",
+                        device.id,
+                        device.name,
+                        member.name,
+                        device.broker_fingerprint,
+                        if this { "  (this device)" } else { "" }
+                    ));
+                }
+            }
+            out.list(&json!(values), &lines, "No devices.")
+        }
+        DeviceCommand::Admit { id, fingerprint } => {
+            let id = parse_id::<DeviceId>(&id, "device")?;
+            let expected = parse_fingerprint(&fingerprint)?;
+            let store = key_store(profile, choice, false)?;
+            let admitted = admit_device(profile, &store, id, &expected).await?;
+            let keys: Vec<&str> = admitted
+                .shared
+                .iter()
+                .map(|kind| match kind {
+                    latchkey_core::keys::WrappedKind::Workspace => "workspace",
+                    latchkey_core::keys::WrappedKind::Member => "member",
+                })
+                .collect();
+            out.value(
+                &json!({
+                    "device": admitted.device, "member": admitted.member, "keys": keys,
+                    "fingerprint": admitted.fingerprint.to_string(),
+                }),
+                &format!(
+                    "Admitted device {}: sent it the {} key{}.\nOn that device, confirm this device's fingerprint:\n  latchkey device receive-keys --from {}",
+                    admitted.device,
+                    keys.join(" and "),
+                    if keys.len() == 1 { "" } else { "s" },
+                    admitted.fingerprint
+                ),
+            )
+        }
+        DeviceCommand::ReceiveKeys { from } => {
+            let sender = parse_fingerprint(&from)?;
+            let store = key_store(profile, choice, false)?;
+            let received = receive_keys(profile, &store, Some(&sender)).await?;
+            out.value(
+                &json!({
+                    "workspace_keys": received.workspace_keys,
+                    "member_keys": received.member_keys, "ignored": received.ignored,
+                }),
+                &format!(
+                    "Stored {} workspace and {} member key versions from the device you confirmed.",
+                    received.workspace_keys.len(),
+                    received.member_keys.len()
+                ),
+            )
+        }
+        DeviceCommand::Remove { id } => {
+            let id = parse_id::<DeviceId>(&id, "device")?;
+            let removal = client(profile, choice).await?.remove_device(id).await?;
+            let advice = if removal.rotation_recommended {
+                "\nIt held the workspace key: rotate it with `latchkey rotate`."
+            } else {
+                ""
+            };
+            out.value(
+                &serde_json::to_value(removal)?,
+                &format!("Removed device {id}; it is refused from its next request.{advice}"),
+            )
+        }
+    }
+}
+
+/// `latchkey member ...`.
+pub(crate) async fn member(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    command: MemberCommand,
+) -> anyhow::Result<()> {
+    let client = client(profile, choice).await?;
+    match command {
+        MemberCommand::List => {
+            let members = client.members().await?;
+            let lines: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    let role = match m.role {
+                        Role::Admin => "admin",
+                        Role::Member => "member",
+                    };
+                    format!(
+                        "{}  {:<20} {role:<7} {} device{}",
+                        m.id,
+                        m.name,
+                        m.devices.len(),
+                        if m.devices.len() == 1 { "" } else { "s" }
+                    )
+                })
+                .collect();
+            out.list(&serde_json::to_value(&members)?, &lines, "No members.")
+        }
+        MemberCommand::Remove { id } => {
+            let id = parse_id::<MemberId>(&id, "member")?;
+            let removal = client.remove_member(id).await?;
+            let advice = if removal.rotation_recommended {
+                "\nTheir devices held the workspace key: rotate it with `latchkey rotate`."
+            } else {
+                ""
+            };
+            out.value(
+                &serde_json::to_value(removal)?,
+                &format!(
+                    "Removed member {id} and {} device{}.{advice}",
+                    removal.devices_removed,
+                    if removal.devices_removed == 1 { "" } else { "s" }
+                ),
+            )
+        }
+        MemberCommand::Role { id, role } => {
+            let id = parse_id::<MemberId>(&id, "member")?;
+            let role = match role {
+                RoleChoice::Admin => Role::Admin,
+                RoleChoice::Member => Role::Member,
+            };
+            client.set_member_role(id, role).await?;
+            out.value(
+                &json!({"member": id, "role": role}),
+                &format!(
+                    "Member {id} is now {}.",
+                    if role == Role::Admin { "an admin" } else { "a member" }
+                ),
+            )
+        }
+    }
+}
+
+fn parse_fingerprint(text: &str) -> anyhow::Result<Fingerprint> {
+    text.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{text:?} is not a fingerprint: type the 24 letters and digits shown on the other device (dashes optional)"
+        )
+    })
+}
+
+/// The invite code from stdin or a hidden prompt (it is a secret until used).
+fn read_invite_code(from_stdin: bool) -> anyhow::Result<InviteCode> {
+    let raw = Zeroizing::new(if from_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the invite code from stdin")?;
+        text
+    } else {
+        rpassword::prompt_password("Invite code: ").context(
+            "cannot read the invite code from the terminal; pipe it in with --code-stdin",
+        )?
+    });
+    Ok(raw.parse()?)
+}

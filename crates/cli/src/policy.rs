@@ -1,0 +1,119 @@
+//! `latchkey policy ...`: the workspace's Cedar policies.
+
+use std::io::Read as _;
+
+use anyhow::Context as _;
+use latchkey_client::api::{Decision, GrantKind, NewPolicy, PolicyId};
+use latchkey_client::policies::{CallToCheck, check_call, set_policy};
+use latchkey_client::profile::Profile;
+use latchkey_core::ids::AgentId;
+use serde_json::json;
+
+use crate::cli::{GrantChoice, KeyStoreChoice, PolicyCommand};
+use crate::commands::{Output, client, parse_id, parse_method};
+
+/// Largest policy file read (the broker takes at most 16 KiB of source).
+const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;
+
+/// `latchkey policy ...`.
+pub(crate) async fn policy(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    command: PolicyCommand,
+) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::List => {
+            let policies = client(profile, choice).await?.policies().await?;
+            let lines: Vec<String> = policies
+                .iter()
+                .map(|p| {
+                    let state = match (p.enabled, p.problems.is_empty()) {
+                        (_, false) => "INVALID",
+                        (true, true) => "enabled",
+                        (false, true) => "disabled",
+                    };
+                    format!("{:<36} {state:<8} {}", p.id, p.description)
+                })
+                .collect();
+            out.list(&serde_json::to_value(&policies)?, &lines, "No policies.")
+        }
+        PolicyCommand::Set { id, file, description, disabled } => {
+            let id: PolicyId = id.parse()?;
+            let source = read_source(&file)?;
+            let client = client(profile, choice).await?;
+            let saved = set_policy(
+                &client,
+                &id,
+                &NewPolicy { source: &source, description: &description, enabled: !disabled },
+            )
+            .await?;
+            let mut text = format!(
+                "{} policy {id}{}.",
+                if saved.created { "Created" } else { "Replaced" },
+                if disabled { " (disabled)" } else { "" }
+            );
+            for warning in &saved.warnings {
+                text.push_str(&format!("\nwarning: {warning}"));
+            }
+            out.value(&serde_json::to_value(&saved)?, &text)
+        }
+        PolicyCommand::Remove { id } => {
+            let id: PolicyId = id.parse()?;
+            client(profile, choice).await?.delete_policy(&id).await?;
+            out.value(&json!({"deleted": id}), &format!("Deleted policy {id}."))
+        }
+        PolicyCommand::Check { agent, credential, method, path, host, grant } => {
+            let agent = parse_id::<AgentId>(&agent, "agent")?;
+            let method = parse_method(&method)?;
+            let grant = match grant {
+                GrantChoice::Standing => GrantKind::Standing,
+                GrantChoice::SingleUse => GrantKind::SingleUse,
+                GrantChoice::None => GrantKind::None,
+            };
+            let client = client(profile, choice).await?;
+            let decision = check_call(
+                &client,
+                &CallToCheck {
+                    agent,
+                    credential: &credential,
+                    method,
+                    path: &path,
+                    host: host.as_deref(),
+                    grant,
+                    at: None,
+                },
+            )
+            .await?;
+            let verdict = match decision.decision {
+                Decision::Allow => "allowed",
+                Decision::Deny => "denied",
+                Decision::ApprovalRequired => "allowed once the agent's owner approves it",
+            };
+            let mut text = format!("{} {path} via {credential}: {verdict}", method.as_str());
+            if !decision.policies.is_empty() {
+                text.push_str(&format!(" (policies: {})", decision.policies.join(", ")));
+            }
+            for error in &decision.errors {
+                text.push_str(&format!("\nevaluation error: {error}"));
+            }
+            out.value(&serde_json::to_value(&decision)?, &text)
+        }
+    }
+}
+
+/// A policy's source from a file, or stdin for `-`.
+fn read_source(path: &std::path::Path) -> anyhow::Result<String> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .take(MAX_POLICY_FILE_BYTES)
+            .read_to_string(&mut text)
+            .context("cannot read the policy from stdin (it must be UTF-8)")?;
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_POLICY_FILE_BYTES).read_to_string(&mut text))
+            .with_context(|| format!("cannot read {} (it must be UTF-8 text)", path.display()))?;
+    }
+    Ok(text)
+}

@@ -1,0 +1,946 @@
+//! The `latchkey` binary end to end: help and error output against committed snapshots, and a
+//! story against a real broker on loopback with the encrypted-file key store (so no keychain
+//! is needed): workspace, API key from stdin, agent, grant, an agent call through the broker,
+//! listings as JSON, revocation and a recovery kit.
+//!
+//! Snapshots live in `tests/snapshots/`; after an intended change of the text, rewrite them with
+//! `LATCHKEY_UPDATE_SNAPSHOTS=1 cargo test -p latchkey-cli --test cli`.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "the helpers in this file are test code too; a panic is the failure report"
+)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use latchkey_core::keys::BrokerSecretKey;
+use latchkey_server::Broker;
+use latchkey_server::store::Store;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const API_KEY: &str = "sk-cli-canary-7d1e93a0b25c";
+const KEYSTORE_PASSPHRASE: &str = "key file passphrase for tests";
+const RECOVERY_PASSPHRASE: &str = "recovery passphrase for tests";
+
+/// One machine's `latchkey`: its own configuration directory and encrypted key file.
+struct Latchkey {
+    dir: tempfile::TempDir,
+}
+
+impl Latchkey {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LATCHKEY_CONFIG_DIR", self.dir.path())
+            .env("LATCHKEY_PROFILE", "test")
+            .env("LATCHKEY_KEY_STORE", "file")
+            .env("LATCHKEY_KEYSTORE_PASSPHRASE", KEYSTORE_PASSPHRASE)
+            .env("LATCHKEY_RECOVERY_PASSPHRASE", RECOVERY_PASSPHRASE)
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs and returns (exit code, stdout, stderr).
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut command = self.command(args);
+        let stdin = stdin.map(str::to_owned);
+        let output: Output = tokio::task::spawn_blocking(move || {
+            if stdin.is_some() {
+                command.stdin(Stdio::piped());
+            }
+            let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+            if let Some(text) = stdin {
+                child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            }
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+
+    /// Runs a command that must succeed with `--json` and parses its output.
+    async fn json(&self, args: &[&str], stdin: Option<&str>) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, out, err) = self.run(&all, stdin).await;
+        assert_eq!(code, 0, "latchkey {args:?} failed: {err}");
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("latchkey {args:?}: not JSON ({e}): {out}"))
+    }
+}
+
+async fn start_broker() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.unwrap();
+    let broker = Broker::new(store, BrokerSecretKey::generate().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(latchkey_server::serve(broker, listener, async {
+        let _ = stopped.await;
+    }));
+    (url, dir, stop)
+}
+
+/// A loopback upstream that answers 200 and keeps each request's head.
+async fn upstream() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = Arc::clone(&record);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0_u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                record.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (base, seen)
+}
+
+fn snapshot_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.txt"))
+}
+
+/// Compares `actual` with the committed snapshot `name` (or rewrites it on request).
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = snapshot_path(name);
+    if std::env::var_os("LATCHKEY_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("no snapshot {}: run with LATCHKEY_UPDATE_SNAPSHOTS=1 and review it", path.display())
+    });
+    assert_eq!(
+        actual, expected,
+        "the output of {name} changed; if intended, rewrite with LATCHKEY_UPDATE_SNAPSHOTS=1"
+    );
+}
+
+#[tokio::test]
+async fn help_reads_like_a_tour_and_matches_its_snapshots() {
+    let latchkey = Latchkey::new();
+    let (code, top, _) = latchkey.run(&["--help"], None).await;
+    assert_eq!(code, 0);
+    for must in ["A first session", "Exit codes", "workspace", "credential", "agent", "grant"] {
+        assert!(top.contains(must), "--help must mention {must:?}");
+    }
+    assert_snapshot("help", &top);
+    for noun in [
+        "workspace",
+        "invite",
+        "device",
+        "member",
+        "credential",
+        "agent",
+        "grant",
+        "capability",
+        "policy",
+        "recovery",
+        "provider",
+        "rotate",
+        "audit",
+        "run",
+        "proxy",
+    ] {
+        let (code, text, _) = latchkey.run(&[noun, "--help"], None).await;
+        assert_eq!(code, 0, "{noun} --help");
+        assert_snapshot(&format!("help-{noun}"), &text);
+    }
+    let (code, script, _) = latchkey.run(&["completions", "bash"], None).await;
+    assert_eq!(code, 0);
+    assert!(script.contains("latchkey"), "bash completions name the command");
+}
+
+#[tokio::test]
+async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
+    let latchkey = Latchkey::new();
+    let (code, _, err) = latchkey.run(&["workspace", "show"], None).await;
+    assert_eq!(code, 3, "a profile that is not set up is `not found`: {err}");
+    let err = err.replace(&latchkey.dir.path().display().to_string(), "<config dir>");
+    assert_snapshot("error-not-set-up", &err);
+
+    let (code, _, err) = latchkey
+        .run(
+            &[
+                "workspace",
+                "create",
+                "--broker",
+                "http://127.0.0.1:9",
+                "--name",
+                "A",
+                "--member-name",
+                "B",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code, 5, "an unreachable broker has its own exit code: {err}");
+    // The transport's own words (after "error sending request") vary by platform.
+    let cut = err.find("error sending request").map_or(err.len(), |i| i + 21);
+    let hint = err.find("\nhint:").unwrap_or(err.len());
+    assert_snapshot(
+        "error-broker-unreachable",
+        &format!("{}: <transport detail>{}", &err[..cut], &err[hint..]),
+    );
+    assert_eq!(err.lines().count(), 2, "one error line and one hint: {err}");
+
+    let (code, _, err) = latchkey.run(&["--profile", "other", "credential", "list"], None).await;
+    assert_eq!(code, 3, "listing in a profile that is not set up is `not found`: {err}");
+    assert!(err.contains("profile `other` is not set up"), "--profile wins over the env: {err}");
+
+    let (code, _, err) = latchkey.run(&["--profile", "Bad Name!", "workspace", "show"], None).await;
+    assert_eq!(code, 1, "an invalid profile name is refused: {err}");
+    assert_snapshot("error-bad-profile", &err);
+
+    let (code, _, err) = latchkey.run(&["agent", "revoke", "not-an-id"], None).await;
+    assert_eq!(code, 1, "a malformed id is refused before anything is opened: {err}");
+    assert_snapshot("error-bad-id", &err);
+
+    let (code, _, err) = latchkey.run(&["grant", "create", "--agent", "x"], None).await;
+    assert_eq!(code, 2, "a usage error is exit code 2: {err}");
+    let (code, _, err) = latchkey
+        .run(&["credential", "add", "--name", "x", "--provider", "openai", "--key", "k"], None)
+        .await;
+    assert_eq!(code, 2, "there is no flag that takes a key on the command line: {err}");
+
+    let (code, _, err) = latchkey
+        .run(
+            &[
+                "workspace",
+                "create",
+                "--broker",
+                "ftp://example.com",
+                "--name",
+                "A",
+                "--member-name",
+                "B",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(code, 1, "a bad URL is refused before anything is created: {err}");
+    assert!(err.contains("--broker"), "the message names the flag: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_the_broker() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let ada = Latchkey::new();
+
+    let created = ada
+        .json(
+            &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+            None,
+        )
+        .await;
+    assert!(
+        created["fingerprint"].as_str().is_some_and(|f| !f.is_empty()),
+        "creation shows the fingerprint to compare: {created}"
+    );
+    let shown = ada.json(&["workspace", "show"], None).await;
+    assert_eq!(shown["workspace"], created["workspace"]);
+    assert_eq!(shown["fingerprint"], created["fingerprint"], "show repeats the fingerprint");
+
+    let stored = ada
+        .json(
+            &[
+                "credential",
+                "add",
+                "--name",
+                "openai",
+                "--provider",
+                "custom-api-key",
+                "--base-url",
+                &upstream_base,
+                "--allow-host",
+                &host,
+                "--header",
+                "Authorization",
+                "--prefix",
+                "Bearer ",
+                "--key-stdin",
+            ],
+            Some(&format!("{API_KEY}\n")),
+        )
+        .await;
+    assert_eq!(stored["name"], "openai");
+    assert_eq!(stored["status"], "active");
+    // A catalog provider needs no URLs: the catalog has its base URL, hosts and header.
+    let real = ada
+        .json(
+            &["credential", "add", "--name", "openai-real", "--provider", "openai", "--key-stdin"],
+            Some(API_KEY),
+        )
+        .await;
+    assert_eq!(real["upstream_base_url"], "https://api.openai.com");
+    assert_eq!(real["allowed_hosts"], serde_json::json!(["api.openai.com"]));
+    let (code, _, err) = ada
+        .run(
+            &[
+                "credential",
+                "add",
+                "--name",
+                "moved",
+                "--provider",
+                "openai",
+                "--base-url",
+                "https://attacker.example",
+                "--key-stdin",
+            ],
+            Some(API_KEY),
+        )
+        .await;
+    assert_eq!(code, 1, "a catalog provider's base URL cannot be moved: {err}");
+    let (code, _, err) = ada
+        .run(
+            &["credential", "add", "--name", "x", "--provider", "nope", "--key-stdin"],
+            Some(API_KEY),
+        )
+        .await;
+    assert_eq!(code, 3, "an unknown provider is `not found`: {err}");
+    assert!(err.contains("latchkey provider list"), "{err}");
+    let (code, _, err) = ada
+        .run(
+            &["credential", "add", "--name", "gh", "--provider", "github", "--key-stdin"],
+            Some(API_KEY),
+        )
+        .await;
+    assert_eq!(code, 1, "OAuth providers are not API keys: {err}");
+    assert!(err.contains("OAuth"), "{err}");
+    assert!(!err.contains(API_KEY), "no error repeats the key: {err}");
+    let found = ada.json(&["provider", "list", "git"], None).await;
+    assert_eq!(found[0]["id"], "github", "provider search: {found}");
+    ada.json(&["credential", "remove", "openai-real"], None).await;
+
+    let listed = ada.json(&["credential", "list"], None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    assert!(!listed.to_string().contains(API_KEY), "listings never carry the key");
+
+    let agent = ada.json(&["agent", "create", "ci-bot"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let token = agent["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("lk_"), "the agent token is shown once");
+
+    let grant = ada
+        .json(
+            &[
+                "grant",
+                "create",
+                "--agent",
+                &agent_id,
+                "--credential",
+                "openai",
+                "--method",
+                "get",
+                "--path",
+                "/v1/**",
+                "--for",
+                "1h",
+            ],
+            None,
+        )
+        .await;
+    let capability = grant["capability"].as_str().unwrap().to_owned();
+    let grant_id = grant["grant"]["id"].as_str().unwrap().to_owned();
+
+    // The agent's call: token and capability only.
+    let http = reqwest::Client::new();
+    let call = || {
+        http.get(format!("{broker}/p/openai/v1/models"))
+            .bearer_auth(&token)
+            .header("latchkey-capability", &capability)
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 200, "the granted call goes through");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(
+            seen[0].contains(&format!("Bearer {API_KEY}"))
+                || seen[0].contains(&format!("bearer {API_KEY}")),
+            "the upstream receives the real key: {}",
+            seen[0]
+        );
+    }
+    let agents = ada.json(&["agent", "list"], None).await;
+    assert!(agents[0]["last_used_at"].is_u64(), "the agent's use is listed: {agents}");
+    let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    assert_eq!(grants[0]["id"], grant_id.as_str());
+
+    // The audit log shows the call and verifies, on the broker and on this device.
+    let records =
+        ada.json(&["audit", "list", "--credential", "openai", "--decision", "allowed"], None).await;
+    assert!(
+        records.as_array().unwrap().iter().any(|r| r["record"]["kind"] == "proxy_attempt"),
+        "the allowed call is audited: {records}"
+    );
+    let verified = ada.json(&["audit", "verify"], None).await;
+    assert_eq!(verified["broker"]["ok"], true, "{verified}");
+    assert_eq!(verified["local"]["ok"], true, "{verified}");
+    assert_eq!(
+        verified["local"]["head"], verified["broker"]["head"],
+        "both checks agree on the head"
+    );
+    let csv = ada.dir.path().join("audit.csv");
+    ada.json(&["audit", "export", "--format", "csv", "--out", &csv.display().to_string()], None)
+        .await;
+    let csv_text = std::fs::read_to_string(&csv).unwrap();
+    assert!(csv_text.starts_with("seq,at_ms,kind,"), "a CSV with its header row");
+    assert!(!csv_text.contains(API_KEY) && !csv_text.contains(&token), "no secret in the export");
+
+    // Text output is for people, and still never shows the key.
+    let (code, text, _) = ada.run(&["credential", "list"], None).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("openai") && !text.contains(API_KEY), "{text}");
+
+    // A recovery kit, never overwriting a file.
+    let kit = ada.dir.path().join("kit.txt");
+    let kit_arg = kit.display().to_string();
+    ada.json(&["recovery", "export", "--out", &kit_arg], None).await;
+    let kit_text = std::fs::read_to_string(&kit).unwrap();
+    assert!(kit_text.starts_with("LATCHKEY RECOVERY KIT v1"));
+    let (code, _, err) = ada.run(&["recovery", "export", "--out", &kit_arg], None).await;
+    assert_eq!(code, 1, "an existing kit file is never overwritten: {err}");
+    let again = ada.json(&["recovery", "import", &kit_arg], None).await;
+    assert_eq!(again["already_present"], 2, "importing its own kit changes nothing");
+
+    // Revocation is enforced at the next call.
+    ada.json(&["grant", "revoke", &grant_id], None).await;
+    assert_eq!(call().await.unwrap().status(), 403, "a revoked grant's capability is refused");
+    let (code, _, err) = ada.run(&["credential", "remove", "nothing"], None).await;
+    assert_eq!(code, 3, "removing an unknown credential is `not found`: {err}");
+    ada.json(&["credential", "remove", "openai"], None).await;
+    ada.json(&["agent", "revoke", &agent_id], None).await;
+    assert_eq!(call().await.unwrap().status(), 401, "a revoked agent is refused");
+    assert_eq!(seen.lock().unwrap().len(), 1, "refused calls never reach the upstream");
+
+    // A wrong key-file passphrase is a key store error, and says so.
+    let (code, _, err) = {
+        let mut command = ada.command(&["workspace", "show"]);
+        command.env("LATCHKEY_KEYSTORE_PASSPHRASE", "not the passphrase");
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+        (output.status.code().unwrap(), (), String::from_utf8(output.stderr).unwrap())
+    };
+    assert_eq!(code, 6, "a wrong passphrase is a key store failure: {err}");
+    assert!(!err.contains("not the passphrase"), "the passphrase is never echoed: {err}");
+    let _ = stop.send(());
+}
+
+/// Rotation is killed (SIGKILL) at spread-out points, again and again; after every kill each
+/// credential still opens under exactly the one version the broker has for it, with a key this
+/// device holds, and a final run finishes whatever was interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_killed_at_any_point_leaves_every_credential_readable_under_one_version() {
+    use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
+    use latchkey_client::profile::{Profile, ProfileName};
+    use latchkey_core::payload::CredentialPayload;
+
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let names = ["alpha", "beta", "gamma", "delta"];
+    for name in names {
+        ada.json(
+            &[
+                "credential",
+                "add",
+                "--name",
+                name,
+                "--provider",
+                "custom-api-key",
+                "--base-url",
+                "https://api.example.com",
+                "--allow-host",
+                "api.example.com",
+                "--header",
+                "x-api-key",
+                "--key-stdin",
+            ],
+            Some(&format!("key-of-{name}")),
+        )
+        .await;
+    }
+
+    let profile = Profile::new(ProfileName::named("test").unwrap(), ada.dir.path());
+    let check = |round: usize| {
+        let profile = profile.clone();
+        async move {
+            let store: SharedKeyStore = std::sync::Arc::new(
+                EncryptedFileStore::open(
+                    profile.key_file_path(),
+                    profile.name(),
+                    latchkey_core::secret::SecretBytes::copy_from(KEYSTORE_PASSPHRASE.as_bytes()),
+                )
+                .unwrap_or_else(|e| panic!("round {round}: the key file must survive a kill: {e}")),
+            );
+            let client = latchkey_client::workspace::broker_client(&profile, &store).await.unwrap();
+            let config = profile.load_config().unwrap();
+            let mut versions = std::collections::BTreeSet::new();
+            for credential in client.credentials().await.unwrap() {
+                let (version, envelope) = client.credential_envelope(credential.id).await.unwrap();
+                versions.insert(version);
+                let key = store
+                    .load_workspace_key(config.workspace, version)
+                    .unwrap_or_else(|e| panic!("round {round}: no key for version {version}: {e}"))
+                    .record_key(credential.id)
+                    .unwrap();
+                let plaintext = envelope.open(&key).unwrap_or_else(|_| {
+                    panic!("round {round}: {} does not open under {version}", credential.name)
+                });
+                let payload = CredentialPayload::decode(plaintext.expose_secret()).unwrap();
+                assert_eq!(
+                    payload.secret.expose_secret(),
+                    format!("key-of-{}", credential.name).as_bytes(),
+                    "round {round}: {} keeps its secret",
+                    credential.name
+                );
+            }
+            assert_eq!(
+                versions.len(),
+                1,
+                "round {round}: all shared credentials at one version: {versions:?}"
+            );
+            versions.into_iter().next().unwrap()
+        }
+    };
+
+    // Kill points spread over one whole run: a timed, uninterrupted rotation gives its length,
+    // and the kills land at 1/16 steps of it (plus a little past the end), so they fall before
+    // the key file opens, while keys are derived, while re-sealing and around the commit on a
+    // fast machine and a slow one alike.
+    let started = std::time::Instant::now();
+    ada.json(&["rotate"], None).await;
+    let full = started.elapsed();
+    let delays: Vec<std::time::Duration> = (1..=18).map(|k| full * k / 16).collect();
+    let mut last = check(0).await;
+    for (round, delay) in delays.into_iter().enumerate() {
+        let mut child = ada
+            .command(&["--json", "rotate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(delay).await;
+        // SIGKILL; the child may have finished already, which is also a valid point.
+        let _ = child.kill();
+        let _ = tokio::task::spawn_blocking(move || child.wait()).await.unwrap();
+        let now = check(round + 1).await;
+        assert!(now == last || now == last.next().unwrap(), "round {round}: one step at most");
+        last = now;
+    }
+    // A run to the end finishes anything interrupted and leaves everything readable.
+    let done = ada.json(&["rotate"], None).await;
+    let final_version = check(99).await;
+    assert_eq!(
+        done["to"].as_u64(),
+        Some(u64::from(final_version.get())),
+        "the final run ends at the broker's version"
+    );
+    let _ = stop.send(());
+}
+
+/// `latchkey run`: the command reaches the upstream through a private local proxy with only the
+/// agent token; its exit status comes back; the grants made for it are revoked afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_gives_a_command_a_local_proxy_for_its_lifetime_and_passes_its_exit_status() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    ada.json(
+        &[
+            "credential",
+            "add",
+            "--name",
+            "models",
+            "--provider",
+            "custom-api-key",
+            "--base-url",
+            &upstream_base,
+            "--allow-host",
+            &host,
+            "--key-stdin",
+        ],
+        Some(API_KEY),
+    )
+    .await;
+    let agent = ada.json(&["agent", "create", "runner"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let token = agent["token"].as_str().unwrap().to_owned();
+
+    let script = "import os, sys, urllib.request\n\
+        url = os.environ['LATCHKEY_MODELS_URL'] + '/v1/models'\n\
+        req = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + os.environ['LATCHKEY_AGENT_TOKEN']})\n\
+        print(urllib.request.urlopen(req).status)\n\
+        sys.exit(7)\n";
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--credential",
+        "models",
+        "--method",
+        "GET",
+        "--",
+        "python3",
+        "-c",
+        script,
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", &token);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "the command's exit status is passed through: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "200", "the command's call went through");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].contains(API_KEY), "the upstream received the real key");
+        assert!(!seen[0].contains(&token), "and never the agent token");
+    }
+    let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    let grants = grants.as_array().unwrap();
+    assert_eq!(grants.len(), 1, "one grant was made for the run");
+    assert!(grants[0]["revoked_at"].is_u64(), "and revoked when it ended: {grants:?}");
+
+    let (code, _, err) =
+        ada.run(&["run", "--agent", &agent_id, "--credential", "models", "--", "true"], None).await;
+    assert_eq!(code, 1, "without LATCHKEY_AGENT_TOKEN, run refuses: {err}");
+    assert!(err.contains("LATCHKEY_AGENT_TOKEN"), "{err}");
+    let _ = stop.send(());
+}
+
+/// Replaces what changes from run to run in a JSON output: ids become `<id-N>` (numbered by
+/// first appearance, so relations between fields stay visible), fingerprints `<fingerprint>`,
+/// times (`*_at` fields) `<time>`, loopback ports `<port>`.
+fn redact(value: &Value) -> String {
+    fn walk(value: &Value, key: &str, ids: &mut Vec<String>) -> Value {
+        match value {
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, v)| (k.clone(), walk(v, k, ids))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(|v| walk(v, key, ids)).collect()),
+            Value::Number(_) if key.ends_with("_at") => Value::String("<time>".into()),
+            Value::String(text) if is_uuid(text) => {
+                let n = ids.iter().position(|i| i == text).unwrap_or_else(|| {
+                    ids.push(text.clone());
+                    ids.len() - 1
+                });
+                Value::String(format!("<id-{}>", n + 1))
+            }
+            Value::String(text) if is_fingerprint(text) => Value::String("<fingerprint>".into()),
+            Value::String(text) if text.contains("127.0.0.1:") => {
+                let start = text.find("127.0.0.1:").unwrap() + 10;
+                let end = text[start..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(text.len(), |e| start + e);
+                Value::String(format!("{}<port>{}", &text[..start], &text[end..]))
+            }
+            other => other.clone(),
+        }
+    }
+    fn is_uuid(text: &str) -> bool {
+        text.len() == 36
+            && text.char_indices().all(|(i, c)| {
+                if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() }
+            })
+    }
+    fn is_fingerprint(text: &str) -> bool {
+        let groups: Vec<&str> = text.split('-').collect();
+        groups.len() == 6
+            && groups.iter().all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_alphanumeric()))
+    }
+    let mut ids = Vec::new();
+    let mut text = serde_json::to_string_pretty(&walk(value, "", &mut ids)).unwrap();
+    text.push('\n');
+    text
+}
+
+/// A second member joins from the terminal and is admitted after both fingerprints are
+/// compared; with the workspace key she received she issues a single-use capability her agent
+/// calls with. Policies are set, checked and refused with Cedar's problems; the listings'
+/// `--json` output matches committed snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+
+    // Grace joins with the code Ada reads out; each side checks the other's fingerprint.
+    let invite = ada.json(&["invite", "create"], None).await;
+    let code = invite["code"].as_str().unwrap().to_owned();
+    let grace = Latchkey::new();
+    let join = [
+        "workspace",
+        "join",
+        "--broker",
+        &broker,
+        "--member-name",
+        "Grace",
+        "--device-name",
+        "grace-laptop",
+        "--code-stdin",
+    ];
+    let joined = grace.json(&join, Some(&code)).await;
+    let grace_device = joined["device"].as_str().unwrap().to_owned();
+    let grace_member = joined["member"].as_str().unwrap().to_owned();
+    let grace_fingerprint = joined["fingerprint"].as_str().unwrap().to_owned();
+    let (code_again, _, err) = grace.run(&join, Some(&code)).await;
+    assert_ne!(code_again, 0, "a profile joins once: {err}");
+
+    let wrong = "0000-0000-0000-0000-0000-0000";
+    let (code, _, err) =
+        ada.run(&["device", "admit", &grace_device, "--fingerprint", wrong], None).await;
+    assert_eq!(code, 1, "a fingerprint that does not match shares nothing: {err}");
+    assert!(err.contains("does not match"), "{err}");
+    let admitted = ada
+        .json(&["device", "admit", &grace_device, "--fingerprint", &grace_fingerprint], None)
+        .await;
+    assert_eq!(admitted["keys"], serde_json::json!(["workspace"]));
+    let ada_fingerprint = admitted["fingerprint"].as_str().unwrap().to_owned();
+    let received = grace.json(&["device", "receive-keys", "--from", &ada_fingerprint], None).await;
+    assert_eq!(received["workspace_keys"], serde_json::json!([1]), "{received}");
+
+    // A shared credential, looked at and changed from the terminal.
+    ada.json(
+        &[
+            "credential",
+            "add",
+            "--name",
+            "models",
+            "--provider",
+            "custom-api-key",
+            "--base-url",
+            &upstream_base,
+            "--allow-host",
+            "localhost",
+            "--key-stdin",
+        ],
+        Some(API_KEY),
+    )
+    .await;
+    let updated = ada.json(&["credential", "update", "models", "--allow-host", &host], None).await;
+    assert_eq!(updated["allowed_hosts"], serde_json::json!([host]), "{updated}");
+    assert_eq!(updated["revision"], 2);
+    let disabled = ada.json(&["credential", "disable", "models"], None).await;
+    assert_eq!(disabled["status"], "disabled");
+    let enabled = ada.json(&["credential", "enable", "models"], None).await;
+    assert_eq!(enabled["status"], "active");
+    let shown = grace.json(&["credential", "show", "models"], None).await;
+    assert_eq!(shown["revision"], 4, "every member sees the shared credential: {shown}");
+    let (code, _, err) = ada.run(&["credential", "update", "models"], None).await;
+    assert_eq!(code, 1, "an update needs something to change: {err}");
+    let (code, _, err) = ada.run(&["credential", "show", "nothing"], None).await;
+    assert_eq!(code, 3, "an unknown credential is `not found`: {err}");
+
+    // Grace's agent makes one call with a single-use capability her device issued.
+    let agent = grace.json(&["agent", "create", "grace-bot"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let issue = [
+        "capability",
+        "issue",
+        "--agent",
+        &agent_id,
+        "--credential",
+        "models",
+        "--method",
+        "get",
+        "--path",
+        "/v1/models",
+    ];
+    let capability = grace.json(&issue, None).await["capability"].as_str().unwrap().to_owned();
+    let renewed = grace.json(&["agent", "regenerate", &agent_id], None).await;
+    let token = renewed["token"].as_str().unwrap().to_owned();
+    assert_ne!(token, agent["token"].as_str().unwrap(), "a new token");
+    let http = reqwest::Client::new();
+    let call = || {
+        http.get(format!("{broker}/p/models/v1/models"))
+            .bearer_auth(&token)
+            .header("latchkey-capability", &capability)
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 200, "the single-use call goes through");
+    assert_eq!(call().await.unwrap().status(), 403, "and only once");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].contains(API_KEY) && !seen[0].contains(&token), "{}", seen[0]);
+    }
+    let mut long = issue.to_vec();
+    long.extend(["--for", "1h"]);
+    let (code, _, err) = grace.run(&long, None).await;
+    assert_eq!(code, 1, "a single-use capability lasts minutes: {err}");
+    assert!(err.contains("15 minutes"), "{err}");
+
+    // Policies: set, check, refuse with Cedar's problems, remove.
+    let policy_file = ada.dir.path().join("no-deletes.cedar");
+    std::fs::write(
+        &policy_file,
+        "forbid (principal, action == Latchkey::Action::\"DELETE\", resource);\n",
+    )
+    .unwrap();
+    let policy_path = policy_file.display().to_string();
+    let set = ada
+        .json(
+            &[
+                "policy",
+                "set",
+                "no-deletes",
+                "--file",
+                &policy_path,
+                "--description",
+                "Nothing is ever deleted.",
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(set["created"], true, "{set}");
+    let check = |method: &'static str| {
+        let agent_id = agent_id.clone();
+        let ada = &ada;
+        async move {
+            ada.json(
+                &[
+                    "policy",
+                    "check",
+                    "--agent",
+                    &agent_id,
+                    "--credential",
+                    "models",
+                    "--method",
+                    method,
+                    "--path",
+                    "/v1/models",
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let denied = check("delete").await;
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["policies"], serde_json::json!(["no-deletes"]));
+    assert_eq!(check("get").await["decision"], "allow");
+    let (code, _, err) = grace.run(&["policy", "set", "mine", "--file", &policy_path], None).await;
+    assert_eq!(code, 4, "members do not set policies: {err}");
+    let broken = ada.dir.path().join("broken.cedar");
+    std::fs::write(&broken, "permit (principal, action, resource)\nwhen { resource.nope };\n")
+        .unwrap();
+    let (code, _, err) =
+        ada.run(&["policy", "set", "broken", "--file", &broken.display().to_string()], None).await;
+    assert_eq!(code, 4, "a policy that does not validate is refused by the broker: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].starts_with("error: the broker refused the policy (1 problem)"), "{err}");
+    assert!(lines[1].starts_with("  line 2, column "), "each problem with its position: {err}");
+    assert!(lines.last().unwrap().starts_with("hint: "), "{err}");
+    let (code, _, err) = ada.run(&["policy", "set", "check", "--file", &policy_path], None).await;
+    assert_eq!(code, 1, "`check` is not a policy id: {err}");
+
+    // Members, roles, and listings as JSON.
+    let role = ada.json(&["member", "role", &grace_member, "admin"], None).await;
+    assert_eq!(role["role"], "admin");
+    ada.json(&["member", "role", &grace_member, "member"], None).await;
+    let grant = ada
+        .json(
+            &[
+                "grant",
+                "create",
+                "--agent",
+                &agent_id,
+                "--credential",
+                "models",
+                "--method",
+                "GET",
+                "--path",
+                "/v1/**",
+                "--for",
+                "1h",
+            ],
+            None,
+        )
+        .await;
+    assert!(grant["capability"].is_string());
+    for (name, args) in [
+        ("json-member-list", &["member", "list"][..]),
+        ("json-device-list", &["device", "list"][..]),
+        ("json-credential-list", &["credential", "list"][..]),
+        ("json-agent-list", &["agent", "list"][..]),
+        ("json-grant-list", &["grant", "list"][..]),
+        ("json-policy-list", &["policy", "list"][..]),
+    ] {
+        let value = ada.json(args, None).await;
+        assert!(!value.to_string().contains(API_KEY), "{name}: no listing carries the key");
+        assert_snapshot(name, &redact(&value));
+    }
+    ada.json(&["policy", "remove", "no-deletes"], None).await;
+    let (code, _, err) = ada.run(&["policy", "remove", "no-deletes"], None).await;
+    assert_eq!(code, 3, "removing a policy twice: {err}");
+
+    // Removing Grace's device: it is refused from then on, and a rotation is advised.
+    let removal = ada.json(&["device", "remove", &grace_device], None).await;
+    assert_eq!(removal["rotation_recommended"], true);
+    let (code, _, err) = grace.run(&["agent", "list"], None).await;
+    assert_eq!(code, 4, "a removed device is refused: {err}");
+    let removed = ada.json(&["member", "remove", &grace_member], None).await;
+    assert_eq!(removed["devices_removed"], 0);
+    let verified = ada.json(&["audit", "verify"], None).await;
+    assert_eq!(verified["local"]["ok"], true, "{verified}");
+    let changes = ada.json(&["audit", "list", "--kind", "policy_changed"], None).await;
+    assert_eq!(changes.as_array().map(Vec::len), Some(2), "set and removed: {changes}");
+    let _ = stop.send(());
+}

@@ -1,0 +1,170 @@
+//! A member's device stores an API key, creates an agent and grants it standing access; the
+//! agent then calls a loopback upstream through the real broker. The upstream receives the real
+//! key; the agent held only its token and a capability, and the broker only ciphertext.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "the helpers in this file are test code too; a panic is the failure report"
+)]
+
+mod common;
+
+use common::{Machine, TestBroker, upstream};
+use latchkey_client::access::{AccessError, GrantTerms, NewApiKey, add_api_key, grant_standing};
+use latchkey_client::api::{CredentialStatus, codes};
+use latchkey_client::workspace::{broker_client, create_workspace};
+use latchkey_core::capability::Method;
+use latchkey_core::ids::Owner;
+use latchkey_core::payload::Injection;
+use latchkey_core::secret::SecretBytes;
+
+const API_KEY: &str = "sk-canary-3f9a61c2d8e74b05";
+
+#[tokio::test]
+async fn an_agent_calls_through_the_broker_with_a_key_only_the_upstream_sees() {
+    let broker = TestBroker::start().await;
+    let ada = Machine::new("ada");
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    let (base, seen) = upstream().await;
+    let host = base.trim_start_matches("http://").to_owned();
+
+    let stored = add_api_key(
+        &ada.profile,
+        &ada.store,
+        NewApiKey {
+            name: "openai",
+            provider: "openai",
+            base_url: &base,
+            allowed_hosts: std::slice::from_ref(&host),
+            injection: Injection::Header { name: "authorization".into(), prefix: "Bearer ".into() },
+            shared: true,
+            key: SecretBytes::copy_from(API_KEY.as_bytes()),
+        },
+    )
+    .await
+    .expect("an admin stores a shared API key");
+    assert_eq!((stored.owner, stored.status), (Owner::Shared, CredentialStatus::Active));
+
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let created = client.create_agent("ci-bot").await.expect("agent");
+    let issued = grant_standing(
+        &ada.profile,
+        &ada.store,
+        GrantTerms {
+            agent: created.agent.id,
+            credential: "openai",
+            methods: &[Method::Get, Method::Post],
+            path_patterns: &["/v1/**"],
+            duration_secs: 3600,
+        },
+    )
+    .await
+    .expect("a standing grant");
+    assert_eq!(issued.grant.methods, ["GET", "POST"]);
+    assert!(!format!("{issued:?}").contains(issued.capability.expose_secret()), "Debug redacts it");
+
+    let http = reqwest::Client::new();
+    let call = |path: &str| {
+        http.get(format!("{}/p/openai{path}", broker.url.as_str()))
+            .bearer_auth(created.token.expose_secret())
+            .header("latchkey-capability", issued.capability.expose_secret())
+    };
+    let answer = call("/v1/models").send().await.unwrap();
+    assert_eq!(answer.status(), 200, "the granted call goes through");
+    let body = answer.text().await.unwrap();
+    assert!(!body.contains(API_KEY), "the agent never sees the key");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "one call reached the upstream");
+        assert!(
+            seen[0]
+                .to_ascii_lowercase()
+                .contains(&format!("authorization: bearer {API_KEY}").to_ascii_lowercase()),
+            "the upstream receives the real key: {}",
+            seen[0]
+        );
+        assert!(!seen[0].contains(created.token.expose_secret()), "and never the agent's token");
+    }
+
+    // Outside the grant's paths: refused before the upstream.
+    let outside = call("/admin").send().await.unwrap();
+    assert_eq!(outside.status(), 403, "a path outside the grant is refused");
+
+    // Revoking the grant stops the capability at the next call.
+    client.revoke_grant(issued.grant.id).await.expect("revoke");
+    let revoked = call("/v1/models").send().await.unwrap();
+    assert_eq!(revoked.status(), 403, "a revoked grant's capability is refused");
+    assert_eq!(seen.lock().unwrap().len(), 1, "refused calls never reach the upstream");
+
+    // The listings show what happened, and never a secret.
+    let agents = client.agents().await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert!(agents[0].last_used_at.is_some(), "the agent's last use is recorded");
+    let grants = client.grants(Some(created.agent.id)).await.unwrap();
+    assert!(grants[0].revoked_at.is_some(), "the grant is listed as revoked");
+    let listing = serde_json::to_string(&client.credentials().await.unwrap()).unwrap();
+    assert!(!listing.contains(API_KEY), "listings carry metadata only");
+
+    // Deleting the credential and revoking the agent both work and are final.
+    client.delete_credential(stored.id).await.expect("delete");
+    assert!(client.credentials().await.unwrap().is_empty());
+    client.revoke_agent(created.agent.id).await.expect("revoke agent");
+    let after = call("/v1/models").send().await.unwrap();
+    assert_eq!(after.status(), 401, "a revoked agent's token is refused");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn bad_grants_and_unknown_credentials_are_refused_with_what_to_do() {
+    let broker = TestBroker::start().await;
+    let ada = Machine::new("ada");
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let agent = client.create_agent("bot").await.unwrap().agent.id;
+    let terms = GrantTerms {
+        agent,
+        credential: "nothing-here",
+        methods: &[Method::Get],
+        path_patterns: &["/**"],
+        duration_secs: 60,
+    };
+
+    let unknown = grant_standing(&ada.profile, &ada.store, terms.clone()).await.unwrap_err();
+    assert!(matches!(unknown, AccessError::UnknownCredential(_)), "got {unknown:?}");
+    assert!(unknown.to_string().contains("latchkey credential list"), "{unknown}");
+
+    for (bad, why) in [
+        (GrantTerms { duration_secs: 0, ..terms.clone() }, "zero duration"),
+        (GrantTerms { duration_secs: 91 * 24 * 3600, ..terms.clone() }, "over 90 days"),
+        (GrantTerms { methods: &[], ..terms.clone() }, "no method"),
+        (GrantTerms { path_patterns: &["no-slash"], ..terms.clone() }, "a malformed pattern"),
+    ] {
+        let error = grant_standing(&ada.profile, &ada.store, bad).await.unwrap_err();
+        assert!(matches!(error, AccessError::InvalidGrant(_)), "{why}: got {error:?}");
+    }
+
+    // The broker's own validation arrives as a stable code: a name that is not allowed.
+    let refused = add_api_key(
+        &ada.profile,
+        &ada.store,
+        NewApiKey {
+            name: "Not A Valid Name!",
+            provider: "openai",
+            base_url: "https://api.openai.com",
+            allowed_hosts: &["api.openai.com".to_owned()],
+            injection: Injection::Header { name: "authorization".into(), prefix: "Bearer ".into() },
+            shared: true,
+            key: SecretBytes::copy_from(API_KEY.as_bytes()),
+        },
+    )
+    .await
+    .unwrap_err();
+    let AccessError::Broker(error) = &refused else {
+        panic!("expected a broker error: {refused:?}")
+    };
+    assert!(error.api().is_some_and(|e| e.is(codes::INVALID_REQUEST)), "got {error:?}");
+    assert!(!refused.to_string().contains(API_KEY), "errors never carry the key");
+    broker.stop().await;
+}

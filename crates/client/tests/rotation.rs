@@ -1,0 +1,190 @@
+//! Key rotation against a real broker: every credential re-sealed under the next version in one
+//! broker transaction, the new key delivered to the member's other device, and interrupted
+//! rotations resumed without a second key or a half-rotated credential.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "the helpers in this file are test code too; a panic is the failure report"
+)]
+
+mod common;
+
+use common::{Machine, TestBroker};
+use latchkey_client::access::{NewApiKey, add_api_key};
+use latchkey_client::api::{BrokerClient, InviteFor};
+use latchkey_client::rotation::{RotationProgress, RotationScope, rotate};
+use latchkey_client::workspace::{
+    CreatedWorkspace, Joining, admit_device, broker_client, create_workspace, join_workspace,
+    receive_keys,
+};
+use latchkey_core::ids::{KeyVersion, Owner};
+use latchkey_core::keys::WorkspaceKey;
+use latchkey_core::payload::{CredentialPayload, Injection};
+use latchkey_core::secret::SecretBytes;
+
+const V1: KeyVersion = KeyVersion::FIRST;
+
+fn v2() -> KeyVersion {
+    V1.next().unwrap()
+}
+
+async fn admin_with_credentials(broker: &TestBroker) -> (Machine, CreatedWorkspace) {
+    let ada = Machine::new("ada");
+    let created = create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop")
+        .await
+        .unwrap();
+    for (name, shared) in [("openai", true), ("github", true), ("mine", false)] {
+        add_api_key(
+            &ada.profile,
+            &ada.store,
+            NewApiKey {
+                name,
+                provider: "custom-api-key",
+                base_url: "https://api.example.com",
+                allowed_hosts: &["api.example.com".to_owned()],
+                injection: Injection::Header {
+                    name: "authorization".into(),
+                    prefix: "Bearer ".into(),
+                },
+                shared,
+                key: SecretBytes::copy_from(format!("secret-of-{name}").as_bytes()),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    (ada, created)
+}
+
+/// Every credential opens under the version the broker says it is at, with the key this
+/// machine holds for that version, and holds the secret it was given.
+async fn assert_all_readable(machine: &Machine, client: &BrokerClient, created: &CreatedWorkspace) {
+    for credential in client.credentials().await.unwrap() {
+        let (version, envelope) = client.credential_envelope(credential.id).await.unwrap();
+        assert_eq!(
+            version, credential.key_version,
+            "{}: listing and envelope agree",
+            credential.name
+        );
+        let key = match credential.owner {
+            Owner::Shared => machine
+                .store
+                .load_workspace_key(created.workspace, version)
+                .unwrap()
+                .record_key(credential.id),
+            Owner::Member(member) => machine
+                .store
+                .load_member_key(created.workspace, member, version)
+                .unwrap()
+                .record_key(credential.id),
+        }
+        .unwrap();
+        let plaintext = envelope
+            .open(&key)
+            .unwrap_or_else(|_| panic!("{} must open under version {version}", credential.name));
+        let payload = CredentialPayload::decode(plaintext.expose_secret()).unwrap();
+        assert_eq!(
+            payload.secret.expose_secret(),
+            format!("secret-of-{}", credential.name).as_bytes(),
+            "{}: the secret survives rotation",
+            credential.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_shared_rotation_reseals_every_shared_credential_and_reaches_the_other_device() {
+    let broker = TestBroker::start().await;
+    let (ada, created) = admin_with_credentials(&broker).await;
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+
+    // A second device of Ada's, admitted after comparing fingerprints.
+    let code = client.create_invite(InviteFor::Device(created.member), None).await.unwrap().code;
+    let desktop = Machine::new("ada-desktop");
+    let joined = join_workspace(
+        &desktop.profile,
+        &desktop.store,
+        &broker.url,
+        &code,
+        &Joining::ExistingMember(created.member),
+        "desktop",
+    )
+    .await
+    .unwrap();
+    let admitted =
+        admit_device(&ada.profile, &ada.store, joined.device, &joined.fingerprint).await.unwrap();
+    receive_keys(&desktop.profile, &desktop.store, Some(&admitted.fingerprint)).await.unwrap();
+
+    let seen = std::sync::Mutex::new(Vec::new());
+    let summary = rotate(&ada.profile, &ada.store, RotationScope::Shared, &|p| {
+        seen.lock().unwrap().push(p);
+    })
+    .await
+    .expect("an admin rotates the workspace key");
+    assert_eq!((summary.from, summary.to, summary.credentials, summary.devices), (V1, v2(), 2, 2));
+    assert!(!summary.resumed);
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.first(), Some(&RotationProgress::Resealed { done: 1, total: 2 }));
+    assert_eq!(seen.last(), Some(&RotationProgress::Committed), "progress ends committed");
+    assert_eq!(ada.profile.load_config().unwrap().workspace_key_version, Some(v2()));
+
+    for credential in client.credentials().await.unwrap() {
+        let expected = if credential.owner == Owner::Shared { v2() } else { V1 };
+        assert_eq!(credential.key_version, expected, "{} is at the right version", credential.name);
+    }
+    assert_all_readable(&ada, &client, &created).await;
+
+    // The other device receives the new key from Ada's device (already trusted).
+    let received = receive_keys(&desktop.profile, &desktop.store, None).await.unwrap();
+    assert!(received.workspace_keys.contains(&v2()), "the new key reaches the other device");
+    let desktop_client = broker_client(&desktop.profile, &desktop.store).await.unwrap();
+    assert_all_readable(&desktop, &desktop_client, &created).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_member_rotation_touches_only_personal_credentials() {
+    let broker = TestBroker::start().await;
+    let (ada, created) = admin_with_credentials(&broker).await;
+    let summary = rotate(&ada.profile, &ada.store, RotationScope::Member, &|_| {}).await.unwrap();
+    assert_eq!((summary.credentials, summary.devices), (1, 1));
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    for credential in client.credentials().await.unwrap() {
+        let expected = if credential.owner == Owner::Shared { V1 } else { v2() };
+        assert_eq!(credential.key_version, expected, "{}", credential.name);
+    }
+    assert_all_readable(&ada, &client, &created).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_interrupted_rotation_resumes_with_the_key_it_stored_first() {
+    let broker = TestBroker::start().await;
+    let (ada, created) = admin_with_credentials(&broker).await;
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+
+    // Interrupted after step 1: the next key is in the key store, the broker knows nothing.
+    let pending = WorkspaceKey::generate(created.workspace, v2()).unwrap();
+    ada.store.save_workspace_key(&pending).unwrap();
+    assert_all_readable(&ada, &client, &created).await;
+    rotate(&ada.profile, &ada.store, RotationScope::Shared, &|_| {}).await.unwrap();
+    let used = ada.store.load_workspace_key(created.workspace, v2()).unwrap();
+    assert_eq!(used.expose_secret(), pending.expose_secret(), "the stored key was reused");
+    assert_all_readable(&ada, &client, &created).await;
+
+    // Interrupted after the broker committed, before the profile recorded it.
+    let mut config = ada.profile.load_config().unwrap();
+    config.workspace_key_version = Some(V1);
+    ada.profile.save_config(&config).unwrap();
+    let resumed = rotate(&ada.profile, &ada.store, RotationScope::Shared, &|_| {}).await.unwrap();
+    assert!(resumed.resumed, "the committed rotation is finished, not repeated");
+    assert_eq!(resumed.to, v2());
+    assert_eq!(ada.profile.load_config().unwrap().workspace_key_version, Some(v2()));
+    for credential in client.credentials().await.unwrap() {
+        assert!(credential.key_version <= v2(), "no second rotation happened");
+    }
+    assert_all_readable(&ada, &client, &created).await;
+    broker.stop().await;
+}

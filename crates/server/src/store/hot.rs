@@ -1,0 +1,361 @@
+//! The proxy's read cache: agents by token hash, credentials by name, active devices and
+//! standing grants, plus the record keys of standing capabilities that have been verified and
+//! opened once.
+//!
+//! Every proxied call needs the same four rows. Reading them from the database costs four
+//! round trips to the driver's worker thread per call; reading them from here costs four hash
+//! lookups. Correctness rests on one rule: **every store method that changes one of these tables
+//! invalidates the whole cache when it returns** (after its commit), through
+//! [`HotCache::invalidate_on_drop`]. A revocation, deletion, rotation or status change made
+//! through this broker is therefore seen by the very next request.
+//!
+//! Loads race with invalidations safely: a reader takes the cache's generation before it reads
+//! the database and inserts what it read only if the generation is unchanged. A write that
+//! commits after the read bumps the generation, so the stale row is never cached; a write that
+//! commits before the read is what the read sees.
+//!
+//! Writes made outside this process (a second broker on the same database, an operator's SQL)
+//! do not reach the generation. Entries therefore also expire after [`ENTRY_TTL`], which bounds
+//! how long such a write can go unseen. Brokers that share a database are meant to share a
+//! generation too (a per-workspace counter in the database, checked once per call), which
+//! replaces the time bound with an exact one; the SQLite default runs one broker per file.
+//!
+//! The record-key cache holds keys only for standing capabilities, whose reuse is by design:
+//! a single-use capability is opened once and its key dropped. A cached key is keyed by the
+//! SHA-256 of the capability's bytes, so only the exact capability that was verified finds it;
+//! every call still re-checks the claims against the request and the clock, the grant, the
+//! issuing device and the key version from the (cached) rows. The key is zeroized when its entry
+//! goes: on any invalidation (a grant revoked, a device removed, a key rotated), once it is older
+//! than [`ENTRY_TTL`] and the cache next looks it up or sweeps (at most once per TTL, on a load), or when
+//! the cache is full and starts over. Holding it adds nothing
+//! an attacker who can read the broker's memory does not already have: that memory holds the
+//! broker key, which opens every capability agents present.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use latchkey_core::capability::Claims;
+use latchkey_core::ids::{DeviceId, GrantId, WorkspaceId};
+use latchkey_core::keys::RecordKey;
+use latchkey_core::token::TokenHash;
+
+use super::StoreError;
+use super::agents::{AgentRecord, GrantRecord};
+use super::credentials::CredentialRecord;
+use super::devices::ActiveDevice;
+
+/// How long an entry may serve without being read again from the database.
+pub(crate) const ENTRY_TTL: Duration = Duration::from_secs(2);
+
+/// Most entries per map; a full map starts over (the working set of a broker is its active
+/// agents, credentials and grants, far below this).
+const MAX_ENTRIES: usize = 16_384;
+
+/// A standing capability that passed every check once and whose record key was opened.
+pub(crate) struct OpenedStanding {
+    /// Its claims, re-checked against every request.
+    pub claims: Claims,
+    /// The record key it carries.
+    pub record_key: RecordKey,
+}
+
+impl std::fmt::Debug for OpenedStanding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenedStanding").field("claims", &self.claims).finish_non_exhaustive()
+    }
+}
+
+/// The cache; one per [`super::Store`], shared by its clones.
+#[derive(Debug, Default)]
+pub(crate) struct HotCache {
+    generation: AtomicU64,
+    maps: RwLock<Maps>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Maps {
+    /// By the token hash's bytes. A hash lookup's timing says nothing useful about a token: the
+    /// key is a SHA-256 output the caller cannot steer.
+    agents: HashMap<[u8; 32], Entry<AgentRecord>>,
+    credentials: HashMap<(WorkspaceId, String), Entry<CredentialRecord>>,
+    devices: HashMap<DeviceId, Entry<ActiveDevice>>,
+    grants: HashMap<(WorkspaceId, GrantId), Entry<GrantRecord>>,
+    standing: HashMap<[u8; 32], Entry<OpenedStanding>>,
+    /// When expired entries were last dropped.
+    swept: Option<Instant>,
+}
+
+impl Maps {
+    fn sweep(&mut self) {
+        fn fresh<K, T>(map: &mut HashMap<K, Entry<T>>) {
+            map.retain(|_, entry| entry.loaded.elapsed() < ENTRY_TTL);
+        }
+        fresh(&mut self.agents);
+        fresh(&mut self.credentials);
+        fresh(&mut self.devices);
+        fresh(&mut self.grants);
+        fresh(&mut self.standing);
+        self.swept = Some(Instant::now());
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry<T> {
+    value: Arc<T>,
+    loaded: Instant,
+}
+
+impl<T> Entry<T> {
+    fn fresh(&self) -> Option<Arc<T>> {
+        (self.loaded.elapsed() < ENTRY_TTL).then(|| Arc::clone(&self.value))
+    }
+}
+
+/// Where a cached value goes: one of the maps.
+pub(crate) trait Slot<K, T> {
+    fn map(maps: &mut Maps) -> &mut HashMap<K, Entry<T>>;
+    fn map_ref(maps: &Maps) -> &HashMap<K, Entry<T>>;
+}
+
+macro_rules! slot {
+    ($field:ident, $key:ty, $value:ty) => {
+        impl Slot<$key, $value> for HotCache {
+            fn map(maps: &mut Maps) -> &mut HashMap<$key, Entry<$value>> {
+                &mut maps.$field
+            }
+            fn map_ref(maps: &Maps) -> &HashMap<$key, Entry<$value>> {
+                &maps.$field
+            }
+        }
+    };
+}
+slot!(agents, [u8; 32], AgentRecord);
+slot!(credentials, (WorkspaceId, String), CredentialRecord);
+slot!(devices, DeviceId, ActiveDevice);
+slot!(grants, (WorkspaceId, GrantId), GrantRecord);
+slot!(standing, [u8; 32], OpenedStanding);
+
+/// The generation a load started at; pass it back to [`HotCache::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Generation(u64);
+
+/// Invalidates its cache when dropped. Taken at the start of every store method that writes a
+/// table the cache mirrors, so the invalidation follows the commit on every return path.
+#[must_use = "the cache is invalidated when this guard is dropped"]
+#[derive(Debug)]
+pub(crate) struct InvalidateOnDrop<'a>(&'a HotCache);
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.invalidate();
+    }
+}
+
+impl HotCache {
+    /// The current generation, to take before reading the database.
+    pub(crate) fn generation(&self) -> Generation {
+        Generation(self.generation.load(Ordering::Acquire))
+    }
+
+    /// A fresh cached value for `key`.
+    pub(crate) fn get<K: Eq + Hash, T>(&self, key: &K) -> Option<Arc<T>>
+    where
+        Self: Slot<K, T>,
+    {
+        {
+            let maps = self.maps.read().unwrap_or_else(PoisonError::into_inner);
+            match <Self as Slot<K, T>>::map_ref(&maps).get(key) {
+                None => return None,
+                Some(entry) => {
+                    if let Some(fresh) = entry.fresh() {
+                        return Some(fresh);
+                    }
+                }
+            }
+        }
+        // Expired: drop it now rather than when the map is next cleared (a cached record key
+        // is zeroized when its last holder lets go).
+        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
+        let map = <Self as Slot<K, T>>::map(&mut maps);
+        if map.get(key).is_some_and(|entry| entry.fresh().is_none()) {
+            map.remove(key);
+        }
+        None
+    }
+
+    /// Caches `value` under `key` if nothing was invalidated since `loaded_at` was taken.
+    pub(crate) fn insert<K: Eq + Hash, T>(&self, loaded_at: Generation, key: K, value: Arc<T>)
+    where
+        Self: Slot<K, T>,
+    {
+        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the write lock: `invalidate` bumps the generation before it takes the
+        // lock to clear, so an insert that sees the old generation here is cleared after it.
+        if self.generation() != loaded_at {
+            return;
+        }
+        // Expired entries are swept out at most once per TTL, on an insert, so none outlives
+        // its time by much more than the next load.
+        if maps.swept.is_none_or(|at| at.elapsed() >= ENTRY_TTL) {
+            maps.sweep();
+        }
+        let map = <Self as Slot<K, T>>::map(&mut maps);
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, Entry { value, loaded: Instant::now() });
+    }
+
+    /// Forgets everything (zeroizing cached record keys) and makes loads in flight uncacheable.
+    pub(crate) fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
+        *maps = Maps::default();
+    }
+
+    /// A guard that invalidates when dropped; see [`InvalidateOnDrop`].
+    pub(crate) fn invalidate_on_drop(&self) -> InvalidateOnDrop<'_> {
+        InvalidateOnDrop(self)
+    }
+
+    /// Notes that `agent`'s token was used at `now` (seconds). Returns whether the database
+    /// should be told: only the first use each second is written.
+    pub(crate) fn mark_agent_used(&self, hash: &TokenHash, now: u64) -> bool {
+        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = maps.agents.get_mut(hash.as_bytes()) else { return true };
+        if entry.value.last_used_at.is_some_and(|at| at >= now) {
+            return false;
+        }
+        let mut updated = (*entry.value).clone();
+        updated.last_used_at = Some(now);
+        entry.value = Arc::new(updated);
+        true
+    }
+}
+
+impl super::Store {
+    /// [`super::Store::agent_by_token_hash`] through the cache.
+    pub(crate) async fn cached_agent(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<Arc<AgentRecord>>, StoreError> {
+        let key = *hash.as_bytes();
+        self.through_cache(key, || self.agent_by_token_hash(hash)).await
+    }
+
+    /// [`super::Store::credential_by_name`] through the cache.
+    pub(crate) async fn cached_credential(
+        &self,
+        workspace: WorkspaceId,
+        name: &str,
+    ) -> Result<Option<Arc<CredentialRecord>>, StoreError> {
+        let key = (workspace, name.to_owned());
+        self.through_cache(key, || self.credential_by_name(workspace, name)).await
+    }
+
+    /// [`super::Store::active_device`] through the cache.
+    pub(crate) async fn cached_active_device(
+        &self,
+        id: DeviceId,
+    ) -> Result<Option<Arc<ActiveDevice>>, StoreError> {
+        self.through_cache(id, || self.active_device(id)).await
+    }
+
+    /// [`super::Store::grant`] through the cache.
+    pub(crate) async fn cached_grant(
+        &self,
+        workspace: WorkspaceId,
+        grant: GrantId,
+    ) -> Result<Option<Arc<GrantRecord>>, StoreError> {
+        self.through_cache((workspace, grant), || self.grant(workspace, grant)).await
+    }
+
+    /// A fresh cached row, or the database's answer (cached if it exists and nothing was
+    /// invalidated while it was read). Absent rows are not cached: they are rare on the call
+    /// path (unknown tokens, mistyped names) and must not crowd out real entries.
+    async fn through_cache<K, T, F>(
+        &self,
+        key: K,
+        load: impl FnOnce() -> F,
+    ) -> Result<Option<Arc<T>>, StoreError>
+    where
+        K: Eq + Hash,
+        HotCache: Slot<K, T>,
+        F: Future<Output = Result<Option<T>, StoreError>>,
+    {
+        if let Some(hit) = self.hot.get(&key) {
+            return Ok(Some(hit));
+        }
+        let generation = self.hot.generation();
+        let Some(row) = load().await? else { return Ok(None) };
+        let row = Arc::new(row);
+        self.hot.insert(generation, key, Arc::clone(&row));
+        Ok(Some(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(id: DeviceId) -> ActiveDevice {
+        ActiveDevice {
+            workspace: WorkspaceId::random(),
+            id,
+            member: latchkey_core::ids::MemberId::random(),
+            role: crate::store::devices::Role::Member,
+            signing_key: [1; 32],
+            exchange_key: [2; 32],
+        }
+    }
+
+    #[test]
+    fn a_load_that_raced_an_invalidation_is_not_cached() {
+        let cache = HotCache::default();
+        let id = DeviceId::random();
+        let before = cache.generation();
+        cache.invalidate(); // a write committed while the load read the database
+        cache.insert(before, id, Arc::new(device(id)));
+        assert!(
+            cache.get::<DeviceId, ActiveDevice>(&id).is_none(),
+            "a row read before a write committed must not be served after it"
+        );
+
+        let now = cache.generation();
+        cache.insert(now, id, Arc::new(device(id)));
+        assert!(
+            cache.get::<DeviceId, ActiveDevice>(&id).is_some(),
+            "an undisturbed load is cached"
+        );
+    }
+
+    #[test]
+    fn the_guard_invalidates_when_the_writing_method_returns() {
+        let cache = HotCache::default();
+        let id = DeviceId::random();
+        cache.insert(cache.generation(), id, Arc::new(device(id)));
+        {
+            let _guard = cache.invalidate_on_drop();
+            assert!(
+                cache.get::<DeviceId, ActiveDevice>(&id).is_some(),
+                "still cached while the write runs"
+            );
+        }
+        assert!(cache.get::<DeviceId, ActiveDevice>(&id).is_none(), "gone once it returned");
+    }
+
+    #[test]
+    fn a_full_map_starts_over_instead_of_growing() {
+        let cache = HotCache::default();
+        for _ in 0..=MAX_ENTRIES {
+            let id = DeviceId::random();
+            cache.insert(cache.generation(), id, Arc::new(device(id)));
+        }
+        let maps = cache.maps.read().unwrap();
+        assert!(maps.devices.len() <= MAX_ENTRIES, "bounded at {MAX_ENTRIES}");
+    }
+}
