@@ -9,11 +9,16 @@
 //! | log format | `--log-format` | `LATCHKEY_LOG_FORMAT` | `log_format` | `text` |
 //! | broker key file | `--broker-key-file` | `LATCHKEY_BROKER_KEY_FILE` | `broker_key_file` | `<data dir>/broker.key` |
 //! | broker key | | `LATCHKEY_BROKER_KEY` | | |
+//! | PostgreSQL URL of the service role (SQLite in the data directory when absent) | `--database-url` | `LATCHKEY_DATABASE_URL` | `database_url` | |
+//! | PostgreSQL URL of the schema owner, to migrate and grant at startup | `--migrate-database-url` | `LATCHKEY_MIGRATE_DATABASE_URL` | `migrate_database_url` | |
 //!
 //! The broker key is never accepted as a flag (flags are visible to every local user in the
 //! process list) nor in the TOML file (which is usually less protected than a key file). When
 //! neither the environment variable nor the key file exists, a new key is generated into the key
 //! file with mode 0600. An existing key file readable by group or others is refused.
+//!
+//! Database passwords belong in a `~/.pgpass` file (`PGPASSFILE`) or `PGPASSWORD`, which the
+//! PostgreSQL driver reads when a URL has none; a URL's password is redacted from `Debug` output.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -48,6 +53,59 @@ pub enum ConfigError {
     /// The broker key could not be loaded or created.
     #[error("broker key: {0}")]
     BrokerKey(String),
+    /// The database settings do not fit together.
+    #[error("database: {0}")]
+    Database(&'static str),
+}
+
+/// A PostgreSQL connection URL (`postgres://` or `postgresql://`). It may carry a password, so
+/// its `Debug` output replaces the password, and it is not `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    // Cannot fail: the URL has a password, so it has a host that can carry one.
+                    let _ = url.set_password(Some("redacted"));
+                }
+                f.debug_tuple("DatabaseUrl").field(&url.as_str()).finish()
+            }
+            Err(_) => f.write_str("DatabaseUrl(<unparsable>)"),
+        }
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if !crate::store::is_postgres_url(text) {
+            // Not echoed: a mistyped URL may still hold a password.
+            return Err("expected a postgres:// URL (SQLite needs no URL: it lives in the data \
+                        directory)"
+                .to_owned());
+        }
+        url::Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Log output format.
@@ -116,6 +174,14 @@ pub struct Flags {
     /// File holding the broker's secret key (created with mode 0600 if absent).
     #[arg(long, env = "LATCHKEY_BROKER_KEY_FILE")]
     pub broker_key_file: Option<PathBuf>,
+    /// PostgreSQL URL the broker connects as (its unprivileged service role); without it, the
+    /// broker uses SQLite in the data directory.
+    #[arg(long, env = "LATCHKEY_DATABASE_URL")]
+    pub database_url: Option<DatabaseUrl>,
+    /// PostgreSQL URL of the schema owner: migrations run and the service role's grants are set
+    /// with it at startup.
+    #[arg(long, env = "LATCHKEY_MIGRATE_DATABASE_URL")]
+    pub migrate_database_url: Option<DatabaseUrl>,
 }
 
 /// The TOML file: the same settings as the flags, minus secrets.
@@ -127,6 +193,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
     broker_key_file: Option<PathBuf>,
+    database_url: Option<DatabaseUrl>,
+    migrate_database_url: Option<DatabaseUrl>,
 }
 
 /// The resolved configuration.
@@ -142,6 +210,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Broker key file.
     pub broker_key_file: PathBuf,
+    /// PostgreSQL as the service role; `None` for SQLite at [`Config::database_path`].
+    pub database_url: Option<DatabaseUrl>,
+    /// PostgreSQL as the schema owner, to migrate at startup (only with `database_url`).
+    pub migrate_database_url: Option<DatabaseUrl>,
 }
 
 /// Default API listener: loopback only.
@@ -169,6 +241,13 @@ impl Config {
             .broker_key_file
             .or(file.broker_key_file)
             .unwrap_or_else(|| data_dir.join("broker.key"));
+        let database_url = flags.database_url.or(file.database_url);
+        let migrate_database_url = flags.migrate_database_url.or(file.migrate_database_url);
+        if database_url.is_none() && migrate_database_url.is_some() {
+            return Err(ConfigError::Database(
+                "--migrate-database-url needs --database-url (the service role's URL)",
+            ));
+        }
         Ok(Self {
             listen: flags.listen.or(file.listen).unwrap_or_else(|| parse_default(DEFAULT_LISTEN)),
             metrics_listen: match flags.metrics_listen.or(file.metrics_listen) {
@@ -179,6 +258,8 @@ impl Config {
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             data_dir,
             broker_key_file,
+            database_url,
+            migrate_database_url,
         })
     }
 
@@ -384,6 +465,43 @@ mod tests {
         let err =
             Config::resolve(Flags { config: Some(file), ..Flags::default() }, no_env).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn database_urls_are_postgres_only_and_their_passwords_stay_out_of_debug_output() {
+        let flags = Flags::try_parse_from([
+            "x",
+            "--data-dir",
+            "/d",
+            "--database-url",
+            "postgres://svc:hunter2@db.internal:5432/latchkey",
+            "--migrate-database-url",
+            "postgresql://owner@db.internal/latchkey",
+        ])
+        .unwrap();
+        let config = Config::resolve(flags, no_env).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "the password must be redacted: {debug}");
+        assert!(debug.contains("svc:redacted@db.internal"), "{debug}");
+        assert_eq!(
+            config.database_url.as_ref().map(DatabaseUrl::expose),
+            Some("postgres://svc:hunter2@db.internal:5432/latchkey"),
+            "the connection itself gets the password"
+        );
+
+        let err = Flags::try_parse_from(["x", "--database-url", "mysql://u:pw@h/db"]).unwrap_err();
+        assert!(err.to_string().contains("postgres://"), "{err}");
+
+        let flags = Flags::try_parse_from([
+            "x",
+            "--data-dir",
+            "/d",
+            "--migrate-database-url",
+            "postgres://owner@h/db",
+        ])
+        .unwrap();
+        let err = Config::resolve(flags, no_env).unwrap_err();
+        assert!(err.to_string().contains("--database-url"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let broker_key = config::load_broker_key(&config, env)?;
-    let store = Store::open_sqlite(&config.database_path()).await?;
+    let store = match &config.database_url {
+        Some(url) => {
+            let migrate = config.migrate_database_url.as_ref().map(|u| u.expose());
+            Store::open_postgres(url.expose(), migrate).await?
+        }
+        None => Store::open_sqlite(&config.database_path()).await?,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

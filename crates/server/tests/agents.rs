@@ -53,7 +53,7 @@ async fn an_agent_token_is_shown_once_and_stored_only_as_its_hash() {
     let found = store.agent_by_token_hash(&token.hash()).await.unwrap().expect("found by hash");
     assert_eq!((found.id, found.owner, found.revoked_at), (id, admin.member, None));
 
-    let files = database_bytes(&broker);
+    let files = database_bytes(&broker).await;
     assert!(
         contains(&files, token.hash().as_bytes()),
         "the scan reads the database: the hash is there"
@@ -559,21 +559,15 @@ fn agent_ids(list: &Value) -> Vec<AgentId> {
 }
 
 async fn open_store(broker: &TestBroker) -> Store {
-    Store::open_sqlite(&broker.dir.path().join("db.sqlite3"))
-        .await
-        .expect("open the broker's store")
+    broker.store().await
 }
 
-/// The bytes of the database and its WAL and shared-memory files.
-fn database_bytes(broker: &TestBroker) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(broker.dir.path()).expect("data dir") {
-        let path = entry.expect("entry").path();
-        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("db.sqlite3")) {
-            all.extend(std::fs::read(&path).expect("read database file"));
-        }
-    }
-    assert!(!all.is_empty(), "the database files exist");
+/// Everything the database holds at rest: the SQLite file with its WAL and shared-memory files,
+/// or every PostgreSQL table's contents.
+async fn database_bytes(broker: &TestBroker) -> Vec<u8> {
+    let all: Vec<u8> =
+        broker.stored_bytes().await.into_iter().flat_map(|(_, bytes)| bytes).collect();
+    assert!(!all.is_empty(), "the database has contents");
     all
 }
 

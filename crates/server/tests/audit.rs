@@ -13,10 +13,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use common::{TestBroker, TestDevice, workspace_with_admin};
+use common::{TestBroker, TestDatabase, TestDevice, workspace_with_admin};
 use latchkey_core::ids::{AgentId, DeviceId, MemberId, WorkspaceId};
 use latchkey_server::audit::{
     AuditError, AuditEvent, AuditKind, AuditLog, BatchConfig, BreakReason, Decision, GENESIS_HASH,
@@ -172,7 +172,7 @@ async fn concurrent_appends_share_few_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_writers_on_one_database_extend_one_chain_without_forking() {
     let (dir, store_a) = fresh_store().await;
-    let store_b = Store::open_sqlite(&db_path(dir.path())).await.expect("second pool");
+    let store_b = dir.store().await;
     let (log_a, log_b) = (AuditLog::start(store_a.clone()), AuditLog::start(store_b));
     let workspace = WorkspaceId::random();
     let tasks: Vec<_> = (0..200u64)
@@ -233,14 +233,17 @@ async fn deferred_appends_join_the_next_commit_or_are_written_on_their_own_or_at
 #[tokio::test]
 async fn a_failed_transaction_fails_every_append_in_it_and_writes_nothing() {
     let (dir, store) = fresh_store().await;
-    let mut raw = raw_connection(dir.path()).await;
-    sqlx::query(
+    let mut raw = raw_connection(&dir.db, dir.path(), None).await;
+    let poison = if common::postgres_backend() {
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'poisoned'; END $$;
+         CREATE TRIGGER poison BEFORE INSERT ON audit_log
+         FOR EACH ROW WHEN (NEW.record LIKE '%poison%') EXECUTE FUNCTION poison();"
+    } else {
         "CREATE TRIGGER poison BEFORE INSERT ON audit_log
-         WHEN NEW.record LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
-    )
-    .execute(&mut raw)
-    .await
-    .expect("test trigger");
+         WHEN NEW.record LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+    };
+    sqlx::raw_sql(poison).execute(&mut raw).await.expect("test trigger");
     // A wide window puts every append below into one transaction.
     let config = BatchConfig { max_wait: Duration::from_millis(300), ..BatchConfig::default() };
     let log = AuditLog::start_with(store.clone(), config);
@@ -331,14 +334,14 @@ async fn the_database_refuses_updates_deletes_and_inserts_that_do_not_extend_the
             .await
             .expect("append");
     }
-    let mut raw = raw_connection(dir.path()).await;
+    let mut raw = raw_connection(&dir.db, dir.path(), Some(workspace)).await;
     let ws = workspace.to_string();
-    let update = sqlx::query("UPDATE audit_log SET at_ms = 0 WHERE workspace_id = ?1 AND seq = 2")
+    let update = sqlx::query("UPDATE audit_log SET at_ms = 0 WHERE workspace_id = $1 AND seq = 2")
         .bind(&ws)
         .execute(&mut raw)
         .await;
     assert!(error_text(update).contains("append-only"), "UPDATE is refused by the trigger");
-    let delete = sqlx::query("DELETE FROM audit_log WHERE workspace_id = ?1 AND seq = 3")
+    let delete = sqlx::query("DELETE FROM audit_log WHERE workspace_id = $1 AND seq = 3")
         .bind(&ws)
         .execute(&mut raw)
         .await;
@@ -348,7 +351,7 @@ async fn the_database_refuses_updates_deletes_and_inserts_that_do_not_extend_the
     let insert = |seq: i64, prev: [u8; 32]| {
         sqlx::query(
             "INSERT INTO audit_log (workspace_id, seq, at_ms, record, prev_hash, hash)
-             VALUES (?1, ?2, 0, '{}', ?3, ?4)",
+             VALUES ($1, $2, 0, '{}', $3, $4)",
         )
         .bind(ws.clone())
         .bind(seq)
@@ -382,11 +385,11 @@ async fn an_edited_record_is_reported_at_its_seq() {
 
     // Change what record 5 says, bypassing the append-only trigger.
     let target = seqs[4];
-    let mut raw = raw_connection(broker.dir.path()).await;
-    sqlx::query("DROP TRIGGER audit_log_no_update").execute(&mut raw).await.expect("drop trigger");
+    let mut raw = raw_connection(&broker.db, broker.dir.path(), Some(admin.workspace)).await;
+    drop_trigger(&mut raw, "audit_log_no_update").await;
     sqlx::query(
         "UPDATE audit_log SET record = replace(record, '\"GET\"', '\"DELETE\"')
-         WHERE workspace_id = ?1 AND seq = ?2",
+         WHERE workspace_id = $1 AND seq = $2",
     )
     .bind(admin.workspace.to_string())
     .bind(i64::try_from(target).unwrap())
@@ -410,7 +413,7 @@ async fn an_edited_record_is_reported_at_its_seq() {
         .find(|r| r.seq == target)
         .expect("edited row");
     let rehashed = chain_hash(&row.prev_hash, row.record.as_bytes());
-    sqlx::query("UPDATE audit_log SET hash = ?1 WHERE workspace_id = ?2 AND seq = ?3")
+    sqlx::query("UPDATE audit_log SET hash = $1 WHERE workspace_id = $2 AND seq = $3")
         .bind(rehashed.to_vec())
         .bind(admin.workspace.to_string())
         .bind(i64::try_from(target).unwrap())
@@ -425,7 +428,7 @@ async fn an_edited_record_is_reported_at_its_seq() {
     );
 
     // Moving a record's indexed time (to hide it from time filters) is found too.
-    sqlx::query("UPDATE audit_log SET at_ms = 999999 WHERE workspace_id = ?1 AND seq = ?2")
+    sqlx::query("UPDATE audit_log SET at_ms = 999999 WHERE workspace_id = $1 AND seq = $2")
         .bind(admin.workspace.to_string())
         .bind(i64::try_from(seqs[1]).unwrap())
         .execute(&mut raw)
@@ -451,9 +454,9 @@ async fn a_deleted_record_is_reported_as_missing() {
         let event = attempt(admin.workspace, AgentId::random(), "github", Decision::Allowed, i);
         seqs.push(log.append(event).await.expect("append").seq);
     }
-    let mut raw = raw_connection(broker.dir.path()).await;
-    sqlx::query("DROP TRIGGER audit_log_no_delete").execute(&mut raw).await.expect("drop trigger");
-    sqlx::query("DELETE FROM audit_log WHERE workspace_id = ?1 AND seq = ?2")
+    let mut raw = raw_connection(&broker.db, broker.dir.path(), Some(admin.workspace)).await;
+    drop_trigger(&mut raw, "audit_log_no_delete").await;
+    sqlx::query("DELETE FROM audit_log WHERE workspace_id = $1 AND seq = $2")
         .bind(admin.workspace.to_string())
         .bind(i64::try_from(seqs[2]).unwrap())
         .execute(&mut raw)
@@ -804,10 +807,10 @@ async fn secrets_in_a_query_string_or_userinfo_never_reach_the_database() {
     assert_eq!(record["path"], "/repos/acme/app", "the query string and fragment are dropped");
     assert_eq!(record["host"], "api.github.com", "userinfo is dropped");
 
-    // The database file, its WAL and shared memory: nothing of the secrets anywhere.
+    // The database file, its WAL and shared memory (or every PostgreSQL table): nothing of the
+    // secrets anywhere.
     let mut scanned = 0;
-    for entry in std::fs::read_dir(broker.dir.path()).expect("data dir") {
-        let bytes = std::fs::read(entry.expect("entry").path()).expect("read file");
+    for (_, bytes) in broker.stored_bytes().await {
         scanned += bytes.len();
         for canary in [PASSED, USERINFO, NEVER] {
             assert!(
@@ -883,27 +886,70 @@ fn attempt(
     event
 }
 
-fn db_path(dir: &Path) -> PathBuf {
-    dir.join("db.sqlite3")
+/// A store on a fresh database without a broker in front of it.
+struct Fresh {
+    dir: tempfile::TempDir,
+    db: TestDatabase,
 }
 
-async fn fresh_store() -> (tempfile::TempDir, Store) {
+impl Fresh {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A second store on the same database, as a second replica would open it.
+    async fn store(&self) -> Store {
+        self.db.open(self.dir.path()).await
+    }
+}
+
+async fn fresh_store() -> (Fresh, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open_sqlite(&db_path(dir.path())).await.expect("open store");
-    (dir, store)
+    let db = TestDatabase::create().await;
+    let store = db.open_and_migrate(dir.path()).await;
+    (Fresh { dir, db }, store)
 }
 
 /// A second writer on the running broker's database, as a second replica would be.
 async fn writer_for(broker: &TestBroker) -> (Store, AuditLog) {
-    let store = Store::open_sqlite(&db_path(broker.dir.path())).await.expect("open store");
+    let store = broker.store().await;
     let log = AuditLog::start(store.clone());
     (store, log)
 }
 
-/// A plain connection that is not the broker's: what someone with the database file can do.
-async fn raw_connection(dir: &Path) -> sqlx::SqliteConnection {
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(db_path(dir));
-    sqlx::SqliteConnection::connect_with(&options).await.expect("raw connection")
+/// A plain connection that is not the broker's: what someone with the database file can do, or
+/// on PostgreSQL the schema owner (row-level security binds it too, so it names the workspace it
+/// tampers with, as such a person would).
+async fn raw_connection(
+    db: &TestDatabase,
+    dir: &Path,
+    workspace: Option<WorkspaceId>,
+) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    let url = match db {
+        TestDatabase::Sqlite => format!("sqlite://{}", dir.join("db.sqlite3").display()),
+        TestDatabase::Postgres(pg) => pg.owner_url.clone(),
+    };
+    let mut raw = sqlx::AnyConnection::connect(&url).await.expect("raw connection");
+    if let (TestDatabase::Postgres(_), Some(workspace)) = (db, workspace) {
+        sqlx::query("SELECT set_config('latchkey.workspace', $1, false)")
+            .bind(workspace.to_string())
+            .execute(&mut raw)
+            .await
+            .expect("name the workspace");
+    }
+    raw
+}
+
+/// Removes one of the audit log's protective triggers, as someone with the file (or the owner
+/// role) can.
+async fn drop_trigger(raw: &mut sqlx::AnyConnection, trigger: &'static str) {
+    let statement = if common::postgres_backend() {
+        format!("ALTER TABLE audit_log DISABLE TRIGGER {trigger}")
+    } else {
+        format!("DROP TRIGGER {trigger}")
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(raw).await.expect("drop trigger");
 }
 
 fn error_text<T>(result: Result<T, sqlx::Error>) -> String {

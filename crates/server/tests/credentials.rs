@@ -944,12 +944,12 @@ async fn a_member_rotates_their_own_member_key_and_only_their_personal_credentia
 async fn removed_devices_and_members_are_not_owed_the_new_key() {
     let t = team().await;
     let db = database(&t.broker).await;
-    sqlx::query("UPDATE devices SET removed_at = 1 WHERE id = ?1")
+    sqlx::query("UPDATE devices SET removed_at = 1 WHERE id = $1")
         .bind(t.laptop.id.to_string())
         .execute(&db)
         .await
         .unwrap();
-    sqlx::query("UPDATE members SET removed_at = 1 WHERE id = ?1")
+    sqlx::query("UPDATE members SET removed_at = 1 WHERE id = $1")
         .bind(t.member.member.to_string())
         .execute(&db)
         .await
@@ -988,7 +988,7 @@ async fn the_database_never_holds_a_plaintext_credential() {
     let (status, answer) = t.rotate(&t.admin, &request).await;
     assert_eq!(status, 200, "{answer}");
 
-    let files = database_bytes(&t.broker);
+    let files = database_bytes(&t.broker).await;
     assert!(
         contains(&files, resealed.as_bytes()),
         "the scan reads the database: the stored envelope must be found"
@@ -1132,21 +1132,15 @@ fn parse_envelope(answer: &Value) -> Envelope {
 }
 
 async fn open_store(broker: &TestBroker) -> latchkey_server::store::Store {
-    latchkey_server::store::Store::open_sqlite(&broker.dir.path().join("db.sqlite3"))
-        .await
-        .expect("open the broker's store")
+    broker.store().await
 }
 
-/// The bytes of the database and its WAL and shared-memory files.
-fn database_bytes(broker: &TestBroker) -> Vec<u8> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(broker.dir.path()).expect("data dir") {
-        let path = entry.expect("entry").path();
-        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("db.sqlite3")) {
-            all.extend(std::fs::read(&path).expect("read database file"));
-        }
-    }
-    assert!(!all.is_empty(), "the database files exist");
+/// Everything the database holds at rest: the SQLite file with its WAL and shared-memory files,
+/// or every PostgreSQL table's contents.
+async fn database_bytes(broker: &TestBroker) -> Vec<u8> {
+    let all: Vec<u8> =
+        broker.stored_bytes().await.into_iter().flat_map(|(_, bytes)| bytes).collect();
+    assert!(!all.is_empty(), "the database has contents");
     all
 }
 

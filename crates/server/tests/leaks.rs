@@ -1,10 +1,10 @@
 //! Nothing secret leaks: a whole story runs against a broker whose logs are captured as JSON at
 //! TRACE level (every crate, `log` records included), and then the captured logs, every response
 //! the test received (status line, headers, body), the metrics, the SQLite database with its
-//! `-wal` and `-shm` files, and the broker key file are searched for every secret the story
-//! handled: the API key, the OAuth access and refresh tokens (before and after a refresh), the
-//! agent token, every capability, every record key and the workspace and member keys (raw, hex,
-//! base64 and base64url).
+//! `-wal` and `-shm` files (on PostgreSQL: every table's contents), and the broker key file are
+//! searched for every secret the story handled: the API key, the OAuth access and refresh
+//! tokens (before and after a refresh), the agent token, every capability, every record key and
+//! the workspace and member keys (raw, hex, base64 and base64url).
 //!
 //! The scan is checked against positive controls so that it cannot pass by looking in the wrong
 //! place: the envelope bytes the device uploaded are found in the database files, the agent token
@@ -213,11 +213,11 @@ async fn no_secret_reaches_a_log_line_a_response_the_database_or_the_key_file() 
     // --- The scan. ----------------------------------------------------------------------------
     let secrets = story.secrets(&admin, &token);
     let positive = github_envelope;
-    let running = story.data_files();
-    let data_dir = story.broker.stop_keeping_data().await;
-    let stopped = files_in(data_dir.path());
+    let running = story.broker.stored_bytes().await;
+    let stopped = story.broker.stop_and_scan().await;
     assert!(
-        running.iter().chain(&stopped).any(|(name, _)| name.ends_with("-wal")),
+        common::postgres_backend()
+            || running.iter().chain(&stopped).any(|(name, _)| name.ends_with("-wal")),
         "the scan saw a write-ahead log: {:?}",
         running.iter().map(|(n, _)| n).collect::<Vec<_>>()
     );
@@ -319,19 +319,6 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 fn base64url(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).expect("base64url")
-}
-
-/// Every file of the data directory (the database, its -wal and -shm, the broker key file).
-fn files_in(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("data dir") {
-        let entry = entry.expect("entry");
-        if entry.file_type().expect("type").is_file() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            files.push((name, std::fs::read(entry.path()).expect("read")));
-        }
-    }
-    files
 }
 
 /// A response as the test received it: status line, headers and body.
@@ -477,10 +464,6 @@ impl Story {
             secrets.push((format!("the record key of credential {id}"), forms(&key)));
         }
         secrets
-    }
-
-    fn data_files(&self) -> Vec<(String, Vec<u8>)> {
-        files_in(self.broker.dir.path())
     }
 }
 

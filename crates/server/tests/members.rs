@@ -17,7 +17,6 @@ use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, WorkspaceId};
 use latchkey_core::keys::{
     DeviceVerifyingKey, ExchangePublicKey, MemberKey, WorkspaceKey, WrappedKey,
 };
-use latchkey_server::store::Store;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
@@ -726,7 +725,7 @@ async fn a_removed_device_is_unknown_on_its_next_request_and_its_wrapped_keys_ar
         (401, Some("unknown_device")),
         "the very next request is refused: {body}"
     );
-    let store = Store::open_sqlite(&broker.dir.path().join("db.sqlite3")).await.unwrap();
+    let store = broker.store().await;
     let left = store.wrapped_keys_for(admin.workspace, member.id).await.unwrap();
     assert!(left.is_empty(), "the keys addressed to the device are deleted: {left:?}");
     store.close().await;
@@ -797,7 +796,7 @@ async fn removing_a_member_removes_all_their_devices_and_recommends_rotation() {
         (403, Some("invite_invalid")),
         "a pending invite for a removed member is dead: {body}"
     );
-    let store = Store::open_sqlite(&broker.dir.path().join("db.sqlite3")).await.unwrap();
+    let store = broker.store().await;
     for device in [member.id, spare.id] {
         let left = store.wrapped_keys_for(admin.workspace, device).await.unwrap();
         assert!(left.is_empty(), "keys addressed to the removed member's devices: {left:?}");
@@ -957,7 +956,7 @@ async fn delivered_to(broker: &TestBroker, device: &TestDevice) -> Vec<Value> {
 
 /// The stored bytes of the workspace key `from` wrapped to `to`, read from the database.
 async fn wrap_bytes_of(broker: &TestBroker, from: &TestDevice, to: &TestDevice) -> Vec<u8> {
-    let store = Store::open_sqlite(&broker.dir.path().join("db.sqlite3")).await.unwrap();
+    let store = broker.store().await;
     let keys = store.wrapped_keys_for(from.workspace, to.id).await.unwrap();
     store.close().await;
     let key = keys

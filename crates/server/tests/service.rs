@@ -7,8 +7,9 @@
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
+mod common;
+
 use latchkey_core::keys::BrokerSecretKey;
-use latchkey_server::store::Store;
 use serde_json::Value;
 
 struct Running {
@@ -16,12 +17,14 @@ struct Running {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
+    _db: common::TestDatabase,
     public_key: [u8; 32],
 }
 
 async fn start() -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open store");
+    let db = common::TestDatabase::create().await;
+    let store = db.open_and_migrate(dir.path()).await;
     let key = BrokerSecretKey::generate().expect("broker key");
     let public_key = key.public_key().to_bytes();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
@@ -34,7 +37,7 @@ async fn start() -> Running {
         .await
         .expect("server ran");
     });
-    Running { base, stop: Some(stop), task, _dir: dir, public_key }
+    Running { base, stop: Some(stop), task, _dir: dir, _db: db, public_key }
 }
 
 impl Running {
@@ -101,10 +104,12 @@ async fn unknown_routes_and_methods_get_the_one_error_shape() {
 #[tokio::test]
 async fn reopening_the_database_keeps_it_and_reapplies_no_migration() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("db.sqlite3");
-    let first = Store::open_sqlite(&path).await.expect("first open creates and migrates");
+    let db = common::TestDatabase::create().await;
+    let first = db.open_and_migrate(dir.path()).await;
     first.close().await;
-    let second = Store::open_sqlite(&path).await.expect("second open finds migrations applied");
+    // Migrating again finds every migration applied (and, on PostgreSQL, grants converge).
+    let second = db.open_and_migrate(dir.path()).await;
     second.ping().await.expect("database answers");
     second.close().await;
+    db.drop_database().await;
 }

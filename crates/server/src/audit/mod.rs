@@ -387,7 +387,7 @@ struct Writer {
     deferred_deadline: Option<tokio::time::Instant>,
     /// The writer's own connection, detached from the pool, so its page cache stays warm and no
     /// append waits for the pool; reopened after a failure.
-    connection: Option<sqlx::SqliteConnection>,
+    connection: Option<sqlx::AnyConnection>,
 }
 
 impl Writer {
@@ -519,7 +519,7 @@ impl Writer {
             Some(connection) => connection,
             None => self.connection.insert(self.store.pool.acquire().await?.detach()),
         };
-        let appended = Store::append_audit_batch(connection, events, &self.heads).await;
+        let appended = self.store.append_audit_batch(connection, events, &self.heads).await;
         if appended.is_err() {
             self.connection = None;
         }

@@ -12,7 +12,7 @@ async fn store_with_workspaces(n: usize) -> (tempfile::TempDir, Store, Vec<Works
     let mut workspaces = Vec::new();
     for _ in 0..n {
         let ws = WorkspaceId::random();
-        sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES (?1, 'W', 0)")
+        sqlx::query("INSERT INTO workspaces (id, name, created_at) VALUES ($1, 'W', 0)")
             .bind(ws.to_string())
             .execute(&store.pool)
             .await

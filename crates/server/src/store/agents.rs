@@ -9,11 +9,11 @@ use latchkey_core::capability::{Method, MethodSet, PathPattern};
 use latchkey_core::ids::{AgentId, CredentialId, DeviceId, GrantId, MemberId, WorkspaceId};
 use latchkey_core::token::TokenHash;
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::credentials::is_unique_violation;
 use super::nonces::as_i64;
-use super::{Store, StoreError};
+use super::{Lock, Store, StoreError};
 
 /// An agent of a workspace.
 #[derive(Debug, Clone)]
@@ -122,9 +122,10 @@ impl Store {
         now: u64,
     ) -> Result<AgentRecord, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
+        let mut tx = self.begin(workspace, Lock::None).await?;
         sqlx::query(
             "INSERT INTO agents (workspace_id, id, name, owner_member_id, token_hash, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(workspace.to_string())
         .bind(id.to_string())
@@ -132,8 +133,9 @@ impl Store {
         .bind(owner.to_string())
         .bind(&token_hash.as_bytes()[..])
         .bind(as_i64(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(AgentRecord {
             workspace,
             id,
@@ -150,11 +152,29 @@ impl Store {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<AgentRecord>, StoreError> {
-        let row =
-            sqlx::query(concat!("SELECT ", agent_columns!(), " FROM agents WHERE token_hash = ?1"))
-                .bind(&hash.as_bytes()[..])
-                .fetch_optional(&self.pool)
-                .await?;
+        // The token is all the caller has: the lookup names its workspace, and the row itself is
+        // read scoped to that workspace.
+        let workspace = sqlx::query_scalar::<_, String>(
+            "SELECT workspace_id FROM agent_token_workspaces WHERE token_hash = $1",
+        )
+        .bind(&hash.as_bytes()[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(workspace) = workspace else { return Ok(None) };
+        let workspace: WorkspaceId = workspace
+            .parse()
+            .map_err(|_| StoreError::Corrupt("agent token lookup: workspace id".into()))?;
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE workspace_id = $1 AND token_hash = $2"
+        ))
+        .bind(workspace.to_string())
+        .bind(&hash.as_bytes()[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
         row.as_ref().map(agent_record).transpose()
     }
 
@@ -164,15 +184,17 @@ impl Store {
         workspace: WorkspaceId,
         id: AgentId,
     ) -> Result<Option<AgentRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let row = sqlx::query(concat!(
             "SELECT ",
             agent_columns!(),
-            " FROM agents WHERE workspace_id = ?1 AND id = ?2"
+            " FROM agents WHERE workspace_id = $1 AND id = $2"
         ))
         .bind(workspace.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(agent_record).transpose()
     }
 
@@ -182,17 +204,19 @@ impl Store {
         workspace: WorkspaceId,
         owner: Option<MemberId>,
     ) -> Result<Vec<AgentRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             agent_columns!(),
             " FROM agents
-             WHERE workspace_id = ?1 AND (?2 IS NULL OR owner_member_id = ?2)
+             WHERE workspace_id = $1 AND ($2 IS NULL OR owner_member_id = $2)
              ORDER BY created_at, id"
         ))
         .bind(workspace.to_string())
         .bind(owner.map(|m| m.to_string()))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(agent_record).collect()
     }
 
@@ -203,15 +227,17 @@ impl Store {
         agent: AgentId,
         now: u64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         sqlx::query(
-            "UPDATE agents SET last_used_at = ?3
-             WHERE workspace_id = ?1 AND id = ?2 AND (last_used_at IS NULL OR last_used_at < ?3)",
+            "UPDATE agents SET last_used_at = $3
+             WHERE workspace_id = $1 AND id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
         )
         .bind(workspace.to_string())
         .bind(agent.to_string())
         .bind(as_i64(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -224,16 +250,18 @@ impl Store {
         token_hash: &TokenHash,
     ) -> Result<bool, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let replaced = sqlx::query(
-            "UPDATE agents SET token_hash = ?3
-             WHERE workspace_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+            "UPDATE agents SET token_hash = $3
+             WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
         )
         .bind(workspace.to_string())
         .bind(agent.to_string())
         .bind(&token_hash.as_bytes()[..])
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(replaced == 1)
     }
 
@@ -246,9 +274,9 @@ impl Store {
         now: u64,
     ) -> Result<bool, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let found = sqlx::query(
-            "UPDATE agents SET revoked_at = COALESCE(revoked_at, ?3) WHERE workspace_id = ?1 AND id = ?2",
+            "UPDATE agents SET revoked_at = COALESCE(revoked_at, $3) WHERE workspace_id = $1 AND id = $2",
         )
         .bind(workspace.to_string())
         .bind(agent.to_string())
@@ -257,8 +285,8 @@ impl Store {
         .await?
         .rows_affected();
         sqlx::query(
-            "UPDATE grants SET revoked_at = ?3
-             WHERE workspace_id = ?1 AND agent_id = ?2 AND revoked_at IS NULL",
+            "UPDATE grants SET revoked_at = $3
+             WHERE workspace_id = $1 AND agent_id = $2 AND revoked_at IS NULL",
         )
         .bind(workspace.to_string())
         .bind(agent.to_string())
@@ -281,12 +309,13 @@ impl Store {
         let encode = |v: &[&str]| {
             serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("unencodable: {e}")))
         };
+        let mut tx = self.begin(new.workspace, Lock::None).await?;
         let inserted = sqlx::query(
             "INSERT INTO grants (workspace_id, id, agent_id, credential_id, issued_by_device, methods,
                  path_patterns, expires_at, created_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
-             WHERE EXISTS (SELECT 1 FROM agents WHERE workspace_id = ?1 AND id = ?3 AND revoked_at IS NULL)
-               AND EXISTS (SELECT 1 FROM credentials WHERE workspace_id = ?1 AND id = ?4)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+             WHERE EXISTS (SELECT 1 FROM agents WHERE workspace_id = $1 AND id = $3 AND revoked_at IS NULL)
+               AND EXISTS (SELECT 1 FROM credentials WHERE workspace_id = $1 AND id = $4)",
         )
         .bind(new.workspace.to_string())
         .bind(new.id.to_string())
@@ -297,8 +326,11 @@ impl Store {
         .bind(encode(&patterns)?)
         .bind(as_i64(new.expires_at))
         .bind(as_i64(new.now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
+        if inserted.is_ok() {
+            tx.commit().await?;
+        }
         match inserted {
             Ok(done) if done.rows_affected() == 1 => {}
             Ok(_) => {
@@ -335,15 +367,17 @@ impl Store {
         workspace: WorkspaceId,
         grant: GrantId,
     ) -> Result<Option<GrantRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let row = sqlx::query(concat!(
             "SELECT ",
             grant_columns!(),
-            " FROM grants WHERE workspace_id = ?1 AND id = ?2"
+            " FROM grants WHERE workspace_id = $1 AND id = $2"
         ))
         .bind(workspace.to_string())
         .bind(grant.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(grant_record).transpose()
     }
 
@@ -355,16 +389,18 @@ impl Store {
         agent: Option<AgentId>,
         owner: Option<MemberId>,
     ) -> Result<Vec<GrantRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let rows = sqlx::query(concat!("SELECT ", grant_columns!(), " FROM grants g
-             WHERE g.workspace_id = ?1 AND (?2 IS NULL OR g.agent_id = ?2)
-               AND (?3 IS NULL OR EXISTS (SELECT 1 FROM agents a WHERE a.workspace_id = g.workspace_id
-                                          AND a.id = g.agent_id AND a.owner_member_id = ?3))
+             WHERE g.workspace_id = $1 AND ($2 IS NULL OR g.agent_id = $2)
+               AND ($3 IS NULL OR EXISTS (SELECT 1 FROM agents a WHERE a.workspace_id = g.workspace_id
+                                          AND a.id = g.agent_id AND a.owner_member_id = $3))
              ORDER BY g.created_at DESC, g.id"))
         .bind(workspace.to_string())
         .bind(agent.map(|a| a.to_string()))
         .bind(owner.map(|m| m.to_string()))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(grant_record).collect()
     }
 
@@ -377,20 +413,22 @@ impl Store {
         now: u64,
     ) -> Result<bool, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let found = sqlx::query(
-            "UPDATE grants SET revoked_at = COALESCE(revoked_at, ?3) WHERE workspace_id = ?1 AND id = ?2",
+            "UPDATE grants SET revoked_at = COALESCE(revoked_at, $3) WHERE workspace_id = $1 AND id = $2",
         )
         .bind(workspace.to_string())
         .bind(grant.to_string())
         .bind(as_i64(now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(found == 1)
     }
 }
 
-fn agent_record(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
+fn agent_record(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("agent {id}: {what}"));
     let time = |v: i64, what: &str| u64::try_from(v).map_err(|_| corrupt(what));
@@ -417,7 +455,7 @@ fn agent_record(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
     })
 }
 
-fn grant_record(row: &SqliteRow) -> Result<GrantRecord, StoreError> {
+fn grant_record(row: &AnyRow) -> Result<GrantRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("grant {id}: {what}"));
     let time = |v: i64, what: &str| u64::try_from(v).map_err(|_| corrupt(what));

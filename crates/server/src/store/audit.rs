@@ -1,18 +1,19 @@
 //! The audit log table: batched, chained appends and scoped, filtered reads.
 //!
-//! Appends run in one `BEGIN IMMEDIATE` transaction per batch: the write lock is taken before
-//! each workspace's head is read, so two writers (two brokers on one database file) serialize
-//! instead of forking a chain. The table's own triggers refuse updates, deletes and any insert
-//! that does not extend its chain, whoever the writer is.
+//! Appends run in one transaction per batch that holds the write lock of every workspace in the
+//! batch (`Lock::Workspace`, taken in workspace order) before any head is read, so two writers
+//! (two brokers on one database) serialize instead of forking a chain. The table's own triggers
+//! refuse updates, deletes and any insert that does not extend its chain, whoever the writer is;
+//! on PostgreSQL the service role also lacks the privilege to update or delete.
 
 use std::collections::HashMap;
 
 use latchkey_core::ids::{AgentId, WorkspaceId};
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::nonces::as_i64;
-use super::{Store, StoreError};
+use super::{Backend, Lock, Store, StoreError};
 use crate::audit::{
     AuditEvent, AuditKind, BrokenLink, ChainRecord, ChainSummary, ChainVerifier, Decision,
     GENESIS_HASH, canonical_record, chain_hash,
@@ -121,6 +122,13 @@ impl From<StoredAuditRecord> for ChainRecord {
 }
 
 impl Store {
+    /// Appends `events` atomically on a pooled connection, reading every chain head first (the
+    /// audit writer keeps its own connection and heads; see [`Store::append_audit_batch`]).
+    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<AppendedBatch, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        self.append_audit_batch(&mut connection, events, &HashMap::new()).await
+    }
+
     /// Appends `events` atomically, each at the end of its workspace's chain.
     ///
     /// With `known` holding the head of every workspace in the batch (the writer's own record
@@ -128,19 +136,27 @@ impl Store {
     /// statement, so a single round trip to the database, and atomic. The table's trigger still
     /// checks every row against the stored chain, so if `known` is stale (another writer
     /// appended, or rows were tampered with) the statement fails as a whole and the batch is
-    /// retried the careful way: `BEGIN IMMEDIATE`, read each head, insert, commit.
+    /// retried the careful way: one transaction that takes every workspace's write lock, reads
+    /// each head, inserts and commits. PostgreSQL always takes the careful way.
     pub async fn append_audit_batch(
-        connection: &mut sqlx::SqliteConnection,
+        &self,
+        connection: &mut sqlx::AnyConnection,
         events: &[AuditEvent],
         known: &HashMap<WorkspaceId, ChainHead>,
     ) -> Result<AppendedBatch, StoreError> {
-        if !events.is_empty() && events.iter().all(|e| known.contains_key(&e.workspace)) {
+        // The fast path is SQLite's: there row-level security does not apply, so one statement
+        // may carry rows of several workspaces. PostgreSQL's policies admit one workspace per
+        // transaction setting, so it always takes the careful path.
+        if self.backend == Backend::Sqlite
+            && !events.is_empty()
+            && events.iter().all(|e| known.contains_key(&e.workspace))
+        {
             let mut heads = known.clone();
             let heads_before: Vec<ChainHead> = distinct_workspaces(events)
                 .filter_map(|workspace| known.get(&workspace).copied())
                 .collect();
             let rows = chain_rows(events, &mut heads);
-            let mut insert = sqlx::QueryBuilder::new(
+            let mut insert = sqlx::QueryBuilder::<sqlx::Any>::new(
                 "INSERT INTO audit_log (workspace_id, seq, at_ms, record, prev_hash, hash) ",
             );
             insert.push_values(&rows, |mut values, row| {
@@ -170,19 +186,40 @@ impl Store {
             }
         }
 
-        let mut tx = sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE").await?;
+        let mut tx = match self.backend {
+            Backend::Sqlite => {
+                sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE").await?
+            }
+            Backend::Postgres => sqlx::Connection::begin(&mut *connection).await?,
+        };
+        // Every workspace's write lock, in a fixed order (two writers cannot deadlock), before
+        // any head is read.
+        let mut locked: Vec<WorkspaceId> = distinct_workspaces(events).collect();
+        locked.sort_unstable();
+        for workspace in &locked {
+            self.enter(&mut tx, *workspace, Lock::Workspace).await?;
+        }
+        let mut current = locked.last().copied();
         let mut heads: HashMap<WorkspaceId, ChainHead> = HashMap::new();
         let mut heads_before = Vec::new();
         for workspace in distinct_workspaces(events) {
+            if current != Some(workspace) {
+                self.enter(&mut tx, workspace, Lock::None).await?;
+                current = Some(workspace);
+            }
             let head = read_head(&mut tx, workspace).await?;
             heads_before.push(head);
             heads.insert(workspace, head);
         }
         let rows = chain_rows(events, &mut heads);
         for row in &rows {
+            if current != Some(row.workspace) {
+                self.enter(&mut tx, row.workspace, Lock::None).await?;
+                current = Some(row.workspace);
+            }
             sqlx::query(
                 "INSERT INTO audit_log (workspace_id, seq, at_ms, record, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(row.workspace.to_string())
             .bind(as_i64(row.seq))
@@ -207,35 +244,32 @@ impl Store {
         workspace: WorkspaceId,
         query: &AuditQuery,
     ) -> Result<Vec<StoredAuditRecord>, StoreError> {
-        // One fixed statement per order; absent filters are NULL and match everything. CASE keeps
-        // json_extract away from a record that is not JSON (only a hand-edited database has one).
-        let sql = match query.order {
-            AuditOrder::OldestFirst => {
-                "SELECT seq, at_ms, record, prev_hash, hash FROM audit_log
-                 WHERE workspace_id = ?1
-                   AND (?2 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.agent') = ?2 END)
-                   AND (?3 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.credential_name') = ?3 END)
-                   AND (?4 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.decision') = ?4 END)
-                   AND (?5 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.kind') = ?5 END)
-                   AND (?6 IS NULL OR at_ms >= ?6)
-                   AND (?7 IS NULL OR at_ms < ?7)
-                   AND (?8 IS NULL OR seq > ?8)
-                 ORDER BY seq ASC LIMIT ?9"
-            }
-            AuditOrder::NewestFirst => {
-                "SELECT seq, at_ms, record, prev_hash, hash FROM audit_log
-                 WHERE workspace_id = ?1
-                   AND (?2 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.agent') = ?2 END)
-                   AND (?3 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.credential_name') = ?3 END)
-                   AND (?4 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.decision') = ?4 END)
-                   AND (?5 IS NULL OR CASE WHEN json_valid(record) THEN json_extract(record, '$.kind') = ?5 END)
-                   AND (?6 IS NULL OR at_ms >= ?6)
-                   AND (?7 IS NULL OR at_ms < ?7)
-                   AND (?8 IS NULL OR seq < ?8)
-                 ORDER BY seq DESC LIMIT ?9"
-            }
+        // One statement per order and backend; absent filters are NULL and match everything. The
+        // JSON accessor yields NULL for a record that is not JSON (only a hand-edited database has
+        // one).
+        let (after, direction) = match query.order {
+            AuditOrder::OldestFirst => (">", "ASC"),
+            AuditOrder::NewestFirst => ("<", "DESC"),
         };
-        let rows = sqlx::query(sql)
+        let field = |key: &str| self.backend.json_text("record", key);
+        let sql = format!(
+            "SELECT seq, at_ms, record, prev_hash, hash FROM audit_log
+             WHERE workspace_id = $1
+               AND ($2 IS NULL OR {agent} = $2)
+               AND ($3 IS NULL OR {credential} = $3)
+               AND ($4 IS NULL OR {decision} = $4)
+               AND ($5 IS NULL OR {kind} = $5)
+               AND ($6 IS NULL OR at_ms >= $6)
+               AND ($7 IS NULL OR at_ms < $7)
+               AND ($8 IS NULL OR seq {after} $8)
+             ORDER BY seq {direction} LIMIT $9",
+            agent = field("agent"),
+            credential = field("credential_name"),
+            decision = field("decision"),
+            kind = field("kind"),
+        );
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(workspace.to_string())
             .bind(query.agent.map(|a| a.to_string()))
             .bind(query.credential_name.as_deref())
@@ -245,8 +279,9 @@ impl Store {
             .bind(query.until_ms.map(as_i64))
             .bind(query.after_seq.map(as_i64))
             .bind(i64::from(query.limit.min(MAX_PAGE)))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?;
+        tx.commit().await?;
         rows.iter().map(parse_row).collect()
     }
 
@@ -317,14 +352,14 @@ fn distinct_workspaces(events: &[AuditEvent]) -> impl Iterator<Item = WorkspaceI
 }
 
 async fn read_head(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    connection: &mut sqlx::AnyConnection,
     workspace: WorkspaceId,
 ) -> Result<ChainHead, StoreError> {
     let row = sqlx::query(
-        "SELECT seq, hash FROM audit_log WHERE workspace_id = ?1 ORDER BY seq DESC LIMIT 1",
+        "SELECT seq, hash FROM audit_log WHERE workspace_id = $1 ORDER BY seq DESC LIMIT 1",
     )
     .bind(workspace.to_string())
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *connection)
     .await?;
     let Some(row) = row else {
         return Ok(ChainHead { workspace, seq: 0, hash: GENESIS_HASH });
@@ -332,7 +367,7 @@ async fn read_head(
     Ok(ChainHead { workspace, seq: seq_of(&row, "seq")?, hash: hash_of(&row, "hash")? })
 }
 
-fn parse_row(row: &SqliteRow) -> Result<StoredAuditRecord, StoreError> {
+fn parse_row(row: &AnyRow) -> Result<StoredAuditRecord, StoreError> {
     Ok(StoredAuditRecord {
         seq: seq_of(row, "seq")?,
         at_ms: seq_of(row, "at_ms")?,
@@ -342,12 +377,12 @@ fn parse_row(row: &SqliteRow) -> Result<StoredAuditRecord, StoreError> {
     })
 }
 
-fn seq_of(row: &SqliteRow, column: &str) -> Result<u64, StoreError> {
+fn seq_of(row: &AnyRow, column: &str) -> Result<u64, StoreError> {
     let value: i64 = row.try_get(column)?;
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("audit_log.{column} is negative")))
 }
 
-fn hash_of(row: &SqliteRow, column: &str) -> Result<[u8; 32], StoreError> {
+fn hash_of(row: &AnyRow, column: &str) -> Result<[u8; 32], StoreError> {
     let bytes: Vec<u8> = row.try_get(column)?;
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("audit_log.{column} is not 32 bytes")))
 }

@@ -7,19 +7,20 @@
 //! scope and bumps the version in one transaction, so a crash at any point leaves each credential
 //! readable under exactly one version.
 //!
-//! Transactions that read before they write start with their write (SQLite then holds the write
-//! lock, so what they read next cannot change under them) and diagnose a refusal afterwards.
+//! Transactions that check before or while they write hold the workspace's write lock
+//! (`Lock::Workspace`), so what they read cannot change under them, and diagnose a refusal
+//! afterwards.
 
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{CredentialId, DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::WrappedKey;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::nonces::as_i64;
 use super::workspaces::insert_wrapped_key;
-use super::{Store, StoreError};
+use super::{Lock, Store, StoreError};
 
 /// Whether agents can use a credential right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -307,15 +308,17 @@ impl Store {
         workspace: WorkspaceId,
         name: &str,
     ) -> Result<Option<CredentialRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let row = sqlx::query(concat!(
             "SELECT ",
             credential_columns!(),
-            " FROM credentials WHERE workspace_id = ?1 AND name = ?2"
+            " FROM credentials WHERE workspace_id = $1 AND name = $2"
         ))
         .bind(workspace.to_string())
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(record).transpose()
     }
 
@@ -325,8 +328,10 @@ impl Store {
         workspace: WorkspaceId,
         id: CredentialId,
     ) -> Result<Option<CredentialRecord>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        fetch(&mut conn, workspace, id).await
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let record = fetch(&mut tx, workspace, id).await?;
+        tx.commit().await?;
+        Ok(record)
     }
 
     /// The workspace's shared credentials and `member`'s personal ones, by name.
@@ -335,17 +340,19 @@ impl Store {
         workspace: WorkspaceId,
         member: MemberId,
     ) -> Result<Vec<CredentialRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             credential_columns!(),
             " FROM credentials
-             WHERE workspace_id = ?1 AND (owner_member_id IS NULL OR owner_member_id = ?2)
+             WHERE workspace_id = $1 AND (owner_member_id IS NULL OR owner_member_id = $2)
              ORDER BY name"
         ))
         .bind(workspace.to_string())
         .bind(member.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(record).collect()
     }
 
@@ -359,13 +366,14 @@ impl Store {
         let ws = new.workspace.to_string();
         let owner = owner_column(new.owner);
         let version = new.envelope.key_version();
+        let mut tx = self.begin(new.workspace, Lock::Workspace).await?;
         let inserted = sqlx::query(
             "INSERT INTO credentials (workspace_id, id, name, provider, upstream_base_url, allowed_hosts,
                  owner_member_id, key_version, status, scopes, expires_hint, envelope, created_at, updated_at, revision)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'active', ?9, ?10, ?11, ?12, ?12, 1
-             WHERE ?8 = CASE WHEN ?7 IS NULL
-                 THEN (SELECT key_version FROM workspaces WHERE id = ?1)
-                 ELSE (SELECT key_version FROM members WHERE workspace_id = ?1 AND id = ?7 AND removed_at IS NULL)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $12, 1
+             WHERE $8 = CASE WHEN $7 IS NULL
+                 THEN (SELECT key_version FROM workspaces WHERE id = $1)
+                 ELSE (SELECT key_version FROM members WHERE workspace_id = $1 AND id = $7 AND removed_at IS NULL)
              END",
         )
         .bind(&ws)
@@ -380,29 +388,30 @@ impl Store {
         .bind(new.expires_hint.map(as_i64))
         .bind(new.envelope.as_bytes())
         .bind(as_i64(new.now))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match inserted {
             Ok(done) if done.rows_affected() == 1 => {}
             Ok(_) => {
-                let mut conn = self.pool.acquire().await?;
-                return Ok(Err(
-                    match current_version(&mut conn, new.workspace, new.owner).await? {
-                        Some(current) => {
-                            CredentialWriteError::StaleKeyVersion { given: version, current }
-                        }
-                        None => CredentialWriteError::OwnerGone,
-                    },
-                ));
+                return Ok(Err(match current_version(&mut tx, new.workspace, new.owner).await? {
+                    Some(current) => {
+                        CredentialWriteError::StaleKeyVersion { given: version, current }
+                    }
+                    None => CredentialWriteError::OwnerGone,
+                }));
             }
             Err(e) if is_unique_violation(&e) => {
+                // The failed statement ended the transaction on PostgreSQL: ask in a new one.
+                drop(tx);
+                let mut tx = self.begin(new.workspace, Lock::None).await?;
                 let id_taken = sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM credentials WHERE workspace_id = ?1 AND id = ?2",
+                    "SELECT count(*) FROM credentials WHERE workspace_id = $1 AND id = $2",
                 )
                 .bind(&ws)
                 .bind(new.id.to_string())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 return Ok(Err(if id_taken > 0 {
                     CredentialWriteError::IdTaken
                 } else {
@@ -411,11 +420,11 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        let mut conn = self.pool.acquire().await?;
-        fetch(&mut conn, new.workspace, new.id)
+        let record = fetch(&mut tx, new.workspace, new.id)
             .await?
-            .map(Ok)
-            .ok_or_else(|| StoreError::Corrupt(format!("credential {} vanished", new.id)))
+            .ok_or_else(|| StoreError::Corrupt(format!("credential {} vanished", new.id)))?;
+        tx.commit().await?;
+        Ok(Ok(record))
     }
 
     /// Replaces a credential's metadata and envelope if its revision is still
@@ -427,14 +436,14 @@ impl Store {
         update: CredentialUpdate,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let version = update.envelope.key_version();
         let updated = sqlx::query(
-            "UPDATE credentials SET name = ?4, provider = ?5, upstream_base_url = ?6, allowed_hosts = ?7,
-                 scopes = ?8, expires_hint = ?9, envelope = ?10, key_version = ?11,
-                 status = COALESCE(?12, status), updated_at = ?13, revision = revision + 1
-             WHERE workspace_id = ?1 AND id = ?2 AND revision = ?3
-               AND ?11 = CASE WHEN owner_member_id IS NULL
+            "UPDATE credentials SET name = $4, provider = $5, upstream_base_url = $6, allowed_hosts = $7,
+                 scopes = $8, expires_hint = $9, envelope = $10, key_version = $11,
+                 status = COALESCE($12, status), updated_at = $13, revision = revision + 1
+             WHERE workspace_id = $1 AND id = $2 AND revision = $3
+               AND $11 = CASE WHEN owner_member_id IS NULL
                    THEN (SELECT key_version FROM workspaces w WHERE w.id = credentials.workspace_id)
                    ELSE (SELECT key_version FROM members m WHERE m.workspace_id = credentials.workspace_id
                          AND m.id = credentials.owner_member_id AND m.removed_at IS NULL)
@@ -494,10 +503,10 @@ impl Store {
         now: u64,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let done = sqlx::query(
-            "UPDATE credentials SET status = ?3, updated_at = ?4, revision = revision + 1
-             WHERE workspace_id = ?1 AND id = ?2 AND (?5 IS NULL OR revision = ?5)",
+            "UPDATE credentials SET status = $3, updated_at = $4, revision = revision + 1
+             WHERE workspace_id = $1 AND id = $2 AND ($5 IS NULL OR revision = $5)",
         )
         .bind(workspace.to_string())
         .bind(id.to_string())
@@ -524,16 +533,16 @@ impl Store {
         now: u64,
     ) -> Result<bool, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM credentials WHERE workspace_id = ?1 AND id = ?2")
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let deleted = sqlx::query("DELETE FROM credentials WHERE workspace_id = $1 AND id = $2")
             .bind(workspace.to_string())
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?
             .rows_affected();
         sqlx::query(
-            "UPDATE grants SET revoked_at = ?3
-             WHERE workspace_id = ?1 AND credential_id = ?2 AND revoked_at IS NULL",
+            "UPDATE grants SET revoked_at = $3
+             WHERE workspace_id = $1 AND credential_id = $2 AND revoked_at IS NULL",
         )
         .bind(workspace.to_string())
         .bind(id.to_string())
@@ -562,9 +571,10 @@ impl Store {
         if previous.key_version() != next.key_version() {
             return Ok(false);
         }
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let swapped = sqlx::query(
-            "UPDATE credentials SET envelope = ?4, expires_hint = ?5, updated_at = ?6, revision = revision + 1
-             WHERE workspace_id = ?1 AND id = ?2 AND envelope = ?3 AND key_version = ?7",
+            "UPDATE credentials SET envelope = $4, expires_hint = $5, updated_at = $6, revision = revision + 1
+             WHERE workspace_id = $1 AND id = $2 AND envelope = $3 AND key_version = $7",
         )
         .bind(workspace.to_string())
         .bind(credential.to_string())
@@ -573,9 +583,10 @@ impl Store {
         .bind(expires_hint.map(as_i64))
         .bind(as_i64(now))
         .bind(i64::from(next.key_version().get()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(swapped == 1)
     }
 
@@ -586,8 +597,10 @@ impl Store {
         workspace: WorkspaceId,
         owner: Owner,
     ) -> Result<Option<KeyVersion>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        current_version(&mut conn, workspace, owner).await
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let version = current_version(&mut tx, workspace, owner).await?;
+        tx.commit().await?;
+        Ok(version)
     }
 
     /// Rotates a workspace or member key in one transaction: bumps the version, swaps every
@@ -600,11 +613,11 @@ impl Store {
         let ws = rotation.workspace.to_string();
         let owner = rotation.scope.owner_column();
         let (from, to) = (i64::from(rotation.from.get()), i64::from(rotation.to.get()));
-        let mut tx = self.pool.begin().await?;
-        // The write comes first: it takes the write lock and is the compare-and-swap on the version.
+        let mut tx = self.begin(rotation.workspace, Lock::Workspace).await?;
+        // The write comes first: it is the compare-and-swap on the version.
         let bumped = match rotation.scope {
             RotationScope::Shared => sqlx::query(
-                "UPDATE workspaces SET key_version = ?3 WHERE id = ?1 AND key_version = ?2",
+                "UPDATE workspaces SET key_version = $3 WHERE id = $1 AND key_version = $2",
             )
             .bind(&ws)
             .bind(from)
@@ -613,8 +626,8 @@ impl Store {
             .await?
             .rows_affected(),
             RotationScope::Member(member) => sqlx::query(
-                "UPDATE members SET key_version = ?4
-                 WHERE workspace_id = ?1 AND id = ?2 AND key_version = ?3 AND removed_at IS NULL",
+                "UPDATE members SET key_version = $4
+                 WHERE workspace_id = $1 AND id = $2 AND key_version = $3 AND removed_at IS NULL",
             )
             .bind(&ws)
             .bind(member.to_string())
@@ -636,7 +649,7 @@ impl Store {
         }
 
         let stored: Vec<CredentialId> = sqlx::query_scalar::<_, String>(
-            "SELECT id FROM credentials WHERE workspace_id = ?1 AND owner_member_id IS ?2",
+            "SELECT id FROM credentials WHERE workspace_id = $1 AND owner_member_id IS NOT DISTINCT FROM $2",
         )
         .bind(&ws)
         .bind(&owner)
@@ -654,8 +667,8 @@ impl Store {
         let devices: Vec<DeviceId> = sqlx::query_scalar::<_, String>(
             "SELECT d.id FROM devices d
              JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
-             WHERE d.workspace_id = ?1 AND d.removed_at IS NULL AND m.removed_at IS NULL
-               AND (?2 IS NULL OR d.member_id = ?2)",
+             WHERE d.workspace_id = $1 AND d.removed_at IS NULL AND m.removed_at IS NULL
+               AND ($2 IS NULL OR d.member_id = $2)",
         )
         .bind(&ws)
         .bind(&owner)
@@ -674,8 +687,8 @@ impl Store {
         let now = as_i64(rotation.now);
         for (id, envelope) in &rotation.envelopes {
             sqlx::query(
-                "UPDATE credentials SET envelope = ?3, key_version = ?4, updated_at = ?5, revision = revision + 1
-                 WHERE workspace_id = ?1 AND id = ?2",
+                "UPDATE credentials SET envelope = $3, key_version = $4, updated_at = $5, revision = revision + 1
+                 WHERE workspace_id = $1 AND id = $2",
             )
             .bind(&ws)
             .bind(id.to_string())
@@ -701,14 +714,14 @@ fn difference<T: Ord + Copy>(stored: &[T], given: &[T]) -> (Vec<T>, Vec<T>) {
 }
 
 async fn fetch(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     workspace: WorkspaceId,
     id: CredentialId,
 ) -> Result<Option<CredentialRecord>, StoreError> {
     let row = sqlx::query(concat!(
         "SELECT ",
         credential_columns!(),
-        " FROM credentials WHERE workspace_id = ?1 AND id = ?2"
+        " FROM credentials WHERE workspace_id = $1 AND id = $2"
     ))
     .bind(workspace.to_string())
     .bind(id.to_string())
@@ -718,20 +731,20 @@ async fn fetch(
 }
 
 async fn current_version(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     workspace: WorkspaceId,
     owner: Owner,
 ) -> Result<Option<KeyVersion>, StoreError> {
     let version = match owner {
         Owner::Shared => {
-            sqlx::query_scalar::<_, i64>("SELECT key_version FROM workspaces WHERE id = ?1")
+            sqlx::query_scalar::<_, i64>("SELECT key_version FROM workspaces WHERE id = $1")
                 .bind(workspace.to_string())
                 .fetch_optional(&mut *conn)
                 .await?
         }
         Owner::Member(member) => {
             sqlx::query_scalar::<_, i64>(
-                "SELECT key_version FROM members WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+                "SELECT key_version FROM members WHERE workspace_id = $1 AND id = $2 AND removed_at IS NULL",
             )
             .bind(workspace.to_string())
             .bind(member.to_string())
@@ -764,7 +777,7 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
-fn record(row: &SqliteRow) -> Result<CredentialRecord, StoreError> {
+fn record(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("credential {id}: {what}"));
     let owner = match row.try_get::<Option<String>, _>("owner_member_id")? {

@@ -4,7 +4,7 @@ use latchkey_core::ids::{DeviceId, MemberId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
-use super::{Store, StoreError};
+use super::{Lock, Store, StoreError};
 
 /// A member's role in a workspace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -55,14 +55,28 @@ pub struct ActiveDevice {
 impl Store {
     /// The device with this id, if it is enrolled and neither it nor its member was removed.
     pub async fn active_device(&self, id: DeviceId) -> Result<Option<ActiveDevice>, StoreError> {
-        let row = sqlx::query(
-            "SELECT d.workspace_id, d.member_id, m.role, d.signing_key, d.exchange_key
-             FROM devices d JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
-             WHERE d.id = ?1 AND d.removed_at IS NULL AND m.removed_at IS NULL",
+        // The device id is the key id of a request signature: its workspace is not known yet.
+        let workspace = sqlx::query_scalar::<_, String>(
+            "SELECT workspace_id FROM device_workspaces WHERE device_id = $1",
         )
         .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?;
+        let Some(workspace) = workspace else { return Ok(None) };
+        let workspace: WorkspaceId = workspace
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("device {id}: workspace id")))?;
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let row = sqlx::query(
+            "SELECT d.workspace_id, d.member_id, m.role, d.signing_key, d.exchange_key
+             FROM devices d JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
+             WHERE d.workspace_id = $1 AND d.id = $2 AND d.removed_at IS NULL AND m.removed_at IS NULL",
+        )
+        .bind(workspace.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
         let Some(row) = row else { return Ok(None) };
         let corrupt = |what: &str| StoreError::Corrupt(format!("device {id}: {what}"));
         Ok(Some(ActiveDevice {

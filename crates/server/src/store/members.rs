@@ -5,18 +5,18 @@
 //! changes a role checks it inside its own transaction, after its writes, and rolls back if the
 //! write would break it. Without it nobody could invite, remove or promote anyone again.
 //!
-//! Write transactions start with `BEGIN IMMEDIATE`, so they hold SQLite's write lock from their
-//! first statement: checks made inside them (an invite is still unused, an admin remains) cannot be
+//! Write transactions hold the workspace's write lock (`Lock::Workspace`) from their first
+//! statement: checks made inside them (an invite is still unused, an admin remains) cannot be
 //! invalidated by a concurrent writer before the commit.
 
 use latchkey_core::ids::{DeviceId, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::devices::Role;
 use super::nonces::as_i64;
-use super::{Store, StoreError};
+use super::{Lock, Store, StoreError};
 
 /// The columns [`device_record`] reads, in order, of a `devices d` row.
 macro_rules! device_columns {
@@ -209,7 +209,7 @@ pub enum MembershipError {
 
 /// Active admins that still have an active device; see the module's invariant.
 const ADMINS_WITH_DEVICES: &str = "SELECT count(*) FROM members m
-     WHERE m.workspace_id = ?1 AND m.role = 'admin' AND m.removed_at IS NULL
+     WHERE m.workspace_id = $1 AND m.role = 'admin' AND m.removed_at IS NULL
        AND EXISTS (SELECT 1 FROM devices d
                    WHERE d.workspace_id = m.workspace_id AND d.member_id = m.id
                      AND d.removed_at IS NULL)";
@@ -220,11 +220,11 @@ impl Store {
         &self,
         new: NewInvite,
     ) -> Result<Result<(), InviteError>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin(new.workspace, Lock::Workspace).await?;
         let ws = new.workspace.to_string();
         // Expired invites are dead weight; used ones stay as a record of who joined with what.
         sqlx::query(
-            "DELETE FROM invites WHERE workspace_id = ?1 AND used_at IS NULL AND expires_at <= ?2",
+            "DELETE FROM invites WHERE workspace_id = $1 AND used_at IS NULL AND expires_at <= $2",
         )
         .bind(&ws)
         .bind(as_i64(new.now))
@@ -235,7 +235,7 @@ impl Store {
             InviteFor::Device(member) => {
                 let active = sqlx::query_scalar::<_, i64>(
                     "SELECT count(*) FROM members
-                     WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+                     WHERE workspace_id = $1 AND id = $2 AND removed_at IS NULL",
                 )
                 .bind(&ws)
                 .bind(member.to_string())
@@ -249,7 +249,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO invites (workspace_id, code_hash, role, member_id, created_by, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&ws)
         .bind(&new.code_hash[..])
@@ -268,13 +268,24 @@ impl Store {
     /// the invite used, all in one transaction.
     pub async fn join(&self, join: Join) -> Result<Result<Joined, JoinError>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The code is all the caller has: the lookup names the workspace to lock and read.
+        let workspace = sqlx::query_scalar::<_, String>(
+            "SELECT workspace_id FROM invite_workspaces WHERE code_hash = $1",
+        )
+        .bind(&join.code_hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(workspace) = workspace else { return Ok(Err(JoinError::InvalidInvite)) };
+        let workspace: WorkspaceId = workspace
+            .parse()
+            .map_err(|_| StoreError::Corrupt("invite lookup: workspace id".into()))?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let Some(invite) = sqlx::query(
             "SELECT i.workspace_id, i.role, i.member_id, m.id, m.role
              FROM invites i
              JOIN devices d ON d.workspace_id = i.workspace_id AND d.id = i.created_by
              JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
-             WHERE i.code_hash = ?1 AND i.used_at IS NULL AND i.expires_at > ?2
+             WHERE i.code_hash = $1 AND i.used_at IS NULL AND i.expires_at > $2
                AND d.removed_at IS NULL AND m.removed_at IS NULL",
         )
         .bind(&join.code_hash[..])
@@ -285,8 +296,6 @@ impl Store {
             return Ok(Err(JoinError::InvalidInvite));
         };
         let corrupt = |what: &str| StoreError::Corrupt(format!("invite: {what}"));
-        let workspace: WorkspaceId =
-            invite.get::<String, _>(0).parse().map_err(|_| corrupt("workspace id"))?;
         let creator: MemberId =
             invite.get::<String, _>(3).parse().map_err(|_| corrupt("creator"))?;
         let creator_role =
@@ -319,7 +328,7 @@ impl Store {
                     return Ok(Err(JoinError::NameRequired));
                 };
                 let taken = sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM members WHERE workspace_id = ?1 AND id = ?2",
+                    "SELECT count(*) FROM members WHERE workspace_id = $1 AND id = $2",
                 )
                 .bind(&ws)
                 .bind(&member)
@@ -330,7 +339,7 @@ impl Store {
                 }
                 sqlx::query(
                     "INSERT INTO members (workspace_id, id, name, role, key_version, created_at)
-                     VALUES (?1, ?2, ?3, ?4, 1, ?5)",
+                     VALUES ($1, $2, $3, $4, 1, $5)",
                 )
                 .bind(&ws)
                 .bind(&member)
@@ -346,7 +355,7 @@ impl Store {
                     return Ok(Err(JoinError::OtherMember));
                 }
                 let role = sqlx::query_scalar::<_, String>(
-                    "SELECT role FROM members WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+                    "SELECT role FROM members WHERE workspace_id = $1 AND id = $2 AND removed_at IS NULL",
                 )
                 .bind(&ws)
                 .bind(&member)
@@ -361,16 +370,19 @@ impl Store {
         };
 
         let device = join.device.to_string();
-        let taken = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM devices WHERE id = ?1")
-            .bind(&device)
-            .fetch_one(&mut *tx)
-            .await?;
+        // Device ids are unique across workspaces: the lookup sees every workspace's.
+        let taken = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM device_workspaces WHERE device_id = $1",
+        )
+        .bind(&device)
+        .fetch_one(&mut *tx)
+        .await?;
         if taken > 0 {
             return Ok(Err(JoinError::DeviceIdTaken));
         }
         sqlx::query(
             "INSERT INTO devices (workspace_id, id, member_id, name, signing_key, exchange_key, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&ws)
         .bind(&device)
@@ -382,8 +394,8 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let used = sqlx::query(
-            "UPDATE invites SET used_at = ?2, used_by_device = ?3
-             WHERE code_hash = ?1 AND used_at IS NULL",
+            "UPDATE invites SET used_at = $2, used_by_device = $3
+             WHERE code_hash = $1 AND used_at IS NULL",
         )
         .bind(&join.code_hash[..])
         .bind(now)
@@ -403,12 +415,13 @@ impl Store {
     /// The workspace's active members with their active devices, in the order they joined.
     pub async fn members(&self, workspace: WorkspaceId) -> Result<Vec<MemberRecord>, StoreError> {
         let ws = workspace.to_string();
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let rows = sqlx::query(
             "SELECT id, name, role, created_at FROM members
-             WHERE workspace_id = ?1 AND removed_at IS NULL ORDER BY created_at, rowid",
+             WHERE workspace_id = $1 AND removed_at IS NULL ORDER BY created_at, rowid",
         )
         .bind(&ws)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut members = Vec::with_capacity(rows.len());
         for row in rows {
@@ -425,11 +438,12 @@ impl Store {
             "SELECT ",
             device_columns!(),
             " FROM devices d
-             WHERE d.workspace_id = ?1 AND d.removed_at IS NULL ORDER BY d.created_at, d.rowid"
+             WHERE d.workspace_id = $1 AND d.removed_at IS NULL ORDER BY d.created_at, d.rowid"
         ))
         .bind(&ws)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         for row in &devices {
             let device = device_record(row, false)?;
             // Devices of removed members are removed with them, so every active device has an
@@ -447,18 +461,20 @@ impl Store {
         workspace: WorkspaceId,
         id: DeviceId,
     ) -> Result<Option<DeviceRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let row = sqlx::query(concat!(
             "SELECT ",
             device_columns!(),
             " FROM devices d
              JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
-             WHERE d.workspace_id = ?1 AND d.id = ?2
+             WHERE d.workspace_id = $1 AND d.id = $2
                AND d.removed_at IS NULL AND m.removed_at IS NULL"
         ))
         .bind(workspace.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.map(|row| device_record(&row, false)).transpose()
     }
 
@@ -474,7 +490,7 @@ impl Store {
         keys: &[WrappedKey],
         now: u64,
     ) -> Result<Result<WrapSummary, WrapError>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
         let mut summary = WrapSummary { stored: 0, unchanged: 0 };
         for (index, wrapped) in keys.iter().enumerate() {
@@ -483,7 +499,7 @@ impl Store {
             let recipient_member = sqlx::query_scalar::<_, String>(
                 "SELECT d.member_id FROM devices d
                  JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
-                 WHERE d.workspace_id = ?1 AND d.id = ?2
+                 WHERE d.workspace_id = $1 AND d.id = $2
                    AND d.removed_at IS NULL AND m.removed_at IS NULL",
             )
             .bind(&ws)
@@ -499,7 +515,7 @@ impl Store {
             }
             let inserted = sqlx::query(
                 "INSERT INTO wrapped_keys (workspace_id, recipient_device, kind, owner, key_version, bytes, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (workspace_id, recipient_device, kind, owner, key_version) DO NOTHING",
             )
             .bind(&ws)
@@ -518,8 +534,8 @@ impl Store {
             }
             let existing = sqlx::query_scalar::<_, Vec<u8>>(
                 "SELECT bytes FROM wrapped_keys
-                 WHERE workspace_id = ?1 AND recipient_device = ?2 AND kind = ?3 AND owner = ?4
-                   AND key_version = ?5",
+                 WHERE workspace_id = $1 AND recipient_device = $2 AND kind = $3 AND owner = $4
+                   AND key_version = $5",
             )
             .bind(&ws)
             .bind(&recipient)
@@ -544,14 +560,16 @@ impl Store {
         workspace: WorkspaceId,
         device: DeviceId,
     ) -> Result<Vec<DeliveredKey>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let rows = sqlx::query(
-            "SELECT bytes FROM wrapped_keys WHERE workspace_id = ?1 AND recipient_device = ?2
+            "SELECT bytes FROM wrapped_keys WHERE workspace_id = $1 AND recipient_device = $2
              ORDER BY kind DESC, owner, key_version",
         )
         .bind(workspace.to_string())
         .bind(device.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut delivered = Vec::with_capacity(rows.len());
         for row in rows {
             let key = WrappedKey::parse(&row.get::<Vec<u8>, _>(0))
@@ -570,13 +588,13 @@ impl Store {
         now: u64,
     ) -> Result<Result<(), MembershipError>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
         let id = device.to_string();
         let removed = sqlx::query(
-            "UPDATE devices SET removed_at = ?3
-             WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL
-               AND member_id IN (SELECT id FROM members WHERE workspace_id = ?1 AND removed_at IS NULL)",
+            "UPDATE devices SET removed_at = $3
+             WHERE workspace_id = $1 AND id = $2 AND removed_at IS NULL
+               AND member_id IN (SELECT id FROM members WHERE workspace_id = $1 AND removed_at IS NULL)",
         )
         .bind(&ws)
         .bind(&id)
@@ -590,7 +608,7 @@ impl Store {
         if !admin_remains(&mut tx, &ws).await? {
             return Ok(Err(MembershipError::LastAdmin));
         }
-        sqlx::query("DELETE FROM wrapped_keys WHERE workspace_id = ?1 AND recipient_device = ?2")
+        sqlx::query("DELETE FROM wrapped_keys WHERE workspace_id = $1 AND recipient_device = $2")
             .bind(&ws)
             .bind(&id)
             .execute(&mut *tx)
@@ -608,12 +626,12 @@ impl Store {
         now: u64,
     ) -> Result<Result<u64, MembershipError>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
         let id = member.to_string();
         let removed = sqlx::query(
-            "UPDATE members SET removed_at = ?3
-             WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+            "UPDATE members SET removed_at = $3
+             WHERE workspace_id = $1 AND id = $2 AND removed_at IS NULL",
         )
         .bind(&ws)
         .bind(&id)
@@ -625,8 +643,8 @@ impl Store {
             return Ok(Err(MembershipError::NotFound));
         }
         let devices = sqlx::query(
-            "UPDATE devices SET removed_at = ?3
-             WHERE workspace_id = ?1 AND member_id = ?2 AND removed_at IS NULL",
+            "UPDATE devices SET removed_at = $3
+             WHERE workspace_id = $1 AND member_id = $2 AND removed_at IS NULL",
         )
         .bind(&ws)
         .bind(&id)
@@ -638,8 +656,8 @@ impl Store {
             return Ok(Err(MembershipError::LastAdmin));
         }
         sqlx::query(
-            "DELETE FROM wrapped_keys WHERE workspace_id = ?1 AND recipient_device IN
-               (SELECT id FROM devices WHERE workspace_id = ?1 AND member_id = ?2)",
+            "DELETE FROM wrapped_keys WHERE workspace_id = $1 AND recipient_device IN
+               (SELECT id FROM devices WHERE workspace_id = $1 AND member_id = $2)",
         )
         .bind(&ws)
         .bind(&id)
@@ -657,10 +675,10 @@ impl Store {
         role: Role,
     ) -> Result<Result<(), MembershipError>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
         let changed = sqlx::query(
-            "UPDATE members SET role = ?3 WHERE workspace_id = ?1 AND id = ?2 AND removed_at IS NULL",
+            "UPDATE members SET role = $3 WHERE workspace_id = $1 AND id = $2 AND removed_at IS NULL",
         )
         .bind(&ws)
         .bind(member.to_string())
@@ -684,23 +702,25 @@ impl Store {
         workspace: WorkspaceId,
         id: DeviceId,
     ) -> Result<Option<DeviceRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let row = sqlx::query(concat!(
             "SELECT ",
             device_columns!(),
-            ", d.removed_at IS NOT NULL OR m.removed_at IS NOT NULL
+            ", CASE WHEN d.removed_at IS NULL AND m.removed_at IS NULL THEN 0 ELSE 1 END
              FROM devices d
              JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
-             WHERE d.workspace_id = ?1 AND d.id = ?2"
+             WHERE d.workspace_id = $1 AND d.id = $2"
         ))
         .bind(workspace.to_string())
         .bind(id.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        row.map(|row| device_record(&row, row.get::<bool, _>(6))).transpose()
+        tx.commit().await?;
+        row.map(|row| device_record(&row, row.get::<i64, _>(6) != 0)).transpose()
     }
 }
 
-fn device_record(row: &SqliteRow, removed: bool) -> Result<DeviceRecord, StoreError> {
+fn device_record(row: &AnyRow, removed: bool) -> Result<DeviceRecord, StoreError> {
     let id = row.get::<String, _>(0);
     let corrupt = |what: &str| StoreError::Corrupt(format!("device {id}: {what}"));
     Ok(DeviceRecord {
@@ -723,10 +743,7 @@ fn coordinates(owner: Owner) -> (&'static str, String) {
     }
 }
 
-async fn admin_remains(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    workspace: &str,
-) -> Result<bool, StoreError> {
+async fn admin_remains(tx: &mut super::Tx, workspace: &str) -> Result<bool, StoreError> {
     let admins = sqlx::query_scalar::<_, i64>(ADMINS_WITH_DEVICES)
         .bind(workspace)
         .fetch_one(&mut **tx)

@@ -1,4 +1,16 @@
-//! The broker's database. SQLite in WAL mode is the embedded default.
+//! The broker's database: SQLite in WAL mode (the embedded default) or PostgreSQL with forced
+//! row-level security, chosen when the store is opened ([`Store::open`]).
+//!
+//! Both backends run the same SQL text through sqlx's `Any` driver: statements use numbered
+//! `$N` placeholders, which SQLite binds by number too, and the two schemas agree on table and
+//! column names and on column types as the `Any` driver decodes them (BIGINT, TEXT, BYTEA/BLOB).
+//! What really differs is kept in [`Backend`]: how a transaction starts and takes its
+//! workspace's write lock, how a JSON field is read, and how the database is opened and migrated.
+//!
+//! Every store method that touches workspace rows runs in a transaction begun by
+//! `Store::begin`, which on PostgreSQL first sets `latchkey.workspace` for that transaction: the
+//! row-level security policies then hide every other workspace's rows, whatever the statements
+//! themselves say.
 //!
 //! The store only ever receives envelopes, wrapped keys, public keys and hashes: no type that can
 //! hold a plaintext credential or a key crosses into this module.
@@ -17,8 +29,19 @@ use std::path::Path;
 use std::str::FromStr as _;
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use latchkey_core::ids::WorkspaceId;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{AnyPool, ConnectOptions as _, Executor as _};
+
+/// The embedded SQLite migrations.
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The PostgreSQL migrations, run as the owner role.
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A transaction on either backend.
+pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// The database could not be opened, migrated or queried.
 #[derive(Debug, thiserror::Error)]
@@ -33,30 +56,138 @@ pub enum StoreError {
     /// A stored value does not parse (a bug or a hand-edited database).
     #[error("corrupt database row: {0}")]
     Corrupt(String),
+    /// The PostgreSQL schema is older (or newer) than this broker's.
+    #[error(
+        "the database schema is at migration {found:?}, this broker needs {expected}; run the broker once with --migrate-database-url (the owner role) to migrate"
+    )]
+    SchemaVersion {
+        /// The latest applied migration, if any.
+        found: Option<i64>,
+        /// The latest migration this broker knows.
+        expected: i64,
+    },
+    /// The service role could escape row-level security or rewrite the audit log.
+    #[error(
+        "the database role the broker connects as {0}; connect as an unprivileged service role (docs/operations.md, \"PostgreSQL\")"
+    )]
+    UnsafeRole(&'static str),
+}
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL database with forced row-level security.
+    Postgres,
+}
+
+/// What a transaction needs besides atomicity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// Nothing: reads, and writes whose single statements check what they depend on.
+    None,
+    /// The workspace's write lock, from the first statement to the commit: checks made inside
+    /// the transaction cannot be invalidated by a concurrent writer. SQLite takes its database
+    /// write lock (`BEGIN IMMEDIATE`); PostgreSQL a transaction advisory lock on the workspace.
+    Workspace,
+}
+
+impl Backend {
+    /// An SQL expression for the text of the top-level JSON field `key` of the TEXT column
+    /// `column`, NULL when the column is not JSON or lacks the field. `key` is a fixed
+    /// identifier of the caller's, never input.
+    pub(crate) fn json_text(self, column: &str, key: &str) -> String {
+        match self {
+            Backend::Sqlite => {
+                format!("CASE WHEN json_valid({column}) THEN json_extract({column}, '$.{key}') END")
+            }
+            Backend::Postgres => format!("({column}::jsonb ->> '{key}')"),
+        }
+    }
 }
 
 /// A handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    backend: Backend,
     /// The proxy's read cache of agents, credentials, devices and grants (see [`hot`]).
     pub(crate) hot: Arc<hot::HotCache>,
 }
 
 impl Store {
+    /// Opens the database `location` names: a `postgres://` or `postgresql://` URL opens
+    /// PostgreSQL as [`Store::open_postgres`] does without a migration URL; anything else is a
+    /// SQLite path or `sqlite:` URL, opened (and created and migrated) as [`Store::open_sqlite`].
+    pub async fn open(location: &str) -> Result<Self, StoreError> {
+        if is_postgres_url(location) {
+            return Self::open_postgres(location, None).await;
+        }
+        let path = location
+            .strip_prefix("sqlite://")
+            .or_else(|| location.strip_prefix("sqlite:"))
+            .unwrap_or(location);
+        Self::open_sqlite(Path::new(path)).await
+    }
+
     /// Opens (creating if needed) the SQLite database at `path` in WAL mode and applies pending
     /// migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
+        sqlx::any::install_default_drivers();
+        let sqlite = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool, hot: Arc::default() })
+        // The Any driver opens SQLite from a URL, which carries the file and mode but not the
+        // pragmas: foreign keys and the busy timeout are the driver's defaults, and the two
+        // pragmas below are set on every connection (journal_mode is persistent anyway).
+        let options = AnyConnectOptions::from_url(&sqlite.to_url_lossy())?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        SQLITE_MIGRATIONS.run(&pool).await?;
+        Ok(Self { pool, backend: Backend::Sqlite, hot: Arc::default() })
+    }
+
+    /// Opens PostgreSQL at `url` as the broker's service role.
+    ///
+    /// With `migrate_url` (the schema owner's URL), first applies pending migrations as the
+    /// owner and grants the service role exactly its privileges. Then refuses a service role that
+    /// is a superuser, has BYPASSRLS, is (or can become) the tables' owner, or may update or
+    /// delete audit records, and a schema that is not at this broker's migration.
+    pub async fn open_postgres(url: &str, migrate_url: Option<&str>) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
+        if let Some(owner_url) = migrate_url {
+            let service: String =
+                sqlx::query_scalar("SELECT current_user::text").fetch_one(&pool).await?;
+            let owner = AnyPoolOptions::new().max_connections(1).connect(owner_url).await?;
+            POSTGRES_MIGRATIONS.run(&owner).await?;
+            sqlx::query("SELECT latchkey_grant_service($1::name)::text")
+                .bind(service)
+                .execute(&owner)
+                .await?;
+            owner.close().await;
+        }
+        check_postgres(&pool).await?;
+        Ok(Self { pool, backend: Backend::Postgres, hot: Arc::default() })
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Whether the database answers a trivial query.
@@ -65,8 +196,134 @@ impl Store {
         Ok(())
     }
 
-    /// Closes all connections, checkpointing the WAL.
+    /// Closes all connections (on SQLite, checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Begins a transaction on `workspace`'s rows: on PostgreSQL its first statement sets
+    /// `latchkey.workspace`, so row-level security shows and admits that workspace's rows only.
+    pub(crate) async fn begin(&self, workspace: WorkspaceId, lock: Lock) -> Result<Tx, StoreError> {
+        let mut tx = self.begin_unscoped(lock).await?;
+        self.enter(&mut tx, workspace, lock).await?;
+        Ok(tx)
+    }
+
+    /// Begins a transaction without a workspace: on PostgreSQL it sees no workspace rows until
+    /// [`Store::enter`] names one (used where the workspace is learnt inside the transaction,
+    /// and for the tables that are not workspace-scoped).
+    pub(crate) async fn begin_unscoped(&self, lock: Lock) -> Result<Tx, StoreError> {
+        Ok(match (self.backend, lock) {
+            (Backend::Sqlite, Lock::Workspace) => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _ => self.pool.begin().await?,
+        })
+    }
+
+    /// Switches `tx` to `workspace`'s rows (and, with [`Lock::Workspace`] on PostgreSQL, takes
+    /// that workspace's write lock; SQLite's was taken by `BEGIN IMMEDIATE`). A transaction that
+    /// locks several workspaces must enter them in a fixed order, or two could deadlock.
+    pub(crate) async fn enter(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        workspace: WorkspaceId,
+        lock: Lock,
+    ) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let statement = match lock {
+            Lock::None => "SELECT set_config('latchkey.workspace', $1, true)",
+            // The lock's key space: classid "lk" (0x6c6b), objid the workspace id's hash.
+            Lock::Workspace => {
+                "SELECT set_config('latchkey.workspace', $1, true),
+                        pg_advisory_xact_lock(27755, hashtext($1))::text"
+            }
+        };
+        sqlx::query(statement).bind(workspace.to_string()).execute(&mut *tx).await?;
+        Ok(())
+    }
+}
+
+/// Whether `location` is a PostgreSQL connection URL.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// Refuses a PostgreSQL service role that could see past row-level security or rewrite the audit
+/// log, and a schema that is not at this broker's latest migration.
+async fn check_postgres(pool: &AnyPool) -> Result<(), StoreError> {
+    let expected = POSTGRES_MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await
+            .map_err(|e| match &e {
+                // No migrations table yet, or no right to read it: not migrated for this role.
+                sqlx::Error::Database(db)
+                    if matches!(db.code().as_deref(), Some("42P01" | "42501")) =>
+                {
+                    StoreError::SchemaVersion { found: None, expected }
+                }
+                _ => StoreError::Database(e),
+            })?;
+    if found != Some(expected) {
+        return Err(StoreError::SchemaVersion { found, expected });
+    }
+    let (superuser, bypass, owner, tamper): (bool, bool, bool, bool) = sqlx::query_as(
+        "SELECT r.rolsuper, r.rolbypassrls,
+                EXISTS (SELECT 1 FROM pg_tables t
+                        WHERE t.schemaname = current_schema() AND t.tablename = 'audit_log'
+                          AND pg_has_role(current_user, t.tableowner, 'MEMBER')),
+                has_table_privilege('audit_log', 'UPDATE')
+                  OR has_table_privilege('audit_log', 'DELETE')
+                  OR has_table_privilege('audit_log', 'TRUNCATE')
+         FROM pg_roles r WHERE r.rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await?;
+    let problem = if superuser {
+        Some("is a superuser, which bypasses row-level security")
+    } else if bypass {
+        Some("has BYPASSRLS")
+    } else if owner {
+        Some("owns the tables (or can become their owner)")
+    } else if tamper {
+        Some("may update, delete or truncate audit records")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(StoreError::UnsafeRole(problem)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store's SQL is written once with `$N` placeholders; SQLite must bind them by number
+    /// (reused and out of order), as PostgreSQL does, or the shared text would mean different
+    /// things on the two backends.
+    #[tokio::test]
+    async fn sqlite_binds_dollar_placeholders_by_number() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open");
+        let text: String = sqlx::query_scalar("SELECT $2 || '-' || $1 || '-' || $2")
+            .bind("one")
+            .bind("two")
+            .fetch_one(&store.pool)
+            .await
+            .expect("query");
+        assert_eq!(text, "two-one-two", "placeholders bind by their number, not their position");
+        store.close().await;
+    }
+
+    #[test]
+    fn locations_choose_the_backend() {
+        assert!(is_postgres_url("postgres://svc@db/latchkey"));
+        assert!(is_postgres_url("postgresql://svc@db/latchkey"));
+        assert!(!is_postgres_url("sqlite:///var/lib/latchkey/latchkey.sqlite3"));
+        assert!(!is_postgres_url("/var/lib/latchkey/postgres://odd-but-a-path"));
     }
 }

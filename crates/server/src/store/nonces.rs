@@ -1,7 +1,7 @@
 //! Replay protection: nonces of device request signatures and single-use capabilities, kept in
 //! the database until they expire so every broker replica sees the same set.
 
-use super::{Store, StoreError};
+use super::{Lock, Store, StoreError};
 
 /// What a nonce protects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +31,14 @@ impl Store {
         expires_at: u64,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM seen_nonces WHERE expires_at < ?1")
+        // Not workspace-scoped: the table has no row-level security.
+        let mut tx = self.begin_unscoped(Lock::None).await?;
+        sqlx::query("DELETE FROM seen_nonces WHERE expires_at < $1")
             .bind(as_i64(now))
             .execute(&mut *tx)
             .await?;
         let inserted = sqlx::query(
-            "INSERT INTO seen_nonces (kind, nonce, expires_at) VALUES (?1, ?2, ?3)
+            "INSERT INTO seen_nonces (kind, nonce, expires_at) VALUES ($1, $2, $3)
              ON CONFLICT (kind, nonce) DO NOTHING",
         )
         .bind(kind.as_str())
@@ -51,7 +52,7 @@ impl Store {
     }
 }
 
-/// Unix seconds as SQLite's INTEGER; times past year 292 billion saturate.
+/// Unix seconds as the databases' 64-bit integer; times past year 292 billion saturate.
 pub(crate) fn as_i64(secs: u64) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
 }

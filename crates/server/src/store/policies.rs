@@ -11,10 +11,10 @@
 
 use latchkey_core::ids::{AgentId, CredentialId, MemberId, Owner, WorkspaceId};
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
 use super::nonces::as_i64;
-use super::{Store, StoreError};
+use super::{Lock, Store, StoreError};
 
 /// A policy as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl Store {
         if !rows.is_empty() {
             return Ok(rows);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         install_defaults(&mut tx, workspace, defaults, now).await?;
         tx.commit().await?;
         self.policy_rows(workspace).await
@@ -111,12 +111,12 @@ impl Store {
         now: u64,
     ) -> Result<Result<PutOutcome, TooManyPolicies>, StoreError> {
         let ws = workspace.to_string();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         // A write first, so the transaction holds the write lock before it reads.
         install_defaults(&mut tx, workspace, defaults, now).await?;
         let (others, exists) = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT count(*) FILTER (WHERE id <> ?2), count(*) FILTER (WHERE id = ?2)
-             FROM policies WHERE workspace_id = ?1",
+            "SELECT count(*) FILTER (WHERE id <> $2), count(*) FILTER (WHERE id = $2)
+             FROM policies WHERE workspace_id = $1",
         )
         .bind(&ws)
         .bind(policy.id)
@@ -127,7 +127,7 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (workspace_id, id) DO UPDATE SET description = excluded.description,
                source = excluded.source, enabled = excluded.enabled,
                updated_at = excluded.updated_at",
@@ -152,10 +152,10 @@ impl Store {
         id: &str,
         now: u64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
         // The defaults count as present even before the workspace first read its policies.
         install_defaults(&mut tx, workspace, defaults, now).await?;
-        let deleted = sqlx::query("DELETE FROM policies WHERE workspace_id = ?1 AND id = ?2")
+        let deleted = sqlx::query("DELETE FROM policies WHERE workspace_id = $1 AND id = $2")
             .bind(workspace.to_string())
             .bind(id)
             .execute(&mut *tx)
@@ -171,14 +171,16 @@ impl Store {
         workspace: WorkspaceId,
         agent: AgentId,
     ) -> Result<Option<PolicyAgent>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let row = sqlx::query(
             "SELECT name, owner_member_id FROM agents
-             WHERE workspace_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+             WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
         )
         .bind(workspace.to_string())
         .bind(agent.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         let Some(row) = row else { return Ok(None) };
         let owner = row
             .get::<String, _>(1)
@@ -193,14 +195,16 @@ impl Store {
         workspace: WorkspaceId,
         credential: CredentialId,
     ) -> Result<Option<PolicyCredential>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let row = sqlx::query(
             "SELECT name, provider, owner_member_id FROM credentials
-             WHERE workspace_id = ?1 AND id = ?2",
+             WHERE workspace_id = $1 AND id = $2",
         )
         .bind(workspace.to_string())
         .bind(credential.to_string())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         let Some(row) = row else { return Ok(None) };
         let owner =
             match row.get::<Option<String>, _>(2) {
@@ -213,22 +217,24 @@ impl Store {
     }
 
     async fn policy_rows(&self, workspace: WorkspaceId) -> Result<Vec<StoredPolicy>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
         let rows = sqlx::query(
             "SELECT id, description, source, enabled, updated_at FROM policies
-             WHERE workspace_id = ?1 ORDER BY id",
+             WHERE workspace_id = $1 ORDER BY id",
         )
         .bind(workspace.to_string())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(|row| policy_from_row(workspace, row)).collect()
     }
 }
 
-/// Inserts `defaults` if `workspace` exists and has no policy at all. The first statement is a
-/// write whatever the outcome, so the transaction holds SQLite's write lock from here on and no
-/// concurrent transaction can slip a policy in between the check and the inserts.
+/// Inserts `defaults` if `workspace` exists and has no policy at all. The caller's transaction
+/// holds the workspace's write lock ([`Lock::Workspace`]), so no concurrent transaction can slip a
+/// policy in between the check and the inserts.
 async fn install_defaults(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     workspace: WorkspaceId,
     defaults: &[NewPolicy<'_>],
     now: u64,
@@ -239,13 +245,13 @@ async fn install_defaults(
         // SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (a parsing ambiguity).
         let statement = if first {
             "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6
-             WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = ?1)
-               AND NOT EXISTS (SELECT 1 FROM policies WHERE workspace_id = ?1)
+             SELECT $1, $2, $3, $4, $5, $6
+             WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1)
+               AND NOT EXISTS (SELECT 1 FROM policies WHERE workspace_id = $1)
              ON CONFLICT (workspace_id, id) DO NOTHING"
         } else {
             "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE true
+             SELECT $1, $2, $3, $4, $5, $6 WHERE true
              ON CONFLICT (workspace_id, id) DO NOTHING"
         };
         let inserted = sqlx::query(statement)
@@ -266,7 +272,7 @@ async fn install_defaults(
     Ok(())
 }
 
-fn policy_from_row(workspace: WorkspaceId, row: &SqliteRow) -> Result<StoredPolicy, StoreError> {
+fn policy_from_row(workspace: WorkspaceId, row: &AnyRow) -> Result<StoredPolicy, StoreError> {
     let id: String = row.get(0);
     let updated_at = u64::try_from(row.get::<i64, _>(4)).map_err(|_| {
         StoreError::Corrupt(format!("policy {id} of workspace {workspace}: updated_at"))

@@ -4,7 +4,7 @@ use latchkey_core::ids::{DeviceId, MemberId, WorkspaceId};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 
 use super::nonces::as_i64;
-use super::{Store, StoreError};
+use super::{Lock, Store, StoreError};
 
 /// Everything a new workspace starts with.
 #[derive(Debug)]
@@ -43,9 +43,11 @@ impl Store {
         new: NewWorkspace,
     ) -> Result<Result<(), IdTaken>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin(new.workspace, Lock::Workspace).await?;
+        // Device ids are unique across workspaces: the lookup sees every workspace's.
         let taken = sqlx::query_scalar::<_, i64>(
-            "SELECT (SELECT count(*) FROM workspaces WHERE id = ?1) + (SELECT count(*) FROM devices WHERE id = ?2)",
+            "SELECT (SELECT count(*) FROM workspaces WHERE id = $1)
+                  + (SELECT count(*) FROM device_workspaces WHERE device_id = $2)",
         )
         .bind(new.workspace.to_string())
         .bind(new.device.to_string())
@@ -59,7 +61,7 @@ impl Store {
         let member = new.member.to_string();
         let device = new.device.to_string();
         sqlx::query(
-            "INSERT INTO workspaces (id, name, key_version, created_at) VALUES (?1, ?2, 1, ?3)",
+            "INSERT INTO workspaces (id, name, key_version, created_at) VALUES ($1, $2, 1, $3)",
         )
         .bind(&ws)
         .bind(&new.workspace_name)
@@ -68,7 +70,7 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO members (workspace_id, id, name, role, key_version, created_at)
-             VALUES (?1, ?2, ?3, 'admin', 1, ?4)",
+             VALUES ($1, $2, $3, 'admin', 1, $4)",
         )
         .bind(&ws)
         .bind(&member)
@@ -78,7 +80,7 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO devices (workspace_id, id, member_id, name, signing_key, exchange_key, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&ws)
         .bind(&device)
@@ -99,7 +101,7 @@ impl Store {
 
 /// Stores one wrapped key under its header's coordinates.
 pub(crate) async fn insert_wrapped_key(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut super::Tx,
     wrapped: &WrappedKey,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -113,7 +115,7 @@ pub(crate) async fn insert_wrapped_key(
     };
     sqlx::query(
         "INSERT INTO wrapped_keys (workspace_id, recipient_device, kind, owner, key_version, bytes, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(h.workspace.to_string())
     .bind(h.recipient.to_string())

@@ -6,6 +6,7 @@
     unreachable_pub,
     clippy::expect_used,
     clippy::unwrap_used,
+    clippy::panic,
     reason = "shared by several test binaries, each using a subset; a panic is the failure report"
 )]
 
@@ -19,11 +20,14 @@ use latchkey_server::clock::ManualClock;
 use latchkey_server::store::Store;
 use serde_json::{Value, json};
 
-/// A broker serving on 127.0.0.1 with its own temporary data directory and a manual clock.
+/// A broker serving on 127.0.0.1 with its own temporary data directory, its own database (SQLite
+/// in the data directory, or a fresh PostgreSQL database: see [`TestDatabase`]) and a manual
+/// clock.
 pub struct TestBroker {
     pub base: String,
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
+    pub db: TestDatabase,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -37,7 +41,8 @@ impl TestBroker {
         // Server logs go to the test's captured output, shown when a test fails.
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open store");
+        let db = TestDatabase::create().await;
+        let store = db.open_and_migrate(dir.path()).await;
         let clock = Arc::new(ManualClock::new(T0));
         let broker = Broker::new(store, BrokerSecretKey::generate().expect("broker key"))
             .with_clock(clock.clone());
@@ -55,7 +60,7 @@ impl TestBroker {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        Self { base, clock, dir, http, stop: Some(stop), task: Some(task) }
+        Self { base, clock, dir, db, http, stop: Some(stop), task: Some(task) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -109,13 +114,6 @@ impl TestBroker {
         (status, body)
     }
 
-    /// Stops the broker and hands back its data directory for inspection.
-    pub async fn stop_keeping_data(mut self) -> tempfile::TempDir {
-        self.shutdown().await;
-        let placeholder = tempfile::tempdir().expect("temp dir");
-        std::mem::replace(&mut self.dir, placeholder)
-    }
-
     async fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -125,13 +123,32 @@ impl TestBroker {
         }
     }
 
+    /// Stops the broker and drops its PostgreSQL database (a SQLite file goes with the
+    /// temporary directory).
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.expect("server stopped cleanly");
-        }
+        self.shutdown().await;
+        self.db.drop_database().await;
+    }
+
+    /// Stops the broker, then returns what its database holds at rest (as
+    /// [`TestBroker::stored_bytes`]) and removes the database.
+    pub async fn stop_and_scan(mut self) -> Vec<(String, Vec<u8>)> {
+        self.shutdown().await;
+        let bytes = self.stored_bytes().await;
+        self.db.drop_database().await;
+        bytes
+    }
+
+    /// Another store on this broker's database, as a second broker replica would open it.
+    pub async fn store(&self) -> Store {
+        self.db.open(self.dir.path()).await
+    }
+
+    /// Everything the broker's database holds at rest, for leak scans: on SQLite the data
+    /// directory's files (database, -wal, -shm and the rest), on PostgreSQL every table's
+    /// contents, byte columns raw.
+    pub async fn stored_bytes(&self) -> Vec<(String, Vec<u8>)> {
+        self.db.stored_bytes(self.dir.path()).await
     }
 }
 
@@ -215,14 +232,11 @@ pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A direct connection to the broker's SQLite file, for store-level set-up and for scanning what
-/// the broker wrote.
-pub async fn database(broker: &TestBroker) -> sqlx::SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(broker.dir.path().join("db.sqlite3"))
-        .foreign_keys(true)
-        .busy_timeout(std::time::Duration::from_secs(5));
-    sqlx::SqlitePool::connect_with(options).await.expect("open the broker's database")
+/// A direct, privileged connection to the broker's database, for store-level set-up and for
+/// reading what the broker wrote: the SQLite file itself, or PostgreSQL as a superuser (which
+/// row-level security does not bind). Statements use `$N` placeholders, which both accept.
+pub async fn database(broker: &TestBroker) -> sqlx::AnyPool {
+    broker.db.privileged(broker.dir.path()).await
 }
 
 /// Adds a member (`role`: "admin" or "member") with one device to `admin`'s workspace by writing
@@ -235,7 +249,7 @@ pub async fn insert_member(broker: &TestBroker, admin: &TestDevice, role: &str) 
     let now = latchkey_server::clock::Clock::now(&*broker.clock) as i64;
     sqlx::query(
         "INSERT INTO members (workspace_id, id, name, role, key_version, created_at)
-         VALUES (?1, ?2, 'Grace', ?3, 1, ?4)",
+         VALUES ($1, $2, 'Grace', $3, 1, $4)",
     )
     .bind(admin.workspace.to_string())
     .bind(device.member.to_string())
@@ -286,11 +300,11 @@ pub async fn insert_device(broker: &TestBroker, sibling: &TestDevice) -> TestDev
     device
 }
 
-async fn insert_device_row(db: &sqlx::SqlitePool, device: &TestDevice, now: i64) {
+async fn insert_device_row(db: &sqlx::AnyPool, device: &TestDevice, now: i64) {
     let public = device.keys.public_keys();
     sqlx::query(
         "INSERT INTO devices (workspace_id, id, member_id, name, signing_key, exchange_key, created_at)
-         VALUES (?1, ?2, ?3, 'Test device', ?4, ?5, ?6)",
+         VALUES ($1, $2, $3, 'Test device', $4, $5, $6)",
     )
     .bind(device.workspace.to_string())
     .bind(device.id.to_string())
@@ -318,14 +332,15 @@ fn pass_workspace_key(wk: &WorkspaceKey, from: &TestDevice, to: &TestDevice) -> 
 }
 
 impl TestBroker {
-    /// A broker that `build` makes from a store in a fresh data directory (`db.sqlite3`), the
-    /// manual clock and that directory, served like [`TestBroker::start`]'s. Installs no log
-    /// subscriber, so the caller may capture logs itself.
+    /// A broker that `build` makes from a store on a fresh database (see [`TestDatabase`]), the
+    /// manual clock and a fresh data directory, served like [`TestBroker::start`]'s. Installs no
+    /// log subscriber, so the caller may capture logs itself.
     pub async fn start_with(
         build: impl FnOnce(Store, Arc<ManualClock>, &std::path::Path) -> Broker,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open store");
+        let db = TestDatabase::create().await;
+        let store = db.open_and_migrate(dir.path()).await;
         let clock = Arc::new(ManualClock::new(T0));
         let broker = build(store, clock.clone(), dir.path());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
@@ -342,7 +357,7 @@ impl TestBroker {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        Self { base, clock, dir, http, stop: Some(stop), task: Some(task) }
+        Self { base, clock, dir, db, http, stop: Some(stop), task: Some(task) }
     }
 }
 
@@ -382,4 +397,196 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
+}
+
+/// The database a test broker runs on, chosen by the environment:
+///
+/// * `LATCHKEY_TEST_BACKEND` unset or `sqlite`: `db.sqlite3` in the broker's data directory.
+/// * `LATCHKEY_TEST_BACKEND=postgres` with `LATCHKEY_TEST_POSTGRES_URL`, a superuser URL of a
+///   throwaway cluster (`scripts/test` starts one): per test a fresh database owned by a fresh
+///   owner role, and a fresh unprivileged service role the broker connects as, as in production
+///   (docs/operations.md). [`TestBroker::stop`] drops the database.
+pub enum TestDatabase {
+    Sqlite,
+    Postgres(PgTestDatabase),
+}
+
+/// One test's PostgreSQL database and roles.
+pub struct PgTestDatabase {
+    /// The cluster's superuser URL (database `postgres`).
+    pub admin_url: String,
+    /// Database name, also the prefix of the two role names.
+    pub name: String,
+    /// The schema owner: runs migrations.
+    pub owner_url: String,
+    /// The service role the broker connects as.
+    pub service_url: String,
+    /// The superuser on this test's database.
+    pub superuser_url: String,
+}
+
+/// Whether the tests run on PostgreSQL.
+pub fn postgres_backend() -> bool {
+    match std::env::var("LATCHKEY_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("LATCHKEY_TEST_BACKEND={other}: expected sqlite or postgres"),
+    }
+}
+
+async fn any_pool(url: &str, connections: u32) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(connections)
+        .connect(url)
+        .await
+        .expect("connect to the test database")
+}
+
+impl TestDatabase {
+    /// A fresh, empty database on the backend the environment selects.
+    pub async fn create() -> Self {
+        if !postgres_backend() {
+            return Self::Sqlite;
+        }
+        let admin_url = std::env::var("LATCHKEY_TEST_POSTGRES_URL").expect(
+            "LATCHKEY_TEST_BACKEND=postgres needs LATCHKEY_TEST_POSTGRES_URL, a superuser URL of a \
+             throwaway cluster (scripts/test starts one)",
+        );
+        let name = format!("lk_{}", WorkspaceId::random().to_string().replace('-', ""));
+        let admin = any_pool(&admin_url, 1).await;
+        for statement in [
+            format!("CREATE ROLE {name}_owner LOGIN"),
+            format!("CREATE ROLE {name}_svc LOGIN"),
+            format!("CREATE DATABASE {name} OWNER {name}_owner"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&admin)
+                .await
+                .expect("create the test database and roles");
+        }
+        admin.close().await;
+        let with = |user: &str| {
+            let mut url = url::Url::parse(&admin_url).expect("LATCHKEY_TEST_POSTGRES_URL parses");
+            url.set_username(user).expect("a URL with a host");
+            url.set_password(None).expect("a URL with a host");
+            url.set_path(&name);
+            url.to_string()
+        };
+        let mut superuser_url = url::Url::parse(&admin_url).expect("URL");
+        superuser_url.set_path(&name);
+        Self::Postgres(PgTestDatabase {
+            owner_url: with(&format!("{name}_owner")),
+            service_url: with(&format!("{name}_svc")),
+            superuser_url: superuser_url.to_string(),
+            admin_url,
+            name,
+        })
+    }
+
+    /// The broker's store, migrating first (as the owner role, on PostgreSQL).
+    pub async fn open_and_migrate(&self, dir: &std::path::Path) -> Store {
+        match self {
+            Self::Sqlite => Store::open_sqlite(&dir.join("db.sqlite3")).await,
+            Self::Postgres(pg) => Store::open_postgres(&pg.service_url, Some(&pg.owner_url)).await,
+        }
+        .expect("open and migrate the store")
+    }
+
+    /// Another store on the migrated database, as the service role.
+    pub async fn open(&self, dir: &std::path::Path) -> Store {
+        match self {
+            Self::Sqlite => Store::open_sqlite(&dir.join("db.sqlite3")).await,
+            Self::Postgres(pg) => Store::open_postgres(&pg.service_url, None).await,
+        }
+        .expect("open the store")
+    }
+
+    /// A privileged pool: the SQLite file, or the superuser on this test's database.
+    pub async fn privileged(&self, dir: &std::path::Path) -> sqlx::AnyPool {
+        match self {
+            Self::Sqlite => {
+                let path = dir.join("db.sqlite3");
+                any_pool(&format!("sqlite://{}", path.display()), 2).await
+            }
+            Self::Postgres(pg) => any_pool(&pg.superuser_url, 2).await,
+        }
+    }
+
+    /// See [`TestBroker::stored_bytes`].
+    pub async fn stored_bytes(&self, dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+        let Self::Postgres(pg) = self else { return files_in(dir) };
+        let db = any_pool(&pg.superuser_url, 1).await;
+        let columns: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT table_name::text, column_name::text, data_type::text
+             FROM information_schema.columns WHERE table_schema = 'public'
+             ORDER BY table_name, ordinal_position",
+        )
+        .fetch_all(&db)
+        .await
+        .expect("list columns");
+        let mut tables: Vec<(String, Vec<u8>)> = Vec::new();
+        for (table, column, data_type) in columns {
+            let expression = if data_type == "bytea" {
+                format!("\"{column}\"")
+            } else {
+                format!("convert_to(\"{column}\"::text, 'UTF8')")
+            };
+            let values: Vec<Option<Vec<u8>>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT {expression} FROM \"{table}\""
+            )))
+            .fetch_all(&db)
+            .await
+            .expect("read a column");
+            if tables.last().is_none_or(|(name, _)| *name != table) {
+                tables.push((table.clone(), Vec::new()));
+            }
+            let (_, bytes) = tables.last_mut().expect("pushed above");
+            for value in values.into_iter().flatten() {
+                bytes.extend_from_slice(&value);
+                bytes.push(b'\n');
+            }
+        }
+        db.close().await;
+        let mut contents = files_in(dir);
+        contents.extend(tables);
+        contents
+    }
+
+    /// Drops this test's PostgreSQL database and roles (nothing on SQLite).
+    pub async fn drop_database(&self) {
+        let Self::Postgres(pg) = self else { return };
+        let admin = any_pool(&pg.admin_url, 1).await;
+        let name = &pg.name;
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {name}_svc"),
+            format!("DROP ROLE IF EXISTS {name}_owner"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&admin)
+                .await
+                .expect("drop the test database and roles");
+        }
+        admin.close().await;
+    }
+}
+
+/// Every file of a directory with its contents. SQLite removes its -wal and -shm files as the
+/// last connection closes, after checkpointing them into the main file: a file gone by the time
+/// it is read is skipped.
+pub fn files_in(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("data dir") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match std::fs::read(entry.path()) {
+                Ok(bytes) => files.push((name, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("cannot read {name}: {e}"),
+            }
+        }
+    }
+    files
 }
