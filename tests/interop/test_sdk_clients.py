@@ -487,8 +487,11 @@ def test_without_a_capability_the_sdk_raises_a_status_error_and_the_upstream_is_
 ):
     client = openai_client(openai_broker, capability_header=False)
     with pytest.raises(openai.APIStatusError) as refused:
+        # `Prefer: wait=0`: refuse at once instead of holding the call for a member's approval.
         client.chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "ping"}]
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "ping"}],
+            extra_headers={"Prefer": "wait=0"},
         )
     assert refused.value.status_code == 428, "a call without a capability needs an approval"
     assert refused.value.body["code"] == "approval_required", "the broker's code reaches the agent"

@@ -108,6 +108,11 @@ uuid_id!(
     GrantId,
     "grant id"
 );
+uuid_id!(
+    /// An agent's call held by the broker until a member's device approves or denies it.
+    ApprovalId,
+    "approval id"
+);
 
 /// Version of a workspace or member key. Version 1 is the first key; each rotation adds one.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

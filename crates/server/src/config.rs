@@ -11,6 +11,7 @@
 //! | broker key | | `LATCHKEY_BROKER_KEY` | | |
 //! | PostgreSQL URL of the service role (SQLite in the data directory when absent) | `--database-url` | `LATCHKEY_DATABASE_URL` | `database_url` | |
 //! | PostgreSQL URL of the schema owner, to migrate and grant at startup | `--migrate-database-url` | `LATCHKEY_MIGRATE_DATABASE_URL` | `migrate_database_url` | |
+//! | seconds a call is held for a member's approval (`0`: never held) | `--approval-timeout` | `LATCHKEY_APPROVAL_TIMEOUT` | `approval_timeout` | `120` |
 //!
 //! The broker key is never accepted as a flag (flags are visible to every local user in the
 //! process list) nor in the TOML file (which is usually less protected than a key file). When
@@ -56,7 +57,15 @@ pub enum ConfigError {
     /// The database settings do not fit together.
     #[error("database: {0}")]
     Database(&'static str),
+    /// The approval timeout is longer than a call may be held.
+    #[error(
+        "approval timeout: {0} seconds is more than the most a call may be held ({MAX_APPROVAL_TIMEOUT_SECS})"
+    )]
+    ApprovalTimeout(u64),
 }
+
+/// The longest a call may be held for an approval: an hour.
+pub const MAX_APPROVAL_TIMEOUT_SECS: u64 = 3600;
 
 /// A PostgreSQL connection URL (`postgres://` or `postgresql://`). It may carry a password, so
 /// its `Debug` output replaces the password, and it is not `Display`.
@@ -182,6 +191,10 @@ pub struct Flags {
     /// with it at startup.
     #[arg(long, env = "LATCHKEY_MIGRATE_DATABASE_URL")]
     pub migrate_database_url: Option<DatabaseUrl>,
+    /// Seconds the proxy holds a call that needs a member's approval (0: never hold; answer
+    /// `approval_required` at once). At most 3600.
+    #[arg(long, env = "LATCHKEY_APPROVAL_TIMEOUT", value_name = "SECONDS")]
+    pub approval_timeout: Option<u64>,
 }
 
 /// The TOML file: the same settings as the flags, minus secrets.
@@ -195,6 +208,7 @@ struct FileConfig {
     broker_key_file: Option<PathBuf>,
     database_url: Option<DatabaseUrl>,
     migrate_database_url: Option<DatabaseUrl>,
+    approval_timeout: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -214,6 +228,8 @@ pub struct Config {
     pub database_url: Option<DatabaseUrl>,
     /// PostgreSQL as the schema owner, to migrate at startup (only with `database_url`).
     pub migrate_database_url: Option<DatabaseUrl>,
+    /// How long a call is held for a member's approval (zero: never).
+    pub approval_timeout: std::time::Duration,
 }
 
 /// Default API listener: loopback only.
@@ -248,6 +264,13 @@ impl Config {
                 "--migrate-database-url needs --database-url (the service role's URL)",
             ));
         }
+        let approval_timeout = flags
+            .approval_timeout
+            .or(file.approval_timeout)
+            .unwrap_or(crate::approvals::DEFAULT_TIMEOUT.as_secs());
+        if approval_timeout > MAX_APPROVAL_TIMEOUT_SECS {
+            return Err(ConfigError::ApprovalTimeout(approval_timeout));
+        }
         Ok(Self {
             listen: flags.listen.or(file.listen).unwrap_or_else(|| parse_default(DEFAULT_LISTEN)),
             metrics_listen: match flags.metrics_listen.or(file.metrics_listen) {
@@ -260,6 +283,7 @@ impl Config {
             broker_key_file,
             database_url,
             migrate_database_url,
+            approval_timeout: std::time::Duration::from_secs(approval_timeout),
         })
     }
 
@@ -386,6 +410,21 @@ mod tests {
             "metrics are on by default, on loopback"
         );
         assert_eq!(config.broker_key_file, PathBuf::from("/d/broker.key"));
+        assert_eq!(config.approval_timeout.as_secs(), 120, "calls are held two minutes by default");
+    }
+
+    #[test]
+    fn an_approval_timeout_over_an_hour_is_refused_by_name() {
+        let flags = Flags {
+            data_dir: Some("/d".into()),
+            approval_timeout: Some(MAX_APPROVAL_TIMEOUT_SECS + 1),
+            ..Flags::default()
+        };
+        let error = Config::resolve(flags, no_env).unwrap_err();
+        assert!(error.to_string().contains("approval timeout"), "names the setting: {error}");
+        let flags =
+            Flags { data_dir: Some("/d".into()), approval_timeout: Some(0), ..Flags::default() };
+        assert!(Config::resolve(flags, no_env).unwrap().approval_timeout.is_zero(), "0 is allowed");
     }
 
     #[test]

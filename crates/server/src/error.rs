@@ -46,6 +46,10 @@ pub enum ErrorCode {
     PolicyDenied,
     /// The call needs a member's approval.
     ApprovalRequired,
+    /// A member's device denied the held call.
+    ApprovalDenied,
+    /// Nobody answered the held call in time; retrying asks again.
+    ApprovalTimeout,
     /// The upstream host is not in the credential's allow-list.
     HostNotAllowed,
     /// The upstream could not be reached or misbehaved.
@@ -76,11 +80,13 @@ impl ErrorCode {
             ErrorCode::Forbidden
             | ErrorCode::CapabilityInvalid
             | ErrorCode::PolicyDenied
-            | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
+            | ErrorCode::HostNotAllowed
+            | ErrorCode::ApprovalDenied => StatusCode::FORBIDDEN,
             ErrorCode::CapabilityRequired | ErrorCode::ApprovalRequired => {
                 StatusCode::PRECONDITION_REQUIRED
             }
             ErrorCode::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            ErrorCode::ApprovalTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::InviteInvalid => StatusCode::FORBIDDEN,

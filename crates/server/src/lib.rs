@@ -7,6 +7,7 @@
 
 mod access_log;
 mod api;
+pub mod approvals;
 pub mod audit;
 mod auth;
 pub mod clock;
@@ -56,6 +57,9 @@ pub async fn serve(
     let policies = crate::policy::PolicyEngine::new()?;
     let audit = audit::AuditLog::start(broker.store.clone());
     broker.metrics.observe_audit(&audit);
+    let approvals = Arc::new(approvals::Approvals::new(broker.approval_timeout));
+    approvals.spawn_listener(&broker.store);
+    let approvals_hub = Arc::clone(&approvals);
     let state = Arc::new(AppState {
         store: broker.store,
         broker_key: broker.broker_key,
@@ -66,8 +70,15 @@ pub async fn serve(
         upstream: proxy::upstream_client().map_err(|e| ServerError::Upstream(e.to_string()))?,
         refresh_locks: proxy::RefreshLocks::default(),
         metrics: broker.metrics,
+        approvals,
     });
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Long-lived requests (device streams, held calls) end when shutdown begins, so graceful
+    // shutdown does not wait on them.
+    let shutdown = async move {
+        shutdown.await;
+        approvals_hub.close();
+    };
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     // Every request has finished: write the audit records still queued, then stop the writer.
     audit.shutdown().await;

@@ -53,7 +53,9 @@ async fn main() -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "latchkey-server ready"
     );
-    let broker = latchkey_server::Broker::new(store.clone(), broker_key).with_metrics(metrics);
+    let broker = latchkey_server::Broker::new(store.clone(), broker_key)
+        .with_metrics(metrics)
+        .with_approval_timeout(config.approval_timeout);
     let served = latchkey_server::serve(broker, listener, shutdown_signal()).await;
     let _ = stop_metrics.send(());
     if let Some(task) = metrics_task {

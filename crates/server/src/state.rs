@@ -19,6 +19,9 @@ pub struct Broker {
     /// Where the broker counts what it does; served by [`crate::serve_metrics`] if the caller
     /// wants them scraped.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// How long the proxy holds a call that waits for a member's approval (zero: never hold,
+    /// answer `approval_required` at once).
+    pub(crate) approval_timeout: std::time::Duration,
 }
 
 impl Broker {
@@ -31,7 +34,14 @@ impl Broker {
             clock: Arc::new(SystemClock),
             public_origin: None,
             metrics: crate::metrics::Metrics::new(),
+            approval_timeout: crate::approvals::DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Holds calls that need an approval for at most `timeout` (zero: never hold them).
+    pub fn with_approval_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.approval_timeout = timeout;
+        self
     }
 
     /// Uses `clock` instead of the system clock.
@@ -71,6 +81,8 @@ pub(crate) struct AppState {
     pub(crate) refresh_locks: crate::proxy::RefreshLocks,
     /// Request and audit counters.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Held calls and the news about them.
+    pub(crate) approvals: Arc<crate::approvals::Approvals>,
 }
 
 impl AppState {

@@ -90,6 +90,9 @@ fn every_audit_kind_keeps_its_stable_code() {
             "agent_revoked",
             "grant_revoked",
             "policy_changed",
+            "approval_requested",
+            "approval_answered",
+            "approval_expired",
         ],
         "codes are stable: extend, never reassign"
     );

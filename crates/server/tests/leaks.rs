@@ -164,8 +164,10 @@ async fn no_secret_reaches_a_log_line_a_response_the_database_or_the_key_file() 
         .send(story.agent_call("GET", "/p/github/echo", &token).header("latchkey-capability", &cap))
         .await;
     assert_eq!((status, body["code"].as_str()), (403, Some("capability_invalid")), "{body}");
-    let (status, body) = story.send(story.agent_call("GET", "/p/github/user", &token)).await;
-    assert_eq!(status, 428, "no capability: {body}");
+    let (status, body) = story
+        .send(story.agent_call("GET", "/p/github/user", &token).header("prefer", "wait=0"))
+        .await;
+    assert_eq!(status, 428, "no capability, and the agent would not wait: {body}");
     let cap = story.capability(&admin, agent, github);
     let (status, body) = story
         .send(

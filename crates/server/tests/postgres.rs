@@ -24,7 +24,7 @@ use sqlx::Connection as _;
 
 /// Every table that holds workspace rows. A new one must be added here (and get a policy):
 /// [`every_table_with_a_workspace_column_has_forced_row_level_security`] finds any that lacks one.
-const WORKSPACE_TABLES: [&str; 10] = [
+const WORKSPACE_TABLES: [&str; 11] = [
     "workspaces",
     "members",
     "devices",
@@ -35,6 +35,7 @@ const WORKSPACE_TABLES: [&str; 10] = [
     "grants",
     "policies",
     "audit_log",
+    "approvals",
 ];
 
 /// Whether to skip (saying so): these tests need PostgreSQL.
@@ -100,7 +101,7 @@ async fn two_workspaces() -> TwoWorkspaces {
         let member = admin.member.to_string();
         let device = admin.id.to_string();
         let agent = AgentId::random().to_string();
-        let statements: [(&str, Vec<String>); 4] = [
+        let statements: [(&str, Vec<String>); 5] = [
             (
                 "INSERT INTO credentials (workspace_id, id, name, provider, upstream_base_url,
                      allowed_hosts, key_version, status, envelope, created_at, updated_at)
@@ -123,6 +124,18 @@ async fn two_workspaces() -> TwoWorkspaces {
                     agent.clone(),
                     CredentialId::random().to_string(),
                     device.clone(),
+                ],
+            ),
+            (
+                "INSERT INTO approvals (workspace_id, id, agent_id, credential_id, credential_name,
+                     method, host, path, query_keys, policy_ids, status, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, 'github', 'GET', 'api.github.com', '/user', '[]', '[]',
+                     'pending', 0, 0)",
+                vec![
+                    ws.clone(),
+                    AgentId::random().to_string(),
+                    agent.clone(),
+                    CredentialId::random().to_string(),
                 ],
             ),
             (

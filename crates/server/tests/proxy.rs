@@ -108,7 +108,26 @@ struct World {
 }
 
 async fn world() -> World {
-    let broker = TestBroker::start().await;
+    world_on(TestBroker::start().await).await
+}
+
+/// A world whose broker holds calls for approval at most `timeout`.
+async fn world_holding_for(timeout: std::time::Duration) -> World {
+    world_on(
+        TestBroker::start_with(|store, clock, _| {
+            latchkey_server::Broker::new(
+                store,
+                latchkey_core::keys::BrokerSecretKey::generate().expect("broker key"),
+            )
+            .with_clock(clock)
+            .with_approval_timeout(timeout)
+        })
+        .await,
+    )
+    .await
+}
+
+async fn world_on(broker: TestBroker) -> World {
     let upstream = Upstream::default();
     let upstream_base = upstream.clone().start().await;
     let admin = workspace_with_admin(&broker).await;
@@ -649,7 +668,8 @@ async fn unknown_revoked_and_missing_tokens_are_refused_uniformly() {
 #[tokio::test]
 async fn a_call_without_a_capability_asks_for_approval() {
     let w = world().await;
-    let (status, _, body) = send(w.call("GET", "/user", None)).await;
+    // `Prefer: wait=0`: the agent does not want its call held for an approval.
+    let (status, _, body) = send(w.call("GET", "/user", None).header("prefer", "wait=0")).await;
     assert_eq!((status, code(&body).as_str()), (428, "approval_required"), "{body}");
     assert!(body.contains("approve"), "tells the agent what to do: {body}");
     assert_eq!(w.upstream.count(), 0);
@@ -912,4 +932,362 @@ async fn no_canary_credential_reaches_the_database_files() {
             );
         }
     }
+}
+
+// --- Live approvals -------------------------------------------------------------------------
+
+/// Opens `device`'s approval stream and returns a reader of its `approval` events.
+async fn approval_stream(w: &World, device: &TestDevice) -> ApprovalStream {
+    let response = w
+        .broker
+        .signed(device, "GET", "/v1/approvals/events", None)
+        .send()
+        .await
+        .expect("the broker answers");
+    assert_eq!(response.status().as_u16(), 200, "the approval stream opens");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/event-stream",
+        "server-sent events, which any HTTP client can read"
+    );
+    ApprovalStream { body: Box::pin(response.bytes_stream()), buffer: String::new() }
+}
+
+struct ApprovalStream {
+    body: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
+    >,
+    buffer: String,
+}
+
+impl ApprovalStream {
+    /// The next `approval` event's data, within 10 seconds.
+    async fn next(&mut self) -> Value {
+        use futures_util::StreamExt as _;
+        let read = async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    if block.lines().any(|l| l == "event: approval") {
+                        let data: String = block
+                            .lines()
+                            .filter_map(|l| l.strip_prefix("data: "))
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        return serde_json::from_str(&data).expect("event data is JSON");
+                    }
+                    continue;
+                }
+                let chunk = self.body.next().await.expect("the stream stays open").expect("chunk");
+                self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("an approval event arrives")
+    }
+}
+
+impl World {
+    /// A single-use capability for exactly one method and path.
+    fn once(&self, issuer: &TestDevice, method: Method, path: &str) -> String {
+        self.capability_for(
+            issuer,
+            self.agent,
+            self.credential,
+            Owner::Shared,
+            &Grant {
+                methods: &[method],
+                paths: &[path],
+                reuse: Reuse::single_use().expect("nonce"),
+                not_before: self.now() - 5,
+                expires: self.now() + 120,
+            },
+        )
+    }
+
+    async fn answer(&self, device: &TestDevice, id: &str, body: Value) -> (u16, Value) {
+        TestBroker::send(self.broker.signed(
+            device,
+            "POST",
+            &format!("/v1/approvals/{id}"),
+            Some(&body),
+        ))
+        .await
+    }
+
+    async fn approvals(&self, device: &TestDevice, status: &str) -> Vec<Value> {
+        let (code, body) = TestBroker::send(self.broker.signed(
+            device,
+            "GET",
+            &format!("/v1/approvals?status={status}"),
+            None,
+        ))
+        .await;
+        assert_eq!(code, 200, "approval listing: {body}");
+        body["approvals"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The agent's call, sent in the background (it is held until answered).
+    fn call_in_background(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> tokio::task::JoinHandle<(u16, HeaderMap, String)> {
+        let request = self.call(method, path, None).header("content-length", "0");
+        tokio::spawn(send(request))
+    }
+}
+
+#[tokio::test]
+async fn a_held_call_goes_on_once_a_device_approves_it_and_only_once() {
+    let w = world().await;
+    let mut stream = approval_stream(&w, &w.admin).await;
+    let held = w.call_in_background("GET", "/repos/acme/widgets?per_page=5&q=secret-value");
+
+    let event = stream.next().await;
+    assert_eq!(event["status"], "pending", "the device hears of the held call: {event}");
+    assert_eq!(
+        (event["method"].as_str(), event["path"].as_str(), event["credential_name"].as_str()),
+        (Some("GET"), Some("/repos/acme/widgets"), Some("github")),
+        "the member sees what the agent wants to do: {event}"
+    );
+    assert_eq!(event["query_keys"], json!(["per_page", "q"]), "query names only: {event}");
+    assert!(!event.to_string().contains("secret-value"), "no query value leaves the broker");
+    assert_eq!(event["agent"], json!(w.agent));
+    assert_eq!(w.upstream.count(), 0, "nothing is forwarded while the call is held");
+
+    let id = event["id"].as_str().expect("approval id").to_owned();
+    let cap = w.once(&w.admin, Method::Get, "/repos/acme/widgets");
+    let (status, body) =
+        w.answer(&w.admin, &id, json!({"decision": "approve", "capability": cap})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("approved")), "{body}");
+
+    let (status, headers, body) = held.await.expect("the agent's call ends");
+    assert_eq!(status, 200, "the held call went on after the approval: {body}");
+    assert!(headers.get("latchkey-capability").is_none(), "approve-once hands nothing back");
+    assert_eq!(w.upstream.count(), 1, "forwarded exactly once");
+
+    let resolved = stream.next().await;
+    assert_eq!(
+        (resolved["id"].as_str(), resolved["status"].as_str()),
+        (Some(id.as_str()), Some("approved"))
+    );
+
+    let (status, body) = w.answer(&w.admin, &id, json!({"decision": "deny"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "a second answer is refused: {body}"
+    );
+    assert_eq!(w.upstream.count(), 1, "a second answer forwards nothing");
+
+    let audit = w.audit().await;
+    let kinds: Vec<&str> = audit.iter().filter_map(|r| r["record"]["kind"].as_str()).collect();
+    // (`proxy_outcome` is deferred; other tests wait for it.)
+    for kind in ["approval_requested", "approval_answered", "proxy_attempt"] {
+        assert!(kinds.contains(&kind), "{kind} is audited: {kinds:?}");
+    }
+    let attempt = audit
+        .iter()
+        .find(|r| r["record"]["kind"] == "proxy_attempt" && r["record"]["decision"] == "allowed")
+        .expect("the allowed attempt");
+    assert_eq!(
+        attempt["record"]["approval_id"],
+        json!(id),
+        "the attempt names the approval that allowed it"
+    );
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_denied_call_fails_and_never_reaches_the_upstream() {
+    let w = world().await;
+    let held = w.call_in_background("DELETE", "/repos/acme/widgets");
+    let id = loop {
+        if let Some(a) = w.approvals(&w.admin, "pending").await.first() {
+            break a["id"].as_str().expect("id").to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let (status, body) = w.answer(&w.admin, &id, json!({"decision": "deny"})).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("denied")), "{body}");
+    let (status, _, body) = held.await.expect("the agent's call ends");
+    assert_eq!((status, code(&body).as_str()), (403, "approval_denied"), "{body}");
+    assert_eq!(w.upstream.count(), 0, "a denied call never reaches the upstream");
+    let audit = w.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["record"]["kind"] == "approval_answered"
+                && r["record"]["decision"] == "denied"),
+        "the denial is audited"
+    );
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_call_times_out_with_a_retryable_error_and_a_late_answer_is_refused() {
+    let w = world_holding_for(std::time::Duration::from_millis(400)).await;
+    let (status, _, body) = send(w.call("GET", "/user", None)).await;
+    assert_eq!((status, code(&body).as_str()), (504, "approval_timeout"), "{body}");
+    assert!(body.contains("retry"), "the agent is told it may retry: {body}");
+    let all = w.approvals(&w.admin, "all").await;
+    assert_eq!(all.len(), 1, "the expired approval is still listed: {all:?}");
+    assert_eq!(all[0]["status"], "expired");
+    assert!(w.approvals(&w.admin, "pending").await.is_empty(), "nothing is left pending");
+    let id = all[0]["id"].as_str().expect("id");
+    let cap = w.once(&w.admin, Method::Get, "/user");
+    let (status, body) =
+        w.answer(&w.admin, id, json!({"decision": "approve", "capability": cap})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "a late answer is refused: {body}"
+    );
+    assert!(body["message"].as_str().is_some_and(|m| m.contains("expired")), "{body}");
+    assert_eq!(w.upstream.count(), 0, "a late answer forwards nothing");
+    let audit = w.audit().await;
+    assert!(
+        audit.iter().any(|r| r["record"]["kind"] == "approval_expired"
+            && r["record"]["approval_id"] == json!(id)),
+        "the expiry is audited"
+    );
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn approving_for_a_window_hands_the_agent_a_standing_capability_for_its_next_calls() {
+    let w = world().await;
+    let held = w.call_in_background("GET", "/repos/acme/a");
+    let id = loop {
+        if let Some(a) = w.approvals(&w.admin, "pending").await.first() {
+            break a["id"].as_str().expect("id").to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let grant = GrantId::random();
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "POST",
+        "/v1/grants",
+        Some(&json!({
+            "id": grant, "agent": w.agent, "credential": w.credential, "methods": ["GET"],
+            "path_patterns": ["/repos/**"], "expires_at": w.now() + 1800,
+        })),
+    ))
+    .await;
+    assert_eq!(status, 201, "grant for the window: {body}");
+    let standing = w.capability(&Grant {
+        methods: &[Method::Get],
+        paths: &["/repos/**"],
+        reuse: Reuse::Standing { grant },
+        not_before: w.now() - 5,
+        expires: w.now() + 1800,
+    });
+    let (status, body) =
+        w.answer(&w.admin, &id, json!({"decision": "approve", "capability": standing})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, headers, body) = held.await.expect("the agent's call ends");
+    assert_eq!(status, 200, "{body}");
+    let handed = headers
+        .get("latchkey-capability")
+        .and_then(|v| v.to_str().ok())
+        .expect("the agent gets the standing capability for the window");
+    assert_eq!(handed, standing);
+    let (status, _, body) = send(w.call("GET", "/repos/acme/b", Some(handed))).await;
+    assert_eq!(status, 200, "the next call in the window needs no approval: {body}");
+    assert!(w.approvals(&w.admin, "pending").await.is_empty(), "and asked nobody");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn only_devices_that_may_authorise_see_a_held_call_and_a_wrong_capability_changes_nothing() {
+    let w = world().await;
+    let member = common::insert_member(&w.broker, &w.admin, "member").await;
+    let held = w.call_in_background("GET", "/user");
+    let id = loop {
+        if let Some(a) = w.approvals(&w.admin, "pending").await.first() {
+            break a["id"].as_str().expect("id").to_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        w.approvals(&member, "pending").await.is_empty(),
+        "a shared credential's calls are approved by admins only"
+    );
+    let (status, body) = w.answer(&member, &id, json!({"decision": "deny"})).await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
+
+    let wrong_path = w.once(&w.admin, Method::Get, "/user/emails");
+    let (status, body) =
+        w.answer(&w.admin, &id, json!({"decision": "approve", "capability": wrong_path})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let (status, body) = w.answer(&w.admin, &id, json!({"decision": "approve"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "no capability: {body}"
+    );
+    let (status, body) = w.answer(&w.admin, &id, json!({"decision": "maybe"})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) = w.answer(&w.admin, "not-a-uuid", json!({"decision": "deny"})).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+
+    let pending = w.approvals(&w.admin, "pending").await;
+    assert_eq!(pending.len(), 1, "refused answers leave the approval pending: {pending:?}");
+    let (status, _) = w.answer(&w.admin, &id, json!({"decision": "deny"})).await;
+    assert_eq!(status, 200, "and a right answer still works");
+    assert_eq!(held.await.expect("call ends").0, 403);
+    assert_eq!(w.upstream.count(), 0);
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_that_hangs_up_leaves_no_approval_pending() {
+    let w = world().await;
+    let held = w.call_in_background("GET", "/user");
+    loop {
+        if !w.approvals(&w.admin, "pending").await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    held.abort();
+    let _ = held.await;
+    let mut expired = false;
+    for _ in 0..200 {
+        let all = w.approvals(&w.admin, "all").await;
+        if all.first().is_some_and(|a| a["status"] == "expired") {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        expired,
+        "the approval of a call nobody waits for any more is expired, not left pending"
+    );
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn shutting_down_ends_device_streams_and_lets_held_calls_go_with_a_retryable_error() {
+    let w = world().await;
+    let _stream = approval_stream(&w, &w.admin).await;
+    let held = w.call_in_background("GET", "/user");
+    loop {
+        if !w.approvals(&w.admin, "pending").await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Graceful shutdown waits for open requests: an open stream or a held call must not hold
+    // it up for the approval timeout (or forever).
+    tokio::time::timeout(std::time::Duration::from_secs(10), w.broker.stop())
+        .await
+        .expect("the broker stops although a device stream and a held call were open");
+    let (status, _, body) = held.await.expect("the agent's call ends");
+    assert_eq!((status, code(&body).as_str()), (503, "unavailable"), "retryable: {body}");
+    assert_eq!(w.upstream.count(), 0);
 }

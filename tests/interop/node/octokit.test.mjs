@@ -211,7 +211,8 @@ test("a capability appended to the token works without a hook", async () => {
 test("without a capability Octokit throws the broker's error and the upstream is never called", async () => {
   const client = octokit(broker, { capabilityHeader: false });
   await assert.rejects(
-    client.rest.repos.get({ owner: "acme", repo: "widgets" }),
+    // `Prefer: wait=0`: refuse at once instead of holding the call for a member's approval.
+    client.rest.repos.get({ owner: "acme", repo: "widgets", headers: { prefer: "wait=0" } }),
     (error) => {
       assert.equal(error.status, 428, "a call without a capability needs an approval");
       assert.equal(error.response.data.code, "approval_required", "the broker's code arrives");

@@ -487,7 +487,7 @@ fn path_patterns(patterns: &[String]) -> Result<Vec<PathPattern>, ApiError> {
         .collect()
 }
 
-fn path_id<T: std::str::FromStr>(
+pub(crate) fn path_id<T: std::str::FromStr>(
     path: Result<Path<String>, PathRejection>,
     what: &str,
 ) -> Result<T, ApiError> {

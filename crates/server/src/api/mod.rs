@@ -1,6 +1,7 @@
 //! The HTTP API. Each submodule owns one area and contributes its routes to [`router`].
 
 mod agents;
+mod approvals;
 mod audit;
 mod credentials;
 mod members;
@@ -30,6 +31,7 @@ pub(crate) fn router(state: SharedState) -> Router {
 fn documented() -> OpenApiRouter<SharedState> {
     OpenApiRouter::with_openapi(openapi::root())
         .merge(agents::routes())
+        .merge(approvals::routes())
         .merge(audit::routes())
         .merge(credentials::routes())
         .merge(members::routes())

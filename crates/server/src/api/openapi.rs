@@ -43,6 +43,7 @@ use crate::state::SharedState;
         (name = "agents", description = "Agents, their tokens, and standing grants"),
         (name = "policies", description = "Cedar policies"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "approvals", description = "Agent calls held for a member's approval: listing, answering, and the devices' live stream"),
         (name = "proxy", description = "Agents' calls to upstream APIs"),
     ),
 )]
@@ -204,6 +205,8 @@ pub(crate) mod stand_in {
         AgentId,
         /// A standing grant id: a lowercase hyphenated UUID.
         GrantId,
+        /// An approval id: a lowercase hyphenated UUID.
+        ApprovalId,
     );
 
     /// A key version: 1 for the first key, one more for each rotation.

@@ -142,11 +142,17 @@ pub enum AuditKind {
     GrantRevoked,
     /// A policy was created, changed or removed.
     PolicyChanged,
+    /// An agent's call was held for a member's approval.
+    ApprovalRequested,
+    /// A device approved (decision `allowed`) or denied (`denied`) a held call.
+    ApprovalAnswered,
+    /// Nobody answered a held call in time.
+    ApprovalExpired,
 }
 
 impl AuditKind {
     /// Every kind, in the order the codes were assigned.
-    pub const ALL: [AuditKind; 12] = [
+    pub const ALL: [AuditKind; 15] = [
         AuditKind::ProxyAttempt,
         AuditKind::ProxyOutcome,
         AuditKind::WorkspaceCreated,
@@ -159,6 +165,9 @@ impl AuditKind {
         AuditKind::AgentRevoked,
         AuditKind::GrantRevoked,
         AuditKind::PolicyChanged,
+        AuditKind::ApprovalRequested,
+        AuditKind::ApprovalAnswered,
+        AuditKind::ApprovalExpired,
     ];
 
     /// The stable code (the serde spelling).
@@ -176,6 +185,9 @@ impl AuditKind {
             AuditKind::AgentRevoked => "agent_revoked",
             AuditKind::GrantRevoked => "grant_revoked",
             AuditKind::PolicyChanged => "policy_changed",
+            AuditKind::ApprovalRequested => "approval_requested",
+            AuditKind::ApprovalAnswered => "approval_answered",
+            AuditKind::ApprovalExpired => "approval_expired",
         }
     }
 

@@ -66,6 +66,11 @@ pub(crate) fn capability_header(headers: &HeaderMap) -> Option<&str> {
     headers.get(CAPABILITY_HEADER).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
+/// The body size a request declares (`Content-Length`), if it declares one.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(axum::http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 /// Splits a raw (still percent-encoded) request path `/p/{credential}/{rest}` into the
 /// credential name and the upstream path `/{rest}` (`/` when there is no rest).
 pub(crate) fn split_proxy_path(path: &str) -> (String, String) {

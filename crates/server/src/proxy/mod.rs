@@ -23,6 +23,7 @@
 
 mod extract;
 mod forward;
+mod hold;
 mod open;
 mod refresh;
 
@@ -149,6 +150,8 @@ struct Call {
     member: Option<MemberId>,
     host: Option<String>,
     policy_ids: Vec<String>,
+    /// The approval that let the call go on, when it was held for one.
+    approval: Option<latchkey_core::ids::ApprovalId>,
     /// Every check passed and the attempt was audited: the call went on to the upstream.
     forwarded: bool,
 }
@@ -168,6 +171,7 @@ impl Call {
             member: None,
             host: None,
             policy_ids: Vec::new(),
+            approval: None,
             forwarded: false,
         }
     }
@@ -193,7 +197,7 @@ impl Call {
             host: self.host.clone(),
             path: Some(self.path.clone()),
             policy_ids: self.policy_ids.clone(),
-            approval_id: None,
+            approval_id: self.approval.map(|id| id.to_string()),
             attempt_seq: None,
             upstream_status: None,
             latency_ms: None,
@@ -289,10 +293,49 @@ async fn authorize_and_forward(
     call.host = upstream.host_str().map(str::to_owned);
     forward::check_allowed_host(&credential, &upstream)?;
 
+    // 4a. No capability: if the policies would allow the call once a member approves it, hold
+    // it while the devices that may approve are asked (see `hold`). The answer is a capability,
+    // checked below like any other, and the policies are evaluated again with it.
+    let mut text =
+        presented.capability.as_deref().or_else(|| extract::capability_header(request.headers()));
+    let approved = match text {
+        Some(_) => None,
+        None => {
+            let wait = crate::approvals::preferred_wait(request.headers())
+                .map_or(state.approvals.timeout, |w| w.min(state.approvals.timeout));
+            let decision = state
+                .policies
+                .evaluate(
+                    &state.store,
+                    &policy_request(call, &agent, &credential, now, GrantKind::None),
+                )
+                .await?;
+            call.policy_ids = decision.policy_ids.clone();
+            if !decision.approval_required && !decision.allowed {
+                return Err(policy_denied(&decision.policy_ids));
+            }
+            if wait.is_zero() {
+                return Err(approval_required());
+            }
+            let held = hold::Held {
+                agent: &agent,
+                credential: &credential,
+                policy_ids: &decision.policy_ids,
+                body_size: extract::declared_length(request.headers()),
+                wait,
+                now,
+            };
+            let approved = hold::hold(state, call, held).await?;
+            call.approval = Some(approved.id);
+            Some(approved.capability)
+        }
+    };
+    if let Some(capability) = &approved {
+        text = Some(capability.as_str());
+    }
+
     // 4. The capability: a standing one verified and opened before is found by its digest and
     // re-checked against this request; any other is decoded and verified in full.
-    let text =
-        presented.capability.as_deref().or_else(|| extract::capability_header(request.headers()));
     let digest = text.map(|text| <[u8; 32]>::from(Sha256::digest(text.as_bytes())));
     let opened: Option<Arc<OpenedStanding>> = digest.and_then(|d| state.store.hot.get(&d));
     let decoded = match (text, &opened) {
@@ -342,35 +385,12 @@ async fn authorize_and_forward(
     // 5. Policy.
     let decision = state
         .policies
-        .evaluate(
-            &state.store,
-            &PolicyRequest {
-                workspace: agent.workspace,
-                agent: agent.id,
-                agent_name: &agent.name,
-                agent_owner: agent.owner,
-                credential: credential.id,
-                credential_name: &credential.name,
-                provider: &credential.provider,
-                credential_owner: credential.owner,
-                method: &call.method,
-                host: call.host.as_deref().unwrap_or_default(),
-                path: &call.path,
-                now,
-                grant,
-            },
-        )
+        .evaluate(&state.store, &policy_request(call, &agent, &credential, now, grant))
         .await?;
     call.policy_ids = decision.policy_ids.clone();
     let Some(checked) = checked else {
-        return Err(if decision.approval_required || decision.allowed {
-            ApiError::new(
-                ErrorCode::ApprovalRequired,
-                "this call needs a member's approval: ask the agent's owner to approve it in the Latchkey app or with `latchkey approve`, then retry",
-            )
-        } else {
-            policy_denied(&decision.policy_ids)
-        });
+        // Unreachable in practice: a call without a capability was held (4a) or refused.
+        return Err(approval_required());
     };
     if !decision.allowed {
         return Err(policy_denied(&decision.policy_ids));
@@ -411,10 +431,20 @@ async fn authorize_and_forward(
     let outcome =
         open::open_and_forward(state, &opened.record_key, &credential, upstream, request, now)
             .await;
+    // An approval for a window hands its standing capability to the agent, for its next calls.
+    let hand_back = match opened.claims.reuse {
+        Reuse::Standing { .. } => approved.as_deref().and_then(|c| c.parse().ok()),
+        Reuse::SingleUse { .. } => None,
+    };
     drop(opened);
     state.metrics.upstream_time(started_upstream.elapsed());
     let (status, response) = match outcome {
-        Ok(response) => (Some(response.status().as_u16()), Ok(response)),
+        Ok(mut response) => {
+            if let Some(capability) = hand_back {
+                response.headers_mut().insert(CAPABILITY_HEADER, capability);
+            }
+            (Some(response.status().as_u16()), Ok(response))
+        }
         Err(error) => (None, Err(error)),
     };
     let mut event =
@@ -508,6 +538,38 @@ async fn check_state<T>(
         }
     }
     Ok(verified)
+}
+
+/// What the policies see of a call.
+fn policy_request<'a>(
+    call: &'a Call,
+    agent: &'a crate::store::agents::AgentRecord,
+    credential: &'a CredentialRecord,
+    now: u64,
+    grant: GrantKind,
+) -> PolicyRequest<'a> {
+    PolicyRequest {
+        workspace: agent.workspace,
+        agent: agent.id,
+        agent_name: &agent.name,
+        agent_owner: agent.owner,
+        credential: credential.id,
+        credential_name: &credential.name,
+        provider: &credential.provider,
+        credential_owner: credential.owner,
+        method: &call.method,
+        host: call.host.as_deref().unwrap_or_default(),
+        path: &call.path,
+        now,
+        grant,
+    }
+}
+
+fn approval_required() -> ApiError {
+    ApiError::new(
+        ErrorCode::ApprovalRequired,
+        "this call needs a member's approval: ask the agent's owner to approve it in the Latchkey app or with `latchkey approvals`, then retry",
+    )
 }
 
 fn unknown_token() -> ApiError {

@@ -16,6 +16,7 @@
 //! hold a plaintext credential or a key crosses into this module.
 
 pub mod agents;
+pub mod approvals;
 pub mod audit;
 pub mod credentials;
 pub mod devices;
@@ -115,6 +116,19 @@ pub struct Store {
     backend: Backend,
     /// The proxy's read cache of agents, credentials, devices and grants (see [`hot`]).
     pub(crate) hot: Arc<hot::HotCache>,
+    /// PostgreSQL: the service role's URL, for the approvals listener's own connection.
+    listen_url: Option<ListenUrl>,
+}
+
+/// A database URL kept for opening a listening connection; it may carry a password, so its
+/// `Debug` shows nothing of it.
+#[derive(Clone)]
+struct ListenUrl(Arc<str>);
+
+impl std::fmt::Debug for ListenUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListenUrl(<redacted>)")
+    }
 }
 
 impl Store {
@@ -158,7 +172,7 @@ impl Store {
             .connect_with(options)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool, backend: Backend::Sqlite, hot: Arc::default() })
+        Ok(Self { pool, backend: Backend::Sqlite, hot: Arc::default(), listen_url: None })
     }
 
     /// Opens PostgreSQL at `url` as the broker's service role.
@@ -182,12 +196,32 @@ impl Store {
             owner.close().await;
         }
         check_postgres(&pool).await?;
-        Ok(Self { pool, backend: Backend::Postgres, hot: Arc::default() })
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+            hot: Arc::default(),
+            listen_url: Some(ListenUrl(url.into())),
+        })
     }
 
     /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// PostgreSQL: the URL a listening connection opens (the service role's).
+    pub(crate) fn listen_url(&self) -> Option<String> {
+        self.listen_url.as_ref().map(|u| u.0.to_string())
+    }
+
+    /// PostgreSQL: sends `payload` on `channel` to every listening session.
+    pub(crate) async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)::text")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Whether the database answers a trivial query.
