@@ -3,11 +3,11 @@
 //!
 //! The database is the authority (see [`crate::store::approvals`]): a held call is a `pending`
 //! row, and an answer or the holder's timeout moves it out of `pending` exactly once. This module
-//! only carries the news: [`Signal`]s go to the holders and device streams of this broker and, on
+//! only carries the news: `Signal`s go to the holders and device streams of this broker and, on
 //! PostgreSQL, through `NOTIFY latchkey_approvals` to every replica (each replica listens and
 //! re-delivers locally, its own notifications included). A holder does not depend on the news
-//! arriving: it re-reads its row at least every [`POLL`], so a lost notification costs at most
-//! that much delay, never a wrong outcome.
+//! arriving: it re-reads its row at least every `POLL` (one second), so a lost notification
+//! costs at most that much delay, never a wrong outcome.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
