@@ -345,6 +345,29 @@ async fn a_service_role_that_may_write_the_generation_is_refused() {
 }
 
 #[tokio::test]
+async fn a_service_role_that_cannot_read_the_generation_is_refused_at_startup() {
+    if skip() {
+        return;
+    }
+    let a = TestBroker::start().await;
+    let pg = postgres(&a).clone();
+    let owner = sqlx::AnyPool::connect(&pg.owner_url).await.expect("connect as the owner");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "REVOKE SELECT ON cache_generation FROM {}_svc",
+        pg.name
+    )))
+    .execute(&owner)
+    .await
+    .expect("revoke");
+    assert!(
+        Store::open_postgres(&pg.service_url, None).await.is_err(),
+        "a broker that cannot read the shared generation would fail every call: it must not start"
+    );
+    owner.close().await;
+    a.stop().await;
+}
+
+#[tokio::test]
 async fn a_database_at_the_first_migration_upgrades_and_its_service_role_can_read_the_generation() {
     if skip() {
         return;

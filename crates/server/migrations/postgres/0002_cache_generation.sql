@@ -53,8 +53,9 @@ CREATE TRIGGER agents_cache_generation
     ON agents
     FOR EACH STATEMENT EXECUTE FUNCTION latchkey_bump_cache_generation();
 
--- The service role's privileges, as in 0001 plus SELECT on cache_generation. Replacing the
--- function keeps its owner and its (revoked) EXECUTE privilege.
+-- The service role's privileges, as in 0001 plus SELECT on cache_generation (a later migration
+-- that replaces the function again must keep it: a broker that cannot read the generation
+-- refuses to start). Replacing the function keeps its owner and its (revoked) EXECUTE privilege.
 CREATE OR REPLACE FUNCTION latchkey_grant_service(service name) RETURNS void
     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE

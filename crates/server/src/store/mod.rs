@@ -183,7 +183,11 @@ impl Store {
             owner.close().await;
         }
         check_postgres(&pool).await?;
-        Ok(Self { pool, backend: Backend::Postgres, hot: Arc::default() })
+        let store = Self { pool, backend: Backend::Postgres, hot: Arc::default() };
+        // Reads the shared cache generation once: a role that cannot is refused now rather
+        // than on every call.
+        store.sync_hot_cache().await?;
+        Ok(store)
     }
 
     /// Which database this store runs on.
