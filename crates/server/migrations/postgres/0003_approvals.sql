@@ -34,7 +34,8 @@ ALTER TABLE approvals FORCE ROW LEVEL SECURITY;
 CREATE POLICY workspace_isolation ON approvals
     USING (workspace_id = current_setting('latchkey.workspace', true));
 
--- The service role's privileges, now with approvals (replaces 0001's function).
+-- The service role's privileges, now with approvals (replaces 0002's function, keeping its SELECT
+-- on cache_generation: a broker that cannot read it refuses to start).
 CREATE OR REPLACE FUNCTION latchkey_grant_service(service name) RETURNS void
     LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
@@ -44,7 +45,8 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['workspaces', 'members', 'devices', 'wrapped_keys', 'invites',
                              'credentials', 'agents', 'grants', 'policies', 'seen_nonces',
                              'approvals', 'audit_log', 'agent_token_workspaces',
-                             'device_workspaces', 'invite_workspaces', '_sqlx_migrations'] LOOP
+                             'device_workspaces', 'invite_workspaces', 'cache_generation',
+                             '_sqlx_migrations'] LOOP
         EXECUTE format('REVOKE ALL ON %I FROM %I', t, service);
     END LOOP;
     FOREACH t IN ARRAY ARRAY['workspaces', 'members', 'devices', 'wrapped_keys', 'invites',
@@ -54,8 +56,9 @@ BEGIN
     END LOOP;
     -- Append-only: no UPDATE, DELETE or TRUNCATE.
     EXECUTE format('GRANT SELECT, INSERT ON audit_log TO %I', service);
+    -- Read-only: written by the owner's triggers.
     FOREACH t IN ARRAY ARRAY['agent_token_workspaces', 'device_workspaces', 'invite_workspaces',
-                             '_sqlx_migrations'] LOOP
+                             'cache_generation', '_sqlx_migrations'] LOOP
         EXECUTE format('GRANT SELECT ON %I TO %I', t, service);
     END LOOP;
 END $$;

@@ -233,6 +233,11 @@ async fn authorize_and_forward(
     started: Instant,
 ) -> Result<Response, ApiError> {
     let now = state.now();
+    // Writes committed through other replicas on the same database drop the cache first (on
+    // PostgreSQL; see `Store::sync_hot_cache`), so a revocation anywhere is enforced here now.
+    // Before the generation below: an invalidation it causes must not be mistaken for a write
+    // that raced this call's loads. A failure refuses the call, as any store error does.
+    state.store.sync_hot_cache().await?;
     // Taken before anything is read: a standing capability opened below is cached only if no
     // write invalidated the cache meanwhile.
     let generation = state.store.hot.generation();

@@ -14,11 +14,16 @@
 //! commits after the read bumps the generation, so the stale row is never cached; a write that
 //! commits before the read is what the read sees.
 //!
-//! Writes made outside this process (a second broker on the same database, an operator's SQL)
-//! do not reach the generation. Entries therefore also expire after [`ENTRY_TTL`], which bounds
-//! how long such a write can go unseen. Brokers that share a database are meant to share a
-//! generation too (a per-workspace counter in the database, checked once per call), which
-//! replaces the time bound with an exact one; the SQLite default runs one broker per file.
+//! Writes made outside this process (a second broker replica on the same database, an operator's
+//! SQL) do not reach that generation. On PostgreSQL the database keeps a shared one: triggers on
+//! every mirrored table (and the lookup tables the loaders read) move `cache_generation` forward
+//! inside the writing transaction (migrations/postgres/0002_cache_generation.sql). The proxy
+//! reads it once per call, before it consults the cache ([`super::Store::sync_hot_cache`]), and
+//! the cache is invalidated when it changed: a write committed through any replica is seen by
+//! every replica's next call. On SQLite (one broker per file; a second process on the same file
+//! is not a supported set-up) entries expire after [`ENTRY_TTL`], which bounds how long a write
+//! by another process can go unseen; the TTL applies on PostgreSQL too, as a second bound for
+//! writes that bypass the triggers (an operator disabling them).
 //!
 //! The record-key cache holds keys only for standing capabilities, whose reuse is by design:
 //! a single-use capability is opened once and its key dropped. A cached key is keyed by the
@@ -34,7 +39,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -73,7 +78,21 @@ impl std::fmt::Debug for OpenedStanding {
 #[derive(Debug, Default)]
 pub(crate) struct HotCache {
     generation: AtomicU64,
+    /// The database's shared generation as of the last invalidation it caused (PostgreSQL).
+    seen: SeenGeneration,
     maps: RwLock<Maps>,
+}
+
+/// The last shared generation this process acted on; none before the first check.
+#[derive(Debug)]
+struct SeenGeneration(AtomicI64);
+
+impl Default for SeenGeneration {
+    fn default() -> Self {
+        // No generation the database holds (it starts at 0 and only grows): the first check
+        // always invalidates.
+        Self(AtomicI64::new(i64::MIN))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -217,6 +236,21 @@ impl HotCache {
         *maps = Maps::default();
     }
 
+    /// Takes note of the database's shared generation, read just now: if it is not the one this
+    /// process last acted on, a write was committed elsewhere since, and the cache is dropped.
+    ///
+    /// The invalidation comes before the new value is recorded. A concurrent caller that finds
+    /// the value already recorded therefore knows the invalidation it stands for has happened,
+    /// so what it reads next was loaded after that write committed. Two callers racing here may
+    /// both invalidate, or record an older value after a newer one; either only costs one more
+    /// invalidation at a later call, never a missed one.
+    pub(crate) fn observe_shared_generation(&self, shared: i64) {
+        if self.seen.0.load(Ordering::Acquire) != shared {
+            self.invalidate();
+            self.seen.0.store(shared, Ordering::Release);
+        }
+    }
+
     /// A guard that invalidates when dropped; see [`InvalidateOnDrop`].
     pub(crate) fn invalidate_on_drop(&self) -> InvalidateOnDrop<'_> {
         InvalidateOnDrop(self)
@@ -272,6 +306,33 @@ impl super::Store {
         grant: GrantId,
     ) -> Result<Option<Arc<GrantRecord>>, StoreError> {
         self.through_cache((workspace, grant), || self.grant(workspace, grant)).await
+    }
+
+    /// Brings the cache up to date with writes committed by other brokers on the same
+    /// database, before a call consults it. On PostgreSQL, reads the shared generation (one
+    /// round trip) and invalidates the cache if it moved since this process last looked; on
+    /// SQLite does nothing (one broker per database file; entries expire after [`ENTRY_TTL`]).
+    ///
+    /// Why one check per call, before the cache is consulted, is enough (race-free): a write `W`
+    /// commits together with its bump of the shared generation. A call that starts after `W`
+    /// committed reads a generation that includes the bump, so it either invalidates now or
+    /// finds the value already recorded, which happens only after the invalidation that value
+    /// caused (see [`HotCache::observe_shared_generation`]); either way every entry it can hit
+    /// was loaded after `W` committed, and every load that was in flight before that
+    /// invalidation took the local generation it bumped, so it is never cached. A load that
+    /// started before `W` committed and read the old row is therefore either dropped by that
+    /// invalidation or uncacheable; only the call that was itself concurrent with `W` may act on
+    /// the old row. The bump and the write commit atomically, so no call can see the new
+    /// generation before the write, invalidate, and then reload and cache the old row.
+    pub(crate) async fn sync_hot_cache(&self) -> Result<(), StoreError> {
+        if self.backend() != super::Backend::Postgres {
+            return Ok(());
+        }
+        let shared: i64 = sqlx::query_scalar("SELECT generation FROM cache_generation")
+            .fetch_one(&self.pool)
+            .await?;
+        self.hot.observe_shared_generation(shared);
+        Ok(())
     }
 
     /// A fresh cached row, or the database's answer (cached if it exists and nothing was
@@ -346,6 +407,43 @@ mod tests {
             );
         }
         assert!(cache.get::<DeviceId, ActiveDevice>(&id).is_none(), "gone once it returned");
+    }
+
+    #[test]
+    fn a_moved_shared_generation_invalidates_once_and_makes_loads_in_flight_uncacheable() {
+        let cache = HotCache::default();
+        let id = DeviceId::random();
+        cache.observe_shared_generation(7);
+        cache.insert(cache.generation(), id, Arc::new(device(id)));
+        cache.observe_shared_generation(7);
+        assert!(
+            cache.get::<DeviceId, ActiveDevice>(&id).is_some(),
+            "an unchanged shared generation keeps the cache"
+        );
+
+        let in_flight = cache.generation(); // a load that started before another broker's write
+        cache.observe_shared_generation(8);
+        assert!(
+            cache.get::<DeviceId, ActiveDevice>(&id).is_none(),
+            "a moved shared generation drops what was cached before"
+        );
+        cache.insert(in_flight, id, Arc::new(device(id)));
+        assert!(
+            cache.get::<DeviceId, ActiveDevice>(&id).is_none(),
+            "a load that started before the invalidation is not cached"
+        );
+    }
+
+    #[test]
+    fn the_first_shared_generation_seen_invalidates_whatever_it_is() {
+        let cache = HotCache::default();
+        let id = DeviceId::random();
+        cache.insert(cache.generation(), id, Arc::new(device(id)));
+        cache.observe_shared_generation(0);
+        assert!(
+            cache.get::<DeviceId, ActiveDevice>(&id).is_none(),
+            "nothing cached before the first check may outlive it"
+        );
     }
 
     #[test]

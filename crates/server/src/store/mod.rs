@@ -179,8 +179,9 @@ impl Store {
     ///
     /// With `migrate_url` (the schema owner's URL), first applies pending migrations as the
     /// owner and grants the service role exactly its privileges. Then refuses a service role that
-    /// is a superuser, has BYPASSRLS, is (or can become) the tables' owner, or may update or
-    /// delete audit records, and a schema that is not at this broker's migration.
+    /// is a superuser, has BYPASSRLS, is (or can become) the tables' owner, may update or
+    /// delete audit records or write the shared cache generation, and a schema that is not at
+    /// this broker's migration.
     pub async fn open_postgres(url: &str, migrate_url: Option<&str>) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new().max_connections(16).connect(url).await?;
@@ -196,12 +197,16 @@ impl Store {
             owner.close().await;
         }
         check_postgres(&pool).await?;
-        Ok(Self {
+        let store = Self {
             pool,
             backend: Backend::Postgres,
             hot: Arc::default(),
             listen_url: Some(ListenUrl(url.into())),
-        })
+        };
+        // Reads the shared cache generation once: a role that cannot is refused now rather
+        // than on every call.
+        store.sync_hot_cache().await?;
+        Ok(store)
     }
 
     /// Which database this store runs on.
@@ -303,18 +308,23 @@ async fn check_postgres(pool: &AnyPool) -> Result<(), StoreError> {
     if found != Some(expected) {
         return Err(StoreError::SchemaVersion { found, expected });
     }
-    let (superuser, bypass, owner, tamper): (bool, bool, bool, bool) = sqlx::query_as(
-        "SELECT r.rolsuper, r.rolbypassrls,
+    let (superuser, bypass, owner, tamper, generation): (bool, bool, bool, bool, bool) =
+        sqlx::query_as(
+            "SELECT r.rolsuper, r.rolbypassrls,
                 EXISTS (SELECT 1 FROM pg_tables t
                         WHERE t.schemaname = current_schema() AND t.tablename = 'audit_log'
                           AND pg_has_role(current_user, t.tableowner, 'MEMBER')),
                 has_table_privilege('audit_log', 'UPDATE')
                   OR has_table_privilege('audit_log', 'DELETE')
-                  OR has_table_privilege('audit_log', 'TRUNCATE')
+                  OR has_table_privilege('audit_log', 'TRUNCATE'),
+                has_table_privilege('cache_generation', 'INSERT')
+                  OR has_table_privilege('cache_generation', 'UPDATE')
+                  OR has_table_privilege('cache_generation', 'DELETE')
+                  OR has_table_privilege('cache_generation', 'TRUNCATE')
          FROM pg_roles r WHERE r.rolname = current_user",
-    )
-    .fetch_one(pool)
-    .await?;
+        )
+        .fetch_one(pool)
+        .await?;
     let problem = if superuser {
         Some("is a superuser, which bypasses row-level security")
     } else if bypass {
@@ -323,6 +333,10 @@ async fn check_postgres(pool: &AnyPool) -> Result<(), StoreError> {
         Some("owns the tables (or can become their owner)")
     } else if tamper {
         Some("may update, delete or truncate audit records")
+    } else if generation {
+        // It could set the shared cache generation back to a value a replica has seen, and so
+        // hide a revocation from that replica's cache for up to its entry lifetime.
+        Some("may write the shared cache generation")
     } else {
         None
     };

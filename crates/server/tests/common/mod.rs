@@ -10,6 +10,8 @@
     reason = "shared by several test binaries, each using a subset; a panic is the failure report"
 )]
 
+pub mod agent_calls;
+
 use std::sync::Arc;
 
 use latchkey_core::httpsig::{self, SignedRequestParts};
@@ -25,10 +27,18 @@ use serde_json::{Value, json};
 /// clock.
 pub struct TestBroker {
     pub base: String,
+    /// The origin device requests are signed for: `base`, or for a replica (see
+    /// [`TestBroker::start_replica`]) the first broker's, as a load balancer's would be shared.
+    pub public_origin: String,
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
     pub db: TestDatabase,
     pub http: reqwest::Client,
+    /// The broker key's text form, as its key file holds it; known when [`TestBroker::start`]
+    /// generated it.
+    broker_key: Option<String>,
+    /// Whether [`TestBroker::stop`] drops the database (a replica leaves it to the first broker).
+    owns_database: bool,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -40,12 +50,51 @@ impl TestBroker {
     pub async fn start() -> Self {
         // Server logs go to the test's captured output, shown when a test fails.
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = TestDatabase::create().await;
-        let store = db.open_and_migrate(dir.path()).await;
-        let clock = Arc::new(ManualClock::new(T0));
-        let broker = Broker::new(store, BrokerSecretKey::generate().expect("broker key"))
-            .with_clock(clock.clone());
+        let key = BrokerSecretKey::generate().expect("broker key");
+        let key_text = key.expose_secret_text().to_string();
+        let mut broker =
+            Self::start_with(|store, clock, _| Broker::new(store, key).with_clock(clock)).await;
+        broker.broker_key = Some(key_text);
+        broker
+    }
+
+    /// A second broker replica on this broker's PostgreSQL database: its own store (opened as
+    /// the service role, without migrating, as a replica started after the first would), its
+    /// own listener, the same broker key (as if read from the same key file), the same manual
+    /// clock, and this broker's public origin, as two replicas behind one load balancer share
+    /// theirs. Stop it before this broker: [`TestBroker::stop`] on the first drops the database.
+    pub async fn start_replica(&self) -> Self {
+        let TestDatabase::Postgres(pg) = &self.db else {
+            panic!("replicas share a PostgreSQL database; SQLite serves one broker per file")
+        };
+        let key_text = self.broker_key.as_deref().expect(
+            "a replica needs the first broker's key: start that one with TestBroker::start",
+        );
+        let key = BrokerSecretKey::from_secret_text(key_text).expect("broker key text");
+        let store = self.db.open(self.dir.path()).await;
+        let broker = Broker::new(store, key)
+            .with_clock(self.clock.clone())
+            .with_public_origin(self.public_origin.clone());
+        let mut replica = Self::serve(
+            broker,
+            self.clock.clone(),
+            tempfile::tempdir().expect("temp dir"),
+            TestDatabase::Postgres(pg.clone()),
+        )
+        .await;
+        replica.public_origin = self.public_origin.clone();
+        replica.broker_key = self.broker_key.clone();
+        replica.owns_database = false;
+        replica
+    }
+
+    /// Serves `broker` on a fresh loopback port.
+    async fn serve(
+        broker: Broker,
+        clock: Arc<ManualClock>,
+        dir: tempfile::TempDir,
+        db: TestDatabase,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let base = format!("http://{}", listener.local_addr().expect("local addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -60,7 +109,18 @@ impl TestBroker {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("http client");
-        Self { base, clock, dir, db, http, stop: Some(stop), task: Some(task) }
+        Self {
+            public_origin: base.clone(),
+            base,
+            clock,
+            dir,
+            db,
+            http,
+            broker_key: None,
+            owns_database: true,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -76,10 +136,11 @@ impl TestBroker {
         body: Option<&Value>,
     ) -> reqwest::RequestBuilder {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+        let signed_for = format!("{}{path}", self.public_origin);
         let target = self.url(path);
         let headers: Vec<(&str, &str)> =
             if body.is_some() { vec![("content-type", "application/json")] } else { Vec::new() };
-        let parts = SignedRequestParts { method, target_uri: &target, headers: &headers };
+        let parts = SignedRequestParts { method, target_uri: &signed_for, headers: &headers };
         let sig = httpsig::sign(
             &parts,
             &bytes,
@@ -124,10 +185,12 @@ impl TestBroker {
     }
 
     /// Stops the broker and drops its PostgreSQL database (a SQLite file goes with the
-    /// temporary directory).
+    /// temporary directory); a replica leaves the database to the first broker.
     pub async fn stop(mut self) {
         self.shutdown().await;
-        self.db.drop_database().await;
+        if self.owns_database {
+            self.db.drop_database().await;
+        }
     }
 
     /// Stops the broker, then returns what its database holds at rest (as
@@ -343,21 +406,7 @@ impl TestBroker {
         let store = db.open_and_migrate(dir.path()).await;
         let clock = Arc::new(ManualClock::new(T0));
         let broker = build(store, clock.clone(), dir.path());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-        let base = format!("http://{}", listener.local_addr().expect("local addr"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            latchkey_server::serve(broker, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server ran");
-        });
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("http client");
-        Self { base, clock, dir, db, http, stop: Some(stop), task: Some(task) }
+        Self::serve(broker, clock, dir, db).await
     }
 }
 
@@ -406,12 +455,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
 ///   throwaway cluster (`scripts/test` starts one): per test a fresh database owned by a fresh
 ///   owner role, and a fresh unprivileged service role the broker connects as, as in production
 ///   (docs/operations.md). [`TestBroker::stop`] drops the database.
+#[derive(Clone)]
 pub enum TestDatabase {
     Sqlite,
     Postgres(PgTestDatabase),
 }
 
 /// One test's PostgreSQL database and roles.
+#[derive(Clone)]
 pub struct PgTestDatabase {
     /// The cluster's superuser URL (database `postgres`).
     pub admin_url: String,

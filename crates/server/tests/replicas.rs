@@ -1,0 +1,493 @@
+//! Two broker replicas on one PostgreSQL database, as behind a round-robin load balancer: same
+//! database, same broker key, same public origin, two processes' worth of state (each its own
+//! store, read cache and listener). They must behave as one broker: what is revoked through one
+//! is refused by the other at its very next call, and a nonce spent on one is spent on both.
+//!
+//! Runs when `LATCHKEY_TEST_BACKEND=postgres` (with `LATCHKEY_TEST_POSTGRES_URL`); on SQLite,
+//! which serves one broker per database file, every test returns at once after saying why.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions; a panic is the failure report"
+)]
+
+mod common;
+
+use common::agent_calls::{
+    CountingUpstream, agent_get, broker_public_key, create_agent, create_shared_credential,
+    register_standing_grant, shared_capability,
+};
+use common::{PgTestDatabase, TestBroker, TestDatabase, TestDevice, workspace_with_admin};
+use latchkey_core::capability::Reuse;
+use latchkey_core::ids::{AgentId, CredentialId, GrantId};
+use latchkey_server::store::{Store, StoreError};
+use serde_json::{Value, json};
+
+/// Whether to skip (saying so): these tests need PostgreSQL.
+fn skip() -> bool {
+    let skip = !common::postgres_backend();
+    if skip {
+        eprintln!(
+            "skipped: LATCHKEY_TEST_BACKEND is not postgres; broker replicas need PostgreSQL"
+        );
+    }
+    skip
+}
+
+fn postgres(broker: &TestBroker) -> &PgTestDatabase {
+    match &broker.db {
+        TestDatabase::Postgres(pg) => pg,
+        TestDatabase::Sqlite => unreachable!("skip() checked the backend"),
+    }
+}
+
+/// Replicas A and B, an upstream, and in one workspace an admin device, an agent with a shared
+/// credential and a standing grant, all set up through A.
+struct Replicas {
+    a: TestBroker,
+    b: TestBroker,
+    upstream: CountingUpstream,
+    admin: TestDevice,
+    agent: AgentId,
+    token: String,
+    credential: CredentialId,
+    grant: GrantId,
+    standing: String,
+}
+
+const CREDENTIAL: &str = "github";
+
+async fn replicas() -> Replicas {
+    let a = TestBroker::start().await;
+    let b = a.start_replica().await;
+    let (upstream, upstream_base) = CountingUpstream::start().await;
+    let admin = workspace_with_admin(&a).await;
+    let broker_key = broker_public_key(&a).await;
+    assert_eq!(
+        broker_public_key(&b).await.to_bytes(),
+        broker_key.to_bytes(),
+        "replicas read the same key file, so a capability sealed to one opens on the other"
+    );
+    let (agent, token) = create_agent(&a, &admin, "ci-bot").await;
+    let credential =
+        create_shared_credential(&a, &admin, CREDENTIAL, &upstream_base, "ghp_replicaSECRET0")
+            .await;
+    let grant = register_standing_grant(&a, &admin, agent, credential).await;
+    let standing = shared_capability(
+        &admin,
+        &broker_key,
+        agent,
+        credential,
+        Reuse::Standing { grant },
+        now(&a),
+    );
+    Replicas { a, b, upstream, admin, agent, token, credential, grant, standing }
+}
+
+fn now(broker: &TestBroker) -> u64 {
+    latchkey_server::clock::Clock::now(&*broker.clock)
+}
+
+impl Replicas {
+    /// The agent's call with `capability` through `replica`: status and error code.
+    async fn call(&self, replica: &TestBroker, capability: &str) -> (u16, String) {
+        let (status, body) =
+            TestBroker::send(agent_get(replica, &self.token, CREDENTIAL, "/user", capability))
+                .await;
+        (status, body["code"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// The standing capability works on both replicas, repeatedly: each has the agent, the
+    /// credential, the device and the grant in its read cache afterwards.
+    async fn both_serve_the_standing_capability(&self) {
+        for (name, replica) in [("A", &self.a), ("B", &self.b), ("A", &self.a), ("B", &self.b)] {
+            let (status, code) = self.call(replica, &self.standing).await;
+            assert_eq!(
+                status, 200,
+                "the standing capability must work on replica {name} before anything changes ({code})"
+            );
+        }
+    }
+
+    /// A device request through `broker`, expecting `expected`.
+    async fn device(
+        &self,
+        broker: &TestBroker,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        expected: u16,
+        what: &str,
+    ) {
+        let (status, response) =
+            TestBroker::send(broker.signed(&self.admin, method, path, body)).await;
+        assert_eq!(status, expected, "{what} must succeed: {response}");
+    }
+
+    async fn stop(self) {
+        self.b.stop().await;
+        self.a.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_agent_revoked_through_one_replica_is_refused_by_the_other_at_its_next_call() {
+    if skip() {
+        return;
+    }
+    let r = replicas().await;
+    r.both_serve_the_standing_capability().await;
+    let reached = r.upstream.hits();
+
+    let path = format!("/v1/agents/{}", r.agent);
+    r.device(&r.a, "DELETE", &path, None, 204, "revoking the agent through A").await;
+    let (status, code) = r.call(&r.b, &r.standing).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (401, "token_revoked"),
+        "B must refuse the revoked agent at once, not serve it from its read cache"
+    );
+    let (status, code) = r.call(&r.a, &r.standing).await;
+    assert_eq!((status, code.as_str()), (401, "token_revoked"), "A refuses it too");
+    assert_eq!(r.upstream.hits(), reached, "no refused call may reach the upstream");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_credential_disabled_through_one_replica_is_refused_by_the_other_at_its_next_call() {
+    if skip() {
+        return;
+    }
+    let r = replicas().await;
+    r.both_serve_the_standing_capability().await;
+    let reached = r.upstream.hits();
+
+    let path = format!("/v1/credentials/{}/status", r.credential);
+    let body = json!({"status": "disabled"});
+    r.device(&r.a, "PATCH", &path, Some(&body), 200, "disabling the credential through A").await;
+    let (status, code) = r.call(&r.b, &r.standing).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "forbidden"),
+        "B must refuse a call for the disabled credential at once, not serve it from its cache"
+    );
+    assert_eq!(r.upstream.hits(), reached, "no refused call may reach the upstream");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_grant_revoked_through_one_replica_is_refused_by_the_other_at_its_next_call() {
+    if skip() {
+        return;
+    }
+    let r = replicas().await;
+    r.both_serve_the_standing_capability().await;
+    let reached = r.upstream.hits();
+
+    let path = format!("/v1/grants/{}", r.grant);
+    r.device(&r.a, "DELETE", &path, None, 204, "revoking the grant through A").await;
+    let (status, code) = r.call(&r.b, &r.standing).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "capability_invalid"),
+        "B must refuse the revoked grant's capability at once, though it had opened it before"
+    );
+    assert_eq!(r.upstream.hits(), reached, "no refused call may reach the upstream");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_single_use_capability_spent_on_one_replica_is_a_replay_on_the_other() {
+    if skip() {
+        return;
+    }
+    let r = replicas().await;
+    let broker_key = broker_public_key(&r.b).await;
+    let once = shared_capability(
+        &r.admin,
+        &broker_key,
+        r.agent,
+        r.credential,
+        Reuse::single_use().expect("nonce"),
+        now(&r.a),
+    );
+    let (status, code) = r.call(&r.a, &once).await;
+    assert_eq!(status, 200, "the single-use capability works once, on A ({code})");
+    let reached = r.upstream.hits();
+
+    let (status, code) = r.call(&r.b, &once).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "capability_invalid"),
+        "B must refuse a single-use capability A already accepted: the nonce is in the shared database"
+    );
+    assert_eq!(r.upstream.hits(), reached, "the replay must not reach the upstream");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_signed_device_request_accepted_by_one_replica_is_a_replay_on_the_other() {
+    if skip() {
+        return;
+    }
+    let r = replicas().await;
+    // A write, so a replay that got through would show: a second agent.
+    let body = json!({"name": "replayed-bot"});
+    let mut to_a =
+        r.a.signed(&r.admin, "POST", "/v1/agents", Some(&body)).build().expect("request");
+    let mut to_b = to_a.try_clone().expect("a request with a buffered body clones");
+    *to_b.url_mut() = r.b.url("/v1/agents").parse().expect("url");
+    *to_a.url_mut() = r.a.url("/v1/agents").parse().expect("url");
+
+    let accepted = r.a.http.execute(to_a).await.expect("A answers");
+    assert_eq!(accepted.status().as_u16(), 201, "A accepts the signed request the first time");
+    let replayed = r.b.http.execute(to_b).await.expect("B answers");
+    let status = replayed.status().as_u16();
+    let response: Value = replayed.json().await.expect("JSON error");
+    assert_eq!(
+        (status, response["code"].as_str()),
+        (401, Some("replayed_request")),
+        "B must refuse the request A accepted: request nonces are in the shared database ({response})"
+    );
+
+    let (status, listed) = TestBroker::send(r.b.signed(&r.admin, "GET", "/v1/agents", None)).await;
+    assert_eq!(status, 200, "listing agents through B: {listed}");
+    let named = listed["agents"]
+        .as_array()
+        .expect("a list of agents")
+        .iter()
+        .filter(|agent| agent["name"] == "replayed-bot")
+        .count();
+    assert_eq!(named, 1, "the replayed request must not have created a second agent: {listed}");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn the_shared_generation_is_written_by_the_triggers_only() {
+    if skip() {
+        return;
+    }
+    let a = TestBroker::start().await;
+    let pg = postgres(&a);
+    sqlx::any::install_default_drivers();
+    let service = sqlx::AnyPool::connect(&pg.service_url).await.expect("connect as the service");
+    let read = |pool: sqlx::AnyPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT generation FROM cache_generation")
+            .fetch_one(&pool)
+            .await
+            .expect("the service role may read the generation")
+    };
+    let before = read(service.clone()).await;
+    for statement in [
+        "UPDATE cache_generation SET generation = 0",
+        "INSERT INTO cache_generation (only_row, generation) VALUES (true, 1)",
+        "DELETE FROM cache_generation",
+        "SELECT latchkey_bump_cache_generation()",
+    ] {
+        let refused = sqlx::query(statement).execute(&service).await;
+        assert!(
+            refused.is_err(),
+            "the service role must not move the generation itself ({statement} was accepted)"
+        );
+    }
+    let admin = workspace_with_admin(&a).await;
+    let after = read(service.clone()).await;
+    assert!(
+        after > before,
+        "a write through the broker moves the generation ({before} -> {after})"
+    );
+
+    // The proxy's last-use stamp is not a change the cache must see on other replicas.
+    let store = a.store().await;
+    let (agent, _) = create_agent(&a, &admin, "stamped").await;
+    let stamped = read(service.clone()).await;
+    store.touch_agent(admin.workspace, agent, now(&a) + 1).await.expect("touch");
+    assert_eq!(
+        read(service.clone()).await,
+        stamped,
+        "recording an agent's last use must not empty every replica's cache"
+    );
+    store.close().await;
+    service.close().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_role_that_may_write_the_generation_is_refused() {
+    if skip() {
+        return;
+    }
+    let a = TestBroker::start().await;
+    let pg = postgres(&a).clone();
+    let owner = sqlx::AnyPool::connect(&pg.owner_url).await.expect("connect as the owner");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "GRANT UPDATE ON cache_generation TO {}_svc",
+        pg.name
+    )))
+    .execute(&owner)
+    .await
+    .expect("grant");
+    let refused = Store::open_postgres(&pg.service_url, None).await;
+    assert!(
+        matches!(refused, Err(StoreError::UnsafeRole(why)) if why.contains("cache generation")),
+        "a service role that could set the generation back could hide a revocation from a replica"
+    );
+    // Migrating again re-grants exactly, which takes the privilege away.
+    Store::open_postgres(&pg.service_url, Some(&pg.owner_url))
+        .await
+        .expect("opening with the owner's URL on a migrated database converges the grants")
+        .close()
+        .await;
+    owner.close().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_service_role_that_cannot_read_the_generation_is_refused_at_startup() {
+    if skip() {
+        return;
+    }
+    let a = TestBroker::start().await;
+    let pg = postgres(&a).clone();
+    let owner = sqlx::AnyPool::connect(&pg.owner_url).await.expect("connect as the owner");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "REVOKE SELECT ON cache_generation FROM {}_svc",
+        pg.name
+    )))
+    .execute(&owner)
+    .await
+    .expect("revoke");
+    assert!(
+        Store::open_postgres(&pg.service_url, None).await.is_err(),
+        "a broker that cannot read the shared generation would fail every call: it must not start"
+    );
+    owner.close().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_at_the_first_migration_upgrades_and_its_service_role_can_read_the_generation() {
+    if skip() {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let TestDatabase::Postgres(pg) = &db else { unreachable!("skip() checked the backend") };
+    sqlx::any::install_default_drivers();
+    let owner = sqlx::AnyPool::connect(&pg.owner_url).await.expect("connect as the owner");
+    let migrations =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"));
+    sqlx::migrate::Migrator::new(migrations)
+        .await
+        .expect("read the migrations")
+        .run_to(1, &owner)
+        .await
+        .expect("migrate to the first migration only, as an older broker left it");
+    sqlx::query("SELECT latchkey_grant_service($1::name)::text")
+        .bind(format!("{}_svc", pg.name))
+        .execute(&owner)
+        .await
+        .expect("the older broker's grants");
+    owner.close().await;
+
+    let refused = Store::open_postgres(&pg.service_url, None).await;
+    assert!(
+        matches!(refused, Err(StoreError::SchemaVersion { found: Some(1), .. })),
+        "a replica without the migration URL must refuse the older schema, not run without the shared generation"
+    );
+    let store = Store::open_postgres(&pg.service_url, Some(&pg.owner_url))
+        .await
+        .expect("upgrading a database at the first migration works and passes the startup checks");
+    store.close().await;
+    let service = sqlx::AnyPool::connect(&pg.service_url).await.expect("connect as the service");
+    let generation: i64 = sqlx::query_scalar("SELECT generation FROM cache_generation")
+        .fetch_one(&service)
+        .await
+        .expect("the upgraded service role may read the generation");
+    assert!(generation >= 0, "the generation starts at zero and only grows");
+    service.close().await;
+    db.drop_database().await;
+}
+
+/// The agent's call is held on replica A; the admin's device is connected to replica B, hears of
+/// it there (NOTIFY from A) and answers there; A hears the answer (NOTIFY from B) and lets the
+/// call go on, once.
+#[tokio::test]
+async fn a_call_held_on_one_replica_is_approved_through_the_other() {
+    if skip() {
+        return;
+    }
+    let r = replicas().await;
+    let stream =
+        r.b.signed(&r.admin, "GET", "/v1/approvals/events", None)
+            .send()
+            .await
+            .expect("replica B answers");
+    assert_eq!(stream.status().as_u16(), 200, "the device's stream opens on replica B");
+    let mut stream = stream.bytes_stream();
+
+    let held = {
+        let request = r.a.http.get(r.a.url(&format!("/p/{CREDENTIAL}/user"))).bearer_auth(&r.token);
+        tokio::spawn(async move { TestBroker::send(request).await })
+    };
+    let approval = {
+        use futures_util::StreamExt as _;
+        let read = async {
+            let mut buffer = String::new();
+            loop {
+                if let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
+                        return serde_json::from_str::<Value>(data).expect("event data is JSON");
+                    }
+                    continue;
+                }
+                let chunk = stream.next().await.expect("stream open").expect("chunk");
+                buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("replica B tells its device about a call held on replica A")
+    };
+    assert_eq!(approval["status"], "pending", "{approval}");
+    assert_eq!(r.upstream.hits(), 0, "nothing forwarded while held");
+
+    let broker_key = broker_public_key(&r.b).await;
+    let once = shared_capability(
+        &r.admin,
+        &broker_key,
+        r.agent,
+        r.credential,
+        Reuse::single_use().expect("nonce"),
+        now(&r.b),
+    );
+    let id = approval["id"].as_str().expect("approval id");
+    r.device(
+        &r.b,
+        "POST",
+        &format!("/v1/approvals/{id}"),
+        Some(&json!({"decision": "approve", "capability": once})),
+        200,
+        "approving through replica B",
+    )
+    .await;
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), held)
+        .await
+        .expect("replica A lets the held call go on after an answer on replica B")
+        .expect("the call's task");
+    assert_eq!(status, 200, "the call held on A went on after the approval on B: {body}");
+    assert_eq!(r.upstream.hits(), 1, "forwarded exactly once");
+    r.device(
+        &r.a,
+        "POST",
+        &format!("/v1/approvals/{id}"),
+        Some(&json!({"decision": "deny"})),
+        409,
+        "a second answer through the other replica being refused",
+    )
+    .await;
+    assert_eq!(r.upstream.hits(), 1, "a second answer forwards nothing");
+    r.stop().await;
+}
