@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::cli::{ApprovalsCommand, KeyStoreChoice};
 use crate::commands::{Output, key_store, parse_duration, parse_id};
 
-/// What "for an [h]our" in `watch` grants.
+/// What "for an hour" (`h`) at the `watch` prompt grants.
 const HOUR_SECS: u64 = 3600;
 
 /// `latchkey approvals ...`.

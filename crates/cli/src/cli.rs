@@ -324,8 +324,8 @@ pub(crate) enum ApprovalsCommand {
     /// Show held calls as they arrive and are answered, until interrupted.
     ///
     /// On a terminal (without --json) each pending call is shown with its agent, credential,
-    /// method, host, path, query names, body size and policies, and asked about: approve
-    /// [o]nce, for an [h]our, [d]eny or [s]kip. With --json: one JSON object per line.
+    /// method, host, path, query names, body size and policies, and asked about: approve once
+    /// (o), for an hour (h), deny (d) or skip (s). With --json: one JSON object per line.
     Watch,
 }
 

@@ -949,6 +949,10 @@ pub enum ApprovalAnswer<'a> {
 
 /// What the approval stream says.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one event at a time, read and matched at once: boxing would only cost an allocation"
+)]
 pub enum ApprovalEvent {
     /// An approval was requested or resolved (its `status` says which).
     Approval(ApprovalInfo),

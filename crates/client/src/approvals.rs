@@ -11,9 +11,9 @@
 //! deny          the call is refused (`403 approval_denied`)
 //! ```
 //!
-//! The capability stays a [`CapabilityText`] (zeroized, redacted `Debug`) until it is sent. The
-//! first answer wins: a second one, or one after the call expired, is an
-//! [`ApprovalError::Closed`] and changes nothing.
+//! The capability stays a [`CapabilityText`](crate::access::CapabilityText) (zeroized, redacted
+//! `Debug`) until it is sent. The first answer wins: a second one, or one after the call
+//! expired, is an [`ApprovalError::Closed`] and changes nothing.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
