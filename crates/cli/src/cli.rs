@@ -20,7 +20,7 @@ The commands, by what you are doing:
 
   set up        workspace, invite, device, member
   connect APIs  provider, credential
-  give access   agent, grant, capability, policy, proxy, run
+  give access   agent, grant, capability, approvals, policy, proxy, run
   oversee       audit, rotate, recovery
 
 A first session:
@@ -120,6 +120,9 @@ pub(crate) enum Command {
     /// Issue a capability for one request of an agent.
     #[command(subcommand)]
     Capability(CapabilityCommand),
+    /// Answer agents' calls held for your approval: list, watch, approve once or for a while, deny.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// The workspace's Cedar policies: list, set, remove, and check a call against them.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -287,6 +290,43 @@ pub(crate) enum CapabilityCommand {
         #[arg(long = "for", default_value = "5m", value_name = "DURATION")]
         duration: String,
     },
+}
+
+/// `latchkey approvals ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApprovalsCommand {
+    /// List the held calls you may answer: pending ones, or all the broker still lists.
+    List {
+        /// Include answered and expired ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Let a held call go on: once, or for a window.
+    ///
+    /// Once: a single-use capability for exactly its method and path. With --for: a standing
+    /// grant for the agent, the credential, the method and the exact path (or --path), whose
+    /// capability the agent receives with the call's response for its next calls.
+    Approve {
+        /// The approval's id (from `latchkey approvals list`).
+        id: String,
+        /// Approve the same call for this long: e.g. `30m`, `2h` (at most 90 days).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// With --for: allow every path this pattern matches (it must match the held call's).
+        #[arg(long, value_name = "PATTERN", requires = "duration")]
+        path: Option<String>,
+    },
+    /// Refuse a held call; the agent receives `403 approval_denied`.
+    Deny {
+        /// The approval's id.
+        id: String,
+    },
+    /// Show held calls as they arrive and are answered, until interrupted.
+    ///
+    /// On a terminal (without --json) each pending call is shown with its agent, credential,
+    /// method, host, path, query names, body size and policies, and asked about: approve once
+    /// (o), for an hour (h), deny (d) or skip (s). With --json: one JSON object per line.
+    Watch,
 }
 
 /// `latchkey policy ...`

@@ -25,6 +25,7 @@ use latchkey_core::secret::SecretBytes;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::approvals::approvals;
 use crate::cli::{
     AddCredential, AgentCommand, AuditCommand, CapabilityCommand, Cli, Command, CredentialCommand,
     GrantCommand, InviteCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice,
@@ -89,6 +90,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Device(command) => device(&profile, choice, &out, command).await,
         Command::Member(command) => member(&profile, choice, &out, command).await,
         Command::Policy(command) => policy(&profile, choice, &out, command).await,
+        Command::Approvals(command) => approvals(&profile, choice, &out, command).await,
         Command::Credential(CredentialCommand::Show { name }) => {
             let client = client(&profile, choice).await?;
             let credential = find_credential(&client, &name).await?;

@@ -2,6 +2,7 @@
 //! over `latchkey_client`; this file owns only argument handling, prompts, output and exit
 //! codes (see `cli::EXIT_CODES`).
 
+mod approvals;
 mod cli;
 mod commands;
 mod people;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use latchkey_client::access::AccessError;
 use latchkey_client::api::{ClientError, codes};
+use latchkey_client::approvals::ApprovalError;
 use latchkey_client::keychain::KeychainError;
 use latchkey_client::policies::PolicyError;
 use latchkey_client::profile::ProfileError;
@@ -79,6 +81,13 @@ fn classify(error: &anyhow::Error) -> Verdict {
         // wrappers are unpacked by hand.
         let verdict = if let Some(e) = cause.downcast_ref::<AccessError>() {
             access(e)
+        } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {
+            match e {
+                ApprovalError::Access(a) => access(a),
+                ApprovalError::Closed { .. } => Some((4, None)),
+                ApprovalError::NotFound(_) => Some((3, None)),
+                _ => None,
+            }
         } else if let Some(e) = cause.downcast_ref::<PolicyError>() {
             match e {
                 PolicyError::Broker(c) => Some(client(c)),

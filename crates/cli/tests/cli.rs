@@ -168,6 +168,7 @@ async fn help_reads_like_a_tour_and_matches_its_snapshots() {
         "agent",
         "grant",
         "capability",
+        "approvals",
         "policy",
         "recovery",
         "provider",
@@ -942,5 +943,137 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     assert_eq!(verified["local"]["ok"], true, "{verified}");
     let changes = ada.json(&["audit", "list", "--kind", "policy_changed"], None).await;
     assert_eq!(changes.as_array().map(Vec::len), Some(2), "set and removed: {changes}");
+    let _ = stop.send(());
+}
+
+/// An agent's call without a capability is held by the broker; the member answers it from the
+/// terminal: approve once, approve for a window, deny. Answering twice is refused (exit code 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_calls_are_listed_approved_and_denied_from_the_terminal() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    ada.json(
+        &[
+            "credential",
+            "add",
+            "--name",
+            "api",
+            "--provider",
+            "custom-api-key",
+            "--base-url",
+            &upstream_base,
+            "--allow-host",
+            &host,
+            "--key-stdin",
+        ],
+        Some(API_KEY),
+    )
+    .await;
+    let agent = ada.json(&["agent", "create", "ci-bot"], None).await;
+    let token = agent["token"].as_str().unwrap().to_owned();
+
+    // The agent's call with its token only, in the background: the broker holds it.
+    let held = |path: &str| {
+        let request =
+            reqwest::Client::new().get(format!("{broker}/p/api{path}")).bearer_auth(&token);
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            let capability = response.headers().get("latchkey-capability").cloned();
+            (response.status().as_u16(), capability, response.text().await.unwrap())
+        })
+    };
+    // The one pending approval's id, once the broker lists it.
+    let latchkey = &ada;
+    let pending_id = move || async move {
+        for _ in 0..100 {
+            let listed = latchkey.json(&["approvals", "list"], None).await;
+            if let Some(first) = listed.as_array().and_then(|a| a.first()) {
+                return first["id"].as_str().unwrap().to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no approval was listed within 10 seconds");
+    };
+
+    let (code, text, _) = ada.run(&["approvals", "list"], None).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("No calls are waiting"), "an empty listing says so: {text}");
+
+    // Approve once.
+    let call = held("/v1/models?limit=5");
+    let id = pending_id().await;
+    let (code, text, _) = ada.run(&["approvals", "list"], None).await;
+    assert_eq!(code, 0);
+    assert!(
+        text.contains(&id)
+            && text.contains("GET")
+            && text.contains("/v1/models")
+            && text.contains("ci-bot"),
+        "the text listing shows the call and the agent's name: {text}"
+    );
+    let answered = ada.json(&["approvals", "approve", &id], None).await;
+    assert_eq!(answered["status"], "approved", "{answered}");
+    let (status, capability, body) = call.await.unwrap();
+    assert_eq!(status, 200, "the approved call went on: {body}");
+    assert!(capability.is_none(), "approving once hands nothing back");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let (code, _, err) = ada.run(&["approvals", "deny", &id], None).await;
+    assert_eq!(code, 4, "answering twice is refused by the broker: {err}");
+    assert!(err.contains("was already approved"), "and says how it ended: {err}");
+
+    // Approve for a window: the agent gets a capability for its next calls.
+    let call = held("/v1/models");
+    let id = pending_id().await;
+    let (code, _, err) =
+        ada.run(&["approvals", "approve", &id, "--for", "1h", "--path", "/admin/**"], None).await;
+    assert_eq!(code, 1, "a pattern that misses the held path is refused: {err}");
+    let approved =
+        ada.json(&["approvals", "approve", &id, "--for", "1h", "--path", "/v1/**"], None).await;
+    assert_eq!(approved["approval"]["status"], "approved", "{approved}");
+    assert_eq!(approved["grant"]["path_patterns"], serde_json::json!(["/v1/**"]), "{approved}");
+    let (status, capability, body) = call.await.unwrap();
+    assert_eq!(status, 200, "the held call went on: {body}");
+    let capability = capability.expect("the agent receives a standing capability");
+    let next = reqwest::Client::new()
+        .get(format!("{broker}/p/api/v1/files"))
+        .bearer_auth(&token)
+        .header("latchkey-capability", capability)
+        .header("prefer", "wait=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200, "the window's pattern covers the next call");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+
+    // Deny.
+    let call = held("/v1/models");
+    let id = pending_id().await;
+    let (code, text, _) = ada.run(&["approvals", "deny", &id], None).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("Denied GET"), "{text}");
+    let (status, _, body) = call.await.unwrap();
+    assert_eq!(status, 403, "the denied call is refused: {body}");
+    assert!(body.contains("approval_denied"), "{body}");
+    assert_eq!(seen.lock().unwrap().len(), 3, "a denied call never reaches the upstream");
+
+    let all = ada.json(&["approvals", "list", "--all"], None).await;
+    let mut statuses: Vec<&str> =
+        all.as_array().unwrap().iter().map(|a| a["status"].as_str().unwrap()).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["approved", "approved", "denied"], "all three answers are kept: {all}");
+    assert!(!all.to_string().contains(API_KEY), "listings never carry the key");
+
+    let (code, _, err) =
+        ada.run(&["approvals", "approve", "0f8e1c2d-0000-4000-8000-000000000000"], None).await;
+    assert_eq!(code, 3, "an unknown approval is `not found`: {err}");
+    let (code, _, err) = ada.run(&["approvals", "approve", "nope"], None).await;
+    assert_eq!(code, 1, "a malformed id is refused before anything is sent: {err}");
     let _ = stop.send(());
 }

@@ -27,7 +27,7 @@ use latchkey_core::capability::{
 };
 use latchkey_core::envelope::{Envelope, EnvelopeError};
 use latchkey_core::ids::{AgentId, CredentialId, GrantId, KeyVersion, Owner};
-use latchkey_core::keys::{KeyError, RecordKey};
+use latchkey_core::keys::{DeviceKeys, KeyError, RecordKey};
 use latchkey_core::payload::{
     CredentialKind, CredentialPayload, Injection, OAuthRefresh, PayloadError,
 };
@@ -365,6 +365,17 @@ pub async fn grant_standing(
     store: &SharedKeyStore,
     terms: GrantTerms<'_>,
 ) -> Result<IssuedGrant, AccessError> {
+    standing_terms(&terms)?;
+    let device = signed_in(profile, store).await?;
+    let credential = find_credential(&device.2, terms.credential).await?;
+    grant_standing_for(store, &device, &credential, &terms).await
+}
+
+/// A profile's configuration, device keys and signed client (`workspace::signed_in`).
+pub(crate) type SignedIn = (ProfileConfig, DeviceKeys, BrokerClient);
+
+/// The methods and parsed path patterns of acceptable standing terms.
+fn standing_terms(terms: &GrantTerms<'_>) -> Result<(MethodSet, Vec<PathPattern>), AccessError> {
     if terms.duration_secs == 0 || terms.duration_secs > MAX_GRANT_SECS {
         return Err(AccessError::InvalidGrant(format!(
             "a standing grant lasts from 1 second to {MAX_GRANT_SECS} seconds (90 days)"
@@ -374,10 +385,19 @@ pub async fn grant_standing(
         .ok_or_else(|| AccessError::InvalidGrant("name at least one method".to_owned()))?;
     let paths =
         terms.path_patterns.iter().map(|p| PathPattern::parse(p)).collect::<Result<Vec<_>, _>>()?;
-    let (config, keys, client) = signed_in(profile, store).await?;
-    let credential = find_credential(&client, terms.credential).await?;
+    Ok((methods, paths))
+}
+
+/// [`grant_standing`] for a credential already looked up (`terms.credential` is not read).
+pub(crate) async fn grant_standing_for(
+    store: &SharedKeyStore,
+    (config, keys, client): &SignedIn,
+    credential: &CredentialInfo,
+    terms: &GrantTerms<'_>,
+) -> Result<IssuedGrant, AccessError> {
+    let (methods, paths) = standing_terms(terms)?;
     let record_key =
-        record_key(store, &config, credential.owner, credential.key_version, credential.id).await?;
+        record_key(store, config, credential.owner, credential.key_version, credential.id).await?;
     let broker_key = client.broker_key().await?;
     let now = unix_now();
     let expires = now.saturating_add(terms.duration_secs);
@@ -429,6 +449,14 @@ pub async fn issue_single_use(
     store: &SharedKeyStore,
     terms: SingleUseTerms<'_>,
 ) -> Result<CapabilityText, AccessError> {
+    single_use_terms(&terms)?;
+    let device = signed_in(profile, store).await?;
+    let credential = find_credential(&device.2, terms.credential).await?;
+    issue_single_use_for(store, &device, &credential, &terms).await
+}
+
+/// The method set and parsed path of acceptable single-use terms.
+fn single_use_terms(terms: &SingleUseTerms<'_>) -> Result<(MethodSet, PathPattern), AccessError> {
     if terms.lifetime_secs == 0 || terms.lifetime_secs > MAX_SINGLE_USE_LIFETIME_SECS {
         return Err(AccessError::InvalidGrant(format!(
             "a single-use capability lasts from 1 second to {MAX_SINGLE_USE_LIFETIME_SECS} seconds (15 minutes); use a standing grant for longer"
@@ -436,11 +464,19 @@ pub async fn issue_single_use(
     }
     let methods = MethodSet::of(&[terms.method])
         .ok_or_else(|| AccessError::InvalidGrant("name a method".to_owned()))?;
-    let path = PathPattern::parse(terms.path)?;
-    let (config, keys, client) = signed_in(profile, store).await?;
-    let credential = find_credential(&client, terms.credential).await?;
+    Ok((methods, PathPattern::parse(terms.path)?))
+}
+
+/// [`issue_single_use`] for a credential already looked up (`terms.credential` is not read).
+pub(crate) async fn issue_single_use_for(
+    store: &SharedKeyStore,
+    (config, keys, client): &SignedIn,
+    credential: &CredentialInfo,
+    terms: &SingleUseTerms<'_>,
+) -> Result<CapabilityText, AccessError> {
+    let (methods, path) = single_use_terms(terms)?;
     let record_key =
-        record_key(store, &config, credential.owner, credential.key_version, credential.id).await?;
+        record_key(store, config, credential.owner, credential.key_version, credential.id).await?;
     let broker_key = client.broker_key().await?;
     let now = unix_now();
     let claims = Claims {

@@ -22,7 +22,7 @@ use latchkey_core::envelope::Envelope;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::httpsig::{self, HttpSigError, SignedRequestParts};
 use latchkey_core::ids::{
-    AgentId, CredentialId, DeviceId, GrantId, KeyVersion, MemberId, Owner, WorkspaceId,
+    AgentId, ApprovalId, CredentialId, DeviceId, GrantId, KeyVersion, MemberId, Owner, WorkspaceId,
 };
 use latchkey_core::keys::{
     BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
@@ -34,10 +34,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::access::CapabilityText;
+
 /// Largest response body read, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// How long each request signature is valid, in seconds.
 pub const SIGNATURE_VALIDITY_SECS: u64 = 60;
+/// How long the approval stream may stay silent before it counts as broken: the broker sends a
+/// keep-alive comment every 15 seconds.
+pub const APPROVAL_STREAM_READ_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// The broker's stable error codes (`crates/server/src/error.rs`) the client acts on.
 pub mod codes {
@@ -59,6 +64,8 @@ pub mod codes {
     pub const FORBIDDEN: &str = "forbidden";
     /// The invite code is wrong, used, expired or revoked.
     pub const INVITE_INVALID: &str = "invite_invalid";
+    /// A held call was denied by a member (the agent's answer).
+    pub const APPROVAL_DENIED: &str = "approval_denied";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -865,6 +872,222 @@ pub struct PolicyDecision {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Approvals
+// ---------------------------------------------------------------------------------------------
+
+/// Where a held call stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    /// Held, waiting for an answer.
+    Pending,
+    /// A device approved it; the call went on.
+    Approved,
+    /// A device denied it; the agent was refused.
+    Denied,
+    /// Nobody answered in time, or the agent went away.
+    Expired,
+}
+
+impl ApprovalStatus {
+    /// `pending`, `approved`, `denied` or `expired`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+}
+
+/// An agent's call held by the broker until a device answers (`GET /v1/approvals`, and each
+/// `approval` event of the stream). Never a credential, a query value or a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalInfo {
+    /// The approval.
+    pub id: ApprovalId,
+    /// Where it stands.
+    pub status: ApprovalStatus,
+    /// The agent that made the call.
+    pub agent: AgentId,
+    /// The credential it calls with.
+    pub credential: CredentialId,
+    /// The credential's name when the call was held.
+    pub credential_name: String,
+    /// The call's method, e.g. `GET`.
+    pub method: String,
+    /// The upstream host.
+    pub host: String,
+    /// The upstream path (without the query).
+    pub path: String,
+    /// The query's parameter names, in order (values never leave the broker).
+    pub query_keys: Vec<String>,
+    /// The request body's declared size in bytes, when it declared one.
+    pub body_size: Option<u64>,
+    /// The policies that allow the call once approved.
+    pub policy_ids: Vec<String>,
+    /// When the call was held (unix seconds).
+    pub created_at: u64,
+    /// When the broker stops holding it (unix seconds).
+    pub expires_at: u64,
+    /// When it was answered or expired.
+    pub decided_at: Option<u64>,
+    /// The device that answered.
+    pub decided_by: Option<DeviceId>,
+}
+
+/// A device's answer to a held call (`POST /v1/approvals/{id}`).
+#[derive(Debug, Clone, Copy)]
+pub enum ApprovalAnswer<'a> {
+    /// Let the call go on with this capability, issued by this device for exactly the held
+    /// call: single-use to approve once, standing (its grant registered first) for a window.
+    Approve(&'a CapabilityText),
+    /// Refuse the call.
+    Deny,
+}
+
+/// What the approval stream says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one event at a time, read and matched at once: boxing would only cost an allocation"
+)]
+pub enum ApprovalEvent {
+    /// An approval was requested or resolved (its `status` says which).
+    Approval(ApprovalInfo),
+    /// The stream fell behind and events were lost: list the approvals again
+    /// ([`BrokerClient::approvals`]) to catch up. The stream goes on.
+    Lagged {
+        /// How many events were lost, when the broker said.
+        missed: Option<u64>,
+    },
+}
+
+/// The broker's live stream of approvals this device may answer (`GET /v1/approvals/events`),
+/// read one event at a time with [`ApprovalEvents::next`].
+pub struct ApprovalEvents {
+    response: reqwest::Response,
+    parser: SseParser,
+    broker: String,
+}
+
+impl ApprovalEvents {
+    /// The next event; `None` once the broker ends the stream (it is shutting down, or this
+    /// device was removed). Safe to cancel (in a `select!`): no event is lost by dropping the
+    /// future.
+    pub async fn next(&mut self) -> Result<Option<ApprovalEvent>, ClientError> {
+        const PATH: &str = "/v1/approvals/events";
+        loop {
+            match self.parser.next_event() {
+                Err(problem) => return Err(unexpected(Method::Get, PATH, 200, problem)),
+                Ok(Some(raw)) => match raw.event.as_str() {
+                    "approval" => {
+                        let info = serde_json::from_str(&raw.data).map_err(|_| {
+                            unexpected(
+                                Method::Get,
+                                PATH,
+                                200,
+                                "an approval event that is not an approval",
+                            )
+                        })?;
+                        return Ok(Some(ApprovalEvent::Approval(info)));
+                    }
+                    "lagged" => {
+                        return Ok(Some(ApprovalEvent::Lagged {
+                            missed: raw.data.trim().parse().ok(),
+                        }));
+                    }
+                    // Events this client does not know yet are skipped.
+                    _ => continue,
+                },
+                Ok(None) => {}
+            }
+            let chunk = self.response.chunk().await.map_err(|source| ClientError::Transport {
+                broker: self.broker.clone(),
+                source: source.without_url(),
+            })?;
+            match chunk {
+                Some(chunk) => self.parser.push(&chunk),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ApprovalEvents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApprovalEvents").field("broker", &self.broker).finish_non_exhaustive()
+    }
+}
+
+/// One server-sent event as received: its type (`message` unless named) and its data lines.
+#[derive(Debug, PartialEq, Eq)]
+struct RawEvent {
+    event: String,
+    data: String,
+}
+
+/// Server-sent events (the WHATWG `text/event-stream` format) from chunks split anywhere: lines
+/// end in LF or CRLF, `:` lines are comments, several `data:` lines join with LF, a blank line
+/// ends an event. `id` and `retry` are ignored.
+#[derive(Debug, Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    event: Option<String>,
+    data: Option<String>,
+}
+
+impl SseParser {
+    fn push(&mut self, chunk: &[u8]) {
+        self.buffer.extend_from_slice(chunk);
+    }
+
+    /// The next complete event in what was pushed, if there is one yet.
+    fn next_event(&mut self) -> Result<Option<RawEvent>, &'static str> {
+        while let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+            let mut line: Vec<u8> = self.buffer.drain(..=end).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8(line).map_err(|_| "an event stream that is not UTF-8")?;
+            if line.is_empty() {
+                let event = self.event.take();
+                if let Some(data) = self.data.take() {
+                    let event = event.unwrap_or_else(|| "message".to_owned());
+                    return Ok(Some(RawEvent { event, data }));
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+                None => (line.as_str(), ""),
+            };
+            match field {
+                "event" => self.event = Some(value.to_owned()),
+                "data" => match &mut self.data {
+                    Some(data) => {
+                        data.push('\n');
+                        data.push_str(value);
+                    }
+                    None => self.data = Some(value.to_owned()),
+                },
+                _ => {}
+            }
+        }
+        let pending = self.buffer.len() + self.data.as_ref().map_or(0, String::len);
+        if pending > MAX_RESPONSE_BYTES {
+            return Err("an event larger than 4 MiB");
+        }
+        Ok(None)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------------------------
 
@@ -883,13 +1106,8 @@ impl BrokerClient {
         device: DeviceId,
         signing: DeviceSigningKey,
     ) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60))
-            .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(ClientError::Setup)?;
+        let http =
+            http_builder().timeout(Duration::from_secs(60)).build().map_err(ClientError::Setup)?;
         Ok(Self { http, base, device, signing })
     }
 
@@ -1339,6 +1557,80 @@ impl BrokerClient {
         self.send_empty(Method::Delete, &format!("/v1/grants/{id}")).await
     }
 
+    /// `GET /v1/approvals[?status=all]`: the held calls this device may answer, newest first:
+    /// pending ones, or (`all`) every one the broker still lists.
+    pub async fn approvals(&self, all: bool) -> Result<Vec<ApprovalInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            approvals: Vec<ApprovalInfo>,
+        }
+        let path = if all { "/v1/approvals?status=all" } else { "/v1/approvals?status=pending" };
+        let answer: Answer = self.send(Method::Get, path, None).await?;
+        Ok(answer.approvals)
+    }
+
+    /// `POST /v1/approvals/{id}`: approves (with a capability for exactly the held call) or
+    /// denies it. The first answer wins: a second one, or one after the call expired, is refused
+    /// with `409 conflict`. The capability is serialized straight into a zeroized body.
+    pub async fn answer_approval(
+        &self,
+        id: ApprovalId,
+        answer: ApprovalAnswer<'_>,
+    ) -> Result<ApprovalInfo, ClientError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            decision: &'static str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            capability: Option<&'a str>,
+        }
+        let body = match answer {
+            ApprovalAnswer::Approve(capability) => {
+                Body { decision: "approve", capability: Some(capability.expose_secret()) }
+            }
+            ApprovalAnswer::Deny => Body { decision: "deny", capability: None },
+        };
+        let capacity = body.capability.map_or(0, str::len) + 64;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
+        // INVARIANT: two strings always serialize.
+        serde_json::to_writer(&mut *bytes, &body).unwrap_or_default();
+        let path = format!("/v1/approvals/{id}");
+        let (status, received) = self.exchange_bytes(Method::Post, &path, &bytes).await?;
+        parse(Method::Post, &path, status, &received)
+    }
+
+    /// `GET /v1/approvals/events`: the live stream of approvals this device may answer. It
+    /// opens with every pending approval, then tells of each one requested or resolved. The
+    /// stream has no overall timeout; it fails if the broker stays silent for
+    /// [`APPROVAL_STREAM_READ_TIMEOUT`].
+    pub async fn approval_events(&self) -> Result<ApprovalEvents, ClientError> {
+        let path = "/v1/approvals/events";
+        let http = http_builder()
+            .read_timeout(APPROVAL_STREAM_READ_TIMEOUT)
+            .build()
+            .map_err(ClientError::Setup)?;
+        let request = self.signed(&http, Method::Get, path, &[], "text/event-stream")?;
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let received = self.read_body(&mut response, Method::Get, path, status).await?;
+            return Err(refusal(Method::Get, path, status, &received));
+        }
+        let event_stream = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !event_stream {
+            return Err(unexpected(
+                Method::Get,
+                path,
+                status,
+                "a body that is not an event stream",
+            ));
+        }
+        Ok(ApprovalEvents { response, parser: SseParser::default(), broker: self.base.to_string() })
+    }
+
     async fn agent_with_token(
         &self,
         method: Method,
@@ -1374,18 +1666,7 @@ impl BrokerClient {
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
         let (status, received) = self.exchange(method, path, body).await?;
-        serde_json::from_slice(&received).map_err(|e| {
-            unexpected(
-                method,
-                path,
-                status,
-                &format!(
-                    "a body that is not the expected JSON (line {}, column {})",
-                    e.line(),
-                    e.column()
-                ),
-            )
-        })
+        parse(method, path, status, &received)
     }
 
     /// Signs and sends one request whose success has no body (`204 No Content`).
@@ -1408,6 +1689,37 @@ impl BrokerClient {
             None => Vec::new(),
         });
         drop(body);
+        self.exchange_bytes(method, path, &bytes).await
+    }
+
+    /// [`Self::exchange`] with the JSON body already serialized (empty: no body).
+    async fn exchange_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<(u16, Zeroizing<Vec<u8>>), ClientError> {
+        let request = self.signed(&self.http, method, path, bytes, "application/json")?;
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let received = self.read_body(&mut response, method, path, status).await?;
+        if (200..300).contains(&status) {
+            Ok((status, received))
+        } else {
+            Err(refusal(method, path, status, &received))
+        }
+    }
+
+    /// A request to `path` with `bytes` as its JSON body (empty: none), signed by this device
+    /// over its method, target URI and content digest.
+    fn signed(
+        &self,
+        http: &reqwest::Client,
+        method: Method,
+        path: &str,
+        bytes: &[u8],
+        accept: &str,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         let target = self.base.join(path);
         let headers: Vec<(&str, &str)> =
             if bytes.is_empty() { Vec::new() } else { vec![("content-type", "application/json")] };
@@ -1415,53 +1727,89 @@ impl BrokerClient {
             SignedRequestParts { method: method.as_str(), target_uri: &target, headers: &headers };
         let signature = httpsig::sign(
             &parts,
-            &bytes,
+            bytes,
             &self.signing,
             self.device,
             unix_now()?,
             SIGNATURE_VALIDITY_SECS,
         )?;
-        let mut request = self
-            .http
+        let mut request = http
             .request(method.into(), &target)
             .header(httpsig::CONTENT_DIGEST_HEADER, signature.content_digest)
             .header(httpsig::SIGNATURE_INPUT_HEADER, signature.signature_input)
             .header(httpsig::SIGNATURE_HEADER, signature.signature)
-            .header("accept", "application/json");
+            .header("accept", accept);
         if !bytes.is_empty() {
             request = request.header("content-type", "application/json").body(bytes.to_vec());
         }
-        let transport = |source: reqwest::Error| ClientError::Transport {
-            broker: self.base.to_string(),
-            source: source.without_url(),
-        };
-        let mut response = request.send().await.map_err(transport)?;
-        let status = response.status().as_u16();
+        Ok(request)
+    }
+
+    /// The whole response body, at most [`MAX_RESPONSE_BYTES`].
+    async fn read_body(
+        &self,
+        response: &mut reqwest::Response,
+        method: Method,
+        path: &str,
+        status: u16,
+    ) -> Result<Zeroizing<Vec<u8>>, ClientError> {
         let mut received = Zeroizing::new(Vec::new());
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
             if received.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(unexpected(method, path, status, "a body larger than 4 MiB"));
             }
             received.extend_from_slice(&chunk);
         }
-        if (200..300).contains(&status) {
-            Ok((status, received))
-        } else {
-            #[derive(Deserialize)]
-            struct WireError {
-                code: String,
-                message: String,
-                #[serde(default)]
-                errors: Vec<PolicyProblem>,
-            }
-            match serde_json::from_slice::<WireError>(&received) {
-                Ok(e) => {
-                    Err(ApiError { status, code: e.code, message: e.message, problems: e.errors }
-                        .into())
-                }
-                Err(_) => Err(unexpected(method, path, status, "an error body without a code")),
-            }
-        }
+        Ok(received)
+    }
+
+    fn transport(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Transport { broker: self.base.to_string(), source: source.without_url() }
+    }
+}
+
+/// The HTTP client settings every broker connection shares: no redirects (a signature covers
+/// one target URI), a connect timeout, this library's user agent.
+fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")))
+}
+
+/// A success's JSON body as `T`.
+fn parse<T: DeserializeOwned>(
+    method: Method,
+    path: &str,
+    status: u16,
+    received: &[u8],
+) -> Result<T, ClientError> {
+    serde_json::from_slice(received).map_err(|e| {
+        unexpected(
+            method,
+            path,
+            status,
+            &format!(
+                "a body that is not the expected JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// A failure's body as the broker's `{"code", "message"}` error.
+fn refusal(method: Method, path: &str, status: u16, received: &[u8]) -> ClientError {
+    #[derive(Deserialize)]
+    struct WireError {
+        code: String,
+        message: String,
+        #[serde(default)]
+        errors: Vec<PolicyProblem>,
+    }
+    match serde_json::from_slice::<WireError>(received) {
+        Ok(e) => ApiError { status, code: e.code, message: e.message, problems: e.errors }.into(),
+        Err(_) => unexpected(method, path, status, "an error body without a code"),
     }
 }
 
@@ -1644,5 +1992,45 @@ mod tests {
         };
         assert!(e.is(codes::NOT_FOUND));
         assert_eq!(e.to_string(), "the broker refused the request (not_found): no such device");
+    }
+
+    /// Every event the parser finds in `stream`, fed in chunks of `size` bytes.
+    fn events_of(stream: &[u8], size: usize) -> Vec<RawEvent> {
+        let mut parser = SseParser::default();
+        let mut events = Vec::new();
+        for chunk in stream.chunks(size) {
+            parser.push(chunk);
+            while let Some(event) = parser.next_event().expect("a well-formed stream") {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn server_sent_events_parse_from_chunks_split_anywhere() {
+        let stream = b": keep-alive\n\nevent: approval\nid: 1\ndata: {\"a\":\r\ndata:1}\r\n\r\n\
+event: lagged\ndata: 3\n\ndata: plain\n\nevent: no-data\n\n";
+        let expected = vec![
+            RawEvent { event: "approval".into(), data: "{\"a\":\n1}".into() },
+            RawEvent { event: "lagged".into(), data: "3".into() },
+            RawEvent { event: "message".into(), data: "plain".into() },
+        ];
+        for size in 1..=stream.len() {
+            assert_eq!(
+                events_of(stream, size),
+                expected,
+                "chunks of {size} bytes: comments skipped, data lines joined, CRLF and LF alike"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unfinished_event_waits_and_a_huge_one_is_refused() {
+        let mut parser = SseParser::default();
+        parser.push(b"event: approval\ndata: {\"id\"");
+        assert_eq!(parser.next_event(), Ok(None), "no blank line yet: nothing to hand out");
+        parser.push(&vec![b'x'; MAX_RESPONSE_BYTES + 1]);
+        assert!(parser.next_event().is_err(), "an event without end cannot grow without bound");
     }
 }

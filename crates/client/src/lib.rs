@@ -12,6 +12,8 @@
 //! - [`access`]: what lets agents call APIs: API keys and OAuth tokens sealed on the device,
 //!   credential metadata and status, standing grants and single-use capabilities (agents
 //!   themselves are created with [`api::BrokerClient::create_agent`]).
+//! - [`approvals`]: answer the calls the broker holds for a member's approval: list and watch
+//!   them, approve once or for a window, deny.
 //! - [`policies`]: the workspace's Cedar policies: save one with Cedar's problems typed, and
 //!   "would this call be allowed" by credential name.
 //! - [`rotation`]: rotate the workspace key or this member's key, resumably: every credential
@@ -30,6 +32,7 @@
 
 pub mod access;
 pub mod api;
+pub mod approvals;
 pub mod audit;
 pub mod catalog;
 pub mod keychain;

@@ -1,0 +1,233 @@
+//! `latchkey approvals ...`: the agents' calls the broker holds until a member answers.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal as _, Write as _};
+
+use anyhow::{Context as _, bail};
+use latchkey_client::api::{ApprovalEvent, ApprovalInfo, ApprovalStatus, BrokerClient};
+use latchkey_client::approvals::{approve_for, approve_once, deny, get, list, watch};
+use latchkey_client::keychain::SharedKeyStore;
+use latchkey_client::profile::Profile;
+use latchkey_client::workspace::broker_client;
+use latchkey_core::ids::{AgentId, ApprovalId};
+use serde_json::json;
+
+use crate::cli::{ApprovalsCommand, KeyStoreChoice};
+use crate::commands::{Output, key_store, parse_duration, parse_id};
+
+/// What "for an hour" (`h`) at the `watch` prompt grants.
+const HOUR_SECS: u64 = 3600;
+
+/// `latchkey approvals ...`.
+pub(crate) async fn approvals(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    command: ApprovalsCommand,
+) -> anyhow::Result<()> {
+    let store = key_store(profile, choice, false)?;
+    match command {
+        ApprovalsCommand::List { all } => {
+            let approvals = list(profile, &store, all).await?;
+            let names = agent_names(&broker_client(profile, &store).await?).await;
+            let lines: Vec<String> = approvals.iter().map(|a| line(a, &names)).collect();
+            let empty = if all {
+                "No approvals."
+            } else {
+                "No calls are waiting for your approval (`--all` lists answered ones too)."
+            };
+            out.list(&serde_json::to_value(&approvals)?, &lines, empty)
+        }
+        ApprovalsCommand::Approve { id, duration, path } => {
+            let id = parse_id::<ApprovalId>(&id, "approval")?;
+            let approval = get(profile, &store, id).await?;
+            match duration {
+                None => {
+                    let answered = approve_once(profile, &store, &approval).await?;
+                    out.value(
+                        &serde_json::to_value(&answered)?,
+                        &format!(
+                            "Approved {} {}{} once; the agent's call goes on.",
+                            approval.method, approval.host, approval.path
+                        ),
+                    )
+                }
+                Some(duration) => {
+                    let secs = parse_duration(&duration)?;
+                    let approved =
+                        approve_for(profile, &store, &approval, secs, path.as_deref()).await?;
+                    let grant = &approved.grant;
+                    out.value(
+                        &json!({"approval": approved.approval, "grant": grant}),
+                        &format!(
+                            "Approved {} {} via {} for {duration} (until {}); the agent received a capability for its next calls.\nEnd it early with `latchkey grant revoke {}`.",
+                            approval.method,
+                            grant.path_patterns.join(","),
+                            approval.credential_name,
+                            grant.expires_at,
+                            grant.id
+                        ),
+                    )
+                }
+            }
+        }
+        ApprovalsCommand::Deny { id } => {
+            let id = parse_id::<ApprovalId>(&id, "approval")?;
+            let answered = deny(profile, &store, id).await?;
+            out.value(
+                &serde_json::to_value(&answered)?,
+                &format!(
+                    "Denied {} {}{}; the agent was refused.",
+                    answered.method, answered.host, answered.path
+                ),
+            )
+        }
+        ApprovalsCommand::Watch => watch_approvals(profile, &store, out).await,
+    }
+}
+
+/// Prints each approval as it arrives and, on a terminal, asks about each pending one.
+async fn watch_approvals(
+    profile: &Profile,
+    store: &SharedKeyStore,
+    out: &Output,
+) -> anyhow::Result<()> {
+    let interactive = !out.json && std::io::stdin().is_terminal();
+    let client = broker_client(profile, store).await?;
+    let mut names = agent_names(&client).await;
+    let mut events = watch(profile, store).await?;
+    let mut asked = HashSet::new();
+    if !out.json {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "Watching for calls held for your approval; Ctrl-C stops."
+        );
+    }
+    loop {
+        let approvals = match events.next().await? {
+            None => bail!(
+                "the broker ended the approval stream (it is restarting, or this device was removed); run `latchkey approvals watch` again"
+            ),
+            Some(ApprovalEvent::Approval(approval)) => vec![approval],
+            // Events were lost: the pending listing catches up, oldest first.
+            Some(ApprovalEvent::Lagged { .. }) => {
+                let mut pending = client.approvals(false).await?;
+                pending.reverse();
+                pending
+            }
+        };
+        for approval in approvals {
+            if !names.contains_key(&approval.agent) {
+                names = agent_names(&client).await;
+            }
+            if out.json {
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{}", serde_json::to_string(&approval)?)?;
+                stdout.flush()?;
+                continue;
+            }
+            let open = approval.status == ApprovalStatus::Pending;
+            if interactive && open && asked.insert(approval.id) {
+                ask(profile, store, &approval, &names).await?;
+            } else {
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{}", line(&approval, &names))?;
+                stdout.flush()?;
+            }
+        }
+    }
+}
+
+/// Shows a pending call in full and does what the member answers.
+async fn ask(
+    profile: &Profile,
+    store: &SharedKeyStore,
+    approval: &ApprovalInfo,
+    names: &HashMap<AgentId, String>,
+) -> anyhow::Result<()> {
+    let left = approval.expires_at.saturating_sub(unix_now());
+    {
+        let mut stdout = std::io::stdout().lock();
+        write!(
+            stdout,
+            "\n{}\nApprove [o]nce, for an [h]our, [d]eny, [s]kip? ",
+            details(approval, names, left)
+        )?;
+        stdout.flush()?;
+    }
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut text = String::new();
+        std::io::stdin().read_line(&mut text).map(|_| text)
+    })
+    .await
+    .context("the prompt failed")?
+    .context("cannot read the answer from the terminal")?;
+    let outcome = match answer.trim().to_ascii_lowercase().as_str() {
+        "o" | "once" => {
+            approve_once(profile, store, approval).await.map(|_| "Approved once.".to_owned())
+        }
+        "h" | "hour" => approve_for(profile, store, approval, HOUR_SECS, None)
+            .await
+            .map(|a| format!("Approved for an hour (grant {}).", a.grant.id)),
+        "d" | "deny" => deny(profile, store, approval.id).await.map(|_| "Denied.".to_owned()),
+        _ => Ok("Skipped; it stays pending until someone answers or it expires.".to_owned()),
+    };
+    // A failed answer (already answered elsewhere, expired) is reported; watching goes on.
+    match outcome {
+        Ok(text) => writeln!(std::io::stdout().lock(), "{text}")?,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr().lock(), "error: {error}");
+        }
+    }
+    Ok(())
+}
+
+/// One line per approval, for listings and the stream.
+fn line(a: &ApprovalInfo, names: &HashMap<AgentId, String>) -> String {
+    format!(
+        "{}  {:<8} {} {}{}  via {}  by {}",
+        a.id,
+        a.status.as_str(),
+        a.method,
+        a.host,
+        a.path,
+        a.credential_name,
+        agent_label(a.agent, names)
+    )
+}
+
+/// Everything a member needs to decide about a held call (never a query value or a body).
+fn details(a: &ApprovalInfo, names: &HashMap<AgentId, String>, left: u64) -> String {
+    let query = if a.query_keys.is_empty() { "-".to_owned() } else { a.query_keys.join(", ") };
+    let body = a.body_size.map_or_else(|| "size not declared".to_owned(), |n| format!("{n} bytes"));
+    let policies = if a.policy_ids.is_empty() { "-".to_owned() } else { a.policy_ids.join(", ") };
+    format!(
+        "Held call {}, waiting {left} more seconds:\n  agent       {}\n  credential  {}\n  call        {} {}{}\n  query       {query} (names only)\n  body        {body}\n  policy      {policies}",
+        a.id,
+        agent_label(a.agent, names),
+        a.credential_name,
+        a.method,
+        a.host,
+        a.path
+    )
+}
+
+fn agent_label(agent: AgentId, names: &HashMap<AgentId, String>) -> String {
+    match names.get(&agent) {
+        Some(name) => format!("{name} ({agent})"),
+        None => agent.to_string(),
+    }
+}
+
+/// The names of the agents this member can see; none if the listing fails (ids are shown).
+async fn agent_names(client: &BrokerClient) -> HashMap<AgentId, String> {
+    client
+        .agents()
+        .await
+        .map(|agents| agents.into_iter().map(|a| (a.id, a.name)).collect())
+        .unwrap_or_default()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
