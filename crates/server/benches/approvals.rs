@@ -22,7 +22,6 @@
 )]
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, reason = "the benchmark uses part of the test helpers")]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@
 //! | broker key | | `LATCHKEY_BROKER_KEY` | | |
 //! | PostgreSQL URL of the service role (SQLite in the data directory when absent) | `--database-url` | `LATCHKEY_DATABASE_URL` | `database_url` | |
 //! | PostgreSQL URL of the schema owner, to migrate and grant at startup | `--migrate-database-url` | `LATCHKEY_MIGRATE_DATABASE_URL` | `migrate_database_url` | |
+//! | origin devices reach the broker at, behind a load balancer (default: the listener's address) | `--public-origin` | `LATCHKEY_PUBLIC_ORIGIN` | `public_origin` | |
 //! | seconds a call is held for a member's approval (`0`: never held) | `--approval-timeout` | `LATCHKEY_APPROVAL_TIMEOUT` | `approval_timeout` | `120` |
 //!
 //! The broker key is never accepted as a flag (flags are visible to every local user in the
@@ -57,6 +58,11 @@ pub enum ConfigError {
     /// The database settings do not fit together.
     #[error("database: {0}")]
     Database(&'static str),
+    /// The public origin is not an `http` or `https` origin.
+    #[error(
+        "public origin {0:?}: give scheme, host and optional port only, e.g. https://latchkey.example.com"
+    )]
+    PublicOrigin(String),
     /// The approval timeout is longer than a call may be held.
     #[error(
         "approval timeout: {0} seconds is more than the most a call may be held ({MAX_APPROVAL_TIMEOUT_SECS})"
@@ -66,6 +72,22 @@ pub enum ConfigError {
 
 /// The longest a call may be held for an approval: an hour.
 pub const MAX_APPROVAL_TIMEOUT_SECS: u64 = 3600;
+
+/// An `http` or `https` origin with nothing after the authority, as devices sign it.
+fn checked_origin(text: String) -> Result<String, ConfigError> {
+    let trimmed = text.trim_end_matches('/');
+    let ok = url::Url::parse(trimmed).is_ok_and(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host_str().is_some()
+            && u.path() == "/"
+            && u.query().is_none()
+            && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
+            && !trimmed.ends_with('?')
+    });
+    if ok { Ok(trimmed.to_owned()) } else { Err(ConfigError::PublicOrigin(text)) }
+}
 
 /// A PostgreSQL connection URL (`postgres://` or `postgresql://`). It may carry a password, so
 /// its `Debug` output replaces the password, and it is not `Display`.
@@ -195,6 +217,10 @@ pub struct Flags {
     /// `approval_required` at once). At most 3600.
     #[arg(long, env = "LATCHKEY_APPROVAL_TIMEOUT", value_name = "SECONDS")]
     pub approval_timeout: Option<u64>,
+    /// The origin (scheme, host, port) devices use to reach the broker, when it is behind a
+    /// load balancer or reverse proxy: device signatures cover it. Every replica gets the same.
+    #[arg(long, env = "LATCHKEY_PUBLIC_ORIGIN", value_name = "URL")]
+    pub public_origin: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, minus secrets.
@@ -209,6 +235,7 @@ struct FileConfig {
     database_url: Option<DatabaseUrl>,
     migrate_database_url: Option<DatabaseUrl>,
     approval_timeout: Option<u64>,
+    public_origin: Option<String>,
 }
 
 /// The resolved configuration.
@@ -230,6 +257,8 @@ pub struct Config {
     pub migrate_database_url: Option<DatabaseUrl>,
     /// How long a call is held for a member's approval (zero: never).
     pub approval_timeout: std::time::Duration,
+    /// The origin devices reach the broker at; `None`: the listener's address.
+    pub public_origin: Option<String>,
 }
 
 /// Default API listener: loopback only.
@@ -271,6 +300,8 @@ impl Config {
         if approval_timeout > MAX_APPROVAL_TIMEOUT_SECS {
             return Err(ConfigError::ApprovalTimeout(approval_timeout));
         }
+        let public_origin =
+            flags.public_origin.or(file.public_origin).map(checked_origin).transpose()?;
         Ok(Self {
             listen: flags.listen.or(file.listen).unwrap_or_else(|| parse_default(DEFAULT_LISTEN)),
             metrics_listen: match flags.metrics_listen.or(file.metrics_listen) {
@@ -284,6 +315,7 @@ impl Config {
             database_url,
             migrate_database_url,
             approval_timeout: std::time::Duration::from_secs(approval_timeout),
+            public_origin,
         })
     }
 
@@ -411,6 +443,33 @@ mod tests {
         );
         assert_eq!(config.broker_key_file, PathBuf::from("/d/broker.key"));
         assert_eq!(config.approval_timeout.as_secs(), 120, "calls are held two minutes by default");
+    }
+
+    #[test]
+    fn a_public_origin_is_scheme_host_and_port_only() {
+        let with = |origin: &str| {
+            let flags = Flags {
+                data_dir: Some("/d".into()),
+                public_origin: Some(origin.to_owned()),
+                ..Flags::default()
+            };
+            Config::resolve(flags, no_env)
+        };
+        assert_eq!(
+            with("https://latchkey.example.com/").unwrap().public_origin.as_deref(),
+            Some("https://latchkey.example.com"),
+            "a trailing slash is dropped: devices sign the origin plus the path"
+        );
+        assert_eq!(
+            with("http://10.0.0.5:8740").unwrap().public_origin.as_deref(),
+            Some("http://10.0.0.5:8740")
+        );
+        for bad in
+            ["latchkey.example.com", "ftp://x", "https://x/api", "https://x?q", "https://u:p@x"]
+        {
+            let error = with(bad).unwrap_err();
+            assert!(error.to_string().contains("public origin"), "{bad}: {error}");
+        }
     }
 
     #[test]

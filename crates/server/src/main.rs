@@ -56,6 +56,10 @@ async fn main() -> anyhow::Result<()> {
     let broker = latchkey_server::Broker::new(store.clone(), broker_key)
         .with_metrics(metrics)
         .with_approval_timeout(config.approval_timeout);
+    let broker = match &config.public_origin {
+        Some(origin) => broker.with_public_origin(origin.clone()),
+        None => broker,
+    };
     let served = latchkey_server::serve(broker, listener, shutdown_signal()).await;
     let _ = stop_metrics.send(());
     if let Some(task) = metrics_task {
