@@ -156,6 +156,7 @@ for conns in 1 16; do
     printf '%-14s %5s %12s %12s\n' "$path" "$conns" "${p50[$path-$conns]}" "${rps[$path-$conns]}"
   done
 done
+((with_pg)) || echo "broker-pg-1 and broker-pg-2 skipped: PostgreSQL is not installed (see above)"
 
 echo
 ratio_args=()

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# The PostgreSQL-backed brokers of bench/proxy.sh. Source it after proxy.sh has defined `work`,
-# `pids`, `free_port`, `target_dir`, `upstream_port` and its EXIT trap; do not execute it.
+# The PostgreSQL-backed brokers of bench/proxy.sh. Source it after proxy.sh has defined `root`,
+# `work`, `pids`, `die`, `free_port`, `target_dir`, `upstream_port`, LATCHKEY_BENCH_SECRET and
+# its EXIT trap (the cluster's removal is chained onto it); do not execute it.
 #
 #   pg_brokers_available   0 when the PostgreSQL server binaries are installed; otherwise
 #                          prints why the PostgreSQL rows are skipped and returns 1
