@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Proxy overhead benchmark: one run on loopback, three paths to the same upstream.
+# Proxy overhead benchmark: one run on loopback, five paths to the same upstream.
 #
-#   direct  wrk -> upstream (nginx returning a static JSON body)
-#   nginx   wrk -> nginx injecting a static Authorization header -> upstream
-#   broker  wrk -> latchkey-server with a standing capability -> upstream
+#   direct         wrk -> upstream (nginx returning a static JSON body)
+#   nginx          wrk -> nginx injecting a static Authorization header -> upstream
+#   broker-sqlite  wrk -> latchkey-server (SQLite) with a standing capability -> upstream
+#   broker-pg-1    wrk -> latchkey-server on PostgreSQL, one replica -> upstream
+#   broker-pg-2    wrk -> nginx round robin -> two latchkey-server replicas on the same
+#                  PostgreSQL database -> upstream
 #
 # Each is loaded with wrk at 1 and 16 connections. Printed: p50 latency and requests/s per path,
 # the latency each proxy adds over direct, and the broker/nginx ratios against the targets:
 # broker-added p50 <= 2.5x nginx-added p50, broker throughput >= 0.5x nginx's.
+#
+# PostgreSQL runs as a throwaway cluster (scripts/lib/postgres.sh: fsync off) removed on exit;
+# without the postgresql package the broker-pg rows are skipped and the rest still runs.
 #
 # Usage: bench/proxy.sh [seconds per run, default 10]
 set -euo pipefail
@@ -24,10 +30,15 @@ work="$(mktemp -d)"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [[ -f "$work/nginx.pid" ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  local pidfile
+  for pidfile in "$work/nginx.pid" "$work/lb/nginx.pid"; do
+    [[ -f "$pidfile" ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
+die() { echo "bench/proxy.sh: $*" >&2; exit 1; }
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 upstream_port="$(free_port)"
@@ -61,11 +72,21 @@ http {
 CONF
 nginx -c "$work/nginx.conf" -p "$work"
 
+# shellcheck source=lib/postgres_brokers.sh
+source "$root/bench/lib/postgres_brokers.sh"
+with_pg=0
+pg_brokers_available && with_pg=1
+
 echo "building the broker (release)..." >&2
-cargo build -q --release --locked -p latchkey-server --example broker_fixture
+if ((with_pg)); then
+  cargo build -q --release --locked -p latchkey-server -p latchkey-cli \
+    --bin latchkey-server --bin latchkey --example broker_fixture
+else
+  cargo build -q --release --locked -p latchkey-server --example broker_fixture
+fi
 export LATCHKEY_BENCH_SECRET="bench-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 mkfifo "$work/fixture.in"
-LATCHKEY_LOG=error target/release/examples/broker_fixture \
+LATCHKEY_LOG=error "$target_dir/release/examples/broker_fixture" \
   --upstream "http://127.0.0.1:$upstream_port" --provider github --injection bearer \
   --secret-env LATCHKEY_BENCH_SECRET <"$work/fixture.in" >"$work/fixture.json" &
 pids+=($!)
@@ -77,10 +98,25 @@ broker_url="$(field base_url)/bench"
 token="$(field agent_token)"
 capability="$(field capability)"
 
+paths=(direct nginx broker-sqlite)
+if ((with_pg)); then
+  echo "starting PostgreSQL and two PostgreSQL-backed brokers..." >&2
+  pg_brokers_start
+  paths+=(broker-pg-1 broker-pg-2)
+fi
+
 # One warm-up request each, so connection setup is not measured.
 curl -fsS "http://127.0.0.1:$upstream_port/bench" >/dev/null
 curl -fsS "http://127.0.0.1:$nginx_port/bench" >/dev/null
 curl -fsS -H "authorization: Bearer $token" -H "latchkey-capability: $capability" "$broker_url" >/dev/null
+if ((with_pg)); then
+  curl -fsS -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability" \
+    "$pg1_url" >/dev/null
+  for _ in 1 2 3 4; do # round robin: every replica warms its connections and read cache
+    curl -fsS -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability" \
+      "$pg2_url" >/dev/null
+  done
+fi
 
 # run NAME CONNECTIONS URL [wrk header args...] -> "p50_us rps"
 run() {
@@ -103,26 +139,47 @@ print(f"{float(v[:-len(unit)]) * scale[unit]:.1f} {rps:.0f}")
 PY
 }
 
-printf '\n%-8s %5s %12s %12s\n' path conns "p50 (us)" "req/s"
+printf '\n%-14s %5s %12s %12s\n' path conns "p50 (us)" "req/s"
 declare -A p50 rps
 for conns in 1 16; do
   read -r p50["direct-$conns"] rps["direct-$conns"] < <(run direct "$conns" "http://127.0.0.1:$upstream_port/bench")
   read -r p50["nginx-$conns"] rps["nginx-$conns"] < <(run nginx "$conns" "http://127.0.0.1:$nginx_port/bench")
-  read -r p50["broker-$conns"] rps["broker-$conns"] < <(run broker "$conns" "$broker_url" \
+  read -r p50["broker-sqlite-$conns"] rps["broker-sqlite-$conns"] < <(run broker-sqlite "$conns" "$broker_url" \
     -H "authorization: Bearer $token" -H "latchkey-capability: $capability")
-  for path in direct nginx broker; do
-    printf '%-8s %5s %12s %12s\n' "$path" "$conns" "${p50[$path-$conns]}" "${rps[$path-$conns]}"
+  if ((with_pg)); then
+    read -r p50["broker-pg-1-$conns"] rps["broker-pg-1-$conns"] < <(run broker-pg-1 "$conns" "$pg1_url" \
+      -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability")
+    read -r p50["broker-pg-2-$conns"] rps["broker-pg-2-$conns"] < <(run broker-pg-2 "$conns" "$pg2_url" \
+      -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability")
+  fi
+  for path in "${paths[@]}"; do
+    printf '%-14s %5s %12s %12s\n' "$path" "$conns" "${p50[$path-$conns]}" "${rps[$path-$conns]}"
   done
 done
+((with_pg)) || echo "broker-pg-1 and broker-pg-2 skipped: PostgreSQL is not installed (see above)"
 
 echo
-python3 - "${p50[direct-1]}" "${p50[nginx-1]}" "${p50[broker-1]}" "${rps[nginx-16]}" "${rps[broker-16]}" <<'PY'
+ratio_args=()
+for path in "${paths[@]}"; do ratio_args+=("$path" "${p50[$path-1]}" "${rps[$path-16]}"); done
+python3 - "${ratio_args[@]}" <<'PY'
 import sys
-direct, nginx, broker, nginx_rps, broker_rps = map(float, sys.argv[1:])
-nginx_added, broker_added = nginx - direct, broker - direct
-latency_ratio = broker_added / nginx_added if nginx_added > 0 else float("inf")
-throughput_ratio = broker_rps / nginx_rps
-print(f"added p50 at 1 connection: nginx {nginx_added:.1f} us, broker {broker_added:.1f} us")
-print(f"broker/nginx added latency: {latency_ratio:.2f}x (target <= 2.5x) {'ok' if latency_ratio <= 2.5 else 'ABOVE TARGET'}")
-print(f"broker/nginx throughput at 16 connections: {throughput_ratio:.2f}x (target >= 0.5x) {'ok' if throughput_ratio >= 0.5 else 'BELOW TARGET'}")
+args = sys.argv[1:]
+rows = {args[i]: (float(args[i + 1]), float(args[i + 2])) for i in range(0, len(args), 3)}
+direct = rows["direct"][0]
+nginx, nginx_rps = rows["nginx"]
+nginx_added = nginx - direct
+brokers = [name for name in rows if name.startswith("broker")]
+added = {name: rows[name][0] - direct for name in brokers}
+print(f"added p50 at 1 connection: nginx {nginx_added:.1f} us, "
+      + ", ".join(f"{name} {added[name]:.1f} us" for name in brokers))
+for name in brokers:
+    latency_ratio = added[name] / nginx_added if nginx_added > 0 else float("inf")
+    throughput_ratio = rows[name][1] / nginx_rps
+    print(f"{name}/nginx added latency: {latency_ratio:.2f}x (target <= 2.5x) {'ok' if latency_ratio <= 2.5 else 'ABOVE TARGET'}")
+    print(f"{name}/nginx throughput at 16 connections: {throughput_ratio:.2f}x (target >= 0.5x) {'ok' if throughput_ratio >= 0.5 else 'BELOW TARGET'}")
+sqlite_p50, sqlite_rps = rows["broker-sqlite"]
+for name in brokers:
+    if name != "broker-sqlite":
+        print(f"{name}/broker-sqlite: p50 at 1 connection {rows[name][0] / sqlite_p50:.2f}x, "
+              f"throughput at 16 connections {rows[name][1] / sqlite_rps:.2f}x")
 PY
