@@ -5,6 +5,7 @@
 mod approvals;
 mod cli;
 mod commands;
+mod connect;
 mod people;
 mod policy;
 
@@ -14,6 +15,7 @@ use clap::Parser as _;
 use latchkey_client::access::AccessError;
 use latchkey_client::api::{ClientError, codes};
 use latchkey_client::approvals::ApprovalError;
+use latchkey_client::connection::ConnectError;
 use latchkey_client::keychain::KeychainError;
 use latchkey_client::policies::PolicyError;
 use latchkey_client::profile::ProfileError;
@@ -81,6 +83,12 @@ fn classify(error: &anyhow::Error) -> Verdict {
         // wrappers are unpacked by hand.
         let verdict = if let Some(e) = cause.downcast_ref::<AccessError>() {
             access(e)
+        } else if let Some(e) = cause.downcast_ref::<ConnectError>() {
+            match e {
+                ConnectError::Access(a) => access(a),
+                ConnectError::UnknownProvider(_) => Some((3, None)),
+                _ => None,
+            }
         } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {
             match e {
                 ApprovalError::Access(a) => access(a),

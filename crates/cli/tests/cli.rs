@@ -165,6 +165,8 @@ async fn help_reads_like_a_tour_and_matches_its_snapshots() {
         "device",
         "member",
         "credential",
+        "connect",
+        "disconnect",
         "agent",
         "grant",
         "capability",
