@@ -136,6 +136,10 @@ pub(crate) enum Command {
         /// custom-oauth2: the revocation endpoint itself.
         #[arg(long, value_name = "URL", conflicts_with = "issuer")]
         revocation_url: Option<String>,
+        /// The OAuth app's client id, for a connection stored without a refresh token (which
+        /// keeps it).
+        #[arg(long, value_name = "ID")]
+        client_id: Option<String>,
     },
     /// Create, list, revoke agents and regenerate their tokens.
     #[command(subcommand)]

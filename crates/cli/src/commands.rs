@@ -407,9 +407,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Connect(args) => connect_command(&profile, choice, &out, args).await,
-        Command::Disconnect { name, force, issuer, revocation_url } => {
-            let options =
-                DisconnectOptions { force, issuer, revocation_url, ..DisconnectOptions::default() };
+        Command::Disconnect { name, force, issuer, revocation_url, client_id } => {
+            let options = DisconnectOptions { force, issuer, revocation_url, client_id };
             disconnect_command(&profile, choice, &out, &name, options).await
         }
         Command::Credential(CredentialCommand::Remove { name }) => {

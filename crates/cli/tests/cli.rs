@@ -1261,6 +1261,26 @@ async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_del
     // Cancelled at the provider, or nobody signs in: typed errors, nothing stored.
     let args = connect_args("denied", "60");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = connect_as(
+        &ada,
+        &[
+            "connect",
+            "custom-oauth2",
+            "--name",
+            "idp",
+            "--issuer",
+            &server.issuer,
+            "--base-url",
+            "http://127.0.0.1:9/api",
+            "--client-id",
+            "x",
+        ],
+        browser::Person::Idles,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("named \"idp\" exists already"), "checked before the sign-in: {err}");
+    assert!(!err.contains("http://127.0.0.1"), "no sign-in URL was printed: {err}");
     let (code, _, err) = connect_as(&ada, &argv, browser::Person::Cancels).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("refused the authorization (access_denied)"), "{err}");
@@ -1269,6 +1289,17 @@ async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_del
     let (code, _, err) = connect_as(&ada, &argv, browser::Person::Idles).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("not completed within 2 s"), "{err}");
+
+    // An API key has nothing to revoke: disconnect points to `credential remove`.
+    ada.json(
+        &["credential", "add", "--name", "key", "--provider", "openai", "--key-stdin"],
+        Some(API_KEY),
+    )
+    .await;
+    let (code, _, err) = ada.run(&["disconnect", "key"], None).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("latchkey credential remove"), "{err}");
+    ada.json(&["credential", "remove", "key"], None).await;
 
     // Disconnect: revoked at the provider, then deleted.
     let gone = ada.json(&["disconnect", "idp"], None).await;

@@ -81,6 +81,11 @@ pub enum ConnectError {
     /// The broker, the profile or the key store failed.
     #[error(transparent)]
     Access(#[from] AccessError),
+    /// A credential with this name exists already (checked before the sign-in).
+    #[error(
+        "a credential named {0:?} exists already: choose another name, or disconnect or remove that one first"
+    )]
+    NameTaken(String),
     /// The credential is an API key: there is nothing to revoke.
     #[error(
         "{0:?} is an API key, not an OAuth connection: delete it with `latchkey credential remove`"
@@ -295,8 +300,14 @@ pub async fn connect(
     browser: &dyn BrowserLauncher,
     options: &FlowOptions,
 ) -> Result<CredentialInfo, ConnectError> {
-    // Signed in first: nobody signs in at the provider for a profile that cannot store it.
-    signed_in(profile, store).await.map_err(AccessError::from)?;
+    // Signed in first: nobody signs in at the provider for a profile that cannot store it, or
+    // under a name that is taken.
+    let (_, _, broker) = signed_in(profile, store).await.map_err(AccessError::from)?;
+    match find_credential(&broker, &prepared.name).await {
+        Ok(_) => return Err(ConnectError::NameTaken(prepared.name)),
+        Err(AccessError::UnknownCredential(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let http = OAuthHttp::new()?;
     let server = server(&http, &prepared).await?;
     let tokens = authorize(&http, &server, &prepared.client, browser, options).await?;
@@ -481,4 +492,94 @@ async fn revoke_tokens(
 async fn discovered_revocation(http: &OAuthHttp, issuer: &str) -> Result<Option<Url>, String> {
     let server = AuthorizationServer::discover(http, issuer).await.map_err(|e| e.to_string())?;
     Ok(server.endpoints().revocation.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(provider: &str) -> ConnectRequest<'_> {
+        ConnectRequest {
+            provider,
+            name: None,
+            base_url: None,
+            allowed_hosts: Vec::new(),
+            endpoints: CustomEndpoints::default(),
+            client_id: Some("app".to_owned()),
+            client_secret: None,
+            scopes: Vec::new(),
+            shared: true,
+        }
+    }
+
+    #[test]
+    fn a_catalog_provider_gets_its_endpoints_hosts_and_minimal_scopes() {
+        let github = prepare(request("github")).unwrap();
+        assert_eq!(github.name(), "github", "the name defaults to the provider id");
+        assert_eq!(github.scopes(), ["read:user"]);
+        assert!(github.needs_client_secret(), "GitHub apps authenticate with a secret");
+        assert_eq!(github.allowed_hosts, ["api.github.com", "uploads.github.com"]);
+        let endpoints = github.endpoints.as_ref().unwrap();
+        assert_eq!(endpoints.token.as_str(), "https://github.com/login/oauth/access_token");
+
+        let mut asked = request("github");
+        asked.scopes = vec!["repo".to_owned()];
+        asked.name = Some("gh");
+        let asked = prepare(asked).unwrap();
+        assert_eq!(asked.scopes(), ["repo"], "given scopes replace the defaults");
+        assert_eq!(asked.name(), "gh");
+    }
+
+    #[test]
+    fn what_cannot_be_connected_is_refused_before_any_network() {
+        assert!(matches!(
+            prepare(request("openai")),
+            Err(ConnectError::NotOAuth { ref id, .. }) if id == "openai"
+        ));
+        assert!(matches!(prepare(request("nope")), Err(ConnectError::UnknownProvider(_))));
+        let mut anonymous = request("github");
+        anonymous.client_id = Some("  ".to_owned());
+        assert!(matches!(prepare(anonymous), Err(ConnectError::NoClientId(_))));
+        let mut moved = request("github");
+        moved.endpoints.issuer = Some("https://evil.example".to_owned());
+        assert!(matches!(prepare(moved), Err(ConnectError::FixedEndpoints(_))));
+
+        let mut custom = request("custom-oauth2");
+        custom.base_url = Some("https://api.example.com");
+        assert!(matches!(prepare(custom), Err(ConnectError::MissingEndpoints)));
+        let mut half = request("custom-oauth2");
+        half.base_url = Some("https://api.example.com");
+        half.endpoints.authorize = Some("https://id.example.com/authorize".to_owned());
+        assert!(matches!(prepare(half), Err(ConnectError::MissingEndpoints)));
+        let mut bad = request("custom-oauth2");
+        bad.base_url = Some("https://api.example.com");
+        bad.endpoints.authorize = Some("not a url".to_owned());
+        bad.endpoints.token = Some("https://id.example.com/token".to_owned());
+        assert!(matches!(prepare(bad), Err(ConnectError::BadUrl { .. })));
+    }
+
+    #[test]
+    fn a_custom_provider_takes_an_issuer_or_both_endpoints_and_its_base_urls_host() {
+        let mut discovered = request("custom-oauth2");
+        discovered.base_url = Some("https://api.example.com/v1");
+        discovered.endpoints.issuer = Some("https://id.example.com".to_owned());
+        let discovered = prepare(discovered).unwrap();
+        assert!(discovered.endpoints.is_none(), "endpoints come from discovery");
+        assert_eq!(discovered.allowed_hosts, ["api.example.com"]);
+        assert!(!discovered.needs_client_secret(), "a public client");
+
+        let mut explicit = request("custom-oauth2");
+        explicit.base_url = Some("https://api.example.com");
+        explicit.endpoints.authorize = Some("https://id.example.com/authorize".to_owned());
+        explicit.endpoints.token = Some("https://id.example.com/token".to_owned());
+        let explicit = prepare(explicit).unwrap();
+        assert_eq!(
+            explicit.endpoints.as_ref().unwrap().authorize.as_str(),
+            "https://id.example.com/authorize"
+        );
+
+        let mut no_base = request("custom-oauth2");
+        no_base.endpoints.issuer = Some("https://id.example.com".to_owned());
+        assert!(matches!(prepare(no_base), Err(ConnectError::Catalog(_))));
+    }
 }
