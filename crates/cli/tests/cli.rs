@@ -1343,3 +1343,41 @@ async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_del
     assert_eq!(ada.json(&["credential", "list"], None).await, serde_json::json!([]));
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_an_answer_from_another_authorization_server() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    // Its authorization responses name another issuer (RFC 9207): a possible mix-up attack.
+    let server = servers::lenient(&["--iss=other"]).await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let (code, out, err) = connect_as(
+        &ada,
+        &[
+            "connect",
+            "custom-oauth2",
+            "--name",
+            "mixed",
+            "--issuer",
+            &server.issuer,
+            "--base-url",
+            "http://127.0.0.1:9/api",
+            "--client-id",
+            "latchkey-test",
+            "--no-browser",
+            "--timeout",
+            "60",
+        ],
+        browser::Person::SignsIn,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "nothing is reported as connected: {out}");
+    assert!(err.contains("from another authorization server"), "{err}");
+    assert_eq!(ada.json(&["credential", "list"], None).await, serde_json::json!([]));
+    let _ = stop.send(());
+}
