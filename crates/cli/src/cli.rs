@@ -19,7 +19,7 @@ to a tamper-evident audit log.
 The commands, by what you are doing:
 
   set up        workspace, invite, device, member
-  connect APIs  provider, credential
+  connect APIs  provider, credential, connect, disconnect
   give access   agent, grant, capability, approvals, policy, proxy, run
   oversee       audit, rotate, recovery
 
@@ -111,6 +111,36 @@ pub(crate) enum Command {
     /// Store API keys (sealed on this device); list, show, change, switch off and remove them.
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// Connect an account with OAuth in the browser; the tokens are sealed on this device.
+    ///
+    /// Runs the authorization code flow with PKCE: the authorization URL is printed (and opened
+    /// in the system browser unless --no-browser), the answer comes back to a listener on
+    /// 127.0.0.1, and the tokens are sealed here before only the ciphertext goes to the broker.
+    /// A client secret, if the provider's apps need one, is read from a hidden prompt (or stdin
+    /// with --client-secret-stdin), never from the command line.
+    Connect(ConnectArgs),
+    /// Revoke an OAuth connection's tokens at the provider, then delete the credential.
+    ///
+    /// The tokens are opened on this device and revoked at the provider's revocation endpoint
+    /// (RFC 7009). If the provider does not confirm, nothing is deleted unless --force.
+    Disconnect {
+        /// The credential's name.
+        name: String,
+        /// Delete the credential even if the revocation at the provider fails.
+        #[arg(long)]
+        force: bool,
+        /// custom-oauth2: the issuer whose metadata names the revocation endpoint (default: the
+        /// token endpoint's origin).
+        #[arg(long, value_name = "URL")]
+        issuer: Option<String>,
+        /// custom-oauth2: the revocation endpoint itself.
+        #[arg(long, value_name = "URL", conflicts_with = "issuer")]
+        revocation_url: Option<String>,
+        /// The OAuth app's client id, for a connection stored without a refresh token (which
+        /// keeps it).
+        #[arg(long, value_name = "ID")]
+        client_id: Option<String>,
+    },
     /// Create, list, revoke agents and regenerate their tokens.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -499,6 +529,54 @@ pub(crate) struct AddCredential {
     /// Read the key from standard input instead of a prompt.
     #[arg(long)]
     pub(crate) key_stdin: bool,
+}
+
+/// `latchkey connect`
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The provider: a catalog id with OAuth (`latchkey provider list`), or `custom-oauth2`.
+    pub(crate) provider: String,
+    /// The name agents use in `/p/<name>/...` (default: the provider id).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// A scope to ask for (repeat for several); default: the catalog's minimal scopes.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub(crate) scopes: Vec<String>,
+    /// The client id of your OAuth app at the provider (redirect URI
+    /// http://127.0.0.1/callback, any port).
+    #[arg(long, env = "LATCHKEY_OAUTH_CLIENT_ID", hide_env_values = true, value_name = "ID")]
+    pub(crate) client_id: Option<String>,
+    /// Read the client secret from standard input instead of a prompt.
+    #[arg(long)]
+    pub(crate) client_secret_stdin: bool,
+    /// Print the sign-in URL only; do not open a browser.
+    #[arg(long)]
+    pub(crate) no_browser: bool,
+    /// How long to wait for the sign-in, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub(crate) timeout: u64,
+    /// The API base URL: only for custom-oauth2 and per-account providers.
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+    /// A host the broker may send the token to (repeat for several); default: the provider's
+    /// hosts, or the base URL's host for custom-oauth2.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// custom-oauth2: the issuer, whose metadata (RFC 8414 / OpenID Connect) has the endpoints.
+    #[arg(long, value_name = "URL")]
+    pub(crate) issuer: Option<String>,
+    /// custom-oauth2: the authorization endpoint (with --token-url, instead of discovery).
+    #[arg(long, value_name = "URL", requires = "token_url")]
+    pub(crate) authorize_url: Option<String>,
+    /// custom-oauth2: the token endpoint (with --authorize-url).
+    #[arg(long, value_name = "URL", requires = "authorize_url")]
+    pub(crate) token_url: Option<String>,
+    /// custom-oauth2: the revocation endpoint (RFC 7009), with --authorize-url.
+    #[arg(long, value_name = "URL", requires = "authorize_url")]
+    pub(crate) revocation_url: Option<String>,
+    /// Keep it personal (under your member key) instead of sharing it with the workspace.
+    #[arg(long)]
+    pub(crate) personal: bool,
 }
 
 /// What `proxy` and `run` grant the agent while they run.

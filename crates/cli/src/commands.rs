@@ -13,6 +13,7 @@ use latchkey_client::api::{
 };
 use latchkey_client::audit::verify_export;
 use latchkey_client::catalog::Catalog;
+use latchkey_client::connection::DisconnectOptions;
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
 use latchkey_client::profile::{Profile, ProfileName};
 use latchkey_client::recovery::{export_kit, import_kit};
@@ -31,6 +32,7 @@ use crate::cli::{
     GrantCommand, InviteCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice,
     ScopeChoice, WorkspaceCommand,
 };
+use crate::connect::{connect_command, disconnect_command};
 use crate::people::{Join, device, join, member};
 use crate::policy::policy;
 
@@ -404,6 +406,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 "No credentials yet: add one with `latchkey credential add`.",
             )
         }
+        Command::Connect(args) => connect_command(&profile, choice, &out, args).await,
+        Command::Disconnect { name, force, issuer, revocation_url, client_id } => {
+            let options = DisconnectOptions { force, issuer, revocation_url, client_id };
+            disconnect_command(&profile, choice, &out, &name, options).await
+        }
         Command::Credential(CredentialCommand::Remove { name }) => {
             let client = client(&profile, choice).await?;
             let credential =
@@ -764,8 +771,9 @@ fn credential_target(add: &AddCredential) -> anyhow::Result<(url::Url, Vec<Strin
     })?;
     if provider.oauth().is_some() {
         bail!(
-            "{} connects with OAuth in the browser, which this command line does not do yet; to store a token you already hold, use --provider custom-api-key",
-            provider.name
+            "{} connects with OAuth in the browser: use `latchkey connect {}` (to store a token you already hold, use --provider custom-api-key)",
+            provider.name,
+            provider.id
         );
     }
     let base = provider.base_url_for(add.base_url.as_deref())?;

@@ -5,6 +5,7 @@
 mod approvals;
 mod cli;
 mod commands;
+mod connect;
 mod people;
 mod policy;
 
@@ -14,7 +15,9 @@ use clap::Parser as _;
 use latchkey_client::access::AccessError;
 use latchkey_client::api::{ClientError, codes};
 use latchkey_client::approvals::ApprovalError;
+use latchkey_client::connection::ConnectError;
 use latchkey_client::keychain::KeychainError;
+use latchkey_client::oauth::OAuthError;
 use latchkey_client::policies::PolicyError;
 use latchkey_client::profile::ProfileError;
 use latchkey_client::recovery::RecoveryKitError;
@@ -81,6 +84,24 @@ fn classify(error: &anyhow::Error) -> Verdict {
         // wrappers are unpacked by hand.
         let verdict = if let Some(e) = cause.downcast_ref::<AccessError>() {
             access(e)
+        } else if let Some(e) = cause.downcast_ref::<ConnectError>() {
+            match e {
+                ConnectError::Access(a) => access(a),
+                ConnectError::UnknownProvider(_) => Some((3, None)),
+                ConnectError::NoClientId(_) => {
+                    Some((1, Some("pass --client-id ID, or set LATCHKEY_OAUTH_CLIENT_ID")))
+                }
+                ConnectError::MissingEndpoints => {
+                    Some((1, Some("pass --issuer URL, or --authorize-url URL and --token-url URL")))
+                }
+                ConnectError::OAuth(OAuthError::Timeout(_)) => {
+                    Some((1, Some("--timeout SECONDS waits longer for the sign-in")))
+                }
+                ConnectError::RevocationFailed { .. } => {
+                    Some((1, Some("`latchkey disconnect <name> --force` deletes it anyway")))
+                }
+                _ => None,
+            }
         } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {
             match e {
                 ApprovalError::Access(a) => access(a),

@@ -13,6 +13,13 @@
     reason = "the helpers in this file are test code too; a panic is the failure report"
 )]
 
+#[allow(dead_code, reason = "shared with the client's OAuth tests, which use all of it")]
+#[path = "../../../tests/support/oauth/browser.rs"]
+mod browser;
+#[allow(dead_code, reason = "shared with the client's OAuth tests, which use all of it")]
+#[path = "../../../tests/support/oauth/servers.rs"]
+mod servers;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -165,6 +172,8 @@ async fn help_reads_like_a_tour_and_matches_its_snapshots() {
         "device",
         "member",
         "credential",
+        "connect",
+        "disconnect",
         "agent",
         "grant",
         "capability",
@@ -255,6 +264,42 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
         .await;
     assert_eq!(code, 1, "a bad URL is refused before anything is created: {err}");
     assert!(err.contains("--broker"), "the message names the flag: {err}");
+}
+
+#[tokio::test]
+async fn connect_refuses_what_it_cannot_connect_before_anything_is_opened() {
+    // No profile is set up: each refusal comes before the key store or the network.
+    let latchkey = Latchkey::new();
+    let (code, _, err) = latchkey.run(&["connect", "openai", "--client-id", "x"], None).await;
+    assert_eq!(code, 1, "{err}");
+    assert_snapshot("error-connect-api-key-provider", &err);
+    let (code, _, err) = latchkey.run(&["connect", "nope"], None).await;
+    assert_eq!(code, 3, "an unknown provider is `not found`: {err}");
+    assert_snapshot("error-connect-unknown-provider", &err);
+    let (code, _, err) = latchkey.run(&["connect", "github"], None).await;
+    assert_eq!(code, 1, "{err}");
+    assert_snapshot("error-connect-no-client-id", &err);
+    let (code, _, err) = latchkey
+        .run(
+            &["connect", "custom-oauth2", "--client-id", "x", "--base-url", "https://a.test"],
+            None,
+        )
+        .await;
+    assert_eq!(code, 1, "{err}");
+    assert_snapshot("error-connect-no-endpoints", &err);
+    let (code, _, err) = latchkey
+        .run(&["connect", "github", "--client-id", "x", "--issuer", "https://evil.test"], None)
+        .await;
+    assert_eq!(code, 1, "a catalog provider's endpoints cannot be moved: {err}");
+    assert!(err.contains("only for custom-oauth2"), "{err}");
+    let (code, _, err) = latchkey
+        .run(&["connect", "custom-oauth2", "--authorize-url", "https://a.test/auth"], None)
+        .await;
+    assert_eq!(code, 2, "--authorize-url without --token-url is a usage error: {err}");
+    let (code, _, err) = latchkey.run(&["connect", "github", "--client-secret", "s"], None).await;
+    assert_eq!(code, 2, "there is no flag that takes a client secret: {err}");
+    let (code, _, err) = latchkey.run(&["disconnect", "idp"], None).await;
+    assert_eq!(code, 3, "disconnect in a profile that is not set up: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1075,5 +1120,264 @@ async fn held_calls_are_listed_approved_and_denied_from_the_terminal() {
     assert_eq!(code, 3, "an unknown approval is `not found`: {err}");
     let (code, _, err) = ada.run(&["approvals", "approve", "nope"], None).await;
     assert_eq!(code, 1, "a malformed id is refused before anything is sent: {err}");
+    let _ = stop.send(());
+}
+
+/// A `latchkey connect` run in the background: the sign-in URL it prints on stderr is handed
+/// to a test browser playing `person`; returns (exit code, stdout, stderr).
+async fn connect_as(
+    latchkey: &Latchkey,
+    args: &[&str],
+    person: browser::Person,
+) -> (i32, String, String) {
+    use latchkey_client::oauth::BrowserLauncher as _;
+    use tokio::io::AsyncBufReadExt as _;
+
+    let mut command = tokio::process::Command::from(latchkey.command(args));
+    command.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reading = tokio::spawn(async move {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).await.unwrap();
+        text
+    });
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut err = String::new();
+    let (test_browser, mut events) = browser::TestBrowser::new(person);
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.starts_with("http") {
+            test_browser.open(&line.parse().unwrap()).unwrap();
+        }
+        err.push_str(&line);
+        err.push('\n');
+    }
+    drop(test_browser);
+    while let Some(event) = events.recv().await {
+        if let browser::Event::Failed(why) = event {
+            panic!("the test browser could not sign in: {why}");
+        }
+    }
+    let status = child.wait().await.unwrap();
+    (status.code().unwrap_or(-1), reading.await.unwrap(), err)
+}
+
+/// The access and refresh tokens of a stored OAuth credential, opened the way only this
+/// device can: with its key file and the workspace key.
+async fn stored_tokens(latchkey: &Latchkey, id: &str) -> (String, String) {
+    use latchkey_client::keychain::EncryptedFileStore;
+    use latchkey_client::profile::{Profile, ProfileName};
+    use latchkey_core::payload::{CredentialKind, CredentialPayload};
+
+    let profile = Profile::new(ProfileName::named("test").unwrap(), latchkey.dir.path());
+    let store: latchkey_client::keychain::SharedKeyStore = Arc::new(
+        EncryptedFileStore::open(
+            profile.key_file_path(),
+            profile.name(),
+            latchkey_core::secret::SecretBytes::copy_from(KEYSTORE_PASSPHRASE.as_bytes()),
+        )
+        .unwrap(),
+    );
+    let config = profile.load_config().unwrap();
+    let client = latchkey_client::workspace::broker_client(&profile, &store).await.unwrap();
+    let id: latchkey_core::ids::CredentialId = id.parse().unwrap();
+    let (version, envelope) = client.credential_envelope(id).await.unwrap();
+    let key = store.load_workspace_key(config.workspace, version).unwrap();
+    let plaintext = envelope.open(&key.record_key(id).unwrap()).unwrap();
+    let payload = CredentialPayload::decode(plaintext.expose_secret()).unwrap();
+    let CredentialKind::OAuth { refresh: Some(refresh), .. } = payload.kind else {
+        panic!("an OAuth credential with refresh data");
+    };
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    (text(payload.secret.expose_secret()), text(refresh.refresh_token.expose_secret()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_deleting() {
+    use latchkey_client::oauth::{OAuthClient, OAuthEndpoints, OAuthError, OAuthHttp, refresh};
+
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let server = servers::strict().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let connect_args = |name: &'static str, timeout: &'static str| {
+        vec![
+            "--json".to_owned(),
+            "connect".to_owned(),
+            "custom-oauth2".to_owned(),
+            "--name".to_owned(),
+            name.to_owned(),
+            "--issuer".to_owned(),
+            server.issuer.clone(),
+            "--base-url".to_owned(),
+            "http://127.0.0.1:9/api".to_owned(),
+            "--client-id".to_owned(),
+            server.client_id.clone(),
+            "--scope".to_owned(),
+            "openid".to_owned(),
+            "--scope".to_owned(),
+            "offline_access".to_owned(),
+            "--no-browser".to_owned(),
+            "--timeout".to_owned(),
+            timeout.to_owned(),
+        ]
+    };
+
+    // Signed in and consented: the credential is stored, and listed.
+    let args = connect_args("idp", "60");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = connect_as(&ada, &argv, browser::Person::SignsIn).await;
+    assert_eq!(code, 0, "connect failed: {err}");
+    assert!(err.contains("code_challenge_method=S256"), "the sign-in URL is printed: {err}");
+    let connected: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(connected["name"], "idp");
+    assert_eq!(connected["provider"], "custom-oauth2");
+    assert_eq!(connected["status"], "active");
+    assert_eq!(connected["allowed_hosts"], serde_json::json!(["127.0.0.1"]));
+    let listed = ada.json(&["credential", "list"], None).await;
+    assert!(
+        listed.as_array().unwrap().iter().any(|c| c["name"] == "idp"),
+        "the connection is listed: {listed}"
+    );
+    let (access, refresh_token) = stored_tokens(&ada, connected["id"].as_str().unwrap()).await;
+    assert!(!out.contains(&access) && !err.contains(&access), "no token is printed");
+    assert!(!out.contains(&refresh_token) && !err.contains(&refresh_token));
+    let metadata: Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", server.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let userinfo = metadata["userinfo_endpoint"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let me = |token: String| http.get(&userinfo).bearer_auth(token).send();
+    assert_eq!(me(access.clone()).await.unwrap().status(), 200, "the stored access token works");
+
+    // Cancelled at the provider, or nobody signs in: typed errors, nothing stored.
+    let args = connect_args("denied", "60");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = connect_as(
+        &ada,
+        &[
+            "connect",
+            "custom-oauth2",
+            "--name",
+            "idp",
+            "--issuer",
+            &server.issuer,
+            "--base-url",
+            "http://127.0.0.1:9/api",
+            "--client-id",
+            "x",
+        ],
+        browser::Person::Idles,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("named \"idp\" exists already"), "checked before the sign-in: {err}");
+    assert!(!err.contains("http://127.0.0.1"), "no sign-in URL was printed: {err}");
+    let (code, _, err) = connect_as(&ada, &argv, browser::Person::Cancels).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refused the authorization (access_denied)"), "{err}");
+    let args = connect_args("late", "2");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = connect_as(&ada, &argv, browser::Person::Idles).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not completed within 2 s"), "{err}");
+
+    // An API key has nothing to revoke: disconnect points to `credential remove`.
+    ada.json(
+        &["credential", "add", "--name", "key", "--provider", "openai", "--key-stdin"],
+        Some(API_KEY),
+    )
+    .await;
+    let (code, _, err) = ada.run(&["disconnect", "key"], None).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("latchkey credential remove"), "{err}");
+    ada.json(&["credential", "remove", "key"], None).await;
+
+    // Disconnect: revoked at the provider, then deleted.
+    let gone = ada.json(&["disconnect", "idp"], None).await;
+    assert_eq!(gone["revocation"], "revoked");
+    assert_eq!(gone["deleted"], connected["id"]);
+    let listed = ada.json(&["credential", "list"], None).await;
+    assert_eq!(listed, serde_json::json!([]), "only idp was ever stored: {listed}");
+    assert_eq!(me(access).await.unwrap().status(), 401, "the access token is revoked");
+    let endpoints = OAuthEndpoints {
+        authorize: format!("{}/auth", server.issuer).parse().unwrap(),
+        token: format!("{}/token", server.issuer).parse().unwrap(),
+        revocation: None,
+        issuer: None,
+    };
+    let refused = refresh(
+        &OAuthHttp::new().unwrap(),
+        &endpoints,
+        &OAuthClient::public(&server.client_id, Vec::new()),
+        &latchkey_core::secret::SecretBytes::copy_from(refresh_token.as_bytes()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(refused, OAuthError::ReconnectNeeded),
+        "refresh after revocation: {refused:?}"
+    );
+
+    // A provider that cannot be reached: nothing deleted unless forced.
+    let args = connect_args("idp2", "60");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, err) = connect_as(&ada, &argv, browser::Person::SignsIn).await;
+    assert_eq!(code, 0, "{err}");
+    drop(server);
+    let (code, _, err) = ada.run(&["disconnect", "idp2"], None).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("could not be revoked") && err.contains("--force"), "{err}");
+    let listed = ada.json(&["credential", "list"], None).await;
+    assert_eq!(listed[0]["name"], "idp2", "a failed revocation deletes nothing");
+    let forced = ada.json(&["disconnect", "idp2", "--force"], None).await;
+    assert_eq!(forced["revocation"], "failed");
+    assert_eq!(ada.json(&["credential", "list"], None).await, serde_json::json!([]));
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_an_answer_from_another_authorization_server() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    // Its authorization responses name another issuer (RFC 9207): a possible mix-up attack.
+    let server = servers::lenient(&["--iss=other"]).await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let (code, out, err) = connect_as(
+        &ada,
+        &[
+            "connect",
+            "custom-oauth2",
+            "--name",
+            "mixed",
+            "--issuer",
+            &server.issuer,
+            "--base-url",
+            "http://127.0.0.1:9/api",
+            "--client-id",
+            "latchkey-test",
+            "--no-browser",
+            "--timeout",
+            "60",
+        ],
+        browser::Person::SignsIn,
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "nothing is reported as connected: {out}");
+    assert!(err.contains("from another authorization server"), "{err}");
+    assert_eq!(ada.json(&["credential", "list"], None).await, serde_json::json!([]));
     let _ = stop.send(());
 }

@@ -506,7 +506,7 @@ fn current_version(config: &ProfileConfig, owner: Owner) -> Result<KeyVersion, A
 }
 
 /// The record key of `credential` under `owner`'s key at `version`, from this device's store.
-async fn record_key(
+pub(crate) async fn record_key(
     store: &SharedKeyStore,
     config: &ProfileConfig,
     owner: Owner,

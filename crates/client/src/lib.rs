@@ -20,6 +20,8 @@
 //!   re-sealed and verified on the device, swapped at the broker in one transaction.
 //! - [`audit`]: verify an audit log export on the device, independently of the broker.
 //! - [`catalog`]: the provider catalog (endpoints, hosts, injection, scopes), compiled in.
+//! - [`connection`]: connect a provider's account with OAuth (tokens sealed on the device) and
+//!   disconnect it (tokens revoked at the provider, then the credential deleted).
 //! - [`local_proxy`]: a loopback proxy local agents call with their token; it adds the
 //!   capability this device issued and forwards to the broker.
 //! - [`oauth`]: OAuth 2.0 authorization code with PKCE for a native app: discovery, loopback
@@ -35,6 +37,7 @@ pub mod api;
 pub mod approvals;
 pub mod audit;
 pub mod catalog;
+pub mod connection;
 pub mod keychain;
 pub mod local_proxy;
 pub mod oauth;

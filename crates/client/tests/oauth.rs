@@ -11,9 +11,9 @@
     reason = "tests: a panic is the failure report"
 )]
 
-#[path = "oauth/browser.rs"]
+#[path = "../../../tests/support/oauth/browser.rs"]
 mod browser;
-#[path = "oauth/servers.rs"]
+#[path = "../../../tests/support/oauth/servers.rs"]
 mod servers;
 
 use std::net::IpAddr;

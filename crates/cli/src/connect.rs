@@ -1,0 +1,136 @@
+//! `latchkey connect` and `latchkey disconnect`: OAuth connections, over
+//! `latchkey_client::connection`.
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use latchkey_client::connection::{
+    ConnectRequest, CustomEndpoints, DisconnectOptions, RevocationOutcome, connect, disconnect,
+    prepare,
+};
+use latchkey_client::oauth::{BrowserLauncher, FlowOptions, OAuthError, SystemBrowser};
+use latchkey_client::profile::Profile;
+use latchkey_core::secret::SecretBytes;
+use serde_json::json;
+use url::Url;
+use zeroize::Zeroizing;
+
+use crate::cli::{ConnectArgs, KeyStoreChoice};
+use crate::commands::{Output, key_store};
+
+/// Shows the sign-in URL on stderr (stdout stays for the result, JSON or text) and, unless
+/// told not to, hands it to the system browser as well.
+struct Terminal {
+    open: bool,
+    provider: String,
+    timeout: Duration,
+}
+
+impl BrowserLauncher for Terminal {
+    #[allow(clippy::print_stderr, reason = "the person signing in reads the link here")]
+    fn open(&self, url: &Url) -> Result<(), OAuthError> {
+        eprintln!("Sign in at {} with this link:\n{url}", self.provider);
+        if self.open
+            && let Err(e) = SystemBrowser.open(url)
+        {
+            eprintln!("{e}");
+        }
+        eprintln!("Waiting up to {} s for the sign-in...", self.timeout.as_secs());
+        Ok(())
+    }
+}
+
+/// `latchkey connect <provider>`
+pub(crate) async fn connect_command(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    args: ConnectArgs,
+) -> anyhow::Result<()> {
+    if args.timeout == 0 {
+        bail!("--timeout must be at least 1 second");
+    }
+    let mut prepared = prepare(ConnectRequest {
+        provider: &args.provider,
+        name: args.name.as_deref(),
+        base_url: args.base_url.as_deref(),
+        allowed_hosts: args.allowed_hosts,
+        endpoints: CustomEndpoints {
+            issuer: args.issuer,
+            authorize: args.authorize_url,
+            token: args.token_url,
+            revocation: args.revocation_url,
+        },
+        client_id: args.client_id,
+        client_secret: None,
+        scopes: args.scopes,
+        shared: !args.personal,
+    })?;
+    if prepared.needs_client_secret() || args.client_secret_stdin {
+        prepared.set_client_secret(read_client_secret(args.client_secret_stdin)?);
+    }
+    let store = key_store(profile, choice, false)?;
+    let timeout = Duration::from_secs(args.timeout);
+    let browser =
+        Terminal { open: !args.no_browser, provider: prepared.provider_name().to_owned(), timeout };
+    let options = FlowOptions { timeout, ..FlowOptions::default() };
+    let stored = connect(profile, &store, prepared, &browser, &options).await?;
+    out.value(
+        &serde_json::to_value(&stored)?,
+        &format!(
+            "Connected {} ({}); agents call it at /p/{}/...",
+            stored.name, stored.id, stored.name
+        ),
+    )
+}
+
+/// `latchkey disconnect <name>`
+pub(crate) async fn disconnect_command(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    name: &str,
+    options: DisconnectOptions,
+) -> anyhow::Result<()> {
+    let store = key_store(profile, choice, false)?;
+    let (credential, outcome) = disconnect(profile, &store, name, &options).await?;
+    let (revocation, text) = match &outcome {
+        RevocationOutcome::Revoked => {
+            ("revoked", "The provider revoked its tokens.".to_owned())
+        }
+        RevocationOutcome::NotSupported => (
+            "not_supported",
+            "The provider has no revocation endpoint: remove the app's access in your account settings there.".to_owned(),
+        ),
+        RevocationOutcome::Failed(reason) => (
+            "failed",
+            format!("The revocation failed ({reason}): remove the app's access in your account settings at the provider."),
+        ),
+        _ => ("unknown", String::new()),
+    };
+    out.value(
+        &json!({"deleted": credential.id, "revocation": revocation}),
+        &format!("{text}\nDeleted {name}; agents lose it at their next call."),
+    )
+}
+
+/// The client secret from stdin or a hidden prompt; surrounding whitespace dropped.
+fn read_client_secret(from_stdin: bool) -> anyhow::Result<SecretBytes> {
+    let raw = Zeroizing::new(if from_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the client secret from stdin")?;
+        text
+    } else {
+        rpassword::prompt_password("Client secret (not shown): ").context(
+            "cannot read the client secret from the terminal; pipe it in with --client-secret-stdin",
+        )?
+    });
+    let secret = raw.trim();
+    if secret.is_empty() {
+        bail!("the client secret is empty: paste your OAuth app's client secret");
+    }
+    Ok(SecretBytes::copy_from(secret.as_bytes()))
+}
