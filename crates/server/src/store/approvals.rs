@@ -308,8 +308,8 @@ impl Store {
         Ok(capability)
     }
 
-    /// Marks every pending approval of every workspace whose deadline has passed (by more than
-    /// `grace` seconds) expired: calls whose holder went away (a replica stopped) must not stay
+    /// Marks every pending approval of `workspace` whose deadline passed more than `grace`
+    /// seconds ago expired: calls whose holder went away (a replica stopped) must not stay
     /// pending. Returns how many it expired.
     pub async fn expire_abandoned_approvals(
         &self,
