@@ -1291,3 +1291,41 @@ async fn shutting_down_ends_device_streams_and_lets_held_calls_go_with_a_retryab
     assert_eq!((status, code(&body).as_str()), (503, "unavailable"), "retryable: {body}");
     assert_eq!(w.upstream.count(), 0);
 }
+
+#[tokio::test]
+async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed() {
+    let w = world().await;
+    // A held call's row as a broker that stopped mid-hold leaves it: pending, deadline passed.
+    let db = common::database(&w.broker).await;
+    let id = latchkey_core::ids::ApprovalId::random();
+    let now = i64::try_from(w.now()).expect("time");
+    sqlx::query(
+        "INSERT INTO approvals (workspace_id, id, agent_id, credential_id, credential_name, method,
+             host, path, query_keys, policy_ids, status, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, 'github', 'GET', 'api.github.com', '/user', '[]', '[]',
+             'pending', $5, $6)",
+    )
+    .bind(w.admin.workspace.to_string())
+    .bind(id.to_string())
+    .bind(w.agent.to_string())
+    .bind(w.credential.to_string())
+    .bind(now - 200)
+    .bind(now - 80)
+    .execute(&db)
+    .await
+    .expect("a stranded approval");
+    assert!(
+        w.approvals(&w.admin, "pending").await.is_empty(),
+        "an approval nobody holds any more is not offered for an answer"
+    );
+    let all = w.approvals(&w.admin, "all").await;
+    assert_eq!(all.first().map(|a| &a["status"]), Some(&json!("expired")), "{all:?}");
+    let audit = w.audit().await;
+    assert!(
+        audit.iter().any(|r| r["record"]["kind"] == "approval_expired"
+            && r["record"]["approval_id"] == json!(id)
+            && r["record"]["reason_code"] == "holder_gone"),
+        "its expiry is audited like any other"
+    );
+    w.broker.stop().await;
+}

@@ -138,8 +138,24 @@ async fn list(
             ));
         }
     };
-    // Calls whose holder went away without expiring them (a replica stopped) end here.
-    state.store.expire_abandoned_approvals(caller.workspace, state.now(), 5).await?;
+    // Calls whose holder went away without expiring them (a replica stopped) end here, audited
+    // like any other expiry.
+    let abandoned =
+        state.store.expire_abandoned_approvals(caller.workspace, state.now(), 5).await?;
+    for record in abandoned {
+        tracing::info!(workspace = %caller.workspace, approval = %record.id, "abandoned approval expired");
+        audit(&state, &caller, AuditKind::ApprovalExpired, |e| {
+            e.decision = Some(Decision::Denied);
+            e.reason_code = Some("holder_gone".to_owned());
+            e.approval_id = Some(record.id.to_string());
+            e.agent = Some(record.agent);
+            e.credential_name = Some(record.credential_name.clone());
+            e.method = Some(record.method.clone());
+            e.host = Some(record.host.clone());
+            e.path = Some(record.path.clone());
+        })
+        .await;
+    }
     let approvals = state
         .store
         .approvals(caller.workspace, filter, MAX_LIST)

@@ -310,26 +310,26 @@ impl Store {
 
     /// Marks every pending approval of `workspace` whose deadline passed more than `grace`
     /// seconds ago expired: calls whose holder went away (a replica stopped) must not stay
-    /// pending. Returns how many it expired.
+    /// pending. Returns the approvals it expired, as they now stand.
     pub async fn expire_abandoned_approvals(
         &self,
         workspace: WorkspaceId,
         now: u64,
         grace: u64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
         let mut tx = self.begin(workspace, Lock::None).await?;
-        let changed = sqlx::query(
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE approvals SET status = 'expired', decided_at = $2
-             WHERE workspace_id = $1 AND status = 'pending' AND expires_at + $3 < $2",
-        )
+             WHERE workspace_id = $1 AND status = 'pending' AND expires_at + $3 < $2
+             RETURNING {COLUMNS}"
+        )))
         .bind(workspace.to_string())
         .bind(as_i64(now))
         .bind(as_i64(grace))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(changed)
+        rows.iter().map(approval_record).collect()
     }
 }
 
