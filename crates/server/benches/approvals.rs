@@ -26,15 +26,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestBroker, TestDevice, b64, workspace_with_admin};
-use futures_util::StreamExt as _;
+use common::{ApprovalStream, TestBroker, TestDevice, b64, workspace_with_admin};
 use latchkey_core::capability::{Capability, Claims, Method, MethodSet, PathPattern, Reuse};
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{AgentId, CredentialId, KeyVersion, Owner};
 use latchkey_core::keys::BrokerPublicKey;
 use latchkey_core::payload::{CredentialKind, CredentialPayload, Injection};
 use latchkey_core::secret::SecretBytes;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Target: the approval adds at most this much to a call's p50 (issue: live approvals).
 const TARGET_ADDED_P50: Duration = Duration::from_millis(5);
@@ -143,36 +142,23 @@ impl Setup {
 /// Answers every approval on `device`'s stream at once, as a device whose member always says
 /// yes would.
 async fn auto_approver(setup: &Setup) {
-    let response = setup
-        .broker
-        .signed(&setup.admin, "GET", "/v1/approvals/events", None)
-        .send()
-        .await
-        .expect("stream");
-    assert_eq!(response.status().as_u16(), 200, "stream opens");
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    while let Some(chunk) = body.next().await {
-        buffer.push_str(std::str::from_utf8(&chunk.expect("chunk")).expect("utf-8"));
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
-            let approval: Value = serde_json::from_str(data).expect("json");
-            if approval["status"] != "pending" {
-                continue;
-            }
-            let id = approval["id"].as_str().expect("id");
-            let capability = setup.single_use(approval["path"].as_str().expect("path"));
-            let answer = json!({"decision": "approve", "capability": capability});
-            let (status, body) = TestBroker::send(setup.broker.signed(
-                &setup.admin,
-                "POST",
-                &format!("/v1/approvals/{id}"),
-                Some(&answer),
-            ))
-            .await;
-            assert_eq!(status, 200, "answer: {body}");
+    let mut stream = ApprovalStream::open(&setup.broker, &setup.admin).await;
+    loop {
+        let approval = stream.next().await;
+        if approval["status"] != "pending" {
+            continue;
         }
+        let id = approval["id"].as_str().expect("id");
+        let capability = setup.single_use(approval["path"].as_str().expect("path"));
+        let answer = json!({"decision": "approve", "capability": capability});
+        let (status, body) = TestBroker::send(setup.broker.signed(
+            &setup.admin,
+            "POST",
+            &format!("/v1/approvals/{id}"),
+            Some(&answer),
+        ))
+        .await;
+        assert_eq!(status, 200, "answer: {body}");
     }
 }
 

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::{TestBroker, TestDevice, b64, insert_device, workspace_with_admin};
+use common::{ApprovalStream, TestBroker, TestDevice, b64, insert_device, workspace_with_admin};
 use latchkey_core::capability::{Capability, Claims, Method, MethodSet, PathPattern, Reuse};
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{AgentId, CredentialId, GrantId, KeyVersion, Owner, WorkspaceId};
@@ -256,6 +256,39 @@ impl World {
             .encode()
     }
 
+    /// Registers a standing grant for GET on `pattern` issued by `issuer`, for `lifetime`
+    /// seconds, and returns it with its capability.
+    async fn standing_get(
+        &self,
+        issuer: &TestDevice,
+        pattern: &str,
+        lifetime: u64,
+    ) -> (GrantId, String) {
+        let grant = GrantId::random();
+        let (status, body) = TestBroker::send(self.broker.signed(
+            issuer,
+            "POST",
+            "/v1/grants",
+            Some(&json!({
+                "id": grant, "agent": self.agent, "credential": self.credential,
+                "methods": ["GET"], "path_patterns": [pattern],
+                "expires_at": self.now() + lifetime,
+            })),
+        ))
+        .await;
+        assert_eq!(status, 201, "grant registration: {body}");
+        let grant_terms = Grant {
+            methods: &[Method::Get],
+            paths: &[pattern],
+            reuse: Reuse::Standing { grant },
+            not_before: self.now() - 5,
+            expires: self.now() + lifetime,
+        };
+        let capability =
+            self.capability_for(issuer, self.agent, self.credential, Owner::Shared, &grant_terms);
+        (grant, capability)
+    }
+
     fn capability(&self, grant: &Grant<'_>) -> String {
         self.capability_for(&self.admin, self.agent, self.credential, Owner::Shared, grant)
     }
@@ -411,25 +444,7 @@ async fn a_single_use_capability_works_once_and_a_replay_never_reaches_the_upstr
 #[tokio::test]
 async fn a_standing_grant_works_repeatedly_until_revoked() {
     let w = world().await;
-    let grant = GrantId::random();
-    let (status, body) = TestBroker::send(w.broker.signed(
-        &w.admin,
-        "POST",
-        "/v1/grants",
-        Some(&json!({
-            "id": grant, "agent": w.agent, "credential": w.credential, "methods": ["GET"],
-            "path_patterns": ["/repos/**"], "expires_at": w.now() + 3600,
-        })),
-    ))
-    .await;
-    assert_eq!(status, 201, "grant registration: {body}");
-    let cap = w.capability(&Grant {
-        methods: &[Method::Get],
-        paths: &["/repos/**"],
-        reuse: Reuse::Standing { grant },
-        not_before: w.now() - 5,
-        expires: w.now() + 3600,
-    });
+    let (grant, cap) = w.standing_get(&w.admin, "/repos/**", 3600).await;
     for _ in 0..3 {
         assert_eq!(
             send(w.call("GET", "/repos/acme/a", Some(&cap))).await.0,
@@ -456,31 +471,7 @@ async fn a_standing_grant_works_repeatedly_until_revoked() {
 /// returns its capability after one successful call (so the broker has verified, opened and
 /// cached it).
 async fn warm_standing_capability(w: &World, issuer: &TestDevice) -> String {
-    let grant = GrantId::random();
-    let (status, body) = TestBroker::send(w.broker.signed(
-        issuer,
-        "POST",
-        "/v1/grants",
-        Some(&json!({
-            "id": grant, "agent": w.agent, "credential": w.credential, "methods": ["GET"],
-            "path_patterns": ["/**"], "expires_at": w.now() + 3600,
-        })),
-    ))
-    .await;
-    assert_eq!(status, 201, "grant registration: {body}");
-    let cap = w.capability_for(
-        issuer,
-        w.agent,
-        w.credential,
-        Owner::Shared,
-        &Grant {
-            methods: &[Method::Get],
-            paths: &["/**"],
-            reuse: Reuse::Standing { grant },
-            not_before: w.now() - 5,
-            expires: w.now() + 3600,
-        },
-    );
+    let (_, cap) = w.standing_get(issuer, "/**", 3600).await;
     for _ in 0..2 {
         assert_eq!(send(w.call("GET", "/warm", Some(&cap))).await.0, 200, "warm-up call");
     }
@@ -936,56 +927,9 @@ async fn no_canary_credential_reaches_the_database_files() {
 
 // --- Live approvals -------------------------------------------------------------------------
 
-/// Opens `device`'s approval stream and returns a reader of its `approval` events.
+/// Opens `device`'s approval stream on the world's broker.
 async fn approval_stream(w: &World, device: &TestDevice) -> ApprovalStream {
-    let response = w
-        .broker
-        .signed(device, "GET", "/v1/approvals/events", None)
-        .send()
-        .await
-        .expect("the broker answers");
-    assert_eq!(response.status().as_u16(), 200, "the approval stream opens");
-    assert_eq!(
-        response.headers()["content-type"],
-        "text/event-stream",
-        "server-sent events, which any HTTP client can read"
-    );
-    ApprovalStream { body: Box::pin(response.bytes_stream()), buffer: String::new() }
-}
-
-struct ApprovalStream {
-    body: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>,
-    >,
-    buffer: String,
-}
-
-impl ApprovalStream {
-    /// The next `approval` event's data, within 10 seconds.
-    async fn next(&mut self) -> Value {
-        use futures_util::StreamExt as _;
-        let read = async {
-            loop {
-                if let Some(end) = self.buffer.find("\n\n") {
-                    let block: String = self.buffer.drain(..end + 2).collect();
-                    if block.lines().any(|l| l == "event: approval") {
-                        let data: String = block
-                            .lines()
-                            .filter_map(|l| l.strip_prefix("data: "))
-                            .collect::<Vec<_>>()
-                            .join("\n");
-                        return serde_json::from_str(&data).expect("event data is JSON");
-                    }
-                    continue;
-                }
-                let chunk = self.body.next().await.expect("the stream stays open").expect("chunk");
-                self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(10), read)
-            .await
-            .expect("an approval event arrives")
-    }
+    ApprovalStream::open(&w.broker, device).await
 }
 
 impl World {
@@ -1026,6 +970,16 @@ impl World {
         .await;
         assert_eq!(code, 200, "approval listing: {body}");
         body["approvals"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The id of the admin's one pending approval, once the broker has recorded it.
+    async fn pending_approval(&self) -> String {
+        loop {
+            if let Some(a) = self.approvals(&self.admin, "pending").await.first() {
+                return a["id"].as_str().expect("id").to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// The agent's call, sent in the background (it is held until answered).
@@ -1104,12 +1058,7 @@ async fn a_held_call_goes_on_once_a_device_approves_it_and_only_once() {
 async fn a_denied_call_fails_and_never_reaches_the_upstream() {
     let w = world().await;
     let held = w.call_in_background("DELETE", "/repos/acme/widgets");
-    let id = loop {
-        if let Some(a) = w.approvals(&w.admin, "pending").await.first() {
-            break a["id"].as_str().expect("id").to_owned();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let id = w.pending_approval().await;
     let (status, body) = w.answer(&w.admin, &id, json!({"decision": "deny"})).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("denied")), "{body}");
     let (status, _, body) = held.await.expect("the agent's call ends");
@@ -1160,31 +1109,8 @@ async fn an_unanswered_call_times_out_with_a_retryable_error_and_a_late_answer_i
 async fn approving_for_a_window_hands_the_agent_a_standing_capability_for_its_next_calls() {
     let w = world().await;
     let held = w.call_in_background("GET", "/repos/acme/a");
-    let id = loop {
-        if let Some(a) = w.approvals(&w.admin, "pending").await.first() {
-            break a["id"].as_str().expect("id").to_owned();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    let grant = GrantId::random();
-    let (status, body) = TestBroker::send(w.broker.signed(
-        &w.admin,
-        "POST",
-        "/v1/grants",
-        Some(&json!({
-            "id": grant, "agent": w.agent, "credential": w.credential, "methods": ["GET"],
-            "path_patterns": ["/repos/**"], "expires_at": w.now() + 1800,
-        })),
-    ))
-    .await;
-    assert_eq!(status, 201, "grant for the window: {body}");
-    let standing = w.capability(&Grant {
-        methods: &[Method::Get],
-        paths: &["/repos/**"],
-        reuse: Reuse::Standing { grant },
-        not_before: w.now() - 5,
-        expires: w.now() + 1800,
-    });
+    let id = w.pending_approval().await;
+    let (_, standing) = w.standing_get(&w.admin, "/repos/**", 1800).await;
     let (status, body) =
         w.answer(&w.admin, &id, json!({"decision": "approve", "capability": standing})).await;
     assert_eq!(status, 200, "{body}");
@@ -1206,12 +1132,7 @@ async fn only_devices_that_may_authorise_see_a_held_call_and_a_wrong_capability_
     let w = world().await;
     let member = common::insert_member(&w.broker, &w.admin, "member").await;
     let held = w.call_in_background("GET", "/user");
-    let id = loop {
-        if let Some(a) = w.approvals(&w.admin, "pending").await.first() {
-            break a["id"].as_str().expect("id").to_owned();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let id = w.pending_approval().await;
     assert!(
         w.approvals(&member, "pending").await.is_empty(),
         "a shared credential's calls are approved by admins only"
@@ -1247,12 +1168,7 @@ async fn only_devices_that_may_authorise_see_a_held_call_and_a_wrong_capability_
 async fn an_agent_that_hangs_up_leaves_no_approval_pending() {
     let w = world().await;
     let held = w.call_in_background("GET", "/user");
-    loop {
-        if !w.approvals(&w.admin, "pending").await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    w.pending_approval().await;
     held.abort();
     let _ = held.await;
     let mut expired = false;
@@ -1276,12 +1192,7 @@ async fn shutting_down_ends_device_streams_and_lets_held_calls_go_with_a_retryab
     let w = world().await;
     let _stream = approval_stream(&w, &w.admin).await;
     let held = w.call_in_background("GET", "/user");
-    loop {
-        if !w.approvals(&w.admin, "pending").await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    w.pending_approval().await;
     // Graceful shutdown waits for open requests: an open stream or a held call must not hold
     // it up for the approval timeout (or forever).
     tokio::time::timeout(std::time::Duration::from_secs(10), w.broker.stop())

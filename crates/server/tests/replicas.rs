@@ -19,7 +19,9 @@ use common::agent_calls::{
     CountingUpstream, agent_get, broker_public_key, create_agent, create_shared_credential,
     register_standing_grant, shared_capability,
 };
-use common::{PgTestDatabase, TestBroker, TestDatabase, TestDevice, workspace_with_admin};
+use common::{
+    ApprovalStream, PgTestDatabase, TestBroker, TestDatabase, TestDevice, workspace_with_admin,
+};
 use latchkey_core::capability::Reuse;
 use latchkey_core::ids::{AgentId, CredentialId, GrantId};
 use latchkey_server::store::{Store, StoreError};
@@ -419,38 +421,14 @@ async fn a_call_held_on_one_replica_is_approved_through_the_other() {
         return;
     }
     let r = replicas().await;
-    let stream =
-        r.b.signed(&r.admin, "GET", "/v1/approvals/events", None)
-            .send()
-            .await
-            .expect("replica B answers");
-    assert_eq!(stream.status().as_u16(), 200, "the device's stream opens on replica B");
-    let mut stream = stream.bytes_stream();
-
+    // The device's stream is on replica B.
+    let mut stream = ApprovalStream::open(&r.b, &r.admin).await;
     let held = {
         let request = r.a.http.get(r.a.url(&format!("/p/{CREDENTIAL}/user"))).bearer_auth(&r.token);
         tokio::spawn(async move { TestBroker::send(request).await })
     };
-    let approval = {
-        use futures_util::StreamExt as _;
-        let read = async {
-            let mut buffer = String::new();
-            loop {
-                if let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    if let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) {
-                        return serde_json::from_str::<Value>(data).expect("event data is JSON");
-                    }
-                    continue;
-                }
-                let chunk = stream.next().await.expect("stream open").expect("chunk");
-                buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(10), read)
-            .await
-            .expect("replica B tells its device about a call held on replica A")
-    };
+    // Replica B tells its device about a call held on replica A.
+    let approval = stream.next().await;
     assert_eq!(approval["status"], "pending", "{approval}");
     assert_eq!(r.upstream.hits(), 0, "nothing forwarded while held");
 

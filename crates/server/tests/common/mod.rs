@@ -641,3 +641,53 @@ pub fn files_in(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     }
     files
 }
+
+/// A device's approval stream (`GET /v1/approvals/events`), read one `approval` event at a time.
+pub struct ApprovalStream {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+}
+
+impl ApprovalStream {
+    /// Opens `device`'s stream on `broker`.
+    pub async fn open(broker: &TestBroker, device: &TestDevice) -> Self {
+        let response = broker
+            .signed(device, "GET", "/v1/approvals/events", None)
+            .send()
+            .await
+            .expect("the broker answers");
+        assert_eq!(response.status().as_u16(), 200, "the approval stream opens");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "server-sent events, which any HTTP client can read"
+        );
+        Self { body: Box::pin(response.bytes_stream()), buffer: String::new() }
+    }
+
+    /// The next `approval` event's data, within 10 seconds.
+    pub async fn next(&mut self) -> Value {
+        use futures_util::StreamExt as _;
+        let read = async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    if block.lines().any(|l| l == "event: approval") {
+                        let data: String = block
+                            .lines()
+                            .filter_map(|l| l.strip_prefix("data: "))
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        return serde_json::from_str(&data).expect("event data is JSON");
+                    }
+                    continue;
+                }
+                let chunk = self.body.next().await.expect("the stream stays open").expect("chunk");
+                self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("an approval event arrives")
+    }
+}
