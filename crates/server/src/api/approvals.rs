@@ -352,8 +352,12 @@ async fn answer(
         // The holder re-reads its row on its own within a second.
         tracing::warn!(%error, "could not announce an answered approval");
     }
-    let current = state.store.approval(caller.workspace, id).await?.ok_or_else(no_such)?;
-    Ok(Json(current.into()))
+    // The update succeeded, so the row now stands exactly as written: no need to read it back.
+    let mut answered = record;
+    answered.status = if approved { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
+    answered.decided_at = Some(now);
+    answered.decided_by = Some(caller.device);
+    Ok(Json(answered.into()))
 }
 
 /// The capability is the caller's, for exactly the held call, valid now, and correctly signed.

@@ -13,9 +13,10 @@ use tokio::time::Instant;
 
 use super::{Call, now_ms};
 use crate::approvals::{POLL, Signal, SignalKind};
-use crate::audit::{AuditKind, Decision};
+use crate::audit::{AuditEvent, AuditKind, Decision};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
+use crate::store::StoreError;
 use crate::store::agents::AgentRecord;
 use crate::store::approvals::{ApprovalStatus, NewApproval};
 use crate::store::credentials::CredentialRecord;
@@ -115,7 +116,7 @@ pub(super) async fn hold(
         }
         if state.approvals.is_closing() {
             pending.armed = false;
-            expire(state, call, workspace, id, "broker_shutdown").await?;
+            expire(state, expired(call, workspace), id, "broker_shutdown").await?;
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "the broker is shutting down, so the call was not held any longer; retry",
@@ -124,7 +125,7 @@ pub(super) async fn hold(
         let now = Instant::now();
         if now >= deadline {
             pending.armed = false;
-            if expire(state, call, workspace, id, "approval_timeout").await? {
+            if expire(state, expired(call, workspace), id, "approval_timeout").await? {
                 return Err(timed_out(held.wait));
             }
             // Answered in the meantime: the next read takes the answer.
@@ -134,18 +135,18 @@ pub(super) async fn hold(
     }
 }
 
-/// Expires a pending approval, audits and announces it. `false`: it was answered first.
+/// Expires a pending approval, audits it (`event`, an `approval_expired` record of the call so
+/// far) and announces it. `false`: it was answered first, and nothing is audited.
 async fn expire(
     state: &SharedState,
-    call: &Call,
-    workspace: WorkspaceId,
+    mut event: AuditEvent,
     id: ApprovalId,
     reason: &str,
-) -> Result<bool, ApiError> {
+) -> Result<bool, StoreError> {
+    let workspace = event.workspace;
     if !state.store.expire_approval(workspace, id, state.now()).await? {
         return Ok(false);
     }
-    let mut event = call.event(workspace, AuditKind::ApprovalExpired, Decision::Denied, now_ms());
     event.approval_id = Some(id.to_string());
     event.reason_code = Some(reason.to_owned());
     if let Err(e) = state.audit.append(event).await {
@@ -156,6 +157,11 @@ async fn expire(
         tracing::warn!(error = %e, "could not announce an expired approval");
     }
     Ok(true)
+}
+
+/// The `approval_expired` record of `call` so far.
+fn expired(call: &Call, workspace: WorkspaceId) -> AuditEvent {
+    call.event(workspace, AuditKind::ApprovalExpired, Decision::Denied, now_ms())
 }
 
 fn timed_out(wait: Duration) -> ApiError {
@@ -183,24 +189,10 @@ impl Drop for Pending {
         }
         let (state, workspace, id) = (self.state.clone(), self.workspace, self.id);
         tokio::spawn(async move {
-            match state.store.expire_approval(workspace, id, state.now()).await {
-                Ok(true) => {
-                    let mut event = crate::audit::AuditEvent::new(
-                        workspace,
-                        now_ms(),
-                        AuditKind::ApprovalExpired,
-                    );
-                    event.decision = Some(Decision::Denied);
-                    event.approval_id = Some(id.to_string());
-                    event.reason_code = Some("caller_gone".to_owned());
-                    if let Err(e) = state.audit.append(event).await {
-                        tracing::error!(error = %e, "could not audit an abandoned approval");
-                    }
-                    let resolved = Signal { workspace, id, kind: SignalKind::Resolved };
-                    let _ = state.approvals.publish(&state.store, resolved).await;
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "could not expire an abandoned approval"),
+            let mut event = AuditEvent::new(workspace, now_ms(), AuditKind::ApprovalExpired);
+            event.decision = Some(Decision::Denied);
+            if let Err(e) = expire(&state, event, id, "caller_gone").await {
+                tracing::warn!(error = %e, "could not expire an abandoned approval");
             }
         });
     }
