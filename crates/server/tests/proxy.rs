@@ -1154,6 +1154,14 @@ async fn only_devices_that_may_authorise_see_a_held_call_and_a_wrong_capability_
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
     let (status, body) = w.answer(&w.admin, "not-a-uuid", json!({"decision": "deny"})).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) =
+        TestBroker::send(w.broker.signed(&w.admin, "GET", "/v1/approvals?status=bogus", None))
+            .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_request")),
+        "an unknown listing status is refused by name: {body}"
+    );
 
     let pending = w.approvals(&w.admin, "pending").await;
     assert_eq!(pending.len(), 1, "refused answers leave the approval pending: {pending:?}");

@@ -368,6 +368,14 @@ mod tests {
     }
 
     #[test]
+    fn the_listening_url_never_shows_its_password() {
+        let url = ListenUrl("postgres://svc:CANARYpassw0rd@db.internal/latchkey".into());
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("CANARYpassw0rd"), "Debug must not print the password: {shown}");
+        assert!(!shown.contains("db.internal"), "nor anything else of the URL: {shown}");
+    }
+
+    #[test]
     fn locations_choose_the_backend() {
         assert!(is_postgres_url("postgres://svc@db/latchkey"));
         assert!(is_postgres_url("postgresql://svc@db/latchkey"));
