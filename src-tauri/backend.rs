@@ -1,0 +1,165 @@
+//! What the commands need from the client library, as one trait: the live implementation
+//! ([`crate::live::Live`]) calls `latchkey-client` against the broker; tests drive the command
+//! adapters and the tray over an in-memory fake.
+
+use async_trait::async_trait;
+use latchkey_client::api::Role;
+use latchkey_core::secret::SecretBytes;
+
+use crate::error::CommandError;
+use crate::view::{
+    Agent, AppStatus, Approval, AuditRow, AuditVerdict, Grant, Integration, Invite, Member,
+    NewAgent, RotationProgress, RotationResult,
+};
+
+/// A command's result.
+pub type Outcome<T> = Result<T, CommandError>;
+
+/// Creating a workspace.
+#[derive(Debug, Clone)]
+pub struct NewWorkspace {
+    pub workspace_name: String,
+    pub member_name: String,
+    pub device_name: String,
+    /// `None`: the broker embedded in this app.
+    pub team_server_url: Option<String>,
+}
+
+/// Joining a workspace with an invite code.
+#[derive(Debug)]
+pub struct JoinRequest {
+    pub server_url: String,
+    /// A one-time code: zeroized when dropped.
+    pub invite_code: latchkey_client::api::InviteCode,
+    /// `None`: joining as another device of an existing member (the invite says which).
+    pub member_name: Option<String>,
+    pub device_name: String,
+}
+
+/// Adding an API key.
+#[derive(Debug)]
+pub struct NewKey {
+    pub provider: String,
+    pub name: String,
+    /// The key the person typed: zeroized when dropped, sealed on this device.
+    pub secret: SecretBytes,
+    pub shared: bool,
+    pub base_url: Option<String>,
+}
+
+/// Connecting an OAuth integration.
+#[derive(Debug)]
+pub struct NewConnection {
+    pub provider: String,
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretBytes>,
+    pub scopes: Option<Vec<String>>,
+    pub shared: bool,
+}
+
+/// A standing grant to issue.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub agent: String,
+    pub credential: String,
+    pub methods: Vec<String>,
+    pub path_patterns: Vec<String>,
+    pub duration_secs: u64,
+}
+
+/// A listing of the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub agent: Option<String>,
+    pub credential: Option<String>,
+    pub decision: Option<String>,
+    /// Unix seconds.
+    pub since: Option<u64>,
+    pub limit: u32,
+}
+
+/// A policy to save.
+#[derive(Debug, Clone)]
+pub struct PolicyDraft {
+    pub id: String,
+    pub description: String,
+    pub source: String,
+    pub enabled: bool,
+}
+
+/// A hypothetical call to check against the policies.
+#[derive(Debug, Clone)]
+pub struct CallCheck {
+    pub agent: String,
+    pub credential: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// What the commands do. Every method takes the caller's input already parsed into owned
+/// values and returns what the UI is shown.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The app's state (never fails: an unreachable broker is part of the state).
+    async fn status(&self) -> AppStatus;
+    /// Creates a workspace on this computer's embedded broker or a team server.
+    async fn create_workspace(&self, new: NewWorkspace) -> Outcome<AppStatus>;
+    /// Joins a workspace; returns this device's fingerprint to read to the admin.
+    async fn join_workspace(&self, join: JoinRequest) -> Outcome<String>;
+    /// Takes the keys an admin wrapped to this device, from the admin device whose fingerprint
+    /// the person read off its screen.
+    async fn finish_join(&self, admin_fingerprint: String) -> Outcome<AppStatus>;
+
+    async fn integrations(&self) -> Outcome<Vec<Integration>>;
+    async fn add_api_key(&self, key: NewKey) -> Outcome<Integration>;
+    /// Runs the OAuth sign-in in the system browser.
+    async fn connect(&self, connection: NewConnection) -> Outcome<Integration>;
+    /// Ends a sign-in under way.
+    async fn cancel_connect(&self);
+    /// Revokes at the provider (where it can), then deletes. Returns whether the provider
+    /// confirmed the revocation.
+    async fn disconnect(&self, id: String, force: bool) -> Outcome<bool>;
+
+    async fn agents(&self) -> Outcome<Vec<Agent>>;
+    async fn create_agent(&self, name: String) -> Outcome<NewAgent>;
+    async fn regenerate_agent(&self, id: String) -> Outcome<NewAgent>;
+    async fn revoke_agent(&self, id: String) -> Outcome<()>;
+    async fn create_grant(&self, grant: NewGrant) -> Outcome<Grant>;
+    async fn revoke_grant(&self, id: String) -> Outcome<()>;
+
+    async fn approvals(&self, all: bool) -> Outcome<Vec<Approval>>;
+    async fn approve_once(&self, id: String) -> Outcome<Approval>;
+    async fn approve_for(&self, id: String, duration_secs: u64) -> Outcome<Approval>;
+    async fn deny(&self, id: String) -> Outcome<Approval>;
+
+    async fn policies(&self) -> Outcome<Vec<crate::view::Policy>>;
+    async fn save_policy(&self, draft: PolicyDraft) -> Outcome<crate::view::Policy>;
+    async fn delete_policy(&self, id: String) -> Outcome<()>;
+    async fn check_call(&self, call: CallCheck) -> Outcome<crate::view::CheckResult>;
+
+    async fn audit(&self, query: AuditQuery) -> Outcome<Vec<AuditRow>>;
+    async fn verify_audit(&self) -> Outcome<AuditVerdict>;
+    /// The whole log as JSONL or CSV text.
+    async fn export_audit(&self, csv: bool) -> Outcome<String>;
+
+    async fn members(&self) -> Outcome<Vec<Member>>;
+    async fn create_invite(&self, role: Role) -> Outcome<Invite>;
+    async fn admit_device(&self, device: String, fingerprint: String) -> Outcome<Vec<Member>>;
+    async fn remove_member(&self, id: String, rotate: bool) -> Outcome<Vec<Member>>;
+    async fn remove_device(&self, id: String, rotate: bool) -> Outcome<Vec<Member>>;
+
+    /// Rotates the workspace key and this member's key, reporting each step.
+    async fn rotate_keys(
+        &self,
+        progress: Box<dyn Fn(RotationProgress) + Send + Sync>,
+    ) -> Outcome<RotationResult>;
+    /// Writes a recovery kit sealed with `passphrase` to `path`.
+    async fn export_recovery_kit(
+        &self,
+        passphrase: SecretBytes,
+        path: std::path::PathBuf,
+    ) -> Outcome<()>;
+    /// Pulls or releases the workspace's kill switch.
+    async fn set_paused(&self, paused: bool) -> Outcome<AppStatus>;
+}

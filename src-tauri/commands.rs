@@ -1,0 +1,422 @@
+//! The commands the UI invokes: each parses its input, calls the [`Backend`] and returns what
+//! the UI is shown. Argument names arrive in camelCase (`workspaceName`), as Tauri maps them.
+
+use std::sync::Arc;
+
+use latchkey_client::api::{InviteCode, Role};
+use latchkey_client::catalog::Catalog;
+use latchkey_core::secret::SecretBytes;
+use serde::Serialize;
+use tauri::{AppHandle, Emitter as _, Manager as _, Runtime, State};
+
+use crate::backend::{
+    AuditQuery, Backend, CallCheck, JoinRequest, NewConnection, NewGrant, NewKey, NewWorkspace,
+    Outcome, PolicyDraft,
+};
+use crate::error::CommandError;
+use crate::view::{
+    Agent, AppStatus, Approval, AuditRow, AuditVerdict, CheckResult, Grant, Integration, Invite,
+    Member, NewAgent, Policy, PolicyTemplate, Provider, RotationResult,
+};
+use crate::{events, templates};
+
+/// The backend the commands use.
+#[derive(Clone)]
+pub struct Shell {
+    pub backend: Arc<dyn Backend>,
+}
+
+impl std::fmt::Debug for Shell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shell")
+    }
+}
+
+/// A path written for the person (an export), as the UI shows it.
+#[derive(Debug, Serialize)]
+pub struct Saved {
+    pub path: String,
+}
+
+#[tauri::command]
+pub async fn app_status(shell: State<'_, Shell>) -> Outcome<AppStatus> {
+    Ok(shell.backend.status().await)
+}
+
+#[tauri::command]
+pub async fn create_workspace<R: Runtime>(
+    app: AppHandle<R>,
+    shell: State<'_, Shell>,
+    workspace_name: String,
+    member_name: String,
+    device_name: String,
+    team_server_url: Option<String>,
+) -> Outcome<AppStatus> {
+    let new = NewWorkspace {
+        workspace_name,
+        member_name,
+        device_name,
+        team_server_url: team_server_url.filter(|u| !u.trim().is_empty()),
+    };
+    let status = shell.backend.create_workspace(new).await?;
+    events::status_changed(&app, &status);
+    Ok(status)
+}
+
+#[tauri::command]
+pub async fn join_workspace(
+    shell: State<'_, Shell>,
+    server_url: String,
+    invite_code: String,
+    member_name: Option<String>,
+    device_name: String,
+) -> Outcome<JoinStarted> {
+    let invite_code: InviteCode = invite_code
+        .parse()
+        .map_err(|e: latchkey_client::api::InviteCodeError| CommandError::invalid(e.to_string()))?;
+    let fingerprint = shell
+        .backend
+        .join_workspace(JoinRequest { server_url, invite_code, member_name, device_name })
+        .await?;
+    Ok(JoinStarted { fingerprint })
+}
+
+/// A device that joined and waits to be admitted.
+#[derive(Debug, Serialize)]
+pub struct JoinStarted {
+    /// This device's fingerprint, to read to the admin.
+    pub fingerprint: String,
+}
+
+#[tauri::command]
+pub async fn finish_join<R: Runtime>(
+    app: AppHandle<R>,
+    shell: State<'_, Shell>,
+    admin_fingerprint: String,
+) -> Outcome<AppStatus> {
+    let status = shell.backend.finish_join(admin_fingerprint).await?;
+    events::status_changed(&app, &status);
+    Ok(status)
+}
+
+#[tauri::command]
+pub fn list_providers(query: String) -> Vec<Provider> {
+    let catalog = Catalog::builtin();
+    if query.trim().is_empty() {
+        catalog.iter().map(Provider::from).collect()
+    } else {
+        catalog.search(query.trim()).into_iter().map(Provider::from).collect()
+    }
+}
+
+#[tauri::command]
+pub async fn list_integrations(shell: State<'_, Shell>) -> Outcome<Vec<Integration>> {
+    shell.backend.integrations().await
+}
+
+#[tauri::command]
+pub async fn add_api_key(
+    shell: State<'_, Shell>,
+    provider: String,
+    name: String,
+    secret: String,
+    shared: bool,
+    base_url: Option<String>,
+) -> Outcome<Integration> {
+    // The key moves into zeroizing storage at once; the String's buffer is wiped too.
+    let secret = SecretBytes::from_zeroizing(zeroize::Zeroizing::new(secret.into_bytes()));
+    shell.backend.add_api_key(NewKey { provider, name, secret, shared, base_url }).await
+}
+
+#[tauri::command]
+#[allow(clippy::too_many_arguments, reason = "one argument per form field, as the UI sends them")]
+pub async fn connect_oauth(
+    shell: State<'_, Shell>,
+    provider: String,
+    name: String,
+    client_id: String,
+    client_secret: Option<String>,
+    scopes: Option<Vec<String>>,
+    shared: bool,
+) -> Outcome<Integration> {
+    let client_secret = client_secret
+        .filter(|s| !s.is_empty())
+        .map(|s| SecretBytes::from_zeroizing(zeroize::Zeroizing::new(s.into_bytes())));
+    shell
+        .backend
+        .connect(NewConnection { provider, name, client_id, client_secret, scopes, shared })
+        .await
+}
+
+#[tauri::command]
+pub async fn cancel_connect(shell: State<'_, Shell>) -> Outcome<()> {
+    shell.backend.cancel_connect().await;
+    Ok(())
+}
+
+/// What a disconnect did at the provider.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disconnected {
+    pub revoked_at_provider: bool,
+}
+
+#[tauri::command]
+pub async fn disconnect(shell: State<'_, Shell>, id: String, force: bool) -> Outcome<Disconnected> {
+    let revoked_at_provider = shell.backend.disconnect(id, force).await?;
+    Ok(Disconnected { revoked_at_provider })
+}
+
+#[tauri::command]
+pub async fn list_agents(shell: State<'_, Shell>) -> Outcome<Vec<Agent>> {
+    shell.backend.agents().await
+}
+
+#[tauri::command]
+pub async fn create_agent(shell: State<'_, Shell>, name: String) -> Outcome<NewAgent> {
+    shell.backend.create_agent(name).await
+}
+
+#[tauri::command]
+pub async fn regenerate_agent(shell: State<'_, Shell>, id: String) -> Outcome<NewAgent> {
+    shell.backend.regenerate_agent(id).await
+}
+
+#[tauri::command]
+pub async fn revoke_agent(shell: State<'_, Shell>, id: String) -> Outcome<()> {
+    shell.backend.revoke_agent(id).await
+}
+
+#[tauri::command]
+pub async fn create_grant(
+    shell: State<'_, Shell>,
+    agent: String,
+    credential: String,
+    methods: Vec<String>,
+    path_patterns: Vec<String>,
+    duration_secs: u64,
+) -> Outcome<Grant> {
+    if methods.is_empty() {
+        return Err(CommandError::invalid("choose at least one method"));
+    }
+    if path_patterns.iter().all(|p| p.trim().is_empty()) {
+        return Err(CommandError::invalid("give at least one path pattern, e.g. /repos/*"));
+    }
+    let path_patterns = path_patterns.into_iter().filter(|p| !p.trim().is_empty()).collect();
+    shell
+        .backend
+        .create_grant(NewGrant { agent, credential, methods, path_patterns, duration_secs })
+        .await
+}
+
+#[tauri::command]
+pub async fn revoke_grant(shell: State<'_, Shell>, id: String) -> Outcome<()> {
+    shell.backend.revoke_grant(id).await
+}
+
+#[tauri::command]
+pub async fn list_approvals(shell: State<'_, Shell>, all: bool) -> Outcome<Vec<Approval>> {
+    shell.backend.approvals(all).await
+}
+
+#[tauri::command]
+pub async fn approve_once(shell: State<'_, Shell>, id: String) -> Outcome<Approval> {
+    shell.backend.approve_once(id).await
+}
+
+#[tauri::command]
+pub async fn approve_for(
+    shell: State<'_, Shell>,
+    id: String,
+    duration_secs: u64,
+) -> Outcome<Approval> {
+    shell.backend.approve_for(id, duration_secs).await
+}
+
+#[tauri::command]
+pub async fn deny(shell: State<'_, Shell>, id: String) -> Outcome<Approval> {
+    shell.backend.deny(id).await
+}
+
+#[tauri::command]
+pub async fn list_policies(shell: State<'_, Shell>) -> Outcome<Vec<Policy>> {
+    shell.backend.policies().await
+}
+
+#[tauri::command]
+pub fn policy_templates() -> Vec<PolicyTemplate> {
+    templates::TEMPLATES.to_vec()
+}
+
+#[tauri::command]
+pub async fn save_policy(
+    shell: State<'_, Shell>,
+    id: String,
+    description: String,
+    source: String,
+    enabled: bool,
+) -> Outcome<Policy> {
+    shell.backend.save_policy(PolicyDraft { id, description, source, enabled }).await
+}
+
+#[tauri::command]
+pub async fn delete_policy(shell: State<'_, Shell>, id: String) -> Outcome<()> {
+    shell.backend.delete_policy(id).await
+}
+
+#[tauri::command]
+pub async fn check_call(
+    shell: State<'_, Shell>,
+    agent: String,
+    credential: String,
+    method: String,
+    path: String,
+) -> Outcome<CheckResult> {
+    shell.backend.check_call(CallCheck { agent, credential, method, path }).await
+}
+
+#[tauri::command]
+pub async fn list_audit(
+    shell: State<'_, Shell>,
+    agent: Option<String>,
+    credential: Option<String>,
+    decision: Option<String>,
+    since: Option<u64>,
+    limit: u32,
+) -> Outcome<Vec<AuditRow>> {
+    if decision.as_deref().is_some_and(|d| d != "allowed" && d != "denied") {
+        return Err(CommandError::invalid("decision is allowed or denied"));
+    }
+    shell.backend.audit(AuditQuery { agent, credential, decision, since, limit }).await
+}
+
+#[tauri::command]
+pub async fn verify_audit(shell: State<'_, Shell>) -> Outcome<AuditVerdict> {
+    shell.backend.verify_audit().await
+}
+
+#[tauri::command]
+pub async fn export_audit<R: Runtime>(
+    app: AppHandle<R>,
+    shell: State<'_, Shell>,
+    format: String,
+) -> Outcome<Saved> {
+    let csv = match format.as_str() {
+        "csv" => true,
+        "jsonl" => false,
+        other => {
+            return Err(CommandError::invalid(format!("export format {other:?}: jsonl or csv")));
+        }
+    };
+    let text = shell.backend.export_audit(csv).await?;
+    let path = export_path(&app, &format!("latchkey-audit.{format}"))?;
+    std::fs::write(&path, text).map_err(|e| {
+        CommandError::new(
+            crate::error::codes::FAILED,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })?;
+    Ok(Saved { path: path.display().to_string() })
+}
+
+#[tauri::command]
+pub async fn list_members(shell: State<'_, Shell>) -> Outcome<Vec<Member>> {
+    shell.backend.members().await
+}
+
+#[tauri::command]
+pub async fn create_invite(shell: State<'_, Shell>, role: Role) -> Outcome<Invite> {
+    shell.backend.create_invite(role).await
+}
+
+#[tauri::command]
+pub async fn admit_device(
+    shell: State<'_, Shell>,
+    device_id: String,
+    fingerprint: String,
+) -> Outcome<Vec<Member>> {
+    shell.backend.admit_device(device_id, fingerprint).await
+}
+
+#[tauri::command]
+pub async fn remove_member(
+    shell: State<'_, Shell>,
+    id: String,
+    rotate: bool,
+) -> Outcome<Vec<Member>> {
+    shell.backend.remove_member(id, rotate).await
+}
+
+#[tauri::command]
+pub async fn remove_device(
+    shell: State<'_, Shell>,
+    id: String,
+    rotate: bool,
+) -> Outcome<Vec<Member>> {
+    shell.backend.remove_device(id, rotate).await
+}
+
+#[tauri::command]
+pub async fn rotate_keys<R: Runtime>(
+    app: AppHandle<R>,
+    shell: State<'_, Shell>,
+) -> Outcome<RotationResult> {
+    let emitter = app.clone();
+    let progress = Box::new(move |step| {
+        let _ = emitter.emit(events::ROTATION_PROGRESS, step);
+    });
+    shell.backend.rotate_keys(progress).await
+}
+
+#[tauri::command]
+pub async fn export_recovery_kit<R: Runtime>(
+    app: AppHandle<R>,
+    shell: State<'_, Shell>,
+    passphrase: String,
+) -> Outcome<Saved> {
+    let passphrase = SecretBytes::from_zeroizing(zeroize::Zeroizing::new(passphrase.into_bytes()));
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = export_path(&app, &format!("latchkey-recovery-kit-{stamp}.txt"))?;
+    shell.backend.export_recovery_kit(passphrase, path.clone()).await?;
+    Ok(Saved { path: path.display().to_string() })
+}
+
+#[tauri::command]
+pub async fn set_paused<R: Runtime>(
+    app: AppHandle<R>,
+    shell: State<'_, Shell>,
+    paused: bool,
+) -> Outcome<AppStatus> {
+    let status = shell.backend.set_paused(paused).await?;
+    events::status_changed(&app, &status);
+    Ok(status)
+}
+
+#[tauri::command]
+pub fn open_external(url: String) -> Outcome<()> {
+    let parsed = url::Url::parse(&url)
+        .map_err(|_| CommandError::invalid(format!("{url:?} is not a URL")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(CommandError::invalid("only http and https links open in the browser"));
+    }
+    latchkey_client::oauth::BrowserLauncher::open(&latchkey_client::oauth::SystemBrowser, &parsed)
+        .map_err(|e| CommandError::new(crate::error::codes::FAILED, e.to_string()))
+}
+
+/// Where exports go: `LATCHKEY_DESKTOP_EXPORT_DIR`, else the Downloads folder, else home.
+fn export_path<R: Runtime>(app: &AppHandle<R>, file: &str) -> Outcome<std::path::PathBuf> {
+    let dir = std::env::var_os("LATCHKEY_DESKTOP_EXPORT_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| app.path().download_dir().ok())
+        .or_else(|| app.path().home_dir().ok())
+        .ok_or_else(|| CommandError::new(crate::error::codes::FAILED, "no folder to save to"))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        CommandError::new(
+            crate::error::codes::FAILED,
+            format!("cannot create {}: {e}", dir.display()),
+        )
+    })?;
+    Ok(dir.join(file))
+}

@@ -1,0 +1,300 @@
+//! The one error shape the UI sees: `{code, message}` (plus Cedar's problems for a refused
+//! policy). Codes are stable; messages are written for a person and say what to do next.
+//!
+//! Client-library errors are classified by walking their `source` chain, the way the CLI picks
+//! its exit code, so a broker's own code (`agent_revoked`, `approval_closed`, ...) reaches the UI
+//! unchanged. No message here is built from a secret: the client library's errors never carry
+//! key material, and this module only reads their `Display`.
+
+use latchkey_client::access::AccessError;
+use latchkey_client::api::{ClientError, PolicyProblem};
+use latchkey_client::approvals::ApprovalError;
+use latchkey_client::connection::ConnectError;
+use latchkey_client::keychain::KeychainError;
+use latchkey_client::oauth::OAuthError;
+use latchkey_client::policies::PolicyError;
+use latchkey_client::profile::ProfileError;
+use latchkey_client::recovery::RecoveryKitError;
+use latchkey_client::workspace::WorkspaceError;
+use serde::Serialize;
+
+/// Stable error codes of the desktop shell's own refusals (the broker's codes pass through).
+pub mod codes {
+    /// The request from the UI is not well formed (an id, a URL, a duration).
+    pub const INVALID_INPUT: &str = "invalid_input";
+    /// This computer has no workspace yet.
+    pub const NOT_SET_UP: &str = "not_set_up";
+    /// This computer already belongs to a workspace.
+    pub const ALREADY_SET_UP: &str = "already_set_up";
+    /// The broker cannot be reached.
+    pub const BROKER_UNREACHABLE: &str = "broker_unreachable";
+    /// The embedded broker could not start.
+    pub const BROKER_START_FAILED: &str = "broker_start_failed";
+    /// The OS keychain is locked.
+    pub const KEYCHAIN_LOCKED: &str = "keychain_locked";
+    /// The OS keychain is absent or failed.
+    pub const KEYCHAIN_UNAVAILABLE: &str = "keychain_unavailable";
+    /// A key this device should hold is missing or corrupt.
+    pub const KEY_MISSING: &str = "key_missing";
+    /// No credential, agent, approval or member has that name or id.
+    pub const NOT_FOUND: &str = "not_found";
+    /// The device joined but no admin has admitted it yet.
+    pub const NOT_ADMITTED_YET: &str = "not_admitted_yet";
+    /// A Cedar policy did not validate; `problems` says where.
+    pub const POLICY_INVALID: &str = "policy_invalid";
+    /// The approval was already answered or expired.
+    pub const APPROVAL_CLOSED: &str = "approval_closed";
+    /// The sign-in at the provider did not finish in time.
+    pub const OAUTH_TIMEOUT: &str = "oauth_timeout";
+    /// The sign-in at the provider failed or was refused.
+    pub const OAUTH_FAILED: &str = "oauth_failed";
+    /// A sign-in is already under way.
+    pub const CONNECT_IN_PROGRESS: &str = "connect_in_progress";
+    /// The person cancelled the sign-in.
+    pub const CONNECT_CANCELLED: &str = "connect_cancelled";
+    /// The provider did not confirm the revocation; nothing was deleted.
+    pub const REVOCATION_FAILED: &str = "revocation_failed";
+    /// Anything else: the message says what happened.
+    pub const FAILED: &str = "failed";
+}
+
+/// A refused command, as the UI receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message} ({code})")]
+pub struct CommandError {
+    /// Stable, machine-readable code.
+    pub code: String,
+    /// What happened and what to do next, for a person.
+    pub message: String,
+    /// For `policy_invalid`: where Cedar found problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<Problem>,
+}
+
+/// One problem in a Cedar policy, positioned for the editor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// What is wrong.
+    pub message: String,
+    /// 1-based line, when Cedar gave a position.
+    pub line: Option<u32>,
+    /// 1-based column, when Cedar gave a position.
+    pub column: Option<u32>,
+}
+
+impl CommandError {
+    /// An error with `code` and `message`.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self { code: code.to_owned(), message: message.into(), problems: Vec::new() }
+    }
+
+    /// The UI sent something that is not well formed.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(codes::INVALID_INPUT, message)
+    }
+
+    /// Classifies a client-library (or any) error by its source chain.
+    pub fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let code = classify(error);
+        let problems = chain(error)
+            .find_map(|e| match e.downcast_ref::<PolicyError>() {
+                Some(PolicyError::Refused { problems }) => Some(problems.as_slice()),
+                _ => None,
+            })
+            .map(|problems| problems.iter().map(Problem::from).collect())
+            .unwrap_or_default();
+        Self { code, message: message(error), problems }
+    }
+}
+
+impl From<&PolicyProblem> for Problem {
+    fn from(problem: &PolicyProblem) -> Self {
+        let message = match &problem.help {
+            Some(help) => format!("{} ({help})", problem.message),
+            None => problem.message.clone(),
+        };
+        Self { message, line: problem.line, column: problem.column }
+    }
+}
+
+macro_rules! from_client_errors {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for CommandError {
+            fn from(error: $error) -> Self {
+                Self::from_error(&error)
+            }
+        }
+    )*};
+}
+
+from_client_errors!(
+    AccessError,
+    ApprovalError,
+    ClientError,
+    ConnectError,
+    KeychainError,
+    PolicyError,
+    ProfileError,
+    RecoveryKitError,
+    WorkspaceError,
+    latchkey_client::catalog::CatalogError,
+    latchkey_client::api::BrokerUrlError,
+);
+
+fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
+}
+
+/// The error's message: each cause's text once, outermost first (wrappers that repeat their
+/// source's text add nothing).
+fn message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = String::new();
+    for cause in chain(error) {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
+/// The error a transparent wrapper stands for. `#[error(transparent)]` forwards `source()` to
+/// the inner error's own source, so the inner error itself never shows up in the chain.
+fn peel<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error::Error + 'static) {
+    if let Some(e) = error.downcast_ref::<AccessError>() {
+        match e {
+            AccessError::Workspace(inner) => return peel(inner),
+            AccessError::Broker(inner) => return inner,
+            _ => {}
+        }
+    } else if let Some(e) = error.downcast_ref::<WorkspaceError>() {
+        match e {
+            WorkspaceError::Keychain(inner) => return inner,
+            WorkspaceError::Broker(inner) => return inner,
+            WorkspaceError::Profile(inner) => return inner,
+            _ => {}
+        }
+    } else if let Some(ApprovalError::Access(inner)) = error.downcast_ref::<ApprovalError>() {
+        return peel(inner);
+    } else if let Some(e) = error.downcast_ref::<PolicyError>() {
+        match e {
+            PolicyError::Access(inner) => return peel(inner),
+            PolicyError::Broker(inner) => return inner,
+            _ => {}
+        }
+    } else if let Some(ConnectError::Access(inner)) = error.downcast_ref::<ConnectError>() {
+        return peel(inner);
+    } else if let Some(RecoveryKitError::Workspace(inner)) =
+        error.downcast_ref::<RecoveryKitError>()
+    {
+        return peel(inner);
+    }
+    error
+}
+
+fn classify(error: &(dyn std::error::Error + 'static)) -> String {
+    for cause in chain(error) {
+        let cause = peel(cause);
+        let code = if let Some(e) = cause.downcast_ref::<ClientError>() {
+            Some(client(e))
+        } else if let Some(e) = cause.downcast_ref::<KeychainError>() {
+            Some(keychain(e))
+        } else if let Some(e) = cause.downcast_ref::<ProfileError>() {
+            profile(e)
+        } else if let Some(e) = cause.downcast_ref::<AccessError>() {
+            matches!(e, AccessError::UnknownCredential(_)).then(|| codes::NOT_FOUND.to_owned())
+        } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {
+            match e {
+                ApprovalError::Closed { .. } => Some(codes::APPROVAL_CLOSED.to_owned()),
+                ApprovalError::NotFound(_) => Some(codes::NOT_FOUND.to_owned()),
+                _ => None,
+            }
+        } else if let Some(e) = cause.downcast_ref::<PolicyError>() {
+            matches!(e, PolicyError::Refused { .. }).then(|| codes::POLICY_INVALID.to_owned())
+        } else if let Some(e) = cause.downcast_ref::<ConnectError>() {
+            match e {
+                ConnectError::RevocationFailed { .. } => Some(codes::REVOCATION_FAILED.to_owned()),
+                ConnectError::OAuth(OAuthError::Timeout(_)) => {
+                    Some(codes::OAUTH_TIMEOUT.to_owned())
+                }
+                ConnectError::OAuth(_) => Some(codes::OAUTH_FAILED.to_owned()),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(code) = code {
+            return code;
+        }
+    }
+    codes::FAILED.to_owned()
+}
+
+fn client(error: &ClientError) -> String {
+    match error {
+        ClientError::Api(api) => api.code.clone(),
+        ClientError::Transport { .. } => codes::BROKER_UNREACHABLE.to_owned(),
+        _ => codes::FAILED.to_owned(),
+    }
+}
+
+fn keychain(error: &KeychainError) -> String {
+    match error {
+        KeychainError::Locked => codes::KEYCHAIN_LOCKED,
+        KeychainError::Missing { .. } | KeychainError::Corrupt { .. } => codes::KEY_MISSING,
+        _ => codes::KEYCHAIN_UNAVAILABLE,
+    }
+    .to_owned()
+}
+
+fn profile(error: &ProfileError) -> Option<String> {
+    match error {
+        ProfileError::NotSetUp { .. } => Some(codes::NOT_SET_UP.to_owned()),
+        ProfileError::AlreadySetUp { .. } => Some(codes::ALREADY_SET_UP.to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keychain_error_inside_a_workspace_error_keeps_its_specific_code() {
+        let error = WorkspaceError::Keychain(KeychainError::Locked);
+        let shown = CommandError::from(error);
+        assert_eq!(shown.code, codes::KEYCHAIN_LOCKED, "the UI offers 'unlock' only on this code");
+        assert!(
+            shown.message.contains("unlock your keychain"),
+            "the message must say how to fix it: {}",
+            shown.message
+        );
+    }
+
+    #[test]
+    fn the_message_does_not_repeat_a_transparent_wrapper() {
+        let error = AccessError::Workspace(WorkspaceError::Keychain(KeychainError::NoKeychain));
+        let shown = CommandError::from(error);
+        assert_eq!(shown.code, codes::KEYCHAIN_UNAVAILABLE);
+        assert_eq!(
+            shown.message.matches("no OS keychain is available").count(),
+            1,
+            "each cause appears once: {}",
+            shown.message
+        );
+    }
+
+    #[test]
+    fn serialises_to_code_and_message_only_without_problems() {
+        let json = serde_json::to_value(CommandError::new(codes::NOT_FOUND, "no agent x"))
+            .expect("plain strings serialise");
+        assert_eq!(json, serde_json::json!({"code": "not_found", "message": "no agent x"}));
+    }
+}

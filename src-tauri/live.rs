@@ -1,0 +1,779 @@
+//! The live [`Backend`]: the client library against the broker (embedded or a team server),
+//! keys in the OS keychain.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use latchkey_client::access::{self, GrantTerms, NewApiKey, grant_standing};
+use latchkey_client::api::{
+    AuditFilter, BrokerClient, BrokerUrl, GrantKind, InviteFor, NewPolicy, PolicyId, Role,
+};
+use latchkey_client::approvals;
+use latchkey_client::catalog::Catalog;
+use latchkey_client::connection::{
+    self, ConnectRequest, CustomEndpoints, DisconnectOptions, RevocationOutcome,
+};
+use latchkey_client::keychain::{SecretServiceStore, SharedKeyStore};
+use latchkey_client::oauth::{BrowserLauncher, FlowOptions};
+use latchkey_client::policies::{self, CallToCheck};
+use latchkey_client::profile::Profile;
+use latchkey_client::recovery;
+use latchkey_client::rotation::{self, RotationProgress as Step, RotationScope};
+use latchkey_client::workspace::{self, Joining};
+use latchkey_core::capability::Method;
+use latchkey_core::fingerprint::Fingerprint;
+use latchkey_core::ids::{AgentId, ApprovalId, CredentialId, DeviceId, GrantId, MemberId};
+use latchkey_core::secret::SecretBytes;
+use tokio::sync::{Mutex, oneshot};
+
+use crate::backend::{
+    AuditQuery, Backend, CallCheck, JoinRequest, NewConnection, NewGrant, NewKey, NewWorkspace,
+    Outcome, PolicyDraft,
+};
+use crate::embedded::Embedded;
+use crate::error::{CommandError, codes};
+use crate::view::{
+    self, Agent, AppStatus, Approval, AuditRow, AuditVerdict, BrokerView, CheckResult, Grant,
+    Integration, Invite, Member, NewAgent, RotationProgress, RotationResult, WorkspaceView,
+};
+
+/// Where the live backend keeps things and how it opens the browser.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The profile (keychain namespace and configuration file).
+    pub profile: Profile,
+    /// The embedded broker's data directory.
+    pub broker_dir: PathBuf,
+    /// The embedded broker's address.
+    pub broker_listen: SocketAddr,
+}
+
+/// The live backend.
+pub struct Live {
+    settings: Settings,
+    browser: Arc<dyn BrowserLauncher>,
+    store: Mutex<Option<SharedKeyStore>>,
+    embedded: Mutex<Option<Embedded>>,
+    connecting: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    /// A backend for `settings` that opens sign-in pages with `browser`.
+    pub fn new(settings: Settings, browser: Arc<dyn BrowserLauncher>) -> Self {
+        Self {
+            settings,
+            browser,
+            store: Mutex::new(None),
+            embedded: Mutex::new(None),
+            connecting: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn profile(&self) -> &Profile {
+        &self.settings.profile
+    }
+
+    /// The profile this backend serves.
+    pub fn profile_ref(&self) -> &Profile {
+        &self.settings.profile
+    }
+
+    /// Whether this computer belongs to a workspace.
+    pub fn is_set_up(&self) -> bool {
+        self.profile().is_set_up()
+    }
+
+    /// Agent ids to names; empty when the broker cannot say (the UI then shows ids).
+    pub async fn agent_names_or_ids(&self) -> HashMap<String, String> {
+        match self.client().await {
+            Ok(client) => self.agent_names(&client).await.unwrap_or_default(),
+            Err(_) => HashMap::new(),
+        }
+    }
+
+    /// The embedded broker's URL (whether or not it runs).
+    pub fn embedded_url(&self) -> String {
+        format!("http://{}", self.settings.broker_listen)
+    }
+
+    /// Whether this profile's workspace lives on the embedded broker.
+    pub fn is_local(&self) -> bool {
+        self.profile()
+            .load_config()
+            .is_ok_and(|c| same_origin(c.broker_url.as_str(), &self.embedded_url()))
+    }
+
+    /// Starts the embedded broker if this profile's workspace lives on it (at launch).
+    pub async fn start_if_local(&self) -> Outcome<()> {
+        if self.is_local() { self.ensure_embedded().await.map(drop) } else { Ok(()) }
+    }
+
+    /// Starts the embedded broker unless it runs; returns its URL.
+    async fn ensure_embedded(&self) -> Outcome<String> {
+        let mut embedded = self.embedded.lock().await;
+        if let Some(running) = embedded.as_ref() {
+            return Ok(running.url());
+        }
+        let started = Embedded::start(&self.settings.broker_dir, self.settings.broker_listen)
+            .await
+            .map_err(|e| CommandError::new(codes::BROKER_START_FAILED, e.to_string()))?;
+        let url = started.url();
+        *embedded = Some(started);
+        Ok(url)
+    }
+
+    /// Stops the embedded broker (at quit).
+    pub async fn shutdown(&self) {
+        if let Some(embedded) = self.embedded.lock().await.take() {
+            embedded.stop().await;
+        }
+    }
+
+    /// The OS keychain for this profile, opened once.
+    pub async fn key_store(&self) -> Outcome<SharedKeyStore> {
+        let mut store = self.store.lock().await;
+        if let Some(open) = store.as_ref() {
+            return Ok(Arc::clone(open));
+        }
+        let name = self.profile().name().clone();
+        let opened: SharedKeyStore = tokio::task::spawn_blocking(move || {
+            SecretServiceStore::open(&name).map(|s| Arc::new(s) as SharedKeyStore)
+        })
+        .await
+        .map_err(|e| CommandError::new(codes::KEYCHAIN_UNAVAILABLE, e.to_string()))??;
+        *store = Some(Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    /// A signed broker client for this device.
+    pub async fn client(&self) -> Outcome<BrokerClient> {
+        let store = self.key_store().await?;
+        Ok(workspace::broker_client(self.profile(), &store).await?)
+    }
+
+    async fn agent_names(&self, client: &BrokerClient) -> Outcome<HashMap<String, String>> {
+        Ok(client.agents().await?.into_iter().map(|a| (a.id.to_string(), a.name)).collect())
+    }
+
+    async fn credential_names(&self, client: &BrokerClient) -> Outcome<HashMap<String, String>> {
+        Ok(client.credentials().await?.into_iter().map(|c| (c.id.to_string(), c.name)).collect())
+    }
+
+    async fn approval(&self, id: &str) -> Outcome<latchkey_client::api::ApprovalInfo> {
+        let store = self.key_store().await?;
+        Ok(approvals::get(self.profile(), &store, parse_id::<ApprovalId>(id, "approval")?).await?)
+    }
+
+    async fn approval_view(&self, info: &latchkey_client::api::ApprovalInfo) -> Approval {
+        Approval::new(info, &self.agent_names_or_ids().await)
+    }
+
+    async fn new_agent(&self, created: latchkey_client::api::CreatedAgent) -> Outcome<NewAgent> {
+        let client = self.client().await?;
+        let config = self.profile().load_config()?;
+        let broker = config.broker_url.as_str().trim_end_matches('/').to_owned();
+        let credentials = client.credentials().await?;
+        let name_for = |provider: &str| {
+            credentials
+                .iter()
+                .find(|c| c.provider == provider)
+                .map_or_else(|| provider.to_owned(), |c| c.name.clone())
+        };
+        let token = created.token.expose_secret().to_owned();
+        Ok(NewAgent {
+            agent: Agent::new(&created.agent, Vec::new()),
+            snippets: view::snippets(
+                &broker,
+                &token,
+                [name_for("openai"), name_for("anthropic"), name_for("github")],
+            ),
+            token,
+            proxy_url: format!("{broker}/p/"),
+        })
+    }
+
+    async fn members_view(&self, client: &BrokerClient) -> Outcome<Vec<Member>> {
+        let config = self.profile().load_config()?;
+        Ok(client
+            .members()
+            .await?
+            .iter()
+            .map(|m| Member::new(m, config.member, config.device))
+            .collect())
+    }
+
+    async fn rotate_scopes(
+        &self,
+        progress: &(dyn Fn(RotationProgress) + Send + Sync),
+    ) -> Outcome<RotationResult> {
+        let store = self.key_store().await?;
+        let client = self.client().await?;
+        let me = client.me().await?;
+        let mut scopes = vec![RotationScope::Member];
+        if me.role == Role::Admin {
+            scopes.insert(0, RotationScope::Shared);
+        }
+        let mut credentials = 0;
+        for scope in scopes {
+            let report = |step: Step| progress(progress_of(step));
+            let summary = rotation::rotate(self.profile(), &store, scope, &report).await?;
+            credentials += summary.credentials;
+        }
+        progress(RotationProgress { phase: "done", done: credentials, total: credentials });
+        let config = self.profile().load_config()?;
+        Ok(RotationResult {
+            credentials,
+            workspace_key_version: config.workspace_key_version.map_or(0, |v| v.get()),
+            member_key_version: config.member_key_version.map_or(0, |v| v.get()),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for Live {
+    async fn status(&self) -> AppStatus {
+        let profile = self.profile().name().to_string();
+        let Ok(config) = self.profile().load_config() else {
+            return AppStatus {
+                profile,
+                set_up: false,
+                workspace: None,
+                broker: BrokerView { url: None, local: false, reachable: false, error: None },
+                paused: false,
+                pending_approvals: 0,
+            };
+        };
+        let url = config.broker_url.as_str().to_owned();
+        let local = same_origin(&url, &self.embedded_url());
+        let fingerprint = match self.key_store().await {
+            Ok(store) => workspace::own_fingerprint(self.profile(), &store)
+                .await
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let mut status = AppStatus {
+            profile,
+            set_up: true,
+            workspace: Some(WorkspaceView {
+                id: config.workspace.to_string(),
+                broker_url: url.clone(),
+                local,
+                member_id: config.member.to_string(),
+                role: Role::Member,
+                device_id: config.device.to_string(),
+                fingerprint,
+            }),
+            broker: BrokerView { url: Some(url), local, reachable: false, error: None },
+            paused: false,
+            pending_approvals: 0,
+        };
+        let reached = async {
+            let client = self.client().await?;
+            let me = client.me().await?;
+            let pending = client.approvals(false).await?.len();
+            let paused = false; // PAUSE-WIRE client.pause_state().await?.paused;
+            Ok::<_, CommandError>((me.role, pending, paused))
+        };
+        match reached.await {
+            Ok((role, pending, paused)) => {
+                if let Some(w) = status.workspace.as_mut() {
+                    w.role = role;
+                }
+                status.broker.reachable = true;
+                status.pending_approvals = pending;
+                status.paused = paused;
+            }
+            Err(error) => status.broker.error = Some(error.message),
+        }
+        status
+    }
+
+    async fn create_workspace(&self, new: NewWorkspace) -> Outcome<AppStatus> {
+        let url = match &new.team_server_url {
+            Some(url) => url.trim().to_owned(),
+            None => self.ensure_embedded().await?,
+        };
+        let broker: BrokerUrl = url.parse()?;
+        let store = self.key_store().await?;
+        workspace::create_workspace(
+            self.profile(),
+            &store,
+            &broker,
+            non_empty(&new.workspace_name, "workspace name")?,
+            non_empty(&new.member_name, "your name")?,
+            non_empty(&new.device_name, "device name")?,
+        )
+        .await?;
+        Ok(self.status().await)
+    }
+
+    async fn join_workspace(&self, join: JoinRequest) -> Outcome<String> {
+        let broker: BrokerUrl = join.server_url.trim().parse()?;
+        let Some(name) = join.member_name.filter(|n| !n.trim().is_empty()) else {
+            return Err(CommandError::invalid(
+                "enter your name: joining as another device of an existing member is done with `latchkey workspace join --device-of`",
+            ));
+        };
+        let store = self.key_store().await?;
+        let joined = workspace::join_workspace(
+            self.profile(),
+            &store,
+            &broker,
+            &join.invite_code,
+            &Joining::NewMember { name: name.trim().to_owned() },
+            non_empty(&join.device_name, "device name")?,
+        )
+        .await?;
+        Ok(joined.fingerprint.to_string())
+    }
+
+    async fn finish_join(&self, admin_fingerprint: String) -> Outcome<AppStatus> {
+        let sender: Fingerprint = admin_fingerprint.trim().parse().map_err(|_| {
+            CommandError::invalid("type the admin device's fingerprint as its screen shows it")
+        })?;
+        let store = self.key_store().await?;
+        let received = workspace::receive_keys(self.profile(), &store, Some(&sender))
+            .await
+            .map_err(|e| match e {
+                workspace::WorkspaceError::NoKeysFromSender { .. } => CommandError::new(
+                    codes::NOT_ADMITTED_YET,
+                    "no keys from that device yet: ask the admin to admit this device (after comparing its fingerprint), then try again",
+                ),
+                other => other.into(),
+            })?;
+        tracing::info!(
+            workspace_keys = received.workspace_keys.len(),
+            member_keys = received.member_keys.len(),
+            "keys received"
+        );
+        Ok(self.status().await)
+    }
+
+    async fn integrations(&self) -> Outcome<Vec<Integration>> {
+        let client = self.client().await?;
+        let credentials = client.credentials().await?;
+        let recent = client
+            .audit(&AuditFilter {
+                kind: Some("proxy_attempt".to_owned()),
+                decision: Some("allowed".to_owned()),
+                limit: Some(1000),
+                ..AuditFilter::default()
+            })
+            .await?;
+        let mut last_used: HashMap<String, u64> = HashMap::new();
+        for entry in &recent {
+            let row = AuditRow::new(entry, &HashMap::new());
+            if let Some(name) = row.credential_name {
+                let at = last_used.entry(name).or_default();
+                *at = (*at).max(row.at);
+            }
+        }
+        let now = unix_now();
+        Ok(credentials
+            .iter()
+            .map(|c| Integration::new(c, now, last_used.get(&c.name).copied()))
+            .collect())
+    }
+
+    async fn add_api_key(&self, key: NewKey) -> Outcome<Integration> {
+        let provider = Catalog::builtin().get(&key.provider).ok_or_else(|| {
+            CommandError::new(
+                codes::NOT_FOUND,
+                format!("no provider {:?} in the catalog", key.provider),
+            )
+        })?;
+        if provider.oauth().is_some() {
+            return Err(CommandError::invalid(format!(
+                "{} connects with OAuth: use Connect, which opens your browser",
+                provider.name
+            )));
+        }
+        if key.secret.expose_secret().iter().all(u8::is_ascii_whitespace) {
+            return Err(CommandError::invalid("the key is empty: paste the provider's API key"));
+        }
+        let base = provider
+            .base_url_for(key.base_url.as_deref().map(str::trim).filter(|b| !b.is_empty()))?;
+        let hosts = if provider.custom || provider.account_specific {
+            vec![base.host_str().unwrap_or_default().to_owned()]
+        } else {
+            provider.allowed_hosts.clone()
+        };
+        let store = self.key_store().await?;
+        let trimmed = SecretBytes::copy_from(key.secret.expose_secret().trim_ascii());
+        let created = access::add_api_key(
+            self.profile(),
+            &store,
+            NewApiKey {
+                name: non_empty(&key.name, "name")?,
+                provider: provider.id.as_str(),
+                base_url: base.as_str().trim_end_matches('/'),
+                allowed_hosts: &hosts,
+                injection: provider.injection.clone(),
+                shared: key.shared,
+                key: trimmed,
+            },
+        )
+        .await?;
+        Ok(Integration::new(&created, unix_now(), None))
+    }
+
+    async fn connect(&self, new: NewConnection) -> Outcome<Integration> {
+        let prepared = connection::prepare(ConnectRequest {
+            provider: &new.provider,
+            name: Some(non_empty(&new.name, "name")?),
+            base_url: None,
+            allowed_hosts: Vec::new(),
+            endpoints: CustomEndpoints::default(),
+            client_id: Some(new.client_id.trim().to_owned()).filter(|c| !c.is_empty()),
+            client_secret: new.client_secret,
+            scopes: new.scopes.unwrap_or_default(),
+            shared: new.shared,
+        })?;
+        let store = self.key_store().await?;
+        let (cancel, cancelled) = oneshot::channel();
+        {
+            let mut connecting = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
+            if connecting.as_ref().is_some_and(|c| !c.is_closed()) {
+                return Err(CommandError::new(
+                    codes::CONNECT_IN_PROGRESS,
+                    "a sign-in is already under way: finish or cancel it first",
+                ));
+            }
+            *connecting = Some(cancel);
+        }
+        let options = FlowOptions::default();
+        let flow =
+            connection::connect(self.profile(), &store, prepared, self.browser.as_ref(), &options);
+        // Cancelling drops the flow, which closes its loopback listener.
+        let result = tokio::select! {
+            connected = flow => connected.map_err(CommandError::from),
+            _ = cancelled => Err(CommandError::new(codes::CONNECT_CANCELLED, "the sign-in was cancelled")),
+        };
+        self.connecting.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(Integration::new(&result?, unix_now(), None))
+    }
+
+    async fn cancel_connect(&self) {
+        if let Some(cancel) = self.connecting.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = cancel.send(());
+        }
+    }
+
+    async fn disconnect(&self, id: String, force: bool) -> Outcome<bool> {
+        let client = self.client().await?;
+        let credential = client.credential(parse_id::<CredentialId>(&id, "integration")?).await?;
+        let oauth =
+            Catalog::builtin().get(&credential.provider).is_some_and(|p| p.oauth().is_some());
+        if !oauth {
+            client.delete_credential(credential.id).await?;
+            return Ok(false);
+        }
+        let store = self.key_store().await?;
+        let options = DisconnectOptions { force, ..DisconnectOptions::default() };
+        let (_, outcome) =
+            connection::disconnect(self.profile(), &store, &credential.name, &options).await?;
+        Ok(outcome == RevocationOutcome::Revoked)
+    }
+
+    async fn agents(&self) -> Outcome<Vec<Agent>> {
+        let client = self.client().await?;
+        let names = self.credential_names(&client).await?;
+        let mut grants: HashMap<String, Vec<Grant>> = HashMap::new();
+        for grant in client.grants(None).await? {
+            grants.entry(grant.agent.to_string()).or_default().push(Grant::new(&grant, &names));
+        }
+        Ok(client
+            .agents()
+            .await?
+            .iter()
+            .map(|a| Agent::new(a, grants.remove(&a.id.to_string()).unwrap_or_default()))
+            .collect())
+    }
+
+    async fn create_agent(&self, name: String) -> Outcome<NewAgent> {
+        let client = self.client().await?;
+        let created = client.create_agent(non_empty(&name, "agent name")?).await?;
+        self.new_agent(created).await
+    }
+
+    async fn regenerate_agent(&self, id: String) -> Outcome<NewAgent> {
+        let client = self.client().await?;
+        let renewed = client.regenerate_agent_token(parse_id::<AgentId>(&id, "agent")?).await?;
+        self.new_agent(renewed).await
+    }
+
+    async fn revoke_agent(&self, id: String) -> Outcome<()> {
+        Ok(self.client().await?.revoke_agent(parse_id::<AgentId>(&id, "agent")?).await?)
+    }
+
+    async fn create_grant(&self, grant: NewGrant) -> Outcome<Grant> {
+        let client = self.client().await?;
+        let credential =
+            client.credential(parse_id::<CredentialId>(&grant.credential, "integration")?).await?;
+        let methods = grant.methods.iter().map(|m| parse_method(m)).collect::<Outcome<Vec<_>>>()?;
+        let patterns: Vec<&str> = grant.path_patterns.iter().map(String::as_str).collect();
+        let store = self.key_store().await?;
+        let issued = grant_standing(
+            self.profile(),
+            &store,
+            GrantTerms {
+                agent: parse_id::<AgentId>(&grant.agent, "agent")?,
+                credential: &credential.name,
+                methods: &methods,
+                path_patterns: &patterns,
+                duration_secs: grant.duration_secs,
+            },
+        )
+        .await?;
+        let names = HashMap::from([(credential.id.to_string(), credential.name)]);
+        Ok(Grant::new(&issued.grant, &names))
+    }
+
+    async fn revoke_grant(&self, id: String) -> Outcome<()> {
+        Ok(self.client().await?.revoke_grant(parse_id::<GrantId>(&id, "grant")?).await?)
+    }
+
+    async fn approvals(&self, all: bool) -> Outcome<Vec<Approval>> {
+        let client = self.client().await?;
+        let names = self.agent_names(&client).await?;
+        Ok(client.approvals(all).await?.iter().map(|a| Approval::new(a, &names)).collect())
+    }
+
+    async fn approve_once(&self, id: String) -> Outcome<Approval> {
+        let info = self.approval(&id).await?;
+        let store = self.key_store().await?;
+        let answered = approvals::approve_once(self.profile(), &store, &info).await?;
+        Ok(self.approval_view(&answered).await)
+    }
+
+    async fn approve_for(&self, id: String, duration_secs: u64) -> Outcome<Approval> {
+        let info = self.approval(&id).await?;
+        let store = self.key_store().await?;
+        let answered =
+            approvals::approve_for(self.profile(), &store, &info, duration_secs, None).await?;
+        Ok(self.approval_view(&answered.approval).await)
+    }
+
+    async fn deny(&self, id: String) -> Outcome<Approval> {
+        let store = self.key_store().await?;
+        let answered =
+            approvals::deny(self.profile(), &store, parse_id::<ApprovalId>(&id, "approval")?)
+                .await?;
+        Ok(self.approval_view(&answered).await)
+    }
+
+    async fn policies(&self) -> Outcome<Vec<view::Policy>> {
+        Ok(self.client().await?.policies().await?.iter().map(view::Policy::from).collect())
+    }
+
+    async fn save_policy(&self, draft: PolicyDraft) -> Outcome<view::Policy> {
+        let id: PolicyId =
+            draft.id.trim().parse().map_err(|e: latchkey_client::api::PolicyIdError| {
+                CommandError::invalid(e.to_string())
+            })?;
+        let client = self.client().await?;
+        let saved = policies::set_policy(
+            &client,
+            &id,
+            &NewPolicy {
+                source: &draft.source,
+                description: &draft.description,
+                enabled: draft.enabled,
+            },
+        )
+        .await?;
+        let mut shown = view::Policy::from(&saved.policy);
+        shown.problems.extend(saved.warnings.iter().map(crate::error::Problem::from));
+        Ok(shown)
+    }
+
+    async fn delete_policy(&self, id: String) -> Outcome<()> {
+        let id: PolicyId =
+            id.trim().parse().map_err(|e: latchkey_client::api::PolicyIdError| {
+                CommandError::invalid(e.to_string())
+            })?;
+        Ok(self.client().await?.delete_policy(&id).await?)
+    }
+
+    async fn check_call(&self, call: CallCheck) -> Outcome<CheckResult> {
+        let client = self.client().await?;
+        let credential =
+            client.credential(parse_id::<CredentialId>(&call.credential, "integration")?).await?;
+        let decision = policies::check_call(
+            &client,
+            &CallToCheck {
+                agent: parse_id::<AgentId>(&call.agent, "agent")?,
+                credential: &credential.name,
+                method: parse_method(&call.method)?,
+                path: call.path.trim(),
+                host: None,
+                grant: GrantKind::Standing,
+                at: None,
+            },
+        )
+        .await?;
+        Ok(view::check_result(&decision))
+    }
+
+    async fn audit(&self, query: AuditQuery) -> Outcome<Vec<AuditRow>> {
+        let client = self.client().await?;
+        let names = self.agent_names(&client).await?;
+        let filter = AuditFilter {
+            agent: query.agent.as_deref().map(|a| parse_id::<AgentId>(a, "agent")).transpose()?,
+            credential: query.credential,
+            decision: query.decision,
+            kind: None,
+            since_ms: query.since.map(|s| s.saturating_mul(1000)),
+            until_ms: None,
+            limit: Some(query.limit.clamp(1, 1000)),
+        };
+        let mut rows: Vec<AuditRow> =
+            client.audit(&filter).await?.iter().map(|e| AuditRow::new(e, &names)).collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        Ok(rows)
+    }
+
+    async fn verify_audit(&self) -> Outcome<AuditVerdict> {
+        Ok(self.client().await?.audit_verify().await?.into())
+    }
+
+    async fn export_audit(&self, csv: bool) -> Outcome<String> {
+        Ok(self.client().await?.audit_export(csv, &AuditFilter::default()).await?)
+    }
+
+    async fn members(&self) -> Outcome<Vec<Member>> {
+        let client = self.client().await?;
+        self.members_view(&client).await
+    }
+
+    async fn create_invite(&self, role: Role) -> Outcome<Invite> {
+        let invite = self.client().await?.create_invite(InviteFor::NewMember(role), None).await?;
+        Ok(Invite {
+            code: invite.code.expose_secret().to_owned(),
+            role,
+            expires_at: invite.expires_at,
+        })
+    }
+
+    async fn admit_device(&self, device: String, fingerprint: String) -> Outcome<Vec<Member>> {
+        let expected: Fingerprint = fingerprint.trim().parse().map_err(|_| {
+            CommandError::invalid(
+                "type the new device's fingerprint exactly as its screen shows it",
+            )
+        })?;
+        let store = self.key_store().await?;
+        workspace::admit_device(
+            self.profile(),
+            &store,
+            parse_id::<DeviceId>(&device, "device")?,
+            &expected,
+        )
+        .await?;
+        self.members().await
+    }
+
+    async fn remove_member(&self, id: String, rotate: bool) -> Outcome<Vec<Member>> {
+        let client = self.client().await?;
+        client.remove_member(parse_id::<MemberId>(&id, "member")?).await?;
+        if rotate {
+            self.rotate_scopes(&|_| {}).await?;
+        }
+        self.members_view(&client).await
+    }
+
+    async fn remove_device(&self, id: String, rotate: bool) -> Outcome<Vec<Member>> {
+        let client = self.client().await?;
+        client.remove_device(parse_id::<DeviceId>(&id, "device")?).await?;
+        if rotate {
+            self.rotate_scopes(&|_| {}).await?;
+        }
+        self.members_view(&client).await
+    }
+
+    async fn rotate_keys(
+        &self,
+        progress: Box<dyn Fn(RotationProgress) + Send + Sync>,
+    ) -> Outcome<RotationResult> {
+        self.rotate_scopes(progress.as_ref()).await
+    }
+
+    async fn export_recovery_kit(&self, passphrase: SecretBytes, path: PathBuf) -> Outcome<()> {
+        let store = self.key_store().await?;
+        let kit = recovery::export_kit(self.profile(), &store, passphrase).await?;
+        write_private(&path, kit.text.as_bytes()).map_err(|e| {
+            CommandError::new(codes::FAILED, format!("cannot write {}: {e}", path.display()))
+        })
+    }
+
+    async fn set_paused(&self, paused: bool) -> Outcome<AppStatus> {
+        let _ = paused; // PAUSE-WIRE self.client().await?.set_paused(paused).await?;
+        Ok(self.status().await)
+    }
+}
+
+/// A rotation step as the progress bar shows it.
+fn progress_of(step: Step) -> RotationProgress {
+    match step {
+        Step::Resealed { done, total } => RotationProgress { phase: "sealing", done, total },
+        Step::Wrapped(devices) => {
+            RotationProgress { phase: "verifying", done: devices, total: devices }
+        }
+        Step::Committed => RotationProgress { phase: "swapping", done: 1, total: 1 },
+    }
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
+fn non_empty<'a>(text: &'a str, what: &str) -> Outcome<&'a str> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        Err(CommandError::invalid(format!("the {what} is empty")))
+    } else {
+        Ok(trimmed)
+    }
+}
+
+/// Parses an id the UI sent back (it only ever sends ids it was given).
+pub fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Outcome<T> {
+    text.trim()
+        .parse()
+        .map_err(|_| CommandError::invalid(format!("{text:?} is not a valid {what} id")))
+}
+
+/// `GET`, `post`, ... -> a method.
+pub fn parse_method(text: &str) -> Outcome<Method> {
+    Method::parse(&text.trim().to_ascii_uppercase())
+        .ok_or_else(|| CommandError::invalid(format!("{text:?} is not an HTTP method agents may use: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Writes `bytes` to a new file readable by this user only; never overwrites.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}

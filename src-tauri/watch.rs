@@ -1,0 +1,264 @@
+//! Keeps the tray, the window and the notifications current: follows the broker's approval
+//! stream (reconnecting with backoff), and turns tray clicks into actions.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use latchkey_client::api::{ApprovalEvent, ApprovalStatus};
+use latchkey_client::approvals;
+use tauri::image::Image;
+use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem};
+use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::{AppHandle, Emitter as _, Manager as _, Runtime};
+use tauri_plugin_notification::NotificationExt as _;
+
+use crate::backend::Backend as _;
+use crate::events::{self, ApprovalsChanged, Navigate};
+use crate::live::Live;
+use crate::tray::{MenuEntry, TrayAction, TrayModel, TrayState, with_badge};
+use crate::view::Approval;
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a computer that is not set up yet looks again.
+const SET_UP_POLL: Duration = Duration::from_secs(2);
+
+/// Whether closing the window leaves the app running in the tray (the default); set
+/// `LATCHKEY_DESKTOP_QUIT_ON_CLOSE=1` to quit instead, e.g. where no tray host runs.
+pub fn keeps_running_in_tray() -> bool {
+    std::env::var("LATCHKEY_DESKTOP_QUIT_ON_CLOSE").map_or(true, |v| v != "1")
+}
+
+/// The tray icon and the state it shows.
+#[derive(Clone)]
+pub struct Tray {
+    app: AppHandle,
+    icon: TrayIcon,
+    base: Arc<(Vec<u8>, u32, u32)>,
+    state: Arc<Mutex<TrayState>>,
+}
+
+impl std::fmt::Debug for Tray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tray").finish_non_exhaustive()
+    }
+}
+
+impl Tray {
+    /// Puts the icon in the tray with the menu of a computer that is not set up yet.
+    pub fn install(app: &AppHandle) -> tauri::Result<Self> {
+        let image = Image::from_bytes(include_bytes!("../icons/32x32.png"))?;
+        let base = Arc::new((image.rgba().to_vec(), image.width(), image.height()));
+        let icon = TrayIconBuilder::with_id("latchkey")
+            .icon(image)
+            .tooltip("Latchkey")
+            .show_menu_on_left_click(true)
+            .on_menu_event(|app, event| on_menu(app, event.id().as_ref()))
+            .build(app)?;
+        let tray = Self {
+            app: app.clone(),
+            icon,
+            base,
+            state: Arc::new(Mutex::new(TrayState::default())),
+        };
+        app.manage(tray.clone());
+        tray.apply();
+        Ok(tray)
+    }
+
+    /// Changes the state and redraws.
+    pub fn update(&self, change: impl FnOnce(&mut TrayState)) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            change(&mut state);
+        }
+        self.apply();
+    }
+
+    fn paused(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).paused
+    }
+
+    /// Redraws the tray from its state.
+    fn apply(&self) {
+        let model = TrayModel::build(&self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Err(error) = self.show(&model) {
+            tracing::warn!(%error, "the tray could not be updated");
+        }
+    }
+
+    fn show(&self, model: &TrayModel) -> tauri::Result<()> {
+        let app = &self.app;
+        let mut items: Vec<Box<dyn IsMenuItem<tauri::Wry>>> = Vec::new();
+        for entry in &model.items {
+            items.push(match entry {
+                MenuEntry::Item { id, label, enabled } => {
+                    Box::new(MenuItem::with_id(app, id, label, *enabled, None::<&str>)?)
+                }
+                MenuEntry::Check { id, label, checked } => {
+                    Box::new(CheckMenuItem::with_id(app, id, label, true, *checked, None::<&str>)?)
+                }
+                MenuEntry::Separator => Box::new(PredefinedMenuItem::separator(app)?),
+            });
+        }
+        let refs: Vec<&dyn IsMenuItem<tauri::Wry>> = items.iter().map(|i| i.as_ref()).collect();
+        self.icon.set_menu(Some(Menu::with_items(app, &refs)?))?;
+        self.icon.set_tooltip(Some(&model.tooltip))?;
+        self.icon.set_title(model.title.as_deref())?;
+        let (rgba, width, height) = self.base.as_ref();
+        let pixels = if model.badge { with_badge(rgba, *width, *height) } else { rgba.clone() };
+        self.icon.set_icon(Some(Image::new_owned(pixels, *width, *height)))?;
+        Ok(())
+    }
+}
+
+fn show_window<R: Runtime>(app: &AppHandle<R>, navigate: Option<Navigate>) {
+    if let Some(window) = app.get_webview_window("main") {
+        let _ = window.show();
+        let _ = window.unminimize();
+        let _ = window.set_focus();
+    }
+    if let Some(navigate) = navigate {
+        let _ = app.emit(events::NAVIGATE, navigate);
+    }
+}
+
+fn on_menu(app: &AppHandle, id: &str) {
+    let Some(action) = TrayAction::from_id(id) else { return };
+    match action {
+        TrayAction::Open => show_window(app, None),
+        TrayAction::ShowApprovals => {
+            show_window(app, Some(Navigate { screen: "approvals", approval_id: None }));
+        }
+        TrayAction::ShowApproval(id) => {
+            show_window(app, Some(Navigate { screen: "approvals", approval_id: Some(id) }));
+        }
+        TrayAction::TogglePause => {
+            let (Some(tray), Some(live)) = (app.try_state::<Tray>(), app.try_state::<Arc<Live>>())
+            else {
+                return;
+            };
+            let (tray, live, app) = (tray.inner().clone(), Arc::clone(&live), app.clone());
+            tauri::async_runtime::spawn(async move {
+                let wanted = !tray.paused();
+                match live.set_paused(wanted).await {
+                    Ok(status) => {
+                        tray.update(|s| s.paused = status.paused);
+                        events::status_changed(&app, &status);
+                    }
+                    Err(error) => {
+                        tracing::warn!(code = %error.code, "pause from the tray failed");
+                        notify(&app, "Latchkey could not pause agents", &error.message);
+                        // The check item toggled itself: put it back.
+                        tray.apply();
+                    }
+                }
+            });
+        }
+        TrayAction::Quit => app.exit(0),
+    }
+}
+
+fn notify(app: &AppHandle, title: &str, body: &str) {
+    if let Err(error) = app.notification().builder().title(title).body(body).show() {
+        tracing::debug!(%error, "no notification shown");
+    }
+}
+
+/// Follows the approval stream for as long as the app runs.
+pub fn spawn(app: AppHandle, live: Arc<Live>, tray: Tray) {
+    tauri::async_runtime::spawn(async move {
+        if let Err(error) = live.start_if_local().await {
+            tracing::error!(code = %error.code, message = %error.message, "embedded broker");
+        }
+        let mut notified = HashSet::new();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if !live.is_set_up() {
+                tokio::time::sleep(SET_UP_POLL).await;
+                continue;
+            }
+            match follow(&app, &live, &tray, &mut notified).await {
+                Ok(()) => backoff = Duration::from_secs(1),
+                Err(message) => {
+                    tracing::info!(%message, retry_in = ?backoff, "approval stream interrupted");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    });
+}
+
+/// One connection to the stream: a snapshot of the pending requests, then every change.
+async fn follow(
+    app: &AppHandle,
+    live: &Live,
+    tray: &Tray,
+    notified: &mut HashSet<String>,
+) -> Result<(), String> {
+    let store = live.key_store().await.map_err(|e| e.message)?;
+    let mut stream =
+        approvals::watch(live.profile_ref(), &store).await.map_err(|e| e.to_string())?;
+    let status = live.status().await;
+    let mut pending: BTreeMap<String, Approval> = live
+        .approvals(false)
+        .await
+        .map_err(|e| e.message)?
+        .into_iter()
+        .map(|a| (a.id.clone(), a))
+        .collect();
+    publish(app, tray, &pending, Some(status.paused), notified);
+    loop {
+        match stream.next().await.map_err(|e| e.to_string())? {
+            None => return Ok(()),
+            Some(ApprovalEvent::Approval(info)) => {
+                let id = info.id.to_string();
+                if info.status == ApprovalStatus::Pending {
+                    let names = live.agent_names_or_ids().await;
+                    pending.insert(id, Approval::new(&info, &names));
+                } else {
+                    pending.remove(&id);
+                }
+            }
+            Some(_) => {
+                pending = live
+                    .approvals(false)
+                    .await
+                    .map_err(|e| e.message)?
+                    .into_iter()
+                    .map(|a| (a.id.clone(), a))
+                    .collect();
+            }
+        }
+        publish(app, tray, &pending, None, notified);
+    }
+}
+
+/// Shows `pending` in the tray and the window, and notifies each request once.
+fn publish(
+    app: &AppHandle,
+    tray: &Tray,
+    pending: &BTreeMap<String, Approval>,
+    paused: Option<bool>,
+    notified: &mut HashSet<String>,
+) {
+    let mut oldest_first: Vec<Approval> = pending.values().cloned().collect();
+    oldest_first.sort_by_key(|a| a.created_at);
+    for approval in &oldest_first {
+        if notified.insert(approval.id.clone()) {
+            let _ = app.emit(events::APPROVAL_REQUESTED, approval);
+            notify(app, "An agent asks for approval", &crate::tray::summary(approval));
+        }
+    }
+    notified.retain(|id| pending.contains_key(id));
+    let _ = app.emit(events::APPROVALS_CHANGED, ApprovalsChanged { pending: pending.len() });
+    tray.update(|s| {
+        s.set_up = true;
+        s.pending = oldest_first;
+        if let Some(paused) = paused {
+            s.paused = paused;
+        }
+    });
+}
