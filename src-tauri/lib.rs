@@ -11,6 +11,8 @@
 
 pub mod backend;
 pub mod commands;
+#[cfg(test)]
+mod commands_tests;
 pub mod embedded;
 pub mod error;
 pub mod events;

@@ -1,0 +1,427 @@
+//! The command adapters through Tauri's IPC (mock runtime, the app's real configuration and
+//! capabilities) over an in-memory backend: argument names, parsing, the error shape, and that
+//! what the UI receives holds no secret.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use latchkey_client::api::Role;
+use latchkey_core::secret::SecretBytes;
+use serde_json::{Value, json};
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder};
+use tauri::webview::InvokeRequest;
+use tauri::{App, WebviewWindow, WebviewWindowBuilder};
+
+use crate::backend::*;
+use crate::commands::Shell;
+use crate::error::{CommandError, codes};
+use crate::view::*;
+
+const CANARY_KEY: &str = "sk-canary-0f9e8d7c6b5a4f3e2d1c";
+
+/// What the fake received, for the assertions.
+#[derive(Debug, Default)]
+struct Seen {
+    keys: Vec<(String, String, bool, Vec<u8>)>,
+    workspaces: Vec<NewWorkspace>,
+    grants: Vec<NewGrant>,
+    approved_for: Vec<(String, u64)>,
+    paused: Option<bool>,
+}
+
+#[derive(Default)]
+struct Fake {
+    seen: Mutex<Seen>,
+}
+
+fn refused<T>() -> Outcome<T> {
+    Err(CommandError::new(codes::FAILED, "not part of this test"))
+}
+
+fn status(set_up: bool, paused: bool) -> AppStatus {
+    AppStatus {
+        profile: "test".into(),
+        set_up,
+        workspace: None,
+        broker: BrokerView { url: None, local: true, reachable: true, error: None },
+        paused,
+        pending_approvals: 0,
+    }
+}
+
+fn approval(id: &str, status: &'static str) -> Approval {
+    Approval {
+        id: id.into(),
+        status,
+        agent: "a".into(),
+        agent_name: "ci-bot".into(),
+        credential: "c".into(),
+        credential_name: "github".into(),
+        method: "POST".into(),
+        host: "api.github.com".into(),
+        path: "/repos/acme/app/issues".into(),
+        query_keys: vec!["state".into()],
+        body_size: Some(42),
+        policy_ids: vec!["permit-granted-calls".into()],
+        created_at: 1,
+        expires_at: 121,
+        answered_at: None,
+        answered_by: None,
+    }
+}
+
+#[async_trait]
+impl Backend for Fake {
+    async fn status(&self) -> AppStatus {
+        status(false, false)
+    }
+    async fn create_workspace(&self, new: NewWorkspace) -> Outcome<AppStatus> {
+        self.seen.lock().unwrap().workspaces.push(new);
+        Ok(status(true, false))
+    }
+    async fn join_workspace(&self, _: JoinRequest) -> Outcome<String> {
+        refused()
+    }
+    async fn finish_join(&self, _: String) -> Outcome<AppStatus> {
+        Err(CommandError::new(codes::NOT_ADMITTED_YET, "no keys from that device yet"))
+    }
+    async fn integrations(&self) -> Outcome<Vec<Integration>> {
+        Ok(vec![])
+    }
+    async fn add_api_key(&self, key: NewKey) -> Outcome<Integration> {
+        let secret = key.secret.expose_secret().to_vec();
+        self.seen.lock().unwrap().keys.push((
+            key.provider.clone(),
+            key.name.clone(),
+            key.shared,
+            secret,
+        ));
+        Ok(Integration {
+            id: "c1".into(),
+            name: key.name,
+            provider: key.provider,
+            provider_name: "OpenAI".into(),
+            kind: "api_key",
+            upstream_base_url: "https://api.openai.com".into(),
+            allowed_hosts: vec!["api.openai.com".into()],
+            owner: if key.shared { "shared" } else { "personal" },
+            status: "active",
+            scopes: vec![],
+            expires_at: None,
+            last_used_at: None,
+            key_version: 1,
+        })
+    }
+    async fn connect(&self, _: NewConnection) -> Outcome<Integration> {
+        refused()
+    }
+    async fn cancel_connect(&self) {}
+    async fn disconnect(&self, _: String, _: bool) -> Outcome<bool> {
+        refused()
+    }
+    async fn agents(&self) -> Outcome<Vec<Agent>> {
+        Ok(vec![])
+    }
+    async fn create_agent(&self, _: String) -> Outcome<NewAgent> {
+        refused()
+    }
+    async fn regenerate_agent(&self, _: String) -> Outcome<NewAgent> {
+        refused()
+    }
+    async fn revoke_agent(&self, _: String) -> Outcome<()> {
+        refused()
+    }
+    async fn create_grant(&self, grant: NewGrant) -> Outcome<Grant> {
+        self.seen.lock().unwrap().grants.push(grant.clone());
+        Ok(Grant {
+            id: "g1".into(),
+            agent: grant.agent,
+            credential: grant.credential,
+            credential_name: "github".into(),
+            methods: grant.methods,
+            path_patterns: grant.path_patterns,
+            expires_at: 3600,
+            created_at: 0,
+            revoked_at: None,
+        })
+    }
+    async fn revoke_grant(&self, _: String) -> Outcome<()> {
+        refused()
+    }
+    async fn approvals(&self, all: bool) -> Outcome<Vec<Approval>> {
+        let mut list = vec![approval("p1", "pending")];
+        if all {
+            list.push(approval("d1", "denied"));
+        }
+        Ok(list)
+    }
+    async fn approve_once(&self, _: String) -> Outcome<Approval> {
+        Err(CommandError::new(codes::APPROVAL_CLOSED, "already answered"))
+    }
+    async fn approve_for(&self, id: String, secs: u64) -> Outcome<Approval> {
+        self.seen.lock().unwrap().approved_for.push((id.clone(), secs));
+        Ok(approval(&id, "approved"))
+    }
+    async fn deny(&self, id: String) -> Outcome<Approval> {
+        Ok(approval(&id, "denied"))
+    }
+    async fn policies(&self) -> Outcome<Vec<Policy>> {
+        Ok(vec![])
+    }
+    async fn save_policy(&self, _: PolicyDraft) -> Outcome<Policy> {
+        Err(CommandError {
+            code: codes::POLICY_INVALID.into(),
+            message: "the policy does not validate".into(),
+            problems: vec![crate::error::Problem {
+                message: "unexpected token".into(),
+                line: Some(2),
+                column: Some(5),
+            }],
+        })
+    }
+    async fn delete_policy(&self, _: String) -> Outcome<()> {
+        refused()
+    }
+    async fn check_call(&self, _: CallCheck) -> Outcome<CheckResult> {
+        refused()
+    }
+    async fn audit(&self, query: AuditQuery) -> Outcome<Vec<AuditRow>> {
+        assert_eq!(query.decision.as_deref(), Some("denied"));
+        Ok(vec![])
+    }
+    async fn verify_audit(&self) -> Outcome<AuditVerdict> {
+        refused()
+    }
+    async fn export_audit(&self, _: bool) -> Outcome<String> {
+        refused()
+    }
+    async fn members(&self) -> Outcome<Vec<Member>> {
+        Ok(vec![])
+    }
+    async fn create_invite(&self, role: Role) -> Outcome<Invite> {
+        Ok(Invite { code: "ABCD".into(), role, expires_at: 10 })
+    }
+    async fn admit_device(&self, _: String, _: String) -> Outcome<Vec<Member>> {
+        refused()
+    }
+    async fn remove_member(&self, _: String, _: bool) -> Outcome<Vec<Member>> {
+        refused()
+    }
+    async fn remove_device(&self, _: String, _: bool) -> Outcome<Vec<Member>> {
+        refused()
+    }
+    async fn rotate_keys(
+        &self,
+        progress: Box<dyn Fn(RotationProgress) + Send + Sync>,
+    ) -> Outcome<RotationResult> {
+        progress(RotationProgress { phase: "sealing", done: 1, total: 2 });
+        Ok(RotationResult { credentials: 2, workspace_key_version: 2, member_key_version: 2 })
+    }
+    async fn export_recovery_kit(&self, _: SecretBytes, _: std::path::PathBuf) -> Outcome<()> {
+        refused()
+    }
+    async fn set_paused(&self, paused: bool) -> Outcome<AppStatus> {
+        self.seen.lock().unwrap().paused = Some(paused);
+        Ok(status(true, paused))
+    }
+}
+
+struct Harness {
+    _app: App<MockRuntime>,
+    window: WebviewWindow<MockRuntime>,
+    fake: Arc<Fake>,
+}
+
+fn harness() -> Harness {
+    let fake = Arc::new(Fake::default());
+    let app = mock_builder()
+        .invoke_handler(crate::command_handlers!())
+        .build(tauri::generate_context!())
+        .expect("the app builds on the mock runtime");
+    tauri::Manager::manage(&app, Shell { backend: fake.clone() });
+    let window = WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .expect("the main window opens on the mock runtime");
+    Harness { _app: app, window, fake }
+}
+
+impl Harness {
+    fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        self.invoke_from("tauri://localhost", cmd, args)
+    }
+
+    fn invoke_from(&self, origin: &str, cmd: &str, args: Value) -> Result<Value, Value> {
+        get_ipc_response(
+            &self.window,
+            InvokeRequest {
+                cmd: cmd.into(),
+                callback: CallbackFn(0),
+                error: CallbackFn(1),
+                url: origin.parse().expect("a valid URL"),
+                body: InvokeBody::Json(args),
+                headers: Default::default(),
+                invoke_key: INVOKE_KEY.to_string(),
+            },
+        )
+        .map(|body| body.deserialize::<Value>().expect("every command answers JSON"))
+    }
+}
+
+#[test]
+fn create_workspace_takes_camel_case_arguments_and_this_computer_by_default() {
+    let h = harness();
+    let status = h
+        .invoke(
+            "create_workspace",
+            json!({"workspaceName": "Acme", "memberName": "Ada", "deviceName": "laptop", "teamServerUrl": "  "}),
+        )
+        .expect("create_workspace succeeds");
+    assert_eq!(status["setUp"], true);
+    let seen = h.fake.seen.lock().unwrap();
+    assert_eq!(seen.workspaces.len(), 1);
+    assert_eq!(
+        seen.workspaces[0].team_server_url, None,
+        "a blank team server URL means this computer's embedded broker"
+    );
+    assert_eq!(seen.workspaces[0].workspace_name, "Acme");
+}
+
+#[test]
+fn an_api_key_reaches_the_backend_intact_and_never_comes_back() {
+    let h = harness();
+    let shown = h
+        .invoke(
+            "add_api_key",
+            json!({"provider": "openai", "name": "openai", "secret": CANARY_KEY, "shared": true, "baseUrl": null}),
+        )
+        .expect("add_api_key succeeds");
+    let seen = h.fake.seen.lock().unwrap();
+    assert_eq!(seen.keys[0].3, CANARY_KEY.as_bytes(), "the key is sealed exactly as typed");
+    assert!(seen.keys[0].2, "shared is passed through");
+    assert!(
+        !shown.to_string().contains(CANARY_KEY),
+        "the UI gets metadata only, never the key: {shown}"
+    );
+    assert_eq!(shown["owner"], "shared");
+}
+
+#[test]
+fn errors_reach_the_ui_as_code_and_message() {
+    let h = harness();
+    let error = h.invoke("approve_once", json!({"id": "p1"})).expect_err("the fake refuses");
+    assert_eq!(error, json!({"code": "approval_closed", "message": "already answered"}));
+    let error = h.invoke("finish_join", json!({"adminFingerprint": "x"})).expect_err("not yet");
+    assert_eq!(error["code"], "not_admitted_yet");
+}
+
+#[test]
+fn a_refused_policy_carries_its_problems_with_positions() {
+    let h = harness();
+    let error = h
+        .invoke(
+            "save_policy",
+            json!({"id": "p", "description": "", "source": "permit(", "enabled": true}),
+        )
+        .expect_err("the fake refuses");
+    assert_eq!(error["code"], "policy_invalid");
+    assert_eq!(
+        error["problems"][0],
+        json!({"message": "unexpected token", "line": 2, "column": 5})
+    );
+}
+
+#[test]
+fn grants_need_a_method_and_a_path_before_the_backend_is_asked() {
+    let h = harness();
+    let none = h.invoke(
+        "create_grant",
+        json!({"agent": "a", "credential": "c", "methods": [], "pathPatterns": ["/x"], "durationSecs": 60}),
+    );
+    assert_eq!(none.expect_err("no method")["code"], "invalid_input");
+    let blank = h.invoke(
+        "create_grant",
+        json!({"agent": "a", "credential": "c", "methods": ["GET"], "pathPatterns": [" "], "durationSecs": 60}),
+    );
+    assert_eq!(blank.expect_err("no path")["code"], "invalid_input");
+    assert!(h.fake.seen.lock().unwrap().grants.is_empty(), "nothing reached the backend");
+    let made = h
+        .invoke(
+            "create_grant",
+            json!({"agent": "a", "credential": "c", "methods": ["GET"], "pathPatterns": ["/repos/*", ""], "durationSecs": 3600}),
+        )
+        .expect("a valid grant is made");
+    assert_eq!(made["pathPatterns"], json!(["/repos/*"]), "blank patterns are dropped");
+}
+
+#[test]
+fn approvals_list_and_answers_use_the_contract_names() {
+    let h = harness();
+    let all = h.invoke("list_approvals", json!({"all": true})).expect("listing works");
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    assert_eq!(all[0]["queryKeys"], json!(["state"]), "query parameter names only");
+    assert_eq!(all[0]["agentName"], "ci-bot");
+    let answered =
+        h.invoke("approve_for", json!({"id": "p1", "durationSecs": 900})).expect("approved");
+    assert_eq!(answered["status"], "approved");
+    assert_eq!(h.fake.seen.lock().unwrap().approved_for, [("p1".to_owned(), 900)]);
+}
+
+#[test]
+fn the_audit_listing_refuses_an_unknown_decision() {
+    let h = harness();
+    let error = h
+        .invoke("list_audit", json!({"agent": null, "credential": null, "decision": "maybe", "since": null, "limit": 50}))
+        .expect_err("maybe is not a decision");
+    assert_eq!(error["code"], "invalid_input");
+    h.invoke("list_audit", json!({"agent": null, "credential": null, "decision": "denied", "since": null, "limit": 50}))
+        .expect("denied is a decision");
+}
+
+#[test]
+fn pause_and_resume_go_to_the_backend_and_report_the_new_state() {
+    let h = harness();
+    let status = h.invoke("set_paused", json!({"paused": true})).expect("paused");
+    assert_eq!(status["paused"], true);
+    assert_eq!(h.fake.seen.lock().unwrap().paused, Some(true));
+}
+
+#[test]
+fn the_catalog_search_and_templates_need_no_backend() {
+    let h = harness();
+    let all = h.invoke("list_providers", json!({"query": ""})).expect("catalog");
+    assert!(all.as_array().is_some_and(|p| p.len() >= 30), "the whole catalog");
+    let github = h.invoke("list_providers", json!({"query": "github"})).expect("search");
+    assert_eq!(github[0]["id"], "github");
+    assert_eq!(github[0]["kind"], "oauth2");
+    let templates = h.invoke("policy_templates", json!({})).expect("templates");
+    assert_eq!(templates.as_array().map(Vec::len), Some(crate::templates::TEMPLATES.len()));
+}
+
+#[test]
+fn open_external_refuses_anything_but_web_links() {
+    let h = harness();
+    for url in ["file:///etc/passwd", "javascript:alert(1)", "not a url"] {
+        let error = h.invoke("open_external", json!({"url": url})).expect_err("refused");
+        assert_eq!(error["code"], "invalid_input", "{url} must not be opened");
+    }
+}
+
+#[test]
+fn export_formats_other_than_jsonl_and_csv_are_refused() {
+    let h = harness();
+    let error = h.invoke("export_audit", json!({"format": "xml"})).expect_err("refused");
+    assert_eq!(error["code"], "invalid_input");
+}
+
+#[test]
+fn a_page_that_is_not_the_app_cannot_invoke_commands() {
+    let h = harness();
+    let error = h
+        .invoke_from("https://evil.example", "list_approvals", json!({"all": true}))
+        .expect_err("the capability grants the app's own pages only");
+    assert!(
+        error.to_string().contains("not allowed"),
+        "refused by the capability, not by the command: {error}"
+    );
+}
