@@ -1,11 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { cleanup } from '@testing-library/svelte';
 import { clearMocks, mockIPC } from '@tauri-apps/api/mocks';
 import * as api from '../lib/api/commands';
 import { on } from '../lib/api/events';
 import { toApiError } from '../lib/api/errors';
 import { settle, setup } from '../lib/testing/helpers';
 
-afterEach(() => clearMocks());
+afterEach(() => {
+  cleanup();
+  clearMocks();
+});
 
 describe('command wrappers', () => {
   it('send the contract command names with camelCase argument objects', async () => {

@@ -1,11 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { render, screen, waitFor, within } from '@testing-library/svelte';
+import { cleanup, render, screen, waitFor, within } from '@testing-library/svelte';
 import userEvent from '@testing-library/user-event';
 import { clearMocks } from '@tauri-apps/api/mocks';
 import Integrations from '../screens/Integrations.svelte';
 import { setup, storeSnapshot, NOW } from '../lib/testing/helpers';
 
-afterEach(() => clearMocks());
+afterEach(() => {
+  cleanup();
+  clearMocks();
+});
 
 async function openCatalog(user: ReturnType<typeof userEvent.setup>) {
   await user.click(await screen.findByTestId('connect-integration'));

@@ -1,12 +1,15 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { render, screen, waitFor } from '@testing-library/svelte';
+import { cleanup, render, screen, waitFor } from '@testing-library/svelte';
 import userEvent from '@testing-library/user-event';
 import { clearMocks } from '@tauri-apps/api/mocks';
 import Onboarding from '../screens/Onboarding.svelte';
 import { app } from '../lib/stores/status.svelte';
 import { setup } from '../lib/testing/helpers';
 
-afterEach(() => clearMocks());
+afterEach(() => {
+  cleanup();
+  clearMocks();
+});
 
 async function fillCreate(user: ReturnType<typeof userEvent.setup>) {
   await user.click(screen.getByTestId('start-create'));

@@ -20,6 +20,10 @@ export function on<K extends keyof EventMap>(name: K, handler: (payload: EventMa
     });
   return () => {
     stopped = true;
-    unlisten?.();
+    try {
+      unlisten?.();
+    } catch {
+      /* the event bridge is already gone (window closing) */
+    }
   };
 }
