@@ -10,6 +10,7 @@ import type {
   Approval,
   ApiError,
   AuditRow,
+  AuditVerdict,
   EventMap,
   Integration,
   Member,
@@ -57,6 +58,8 @@ export type FakeBackend = {
   policies: Policy[];
   audit: AuditRow[];
   members: Member[];
+  /** Answer for verify_audit; null = the chain is intact. */
+  verdict: AuditVerdict | null;
   calls: Call[];
   /** Make the next call of `cmd` reject with `err`. */
   failNext(cmd: string, err: ApiError): void;
@@ -119,6 +122,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     policies: seed ? seedPolicies(t) : [],
     audit: seed ? seedAudit(t) : [],
     members: seed ? seedMembers(t) : [],
+    verdict: null,
     calls: [],
     failNext(cmd, e) {
       failures.set(cmd, e);
@@ -332,7 +336,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         .filter((r) => (!a.agent || r.agent === a.agent) && (!a.credential || r.credential === a.credential))
         .filter((r) => (!a.decision || r.decision === a.decision) && (!a.since || r.at >= Number(a.since)))
         .slice(0, Number(a.limit) || 500),
-    verify_audit: () => ({ ok: true, records: b.audit.length, head: 'b3f1c0de', firstBrokenSeq: null, reason: null }),
+    verify_audit: () => b.verdict ?? ({ ok: true, records: b.audit.length, head: 'b3f1c0de', firstBrokenSeq: null, reason: null }),
     export_audit: (a) => ({ path: `~/Downloads/latchkey-audit.${a.format}` }),
     list_members: () => structuredClone(b.members),
     create_invite: (a) => ({ code: 'LK-7Q4M-2XRT-9PHD', role: a.role, expiresAt: now() + 86400 }),
