@@ -6,9 +6,10 @@ import { initTheme } from './lib/stores/theme.svelte';
 initTheme();
 
 async function start() {
-  // In a plain browser (npm run dev) there is no Tauri shell: run against the
-  // in-memory demo backend so every screen can be tried.
-  if (!('__TAURI_INTERNALS__' in window)) {
+  // In a plain browser under `npm run dev` there is no Tauri shell: run against
+  // the in-memory demo backend so every screen can be tried. Production builds
+  // never include it (import.meta.env.DEV is false there, so the import is dropped).
+  if (import.meta.env.DEV && !('__TAURI_INTERNALS__' in window)) {
     const { installFakeBackend } = await import('./lib/testing/fakeBackend');
     const fresh = new URLSearchParams(location.search).has('fresh');
     const b = installFakeBackend({ fresh, oauthAutoCompleteMs: 2500, rotationStepMs: 250 });

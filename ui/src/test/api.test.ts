@@ -59,3 +59,11 @@ describe('events', () => {
     expect(got, 'the second event came after unsubscribe and must be ignored').toEqual([2]);
   });
 });
+
+describe('without the desktop shell', () => {
+  it('fails with a readable no_shell error instead of calling anything', async () => {
+    clearMocks();
+    delete (window as unknown as Record<string, unknown>).__TAURI_INTERNALS__;
+    await expect(api.appStatus()).rejects.toMatchObject({ code: 'no_shell', message: expect.stringMatching(/desktop app/) });
+  });
+});

@@ -23,6 +23,9 @@ import type {
 } from './types';
 
 async function call<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+  if (typeof window !== 'undefined' && !('__TAURI_INTERNALS__' in window)) {
+    throw { code: 'no_shell', message: 'This window is not connected to the Latchkey desktop app.' };
+  }
   try {
     return await invoke<T>(cmd, args);
   } catch (e) {
