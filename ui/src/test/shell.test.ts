@@ -112,3 +112,19 @@ describe('dialogs', () => {
     await waitFor(() => expect(screen.queryByTestId('connect-dialog')).toBeNull());
   });
 });
+
+describe('every screen', () => {
+  it('renders against the sample workspace without errors', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(App);
+    const screens = ['integrations', 'agents', 'approvals', 'policies', 'audit', 'members', 'security'];
+    for (const s of screens) {
+      await user.click(await screen.findByTestId(`nav-${s}`));
+      await screen.findByTestId(`screen-${s}`);
+      await settle();
+      expect(screen.queryByRole('alert'), `the ${s} screen shows no error with healthy data`).toBeNull();
+      expect(screen.getByRole('heading', { level: 1 })).toBeInTheDocument();
+    }
+  });
+});
