@@ -1,0 +1,128 @@
+// One typed wrapper per shell command. Components call these, never `invoke`.
+import { invoke } from '@tauri-apps/api/core';
+import { toApiError } from './errors';
+import type {
+  Agent,
+  AppStatus,
+  Approval,
+  AuditFilter,
+  AuditRow,
+  AuditVerdict,
+  CheckResult,
+  Decision,
+  Grant,
+  Integration,
+  Invite,
+  Member,
+  NewAgent,
+  Policy,
+  PolicyTemplate,
+  Provider,
+  Role,
+  RotationResult,
+} from './types';
+
+async function call<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+  if (typeof window !== 'undefined' && !('__TAURI_INTERNALS__' in window)) {
+    throw { code: 'no_shell', message: 'This window is not connected to the Latchkey desktop app.' };
+  }
+  try {
+    return await invoke<T>(cmd, args);
+  } catch (e) {
+    throw toApiError(e);
+  }
+}
+
+// Status and onboarding
+export const appStatus = () => call<AppStatus>('app_status');
+export const createWorkspace = (a: {
+  workspaceName: string;
+  memberName: string;
+  deviceName: string;
+  /** null = this computer (embedded broker). */
+  teamServerUrl: string | null;
+}) => call<AppStatus>('create_workspace', a);
+export const joinWorkspace = (a: {
+  serverUrl: string;
+  inviteCode: string;
+  memberName: string | null;
+  deviceName: string;
+}) => call<{ fingerprint: string }>('join_workspace', a);
+/** Rejects with code `not_admitted_yet` until an admin admitted this device. */
+export const finishJoin = () => call<AppStatus>('finish_join');
+
+// Integrations
+export const listProviders = (query: string) => call<Provider[]>('list_providers', { query });
+export const listIntegrations = () => call<Integration[]>('list_integrations');
+export const addApiKey = (a: {
+  provider: string;
+  name: string;
+  secret: string;
+  shared: boolean;
+  baseUrl: string | null;
+}) => call<Integration>('add_api_key', a);
+export const connectOauth = (a: {
+  provider: string;
+  name: string;
+  clientId: string;
+  clientSecret: string | null;
+  scopes: string[] | null;
+  shared: boolean;
+}) => call<Integration>('connect_oauth', a);
+export const cancelConnect = () => call<null>('cancel_connect');
+export const reconnect = (id: string) => call<Integration>('reconnect', { id });
+export const disconnect = (id: string, force: boolean) =>
+  call<{ revokedAtProvider: boolean }>('disconnect', { id, force });
+
+// Agents and grants
+export const listAgents = () => call<Agent[]>('list_agents');
+export const createAgent = (name: string) => call<NewAgent>('create_agent', { name });
+export const regenerateAgent = (id: string) => call<NewAgent>('regenerate_agent', { id });
+export const revokeAgent = (id: string) => call<null>('revoke_agent', { id });
+export const createGrant = (a: {
+  agent: string;
+  credential: string;
+  methods: string[];
+  pathPatterns: string[];
+  durationSecs: number;
+}) => call<Grant>('create_grant', a);
+export const revokeGrant = (id: string) => call<null>('revoke_grant', { id });
+
+// Approvals
+export const listApprovals = (all: boolean) => call<Approval[]>('list_approvals', { all });
+export const approveOnce = (id: string) => call<Approval>('approve_once', { id });
+export const approveFor = (id: string, durationSecs: number) =>
+  call<Approval>('approve_for', { id, durationSecs });
+export const deny = (id: string) => call<Approval>('deny', { id });
+
+// Policies
+export const listPolicies = () => call<Policy[]>('list_policies');
+export const policyTemplates = () => call<PolicyTemplate[]>('policy_templates');
+/** Rejects with code `policy_invalid` and `problems` on the error. */
+export const savePolicy = (a: { id: string; description: string; source: string; enabled: boolean }) =>
+  call<Policy>('save_policy', a);
+export const deletePolicy = (id: string) => call<null>('delete_policy', { id });
+export const checkCall = (a: { agent: string; credential: string; method: string; path: string }) =>
+  call<CheckResult>('check_call', a);
+
+// Audit
+export const listAudit = (f: AuditFilter) => call<AuditRow[]>('list_audit', f);
+export const verifyAudit = () => call<AuditVerdict>('verify_audit');
+export const exportAudit = (format: 'jsonl' | 'csv') => call<{ path: string }>('export_audit', { format });
+
+// Members
+export const listMembers = () => call<Member[]>('list_members');
+export const createInvite = (role: Role) => call<Invite>('create_invite', { role });
+export const admitDevice = (deviceId: string, fingerprint: string) =>
+  call<Member[]>('admit_device', { deviceId, fingerprint });
+export const removeMember = (id: string, rotate: boolean) => call<Member[]>('remove_member', { id, rotate });
+export const removeDevice = (id: string, rotate: boolean) => call<Member[]>('remove_device', { id, rotate });
+
+// Security
+export const rotateKeys = () => call<RotationResult>('rotate_keys');
+export const exportRecoveryKit = (passphrase: string) =>
+  call<{ path: string }>('export_recovery_kit', { passphrase });
+export const setPaused = (paused: boolean) => call<AppStatus>('set_paused', { paused });
+export const openExternal = (url: string) => call<null>('open_external', { url });
+
+export type { Decision };

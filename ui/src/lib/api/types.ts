@@ -1,0 +1,199 @@
+// Types of the desktop command contract (Rust shell <-> UI).
+// Times are Unix seconds; ids are strings. Keep in step with the shell.
+
+export type Role = 'admin' | 'member';
+
+export type Workspace = {
+  id: string;
+  brokerUrl: string;
+  /** Embedded broker on this computer. */
+  local: boolean;
+  memberId: string;
+  role: Role;
+  deviceId: string;
+  /** This device's fingerprint, e.g. "4F2A-91C3-...". */
+  fingerprint: string;
+};
+
+export type BrokerState = { url: string | null; local: boolean; reachable: boolean; error: string | null };
+
+export type AppStatus = {
+  profile: string;
+  /** false -> onboarding. */
+  setUp: boolean;
+  workspace: Workspace | null;
+  broker: BrokerState;
+  /** "Pause all agents" kill switch. */
+  paused: boolean;
+  pendingApprovals: number;
+};
+
+export type ProviderKind = 'oauth2' | 'api_key';
+
+export type Provider = {
+  id: string;
+  name: string;
+  kind: ProviderKind;
+  apiBaseUrl: string;
+  allowedHosts: string[];
+  defaultScopes: string[];
+  needsClientSecret: boolean;
+  docs: string | null;
+};
+
+export type IntegrationStatus = 'active' | 'expiring' | 'reconnect_needed' | 'disabled';
+
+export type Integration = {
+  id: string;
+  name: string;
+  provider: string;
+  providerName: string;
+  kind: ProviderKind;
+  upstreamBaseUrl: string;
+  allowedHosts: string[];
+  owner: 'shared' | 'personal';
+  status: IntegrationStatus;
+  scopes: string[];
+  expiresAt: number | null;
+  lastUsedAt: number | null;
+  keyVersion: number;
+};
+
+export type Grant = {
+  id: string;
+  agent: string;
+  credential: string;
+  credentialName: string;
+  methods: string[];
+  pathPatterns: string[];
+  expiresAt: number;
+  createdAt: number;
+  revokedAt: number | null;
+};
+
+export type Agent = {
+  id: string;
+  name: string;
+  createdAt: number;
+  revokedAt: number | null;
+  lastUsedAt: number | null;
+  grants: Grant[];
+};
+
+export type Snippet = { label: string; language: 'sh' | 'python' | 'typescript'; text: string };
+
+/** Returned once by create_agent / regenerate_agent; `token` is shown once and then dropped. */
+export type NewAgent = { agent: Agent; token: string; proxyUrl: string; snippets: Snippet[] };
+
+export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired';
+
+export type Approval = {
+  id: string;
+  status: ApprovalStatus;
+  agent: string;
+  agentName: string;
+  credential: string;
+  credentialName: string;
+  method: string;
+  host: string;
+  path: string;
+  queryKeys: string[];
+  bodySize: number | null;
+  policyIds: string[];
+  createdAt: number;
+  expiresAt: number;
+  answeredAt: number | null;
+  answeredBy: string | null;
+};
+
+export type PolicyProblem = { message: string; line: number | null; column: number | null };
+
+export type Policy = {
+  id: string;
+  description: string;
+  source: string;
+  enabled: boolean;
+  updatedAt: number;
+  problems: PolicyProblem[];
+};
+
+export type PolicyTemplate = { id: string; title: string; description: string; source: string };
+
+export type CheckResult = { allowed: boolean; policyIds: string[]; reason: string };
+
+export type Decision = 'allowed' | 'denied';
+
+export type AuditRow = {
+  seq: number;
+  at: number;
+  kind: string;
+  agent: string | null;
+  agentName: string | null;
+  credential: string | null;
+  credentialName: string | null;
+  method: string | null;
+  host: string | null;
+  path: string | null;
+  decision: Decision | null;
+  reason: string | null;
+  policyIds: string[];
+  upstreamStatus: number | null;
+};
+
+export type AuditVerdict = {
+  ok: boolean;
+  records: number;
+  head: string | null;
+  firstBrokenSeq: number | null;
+  reason: string | null;
+};
+
+export type Device = {
+  id: string;
+  name: string;
+  createdAt: number;
+  fingerprint: string;
+  removed: boolean;
+  thisDevice: boolean;
+};
+
+export type Member = { id: string; name: string; role: Role; createdAt: number; devices: Device[]; you: boolean };
+
+export type Invite = { code: string; role: Role; expiresAt: number };
+
+export type RotationPhase = 'sealing' | 'verifying' | 'swapping' | 'done';
+export type RotationProgress = { phase: RotationPhase; done: number; total: number };
+export type RotationResult = { credentials: number; workspaceKeyVersion: number; memberKeyVersion: number };
+
+export type AuditFilter = {
+  agent: string | null;
+  credential: string | null;
+  decision: Decision | null;
+  since: number | null;
+  limit: number;
+};
+
+/** Screens the shell may ask for with the `navigate` event. */
+export type Screen =
+  | 'integrations'
+  | 'agents'
+  | 'approvals'
+  | 'policies'
+  | 'audit'
+  | 'members'
+  | 'security';
+
+// Events
+export type ApprovalsChanged = { pending: number };
+export type NavigateRequest = { screen: Screen | string; approvalId?: string };
+
+export type EventMap = {
+  'approvals-changed': ApprovalsChanged;
+  'approval-requested': Approval;
+  navigate: NavigateRequest;
+  'rotation-progress': RotationProgress;
+  'status-changed': AppStatus;
+};
+
+/** Every failed command rejects with this shape; `message` is written for a person. */
+export type ApiError = { code: string; message: string; problems?: PolicyProblem[] };

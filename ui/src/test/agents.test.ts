@@ -1,0 +1,119 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { cleanup, render, screen, waitFor, within } from '@testing-library/svelte';
+import userEvent from '@testing-library/user-event';
+import { clearMocks } from '@tauri-apps/api/mocks';
+import Agents from '../screens/Agents.svelte';
+import { setup, storeSnapshot, stubClipboard } from '../lib/testing/helpers';
+
+afterEach(() => {
+  cleanup();
+  clearMocks();
+});
+
+async function createAgent(user: ReturnType<typeof userEvent.setup>, name: string) {
+  await user.click(await screen.findByTestId('create-agent'));
+  await user.type(screen.getByTestId('agent-name'), name);
+  await user.click(screen.getByTestId('create-agent-submit'));
+  return await screen.findByTestId('token-dialog');
+}
+
+describe('agents', () => {
+  it('lists agents with their grants', async () => {
+    setup();
+    render(Agents);
+    const row = await screen.findByTestId('agent-ci-bot');
+    expect(within(row).getByText('github-main')).toBeInTheDocument();
+    expect(within(row).getByText('/repos/acme/*')).toBeInTheDocument();
+  });
+
+  it('shows a new token once with a copy button, and drops it when the dialog closes', async () => {
+    setup();
+    const user = userEvent.setup();
+    const copied = stubClipboard(); // after userEvent.setup(), which installs its own clipboard
+    render(Agents);
+    const dlg = await createAgent(user, 'docs-bot');
+    const token = within(dlg).getByTestId('agent-token').textContent!;
+    expect(token, 'the placeholder token is displayed').toMatch(/^lk_agent_/);
+    expect(dlg).toHaveTextContent("you won't see it again");
+    await user.click(within(dlg).getByTestId('copy-token'));
+    expect(copied).toEqual([token]);
+
+    await user.click(within(dlg).getByTestId('token-done'));
+    await waitFor(() => expect(screen.queryByTestId('token-dialog')).toBeNull());
+    expect(document.body.innerHTML.includes(token), 'after closing, the token is gone from the page').toBe(false);
+    expect(storeSnapshot().includes(token), 'the token never lands in a shared store').toBe(false);
+    expect(screen.getByTestId('agent-docs-bot'), 'the new agent is listed').toBeInTheDocument();
+  });
+
+  it('closes the token dialog on Escape', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(Agents);
+    await createAgent(user, 'esc-bot');
+    await user.keyboard('{Escape}');
+    await waitFor(() => expect(screen.queryByTestId('token-dialog')).toBeNull());
+  });
+
+  it('shows the SDK snippets in tabs', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(Agents);
+    const dlg = await createAgent(user, 'sdk-bot');
+    expect(within(dlg).getByTestId('snippet-text')).toHaveTextContent('OPENAI_BASE_URL');
+    await user.click(within(dlg).getByTestId('snippet-tab-1'));
+    expect(within(dlg).getByTestId('snippet-text')).toHaveTextContent('ANTHROPIC_BASE_URL');
+    await user.keyboard('{ArrowRight}');
+    expect(within(dlg).getByTestId('snippet-text'), 'arrow keys move between snippet tabs').toHaveTextContent('Octokit');
+  });
+
+  it('shows why creating an agent failed', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(Agents);
+    await user.click(await screen.findByTestId('create-agent'));
+    await user.type(screen.getByTestId('agent-name'), 'ci-bot');
+    await user.click(screen.getByTestId('create-agent-submit'));
+    expect(await screen.findByRole('alert')).toHaveTextContent('An agent called ci-bot already exists.');
+  });
+
+  it('creates a grant with the chosen integration, methods, paths and duration', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Agents);
+    const row = await screen.findByTestId('agent-release-writer');
+    await user.click(within(row).getByTestId('add-grant'));
+    const dlg = await screen.findByTestId('grant-dialog');
+    await waitFor(() => expect((within(dlg).getByTestId('grant-credential') as HTMLSelectElement).value).toBe('cred_gh'));
+    await user.selectOptions(within(dlg).getByTestId('grant-credential'), 'cred_oai');
+    await user.click(within(dlg).getByTestId('method-HEAD'));
+    await user.click(within(dlg).getByTestId('method-POST'));
+    await user.clear(within(dlg).getByTestId('grant-paths'));
+    await user.type(within(dlg).getByTestId('grant-paths'), '/v1/chat/*{Enter}/v1/models');
+    await user.selectOptions(within(dlg).getByTestId('grant-duration'), String(8 * 3600));
+    await user.click(within(dlg).getByTestId('grant-submit'));
+    await waitFor(() => expect(b.callsOf('create_grant')).toHaveLength(1));
+    expect(b.callsOf('create_grant')[0]).toEqual({
+      agent: 'agent_writer', credential: 'cred_oai', methods: ['GET', 'POST'], pathPatterns: ['/v1/chat/*', '/v1/models'], durationSecs: 28800,
+    });
+  });
+
+  it('revokes an agent after confirmation', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Agents);
+    await user.click(within(await screen.findByTestId('agent-ci-bot')).getByTestId('revoke-agent'));
+    await user.click(within(screen.getByTestId('confirm-dialog')).getByTestId('confirm'));
+    await waitFor(() => expect(b.callsOf('revoke_agent')).toEqual([{ id: 'agent_ci' }]));
+    await waitFor(() => expect(screen.queryByTestId('agent-ci-bot'), 'revoked agents are hidden by default').toBeNull());
+  });
+
+  it('revokes a single grant', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Agents);
+    const row = await screen.findByTestId('agent-ci-bot');
+    await user.click(within(row).getByTestId('revoke-grant'));
+    await waitFor(() => expect(b.callsOf('revoke_grant')).toEqual([{ id: 'grant_1' }]));
+    await waitFor(() => expect(screen.queryByTestId('grant-grant_1')).toBeNull());
+  });
+});

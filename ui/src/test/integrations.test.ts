@@ -1,0 +1,148 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { cleanup, render, screen, waitFor, within } from '@testing-library/svelte';
+import userEvent from '@testing-library/user-event';
+import { clearMocks } from '@tauri-apps/api/mocks';
+import Integrations from '../screens/Integrations.svelte';
+import { setup, storeSnapshot, NOW } from '../lib/testing/helpers';
+
+afterEach(() => {
+  cleanup();
+  clearMocks();
+});
+
+async function openCatalog(user: ReturnType<typeof userEvent.setup>) {
+  await user.click(await screen.findByTestId('connect-integration'));
+  await screen.findByTestId('provider-github');
+}
+
+describe('integrations', () => {
+  it('lists integrations as cards with their status', async () => {
+    setup({ now: () => NOW });
+    render(Integrations);
+    const card = await screen.findByTestId('integration-slack-ops');
+    expect(within(card).getByTestId('integration-status')).toHaveTextContent('Reconnect needed');
+    expect(within(screen.getByTestId('integration-github-main')).getByText('Shared with workspace')).toBeInTheDocument();
+  });
+
+  it('shows an empty state with a way to connect', async () => {
+    setup({ seed: false });
+    render(Integrations);
+    expect(await screen.findByText('No integrations yet')).toBeInTheDocument();
+  });
+
+  it('shows the message of a failed listing', async () => {
+    const b = setup();
+    b.failNext('list_integrations', { code: 'broker_unreachable', message: 'The broker is not reachable.' });
+    render(Integrations);
+    expect(await screen.findByRole('alert')).toHaveTextContent('The broker is not reachable.');
+  });
+
+  it('filters the provider catalog as you type', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.type(screen.getByTestId('provider-search'), 'open');
+    await waitFor(() => expect(screen.queryByTestId('provider-github'), 'GitHub does not match "open"').toBeNull());
+    expect(screen.getByTestId('provider-openai')).toBeInTheDocument();
+    expect(b.callsOf('list_providers').at(-1)).toEqual({ query: 'open' });
+  });
+
+  it('moves the selection with arrow keys and picks with Enter', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    const search = screen.getByTestId('provider-search');
+    expect(search, 'the search field gets focus when the catalog opens').toHaveFocus();
+    expect(screen.getByTestId('provider-github')).toHaveAttribute('aria-selected', 'true');
+    await user.keyboard('{ArrowDown}{ArrowDown}');
+    expect(screen.getByTestId('provider-slack')).toHaveAttribute('aria-selected', 'true');
+    await user.keyboard('{ArrowUp}');
+    expect(screen.getByTestId('provider-google')).toHaveAttribute('aria-selected', 'true');
+    expect(search.getAttribute('aria-activedescendant')).toBe('provider-opt-1');
+    await user.keyboard('{Enter}');
+    expect(await screen.findByText('Connect Google Workspace')).toBeInTheDocument();
+  });
+
+  it('sends an API key once, clears the field, and keeps it out of every store and the DOM', async () => {
+    const received: string[] = [];
+    const b = setup({ inspectSecret: (s) => received.push(s) });
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.click(screen.getByTestId('provider-openai'));
+    const key = screen.getByTestId('api-key') as HTMLInputElement;
+    expect(key.type, 'the key is typed into a password field').toBe('password');
+    const SECRET = 'sk-test-THIS-IS-SECRET-123';
+    await user.type(key, SECRET);
+    await user.click(screen.getByTestId('connect-submit'));
+    await waitFor(() => expect(b.callsOf('add_api_key')).toHaveLength(1));
+    expect(received, 'the backend received the key exactly once').toEqual([SECRET]);
+    expect(b.callsOf('add_api_key')[0]).toMatchObject({ provider: 'openai', shared: true, baseUrl: null });
+    expect(key.value, 'the key field is cleared after submit').toBe('');
+    expect(storeSnapshot().includes(SECRET), 'the key must never land in a shared store').toBe(false);
+    expect(document.body.innerHTML.includes(SECRET), 'the key must not be rendered anywhere').toBe(false);
+    await waitFor(() => expect(screen.queryByTestId('connect-dialog')).toBeNull());
+  });
+
+  it('clears the API key field even when adding fails, and shows the error', async () => {
+    const b = setup();
+    b.failNext('add_api_key', { code: 'invalid_key', message: 'OpenAI rejected that key.' });
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.click(screen.getByTestId('provider-openai'));
+    await user.type(screen.getByTestId('api-key'), 'sk-wrong-key-000');
+    await user.click(screen.getByTestId('connect-submit'));
+    expect(await screen.findByRole('alert')).toHaveTextContent('OpenAI rejected that key.');
+    expect((screen.getByTestId('api-key') as HTMLInputElement).value).toBe('');
+  });
+
+  it('connects OAuth with default scopes, waits for the browser, and can cancel', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.click(screen.getByTestId('provider-google'));
+    expect((screen.getByTestId('scopes') as HTMLInputElement).value, 'scopes are prefilled from defaultScopes').toBe('openid email');
+    expect(screen.queryByTestId('client-secret'), 'Google does not need a client secret').toBeNull();
+    await user.type(screen.getByTestId('client-id'), 'cid-123');
+    await user.click(screen.getByTestId('connect-submit'));
+    expect(await screen.findByTestId('oauth-waiting')).toHaveTextContent('Finish in your browser');
+    expect(b.callsOf('connect_oauth')[0]).toEqual({
+      provider: 'google', name: 'google-team', clientId: 'cid-123', clientSecret: null, scopes: ['openid', 'email'], shared: true,
+    });
+    await user.click(screen.getByTestId('cancel-connect'));
+    expect(b.callsOf('cancel_connect')).toHaveLength(1);
+    await waitFor(() => expect(screen.queryByTestId('oauth-waiting')).toBeNull());
+    expect(screen.queryByRole('alert'), 'cancelling is not an error').toBeNull();
+  });
+
+  it('finishes an OAuth connect and shows the new card', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.click(screen.getByTestId('provider-github'));
+    await user.type(screen.getByTestId('client-id'), 'gh-client');
+    await user.type(screen.getByTestId('client-secret'), 'gh-secret');
+    await user.click(screen.getByTestId('connect-submit'));
+    await screen.findByTestId('oauth-waiting');
+    expect(b.callsOf('connect_oauth')[0]).toMatchObject({ clientSecret: 'gh-secret', scopes: ['repo', 'read:org'] });
+    b.completeConnect();
+    expect(await screen.findByTestId('integration-github-team')).toBeInTheDocument();
+  });
+
+  it('confirms a disconnect and reports whether the provider revoked it', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    const card = await screen.findByTestId('integration-github-main');
+    await user.click(within(card).getByTestId('disconnect'));
+    const dlg = screen.getByTestId('disconnect-dialog');
+    await user.click(within(dlg).getByTestId('confirm-disconnect'));
+    await waitFor(() => expect(screen.queryByTestId('integration-github-main')).toBeNull());
+    expect(b.callsOf('disconnect')).toEqual([{ id: 'cred_gh', force: false }]);
+  });
+});

@@ -1,0 +1,96 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { cleanup, render, screen, waitFor } from '@testing-library/svelte';
+import userEvent from '@testing-library/user-event';
+import { clearMocks } from '@tauri-apps/api/mocks';
+import Onboarding from '../screens/Onboarding.svelte';
+import { app } from '../lib/stores/status.svelte';
+import { setup } from '../lib/testing/helpers';
+
+afterEach(() => {
+  cleanup();
+  clearMocks();
+});
+
+async function fillCreate(user: ReturnType<typeof userEvent.setup>) {
+  await user.click(screen.getByTestId('start-create'));
+  await user.type(screen.getByTestId('workspace-name'), 'Acme');
+  await user.type(screen.getByTestId('member-name'), 'Ada');
+}
+
+describe('onboarding', () => {
+  it('creates a workspace on this computer with teamServerUrl null', async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    expect((screen.getByTestId('device-name') as HTMLInputElement).value, 'the device name is prefilled').not.toBe('');
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+    expect(b.callsOf('create_workspace')).toEqual([
+      { workspaceName: 'Acme', memberName: 'Ada', deviceName: expect.any(String), teamServerUrl: null },
+    ]);
+    expect(screen.getByTestId('fingerprint').textContent).toBe('4F2A-91C3-7D0E-B85A');
+  });
+
+  it('sends the team server URL when the team option is chosen', async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    await user.click(screen.getByTestId('where-server'));
+    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+    expect(b.callsOf('create_workspace')[0].teamServerUrl).toBe('https://lk.acme.dev');
+  });
+
+  it('offers the recovery kit only when both passphrases match, and can be skipped', async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+    await user.type(screen.getByTestId('kit-pass1'), 'correct horse battery');
+    await user.type(screen.getByTestId('kit-pass2'), 'correct horse batterx');
+    expect(screen.getByTestId('export-kit'), 'mismatched passphrases must not be exported').toBeDisabled();
+    await user.clear(screen.getByTestId('kit-pass2'));
+    await user.type(screen.getByTestId('kit-pass2'), 'correct horse battery');
+    await user.click(screen.getByTestId('export-kit'));
+    expect(await screen.findByTestId('kit-path')).toHaveTextContent('latchkey-recovery-kit');
+    expect(b.callsOf('export_recovery_kit')).toEqual([{ passphrase: 'correct horse battery' }]);
+    await user.click(screen.getByTestId('onboarding-done'));
+    expect(app.status?.setUp, 'finishing onboarding hands the new status to the app').toBe(true);
+  });
+
+  it('joins with an invite, shows the fingerprint, and explains not_admitted_yet', async () => {
+    const b = setup({ fresh: true, admitAfter: 1 });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await user.click(screen.getByTestId('start-join'));
+    await user.type(screen.getByTestId('join-url'), 'https://lk.acme.dev');
+    await user.type(screen.getByTestId('invite-code'), 'LK-7Q4M');
+    await user.click(screen.getByTestId('join-workspace'));
+    expect(await screen.findByTestId('fingerprint')).toHaveTextContent('4F2A-91C3-7D0E-B85A');
+    expect(b.callsOf('join_workspace')[0], 'an empty optional name is sent as null').toMatchObject({ memberName: null, inviteCode: 'LK-7Q4M' });
+
+    await user.click(screen.getByTestId('finish-join'));
+    expect(await screen.findByTestId('not-admitted'), 'not_admitted_yet is a normal waiting state, not an error').toHaveTextContent(/admin/);
+    expect(screen.queryByRole('alert')).toBeNull();
+
+    await user.click(screen.getByTestId('finish-join'));
+    await waitFor(() => expect(app.status?.setUp).toBe(true));
+  });
+
+  it('shows the message of a failed join', async () => {
+    const b = setup({ fresh: true });
+    b.failNext('join_workspace', { code: 'invalid_invite', message: 'That invite code has expired.' });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await user.click(screen.getByTestId('start-join'));
+    await user.type(screen.getByTestId('join-url'), 'https://lk.acme.dev');
+    await user.type(screen.getByTestId('invite-code'), 'LK-OLD1');
+    await user.click(screen.getByTestId('join-workspace'));
+    expect(await screen.findByRole('alert')).toHaveTextContent('That invite code has expired.');
+  });
+});

@@ -1,0 +1,196 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { cleanup, render, screen, waitFor, within } from '@testing-library/svelte';
+import userEvent from '@testing-library/user-event';
+import { clearMocks } from '@tauri-apps/api/mocks';
+import Policies from '../screens/Policies.svelte';
+import Audit from '../screens/Audit.svelte';
+import Members from '../screens/Members.svelte';
+import Security from '../screens/Security.svelte';
+import { app, refreshStatus } from '../lib/stores/status.svelte';
+import { setup, settle } from '../lib/testing/helpers';
+
+afterEach(() => {
+  cleanup();
+  clearMocks();
+});
+
+describe('policies', () => {
+  it('renders policy_invalid problems at their line in the editor', async () => {
+    const b = setup();
+    b.failNext('save_policy', {
+      code: 'policy_invalid',
+      message: 'line 3: unexpected token',
+      problems: [{ message: 'unexpected token', line: 3, column: 5 }],
+    } as never);
+    const user = userEvent.setup();
+    render(Policies);
+    await user.click(await screen.findByRole('button', { name: 'Edit policy read-only' }));
+    await user.click(screen.getByTestId('save-policy'));
+    const problem = await screen.findByTestId('policy-problem');
+    expect(problem).toHaveTextContent('Line 3, col 5');
+    expect(problem).toHaveTextContent('unexpected token');
+    const gutter = document.querySelector('[data-line="3"].ln');
+    expect(gutter, 'line 3 is marked in the gutter').toHaveAttribute('data-problem', 'true');
+    expect(document.querySelector('[data-line="2"].ln'), 'other lines are not marked').not.toHaveAttribute('data-problem');
+    await user.click(problem);
+    const area = screen.getByTestId('policy-source') as HTMLTextAreaElement;
+    const before = area.value.split('\n').slice(0, 2).join('\n').length + 1;
+    expect(area.selectionStart, 'clicking a problem puts the caret at its line and column').toBe(before + 4);
+  });
+
+  it('saves a policy from a template', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Policies);
+    await user.click(await screen.findByTestId('new-policy'));
+    await user.click(await screen.findByTestId('template-approve-writes'));
+    expect((screen.getByTestId('policy-source') as HTMLTextAreaElement).value).toContain('@approval');
+    await user.click(screen.getByTestId('save-policy'));
+    await waitFor(() => expect(b.callsOf('save_policy')).toHaveLength(1));
+    expect(b.callsOf('save_policy')[0]).toMatchObject({ id: 'approve-writes', enabled: true });
+    expect(await screen.findByTestId('policy-approve-writes')).toBeInTheDocument();
+  });
+
+  it('answers "would this request be allowed?" with check_call', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Policies);
+    const tester = await screen.findByTestId('policy-tester');
+    await waitFor(() => expect((within(tester).getByTestId('test-agent') as HTMLSelectElement).value).toBe('agent_ci'));
+    await user.selectOptions(within(tester).getByTestId('test-method'), 'DELETE');
+    await user.clear(within(tester).getByTestId('test-path'));
+    await user.type(within(tester).getByTestId('test-path'), '/repos/acme/web');
+    await user.click(within(tester).getByTestId('test-submit'));
+    const res = await screen.findByTestId('check-result');
+    expect(res).toHaveTextContent('Denied');
+    expect(res).toHaveTextContent('deny-deletes');
+    expect(b.callsOf('check_call')).toEqual([{ agent: 'agent_ci', credential: 'cred_gh', method: 'DELETE', path: '/repos/acme/web' }]);
+  });
+});
+
+describe('audit', () => {
+  it('shows a verified chain', async () => {
+    const b = setup();
+    render(Audit);
+    expect(await screen.findByTestId('audit-verify')).toHaveTextContent(`Chain verified — ${b.audit.length} records intact`);
+  });
+
+  it('shows a broken chain with the first broken record and reason', async () => {
+    const b = setup();
+    b.verdict = { ok: false, records: 120, head: null, firstBrokenSeq: 57, reason: 'hash mismatch' };
+    render(Audit);
+    const banner = await screen.findByTestId('audit-verify');
+    expect(banner).toHaveTextContent('Chain broken at record 57');
+    expect(banner).toHaveTextContent('hash mismatch');
+  });
+
+  it('filters by decision and passes the filter to list_audit', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Audit);
+    await screen.findByTestId('audit-table');
+    await user.selectOptions(screen.getByTestId('filter-decision'), 'denied');
+    await waitFor(() => expect(b.callsOf('list_audit').at(-1)).toMatchObject({ decision: 'denied', agent: null, credential: null }));
+    await waitFor(() => expect(within(screen.getByTestId('audit-table')).queryAllByText('allowed')).toHaveLength(0));
+  });
+
+  it('exports and shows where the file was saved', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Audit);
+    await user.click(await screen.findByTestId('export-csv'));
+    expect(await screen.findByTestId('export-path')).toHaveTextContent('latchkey-audit.csv');
+    expect(b.callsOf('export_audit')).toEqual([{ format: 'csv' }]);
+  });
+
+  it('draws one allowed and one denied bar per agent with the right counts', async () => {
+    const b = setup();
+    render(Audit);
+    await screen.findByTestId('audit-chart');
+    // The screen's default range is the last 24 hours, which covers all seeded rows.
+    const expected = b.audit.filter((r) => r.agent === 'agent_ci' && r.at >= Date.now() / 1000 - 86400);
+    const allowed = expected.filter((r) => r.decision === 'allowed').length;
+    const denied = expected.filter((r) => r.decision === 'denied').length;
+    expect(screen.getByTestId('chart-agent-agent_ci')).toHaveTextContent(`${allowed} ✓ · ${denied} ✕`);
+  });
+});
+
+describe('members', () => {
+  it('admits a device only after the typed fingerprint matches', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Members);
+    const row = await screen.findByTestId('device-dev_sam');
+    await user.click(within(row).getByTestId('admit-device'));
+    const dlg = screen.getByTestId('admit-dialog');
+    await user.type(within(dlg).getByTestId('admit-fingerprint'), '9B1C-22D4-E0F7-0000');
+    expect(within(dlg).getByTestId('fingerprint-match')).toHaveTextContent('Does not match');
+    expect(within(dlg).getByTestId('admit-submit'), 'a mismatching fingerprint cannot be admitted').toBeDisabled();
+    await user.clear(within(dlg).getByTestId('admit-fingerprint'));
+    await user.type(within(dlg).getByTestId('admit-fingerprint'), '9b1c 22d4 e0f7 6a13');
+    expect(within(dlg).getByTestId('admit-submit')).toBeEnabled();
+    await user.click(within(dlg).getByTestId('admit-submit'));
+    await waitFor(() => expect(b.callsOf('admit_device')).toEqual([{ deviceId: 'dev_sam', fingerprint: '9B1C-22D4-E0F7-6A13' }]));
+  });
+
+  it('removes a member with key rotation on by default', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Members);
+    await user.click(within(await screen.findByTestId('member-Sam Rivera')).getByTestId('remove-member'));
+    const dlg = screen.getByTestId('remove-dialog');
+    expect(within(dlg).getByTestId('rotate'), 'rotating keys is the safe default').toBeChecked();
+    await user.click(within(dlg).getByTestId('confirm-remove'));
+    await waitFor(() => expect(b.callsOf('remove_member')).toEqual([{ id: 'mem_sam', rotate: true }]));
+    await waitFor(() => expect(screen.queryByTestId('member-Sam Rivera')).toBeNull());
+  });
+
+  it('creates an invite and shows its code and expiry', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Members);
+    await user.click(await screen.findByTestId('invite'));
+    await user.click(screen.getByTestId('role-admin'));
+    await user.click(screen.getByTestId('create-invite'));
+    expect(await screen.findByTestId('invite-code')).toHaveTextContent('LK-7Q4M-2XRT-9PHD');
+    expect(screen.getByTestId('invite-dialog')).toHaveTextContent('expires');
+    expect(b.callsOf('create_invite')).toEqual([{ role: 'admin' }]);
+  });
+});
+
+describe('security', () => {
+  it('drives the progress bar from rotation-progress and shows the result', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Security);
+    await settle();
+    await user.click(screen.getByTestId('rotate-keys'));
+    expect(await screen.findByTestId('rotation-result')).toHaveTextContent(`Rotated ${b.integrations.length} credentials`);
+    const bar = screen.getByRole('progressbar', { name: 'Rotation progress' }) as HTMLProgressElement;
+    expect(bar.value, 'the final "done" event fills the bar').toBe(100);
+    expect(screen.getByTestId('rotation-progress')).toHaveTextContent('Done');
+  });
+
+  it('pauses all agents with set_paused', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Security);
+    await user.click(screen.getByTestId('pause-toggle'));
+    await waitFor(() => expect(app.status?.paused).toBe(true));
+    expect(b.callsOf('set_paused')).toEqual([{ paused: true }]);
+  });
+
+  it('shows why a recovery kit export failed', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(Security);
+    await user.type(screen.getByTestId('kit-pass1'), 'short');
+    await user.type(screen.getByTestId('kit-pass2'), 'short');
+    await user.click(screen.getByTestId('export-kit'));
+    expect(await screen.findByRole('alert')).toHaveTextContent('at least 12 characters');
+  });
+});
