@@ -56,6 +56,10 @@ pub struct NewConnection {
     pub client_secret: Option<SecretBytes>,
     pub scopes: Option<Vec<String>>,
     pub shared: bool,
+    /// `custom-oauth2`: the authorization server (its metadata names the endpoints).
+    pub issuer: Option<String>,
+    /// `custom-oauth2`: the API the tokens are for.
+    pub base_url: Option<String>,
 }
 
 /// A standing grant to issue.

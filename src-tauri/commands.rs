@@ -138,13 +138,27 @@ pub async fn connect_oauth(
     client_secret: Option<String>,
     scopes: Option<Vec<String>>,
     shared: bool,
+    issuer: Option<String>,
+    base_url: Option<String>,
 ) -> Outcome<Integration> {
+    let blank_is_none =
+        |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    let (issuer, base_url) = (blank_is_none(issuer), blank_is_none(base_url));
     let client_secret = client_secret
         .filter(|s| !s.is_empty())
         .map(|s| SecretBytes::from_zeroizing(zeroize::Zeroizing::new(s.into_bytes())));
     shell
         .backend
-        .connect(NewConnection { provider, name, client_id, client_secret, scopes, shared })
+        .connect(NewConnection {
+            provider,
+            name,
+            client_id,
+            client_secret,
+            scopes,
+            shared,
+            issuer,
+            base_url,
+        })
         .await
 }
 

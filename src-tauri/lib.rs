@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use latchkey_client::oauth::SystemBrowser;
+use latchkey_client::oauth::{BrowserLauncher, CommandBrowser, SystemBrowser};
 use latchkey_client::profile::{Profile, ProfileName};
 use tauri::Manager as _;
 
@@ -118,7 +118,12 @@ pub fn run() -> anyhow::Result<()> {
         .plugin(tauri_plugin_notification::init())
         .invoke_handler(command_handlers!())
         .setup(|app| {
-            let live = Arc::new(Live::new(settings(app)?, Arc::new(SystemBrowser)));
+            // LATCHKEY_BROWSER names another browser, as $BROWSER does for other tools.
+            let browser: Arc<dyn BrowserLauncher> = match CommandBrowser::from_env() {
+                Some(chosen) => Arc::new(chosen),
+                None => Arc::new(SystemBrowser),
+            };
+            let live = Arc::new(Live::new(settings(app)?, browser));
             app.manage(Shell { backend: live.clone() });
             app.manage(live.clone());
             let tray = watch::Tray::install(app.handle())?;

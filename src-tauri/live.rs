@@ -432,9 +432,9 @@ impl Backend for Live {
         let prepared = connection::prepare(ConnectRequest {
             provider: &new.provider,
             name: Some(non_empty(&new.name, "name")?),
-            base_url: None,
+            base_url: new.base_url.as_deref(),
             allowed_hosts: Vec::new(),
-            endpoints: CustomEndpoints::default(),
+            endpoints: CustomEndpoints { issuer: new.issuer, ..CustomEndpoints::default() },
             client_id: Some(new.client_id.trim().to_owned()).filter(|c| !c.is_empty()),
             client_secret: new.client_secret,
             scopes: new.scopes.unwrap_or_default(),

@@ -79,6 +79,8 @@ pub struct Provider {
     pub name: String,
     /// `oauth2` or `api_key`.
     pub kind: &'static str,
+    /// A generic provider: the person gives its endpoints.
+    pub custom: bool,
     pub api_base_url: String,
     pub allowed_hosts: Vec<String>,
     pub default_scopes: Vec<String>,
@@ -93,6 +95,7 @@ impl From<&CatalogProvider> for Provider {
             id: p.id.as_str().to_owned(),
             name: p.name.clone(),
             kind: kind_name(&p.kind),
+            custom: p.custom,
             api_base_url: p
                 .api_base_url
                 .as_ref()

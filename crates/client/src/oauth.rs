@@ -59,7 +59,7 @@ use std::time::Duration;
 use latchkey_core::secret::SecretBytes;
 use url::Url;
 
-pub use self::browser::{BrowserLauncher, SystemBrowser};
+pub use self::browser::{BrowserLauncher, CommandBrowser, SystemBrowser};
 pub use self::flow::{AuthorizationGrant, PendingAuthorization, authorize};
 pub use self::loopback::LoopbackRedirect;
 pub use self::metadata::AuthorizationServer;

@@ -111,7 +111,7 @@ describe('integrations', () => {
     await user.click(screen.getByTestId('connect-submit'));
     expect(await screen.findByTestId('oauth-waiting')).toHaveTextContent('Finish in your browser');
     expect(b.callsOf('connect_oauth')[0]).toEqual({
-      provider: 'google', name: 'google-team', clientId: 'cid-123', clientSecret: null, scopes: ['openid', 'email'], shared: true,
+      provider: 'google', name: 'google-team', clientId: 'cid-123', clientSecret: null, scopes: ['openid', 'email'], shared: true, issuer: null, baseUrl: null,
     });
     await user.click(screen.getByTestId('cancel-connect'));
     expect(b.callsOf('cancel_connect')).toHaveLength(1);

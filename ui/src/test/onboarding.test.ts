@@ -74,7 +74,10 @@ describe('onboarding', () => {
     expect(await screen.findByTestId('fingerprint')).toHaveTextContent('4F2A-91C3-7D0E-B85A');
     expect(b.callsOf('join_workspace')[0], 'an empty optional name is sent as null').toMatchObject({ memberName: null, inviteCode: 'LK-7Q4M' });
 
+    expect(screen.getByTestId('finish-join'), 'keys are taken only from a confirmed admin device').toBeDisabled();
+    await user.type(screen.getByTestId('admin-fingerprint'), '9C1B-22D0-5E7F-A3B4');
     await user.click(screen.getByTestId('finish-join'));
+    expect(b.callsOf('finish_join')[0]).toMatchObject({ adminFingerprint: '9C1B-22D0-5E7F-A3B4' });
     expect(await screen.findByTestId('not-admitted'), 'not_admitted_yet is a normal waiting state, not an error').toHaveTextContent(/admin/);
     expect(screen.queryByRole('alert')).toBeNull();
 

@@ -38,3 +38,34 @@ impl BrowserLauncher for SystemBrowser {
             .map_err(|e| OAuthError::Browser(format!("{program}: {}", e.kind())))
     }
 }
+
+/// A browser chosen by the person: `program` is run with the URL as its one argument (no
+/// shell). The desktop app and the CLI use it when `LATCHKEY_BROWSER` names a program, as
+/// `$BROWSER` works for other tools; tests use it to sign in with a scripted browser.
+#[derive(Debug, Clone)]
+pub struct CommandBrowser {
+    program: std::path::PathBuf,
+}
+
+impl CommandBrowser {
+    /// A launcher running `program`.
+    pub fn new(program: impl Into<std::path::PathBuf>) -> Self {
+        Self { program: program.into() }
+    }
+
+    /// The program named by `LATCHKEY_BROWSER`, if set and not empty.
+    pub fn from_env() -> Option<Self> {
+        std::env::var_os("LATCHKEY_BROWSER").filter(|p| !p.is_empty()).map(Self::new)
+    }
+}
+
+impl BrowserLauncher for CommandBrowser {
+    fn open(&self, url: &Url) -> Result<(), OAuthError> {
+        std::process::Command::new(&self.program)
+            .arg(url.as_str())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map(drop)
+            .map_err(|e| OAuthError::Browser(format!("{}: {}", self.program.display(), e.kind())))
+    }
+}

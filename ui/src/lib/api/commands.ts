@@ -49,7 +49,7 @@ export const joinWorkspace = (a: {
   deviceName: string;
 }) => call<{ fingerprint: string }>('join_workspace', a);
 /** Rejects with code `not_admitted_yet` until an admin admitted this device. */
-export const finishJoin = () => call<AppStatus>('finish_join');
+export const finishJoin = (adminFingerprint: string) => call<AppStatus>('finish_join', { adminFingerprint });
 
 // Integrations
 export const listProviders = (query: string) => call<Provider[]>('list_providers', { query });
@@ -68,6 +68,9 @@ export const connectOauth = (a: {
   clientSecret: string | null;
   scopes: string[] | null;
   shared: boolean;
+  /** custom-oauth2 only: the authorization server and the API it guards. */
+  issuer: string | null;
+  baseUrl: string | null;
 }) => call<Integration>('connect_oauth', a);
 export const cancelConnect = () => call<null>('cancel_connect');
 export const reconnect = (id: string) => call<Integration>('reconnect', { id });

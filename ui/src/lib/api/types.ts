@@ -34,6 +34,8 @@ export type Provider = {
   id: string;
   name: string;
   kind: ProviderKind;
+  /** A generic provider: the person gives its endpoints (OAuth issuer, API base URL). */
+  custom: boolean;
   apiBaseUrl: string;
   allowedHosts: string[];
   defaultScopes: string[];

@@ -255,7 +255,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       });
     },
     cancel_connect: () => {
-      pendingConnect?.reject(err('cancelled', 'Connection cancelled.'));
+      pendingConnect?.reject(err('connect_cancelled', 'The sign-in was cancelled.'));
       pendingConnect = null;
       return null;
     },
