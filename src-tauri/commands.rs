@@ -59,7 +59,7 @@ pub async fn create_workspace<R: Runtime>(
         team_server_url: team_server_url.filter(|u| !u.trim().is_empty()),
     };
     let status = shell.backend.create_workspace(new).await?;
-    events::status_changed(&app, &status);
+    events::tray_follows(&app, &status);
     Ok(status)
 }
 
@@ -95,7 +95,7 @@ pub async fn finish_join<R: Runtime>(
     admin_fingerprint: String,
 ) -> Outcome<AppStatus> {
     let status = shell.backend.finish_join(admin_fingerprint).await?;
-    events::status_changed(&app, &status);
+    events::tray_follows(&app, &status);
     Ok(status)
 }
 

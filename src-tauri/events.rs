@@ -33,10 +33,16 @@ pub struct ApprovalsChanged {
 /// Tells the UI the state changed. A window that is gone misses nothing it would not re-read.
 /// The tray follows too, where there is one.
 pub fn status_changed<R: Runtime>(app: &tauri::AppHandle<R>, status: &AppStatus) {
-    use tauri::Manager as _;
     if let Err(error) = app.emit(STATUS_CHANGED, status) {
         tracing::debug!(%error, "status event not delivered");
     }
+    tray_follows(app, status);
+}
+
+/// Brings the tray up to `status` without telling the window: onboarding gets the new status
+/// as its command's answer and moves on when the person has seen the fingerprint and kit.
+pub fn tray_follows<R: Runtime>(app: &tauri::AppHandle<R>, status: &AppStatus) {
+    use tauri::Manager as _;
     if let Some(tray) = app.try_state::<crate::watch::Tray>() {
         let (set_up, paused) = (status.set_up, status.paused);
         tray.update(|s| {

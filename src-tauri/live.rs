@@ -405,7 +405,7 @@ impl Backend for Live {
         let base = provider
             .base_url_for(key.base_url.as_deref().map(str::trim).filter(|b| !b.is_empty()))?;
         let hosts = if provider.custom || provider.account_specific {
-            vec![base.host_str().unwrap_or_default().to_owned()]
+            vec![latchkey_client::catalog::allowed_host_of(&base)]
         } else {
             provider.allowed_hosts.clone()
         };

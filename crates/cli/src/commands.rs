@@ -792,7 +792,7 @@ fn credential_target(add: &AddCredential) -> anyhow::Result<(url::Url, Vec<Strin
     let hosts = if !add.allowed_hosts.is_empty() {
         add.allowed_hosts.clone()
     } else if provider.custom || provider.account_specific {
-        vec![base.host_str().unwrap_or_default().to_owned()]
+        vec![latchkey_client::catalog::allowed_host_of(&base)]
     } else {
         provider.allowed_hosts.clone()
     };

@@ -38,6 +38,17 @@ pub const CUSTOM_API_KEY: &str = "custom-api-key";
 /// The id of the built-in template for user-defined OAuth 2.0 providers.
 pub const CUSTOM_OAUTH2: &str = "custom-oauth2";
 
+/// The allow-list entry for the host of `url`: `host`, or `host:port` when the URL names a port
+/// (the broker matches an explicit port exactly, so a custom API on `127.0.0.1:8080` must be
+/// allowed as `127.0.0.1:8080`).
+pub fn allowed_host_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
 /// The provider files compiled into this build, as `(file name, contents)`, sorted by name.
 pub fn builtin_files() -> &'static [(&'static str, &'static str)] {
     files::FILES

@@ -251,7 +251,7 @@ pub fn prepare(request: ConnectRequest<'_>) -> Result<PreparedConnection, Connec
     let allowed_hosts = if !request.allowed_hosts.is_empty() {
         request.allowed_hosts
     } else if provider.custom || provider.account_specific {
-        vec![base_url.host_str().unwrap_or_default().to_owned()]
+        vec![crate::catalog::allowed_host_of(&base_url)]
     } else {
         provider.allowed_hosts.clone()
     };

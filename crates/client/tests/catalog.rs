@@ -1145,3 +1145,20 @@ fn the_providers_page_is_generated_from_the_catalog() {
         "docs/providers.md is stale: run LATCHKEY_UPDATE_DOCS=1 cargo test -p latchkey-client --test catalog"
     );
 }
+
+#[test]
+fn an_allow_list_entry_keeps_an_explicit_port() {
+    use latchkey_client::catalog::allowed_host_of;
+    let on_port: url::Url = "http://127.0.0.1:8080/v1".parse().unwrap();
+    assert_eq!(
+        allowed_host_of(&on_port),
+        "127.0.0.1:8080",
+        "the broker matches an explicit port exactly: without it a custom API on a port is refused"
+    );
+    let default_port: url::Url = "https://api.example.com:443/".parse().unwrap();
+    assert_eq!(
+        allowed_host_of(&default_port),
+        "api.example.com",
+        "the scheme's own port is implied"
+    );
+}

@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""The desktop app end to end: the real app (tauri-driver + WebKitWebDriver) with its embedded
+broker, the real Secret Service, oidc-provider on loopback and a recording upstream.
+
+Started by tests/stories/desktop.sh inside Xvfb and a private D-Bus session with an unlocked
+gnome-keyring. Walks the product as a person would: create a workspace on this computer, add
+an API key, connect an OAuth integration in the "browser", create an agent, make the agent's
+call wait for approval, approve it in the app, see the upstream receive the credential and the
+audit log record it, rotate keys with the button, disconnect. Saves a screenshot of every
+screen, then scans every file the app wrote for the canary key.
+
+Standard library only: WebDriver is plain JSON over HTTP.
+"""
+import base64
+import http.client
+import http.server
+import json
+import os
+import pathlib
+import socketserver
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+CANARY = "sk-e2e-canary-4b1d9f0e7c2a5d83"
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+TIMEOUT = 30
+
+
+def env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        sys.exit(f"desktop story: {name} is not set (run tests/stories/desktop.sh)")
+    return value
+
+
+class Failure(Exception):
+    pass
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    """The upstream API: records what it received, answers a small JSON body."""
+
+    seen: list = []
+
+    def handle_one(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        Recorder.seen.append({"method": self.command, "path": self.path,
+                              "headers": {k.lower(): v for k, v in self.headers.items()},
+                              "body": body})
+        payload = json.dumps({"ok": True, "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_DELETE = handle_one
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class Driver:
+    """A WebDriver session on tauri-driver."""
+
+    def __init__(self, base: str, app: str, shots: pathlib.Path):
+        self.base, self.shots = base.rstrip("/"), shots
+        caps = {"capabilities": {"alwaysMatch": {
+            "browserName": "wry", "tauri:options": {"application": app}}}}
+        self.session = self.call("POST", "/session", caps)["sessionId"]
+
+    def call(self, method: str, path: str, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        # tauri-driver drops the first requests of a new session while the app's window loads:
+        # a connection closed without an answer is retried, briefly.
+        for attempt in range(20):
+            request = urllib.request.Request(self.base + path, data=data, method=method,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return json.loads(response.read() or b"{}").get("value")
+            except urllib.error.HTTPError as error:
+                detail = json.loads(error.read() or b"{}").get("value", {})
+                raise Failure(f"{method} {path}: {detail.get('error')}: {detail.get('message')}")
+            except (ConnectionError, http.client.RemoteDisconnected) as error:
+                if attempt == 19:
+                    raise Failure(f"{method} {path}: the driver went away: {error}")
+                time.sleep(0.25)
+
+    def s(self, path: str, body=None, method: str = "POST"):
+        return self.call(method, f"/session/{self.session}{path}", body)
+
+    def find_all(self, css: str) -> list:
+        found = self.s("/elements", {"using": "css selector", "value": css})
+        return [e[ELEMENT] for e in found]
+
+    def wait(self, css: str, what: str, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for element in self.find_all(css):
+                if self.s(f"/element/{element}/displayed", method="GET"):
+                    return element
+            time.sleep(0.2)
+        self.screenshot(f"failed-{css.replace('[', '').replace(']', '').replace('=', '-')}")
+        raise Failure(f"{what}: nothing visible matches {css} after {timeout}s")
+
+    def wait_gone(self, css: str, what: str, timeout: float = TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.find_all(css):
+                return
+            time.sleep(0.2)
+        raise Failure(f"{what}: {css} is still shown after {timeout}s")
+
+    def wait_text(self, css: str, needle: str, what: str, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            elements = self.find_all(css)
+            text = " | ".join(self.text(e) for e in elements)
+            if needle in text:
+                return text
+            time.sleep(0.3)
+        raise Failure(f"{what}: {needle!r} not in {css} after {timeout}s (it shows {text!r})")
+
+    def text(self, element: str) -> str:
+        return self.s(f"/element/{element}/text", method="GET") or ""
+
+    def click(self, css: str, what: str) -> None:
+        self.s(f"/element/{self.wait(css, what)}/click", {})
+
+    def fill(self, css: str, value: str, what: str) -> None:
+        element = self.wait(css, what)
+        self.s(f"/element/{element}/clear", {})
+        self.s(f"/element/{element}/value", {"text": value})
+
+    def tid(self, testid: str) -> str:
+        return f'[data-testid="{testid}"]'
+
+    def screenshot(self, name: str) -> None:
+        try:
+            png = base64.b64decode(self.s("/screenshot", method="GET"))
+            (self.shots / f"{name}.png").write_bytes(png)
+        except Failure as error:
+            print(f"desktop story: no screenshot {name}: {error}", file=sys.stderr)
+
+    def quit(self) -> None:
+        try:
+            self.call("DELETE", f"/session/{self.session}")
+        except Exception:
+            pass
+
+
+def step(title: str) -> None:
+    print(f"desktop story: {title}", flush=True)
+
+
+def agent_call(broker: str, credential: str, token: str, results: list) -> None:
+    request = urllib.request.Request(f"{broker}/p/{credential}/v1/hello?state=open",
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Prefer": "wait=60"})
+    try:
+        with urllib.request.urlopen(request, timeout=90) as response:
+            results.append((response.status, response.read().decode()))
+    except urllib.error.HTTPError as error:
+        results.append((error.code, error.read().decode()))
+
+
+def main() -> None:
+    app = env("LATCHKEY_E2E_APP")
+    driver_url = env("LATCHKEY_E2E_DRIVER")
+    broker = "http://" + env("LATCHKEY_DESKTOP_BROKER_LISTEN")
+    issuer, client_id = env("LATCHKEY_E2E_ISSUER"), env("LATCHKEY_E2E_CLIENT_ID")
+    shots = pathlib.Path(env("LATCHKEY_E2E_SCREENSHOTS"))
+    shots.mkdir(parents=True, exist_ok=True)
+    scanned = [pathlib.Path(p) for p in env("LATCHKEY_E2E_SCAN").split(":")]
+
+    upstream = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Recorder)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
+
+    d = Driver(driver_url, app, shots)
+    t = d.tid
+    try:
+        step("onboarding: create a workspace on this computer")
+        d.click(t("start-create"), "the welcome screen offers to create a workspace")
+        d.click(t("where-local"), "this computer is a choice")
+        d.fill(t("workspace-name"), "Acme", "workspace name field")
+        d.fill(t("member-name"), "Ada", "your name field")
+        d.fill(t("device-name"), "e2e-laptop", "device name field")
+        d.screenshot("onboarding")
+        d.click(t("create-workspace"), "create button")
+        fingerprint = d.text(d.wait(t("fingerprint"), "the new device's fingerprint is shown"))
+        if len(fingerprint.replace("-", "").strip()) < 16:
+            raise Failure(f"the fingerprint shown is not one: {fingerprint!r}")
+        d.fill(t("kit-pass1"), "correct horse battery staple e2e", "recovery kit passphrase")
+        d.fill(t("kit-pass2"), "correct horse battery staple e2e", "recovery kit passphrase again")
+        d.click(t("export-kit"), "save the recovery kit")
+        kit = d.text(d.wait(t("kit-path"), "the kit's path is shown"))
+        d.screenshot("onboarding-done")
+        d.click(t("onboarding-done"), "open the app")
+        d.wait(t("nav-integrations"), "the app opens after onboarding")
+        kit_file = pathlib.Path(kit[kit.find("/"):].strip())
+        if not kit_file.is_file() or CANARY in kit_file.read_text():
+            raise Failure(f"the recovery kit is not where the app says: {kit!r}")
+
+        step("integrations: add an API key (custom API, the recording upstream)")
+        d.click(t("nav-integrations"), "integrations in the sidebar")
+        d.click(t("connect-integration"), "connect button")
+        d.fill(t("provider-search"), "custom api", "provider search")
+        d.click(t("provider-custom-api-key"), "the custom API key provider")
+        d.fill(t("integration-name"), "upstream", "integration name")
+        d.fill(t("api-key"), CANARY, "API key field")
+        d.fill(t("base-url"), upstream_url, "base URL")
+        d.click(t("connect-submit"), "add the key")
+        d.wait(t("integration-upstream"), "the new integration's card")
+
+        step("integrations: connect OAuth at oidc-provider through the browser")
+        d.click(t("connect-integration"), "connect button")
+        d.fill(t("provider-search"), "custom oauth", "provider search")
+        d.click(t("provider-custom-oauth2"), "the custom OAuth provider")
+        d.fill(t("integration-name"), "idp", "integration name")
+        d.fill(t("issuer"), issuer, "issuer")
+        d.fill(t("base-url"), upstream_url, "API base URL")
+        d.fill(t("client-id"), client_id, "client id")
+        d.fill(t("scopes"), "openid offline_access", "scopes")
+        d.click(t("connect-submit"), "connect")
+        d.wait(t("integration-idp"), "the OAuth integration's card after the browser signed in", 60)
+        d.screenshot("integrations")
+
+        step("agents: create one; its token is shown once")
+        d.click(t("nav-agents"), "agents in the sidebar")
+        d.click(t("create-agent"), "create agent")
+        d.fill(t("agent-name"), "e2e-bot", "agent name")
+        d.click(t("create-agent-submit"), "create")
+        token = d.text(d.wait(t("agent-token"), "the token dialog"))
+        if not token.startswith("lk_"):
+            raise Failure(f"the dialog does not show an agent token: {token!r}")
+        snippet = d.text(d.wait(t("snippet-text"), "SDK snippets"))
+        if broker not in snippet:
+            raise Failure(f"the snippet does not point at the broker: {snippet!r}")
+        d.screenshot("agent-token")
+        d.click(t("token-done"), "close the token dialog")
+        d.wait_gone(t("agent-token"), "the token leaves the screen")
+        d.wait(t("agent-e2e-bot"), "the agent's card")
+        d.screenshot("agents")
+
+        step("approvals: the agent's call waits; approve it in the app")
+        results: list = []
+        call = threading.Thread(target=agent_call, args=(broker, "upstream", token, results))
+        call.start()
+        d.click(t("nav-approvals"), "approvals in the sidebar")
+        request = d.wait('[data-testid^="approval-"]:not([data-testid="approval-detail"])',
+                         "the held call appears in the queue")
+        d.s(f"/element/{request}/click", {})
+        detail = d.wait_text(t("approval-detail"), "/v1/hello", "the request's details")
+        for shown in ("e2e-bot", "GET", "127.0.0.1", "state"):
+            if shown not in detail:
+                raise Failure(f"the approval does not show {shown!r}: {detail!r}")
+        if "state=open" in detail or "=open" in detail:
+            raise Failure("the approval shows a query value; only names may be shown")
+        d.screenshot("approvals")
+        d.click(t("approve-once"), "approve once")
+        call.join(60)
+        if not results or results[0][0] != 200:
+            raise Failure(f"the approved call did not go through: {results}")
+        if CANARY in results[0][1]:
+            raise Failure("the agent saw the credential")
+        hits = [r for r in Recorder.seen if r["path"].startswith("/v1/hello")]
+        if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {CANARY}":
+            raise Failure(f"the upstream did not receive the credential once: {hits}")
+
+        step("audit: the call is recorded and the chain verifies")
+        d.click(t("nav-audit"), "audit in the sidebar")
+        d.wait_text(t("audit-table"), "/v1/hello", "the approved call in the audit table")
+        d.wait_text(t("audit-verify"), "erif", "the chain verification banner")
+        d.wait(t("audit-chart"), "the calls chart")
+        d.screenshot("audit")
+
+        step("policies, members: the screens render")
+        d.click(t("nav-policies"), "policies in the sidebar")
+        d.wait(t("new-policy"), "the policies screen")
+        d.screenshot("policies")
+        d.click(t("nav-members"), "members in the sidebar")
+        d.wait_text("main", "Ada", "the members screen lists this member")
+        d.screenshot("members")
+
+        step("security: rotate keys with the button")
+        d.click(t("nav-security"), "security in the sidebar")
+        d.click(t("rotate-keys"), "rotate keys")
+        d.wait(t("rotation-result"), "the rotation's summary", 60)
+        d.screenshot("security")
+
+        step("after rotation the agent's credential still works (it needs a new approval)")
+        results.clear()
+        call = threading.Thread(target=agent_call, args=(broker, "upstream", token, results))
+        call.start()
+        d.click(t("nav-approvals"), "approvals in the sidebar")
+        request = d.wait('[data-testid^="approval-"]:not([data-testid="approval-detail"])',
+                         "the second held call")
+        d.s(f"/element/{request}/click", {})
+        d.click(t("approve-once"), "approve once")
+        call.join(60)
+        if not results or results[0][0] != 200:
+            raise Failure(f"the call after rotation did not go through: {results}")
+
+        step("disconnect the OAuth integration (revoked at the provider)")
+        d.click(t("nav-integrations"), "integrations in the sidebar")
+        card = t("integration-idp")
+        d.click(f'{card} [data-testid="disconnect"]', "disconnect on the idp card")
+        d.click(t("confirm-disconnect"), "confirm")
+        d.wait_gone(card, "the disconnected integration's card")
+    finally:
+        d.quit()
+        upstream.shutdown()
+
+    step("leak check: no file the app wrote holds the canary key")
+    leaks = []
+    for root in scanned:
+        for path in (root.rglob("*") if root.is_dir() else [root]):
+            if path.is_file() and CANARY.encode() in path.read_bytes():
+                leaks.append(str(path))
+    if leaks:
+        raise Failure(f"the canary key is in {leaks}")
+    step(f"passed; screenshots in {shots}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Failure as failure:
+        print(f"desktop story FAILED: {failure}", file=sys.stderr)
+        sys.exit(1)

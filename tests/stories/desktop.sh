@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Story: the desktop app end to end, for real. The app (debug build, the UI from ui/dist) runs
+# under Xvfb in a private D-Bus session with an unlocked gnome-keyring and a fresh HOME, driven
+# through WebDriver (tauri-driver + WebKitWebDriver) by tests/e2e/desktop.py, with its embedded
+# broker on a free loopback port, oidc-provider (strict) as the OAuth server and a scripted
+# browser (tests/e2e/browser.py, via LATCHKEY_BROWSER) that signs in over HTTP.
+# Screenshots of every screen are kept in target/e2e-screenshots/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+root="$PWD"
+
+for tool in xvfb-run dbus-run-session gnome-keyring-daemon WebKitWebDriver node python3; do
+  command -v "$tool" >/dev/null || {
+    echo "desktop story: $tool is missing (see scripts/lib/packages.txt)" >&2
+    exit 1
+  }
+done
+if ! command -v tauri-driver >/dev/null; then
+  # The newest tauri-driver on crates.io is a 3.0 alpha; the app is Tauri 2.
+  echo "desktop story: installing tauri-driver 2"
+  cargo install tauri-driver --locked --version '^2'
+fi
+[[ -f ui/dist/index.html ]] || {
+  echo "desktop story: ui/dist is missing: run the UI build (npm run build in ui/)" >&2
+  exit 1
+}
+
+# Build with the real HOME (cargo and rustup find their homes through it), then switch.
+cargo build -p latchkey-desktop --locked
+app="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/latchkey-desktop"
+shots="$(dirname "$app")/../e2e-screenshots"
+rm -rf "$shots"
+mkdir -p "$shots"
+export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+driver_bin="$(command -v tauri-driver)"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [[ -n "${LATCHKEY_E2E_KEEP:-}" ]] || rm -rf "$work"
+}
+trap cleanup EXIT
+export HOME="$work/home" XDG_RUNTIME_DIR="$work/runtime"
+mkdir -p "$HOME" "$XDG_RUNTIME_DIR"
+chmod 700 "$XDG_RUNTIME_DIR"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# oidc-provider prints {"issuer", "client_id"} once it accepts connections; it runs until its
+# standard input closes.
+mkfifo "$work/oidc.in"
+node tests/oauth/strict.mjs <"$work/oidc.in" >"$work/oidc.out" 2>"$work/oidc.err" &
+pids+=($!)
+exec 9>"$work/oidc.in"
+for _ in $(seq 100); do [[ -s "$work/oidc.out" ]] && break; sleep 0.1; done
+[[ -s "$work/oidc.out" ]] || { echo "desktop story: oidc-provider did not start" >&2; cat "$work/oidc.err" >&2; exit 1; }
+read -r issuer client_id < <(python3 -c 'import json,sys; d=json.loads(sys.stdin.readline()); print(d["issuer"], d["client_id"])' <"$work/oidc.out")
+
+export LATCHKEY_E2E_APP="$app" LATCHKEY_E2E_ISSUER="$issuer" LATCHKEY_E2E_CLIENT_ID="$client_id"
+export LATCHKEY_E2E_SCREENSHOTS="$shots"
+export LATCHKEY_E2E_DRIVER="http://127.0.0.1:$(free_port)"
+export LATCHKEY_PROFILE=e2e LATCHKEY_CONFIG_DIR="$work/config"
+export LATCHKEY_DESKTOP_DATA_DIR="$work/data" LATCHKEY_DESKTOP_EXPORT_DIR="$work/exports"
+export LATCHKEY_DESKTOP_BROKER_LISTEN="127.0.0.1:$(free_port)"
+export LATCHKEY_DESKTOP_QUIT_ON_CLOSE=1
+export LATCHKEY_BROWSER="$root/tests/e2e/browser.py" LATCHKEY_E2E_BROWSER_LOG="$work/browser.log"
+export LATCHKEY_LOG=info
+export LATCHKEY_E2E_SCAN="$work/config:$work/data:$work/exports:$work/app.log:$work/home"
+export DRIVER_BIN="$driver_bin" WORK="$work"
+
+started=$SECONDS
+status=0
+xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
+  set -euo pipefail
+  printf %s throwaway | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+  port="${LATCHKEY_E2E_DRIVER##*:}"
+  "$DRIVER_BIN" --port "$port" --native-driver /usr/bin/WebKitWebDriver >"$WORK/app.log" 2>&1 &
+  driver=$!
+  for _ in $(seq 100); do
+    python3 -c "import socket,sys; socket.create_connection((\"127.0.0.1\", $port), 0.2)" 2>/dev/null && break
+    sleep 0.1
+  done
+  rc=0
+  python3 tests/e2e/desktop.py || rc=$?
+  kill "$driver" 2>/dev/null || true
+  wait "$driver" 2>/dev/null || true
+  exit "$rc"
+' || status=$?
+
+if ((status != 0)); then
+  echo "desktop story: failed; the app's log (last 60 lines):" >&2
+  tail -n 60 "$work/app.log" >&2 || true
+  [[ -f "$work/browser.log" ]] && { echo "scripted browser:" >&2; cat "$work/browser.log" >&2; }
+  exit "$status"
+fi
+echo "desktop story: passed in $((SECONDS - started))s"
