@@ -119,6 +119,27 @@ pub(crate) enum Command {
     /// A client secret, if the provider's apps need one, is read from a hidden prompt (or stdin
     /// with --client-secret-stdin), never from the command line.
     Connect(ConnectArgs),
+    /// Sign in again for an OAuth connection and replace its tokens in place.
+    ///
+    /// The way out of "reconnect needed": the same flow as connect, with the client id (and
+    /// secret) kept in the sealed refresh data; the credential keeps its id, name, grants and
+    /// audit history, and is active again.
+    Reconnect {
+        /// The credential's name.
+        name: String,
+        /// The OAuth app's client id, for a connection stored without a refresh token.
+        #[arg(long, env = "LATCHKEY_OAUTH_CLIENT_ID", hide_env_values = true, value_name = "ID")]
+        client_id: Option<String>,
+        /// custom-oauth2: the issuer (default: the stored token endpoint's origin).
+        #[arg(long, value_name = "URL")]
+        issuer: Option<String>,
+        /// Print the sign-in link without opening the system browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// How long to wait for the sign-in, in seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
+    },
     /// Revoke an OAuth connection's tokens at the provider, then delete the credential.
     ///
     /// The tokens are opened on this device and revoked at the provider's revocation endpoint

@@ -407,6 +407,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Connect(args) => connect_command(&profile, choice, &out, args).await,
+        Command::Reconnect { name, client_id, issuer, no_browser, timeout } => {
+            crate::connect::reconnect_command(
+                &profile,
+                choice,
+                &out,
+                &name,
+                crate::connect::Reconnect { client_id, issuer, no_browser, timeout },
+            )
+            .await
+        }
         Command::Disconnect { name, force, issuer, revocation_url, client_id } => {
             let options = DisconnectOptions { force, issuer, revocation_url, client_id };
             disconnect_command(&profile, choice, &out, &name, options).await

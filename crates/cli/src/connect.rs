@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use latchkey_client::connection::{
-    ConnectRequest, CustomEndpoints, DisconnectOptions, RevocationOutcome, connect, disconnect,
-    prepare,
+    ConnectRequest, CustomEndpoints, DisconnectOptions, ReconnectOptions, RevocationOutcome,
+    connect, disconnect, prepare, reconnect,
 };
 use latchkey_client::oauth::{BrowserLauncher, FlowOptions, OAuthError, SystemBrowser};
 use latchkey_client::profile::Profile;
@@ -86,6 +86,40 @@ pub(crate) async fn connect_command(
 }
 
 /// `latchkey disconnect <name>`
+/// `latchkey reconnect`'s options.
+pub(crate) struct Reconnect {
+    pub(crate) client_id: Option<String>,
+    pub(crate) issuer: Option<String>,
+    pub(crate) no_browser: bool,
+    pub(crate) timeout: u64,
+}
+
+pub(crate) async fn reconnect_command(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    name: &str,
+    args: Reconnect,
+) -> anyhow::Result<()> {
+    if args.timeout == 0 {
+        bail!("--timeout must be at least 1 second");
+    }
+    let store = key_store(profile, choice, false)?;
+    let timeout = Duration::from_secs(args.timeout);
+    let browser = Terminal { open: !args.no_browser, provider: name.to_owned(), timeout };
+    let options = ReconnectOptions {
+        client_id: args.client_id,
+        client_secret: None,
+        issuer: args.issuer,
+        flow: FlowOptions { timeout, ..FlowOptions::default() },
+    };
+    let stored = reconnect(profile, &store, name, &browser, options).await?;
+    out.value(
+        &serde_json::to_value(&stored)?,
+        &format!("Reconnected {} ({}); it is active again.", stored.name, stored.id),
+    )
+}
+
 pub(crate) async fn disconnect_command(
     profile: &Profile,
     choice: KeyStoreChoice,

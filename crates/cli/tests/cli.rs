@@ -1237,7 +1237,7 @@ async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_del
     assert_eq!(connected["name"], "idp");
     assert_eq!(connected["provider"], "custom-oauth2");
     assert_eq!(connected["status"], "active");
-    assert_eq!(connected["allowed_hosts"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(connected["allowed_hosts"], serde_json::json!(["127.0.0.1:9"]));
     let listed = ada.json(&["credential", "list"], None).await;
     assert!(
         listed.as_array().unwrap().iter().any(|c| c["name"] == "idp"),
@@ -1257,6 +1257,25 @@ async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_del
     let http = reqwest::Client::new();
     let me = |token: String| http.get(&userinfo).bearer_auth(token).send();
     assert_eq!(me(access.clone()).await.unwrap().status(), 200, "the stored access token works");
+
+    // Reconnect: a new sign-in replaces the tokens in place; the client id comes from the
+    // sealed refresh data, the credential keeps its id (so its grants and audit history).
+    let (code, out, err) = connect_as(
+        &ada,
+        &["--json", "reconnect", "idp", "--no-browser", "--timeout", "60"],
+        browser::Person::SignsIn,
+    )
+    .await;
+    assert_eq!(code, 0, "reconnect failed: {err}");
+    let reconnected: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reconnected["id"], connected["id"], "reconnecting keeps the credential's id");
+    assert_eq!(reconnected["status"], "active");
+    let (new_access, new_refresh) = stored_tokens(&ada, connected["id"].as_str().unwrap()).await;
+    assert_ne!(new_access, access, "the access token was replaced");
+    assert_ne!(new_refresh, refresh_token, "the refresh token was replaced");
+    assert!(!out.contains(&new_access) && !err.contains(&new_access), "no token is printed");
+    assert_eq!(me(new_access.clone()).await.unwrap().status(), 200, "the new token works");
+    let (access, refresh_token) = (new_access, new_refresh);
 
     // Cancelled at the provider, or nobody signs in: typed errors, nothing stored.
     let args = connect_args("denied", "60");
@@ -1299,6 +1318,9 @@ async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_del
     let (code, _, err) = ada.run(&["disconnect", "key"], None).await;
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("latchkey credential remove"), "{err}");
+    let (code, _, err) = ada.run(&["reconnect", "key", "--no-browser"], None).await;
+    assert_eq!(code, 1, "an API key has no sign-in to repeat: {err}");
+    assert!(err.contains("not an OAuth"), "{err}");
     ada.json(&["credential", "remove", "key"], None).await;
 
     // Disconnect: revoked at the provider, then deleted.

@@ -193,6 +193,43 @@ pub async fn add_oauth_credential(
     seal_and_store(profile, store, &target, payload).await
 }
 
+/// Replaces the secret of `current` with `payload` in place (a reconnect): sealed under the
+/// owner's current key, uploaded with the broker's compare-and-swap on `current.revision`, and
+/// switched back to `Active`. The credential keeps its id, name, grants and audit history.
+pub(crate) async fn reseal_in_place(
+    store: &SharedKeyStore,
+    device: &SignedIn,
+    current: &CredentialInfo,
+    payload: CredentialPayload,
+    scopes: &[String],
+    expires_hint: Option<u64>,
+) -> Result<CredentialInfo, AccessError> {
+    let (config, _, client) = device;
+    let version = current_version(config, current.owner)?;
+    let key = record_key(store, config, current.owner, version, current.id).await?;
+    let envelope = Envelope::seal(&key, &payload.encode()?)?;
+    drop(payload);
+    let updated = client
+        .replace_credential(
+            current.id,
+            &CredentialReplacement {
+                revision: current.revision,
+                name: &current.name,
+                provider: &current.provider,
+                upstream_base_url: &current.upstream_base_url,
+                allowed_hosts: &current.allowed_hosts,
+                scopes,
+                expires_hint,
+                key_version: version,
+                envelope: &envelope,
+                status: Some(CredentialStatus::Active),
+            },
+        )
+        .await?;
+    tracing::info!(credential = %updated.id, revision = updated.revision, "credential reconnected");
+    Ok(updated)
+}
+
 /// A credential's metadata in clear, as [`seal_and_store`] uploads it.
 struct Target<'a> {
     name: &'a str,

@@ -344,6 +344,99 @@ pub async fn connect(
     Ok(stored)
 }
 
+/// How to reconnect.
+#[derive(Debug, Default)]
+pub struct ReconnectOptions {
+    /// The client id, for a connection stored without refresh data (which holds it).
+    pub client_id: Option<String>,
+    /// The client secret, for such a connection whose provider requires one.
+    pub client_secret: Option<SecretBytes>,
+    /// `custom-oauth2`: the issuer (default: the origin of the stored token endpoint).
+    pub issuer: Option<String>,
+    /// How the sign-in runs.
+    pub flow: FlowOptions,
+}
+
+/// Signs in again at the provider for the OAuth credential named `name` and replaces its tokens
+/// in place: same id, name, grants and audit history, status back to active (the way out of
+/// "reconnect needed"). The client id and secret come from the stored refresh data unless
+/// given; the old tokens are replaced, not revoked (the provider usually ends the old grant
+/// when it issues the new one).
+pub async fn reconnect(
+    profile: &Profile,
+    store: &SharedKeyStore,
+    name: &str,
+    browser: &dyn BrowserLauncher,
+    options: ReconnectOptions,
+) -> Result<CredentialInfo, ConnectError> {
+    let device = signed_in(profile, store).await.map_err(AccessError::from)?;
+    let (config, _, client) = &device;
+    let current = find_credential(client, name).await?;
+    let (version, envelope) =
+        client.credential_envelope(current.id).await.map_err(AccessError::from)?;
+    let payload = open_payload(store, config, &current, version, &envelope).await?;
+    let CredentialKind::OAuth { refresh, .. } = payload.kind else {
+        return Err(ConnectError::NotAnOAuthCredential(name.to_owned()));
+    };
+    let injection = payload.injection.clone();
+    drop(payload.secret);
+    let (client_id, client_secret, token_endpoint) = match refresh {
+        Some(r) => (Some(r.client_id.clone()), r.client_secret, Some(r.token_endpoint.clone())),
+        None => (None, None, None),
+    };
+    let provider = Catalog::builtin()
+        .get(&current.provider)
+        .ok_or_else(|| ConnectError::UnknownProvider(current.provider.clone()))?;
+    let issuer = options.issuer.or_else(|| {
+        provider.custom.then(|| token_endpoint.as_deref().and_then(origin_of)).flatten()
+    });
+    let prepared = prepare(ConnectRequest {
+        provider: &current.provider,
+        name: Some(&current.name),
+        base_url: Some(&current.upstream_base_url),
+        allowed_hosts: current.allowed_hosts.clone(),
+        endpoints: if provider.custom {
+            CustomEndpoints { issuer, ..CustomEndpoints::default() }
+        } else {
+            CustomEndpoints::default()
+        },
+        client_id: options.client_id.or(client_id),
+        client_secret: options.client_secret.or(client_secret),
+        scopes: current.scopes.clone(),
+        shared: current.owner == latchkey_core::ids::Owner::Shared,
+    })?;
+    let http = OAuthHttp::new()?;
+    let server = server(&http, &prepared).await?;
+    let tokens = authorize(&http, &server, &prepared.client, browser, &options.flow).await?;
+    let granted = tokens.scopes();
+    let scopes = if granted.is_empty() { prepared.client.scopes.clone() } else { granted };
+    let TokenSet { access_token, refresh_token, expires_at, .. } = tokens;
+    let refresh = refresh_token.map(|refresh_token| OAuthRefresh {
+        refresh_token,
+        token_endpoint: server.endpoints().token.as_str().to_owned(),
+        client_id: prepared.client.client_id.clone(),
+        client_secret: prepared
+            .client
+            .client_secret
+            .as_ref()
+            .map(|s| SecretBytes::copy_from(s.expose_secret())),
+    });
+    let expires_hint = if refresh.is_some() { None } else { expires_at };
+    let payload = CredentialPayload {
+        kind: CredentialKind::OAuth { expires_at, refresh },
+        injection,
+        secret: access_token,
+    };
+    Ok(crate::access::reseal_in_place(store, &device, &current, payload, &scopes, expires_hint)
+        .await?)
+}
+
+/// `https://host:port` of a URL.
+fn origin_of(url: &str) -> Option<String> {
+    let url = Url::parse(url).ok()?;
+    Some(url.origin().ascii_serialization()).filter(|o| o != "null")
+}
+
 /// How to disconnect.
 #[derive(Debug, Clone, Default)]
 pub struct DisconnectOptions {
