@@ -2,7 +2,7 @@
 //!
 //! A paused workspace has one `agent_pauses` row naming who paused it (member and device) and
 //! when. Pausing again keeps that row, so the first pause and its author stand; resuming deletes
-//! it. Both writes invalidate the proxy's read cache ([`super::hot`]), which mirrors the state
+//! it. Both writes invalidate the proxy's read cache (`store/hot.rs`), which mirrors the state
 //! per workspace, and on PostgreSQL bump the shared cache generation (a trigger), so every
 //! replica sees a pause at its next call.
 
