@@ -17,7 +17,9 @@ use common::agent_calls::{
     CountingUpstream, agent_get, broker_public_key, create_agent, create_shared_credential,
     register_standing_grant, shared_capability,
 };
-use common::{TestBroker, TestDevice, insert_device, insert_member, workspace_with_admin};
+use common::{
+    ApprovalStream, TestBroker, TestDevice, insert_device, insert_member, workspace_with_admin,
+};
 use latchkey_core::capability::Reuse;
 use latchkey_core::ids::AgentId;
 use serde_json::{Value, json};
@@ -299,21 +301,28 @@ async fn unknown_and_revoked_tokens_are_answered_while_paused_exactly_as_before(
 async fn a_call_held_for_approval_is_released_at_once_when_the_agents_are_paused() {
     let w = world().await;
     let reached = w.upstream.hits();
+    let mut stream = ApprovalStream::open(&w.broker, &w.admin).await;
     let held = tokio::spawn(TestBroker::send(w.uncapable_call()));
-    let id = loop {
-        if let Some(approval) = w.approvals().await.first() {
-            break approval["id"].as_str().expect("approval id").to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-
+    let event = stream.next().await;
+    assert_eq!(event["status"], "pending", "the call is held: {event}");
+    let id = event["id"].as_str().expect("approval id").to_owned();
+    // The holder announces the call just before its first read of the pause and its row, then
+    // waits up to a second (its periodic re-read). The pause must wake it at once instead: a
+    // release well under a second after the announcement proves the wake, once the holder is
+    // surely waiting.
+    let announced = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _) = w.set_paused(&w.member, true).await;
     assert_eq!(status, 200);
-    // The approval timeout is two minutes: only the pause can end the call this soon.
     let (status, body) = tokio::time::timeout(Duration::from_secs(5), held)
         .await
-        .expect("the held call ends as soon as the agents are paused")
+        .expect("the held call ends as soon as the agents are paused, not at the approval timeout")
         .expect("the call's task");
+    let released = announced.elapsed();
+    assert!(
+        released < Duration::from_millis(800),
+        "the pause wakes the held call rather than leaving it to its next periodic re-read ({released:?})"
+    );
     assert_paused_refusal(status, &body, "a call held when the pause came");
     assert_eq!(w.upstream.hits(), reached, "the released call never reaches the upstream");
 

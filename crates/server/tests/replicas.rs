@@ -514,6 +514,10 @@ async fn a_call_held_on_one_replica_is_released_by_a_pause_through_the_other() {
     };
     let approval = stream.next().await;
     assert_eq!(approval["status"], "pending", "the call is held on B: {approval}");
+    // B announced the call (NOTIFY, heard here through A) just before its holder began waiting up
+    // to a second for news; the pause on A must wake it through NOTIFY, not its next re-read.
+    let announced = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     let paused = json!({"paused": true});
     r.device(&r.a, "PUT", "/v1/workspace/pause", Some(&paused), 200, "pausing through A").await;
@@ -521,6 +525,11 @@ async fn a_call_held_on_one_replica_is_released_by_a_pause_through_the_other() {
         .await
         .expect("B lets the held call go soon after the pause on A, not at the approval timeout")
         .expect("the call's task");
+    let released = announced.elapsed();
+    assert!(
+        released < std::time::Duration::from_millis(800),
+        "the pause on A wakes the call held on B rather than leaving it to B's periodic re-read ({released:?})"
+    );
     assert_eq!(
         (status, body["code"].as_str()),
         (403, Some("agents_paused")),
