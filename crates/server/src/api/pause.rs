@@ -39,7 +39,7 @@ pub(super) fn routes() -> OpenApiRouter<SharedState> {
 struct PauseView {
     /// `true` while every agent call in the workspace is refused.
     paused: bool,
-    /// The member who paused (absent when not paused).
+    /// The member who paused (`null` when not paused, as are the two fields below).
     #[schema(value_type = Option<stand_in::MemberId>)]
     paused_by_member: Option<MemberId>,
     /// The device they paused from.
