@@ -162,7 +162,7 @@ pub(crate) enum Command {
         #[arg(long, value_name = "ID")]
         client_id: Option<String>,
     },
-    /// Create, list, revoke agents and regenerate their tokens.
+    /// Create, list, revoke agents and regenerate their tokens; pause and resume them all.
     #[command(subcommand)]
     Agent(AgentCommand),
     /// Give an agent standing access to a credential, list and revoke grants.
@@ -685,6 +685,16 @@ pub(crate) enum AgentCommand {
         /// The agent's id.
         id: String,
     },
+    /// Pause every agent in the workspace (the kill switch) until resumed.
+    ///
+    /// Each agent call is refused with `403 agents_paused`, and calls waiting for approval end
+    /// now. Any member may pause; pausing again keeps the first pause and who made it. Tokens,
+    /// grants and capabilities stay valid: revoke a leaked token with `latchkey agent revoke`.
+    Pause,
+    /// Resume every agent after a pause (admins, and the member who paused).
+    Resume,
+    /// Show whether the agents are paused, by whom and since when.
+    PauseStatus,
 }
 
 /// `latchkey grant ...`

@@ -9,7 +9,7 @@ use latchkey_client::access::{
     grant_standing, issue_single_use, set_credential_status, update_credential,
 };
 use latchkey_client::api::{
-    AuditFilter, BrokerClient, CredentialInfo, CredentialStatus, InviteFor, Role,
+    AuditFilter, BrokerClient, CredentialInfo, CredentialStatus, InviteFor, PauseState, Role,
 };
 use latchkey_client::audit::verify_export;
 use latchkey_client::catalog::Catalog;
@@ -466,6 +466,18 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 "No agents yet: create one with `latchkey agent create <name>`.",
             )
         }
+        Command::Agent(AgentCommand::Pause) => {
+            let state = client(&profile, choice).await?.set_paused(true).await?;
+            out.value(&serde_json::to_value(state)?, &pause_text(&state))
+        }
+        Command::Agent(AgentCommand::Resume) => {
+            let state = client(&profile, choice).await?.set_paused(false).await?;
+            out.value(&serde_json::to_value(state)?, &pause_text(&state))
+        }
+        Command::Agent(AgentCommand::PauseStatus) => {
+            let state = client(&profile, choice).await?.pause_state().await?;
+            out.value(&serde_json::to_value(state)?, &pause_text(&state))
+        }
         Command::Agent(AgentCommand::Revoke { id }) => {
             let id = parse_id::<AgentId>(&id, "agent")?;
             client(&profile, choice).await?.revoke_agent(id).await?;
@@ -859,6 +871,17 @@ fn os_key_store(profile: &Profile) -> anyhow::Result<SharedKeyStore> {
 #[cfg(not(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android")))))]
 fn os_key_store(_profile: &Profile) -> anyhow::Result<SharedKeyStore> {
     bail!("this build has no OS keychain support for this platform yet: use --key-store file")
+}
+
+/// What `agent pause`, `agent resume` and `agent pause-status` print for people.
+fn pause_text(state: &PauseState) -> String {
+    match (state.paused, state.paused_by_member, state.paused_by_device, state.paused_at) {
+        (true, Some(member), Some(device), Some(at)) => format!(
+            "All agents in this workspace are paused (by member {member}, from device {device}, since {at}): every call is refused with 403 agents_paused.\nResume with `latchkey agent resume` (admins, and the member who paused)."
+        ),
+        (true, ..) => "All agents in this workspace are paused: every call is refused with 403 agents_paused.\nResume with `latchkey agent resume` (admins, and the member who paused).".to_owned(),
+        (false, ..) => "Agents are not paused: they call as their grants and policies allow.".to_owned(),
+    }
 }
 
 pub(crate) async fn client(

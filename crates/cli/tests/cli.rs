@@ -873,6 +873,42 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     assert_eq!(code, 1, "a single-use capability lasts minutes: {err}");
     assert!(err.contains("15 minutes"), "{err}");
 
+    // Pausing all agents: Ada pauses, Grace (a member who did not pause) may not resume.
+    let (code, text, _) = ada.run(&["agent", "pause-status"], None).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("not paused"), "the status says nothing is paused: {text}");
+    let paused = ada.json(&["agent", "pause"], None).await;
+    assert_eq!(paused["paused"], true, "{paused}");
+    assert!(paused["paused_by_member"].is_string() && paused["paused_at"].is_u64(), "{paused}");
+    let fresh = grace.json(&issue, None).await["capability"].as_str().unwrap().to_owned();
+    let call = || {
+        http.get(format!("{broker}/p/models/v1/models"))
+            .bearer_auth(&token)
+            .header("latchkey-capability", &fresh)
+            .send()
+    };
+    let refused = call().await.unwrap();
+    assert_eq!(refused.status(), 403, "the agent's call is refused while paused");
+    assert!(refused.text().await.unwrap().contains("agents_paused"));
+    assert_eq!(seen.lock().unwrap().len(), 1, "a refused call never reaches the upstream");
+    let (code, _, err) = grace.run(&["agent", "resume"], None).await;
+    assert_eq!(code, 4, "a member who did not pause is refused by the broker: {err}");
+    assert!(err.contains("resume_not_allowed"), "and told why: {err}");
+    let (code, text, _) = grace.run(&["agent", "pause-status"], None).await;
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("are paused") && text.contains("latchkey agent resume"),
+        "the status says who may resume and how: {text}"
+    );
+    let (code, text, err) = ada.run(&["agent", "resume"], None).await;
+    assert_eq!(code, 0, "the admin who paused resumes: {err}");
+    assert!(text.contains("not paused"), "{text}");
+    assert_eq!(
+        call().await.unwrap().status(),
+        200,
+        "the call refused while paused spent nothing: its single-use capability works now"
+    );
+
     // Policies: set, check, refuse with Cedar's problems, remove.
     let policy_file = ada.dir.path().join("no-deletes.cedar");
     std::fs::write(

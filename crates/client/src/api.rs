@@ -66,6 +66,10 @@ pub mod codes {
     pub const INVITE_INVALID: &str = "invite_invalid";
     /// A held call was denied by a member (the agent's answer).
     pub const APPROVAL_DENIED: &str = "approval_denied";
+    /// A member paused every agent call in the workspace (the agent's answer).
+    pub const AGENTS_PAUSED: &str = "agents_paused";
+    /// Only an admin or the member who paused may resume the agents.
+    pub const RESUME_NOT_ALLOWED: &str = "resume_not_allowed";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1088,6 +1092,38 @@ impl SseParser {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Pausing all agents
+// ---------------------------------------------------------------------------------------------
+
+/// Whether every agent call in the workspace is paused, and by whom (`GET` and
+/// `PUT /v1/workspace/pause`). The `paused_by_*` fields and `paused_at` are set exactly when
+/// `paused` is: [`BrokerClient::pause_state`] and [`BrokerClient::set_paused`] refuse an answer
+/// where they disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseState {
+    /// `true` while the broker refuses every agent call in the workspace (`403 agents_paused`).
+    pub paused: bool,
+    /// The member who paused.
+    pub paused_by_member: Option<MemberId>,
+    /// The device they paused from.
+    pub paused_by_device: Option<DeviceId>,
+    /// When (unix seconds).
+    pub paused_at: Option<u64>,
+}
+
+impl PauseState {
+    /// Whether the fields agree with `paused`.
+    fn is_consistent(&self) -> bool {
+        let known = [
+            self.paused_by_member.is_some(),
+            self.paused_by_device.is_some(),
+            self.paused_at.is_some(),
+        ];
+        known.iter().all(|&k| k == self.paused)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The client
 // ---------------------------------------------------------------------------------------------
 
@@ -1631,6 +1667,33 @@ impl BrokerClient {
         Ok(ApprovalEvents { response, parser: SseParser::default(), broker: self.base.to_string() })
     }
 
+    /// `GET /v1/workspace/pause`: whether every agent call in the workspace is paused, by whom
+    /// and since when.
+    pub async fn pause_state(&self) -> Result<PauseState, ClientError> {
+        self.pause_request(Method::Get, None).await
+    }
+
+    /// `PUT /v1/workspace/pause`: pauses (`true`, any member) or resumes (`false`, an admin or
+    /// the member who paused; others are refused with `403 resume_not_allowed`) every agent call
+    /// in the workspace. Idempotent: pausing again keeps the first pause and its author. Returns
+    /// the state now.
+    pub async fn set_paused(&self, paused: bool) -> Result<PauseState, ClientError> {
+        self.pause_request(Method::Put, Some(json!({"paused": paused}))).await
+    }
+
+    async fn pause_request(
+        &self,
+        method: Method,
+        body: Option<serde_json::Value>,
+    ) -> Result<PauseState, ClientError> {
+        let path = "/v1/workspace/pause";
+        let state: PauseState = self.send(method, path, body).await?;
+        if !state.is_consistent() {
+            return Err(unexpected(method, path, 200, "a pause state whose fields disagree"));
+        }
+        Ok(state)
+    }
+
     async fn agent_with_token(
         &self,
         method: Method,
@@ -1953,6 +2016,31 @@ mod tests {
         );
         assert_eq!("ftp://b.example".parse::<BrokerUrl>(), Err(BrokerUrlError::NotAUrl));
         assert_eq!("b.example".parse::<BrokerUrl>(), Err(BrokerUrlError::NotAUrl));
+    }
+
+    #[test]
+    fn a_pause_state_is_consistent_only_when_its_author_fields_match_paused() {
+        let paused = PauseState {
+            paused: true,
+            paused_by_member: Some(MemberId::random()),
+            paused_by_device: Some(DeviceId::random()),
+            paused_at: Some(1_800_000_000),
+        };
+        let running = PauseState {
+            paused: false,
+            paused_by_member: None,
+            paused_by_device: None,
+            paused_at: None,
+        };
+        assert!(paused.is_consistent() && running.is_consistent());
+        for odd in [
+            PauseState { paused: false, ..paused },
+            PauseState { paused_at: None, ..paused },
+            PauseState { paused_by_device: None, ..paused },
+            PauseState { paused: true, ..running },
+        ] {
+            assert!(!odd.is_consistent(), "{odd:?} must be refused as an unexpected answer");
+        }
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub(crate) enum SignalKind {
     Requested,
     /// It was approved, denied or expired.
     Resolved,
+    /// The workspace's agents were paused: the holder lets its call go (`agents_paused`).
+    /// Not shown to devices: the expiry that follows is.
+    Paused,
 }
 
 /// News about one approval (no details: receivers read the row, scoped to its workspace).

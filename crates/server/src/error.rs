@@ -61,6 +61,10 @@ pub enum ErrorCode {
     /// An invite code is unknown, already used, expired or revoked (deliberately not saying
     /// which).
     InviteInvalid,
+    /// A member paused every agent call in the workspace; a resume lifts it.
+    AgentsPaused,
+    /// Only an admin or the member who paused the agents may resume them.
+    ResumeNotAllowed,
 }
 
 impl ErrorCode {
@@ -89,7 +93,9 @@ impl ErrorCode {
             ErrorCode::ApprovalTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::InviteInvalid => StatusCode::FORBIDDEN,
+            ErrorCode::InviteInvalid | ErrorCode::AgentsPaused | ErrorCode::ResumeNotAllowed => {
+                StatusCode::FORBIDDEN
+            }
         }
     }
 }

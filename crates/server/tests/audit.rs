@@ -93,6 +93,8 @@ fn every_audit_kind_keeps_its_stable_code() {
             "approval_requested",
             "approval_answered",
             "approval_expired",
+            "agents_paused",
+            "agents_resumed",
         ],
         "codes are stable: extend, never reassign"
     );

@@ -24,7 +24,7 @@ use sqlx::Connection as _;
 
 /// Every table that holds workspace rows. A new one must be added here (and get a policy):
 /// [`every_table_with_a_workspace_column_has_forced_row_level_security`] finds any that lacks one.
-const WORKSPACE_TABLES: [&str; 11] = [
+const WORKSPACE_TABLES: [&str; 12] = [
     "workspaces",
     "members",
     "devices",
@@ -36,6 +36,7 @@ const WORKSPACE_TABLES: [&str; 11] = [
     "policies",
     "audit_log",
     "approvals",
+    "agent_pauses",
 ];
 
 /// Whether to skip (saying so): these tests need PostgreSQL.
@@ -101,7 +102,7 @@ async fn two_workspaces() -> TwoWorkspaces {
         let member = admin.member.to_string();
         let device = admin.id.to_string();
         let agent = AgentId::random().to_string();
-        let statements: [(&str, Vec<String>); 5] = [
+        let statements: [(&str, Vec<String>); 6] = [
             (
                 "INSERT INTO credentials (workspace_id, id, name, provider, upstream_base_url,
                      allowed_hosts, key_version, status, envelope, created_at, updated_at)
@@ -137,6 +138,12 @@ async fn two_workspaces() -> TwoWorkspaces {
                     agent.clone(),
                     CredentialId::random().to_string(),
                 ],
+            ),
+            (
+                "INSERT INTO agent_pauses (workspace_id, paused_by_member, paused_by_device,
+                     paused_at)
+                 VALUES ($1, $2, $3, 0)",
+                vec![ws.clone(), member.clone(), device.clone()],
             ),
             (
                 "INSERT INTO invites (workspace_id, code_hash, role, created_by, created_at, expires_at)

@@ -469,3 +469,78 @@ async fn a_call_held_on_one_replica_is_approved_through_the_other() {
     assert_eq!(r.upstream.hits(), 1, "a second answer forwards nothing");
     r.stop().await;
 }
+
+/// The kill switch pressed through replica A is enforced by a warm replica B at its very next
+/// call (the pause bumps the shared cache generation), and a resume through B by A.
+#[tokio::test]
+async fn agents_paused_through_one_replica_are_refused_by_the_other_at_its_next_call() {
+    if skip() {
+        return;
+    }
+    let r = replicas().await;
+    r.both_serve_the_standing_capability().await;
+    let reached = r.upstream.hits();
+
+    let paused = json!({"paused": true});
+    r.device(&r.a, "PUT", "/v1/workspace/pause", Some(&paused), 200, "pausing through A").await;
+    let (status, code) = r.call(&r.b, &r.standing).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (403, "agents_paused"),
+        "B must refuse at once, not serve its read cache's `not paused`"
+    );
+    let (status, code) = r.call(&r.a, &r.standing).await;
+    assert_eq!((status, code.as_str()), (403, "agents_paused"), "A refuses too");
+    assert_eq!(r.upstream.hits(), reached, "no call reaches the upstream while paused");
+
+    let resumed = json!({"paused": false});
+    r.device(&r.b, "PUT", "/v1/workspace/pause", Some(&resumed), 200, "resuming through B").await;
+    let (status, code) = r.call(&r.a, &r.standing).await;
+    assert_eq!(status, 200, "A serves again at its next call after the resume on B ({code})");
+    r.stop().await;
+}
+
+/// A call held for approval on replica B is let go when the agents are paused through replica A.
+#[tokio::test]
+async fn a_call_held_on_one_replica_is_released_by_a_pause_through_the_other() {
+    if skip() {
+        return;
+    }
+    let r = replicas().await;
+    let mut stream = ApprovalStream::open(&r.a, &r.admin).await;
+    let held = {
+        let request = r.b.http.get(r.b.url(&format!("/p/{CREDENTIAL}/user"))).bearer_auth(&r.token);
+        tokio::spawn(async move { TestBroker::send(request).await })
+    };
+    let approval = stream.next().await;
+    assert_eq!(approval["status"], "pending", "the call is held on B: {approval}");
+    // B announced the call (NOTIFY, heard here through A) just before its holder began waiting up
+    // to a second for news; the pause on A must wake it through NOTIFY, not its next re-read.
+    let announced = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let paused = json!({"paused": true});
+    r.device(&r.a, "PUT", "/v1/workspace/pause", Some(&paused), 200, "pausing through A").await;
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(5), held)
+        .await
+        .expect("B lets the held call go soon after the pause on A, not at the approval timeout")
+        .expect("the call's task");
+    let released = announced.elapsed();
+    assert!(
+        released < std::time::Duration::from_millis(800),
+        "the pause on A wakes the call held on B rather than leaving it to B's periodic re-read ({released:?})"
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("agents_paused")),
+        "the held call gets the pause's answer: {body}"
+    );
+    let expired = stream.next().await;
+    assert_eq!(
+        (expired["id"].as_str(), expired["status"].as_str()),
+        (approval["id"].as_str(), Some("expired")),
+        "devices on A hear that the approval ended: {expired}"
+    );
+    assert_eq!(r.upstream.hits(), 0, "nothing reached the upstream");
+    r.stop().await;
+}

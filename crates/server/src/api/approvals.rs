@@ -220,7 +220,8 @@ async fn events(
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             };
-            if signal.workspace != caller.workspace {
+            // A pause wakes the holders; the devices hear of the expiry that follows.
+            if signal.workspace != caller.workspace || signal.kind == SignalKind::Paused {
                 continue;
             }
             match forward(&state, &caller, signal).await {

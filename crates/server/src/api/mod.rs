@@ -6,6 +6,7 @@ mod audit;
 mod credentials;
 mod members;
 mod openapi;
+mod pause;
 mod policies;
 mod service;
 mod wire;
@@ -36,6 +37,7 @@ fn documented() -> OpenApiRouter<SharedState> {
         .merge(credentials::routes())
         .merge(members::routes())
         .merge(openapi::routes())
+        .merge(pause::routes())
         .merge(policies::routes())
         .merge(service::routes())
         .merge(workspaces::routes())

@@ -37,7 +37,7 @@ use crate::state::SharedState;
     modifiers(&SecuritySchemes),
     tags(
         (name = "service", description = "Health, readiness, the broker key and this document"),
-        (name = "workspaces", description = "Creating a workspace; who the caller is"),
+        (name = "workspaces", description = "Creating a workspace; who the caller is; pausing every agent call in it"),
         (name = "members", description = "Invites, members, devices and wrapped keys"),
         (name = "credentials", description = "Credentials (ciphertext only) and key rotation"),
         (name = "agents", description = "Agents, their tokens, and standing grants"),

@@ -146,13 +146,18 @@ pub enum AuditKind {
     ApprovalRequested,
     /// A device approved (decision `allowed`) or denied (`denied`) a held call.
     ApprovalAnswered,
-    /// Nobody answered a held call in time.
+    /// A held call ended without an answer: nobody answered in time, the agent went away, the
+    /// broker stopped, or the agents were paused (`reason_code` says which).
     ApprovalExpired,
+    /// A member paused every agent call in the workspace.
+    AgentsPaused,
+    /// A member lifted the pause.
+    AgentsResumed,
 }
 
 impl AuditKind {
     /// Every kind, in the order the codes were assigned.
-    pub const ALL: [AuditKind; 15] = [
+    pub const ALL: [AuditKind; 17] = [
         AuditKind::ProxyAttempt,
         AuditKind::ProxyOutcome,
         AuditKind::WorkspaceCreated,
@@ -168,6 +173,8 @@ impl AuditKind {
         AuditKind::ApprovalRequested,
         AuditKind::ApprovalAnswered,
         AuditKind::ApprovalExpired,
+        AuditKind::AgentsPaused,
+        AuditKind::AgentsResumed,
     ];
 
     /// The stable code (the serde spelling).
@@ -188,6 +195,8 @@ impl AuditKind {
             AuditKind::ApprovalRequested => "approval_requested",
             AuditKind::ApprovalAnswered => "approval_answered",
             AuditKind::ApprovalExpired => "approval_expired",
+            AuditKind::AgentsPaused => "agents_paused",
+            AuditKind::AgentsResumed => "agents_resumed",
         }
     }
 

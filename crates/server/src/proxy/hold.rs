@@ -4,7 +4,10 @@
 //! announced to the devices that may answer. The holder then waits for news or re-reads its row
 //! every [`POLL`]. An approval hands over the device's capability, which the proxy checks like any
 //! other before anything is decrypted; a denial or the deadline ends the call. If the agent goes
-//! away first, the row is expired so nobody approves a call that no longer exists.
+//! away first, the row is expired so nobody approves a call that no longer exists. If the
+//! workspace's agents are paused meanwhile (the pause wakes the holder; it also re-reads the pause
+//! before each read of its row), the row is expired with reason `agents_paused` and the agent
+//! answered `403 agents_paused`.
 
 use std::time::Duration;
 
@@ -87,6 +90,17 @@ pub(super) async fn hold(
     }
 
     loop {
+        // Paused meanwhile (on any replica): the call ends as every call does while paused. Read
+        // from the database, not the read cache: this runs at most once per POLL per held call.
+        if state.store.pause_state(workspace).await?.0.is_some() {
+            pending.armed = false;
+            if !expire(state, expired(call, workspace), id, "agents_paused").await? {
+                // Answered just before: an approval's capability must not wait in its row for
+                // a holder that will never take it.
+                let _ = state.store.take_approved_capability(workspace, id).await?;
+            }
+            return Err(super::agents_paused());
+        }
         let record = state
             .store
             .approval(workspace, id)

@@ -4,7 +4,8 @@
 //! key, and a capability in the `Latchkey-Capability` header (or appended to the token after a
 //! `.`). Every check below runs before anything is decrypted, in this order:
 //!
-//! 1. agent token: present, well-formed (checksum), known, not revoked;
+//! 1. agent token: present, well-formed (checksum), known, not revoked; the workspace's agents
+//!    are not paused;
 //! 2. credential: exists in the agent's workspace under that name, active;
 //! 3. upstream URL: built from the credential's base URL and the request path; its host must be
 //!    in the credential's allow-list;
@@ -107,7 +108,7 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         (status = "default", description = "The upstream's response, as the upstream sent it (redirects included), with any echo of the credential removed"),
         (status = 400, description = "`bad_request`: the path does not form a valid upstream URL, has dot segments, or more than one agent token was sent", body = ApiError),
         (status = 401, description = "`unknown_token` (missing, malformed or unknown agent token) or `token_revoked`", body = ApiError),
-        (status = 403, description = "`forbidden` (the credential needs reconnecting), `host_not_allowed`, `capability_invalid` (signature, claims, time, replay, revocation, rotation) or `policy_denied`", body = ApiError),
+        (status = 403, description = "`agents_paused` (a member paused every agent call in the workspace; retry once resumed), `forbidden` (the credential needs reconnecting), `host_not_allowed`, `capability_invalid` (signature, claims, time, replay, revocation, rotation) or `policy_denied`", body = ApiError),
         (status = 404, description = "`not_found`: no credential with this name in the agent's workspace", body = ApiError),
         (status = 405, description = "`method_not_allowed`: a method other than GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", body = ApiError),
         (status = 413, description = "`payload_too_large`: the request body is over the proxy's limit", body = ApiError),
@@ -253,6 +254,12 @@ async fn authorize_and_forward(
             ErrorCode::TokenRevoked,
             "this agent token was revoked; ask the agent's owner for a new one",
         ));
+    }
+    // The workspace's kill switch: checked as soon as the agent is known (so the refusal is
+    // audited in its workspace, and unknown tokens are answered as before) and before anything
+    // about the credential is read.
+    if state.store.cached_pause_state(agent.workspace).await?.0.is_some() {
+        return Err(agents_paused());
     }
     // Last use is kept to the second: most calls find it current and write nothing.
     if agent.last_used_at.is_none_or(|at| at < now)
@@ -574,6 +581,14 @@ fn approval_required() -> ApiError {
     ApiError::new(
         ErrorCode::ApprovalRequired,
         "this call needs a member's approval: ask the agent's owner to approve it in the Latchkey app or with `latchkey approvals`, then retry",
+    )
+}
+
+/// The answer to every agent call while the workspace's agents are paused.
+pub(crate) fn agents_paused() -> ApiError {
+    ApiError::new(
+        ErrorCode::AgentsPaused,
+        "a member paused all agents in this workspace; ask them to resume from the Latchkey app or `latchkey agent resume`, then retry",
     )
 }
 

@@ -1,9 +1,9 @@
-//! The proxy's read cache: agents by token hash, credentials by name, active devices and
-//! standing grants, plus the record keys of standing capabilities that have been verified and
-//! opened once.
+//! The proxy's read cache: agents by token hash, workspaces' pause states, credentials by name,
+//! active devices and standing grants, plus the record keys of standing capabilities that have
+//! been verified and opened once.
 //!
-//! Every proxied call needs the same four rows. Reading them from the database costs four
-//! round trips to the driver's worker thread per call; reading them from here costs four hash
+//! Every proxied call needs the same five rows. Reading them from the database costs five
+//! round trips to the driver's worker thread per call; reading them from here costs five hash
 //! lookups. Correctness rests on one rule: **every store method that changes one of these tables
 //! invalidates the whole cache when it returns** (after its commit), through
 //! [`HotCache::invalidate_on_drop`]. A revocation, deletion, rotation or status change made
@@ -52,6 +52,7 @@ use super::StoreError;
 use super::agents::{AgentRecord, GrantRecord};
 use super::credentials::CredentialRecord;
 use super::devices::ActiveDevice;
+use super::pauses::PauseState;
 
 /// How long an entry may serve without being read again from the database.
 pub(crate) const ENTRY_TTL: Duration = Duration::from_secs(2);
@@ -100,6 +101,9 @@ pub(crate) struct Maps {
     /// By the token hash's bytes. A hash lookup's timing says nothing useful about a token: the
     /// key is a SHA-256 output the caller cannot steer.
     agents: HashMap<[u8; 32], Entry<AgentRecord>>,
+    /// Every workspace a call was made in, paused or not (a pause state always exists, so
+    /// "not paused" is cached too).
+    pauses: HashMap<WorkspaceId, Entry<PauseState>>,
     credentials: HashMap<(WorkspaceId, String), Entry<CredentialRecord>>,
     devices: HashMap<DeviceId, Entry<ActiveDevice>>,
     grants: HashMap<(WorkspaceId, GrantId), Entry<GrantRecord>>,
@@ -114,6 +118,7 @@ impl Maps {
             map.retain(|_, entry| entry.loaded.elapsed() < ENTRY_TTL);
         }
         fresh(&mut self.agents);
+        fresh(&mut self.pauses);
         fresh(&mut self.credentials);
         fresh(&mut self.devices);
         fresh(&mut self.grants);
@@ -153,6 +158,7 @@ macro_rules! slot {
     };
 }
 slot!(agents, [u8; 32], AgentRecord);
+slot!(pauses, WorkspaceId, PauseState);
 slot!(credentials, (WorkspaceId, String), CredentialRecord);
 slot!(devices, DeviceId, ActiveDevice);
 slot!(grants, (WorkspaceId, GrantId), GrantRecord);
@@ -279,6 +285,18 @@ impl super::Store {
     ) -> Result<Option<Arc<AgentRecord>>, StoreError> {
         let key = *hash.as_bytes();
         self.through_cache(key, || self.agent_by_token_hash(hash)).await
+    }
+
+    /// [`super::Store::pause_state`] through the cache.
+    pub(crate) async fn cached_pause_state(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<Arc<PauseState>, StoreError> {
+        let loaded = self
+            .through_cache(workspace, || async { Ok(Some(self.pause_state(workspace).await?)) });
+        // The loader always answers `Some`, so `None` cannot come back; were it to, "paused by
+        // nobody" would be wrong, so it is refused as a corrupt answer instead.
+        loaded.await?.ok_or_else(|| StoreError::Corrupt("no pause state loaded".into()))
     }
 
     /// [`super::Store::credential_by_name`] through the cache.

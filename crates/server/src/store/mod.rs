@@ -23,6 +23,7 @@ pub mod devices;
 pub(crate) mod hot;
 pub mod members;
 pub mod nonces;
+pub mod pauses;
 pub mod policies;
 pub mod workspaces;
 
@@ -114,7 +115,8 @@ impl Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
-    /// The proxy's read cache of agents, credentials, devices and grants (see [`hot`]).
+    /// The proxy's read cache of agents, pause states, credentials, devices and grants (see
+    /// [`hot`]).
     pub(crate) hot: Arc<hot::HotCache>,
     /// PostgreSQL: the service role's URL, for the approvals listener's own connection.
     listen_url: Option<ListenUrl>,
