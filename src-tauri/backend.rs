@@ -119,6 +119,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn add_api_key(&self, key: NewKey) -> Outcome<Integration>;
     /// Runs the OAuth sign-in in the system browser.
     async fn connect(&self, connection: NewConnection) -> Outcome<Integration>;
+    /// Signs in again and replaces an OAuth integration's tokens in place.
+    async fn reconnect(&self, id: String) -> Outcome<Integration>;
     /// Ends a sign-in under way.
     async fn cancel_connect(&self);
     /// Revokes at the provider (where it can), then deletes. Returns whether the provider

@@ -11,6 +11,7 @@ const COMMANDS: &[&str] = &[
     "list_integrations",
     "add_api_key",
     "connect_oauth",
+    "reconnect",
     "cancel_connect",
     "disconnect",
     "list_agents",

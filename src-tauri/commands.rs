@@ -163,6 +163,11 @@ pub async fn connect_oauth(
 }
 
 #[tauri::command]
+pub async fn reconnect(shell: State<'_, Shell>, id: String) -> Outcome<Integration> {
+    shell.backend.reconnect(id).await
+}
+
+#[tauri::command]
 pub async fn cancel_connect(shell: State<'_, Shell>) -> Outcome<()> {
     shell.backend.cancel_connect().await;
     Ok(())

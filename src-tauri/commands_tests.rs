@@ -116,6 +116,9 @@ impl Backend for Fake {
     async fn connect(&self, _: NewConnection) -> Outcome<Integration> {
         refused()
     }
+    async fn reconnect(&self, _: String) -> Outcome<Integration> {
+        refused()
+    }
     async fn cancel_connect(&self) {}
     async fn disconnect(&self, _: String, _: bool) -> Outcome<bool> {
         refused()
@@ -424,4 +427,37 @@ fn a_page_that_is_not_the_app_cannot_invoke_commands() {
         error.to_string().contains("not allowed"),
         "refused by the capability, not by the command: {error}"
     );
+}
+
+#[test]
+fn the_capability_grants_exactly_the_commands_the_build_generates_permissions_for() {
+    let build = include_str!("build.rs");
+    let start = build.find("const COMMANDS").expect("build.rs lists the commands");
+    let mut commands: Vec<String> = build[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("];"))
+        .filter_map(|l| Some(l.trim().strip_prefix('"')?.strip_suffix("\",")?.to_owned()))
+        .collect();
+    let capability: Value =
+        serde_json::from_str(include_str!("capabilities/main.json")).expect("valid JSON");
+    let mut granted: Vec<String> = capability["permissions"]
+        .as_array()
+        .expect("a permission list")
+        .iter()
+        .filter_map(|p| Some(p.as_str()?.strip_prefix("allow-")?.replace('-', "_")))
+        .collect();
+    commands.sort();
+    granted.sort();
+    assert_eq!(
+        commands, granted,
+        "a command without a permission is unusable, a permission without a command is a hole"
+    );
+    let handlers = include_str!("lib.rs");
+    for command in &commands {
+        assert!(
+            handlers.contains(&format!("$crate::commands::{command},")),
+            "{command} has a permission but no handler"
+        );
+    }
 }

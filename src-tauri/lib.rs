@@ -46,6 +46,7 @@ macro_rules! command_handlers {
             $crate::commands::list_integrations,
             $crate::commands::add_api_key,
             $crate::commands::connect_oauth,
+            $crate::commands::reconnect,
             $crate::commands::cancel_connect,
             $crate::commands::disconnect,
             $crate::commands::list_agents,

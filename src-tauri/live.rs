@@ -15,7 +15,7 @@ use latchkey_client::api::{
 use latchkey_client::approvals;
 use latchkey_client::catalog::Catalog;
 use latchkey_client::connection::{
-    self, ConnectRequest, CustomEndpoints, DisconnectOptions, RevocationOutcome,
+    self, ConnectRequest, CustomEndpoints, DisconnectOptions, ReconnectOptions, RevocationOutcome,
 };
 use latchkey_client::keychain::{SecretServiceStore, SharedKeyStore};
 use latchkey_client::oauth::{BrowserLauncher, FlowOptions};
@@ -130,6 +130,20 @@ impl Live {
         let url = started.url();
         *embedded = Some(started);
         Ok(url)
+    }
+
+    /// Claims the one sign-in slot; the receiver fires when the person cancels.
+    fn begin_sign_in(&self) -> Outcome<oneshot::Receiver<()>> {
+        let (cancel, cancelled) = oneshot::channel();
+        let mut connecting = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
+        if connecting.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Err(CommandError::new(
+                codes::CONNECT_IN_PROGRESS,
+                "a sign-in is already under way: finish or cancel it first",
+            ));
+        }
+        *connecting = Some(cancel);
+        Ok(cancelled)
     }
 
     /// Stops the embedded broker (at quit).
@@ -282,7 +296,7 @@ impl Backend for Live {
             let client = self.client().await?;
             let me = client.me().await?;
             let pending = client.approvals(false).await?.len();
-            let paused = false; // PAUSE-WIRE client.pause_state().await?.paused;
+            let paused = client.pause_state().await?.paused;
             Ok::<_, CommandError>((me.role, pending, paused))
         };
         match reached.await {
@@ -441,23 +455,33 @@ impl Backend for Live {
             shared: new.shared,
         })?;
         let store = self.key_store().await?;
-        let (cancel, cancelled) = oneshot::channel();
-        {
-            let mut connecting = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
-            if connecting.as_ref().is_some_and(|c| !c.is_closed()) {
-                return Err(CommandError::new(
-                    codes::CONNECT_IN_PROGRESS,
-                    "a sign-in is already under way: finish or cancel it first",
-                ));
-            }
-            *connecting = Some(cancel);
-        }
+        let cancelled = self.begin_sign_in()?;
         let options = FlowOptions::default();
         let flow =
             connection::connect(self.profile(), &store, prepared, self.browser.as_ref(), &options);
         // Cancelling drops the flow, which closes its loopback listener.
         let result = tokio::select! {
             connected = flow => connected.map_err(CommandError::from),
+            _ = cancelled => Err(CommandError::new(codes::CONNECT_CANCELLED, "the sign-in was cancelled")),
+        };
+        self.connecting.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(Integration::new(&result?, unix_now(), None))
+    }
+
+    async fn reconnect(&self, id: String) -> Outcome<Integration> {
+        let client = self.client().await?;
+        let credential = client.credential(parse_id::<CredentialId>(&id, "integration")?).await?;
+        let store = self.key_store().await?;
+        let cancelled = self.begin_sign_in()?;
+        let flow = connection::reconnect(
+            self.profile(),
+            &store,
+            &credential.name,
+            self.browser.as_ref(),
+            ReconnectOptions::default(),
+        );
+        let result = tokio::select! {
+            done = flow => done.map_err(CommandError::from),
             _ = cancelled => Err(CommandError::new(codes::CONNECT_CANCELLED, "the sign-in was cancelled")),
         };
         self.connecting.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -717,7 +741,7 @@ impl Backend for Live {
     }
 
     async fn set_paused(&self, paused: bool) -> Outcome<AppStatus> {
-        let _ = paused; // PAUSE-WIRE self.client().await?.set_paused(paused).await?;
+        self.client().await?.set_paused(paused).await?;
         Ok(self.status().await)
     }
 }

@@ -275,6 +275,20 @@ def main() -> None:
         if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {CANARY}":
             raise Failure(f"the upstream did not receive the credential once: {hits}")
 
+        step("pause all agents: calls are refused at once; resume")
+        d.click(t("nav-security"), "security in the sidebar")
+        d.click(t("pause-toggle"), "the pause switch")
+        d.wait(t("paused-banner"), "the paused banner")
+        results.clear()
+        agent_call(broker, "upstream", token, results)
+        if not results or results[0][0] != 403 or "agents_paused" not in results[0][1]:
+            raise Failure(f"a call while paused was not refused with agents_paused: {results}")
+        if len([r for r in Recorder.seen if r["path"].startswith("/v1/hello")]) != 1:
+            raise Failure("a call while paused reached the upstream")
+        d.screenshot("paused")
+        d.click(t("resume"), "resume in the banner")
+        d.wait_gone(t("paused-banner"), "the paused banner after resuming")
+
         step("audit: the call is recorded and the chain verifies")
         d.click(t("nav-audit"), "audit in the sidebar")
         d.wait_text(t("audit-table"), "/v1/hello", "the approved call in the audit table")
@@ -308,6 +322,11 @@ def main() -> None:
         call.join(60)
         if not results or results[0][0] != 200:
             raise Failure(f"the call after rotation did not go through: {results}")
+
+        step("reconnect the OAuth integration in place")
+        d.click(t("nav-integrations"), "integrations in the sidebar")
+        d.click(f'{t("integration-idp")} [data-testid="reconnect"]', "reconnect on the idp card")
+        d.wait_text(t("toast"), "Reconnected idp", "the reconnect finished in the browser", 60)
 
         step("disconnect the OAuth integration (revoked at the provider)")
         d.click(t("nav-integrations"), "integrations in the sidebar")
