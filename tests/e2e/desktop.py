@@ -142,6 +142,12 @@ class Driver:
         return f'[data-testid="{testid}"]'
 
     def screenshot(self, name: str) -> None:
+        # Notifications dismissed first: they would cover the screen being documented.
+        for button in self.find_all('[data-testid="toast"] button'):
+            try:
+                self.s(f"/element/{button}/click", {})
+            except Failure:
+                pass
         try:
             png = base64.b64decode(self.s("/screenshot", method="GET"))
             (self.shots / f"{name}.png").write_bytes(png)
