@@ -108,6 +108,28 @@ fn settings(app: &tauri::App) -> anyhow::Result<Settings> {
     })
 }
 
+/// Renders the UI without GPU compositing on Linux: WebKitGTK's accelerated compositing costs
+/// 60-80 MB in the web process (measured by bench/desktop.sh) and buys nothing for a page of
+/// forms and lists. `LATCHKEY_DESKTOP_GPU=1` keeps it.
+fn lighten_web_view(app: &tauri::App) {
+    #[cfg(target_os = "linux")]
+    if std::env::var("LATCHKEY_DESKTOP_GPU").map_or(true, |v| v != "1")
+        && let Some(window) = app.get_webview_window("main")
+    {
+        let applied = window.with_webview(|webview| {
+            use webkit2gtk::{HardwareAccelerationPolicy, SettingsExt as _, WebViewExt as _};
+            if let Some(settings) = webview.inner().settings() {
+                settings.set_hardware_acceleration_policy(HardwareAccelerationPolicy::Never);
+            }
+        });
+        if let Err(error) = applied {
+            tracing::debug!(%error, "web view settings unchanged");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = app;
+}
+
 /// Runs the app until the person quits it.
 pub fn run() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
@@ -127,6 +149,7 @@ pub fn run() -> anyhow::Result<()> {
             let live = Arc::new(Live::new(settings(app)?, browser));
             app.manage(Shell { backend: live.clone() });
             app.manage(live.clone());
+            lighten_web_view(app);
             let tray = watch::Tray::install(app.handle())?;
             watch::spawn(app.handle().clone(), live, tray);
             Ok(())

@@ -269,13 +269,23 @@ impl Backend for Live {
         };
         let url = config.broker_url.as_str().to_owned();
         let local = same_origin(&url, &self.embedded_url());
-        let fingerprint = match self.key_store().await {
-            Ok(store) => workspace::own_fingerprint(self.profile(), &store)
-                .await
-                .map(|f| f.to_string())
-                .unwrap_or_default(),
-            Err(_) => String::new(),
+        let fingerprint = async {
+            match self.key_store().await {
+                Ok(store) => workspace::own_fingerprint(self.profile(), &store)
+                    .await
+                    .map(|f| f.to_string())
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            }
         };
+        let reached = async {
+            let client = self.client().await?;
+            // Independent reads in parallel: the window's first paint waits on this status.
+            let (me, pending, pause) =
+                tokio::try_join!(client.me(), client.approvals(false), client.pause_state())?;
+            Ok::<_, CommandError>((me.role, pending.len(), pause.paused))
+        };
+        let (fingerprint, reached) = tokio::join!(fingerprint, reached);
         let mut status = AppStatus {
             profile,
             set_up: true,
@@ -292,14 +302,7 @@ impl Backend for Live {
             paused: false,
             pending_approvals: 0,
         };
-        let reached = async {
-            let client = self.client().await?;
-            let me = client.me().await?;
-            let pending = client.approvals(false).await?.len();
-            let paused = client.pause_state().await?.paused;
-            Ok::<_, CommandError>((me.role, pending, paused))
-        };
-        match reached.await {
+        match reached {
             Ok((role, pending, paused)) => {
                 if let Some(w) = status.workspace.as_mut() {
                     w.role = role;
