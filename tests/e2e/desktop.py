@@ -11,13 +11,13 @@ screen, then scans every file the app wrote for the canary key.
 
 Standard library only: WebDriver is plain JSON over HTTP.
 """
-import base64
 import http.client
 import http.server
 import json
 import os
 import pathlib
 import socketserver
+import subprocess
 import sys
 import threading
 import time
@@ -148,11 +148,15 @@ class Driver:
                 self.s(f"/element/{button}/click", {})
             except Failure:
                 pass
-        try:
-            png = base64.b64decode(self.s("/screenshot", method="GET"))
-            (self.shots / f"{name}.png").write_bytes(png)
-        except Failure as error:
-            print(f"desktop story: no screenshot {name}: {error}", file=sys.stderr)
+        # The X screen, not WebDriver's screenshot: WebKitGTK takes those from its compositor,
+        # which the app turns off. Xvfb has no window manager, so the window sits at the origin.
+        time.sleep(0.3)
+        shot = subprocess.run(
+            ["import", "-display", os.environ.get("DISPLAY", ":99"), "-window", "root",
+             "-crop", "1100x720+0+0", str(self.shots / f"{name}.png")],
+            capture_output=True, text=True, timeout=30, check=False)
+        if shot.returncode != 0:
+            print(f"desktop story: no screenshot {name}: {shot.stderr.strip()}", file=sys.stderr)
 
     def quit(self) -> None:
         try:
