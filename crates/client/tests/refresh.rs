@@ -1,0 +1,266 @@
+//! Refreshing OAuth connections on the device, against a real broker and the strict
+//! authorization server of `tests/oauth/` (oidc-provider: refresh tokens rotate on every use,
+//! and presenting a rotated-out one revokes the whole grant). Needs `npm ci` in `tests/oauth`.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "the helpers in this file are test code too; a panic is the failure report"
+)]
+
+#[path = "../../../tests/support/oauth/browser.rs"]
+#[allow(dead_code, reason = "shared with other OAuth tests, which use all of it")]
+mod browser;
+mod common;
+#[path = "../../../tests/support/oauth/servers.rs"]
+#[allow(dead_code, reason = "shared with other OAuth tests, which use all of it")]
+mod servers;
+
+use std::time::Duration;
+
+use browser::{Person, TestBrowser};
+use common::{Machine, TestBroker};
+use latchkey_client::access::{NewApiKey, add_api_key};
+use latchkey_client::api::{CredentialInfo, CredentialStatus};
+use latchkey_client::connection::{ConnectRequest, CustomEndpoints, connect, prepare};
+use latchkey_client::oauth::{
+    FlowOptions, OAuthClient, OAuthEndpoints, OAuthError, OAuthHttp, refresh,
+};
+use latchkey_client::refresh::{
+    DEFAULT_BUFFER, RefreshAction, RefreshError, RefreshOptions, RefreshReport, refresh_all,
+    refresh_if_needed,
+};
+use latchkey_client::workspace::{broker_client, create_workspace};
+use latchkey_core::payload::{CredentialKind, CredentialPayload, Injection};
+use latchkey_core::secret::SecretBytes;
+use servers::AuthServer;
+
+const API_KEY: &str = "sk-refresh-canary-0b5e2a7c91d4";
+
+const FORCE: RefreshOptions = RefreshOptions { buffer: DEFAULT_BUFFER, force: true };
+const IF_NEEDED: RefreshOptions = RefreshOptions { buffer: DEFAULT_BUFFER, force: false };
+
+/// A workspace on a fresh broker whose admin connected `idp` at the strict server.
+async fn connected() -> (TestBroker, AuthServer, Machine, CredentialInfo) {
+    let broker = TestBroker::start().await;
+    let server = servers::strict().await;
+    let ada = Machine::new("ada");
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    let prepared = prepare(ConnectRequest {
+        provider: "custom-oauth2",
+        name: Some("idp"),
+        base_url: Some("http://127.0.0.1:9/api"),
+        allowed_hosts: Vec::new(),
+        endpoints: CustomEndpoints { issuer: Some(server.issuer.clone()), ..Default::default() },
+        client_id: Some(server.client_id.clone()),
+        client_secret: None,
+        scopes: vec!["openid".into(), "offline_access".into()],
+        shared: true,
+    })
+    .unwrap();
+    let (browser, _events) = TestBrowser::new(Person::SignsIn);
+    let options = FlowOptions { timeout: Duration::from_secs(60), ..FlowOptions::default() };
+    let stored = connect(&ada.profile, &ada.store, prepared, &browser, &options)
+        .await
+        .expect("the connection is stored");
+    (broker, server, ada, stored)
+}
+
+/// The stored access and refresh tokens, opened with this device's workspace key.
+async fn stored_tokens(machine: &Machine, credential: &CredentialInfo) -> (String, String) {
+    let config = machine.profile.load_config().unwrap();
+    let client = broker_client(&machine.profile, &machine.store).await.unwrap();
+    let (version, envelope) = client.credential_envelope(credential.id).await.unwrap();
+    let key = machine.store.load_workspace_key(config.workspace, version).unwrap();
+    let plaintext = envelope.open(&key.record_key(credential.id).unwrap()).unwrap();
+    let payload = CredentialPayload::decode(plaintext.expose_secret()).unwrap();
+    let CredentialKind::OAuth { refresh: Some(refresh), .. } = payload.kind else {
+        panic!("an OAuth credential with refresh data");
+    };
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+    (text(payload.secret.expose_secret()), text(refresh.refresh_token.expose_secret()))
+}
+
+async fn current(machine: &Machine, credential: &CredentialInfo) -> CredentialInfo {
+    let client = broker_client(&machine.profile, &machine.store).await.unwrap();
+    client.credential(credential.id).await.unwrap()
+}
+
+/// The provider's answer to `token` at its userinfo endpoint (200: the token works).
+async fn userinfo_status(server: &AuthServer, token: &str) -> u16 {
+    let metadata: serde_json::Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", server.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let userinfo = metadata["userinfo_endpoint"].as_str().unwrap();
+    reqwest::Client::new().get(userinfo).bearer_auth(token).send().await.unwrap().status().as_u16()
+}
+
+/// Presents `refresh_token` at the provider directly, as a thief or a stale copy would.
+async fn present(server: &AuthServer, refresh_token: &str) -> Result<(), OAuthError> {
+    let endpoints = OAuthEndpoints {
+        authorize: format!("{}/auth", server.issuer).parse().unwrap(),
+        token: format!("{}/token", server.issuer).parse().unwrap(),
+        revocation: None,
+        issuer: None,
+    };
+    refresh(
+        &OAuthHttp::new().unwrap(),
+        &endpoints,
+        &OAuthClient::public(&server.client_id, Vec::new()),
+        &SecretBytes::copy_from(refresh_token.as_bytes()),
+    )
+    .await
+    .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_refresh_stores_the_rotated_pair_and_a_refused_one_marks_reconnect_needed() {
+    let (broker, server, ada, idp) = connected().await;
+    let (access, refresh_token) = stored_tokens(&ada, &idp).await;
+
+    // The strict server's tokens live an hour: outside the 5-minute buffer, nothing to do.
+    let fresh = refresh_if_needed(&ada.profile, &ada.store, "idp", IF_NEEDED).await.unwrap();
+    assert_eq!(fresh.action, RefreshAction::Fresh, "an hour-long token is not refreshed");
+    assert_eq!(fresh.credential.revision, idp.revision, "nothing was written");
+    assert_eq!(stored_tokens(&ada, &idp).await, (access.clone(), refresh_token.clone()));
+    // A buffer longer than the token's life makes it due.
+    let due = RefreshOptions { buffer: Duration::from_secs(2 * 3600), force: false };
+    let refreshed = refresh_if_needed(&ada.profile, &ada.store, "idp", due).await.unwrap();
+    assert_eq!(
+        refreshed.action,
+        RefreshAction::Refreshed,
+        "a token inside the buffer is refreshed"
+    );
+    let (access, refresh_token) = stored_tokens(&ada, &idp).await;
+
+    // Forced: a new access token and the rotated refresh token, stored in one swap.
+    let forced = refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE).await.unwrap();
+    assert_eq!(forced.action, RefreshAction::Refreshed);
+    assert_eq!(forced.credential.revision, refreshed.credential.revision + 1, "one swap");
+    assert_eq!(forced.credential.status, CredentialStatus::Active);
+    assert!(forced.expires_at.is_some(), "the provider said when the new token expires");
+    let (new_access, new_refresh) = stored_tokens(&ada, &idp).await;
+    assert_ne!(new_access, access, "a new access token is stored");
+    assert_ne!(new_refresh, refresh_token, "the rotated refresh token is stored");
+    assert_eq!(userinfo_status(&server, &new_access).await, 200, "the stored token works");
+    let shown = format!("{forced:?} {}", serde_json::to_string(&forced).unwrap());
+    assert!(!shown.contains(&new_access) && !shown.contains(&new_refresh), "no token shown");
+
+    // The old refresh token is dead at the provider: the rotation really happened, and only
+    // the stored pair is current. Presenting it is reuse, so the provider revokes the grant.
+    let stale = present(&server, &refresh_token).await;
+    assert!(
+        matches!(stale, Err(OAuthError::ReconnectNeeded)),
+        "the rotated-out refresh token is refused: {stale:?}"
+    );
+
+    // The grant is gone: the next refresh is refused, and the credential says so at the broker.
+    let refused = refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE).await.unwrap_err();
+    assert!(matches!(refused, RefreshError::ReconnectNeeded(ref n) if n == "idp"), "{refused:?}");
+    let message = refused.to_string();
+    assert!(message.contains("latchkey reconnect idp"), "the error says what to do: {message}");
+    assert!(!message.contains(&new_refresh) && !format!("{refused:?}").contains(&new_refresh));
+    let marked = current(&ada, &idp).await;
+    assert_eq!(marked.status, CredentialStatus::ReconnectNeeded, "marked at the broker");
+    assert_eq!(
+        stored_tokens(&ada, &idp).await,
+        (new_access, new_refresh),
+        "a refused refresh changes no token"
+    );
+
+    // Marked: not asked again without --force, and `refresh_all` reports it.
+    let again = refresh_if_needed(&ada.profile, &ada.store, "idp", IF_NEEDED).await.unwrap_err();
+    assert!(matches!(again, RefreshError::ReconnectNeeded(_)), "{again:?}");
+    let reports = refresh_all(&ada.profile, &ada.store, DEFAULT_BUFFER).await.unwrap();
+    assert!(
+        matches!(reports.as_slice(), [RefreshReport::ReconnectNeeded { credential }] if credential.id == idp.id),
+        "{reports:?}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_of_one_credential_ask_the_provider_once() {
+    let (broker, server, ada, idp) = connected().await;
+    let (_, before) = stored_tokens(&ada, &idp).await;
+
+    // Both forced at once: without the per-credential lock both would present the same refresh
+    // token, and the strict server would revoke the grant as reuse.
+    let (a, b) = tokio::join!(
+        refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE),
+        refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE),
+    );
+    let (a, b) = (a.expect("the first refresh"), b.expect("the second refresh"));
+    let mut actions = [a.action, b.action];
+    actions.sort_by_key(|action| *action == RefreshAction::Refreshed);
+    assert_eq!(
+        actions,
+        [RefreshAction::RefreshedElsewhere, RefreshAction::Refreshed],
+        "one asked the provider, the other used its result"
+    );
+    let after = current(&ada, &idp).await;
+    assert_eq!(after.revision, idp.revision + 1, "the token was swapped exactly once");
+    assert_eq!(after.status, CredentialStatus::Active);
+
+    // No reuse was detected: the stored pair still works, and refreshes again.
+    let (access, refresh_token) = stored_tokens(&ada, &idp).await;
+    assert_ne!(refresh_token, before, "rotated once");
+    assert_eq!(userinfo_status(&server, &access).await, 200, "the stored token works");
+    let next = refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE).await;
+    assert!(
+        matches!(&next, Ok(o) if o.action == RefreshAction::Refreshed),
+        "the grant is alive: {next:?}"
+    );
+
+    // `refresh_all` with the default buffer: fresh, nothing written.
+    let reports = refresh_all(&ada.profile, &ada.store, DEFAULT_BUFFER).await.unwrap();
+    let revision = current(&ada, &idp).await.revision;
+    assert!(
+        matches!(reports.as_slice(), [RefreshReport::Fresh { credential, .. }] if credential.revision == revision),
+        "{reports:?}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_has_nothing_to_refresh() {
+    let (broker, _server, ada, _idp) = connected().await;
+    add_api_key(
+        &ada.profile,
+        &ada.store,
+        NewApiKey {
+            name: "openai",
+            provider: "openai",
+            base_url: "https://api.openai.com",
+            allowed_hosts: &["api.openai.com".to_owned()],
+            injection: Injection::bearer(),
+            shared: true,
+            key: SecretBytes::copy_from(API_KEY.as_bytes()),
+        },
+    )
+    .await
+    .unwrap();
+    let refused = refresh_if_needed(&ada.profile, &ada.store, "openai", FORCE).await.unwrap_err();
+    assert!(
+        matches!(refused, RefreshError::NothingToRefresh(ref n) if n == "openai"),
+        "{refused:?}"
+    );
+    assert!(refused.to_string().contains("nothing to refresh"), "{refused}");
+    assert!(!format!("{refused} {refused:?}").contains(API_KEY), "the key is never shown");
+    let reports = refresh_all(&ada.profile, &ada.store, DEFAULT_BUFFER).await.unwrap();
+    assert_eq!(reports.len(), 1, "API keys are left out of refresh_all: {reports:?}");
+    let unknown = refresh_if_needed(&ada.profile, &ada.store, "nope", FORCE).await.unwrap_err();
+    assert!(
+        matches!(
+            unknown,
+            RefreshError::Access(latchkey_client::access::AccessError::UnknownCredential(_))
+        ),
+        "{unknown:?}"
+    );
+    broker.stop().await;
+}
