@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use browser::{Person, TestBrowser};
 use common::{Machine, TestBroker};
+use latchkey_client::access::{CredentialChanges, update_credential};
 use latchkey_client::access::{NewApiKey, add_api_key};
+use latchkey_client::api::CredentialReplacement;
 use latchkey_client::api::{CredentialInfo, CredentialStatus};
 use latchkey_client::connection::{ConnectRequest, CustomEndpoints, connect, prepare};
 use latchkey_client::oauth::{
@@ -32,9 +34,12 @@ use latchkey_client::refresh::{
     refresh_if_needed,
 };
 use latchkey_client::workspace::{broker_client, create_workspace};
+use latchkey_core::envelope::Envelope;
+use latchkey_core::payload::OAuthRefresh;
 use latchkey_core::payload::{CredentialKind, CredentialPayload, Injection};
 use latchkey_core::secret::SecretBytes;
 use servers::AuthServer;
+use tokio::sync::{mpsc, oneshot};
 
 const API_KEY: &str = "sk-refresh-canary-0b5e2a7c91d4";
 
@@ -45,6 +50,17 @@ const IF_NEEDED: RefreshOptions = RefreshOptions { buffer: DEFAULT_BUFFER, force
 async fn connected() -> (TestBroker, AuthServer, Machine, CredentialInfo) {
     let broker = TestBroker::start().await;
     let server = servers::strict().await;
+    let endpoints = CustomEndpoints { issuer: Some(server.issuer.clone()), ..Default::default() };
+    let (ada, idp) = connect_at(&broker, &server, endpoints).await;
+    (broker, server, ada, idp)
+}
+
+/// Creates a workspace on `broker` and connects `idp` at `server` through `endpoints`.
+async fn connect_at(
+    broker: &TestBroker,
+    server: &AuthServer,
+    endpoints: CustomEndpoints,
+) -> (Machine, CredentialInfo) {
     let ada = Machine::new("ada");
     create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
     let prepared = prepare(ConnectRequest {
@@ -52,7 +68,7 @@ async fn connected() -> (TestBroker, AuthServer, Machine, CredentialInfo) {
         name: Some("idp"),
         base_url: Some("http://127.0.0.1:9/api"),
         allowed_hosts: Vec::new(),
-        endpoints: CustomEndpoints { issuer: Some(server.issuer.clone()), ..Default::default() },
+        endpoints,
         client_id: Some(server.client_id.clone()),
         client_secret: None,
         scopes: vec!["openid".into(), "offline_access".into()],
@@ -64,7 +80,80 @@ async fn connected() -> (TestBroker, AuthServer, Machine, CredentialInfo) {
     let stored = connect(&ada.profile, &ada.store, prepared, &browser, &options)
         .await
         .expect("the connection is stored");
-    (broker, server, ada, stored)
+    (ada, stored)
+}
+
+/// A token endpoint in front of the strict server's: it forwards every request, but holds each
+/// refresh request until the test answers the sender it receives, so the test can change the
+/// credential at the broker between the device's read and its swap.
+async fn interposed_token_endpoint(
+    server: &AuthServer,
+) -> (String, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+    let (arrivals, receiver) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let upstream = format!("{}/token", server.issuer);
+    let http = reqwest::Client::new();
+    const NEEDLE: &[u8] = b"grant_type=refresh_token";
+    let handler = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+        let (arrivals, upstream, http) = (arrivals.clone(), upstream.clone(), http.clone());
+        async move {
+            if body.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+                let (go, wait) = oneshot::channel();
+                if arrivals.send(go).is_ok() {
+                    let _ = wait.await;
+                }
+            }
+            let mut request = http.post(&upstream).body(body.to_vec());
+            for name in ["content-type", "accept", "authorization"] {
+                if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                    request = request.header(name, value);
+                }
+            }
+            let answer = request.send().await.expect("the strict server answers");
+            let status = answer.status().as_u16();
+            let content_type = answer
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_owned();
+            let bytes = answer.bytes().await.expect("its answer is read");
+            axum::response::Response::builder()
+                .status(status)
+                .header("content-type", content_type)
+                .body(axum::body::Body::from(bytes))
+                .expect("a response")
+        }
+    };
+    let app = axum::Router::new().route("/token", axum::routing::post(handler));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}/token"), receiver)
+}
+
+/// The next refresh held at the interposed token endpoint; `None` if none arrives within 30 s
+/// (so a refresh that never reaches the provider fails the test instead of hanging it).
+async fn arrived(
+    arrivals: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+) -> Option<oneshot::Sender<()>> {
+    tokio::time::timeout(Duration::from_secs(30), arrivals.recv()).await.ok().flatten()
+}
+
+/// Connects `idp` with the authorization at the strict server and the token endpoint
+/// interposed.
+async fn connected_interposed()
+-> (TestBroker, AuthServer, Machine, CredentialInfo, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+    let broker = TestBroker::start().await;
+    let server = servers::strict().await;
+    let (token, arrivals) = interposed_token_endpoint(&server).await;
+    let endpoints = CustomEndpoints {
+        issuer: Some(server.issuer.clone()),
+        authorize: Some(format!("{}/auth", server.issuer)),
+        token: Some(token),
+        revocation: None,
+    };
+    let (ada, idp) = connect_at(&broker, &server, endpoints).await;
+    (broker, server, ada, idp, arrivals)
 }
 
 /// The stored access and refresh tokens, opened with this device's workspace key.
@@ -261,6 +350,105 @@ async fn an_api_key_has_nothing_to_refresh() {
             RefreshError::Access(latchkey_client::access::AccessError::UnknownCredential(_))
         ),
         "{unknown:?}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_left_the_tokens_alone_does_not_lose_the_rotation() {
+    let (broker, server, ada, idp, mut arrivals) = connected_interposed().await;
+    let (access, refresh_token) = stored_tokens(&ada, &idp).await;
+
+    // While the provider is asked, the credential is renamed at the broker: the device's swap
+    // at the revision it read is refused, and it swaps again because the tokens are untouched.
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let rename = async {
+        let go = arrived(&mut arrivals).await.expect("the refresh reaches the token endpoint");
+        let changes = CredentialChanges { name: Some("idp2"), ..CredentialChanges::default() };
+        update_credential(&client, "idp", &changes).await.expect("renamed meanwhile");
+        go.send(()).unwrap();
+    };
+    let (refreshed, ()) =
+        tokio::join!(refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE), rename);
+    let refreshed = refreshed.expect("the refresh survives a rename");
+    assert_eq!(refreshed.action, RefreshAction::Refreshed, "{refreshed:?}");
+    assert_eq!(refreshed.credential.name, "idp2", "the rename is kept");
+    assert_eq!(refreshed.credential.revision, idp.revision + 2, "rename, then the swap");
+    let (new_access, new_refresh) = stored_tokens(&ada, &idp).await;
+    assert_ne!(new_access, access, "the new access token is stored");
+    assert_ne!(new_refresh, refresh_token, "the rotated refresh token is stored");
+    assert_eq!(userinfo_status(&server, &new_access).await, 200, "the stored token works");
+
+    // The stored refresh token is the live one: refreshing with it works.
+    let answer = async {
+        arrived(&mut arrivals).await.expect("the refresh arrives").send(()).unwrap();
+    };
+    let (again, ()) =
+        tokio::join!(refresh_if_needed(&ada.profile, &ada.store, "idp2", FORCE), answer);
+    assert!(
+        matches!(&again, Ok(o) if o.action == RefreshAction::Refreshed),
+        "the grant is alive: {again:?}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_stored_meanwhile_by_another_writer_is_kept_not_overwritten() {
+    let (broker, _server, ada, idp, mut arrivals) = connected_interposed().await;
+    let config = ada.profile.load_config().unwrap();
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+
+    // While the provider is asked, "another device" stores a refreshed pair of its own.
+    let other_writer = async {
+        let go = arrived(&mut arrivals).await.expect("the refresh reaches the token endpoint");
+        let current = client.credential(idp.id).await.unwrap();
+        let (version, _) = client.credential_envelope(idp.id).await.unwrap();
+        let key = ada.store.load_workspace_key(config.workspace, version).unwrap();
+        let payload = CredentialPayload {
+            kind: CredentialKind::OAuth {
+                expires_at: Some(4_000_000_000),
+                refresh: Some(OAuthRefresh {
+                    refresh_token: SecretBytes::copy_from(b"refresh-from-elsewhere"),
+                    token_endpoint: "http://127.0.0.1:9/token".to_owned(),
+                    client_id: "elsewhere".to_owned(),
+                    client_secret: None,
+                }),
+            },
+            injection: Injection::bearer(),
+            secret: SecretBytes::copy_from(b"access-from-elsewhere"),
+        };
+        let envelope =
+            Envelope::seal(&key.record_key(idp.id).unwrap(), &payload.encode().unwrap()).unwrap();
+        client
+            .replace_credential(
+                idp.id,
+                &CredentialReplacement {
+                    revision: current.revision,
+                    name: &current.name,
+                    provider: &current.provider,
+                    upstream_base_url: &current.upstream_base_url,
+                    allowed_hosts: &current.allowed_hosts,
+                    scopes: &current.scopes,
+                    expires_hint: None,
+                    key_version: version,
+                    envelope: &envelope,
+                    status: None,
+                },
+            )
+            .await
+            .expect("the other writer stores its pair");
+        go.send(()).unwrap();
+    };
+    let (outcome, ()) =
+        tokio::join!(refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE), other_writer);
+    let outcome = outcome.expect("losing the race is not an error");
+    assert_eq!(outcome.action, RefreshAction::RefreshedElsewhere, "{outcome:?}");
+    assert_eq!(outcome.expires_at, Some(4_000_000_000), "the stored token's expiry is reported");
+    assert_eq!(outcome.credential.revision, idp.revision + 1, "only the other writer swapped");
+    assert_eq!(
+        stored_tokens(&ada, &idp).await,
+        ("access-from-elsewhere".to_owned(), "refresh-from-elsewhere".to_owned()),
+        "the pair stored meanwhile is kept, not overwritten"
     );
     broker.stop().await;
 }
