@@ -528,7 +528,7 @@ pub(crate) enum CredentialCommand {
         /// The credential's name.
         #[arg(required_unless_present = "all")]
         name: Option<String>,
-        /// Every OAuth connection you can see (API keys are left out).
+        /// Every OAuth connection you may change: shared ones if you are an admin, and your own.
         #[arg(long, conflicts_with = "name")]
         all: bool,
         /// Refresh even if the access token is not about to expire.
@@ -545,7 +545,7 @@ Exit codes:
      reached, or the credential is an API key; with --all: any connection needs a reconnect
      or failed (every outcome is printed first)
   3  no credential with this name
-  4  refused by the broker
+  4  refused by the broker, or a shared connection and you are not an admin
   5  the broker could not be reached
   6  the key store is unavailable";
 

@@ -106,6 +106,7 @@ fn classify(error: &anyhow::Error) -> Verdict {
         } else if let Some(e) = cause.downcast_ref::<RefreshError>() {
             match e {
                 RefreshError::Access(a) => access(a),
+                RefreshError::NotAllowed(_) => Some((4, None)),
                 _ => None,
             }
         } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {

@@ -50,14 +50,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use latchkey_core::envelope::Envelope;
-use latchkey_core::ids::CredentialId;
+use latchkey_core::ids::{CredentialId, Owner};
 use latchkey_core::payload::{CredentialKind, CredentialPayload, OAuthRefresh};
 use latchkey_core::secret::SecretBytes;
 use serde::Serialize;
 use url::Url;
 
 use crate::access::{AccessError, SignedIn, find_credential, record_key};
-use crate::api::{CredentialInfo, CredentialReplacement, CredentialStatus, codes};
+use crate::api::{CredentialInfo, CredentialReplacement, CredentialStatus, Role, codes};
 use crate::catalog::{Catalog, ClientAuth};
 use crate::keychain::SharedKeyStore;
 use crate::oauth::{OAuthClient, OAuthEndpoints, OAuthError, OAuthHttp};
@@ -141,6 +141,12 @@ pub enum RefreshError {
         #[source]
         source: OAuthError,
     },
+    /// A shared credential and this member is not an admin: the broker would refuse to store
+    /// the new tokens, and the provider would already have rotated the refresh token.
+    #[error(
+        "only a workspace admin can refresh the shared credential {0:?}; the broker refreshes it when agents call it, or ask an admin"
+    )]
+    NotAllowed(String),
     /// The credential kept changing while it was being refreshed.
     #[error("{0:?} kept changing at the broker while it was refreshed; try again")]
     Contended(String),
@@ -157,9 +163,11 @@ pub async fn refresh_if_needed(
 ) -> Result<RefreshOutcome, RefreshError> {
     let device = signed_in(profile, store).await.map_err(AccessError::from)?;
     let credential = find_credential(&device.2, name).await?;
+    let admin = credential.owner == Owner::Shared && is_admin(&device).await?;
     let http = OAuthHttp::new()
         .map_err(|source| RefreshError::OAuth { name: credential.name.clone(), source })?;
-    refresh_credential(store, &device, &http, credential.id, &credential.name, options).await
+    let target = Target { id: credential.id, name: &credential.name, admin };
+    refresh_credential(store, &device, &http, &target, options).await
 }
 
 /// One credential's outcome in [`refresh_all`].
@@ -200,8 +208,9 @@ pub enum RefreshReport {
     },
 }
 
-/// Refreshes every OAuth credential this member can see whose access token expires within
-/// `buffer`, one after the other, and reports each (API keys are left out). Credentials already
+/// Refreshes every OAuth credential this member may change (shared ones for admins, their own
+/// personal ones) whose access token expires within `buffer`, one after the other, and reports
+/// each (API keys are left out). Credentials already
 /// marked reconnect needed are reported without asking the provider again. For the desktop app
 /// to call periodically while online; only the profile, key store or broker failing as a whole
 /// is an error.
@@ -212,18 +221,21 @@ pub async fn refresh_all(
 ) -> Result<Vec<RefreshReport>, RefreshError> {
     let device = signed_in(profile, store).await.map_err(AccessError::from)?;
     let credentials = device.2.credentials().await.map_err(AccessError::from)?;
+    let admin = is_admin(&device).await?;
     let http = OAuthHttp::new()
         .map_err(|source| RefreshError::OAuth { name: "the connections".to_owned(), source })?;
     let options = RefreshOptions { buffer, force: false };
     let mut reports = Vec::new();
     for credential in credentials {
+        if credential.owner == Owner::Shared && !admin {
+            continue;
+        }
         if credential.status == CredentialStatus::ReconnectNeeded {
             reports.push(RefreshReport::ReconnectNeeded { credential });
             continue;
         }
-        let result =
-            refresh_credential(store, &device, &http, credential.id, &credential.name, options)
-                .await;
+        let target = Target { id: credential.id, name: &credential.name, admin };
+        let result = refresh_credential(store, &device, &http, &target, options).await;
         let report = match result {
             Ok(outcome) if outcome.action == RefreshAction::Refreshed => RefreshReport::Refreshed {
                 credential: outcome.credential,
@@ -311,6 +323,19 @@ fn expiring(expires_at: Option<u64>, buffer: Duration) -> bool {
     expires_at.is_some_and(|e| e.saturating_sub(buffer.as_secs()) <= unix_now())
 }
 
+/// Whether this member is an admin now (only admins may change shared credentials).
+async fn is_admin(device: &SignedIn) -> Result<bool, RefreshError> {
+    let me = device.2.me().await.map_err(AccessError::from)?;
+    Ok(me.role == Role::Admin)
+}
+
+/// Which credential to refresh, and whether this member is an admin.
+struct Target<'a> {
+    id: CredentialId,
+    name: &'a str,
+    admin: bool,
+}
+
 fn is_conflict(error: &AccessError) -> bool {
     matches!(error, AccessError::Broker(e) if e.api().is_some_and(|e| e.is(codes::CONFLICT)))
 }
@@ -319,15 +344,20 @@ async fn refresh_credential(
     store: &SharedKeyStore,
     device: &SignedIn,
     http: &OAuthHttp,
-    id: CredentialId,
-    name: &str,
+    target: &Target<'_>,
     options: RefreshOptions,
 ) -> Result<RefreshOutcome, RefreshError> {
+    let (id, name) = (target.id, target.name);
     let slot = slot_for(id);
     let seen = slot.completed.load(Ordering::Acquire);
     let _guard = slot.lock.lock().await;
     let mut stored = read(store, device, id).await?;
     check_refreshable(&stored, name)?;
+    // Checked before the provider is asked: a refresh token rotated there and then refused
+    // here would be lost.
+    if stored.info.owner == Owner::Shared && !target.admin {
+        return Err(RefreshError::NotAllowed(name.to_owned()));
+    }
     if slot.completed.load(Ordering::Acquire) != seen {
         // Another refresh in this process completed while this one waited: its token is as
         // new as this one's would be.

@@ -25,6 +25,7 @@ use latchkey_client::access::{CredentialChanges, update_credential};
 use latchkey_client::access::{NewApiKey, add_api_key};
 use latchkey_client::api::CredentialReplacement;
 use latchkey_client::api::{CredentialInfo, CredentialStatus};
+use latchkey_client::api::{InviteFor, Role};
 use latchkey_client::connection::{ConnectRequest, CustomEndpoints, connect, prepare};
 use latchkey_client::oauth::{
     FlowOptions, OAuthClient, OAuthEndpoints, OAuthError, OAuthHttp, refresh,
@@ -33,7 +34,9 @@ use latchkey_client::refresh::{
     DEFAULT_BUFFER, RefreshAction, RefreshError, RefreshOptions, RefreshReport, refresh_all,
     refresh_if_needed,
 };
-use latchkey_client::workspace::{broker_client, create_workspace};
+use latchkey_client::workspace::{
+    Joining, admit_device, broker_client, create_workspace, join_workspace, receive_keys,
+};
 use latchkey_core::envelope::Envelope;
 use latchkey_core::payload::OAuthRefresh;
 use latchkey_core::payload::{CredentialKind, CredentialPayload, Injection};
@@ -449,6 +452,50 @@ async fn a_pair_stored_meanwhile_by_another_writer_is_kept_not_overwritten() {
         stored_tokens(&ada, &idp).await,
         ("access-from-elsewhere".to_owned(), "refresh-from-elsewhere".to_owned()),
         "the pair stored meanwhile is kept, not overwritten"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_may_not_change_a_shared_connection_does_not_spend_its_refresh_token() {
+    let (broker, _server, ada, idp) = connected().await;
+    let (access, refresh_token) = stored_tokens(&ada, &idp).await;
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let code = client.create_invite(InviteFor::NewMember(Role::Member), None).await.unwrap().code;
+    let grace = Machine::new("grace");
+    let joined = join_workspace(
+        &grace.profile,
+        &grace.store,
+        &broker.url,
+        &code,
+        &Joining::NewMember { name: "Grace".into() },
+        "Grace's laptop",
+    )
+    .await
+    .unwrap();
+    let admitted =
+        admit_device(&ada.profile, &ada.store, joined.device, &joined.fingerprint).await.unwrap();
+    receive_keys(&grace.profile, &grace.store, Some(&admitted.fingerprint)).await.unwrap();
+
+    // The broker lets only admins replace a shared credential: refused before the provider
+    // could rotate the refresh token, so nothing is lost.
+    let refused = refresh_if_needed(&grace.profile, &grace.store, "idp", FORCE).await.unwrap_err();
+    assert!(matches!(refused, RefreshError::NotAllowed(ref n) if n == "idp"), "{refused:?}");
+    assert!(refused.to_string().contains("only a workspace admin"), "{refused}");
+    let reports =
+        refresh_all(&grace.profile, &grace.store, Duration::from_secs(2 * 3600)).await.unwrap();
+    assert!(
+        reports.is_empty(),
+        "a member's refresh_all leaves shared connections out: {reports:?}"
+    );
+    assert_eq!(stored_tokens(&ada, &idp).await, (access, refresh_token), "nothing changed");
+    assert_eq!(current(&ada, &idp).await.revision, idp.revision);
+
+    // The stored refresh token was not spent: the admin's refresh works.
+    let refreshed = refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE).await;
+    assert!(
+        matches!(&refreshed, Ok(o) if o.action == RefreshAction::Refreshed),
+        "the grant is intact: {refreshed:?}"
     );
     broker.stop().await;
 }
