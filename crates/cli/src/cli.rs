@@ -517,7 +517,37 @@ pub(crate) enum CredentialCommand {
         /// The credential's name.
         name: String,
     },
+    /// Refresh an OAuth connection's access token on this device if it expires within 5 minutes.
+    ///
+    /// The tokens are opened here, refreshed at the provider's token endpoint, and the new
+    /// access token and rotated refresh token are stored together, only if nobody changed the
+    /// credential meanwhile (otherwise the newer token is kept). A refresh token the provider
+    /// refuses marks the credential "reconnect needed": run `latchkey reconnect NAME`.
+    #[command(after_help = REFRESH_EXIT_CODES)]
+    Refresh {
+        /// The credential's name.
+        #[arg(required_unless_present = "all")]
+        name: Option<String>,
+        /// Every OAuth connection you may change: shared ones if you are an admin, and your own.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+        /// Refresh even if the access token is not about to expire.
+        #[arg(long, conflicts_with = "all")]
+        force: bool,
+    },
 }
+
+/// Exit codes of `credential refresh`, beyond the common ones.
+const REFRESH_EXIT_CODES: &str = "\
+Exit codes:
+  0  refreshed, or still fresh
+  1  the provider refused the refresh token (now marked reconnect needed), could not be
+     reached, or the credential is an API key; with --all: any connection needs a reconnect
+     or failed (every outcome is printed first)
+  3  no credential with this name
+  4  refused by the broker, or a shared connection and you are not an admin
+  5  the broker could not be reached
+  6  the key store is unavailable";
 
 /// `latchkey credential add`
 #[derive(Debug, Args)]

@@ -421,6 +421,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = DisconnectOptions { force, issuer, revocation_url, client_id };
             disconnect_command(&profile, choice, &out, &name, options).await
         }
+        Command::Credential(CredentialCommand::Refresh { name, all, force }) => {
+            crate::connect::refresh_command(&profile, choice, &out, name.as_deref(), all, force)
+                .await
+        }
         Command::Credential(CredentialCommand::Remove { name }) => {
             let client = client(&profile, choice).await?;
             let credential =

@@ -1,5 +1,5 @@
-//! `latchkey connect` and `latchkey disconnect`: OAuth connections, over
-//! `latchkey_client::connection`.
+//! `latchkey connect`, `reconnect`, `disconnect` and `credential refresh`: OAuth connections,
+//! over `latchkey_client::connection` and `latchkey_client::refresh`.
 
 use std::io::Read as _;
 use std::time::Duration;
@@ -11,6 +11,9 @@ use latchkey_client::connection::{
 };
 use latchkey_client::oauth::{BrowserLauncher, FlowOptions, OAuthError, SystemBrowser};
 use latchkey_client::profile::Profile;
+use latchkey_client::refresh::{
+    DEFAULT_BUFFER, RefreshAction, RefreshOptions, RefreshReport, refresh_all, refresh_if_needed,
+};
 use latchkey_core::secret::SecretBytes;
 use serde_json::json;
 use url::Url;
@@ -167,4 +170,82 @@ fn read_client_secret(from_stdin: bool) -> anyhow::Result<SecretBytes> {
         bail!("the client secret is empty: paste your OAuth app's client secret");
     }
     Ok(SecretBytes::copy_from(secret.as_bytes()))
+}
+
+/// `latchkey credential refresh [NAME | --all] [--force]`.
+pub(crate) async fn refresh_command(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    name: Option<&str>,
+    all: bool,
+    force: bool,
+) -> anyhow::Result<()> {
+    let store = key_store(profile, choice, false)?;
+    if !all {
+        let Some(name) = name else { bail!("name a credential, or pass --all") };
+        let options = RefreshOptions { buffer: DEFAULT_BUFFER, force };
+        let outcome = refresh_if_needed(profile, &store, name, options).await?;
+        let until = expiry_text(outcome.expires_at);
+        let text = match outcome.action {
+            RefreshAction::Refreshed => format!("Refreshed {name}; the new token {until}."),
+            RefreshAction::RefreshedElsewhere => {
+                format!("{name} was refreshed meanwhile by someone else; its token {until}.")
+            }
+            _ => format!("{name} is fresh; its token {until}."),
+        };
+        return out.value(&serde_json::to_value(&outcome)?, &text);
+    }
+    let reports = refresh_all(profile, &store, DEFAULT_BUFFER).await?;
+    let mut attention = 0_usize;
+    let lines: Vec<String> = reports
+        .iter()
+        .map(|report| match report {
+            RefreshReport::Refreshed { credential, expires_at } => {
+                format!(
+                    "{:<24} refreshed; the new token {}",
+                    credential.name,
+                    expiry_text(*expires_at)
+                )
+            }
+            RefreshReport::Fresh { credential, expires_at } => {
+                format!("{:<24} fresh; the token {}", credential.name, expiry_text(*expires_at))
+            }
+            RefreshReport::ReconnectNeeded { credential } => {
+                attention += 1;
+                format!(
+                    "{:<24} reconnect needed: run `latchkey reconnect {}`",
+                    credential.name, credential.name
+                )
+            }
+            RefreshReport::NoRefreshToken { credential } => {
+                format!("{:<24} no refresh token: reconnect it when it expires", credential.name)
+            }
+            RefreshReport::Failed { credential, reason } => {
+                attention += 1;
+                format!("{:<24} failed: {reason}", credential.name)
+            }
+            _ => String::new(),
+        })
+        .collect();
+    out.list(&serde_json::to_value(&reports)?, &lines, "No OAuth connections to refresh.")?;
+    if attention > 0 {
+        bail!("{attention} of {} connections could not be refreshed (listed above)", reports.len());
+    }
+    Ok(())
+}
+
+/// "expires in 59 min", "has no known expiry", "has expired".
+fn expiry_text(expires_at: Option<u64>) -> String {
+    let Some(expires_at) = expires_at else {
+        return "has no known expiry".to_owned();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match expires_at.checked_sub(now) {
+        None | Some(0) => "has expired".to_owned(),
+        Some(secs) if secs < 120 => format!("expires in {secs} s"),
+        Some(secs) => format!("expires in {} min", secs / 60),
+    }
 }

@@ -21,6 +21,7 @@ use latchkey_client::oauth::OAuthError;
 use latchkey_client::policies::PolicyError;
 use latchkey_client::profile::ProfileError;
 use latchkey_client::recovery::RecoveryKitError;
+use latchkey_client::refresh::RefreshError;
 use latchkey_client::workspace::WorkspaceError;
 
 fn main() -> ExitCode {
@@ -100,6 +101,12 @@ fn classify(error: &anyhow::Error) -> Verdict {
                 ConnectError::RevocationFailed { .. } => {
                     Some((1, Some("`latchkey disconnect <name> --force` deletes it anyway")))
                 }
+                _ => None,
+            }
+        } else if let Some(e) = cause.downcast_ref::<RefreshError>() {
+            match e {
+                RefreshError::Access(a) => access(a),
+                RefreshError::NotAllowed(_) => Some((4, None)),
                 _ => None,
             }
         } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {

@@ -190,6 +190,9 @@ async fn help_reads_like_a_tour_and_matches_its_snapshots() {
         assert_eq!(code, 0, "{noun} --help");
         assert_snapshot(&format!("help-{noun}"), &text);
     }
+    let (code, text, _) = latchkey.run(&["credential", "refresh", "--help"], None).await;
+    assert_eq!(code, 0, "credential refresh --help");
+    assert_snapshot("help-credential-refresh", &text);
     let (code, script, _) = latchkey.run(&["completions", "bash"], None).await;
     assert_eq!(code, 0);
     assert!(script.contains("latchkey"), "bash completions name the command");
@@ -1399,6 +1402,124 @@ async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_del
     let forced = ada.json(&["disconnect", "idp2", "--force"], None).await;
     assert_eq!(forced["revocation"], "failed");
     assert_eq!(ada.json(&["credential", "list"], None).await, serde_json::json!([]));
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_refresh_rotates_on_the_device_and_a_refused_grant_needs_a_reconnect() {
+    use latchkey_client::oauth::{OAuthClient, OAuthEndpoints, OAuthError, OAuthHttp, refresh};
+
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let server = servers::strict().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let (code, out, err) = connect_as(
+        &ada,
+        &[
+            "--json",
+            "connect",
+            "custom-oauth2",
+            "--name",
+            "idp",
+            "--issuer",
+            &server.issuer,
+            "--base-url",
+            "http://127.0.0.1:9/api",
+            "--client-id",
+            &server.client_id,
+            "--scope",
+            "openid",
+            "--scope",
+            "offline_access",
+            "--no-browser",
+            "--timeout",
+            "60",
+        ],
+        browser::Person::SignsIn,
+    )
+    .await;
+    assert_eq!(code, 0, "connect failed: {err}");
+    let connected: Value = serde_json::from_str(&out).unwrap();
+    let id = connected["id"].as_str().unwrap().to_owned();
+    let (access, refresh_token) = stored_tokens(&ada, &id).await;
+
+    // An hour-long token is fresh; nothing is written.
+    let (code, out, err) = ada.run(&["credential", "refresh", "idp"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("idp is fresh; its token expires in"), "{out}");
+    assert_eq!(stored_tokens(&ada, &id).await, (access.clone(), refresh_token.clone()));
+
+    // Forced: the rotated pair is stored; nothing secret is printed.
+    let (code, out, err) =
+        ada.run(&["--json", "credential", "refresh", "idp", "--force"], None).await;
+    assert_eq!(code, 0, "{err}");
+    let refreshed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(refreshed["action"], "refreshed", "{refreshed}");
+    assert_eq!(refreshed["credential"]["id"], connected["id"]);
+    assert_eq!(
+        refreshed["credential"]["revision"].as_u64(),
+        connected["revision"].as_u64().map(|r| r + 1),
+        "one swap: {refreshed}"
+    );
+    let (new_access, new_refresh) = stored_tokens(&ada, &id).await;
+    assert_ne!(new_access, access, "a new access token is stored");
+    assert_ne!(new_refresh, refresh_token, "the rotated refresh token is stored");
+    for secret in [&access, &refresh_token, &new_access, &new_refresh] {
+        assert!(
+            !out.contains(secret.as_str()) && !err.contains(secret.as_str()),
+            "no token printed"
+        );
+    }
+
+    // --all lists each OAuth connection; API keys are left out, and refuse by name.
+    ada.json(
+        &["credential", "add", "--name", "key", "--provider", "openai", "--key-stdin"],
+        Some(API_KEY),
+    )
+    .await;
+    let all = ada.json(&["credential", "refresh", "--all"], None).await;
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "only idp: {all}");
+    assert_eq!(all[0]["outcome"], "fresh", "{all}");
+    let (code, _, err) = ada.run(&["credential", "refresh", "key"], None).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("API key: there is nothing to refresh"), "{err}");
+    let (code, _, err) = ada.run(&["credential", "refresh", "nope"], None).await;
+    assert_eq!(code, 3, "an unknown credential is `not found`: {err}");
+    let (code, _, err) = ada.run(&["credential", "refresh"], None).await;
+    assert_eq!(code, 2, "a name or --all is required: {err}");
+
+    // The old refresh token, presented again, makes the strict provider revoke the grant.
+    let endpoints = OAuthEndpoints {
+        authorize: format!("{}/auth", server.issuer).parse().unwrap(),
+        token: format!("{}/token", server.issuer).parse().unwrap(),
+        revocation: None,
+        issuer: None,
+    };
+    let reused = refresh(
+        &OAuthHttp::new().unwrap(),
+        &endpoints,
+        &OAuthClient::public(&server.client_id, Vec::new()),
+        &latchkey_core::secret::SecretBytes::copy_from(refresh_token.as_bytes()),
+    )
+    .await;
+    assert!(matches!(reused, Err(OAuthError::ReconnectNeeded)), "rotated out: {reused:?}");
+
+    // Refused: exit 1, the credential is marked, and the message says how to get out of it.
+    let (code, _, err) = ada.run(&["credential", "refresh", "idp", "--force"], None).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("reconnect needed") && err.contains("latchkey reconnect idp"), "{err}");
+    assert!(!err.contains(&new_refresh), "no token printed");
+    let listed = ada.json(&["credential", "show", "idp"], None).await;
+    assert_eq!(listed["status"], "reconnect_needed", "{listed}");
+    let (code, out, err) = ada.run(&["--json", "credential", "refresh", "--all"], None).await;
+    assert_eq!(code, 1, "a connection needing a reconnect fails --all: {err}");
+    let all: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(all[0]["outcome"], "reconnect_needed", "every outcome is printed first: {all}");
+    assert!(err.contains("1 of 1 connections"), "{err}");
     let _ = stop.send(());
 }
 

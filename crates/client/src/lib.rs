@@ -26,6 +26,9 @@
 //!   capability this device issued and forwards to the broker.
 //! - [`oauth`]: OAuth 2.0 authorization code with PKCE for a native app: discovery, loopback
 //!   callback, state and issuer checks, refresh and revocation.
+//! - [`refresh`]: refresh OAuth access tokens on the device before they expire (five minutes by
+//!   default), the rotated refresh token stored atomically, a refused one marked "reconnect
+//!   needed"; one credential or all of them.
 //! - [`recovery`]: recovery kits: export this device's workspace and member keys under a
 //!   passphrase, import them into a replacement device.
 //!
@@ -44,5 +47,6 @@ pub mod oauth;
 pub mod policies;
 pub mod profile;
 pub mod recovery;
+pub mod refresh;
 pub mod rotation;
 pub mod workspace;
