@@ -151,6 +151,7 @@ pub fn run() -> anyhow::Result<()> {
             app.manage(live.clone());
             lighten_web_view(app);
             let tray = watch::Tray::install(app.handle())?;
+            watch::spawn_refresher(app.handle().clone(), live.clone());
             watch::spawn(app.handle().clone(), live, tray);
             Ok(())
         })

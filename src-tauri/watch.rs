@@ -166,6 +166,62 @@ fn notify(app: &AppHandle, title: &str, body: &str) {
     }
 }
 
+/// How often the app refreshes OAuth connections that expire soon.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// Keeps this member's OAuth connections fresh while the app runs: every minute, each token
+/// expiring within 5 minutes is refreshed on this device (rotation stored atomically), and a
+/// connection the provider refuses is marked "reconnect needed" and announced once.
+pub fn spawn_refresher(app: AppHandle, live: Arc<Live>) {
+    tauri::async_runtime::spawn(async move {
+        let mut announced = HashSet::new();
+        loop {
+            tokio::time::sleep(REFRESH_EVERY).await;
+            if !live.is_set_up() {
+                continue;
+            }
+            let Ok(store) = live.key_store().await else { continue };
+            let reports = match latchkey_client::refresh::refresh_all(
+                live.profile_ref(),
+                &store,
+                latchkey_client::refresh::DEFAULT_BUFFER,
+            )
+            .await
+            {
+                Ok(reports) => reports,
+                Err(error) => {
+                    tracing::info!(%error, "connections not refreshed this round");
+                    continue;
+                }
+            };
+            for report in reports {
+                use latchkey_client::refresh::RefreshReport;
+                match report {
+                    RefreshReport::Refreshed { credential, .. } => {
+                        tracing::info!(credential = %credential.id, "connection refreshed");
+                    }
+                    RefreshReport::ReconnectNeeded { credential }
+                        if announced.insert(credential.id) =>
+                    {
+                        notify(
+                            &app,
+                            "A connection needs you",
+                            &format!(
+                                "{} was refused by its provider: reconnect it in Latchkey",
+                                credential.name
+                            ),
+                        );
+                    }
+                    RefreshReport::Failed { credential, reason } => {
+                        tracing::warn!(credential = %credential.id, %reason, "refresh failed");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+}
+
 /// Follows the approval stream for as long as the app runs.
 pub fn spawn(app: AppHandle, live: Arc<Live>, tray: Tray) {
     tauri::async_runtime::spawn(async move {
