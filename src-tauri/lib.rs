@@ -149,6 +149,8 @@ pub fn run() -> anyhow::Result<()> {
             let live = Arc::new(Live::new(settings(app)?, browser));
             app.manage(Shell { backend: live.clone() });
             app.manage(live.clone());
+            let warming = live.clone();
+            tauri::async_runtime::spawn(async move { warming.warm_up().await });
             lighten_web_view(app);
             let tray = watch::Tray::install(app.handle())?;
             watch::spawn_refresher(app.handle().clone(), live.clone());

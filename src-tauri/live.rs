@@ -41,6 +41,13 @@ use crate::view::{
     Integration, Invite, Member, NewAgent, RotationProgress, RotationResult, WorkspaceView,
 };
 
+/// A device's signed client and fingerprint, ready to use.
+#[derive(Clone)]
+struct SignedIn {
+    client: Arc<BrokerClient>,
+    fingerprint: String,
+}
+
 /// Where the live backend keeps things and how it opens the browser.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -57,6 +64,7 @@ pub struct Live {
     settings: Settings,
     browser: Arc<dyn BrowserLauncher>,
     store: Mutex<Option<SharedKeyStore>>,
+    signed_in: Mutex<Option<SignedIn>>,
     embedded: Mutex<Option<Embedded>>,
     connecting: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -74,6 +82,7 @@ impl Live {
             settings,
             browser,
             store: Mutex::new(None),
+            signed_in: Mutex::new(None),
             embedded: Mutex::new(None),
             connecting: std::sync::Mutex::new(None),
         }
@@ -169,10 +178,46 @@ impl Live {
         Ok(opened)
     }
 
-    /// A signed broker client for this device.
-    pub async fn client(&self) -> Outcome<BrokerClient> {
+    /// A signed broker client for this device, built once (the device key is read from the
+    /// keychain the first time only).
+    pub async fn client(&self) -> Outcome<Arc<BrokerClient>> {
+        Ok(self.signed_in().await?.client)
+    }
+
+    /// This device's client and fingerprint, read from the keychain once and kept until the
+    /// profile changes (a workspace created or joined).
+    async fn signed_in(&self) -> Outcome<SignedIn> {
+        let mut cached = self.signed_in.lock().await;
+        if let Some(ready) = cached.as_ref() {
+            return Ok(ready.clone());
+        }
         let store = self.key_store().await?;
-        Ok(workspace::broker_client(self.profile(), &store).await?)
+        let (client, fingerprint) = tokio::try_join!(
+            async {
+                Ok::<_, CommandError>(workspace::broker_client(self.profile(), &store).await?)
+            },
+            async {
+                Ok::<_, CommandError>(workspace::own_fingerprint(self.profile(), &store).await?)
+            },
+        )?;
+        let ready = SignedIn { client: Arc::new(client), fingerprint: fingerprint.to_string() };
+        *cached = Some(ready.clone());
+        Ok(ready)
+    }
+
+    /// Forgets the cached client (the profile changed).
+    async fn forget_client(&self) {
+        self.signed_in.lock().await.take();
+    }
+
+    /// Opens the keychain and reads this device's keys ahead of the window's first request:
+    /// the web view loads its page meanwhile. Failures are left for that request to report.
+    pub async fn warm_up(&self) {
+        if self.is_set_up() {
+            let _ = self.signed_in().await;
+        } else {
+            let _ = self.key_store().await;
+        }
     }
 
     async fn agent_names(&self, client: &BrokerClient) -> Outcome<HashMap<String, String>> {
@@ -269,23 +314,22 @@ impl Backend for Live {
         };
         let url = config.broker_url.as_str().to_owned();
         let local = same_origin(&url, &self.embedded_url());
-        let fingerprint = async {
-            match self.key_store().await {
-                Ok(store) => workspace::own_fingerprint(self.profile(), &store)
-                    .await
-                    .map(|f| f.to_string())
-                    .unwrap_or_default(),
-                Err(_) => String::new(),
-            }
-        };
         let reached = async {
-            let client = self.client().await?;
+            let ready = self.signed_in().await?;
+            let client = &ready.client;
             // Independent reads in parallel: the window's first paint waits on this status.
             let (me, pending, pause) =
                 tokio::try_join!(client.me(), client.approvals(false), client.pause_state())?;
-            Ok::<_, CommandError>((me.role, pending.len(), pause.paused))
+            Ok::<_, CommandError>((ready.fingerprint.clone(), me.role, pending.len(), pause.paused))
         };
-        let (fingerprint, reached) = tokio::join!(fingerprint, reached);
+        let reached = reached.await;
+        let fingerprint = match &reached {
+            Ok((fingerprint, ..)) => fingerprint.clone(),
+            Err(_) => match self.signed_in.lock().await.as_ref() {
+                Some(ready) => ready.fingerprint.clone(),
+                None => String::new(),
+            },
+        };
         let mut status = AppStatus {
             profile,
             set_up: true,
@@ -303,7 +347,7 @@ impl Backend for Live {
             pending_approvals: 0,
         };
         match reached {
-            Ok((role, pending, paused)) => {
+            Ok((_, role, pending, paused)) => {
                 if let Some(w) = status.workspace.as_mut() {
                     w.role = role;
                 }
@@ -332,6 +376,7 @@ impl Backend for Live {
             non_empty(&new.device_name, "device name")?,
         )
         .await?;
+        self.forget_client().await;
         Ok(self.status().await)
     }
 
@@ -352,6 +397,7 @@ impl Backend for Live {
             non_empty(&join.device_name, "device name")?,
         )
         .await?;
+        self.forget_client().await;
         Ok(joined.fingerprint.to_string())
     }
 
@@ -369,6 +415,7 @@ impl Backend for Live {
                 ),
                 other => other.into(),
             })?;
+        self.forget_client().await;
         tracing::info!(
             workspace_keys = received.workspace_keys.len(),
             member_keys = received.member_keys.len(),
