@@ -851,3 +851,41 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_methods_and_names_from_the_ui_are_checked_with_specific_messages() {
+        let bad = parse_id::<AgentId>("not-an-id", "agent").expect_err("not a UUID");
+        assert_eq!(bad.code, codes::INVALID_INPUT);
+        assert!(bad.message.contains("not a valid agent id"), "{}", bad.message);
+        assert!(parse_id::<AgentId>(&AgentId::random().to_string(), "agent").is_ok());
+
+        assert_eq!(parse_method(" post ").expect("case and spaces are forgiven"), Method::Post);
+        let trace = parse_method("TRACE").expect_err("agents may not TRACE");
+        assert!(trace.message.contains("GET, HEAD, POST"), "the message lists the methods");
+
+        assert_eq!(non_empty("  Acme ", "workspace name").expect("trimmed"), "Acme");
+        let empty = non_empty("   ", "workspace name").expect_err("blank");
+        assert_eq!(empty.message, "the workspace name is empty");
+    }
+
+    #[test]
+    fn only_the_embedded_brokers_own_origin_counts_as_this_computer() {
+        assert!(same_origin("http://127.0.0.1:8740", "http://127.0.0.1:8740/"));
+        assert!(!same_origin("http://127.0.0.1:8741", "http://127.0.0.1:8740"), "another port");
+        assert!(!same_origin("https://127.0.0.1:8740", "http://127.0.0.1:8740"), "another scheme");
+        assert!(!same_origin("not a url", "http://127.0.0.1:8740"));
+    }
+
+    #[test]
+    fn rotation_steps_map_to_the_progress_bars_phases() {
+        assert_eq!(
+            progress_of(Step::Resealed { done: 2, total: 5 }),
+            RotationProgress { phase: "sealing", done: 2, total: 5 }
+        );
+        assert_eq!(progress_of(Step::Committed).phase, "swapping");
+    }
+}
