@@ -263,11 +263,12 @@ impl Live {
 
     async fn members_view(&self, client: &BrokerClient) -> Outcome<Vec<Member>> {
         let config = self.profile().load_config()?;
+        let confirmed: Vec<DeviceId> = config.trusted_devices.iter().map(|t| t.id).collect();
         Ok(client
             .members()
             .await?
             .iter()
-            .map(|m| Member::new(m, config.member, config.device))
+            .map(|m| Member::new(m, config.member, config.device, &confirmed))
             .collect())
     }
 

@@ -425,6 +425,9 @@ pub struct Device {
     pub created_at: u64,
     pub fingerprint: String,
     pub this_device: bool,
+    /// Whether a person on this device confirmed its fingerprint (admitted it, or received keys
+    /// from it): the app offers "Admit" only for devices not confirmed yet.
+    pub confirmed: bool,
 }
 
 /// A member and their devices.
@@ -440,8 +443,13 @@ pub struct Member {
 }
 
 impl Member {
-    /// `member` as seen from `me` on `this_device`.
-    pub fn new(member: &BrokerMember, me: MemberId, this_device: DeviceId) -> Self {
+    /// `member` as seen from `me` on `this_device`, which confirmed the devices in `confirmed`.
+    pub fn new(
+        member: &BrokerMember,
+        me: MemberId,
+        this_device: DeviceId,
+        confirmed: &[DeviceId],
+    ) -> Self {
         Self {
             id: member.id.to_string(),
             name: member.name.clone(),
@@ -456,6 +464,7 @@ impl Member {
                     created_at: d.created_at,
                     fingerprint: d.broker_fingerprint.to_string(),
                     this_device: d.id == this_device,
+                    confirmed: d.id == this_device || confirmed.contains(&d.id),
                 })
                 .collect(),
             you: member.id == me,

@@ -132,6 +132,9 @@ describe('members', () => {
     expect(within(dlg).getByTestId('admit-submit')).toBeEnabled();
     await user.click(within(dlg).getByTestId('admit-submit'));
     await waitFor(() => expect(b.callsOf('admit_device')).toEqual([{ deviceId: 'dev_sam', fingerprint: '9B1C-22D4-E0F7-6A13' }]));
+    const admitted = await screen.findByTestId('device-dev_sam');
+    await waitFor(() => expect(within(admitted).queryByTestId('admit-device'), 'a confirmed device is not offered for admission again').toBeNull());
+    expect(admitted).toHaveTextContent('Confirmed');
   });
 
   it('removes a member with key rotation on by default', async () => {

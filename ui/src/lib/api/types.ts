@@ -157,6 +157,8 @@ export type Device = {
   fingerprint: string;
   removed: boolean;
   thisDevice: boolean;
+  /** Its fingerprint was confirmed on this device (admitted here, or it sent us keys). */
+  confirmed: boolean;
 };
 
 export type Member = { id: string; name: string; role: Role; createdAt: number; devices: Device[]; you: boolean };

@@ -204,7 +204,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         broker: { url, local, reachable: true, error: null },
       };
       b.members = [{ id: 'mem_you', name: String(a.memberName), role: 'admin', createdAt: now(), you: true, devices: [
-        { id: 'dev_this', name: String(a.deviceName), createdAt: now(), fingerprint: FINGERPRINT, removed: false, thisDevice: true },
+        { id: 'dev_this', name: String(a.deviceName), createdAt: now(), fingerprint: FINGERPRINT, removed: false, thisDevice: true, confirmed: true },
       ] }];
       return structuredClone(b.status);
     },
@@ -344,6 +344,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       const dev = b.members.flatMap((m) => m.devices).find((d) => d.id === a.deviceId);
       if (!dev) throw err('not_found', 'That device is no longer waiting.');
       if (dev.fingerprint !== a.fingerprint) throw err('fingerprint_mismatch', 'The fingerprint does not match this device.');
+      dev.confirmed = true;
       return structuredClone(b.members);
     },
     remove_member: (a) => {

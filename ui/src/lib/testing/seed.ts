@@ -102,10 +102,10 @@ export function seedAudit(now: number): AuditRow[] {
 export function seedMembers(now: number): Member[] {
   return [
     { id: 'mem_you', name: 'You', role: 'admin', createdAt: now - 86400 * 30, you: true, devices: [
-      { id: 'dev_this', name: 'This laptop', createdAt: now - 86400 * 30, fingerprint: FINGERPRINT, removed: false, thisDevice: true },
+      { id: 'dev_this', name: 'This laptop', createdAt: now - 86400 * 30, fingerprint: FINGERPRINT, removed: false, thisDevice: true, confirmed: true },
     ] },
     { id: 'mem_sam', name: 'Sam Rivera', role: 'member', createdAt: now - 86400 * 4, you: false, devices: [
-      { id: 'dev_sam', name: "Sam's desktop", createdAt: now - 86400 * 4, fingerprint: '9B1C-22D4-E0F7-6A13', removed: false, thisDevice: false },
+      { id: 'dev_sam', name: "Sam's desktop", createdAt: now - 86400 * 4, fingerprint: '9B1C-22D4-E0F7-6A13', removed: false, thisDevice: false, confirmed: false },
     ] },
   ];
 }
