@@ -300,15 +300,11 @@ fn publish(
     paused: Option<bool>,
     notified: &mut HashSet<String>,
 ) {
-    let mut oldest_first: Vec<Approval> = pending.values().cloned().collect();
-    oldest_first.sort_by_key(|a| a.created_at);
-    for approval in &oldest_first {
-        if notified.insert(approval.id.clone()) {
-            let _ = app.emit(events::APPROVAL_REQUESTED, approval);
-            notify(app, "An agent asks for approval", &crate::tray::summary(approval));
-        }
+    let (oldest_first, new) = pending_update(pending, notified);
+    for approval in &new {
+        let _ = app.emit(events::APPROVAL_REQUESTED, approval);
+        notify(app, "An agent asks for approval", &crate::tray::summary(approval));
     }
-    notified.retain(|id| pending.contains_key(id));
     let _ = app.emit(events::APPROVALS_CHANGED, ApprovalsChanged { pending: pending.len() });
     tray.update(|s| {
         s.set_up = true;
@@ -317,4 +313,68 @@ fn publish(
             s.paused = paused;
         }
     });
+}
+
+/// The pending requests oldest first, and those not announced before (now marked announced).
+/// Answered or expired requests are forgotten, so a reconnect's snapshot announces nothing
+/// twice and a request's id is never announced again.
+fn pending_update(
+    pending: &BTreeMap<String, Approval>,
+    notified: &mut HashSet<String>,
+) -> (Vec<Approval>, Vec<Approval>) {
+    let mut oldest_first: Vec<Approval> = pending.values().cloned().collect();
+    oldest_first.sort_by_key(|a| a.created_at);
+    let new = oldest_first.iter().filter(|a| notified.insert(a.id.clone())).cloned().collect();
+    notified.retain(|id| pending.contains_key(id));
+    (oldest_first, new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approval(id: &str, created_at: u64) -> Approval {
+        Approval {
+            id: id.to_owned(),
+            status: "pending",
+            agent: "a".to_owned(),
+            agent_name: "bot".to_owned(),
+            credential: "c".to_owned(),
+            credential_name: "github".to_owned(),
+            method: "GET".to_owned(),
+            host: "api.github.com".to_owned(),
+            path: "/".to_owned(),
+            query_keys: vec![],
+            body_size: None,
+            policy_ids: vec![],
+            created_at,
+            expires_at: created_at + 120,
+            answered_at: None,
+            answered_by: None,
+        }
+    }
+
+    fn map(items: &[Approval]) -> BTreeMap<String, Approval> {
+        items.iter().map(|a| (a.id.clone(), a.clone())).collect()
+    }
+
+    #[test]
+    fn each_request_is_announced_once_even_across_a_reconnects_snapshot() {
+        let mut notified = HashSet::new();
+        let (listed, new) =
+            pending_update(&map(&[approval("b", 20), approval("a", 10)]), &mut notified);
+        assert_eq!(
+            listed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["a", "b"],
+            "the tray lists the oldest request first"
+        );
+        assert_eq!(new.len(), 2, "both are new");
+        let (_, again) =
+            pending_update(&map(&[approval("a", 10), approval("b", 20)]), &mut notified);
+        assert!(again.is_empty(), "a reconnect's snapshot must not notify the same requests again");
+        let (_, third) =
+            pending_update(&map(&[approval("b", 20), approval("c", 30)]), &mut notified);
+        assert_eq!(third.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["c"]);
+        assert!(!notified.contains("a"), "an answered request is forgotten");
+    }
 }
