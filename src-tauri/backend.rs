@@ -166,6 +166,10 @@ pub trait Backend: Send + Sync + 'static {
         passphrase: SecretBytes,
         path: std::path::PathBuf,
     ) -> Outcome<()>;
+    /// Locks the keychain that holds this device's keys and forgets every key the app holds.
+    async fn lock(&self) -> Outcome<AppStatus>;
+    /// Unlocks the keychain (the system asks the person for their keychain password).
+    async fn unlock(&self) -> Outcome<AppStatus>;
     /// Pulls or releases the workspace's kill switch.
     async fn set_paused(&self, paused: bool) -> Outcome<AppStatus>;
 }

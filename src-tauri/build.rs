@@ -40,6 +40,8 @@ const COMMANDS: &[&str] = &[
     "rotate_keys",
     "export_recovery_kit",
     "set_paused",
+    "lock",
+    "unlock",
     "open_external",
 ];
 

@@ -414,6 +414,20 @@ pub async fn set_paused<R: Runtime>(
 }
 
 #[tauri::command]
+pub async fn lock<R: Runtime>(app: AppHandle<R>, shell: State<'_, Shell>) -> Outcome<AppStatus> {
+    let status = shell.backend.lock().await?;
+    events::status_changed(&app, &status);
+    Ok(status)
+}
+
+#[tauri::command]
+pub async fn unlock<R: Runtime>(app: AppHandle<R>, shell: State<'_, Shell>) -> Outcome<AppStatus> {
+    let status = shell.backend.unlock().await?;
+    events::status_changed(&app, &status);
+    Ok(status)
+}
+
+#[tauri::command]
 pub fn open_external(url: String) -> Outcome<()> {
     let parsed = url::Url::parse(&url)
         .map_err(|_| CommandError::invalid(format!("{url:?} is not a URL")))?;

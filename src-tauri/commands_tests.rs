@@ -47,6 +47,7 @@ fn status(set_up: bool, paused: bool) -> AppStatus {
         broker: BrokerView { url: None, local: true, reachable: true, error: None },
         paused,
         pending_approvals: 0,
+        locked: false,
     }
 }
 
@@ -224,6 +225,12 @@ impl Backend for Fake {
     async fn export_recovery_kit(&self, _: SecretBytes, _: std::path::PathBuf) -> Outcome<()> {
         refused()
     }
+    async fn lock(&self) -> Outcome<AppStatus> {
+        Ok(AppStatus { locked: true, ..status(true, false) })
+    }
+    async fn unlock(&self) -> Outcome<AppStatus> {
+        Err(CommandError::new(codes::KEYCHAIN_LOCKED, "the unlock prompt was dismissed"))
+    }
     async fn set_paused(&self, paused: bool) -> Outcome<AppStatus> {
         self.seen.lock().unwrap().paused = Some(paused);
         Ok(status(true, paused))
@@ -387,6 +394,15 @@ fn pause_and_resume_go_to_the_backend_and_report_the_new_state() {
     let status = h.invoke("set_paused", json!({"paused": true})).expect("paused");
     assert_eq!(status["paused"], true);
     assert_eq!(h.fake.seen.lock().unwrap().paused, Some(true));
+}
+
+#[test]
+fn lock_reports_the_locked_state_and_a_dismissed_unlock_says_so() {
+    let h = harness();
+    let locked = h.invoke("lock", json!({})).expect("locks");
+    assert_eq!(locked["locked"], true, "the UI shows its lock screen on this flag");
+    let refused = h.invoke("unlock", json!({})).expect_err("the fake's prompt is dismissed");
+    assert_eq!(refused["code"], "keychain_locked");
 }
 
 #[test]

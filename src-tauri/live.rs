@@ -65,6 +65,10 @@ pub struct Live {
     browser: Arc<dyn BrowserLauncher>,
     store: Mutex<Option<SharedKeyStore>>,
     signed_in: Mutex<Option<SignedIn>>,
+    locked: tokio::sync::Notify,
+    /// Set by Lock, cleared by Unlock: while set, nothing touches the keychain (a read would
+    /// make the system prompt for the password behind the person's back).
+    locked_by_app: std::sync::atomic::AtomicBool,
     embedded: Mutex<Option<Embedded>>,
     connecting: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -83,6 +87,8 @@ impl Live {
             browser,
             store: Mutex::new(None),
             signed_in: Mutex::new(None),
+            locked: tokio::sync::Notify::new(),
+            locked_by_app: std::sync::atomic::AtomicBool::new(false),
             embedded: Mutex::new(None),
             connecting: std::sync::Mutex::new(None),
         }
@@ -162,8 +168,19 @@ impl Live {
         }
     }
 
+    /// Whether the person locked the app (and its keychain) from Security.
+    pub fn is_locked(&self) -> bool {
+        self.locked_by_app.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The OS keychain for this profile, opened once.
     pub async fn key_store(&self) -> Outcome<SharedKeyStore> {
+        if self.is_locked() {
+            return Err(CommandError::new(
+                codes::KEYCHAIN_LOCKED,
+                "Latchkey is locked: unlock it with your keychain password",
+            ));
+        }
         let mut store = self.store.lock().await;
         if let Some(open) = store.as_ref() {
             return Ok(Arc::clone(open));
@@ -208,6 +225,17 @@ impl Live {
     /// Forgets the cached client (the profile changed).
     async fn forget_client(&self) {
         self.signed_in.lock().await.take();
+    }
+
+    /// Forgets the client (with the device key it holds) and the keychain connection.
+    async fn forget_keys(&self) {
+        self.signed_in.lock().await.take();
+        self.store.lock().await.take();
+    }
+
+    /// Resolves when the app is locked (the approval stream then lets go of its key).
+    pub async fn locked(&self) {
+        self.locked.notified().await;
     }
 
     /// Opens the keychain and reads this device's keys ahead of the window's first request:
@@ -311,6 +339,7 @@ impl Backend for Live {
                 broker: BrokerView { url: None, local: false, reachable: false, error: None },
                 paused: false,
                 pending_approvals: 0,
+                locked: false,
             };
         };
         let url = config.broker_url.as_str().to_owned();
@@ -346,6 +375,7 @@ impl Backend for Live {
             broker: BrokerView { url: Some(url), local, reachable: false, error: None },
             paused: false,
             pending_approvals: 0,
+            locked: false,
         };
         match reached {
             Ok((_, role, pending, paused)) => {
@@ -356,7 +386,10 @@ impl Backend for Live {
                 status.pending_approvals = pending;
                 status.paused = paused;
             }
-            Err(error) => status.broker.error = Some(error.message),
+            Err(error) => {
+                status.locked = error.code == codes::KEYCHAIN_LOCKED;
+                status.broker.error = Some(error.message);
+            }
         }
         status
     }
@@ -789,6 +822,26 @@ impl Backend for Live {
         write_private(&path, kit.text.as_bytes()).map_err(|e| {
             CommandError::new(codes::FAILED, format!("cannot write {}: {e}", path.display()))
         })
+    }
+
+    async fn lock(&self) -> Outcome<AppStatus> {
+        self.locked_by_app.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.forget_keys().await;
+        tokio::task::spawn_blocking(latchkey_client::keychain::lock_default_collection)
+            .await
+            .map_err(|e| CommandError::new(codes::KEYCHAIN_UNAVAILABLE, e.to_string()))??;
+        self.locked.notify_waiters();
+        Ok(self.status().await)
+    }
+
+    async fn unlock(&self) -> Outcome<AppStatus> {
+        tokio::task::spawn_blocking(latchkey_client::keychain::unlock_default_collection)
+            .await
+            .map_err(|e| CommandError::new(codes::KEYCHAIN_UNAVAILABLE, e.to_string()))??;
+        // A fresh connection: the keychain may have been restarted to unlock it.
+        self.forget_keys().await;
+        self.locked_by_app.store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(self.status().await)
     }
 
     async fn set_paused(&self, paused: bool) -> Outcome<AppStatus> {

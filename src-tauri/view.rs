@@ -35,6 +35,9 @@ pub struct AppStatus {
     pub paused: bool,
     /// Calls waiting for this member's answer.
     pub pending_approvals: usize,
+    /// Whether the keychain holding this device's keys is locked (the app's Lock, or the
+    /// desktop session's): nothing that needs a key works until it is unlocked.
+    pub locked: bool,
 }
 
 /// This computer's place in its workspace.

@@ -177,7 +177,7 @@ pub fn spawn_refresher(app: AppHandle, live: Arc<Live>) {
         let mut announced = HashSet::new();
         loop {
             tokio::time::sleep(REFRESH_EVERY).await;
-            if !live.is_set_up() {
+            if !live.is_set_up() || live.is_locked() {
                 continue;
             }
             let Ok(store) = live.key_store().await else { continue };
@@ -231,7 +231,7 @@ pub fn spawn(app: AppHandle, live: Arc<Live>, tray: Tray) {
         let mut notified = HashSet::new();
         let mut backoff = Duration::from_secs(1);
         loop {
-            if !live.is_set_up() {
+            if !live.is_set_up() || live.is_locked() {
                 tokio::time::sleep(SET_UP_POLL).await;
                 continue;
             }
@@ -267,7 +267,14 @@ async fn follow(
         .collect();
     publish(app, tray, &pending, Some(status.paused), notified);
     loop {
-        match stream.next().await.map_err(|e| e.to_string())? {
+        let next = tokio::select! {
+            next = stream.next() => next.map_err(|e| e.to_string())?,
+            () = live.locked() => {
+                publish(app, tray, &BTreeMap::new(), None, notified);
+                return Err("locked: the approval stream waits for the keychain".to_owned());
+            }
+        };
+        match next {
             None => return Ok(()),
             Some(ApprovalEvent::Approval(info)) => {
                 let id = info.id.to_string();

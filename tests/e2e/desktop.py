@@ -320,6 +320,20 @@ def main() -> None:
         d.wait(t("rotation-result"), "the rotation's summary", 60)
         d.screenshot("security")
 
+        step("lock: the keychain is locked, the app shows its lock screen; unlock")
+        d.click(t("lock"), "lock on the security screen")
+        d.wait(t("lock-screen"), "the lock screen")
+        d.screenshot("locked")
+        if d.find_all(t("nav-approvals")):
+            raise Failure("the screens stay reachable while locked")
+        # The person types their keychain password at the system's prompt; a test has no one
+        # to do that, so the keyring is restarted with the password, as at login.
+        subprocess.run(["gnome-keyring-daemon", "--replace", "--unlock", "--components=secrets"],
+                       input="throwaway", text=True, capture_output=True, check=True, timeout=30)
+        time.sleep(0.5)
+        d.click(t("unlock"), "unlock on the lock screen")
+        d.wait(t("nav-integrations"), "the app after unlocking")
+
         step("after rotation the agent's credential still works (it needs a new approval)")
         results.clear()
         call = threading.Thread(target=agent_call, args=(broker, "upstream", token, results))

@@ -50,7 +50,10 @@ mod secret_service;
 
 pub use file::{EncryptedFileStore, MIN_PASSPHRASE_CHARS};
 #[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
-pub use secret_service::{ConnectPatience, SecretServiceStore};
+pub use secret_service::{
+    ConnectPatience, SecretServiceStore, default_collection_locked, lock_default_collection,
+    unlock_default_collection,
+};
 
 /// Which key an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -314,6 +314,49 @@ fn a_locked_keychain_gives_the_unlock_error() {
 }
 
 #[test]
+fn locking_the_default_collection_stops_every_read_until_it_is_unlocked() {
+    use latchkey_client::keychain::{
+        default_collection_locked, lock_default_collection, unlock_default_collection,
+    };
+    if std::env::var(CHILD).as_deref() == Ok("lock-api") {
+        start_gnome_keyring();
+        let profile = fresh_profile();
+        let store = open(&profile);
+        let slot = KeySlot::DeviceSigning(DeviceId::random());
+        store.save_key(&slot, &Key32::from_bytes([3; 32])).unwrap();
+        assert!(!default_collection_locked().unwrap(), "the keyring starts unlocked");
+
+        lock_default_collection().unwrap();
+        assert!(default_collection_locked().unwrap(), "Lock locks the collection the keys are in");
+        let err = store.load_key(&slot).unwrap_err();
+        assert!(matches!(err, KeychainError::Locked), "a locked keychain hides the key: {err:?}");
+
+        // The person unlocks it with their password (here: the daemon restarted with it, as at
+        // login, since a test has no one to answer the unlock prompt); unlocking an unlocked
+        // collection then asks nothing and succeeds.
+        restart_gnome_keyring_unlocked();
+        assert!(!default_collection_locked().unwrap(), "the password unlocked it");
+        unlock_default_collection().unwrap();
+        // A new connection: the restarted daemon does not know the old one's session.
+        let store = open(&profile);
+        assert_eq!(
+            store.load_key(&slot).unwrap().expose_secret(),
+            &[3; 32],
+            "the key is back, unchanged"
+        );
+        return;
+    }
+    if !secret_service_session() {
+        return;
+    }
+    run_in_own_session(
+        "locking_the_default_collection_stops_every_read_until_it_is_unlocked",
+        "lock-api",
+        None,
+    );
+}
+
+#[test]
 fn a_secret_service_that_registers_late_is_waited_for() {
     if std::env::var(CHILD).as_deref() == Ok("late") {
         // No D-Bus activation on this bus: nothing answers until the daemon has started.
@@ -428,6 +471,19 @@ fn start_gnome_keyring() {
         .expect("gnome-keyring-daemon is installed");
     daemon.stdin.take().unwrap().write_all(b"throwaway").unwrap();
     assert!(daemon.wait().unwrap().success(), "gnome-keyring-daemon started");
+}
+
+/// Replaces the running gnome-keyring with one that unlocks the login keyring with its password.
+fn restart_gnome_keyring_unlocked() {
+    let mut daemon = Command::new("gnome-keyring-daemon")
+        .args(["--replace", "--unlock", "--components=secrets"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("gnome-keyring-daemon is installed");
+    daemon.stdin.take().unwrap().write_all(b"throwaway").unwrap();
+    assert!(daemon.wait().unwrap().success(), "gnome-keyring-daemon restarted");
+    std::thread::sleep(std::time::Duration::from_millis(300));
 }
 
 /// Locks the login keyring through the Secret Service's own `Lock` method.

@@ -19,6 +19,32 @@ describe('app shell', () => {
     expect(screen.queryByTestId('nav-integrations')).toBeNull();
   });
 
+  it('locks from Security to a lock screen and unlocks back to the app', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(App);
+    await user.click(await screen.findByTestId('nav-security'));
+    await user.click(await screen.findByTestId('lock'));
+    expect(await screen.findByTestId('lock-screen'), 'a locked keychain hides every screen').toBeInTheDocument();
+    expect(screen.queryByTestId('nav-approvals'), 'nothing needing a key is reachable while locked').toBeNull();
+    await user.click(screen.getByTestId('unlock'));
+    expect(await screen.findByTestId('nav-integrations')).toBeInTheDocument();
+    expect(b.callsOf('lock')).toHaveLength(1);
+    expect(b.callsOf('unlock')).toHaveLength(1);
+  });
+
+  it('shows why unlocking failed and stays locked', async () => {
+    const b = setup();
+    b.failNext('unlock', { code: 'keychain_locked', message: 'The keychain stayed locked: the unlock prompt was dismissed.' });
+    const user = userEvent.setup();
+    render(App);
+    await user.click(await screen.findByTestId('nav-security'));
+    await user.click(await screen.findByTestId('lock'));
+    await user.click(await screen.findByTestId('unlock'));
+    expect(await screen.findByText(/prompt was dismissed/)).toBeInTheDocument();
+    expect(screen.getByTestId('lock-screen')).toBeInTheDocument();
+  });
+
   it('shows the workspace, broker reachability and the pending badge', async () => {
     setup();
     render(App);

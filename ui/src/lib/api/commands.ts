@@ -126,6 +126,8 @@ export const rotateKeys = () => call<RotationResult>('rotate_keys');
 export const exportRecoveryKit = (passphrase: string) =>
   call<{ path: string }>('export_recovery_kit', { passphrase });
 export const setPaused = (paused: boolean) => call<AppStatus>('set_paused', { paused });
+export const lock = () => call<AppStatus>('lock');
+export const unlock = () => call<AppStatus>('unlock');
 export const openExternal = (url: string) => call<null>('open_external', { url });
 
 export type { Decision };

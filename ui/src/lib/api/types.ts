@@ -26,6 +26,8 @@ export type AppStatus = {
   /** "Pause all agents" kill switch. */
   paused: boolean;
   pendingApprovals: number;
+  /** The keychain holding this device's keys is locked: show the lock screen. */
+  locked: boolean;
 };
 
 export type ProviderKind = 'oauth2' | 'api_key';

@@ -371,6 +371,14 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       if (String(a.passphrase).length < 12) throw err('weak_passphrase', 'Use a passphrase of at least 12 characters.');
       return { path: '~/Downloads/latchkey-recovery-kit.pdf' };
     },
+    lock: () => {
+      b.status.locked = true;
+      return structuredClone(b.status);
+    },
+    unlock: () => {
+      b.status.locked = false;
+      return structuredClone(b.status);
+    },
     set_paused: (a) => {
       b.status.paused = Boolean(a.paused);
       void emit('status-changed', structuredClone(b.status));

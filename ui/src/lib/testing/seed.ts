@@ -23,6 +23,7 @@ export function seedStatus(setUp = true): AppStatus {
       : { url: null, local: true, reachable: false, error: null },
     paused: false,
     pendingApprovals: 0,
+    locked: false,
   };
 }
 
