@@ -232,6 +232,49 @@ fn not_on_bus(error_name: &str) -> bool {
     )
 }
 
+/// Locks the Secret Service's default collection (the login keyring, where Latchkey's keys are):
+/// from then on no key can be read, by Latchkey or anyone, until the person unlocks it with
+/// their keychain password. The desktop app's "Lock".
+pub fn lock_default_collection() -> Result<(), KeychainError> {
+    let service =
+        secret_service::blocking::SecretService::connect(secret_service::EncryptionType::Plain)
+            .map_err(lock_error)?;
+    service.get_default_collection().map_err(lock_error)?.lock().map_err(lock_error)
+}
+
+/// Unlocks the default collection: the Secret Service asks the person for their keychain
+/// password in its own prompt (nothing is asked, and this returns at once, when it is unlocked
+/// already). A dismissed prompt is [`KeychainError::Locked`].
+pub fn unlock_default_collection() -> Result<(), KeychainError> {
+    let service =
+        secret_service::blocking::SecretService::connect(secret_service::EncryptionType::Plain)
+            .map_err(lock_error)?;
+    let collection = service.get_default_collection().map_err(lock_error)?;
+    if !collection.is_locked().map_err(lock_error)? {
+        return Ok(());
+    }
+    collection.unlock().map_err(lock_error)?;
+    if collection.is_locked().map_err(lock_error)? { Err(KeychainError::Locked) } else { Ok(()) }
+}
+
+/// Whether the default collection is locked.
+pub fn default_collection_locked() -> Result<bool, KeychainError> {
+    let service =
+        secret_service::blocking::SecretService::connect(secret_service::EncryptionType::Plain)
+            .map_err(lock_error)?;
+    service.get_default_collection().map_err(lock_error)?.is_locked().map_err(lock_error)
+}
+
+fn lock_error(error: secret_service::Error) -> KeychainError {
+    match error {
+        secret_service::Error::Unavailable => KeychainError::NoKeychain,
+        secret_service::Error::Locked
+        | secret_service::Error::Prompt
+        | secret_service::Error::PromptDisconnected => KeychainError::Locked,
+        other => KeychainError::Keychain { detail: other.to_string() },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,48 +364,5 @@ mod tests {
         let shown = format!("{error} {error:?}");
         assert!(!shown.contains("canary"), "{shown}");
         assert!(!shown.contains("99, 97, 110"), "no byte list either: {shown}");
-    }
-}
-
-/// Locks the Secret Service's default collection (the login keyring, where Latchkey's keys are):
-/// from then on no key can be read, by Latchkey or anyone, until the person unlocks it with
-/// their keychain password. The desktop app's "Lock".
-pub fn lock_default_collection() -> Result<(), KeychainError> {
-    let service =
-        secret_service::blocking::SecretService::connect(secret_service::EncryptionType::Plain)
-            .map_err(lock_error)?;
-    service.get_default_collection().map_err(lock_error)?.lock().map_err(lock_error)
-}
-
-/// Unlocks the default collection: the Secret Service asks the person for their keychain
-/// password in its own prompt (nothing is asked, and this returns at once, when it is unlocked
-/// already). A dismissed prompt is [`KeychainError::Locked`].
-pub fn unlock_default_collection() -> Result<(), KeychainError> {
-    let service =
-        secret_service::blocking::SecretService::connect(secret_service::EncryptionType::Plain)
-            .map_err(lock_error)?;
-    let collection = service.get_default_collection().map_err(lock_error)?;
-    if !collection.is_locked().map_err(lock_error)? {
-        return Ok(());
-    }
-    collection.unlock().map_err(lock_error)?;
-    if collection.is_locked().map_err(lock_error)? { Err(KeychainError::Locked) } else { Ok(()) }
-}
-
-/// Whether the default collection is locked.
-pub fn default_collection_locked() -> Result<bool, KeychainError> {
-    let service =
-        secret_service::blocking::SecretService::connect(secret_service::EncryptionType::Plain)
-            .map_err(lock_error)?;
-    service.get_default_collection().map_err(lock_error)?.is_locked().map_err(lock_error)
-}
-
-fn lock_error(error: secret_service::Error) -> KeychainError {
-    match error {
-        secret_service::Error::Unavailable => KeychainError::NoKeychain,
-        secret_service::Error::Locked
-        | secret_service::Error::Prompt
-        | secret_service::Error::PromptDisconnected => KeychainError::Locked,
-        other => KeychainError::Keychain { detail: other.to_string() },
     }
 }
