@@ -377,7 +377,18 @@ pub(crate) enum ApprovalsCommand {
     /// On a terminal (without --json) each pending call is shown with its agent, credential,
     /// method, host, path, query names, body size and policies, and asked about: approve once
     /// (o), for an hour (h), deny (d) or skip (s). With --json: one JSON object per line.
-    Watch,
+    /// If the stream breaks (the broker is unreachable, or silent past its keep-alives), it
+    /// says so on stderr and reconnects, waiting longer after each failed attempt.
+    Watch {
+        /// Ask about each pending call even when stdin is not a terminal, reading one answer
+        /// per line (o, h, d or s; an empty line or the end of input skips). Not with --json.
+        #[arg(long)]
+        prompt: bool,
+        /// How long the stream may stay silent before it counts as broken, in milliseconds
+        /// (tests only: the broker's keep-alives come every 15 seconds).
+        #[arg(long, hide = true, value_name = "MS")]
+        read_timeout_ms: Option<u64>,
+    },
 }
 
 /// `latchkey policy ...`

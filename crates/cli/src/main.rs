@@ -169,7 +169,7 @@ fn workspace(error: &WorkspaceError) -> Option<Verdict> {
 
 fn client(error: &ClientError) -> Verdict {
     match error {
-        ClientError::Transport { .. } => {
+        ClientError::Transport { .. } | ClientError::Stalled { .. } => {
             (5, Some("check the broker URL and that the broker is running"))
         }
         ClientError::Api(api) if api.is(codes::NOT_FOUND) => (3, None),
