@@ -1337,18 +1337,19 @@ async fn the_watch_prompt_shows_a_held_call_in_full_and_the_answer_decides_it() 
 
 /// A stream silent past its read timeout counts as broken: `approvals watch` says so on stderr,
 /// opens it again and goes on showing held calls. (The broker's keep-alives come every 15
-/// seconds, so a one-second timeout makes the real broker look silent.)
+/// seconds, so a two-second timeout makes the real broker look silent.) A broker that ends the
+/// stream on purpose ends the watch instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_reconnects_when_the_stream_goes_silent_and_says_so() {
     let (broker, _broker_dir, stop) = start_broker().await;
     let (ada, token, _seen) = approval_world(&broker).await;
-    let mut watch = Running::start(&ada, &["approvals", "watch", "--read-timeout-ms", "1000"]);
+    let mut watch = Running::start(&ada, &["approvals", "watch", "--read-timeout-ms", "2000"]);
     watch.until(false, 0, "Watching for calls", "the watch starts").await;
     let broke = watch
         .until(false, 0, "reconnecting in 1s.", "a silent stream is reported, not waited on")
         .await;
     assert!(
-        broke.contains("sent nothing on the approval stream for 1s, not even a keep-alive"),
+        broke.contains("sent nothing on the approval stream for 2s, not even a keep-alive"),
         "the message says what happened: {broke}"
     );
     watch.until(false, 0, "Reconnected; watching again.", "the stream is opened again").await;
@@ -1369,9 +1370,20 @@ async fn the_watch_reconnects_when_the_stream_goes_silent_and_says_so() {
             "a call held after reconnecting is shown",
         )
         .await;
-    drop(watch);
-    drop(call);
+
+    // A broker that ends the stream on purpose (shutting down) ends the watch, saying so.
     let _ = stop.send(());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), watch.child.wait())
+        .await
+        .expect("the watch ends when the broker ends the stream")
+        .unwrap();
+    assert!(!status.success(), "as a failure: {status}");
+    let err = watch.err.lock().unwrap().clone();
+    assert!(
+        err.contains("the broker ended the approval stream"),
+        "and says why instead of reconnecting forever: {err}"
+    );
+    drop(call);
 }
 
 /// A `latchkey connect` run in the background: the sign-in URL it prints on stderr is handed
