@@ -133,6 +133,10 @@ pub(crate) enum Command {
         /// custom-oauth2: the issuer (default: the stored token endpoint's origin).
         #[arg(long, value_name = "URL")]
         issuer: Option<String>,
+        /// Zendesk: the authorization endpoint on your account's host (the token endpoint is
+        /// the one kept with the connection).
+        #[arg(long, value_name = "URL")]
+        authorize_url: Option<String>,
         /// Print the sign-in link without opening the system browser.
         #[arg(long)]
         no_browser: bool,
@@ -627,13 +631,15 @@ pub(crate) struct ConnectArgs {
     /// custom-oauth2: the issuer, whose metadata (RFC 8414 / OpenID Connect) has the endpoints.
     #[arg(long, value_name = "URL")]
     pub(crate) issuer: Option<String>,
-    /// custom-oauth2: the authorization endpoint (with --token-url, instead of discovery).
+    /// custom-oauth2, or Zendesk (on your account's host): the authorization endpoint (with
+    /// --token-url, instead of discovery).
     #[arg(long, value_name = "URL", requires = "token_url")]
     pub(crate) authorize_url: Option<String>,
-    /// custom-oauth2: the token endpoint (with --authorize-url).
+    /// custom-oauth2, or Zendesk (on your account's host): the token endpoint (with
+    /// --authorize-url).
     #[arg(long, value_name = "URL", requires = "authorize_url")]
     pub(crate) token_url: Option<String>,
-    /// custom-oauth2: the revocation endpoint (RFC 7009), with --authorize-url.
+    /// custom-oauth2, or Zendesk: the revocation endpoint (RFC 7009), with --authorize-url.
     #[arg(long, value_name = "URL", requires = "authorize_url")]
     pub(crate) revocation_url: Option<String>,
     /// Keep it personal (under your member key) instead of sharing it with the workspace.

@@ -411,13 +411,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Connect(args) => connect_command(&profile, choice, &out, args).await,
-        Command::Reconnect { name, client_id, issuer, no_browser, timeout } => {
+        Command::Reconnect { name, client_id, issuer, authorize_url, no_browser, timeout } => {
             crate::connect::reconnect_command(
                 &profile,
                 choice,
                 &out,
                 &name,
-                crate::connect::Reconnect { client_id, issuer, no_browser, timeout },
+                crate::connect::Reconnect { client_id, issuer, authorize_url, no_browser, timeout },
             )
             .await
         }

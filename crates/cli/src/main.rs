@@ -95,6 +95,14 @@ fn classify(error: &anyhow::Error) -> Verdict {
                 ConnectError::MissingEndpoints => {
                     Some((1, Some("pass --issuer URL, or --authorize-url URL and --token-url URL")))
                 }
+                ConnectError::AccountEndpoints(_) | ConnectError::EndpointOffAccount { .. } => {
+                    Some((
+                        1,
+                        Some(
+                            "pass --base-url URL, --authorize-url URL and --token-url URL, all on your account's host",
+                        ),
+                    ))
+                }
                 ConnectError::OAuth(OAuthError::Timeout(_)) => {
                     Some((1, Some("--timeout SECONDS waits longer for the sign-in")))
                 }

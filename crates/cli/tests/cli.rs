@@ -299,6 +299,25 @@ async fn connect_refuses_what_it_cannot_connect_before_anything_is_opened() {
         .run(&["connect", "custom-oauth2", "--authorize-url", "https://a.test/auth"], None)
         .await;
     assert_eq!(code, 2, "--authorize-url without --token-url is a usage error: {err}");
+    // Zendesk's endpoints live on each account: they are asked for, and taken on its host only.
+    let zendesk = ["connect", "zendesk", "--client-id", "x", "--base-url"];
+    let base = "https://acme.zendesk.com/api/v2";
+    let (code, _, err) = latchkey.run(&[&zendesk[..], &[base]].concat(), None).await;
+    assert_eq!(code, 1, "{err}");
+    assert_snapshot("error-connect-zendesk-no-endpoints", &err);
+    let elsewhere = [
+        base,
+        "--authorize-url",
+        "https://evil.test/oauth/authorizations/new",
+        "--token-url",
+        "https://acme.zendesk.com/oauth/tokens",
+    ];
+    let (code, _, err) = latchkey.run(&[&zendesk[..], &elsewhere].concat(), None).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("https://evil.test/oauth/authorizations/new is not on your account's host"),
+        "an endpoint off the account's host is refused before any sign-in: {err}"
+    );
     let (code, _, err) = latchkey.run(&["connect", "github", "--client-secret", "s"], None).await;
     assert_eq!(code, 2, "there is no flag that takes a client secret: {err}");
     let (code, _, err) = latchkey.run(&["disconnect", "idp"], None).await;

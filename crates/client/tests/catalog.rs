@@ -1115,7 +1115,9 @@ fn providers_page(catalog: &Catalog) -> String {
            itself, `base64(\"<API key SID>:<secret>\")` (`format = \"basic\"` in the catalog).\n\
          - Zendesk's OAuth endpoints live on each account's subdomain\n  \
            (`https://<subdomain>.zendesk.com/oauth/authorizations/new` and `/oauth/tokens`), so they\n  \
-           come from the user along with the base URL.\n\
+           come from the user along with the base URL (`latchkey connect zendesk --base-url\n  \
+           https://<subdomain>.zendesk.com/api/v2 --authorize-url ... --token-url ...`), and only\n  \
+           https URLs on the base URL's host are taken.\n\
          - Some APIs also want a version header the caller's SDK sends itself\n  \
            (`anthropic-version`, `notion-version`); the broker forwards it untouched.\n",
     );
