@@ -2,10 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use latchkey_client::api::{ApprovalEvent, ApprovalInfo, ApprovalStatus, BrokerClient};
-use latchkey_client::approvals::{approve_for, approve_once, deny, get, list, watch};
+use latchkey_client::api::{
+    APPROVAL_STREAM_READ_TIMEOUT, ApprovalEvent, ApprovalEvents, ApprovalInfo, ApprovalStatus,
+    BrokerClient, ClientError,
+};
+use latchkey_client::approvals::{approve_for, approve_once, deny, get, list};
 use latchkey_client::keychain::SharedKeyStore;
 use latchkey_client::profile::Profile;
 use latchkey_client::workspace::broker_client;
@@ -17,6 +21,10 @@ use crate::commands::{Output, key_store, parse_duration, parse_id};
 
 /// What "for an hour" (`h`) at the `watch` prompt grants.
 const HOUR_SECS: u64 = 3600;
+/// How long `watch` waits before opening a broken approval stream again.
+const RECONNECT_FIRST_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts to open it.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(30);
 
 /// `latchkey approvals ...`.
 pub(crate) async fn approvals(
@@ -82,20 +90,32 @@ pub(crate) async fn approvals(
                 ),
             )
         }
-        ApprovalsCommand::Watch => watch_approvals(profile, &store, out).await,
+        ApprovalsCommand::Watch { prompt, read_timeout_ms } => {
+            let read_timeout =
+                read_timeout_ms.map_or(APPROVAL_STREAM_READ_TIMEOUT, Duration::from_millis);
+            watch_approvals(profile, &store, out, prompt, read_timeout).await
+        }
     }
 }
 
-/// Prints each approval as it arrives and, on a terminal, asks about each pending one.
+/// Prints each approval as it arrives and, on a terminal (or with `prompt`), asks about each
+/// pending one. A broken stream is opened again, waiting longer after each failed attempt.
 async fn watch_approvals(
     profile: &Profile,
     store: &SharedKeyStore,
     out: &Output,
+    prompt: bool,
+    read_timeout: Duration,
 ) -> anyhow::Result<()> {
-    let interactive = !out.json && std::io::stdin().is_terminal();
+    if prompt && out.json {
+        bail!(
+            "--prompt asks about each call and --json prints them as lines: use one or the other"
+        );
+    }
+    let interactive = !out.json && (prompt || std::io::stdin().is_terminal());
     let client = broker_client(profile, store).await?;
     let mut names = agent_names(&client).await;
-    let mut events = watch(profile, store).await?;
+    let mut events = client.approval_events_with_read_timeout(read_timeout).await?;
     let mut asked = HashSet::new();
     if !out.json {
         let _ = writeln!(
@@ -104,17 +124,24 @@ async fn watch_approvals(
         );
     }
     loop {
-        let approvals = match events.next().await? {
-            None => bail!(
+        let approvals = match events.next().await {
+            Ok(None) => bail!(
                 "the broker ended the approval stream (it is restarting, or this device was removed); run `latchkey approvals watch` again"
             ),
-            Some(ApprovalEvent::Approval(approval)) => vec![approval],
+            Ok(Some(ApprovalEvent::Approval(approval))) => vec![approval],
             // Events were lost: the pending listing catches up, oldest first.
-            Some(ApprovalEvent::Lagged { .. }) => {
+            Ok(Some(ApprovalEvent::Lagged { .. })) => {
                 let mut pending = client.approvals(false).await?;
                 pending.reverse();
                 pending
             }
+            Err(error) if is_connection_lost(&error) => {
+                events = reconnect(&client, read_timeout, &error).await?;
+                // The new stream opens with every pending call: those already asked about
+                // are not asked again.
+                continue;
+            }
+            Err(error) => return Err(error.into()),
         };
         for approval in approvals {
             if !names.contains_key(&approval.agent) {
@@ -134,6 +161,43 @@ async fn watch_approvals(
                 writeln!(stdout, "{}", line(&approval, &names))?;
                 stdout.flush()?;
             }
+        }
+    }
+}
+
+/// Whether the stream broke on the way (unreachable, reset, or silent past its keep-alives),
+/// as opposed to the broker refusing this device: only the first is worth reconnecting for.
+fn is_connection_lost(error: &ClientError) -> bool {
+    matches!(error, ClientError::Transport { .. } | ClientError::Stalled { .. })
+}
+
+/// Opens the approval stream again after `lost`, saying so on stderr: first after
+/// [`RECONNECT_FIRST_DELAY`], then twice as long after each failed attempt, up to
+/// [`RECONNECT_MAX_DELAY`]. A refusal by the broker ends the watch.
+async fn reconnect(
+    client: &BrokerClient,
+    read_timeout: Duration,
+    lost: &ClientError,
+) -> anyhow::Result<ApprovalEvents> {
+    let mut delay = RECONNECT_FIRST_DELAY;
+    let mut why = lost.to_string();
+    loop {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "The approval stream broke ({why}); reconnecting in {}s.",
+            delay.as_secs()
+        );
+        tokio::time::sleep(delay).await;
+        match client.approval_events_with_read_timeout(read_timeout).await {
+            Ok(events) => {
+                let _ = writeln!(std::io::stderr().lock(), "Reconnected; watching again.");
+                return Ok(events);
+            }
+            Err(error) if is_connection_lost(&error) => {
+                why = error.to_string();
+                delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+            }
+            Err(error) => return Err(error.into()),
         }
     }
 }

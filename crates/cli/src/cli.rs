@@ -133,6 +133,10 @@ pub(crate) enum Command {
         /// custom-oauth2: the issuer (default: the stored token endpoint's origin).
         #[arg(long, value_name = "URL")]
         issuer: Option<String>,
+        /// Zendesk: the authorization endpoint on your account's host (the token endpoint is
+        /// the one kept with the connection).
+        #[arg(long, value_name = "URL")]
+        authorize_url: Option<String>,
         /// Print the sign-in link without opening the system browser.
         #[arg(long)]
         no_browser: bool,
@@ -377,7 +381,18 @@ pub(crate) enum ApprovalsCommand {
     /// On a terminal (without --json) each pending call is shown with its agent, credential,
     /// method, host, path, query names, body size and policies, and asked about: approve once
     /// (o), for an hour (h), deny (d) or skip (s). With --json: one JSON object per line.
-    Watch,
+    /// If the stream breaks (the broker is unreachable, or silent past its keep-alives), it
+    /// says so on stderr and reconnects, waiting longer after each failed attempt.
+    Watch {
+        /// Ask about each pending call even when stdin is not a terminal, reading one answer
+        /// per line (o, h, d or s; an empty line or the end of input skips). Not with --json.
+        #[arg(long)]
+        prompt: bool,
+        /// How long the stream may stay silent before it counts as broken, in milliseconds
+        /// (tests only: the broker's keep-alives come every 15 seconds).
+        #[arg(long, hide = true, value_name = "MS")]
+        read_timeout_ms: Option<u64>,
+    },
 }
 
 /// `latchkey policy ...`
@@ -616,13 +631,15 @@ pub(crate) struct ConnectArgs {
     /// custom-oauth2: the issuer, whose metadata (RFC 8414 / OpenID Connect) has the endpoints.
     #[arg(long, value_name = "URL")]
     pub(crate) issuer: Option<String>,
-    /// custom-oauth2: the authorization endpoint (with --token-url, instead of discovery).
+    /// custom-oauth2, or Zendesk (on your account's host): the authorization endpoint (with
+    /// --token-url, instead of discovery).
     #[arg(long, value_name = "URL", requires = "token_url")]
     pub(crate) authorize_url: Option<String>,
-    /// custom-oauth2: the token endpoint (with --authorize-url).
+    /// custom-oauth2, or Zendesk (on your account's host): the token endpoint (with
+    /// --authorize-url).
     #[arg(long, value_name = "URL", requires = "authorize_url")]
     pub(crate) token_url: Option<String>,
-    /// custom-oauth2: the revocation endpoint (RFC 7009), with --authorize-url.
+    /// custom-oauth2, or Zendesk: the revocation endpoint (RFC 7009), with --authorize-url.
     #[arg(long, value_name = "URL", requires = "authorize_url")]
     pub(crate) revocation_url: Option<String>,
     /// Keep it personal (under your member key) instead of sharing it with the workspace.

@@ -214,7 +214,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Credential(CredentialCommand::Add(add)) => {
             let store = key_store(&profile, choice, false)?;
             let (base_url, allowed_hosts, injection) = credential_target(&add)?;
-            let key = read_key(add.key_stdin)?;
+            let label = Catalog::builtin()
+                .get(&add.provider)
+                .and_then(|p| p.api_key())
+                .map_or("API key", |k| k.key_label.as_str());
+            let key = read_key(add.key_stdin, label)?;
             let stored = add_api_key(
                 &profile,
                 &store,
@@ -407,13 +411,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Connect(args) => connect_command(&profile, choice, &out, args).await,
-        Command::Reconnect { name, client_id, issuer, no_browser, timeout } => {
+        Command::Reconnect { name, client_id, issuer, authorize_url, no_browser, timeout } => {
             crate::connect::reconnect_command(
                 &profile,
                 choice,
                 &out,
                 &name,
-                crate::connect::Reconnect { client_id, issuer, no_browser, timeout },
+                crate::connect::Reconnect { client_id, issuer, authorize_url, no_browser, timeout },
             )
             .await
         }
@@ -908,14 +912,15 @@ pub(crate) fn passphrase(env: &str, prompt: &str) -> anyhow::Result<SecretBytes>
     Ok(SecretBytes::copy_from(typed.as_bytes()))
 }
 
-/// The API key from stdin (`--key-stdin`) or a hidden prompt; surrounding whitespace dropped.
-fn read_key(from_stdin: bool) -> anyhow::Result<SecretBytes> {
+/// The API key from stdin (`--key-stdin`) or a hidden prompt naming it as the provider does
+/// (`label`); surrounding whitespace dropped.
+fn read_key(from_stdin: bool, label: &str) -> anyhow::Result<SecretBytes> {
     let raw = Zeroizing::new(if from_stdin {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).context("cannot read the key from stdin")?;
         text
     } else {
-        rpassword::prompt_password("API key (not shown): ")
+        rpassword::prompt_password(format!("{label} (not shown): "))
             .context("cannot read the key from the terminal; pipe it in with --key-stdin")?
     });
     let key = raw.trim();

@@ -93,6 +93,7 @@ pub(crate) async fn connect_command(
 pub(crate) struct Reconnect {
     pub(crate) client_id: Option<String>,
     pub(crate) issuer: Option<String>,
+    pub(crate) authorize_url: Option<String>,
     pub(crate) no_browser: bool,
     pub(crate) timeout: u64,
 }
@@ -114,6 +115,7 @@ pub(crate) async fn reconnect_command(
         client_id: args.client_id,
         client_secret: None,
         issuer: args.issuer,
+        authorize: args.authorize_url,
         flow: FlowOptions { timeout, ..FlowOptions::default() },
     };
     let stored = reconnect(profile, &store, name, &browser, options).await?;

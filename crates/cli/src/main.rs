@@ -95,6 +95,14 @@ fn classify(error: &anyhow::Error) -> Verdict {
                 ConnectError::MissingEndpoints => {
                     Some((1, Some("pass --issuer URL, or --authorize-url URL and --token-url URL")))
                 }
+                ConnectError::AccountEndpoints(_) | ConnectError::EndpointOffAccount { .. } => {
+                    Some((
+                        1,
+                        Some(
+                            "pass --base-url URL, --authorize-url URL and --token-url URL, all on your account's host",
+                        ),
+                    ))
+                }
                 ConnectError::OAuth(OAuthError::Timeout(_)) => {
                     Some((1, Some("--timeout SECONDS waits longer for the sign-in")))
                 }
@@ -169,7 +177,7 @@ fn workspace(error: &WorkspaceError) -> Option<Verdict> {
 
 fn client(error: &ClientError) -> Verdict {
     match error {
-        ClientError::Transport { .. } => {
+        ClientError::Transport { .. } | ClientError::Stalled { .. } => {
             (5, Some("check the broker URL and that the broker is running"))
         }
         ClientError::Api(api) if api.is(codes::NOT_FOUND) => (3, None),

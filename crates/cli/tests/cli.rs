@@ -299,6 +299,25 @@ async fn connect_refuses_what_it_cannot_connect_before_anything_is_opened() {
         .run(&["connect", "custom-oauth2", "--authorize-url", "https://a.test/auth"], None)
         .await;
     assert_eq!(code, 2, "--authorize-url without --token-url is a usage error: {err}");
+    // Zendesk's endpoints live on each account: they are asked for, and taken on its host only.
+    let zendesk = ["connect", "zendesk", "--client-id", "x", "--base-url"];
+    let base = "https://acme.zendesk.com/api/v2";
+    let (code, _, err) = latchkey.run(&[&zendesk[..], &[base]].concat(), None).await;
+    assert_eq!(code, 1, "{err}");
+    assert_snapshot("error-connect-zendesk-no-endpoints", &err);
+    let elsewhere = [
+        base,
+        "--authorize-url",
+        "https://evil.test/oauth/authorizations/new",
+        "--token-url",
+        "https://acme.zendesk.com/oauth/tokens",
+    ];
+    let (code, _, err) = latchkey.run(&[&zendesk[..], &elsewhere].concat(), None).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("https://evil.test/oauth/authorizations/new is not on your account's host"),
+        "an endpoint off the account's host is refused before any sign-in: {err}"
+    );
     let (code, _, err) = latchkey.run(&["connect", "github", "--client-secret", "s"], None).await;
     assert_eq!(code, 2, "there is no flag that takes a client secret: {err}");
     let (code, _, err) = latchkey.run(&["disconnect", "idp"], None).await;
@@ -1160,6 +1179,230 @@ async fn held_calls_are_listed_approved_and_denied_from_the_terminal() {
     let (code, _, err) = ada.run(&["approvals", "approve", "nope"], None).await;
     assert_eq!(code, 1, "a malformed id is refused before anything is sent: {err}");
     let _ = stop.send(());
+}
+
+/// A long-running `latchkey` (`approvals watch`): its stdin to answer prompts, its stdout and
+/// stderr collected as they come.
+struct Running {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn start(latchkey: &Latchkey, args: &[&str]) -> Self {
+        let mut command = tokio::process::Command::from(latchkey.command(args));
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let collect = |mut from: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+            let text = Arc::new(Mutex::new(String::new()));
+            let into = Arc::clone(&text);
+            tokio::spawn(async move {
+                let mut buf = [0_u8; 4096];
+                while let Ok(n) = from.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    into.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            text
+        };
+        let out = collect(Box::new(child.stdout.take().unwrap()));
+        let err = collect(Box::new(child.stderr.take().unwrap()));
+        Self { child, stdin, out, err }
+    }
+
+    /// Waits until `stream` (stdout or stderr) holds `needle` at or after byte `from`; returns
+    /// the text from `from` to the end of the needle's first occurrence.
+    async fn until(&self, stdout: bool, from: usize, needle: &str, why: &str) -> String {
+        let stream = if stdout { &self.out } else { &self.err };
+        for _ in 0..300 {
+            {
+                let text = stream.lock().unwrap();
+                if let Some(at) = text.get(from..).and_then(|t| t.find(needle)) {
+                    return text[from..from + at + needle.len()].to_owned();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{why}: {needle:?} did not appear within 30 seconds\nstdout: {}\nstderr: {}",
+            self.out.lock().unwrap(),
+            self.err.lock().unwrap()
+        );
+    }
+
+    async fn answer(&mut self, line: &str) {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+}
+
+/// A workspace whose admin Ada stored a shared API key for a loopback upstream, and an agent
+/// `ci-bot` without a grant, so that each of its calls is held for approval. Returns Ada, the
+/// agent's token and what the upstream received.
+async fn approval_world(broker: &str) -> (Latchkey, String, Arc<Mutex<Vec<String>>>) {
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    ada.json(
+        &[
+            "credential",
+            "add",
+            "--name",
+            "api",
+            "--provider",
+            "custom-api-key",
+            "--base-url",
+            &upstream_base,
+            "--allow-host",
+            &host,
+            "--key-stdin",
+        ],
+        Some(API_KEY),
+    )
+    .await;
+    let agent = ada.json(&["agent", "create", "ci-bot"], None).await;
+    (ada, agent["token"].as_str().unwrap().to_owned(), seen)
+}
+
+/// `approvals watch --prompt` reads its answers from a pipe as from a terminal: each held call
+/// is shown in full (but never a query value) and the answer decides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_prompt_shows_a_held_call_in_full_and_the_answer_decides_it() {
+    const QUERY_VALUE: &str = "cursor-value-3f9a1c";
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (ada, token, seen) = approval_world(&broker).await;
+    let held = |path: &str, body: &'static str| {
+        let request = reqwest::Client::new()
+            .post(format!("{broker}/p/api{path}"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body);
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+
+    let (code, _, err) = ada.run(&["--json", "approvals", "watch", "--prompt"], None).await;
+    assert_eq!(code, 1, "asking and printing JSON lines exclude each other: {err}");
+    assert!(err.contains("use one or the other"), "and the error says so: {err}");
+
+    let mut watch = Running::start(&ada, &["approvals", "watch", "--prompt"]);
+    watch.until(false, 0, "Watching for calls", "the watch starts").await;
+
+    // Approve once.
+    let body = r#"{"model":"small"}"#;
+    let call = held(&format!("/v1/chat?limit=5&cursor={QUERY_VALUE}"), body);
+    let prompt = watch
+        .until(
+            true,
+            0,
+            "Approve [o]nce, for an [h]our, [d]eny, [s]kip? ",
+            "a held call is asked about",
+        )
+        .await;
+    for (shown, why) in [
+        ("ci-bot", "the agent's name"),
+        ("credential  api", "the credential (the integration the call uses)"),
+        ("call        POST 127.0.0.1/v1/chat", "the method, the upstream host and the path"),
+        ("limit, cursor (names only)", "the query's parameter names, in order"),
+        (&format!("{} bytes", body.len()), "the body's declared size"),
+        ("permit-granted-calls", "the policy that allows the call once approved"),
+    ] {
+        assert!(prompt.contains(shown), "the prompt shows {why} ({shown:?}):\n{prompt}");
+    }
+    assert!(!prompt.contains(QUERY_VALUE), "a query value never reaches the prompt:\n{prompt}");
+    assert!(!prompt.contains("small"), "nor does the body:\n{prompt}");
+    watch.answer("o").await;
+    let (status, text) = call.await.unwrap();
+    assert_eq!(status, 200, "approving once lets the held call through: {text}");
+    let from = watch.until(true, 0, "Approved once.", "the answer is confirmed").await.len();
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "the upstream received the approved call once: {seen:?}");
+        assert!(seen[0].starts_with("POST /v1/chat?"), "as the agent made it: {}", seen[0]);
+    }
+
+    // Deny.
+    let call = held("/v1/chat", "{}");
+    watch.until(true, from, "[s]kip? ", "the next held call is asked about").await;
+    watch.answer("d").await;
+    let (status, text) = call.await.unwrap();
+    assert_eq!(status, 403, "denying refuses the held call: {text}");
+    assert!(text.contains("approval_denied"), "with the documented code: {text}");
+    watch.until(true, from, "Denied.", "the denial is confirmed").await;
+    assert_eq!(seen.lock().unwrap().len(), 1, "a denied call never reaches the upstream");
+    assert!(
+        watch.child.try_wait().unwrap().is_none(),
+        "the watch goes on after answering: {}",
+        watch.err.lock().unwrap()
+    );
+    let _ = stop.send(());
+}
+
+/// A stream silent past its read timeout counts as broken: `approvals watch` says so on stderr,
+/// opens it again and goes on showing held calls. (The broker's keep-alives come every 15
+/// seconds, so a two-second timeout makes the real broker look silent.) A broker that ends the
+/// stream on purpose ends the watch instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_reconnects_when_the_stream_goes_silent_and_says_so() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let (ada, token, _seen) = approval_world(&broker).await;
+    let mut watch = Running::start(&ada, &["approvals", "watch", "--read-timeout-ms", "2000"]);
+    watch.until(false, 0, "Watching for calls", "the watch starts").await;
+    let broke = watch
+        .until(false, 0, "reconnecting in 1s.", "a silent stream is reported, not waited on")
+        .await;
+    assert!(
+        broke.contains("sent nothing on the approval stream for 2s, not even a keep-alive"),
+        "the message says what happened: {broke}"
+    );
+    watch.until(false, 0, "Reconnected; watching again.", "the stream is opened again").await;
+    assert!(
+        watch.child.try_wait().is_ok_and(|status| status.is_none()),
+        "the watch goes on: {}",
+        watch.err.lock().unwrap()
+    );
+
+    let call =
+        reqwest::Client::new().get(format!("{broker}/p/api/v1/models")).bearer_auth(&token).send();
+    let call = tokio::spawn(call);
+    watch
+        .until(
+            true,
+            0,
+            "pending  GET 127.0.0.1/v1/models",
+            "a call held after reconnecting is shown",
+        )
+        .await;
+
+    // A broker that ends the stream on purpose (shutting down) ends the watch, saying so.
+    let _ = stop.send(());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), watch.child.wait())
+        .await
+        .expect("the watch ends when the broker ends the stream")
+        .unwrap();
+    assert!(!status.success(), "as a failure: {status}");
+    let err = watch.err.lock().unwrap().clone();
+    assert!(
+        err.contains("the broker ended the approval stream"),
+        "and says why instead of reconnecting forever: {err}"
+    );
+    drop(call);
 }
 
 /// A `latchkey connect` run in the background: the sign-in URL it prints on stderr is handed

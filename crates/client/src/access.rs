@@ -37,6 +37,7 @@ use crate::api::{
     BrokerClient, ClientError, CredentialInfo, CredentialReplacement, CredentialStatus, GrantInfo,
     NewCredential,
 };
+use crate::catalog::{Catalog, KeyFormatError, Provider};
 use crate::keychain::SharedKeyStore;
 use crate::profile::{Profile, ProfileConfig};
 use crate::workspace::{WorkspaceError, on_store, signed_in};
@@ -78,6 +79,9 @@ pub enum AccessError {
     /// The grant's terms are not acceptable.
     #[error("invalid grant: {0}")]
     InvalidGrant(String),
+    /// The key is not in the form its provider takes (e.g. Basic credentials without a colon).
+    #[error(transparent)]
+    KeyFormat(#[from] KeyFormatError),
 }
 
 impl From<KeyError> for AccessError {
@@ -113,7 +117,9 @@ pub struct NewApiKey<'a> {
     pub injection: Injection,
     /// Shared with the workspace (admins only) or this member's own.
     pub shared: bool,
-    /// The key itself, read from a prompt or stdin, never from a command line.
+    /// The key itself, read from a prompt or stdin, never from a command line. For a catalog
+    /// provider with a [`KeyFormat`](crate::catalog::KeyFormat) other than verbatim, the key as
+    /// entered (Twilio: `<API key SID>:<secret>`), encoded before it is sealed.
     pub key: SecretBytes,
 }
 
@@ -124,11 +130,14 @@ pub async fn add_api_key(
     store: &SharedKeyStore,
     new: NewApiKey<'_>,
 ) -> Result<CredentialInfo, AccessError> {
-    let payload = CredentialPayload {
-        kind: CredentialKind::ApiKey,
-        injection: new.injection,
-        secret: new.key,
+    // A catalog provider's key may need encoding first (Twilio's Basic credentials); custom
+    // providers and unknown ids store the key as entered.
+    let secret = match Catalog::builtin().get(new.provider).and_then(Provider::api_key) {
+        Some(key) => key.format.stored_secret(new.key, &key.key_label)?,
+        None => new.key,
     };
+    let payload =
+        CredentialPayload { kind: CredentialKind::ApiKey, injection: new.injection, secret };
     let target = Target {
         name: new.name,
         provider: new.provider,

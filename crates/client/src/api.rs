@@ -230,6 +230,17 @@ pub enum ClientError {
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Setup(#[source] reqwest::Error),
+    /// A stream from the broker sent nothing, not even a keep-alive, for longer than its read
+    /// timeout: the connection counts as lost (open the stream again).
+    #[error(
+        "the broker at {broker} sent nothing on the approval stream for {silent:?}, not even a keep-alive: the connection is treated as lost"
+    )]
+    Stalled {
+        /// The broker URL.
+        broker: String,
+        /// How long it was silent (the stream's read timeout).
+        silent: Duration,
+    },
 }
 
 impl ClientError {
@@ -974,12 +985,14 @@ pub struct ApprovalEvents {
     response: reqwest::Response,
     parser: SseParser,
     broker: String,
+    read_timeout: Duration,
 }
 
 impl ApprovalEvents {
     /// The next event; `None` once the broker ends the stream (it is shutting down, or this
-    /// device was removed). Safe to cancel (in a `select!`): no event is lost by dropping the
-    /// future.
+    /// device was removed); [`ClientError::Stalled`] once nothing at all (not even a keep-alive
+    /// comment) arrived for the stream's read timeout. Safe to cancel (in a `select!`): no
+    /// event is lost by dropping the future.
     pub async fn next(&mut self) -> Result<Option<ApprovalEvent>, ClientError> {
         const PATH: &str = "/v1/approvals/events";
         loop {
@@ -1007,10 +1020,16 @@ impl ApprovalEvents {
                 },
                 Ok(None) => {}
             }
-            let chunk = self.response.chunk().await.map_err(|source| ClientError::Transport {
-                broker: self.broker.clone(),
-                source: source.without_url(),
-            })?;
+            let chunk = tokio::time::timeout(self.read_timeout, self.response.chunk())
+                .await
+                .map_err(|_| ClientError::Stalled {
+                    broker: self.broker.clone(),
+                    silent: self.read_timeout,
+                })?
+                .map_err(|source| ClientError::Transport {
+                    broker: self.broker.clone(),
+                    source: source.without_url(),
+                })?;
             match chunk {
                 Some(chunk) => self.parser.push(&chunk),
                 None => return Ok(None),
@@ -1636,16 +1655,32 @@ impl BrokerClient {
 
     /// `GET /v1/approvals/events`: the live stream of approvals this device may answer. It
     /// opens with every pending approval, then tells of each one requested or resolved. The
-    /// stream has no overall timeout; it fails if the broker stays silent for
-    /// [`APPROVAL_STREAM_READ_TIMEOUT`].
+    /// stream has no overall timeout; it fails with [`ClientError::Stalled`] if the broker stays
+    /// silent for [`APPROVAL_STREAM_READ_TIMEOUT`].
     pub async fn approval_events(&self) -> Result<ApprovalEvents, ClientError> {
+        self.approval_events_with_read_timeout(APPROVAL_STREAM_READ_TIMEOUT).await
+    }
+
+    /// [`BrokerClient::approval_events`] with another read timeout: how long the stream may
+    /// stay silent (no event, no keep-alive) before [`ApprovalEvents::next`] fails with
+    /// [`ClientError::Stalled`]. Opening the stream is bounded by it too. The broker sends a
+    /// keep-alive every 15 seconds, so anything shorter only suits tests.
+    pub async fn approval_events_with_read_timeout(
+        &self,
+        read_timeout: Duration,
+    ) -> Result<ApprovalEvents, ClientError> {
         let path = "/v1/approvals/events";
-        let http = http_builder()
-            .read_timeout(APPROVAL_STREAM_READ_TIMEOUT)
-            .build()
-            .map_err(ClientError::Setup)?;
+        // No read timeout in the HTTP client: each wait below is bounded by `read_timeout`
+        // itself, so a silent broker always reads as `Stalled`.
+        let http = http_builder().build().map_err(ClientError::Setup)?;
         let request = self.signed(&http, Method::Get, path, &[], "text/event-stream")?;
-        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let mut response = tokio::time::timeout(read_timeout, request.send())
+            .await
+            .map_err(|_| ClientError::Stalled {
+                broker: self.base.to_string(),
+                silent: read_timeout,
+            })?
+            .map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let received = self.read_body(&mut response, Method::Get, path, status).await?;
@@ -1664,7 +1699,12 @@ impl BrokerClient {
                 "a body that is not an event stream",
             ));
         }
-        Ok(ApprovalEvents { response, parser: SseParser::default(), broker: self.base.to_string() })
+        Ok(ApprovalEvents {
+            response,
+            parser: SseParser::default(),
+            broker: self.base.to_string(),
+            read_timeout,
+        })
     }
 
     /// `GET /v1/workspace/pause`: whether every agent call in the workspace is paused, by whom

@@ -55,9 +55,30 @@ pub enum ConnectError {
     MissingEndpoints,
     /// Endpoints were given for a catalog provider, whose endpoints are fixed.
     #[error(
-        "{0} has its endpoints in the catalog; the issuer and endpoint URLs are only for custom-oauth2"
+        "{0} has its endpoints in the catalog; the issuer and endpoint URLs are only for custom-oauth2 and providers whose endpoints live on each account (Zendesk)"
     )]
     FixedEndpoints(String),
+    /// A per-account provider whose OAuth endpoints live on each account's host (Zendesk) was
+    /// not given its authorization and token URLs.
+    #[error(
+        "{0}'s authorization and token endpoints live on your account's host: give both URLs, on the host of the base URL (docs/providers.md lists them)"
+    )]
+    AccountEndpoints(String),
+    /// A per-account provider's endpoint is not on the account's host over https: the code and
+    /// the client secret would go elsewhere.
+    #[error(
+        "{what} {url} is not on your account's host: {name}'s endpoints must be https URLs on {host}, the host of the base URL"
+    )]
+    EndpointOffAccount {
+        /// Which endpoint.
+        what: &'static str,
+        /// What was given.
+        url: String,
+        /// The provider's display name.
+        name: String,
+        /// The base URL's host.
+        host: String,
+    },
     /// A given URL is not a URL.
     #[error("{what} is not a URL: {value}")]
     BadUrl {
@@ -225,6 +246,8 @@ pub fn prepare(request: ConnectRequest<'_>) -> Result<PreparedConnection, Connec
             (None, None) if given.issuer.is_some() => (given.issuer.clone(), None),
             _ => return Err(ConnectError::MissingEndpoints),
         }
+    } else if endpoints_per_account(&provider) {
+        (None, Some(account_endpoints(&provider, &request)?))
     } else {
         if !request.endpoints.is_empty() {
             return Err(ConnectError::FixedEndpoints(provider.name.clone()));
@@ -276,6 +299,48 @@ pub fn prepare(request: ConnectRequest<'_>) -> Result<PreparedConnection, Connec
         client,
         shared: request.shared,
     })
+}
+
+/// Whether `provider`'s OAuth endpoints live on each account's host (a per-account provider
+/// with neither endpoints nor an issuer in the catalog: Zendesk).
+fn endpoints_per_account(provider: &Provider) -> bool {
+    provider.account_specific
+        && provider.oauth().is_some_and(|o| o.authorize_url.is_none() && o.issuer.is_none())
+}
+
+/// The endpoints of a per-account provider that has none in the catalog (Zendesk's live on each
+/// account's subdomain): given with the connection, every one an https URL on the host (and
+/// port) of the account's base URL, which the catalog's wildcard already checked.
+fn account_endpoints(
+    provider: &Provider,
+    request: &ConnectRequest<'_>,
+) -> Result<OAuthEndpoints, ConnectError> {
+    let given = &request.endpoints;
+    let missing = || ConnectError::AccountEndpoints(provider.name.clone());
+    if given.issuer.is_some() {
+        return Err(missing());
+    }
+    let base_url = provider.base_url_for(request.base_url)?;
+    let authorize =
+        parse_url("the authorization URL", given.authorize.as_deref())?.ok_or_else(missing)?;
+    let token = parse_url("the token URL", given.token.as_deref())?.ok_or_else(missing)?;
+    let revocation = parse_url("the revocation URL", given.revocation.as_deref())?;
+    let named = [("the authorization URL", &authorize), ("the token URL", &token)];
+    for (what, url) in named.into_iter().chain(revocation.iter().map(|r| ("the revocation URL", r)))
+    {
+        let on_account = url.scheme() == "https"
+            && url.host_str() == base_url.host_str()
+            && url.port_or_known_default() == base_url.port_or_known_default();
+        if !on_account {
+            return Err(ConnectError::EndpointOffAccount {
+                what,
+                url: url.to_string(),
+                name: provider.name.clone(),
+                host: base_url.host_str().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    Ok(OAuthEndpoints { authorize, token, revocation, issuer: None })
 }
 
 /// The authorization server of a prepared connection: its static endpoints, or discovery.
@@ -353,6 +418,9 @@ pub struct ReconnectOptions {
     pub client_secret: Option<SecretBytes>,
     /// `custom-oauth2`: the issuer (default: the origin of the stored token endpoint).
     pub issuer: Option<String>,
+    /// A provider whose endpoints live on each account (Zendesk): the authorization URL, on the
+    /// account's host (the token URL is the one kept with the connection).
+    pub authorize: Option<String>,
     /// How the sign-in runs.
     pub flow: FlowOptions,
 }
@@ -397,6 +465,12 @@ pub async fn reconnect(
         allowed_hosts: current.allowed_hosts.clone(),
         endpoints: if provider.custom {
             CustomEndpoints { issuer, ..CustomEndpoints::default() }
+        } else if endpoints_per_account(provider) {
+            CustomEndpoints {
+                authorize: options.authorize,
+                token: token_endpoint,
+                ..CustomEndpoints::default()
+            }
         } else {
             CustomEndpoints::default()
         },
@@ -674,5 +748,72 @@ mod tests {
         let mut no_base = request("custom-oauth2");
         no_base.endpoints.issuer = Some("https://id.example.com".to_owned());
         assert!(matches!(prepare(no_base), Err(ConnectError::Catalog(_))));
+    }
+
+    /// Zendesk's endpoints live on each account's subdomain: they are given with the base URL,
+    /// and only ones on that same host are taken (the code and client secret go there).
+    #[test]
+    fn a_per_account_provider_takes_its_endpoints_on_the_accounts_host_only() {
+        let zendesk = |authorize: Option<&str>, token: Option<&str>| {
+            let mut asked = request("zendesk");
+            asked.base_url = Some("https://acme.zendesk.com/api/v2");
+            asked.endpoints.authorize = authorize.map(str::to_owned);
+            asked.endpoints.token = token.map(str::to_owned);
+            prepare(asked)
+        };
+        let connected = zendesk(
+            Some("https://acme.zendesk.com/oauth/authorizations/new"),
+            Some("https://acme.zendesk.com/oauth/tokens"),
+        )
+        .expect("endpoints on the account's host are taken");
+        let endpoints = connected.endpoints.as_ref().unwrap();
+        assert_eq!(endpoints.token.as_str(), "https://acme.zendesk.com/oauth/tokens");
+        assert!(connected.issuer.is_none(), "no discovery: the endpoints are used as given");
+        assert_eq!(connected.allowed_hosts, ["acme.zendesk.com"], "the token goes to the account");
+
+        let missing = zendesk(None, None).unwrap_err();
+        assert!(
+            matches!(missing, ConnectError::AccountEndpoints(_)),
+            "without them it says where they live: {missing}"
+        );
+        for (authorize, token) in [
+            (
+                "https://evil.example/oauth/authorizations/new",
+                "https://acme.zendesk.com/oauth/tokens",
+            ),
+            (
+                "https://acme.zendesk.com/oauth/authorizations/new",
+                "https://other.zendesk.com/oauth/tokens",
+            ),
+            (
+                "http://acme.zendesk.com/oauth/authorizations/new",
+                "https://acme.zendesk.com/oauth/tokens",
+            ),
+            (
+                "https://acme.zendesk.com:8443/oauth/authorizations/new",
+                "https://acme.zendesk.com/oauth/tokens",
+            ),
+        ] {
+            let refused = zendesk(Some(authorize), Some(token)).unwrap_err();
+            assert!(
+                matches!(refused, ConnectError::EndpointOffAccount { .. }),
+                "{authorize} + {token}: only https on the account's own host: {refused}"
+            );
+        }
+        let mut discovered = request("zendesk");
+        discovered.base_url = Some("https://acme.zendesk.com/api/v2");
+        discovered.endpoints.issuer = Some("https://acme.zendesk.com".to_owned());
+        assert!(
+            matches!(prepare(discovered), Err(ConnectError::AccountEndpoints(_))),
+            "Zendesk has no discovery: an issuer alone is not enough"
+        );
+        let mut elsewhere = request("zendesk");
+        elsewhere.base_url = Some("https://acme.example.com/api/v2");
+        elsewhere.endpoints.authorize = Some("https://acme.example.com/a".to_owned());
+        elsewhere.endpoints.token = Some("https://acme.example.com/t".to_owned());
+        assert!(
+            matches!(prepare(elsewhere), Err(ConnectError::Catalog(_))),
+            "the base URL itself must be under *.zendesk.com"
+        );
     }
 }

@@ -168,3 +168,62 @@ async fn bad_grants_and_unknown_credentials_are_refused_with_what_to_do() {
     assert!(!refused.to_string().contains(API_KEY), "errors never carry the key");
     broker.stop().await;
 }
+
+/// A Twilio key entered as `<API key SID>:<secret>` reaches the upstream as the HTTP Basic
+/// credential; one entered in a single part is refused before anything is stored.
+#[tokio::test]
+async fn a_twilio_key_entered_in_two_parts_reaches_the_upstream_as_basic_credentials() {
+    let broker = TestBroker::start().await;
+    let ada = Machine::new("ada");
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    let (base, seen) = upstream().await;
+    let host = base.trim_start_matches("http://").to_owned();
+    let twilio = |key: &str| NewApiKey {
+        name: "twilio",
+        provider: "twilio",
+        base_url: &base,
+        allowed_hosts: std::slice::from_ref(&host),
+        injection: Injection::Header { name: "authorization".into(), prefix: "Basic ".into() },
+        shared: true,
+        key: SecretBytes::copy_from(key.as_bytes()),
+    };
+
+    let error = add_api_key(&ada.profile, &ada.store, twilio("only-the-secret")).await.unwrap_err();
+    assert!(matches!(error, AccessError::KeyFormat(_)), "one part is refused: {error}");
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    assert!(client.credentials().await.unwrap().is_empty(), "and nothing was stored");
+
+    add_api_key(&ada.profile, &ada.store, twilio("SK0123456789abcdef:s3cr3t"))
+        .await
+        .expect("two parts are stored");
+    let created = client.create_agent("notifier").await.expect("agent");
+    let issued = grant_standing(
+        &ada.profile,
+        &ada.store,
+        GrantTerms {
+            agent: created.agent.id,
+            credential: "twilio",
+            methods: &[Method::Get],
+            path_patterns: &["/2010-04-01/**"],
+            duration_secs: 600,
+        },
+    )
+    .await
+    .expect("a standing grant");
+    let answer = reqwest::Client::new()
+        .get(format!("{}/p/twilio/2010-04-01/Accounts.json", broker.url.as_str()))
+        .bearer_auth(created.token.expose_secret())
+        .header("latchkey-capability", issued.capability.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the granted call goes through");
+    let head = seen.lock().unwrap()[0].clone();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("authorization: basic u0swmtizndu2nzg5ywjjzgvmonmzy3izda=="),
+        "the upstream receives base64(\"<SID>:<secret>\") after `Basic `: {}",
+        head
+    );
+    broker.stop().await;
+}

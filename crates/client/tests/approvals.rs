@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::{Machine, TestBroker, upstream};
 use latchkey_client::access::{NewApiKey, add_api_key};
 use latchkey_client::api::{
-    ApprovalEvent, ApprovalEvents, ApprovalInfo, ApprovalStatus, BrokerClient, codes,
+    ApprovalEvent, ApprovalEvents, ApprovalInfo, ApprovalStatus, BrokerClient, ClientError, codes,
 };
 use latchkey_client::approvals::{ApprovalError, approve_for, approve_once, deny, list};
 use latchkey_client::workspace::{broker_client, create_workspace};
@@ -245,4 +245,133 @@ async fn a_denied_call_is_refused_and_listed_as_denied() {
         "an unknown approval is not found: {missing:?}"
     );
     w.broker.stop().await;
+}
+
+/// A pending approval as a fake broker would announce it.
+fn announced() -> ApprovalInfo {
+    use latchkey_core::ids::{AgentId, ApprovalId, CredentialId};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    ApprovalInfo {
+        id: ApprovalId::random(),
+        status: ApprovalStatus::Pending,
+        agent: AgentId::random(),
+        credential: CredentialId::random(),
+        credential_name: "openai".into(),
+        method: "GET".into(),
+        host: "api.openai.com".into(),
+        path: "/v1/models".into(),
+        query_keys: Vec::new(),
+        body_size: None,
+        policy_ids: vec!["permit-granted-calls".into()],
+        created_at: now,
+        expires_at: now + 120,
+        decided_at: None,
+        decided_by: None,
+    }
+}
+
+/// A fake broker on loopback that answers one request with an event stream: each `(pause,
+/// text)` written after its pause, then silence with the connection held open (no keep-alives)
+/// until the test ends. Returns a client for it, as any device would sign.
+async fn fake_stream(script: Vec<(Duration, String)>) -> BrokerClient {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0_u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client sent its whole request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
+            .await
+            .unwrap();
+        for (pause, text) in script {
+            tokio::time::sleep(pause).await;
+            socket.write_all(text.as_bytes()).await.unwrap();
+            socket.flush().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        drop(socket);
+    });
+    let signing = latchkey_core::keys::DeviceSigningKey::generate().unwrap();
+    BrokerClient::new(url.parse().unwrap(), latchkey_core::ids::DeviceId::random(), signing)
+        .unwrap()
+}
+
+fn approval_event(approval: &ApprovalInfo) -> String {
+    format!("event: approval\ndata: {}\n\n", serde_json::to_string(approval).unwrap())
+}
+
+/// A broker that sends the snapshot and then nothing, not even a keep-alive, is treated as
+/// gone once the read timeout passes: `next` fails with `Stalled`, rather than hanging or
+/// reporting a clean end of the stream (which means the broker closed it on purpose).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_silent_past_its_read_timeout_fails_as_stalled() {
+    let snapshot = announced();
+    let client = fake_stream(vec![(Duration::ZERO, approval_event(&snapshot))]).await;
+    let read_timeout = Duration::from_millis(300);
+    let mut events = client.approval_events_with_read_timeout(read_timeout).await.unwrap();
+    assert_eq!(next_approval(&mut events).await, snapshot, "the snapshot arrives first");
+
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("a silent stream fails within its read timeout instead of hanging");
+    let waited = started.elapsed();
+    let error = match outcome {
+        Err(error) => error,
+        Ok(None) => panic!("silence is not the broker ending the stream"),
+        Ok(Some(event)) => panic!("the fake broker sent nothing more, yet: {event:?}"),
+    };
+    assert!(
+        matches!(error, ClientError::Stalled { silent, .. } if silent == read_timeout),
+        "the error is the specific one a caller reconnects on: {error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.contains("sent nothing on the approval stream for 300ms, not even a keep-alive"),
+        "and says what happened: {text}"
+    );
+    assert!(
+        waited >= read_timeout && waited < Duration::from_secs(5),
+        "it fails once the read timeout passes, not before nor much later: {waited:?}"
+    );
+}
+
+/// Keep-alive comments, each within the read timeout, keep a stream alive for far longer than
+/// the timeout: the next event still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alives_within_the_read_timeout_keep_the_stream_alive() {
+    let later = announced();
+    let tick = Duration::from_millis(100);
+    let mut script = vec![(Duration::ZERO, ": connected\n\n".to_owned())];
+    script.extend((0..12).map(|_| (tick, ":\n\n".to_owned())));
+    script.push((tick, approval_event(&later)));
+    let client = fake_stream(script).await;
+    let read_timeout = Duration::from_millis(400);
+    let mut events = client.approval_events_with_read_timeout(read_timeout).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .expect("the event arrives within 10 seconds");
+    let waited = started.elapsed();
+    match next {
+        Ok(Some(ApprovalEvent::Approval(approval))) => {
+            assert_eq!(approval, later, "the event after the keep-alives is read whole");
+        }
+        other => {
+            panic!("keep-alives every 100 ms keep a 400 ms read timeout from firing: {other:?}")
+        }
+    }
+    assert!(
+        waited > read_timeout * 2,
+        "the stream outlived its read timeout several times over thanks to them: {waited:?}"
+    );
 }

@@ -15,10 +15,11 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use latchkey_client::catalog::{
-    CUSTOM_API_KEY, CUSTOM_OAUTH2, Catalog, CatalogError, ClientAuth, FieldError, OAuthProvider,
-    Provider, ProviderId, ProviderKind, RefreshBehaviour, builtin_files,
+    CUSTOM_API_KEY, CUSTOM_OAUTH2, Catalog, CatalogError, ClientAuth, FieldError, KeyFormat,
+    OAuthProvider, Provider, ProviderId, ProviderKind, RefreshBehaviour, builtin_files,
 };
 use latchkey_core::payload::Injection;
+use latchkey_core::secret::SecretBytes;
 
 // --- The built-in catalog --------------------------------------------------------------------
 
@@ -294,6 +295,54 @@ refresh = "reusable"
 client_auth = "none"
 pkce = true
 "#;
+
+/// Twilio's key is entered as `<API key SID>:<secret>` and stored as the HTTP Basic credential
+/// the broker injects after `Basic `; every other catalog key is stored as entered.
+#[test]
+fn a_basic_key_is_entered_in_two_parts_and_stored_as_the_basic_credential() {
+    let catalog = Catalog::builtin();
+    let twilio = catalog.get("twilio").and_then(Provider::api_key).expect("twilio takes a key");
+    assert_eq!(twilio.format, KeyFormat::Basic, "twilio.toml says format = \"basic\"");
+    for p in catalog.iter().filter(|p| p.id.as_str() != "twilio") {
+        if let Some(key) = p.api_key() {
+            assert_eq!(key.format, KeyFormat::Verbatim, "{} stores its key as entered", p.id);
+        }
+    }
+    let store = |entered: &str| {
+        twilio.format.stored_secret(SecretBytes::copy_from(entered.as_bytes()), &twilio.key_label)
+    };
+    let stored = store("SK0123456789abcdef:s3cr3t").expect("two parts are encoded");
+    assert_eq!(
+        stored.expose_secret(),
+        b"U0swMTIzNDU2Nzg5YWJjZGVmOnMzY3IzdA==",
+        "standard Base64 with padding of the SID, a colon and the secret"
+    );
+    let kept = store("U0swMTIzNDU2Nzg5YWJjZGVmOnMzY3IzdA==").expect("an encoded key is kept");
+    assert_eq!(
+        kept.expose_secret(),
+        stored.expose_secret(),
+        "a key stored the old way (already Base64) is not encoded twice"
+    );
+    for wrong in ["s3cr3t", ":s3cr3t", "SK0123:", "bm9jb2xvbg=="] {
+        let error = store(wrong).expect_err("one part is not a Basic credential").to_string();
+        assert!(
+            error.contains("`<user>:<password>` (API key SID:secret)"),
+            "{wrong:?} is refused with what to enter: {error}"
+        );
+        assert!(!error.contains(wrong), "and the message never echoes the key: {error}");
+    }
+    let verbatim = KeyFormat::Verbatim
+        .stored_secret(SecretBytes::copy_from(b"sk-anything"), "API key")
+        .unwrap();
+    assert_eq!(verbatim.expose_secret(), b"sk-anything");
+
+    let unknown = GOOD_KEY.replace("prefix_hint = \"ex_\"", "format = \"hex\"");
+    assert!(
+        refused("example.toml", &unknown).contains("unknown variant `hex`"),
+        "a format the client does not know is refused: {}",
+        refused("example.toml", &unknown)
+    );
+}
 
 fn refused(file: &str, text: &str) -> String {
     match Provider::from_file(file, text) {
@@ -1062,10 +1111,13 @@ fn providers_page(catalog: &Catalog) -> String {
            credential is deleted.\n\n\
          Notes:\n\n\
          - Twilio takes HTTP Basic credentials, which the broker cannot assemble from two parts:\n  \
-           its stored secret is the Basic credential itself, `base64(\"<API key SID>:<secret>\")`.\n\
+           the member enters `<API key SID>:<secret>` and the device stores the Basic credential\n  \
+           itself, `base64(\"<API key SID>:<secret>\")` (`format = \"basic\"` in the catalog).\n\
          - Zendesk's OAuth endpoints live on each account's subdomain\n  \
            (`https://<subdomain>.zendesk.com/oauth/authorizations/new` and `/oauth/tokens`), so they\n  \
-           come from the user along with the base URL.\n\
+           come from the user along with the base URL (`latchkey connect zendesk --base-url\n  \
+           https://<subdomain>.zendesk.com/api/v2 --authorize-url ... --token-url ...`), and only\n  \
+           https URLs on the base URL's host are taken.\n\
          - Some APIs also want a version header the caller's SDK sends itself\n  \
            (`anthropic-version`, `notion-version`); the broker forwards it untouched.\n",
     );
@@ -1098,10 +1150,16 @@ fn row(p: &Provider, oauth_columns: bool) -> String {
     let kind = match &p.kind {
         ProviderKind::OAuth(o) if o.pkce => "OAuth 2.0 + PKCE".to_owned(),
         ProviderKind::OAuth(_) => "OAuth 2.0".to_owned(),
-        ProviderKind::ApiKey(key) => match &key.key_prefix_hint {
-            Some(hint) => format!("{} (`{hint}…`)", key.key_label),
-            None => key.key_label.clone(),
-        },
+        ProviderKind::ApiKey(key) => {
+            let label = match &key.key_prefix_hint {
+                Some(hint) => format!("{} (`{hint}…`)", key.key_label),
+                None => key.key_label.clone(),
+            };
+            match key.format {
+                KeyFormat::Basic => format!("{label}, stored as HTTP Basic"),
+                _ => label,
+            }
+        }
     };
     let base = match (&p.api_base_url, p.custom) {
         (Some(url), _) => format!("`{}`", url.as_str().trim_end_matches('/')),
