@@ -154,7 +154,14 @@ pub fn run() -> anyhow::Result<()> {
             let warming = live.clone();
             tauri::async_runtime::spawn(async move { warming.warm_up().await });
             lighten_web_view(app);
-            let tray = watch::Tray::install(app.handle())?;
+            // No tray host (or no appindicator library): the app still works, from its window.
+            let tray = match watch::Tray::install(app.handle()) {
+                Ok(tray) => Some(tray),
+                Err(error) => {
+                    tracing::warn!(%error, "no tray icon; closing the window quits the app");
+                    None
+                }
+            };
             watch::spawn_refresher(app.handle().clone(), live.clone());
             watch::spawn(app.handle().clone(), live, tray);
             Ok(())
@@ -163,6 +170,7 @@ pub fn run() -> anyhow::Result<()> {
             // The app lives in the tray: closing the window hides it; Quit is in the tray menu.
             if let tauri::WindowEvent::CloseRequested { api, .. } = event
                 && watch::keeps_running_in_tray()
+                && window.app_handle().try_state::<watch::Tray>().is_some()
             {
                 api.prevent_close();
                 let _ = window.hide();

@@ -223,7 +223,7 @@ pub fn spawn_refresher(app: AppHandle, live: Arc<Live>) {
 }
 
 /// Follows the approval stream for as long as the app runs.
-pub fn spawn(app: AppHandle, live: Arc<Live>, tray: Tray) {
+pub fn spawn(app: AppHandle, live: Arc<Live>, tray: Option<Tray>) {
     tauri::async_runtime::spawn(async move {
         if let Err(error) = live.start_if_local().await {
             tracing::error!(code = %error.code, message = %error.message, "embedded broker");
@@ -235,7 +235,7 @@ pub fn spawn(app: AppHandle, live: Arc<Live>, tray: Tray) {
                 tokio::time::sleep(SET_UP_POLL).await;
                 continue;
             }
-            match follow(&app, &live, &tray, &mut notified).await {
+            match follow(&app, &live, tray.as_ref(), &mut notified).await {
                 Ok(()) => backoff = Duration::from_secs(1),
                 Err(message) => {
                     tracing::info!(%message, retry_in = ?backoff, "approval stream interrupted");
@@ -251,7 +251,7 @@ pub fn spawn(app: AppHandle, live: Arc<Live>, tray: Tray) {
 async fn follow(
     app: &AppHandle,
     live: &Live,
-    tray: &Tray,
+    tray: Option<&Tray>,
     notified: &mut HashSet<String>,
 ) -> Result<(), String> {
     let store = live.key_store().await.map_err(|e| e.message)?;
@@ -302,7 +302,7 @@ async fn follow(
 /// Shows `pending` in the tray and the window, and notifies each request once.
 fn publish(
     app: &AppHandle,
-    tray: &Tray,
+    tray: Option<&Tray>,
     pending: &BTreeMap<String, Approval>,
     paused: Option<bool>,
     notified: &mut HashSet<String>,
@@ -313,13 +313,15 @@ fn publish(
         notify(app, "An agent asks for approval", &crate::tray::summary(approval));
     }
     let _ = app.emit(events::APPROVALS_CHANGED, ApprovalsChanged { pending: pending.len() });
-    tray.update(|s| {
-        s.set_up = true;
-        s.pending = oldest_first;
-        if let Some(paused) = paused {
-            s.paused = paused;
-        }
-    });
+    if let Some(tray) = tray {
+        tray.update(|s| {
+            s.set_up = true;
+            s.pending = oldest_first;
+            if let Some(paused) = paused {
+                s.paused = paused;
+            }
+        });
+    }
 }
 
 /// The pending requests oldest first, and those not announced before (now marked announced).
