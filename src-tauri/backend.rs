@@ -58,8 +58,12 @@ pub struct NewConnection {
     pub shared: bool,
     /// `custom-oauth2`: the authorization server (its metadata names the endpoints).
     pub issuer: Option<String>,
-    /// `custom-oauth2`: the API the tokens are for.
+    /// `custom-oauth2` and per-account providers: the API the tokens are for.
     pub base_url: Option<String>,
+    /// Per-account providers (Zendesk): the authorization endpoint on the account's host.
+    pub authorize_url: Option<String>,
+    /// Per-account providers (Zendesk): the token endpoint on the account's host.
+    pub token_url: Option<String>,
 }
 
 /// A standing grant to issue.

@@ -140,10 +140,13 @@ pub async fn connect_oauth(
     shared: bool,
     issuer: Option<String>,
     base_url: Option<String>,
+    authorize_url: Option<String>,
+    token_url: Option<String>,
 ) -> Outcome<Integration> {
     let blank_is_none =
         |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let (issuer, base_url) = (blank_is_none(issuer), blank_is_none(base_url));
+    let (authorize_url, token_url) = (blank_is_none(authorize_url), blank_is_none(token_url));
     let client_secret = client_secret
         .filter(|s| !s.is_empty())
         .map(|s| SecretBytes::from_zeroizing(zeroize::Zeroizing::new(s.into_bytes())));
@@ -158,6 +161,8 @@ pub async fn connect_oauth(
             shared,
             issuer,
             base_url,
+            authorize_url,
+            token_url,
         })
         .await
 }

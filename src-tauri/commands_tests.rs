@@ -20,6 +20,10 @@ use crate::view::*;
 
 const CANARY_KEY: &str = "sk-canary-0f9e8d7c6b5a4f3e2d1c";
 
+/// A connection request as the fake received it: provider, issuer, base URL, authorization URL,
+/// token URL.
+type SeenConnection = (String, Option<String>, Option<String>, Option<String>, Option<String>);
+
 /// What the fake received, for the assertions.
 #[derive(Debug, Default)]
 struct Seen {
@@ -27,6 +31,7 @@ struct Seen {
     workspaces: Vec<NewWorkspace>,
     grants: Vec<NewGrant>,
     approved_for: Vec<(String, u64)>,
+    connections: Vec<SeenConnection>,
     paused: Option<bool>,
 }
 
@@ -114,7 +119,14 @@ impl Backend for Fake {
             key_version: 1,
         })
     }
-    async fn connect(&self, _: NewConnection) -> Outcome<Integration> {
+    async fn connect(&self, c: NewConnection) -> Outcome<Integration> {
+        self.seen.lock().unwrap().connections.push((
+            c.provider,
+            c.issuer,
+            c.base_url,
+            c.authorize_url,
+            c.token_url,
+        ));
         refused()
     }
     async fn reconnect(&self, _: String) -> Outcome<Integration> {
@@ -403,6 +415,36 @@ fn lock_reports_the_locked_state_and_a_dismissed_unlock_says_so() {
     assert_eq!(locked["locked"], true, "the UI shows its lock screen on this flag");
     let refused = h.invoke("unlock", json!({})).expect_err("the fake's prompt is dismissed");
     assert_eq!(refused["code"], "keychain_locked");
+}
+
+#[test]
+fn a_per_account_provider_asks_for_its_endpoints_and_gets_them_passed_on() {
+    let h = harness();
+    let zendesk = h.invoke("list_providers", json!({"query": "zendesk"})).expect("search");
+    assert_eq!(zendesk[0]["id"], "zendesk");
+    assert_eq!(zendesk[0]["accountSpecific"], true, "the UI asks for the account's base URL");
+    assert_eq!(zendesk[0]["needsEndpoints"], true, "and for its OAuth endpoints");
+    let github = h.invoke("list_providers", json!({"query": "github"})).expect("search");
+    assert_eq!(github[0]["needsEndpoints"], false, "GitHub's endpoints are in the catalog");
+    let _ = h.invoke(
+        "connect_oauth",
+        json!({"provider": "zendesk", "name": "zd", "clientId": "c", "clientSecret": null,
+               "scopes": null, "shared": true, "issuer": " ", "baseUrl": "https://acme.zendesk.com/api/v2",
+               "authorizeUrl": "https://acme.zendesk.com/oauth/authorizations/new",
+               "tokenUrl": "https://acme.zendesk.com/oauth/tokens"}),
+    );
+    let seen = h.fake.seen.lock().unwrap();
+    assert_eq!(
+        seen.connections,
+        [(
+            "zendesk".to_owned(),
+            None,
+            Some("https://acme.zendesk.com/api/v2".to_owned()),
+            Some("https://acme.zendesk.com/oauth/authorizations/new".to_owned()),
+            Some("https://acme.zendesk.com/oauth/tokens".to_owned()),
+        )],
+        "blank fields are absent, given ones reach the backend unchanged"
+    );
 }
 
 #[test]

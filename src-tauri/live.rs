@@ -532,7 +532,12 @@ impl Backend for Live {
             name: Some(non_empty(&new.name, "name")?),
             base_url: new.base_url.as_deref(),
             allowed_hosts: Vec::new(),
-            endpoints: CustomEndpoints { issuer: new.issuer, ..CustomEndpoints::default() },
+            endpoints: CustomEndpoints {
+                issuer: new.issuer,
+                authorize: new.authorize_url,
+                token: new.token_url,
+                revocation: None,
+            },
             client_id: Some(new.client_id.trim().to_owned()).filter(|c| !c.is_empty()),
             client_secret: new.client_secret,
             scopes: new.scopes.unwrap_or_default(),

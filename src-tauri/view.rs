@@ -84,6 +84,10 @@ pub struct Provider {
     pub kind: &'static str,
     /// A generic provider: the person gives its endpoints.
     pub custom: bool,
+    /// Its API lives on each account's host: the person gives the account's base URL.
+    pub account_specific: bool,
+    /// Its OAuth endpoints live on each account's host: the person gives them (Zendesk).
+    pub needs_endpoints: bool,
     pub api_base_url: String,
     pub allowed_hosts: Vec<String>,
     pub default_scopes: Vec<String>,
@@ -99,6 +103,8 @@ impl From<&CatalogProvider> for Provider {
             name: p.name.clone(),
             kind: kind_name(&p.kind),
             custom: p.custom,
+            account_specific: p.account_specific,
+            needs_endpoints: latchkey_client::connection::endpoints_per_account(p),
             api_base_url: p
                 .api_base_url
                 .as_ref()

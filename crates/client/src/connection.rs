@@ -302,8 +302,9 @@ pub fn prepare(request: ConnectRequest<'_>) -> Result<PreparedConnection, Connec
 }
 
 /// Whether `provider`'s OAuth endpoints live on each account's host (a per-account provider
-/// with neither endpoints nor an issuer in the catalog: Zendesk).
-fn endpoints_per_account(provider: &Provider) -> bool {
+/// with neither endpoints nor an issuer in the catalog: Zendesk): a connection then gives its
+/// authorization and token URLs with the account's base URL.
+pub fn endpoints_per_account(provider: &Provider) -> bool {
     provider.account_specific
         && provider.oauth().is_some_and(|o| o.authorize_url.is_none() && o.issuer.is_none())
 }

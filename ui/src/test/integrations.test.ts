@@ -111,12 +111,34 @@ describe('integrations', () => {
     await user.click(screen.getByTestId('connect-submit'));
     expect(await screen.findByTestId('oauth-waiting')).toHaveTextContent('Finish in your browser');
     expect(b.callsOf('connect_oauth')[0]).toEqual({
-      provider: 'google', name: 'google-team', clientId: 'cid-123', clientSecret: null, scopes: ['openid', 'email'], shared: true, issuer: null, baseUrl: null,
+      provider: 'google', name: 'google-team', clientId: 'cid-123', clientSecret: null, scopes: ['openid', 'email'], shared: true, issuer: null, baseUrl: null, authorizeUrl: null, tokenUrl: null,
     });
     await user.click(screen.getByTestId('cancel-connect'));
     expect(b.callsOf('cancel_connect')).toHaveLength(1);
     await waitFor(() => expect(screen.queryByTestId('oauth-waiting')).toBeNull());
     expect(screen.queryByRole('alert'), 'cancelling is not an error').toBeNull();
+  });
+
+  it('asks a per-account provider for its base URL and OAuth endpoints and sends them', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.click(screen.getByTestId('provider-zendesk'));
+    expect(screen.queryByTestId('issuer'), 'only custom providers take an issuer').toBeNull();
+    await user.type(screen.getByTestId('base-url'), 'https://acme.zendesk.com/api/v2');
+    await user.type(screen.getByTestId('authorize-url'), 'https://acme.zendesk.com/oauth/authorizations/new');
+    await user.type(screen.getByTestId('token-url'), 'https://acme.zendesk.com/oauth/tokens');
+    await user.type(screen.getByTestId('client-id'), 'zd-client');
+    await user.click(screen.getByTestId('connect-submit'));
+    await waitFor(() => expect(b.callsOf('connect_oauth')).toHaveLength(1));
+    expect(b.callsOf('connect_oauth')[0]).toMatchObject({
+      provider: 'zendesk',
+      baseUrl: 'https://acme.zendesk.com/api/v2',
+      authorizeUrl: 'https://acme.zendesk.com/oauth/authorizations/new',
+      tokenUrl: 'https://acme.zendesk.com/oauth/tokens',
+      issuer: null,
+    });
   });
 
   it('finishes an OAuth connect and shows the new card', async () => {

@@ -71,6 +71,9 @@ export const connectOauth = (a: {
   /** custom-oauth2 only: the authorization server and the API it guards. */
   issuer: string | null;
   baseUrl: string | null;
+  /** Per-account providers (Zendesk): the OAuth endpoints on the account's host. */
+  authorizeUrl: string | null;
+  tokenUrl: string | null;
 }) => call<Integration>('connect_oauth', a);
 export const cancelConnect = () => call<null>('cancel_connect');
 export const reconnect = (id: string) => call<Integration>('reconnect', { id });

@@ -38,6 +38,10 @@ export type Provider = {
   kind: ProviderKind;
   /** A generic provider: the person gives its endpoints (OAuth issuer, API base URL). */
   custom: boolean;
+  /** Its API lives on each account's host: the person gives the account's base URL. */
+  accountSpecific: boolean;
+  /** Its OAuth endpoints live on each account's host (Zendesk): the person gives them. */
+  needsEndpoints: boolean;
   apiBaseUrl: string;
   allowedHosts: string[];
   defaultScopes: string[];

@@ -28,12 +28,13 @@ export function seedStatus(setUp = true): AppStatus {
 }
 
 export const PROVIDERS: Provider[] = [
-  { id: 'github', name: 'GitHub', kind: 'oauth2', custom: false, apiBaseUrl: 'https://api.github.com', allowedHosts: ['api.github.com'], defaultScopes: ['repo', 'read:org'], needsClientSecret: true, docs: 'https://docs.github.com/en/apps/oauth-apps' },
-  { id: 'google', name: 'Google Workspace', kind: 'oauth2', custom: false, apiBaseUrl: 'https://www.googleapis.com', allowedHosts: ['www.googleapis.com'], defaultScopes: ['openid', 'email'], needsClientSecret: false, docs: null },
-  { id: 'slack', name: 'Slack', kind: 'oauth2', custom: false, apiBaseUrl: 'https://slack.com/api', allowedHosts: ['slack.com'], defaultScopes: ['chat:write', 'channels:read'], needsClientSecret: true, docs: null },
-  { id: 'openai', name: 'OpenAI', kind: 'api_key', custom: false, apiBaseUrl: 'https://api.openai.com', allowedHosts: ['api.openai.com'], defaultScopes: [], needsClientSecret: false, docs: 'https://platform.openai.com/api-keys' },
-  { id: 'anthropic', name: 'Anthropic', kind: 'api_key', custom: false, apiBaseUrl: 'https://api.anthropic.com', allowedHosts: ['api.anthropic.com'], defaultScopes: [], needsClientSecret: false, docs: null },
-  { id: 'stripe', name: 'Stripe', kind: 'api_key', custom: false, apiBaseUrl: 'https://api.stripe.com', allowedHosts: ['api.stripe.com'], defaultScopes: [], needsClientSecret: false, docs: null },
+  { id: 'github', name: 'GitHub', kind: 'oauth2', custom: false, accountSpecific: false, needsEndpoints: false, apiBaseUrl: 'https://api.github.com', allowedHosts: ['api.github.com'], defaultScopes: ['repo', 'read:org'], needsClientSecret: true, docs: 'https://docs.github.com/en/apps/oauth-apps' },
+  { id: 'google', name: 'Google Workspace', kind: 'oauth2', custom: false, accountSpecific: false, needsEndpoints: false, apiBaseUrl: 'https://www.googleapis.com', allowedHosts: ['www.googleapis.com'], defaultScopes: ['openid', 'email'], needsClientSecret: false, docs: null },
+  { id: 'slack', name: 'Slack', kind: 'oauth2', custom: false, accountSpecific: false, needsEndpoints: false, apiBaseUrl: 'https://slack.com/api', allowedHosts: ['slack.com'], defaultScopes: ['chat:write', 'channels:read'], needsClientSecret: true, docs: null },
+  { id: 'openai', name: 'OpenAI', kind: 'api_key', custom: false, accountSpecific: false, needsEndpoints: false, apiBaseUrl: 'https://api.openai.com', allowedHosts: ['api.openai.com'], defaultScopes: [], needsClientSecret: false, docs: 'https://platform.openai.com/api-keys' },
+  { id: 'anthropic', name: 'Anthropic', kind: 'api_key', custom: false, accountSpecific: false, needsEndpoints: false, apiBaseUrl: 'https://api.anthropic.com', allowedHosts: ['api.anthropic.com'], defaultScopes: [], needsClientSecret: false, docs: null },
+  { id: 'zendesk', name: 'Zendesk', kind: 'oauth2', custom: false, accountSpecific: true, needsEndpoints: true, apiBaseUrl: '', allowedHosts: ['*.zendesk.com'], defaultScopes: ['read'], needsClientSecret: false, docs: null },
+  { id: 'stripe', name: 'Stripe', kind: 'api_key', custom: false, accountSpecific: false, needsEndpoints: false, apiBaseUrl: 'https://api.stripe.com', allowedHosts: ['api.stripe.com'], defaultScopes: [], needsClientSecret: false, docs: null },
 ];
 
 export function seedIntegrations(now: number): Integration[] {
