@@ -202,23 +202,29 @@ pub async fn add_oauth_credential(
     seal_and_store(profile, store, &target, payload).await
 }
 
-/// Replaces the secret of `current` with `payload` in place (a reconnect): sealed under the
-/// owner's current key, uploaded with the broker's compare-and-swap on `current.revision`, and
-/// switched back to `Active`. The credential keeps its id, name, grants and audit history.
-pub(crate) async fn reseal_in_place(
+/// A new secret for a stored credential: what [`replace_secret`] seals and uploads.
+pub(crate) struct SecretReplacement<'a> {
+    /// The key version to seal under (its record key for this credential).
+    pub(crate) key_version: KeyVersion,
+    pub(crate) payload: &'a CredentialPayload,
+    pub(crate) scopes: &'a [String],
+    pub(crate) expires_hint: Option<u64>,
+    /// A new status, or `None` to keep the current one.
+    pub(crate) status: Option<CredentialStatus>,
+}
+
+/// Seals `new.payload` under the record key of `current` at `new.key_version` and replaces the
+/// stored envelope with the broker's compare-and-swap on `current.revision`; the metadata other
+/// than scopes, expiry and status is kept. The credential keeps its id, grants and history.
+pub(crate) async fn replace_secret(
     store: &SharedKeyStore,
-    device: &SignedIn,
+    (config, _, client): &SignedIn,
     current: &CredentialInfo,
-    payload: CredentialPayload,
-    scopes: &[String],
-    expires_hint: Option<u64>,
+    new: SecretReplacement<'_>,
 ) -> Result<CredentialInfo, AccessError> {
-    let (config, _, client) = device;
-    let version = current_version(config, current.owner)?;
-    let key = record_key(store, config, current.owner, version, current.id).await?;
-    let envelope = Envelope::seal(&key, &payload.encode()?)?;
-    drop(payload);
-    let updated = client
+    let key = record_key(store, config, current.owner, new.key_version, current.id).await?;
+    let envelope = Envelope::seal(&key, &new.payload.encode()?)?;
+    Ok(client
         .replace_credential(
             current.id,
             &CredentialReplacement {
@@ -227,14 +233,35 @@ pub(crate) async fn reseal_in_place(
                 provider: &current.provider,
                 upstream_base_url: &current.upstream_base_url,
                 allowed_hosts: &current.allowed_hosts,
-                scopes,
-                expires_hint,
-                key_version: version,
+                scopes: new.scopes,
+                expires_hint: new.expires_hint,
+                key_version: new.key_version,
                 envelope: &envelope,
-                status: Some(CredentialStatus::Active),
+                status: new.status,
             },
         )
-        .await?;
+        .await?)
+}
+
+/// Replaces the secret of `current` with `payload` in place (a reconnect): sealed under the
+/// owner's current key and switched back to `Active`.
+pub(crate) async fn reseal_in_place(
+    store: &SharedKeyStore,
+    device: &SignedIn,
+    current: &CredentialInfo,
+    payload: CredentialPayload,
+    scopes: &[String],
+    expires_hint: Option<u64>,
+) -> Result<CredentialInfo, AccessError> {
+    let key_version = current_version(&device.0, current.owner)?;
+    let new = SecretReplacement {
+        key_version,
+        payload: &payload,
+        scopes,
+        expires_hint,
+        status: Some(CredentialStatus::Active),
+    };
+    let updated = replace_secret(store, device, current, new).await?;
     tracing::info!(credential = %updated.id, revision = updated.revision, "credential reconnected");
     Ok(updated)
 }

@@ -377,19 +377,8 @@ pub async fn connect(
     let http = OAuthHttp::new()?;
     let server = server(&http, &prepared).await?;
     let tokens = authorize(&http, &server, &prepared.client, browser, options).await?;
-    let granted = tokens.scopes();
-    let scopes = if granted.is_empty() { prepared.client.scopes.clone() } else { granted };
-    let TokenSet { access_token, refresh_token, expires_at, .. } = tokens;
-    let refresh = refresh_token.map(|refresh_token| OAuthRefresh {
-        refresh_token,
-        token_endpoint: server.endpoints().token.as_str().to_owned(),
-        client_id: prepared.client.client_id.clone(),
-        client_secret: prepared
-            .client
-            .client_secret
-            .as_ref()
-            .map(|s| SecretBytes::copy_from(s.expose_secret())),
-    });
+    let Obtained { scopes, access_token, expires_at, refresh } =
+        Obtained::from_sign_in(tokens, &server, &prepared.client);
     let stored = add_oauth_credential(
         profile,
         store,
@@ -483,19 +472,8 @@ pub async fn reconnect(
     let http = OAuthHttp::new()?;
     let server = server(&http, &prepared).await?;
     let tokens = authorize(&http, &server, &prepared.client, browser, &options.flow).await?;
-    let granted = tokens.scopes();
-    let scopes = if granted.is_empty() { prepared.client.scopes.clone() } else { granted };
-    let TokenSet { access_token, refresh_token, expires_at, .. } = tokens;
-    let refresh = refresh_token.map(|refresh_token| OAuthRefresh {
-        refresh_token,
-        token_endpoint: server.endpoints().token.as_str().to_owned(),
-        client_id: prepared.client.client_id.clone(),
-        client_secret: prepared
-            .client
-            .client_secret
-            .as_ref()
-            .map(|s| SecretBytes::copy_from(s.expose_secret())),
-    });
+    let Obtained { scopes, access_token, expires_at, refresh } =
+        Obtained::from_sign_in(tokens, &server, &prepared.client);
     let expires_hint = if refresh.is_some() { None } else { expires_at };
     let payload = CredentialPayload {
         kind: CredentialKind::OAuth { expires_at, refresh },
@@ -504,6 +482,34 @@ pub async fn reconnect(
     };
     Ok(crate::access::reseal_in_place(store, &device, &current, payload, &scopes, expires_hint)
         .await?)
+}
+
+/// What a sign-in gives to store.
+struct Obtained {
+    /// The scopes granted, or those asked for when the provider does not say.
+    scopes: Vec<String>,
+    access_token: SecretBytes,
+    expires_at: Option<u64>,
+    /// The refresh token with what refreshing it needs: the token endpoint and the client.
+    refresh: Option<OAuthRefresh>,
+}
+
+impl Obtained {
+    fn from_sign_in(tokens: TokenSet, server: &AuthorizationServer, client: &OAuthClient) -> Self {
+        let granted = tokens.scopes();
+        let scopes = if granted.is_empty() { client.scopes.clone() } else { granted };
+        let TokenSet { access_token, refresh_token, expires_at, .. } = tokens;
+        let refresh = refresh_token.map(|refresh_token| OAuthRefresh {
+            refresh_token,
+            token_endpoint: server.endpoints().token.as_str().to_owned(),
+            client_id: client.client_id.clone(),
+            client_secret: client
+                .client_secret
+                .as_ref()
+                .map(|s| SecretBytes::copy_from(s.expose_secret())),
+        });
+        Self { scopes, access_token, expires_at, refresh }
+    }
 }
 
 /// `https://host:port` of a URL.

@@ -49,15 +49,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{CredentialId, Owner};
 use latchkey_core::payload::{CredentialKind, CredentialPayload, OAuthRefresh};
 use latchkey_core::secret::SecretBytes;
 use serde::Serialize;
 use url::Url;
 
-use crate::access::{AccessError, SignedIn, find_credential, record_key};
-use crate::api::{CredentialInfo, CredentialReplacement, CredentialStatus, Role, codes};
+use crate::access::{
+    AccessError, SecretReplacement, SignedIn, find_credential, record_key, replace_secret,
+};
+use crate::api::{CredentialInfo, CredentialStatus, Role, codes};
 use crate::catalog::{Catalog, ClientAuth};
 use crate::keychain::SharedKeyStore;
 use crate::oauth::{OAuthClient, OAuthEndpoints, OAuthError, OAuthHttp};
@@ -490,35 +491,22 @@ fn check_refreshable(stored: &Stored, name: &str) -> Result<(), RefreshError> {
 /// be refreshed after all is active again; any other status is kept.
 async fn swap(
     store: &SharedKeyStore,
-    (config, _, client): &SignedIn,
+    device: &SignedIn,
     base: &Stored,
     payload: &CredentialPayload,
     expires_at: Option<u64>,
 ) -> Result<CredentialInfo, AccessError> {
     let current = &base.info;
-    let key = record_key(store, config, current.owner, base.key_version, current.id).await?;
-    let envelope = Envelope::seal(&key, &payload.encode()?)?;
-    let status =
-        (current.status == CredentialStatus::ReconnectNeeded).then_some(CredentialStatus::Active);
-    client
-        .replace_credential(
-            current.id,
-            &CredentialReplacement {
-                revision: current.revision,
-                name: &current.name,
-                provider: &current.provider,
-                upstream_base_url: &current.upstream_base_url,
-                allowed_hosts: &current.allowed_hosts,
-                scopes: &current.scopes,
-                // As the broker's own refresh does: the new token's expiry.
-                expires_hint: expires_at,
-                key_version: base.key_version,
-                envelope: &envelope,
-                status,
-            },
-        )
-        .await
-        .map_err(AccessError::from)
+    let new = SecretReplacement {
+        key_version: base.key_version,
+        payload,
+        scopes: &current.scopes,
+        // As the broker's own refresh does: the new token's expiry.
+        expires_hint: expires_at,
+        status: (current.status == CredentialStatus::ReconnectNeeded)
+            .then_some(CredentialStatus::Active),
+    };
+    replace_secret(store, device, current, new).await
 }
 
 /// The token request, authenticated as at connect: the catalog's client authentication when
