@@ -104,7 +104,7 @@ impl CommandError {
             })
             .map(|problems| problems.iter().map(Problem::from).collect())
             .unwrap_or_default();
-        Self { code, message: message(error), problems }
+        Self { code, message: latchkey_client::error_text(chain(error)), problems }
     }
 }
 
@@ -146,23 +146,6 @@ fn chain<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(error), |e| e.source())
-}
-
-/// The error's message: each cause's text once, outermost first (wrappers that repeat their
-/// source's text add nothing).
-fn message(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = String::new();
-    for cause in chain(error) {
-        let text = cause.to_string();
-        if message.contains(&text) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&text);
-    }
-    message
 }
 
 /// The error a transparent wrapper stands for. `#[error(transparent)]` forwards `source()` to

@@ -63,18 +63,7 @@ fn report(error: &anyhow::Error) -> ExitCode {
 /// The error and its causes on one line, each cause once: library errors often repeat their
 /// source in their own message, which `{:#}` would print twice.
 fn message(error: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if message.contains(&text) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&text);
-    }
-    message
+    latchkey_client::error_text(error.chain())
 }
 
 type Verdict = (u8, Option<&'static str>);

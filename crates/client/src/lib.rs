@@ -50,3 +50,23 @@ pub mod recovery;
 pub mod refresh;
 pub mod rotation;
 pub mod workspace;
+
+/// An error and its causes as one line for a person: each cause's text once, outermost first,
+/// joined with `: ` (a wrapper whose text already holds its source's adds nothing). The CLI and
+/// the desktop app report errors this way; no error of this crate carries a secret.
+pub fn error_text<'a>(
+    causes: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut text = String::new();
+    for cause in causes {
+        let this = cause.to_string();
+        if text.contains(&this) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&this);
+    }
+    text
+}
