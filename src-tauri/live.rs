@@ -94,12 +94,8 @@ impl Live {
         }
     }
 
-    fn profile(&self) -> &Profile {
-        &self.settings.profile
-    }
-
     /// The profile this backend serves.
-    pub fn profile_ref(&self) -> &Profile {
+    pub fn profile(&self) -> &Profile {
         &self.settings.profile
     }
 
@@ -159,6 +155,21 @@ impl Live {
         }
         *connecting = Some(cancel);
         Ok(cancelled)
+    }
+
+    /// Runs a sign-in `flow` until it ends or the person cancels it, then frees the sign-in
+    /// slot. Cancelling drops the flow, which closes its loopback listener.
+    async fn sign_in<T>(
+        &self,
+        flow: impl std::future::Future<Output = Result<T, connection::ConnectError>>,
+        cancelled: oneshot::Receiver<()>,
+    ) -> Outcome<T> {
+        let result = tokio::select! {
+            done = flow => done.map_err(CommandError::from),
+            _ = cancelled => Err(CommandError::new(codes::CONNECT_CANCELLED, "the sign-in was cancelled")),
+        };
+        self.connecting.lock().unwrap_or_else(|p| p.into_inner()).take();
+        result
     }
 
     /// Stops the embedded broker (at quit).
@@ -548,13 +559,7 @@ impl Backend for Live {
         let options = FlowOptions::default();
         let flow =
             connection::connect(self.profile(), &store, prepared, self.browser.as_ref(), &options);
-        // Cancelling drops the flow, which closes its loopback listener.
-        let result = tokio::select! {
-            connected = flow => connected.map_err(CommandError::from),
-            _ = cancelled => Err(CommandError::new(codes::CONNECT_CANCELLED, "the sign-in was cancelled")),
-        };
-        self.connecting.lock().unwrap_or_else(|p| p.into_inner()).take();
-        Ok(Integration::new(&result?, unix_now(), None))
+        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now(), None))
     }
 
     async fn reconnect(&self, id: String) -> Outcome<Integration> {
@@ -569,12 +574,7 @@ impl Backend for Live {
             self.browser.as_ref(),
             ReconnectOptions::default(),
         );
-        let result = tokio::select! {
-            done = flow => done.map_err(CommandError::from),
-            _ = cancelled => Err(CommandError::new(codes::CONNECT_CANCELLED, "the sign-in was cancelled")),
-        };
-        self.connecting.lock().unwrap_or_else(|p| p.into_inner()).take();
-        Ok(Integration::new(&result?, unix_now(), None))
+        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now(), None))
     }
 
     async fn cancel_connect(&self) {

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use latchkey_client::api::{ApprovalEvent, ApprovalStatus};
-use latchkey_client::approvals;
 use tauri::image::Image;
 use tauri::menu::{CheckMenuItem, IsMenuItem, Menu, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
@@ -182,7 +181,7 @@ pub fn spawn_refresher(app: AppHandle, live: Arc<Live>) {
             }
             let Ok(store) = live.key_store().await else { continue };
             let reports = match latchkey_client::refresh::refresh_all(
-                live.profile_ref(),
+                live.profile(),
                 &store,
                 latchkey_client::refresh::DEFAULT_BUFFER,
             )
@@ -254,18 +253,11 @@ async fn follow(
     tray: Option<&Tray>,
     notified: &mut HashSet<String>,
 ) -> Result<(), String> {
-    let store = live.key_store().await.map_err(|e| e.message)?;
-    let mut stream =
-        approvals::watch(live.profile_ref(), &store).await.map_err(|e| e.to_string())?;
-    let status = live.status().await;
-    let mut pending: BTreeMap<String, Approval> = live
-        .approvals(false)
-        .await
-        .map_err(|e| e.message)?
-        .into_iter()
-        .map(|a| (a.id.clone(), a))
-        .collect();
-    publish(app, tray, &pending, Some(status.paused), notified);
+    let client = live.client().await.map_err(|e| e.message)?;
+    let mut stream = client.approval_events().await.map_err(|e| e.to_string())?;
+    let paused = client.pause_state().await.map_err(|e| e.to_string())?.paused;
+    let mut pending = pending_now(live).await?;
+    publish(app, tray, &pending, Some(paused), notified);
     loop {
         let next = tokio::select! {
             next = stream.next() => next.map_err(|e| e.to_string())?,
@@ -285,18 +277,16 @@ async fn follow(
                     pending.remove(&id);
                 }
             }
-            Some(_) => {
-                pending = live
-                    .approvals(false)
-                    .await
-                    .map_err(|e| e.message)?
-                    .into_iter()
-                    .map(|a| (a.id.clone(), a))
-                    .collect();
-            }
+            Some(_) => pending = pending_now(live).await?,
         }
         publish(app, tray, &pending, None, notified);
     }
+}
+
+/// The pending requests, by id.
+async fn pending_now(live: &Live) -> Result<BTreeMap<String, Approval>, String> {
+    let listed = live.approvals(false).await.map_err(|e| e.message)?;
+    Ok(listed.into_iter().map(|a| (a.id.clone(), a)).collect())
 }
 
 /// Shows `pending` in the tray and the window, and notifies each request once.
