@@ -16,6 +16,9 @@
 //! `approval_required`. Admins therefore write one set of rules for "allowed with a capability",
 //! and the need for an approval follows from them. `docs/policy.md` explains the schema, the
 //! defaults and examples.
+//!
+//! Releasing a credential into a command's environment is its own action, outside `"call"`,
+//! decided in `inject.rs` ([`PolicyEngine::evaluate_inject`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -33,6 +36,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::policies::{NewPolicy, StoredPolicy};
 use crate::store::{Store, StoreError};
+
+mod inject;
+
+pub use inject::{INJECT_ACTION, InjectRequest, MAX_INJECT_LIFETIME_SECS};
 
 /// The Cedar schema every workspace's policies are validated against (Cedar schema syntax).
 pub const SCHEMA: &str = include_str!("schema.cedarschema");
