@@ -95,6 +95,8 @@ fn every_audit_kind_keeps_its_stable_code() {
             "approval_expired",
             "agents_paused",
             "agents_resumed",
+            "inject_released",
+            "inject_denied",
         ],
         "codes are stable: extend, never reassign"
     );

@@ -33,7 +33,7 @@ const DEFAULT_LIMIT: u32 = 100;
 const EXPORT_PAGE: u32 = 500;
 
 /// Columns of the CSV export, in order.
-const CSV_COLUMNS: [&str; 21] = [
+const CSV_COLUMNS: [&str; 23] = [
     "seq",
     "at_ms",
     "kind",
@@ -53,6 +53,8 @@ const CSV_COLUMNS: [&str; 21] = [
     "upstream_status",
     "latency_ms",
     "client_ip",
+    "lifetime_secs",
+    "command",
     "prev_hash",
     "hash",
 ];

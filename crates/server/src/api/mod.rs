@@ -4,6 +4,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod credentials;
+mod inject;
 mod members;
 mod openapi;
 mod pause;
@@ -35,6 +36,7 @@ fn documented() -> OpenApiRouter<SharedState> {
         .merge(approvals::routes())
         .merge(audit::routes())
         .merge(credentials::routes())
+        .merge(inject::routes())
         .merge(members::routes())
         .merge(openapi::routes())
         .merge(pause::routes())

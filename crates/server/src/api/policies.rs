@@ -27,8 +27,8 @@ use crate::audit::AuditKind;
 use crate::auth::Signed;
 use crate::error::{ApiError, ErrorCode};
 use crate::policy::{
-    DEFAULT_POLICIES, GrantKind, MAX_POLICIES, MAX_SOURCE_BYTES, METHODS, PolicyProblem,
-    PolicyRequest, SCHEMA,
+    DEFAULT_POLICIES, GrantKind, INJECT_ACTION, InjectRequest, MAX_INJECT_LIFETIME_SECS,
+    MAX_POLICIES, MAX_SOURCE_BYTES, METHODS, PolicyProblem, PolicyRequest, SCHEMA,
 };
 use crate::state::SharedState;
 use crate::store::policies::{NewPolicy, PutOutcome, StoredPolicy};
@@ -60,6 +60,9 @@ struct SchemaResponse {
     action_group: &'static str,
     /// The actions, one per HTTP method.
     actions: [&'static str; 7],
+    /// The action of releasing a credential into a command's environment; not in the action
+    /// group.
+    inject_action: &'static str,
 }
 
 /// The schema every policy is validated against. Public: it is the same on every broker.
@@ -77,6 +80,7 @@ async fn schema(State(state): State<SharedState>) -> Json<SchemaResponse> {
         json: state.policies.schema_json().clone(),
         action_group: "call",
         actions: METHODS,
+        inject_action: INJECT_ACTION,
     })
 }
 
@@ -234,7 +238,8 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The body of `POST /v1/policies/check`: a hypothetical call.
+/// The body of `POST /v1/policies/check`: a hypothetical call (`method`, `host`, `path` and
+/// `grant`), or a hypothetical inject (`inject`, without those four).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CheckRequest {
@@ -242,13 +247,43 @@ struct CheckRequest {
     agent: AgentId,
     #[schema(value_type = stand_in::CredentialId)]
     credential: CredentialId,
-    method: String,
-    host: String,
-    path: String,
-    grant: GrantKind,
+    /// For a call: one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS.
+    #[serde(default)]
+    method: Option<String>,
+    /// For a call: the upstream host.
+    #[serde(default)]
+    host: Option<String>,
+    /// For a call: the upstream path.
+    #[serde(default)]
+    path: Option<String>,
+    /// For a call: what would authorise it.
+    #[serde(default)]
+    grant: Option<GrantKind>,
+    /// For an inject (the `inject` action): its lifetime and command.
+    #[serde(default)]
+    inject: Option<InjectCheck>,
     /// Evaluate as if at this time (unix seconds), for time-of-day policies; default now.
     #[serde(default)]
     at: Option<u64>,
+}
+
+/// A hypothetical release of the credential into a command's environment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct InjectCheck {
+    /// 1 to 86400 seconds.
+    lifetime_secs: u64,
+    /// The command's program name.
+    command: String,
+}
+
+/// What `POST /v1/policies/check` evaluates.
+#[derive(Debug, Clone, Copy)]
+enum Checked<'a> {
+    /// A call: method, host, path, grant.
+    Call(&'a str, &'a str, &'a str, GrantKind),
+    /// An inject.
+    Inject(&'a InjectCheck),
 }
 
 /// What the policies decide.
@@ -263,7 +298,8 @@ struct CheckResponse {
 }
 
 /// Evaluates a hypothetical call of a real agent through a real credential of the caller's
-/// workspace exactly as the proxy would, without making it.
+/// workspace exactly as the proxy would, without making it; or a hypothetical inject exactly as
+/// `POST /v1/agents/{id}/inject` would decide it, without releasing or auditing anything.
 #[utoipa::path(
     post,
     path = "/v1/policies/check",
@@ -274,7 +310,7 @@ struct CheckResponse {
     responses(
         (status = 200, description = "The decision", body = CheckResponse),
         DeviceErrors,
-        (status = 400, description = "`bad_request` or `invalid_request` (method, host or path)", body = ApiError),
+        (status = 400, description = "`bad_request` or `invalid_request` (method, host or path; the inject's lifetime or command; both or neither of a call and an inject)", body = ApiError),
         (status = 404, description = "`not_found`: no such active agent or credential in the workspace", body = ApiError),
     ),
 )]
@@ -284,16 +320,42 @@ async fn check(
 ) -> Result<Json<CheckResponse>, ApiError> {
     let workspace = request.caller.workspace;
     let body = &request.body;
-    if !METHODS.contains(&body.method.as_str()) {
-        return Err(invalid(format!("method must be one of {}", METHODS.join(", "))));
-    }
-    if body.host.is_empty() || body.host.len() > MAX_HOST_BYTES {
-        return Err(invalid(format!("host must be 1 to {MAX_HOST_BYTES} bytes")));
-    }
-    if !body.path.starts_with('/') || body.path.len() > MAX_PATH_BYTES {
-        return Err(invalid(format!(
-            "path must start with / and be at most {MAX_PATH_BYTES} bytes"
-        )));
+    let checked = match (&body.inject, &body.method, &body.host, &body.path, body.grant) {
+        (Some(inject), None, None, None, None) => {
+            if inject.lifetime_secs == 0 || inject.lifetime_secs > MAX_INJECT_LIFETIME_SECS {
+                return Err(invalid(format!(
+                    "inject.lifetime_secs must be 1 to {MAX_INJECT_LIFETIME_SECS} (24 hours)"
+                )));
+            }
+            if !super::inject::command_ok(&inject.command) {
+                return Err(invalid(format!(
+                    "inject.command must be the program's name only: 1 to {} bytes, without `/` or control characters",
+                    super::inject::MAX_COMMAND_BYTES
+                )));
+            }
+            Checked::Inject(inject)
+        }
+        (None, Some(method), Some(host), Some(path), Some(grant)) => {
+            Checked::Call(method.as_str(), host.as_str(), path.as_str(), grant)
+        }
+        _ => {
+            return Err(invalid(
+                "check a call with method, host, path and grant, or an inject with inject alone",
+            ));
+        }
+    };
+    if let Checked::Call(method, host, path, _) = checked {
+        if !METHODS.contains(&method) {
+            return Err(invalid(format!("method must be one of {}", METHODS.join(", "))));
+        }
+        if host.is_empty() || host.len() > MAX_HOST_BYTES {
+            return Err(invalid(format!("host must be 1 to {MAX_HOST_BYTES} bytes")));
+        }
+        if !path.starts_with('/') || path.len() > MAX_PATH_BYTES {
+            return Err(invalid(format!(
+                "path must start with / and be at most {MAX_PATH_BYTES} bytes"
+            )));
+        }
     }
     let agent = state.store.policy_agent(workspace, body.agent).await?.ok_or_else(|| {
         ApiError::new(ErrorCode::NotFound, "no active agent with this id in your workspace")
@@ -303,23 +365,43 @@ async fn check(
             ApiError::new(ErrorCode::NotFound, "no credential with this id in your workspace")
         })?;
     let now = state.now();
-    let policy_request = PolicyRequest {
-        workspace,
-        agent: body.agent,
-        agent_name: &agent.name,
-        agent_owner: agent.owner,
-        credential: body.credential,
-        credential_name: &credential.name,
-        provider: &credential.provider,
-        credential_owner: credential.owner,
-        method: &body.method,
-        host: &body.host,
-        path: &body.path,
-        now,
-        grant: body.grant,
+    let at = body.at.unwrap_or(now);
+    let decision = match checked {
+        Checked::Call(method, host, path, grant) => {
+            let policy_request = PolicyRequest {
+                workspace,
+                agent: body.agent,
+                agent_name: &agent.name,
+                agent_owner: agent.owner,
+                credential: body.credential,
+                credential_name: &credential.name,
+                provider: &credential.provider,
+                credential_owner: credential.owner,
+                method,
+                host,
+                path,
+                now,
+                grant,
+            };
+            state.policies.evaluate_at(&state.store, &policy_request, at).await?
+        }
+        Checked::Inject(inject) => {
+            let inject_request = InjectRequest {
+                workspace,
+                agent: body.agent,
+                agent_name: &agent.name,
+                agent_owner: agent.owner,
+                credential: body.credential,
+                credential_name: &credential.name,
+                provider: &credential.provider,
+                credential_owner: credential.owner,
+                lifetime_secs: inject.lifetime_secs,
+                command: &inject.command,
+                now,
+            };
+            state.policies.evaluate_inject_at(&state.store, &inject_request, at).await?
+        }
     };
-    let decision =
-        state.policies.evaluate_at(&state.store, &policy_request, body.at.unwrap_or(now)).await?;
     let verdict = match (decision.allowed, decision.approval_required) {
         (true, _) => "allow",
         (false, true) => "approval_required",

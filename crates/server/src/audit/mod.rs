@@ -85,6 +85,10 @@ pub struct AuditEvent {
     pub latency_ms: Option<u64>,
     /// The calling client's IP address.
     pub client_ip: Option<String>,
+    /// For an inject: how long the command may keep the credential, in seconds.
+    pub lifetime_secs: Option<u64>,
+    /// For an inject: the command's program name (never its arguments).
+    pub command: Option<String>,
 }
 
 impl AuditEvent {
@@ -109,6 +113,8 @@ impl AuditEvent {
             upstream_status: None,
             latency_ms: None,
             client_ip: None,
+            lifetime_secs: None,
+            command: None,
         }
     }
 }
@@ -153,11 +159,17 @@ pub enum AuditKind {
     AgentsPaused,
     /// A member lifted the pause.
     AgentsResumed,
+    /// A credential was released into a command's environment on a member's device (`latchkey
+    /// run --inject`): committed before the device is told it may open it.
+    InjectReleased,
+    /// A request to release a credential into a command's environment was refused
+    /// (`reason_code` says why).
+    InjectDenied,
 }
 
 impl AuditKind {
     /// Every kind, in the order the codes were assigned.
-    pub const ALL: [AuditKind; 17] = [
+    pub const ALL: [AuditKind; 19] = [
         AuditKind::ProxyAttempt,
         AuditKind::ProxyOutcome,
         AuditKind::WorkspaceCreated,
@@ -175,6 +187,8 @@ impl AuditKind {
         AuditKind::ApprovalExpired,
         AuditKind::AgentsPaused,
         AuditKind::AgentsResumed,
+        AuditKind::InjectReleased,
+        AuditKind::InjectDenied,
     ];
 
     /// The stable code (the serde spelling).
@@ -197,6 +211,8 @@ impl AuditKind {
             AuditKind::ApprovalExpired => "approval_expired",
             AuditKind::AgentsPaused => "agents_paused",
             AuditKind::AgentsResumed => "agents_resumed",
+            AuditKind::InjectReleased => "inject_released",
+            AuditKind::InjectDenied => "inject_denied",
         }
     }
 

@@ -65,6 +65,8 @@ pub fn canonical_record(event: &AuditEvent, seq: u64) -> String {
     put("upstream_status", event.upstream_status.map(Value::from));
     put("latency_ms", event.latency_ms.map(Value::from));
     put("client_ip", event.client_ip.as_deref().map(text));
+    put("lifetime_secs", event.lifetime_secs.map(Value::from));
+    put("command", event.command.as_deref().map(text));
     canonical_json(&Value::Object(map))
 }
 

@@ -203,6 +203,8 @@ impl Call {
             upstream_status: None,
             latency_ms: None,
             client_ip: Some(self.client_ip.clone()),
+            lifetime_secs: None,
+            command: None,
         }
     }
 

@@ -198,6 +198,30 @@ impl Store {
         row.as_ref().map(agent_record).transpose()
     }
 
+    /// The agent `id` of `workspace` if its token hashes to `hash` (revoked or not): a device
+    /// proving it holds an agent's token without sending it. Another workspace's agent, or a hash
+    /// of another agent's token, is `None`.
+    pub async fn agent_with_token_hash(
+        &self,
+        workspace: WorkspaceId,
+        id: AgentId,
+        hash: &TokenHash,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            agent_columns!(),
+            " FROM agents WHERE workspace_id = $1 AND id = $2 AND token_hash = $3"
+        ))
+        .bind(workspace.to_string())
+        .bind(id.to_string())
+        .bind(&hash.as_bytes()[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(agent_record).transpose()
+    }
+
     /// The workspace's agents, or only `owner`'s, oldest first.
     pub async fn agents(
         &self,
