@@ -28,7 +28,7 @@ use latchkey_core::keys::{
     BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
     WrappedKey, WrappedKind,
 };
-use latchkey_core::token::AgentToken;
+use latchkey_core::token::{AgentToken, TokenHash};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -70,6 +70,12 @@ pub mod codes {
     pub const AGENTS_PAUSED: &str = "agents_paused";
     /// Only an admin or the member who paused may resume the agents.
     pub const RESUME_NOT_ALLOWED: &str = "resume_not_allowed";
+    /// The workspace's policies refused (a call, or an inject).
+    pub const POLICY_DENIED: &str = "policy_denied";
+    /// An agent token (or its hash) is unknown, or not that of the named agent.
+    pub const UNKNOWN_TOKEN: &str = "unknown_token";
+    /// The agent was revoked.
+    pub const TOKEN_REVOKED: &str = "token_revoked";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -863,6 +869,53 @@ pub struct PolicyQuery<'a> {
     pub at: Option<u64>,
 }
 
+/// A hypothetical inject to evaluate (`POST /v1/policies/check` with `inject`).
+#[derive(Debug, Clone)]
+pub struct InjectPolicyQuery<'a> {
+    /// The agent the command would run as.
+    pub agent: AgentId,
+    /// The credential it would receive.
+    pub credential: CredentialId,
+    /// How long, in seconds (1 to 86400).
+    pub lifetime_secs: u64,
+    /// The command's program name.
+    pub command: &'a str,
+    /// Evaluate as if at this time (unix seconds); `None`: now.
+    pub at: Option<u64>,
+}
+
+/// What `POST /v1/agents/{id}/inject` asks: never the token, only its hash.
+#[derive(Debug, Clone)]
+pub struct InjectQuery<'a> {
+    /// The agent token's hash: proves this device holds the token.
+    pub token_hash: TokenHash,
+    /// The credential to release.
+    pub credential: CredentialId,
+    /// How long the command may keep it, in seconds (1 to 86400).
+    pub lifetime_secs: u64,
+    /// The command's program name, without directory or arguments.
+    pub command: &'a str,
+}
+
+/// The broker's allow of an inject, committed to its audit log before it answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InjectAllowed {
+    /// The agent.
+    pub agent: AgentId,
+    /// The credential.
+    pub credential: CredentialId,
+    /// Its name.
+    pub credential_name: String,
+    /// The lifetime allowed, in seconds.
+    pub lifetime_secs: u64,
+    /// The end of the lifetime (unix seconds, the broker's clock).
+    pub expires_at: u64,
+    /// The permits that allowed it.
+    pub policies: Vec<String>,
+    /// The `seq` of the `inject_released` audit record.
+    pub audit_seq: u64,
+}
+
 /// The policies' decision on a hypothetical call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1549,6 +1602,49 @@ impl BrokerClient {
             map.insert("at".to_owned(), at.into());
         }
         self.send(Method::Post, "/v1/policies/check", Some(body)).await
+    }
+
+    /// `POST /v1/policies/check` with `inject`: what the policies would decide for an inject,
+    /// without releasing or auditing anything.
+    pub async fn check_inject_policy(
+        &self,
+        query: &InjectPolicyQuery<'_>,
+    ) -> Result<PolicyDecision, ClientError> {
+        let mut body = json!({
+            "agent": query.agent, "credential": query.credential,
+            "inject": {"lifetime_secs": query.lifetime_secs, "command": query.command},
+        });
+        if let (Some(at), Some(map)) = (query.at, body.as_object_mut()) {
+            map.insert("at".to_owned(), at.into());
+        }
+        self.send(Method::Post, "/v1/policies/check", Some(body)).await
+    }
+
+    /// `POST /v1/agents/{id}/inject`: asks whether this device may release the credential into
+    /// a command's environment. The broker audits its answer; an allow is committed before it
+    /// is answered. A refusal is [`ClientError::Api`] with the broker's code
+    /// ([`codes::POLICY_DENIED`], [`codes::AGENTS_PAUSED`], ...).
+    pub async fn request_inject(
+        &self,
+        agent: AgentId,
+        query: &InjectQuery<'_>,
+    ) -> Result<InjectAllowed, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            decision: String,
+            #[serde(flatten)]
+            allowed: InjectAllowed,
+        }
+        let path = format!("/v1/agents/{agent}/inject");
+        let body = json!({
+            "token_hash": query.token_hash.to_hex(), "credential": query.credential,
+            "lifetime_secs": query.lifetime_secs, "command": query.command,
+        });
+        let answer: Answer = self.send(Method::Post, &path, Some(body)).await?;
+        if answer.decision != "allow" {
+            return Err(unexpected(Method::Post, &path, 200, "a success that is not an allow"));
+        }
+        Ok(answer.allowed)
     }
 
     /// `POST /v1/agents`: a new agent owned by this member; its token is answered this once.

@@ -168,6 +168,9 @@ pub enum FieldError {
     /// A query parameter name that is not a plain token.
     #[error("{0:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'")]
     BadQueryName(String),
+    /// Not an environment variable name.
+    #[error("{0:?} must be 1 to 64 characters of A-Z, 0-9 and '_', not starting with a digit")]
+    BadEnvVar(String),
     /// Not exactly one of `[oauth]` and `[api_key]`.
     #[error("a provider has exactly one of the [oauth] and [api_key] tables")]
     KindTables,
@@ -263,6 +266,10 @@ pub struct Provider {
     pub docs_url: Option<Url>,
     /// Lowercase words search matches besides the id and name.
     pub keywords: Vec<String>,
+    /// The environment variable the provider's own SDKs and tools read the credential from
+    /// (`OPENAI_API_KEY`), where there is one everybody uses: `latchkey run --inject` sets it by
+    /// default.
+    pub env_var: Option<String>,
 }
 
 /// How a provider's credential is obtained, with the details of each way.
@@ -640,6 +647,7 @@ impl Provider {
             injection,
             docs_url: None,
             keywords: Vec::new(),
+            env_var: None,
         };
         provider.check(Origin::User).map_err(|(field, problem)| invalid(field, problem))?;
         Ok(provider)
@@ -769,6 +777,11 @@ impl Provider {
             {
                 return Err((format!("keywords[{i}]"), FieldError::BadKeyword(keyword.clone())));
             }
+        }
+        if let Some(name) = &self.env_var
+            && !is_env_var_name(name)
+        {
+            return Err(at("env_var")(FieldError::BadEnvVar(name.clone())));
         }
         check_injection(&self.injection)?;
         match &self.kind {
@@ -1028,6 +1041,15 @@ fn check_injection(injection: &Injection) -> Result<(), (String, FieldError)> {
     Ok(())
 }
 
+/// An environment variable name as tools spell them: 1 to 64 of `A-Z 0-9 _`, not starting with a
+/// digit.
+pub fn is_env_var_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
 // --- The file format -------------------------------------------------------------------------
 
 /// A provider file as written; [`ProviderFile::into_provider`] turns it into a [`Provider`].
@@ -1047,6 +1069,7 @@ struct ProviderFile {
     docs_url: Option<String>,
     #[serde(default)]
     keywords: Vec<String>,
+    env_var: Option<String>,
     oauth: Option<OAuthFile>,
     api_key: Option<ApiKeyFile>,
 }
@@ -1134,6 +1157,7 @@ impl ProviderFile {
             injection,
             docs_url: url(self.docs_url, "docs_url")?,
             keywords: self.keywords,
+            env_var: self.env_var,
         })
     }
 }

@@ -22,6 +22,8 @@
 //! - [`catalog`]: the provider catalog (endpoints, hosts, injection, scopes), compiled in.
 //! - [`connection`]: connect a provider's account with OAuth (tokens sealed on the device) and
 //!   disconnect it (tokens revoked at the provider, then the credential deleted).
+//! - [`inject`]: release a credential into a command's environment on this device, after the
+//!   broker allowed (policy) and audited it: `latchkey run --inject`.
 //! - [`local_proxy`]: a loopback proxy local agents call with their token; it adds the
 //!   capability this device issued and forwards to the broker.
 //! - [`oauth`]: OAuth 2.0 authorization code with PKCE for a native app: discovery, loopback
@@ -41,6 +43,7 @@ pub mod approvals;
 pub mod audit;
 pub mod catalog;
 pub mod connection;
+pub mod inject;
 pub mod keychain;
 pub mod local_proxy;
 pub mod oauth;

@@ -1,5 +1,5 @@
 //! The workspace's Cedar policies from a member's device: save one with Cedar's problems as
-//! typed values, and ask "would this call be allowed" by credential name.
+//! typed values, and ask "would this call (or this inject) be allowed" by credential name.
 //!
 //! Listing and deleting are single broker calls ([`BrokerClient::policies`],
 //! [`BrokerClient::delete_policy`]); the broker validates every policy against its schema, so
@@ -11,8 +11,8 @@ use latchkey_core::ids::AgentId;
 
 use crate::access::{AccessError, find_credential};
 use crate::api::{
-    BrokerClient, ClientError, GrantKind, NewPolicy, PolicyDecision, PolicyId, PolicyProblem,
-    PolicyQuery, SavedPolicy, codes,
+    BrokerClient, ClientError, GrantKind, InjectPolicyQuery, NewPolicy, PolicyDecision, PolicyId,
+    PolicyProblem, PolicyQuery, SavedPolicy, codes,
 };
 
 /// A policy operation failed. Messages say what to do; policy text is not secret (every member
@@ -105,6 +105,41 @@ pub async fn check_call(
             path: call.path,
             grant: call.grant,
             at: call.at,
+        })
+        .await?;
+    Ok(decision)
+}
+
+/// An inject to check, with the credential by name.
+#[derive(Debug, Clone)]
+pub struct InjectToCheck<'a> {
+    /// The agent the command would run as.
+    pub agent: AgentId,
+    /// The credential's name.
+    pub credential: &'a str,
+    /// How long the command would keep it, in seconds.
+    pub lifetime_secs: u64,
+    /// The command's program name.
+    pub command: &'a str,
+    /// Evaluate as if at this time (unix seconds); `None`: now.
+    pub at: Option<u64>,
+}
+
+/// What the workspace's policies would decide for releasing the credential into a command's
+/// environment (`latchkey run --inject`), exactly as the broker would, without releasing or
+/// auditing anything.
+pub async fn check_inject(
+    client: &BrokerClient,
+    inject: &InjectToCheck<'_>,
+) -> Result<PolicyDecision, PolicyError> {
+    let credential = find_credential(client, inject.credential).await?;
+    let decision = client
+        .check_inject_policy(&InjectPolicyQuery {
+            agent: inject.agent,
+            credential: credential.id,
+            lifetime_secs: inject.lifetime_secs,
+            command: inject.command,
+            at: inject.at,
         })
         .await?;
     Ok(decision)

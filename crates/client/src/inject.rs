@@ -1,0 +1,232 @@
+//! Inject mode: the credential itself, for one command's environment on this device
+//! (`latchkey run --agent A --inject CREDENTIAL -- cmd`).
+//!
+//! ```text
+//! release_for_inject   the credential by name (metadata)
+//!                      -> POST /v1/agents/{id}/inject with the agent token's hash: the broker
+//!                         checks agent, pause, credential, entitlement and the `inject` policy,
+//!                         and commits an `inject_released` audit record before it allows
+//!                      -> only then: the envelope (ciphertext), opened with the record key this
+//!                         device holds
+//!                      -> the API key, or only the access token of an OAuth credential
+//! ```
+//!
+//! No envelope or key crosses the wire for this: the broker decides and audits, the device
+//! releases. The value comes back as [`SecretBytes`] (zeroized on drop, redacted in `Debug`);
+//! the caller puts it in the command's environment and drops it once the command is spawned.
+//! A refresh token is never released: a command holding it could rotate the stored one away.
+//! The access token is not refreshed while the command runs.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use latchkey_core::ids::AgentId;
+use latchkey_core::payload::{CredentialKind, CredentialPayload};
+use latchkey_core::secret::SecretBytes;
+use latchkey_core::token::AgentToken;
+
+use crate::access::{AccessError, find_credential, record_key};
+use crate::api::{ClientError, CredentialInfo, InjectAllowed, InjectQuery};
+use crate::keychain::SharedKeyStore;
+use crate::profile::Profile;
+use crate::workspace::signed_in;
+
+/// Longest lifetime the broker allows an inject: 24 hours.
+pub const MAX_LIFETIME_SECS: u64 = 24 * 60 * 60;
+/// Longest command name the broker accepts, in bytes.
+pub const MAX_COMMAND_BYTES: usize = 128;
+
+/// An inject could not be released. No message holds a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InjectError {
+    /// The profile, key store or broker failed, or this device lacks the key.
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    /// The lifetime is out of range.
+    #[error("an inject lasts from 1 second to {MAX_LIFETIME_SECS} seconds (24 hours)")]
+    Lifetime,
+    /// The command name cannot be sent.
+    #[error(
+        "the command's program name must be 1 to {MAX_COMMAND_BYTES} bytes without `/` or control characters"
+    )]
+    Command,
+    /// The broker allowed something other than what was asked.
+    #[error(
+        "the broker's answer names another agent or credential than the one asked for: nothing was released"
+    )]
+    Mismatch,
+    /// The OAuth access token has expired, and an inject does not refresh it.
+    #[error(
+        "the access token of {name:?} expired at {expired_at} (unix seconds), and an inject does not refresh it: run `latchkey credential refresh {name}` and try again"
+    )]
+    Expired {
+        /// The credential's name.
+        name: String,
+        /// When it expired.
+        expired_at: u64,
+    },
+    /// The value holds a NUL byte, which no environment variable can carry.
+    #[error("the credential {0:?} holds a NUL byte, which an environment variable cannot carry")]
+    NotEnvironmentSafe(String),
+}
+
+impl From<ClientError> for InjectError {
+    fn from(error: ClientError) -> Self {
+        InjectError::Access(AccessError::Broker(error))
+    }
+}
+
+/// What to ask for.
+#[derive(Debug)]
+pub struct InjectTerms<'a> {
+    /// The agent the command runs as.
+    pub agent: AgentId,
+    /// Its token: only its hash is sent.
+    pub token: &'a AgentToken,
+    /// The credential's name.
+    pub credential: &'a str,
+    /// How long the command may keep it, in seconds (1 to [`MAX_LIFETIME_SECS`]).
+    pub lifetime_secs: u64,
+    /// The command's program name (no directory, no arguments).
+    pub command: &'a str,
+}
+
+/// What kind of value was released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InjectedKind {
+    /// An API key, as stored (for a provider whose key is encoded on the device, the encoded
+    /// form the broker would send).
+    ApiKey,
+    /// An OAuth access token, without its refresh token; not refreshed while the command runs.
+    OAuthAccessToken {
+        /// When it expires (unix seconds), if the provider said.
+        expires_at: Option<u64>,
+    },
+}
+
+/// A released credential: the value for the command's environment and what the broker allowed.
+#[derive(Debug)]
+pub struct InjectedCredential {
+    /// The credential as listed.
+    pub credential: CredentialInfo,
+    /// The broker's allow (its audit record's `seq` among it).
+    pub allowed: InjectAllowed,
+    /// API key or OAuth access token.
+    pub kind: InjectedKind,
+    /// The value itself: zeroized on drop, redacted in `Debug`. Never log or print it.
+    pub secret: SecretBytes,
+}
+
+/// Asks the broker to allow releasing the credential named `terms.credential` into a command's
+/// environment and, only if it allows (and has audited the release), opens the envelope on this
+/// device with the record key it holds. A refusal is [`InjectError::Access`] wrapping the
+/// broker's error (`policy_denied`, `agents_paused`, ...); nothing is opened then.
+pub async fn release_for_inject(
+    profile: &Profile,
+    store: &SharedKeyStore,
+    terms: &InjectTerms<'_>,
+) -> Result<InjectedCredential, InjectError> {
+    if terms.lifetime_secs == 0 || terms.lifetime_secs > MAX_LIFETIME_SECS {
+        return Err(InjectError::Lifetime);
+    }
+    if !command_ok(terms.command) {
+        return Err(InjectError::Command);
+    }
+    let (config, _, client) = signed_in(profile, store).await.map_err(AccessError::from)?;
+    let credential = find_credential(&client, terms.credential).await?;
+    let query = InjectQuery {
+        token_hash: terms.token.hash(),
+        credential: credential.id,
+        lifetime_secs: terms.lifetime_secs,
+        command: terms.command,
+    };
+    let allowed = client.request_inject(terms.agent, &query).await?;
+    if allowed.agent != terms.agent || allowed.credential != credential.id {
+        return Err(InjectError::Mismatch);
+    }
+    tracing::info!(
+        agent = %allowed.agent,
+        credential = %credential.id,
+        audit_seq = allowed.audit_seq,
+        "inject allowed; opening the credential on this device"
+    );
+    let (version, envelope) = client.credential_envelope(credential.id).await?;
+    let key = record_key(store, &config, credential.owner, version, credential.id).await?;
+    let plaintext = envelope.open(&key).map_err(AccessError::from)?;
+    drop(key);
+    let payload =
+        CredentialPayload::decode(plaintext.expose_secret()).map_err(AccessError::from)?;
+    drop(plaintext);
+    let CredentialPayload { kind, secret, .. } = payload;
+    let kind = match kind {
+        CredentialKind::ApiKey => InjectedKind::ApiKey,
+        CredentialKind::OAuth { expires_at, refresh } => {
+            // Never released: dropped (zeroized) here.
+            drop(refresh);
+            if let Some(expired_at) = expires_at.filter(|at| *at <= unix_now()) {
+                return Err(InjectError::Expired { name: credential.name, expired_at });
+            }
+            InjectedKind::OAuthAccessToken { expires_at }
+        }
+    };
+    if secret.expose_secret().contains(&0) {
+        return Err(InjectError::NotEnvironmentSafe(credential.name));
+    }
+    Ok(InjectedCredential { credential, allowed, kind, secret })
+}
+
+/// Whether the broker accepts `command` as a program name.
+pub fn command_ok(command: &str) -> bool {
+    !command.is_empty()
+        && command.len() <= MAX_COMMAND_BYTES
+        && !command.contains('/')
+        && !command.chars().any(char::is_control)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_names_are_program_names_only() {
+        assert!(command_ok("python3"), "a plain name");
+        assert!(!command_ok(""), "empty");
+        assert!(!command_ok("/usr/bin/python3"), "a path says more than the name");
+        assert!(!command_ok("a\nb"), "control characters");
+        assert!(!command_ok(&"x".repeat(MAX_COMMAND_BYTES + 1)), "too long");
+    }
+
+    #[test]
+    fn an_injected_credential_never_prints_its_value() {
+        let id = latchkey_core::ids::CredentialId::random();
+        let credential: CredentialInfo = serde_json::from_value(serde_json::json!({
+            "id": id, "name": "openai", "provider": "openai",
+            "upstream_base_url": "https://api.openai.com", "allowed_hosts": ["api.openai.com"],
+            "owner": {"kind": "shared"}, "key_version": 1, "status": "active", "scopes": [],
+            "expires_hint": null, "revision": 1, "created_at": 0, "updated_at": 0,
+        }))
+        .expect("credential metadata as the broker answers it");
+        let injected = InjectedCredential {
+            allowed: InjectAllowed {
+                agent: AgentId::random(),
+                credential: id,
+                credential_name: credential.name.clone(),
+                lifetime_secs: 60,
+                expires_at: 60,
+                policies: Vec::new(),
+                audit_seq: 1,
+            },
+            credential,
+            kind: InjectedKind::ApiKey,
+            secret: SecretBytes::copy_from(b"sk-DEBUGcanary0123"),
+        };
+        let text = format!("{injected:?}");
+        assert!(text.contains("openai"), "Debug shows the metadata: {text}");
+        assert!(!text.contains("DEBUGcanary"), "and never the value: {text}");
+    }
+}
