@@ -192,15 +192,37 @@ pub(crate) enum Command {
         #[arg(long, default_value = "127.0.0.1:8742")]
         listen: std::net::SocketAddr,
     },
-    /// Run a command as an agent, through a private local proxy.
+    /// Run a command as an agent, through a private local proxy or with injected credentials.
     ///
-    /// For the command's lifetime a local proxy serves the given credentials; the command's
-    /// environment points SDKs at it (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, GITHUB_API_URL and
-    /// LATCHKEY_{NAME}_URL) with the agent token (from LATCHKEY_AGENT_TOKEN) where they expect a
-    /// key. The grants are revoked afterwards; the exit status is passed through.
+    /// With --credential, for the command's lifetime a local proxy serves the given credentials;
+    /// the command's environment points SDKs at it (OPENAI_BASE_URL, ANTHROPIC_BASE_URL,
+    /// GITHUB_API_URL and LATCHKEY_{NAME}_URL) with the agent token (from LATCHKEY_AGENT_TOKEN)
+    /// where they expect a key. The grants are revoked afterwards. Every call still goes through
+    /// the broker: policy, pause, revocation and approvals apply to each one, and each is
+    /// audited.
+    ///
+    /// With --inject, the credential itself is set in the command's environment, after the
+    /// broker allowed it (a workspace policy must permit the `inject` action; the default
+    /// policies do not) and audited the release. It never appears in the command line, the
+    /// output or a log. For the command's lifetime this gives up what the broker enforces per
+    /// call:
+    ///
+    ///   - pausing the agents, revoking the agent or a grant, disabling or deleting the
+    ///     credential, and approvals cannot reach a key already in the environment;
+    ///   - any process of the same user can read it (/proc/PID/environ), and every process the
+    ///     command starts inherits it, including ones that outlive it;
+    ///   - the audit log holds one record for the release, not the calls made with it;
+    ///   - an OAuth access token is not refreshed while the command runs (its refresh token is
+    ///     never injected).
+    ///
+    /// The command is stopped when --ttl runs out (SIGTERM, then SIGKILL 10 seconds later).
+    /// Prefer --credential; use --inject for tools that cannot be pointed at a proxy.
+    ///
+    /// The exit status is passed through (128 + N if the command was killed by signal N).
+    #[command(verbatim_doc_comment)]
     Run {
         #[command(flatten)]
-        access: LocalAccess,
+        access: RunAccess,
         /// The command and its arguments.
         #[arg(required = true, last = true)]
         command: Vec<String>,
@@ -422,7 +444,8 @@ pub(crate) enum PolicyCommand {
         /// The policy's id.
         id: String,
     },
-    /// Would this call be allowed? Decided exactly as the proxy would, without making it.
+    /// Would this call (or, with --inject, this inject) be allowed? Decided exactly as the
+    /// broker would, without making the call or releasing anything.
     Check {
         /// The agent's id.
         #[arg(long)]
@@ -431,17 +454,27 @@ pub(crate) enum PolicyCommand {
         #[arg(long)]
         credential: String,
         /// The method.
-        #[arg(long)]
-        method: String,
+        #[arg(long, required_unless_present = "inject", conflicts_with = "inject")]
+        method: Option<String>,
         /// The upstream path.
-        #[arg(long)]
-        path: String,
+        #[arg(long, required_unless_present = "inject", conflicts_with = "inject")]
+        path: Option<String>,
         /// The upstream host (default: the credential's).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "inject")]
         host: Option<String>,
         /// What would authorise the call.
         #[arg(long, value_enum, default_value_t = GrantChoice::Standing)]
         grant: GrantChoice,
+        /// Check releasing the credential into a command's environment (`run --inject`)
+        /// instead of a call.
+        #[arg(long)]
+        inject: bool,
+        /// With --inject: how long the command would keep it.
+        #[arg(long, default_value = "1h", value_name = "DURATION", requires = "inject")]
+        ttl: String,
+        /// With --inject: the command's program name.
+        #[arg(long = "command", value_name = "NAME", requires = "inject")]
+        command_name: Option<String>,
     },
 }
 
@@ -665,6 +698,34 @@ pub(crate) struct LocalAccess {
     /// The longest the grants may last (they are revoked at exit anyway).
     #[arg(long = "for", default_value = "8h", value_name = "DURATION")]
     pub(crate) duration: String,
+}
+
+/// What `run` gives the command: credentials through a local proxy, injected ones, or both.
+#[derive(Debug, Args)]
+pub(crate) struct RunAccess {
+    /// The agent's id (its token comes from LATCHKEY_AGENT_TOKEN).
+    #[arg(long)]
+    pub(crate) agent: String,
+    /// A credential the command may call through the local proxy (repeat for several).
+    #[arg(long = "credential", value_name = "NAME", required_unless_present = "inject")]
+    pub(crate) credentials: Vec<String>,
+    /// An allowed method for proxied calls (repeat; default: all).
+    #[arg(long = "method", value_name = "METHOD")]
+    pub(crate) methods: Vec<String>,
+    /// An allowed path pattern for proxied calls (repeat; default: `/**`).
+    #[arg(long = "path", value_name = "PATTERN")]
+    pub(crate) paths: Vec<String>,
+    /// The longest the proxy's grants may last (they are revoked at exit anyway).
+    #[arg(long = "for", default_value = "8h", value_name = "DURATION")]
+    pub(crate) duration: String,
+    /// Put this credential itself in the command's environment, as ENV_VAR (default: the
+    /// variable its provider's tools read, e.g. OPENAI_API_KEY; required for providers without
+    /// one). Repeat for several. See above for what this gives up.
+    #[arg(long = "inject", value_name = "CREDENTIAL[=ENV_VAR]")]
+    pub(crate) inject: Vec<String>,
+    /// How long the command may keep injected credentials (at most 24h); it is stopped then.
+    #[arg(long, default_value = "1h", value_name = "DURATION", requires = "inject")]
+    pub(crate) ttl: String,
 }
 
 /// `latchkey audit ...`

@@ -334,37 +334,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Run { access, command } => {
-            let token = std::env::var("LATCHKEY_AGENT_TOKEN").context(
-                "set LATCHKEY_AGENT_TOKEN to the agent's token (it is passed to the command where its SDKs expect a key)",
-            )?;
-            let token = Zeroizing::new(token);
-            let store = key_store(&profile, choice, false)?;
-            let local = LocalSession::open(&profile, &store, &access).await?;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .context("cannot listen on loopback")?;
-            let (proxy, session) = local.serve(listener).await?;
-            let base = format!("http://{}", proxy.address());
-            let mut child = tokio::process::Command::new(&command[0]);
-            child.args(&command[1..]).env("LATCHKEY_PROXY_URL", &base);
-            for credential in &session.credentials {
-                for (variable, value) in
-                    sdk_environment(&base, &credential.0, &credential.1, &token)
-                {
-                    child.env(variable, value);
-                }
-            }
-            let status =
-                child.status().await.with_context(|| format!("cannot run {:?}", command[0]));
-            proxy.stop().await;
-            session.close().await?;
-            let status = status?;
-            // The child's own code, or 128 + signal like a shell.
-            let code = status.code().unwrap_or(1);
-            if code != 0 {
-                std::process::exit(code);
-            }
-            Ok(())
+            crate::run::run(&profile, choice, access, command).await
         }
         Command::Provider(ProviderCommand::List { query }) => {
             let found = Catalog::builtin().search(query.as_deref().unwrap_or_default());
@@ -632,17 +602,17 @@ fn progress_line(step: RotationProgress) {
 }
 
 /// Grants issued for one `proxy` or `run`, revoked when it ends.
-struct LocalSession {
+pub(crate) struct LocalSession {
     client: BrokerClient,
     broker: latchkey_client::api::BrokerUrl,
     grants: Vec<GrantId>,
     capabilities: std::collections::HashMap<String, latchkey_client::access::CapabilityText>,
     /// (credential name, provider) of each credential served.
-    credentials: Vec<(String, String)>,
+    pub(crate) credentials: Vec<(String, String)>,
 }
 
 impl LocalSession {
-    async fn open(
+    pub(crate) async fn open(
         profile: &Profile,
         store: &SharedKeyStore,
         access: &crate::cli::LocalAccess,
@@ -715,7 +685,7 @@ impl LocalSession {
         Ok(session)
     }
 
-    async fn serve(
+    pub(crate) async fn serve(
         mut self,
         listener: tokio::net::TcpListener,
     ) -> anyhow::Result<(latchkey_client::local_proxy::LocalProxy, Self)> {
@@ -734,7 +704,7 @@ impl LocalSession {
     }
 
     /// Revokes every grant made for this session.
-    async fn close(self) -> anyhow::Result<()> {
+    pub(crate) async fn close(self) -> anyhow::Result<()> {
         for grant in &self.grants {
             self.client.revoke_grant(*grant).await.with_context(|| {
                 format!(
@@ -748,7 +718,12 @@ impl LocalSession {
 
 /// Environment variables that point a provider's official SDK at the local proxy, with the
 /// agent token where the SDK expects its key.
-fn sdk_environment(base: &str, name: &str, provider: &str, token: &str) -> Vec<(String, String)> {
+pub(crate) fn sdk_environment(
+    base: &str,
+    name: &str,
+    provider: &str,
+    token: &str,
+) -> Vec<(String, String)> {
     let upper: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })

@@ -8,6 +8,7 @@ mod commands;
 mod connect;
 mod people;
 mod policy;
+mod run;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,7 @@ use latchkey_client::access::AccessError;
 use latchkey_client::api::{ClientError, codes};
 use latchkey_client::approvals::ApprovalError;
 use latchkey_client::connection::ConnectError;
+use latchkey_client::inject::InjectError;
 use latchkey_client::keychain::KeychainError;
 use latchkey_client::oauth::OAuthError;
 use latchkey_client::policies::PolicyError;
@@ -98,6 +100,11 @@ fn classify(error: &anyhow::Error) -> Verdict {
                 ConnectError::RevocationFailed { .. } => {
                     Some((1, Some("`latchkey disconnect <name> --force` deletes it anyway")))
                 }
+                _ => None,
+            }
+        } else if let Some(e) = cause.downcast_ref::<InjectError>() {
+            match e {
+                InjectError::Access(a) => access(a),
                 _ => None,
             }
         } else if let Some(e) = cause.downcast_ref::<RefreshError>() {

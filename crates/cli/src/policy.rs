@@ -2,15 +2,15 @@
 
 use std::io::Read as _;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use latchkey_client::api::{Decision, GrantKind, NewPolicy, PolicyId};
-use latchkey_client::policies::{CallToCheck, check_call, set_policy};
+use latchkey_client::policies::{CallToCheck, InjectToCheck, check_call, check_inject, set_policy};
 use latchkey_client::profile::Profile;
 use latchkey_core::ids::AgentId;
 use serde_json::json;
 
 use crate::cli::{GrantChoice, KeyStoreChoice, PolicyCommand};
-use crate::commands::{Output, client, parse_id, parse_method};
+use crate::commands::{Output, client, parse_duration, parse_id, parse_method};
 
 /// Largest policy file read (the broker takes at most 16 KiB of source).
 const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;
@@ -63,34 +63,65 @@ pub(crate) async fn policy(
             client(profile, choice).await?.delete_policy(&id).await?;
             out.value(&json!({"deleted": id}), &format!("Deleted policy {id}."))
         }
-        PolicyCommand::Check { agent, credential, method, path, host, grant } => {
+        PolicyCommand::Check {
+            agent,
+            credential,
+            method,
+            path,
+            host,
+            grant,
+            inject,
+            ttl,
+            command_name,
+        } => {
             let agent = parse_id::<AgentId>(&agent, "agent")?;
-            let method = parse_method(&method)?;
-            let grant = match grant {
-                GrantChoice::Standing => GrantKind::Standing,
-                GrantChoice::SingleUse => GrantKind::SingleUse,
-                GrantChoice::None => GrantKind::None,
-            };
             let client = client(profile, choice).await?;
-            let decision = check_call(
-                &client,
-                &CallToCheck {
-                    agent,
-                    credential: &credential,
-                    method,
-                    path: &path,
-                    host: host.as_deref(),
-                    grant,
-                    at: None,
-                },
-            )
-            .await?;
+            let (decision, subject) = if inject {
+                let command = command_name.as_deref().unwrap_or("unnamed");
+                let lifetime_secs = parse_duration(&ttl)?;
+                let decision = check_inject(
+                    &client,
+                    &InjectToCheck {
+                        agent,
+                        credential: &credential,
+                        lifetime_secs,
+                        command,
+                        at: None,
+                    },
+                )
+                .await?;
+                (decision, format!("inject {credential} into {command} for {ttl}"))
+            } else {
+                let (Some(method), Some(path)) = (method, path) else {
+                    bail!("check a call with --method and --path, or an inject with --inject");
+                };
+                let method = parse_method(&method)?;
+                let grant = match grant {
+                    GrantChoice::Standing => GrantKind::Standing,
+                    GrantChoice::SingleUse => GrantKind::SingleUse,
+                    GrantChoice::None => GrantKind::None,
+                };
+                let decision = check_call(
+                    &client,
+                    &CallToCheck {
+                        agent,
+                        credential: &credential,
+                        method,
+                        path: &path,
+                        host: host.as_deref(),
+                        grant,
+                        at: None,
+                    },
+                )
+                .await?;
+                (decision, format!("{} {path} via {credential}", method.as_str()))
+            };
             let verdict = match decision.decision {
                 Decision::Allow => "allowed",
                 Decision::Deny => "denied",
                 Decision::ApprovalRequired => "allowed once the agent's owner approves it",
             };
-            let mut text = format!("{} {path} via {credential}: {verdict}", method.as_str());
+            let mut text = format!("{subject}: {verdict}");
             if !decision.policies.is_empty() {
                 text.push_str(&format!(" (policies: {})", decision.policies.join(", ")));
             }

@@ -1803,3 +1803,234 @@ async fn connect_refuses_an_answer_from_another_authorization_server() {
     assert_eq!(ada.json(&["credential", "list"], None).await, serde_json::json!([]));
     let _ = stop.send(());
 }
+
+/// Log output captured in memory, for the canary scan of the broker's logs.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// The child of `run --inject` in these tests: writes the SHA-256 of each named variable (or
+/// `unset`) and whether the key file's passphrase reached it, one per line, to the file named
+/// first, then exits with the code given second. It never prints a value, and the test never
+/// puts one in a command line.
+const INJECT_CHILD: &str = "import hashlib, os, sys\n\
+    out, code, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]\n\
+    lines = [hashlib.sha256(os.environ[n].encode()).hexdigest() if n in os.environ else 'unset' for n in names]\n\
+    lines.append('passphrase ' + ('present' if 'LATCHKEY_KEYSTORE_PASSPHRASE' in os.environ else 'absent'))\n\
+    open(out, 'w').write('\\n'.join(lines))\n\
+    sys.exit(code)\n";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_injects_a_permitted_credential_into_the_command_only_and_passes_its_exit_status() {
+    const MODELS_KEY: &str = "sk-INJECTmodels-canary-1b7f02e9";
+    const OPENAI_KEY: &str = "sk-INJECTopenai-canary-8c4d51aa";
+    let logs = LogCapture::default();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .try_init()
+        .expect("the only log subscriber of this test's process");
+    let (broker, broker_dir, stop) = start_broker().await;
+    let ada = Latchkey::new();
+    let work = tempfile::tempdir().unwrap();
+    let out_file = work.path().join("child.txt");
+    let out_path = out_file.display().to_string();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    ada.json(
+        &[
+            "credential",
+            "add",
+            "--name",
+            "models",
+            "--provider",
+            "custom-api-key",
+            "--base-url",
+            "https://models.example",
+            "--allow-host",
+            "models.example",
+            "--key-stdin",
+        ],
+        Some(MODELS_KEY),
+    )
+    .await;
+    ada.json(
+        &["credential", "add", "--name", "oa", "--provider", "openai", "--key-stdin"],
+        Some(OPENAI_KEY),
+    )
+    .await;
+    let agent = ada.json(&["agent", "create", "runner"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let token = agent["token"].as_str().unwrap().to_owned();
+    let mut transcript = String::new();
+    let run = |args: Vec<String>| {
+        let mut command = ada.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        command.env("LATCHKEY_AGENT_TOKEN", &token);
+        async move {
+            let output =
+                tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+            (
+                output.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    let child = |injects: &[&str], exit: &str, names: &[&str]| -> Vec<String> {
+        let mut args = vec!["run".to_owned(), "--agent".to_owned(), agent_id.clone()];
+        for inject in injects {
+            args.extend(["--inject".to_owned(), (*inject).to_owned()]);
+        }
+        args.extend(["--", "python3", "-c", INJECT_CHILD, &out_path, exit].map(str::to_owned));
+        args.extend(names.iter().map(|n| (*n).to_owned()));
+        args
+    };
+
+    // Denied by default: a clear refusal, and the command never runs.
+    let (code, out, err) = run(child(&["models=MODELS_KEY"], "0", &["MODELS_KEY"])).await;
+    transcript.push_str(&(out.clone() + &err));
+    assert_eq!(code, 4, "a refusal by the broker exits 4: {err}");
+    assert!(err.contains("policy_denied") && err.contains("inject"), "says why: {err}");
+    assert!(!out_file.exists(), "the command never ran");
+    let (code, out, _) = ada
+        .run(&["policy", "check", "--agent", &agent_id, "--credential", "models", "--inject"], None)
+        .await;
+    assert_eq!((code, out.contains("denied")), (0, true), "the tester agrees: {out}");
+
+    // A provider without a usual variable needs one named; nothing is asked before that.
+    let (code, _, err) = run(child(&["models"], "0", &[])).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--inject models=ENV_VAR"), "says how to name one: {err}");
+    assert!(!out_file.exists(), "the command never ran");
+
+    let policy = work.path().join("inject.cedar");
+    std::fs::write(
+        &policy,
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.lifetime <= 3600 && context.command == \"python3\" };\n",
+    )
+    .unwrap();
+    ada.json(&["policy", "set", "python-injects", "--file", &policy.display().to_string()], None)
+        .await;
+
+    // Allowed: each value reaches the command's environment, under its name or the provider's.
+    let (code, out, err) =
+        run(child(&["models=MODELS_KEY", "oa"], "7", &["MODELS_KEY", "OPENAI_API_KEY"])).await;
+    transcript.push_str(&(out.clone() + &err));
+    assert_eq!(code, 7, "the command's exit status is passed through: {err}");
+    let seen = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(
+        seen.lines().collect::<Vec<_>>(),
+        [sha256_hex(MODELS_KEY).as_str(), &sha256_hex(OPENAI_KEY), "passphrase absent"],
+        "the command saw both values (by their hashes), and never the key file's passphrase"
+    );
+    assert!(err.contains("MODELS_KEY") && err.contains("OPENAI_API_KEY"), "named: {err}");
+    assert!(err.contains("cannot take it back"), "and what that gives up: {err}");
+    std::fs::remove_file(&out_file).unwrap();
+
+    // Killed by a signal: 128 + N, as a shell says.
+    let mut killed = vec!["run", "--agent", &agent_id, "--inject", "models=MODELS_KEY", "--"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    killed.extend(
+        ["python3", "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]
+            .map(str::to_owned),
+    );
+    let (code, out, err) = run(killed).await;
+    transcript.push_str(&(out.clone() + &err));
+    assert_eq!(code, 143, "SIGTERM is 128 + 15: {err}");
+
+    // The lifetime runs out: the command is stopped.
+    let mut long =
+        vec!["run", "--agent", &agent_id, "--inject", "models=MODELS_KEY", "--ttl", "2s", "--"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+    long.extend(["python3", "-c", "import time; time.sleep(60)"].map(str::to_owned));
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(long).await;
+    transcript.push_str(&(out.clone() + &err));
+    assert_eq!(code, 143, "stopped with SIGTERM when the lifetime ran out: {err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "not left to run");
+    assert!(err.contains("ran out"), "says so: {err}");
+
+    // A paused workspace releases nothing.
+    ada.json(&["agent", "pause"], None).await;
+    let (code, out, err) = run(child(&["models=MODELS_KEY"], "0", &["MODELS_KEY"])).await;
+    transcript.push_str(&(out.clone() + &err));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("agents_paused"), "{err}");
+    assert!(!out_file.exists(), "the command never ran");
+    ada.json(&["agent", "resume"], None).await;
+
+    // One audit record per release, none per call; every refusal too.
+    let released = ada.json(&["audit", "list", "--kind", "inject_released"], None).await;
+    let released = released.as_array().unwrap();
+    assert_eq!(released.len(), 4, "models and oa, then models twice: {released:?}");
+    assert!(
+        released.iter().all(|r| r["record"]["command"] == "python3"
+            && r["record"]["agent"] == serde_json::json!(agent_id)),
+        "each names the command and the agent: {released:?}"
+    );
+    let denied = ada.json(&["audit", "list", "--kind", "inject_denied"], None).await;
+    assert_eq!(denied.as_array().unwrap().len(), 2, "the policy and the pause: {denied}");
+
+    // The canary scan: no value in this process's output, the broker's logs or its database.
+    let _ = stop.send(());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let log_text = logs.text();
+    assert!(
+        log_text.contains("credential released for an inject"),
+        "the capture holds the broker's logs (positive control)"
+    );
+    for (what, text) in
+        [("the CLI's output", transcript.as_str()), ("the broker's logs", &log_text)]
+    {
+        for canary in [MODELS_KEY, OPENAI_KEY] {
+            assert!(!text.contains(canary), "{what} must never hold an injected value");
+        }
+    }
+    for entry in std::fs::read_dir(broker_dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        for canary in [MODELS_KEY, OPENAI_KEY] {
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "{} must never hold an injected value",
+                path.display()
+            );
+        }
+    }
+}
