@@ -988,7 +988,10 @@ impl World {
         method: &str,
         path: &str,
     ) -> tokio::task::JoinHandle<(u16, HeaderMap, String)> {
-        let request = self.call(method, path, None).header("content-length", "0");
+        let request = self
+            .call(method, path, None)
+            .header("content-length", "0")
+            .header("prefer", "return=minimal, wait=60");
         tokio::spawn(send(request))
     }
 }
@@ -1021,6 +1024,11 @@ async fn a_held_call_goes_on_once_a_device_approves_it_and_only_once() {
     assert_eq!(status, 200, "the held call went on after the approval: {body}");
     assert!(headers.get("latchkey-capability").is_none(), "approve-once hands nothing back");
     assert_eq!(w.upstream.count(), 1, "forwarded exactly once");
+    assert_eq!(
+        w.upstream.last().headers.get("prefer").and_then(|v| v.to_str().ok()),
+        Some("return=minimal"),
+        "the agent's wait preference was for the broker's hold; its other preferences reach the upstream"
+    );
 
     let resolved = stream.next().await;
     assert_eq!(

@@ -115,8 +115,8 @@ pub(crate) fn check_allowed_host(credential: &CredentialRecord, url: &Url) -> Re
     if allowed { Ok(()) } else { Err(not_allowed()) }
 }
 
-/// The headers sent upstream: the agent's, minus hop-by-hop headers, the agent token and the
-/// capability, plus the injected credential.
+/// The headers sent upstream: the agent's, minus hop-by-hop headers, the agent token, the
+/// capability and the broker's own `wait` preference, plus the injected credential.
 pub(crate) fn upstream_headers(
     incoming: &HeaderMap,
     injection: &Injection,
@@ -126,6 +126,12 @@ pub(crate) fn upstream_headers(
     for (name, value) in incoming {
         let name_str = name.as_str();
         if DROPPED_REQUEST_HEADERS.contains(&name_str) || TOKEN_HEADERS.contains(&name_str) {
+            continue;
+        }
+        if name == HeaderName::from_static("prefer") {
+            if let Some(value) = without_wait_preference(value) {
+                headers.append(name.clone(), value);
+            }
             continue;
         }
         headers.append(name.clone(), value.clone());
@@ -146,6 +152,29 @@ pub(crate) fn upstream_headers(
         headers.insert(name, value);
     }
     Ok(headers)
+}
+
+/// A `Prefer` header value (RFC 7240) without its `wait` preferences, which ask the broker how
+/// long to hold a call for approval and are not the upstream's to act on; `None` when nothing
+/// else is left. Other preferences (`return=minimal`, `respond-async`, ...) pass unchanged, and
+/// a value that is not text passes as it came.
+fn without_wait_preference(value: &HeaderValue) -> Option<HeaderValue> {
+    let Ok(text) = value.to_str() else { return Some(value.clone()) };
+    let is_wait = |preference: &str| {
+        let token = preference.split(';').next().unwrap_or_default();
+        let name = token.split('=').next().unwrap_or_default();
+        name.trim().eq_ignore_ascii_case("wait")
+    };
+    if !text.split(',').any(is_wait) {
+        return Some(value.clone());
+    }
+    let kept: Vec<&str> =
+        text.split(',').filter(|p| !is_wait(p)).map(str::trim).filter(|p| !p.is_empty()).collect();
+    if kept.is_empty() {
+        return None;
+    }
+    // Every part came from a valid header value and the separator is plain ASCII.
+    HeaderValue::from_str(&kept.join(", ")).ok()
 }
 
 /// Adds a query-parameter credential to the URL.
@@ -323,6 +352,41 @@ mod tests {
             ..crate::store::credentials::CredentialRecord::example()
         };
         check_allowed_host(&credential, &Url::parse(url).unwrap()).is_ok()
+    }
+
+    #[test]
+    fn the_wait_preference_is_the_brokers_and_others_pass_upstream() {
+        let sent = |prefer: &[&str]| {
+            let mut incoming = HeaderMap::new();
+            for value in prefer {
+                incoming.append("prefer", HeaderValue::from_str(value).unwrap());
+            }
+            let secret = SecretBytes::new(b"canary-secret".to_vec());
+            let injection =
+                Injection::Header { name: "x-api-key".to_owned(), prefix: String::new() };
+            let headers = upstream_headers(&incoming, &injection, &secret).unwrap();
+            headers
+                .get_all("prefer")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert!(sent(&["wait=30"]).is_empty(), "a lone wait preference is not forwarded at all");
+        assert_eq!(
+            sent(&["return=minimal, wait=5", "respond-async"]),
+            ["return=minimal", "respond-async"],
+            "other preferences reach the upstream unchanged, in order"
+        );
+        assert_eq!(
+            sent(&["respond-async; foo=bar, WAIT=10; x=y, handling=strict"]),
+            ["respond-async; foo=bar, handling=strict"],
+            "wait is matched case-insensitively and removed with its parameters"
+        );
+        assert_eq!(
+            sent(&["waiting=1"]),
+            ["waiting=1"],
+            "only the preference named wait is the broker's"
+        );
     }
 
     #[test]
