@@ -97,6 +97,7 @@ field() { python3 -c "import json,sys; print(json.load(open('$work/fixture.json'
 broker_url="$(field base_url)/bench"
 token="$(field agent_token)"
 capability="$(field capability)"
+metrics_url="$(field metrics_url)"
 
 paths=(direct nginx broker-sqlite)
 if ((with_pg)); then
@@ -144,8 +145,10 @@ declare -A p50 rps
 for conns in 1 16; do
   read -r p50["direct-$conns"] rps["direct-$conns"] < <(run direct "$conns" "http://127.0.0.1:$upstream_port/bench")
   read -r p50["nginx-$conns"] rps["nginx-$conns"] < <(run nginx "$conns" "http://127.0.0.1:$nginx_port/bench")
+  [[ "$conns" == 1 ]] && curl -fsS "$metrics_url" >"$work/metrics.before"
   read -r p50["broker-sqlite-$conns"] rps["broker-sqlite-$conns"] < <(run broker-sqlite "$conns" "$broker_url" \
     -H "authorization: Bearer $token" -H "latchkey-capability: $capability")
+  [[ "$conns" == 1 ]] && curl -fsS "$metrics_url" >"$work/metrics.after"
   if ((with_pg)); then
     read -r p50["broker-pg-1-$conns"] rps["broker-pg-1-$conns"] < <(run broker-pg-1 "$conns" "$pg1_url" \
       -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability")
@@ -157,6 +160,35 @@ for conns in 1 16; do
   done
 done
 ((with_pg)) || echo "broker-pg-1 and broker-pg-2 skipped: PostgreSQL is not installed (see above)"
+
+# Where the SQLite broker's time went in the 1-connection run, from its own metrics (means over
+# the run): the checks up to the decision, the wait for the attempt's audit record (the call is
+# not made before it commits), and the upstream call; the audit transactions' own mean.
+python3 - "$work/metrics.before" "$work/metrics.after" <<'PY'
+import sys
+def read(path):
+    values = {}
+    for line in open(path):
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        values[name] = float(value)
+    return values
+before, after = read(sys.argv[1]), read(sys.argv[2])
+delta = lambda name: after.get(name, 0.0) - before.get(name, 0.0)
+def mean_us(sum_name, count_name):
+    count = delta(count_name)
+    return delta(sum_name) / count * 1e6 if count else float("nan")
+parts = [
+    ("checks", mean_us("latchkey_proxy_checks_seconds_sum", "latchkey_proxy_checks_seconds_count")),
+    ("audit wait", mean_us("latchkey_proxy_audit_wait_seconds_sum", "latchkey_proxy_audit_wait_seconds_count")),
+    ("upstream", mean_us("latchkey_proxy_upstream_seconds_sum", "latchkey_proxy_upstream_seconds_count")),
+]
+commit = mean_us("latchkey_audit_commit_seconds_total", "latchkey_audit_transactions_total")
+print("\nbroker-sqlite at 1 connection, mean per call: "
+      + ", ".join(f"{name} {value:.1f} us" for name, value in parts)
+      + f"; one audit transaction {commit:.1f} us")
+PY
 
 echo
 ratio_args=()

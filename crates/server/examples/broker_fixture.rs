@@ -124,7 +124,13 @@ async fn main() -> anyhow::Result<()> {
 
     let data_dir = tempfile::Builder::new().prefix("latchkey-fixture-").tempdir()?;
     let store = Store::open_sqlite(&data_dir.path().join("db.sqlite3")).await?;
-    let broker = latchkey_server::Broker::new(store.clone(), BrokerSecretKey::generate()?);
+    let metrics = latchkey_server::Metrics::new();
+    let broker = latchkey_server::Broker::new(store.clone(), BrokerSecretKey::generate()?)
+        .with_metrics(metrics.clone());
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metrics_url = format!("http://{}/metrics", metrics_listener.local_addr()?);
+    // Ends with the process: the fixture is stopped as a whole.
+    tokio::spawn(latchkey_server::serve_metrics(metrics_listener, metrics, std::future::pending()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let origin = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -153,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
         "agent_token": token.as_str(),
         "capability": capability.as_str(),
         "data_dir": data_dir.path(),
+        "metrics_url": metrics_url,
     });
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{ready}")?;

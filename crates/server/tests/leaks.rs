@@ -210,6 +210,11 @@ async fn no_secret_reaches_a_log_line_a_response_the_database_or_the_key_file() 
         "the four forwarded calls are counted: {scrape}"
     );
     assert!(scrape.contains("latchkey_proxy_upstream_seconds_count 4"), "{scrape}");
+    assert!(
+        scrape.contains("latchkey_proxy_checks_seconds_count 4")
+            && scrape.contains("latchkey_proxy_audit_wait_seconds_count 4"),
+        "the broker's own share of each forwarded call is measured: {scrape}"
+    );
     story.responses.push(Recorded { what: "GET /metrics".into(), bytes: scrape.into_bytes() });
 
     // --- The scan. ----------------------------------------------------------------------------

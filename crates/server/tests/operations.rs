@@ -128,6 +128,18 @@ async fn device_and_proxy_requests_are_counted_by_code_without_ids_in_any_label(
         "the agent's creation was audited: {text}"
     );
     assert_eq!(count("latchkey_audit_failures_total"), 0.0, "{text}");
+    assert!(
+        count("latchkey_audit_commit_seconds_total") > 0.0,
+        "the audit transactions' time is measured: {text}"
+    );
+    assert_eq!(
+        (
+            count("latchkey_proxy_checks_seconds_count"),
+            count("latchkey_proxy_audit_wait_seconds_count")
+        ),
+        (0.0, 0.0),
+        "refused calls reach neither the decision's end nor the audit wait: {text}"
+    );
 
     // No label carries an id, a token, a name or a path.
     for needle in [

@@ -308,6 +308,9 @@ pub struct AuditStats {
     pub failed_transactions: u64,
     /// Records committed.
     pub records: u64,
+    /// Time spent in transactions (committed or failed), from the first statement to the
+    /// commit's answer.
+    pub commit_time: Duration,
 }
 
 /// Handle to the background writer; cheap to clone. See the module docs.
@@ -386,6 +389,7 @@ impl AuditLog {
             transactions: self.counters.transactions.load(Ordering::Relaxed),
             failed_transactions: self.counters.failed_transactions.load(Ordering::Relaxed),
             records: self.counters.records.load(Ordering::Relaxed),
+            commit_time: Duration::from_micros(self.counters.commit_micros.load(Ordering::Relaxed)),
         }
     }
 }
@@ -407,6 +411,7 @@ struct Counters {
     transactions: AtomicU64,
     failed_transactions: AtomicU64,
     records: AtomicU64,
+    commit_micros: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -514,7 +519,11 @@ impl Writer {
         let (awaited, replies): (Vec<AuditEvent>, Vec<Reply>) = batch.into_iter().unzip();
         let mut events = deferred;
         events.extend(awaited);
-        match self.append(&events).await {
+        let started = tokio::time::Instant::now();
+        let appended = self.append(&events).await;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        match appended {
             Ok(appended) => {
                 self.counters.transactions.fetch_add(1, Ordering::Relaxed);
                 self.counters.records.fetch_add(events.len() as u64, Ordering::Relaxed);

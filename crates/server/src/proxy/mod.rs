@@ -410,7 +410,13 @@ async fn authorize_and_forward(
         return Err(policy_denied(&decision.policy_ids));
     }
 
+    // A held call's time is mostly the member's: only calls decided at once are measured.
+    if call.approval.is_none() {
+        state.metrics.checks_time(started.elapsed());
+    }
+
     // 6. Audit before anything is decrypted or sent.
+    let audit_started = Instant::now();
     let attempt = state
         .audit
         .append(call.event(agent.workspace, AuditKind::ProxyAttempt, Decision::Allowed, now_ms()))
@@ -422,6 +428,7 @@ async fn authorize_and_forward(
                 "the audit log is unavailable, so the call was not made; retry shortly",
             )
         })?;
+    state.metrics.audit_wait(audit_started.elapsed());
 
     // Open the capability (or take the key it was opened to before), decrypt, forward, redact.
     let opened = match checked {
