@@ -194,6 +194,9 @@ pub(crate) async fn refresh_command(
             RefreshAction::RefreshedElsewhere => {
                 format!("{name} was refreshed meanwhile by someone else; its token {until}.")
             }
+            RefreshAction::InProgress => format!(
+                "{name} is being refreshed right now by someone else (the broker, another device or another Latchkey on this one); its token {until}. Nothing was done here."
+            ),
             _ => format!("{name} is fresh; its token {until}."),
         };
         return out.value(&serde_json::to_value(&outcome)?, &text);
@@ -213,6 +216,11 @@ pub(crate) async fn refresh_command(
             RefreshReport::Fresh { credential, expires_at } => {
                 format!("{:<24} fresh; the token {}", credential.name, expiry_text(*expires_at))
             }
+            RefreshReport::InProgress { credential, expires_at } => format!(
+                "{:<24} being refreshed elsewhere right now; the token {}",
+                credential.name,
+                expiry_text(*expires_at)
+            ),
             RefreshReport::ReconnectNeeded { credential } => {
                 attention += 1;
                 format!(

@@ -2034,3 +2034,69 @@ async fn run_injects_a_permitted_credential_into_the_command_only_and_passes_its
         }
     }
 }
+
+/// The desktop app and `latchkey credential refresh` on one machine are two processes of one
+/// device: without the broker's refresh lease both could present the same refresh token, and
+/// the strict provider would revoke the grant for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_refreshing_one_connection_at_once_leave_the_grant_alive() {
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let server = servers::strict().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let (code, out, err) = connect_as(
+        &ada,
+        &[
+            "--json",
+            "connect",
+            "custom-oauth2",
+            "--name",
+            "idp",
+            "--issuer",
+            &server.issuer,
+            "--base-url",
+            "http://127.0.0.1:9/api",
+            "--client-id",
+            &server.client_id,
+            "--scope",
+            "openid",
+            "--scope",
+            "offline_access",
+            "--no-browser",
+            "--timeout",
+            "60",
+        ],
+        browser::Person::SignsIn,
+    )
+    .await;
+    assert_eq!(code, 0, "connect failed: {err}");
+    let connected: Value = serde_json::from_str(&out).unwrap();
+    let id = connected["id"].as_str().unwrap().to_owned();
+    let (_, before) = stored_tokens(&ada, &id).await;
+
+    let args = ["--json", "credential", "refresh", "idp", "--force"];
+    let (first, second) = tokio::join!(ada.run(&args, None), ada.run(&args, None));
+    let mut actions = Vec::new();
+    for (code, out, err) in [first, second] {
+        assert_eq!(code, 0, "neither process fails (a revoked grant would): {err}");
+        let outcome: Value = serde_json::from_str(&out).unwrap();
+        actions.push(outcome["action"].as_str().unwrap().to_owned());
+    }
+    actions.sort();
+    assert!(
+        actions == ["refreshed", "refreshed_elsewhere"] || actions == ["refreshed", "refreshed"],
+        "one refreshed while the other waited and kept its result (or they ran one after the \
+         other): {actions:?}"
+    );
+    let (_, after) = stored_tokens(&ada, &id).await;
+    assert_ne!(after, before, "the refresh token was rotated");
+    let shown = ada.json(&["credential", "show", "idp"], None).await;
+    assert_eq!(shown["status"], "active", "the grant was not revoked: {shown}");
+    let again = ada.json(&args[1..], None).await;
+    assert_eq!(again["action"], "refreshed", "the stored refresh token is the live one: {again}");
+    let _ = stop.send(());
+}

@@ -26,7 +26,7 @@ use latchkey_core::capability::{
     PathPattern, Reuse,
 };
 use latchkey_core::envelope::{Envelope, EnvelopeError};
-use latchkey_core::ids::{AgentId, CredentialId, GrantId, KeyVersion, Owner};
+use latchkey_core::ids::{AgentId, CredentialId, GrantId, KeyVersion, LeaseId, Owner};
 use latchkey_core::keys::{DeviceKeys, KeyError, RecordKey};
 use latchkey_core::payload::{
     CredentialKind, CredentialPayload, Injection, OAuthRefresh, PayloadError,
@@ -211,6 +211,8 @@ pub(crate) struct SecretReplacement<'a> {
     pub(crate) expires_hint: Option<u64>,
     /// A new status, or `None` to keep the current one.
     pub(crate) status: Option<CredentialStatus>,
+    /// The refresh lease held for this write, given back with it.
+    pub(crate) lease: Option<LeaseId>,
 }
 
 /// Seals `new.payload` under the record key of `current` at `new.key_version` and replaces the
@@ -238,6 +240,7 @@ pub(crate) async fn replace_secret(
                 key_version: new.key_version,
                 envelope: &envelope,
                 status: new.status,
+                lease: new.lease,
             },
         )
         .await?)
@@ -260,6 +263,7 @@ pub(crate) async fn reseal_in_place(
         scopes,
         expires_hint,
         status: Some(CredentialStatus::Active),
+        lease: None,
     };
     let updated = replace_secret(store, device, current, new).await?;
     tracing::info!(credential = %updated.id, revision = updated.revision, "credential reconnected");
@@ -362,6 +366,7 @@ pub async fn update_credential(
                 key_version: version,
                 envelope: &envelope,
                 status: None,
+                lease: None,
             },
         )
         .await?;

@@ -22,7 +22,8 @@ use latchkey_core::envelope::Envelope;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::httpsig::{self, HttpSigError, SignedRequestParts};
 use latchkey_core::ids::{
-    AgentId, ApprovalId, CredentialId, DeviceId, GrantId, KeyVersion, MemberId, Owner, WorkspaceId,
+    AgentId, ApprovalId, CredentialId, DeviceId, GrantId, KeyVersion, LeaseId, MemberId, Owner,
+    WorkspaceId,
 };
 use latchkey_core::keys::{
     BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
@@ -76,6 +77,9 @@ pub mod codes {
     pub const UNKNOWN_TOKEN: &str = "unknown_token";
     /// The agent was revoked.
     pub const TOKEN_REVOKED: &str = "token_revoked";
+    /// Someone else (another device or process, or the broker) holds the credential's refresh
+    /// lease: it is being refreshed right now.
+    pub const REFRESH_IN_PROGRESS: &str = "refresh_in_progress";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -714,6 +718,21 @@ pub struct CredentialReplacement<'a> {
     pub envelope: &'a Envelope,
     /// A new status, or `None` to keep it.
     pub status: Option<CredentialStatus>,
+    /// The refresh lease this device holds when it stores a refresh: given back with the write.
+    pub lease: Option<LeaseId>,
+}
+
+/// A credential's refresh lease, held by this device (`POST /v1/credentials/{id}/refresh-lease`):
+/// while it is held nobody else presents the credential's refresh token to the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct RefreshLease {
+    /// Name it when storing the refresh ([`CredentialReplacement::lease`]) or giving it back.
+    pub lease: LeaseId,
+    /// When it lapses (unix seconds); from then on anyone may take it over.
+    pub expires_at: u64,
+    /// The credential's revision when the lease was taken: if this device read an older one,
+    /// someone wrote the credential since (perhaps a refresh that rotated the refresh token).
+    pub revision: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1515,7 +1534,28 @@ impl BrokerClient {
         if let (Some(status), Some(map)) = (new.status, body.as_object_mut()) {
             map.insert("status".to_owned(), json!(status));
         }
+        if let (Some(lease), Some(map)) = (new.lease, body.as_object_mut()) {
+            map.insert("lease".to_owned(), json!(lease));
+        }
         self.send(Method::Put, &format!("/v1/credentials/{id}"), Some(body)).await
+    }
+
+    /// `POST /v1/credentials/{id}/refresh-lease`: this device's turn to refresh the credential's
+    /// OAuth tokens. Someone else's live lease is refused with `409 refresh_in_progress`
+    /// ([`codes::REFRESH_IN_PROGRESS`]).
+    pub async fn take_refresh_lease(&self, id: CredentialId) -> Result<RefreshLease, ClientError> {
+        self.send(Method::Post, &format!("/v1/credentials/{id}/refresh-lease"), None).await
+    }
+
+    /// `DELETE /v1/credentials/{id}/refresh-lease/{lease}`: gives the lease back after a refresh
+    /// that stored nothing. `404 not_found` if this device no longer holds it.
+    pub async fn release_refresh_lease(
+        &self,
+        id: CredentialId,
+        lease: LeaseId,
+    ) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/credentials/{id}/refresh-lease/{lease}"))
+            .await
     }
 
     /// `PATCH /v1/credentials/{id}/status`: switches a credential on or off. Without

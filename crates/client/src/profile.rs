@@ -140,6 +140,12 @@ impl Profile {
         self.config_dir.join(format!("{}.keys", self.name.file_stem()))
     }
 
+    /// `<config dir>/<stem>.pending`: refreshed OAuth tokens the provider issued but the broker
+    /// has not stored yet, one sealed file per credential (see `refresh`).
+    pub fn pending_refresh_dir(&self) -> PathBuf {
+        self.config_dir.join(format!("{}.pending", self.name.file_stem()))
+    }
+
     /// Whether the profile has a configuration file (a device was set up in it).
     pub fn is_set_up(&self) -> bool {
         self.config_path().exists()

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use browser::{Person, TestBrowser};
 use common::{Machine, TestBroker};
-use latchkey_client::access::{CredentialChanges, update_credential};
+use latchkey_client::access::{CredentialChanges, GrantTerms, grant_standing, update_credential};
 use latchkey_client::access::{NewApiKey, add_api_key};
 use latchkey_client::api::CredentialReplacement;
 use latchkey_client::api::{CredentialInfo, CredentialStatus};
@@ -37,6 +37,7 @@ use latchkey_client::refresh::{
 use latchkey_client::workspace::{
     Joining, admit_device, broker_client, create_workspace, join_workspace, receive_keys,
 };
+use latchkey_core::capability::Method;
 use latchkey_core::envelope::Envelope;
 use latchkey_core::payload::OAuthRefresh;
 use latchkey_core::payload::{CredentialKind, CredentialPayload, Injection};
@@ -436,6 +437,7 @@ async fn a_pair_stored_meanwhile_by_another_writer_is_kept_not_overwritten() {
                     key_version: version,
                     envelope: &envelope,
                     status: None,
+                    lease: None,
                 },
             )
             .await
@@ -497,5 +499,347 @@ async fn a_member_who_may_not_change_a_shared_connection_does_not_spend_its_refr
         matches!(&refreshed, Ok(o) if o.action == RefreshAction::Refreshed),
         "the grant is intact: {refreshed:?}"
     );
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh leases: one refresher at a time across devices, processes and the broker
+// ---------------------------------------------------------------------------------------------
+
+/// A second admin, Grace, on her own machine with the workspace key: another device that may
+/// refresh the shared connection.
+async fn second_admin(broker: &TestBroker, ada: &Machine) -> Machine {
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let code = client.create_invite(InviteFor::NewMember(Role::Admin), None).await.unwrap().code;
+    let grace = Machine::new("grace");
+    let joined = join_workspace(
+        &grace.profile,
+        &grace.store,
+        &broker.url,
+        &code,
+        &Joining::NewMember { name: "Grace".into() },
+        "Grace's laptop",
+    )
+    .await
+    .unwrap();
+    let admitted =
+        admit_device(&ada.profile, &ada.store, joined.device, &joined.fingerprint).await.unwrap();
+    receive_keys(&grace.profile, &grace.store, Some(&admitted.fingerprint)).await.unwrap();
+    grace
+}
+
+/// No further refresh reaches the token endpoint within `quiet`.
+async fn no_more_refreshes(
+    arrivals: &mut mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    quiet: Duration,
+) -> bool {
+    !matches!(tokio::time::timeout(quiet, arrivals.recv()).await, Ok(Some(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_devices_refreshing_one_connection_at_once_present_its_refresh_token_once() {
+    let (broker, server, ada, idp, mut arrivals) = connected_interposed().await;
+    let grace = second_admin(&broker, &ada).await;
+    let (_, before) = stored_tokens(&ada, &idp).await;
+
+    // Both forced at once, from two devices (each with its own profile, keys and lock): the
+    // broker's refresh lease lets one of them present the refresh token; the other waits.
+    let provider = async {
+        let go = arrived(&mut arrivals).await.expect("one refresh reaches the token endpoint");
+        assert!(
+            no_more_refreshes(&mut arrivals, Duration::from_secs(2)).await,
+            "the other device must not present the same refresh token while the first is out"
+        );
+        go.send(()).unwrap();
+    };
+    let (a, b, ()) = tokio::join!(
+        refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE),
+        refresh_if_needed(&grace.profile, &grace.store, "idp", FORCE),
+        provider,
+    );
+    let (a, b) = (a.expect("Ada's refresh"), b.expect("Grace's refresh"));
+    let mut actions = [a.action, b.action];
+    actions.sort_by_key(|action| *action == RefreshAction::Refreshed);
+    assert_eq!(
+        actions,
+        [RefreshAction::RefreshedElsewhere, RefreshAction::Refreshed],
+        "one device refreshed; the other saw its result and did not ask the provider"
+    );
+    assert!(
+        no_more_refreshes(&mut arrivals, Duration::from_millis(200)).await,
+        "exactly one refresh reached the provider"
+    );
+    let after = current(&ada, &idp).await;
+    assert_eq!(after.revision, idp.revision + 1, "the token was swapped exactly once");
+    assert_eq!(after.status, CredentialStatus::Active, "the grant was not revoked");
+
+    // Both devices end with a working credential: the stored pair works, and refreshes again.
+    let (access, refresh_token) = stored_tokens(&grace, &idp).await;
+    assert_ne!(refresh_token, before, "rotated once");
+    assert_eq!(userinfo_status(&server, &access).await, 200, "the stored token works");
+    let answer = async {
+        arrived(&mut arrivals).await.expect("the refresh arrives").send(()).unwrap();
+    };
+    let (next, ()) =
+        tokio::join!(refresh_if_needed(&grace.profile, &grace.store, "idp", FORCE), answer);
+    assert!(
+        matches!(&next, Ok(o) if o.action == RefreshAction::Refreshed),
+        "the grant is alive and the lease was given back: {next:?}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_finds_another_in_progress_too_long_reports_it_without_asking_the_provider()
+{
+    let (broker, _server, ada, idp, mut arrivals) = connected_interposed().await;
+    let grace = second_admin(&broker, &ada).await;
+    let (access, refresh_token) = stored_tokens(&ada, &idp).await;
+
+    // Ada's refresh is held at the provider; Grace's desktop app runs its periodic round, which
+    // waits only a few seconds for someone else's refresh.
+    let (held_tx, held_rx) = oneshot::channel();
+    let ada_refresh = async {
+        let outcome = refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE).await;
+        outcome.expect("Ada's refresh completes once the provider answers")
+    };
+    let grace_round = async {
+        let go = arrived(&mut arrivals).await.expect("Ada's refresh reaches the provider");
+        let due = Duration::from_secs(2 * 3600);
+        let reports = refresh_all(&grace.profile, &grace.store, due).await;
+        held_tx.send(go).ok();
+        reports
+    };
+    let answer = async {
+        let go: oneshot::Sender<()> = held_rx.await.unwrap();
+        go.send(()).unwrap();
+    };
+    let (outcome, reports, ()) = tokio::join!(ada_refresh, grace_round, answer);
+    let reports = reports.expect("a contended round is not an error");
+    assert!(
+        matches!(reports.as_slice(), [RefreshReport::InProgress { credential, .. }] if credential.id == idp.id),
+        "reported as in progress elsewhere, not as a failure: {reports:?}"
+    );
+    let shown = serde_json::to_string(&reports).unwrap();
+    assert!(shown.contains("\"outcome\":\"in_progress\""), "{shown}");
+    assert!(!shown.contains(&access) && !shown.contains(&refresh_token), "no token shown");
+    assert_eq!(outcome.action, RefreshAction::Refreshed);
+    assert!(
+        no_more_refreshes(&mut arrivals, Duration::from_millis(200)).await,
+        "Grace never presented the refresh token"
+    );
+    broker.stop().await;
+}
+
+/// Rewrites the stored access token's expiry to `expires_at`, keeping both tokens (as if the
+/// connection had been made that long ago).
+async fn set_expiry(machine: &Machine, credential: &CredentialInfo, expires_at: u64) {
+    let config = machine.profile.load_config().unwrap();
+    let client = broker_client(&machine.profile, &machine.store).await.unwrap();
+    let now = client.credential(credential.id).await.unwrap();
+    let (version, envelope) = client.credential_envelope(credential.id).await.unwrap();
+    let key = machine.store.load_workspace_key(config.workspace, version).unwrap();
+    let record_key = key.record_key(credential.id).unwrap();
+    let mut payload =
+        CredentialPayload::decode(envelope.open(&record_key).unwrap().expose_secret()).unwrap();
+    let CredentialKind::OAuth { expires_at: at, .. } = &mut payload.kind else {
+        panic!("an OAuth credential");
+    };
+    *at = Some(expires_at);
+    let envelope = Envelope::seal(&record_key, &payload.encode().unwrap()).unwrap();
+    client
+        .replace_credential(
+            credential.id,
+            &CredentialReplacement {
+                revision: now.revision,
+                name: &now.name,
+                provider: &now.provider,
+                upstream_base_url: &now.upstream_base_url,
+                allowed_hosts: &now.allowed_hosts,
+                scopes: &now.scopes,
+                expires_hint: Some(expires_at),
+                key_version: version,
+                envelope: &envelope,
+                status: None,
+                lease: None,
+            },
+        )
+        .await
+        .unwrap();
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_refresh_on_a_call_and_a_devices_refresh_present_the_refresh_token_once() {
+    let (broker, server, ada, idp, mut arrivals) = connected_interposed().await;
+    // The connection's API is a recording upstream; its token expires within the broker's
+    // 5-minute margin, so the next agent call refreshes it.
+    let (base, seen) = common::upstream().await;
+    let host = base.trim_start_matches("http://").to_owned();
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let hosts = [host];
+    let changes = CredentialChanges {
+        base_url: Some(&base),
+        allowed_hosts: Some(&hosts),
+        ..CredentialChanges::default()
+    };
+    update_credential(&client, "idp", &changes).await.unwrap();
+    set_expiry(&ada, &idp, unix_now() + 60).await;
+    let (_, before) = stored_tokens(&ada, &idp).await;
+    let agent = client.create_agent("ci-bot").await.unwrap();
+    let issued = grant_standing(
+        &ada.profile,
+        &ada.store,
+        GrantTerms {
+            agent: agent.agent.id,
+            credential: "idp",
+            methods: &[Method::Get],
+            path_patterns: &["/**"],
+            duration_secs: 3600,
+        },
+    )
+    .await
+    .unwrap();
+    let call = reqwest::Client::new()
+        .get(format!("{}/p/idp/me", broker.url.as_str()))
+        .bearer_auth(agent.token.expose_secret())
+        .header("latchkey-capability", issued.capability.expose_secret())
+        .send();
+
+    // The agent's call makes the broker refresh (it holds the lease, its refresh is held at the
+    // provider); meanwhile Ada's device refreshes too.
+    let device = async {
+        let go = arrived(&mut arrivals).await.expect("the broker's refresh reaches the provider");
+        let (outcome, ()) =
+            tokio::join!(refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE), async {
+                assert!(
+                    no_more_refreshes(&mut arrivals, Duration::from_secs(2)).await,
+                    "the device must not present the refresh token the broker is presenting"
+                );
+                go.send(()).unwrap();
+            });
+        outcome
+    };
+    let (answer, outcome) = tokio::join!(call, device);
+    let answer = answer.expect("the broker answers");
+    assert_eq!(answer.status(), 200, "the agent's call went through");
+    let outcome = outcome.expect("the device's refresh is not an error");
+    assert_eq!(
+        outcome.action,
+        RefreshAction::RefreshedElsewhere,
+        "the device waited for the broker's refresh and kept it: {outcome:?}"
+    );
+    assert!(
+        no_more_refreshes(&mut arrivals, Duration::from_millis(200)).await,
+        "exactly one refresh reached the provider"
+    );
+    let (access, refresh_token) = stored_tokens(&ada, &idp).await;
+    assert_ne!(refresh_token, before, "the broker's rotation is stored");
+    let upstream_saw = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(upstream_saw.contains(&access), "the call used the refreshed token");
+    assert_eq!(userinfo_status(&server, &access).await, 200, "the stored token works");
+    assert_eq!(current(&ada, &idp).await.status, CredentialStatus::Active, "not revoked");
+
+    // The device can refresh again: the grant is alive and nobody holds the lease.
+    let answer = async {
+        arrived(&mut arrivals).await.expect("the refresh arrives").send(()).unwrap();
+    };
+    let (next, ()) =
+        tokio::join!(refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE), answer);
+    assert!(matches!(&next, Ok(o) if o.action == RefreshAction::Refreshed), "{next:?}");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_pair_the_broker_fails_to_store_is_kept_sealed_and_stored_first_next_time() {
+    let (broker, server, ada, idp, mut arrivals) = connected_interposed().await;
+    let (old_access, old_refresh) = stored_tokens(&ada, &idp).await;
+
+    // The provider rotates the refresh token, then the broker cannot write (its database is
+    // locked by another writer longer than its busy timeout): the store fails.
+    let database = broker.database().await;
+    let mut locker = database.acquire().await.unwrap();
+    let provider = async {
+        let go = arrived(&mut arrivals).await.expect("the refresh reaches the provider");
+        sqlx::query("BEGIN EXCLUSIVE").execute(&mut *locker).await.unwrap();
+        go.send(()).unwrap();
+    };
+    let (failed, ()) =
+        tokio::join!(refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE), provider);
+    let failed = failed.expect_err("the broker could not store the new pair");
+    assert!(
+        matches!(failed, RefreshError::NotStored { ref name, .. } if name == "idp"),
+        "{failed:?}"
+    );
+    let message = failed.to_string();
+    assert!(
+        message.contains("kept sealed on this device") && message.contains("do not reconnect"),
+        "the error says the pair is safe and what not to do: {message}"
+    );
+    sqlx::query("COMMIT").execute(&mut *locker).await.unwrap();
+    drop(locker);
+    database.close().await;
+    assert_eq!(
+        stored_tokens(&ada, &idp).await,
+        (old_access.clone(), old_refresh.clone()),
+        "the broker still holds the old pair"
+    );
+
+    // The kept pair: one file, sealed (no token in it), opened only by the record key.
+    let kept: Vec<_> = std::fs::read_dir(ada.profile.pending_refresh_dir())
+        .expect("a directory of kept pairs")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "one pair kept: {kept:?}");
+    let text = std::fs::read_to_string(&kept[0]).unwrap();
+    assert!(!text.contains(&old_access) && !text.contains(&old_refresh), "only sealed bytes");
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(file["lease"].is_string(), "the lease held is kept with it: {file}");
+    let envelope = Envelope::parse(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            file["refreshed"].as_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let config = ada.profile.load_config().unwrap();
+    let key = ada.store.load_workspace_key(config.workspace, envelope.key_version()).unwrap();
+    let payload = CredentialPayload::decode(
+        envelope.open(&key.record_key(idp.id).unwrap()).unwrap().expose_secret(),
+    )
+    .unwrap();
+    let new_access = String::from_utf8(payload.secret.expose_secret().to_vec()).unwrap();
+    assert!(!text.contains(&new_access), "not even the new access token in plaintext");
+    assert_eq!(userinfo_status(&server, &new_access).await, 200, "the kept pair is live");
+
+    // The next refresh stores the kept pair before anything else; it is then fresh, so the
+    // provider is not asked (presenting the dead stored token would have revoked the grant).
+    let next = refresh_if_needed(&ada.profile, &ada.store, "idp", IF_NEEDED).await.unwrap();
+    assert_eq!(next.action, RefreshAction::Fresh, "{next:?}");
+    assert_eq!(next.credential.revision, idp.revision + 1, "the kept pair was swapped in");
+    assert!(
+        no_more_refreshes(&mut arrivals, Duration::from_millis(200)).await,
+        "storing the kept pair asked nobody"
+    );
+    let (stored_access, stored_refresh) = stored_tokens(&ada, &idp).await;
+    assert_eq!(stored_access, new_access, "the broker now holds the kept pair");
+    assert_ne!(stored_refresh, old_refresh, "with the rotated refresh token");
+    assert!(
+        std::fs::read_dir(ada.profile.pending_refresh_dir()).unwrap().next().is_none(),
+        "and the kept copy is gone"
+    );
+
+    // The grant is alive, and the failed refresh's lease was given back with the kept pair's
+    // write (a lease left held would make this refresh wait and report "in progress").
+    let answer = async {
+        arrived(&mut arrivals).await.expect("the refresh arrives").send(()).unwrap();
+    };
+    let (again, ()) =
+        tokio::join!(refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE), answer);
+    assert!(matches!(&again, Ok(o) if o.action == RefreshAction::Refreshed), "{again:?}");
     broker.stop().await;
 }

@@ -113,6 +113,12 @@ uuid_id!(
     ApprovalId,
     "approval id"
 );
+uuid_id!(
+    /// A refresh lease: one refresher's turn to refresh a credential's OAuth tokens, chosen by
+    /// the broker each time the lease is taken.
+    LeaseId,
+    "lease id"
+);
 
 /// Version of a workspace or member key. Version 1 is the first key; each rotation adds one.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

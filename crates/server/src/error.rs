@@ -5,7 +5,7 @@
 //! never contain a credential, key, capability or agent token.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -65,6 +65,10 @@ pub enum ErrorCode {
     AgentsPaused,
     /// Only an admin or the member who paused the agents may resume them.
     ResumeNotAllowed,
+    /// Someone else (another device or process, or the broker) is refreshing the credential's
+    /// OAuth tokens right now; read it again after the `Retry-After` seconds, it is probably
+    /// fresh by then.
+    RefreshInProgress,
 }
 
 impl ErrorCode {
@@ -75,7 +79,7 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::RefreshInProgress => StatusCode::CONFLICT,
             ErrorCode::SignatureInvalid
             | ErrorCode::UnknownDevice
             | ErrorCode::ReplayedRequest
@@ -108,12 +112,22 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What happened and what to do next.
     pub message: String,
+    /// Seconds after which the same request may succeed: sent as `Retry-After`, not in the body.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// An error with the given code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), retry_after: None }
+    }
+
+    /// The same error, answered with `Retry-After: secs` (at least one second).
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     /// An internal failure: logs `error` (which must not contain secrets) and answers without
@@ -133,7 +147,11 @@ impl From<crate::store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code;
+        let retry_after = self.retry_after;
         let mut response = (code.status(), Json(self)).into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         // For the request log and metrics, which read the code rather than the body.
         response.extensions_mut().insert(code);
         response

@@ -16,6 +16,7 @@ use common::{
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{CredentialId, DeviceId, KeyVersion, Owner, WorkspaceId};
 use latchkey_core::keys::{DeviceKeys, MemberKey, WorkspaceKey, WrappedKey};
+use latchkey_server::store::credentials::EnvelopeSwap;
 use serde_json::{Value, json};
 
 /// Plaintext credentials sealed in these tests; none may ever appear in the database.
@@ -1003,6 +1004,15 @@ async fn the_database_never_holds_a_plaintext_credential() {
     t.broker.stop().await;
 }
 
+fn swap<'a>(
+    previous: &'a Envelope,
+    next: &'a Envelope,
+    expires_hint: Option<u64>,
+    now: u64,
+) -> EnvelopeSwap<'a> {
+    EnvelopeSwap { previous, next, expires_hint, now }
+}
+
 #[tokio::test]
 async fn a_refreshed_envelope_replaces_the_stored_one_only_while_that_is_still_current() {
     let broker = TestBroker::start().await;
@@ -1021,17 +1031,15 @@ async fn a_refreshed_envelope_replaces_the_stored_one_only_while_that_is_still_c
         .replace_envelope(
             admin.workspace,
             id,
-            &first,
-            &refreshed,
-            Some(1_900_000_000),
-            1_800_000_100,
+            swap(&first, &refreshed, Some(1_900_000_000), 1_800_000_100),
+            None,
         )
         .await
         .unwrap();
     assert!(swapped, "the stored envelope was still the previous one");
     let again = seal(&admin, id, Owner::Shared, CANARY_OTHER);
     let swapped = store
-        .replace_envelope(admin.workspace, id, &first, &again, None, 1_800_000_200)
+        .replace_envelope(admin.workspace, id, swap(&first, &again, None, 1_800_000_200), None)
         .await
         .unwrap();
     assert!(!swapped, "a second refresh from the same previous envelope lost the race");
@@ -1039,13 +1047,18 @@ async fn a_refreshed_envelope_replaces_the_stored_one_only_while_that_is_still_c
     let wk2 = WorkspaceKey::generate(admin.workspace, KeyVersion::new(2).unwrap()).unwrap();
     let other_version = Envelope::seal(&wk2.record_key(id).unwrap(), CANARY_OTHER).unwrap();
     let swapped = store
-        .replace_envelope(admin.workspace, id, &refreshed, &other_version, None, 1_800_000_300)
+        .replace_envelope(
+            admin.workspace,
+            id,
+            swap(&refreshed, &other_version, None, 1_800_000_300),
+            None,
+        )
         .await
         .unwrap();
     assert!(!swapped, "a refresh never changes the key version");
     let elsewhere = WorkspaceId::random();
     let swapped = store
-        .replace_envelope(elsewhere, id, &refreshed, &again, None, 1_800_000_300)
+        .replace_envelope(elsewhere, id, swap(&refreshed, &again, None, 1_800_000_300), None)
         .await
         .unwrap();
     assert!(!swapped, "another workspace's id does not match");
@@ -1146,4 +1159,234 @@ async fn database_bytes(broker: &TestBroker) -> Vec<u8> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh leases
+// ---------------------------------------------------------------------------------------------
+
+/// A shared credential `github` created by `admin`; its id and envelope.
+async fn shared_github(broker: &TestBroker, admin: &TestDevice) -> (CredentialId, Envelope) {
+    let id = CredentialId::random();
+    let envelope = seal(admin, id, Owner::Shared, CANARY_SHARED);
+    let (status, answer) = create(broker, admin, &body(id, "github", "shared", 1, &envelope)).await;
+    assert_eq!(status, 201, "{answer}");
+    (id, envelope)
+}
+
+/// `POST /v1/credentials/{id}/refresh-lease` by `device`: status, `Retry-After`, body.
+async fn take_lease(
+    broker: &TestBroker,
+    device: &TestDevice,
+    id: CredentialId,
+) -> (u16, Option<String>, Value) {
+    let path = format!("/v1/credentials/{id}/refresh-lease");
+    let response = broker.signed(device, "POST", &path, None).send().await.expect("sent");
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().expect("a text header").to_owned());
+    (status, retry, response.json().await.expect("a JSON body"))
+}
+
+async fn release_lease(
+    broker: &TestBroker,
+    device: &TestDevice,
+    id: CredentialId,
+    lease: &str,
+) -> (u16, Value) {
+    let path = format!("/v1/credentials/{id}/refresh-lease/{lease}");
+    TestBroker::send(broker.signed(device, "DELETE", &path, None)).await
+}
+
+fn lease_id(answer: &Value) -> String {
+    answer["lease"].as_str().expect("a lease id").to_owned()
+}
+
+fn now(broker: &TestBroker) -> u64 {
+    latchkey_server::clock::Clock::now(&*broker.clock)
+}
+
+#[tokio::test]
+async fn a_refresh_lease_has_one_holder_until_it_is_given_back_or_lapses() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let laptop = insert_device(&broker, &admin).await;
+    let (id, _) = shared_github(&broker, &admin).await;
+
+    let (status, _, taken) = take_lease(&broker, &admin, id).await;
+    assert_eq!(status, 200, "a free lease is taken: {taken}");
+    assert_eq!(taken["revision"], 1, "the lease names the credential's revision: {taken}");
+    assert_eq!(taken["expires_at"], now(&broker) + 60, "a lease lasts 60 s: {taken}");
+    let first = lease_id(&taken);
+
+    let (status, retry, held) = take_lease(&broker, &laptop, id).await;
+    assert_eq!((status, code(&held)), (409, "refresh_in_progress"), "another device: {held}");
+    assert_eq!(retry.as_deref(), Some("2"), "the refusal says when to look again");
+    assert!(
+        held["message"].as_str().unwrap().contains("someone else is refreshing"),
+        "the message says why: {held}"
+    );
+    assert_eq!(
+        held.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["code", "message"],
+        "the one error shape, nothing else: {held}"
+    );
+    let (status, _, again) = take_lease(&broker, &admin, id).await;
+    assert_eq!(
+        (status, code(&again)),
+        (409, "refresh_in_progress"),
+        "the holder's device is refused too: two of its processes must not both refresh: {again}"
+    );
+
+    let (status, answer) = release_lease(&broker, &laptop, id, &first).await;
+    assert_eq!((status, code(&answer)), (404, "not_found"), "only the holder gives it back");
+    let (status, answer) = release_lease(&broker, &admin, id, &first).await;
+    assert_eq!(status, 204, "the holder gives it back: {answer}");
+    let (status, answer) = release_lease(&broker, &admin, id, &first).await;
+    assert_eq!((status, code(&answer)), (404, "not_found"), "given back once only: {answer}");
+
+    let (status, _, second) = take_lease(&broker, &laptop, id).await;
+    assert_eq!(status, 200, "a given-back lease is free at once: {second}");
+    broker.clock.advance(59);
+    let (status, _, _) = take_lease(&broker, &admin, id).await;
+    assert_eq!(status, 409, "a live lease is not taken over");
+    broker.clock.advance(1);
+    let (status, _, third) = take_lease(&broker, &admin, id).await;
+    assert_eq!(status, 200, "a lapsed lease is taken over (its holder crashed): {third}");
+    assert_ne!(lease_id(&third), lease_id(&second), "a lease taken over is a new lease");
+    let (status, _) = release_lease(&broker, &laptop, id, &lease_id(&second)).await;
+    assert_eq!(status, 404, "the lapsed holder no longer holds anything to give back");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_refresh_stored_with_its_lease_gives_the_lease_back_in_the_same_write() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let laptop = insert_device(&broker, &admin).await;
+    let (id, _) = shared_github(&broker, &admin).await;
+    let path = format!("/v1/credentials/{id}");
+    let refreshed = seal(&admin, id, Owner::Shared, CANARY_REPLACED);
+    let put = |device: &TestDevice, request: Value| {
+        TestBroker::send(broker.signed(device, "PUT", &path, Some(&request)))
+    };
+    let with_lease = |revision: u64, lease: &str| {
+        let mut request = replacement(revision, "github", 1, &refreshed);
+        request["lease"] = json!(lease);
+        request
+    };
+
+    // A stale revision is refused with the lease kept: the holder reads again and retries.
+    let (_, _, taken) = take_lease(&broker, &admin, id).await;
+    let lease = lease_id(&taken);
+    let (status, answer) = put(&admin, with_lease(7, &lease)).await;
+    assert_eq!((status, code(&answer)), (409, "conflict"), "the revision still decides: {answer}");
+    let (status, _, _) = take_lease(&broker, &laptop, id).await;
+    assert_eq!(status, 409, "a refused write keeps the writer's lease");
+    let (status, stored) = put(&admin, with_lease(1, &lease)).await;
+    assert_eq!(status, 200, "the holder stores its refresh: {stored}");
+    assert_eq!(stored["revision"], 2);
+    let (status, _, next) = take_lease(&broker, &laptop, id).await;
+    assert_eq!(status, 200, "the write gave the lease back: {next}");
+    assert_eq!(next["revision"], 2, "a taker sees the stored refresh's revision");
+
+    // Another device's lease id is not this device's: refused while that lease is live.
+    let (status, answer) = put(&admin, with_lease(2, &lease_id(&next))).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (409, "refresh_in_progress"),
+        "a lease is its holder's: {answer}"
+    );
+
+    // Without a lease the revision alone decides (a reconnect or a rename is not a refresh):
+    // the write applies and the holder's lease stays.
+    let (status, renamed) = put(&admin, replacement(2, "github-ci", 1, &refreshed)).await;
+    assert_eq!(status, 200, "a write without a lease is not blocked by one: {renamed}");
+    let (status, _, _) = take_lease(&broker, &admin, id).await;
+    assert_eq!(status, 409, "it gave back nobody's lease");
+
+    // A lease that lapsed and was taken over no longer lets its old holder store while the new
+    // holder is refreshing.
+    broker.clock.advance(60);
+    let (status, _, over) = take_lease(&broker, &admin, id).await;
+    assert_eq!(status, 200, "taken over: {over}");
+    let (status, answer) = put(&laptop, with_lease(3, &lease_id(&next))).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (409, "refresh_in_progress"),
+        "the old holder's write waits for the new holder: {answer}"
+    );
+    let (_, fetched) = get(&broker, &admin, &format!("{path}/envelope")).await;
+    assert_eq!(fetched["revision"], 3, "the refused write changed nothing: {fetched}");
+
+    // A lapsed lease nobody took over still stores, and is given back.
+    broker.clock.advance(60);
+    let (status, stored) = put(&admin, with_lease(3, &lease_id(&over))).await;
+    assert_eq!(status, 200, "a lapsed, not taken over lease still stores: {stored}");
+    let (status, _, _) = take_lease(&broker, &laptop, id).await;
+    assert_eq!(status, 200, "and was given back");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn only_those_who_may_store_the_result_take_a_refresh_lease() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let member = insert_member(&broker, &admin, "member").await;
+    let (id, _) = shared_github(&broker, &admin).await;
+    let personal = CredentialId::random();
+    let envelope = seal(&member, personal, Owner::Member(member.member), CANARY_PERSONAL);
+    assert_eq!(create(&broker, &member, &body(personal, "mine", "me", 1, &envelope)).await.0, 201);
+    let stranger = workspace_with_admin(&broker).await;
+
+    let (status, _, answer) = take_lease(&broker, &member, id).await;
+    assert_eq!((status, code(&answer)), (403, "forbidden"), "a member may not store a shared one");
+    let (status, _, answer) = take_lease(&broker, &admin, personal).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (404, "not_found"),
+        "another member's personal credential does not exist for an admin either: {answer}"
+    );
+    let (status, _, answer) = take_lease(&broker, &stranger, id).await;
+    assert_eq!((status, code(&answer)), (404, "not_found"), "another workspace's: {answer}");
+    let (status, _, answer) = take_lease(&broker, &admin, CredentialId::random()).await;
+    assert_eq!((status, code(&answer)), (404, "not_found"), "no such credential: {answer}");
+    let (status, answer) = TestBroker::send(broker.signed(
+        &admin,
+        "POST",
+        "/v1/credentials/not-a-uuid/refresh-lease",
+        None,
+    ))
+    .await;
+    assert_eq!((status, code(&answer)), (400, "bad_request"), "{answer}");
+    let (status, _, mine) = take_lease(&broker, &member, personal).await;
+    assert_eq!(status, 200, "the owner takes their own credential's lease: {mine}");
+
+    let (status, _, taken) = take_lease(&broker, &admin, id).await;
+    assert_eq!(status, 200, "{taken}");
+    let lease = lease_id(&taken);
+    let (status, answer) = release_lease(&broker, &stranger, id, &lease).await;
+    assert_eq!((status, code(&answer)), (404, "not_found"), "another workspace: {answer}");
+    let (status, answer) = release_lease(&broker, &admin, id, "not-a-uuid").await;
+    assert_eq!((status, code(&answer)), (400, "bad_request"), "{answer}");
+    let (status, answer) = release_lease(&broker, &admin, personal, &lease).await;
+    assert_eq!((status, code(&answer)), (404, "not_found"), "the lease is of one credential");
+
+    // Deleting the credential deletes its lease.
+    let (status, _) =
+        TestBroker::send(broker.signed(&admin, "DELETE", &format!("/v1/credentials/{id}"), None))
+            .await;
+    assert_eq!(status, 204);
+    let db = database(&broker).await;
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM refresh_leases WHERE credential_id = $1")
+            .bind(id.to_string())
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    db.close().await;
+    assert_eq!(left, 0, "a deleted credential's lease goes with it");
+    broker.stop().await;
 }

@@ -24,7 +24,7 @@ use sqlx::Connection as _;
 
 /// Every table that holds workspace rows. A new one must be added here (and get a policy):
 /// [`every_table_with_a_workspace_column_has_forced_row_level_security`] finds any that lacks one.
-const WORKSPACE_TABLES: [&str; 12] = [
+const WORKSPACE_TABLES: [&str; 13] = [
     "workspaces",
     "members",
     "devices",
@@ -37,6 +37,7 @@ const WORKSPACE_TABLES: [&str; 12] = [
     "audit_log",
     "approvals",
     "agent_pauses",
+    "refresh_leases",
 ];
 
 /// Whether to skip (saying so): these tests need PostgreSQL.
@@ -102,13 +103,20 @@ async fn two_workspaces() -> TwoWorkspaces {
         let member = admin.member.to_string();
         let device = admin.id.to_string();
         let agent = AgentId::random().to_string();
-        let statements: [(&str, Vec<String>); 6] = [
+        let credential = CredentialId::random().to_string();
+        let statements: [(&str, Vec<String>); 7] = [
             (
                 "INSERT INTO credentials (workspace_id, id, name, provider, upstream_base_url,
                      allowed_hosts, key_version, status, envelope, created_at, updated_at)
                  VALUES ($1, $2, 'github', 'github', 'https://api.github.com',
                      '[\"api.github.com\"]', 1, 'active', decode(repeat('01', 40), 'hex'), 0, 0)",
-                vec![ws.clone(), CredentialId::random().to_string()],
+                vec![ws.clone(), credential.clone()],
+            ),
+            (
+                "INSERT INTO refresh_leases (workspace_id, credential_id, id, holder_device,
+                     taken_at, expires_at)
+                 VALUES ($1, $2, $3, $4, 0, 60)",
+                vec![ws.clone(), credential.clone(), AgentId::random().to_string(), device.clone()],
             ),
             (
                 "INSERT INTO agents (workspace_id, id, name, owner_member_id, token_hash, created_at)

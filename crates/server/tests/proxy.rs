@@ -84,6 +84,21 @@ async fn record(State(upstream): State<Upstream>, request: Request) -> Response 
         "/redirect" => {
             (StatusCode::FOUND, [("location", "http://127.0.0.1:9/steal")]).into_response()
         }
+        "/oauth/refused" => (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": "grant revoked"})),
+        )
+            .into_response(),
+        "/oauth/slow" => {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            axum::Json(json!({
+                "access_token": REFRESHED,
+                "token_type": "Bearer",
+                "expires_in": 3600,
+                "refresh_token": "ghr_CANARYrotatedREFRESH000000000",
+            }))
+            .into_response()
+        }
         "/oauth/token" => axum::Json(json!({
             "access_token": REFRESHED,
             "token_type": "Bearer",
@@ -1254,5 +1269,291 @@ async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed()
             && r["record"]["reason_code"] == "holder_gone"),
         "its expiry is audited like any other"
     );
+    w.broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refresh leases on the call path
+// ---------------------------------------------------------------------------------------------
+
+const DEVICE_REFRESHED: &str = "gho_CANARYdeviceREFRESHEDaccess4242";
+
+/// An OAuth credential `gh-oauth` whose access token (`CANARY`) expires at `expires_at`,
+/// refreshed at `{upstream}/oauth/{endpoint}`.
+async fn oauth_credential(w: &World, expires_at: u64, endpoint: &str) -> CredentialId {
+    let payload = oauth_payload(w, CANARY, expires_at, endpoint);
+    create_credential(&w.broker, &w.admin, "gh-oauth", &w.upstream_base, &payload, Owner::Shared)
+        .await
+}
+
+fn oauth_payload(w: &World, access: &str, expires_at: u64, endpoint: &str) -> CredentialPayload {
+    CredentialPayload {
+        kind: CredentialKind::OAuth {
+            expires_at: Some(expires_at),
+            refresh: Some(OAuthRefresh {
+                refresh_token: SecretBytes::copy_from(REFRESH_CANARY.as_bytes()),
+                token_endpoint: format!("{}/oauth/{endpoint}", w.upstream_base),
+                client_id: "latchkey-test".into(),
+                client_secret: None,
+            }),
+        },
+        injection: Injection::bearer(),
+        secret: SecretBytes::copy_from(access.as_bytes()),
+    }
+}
+
+/// The agent calls `GET /p/gh-oauth/user` with a fresh single-use capability.
+async fn call_oauth(w: &World, id: CredentialId) -> (u16, HeaderMap, String) {
+    let cap = w.capability_for(&w.admin, w.agent, id, Owner::Shared, &w.single_use());
+    send(
+        w.broker
+            .http
+            .get(w.broker.url("/p/gh-oauth/user"))
+            .bearer_auth(&w.token)
+            .header("latchkey-capability", cap),
+    )
+    .await
+}
+
+/// How many refresh requests reached the token endpoints.
+fn token_requests(w: &World) -> usize {
+    w.upstream
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|r| r.path.starts_with("/oauth/"))
+        .count()
+}
+
+fn authorization_of_last_call(w: &World) -> String {
+    let calls = w.upstream.received.lock().expect("lock").clone();
+    let call =
+        calls.iter().rev().find(|r| r.path == "/user").expect("the call reached the upstream");
+    call.headers["authorization"].to_str().expect("text").to_owned()
+}
+
+async fn device_takes_lease(w: &World, device: &TestDevice, id: CredentialId) -> (u16, Value) {
+    TestBroker::send(w.broker.signed(
+        device,
+        "POST",
+        &format!("/v1/credentials/{id}/refresh-lease"),
+        None,
+    ))
+    .await
+}
+
+async fn stored(w: &World, id: CredentialId) -> (u64, String, CredentialPayload) {
+    let (status, answer) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "GET",
+        &format!("/v1/credentials/{id}/envelope"),
+        None,
+    ))
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, info) =
+        TestBroker::send(w.broker.signed(&w.admin, "GET", &format!("/v1/credentials/{id}"), None))
+            .await;
+    let envelope = Envelope::parse(&base64_decode(answer["envelope"].as_str().expect("envelope")))
+        .expect("framing");
+    let key = w.admin.workspace_key.as_ref().expect("wk").record_key(id).expect("key");
+    let payload =
+        CredentialPayload::decode(envelope.open(&key).expect("opens").expose_secret()).unwrap();
+    (
+        answer["revision"].as_u64().expect("revision"),
+        info["status"].as_str().expect("status").to_owned(),
+        payload,
+    )
+}
+
+/// The device stores `payload` as its refresh, naming `lease`.
+async fn device_stores(
+    w: &World,
+    id: CredentialId,
+    revision: u64,
+    lease: &str,
+    payload: &CredentialPayload,
+) -> (u16, Value) {
+    let key = w.admin.workspace_key.as_ref().expect("wk").record_key(id).expect("key");
+    let envelope = Envelope::seal(&key, &payload.encode().expect("encode")).expect("seal");
+    let body = json!({
+        "revision": revision,
+        "name": "gh-oauth",
+        "provider": "github",
+        "upstream_base_url": w.upstream_base,
+        "allowed_hosts": [w.upstream_base.trim_start_matches("http://")],
+        "scopes": ["repo"],
+        "key_version": 1,
+        "envelope": b64(envelope.as_bytes()),
+        "lease": lease,
+    });
+    TestBroker::send(w.broker.signed(
+        &w.admin,
+        "PUT",
+        &format!("/v1/credentials/{id}"),
+        Some(&body),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn while_a_device_refreshes_the_proxy_uses_the_token_in_hand_if_it_has_not_expired() {
+    let w = world().await;
+    // Inside the 5-minute margin, so due for a refresh, but still valid for a minute.
+    let id = oauth_credential(&w, w.now() + 60, "token").await;
+    let (status, lease) = device_takes_lease(&w, &w.admin, id).await;
+    assert_eq!(status, 200, "{lease}");
+
+    let (status, _, body) = call_oauth(&w, id).await;
+    assert_eq!(status, 200, "the call goes through at once: {body}");
+    assert_eq!(token_requests(&w), 0, "the broker did not present the refresh token as well");
+    assert_eq!(
+        authorization_of_last_call(&w),
+        format!("Bearer {CANARY}"),
+        "the still-valid token in hand was used"
+    );
+    let (revision, _, _) = stored(&w, id).await;
+    assert_eq!(revision, 1, "nothing was stored");
+    let (status, answer) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "DELETE",
+        &format!("/v1/credentials/{id}/refresh-lease/{}", lease["lease"].as_str().unwrap()),
+        None,
+    ))
+    .await;
+    assert_eq!(status, 204, "the device's lease was left alone: {answer}");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_waits_for_the_lease_holders_refresh_and_uses_its_result() {
+    let w = world().await;
+    let id = oauth_credential(&w, w.now() - 10, "token").await;
+    let (status, lease) = device_takes_lease(&w, &w.admin, id).await;
+    assert_eq!(status, 200, "{lease}");
+    let lease = lease["lease"].as_str().unwrap().to_owned();
+
+    let call = call_oauth(&w, id);
+    let device = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        let fresh = oauth_payload(&w, DEVICE_REFRESHED, w.now() + 3600, "token");
+        device_stores(&w, id, 1, &lease, &fresh).await
+    };
+    let ((status, _, body), (stored_status, answer)) = tokio::join!(call, device);
+    assert_eq!(stored_status, 200, "the device stored its refresh: {answer}");
+    assert_eq!(status, 200, "the waiting call went through: {body}");
+    assert_eq!(
+        authorization_of_last_call(&w),
+        format!("Bearer {DEVICE_REFRESHED}"),
+        "the call used the device's refreshed token"
+    );
+    assert_eq!(token_requests(&w), 0, "exactly one refresh: the device's (not seen here)");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_whose_refresh_does_not_come_answers_a_retryable_503() {
+    let w = world().await;
+    let id = oauth_credential(&w, w.now() - 10, "token").await;
+    let (status, lease) = device_takes_lease(&w, &w.admin, id).await;
+    assert_eq!(status, 200, "{lease}");
+
+    let started = std::time::Instant::now();
+    let (status, headers, body) = call_oauth(&w, id).await;
+    assert_eq!((status, code(&body).as_str()), (503, "unavailable"), "{body}");
+    assert!(body.contains("being refreshed elsewhere"), "the message says why: {body}");
+    assert_eq!(headers["retry-after"], "2", "and when to retry");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the wait is bounded: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(token_requests(&w), 0, "the broker never presented the refresh token");
+    assert_eq!(w.upstream.received.lock().unwrap().len(), 0, "no call with an expired token");
+
+    // Once the device gives up (its lease given back), the next call refreshes itself.
+    let (status, _) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "DELETE",
+        &format!("/v1/credentials/{id}/refresh-lease/{}", lease["lease"].as_str().unwrap()),
+        None,
+    ))
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, body) = call_oauth(&w, id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(token_requests(&w), 1, "one refresh, by the broker");
+    assert_eq!(authorization_of_last_call(&w), format!("Bearer {REFRESHED}"));
+    let (status, again) = device_takes_lease(&w, &w.admin, id).await;
+    assert_eq!(status, 200, "the broker gave its lease back with the store: {again}");
+    assert_eq!(again["revision"], 2, "and the device sees the stored refresh's revision");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn the_broker_takes_over_a_lapsed_lease_and_the_late_holder_cannot_overwrite_its_result() {
+    let w = world().await;
+    let id = oauth_credential(&w, w.now() + 60, "token").await;
+    let (status, lease) = device_takes_lease(&w, &w.admin, id).await;
+    assert_eq!(status, 200, "{lease}");
+    w.broker.clock.advance(120);
+
+    let (status, _, body) = call_oauth(&w, id).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(token_requests(&w), 1, "the lapsed lease was taken over and the broker refreshed");
+    let (revision, _, payload) = stored(&w, id).await;
+    assert_eq!((revision, payload.secret.expose_secret()), (2, REFRESHED.as_bytes()));
+
+    let late = oauth_payload(&w, DEVICE_REFRESHED, w.now() + 3600, "token");
+    let (status, answer) = device_stores(&w, id, 1, lease["lease"].as_str().unwrap(), &late).await;
+    assert_eq!(
+        (status, answer["code"].as_str().unwrap()),
+        (409, "conflict"),
+        "the late holder's write at the old revision is refused: {answer}"
+    );
+    let (_, _, payload) = stored(&w, id).await;
+    assert_eq!(payload.secret.expose_secret(), REFRESHED.as_bytes(), "the broker's refresh stays");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn while_the_broker_refreshes_a_device_is_told_refresh_in_progress() {
+    let w = world().await;
+    let id = oauth_credential(&w, w.now() + 60, "slow").await;
+    let call = call_oauth(&w, id);
+    let device = async {
+        // The broker's refresh takes 1.5 s at the token endpoint.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        device_takes_lease(&w, &w.admin, id).await
+    };
+    let ((status, _, body), (lease_status, answer)) = tokio::join!(call, device);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (lease_status, answer["code"].as_str().unwrap_or("")),
+        (409, "refresh_in_progress"),
+        "the broker holds the lease in the database while it refreshes: {answer}"
+    );
+    assert_eq!(token_requests(&w), 1, "one refresh");
+    let (status, lease) = device_takes_lease(&w, &w.admin, id).await;
+    assert_eq!((status, lease["revision"].as_u64()), (200, Some(2)), "given back with the store");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_the_provider_refuses_marks_the_credential_reconnect_needed() {
+    let w = world().await;
+    let id = oauth_credential(&w, w.now() + 60, "refused").await;
+    let (status, _, body) = call_oauth(&w, id).await;
+    assert_eq!((status, code(&body).as_str()), (502, "upstream_failed"), "{body}");
+    assert!(body.contains("reconnect"), "the agent is told what is wrong: {body}");
+    let (revision, status, _) = stored(&w, id).await;
+    assert_eq!(
+        (revision, status.as_str()),
+        (2, "reconnect_needed"),
+        "never silently broken: the credential says it needs reconnecting"
+    );
+    let (status, answer) = device_takes_lease(&w, &w.admin, id).await;
+    assert_eq!(status, 200, "the broker gave its lease back: {answer}");
     w.broker.stop().await;
 }

@@ -544,3 +544,106 @@ async fn a_call_held_on_one_replica_is_released_by_a_pause_through_the_other() {
     assert_eq!(r.upstream.hits(), 0, "nothing reached the upstream");
     r.stop().await;
 }
+
+/// Two replicas whose calls both find the same OAuth token expired present its refresh token
+/// once: the refresh lease lives in the shared database. The replica that lost the lease waits
+/// for the other's result and uses it.
+#[tokio::test]
+async fn two_replicas_refresh_an_expired_token_once_and_both_calls_use_the_result() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use latchkey_core::envelope::Envelope;
+    use latchkey_core::payload::{CredentialKind, CredentialPayload, Injection, OAuthRefresh};
+    use latchkey_core::secret::SecretBytes;
+
+    if skip() {
+        return;
+    }
+    let a = TestBroker::start().await;
+    let b = a.start_replica().await;
+    // One server for the API and its token endpoint: the token endpoint takes a second, as a
+    // real one may, so both calls arrive while the first refresh is under way.
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let app = {
+        let (refreshes, seen) = (Arc::clone(&refreshes), Arc::clone(&seen));
+        axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::post(move || {
+                    let refreshes = Arc::clone(&refreshes);
+                    async move {
+                        refreshes.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        axum::Json(json!({
+                            "access_token": "gho_replicaREFRESHED",
+                            "token_type": "Bearer",
+                            "expires_in": 3600,
+                            "refresh_token": "ghr_replicaROTATED",
+                        }))
+                    }
+                }),
+            )
+            .fallback(move |headers: axum::http::HeaderMap| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+                    seen.lock().unwrap().push(auth.unwrap_or_default().to_owned());
+                    axum::Json(json!({"ok": true}))
+                }
+            })
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let admin = workspace_with_admin(&a).await;
+    let broker_key = broker_public_key(&a).await;
+    let (agent, token) = create_agent(&a, &admin, "ci-bot").await;
+    let id = CredentialId::random();
+    let payload = CredentialPayload {
+        kind: CredentialKind::OAuth {
+            expires_at: Some(now(&a) - 10),
+            refresh: Some(OAuthRefresh {
+                refresh_token: SecretBytes::copy_from(b"ghr_replicaORIGINAL"),
+                token_endpoint: format!("{base}/token"),
+                client_id: "latchkey-test".into(),
+                client_secret: None,
+            }),
+        },
+        injection: Injection::bearer(),
+        secret: SecretBytes::copy_from(b"gho_replicaEXPIRED"),
+    };
+    let key = admin.workspace_key.as_ref().unwrap().record_key(id).unwrap();
+    let envelope = Envelope::seal(&key, &payload.encode().unwrap()).unwrap();
+    let body = json!({
+        "id": id, "name": "idp", "provider": "github", "upstream_base_url": base,
+        "allowed_hosts": [base.trim_start_matches("http://")], "owner": "shared",
+        "key_version": 1, "envelope": common::b64(envelope.as_bytes()),
+    });
+    let (status, created) =
+        TestBroker::send(a.signed(&admin, "POST", "/v1/credentials", Some(&body))).await;
+    assert_eq!(status, 201, "{created}");
+
+    let capability =
+        || shared_capability(&admin, &broker_key, agent, id, Reuse::single_use().unwrap(), now(&a));
+    let (through_a, through_b) = tokio::join!(
+        TestBroker::send(agent_get(&a, &token, "idp", "/user", &capability())),
+        TestBroker::send(agent_get(&b, &token, "idp", "/user", &capability())),
+    );
+    assert_eq!(through_a.0, 200, "the call through A: {}", through_a.1);
+    assert_eq!(through_b.0, 200, "the call through B: {}", through_b.1);
+    assert_eq!(
+        refreshes.load(Ordering::SeqCst),
+        1,
+        "one refresh token presented once, although both replicas found the token expired"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["Bearer gho_replicaREFRESHED", "Bearer gho_replicaREFRESHED"],
+        "both calls used the refreshed token, none the expired one"
+    );
+    b.stop().await;
+    a.stop().await;
+}

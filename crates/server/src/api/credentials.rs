@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
 use latchkey_core::envelope::Envelope;
-use latchkey_core::ids::{CredentialId, KeyVersion, Owner};
+use latchkey_core::ids::{CredentialId, KeyVersion, LeaseId, Owner};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -34,12 +34,15 @@ use crate::store::credentials::{
     Rotation, RotationRefused, RotationScope,
 };
 use crate::store::devices::Role;
+use crate::store::leases::{LeaseHolder, LeaseRefused, REFRESH_LEASE_SECS};
 
 pub(super) fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(show, replace, remove))
         .routes(routes!(envelope))
+        .routes(routes!(take_lease))
+        .routes(routes!(release_lease))
         .routes(routes!(set_status))
         .routes(routes!(rotate))
 }
@@ -107,6 +110,10 @@ struct ReplaceCredential {
     envelope: B64,
     #[serde(default)]
     status: Option<CredentialStatus>,
+    /// The refresh lease this device holds, when it stores a refresh: given back with the write.
+    #[serde(default)]
+    #[schema(value_type = Option<stand_in::LeaseId>)]
+    lease: Option<LeaseId>,
 }
 
 /// The body of `PATCH /v1/credentials/{id}/status`.
@@ -177,6 +184,24 @@ struct EnvelopeView {
     revision: u64,
     envelope: B64,
 }
+
+/// A refresh lease this device now holds.
+#[derive(Debug, Serialize, ToSchema)]
+struct LeaseView {
+    /// Name it when storing the refreshed envelope (`PUT`) or giving the lease back (`DELETE`).
+    #[schema(value_type = stand_in::LeaseId)]
+    lease: LeaseId,
+    /// When the lease lapses (unix seconds); from then on anyone may take it over.
+    expires_at: u64,
+    /// The credential's revision when the lease was taken: if the device read an older one,
+    /// someone may have refreshed meanwhile, and it reads the credential again before it
+    /// presents a refresh token.
+    revision: u64,
+}
+
+/// The `Retry-After` of a `refresh_in_progress` answer: a refresh usually takes a second or two,
+/// so the caller looks again soon rather than when the holder's lease would lapse.
+const REFRESH_RETRY_SECS: u64 = 2;
 
 /// Stores a new credential (its envelope and metadata).
 ///
@@ -318,7 +343,7 @@ async fn envelope(
         (status = 400, description = "`bad_request` or `invalid_request` (as for creation)", body = ApiError),
         (status = 403, description = "`forbidden`: a shared credential and the caller is not an admin, or the owner was removed", body = ApiError),
         (status = 404, description = "`not_found`: no such credential, or another member's personal one", body = ApiError),
-        (status = 409, description = "`conflict`: the revision is stale, the name is taken, or the key version is not current", body = ApiError),
+        (status = 409, description = "`conflict`: the revision is stale, the name is taken, or the key version is not current; `refresh_in_progress`: the `lease` named was taken over and its new holder is refreshing (with `Retry-After`)", body = ApiError),
     ),
 )]
 async fn replace(
@@ -339,6 +364,7 @@ async fn replace(
         expires_hint: body.expires_hint,
         envelope: checked_envelope(&body.envelope, body.key_version)?,
         status: body.status,
+        lease: body.lease.map(|lease| (lease, caller.device)),
         now: state.now(),
     };
     let record = state
@@ -348,6 +374,115 @@ async fn replace(
         .map_err(write_error)?;
     tracing::info!(workspace = %record.workspace, credential = %record.id, revision = record.revision, "credential replaced");
     Ok(Json(record.into()))
+}
+
+/// Takes the credential's refresh lease: this device may refresh its OAuth tokens at the
+/// provider now, and nobody else (no other device or process, not the broker) until the lease
+/// is given back or lapses.
+///
+/// Take it before presenting a refresh token; name it when storing the refreshed envelope
+/// (`PUT`, which gives it back in the same transaction), or give it back (`DELETE`) on any
+/// failure. A lapsed lease is taken over. Shared credentials by admins, personal ones by their
+/// owner (whoever may store the result).
+#[utoipa::path(
+    post,
+    path = "/v1/credentials/{id}/refresh-lease",
+    tag = "credentials",
+    operation_id = "take_refresh_lease",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The credential id")),
+    responses(
+        (status = 200, description = "The lease is this device's until `expires_at`", body = LeaseView),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: the id is not a UUID", body = ApiError),
+        (status = 403, description = "`forbidden`: a shared credential and the caller is not an admin", body = ApiError),
+        (status = 404, description = "`not_found`: no such credential, or another member's personal one", body = ApiError),
+        (status = 409, description = "`refresh_in_progress`: someone else holds a live lease; read the credential again after `Retry-After` seconds (it is probably fresh by then)", body = ApiError),
+    ),
+)]
+async fn take_lease(
+    State(state): State<SharedState>,
+    id: Result<Path<String>, PathRejection>,
+    request: Signed<()>,
+) -> Result<Json<LeaseView>, ApiError> {
+    let caller = request.caller;
+    let record = visible(&state, &caller, credential_id(id)?).await?;
+    may_manage(&caller, &record)?;
+    let now = state.now();
+    let holder = LeaseHolder::Device(caller.device);
+    let taken = state
+        .store
+        .take_refresh_lease(caller.workspace, record.id, holder, REFRESH_LEASE_SECS, now)
+        .await?;
+    match taken {
+        Ok(taken) => {
+            tracing::debug!(workspace = %caller.workspace, credential = %record.id, lease = %taken.lease.id, "refresh lease taken");
+            Ok(Json(LeaseView {
+                lease: taken.lease.id,
+                expires_at: taken.lease.expires_at,
+                revision: taken.revision,
+            }))
+        }
+        Err(LeaseRefused::Held(held)) => Err(refresh_in_progress(held.expires_at, now)),
+        Err(LeaseRefused::NotFound) => Err(no_such_credential()),
+    }
+}
+
+/// Gives back a refresh lease this device holds (a refresh that failed or found nothing to do).
+#[utoipa::path(
+    delete,
+    path = "/v1/credentials/{id}/refresh-lease/{lease}",
+    tag = "credentials",
+    operation_id = "release_refresh_lease",
+    security(("device_signature" = [])),
+    params(
+        ("id" = String, Path, format = "uuid", description = "The credential id"),
+        ("lease" = String, Path, format = "uuid", description = "The lease id `POST` answered"),
+    ),
+    responses(
+        (status = 204, description = "Given back: anyone may take the lease now"),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: an id is not a UUID", body = ApiError),
+        (status = 404, description = "`not_found`: no such credential, or this device holds no such lease on it (given back already, taken over after it lapsed, or another device's)", body = ApiError),
+    ),
+)]
+async fn release_lease(
+    State(state): State<SharedState>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    request: Signed<()>,
+) -> Result<StatusCode, ApiError> {
+    let caller = request.caller;
+    let (id, lease) = ids
+        .ok()
+        .and_then(|Path((id, lease))| Some((id.parse().ok()?, lease.parse::<LeaseId>().ok()?)))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                "the credential id and the lease id in the path must be UUIDs",
+            )
+        })?;
+    let record = visible(&state, &caller, id).await?;
+    let holder = LeaseHolder::Device(caller.device);
+    if !state.store.release_refresh_lease(caller.workspace, record.id, lease, holder).await? {
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            "this device holds no such refresh lease on the credential (given back already, or taken over after it lapsed)",
+        ));
+    }
+    tracing::debug!(workspace = %caller.workspace, credential = %record.id, %lease, "refresh lease given back");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `409 refresh_in_progress` for a lease held until `until`.
+fn refresh_in_progress(until: u64, now: u64) -> ApiError {
+    let left = until.saturating_sub(now);
+    ApiError::new(
+        ErrorCode::RefreshInProgress,
+        format!(
+            "someone else is refreshing this credential now (their lease lapses in {left} s); read it again in a few seconds, it is probably fresh by then"
+        ),
+    )
+    .retry_after(REFRESH_RETRY_SECS.min(left.max(1)))
 }
 
 /// Sets a credential's status (`active`, `reconnect_needed`, `disabled`).
@@ -629,6 +764,10 @@ fn write_error(error: CredentialWriteError) -> ApiError {
     let code = match error {
         CredentialWriteError::NotFound => ErrorCode::NotFound,
         CredentialWriteError::OwnerGone => ErrorCode::Forbidden,
+        CredentialWriteError::RefreshInProgress { .. } => {
+            return ApiError::new(ErrorCode::RefreshInProgress, error.to_string())
+                .retry_after(REFRESH_RETRY_SECS);
+        }
         _ => ErrorCode::Conflict,
     };
     ApiError::new(code, error.to_string())

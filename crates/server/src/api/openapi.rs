@@ -207,6 +207,8 @@ pub(crate) mod stand_in {
         GrantId,
         /// An approval id: a lowercase hyphenated UUID.
         ApprovalId,
+        /// A refresh lease id: a lowercase hyphenated UUID.
+        LeaseId,
     );
 
     /// A key version: 1 for the first key, one more for each rotation.

@@ -115,7 +115,7 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         (status = 428, description = "`approval_required`: no capability; a member must approve the call (retry after approval)", body = ApiError),
         (status = 500, description = "`internal`", body = ApiError),
         (status = 502, description = "`upstream_failed`: the upstream (or its token endpoint) could not be reached, timed out, or refused a refresh", body = ApiError),
-        (status = 503, description = "`unavailable`: the audit log could not record the attempt, so the call was not made", body = ApiError),
+        (status = 503, description = "`unavailable`: the audit log could not record the attempt, so the call was not made; or the access token has expired and someone else is refreshing it (retry after `Retry-After` seconds)", body = ApiError),
     ),
 )]
 async fn handle(

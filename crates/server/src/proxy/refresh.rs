@@ -1,17 +1,34 @@
 //! Refreshing an expiring OAuth access token on the call path, and re-sealing the result under
 //! the same record key so the member's capability keeps working.
 //!
-//! Refreshes of one credential are serialised: authorization servers that rotate refresh tokens
-//! treat a second use of an old refresh token as theft and revoke the whole grant. Inside the
-//! lock the stored envelope is read again; if another request refreshed it meanwhile, that result
-//! is used instead of refreshing again. The stored envelope is replaced only if it is still the
-//! one this refresh started from (compare-and-swap), so concurrent writers cannot lose a rotation.
+//! Authorization servers that rotate refresh tokens treat a second use of an old refresh token
+//! as theft and revoke the whole grant (RFC 9700), so no two refreshers may present one refresh
+//! token: not two calls on this replica, not two replicas, not the broker and a device.
+//!
+//! ```text
+//! refresh            per-credential lock (this replica)
+//!                    -> read the credential again: refreshed meanwhile and fresh? use that
+//!                    -> take the credential's refresh lease in the database (store/leases.rs)
+//!                       taken:  read again if its revision moved since; ask the token endpoint;
+//!                               store the new pair by compare-and-swap on the envelope and give
+//!                               the lease back in the same transaction (a refused refresh token
+//!                               marks the credential reconnect needed, with the lease given back)
+//!                       held:   by a device, another replica or an earlier call: the token in
+//!                               hand is used if it has not actually expired (the 5-minute margin
+//!                               means it usually has not); otherwise wait, outside the lock, for
+//!                               the holder's result (polling the envelope) or the lease to come
+//!                               free, at most HOLDER_WAIT; then `503 unavailable`, retryable
+//! ```
+//!
+//! The stored envelope is replaced only if it is still the one this refresh started from
+//! (compare-and-swap), so concurrent writers cannot lose a rotation either.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use latchkey_core::envelope::Envelope;
-use latchkey_core::ids::CredentialId;
+use latchkey_core::ids::{CredentialId, LeaseId};
 use latchkey_core::keys::RecordKey;
 use latchkey_core::payload::{CredentialKind, CredentialPayload, OAuthRefresh};
 use latchkey_core::secret::SecretBytes;
@@ -21,10 +38,20 @@ use zeroize::Zeroizing;
 use super::open::REFRESH_MARGIN_SECS;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
-use crate::store::credentials::CredentialRecord;
+use crate::store::credentials::{CredentialRecord, EnvelopeSwap};
+use crate::store::leases::{LeaseHolder, LeaseRefused, REFRESH_LEASE_SECS, TakenLease};
 
 /// Largest token endpoint response read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+
+/// How long the token endpoint may take: well inside the refresh lease.
+const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a call whose token has expired waits for someone else's refresh.
+const HOLDER_WAIT: Duration = Duration::from_secs(5);
+
+/// How often it looks for that refresh's result meanwhile.
+const HOLDER_POLL: Duration = Duration::from_millis(250);
 
 /// One async lock per credential being refreshed in this process.
 #[derive(Debug, Default)]
@@ -39,7 +66,15 @@ impl RefreshLocks {
     }
 }
 
-/// Returns a fresh payload for `credential`, refreshing at the token endpoint if nobody else has.
+/// The credential's envelope as last read, and what it holds.
+struct Current {
+    envelope: Envelope,
+    revision: u64,
+    payload: CredentialPayload,
+}
+
+/// Returns a usable payload for `credential`, refreshing at the token endpoint if nobody else
+/// has or is (see the module documentation).
 pub(crate) async fn refresh(
     state: &SharedState,
     credential: &CredentialRecord,
@@ -48,42 +83,138 @@ pub(crate) async fn refresh(
     now: u64,
 ) -> Result<CredentialPayload, ApiError> {
     let lock = state.refresh_locks.lock_for(credential.id);
-    let _guard = lock.lock().await;
-
-    // Someone may have refreshed while this request waited for the lock.
-    let current = state
-        .store
-        .credential_by_name(credential.workspace, &credential.name)
-        .await?
-        .filter(|c| c.id == credential.id)
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::NotFound, "the credential was deleted during the call")
-        })?;
-    let (previous, payload) = if current.envelope == credential.envelope {
-        (current.envelope, payload)
-    } else {
-        let reopened = current.envelope.open(key).map_err(|_| {
-            ApiError::new(
-                ErrorCode::CapabilityInvalid,
-                "capability refused: the credential changed; issue a new capability",
-            )
-        })?;
-        let reopened = CredentialPayload::decode(reopened.expose_secret()).map_err(|e| {
-            ApiError::new(
-                ErrorCode::UpstreamFailed,
-                format!("the stored credential is unusable ({e}); reconnect it"),
-            )
-        })?;
-        if !expiring(&reopened, now) {
-            return Ok(reopened);
+    let mut current =
+        Current { envelope: credential.envelope.clone(), revision: credential.revision, payload };
+    let deadline = tokio::time::Instant::now() + HOLDER_WAIT;
+    loop {
+        {
+            let _guard = lock.lock().await;
+            // Someone may have refreshed while this request waited for the lock or the lease.
+            current = match reread(state, credential, key, current).await? {
+                Reread::Fresh(payload) => return Ok(payload),
+                Reread::Expiring(current) => current,
+            };
+            if !matches!(&current.payload.kind, CredentialKind::OAuth { refresh: Some(_), .. }) {
+                return Ok(current.payload);
+            }
+            let taken = state
+                .store
+                .take_refresh_lease(
+                    credential.workspace,
+                    credential.id,
+                    LeaseHolder::Broker,
+                    REFRESH_LEASE_SECS,
+                    now,
+                )
+                .await?;
+            match taken {
+                Ok(taken) => {
+                    return refresh_leased(state, credential, key, current, taken, now).await;
+                }
+                Err(LeaseRefused::NotFound) => return Err(deleted()),
+                Err(LeaseRefused::Held(held)) => {
+                    tracing::debug!(credential = %credential.id, holder = ?held.holder, "refresh lease held elsewhere");
+                }
+            }
         }
-        (current.envelope, reopened)
-    };
+        // Someone else is refreshing. The 5-minute margin means the token in hand usually still
+        // works: use it rather than wait.
+        if !expired(&current.payload, now) {
+            return Ok(current.payload);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(credential = %credential.id, "expired token still being refreshed elsewhere");
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "the credential's access token has expired and is being refreshed elsewhere right now (by a member's device or another broker); retry in a few seconds",
+            )
+            .retry_after(2));
+        }
+        tokio::time::sleep(HOLDER_POLL).await;
+    }
+}
 
+/// Holding the lease: refreshes at the token endpoint and stores the new pair, giving the lease
+/// back on every path.
+async fn refresh_leased(
+    state: &SharedState,
+    credential: &CredentialRecord,
+    key: &RecordKey,
+    current: Current,
+    taken: TakenLease,
+    now: u64,
+) -> Result<CredentialPayload, ApiError> {
+    let lease = taken.lease.id;
+    let result = async {
+        // A refresh stored (and its lease given back) between the read and the take moved the
+        // revision: its refresh token is the live one now, and perhaps its access token is fresh.
+        let current = if taken.revision == current.revision {
+            current
+        } else {
+            match reread(state, credential, key, current).await? {
+                Reread::Fresh(payload) => return Ok(Leased::Untouched(payload)),
+                Reread::Expiring(current) => current,
+            }
+        };
+        refresh_at_provider(state, credential, key, current, lease, now).await
+    }
+    .await;
+    match result {
+        Ok(Leased::Stored(payload)) => Ok(payload),
+        Ok(Leased::Untouched(payload)) => {
+            give_back(state, credential, lease).await;
+            Ok(payload)
+        }
+        Err(error) => {
+            // Given back already if the refusal was recorded; giving back twice changes nothing.
+            give_back(state, credential, lease).await;
+            Err(error)
+        }
+    }
+}
+
+/// What a leased refresh did with the lease.
+enum Leased {
+    /// Stored, and the lease given back in the same transaction.
+    Stored(CredentialPayload),
+    /// Nothing stored; the lease is still held.
+    Untouched(CredentialPayload),
+}
+
+async fn refresh_at_provider(
+    state: &SharedState,
+    credential: &CredentialRecord,
+    key: &RecordKey,
+    current: Current,
+    lease: LeaseId,
+    now: u64,
+) -> Result<Leased, ApiError> {
+    let Current { envelope: previous, payload, .. } = current;
     let CredentialKind::OAuth { refresh: Some(refresh), .. } = &payload.kind else {
-        return Ok(payload);
+        return Ok(Leased::Untouched(payload));
     };
-    let tokens = request_tokens(state, refresh).await?;
+    let tokens = match request_tokens(state, refresh).await {
+        Ok(tokens) => tokens,
+        Err(TokenFailure::Refused(error)) => {
+            // Never silently broken: the credential says it needs reconnecting, unless someone
+            // stored another envelope meanwhile (then this refusal is not about it).
+            let marked = state
+                .store
+                .mark_refresh_refused(
+                    credential.workspace,
+                    credential.id,
+                    &previous,
+                    Some(lease),
+                    now,
+                )
+                .await?;
+            if marked {
+                tracing::warn!(credential = %credential.id, "refresh refused by the provider; marked reconnect needed");
+            }
+            return Err(error);
+        }
+        Err(TokenFailure::Failed(error)) => return Err(error),
+    };
     let refreshed = CredentialPayload {
         kind: CredentialKind::OAuth {
             expires_at: tokens.expires_in.map(|secs| now.saturating_add(secs)),
@@ -111,21 +242,82 @@ pub(crate) async fn refresh(
         CredentialKind::OAuth { expires_at, .. } => *expires_at,
         CredentialKind::ApiKey => None,
     };
+    let change = EnvelopeSwap { previous: &previous, next: &next, expires_hint, now };
     let swapped = state
         .store
-        .replace_envelope(credential.workspace, credential.id, &previous, &next, expires_hint, now)
+        .replace_envelope(credential.workspace, credential.id, change, Some(lease))
         .await?;
     if !swapped {
-        // Another replica replaced the envelope between our read and our write. The refreshed
-        // token is valid and is used for this call; the stored one is theirs.
-        tracing::warn!(credential = %credential.id, "concurrent refresh on another replica; kept theirs");
+        // Someone wrote the credential without its refresh lease (a reconnect) between the read
+        // and the write. The refreshed token is valid and is used for this call; the stored one
+        // is theirs.
+        tracing::warn!(credential = %credential.id, "credential replaced during the refresh; kept theirs");
     }
     tracing::info!(credential = %credential.id, "refreshed an OAuth access token");
-    Ok(refreshed)
+    Ok(Leased::Stored(refreshed))
+}
+
+/// What reading the credential again found.
+enum Reread {
+    /// Someone stored a new envelope whose token is not expiring.
+    Fresh(CredentialPayload),
+    /// The token (the one in hand, or the one stored meanwhile) still needs refreshing.
+    Expiring(Current),
+}
+
+/// Reads the credential again and opens its envelope if it is not the one in hand.
+async fn reread(
+    state: &SharedState,
+    credential: &CredentialRecord,
+    key: &RecordKey,
+    known: Current,
+) -> Result<Reread, ApiError> {
+    let stored =
+        state.store.credential(credential.workspace, credential.id).await?.ok_or_else(deleted)?;
+    if stored.envelope == known.envelope {
+        return Ok(Reread::Expiring(Current { revision: stored.revision, ..known }));
+    }
+    let reopened = stored.envelope.open(key).map_err(|_| {
+        ApiError::new(
+            ErrorCode::CapabilityInvalid,
+            "capability refused: the credential changed; issue a new capability",
+        )
+    })?;
+    let payload = CredentialPayload::decode(reopened.expose_secret()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::UpstreamFailed,
+            format!("the stored credential is unusable ({e}); reconnect it"),
+        )
+    })?;
+    if !expiring(&payload, state.now()) {
+        return Ok(Reread::Fresh(payload));
+    }
+    Ok(Reread::Expiring(Current { envelope: stored.envelope, revision: stored.revision, payload }))
+}
+
+/// Gives the broker's lease back after a refresh that stored nothing (logged if it fails: the
+/// lease then lapses on its own).
+async fn give_back(state: &SharedState, credential: &CredentialRecord, lease: LeaseId) {
+    let released = state
+        .store
+        .release_refresh_lease(credential.workspace, credential.id, lease, LeaseHolder::Broker)
+        .await;
+    if let Err(error) = released {
+        tracing::warn!(credential = %credential.id, %error, "could not give a refresh lease back; it lapses on its own");
+    }
+}
+
+fn deleted() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "the credential was deleted during the call")
 }
 
 fn expiring(payload: &CredentialPayload, now: u64) -> bool {
     matches!(&payload.kind, CredentialKind::OAuth { expires_at: Some(e), .. } if e.saturating_sub(REFRESH_MARGIN_SECS) <= now)
+}
+
+/// Past its expiry (not just inside the refresh margin).
+fn expired(payload: &CredentialPayload, now: u64) -> bool {
+    matches!(&payload.kind, CredentialKind::OAuth { expires_at: Some(e), .. } if *e <= now)
 }
 
 /// A token endpoint's successful answer (RFC 6749 §5.1). Secret fields are zeroized on drop.
@@ -144,10 +336,25 @@ struct TokenError {
     error: String,
 }
 
+/// Why the token endpoint gave no tokens.
+enum TokenFailure {
+    /// It refused the refresh token (`invalid_grant`): the grant is gone, reconnecting is the
+    /// only way back.
+    Refused(ApiError),
+    /// Anything else (unreachable, another error, an unusable answer): retrying may work.
+    Failed(ApiError),
+}
+
+impl From<ApiError> for TokenFailure {
+    fn from(error: ApiError) -> Self {
+        TokenFailure::Failed(error)
+    }
+}
+
 async fn request_tokens(
     state: &SharedState,
     refresh: &OAuthRefresh,
-) -> Result<TokenResponse, ApiError> {
+) -> Result<TokenResponse, TokenFailure> {
     let refresh_token =
         std::str::from_utf8(refresh.refresh_token.expose_secret()).map_err(|_| {
             ApiError::new(
@@ -170,6 +377,7 @@ async fn request_tokens(
         .upstream
         .post(&refresh.token_endpoint)
         .header("accept", "application/json")
+        .timeout(TOKEN_REQUEST_TIMEOUT)
         .form(&form)
         .send()
         .await
@@ -182,19 +390,23 @@ async fn request_tokens(
     if !status.is_success() {
         let code = serde_json::from_slice::<TokenError>(&body).map(|e| e.error).unwrap_or_default();
         tracing::warn!(status = status.as_u16(), error = %code, "token refresh refused");
-        let message = if code == "invalid_grant" {
-            "the provider refused the credential's refresh token; its owner must reconnect it in the Latchkey app"
-        } else {
-            "the provider's token endpoint refused to refresh the credential; retry later or reconnect it"
-        };
-        return Err(ApiError::new(ErrorCode::UpstreamFailed, message));
+        if code == "invalid_grant" {
+            return Err(TokenFailure::Refused(ApiError::new(
+                ErrorCode::UpstreamFailed,
+                "the provider refused the credential's refresh token; its owner must reconnect it in the Latchkey app",
+            )));
+        }
+        return Err(TokenFailure::Failed(ApiError::new(
+            ErrorCode::UpstreamFailed,
+            "the provider's token endpoint refused to refresh the credential; retry later or reconnect it",
+        )));
     }
-    serde_json::from_slice(&body).map_err(|_| {
+    Ok(serde_json::from_slice(&body).map_err(|_| {
         ApiError::new(
             ErrorCode::UpstreamFailed,
             "the provider's token endpoint answered without a usable access token",
         )
-    })
+    })?)
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, ApiError> {

@@ -12,12 +12,15 @@
 //! afterwards.
 
 use latchkey_core::envelope::Envelope;
-use latchkey_core::ids::{CredentialId, DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
+use latchkey_core::ids::{
+    CredentialId, DeviceId, KeyVersion, LeaseId, MemberId, Owner, WorkspaceId,
+};
 use latchkey_core::keys::WrappedKey;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
+use super::leases::{LeaseHolder, lease_in, release_in};
 use super::nonces::as_i64;
 use super::workspaces::insert_wrapped_key;
 use super::{Lock, Store, StoreError};
@@ -169,6 +172,9 @@ pub struct CredentialUpdate {
     pub envelope: Envelope,
     /// A new status, or `None` to keep the current one.
     pub status: Option<CredentialStatus>,
+    /// The refresh lease the writer holds, if it stores a refresh: given back in the same
+    /// transaction when the write succeeds.
+    pub lease: Option<(LeaseId, DeviceId)>,
     /// Time of the change.
     pub now: u64,
 }
@@ -207,6 +213,28 @@ pub enum CredentialWriteError {
     /// No such credential in the workspace.
     #[error("no such credential")]
     NotFound,
+    /// The writer named a refresh lease it no longer holds, and someone else holds a live one:
+    /// they are refreshing the credential now.
+    #[error(
+        "the refresh lease named lapsed and was taken over: someone else is refreshing this credential now (until {until} at the latest); read it again in a few seconds"
+    )]
+    RefreshInProgress {
+        /// When the other holder's lease lapses (unix seconds).
+        until: u64,
+    },
+}
+
+/// A refreshed envelope for [`Store::replace_envelope`]: stored only while `previous` is.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvelopeSwap<'a> {
+    /// The envelope the refresh started from.
+    pub previous: &'a Envelope,
+    /// The refreshed envelope, sealed under the same record key.
+    pub next: &'a Envelope,
+    /// The new access token's expiry, if the provider said.
+    pub expires_hint: Option<u64>,
+    /// Time of the change.
+    pub now: u64,
 }
 
 /// Whose key a rotation replaces.
@@ -437,6 +465,23 @@ impl Store {
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
+        // A write that names its refresh lease gives it back with the write. A lease it no
+        // longer holds (lapsed and taken over) refuses the write while the new holder's is live:
+        // the new holder is refreshing; otherwise the revision alone decides.
+        let mut release = None;
+        if let Some((lease, device)) = update.lease {
+            match lease_in(&mut tx, workspace, id).await? {
+                Some(held) if held.id == lease && held.holder == LeaseHolder::Device(device) => {
+                    release = Some((lease, held.holder));
+                }
+                Some(other) if other.is_live(update.now) => {
+                    return Ok(Err(CredentialWriteError::RefreshInProgress {
+                        until: other.expires_at,
+                    }));
+                }
+                _ => {}
+            }
+        }
         let version = update.envelope.key_version();
         let updated = sqlx::query(
             "UPDATE credentials SET name = $4, provider = $5, upstream_base_url = $6, allowed_hosts = $7,
@@ -485,6 +530,9 @@ impl Store {
             }
             Err(e) if is_unique_violation(&e) => return Ok(Err(CredentialWriteError::NameTaken)),
             Err(e) => return Err(e.into()),
+        }
+        if let Some((lease, holder)) = release {
+            release_in(&mut tx, workspace, id, lease, holder).await?;
         }
         let record = fetch(&mut tx, workspace, id)
             .await?
@@ -555,6 +603,8 @@ impl Store {
 
     /// After the broker refreshed an OAuth token under the same record key: replace the envelope
     /// only if the stored one is still `previous` (compare-and-swap); returns whether it swapped.
+    /// The broker's refresh lease `lease`, if given, is given back in the same transaction
+    /// whether or not the envelope swapped.
     ///
     /// Refuses (returns `false`) when `next` is not at `previous`'s key version: a refresh
     /// re-seals under the same record key, and only a rotation changes versions.
@@ -562,16 +612,19 @@ impl Store {
         &self,
         workspace: WorkspaceId,
         credential: CredentialId,
-        previous: &Envelope,
-        next: &Envelope,
-        expires_hint: Option<u64>,
-        now: u64,
+        change: EnvelopeSwap<'_>,
+        lease: Option<LeaseId>,
     ) -> Result<bool, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
+        let EnvelopeSwap { previous, next, expires_hint, now } = change;
+        let mut tx = self.begin(workspace, Lock::None).await?;
         if previous.key_version() != next.key_version() {
+            if let Some(lease) = lease {
+                release_in(&mut tx, workspace, credential, lease, LeaseHolder::Broker).await?;
+            }
+            tx.commit().await?;
             return Ok(false);
         }
-        let mut tx = self.begin(workspace, Lock::None).await?;
         let swapped = sqlx::query(
             "UPDATE credentials SET envelope = $4, expires_hint = $5, updated_at = $6, revision = revision + 1
              WHERE workspace_id = $1 AND id = $2 AND envelope = $3 AND key_version = $7",
@@ -586,8 +639,43 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if let Some(lease) = lease {
+            release_in(&mut tx, workspace, credential, lease, LeaseHolder::Broker).await?;
+        }
         tx.commit().await?;
         Ok(swapped == 1)
+    }
+
+    /// After the provider refused the broker's refresh (`invalid_grant`): marks the credential
+    /// `reconnect_needed` if its envelope is still `presented` (so a refresh someone else stored
+    /// meanwhile is not marked broken), and gives back the broker's lease `lease` in the same
+    /// transaction. Returns whether it marked the credential.
+    pub async fn mark_refresh_refused(
+        &self,
+        workspace: WorkspaceId,
+        credential: CredentialId,
+        presented: &Envelope,
+        lease: Option<LeaseId>,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let _invalidate = self.hot.invalidate_on_drop();
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let marked = sqlx::query(
+            "UPDATE credentials SET status = 'reconnect_needed', updated_at = $4, revision = revision + 1
+             WHERE workspace_id = $1 AND id = $2 AND envelope = $3 AND status = 'active'",
+        )
+        .bind(workspace.to_string())
+        .bind(credential.to_string())
+        .bind(presented.as_bytes())
+        .bind(as_i64(now))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if let Some(lease) = lease {
+            release_in(&mut tx, workspace, credential, lease, LeaseHolder::Broker).await?;
+        }
+        tx.commit().await?;
+        Ok(marked == 1)
     }
 
     /// The owner's current key version: the workspace's for shared credentials, the member's

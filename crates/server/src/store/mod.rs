@@ -21,6 +21,7 @@ pub mod audit;
 pub mod credentials;
 pub mod devices;
 pub(crate) mod hot;
+pub mod leases;
 pub mod members;
 pub mod nonces;
 pub mod pauses;
