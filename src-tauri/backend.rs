@@ -4,12 +4,13 @@
 
 use async_trait::async_trait;
 use latchkey_client::api::Role;
+use latchkey_client::workspace::Joining;
 use latchkey_core::secret::SecretBytes;
 
 use crate::error::CommandError;
 use crate::view::{
-    Agent, AppStatus, Approval, AuditRow, AuditVerdict, Grant, Integration, Invite, Member,
-    NewAgent, RotationProgress, RotationResult,
+    Agent, AppStatus, Approval, AuditRow, AuditVerdict, DeviceInvite, Grant, Integration, Invite,
+    Member, NewAgent, RotationProgress, RotationResult,
 };
 
 /// A command's result.
@@ -31,8 +32,9 @@ pub struct JoinRequest {
     pub server_url: String,
     /// A one-time code: zeroized when dropped.
     pub invite_code: latchkey_client::api::InviteCode,
-    /// `None`: joining as another device of an existing member (the invite says which).
-    pub member_name: Option<String>,
+    /// A new member with their name, or another device of an existing member (the member id
+    /// their invite was created for).
+    pub joining: Joining,
     pub device_name: String,
 }
 
@@ -155,6 +157,8 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn members(&self) -> Outcome<Vec<Member>>;
     async fn create_invite(&self, role: Role) -> Outcome<Invite>;
+    /// An invite for another device of the signed-in member.
+    async fn create_device_invite(&self) -> Outcome<DeviceInvite>;
     async fn admit_device(&self, device: String, fingerprint: String) -> Outcome<Vec<Member>>;
     async fn remove_member(&self, id: String, rotate: bool) -> Outcome<Vec<Member>>;
     async fn remove_device(&self, id: String, rotate: bool) -> Outcome<Vec<Member>>;

@@ -34,6 +34,7 @@ const COMMANDS: &[&str] = &[
     "export_audit",
     "list_members",
     "create_invite",
+    "create_device_invite",
     "admit_device",
     "remove_member",
     "remove_device",

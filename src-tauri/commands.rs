@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use latchkey_client::api::{InviteCode, Role};
 use latchkey_client::catalog::Catalog;
+use latchkey_client::workspace::Joining;
+use latchkey_core::ids::MemberId;
 use latchkey_core::secret::SecretBytes;
 use serde::Serialize;
 use tauri::{AppHandle, Emitter as _, Manager as _, Runtime, State};
@@ -15,8 +17,8 @@ use crate::backend::{
 };
 use crate::error::CommandError;
 use crate::view::{
-    Agent, AppStatus, Approval, AuditRow, AuditVerdict, CheckResult, Grant, Integration, Invite,
-    Member, NewAgent, Policy, PolicyTemplate, Provider, RotationResult,
+    Agent, AppStatus, Approval, AuditRow, AuditVerdict, CheckResult, DeviceInvite, Grant,
+    Integration, Invite, Member, NewAgent, Policy, PolicyTemplate, Provider, RotationResult,
 };
 use crate::{events, templates};
 
@@ -69,16 +71,41 @@ pub async fn join_workspace(
     server_url: String,
     invite_code: String,
     member_name: Option<String>,
+    device_of: Option<String>,
     device_name: String,
 ) -> Outcome<JoinStarted> {
+    let joining = joining(member_name, device_of)?;
     let invite_code: InviteCode = invite_code
         .parse()
         .map_err(|e: latchkey_client::api::InviteCodeError| CommandError::invalid(e.to_string()))?;
     let fingerprint = shell
         .backend
-        .join_workspace(JoinRequest { server_url, invite_code, member_name, device_name })
+        .join_workspace(JoinRequest { server_url, invite_code, joining, device_name })
         .await?;
     Ok(JoinStarted { fingerprint })
+}
+
+/// Whom a device joins as: a new member with `member_name`, or another device of the member
+/// `device_of` (the id their other device showed with the invite). Exactly one of the two.
+fn joining(member_name: Option<String>, device_of: Option<String>) -> Outcome<Joining> {
+    let given = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    match (given(member_name), given(device_of)) {
+        (Some(name), None) => Ok(Joining::NewMember { name }),
+        (None, Some(member)) => member.parse::<MemberId>().map(Joining::ExistingMember).map_err(|_| {
+            CommandError::new(
+                crate::error::codes::INVALID_MEMBER_ID,
+                format!(
+                    "{member:?} is not a member id: copy the one shown with the invite under \"Add a device of mine\" on your other device"
+                ),
+            )
+        }),
+        (Some(_), Some(_)) => Err(CommandError::invalid(
+            "give your name (you are new to this workspace) or your member id (this is another device of yours), not both",
+        )),
+        (None, None) => Err(CommandError::invalid(
+            "enter your name, or your member id if this is another device of yours",
+        )),
+    }
 }
 
 /// A device that joined and waits to be admitted.
@@ -351,6 +378,11 @@ pub async fn list_members(shell: State<'_, Shell>) -> Outcome<Vec<Member>> {
 #[tauri::command]
 pub async fn create_invite(shell: State<'_, Shell>, role: Role) -> Outcome<Invite> {
     shell.backend.create_invite(role).await
+}
+
+#[tauri::command]
+pub async fn create_device_invite(shell: State<'_, Shell>) -> Outcome<DeviceInvite> {
+    shell.backend.create_device_invite().await
 }
 
 #[tauri::command]

@@ -19,6 +19,10 @@ use crate::error::{CommandError, codes};
 use crate::view::*;
 
 const CANARY_KEY: &str = "sk-canary-0f9e8d7c6b5a4f3e2d1c";
+/// A member id as the broker spells them.
+const MEMBER: &str = "0b6c3f1e-8d2a-4c5b-9e7f-1a2b3c4d5e6f";
+/// A well-formed invite code (28 symbols).
+const CODE: &str = "ABCDEFGHJKMNPQRSTVWXYZ234567";
 
 /// A connection request as the fake received it: provider, issuer, base URL, authorization URL,
 /// token URL.
@@ -33,6 +37,7 @@ struct Seen {
     approved_for: Vec<(String, u64)>,
     connections: Vec<SeenConnection>,
     paused: Option<bool>,
+    joins: Vec<(latchkey_client::workspace::Joining, String)>,
 }
 
 #[derive(Default)]
@@ -86,8 +91,9 @@ impl Backend for Fake {
         self.seen.lock().unwrap().workspaces.push(new);
         Ok(status(true, false))
     }
-    async fn join_workspace(&self, _: JoinRequest) -> Outcome<String> {
-        refused()
+    async fn join_workspace(&self, join: JoinRequest) -> Outcome<String> {
+        self.seen.lock().unwrap().joins.push((join.joining, join.device_name));
+        Ok("4F2A-91C3".into())
     }
     async fn finish_join(&self, _: String) -> Outcome<AppStatus> {
         Err(CommandError::new(codes::NOT_ADMITTED_YET, "no keys from that device yet"))
@@ -218,6 +224,9 @@ impl Backend for Fake {
     async fn create_invite(&self, role: Role) -> Outcome<Invite> {
         Ok(Invite { code: "ABCD".into(), role, expires_at: 10 })
     }
+    async fn create_device_invite(&self) -> Outcome<DeviceInvite> {
+        Ok(DeviceInvite { code: "EFGH".into(), member_id: MEMBER.into(), expires_at: 20 })
+    }
     async fn admit_device(&self, _: String, _: String) -> Outcome<Vec<Member>> {
         refused()
     }
@@ -335,6 +344,69 @@ fn errors_reach_the_ui_as_code_and_message() {
     assert_eq!(error, json!({"code": "approval_closed", "message": "already answered"}));
     let error = h.invoke("finish_join", json!({"adminFingerprint": "x"})).expect_err("not yet");
     assert_eq!(error["code"], "not_admitted_yet");
+}
+
+#[test]
+fn a_device_invite_names_the_member_the_new_device_joins_as() {
+    let h = harness();
+    let invite = h.invoke("create_device_invite", json!({})).expect("a device invite");
+    assert_eq!(invite, json!({"code": "EFGH", "memberId": MEMBER, "expiresAt": 20}));
+}
+
+#[test]
+fn joining_as_another_device_of_a_member_passes_the_member_id_on() {
+    let h = harness();
+    let started = h
+        .invoke(
+            "join_workspace",
+            json!({"serverUrl": "https://latchkey.example", "inviteCode": CODE,
+                   "memberName": " ", "deviceOf": format!(" {} ", MEMBER.to_uppercase()), "deviceName": "desk"}),
+        )
+        .expect("a member id and a blank name join as another device");
+    assert_eq!(started, json!({"fingerprint": "4F2A-91C3"}));
+    let _ = h
+        .invoke(
+            "join_workspace",
+            json!({"serverUrl": "https://latchkey.example", "inviteCode": CODE,
+                   "memberName": "Ada", "deviceName": "laptop"}),
+        )
+        .expect("a name without a member id joins as a new member");
+    let seen = h.fake.seen.lock().unwrap();
+    let member = MEMBER.parse().expect("a member id");
+    assert_eq!(
+        seen.joins,
+        [
+            (latchkey_client::workspace::Joining::ExistingMember(member), "desk".to_owned()),
+            (
+                latchkey_client::workspace::Joining::NewMember { name: "Ada".into() },
+                "laptop".to_owned()
+            ),
+        ],
+        "the id is read in any case, trimmed; an absent deviceOf is a new member"
+    );
+}
+
+#[test]
+fn a_malformed_member_id_is_refused_before_the_backend_is_asked() {
+    let h = harness();
+    let join = |name: Value, device_of: Value| {
+        h.invoke(
+            "join_workspace",
+            json!({"serverUrl": "https://latchkey.example", "inviteCode": CODE,
+                   "memberName": name, "deviceOf": device_of, "deviceName": "desk"}),
+        )
+        .expect_err("refused")
+    };
+    let malformed = join(Value::Null, json!("ada"));
+    assert_eq!(malformed["code"], "invalid_member_id", "the UI puts it under the member id field");
+    assert!(
+        malformed["message"].as_str().is_some_and(|m| m.contains("\"ada\" is not a member id"))
+    );
+    let cut = join(Value::Null, json!(&MEMBER[..35]));
+    assert_eq!(cut["code"], "invalid_member_id", "one character short");
+    assert_eq!(join(json!("Ada"), json!(MEMBER))["code"], "invalid_input", "not both");
+    assert_eq!(join(json!("  "), Value::Null)["code"], "invalid_input", "not neither");
+    assert!(h.fake.seen.lock().unwrap().joins.is_empty(), "nothing reached the backend");
 }
 
 #[test]

@@ -22,6 +22,8 @@ use serde::Serialize;
 pub mod codes {
     /// The request from the UI is not well formed (an id, a URL, a duration).
     pub const INVALID_INPUT: &str = "invalid_input";
+    /// The member id typed to join as another device of an existing member is not one.
+    pub const INVALID_MEMBER_ID: &str = "invalid_member_id";
     /// This computer has no workspace yet.
     pub const NOT_SET_UP: &str = "not_set_up";
     /// This computer already belongs to a workspace.

@@ -69,6 +69,7 @@ macro_rules! command_handlers {
             $crate::commands::export_audit,
             $crate::commands::list_members,
             $crate::commands::create_invite,
+            $crate::commands::create_device_invite,
             $crate::commands::admit_device,
             $crate::commands::remove_member,
             $crate::commands::remove_device,

@@ -37,8 +37,9 @@ use crate::backend::{
 use crate::embedded::Embedded;
 use crate::error::{CommandError, codes};
 use crate::view::{
-    self, Agent, AppStatus, Approval, AuditRow, AuditVerdict, BrokerView, CheckResult, Grant,
-    Integration, Invite, Member, NewAgent, RotationProgress, RotationResult, WorkspaceView,
+    self, Agent, AppStatus, Approval, AuditRow, AuditVerdict, BrokerView, CheckResult,
+    DeviceInvite, Grant, Integration, Invite, Member, NewAgent, RotationProgress, RotationResult,
+    WorkspaceView,
 };
 
 /// A device's signed client and fingerprint, ready to use.
@@ -427,19 +428,18 @@ impl Backend for Live {
 
     async fn join_workspace(&self, join: JoinRequest) -> Outcome<String> {
         let broker: BrokerUrl = join.server_url.trim().parse()?;
-        let Some(name) = join.member_name.filter(|n| !n.trim().is_empty()) else {
-            return Err(CommandError::invalid(
-                "enter your name: joining as another device of an existing member is done with `latchkey workspace join --device-of`",
-            ));
-        };
+        if let Joining::NewMember { name } = &join.joining {
+            non_empty(name, "your name")?;
+        }
+        let device_name = non_empty(&join.device_name, "device name")?;
         let store = self.key_store().await?;
         let joined = workspace::join_workspace(
             self.profile(),
             &store,
             &broker,
             &join.invite_code,
-            &Joining::NewMember { name: name.trim().to_owned() },
-            non_empty(&join.device_name, "device name")?,
+            &join.joining,
+            device_name,
         )
         .await?;
         self.forget_client().await;
@@ -779,6 +779,18 @@ impl Backend for Live {
         })
     }
 
+    async fn create_device_invite(&self) -> Outcome<DeviceInvite> {
+        let member = self.profile().load_config()?.member;
+        let invite = self.client().await?.create_invite(InviteFor::Device(member), None).await?;
+        Ok(DeviceInvite {
+            code: invite.code.expose_secret().to_owned(),
+            member_id: member.to_string(),
+            expires_at: invite.expires_at,
+        })
+    }
+
+    /// Wraps the workspace key to the device and, when it is another device of this member, the
+    /// member key too (`workspace::admit_device`): only the member's own devices hold that key.
     async fn admit_device(&self, device: String, fingerprint: String) -> Outcome<Vec<Member>> {
         let expected: Fingerprint = fingerprint.trim().parse().map_err(|_| {
             CommandError::invalid(

@@ -491,6 +491,17 @@ pub struct Invite {
     pub expires_at: u64,
 }
 
+/// A one-time invite code for another device of the signed-in member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInvite {
+    /// Shown once, typed on the new device.
+    pub code: String,
+    /// The member the new device joins as: typed on the new device with the code.
+    pub member_id: String,
+    pub expires_at: u64,
+}
+
 /// A step of a key rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -234,6 +234,77 @@ async fn a_second_device_of_a_member_gets_both_the_workspace_and_the_member_key(
 }
 
 #[tokio::test]
+async fn a_plain_member_invites_and_admits_a_device_of_their_own_with_their_member_key() {
+    let broker = TestBroker::start().await;
+    let (ada, created) = admin_machine(&broker).await;
+    // Grace joins as a plain member and is admitted by Ada.
+    let grace = Machine::new("grace");
+    let code = invite(&ada, InviteFor::NewMember(Role::Member)).await;
+    let joined = join_workspace(
+        &grace.profile,
+        &grace.store,
+        &broker.url,
+        &code,
+        &Joining::NewMember { name: "Grace".into() },
+        "Grace's laptop",
+    )
+    .await
+    .unwrap();
+    let by_ada = admit_device(&ada.profile, &ada.store, joined.device, &joined.fingerprint).await;
+    receive_keys(&grace.profile, &grace.store, Some(&by_ada.unwrap().fingerprint)).await.unwrap();
+    let grace_member = joined.member;
+
+    // She may not invite a device for anyone else.
+    let grace_client = broker_client(&grace.profile, &grace.store).await.unwrap();
+    let err =
+        grace_client.create_invite(InviteFor::Device(created.member), None).await.unwrap_err();
+    assert!(err.api().is_some_and(|e| e.is(codes::FORBIDDEN)), "{err}");
+
+    // Her own: the new device must name her, not someone else.
+    let code = invite(&grace, InviteFor::Device(grace_member)).await;
+    let desktop = Machine::new("grace-desktop");
+    let err = join_workspace(
+        &desktop.profile,
+        &desktop.store,
+        &broker.url,
+        &code,
+        &Joining::ExistingMember(created.member),
+        "Grace's desktop",
+    )
+    .await
+    .unwrap_err();
+    let WorkspaceError::Broker(ClientError::Api(api)) = &err else { panic!("an API error: {err}") };
+    assert!(api.is(codes::INVALID_REQUEST), "{api:?}");
+    assert!(api.message.contains("use the member id it was created for"), "{api:?}");
+    assert!(!desktop.profile.is_set_up(), "a refused join leaves nothing behind");
+
+    let code = invite(&grace, InviteFor::Device(grace_member)).await;
+    let second = join_workspace(
+        &desktop.profile,
+        &desktop.store,
+        &broker.url,
+        &code,
+        &Joining::ExistingMember(grace_member),
+        "Grace's desktop",
+    )
+    .await
+    .unwrap();
+    assert!(!second.new_member);
+    let admitted =
+        admit_device(&grace.profile, &grace.store, second.device, &second.fingerprint).await;
+    let admitted = admitted.expect("a plain member admits a device of their own");
+    assert_eq!(admitted.shared, vec![WrappedKind::Workspace, WrappedKind::Member]);
+    let received =
+        receive_keys(&desktop.profile, &desktop.store, Some(&admitted.fingerprint)).await.unwrap();
+    assert_eq!(received.workspace_keys, vec![KeyVersion::FIRST]);
+    assert_eq!(received.member_keys, vec![KeyVersion::FIRST]);
+    let mk =
+        |m: &Machine| m.store.load_member_key(created.workspace, grace_member, KeyVersion::FIRST);
+    assert_eq!(mk(&grace).unwrap().expose_secret(), mk(&desktop).unwrap().expose_secret());
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn keys_from_a_device_nobody_confirmed_are_not_stored() {
     let broker = TestBroker::start().await;
     let (ada, _) = admin_machine(&broker).await;

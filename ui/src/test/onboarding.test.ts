@@ -70,9 +70,12 @@ describe('onboarding', () => {
     await user.click(screen.getByTestId('start-join'));
     await user.type(screen.getByTestId('join-url'), 'https://lk.acme.dev');
     await user.type(screen.getByTestId('invite-code'), 'LK-7Q4M');
+    expect(screen.getByTestId('join-as-new'), 'joining as a new member is the default').toBeChecked();
+    expect(screen.getByTestId('join-workspace'), 'a new member gives their name').toBeDisabled();
+    await user.type(screen.getByTestId('join-name'), 'Sam');
     await user.click(screen.getByTestId('join-workspace'));
     expect(await screen.findByTestId('fingerprint')).toHaveTextContent('4F2A-91C3-7D0E-B85A');
-    expect(b.callsOf('join_workspace')[0], 'an empty optional name is sent as null').toMatchObject({ memberName: null, inviteCode: 'LK-7Q4M' });
+    expect(b.callsOf('join_workspace')[0], 'a new member sends a name and no member id').toMatchObject({ memberName: 'Sam', deviceOf: null, inviteCode: 'LK-7Q4M' });
 
     expect(screen.getByTestId('finish-join'), 'keys are taken only from a confirmed admin device').toBeDisabled();
     await user.type(screen.getByTestId('admin-fingerprint'), '9C1B-22D0-5E7F-A3B4');
@@ -93,6 +96,7 @@ describe('onboarding', () => {
     await user.click(screen.getByTestId('start-join'));
     await user.type(screen.getByTestId('join-url'), 'https://lk.acme.dev');
     await user.type(screen.getByTestId('invite-code'), 'LK-OLD1');
+    await user.type(screen.getByTestId('join-name'), 'Sam');
     await user.click(screen.getByTestId('join-workspace'));
     expect(await screen.findByRole('alert')).toHaveTextContent('That invite code has expired.');
   });

@@ -10,6 +10,7 @@ import type {
   AuditVerdict,
   CheckResult,
   Decision,
+  DeviceInvite,
   Grant,
   Integration,
   Invite,
@@ -42,10 +43,13 @@ export const createWorkspace = (a: {
   /** null = this computer (embedded broker). */
   teamServerUrl: string | null;
 }) => call<AppStatus>('create_workspace', a);
+/** Exactly one of `memberName` (a new member) and `deviceOf` (another device of that member). */
 export const joinWorkspace = (a: {
   serverUrl: string;
   inviteCode: string;
   memberName: string | null;
+  /** The member id shown with a device invite; rejects with `invalid_member_id` if it is not one. */
+  deviceOf: string | null;
   deviceName: string;
 }) => call<{ fingerprint: string }>('join_workspace', a);
 /** Rejects with code `not_admitted_yet` until an admin admitted this device. */
@@ -119,6 +123,7 @@ export const exportAudit = (format: 'jsonl' | 'csv') => call<{ path: string }>('
 // Members
 export const listMembers = () => call<Member[]>('list_members');
 export const createInvite = (role: Role) => call<Invite>('create_invite', { role });
+export const createDeviceInvite = () => call<DeviceInvite>('create_device_invite');
 export const admitDevice = (deviceId: string, fingerprint: string) =>
   call<Member[]>('admit_device', { deviceId, fingerprint });
 export const removeMember = (id: string, rotate: boolean) => call<Member[]>('remove_member', { id, rotate });

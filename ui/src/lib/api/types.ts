@@ -170,6 +170,8 @@ export type Device = {
 export type Member = { id: string; name: string; role: Role; createdAt: number; devices: Device[]; you: boolean };
 
 export type Invite = { code: string; role: Role; expiresAt: number };
+/** An invite for another device of the signed-in member: the new device types the code and `memberId`. */
+export type DeviceInvite = { code: string; memberId: string; expiresAt: number };
 
 export type RotationPhase = 'sealing' | 'verifying' | 'swapping' | 'done';
 export type RotationProgress = { phase: RotationPhase; done: number; total: number };

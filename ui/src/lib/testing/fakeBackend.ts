@@ -30,6 +30,7 @@ import {
   seedPolicies,
   seedStatus,
 } from './seed';
+import { isMemberId } from '../util/format';
 
 export type FakeOptions = {
   /** Start in onboarding (setUp false) with empty lists. */
@@ -211,6 +212,11 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     join_workspace: (a) => {
       if (!/^https?:\/\//.test(String(a.serverUrl))) throw err('invalid_url', 'The server URL must start with https://');
       if (String(a.inviteCode).trim().length < 4) throw err('invalid_invite', 'That invite code is not valid or has expired.');
+      const name = typeof a.memberName === 'string' ? a.memberName.trim() : '';
+      const deviceOf = typeof a.deviceOf === 'string' ? a.deviceOf.trim() : '';
+      if (name && deviceOf) throw err('invalid_input', 'give your name or your member id, not both');
+      if (!name && !deviceOf) throw err('invalid_input', 'enter your name, or your member id if this is another device of yours');
+      if (deviceOf && !isMemberId(deviceOf)) throw err('invalid_member_id', `"${deviceOf}" is not a member id`);
       return { fingerprint: FINGERPRINT };
     },
     finish_join: () => {
@@ -340,6 +346,11 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     export_audit: (a) => ({ path: `~/Downloads/latchkey-audit.${a.format}` }),
     list_members: () => structuredClone(b.members),
     create_invite: (a) => ({ code: 'LK-7Q4M-2XRT-9PHD', role: a.role, expiresAt: now() + 86400 }),
+    create_device_invite: () => {
+      const memberId = b.status.workspace?.memberId;
+      if (!memberId) throw err('not_set_up', 'This computer has no workspace yet.');
+      return { code: 'LK-D3VC-8KWN-4TQA', memberId, expiresAt: now() + 86400 };
+    },
     admit_device: (a) => {
       const dev = b.members.flatMap((m) => m.devices).find((d) => d.id === a.deviceId);
       if (!dev) throw err('not_found', 'That device is no longer waiting.');

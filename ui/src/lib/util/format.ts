@@ -55,3 +55,8 @@ export const DURATIONS: { label: string; secs: number }[] = [
 export function normaliseFingerprint(f: string): string {
   return f.replace(/[^0-9a-z]/gi, '').toUpperCase();
 }
+
+/** A member id as the broker spells them: a hyphenated UUID (any case; spaces around are ignored). */
+export function isMemberId(text: string): boolean {
+  return /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(text.trim());
+}
