@@ -1016,3 +1016,41 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
     assert!(!quoted && cell.is_empty() && row.is_empty(), "the CSV ends with a complete row");
     rows
 }
+
+/// On SQLite the writer never checkpoints the WAL on the call path (a checkpoint syncs the
+/// database file); a passive checkpoint beside it lets the WAL start over instead of growing with
+/// every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_wal_is_checkpointed_beside_the_writer_and_does_not_keep_growing() {
+    if common::postgres_backend() {
+        return; // PostgreSQL manages its own WAL.
+    }
+    let (fresh, store) = fresh_store().await;
+    let wal = fresh.dir.path().join("db.sqlite3-wal");
+    let log = AuditLog::start(store.clone());
+    let workspace = WorkspaceId::random();
+    let (agent, mut at) = (AgentId::random(), 1_000);
+    let mut write_commits = async |count: usize| {
+        for _ in 0..count {
+            at += 1;
+            log.append(attempt(workspace, agent, "github", Decision::Allowed, at))
+                .await
+                .expect("append");
+        }
+    };
+    write_commits(1500).await;
+    let first = std::fs::metadata(&wal).expect("the WAL exists").len();
+    // A checkpoint runs at least once a second; the next commit then starts the WAL over.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    write_commits(1500).await;
+    let second = std::fs::metadata(&wal).expect("the WAL exists").len();
+    assert!(
+        second < first + first / 2,
+        "the WAL grew from {first} to {second} bytes over as many records again: nothing checkpointed it"
+    );
+    log.shutdown().await;
+    assert!(
+        store.verify_audit_chain(workspace).await.expect("read").is_ok(),
+        "every record is in one intact chain"
+    );
+}

@@ -36,8 +36,8 @@ pub use self::record::{
     CHAIN_LABEL, GENESIS_HASH, canonical_json, canonical_record, chain_hash, from_hex, to_hex,
 };
 use crate::error::{ApiError, ErrorCode};
-use crate::store::Store;
 use crate::store::audit::ChainHead;
+use crate::store::{Backend, Store};
 
 /// One thing that happened, as the audit log records it.
 ///
@@ -432,8 +432,26 @@ struct Writer {
     connection: Option<sqlx::AnyConnection>,
 }
 
+/// How often the WAL is checkpointed on SQLite (see [`Writer::run`]).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Writer {
     async fn run(mut self) {
+        // On SQLite the writer's connection never checkpoints the WAL itself: a checkpoint
+        // copies pages into the database file and syncs it, milliseconds that every call waiting
+        // for its record would wait too. A passive checkpoint on a pooled connection does it
+        // beside the writer instead (it never blocks writers), for as long as the writer runs.
+        let _checkpoints = (self.store.backend() == Backend::Sqlite)
+            .then(|| AbortOnDrop(tokio::spawn(checkpoint_periodically(self.store.clone()))));
         loop {
             let next = match self.deferred_deadline {
                 None => self.receiver.recv().await,
@@ -563,7 +581,13 @@ impl Writer {
         }
         let connection = match self.connection.as_mut() {
             Some(connection) => connection,
-            None => self.connection.insert(self.store.pool.acquire().await?.detach()),
+            None => {
+                let mut connection = self.store.pool.acquire().await?.detach();
+                if self.store.backend() == Backend::Sqlite {
+                    sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut connection).await?;
+                }
+                self.connection.insert(connection)
+            }
         };
         let appended = self.store.append_audit_batch(connection, events, &self.heads).await;
         if appended.is_err() {
@@ -584,6 +608,24 @@ impl Writer {
             );
         } else if found.seq > known.seq {
             tracing::debug!(workspace = %found.workspace, "another writer appended to this audit chain");
+        }
+    }
+}
+
+/// Checkpoints the SQLite WAL every [`CHECKPOINT_EVERY`], passively: frames no reader needs are
+/// copied into the database file and the WAL restarts from its beginning once all are, so it
+/// stays small while the writer, which does not checkpoint, appends.
+async fn checkpoint_periodically(store: Store) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if store.pool.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&store.pool).await
+        {
+            tracing::warn!(%error, "could not checkpoint the SQLite WAL");
         }
     }
 }
