@@ -472,27 +472,8 @@ impl Backend for Live {
     async fn integrations(&self) -> Outcome<Vec<Integration>> {
         let client = self.client().await?;
         let credentials = client.credentials().await?;
-        let recent = client
-            .audit(&AuditFilter {
-                kind: Some("proxy_attempt".to_owned()),
-                decision: Some("allowed".to_owned()),
-                limit: Some(1000),
-                ..AuditFilter::default()
-            })
-            .await?;
-        let mut last_used: HashMap<String, u64> = HashMap::new();
-        for entry in &recent {
-            let row = AuditRow::new(entry, &HashMap::new());
-            if let Some(name) = row.credential_name {
-                let at = last_used.entry(name).or_default();
-                *at = (*at).max(row.at);
-            }
-        }
         let now = unix_now();
-        Ok(credentials
-            .iter()
-            .map(|c| Integration::new(c, now, last_used.get(&c.name).copied()))
-            .collect())
+        Ok(credentials.iter().map(|c| Integration::new(c, now)).collect())
     }
 
     async fn add_api_key(&self, key: NewKey) -> Outcome<Integration> {
@@ -534,7 +515,7 @@ impl Backend for Live {
             },
         )
         .await?;
-        Ok(Integration::new(&created, unix_now(), None))
+        Ok(Integration::new(&created, unix_now()))
     }
 
     async fn connect(&self, new: NewConnection) -> Outcome<Integration> {
@@ -559,7 +540,7 @@ impl Backend for Live {
         let options = FlowOptions::default();
         let flow =
             connection::connect(self.profile(), &store, prepared, self.browser.as_ref(), &options);
-        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now(), None))
+        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now()))
     }
 
     async fn reconnect(&self, id: String) -> Outcome<Integration> {
@@ -574,7 +555,7 @@ impl Backend for Live {
             self.browser.as_ref(),
             ReconnectOptions::default(),
         );
-        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now(), None))
+        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now()))
     }
 
     async fn cancel_connect(&self) {

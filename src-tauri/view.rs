@@ -149,8 +149,8 @@ pub struct Integration {
 }
 
 impl Integration {
-    /// `credential` as shown at `now`; `last_used_at` comes from the audit log.
-    pub fn new(credential: &CredentialInfo, now: u64, last_used_at: Option<u64>) -> Self {
+    /// `credential` as shown at `now`.
+    pub fn new(credential: &CredentialInfo, now: u64) -> Self {
         let catalog = latchkey_client::catalog::Catalog::builtin().get(&credential.provider);
         let status = match credential.status {
             CredentialStatus::Disabled => "disabled",
@@ -175,7 +175,7 @@ impl Integration {
             status,
             scopes: credential.scopes.clone(),
             expires_at: credential.expires_hint,
-            last_used_at,
+            last_used_at: credential.last_used_at,
             key_version: credential.key_version.get(),
         }
     }

@@ -530,6 +530,9 @@ pub struct CredentialInfo {
     pub created_at: u64,
     /// Last change (unix seconds).
     pub updated_at: u64,
+    /// When the proxy last forwarded an agent's call with it (unix seconds, to the second);
+    /// `None` before the first, and from brokers that do not record it.
+    pub last_used_at: Option<u64>,
 }
 
 /// A credential to store (`POST /v1/credentials`): metadata and an envelope sealed on the device.
