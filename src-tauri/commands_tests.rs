@@ -48,7 +48,16 @@ fn status(set_up: bool, paused: bool) -> AppStatus {
     AppStatus {
         profile: "test".into(),
         set_up,
-        workspace: None,
+        workspace: set_up.then(|| WorkspaceView {
+            id: "w1".into(),
+            name: Some("Acme".into()),
+            broker_url: "http://127.0.0.1:7878".into(),
+            local: true,
+            member_id: "m1".into(),
+            role: Role::Admin,
+            device_id: "d1".into(),
+            fingerprint: "4F2A-91C3".into(),
+        }),
         broker: BrokerView { url: None, local: true, reachable: true, error: None },
         paused,
         pending_approvals: 0,
@@ -307,6 +316,21 @@ fn create_workspace_takes_camel_case_arguments_and_this_computer_by_default() {
         "a blank team server URL means this computer's embedded broker"
     );
     assert_eq!(seen.workspaces[0].workspace_name, "Acme");
+}
+
+#[test]
+fn the_status_names_the_workspace_in_camel_case() {
+    let h = harness();
+    let status = h
+        .invoke(
+            "create_workspace",
+            json!({"workspaceName": "Acme", "memberName": "Ada", "deviceName": "laptop", "teamServerUrl": null}),
+        )
+        .expect("create_workspace succeeds");
+    assert_eq!(status["workspace"]["name"], "Acme", "{status}");
+    assert_eq!(status["workspace"]["brokerUrl"], "http://127.0.0.1:7878");
+    let fresh = h.invoke("app_status", json!({})).expect("app_status succeeds");
+    assert_eq!(fresh["workspace"], Value::Null, "no workspace, no name: {fresh}");
 }
 
 #[test]

@@ -361,7 +361,13 @@ impl Backend for Live {
             // Independent reads in parallel: the window's first paint waits on this status.
             let (me, pending, pause) =
                 tokio::try_join!(client.me(), client.approvals(false), client.pause_state())?;
-            Ok::<_, CommandError>((ready.fingerprint.clone(), me.role, pending.len(), pause.paused))
+            Ok::<_, CommandError>((
+                ready.fingerprint.clone(),
+                me.role,
+                me.workspace_name,
+                pending.len(),
+                pause.paused,
+            ))
         };
         let reached = reached.await;
         let fingerprint = match &reached {
@@ -376,6 +382,7 @@ impl Backend for Live {
             set_up: true,
             workspace: Some(WorkspaceView {
                 id: config.workspace.to_string(),
+                name: None,
                 broker_url: url.clone(),
                 local,
                 member_id: config.member.to_string(),
@@ -389,9 +396,10 @@ impl Backend for Live {
             locked: false,
         };
         match reached {
-            Ok((_, role, pending, paused)) => {
+            Ok((_, role, name, pending, paused)) => {
                 if let Some(w) = status.workspace.as_mut() {
                     w.role = role;
+                    w.name = name;
                 }
                 status.broker.reachable = true;
                 status.pending_approvals = pending;

@@ -46,6 +46,9 @@ pub struct AppStatus {
 pub struct WorkspaceView {
     /// The workspace id.
     pub id: String,
+    /// The name given when the workspace was created, as the broker says it; `None` while the
+    /// broker cannot be asked.
+    pub name: Option<String>,
     /// The broker URL.
     pub broker_url: String,
     /// Whether the broker is the one embedded in this app.

@@ -367,10 +367,12 @@ pub struct Joined {
 }
 
 /// Who the signing device is (`GET /v1/me`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Me {
     /// The workspace.
     pub workspace: WorkspaceId,
+    /// The workspace's name, as given at its creation; `None` from brokers that do not say it.
+    pub workspace_name: Option<String>,
     /// The member.
     pub member: MemberId,
     /// The device.

@@ -200,7 +200,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       const url = local ? 'http://127.0.0.1:7878' : String(a.teamServerUrl);
       b.status = {
         ...seedStatus(true),
-        workspace: { ...seedStatus(true).workspace!, local, brokerUrl: url },
+        workspace: { ...seedStatus(true).workspace!, name: String(a.workspaceName), local, brokerUrl: url },
         broker: { url, local, reachable: true, error: null },
       };
       b.members = [{ id: 'mem_you', name: String(a.memberName), role: 'admin', createdAt: now(), you: true, devices: [
