@@ -32,6 +32,7 @@ struct Seen {
     grants: Vec<NewGrant>,
     approved_for: Vec<(String, u64)>,
     connections: Vec<SeenConnection>,
+    injects: Vec<InjectCheck>,
     paused: Option<bool>,
 }
 
@@ -210,6 +211,14 @@ impl Backend for Fake {
     }
     async fn check_call(&self, _: CallCheck) -> Outcome<CheckResult> {
         refused()
+    }
+    async fn check_inject(&self, inject: InjectCheck) -> Outcome<CheckResult> {
+        self.seen.lock().unwrap().injects.push(inject);
+        Ok(CheckResult {
+            allowed: true,
+            policy_ids: vec!["short-named-injects".into()],
+            reason: "allowed: a policy permits it and none forbids it".into(),
+        })
     }
     async fn audit(&self, query: AuditQuery) -> Outcome<Vec<AuditRow>> {
         assert_eq!(query.decision.as_deref(), Some("denied"));
@@ -398,6 +407,36 @@ fn grants_need_a_method_and_a_path_before_the_backend_is_asked() {
         )
         .expect("a valid grant is made");
     assert_eq!(made["pathPatterns"], json!(["/repos/*"]), "blank patterns are dropped");
+}
+
+#[test]
+fn an_inject_check_needs_a_lifetime_within_a_day_and_a_command_before_the_backend_is_asked() {
+    let h = harness();
+    for (lifetime, command, what) in
+        [(0, "gh", "no lifetime"), (86_401, "gh", "over a day"), (3600, "  ", "no command")]
+    {
+        let refused = h.invoke(
+            "check_inject",
+            json!({"agent": "a", "credential": "c", "lifetimeSecs": lifetime, "command": command}),
+        );
+        assert_eq!(refused.expect_err(what)["code"], "invalid_input", "{what}");
+    }
+    assert!(h.fake.seen.lock().unwrap().injects.is_empty(), "nothing reached the backend");
+    let result = h
+        .invoke(
+            "check_inject",
+            json!({"agent": "a", "credential": "c", "lifetimeSecs": 86_400, "command": " gh "}),
+        )
+        .expect("a valid inject is checked");
+    assert_eq!(result["allowed"], true);
+    assert_eq!(result["policyIds"], json!(["short-named-injects"]));
+    let seen = h.fake.seen.lock().unwrap();
+    assert_eq!(
+        (seen.injects[0].lifetime_secs, seen.injects[0].command.as_str()),
+        (86_400, "gh"),
+        "the lifetime as given, the command trimmed"
+    );
+    assert_eq!((seen.injects[0].agent.as_str(), seen.injects[0].credential.as_str()), ("a", "c"));
 }
 
 #[test]

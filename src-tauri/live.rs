@@ -19,7 +19,7 @@ use latchkey_client::connection::{
 };
 use latchkey_client::keychain::{SecretServiceStore, SharedKeyStore};
 use latchkey_client::oauth::{BrowserLauncher, FlowOptions};
-use latchkey_client::policies::{self, CallToCheck};
+use latchkey_client::policies::{self, CallToCheck, InjectToCheck};
 use latchkey_client::profile::Profile;
 use latchkey_client::recovery;
 use latchkey_client::rotation::{self, RotationProgress as Step, RotationScope};
@@ -31,8 +31,8 @@ use latchkey_core::secret::SecretBytes;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::backend::{
-    AuditQuery, Backend, CallCheck, JoinRequest, NewConnection, NewGrant, NewKey, NewWorkspace,
-    Outcome, PolicyDraft,
+    AuditQuery, Backend, CallCheck, InjectCheck, JoinRequest, NewConnection, NewGrant, NewKey,
+    NewWorkspace, Outcome, PolicyDraft,
 };
 use crate::embedded::Embedded;
 use crate::error::{CommandError, codes};
@@ -721,6 +721,24 @@ impl Backend for Live {
                 path: call.path.trim(),
                 host: None,
                 grant: GrantKind::Standing,
+                at: None,
+            },
+        )
+        .await?;
+        Ok(view::check_result(&decision))
+    }
+
+    async fn check_inject(&self, inject: InjectCheck) -> Outcome<CheckResult> {
+        let client = self.client().await?;
+        let credential =
+            client.credential(parse_id::<CredentialId>(&inject.credential, "integration")?).await?;
+        let decision = policies::check_inject(
+            &client,
+            &InjectToCheck {
+                agent: parse_id::<AgentId>(&inject.agent, "agent")?,
+                credential: &credential.name,
+                lifetime_secs: inject.lifetime_secs,
+                command: &inject.command,
                 at: None,
             },
         )

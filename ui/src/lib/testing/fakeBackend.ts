@@ -331,6 +331,11 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       if (m === 'GET' || m === 'HEAD') return { allowed: true, policyIds: ['read-only'], reason: 'permitted by read-only' };
       return { allowed: false, policyIds: [], reason: 'no policy permits this request' };
     },
+    check_inject: (a) => {
+      if (String(a.command) === 'gh' && Number(a.lifetimeSecs) <= 3600)
+        return { allowed: true, policyIds: ['short-named-injects'], reason: 'allowed: a policy permits it and none forbids it' };
+      return { allowed: false, policyIds: [], reason: 'denied: no policy permits it' };
+    },
     list_audit: (a) =>
       b.audit
         .filter((r) => (!a.agent || r.agent === a.agent) && (!a.credential || r.credential === a.credential))
