@@ -107,6 +107,17 @@ pub struct CallCheck {
     pub path: String,
 }
 
+/// A hypothetical inject (`latchkey run --inject`) to check against the policies.
+#[derive(Debug, Clone)]
+pub struct InjectCheck {
+    pub agent: String,
+    pub credential: String,
+    /// How long the command would hold the credential, 1 second to 24 hours.
+    pub lifetime_secs: u64,
+    /// The command's program name, trimmed and not empty.
+    pub command: String,
+}
+
 /// What the commands do. Every method takes the caller's input already parsed into owned
 /// values and returns what the UI is shown.
 #[async_trait]
@@ -149,6 +160,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn save_policy(&self, draft: PolicyDraft) -> Outcome<crate::view::Policy>;
     async fn delete_policy(&self, id: String) -> Outcome<()>;
     async fn check_call(&self, call: CallCheck) -> Outcome<crate::view::CheckResult>;
+    async fn check_inject(&self, inject: InjectCheck) -> Outcome<crate::view::CheckResult>;
 
     async fn audit(&self, query: AuditQuery) -> Outcome<Vec<AuditRow>>;
     async fn verify_audit(&self) -> Outcome<AuditVerdict>;

@@ -29,6 +29,7 @@ const COMMANDS: &[&str] = &[
     "save_policy",
     "delete_policy",
     "check_call",
+    "check_inject",
     "list_audit",
     "verify_audit",
     "export_audit",

@@ -12,8 +12,8 @@ use serde::Serialize;
 use tauri::{AppHandle, Emitter as _, Manager as _, Runtime, State};
 
 use crate::backend::{
-    AuditQuery, Backend, CallCheck, JoinRequest, NewConnection, NewGrant, NewKey, NewWorkspace,
-    Outcome, PolicyDraft,
+    AuditQuery, Backend, CallCheck, InjectCheck, JoinRequest, NewConnection, NewGrant, NewKey,
+    NewWorkspace, Outcome, PolicyDraft,
 };
 use crate::error::CommandError;
 use crate::view::{
@@ -324,6 +324,25 @@ pub async fn check_call(
     path: String,
 ) -> Outcome<CheckResult> {
     shell.backend.check_call(CallCheck { agent, credential, method, path }).await
+}
+
+#[tauri::command]
+pub async fn check_inject(
+    shell: State<'_, Shell>,
+    agent: String,
+    credential: String,
+    lifetime_secs: u64,
+    command: String,
+) -> Outcome<CheckResult> {
+    if lifetime_secs == 0 || lifetime_secs > latchkey_client::inject::MAX_LIFETIME_SECS {
+        return Err(CommandError::invalid("an inject lasts from 1 second to 24 hours"));
+    }
+    let command = command.trim();
+    if command.is_empty() {
+        return Err(CommandError::invalid("name the command, e.g. gh"));
+    }
+    let command = command.to_owned();
+    shell.backend.check_inject(InjectCheck { agent, credential, lifetime_secs, command }).await
 }
 
 #[tauri::command]

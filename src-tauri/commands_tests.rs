@@ -36,6 +36,7 @@ struct Seen {
     grants: Vec<NewGrant>,
     approved_for: Vec<(String, u64)>,
     connections: Vec<SeenConnection>,
+    injects: Vec<InjectCheck>,
     paused: Option<bool>,
     joins: Vec<(latchkey_client::workspace::Joining, String)>,
 }
@@ -53,7 +54,16 @@ fn status(set_up: bool, paused: bool) -> AppStatus {
     AppStatus {
         profile: "test".into(),
         set_up,
-        workspace: None,
+        workspace: set_up.then(|| WorkspaceView {
+            id: "w1".into(),
+            name: Some("Acme".into()),
+            broker_url: "http://127.0.0.1:7878".into(),
+            local: true,
+            member_id: "m1".into(),
+            role: Role::Admin,
+            device_id: "d1".into(),
+            fingerprint: "4F2A-91C3".into(),
+        }),
         broker: BrokerView { url: None, local: true, reachable: true, error: None },
         paused,
         pending_approvals: 0,
@@ -208,6 +218,14 @@ impl Backend for Fake {
     async fn check_call(&self, _: CallCheck) -> Outcome<CheckResult> {
         refused()
     }
+    async fn check_inject(&self, inject: InjectCheck) -> Outcome<CheckResult> {
+        self.seen.lock().unwrap().injects.push(inject);
+        Ok(CheckResult {
+            allowed: true,
+            policy_ids: vec!["short-named-injects".into()],
+            reason: "allowed: a policy permits it and none forbids it".into(),
+        })
+    }
     async fn audit(&self, query: AuditQuery) -> Outcome<Vec<AuditRow>> {
         assert_eq!(query.decision.as_deref(), Some("denied"));
         Ok(vec![])
@@ -316,6 +334,21 @@ fn create_workspace_takes_camel_case_arguments_and_this_computer_by_default() {
         "a blank team server URL means this computer's embedded broker"
     );
     assert_eq!(seen.workspaces[0].workspace_name, "Acme");
+}
+
+#[test]
+fn the_status_names_the_workspace_in_camel_case() {
+    let h = harness();
+    let status = h
+        .invoke(
+            "create_workspace",
+            json!({"workspaceName": "Acme", "memberName": "Ada", "deviceName": "laptop", "teamServerUrl": null}),
+        )
+        .expect("create_workspace succeeds");
+    assert_eq!(status["workspace"]["name"], "Acme", "{status}");
+    assert_eq!(status["workspace"]["brokerUrl"], "http://127.0.0.1:7878");
+    let fresh = h.invoke("app_status", json!({})).expect("app_status succeeds");
+    assert_eq!(fresh["workspace"], Value::Null, "no workspace, no name: {fresh}");
 }
 
 #[test]
@@ -446,6 +479,36 @@ fn grants_need_a_method_and_a_path_before_the_backend_is_asked() {
         )
         .expect("a valid grant is made");
     assert_eq!(made["pathPatterns"], json!(["/repos/*"]), "blank patterns are dropped");
+}
+
+#[test]
+fn an_inject_check_needs_a_lifetime_within_a_day_and_a_command_before_the_backend_is_asked() {
+    let h = harness();
+    for (lifetime, command, what) in
+        [(0, "gh", "no lifetime"), (86_401, "gh", "over a day"), (3600, "  ", "no command")]
+    {
+        let refused = h.invoke(
+            "check_inject",
+            json!({"agent": "a", "credential": "c", "lifetimeSecs": lifetime, "command": command}),
+        );
+        assert_eq!(refused.expect_err(what)["code"], "invalid_input", "{what}");
+    }
+    assert!(h.fake.seen.lock().unwrap().injects.is_empty(), "nothing reached the backend");
+    let result = h
+        .invoke(
+            "check_inject",
+            json!({"agent": "a", "credential": "c", "lifetimeSecs": 86_400, "command": " gh "}),
+        )
+        .expect("a valid inject is checked");
+    assert_eq!(result["allowed"], true);
+    assert_eq!(result["policyIds"], json!(["short-named-injects"]));
+    let seen = h.fake.seen.lock().unwrap();
+    assert_eq!(
+        (seen.injects[0].lifetime_secs, seen.injects[0].command.as_str()),
+        (86_400, "gh"),
+        "the lifetime as given, the command trimmed"
+    );
+    assert_eq!((seen.injects[0].agent.as_str(), seen.injects[0].credential.as_str()), ("a", "c"));
 }
 
 #[test]

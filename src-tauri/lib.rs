@@ -64,6 +64,7 @@ macro_rules! command_handlers {
             $crate::commands::save_policy,
             $crate::commands::delete_policy,
             $crate::commands::check_call,
+            $crate::commands::check_inject,
             $crate::commands::list_audit,
             $crate::commands::verify_audit,
             $crate::commands::export_audit,

@@ -19,7 +19,7 @@ use latchkey_client::connection::{
 };
 use latchkey_client::keychain::{SecretServiceStore, SharedKeyStore};
 use latchkey_client::oauth::{BrowserLauncher, FlowOptions};
-use latchkey_client::policies::{self, CallToCheck};
+use latchkey_client::policies::{self, CallToCheck, InjectToCheck};
 use latchkey_client::profile::Profile;
 use latchkey_client::recovery;
 use latchkey_client::rotation::{self, RotationProgress as Step, RotationScope};
@@ -31,8 +31,8 @@ use latchkey_core::secret::SecretBytes;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::backend::{
-    AuditQuery, Backend, CallCheck, JoinRequest, NewConnection, NewGrant, NewKey, NewWorkspace,
-    Outcome, PolicyDraft,
+    AuditQuery, Backend, CallCheck, InjectCheck, JoinRequest, NewConnection, NewGrant, NewKey,
+    NewWorkspace, Outcome, PolicyDraft,
 };
 use crate::embedded::Embedded;
 use crate::error::{CommandError, codes};
@@ -362,7 +362,13 @@ impl Backend for Live {
             // Independent reads in parallel: the window's first paint waits on this status.
             let (me, pending, pause) =
                 tokio::try_join!(client.me(), client.approvals(false), client.pause_state())?;
-            Ok::<_, CommandError>((ready.fingerprint.clone(), me.role, pending.len(), pause.paused))
+            Ok::<_, CommandError>((
+                ready.fingerprint.clone(),
+                me.role,
+                me.workspace_name,
+                pending.len(),
+                pause.paused,
+            ))
         };
         let reached = reached.await;
         let fingerprint = match &reached {
@@ -377,6 +383,7 @@ impl Backend for Live {
             set_up: true,
             workspace: Some(WorkspaceView {
                 id: config.workspace.to_string(),
+                name: None,
                 broker_url: url.clone(),
                 local,
                 member_id: config.member.to_string(),
@@ -390,9 +397,10 @@ impl Backend for Live {
             locked: false,
         };
         match reached {
-            Ok((_, role, pending, paused)) => {
+            Ok((_, role, name, pending, paused)) => {
                 if let Some(w) = status.workspace.as_mut() {
                     w.role = role;
+                    w.name = name;
                 }
                 status.broker.reachable = true;
                 status.pending_approvals = pending;
@@ -472,27 +480,8 @@ impl Backend for Live {
     async fn integrations(&self) -> Outcome<Vec<Integration>> {
         let client = self.client().await?;
         let credentials = client.credentials().await?;
-        let recent = client
-            .audit(&AuditFilter {
-                kind: Some("proxy_attempt".to_owned()),
-                decision: Some("allowed".to_owned()),
-                limit: Some(1000),
-                ..AuditFilter::default()
-            })
-            .await?;
-        let mut last_used: HashMap<String, u64> = HashMap::new();
-        for entry in &recent {
-            let row = AuditRow::new(entry, &HashMap::new());
-            if let Some(name) = row.credential_name {
-                let at = last_used.entry(name).or_default();
-                *at = (*at).max(row.at);
-            }
-        }
         let now = unix_now();
-        Ok(credentials
-            .iter()
-            .map(|c| Integration::new(c, now, last_used.get(&c.name).copied()))
-            .collect())
+        Ok(credentials.iter().map(|c| Integration::new(c, now)).collect())
     }
 
     async fn add_api_key(&self, key: NewKey) -> Outcome<Integration> {
@@ -534,7 +523,7 @@ impl Backend for Live {
             },
         )
         .await?;
-        Ok(Integration::new(&created, unix_now(), None))
+        Ok(Integration::new(&created, unix_now()))
     }
 
     async fn connect(&self, new: NewConnection) -> Outcome<Integration> {
@@ -559,7 +548,7 @@ impl Backend for Live {
         let options = FlowOptions::default();
         let flow =
             connection::connect(self.profile(), &store, prepared, self.browser.as_ref(), &options);
-        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now(), None))
+        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now()))
     }
 
     async fn reconnect(&self, id: String) -> Outcome<Integration> {
@@ -574,7 +563,7 @@ impl Backend for Live {
             self.browser.as_ref(),
             ReconnectOptions::default(),
         );
-        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now(), None))
+        Ok(Integration::new(&self.sign_in(flow, cancelled).await?, unix_now()))
     }
 
     async fn cancel_connect(&self) {
@@ -732,6 +721,24 @@ impl Backend for Live {
                 path: call.path.trim(),
                 host: None,
                 grant: GrantKind::Standing,
+                at: None,
+            },
+        )
+        .await?;
+        Ok(view::check_result(&decision))
+    }
+
+    async fn check_inject(&self, inject: InjectCheck) -> Outcome<CheckResult> {
+        let client = self.client().await?;
+        let credential =
+            client.credential(parse_id::<CredentialId>(&inject.credential, "integration")?).await?;
+        let decision = policies::check_inject(
+            &client,
+            &InjectToCheck {
+                agent: parse_id::<AgentId>(&inject.agent, "agent")?,
+                credential: &credential.name,
+                lifetime_secs: inject.lifetime_secs,
+                command: &inject.command,
                 at: None,
             },
         )

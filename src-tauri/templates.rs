@@ -4,7 +4,7 @@
 use crate::view::PolicyTemplate;
 
 /// The templates, in the order the editor lists them.
-pub const TEMPLATES: [PolicyTemplate; 4] = [
+pub const TEMPLATES: [PolicyTemplate; 5] = [
     PolicyTemplate {
         id: "single-use-for-shared-deletes",
         title: "Approve every DELETE",
@@ -44,6 +44,23 @@ unless { context.weekday <= 5 && context.hour >= 8 && context.hour < 18 };
         source: r#"@id("no-github-org-membership")
 forbid (principal, action in Latchkey::Action::"call", resource)
 when { resource.provider == "github" && context.path like "/orgs/*/members*" };
+"#,
+    },
+    PolicyTemplate {
+        id: "short-named-injects",
+        title: "Short injects for named commands",
+        description: "latchkey run --inject may hand a credential to python3, node or pytest for up to an hour: shared ones, and a member's own personal ones to their own agents.",
+        source: r#"@id("short-named-injects")
+permit (
+  principal is Latchkey::Agent,
+  action == Latchkey::Action::"inject",
+  resource is Latchkey::Credential
+)
+when {
+  context.lifetime <= 3600 &&
+  ["python3", "node", "pytest"].contains(context.command) &&
+  (resource.shared || (resource has owner && resource.owner == principal.owner))
+};
 "#,
     },
 ];

@@ -46,6 +46,9 @@ pub struct AppStatus {
 pub struct WorkspaceView {
     /// The workspace id.
     pub id: String,
+    /// The name given when the workspace was created, as the broker says it; `None` while the
+    /// broker cannot be asked.
+    pub name: Option<String>,
     /// The broker URL.
     pub broker_url: String,
     /// Whether the broker is the one embedded in this app.
@@ -149,8 +152,8 @@ pub struct Integration {
 }
 
 impl Integration {
-    /// `credential` as shown at `now`; `last_used_at` comes from the audit log.
-    pub fn new(credential: &CredentialInfo, now: u64, last_used_at: Option<u64>) -> Self {
+    /// `credential` as shown at `now`.
+    pub fn new(credential: &CredentialInfo, now: u64) -> Self {
         let catalog = latchkey_client::catalog::Catalog::builtin().get(&credential.provider);
         let status = match credential.status {
             CredentialStatus::Disabled => "disabled",
@@ -175,7 +178,7 @@ impl Integration {
             status,
             scopes: credential.scopes.clone(),
             expires_at: credential.expires_hint,
-            last_used_at,
+            last_used_at: credential.last_used_at,
             key_version: credential.key_version.get(),
         }
     }

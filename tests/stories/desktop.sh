@@ -9,17 +9,16 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 root="$PWD"
 
+# shellcheck source=scripts/lib/tauri_driver.sh
+source scripts/lib/tauri_driver.sh
+
 for tool in xvfb-run dbus-run-session gnome-keyring-daemon WebKitWebDriver node python3; do
   command -v "$tool" >/dev/null || {
     echo "desktop story: $tool is missing (see scripts/lib/packages.txt)" >&2
     exit 1
   }
 done
-if ! command -v tauri-driver >/dev/null; then
-  # The newest tauri-driver on crates.io is a 3.0 alpha; the app is Tauri 2.
-  echo "desktop story: installing tauri-driver 2"
-  cargo install tauri-driver --locked --version '^2'
-fi
+ensure_tauri_driver
 [[ -f ui/dist/index.html ]] || {
   echo "desktop story: ui/dist is missing: run the UI build (npm run build in ui/)" >&2
   exit 1
@@ -32,7 +31,6 @@ shots="$(dirname "$app")/../e2e-screenshots"
 rm -rf "$shots"
 mkdir -p "$shots"
 export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
-driver_bin="$(command -v tauri-driver)"
 
 work="$(mktemp -d)"
 pids=()
@@ -69,24 +67,18 @@ export LATCHKEY_DESKTOP_QUIT_ON_CLOSE=1
 export LATCHKEY_BROWSER="$root/tests/e2e/browser.py" LATCHKEY_E2E_BROWSER_LOG="$work/browser.log"
 export LATCHKEY_LOG=info
 export LATCHKEY_E2E_SCAN="$work/config:$work/data:$work/exports:$work/app.log:$work/home"
-export DRIVER_BIN="$driver_bin" WORK="$work"
+export WORK="$work" TAURI_DRIVER_LIB="$root/scripts/lib/tauri_driver.sh"
 
 started=$SECONDS
 status=0
 xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
   set -euo pipefail
   printf %s throwaway | gnome-keyring-daemon --unlock --components=secrets >/dev/null
-  port="${LATCHKEY_E2E_DRIVER##*:}"
-  "$DRIVER_BIN" --port "$port" --native-driver /usr/bin/WebKitWebDriver >"$WORK/app.log" 2>&1 &
-  driver=$!
-  for _ in $(seq 100); do
-    python3 -c "import socket,sys; socket.create_connection((\"127.0.0.1\", $port), 0.2)" 2>/dev/null && break
-    sleep 0.1
-  done
+  source "$TAURI_DRIVER_LIB"
+  start_tauri_driver "${LATCHKEY_E2E_DRIVER##*:}" "$WORK/app.log"
   rc=0
   python3 tests/e2e/desktop.py || rc=$?
-  kill "$driver" 2>/dev/null || true
-  wait "$driver" 2>/dev/null || true
+  stop_tauri_driver
   exit "$rc"
 ' || status=$?
 

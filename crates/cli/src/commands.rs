@@ -368,9 +368,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         latchkey_core::ids::Owner::Shared => "shared",
                         latchkey_core::ids::Owner::Member(_) => "personal",
                     };
+                    let used = c
+                        .last_used_at
+                        .map_or_else(|| "never used".to_owned(), |t| format!("last used {t}"));
                     format!(
-                        "{:<24} {:<14} {:<9} {:?} {}",
-                        c.name, c.provider, owner, c.status, c.upstream_base_url
+                        "{:<24} {:<14} {:<9} {:<16} {used:<21} {}",
+                        c.name,
+                        c.provider,
+                        owner,
+                        format!("{:?}", c.status),
+                        c.upstream_base_url
                     )
                 })
                 .collect();
@@ -923,8 +930,9 @@ fn credential_text(c: &CredentialInfo) -> String {
         CredentialStatus::ReconnectNeeded => "reconnect needed",
         CredentialStatus::Disabled => "disabled",
     };
+    let used = c.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_string());
     format!(
-        "name           {}\nid             {}\nprovider       {}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
+        "name           {}\nid             {}\nprovider       {}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nlast used      {used}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
         c.name,
         c.id,
         c.provider,

@@ -371,10 +371,12 @@ pub struct Joined {
 }
 
 /// Who the signing device is (`GET /v1/me`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Me {
     /// The workspace.
     pub workspace: WorkspaceId,
+    /// The workspace's name, as given at its creation; `None` from brokers that do not say it.
+    pub workspace_name: Option<String>,
     /// The member.
     pub member: MemberId,
     /// The device.
@@ -534,6 +536,9 @@ pub struct CredentialInfo {
     pub created_at: u64,
     /// Last change (unix seconds).
     pub updated_at: u64,
+    /// When the proxy last forwarded an agent's call with it (unix seconds, to the second);
+    /// `None` before the first, and from brokers that do not record it.
+    pub last_used_at: Option<u64>,
 }
 
 /// A credential to store (`POST /v1/credentials`): metadata and an envelope sealed on the device.

@@ -49,6 +49,7 @@ async fn a_new_member_joins_is_admitted_after_comparing_fingerprints_and_opens_t
         (created.workspace, created.member, created.device)
     );
     assert_eq!(me.role, Role::Admin);
+    assert_eq!(me.workspace_name.as_deref(), Some("Acme"), "the name given at creation");
     ada_client.broker_key().await.expect("the broker key is published");
     let ada_wk = ada.store.load_workspace_key(created.workspace, KeyVersion::FIRST).unwrap();
     let config = ada.profile.load_config().unwrap();

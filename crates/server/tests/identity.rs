@@ -14,6 +14,7 @@ async fn a_workspace_is_created_from_its_first_device_which_becomes_admin() {
     let (status, me) = TestBroker::send(broker.signed(&admin, "GET", "/v1/me", None)).await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["workspace"], json!(admin.workspace));
+    assert_eq!(me["workspace_name"], "Acme", "the name given at creation");
     assert_eq!(me["device"], json!(admin.id));
     assert_eq!(me["role"], "admin", "the creating member administers the workspace");
     broker.stop().await;

@@ -711,6 +711,74 @@ async fn a_workspace_forbid_policy_stops_a_call_its_capability_allows_and_names_
     w.broker.stop().await;
 }
 
+impl World {
+    /// The `last_used_at` of the world's credential and of its agent, as the API shows them.
+    async fn last_used(&self) -> (Value, Value) {
+        let path = format!("/v1/credentials/{}", self.credential);
+        let (status, credential) =
+            TestBroker::send(self.broker.signed(&self.admin, "GET", &path, None)).await;
+        assert_eq!(status, 200, "{credential}");
+        let (status, agents) =
+            TestBroker::send(self.broker.signed(&self.admin, "GET", "/v1/agents", None)).await;
+        assert_eq!(status, 200, "{agents}");
+        (credential["last_used_at"].clone(), agents["agents"][0]["last_used_at"].clone())
+    }
+
+    /// Waits (up to about two seconds) until the credential's and the agent's last use satisfy
+    /// `done`, and returns them as last seen: the proxy records both in the background.
+    async fn last_used_until(&self, done: impl Fn(&Value, &Value) -> bool) -> (Value, Value) {
+        let mut seen = self.last_used().await;
+        for _ in 0..100 {
+            if done(&seen.0, &seen.1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            seen = self.last_used().await;
+        }
+        seen
+    }
+}
+
+#[tokio::test]
+async fn a_forwarded_call_records_the_credentials_last_use_and_a_refused_one_does_not() {
+    let w = world().await;
+    assert_eq!(w.last_used().await, (Value::Null, Value::Null), "never used yet");
+
+    // Refused by policy after every other check: the agent was seen, the credential not used.
+    let policy = json!({
+        "source": "@id(\"no-deletes\")\nforbid (principal, action == Latchkey::Action::\"DELETE\", resource);",
+    });
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "PUT",
+        "/v1/policies/no-deletes",
+        Some(&policy),
+    ))
+    .await;
+    assert!(status == 200 || status == 201, "policy accepted: {body}");
+    let cap = w.capability(&Grant { methods: &[Method::Delete], ..w.single_use() });
+    let (status, _, body) = send(w.call("DELETE", "/repos/acme/widgets", Some(&cap))).await;
+    assert_eq!((status, code(&body).as_str()), (403, "policy_denied"), "{body}");
+    let (_, agent) = w.last_used_until(|_, agent| !agent.is_null()).await;
+    assert_eq!(agent, w.now(), "the agent's use is recorded");
+    // The agent's write was spawned by the refused call before it could have spawned the
+    // credential's; give a stray write time to land before checking there was none.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(w.last_used().await.0, Value::Null, "a refused call does not count");
+
+    w.broker.clock.advance(7);
+    let cap = w.capability(&w.single_use());
+    assert_eq!(send(w.call("GET", "/user", Some(&cap))).await.0, 200);
+    let (credential, _) = w.last_used_until(|credential, _| !credential.is_null()).await;
+    assert_eq!(credential, w.now(), "a forwarded call counts, to the second");
+    let (status, list) =
+        TestBroker::send(w.broker.signed(&w.admin, "GET", "/v1/credentials", None)).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["credentials"][0]["last_used_at"], w.now(), "listed too: {list}");
+    assert_eq!(list["credentials"][0]["revision"], 1, "a use is not a change: {list}");
+    w.broker.stop().await;
+}
+
 #[tokio::test]
 async fn hosts_outside_the_allow_list_are_refused() {
     let w = world().await;

@@ -311,6 +311,25 @@ async fn the_shared_generation_is_written_by_the_triggers_only() {
         stamped,
         "recording an agent's last use must not empty every replica's cache"
     );
+    let credential =
+        create_shared_credential(&a, &admin, "stamped", "http://127.0.0.1:9", "sk_stampSECRET0")
+            .await;
+    let stamped = read(service.clone()).await;
+    store.touch_credential(admin.workspace, credential, now(&a) + 1).await.expect("touch");
+    assert_eq!(
+        read(service.clone()).await,
+        stamped,
+        "recording a credential's last use must not empty every replica's cache"
+    );
+    let path = format!("/v1/credentials/{credential}/status");
+    let (status, body) =
+        TestBroker::send(a.signed(&admin, "PATCH", &path, Some(&json!({"status": "disabled"}))))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        read(service.clone()).await > stamped,
+        "any other change to a credential still moves the generation"
+    );
     store.close().await;
     service.close().await;
     a.stop().await;

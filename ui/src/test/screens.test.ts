@@ -66,6 +66,34 @@ describe('policies', () => {
     expect(res).toHaveTextContent('deny-deletes');
     expect(b.callsOf('check_call')).toEqual([{ agent: 'agent_ci', credential: 'cred_gh', method: 'DELETE', path: '/repos/acme/web' }]);
   });
+
+  it('checks an inject with its lifetime and command through check_inject', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Policies);
+    const tester = await screen.findByTestId('policy-tester');
+    await waitFor(() => expect((within(tester).getByTestId('test-agent') as HTMLSelectElement).value).toBe('agent_ci'));
+    await user.click(within(tester).getByTestId('test-mode-inject'));
+    expect(within(tester).queryByTestId('test-method'), 'an inject has no method or path').toBeNull();
+    expect(within(tester).getByTestId('test-submit'), 'a command is needed').toBeDisabled();
+    await user.selectOptions(within(tester).getByTestId('test-lifetime'), '8 hours');
+    await user.type(within(tester).getByTestId('test-command'), 'gh');
+    await user.click(within(tester).getByTestId('test-submit'));
+    expect(await screen.findByTestId('check-result')).toHaveTextContent('Denied');
+    await user.selectOptions(within(tester).getByTestId('test-lifetime'), '1 hour');
+    await user.click(within(tester).getByTestId('test-submit'));
+    await waitFor(() => expect(screen.getByTestId('check-result')).toHaveTextContent('Allowed'));
+    expect(screen.getByTestId('check-result')).toHaveTextContent('short-named-injects');
+    expect(b.callsOf('check_inject')).toEqual([
+      { agent: 'agent_ci', credential: 'cred_gh', lifetimeSecs: 8 * 3600, command: 'gh' },
+      { agent: 'agent_ci', credential: 'cred_gh', lifetimeSecs: 3600, command: 'gh' },
+    ]);
+    expect(b.callsOf('check_call'), 'the call check is not asked').toEqual([]);
+
+    await user.click(within(tester).getByTestId('test-mode-call'));
+    expect(within(tester).getByTestId('test-method')).toBeInTheDocument();
+    expect(screen.queryByTestId('check-result'), 'switching modes clears the last answer').toBeNull();
+  });
 });
 
 describe('audit', () => {

@@ -53,6 +53,20 @@ describe('app shell', () => {
     expect(screen.getByTestId('pending-count')).toHaveTextContent('2');
   });
 
+  it("shows the workspace's name", async () => {
+    setup();
+    render(App);
+    expect(await screen.findByTestId('workspace-name')).toHaveTextContent('Acme');
+  });
+
+  it('shows no name while the broker cannot say it', async () => {
+    const b = setup();
+    b.status = { ...b.status, workspace: { ...b.status.workspace!, name: null } };
+    render(App);
+    expect(await screen.findByTestId('workspace')).toHaveTextContent('This computer');
+    expect(screen.queryByTestId('workspace-name')).toBeNull();
+  });
+
   it('updates the pending badge from approvals-changed', async () => {
     const b = setup();
     render(App);

@@ -144,6 +144,9 @@ struct CredentialView {
     revision: u64,
     created_at: u64,
     updated_at: u64,
+    /// When the proxy last forwarded an agent's call with it (unix seconds, to the second);
+    /// `null` before the first. Refused calls do not count.
+    last_used_at: Option<u64>,
 }
 
 impl From<CredentialRecord> for CredentialView {
@@ -162,6 +165,7 @@ impl From<CredentialRecord> for CredentialView {
             revision: r.revision,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            last_used_at: r.last_used_at,
         }
     }
 }

@@ -155,6 +155,8 @@ async fn create(
 struct Me {
     #[schema(value_type = stand_in::WorkspaceId)]
     workspace: WorkspaceId,
+    /// The name the workspace was given when it was created.
+    workspace_name: String,
     #[schema(value_type = stand_in::MemberId)]
     member: MemberId,
     #[schema(value_type = stand_in::DeviceId)]
@@ -162,18 +164,32 @@ struct Me {
     role: Role,
 }
 
-/// Who the signing device is: lets a client check that its enrolment is still active.
+/// Who the signing device is: lets a client check that its enrolment is still active, and name
+/// its workspace.
 #[utoipa::path(
     get,
     path = "/v1/me",
     tag = "workspaces",
     operation_id = "me",
     security(("device_signature" = [])),
-    responses((status = 200, description = "The caller's workspace, member, device and role", body = Me), DeviceErrors),
+    responses((status = 200, description = "The caller's workspace (id and name), member, device and role", body = Me), DeviceErrors),
 )]
-async fn me(request: Signed<()>) -> Json<Me> {
+async fn me(State(state): State<SharedState>, request: Signed<()>) -> Result<Json<Me>, ApiError> {
     let c = request.caller;
-    Json(Me { workspace: c.workspace, member: c.member, device: c.device, role: c.role })
+    // The caller's device was just found active in this workspace, so the row exists; a missing
+    // one is a broken database, answered as such.
+    let workspace_name = state
+        .store
+        .workspace_name(c.workspace)
+        .await?
+        .ok_or_else(|| ApiError::internal(&"the caller's workspace has no row"))?;
+    Ok(Json(Me {
+        workspace: c.workspace,
+        workspace_name,
+        member: c.member,
+        device: c.device,
+        role: c.role,
+    }))
 }
 
 /// Verifies a self-signed registration: the request must be signed (`keyid` = `device.id`) by

@@ -448,6 +448,7 @@ async fn authorize_and_forward(
         }
     };
     call.forwarded = true;
+    state.store.note_credential_used(&credential, now);
     let started_upstream = Instant::now();
     let outcome =
         open::open_and_forward(state, &opened.record_key, &credential, upstream, request, now)

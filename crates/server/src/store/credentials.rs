@@ -95,6 +95,9 @@ pub struct CredentialRecord {
     /// Starts at 1 and grows by one with every change: the optimistic-concurrency token of
     /// `PUT` and `PATCH` (timestamps have one-second resolution, so they cannot serve).
     pub revision: u64,
+    /// When the proxy last forwarded an agent's call with it (unix seconds), to the second; not a
+    /// change, so neither `updated_at` nor `revision` moves with it.
+    pub last_used_at: Option<u64>,
 }
 
 #[cfg(test)]
@@ -120,6 +123,7 @@ impl CredentialRecord {
             created_at: 0,
             updated_at: 0,
             revision: 1,
+            last_used_at: None,
         }
     }
 }
@@ -325,7 +329,7 @@ fn join<T: std::fmt::Display>(items: &[T]) -> String {
 /// The columns every query of this table selects, in [`record`]'s order.
 macro_rules! credential_columns {
     () => {
-        "workspace_id, id, name, provider, upstream_base_url, allowed_hosts, owner_member_id, key_version, status, scopes, expires_hint, envelope, created_at, updated_at, revision"
+        "workspace_id, id, name, provider, upstream_base_url, allowed_hosts, owner_member_id, key_version, status, scopes, expires_hint, envelope, created_at, updated_at, revision, last_used_at"
     };
 }
 
@@ -599,6 +603,31 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(deleted == 1)
+    }
+
+    /// Records that the proxy just forwarded a call with the credential. Only moves forward, and
+    /// changes neither `updated_at` nor `revision` (nor, on PostgreSQL, the read cache's shared
+    /// generation: migrations/postgres/0006_credential_last_used.sql), so it leaves the read cache
+    /// alone; the proxy calls it at most once per credential per second (see the read cache's
+    /// `mark_credential_used`).
+    pub async fn touch_credential(
+        &self,
+        workspace: WorkspaceId,
+        credential: CredentialId,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        sqlx::query(
+            "UPDATE credentials SET last_used_at = $3
+             WHERE workspace_id = $1 AND id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(workspace.to_string())
+        .bind(credential.to_string())
+        .bind(as_i64(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// After the broker refreshed an OAuth token under the same record key: replace the envelope
@@ -908,5 +937,9 @@ fn record(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
         created_at: time("created_at")?,
         updated_at: time("updated_at")?,
         revision: time("revision")?,
+        last_used_at: row
+            .try_get::<Option<i64>, _>("last_used_at")?
+            .map(|v| u64::try_from(v).map_err(|_| corrupt("last_used_at")))
+            .transpose()?,
     })
 }

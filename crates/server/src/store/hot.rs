@@ -275,9 +275,48 @@ impl HotCache {
         entry.value = Arc::new(updated);
         true
     }
+
+    /// Notes that the credential `name` of `workspace` was used at `now` (seconds). Returns
+    /// whether the database should be told: only the first use each second is written.
+    pub(crate) fn mark_credential_used(
+        &self,
+        workspace: WorkspaceId,
+        name: &str,
+        now: u64,
+    ) -> bool {
+        let mut maps = self.maps.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = maps.credentials.get_mut(&(workspace, name.to_owned())) else {
+            return true;
+        };
+        if entry.value.last_used_at.is_some_and(|at| at >= now) {
+            return false;
+        }
+        let mut updated = (*entry.value).clone();
+        updated.last_used_at = Some(now);
+        entry.value = Arc::new(updated);
+        true
+    }
 }
 
 impl super::Store {
+    /// Records, in the background, that the proxy forwarded a call with `credential` at `now`
+    /// (seconds), as it records an agent's use: kept to the second, so most calls find it
+    /// current in the cache and write nothing. A failed write is logged, never the call's
+    /// concern.
+    pub(crate) fn note_credential_used(&self, credential: &CredentialRecord, now: u64) {
+        if credential.last_used_at.is_some_and(|at| at >= now)
+            || !self.hot.mark_credential_used(credential.workspace, &credential.name, now)
+        {
+            return;
+        }
+        let (store, workspace, id) = (self.clone(), credential.workspace, credential.id);
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_credential(workspace, id, now).await {
+                tracing::warn!(error = %e, "could not record credential use");
+            }
+        });
+    }
+
     /// [`super::Store::agent_by_token_hash`] through the cache.
     pub(crate) async fn cached_agent(
         &self,
@@ -462,6 +501,21 @@ mod tests {
             cache.get::<DeviceId, ActiveDevice>(&id).is_none(),
             "nothing cached before the first check may outlive it"
         );
+    }
+
+    #[test]
+    fn a_credential_use_is_written_once_per_second() {
+        let cache = HotCache::default();
+        let credential = CredentialRecord::example();
+        let (workspace, name) = (credential.workspace, credential.name.clone());
+        assert!(cache.mark_credential_used(workspace, &name, 10), "not cached: always written");
+        cache.insert(cache.generation(), (workspace, name.clone()), Arc::new(credential));
+        assert!(cache.mark_credential_used(workspace, &name, 10), "first use this second");
+        assert!(!cache.mark_credential_used(workspace, &name, 10), "second use this second");
+        assert!(!cache.mark_credential_used(workspace, &name, 9), "an older use");
+        assert!(cache.mark_credential_used(workspace, &name, 11), "the next second");
+        let cached = cache.get::<(WorkspaceId, String), CredentialRecord>(&(workspace, name));
+        assert_eq!(cached.and_then(|c| c.last_used_at), Some(11), "the cached row follows");
     }
 
     #[test]

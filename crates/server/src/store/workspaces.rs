@@ -37,6 +37,20 @@ pub struct NewWorkspace {
 pub struct IdTaken;
 
 impl Store {
+    /// The name `workspace` was created with, if it exists.
+    pub async fn workspace_name(
+        &self,
+        workspace: WorkspaceId,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let name = sqlx::query_scalar("SELECT name FROM workspaces WHERE id = $1")
+            .bind(workspace.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(name)
+    }
+
     /// Creates the workspace, its first admin, device and wrapped keys in one transaction.
     pub async fn create_workspace(
         &self,

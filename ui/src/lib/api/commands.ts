@@ -114,6 +114,9 @@ export const savePolicy = (a: { id: string; description: string; source: string;
 export const deletePolicy = (id: string) => call<null>('delete_policy', { id });
 export const checkCall = (a: { agent: string; credential: string; method: string; path: string }) =>
   call<CheckResult>('check_call', a);
+/** Would the policies release the credential into `command`'s environment for `lifetimeSecs`? */
+export const checkInject = (a: { agent: string; credential: string; lifetimeSecs: number; command: string }) =>
+  call<CheckResult>('check_inject', a);
 
 // Audit
 export const listAudit = (f: AuditFilter) => call<AuditRow[]>('list_audit', f);

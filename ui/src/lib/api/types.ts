@@ -5,6 +5,8 @@ export type Role = 'admin' | 'member';
 
 export type Workspace = {
   id: string;
+  /** The name given when the workspace was created; null while the broker is unreachable. */
+  name: string | null;
   brokerUrl: string;
   /** Embedded broker on this computer. */
   local: boolean;

@@ -201,7 +201,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       const url = local ? 'http://127.0.0.1:7878' : String(a.teamServerUrl);
       b.status = {
         ...seedStatus(true),
-        workspace: { ...seedStatus(true).workspace!, local, brokerUrl: url },
+        workspace: { ...seedStatus(true).workspace!, name: String(a.workspaceName), local, brokerUrl: url },
         broker: { url, local, reachable: true, error: null },
       };
       b.members = [{ id: 'mem_you', name: String(a.memberName), role: 'admin', createdAt: now(), you: true, devices: [
@@ -336,6 +336,11 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       if (m === 'DELETE') return { allowed: false, policyIds: ['deny-deletes'], reason: 'forbidden by policy deny-deletes' };
       if (m === 'GET' || m === 'HEAD') return { allowed: true, policyIds: ['read-only'], reason: 'permitted by read-only' };
       return { allowed: false, policyIds: [], reason: 'no policy permits this request' };
+    },
+    check_inject: (a) => {
+      if (String(a.command) === 'gh' && Number(a.lifetimeSecs) <= 3600)
+        return { allowed: true, policyIds: ['short-named-injects'], reason: 'allowed: a policy permits it and none forbids it' };
+      return { allowed: false, policyIds: [], reason: 'denied: no policy permits it' };
     },
     list_audit: (a) =>
       b.audit

@@ -10,6 +10,7 @@ export function seedStatus(setUp = true): AppStatus {
     workspace: setUp
       ? {
           id: 'ws_1',
+          name: 'Acme',
           brokerUrl: 'http://127.0.0.1:7878',
           local: true,
           memberId: 'mem_you',
