@@ -501,7 +501,7 @@ async fn refresh_credential(
     }
     let (lease, stored) = match take_lease(context, name, stored).await? {
         Turn::Ours(lease, stored) => (lease, stored),
-        Turn::Done(outcome) => return Ok(outcome),
+        Turn::Done(outcome) => return Ok(*outcome),
     };
     let result = refresh_leased(context, target, lease, *stored).await;
     let (outcome, given_back) = match result {
@@ -529,7 +529,7 @@ enum Turn {
     /// This device holds the lease; the credential as it is now.
     Ours(LeaseId, Box<Stored>),
     /// Nothing to do: someone else refreshed meanwhile, or still is.
-    Done(RefreshOutcome),
+    Done(Box<RefreshOutcome>),
 }
 
 /// Takes the credential's refresh lease, waiting (at most `context.wait`) while someone else
@@ -565,14 +565,16 @@ async fn take_lease(
                 if !current.same_refresh_token(&presented) {
                     give_back(device, id, lease.lease).await;
                     tracing::info!(credential = %id, "refreshed elsewhere meanwhile; the provider was not asked");
-                    return Ok(Turn::Done(current.outcome(RefreshAction::RefreshedElsewhere)));
+                    return Ok(Turn::Done(Box::new(
+                        current.outcome(RefreshAction::RefreshedElsewhere),
+                    )));
                 }
                 return Ok(Turn::Ours(lease.lease, Box::new(current)));
             }
             Err(error) if is_code(&error, codes::REFRESH_IN_PROGRESS) => {
                 if tokio::time::Instant::now() + pause > deadline {
                     tracing::info!(credential = %id, "still being refreshed elsewhere; not asking the provider");
-                    return Ok(Turn::Done(stored.outcome(RefreshAction::InProgress)));
+                    return Ok(Turn::Done(Box::new(stored.outcome(RefreshAction::InProgress))));
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_POLL);
@@ -580,7 +582,9 @@ async fn take_lease(
                 check_refreshable(&stored, name)?;
                 if !stored.same_refresh_token(&presented) {
                     tracing::info!(credential = %id, "refreshed elsewhere meanwhile; the provider was not asked");
-                    return Ok(Turn::Done(stored.outcome(RefreshAction::RefreshedElsewhere)));
+                    return Ok(Turn::Done(Box::new(
+                        stored.outcome(RefreshAction::RefreshedElsewhere),
+                    )));
                 }
             }
             Err(error) => return Err(error.into()),
