@@ -39,7 +39,7 @@ pub(crate) async fn log_request(
     if device.0.load(Ordering::Relaxed) {
         state.metrics.device_request(code);
     }
-    let code = code.map(crate::metrics::code_label);
+    let code = code.map(crate::error::ErrorCode::spelling);
     tracing::info!(
         target: "latchkey_server::request",
         method = %method,

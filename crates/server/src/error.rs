@@ -72,6 +72,16 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code's stable JSON spelling (`policy_denied`), as the error body, the audit log's
+    /// `reason_code` and the metrics' `code` label carry it.
+    pub(crate) fn spelling(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(text)) => text,
+            // Unreachable: every variant is a unit variant, which serde spells as a string.
+            _ => "other".to_owned(),
+        }
+    }
+
     /// The HTTP status that goes with the code.
     pub fn status(self) -> StatusCode {
         match self {

@@ -177,8 +177,10 @@ impl Metrics {
             ProxyDecision::Allowed => "allowed",
             ProxyDecision::Denied => "denied",
         };
-        let labels =
-            ProxyLabels { decision, code: code.map_or_else(|| "ok".to_owned(), code_label) };
+        let labels = ProxyLabels {
+            decision,
+            code: code.map_or_else(|| "ok".to_owned(), ErrorCode::spelling),
+        };
         self.inner.proxy_requests.get_or_create(&labels).inc();
     }
 
@@ -199,21 +201,13 @@ impl Metrics {
 
     /// Counts one signed device request by the code of its answer.
     pub(crate) fn device_request(&self, code: Option<ErrorCode>) {
-        let labels = CodeLabels { code: code.map_or_else(|| "ok".to_owned(), code_label) };
+        let labels = CodeLabels { code: code.map_or_else(|| "ok".to_owned(), ErrorCode::spelling) };
         self.inner.device_requests.get_or_create(&labels).inc();
     }
 
     /// Reports `audit`'s counters from now on (replacing any earlier log's).
     pub(crate) fn observe_audit(&self, audit: &AuditLog) {
         *self.inner.audit.log.lock().unwrap_or_else(PoisonError::into_inner) = Some(audit.clone());
-    }
-}
-
-/// The code's stable JSON spelling (`policy_denied`): a fixed, finite set of label values.
-pub(crate) fn code_label(code: ErrorCode) -> String {
-    match serde_json::to_value(code) {
-        Ok(serde_json::Value::String(text)) => text,
-        _ => "other".to_owned(),
     }
 }
 

@@ -167,8 +167,7 @@ impl Attempt {
     /// Audits a refusal; a failure to do so is logged (the request is refused anyway).
     async fn deny(&self, state: &SharedState, error: &ApiError) {
         let mut event = self.event(AuditKind::InjectDenied, Decision::Denied);
-        event.reason_code =
-            serde_json::to_value(error.code).ok().and_then(|v| v.as_str().map(str::to_owned));
+        event.reason_code = Some(error.code.spelling());
         if let Err(e) = state.audit.append(event).await {
             tracing::error!(error = %e, "could not audit a refused inject");
         }

@@ -221,8 +221,7 @@ impl Call {
             return;
         };
         let mut event = self.event(workspace, AuditKind::ProxyAttempt, Decision::Denied, now_ms());
-        event.reason_code =
-            serde_json::to_value(error.code).ok().and_then(|v| v.as_str().map(str::to_owned));
+        event.reason_code = Some(error.code.spelling());
         if let Err(e) = state.audit.append(event).await {
             tracing::error!(error = %e, "could not audit a refused proxy call");
         }
@@ -263,17 +262,7 @@ async fn authorize_and_forward(
     if state.store.cached_pause_state(agent.workspace).await?.0.is_some() {
         return Err(agents_paused());
     }
-    // Last use is kept to the second: most calls find it current and write nothing.
-    if agent.last_used_at.is_none_or(|at| at < now)
-        && state.store.hot.mark_agent_used(&token_hash, now)
-    {
-        let (store, workspace, id) = (state.store.clone(), agent.workspace, agent.id);
-        tokio::spawn(async move {
-            if let Err(e) = store.touch_agent(workspace, id, now).await {
-                tracing::warn!(error = %e, "could not record agent use");
-            }
-        });
-    }
+    state.store.note_agent_used(&agent, &token_hash, now);
     let method = Method::parse(&call.method).ok_or_else(|| {
         ApiError::new(
             ErrorCode::MethodNotAllowed,
@@ -475,8 +464,7 @@ async fn authorize_and_forward(
     event.upstream_status = status;
     event.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     if let Err(error) = &response {
-        event.reason_code =
-            serde_json::to_value(error.code).ok().and_then(|v| v.as_str().map(str::to_owned));
+        event.reason_code = Some(error.code.spelling());
     }
     if let Err(e) = state.audit.append_deferred(event).await {
         tracing::error!(error = %e, "could not audit a proxy call's outcome");

@@ -299,6 +299,21 @@ impl HotCache {
 }
 
 impl super::Store {
+    /// Records, in the background, that `agent` (found by its token `hash`) made a call at
+    /// `now` (seconds): kept to the second, so most calls find it current in the cache and write
+    /// nothing. A failed write is logged, never the call's concern.
+    pub(crate) fn note_agent_used(&self, agent: &AgentRecord, hash: &TokenHash, now: u64) {
+        if agent.last_used_at.is_some_and(|at| at >= now) || !self.hot.mark_agent_used(hash, now) {
+            return;
+        }
+        let (store, workspace, id) = (self.clone(), agent.workspace, agent.id);
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_agent(workspace, id, now).await {
+                tracing::warn!(error = %e, "could not record agent use");
+            }
+        });
+    }
+
     /// Records, in the background, that the proxy forwarded a call with `credential` at `now`
     /// (seconds), as it records an agent's use: kept to the second, so most calls find it
     /// current in the cache and write nothing. A failed write is logged, never the call's
