@@ -38,9 +38,21 @@ pub enum ServerError {
     /// The upstream HTTP client could not be built (TLS setup).
     #[error("upstream HTTP client: {0}")]
     Upstream(String),
+    /// The audit log could not be opened (its journal is locked by another broker, unreadable
+    /// or damaged).
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::store::StoreError),
     /// The policy engine could not be set up (its embedded schema or default policies).
     #[error("policy engine: {0}")]
     Policy(#[from] crate::policy::PolicyError),
+}
+
+/// Where the audit journal of the SQLite database at `database` lives: beside it, in
+/// `<database>.audit/`.
+pub fn audit_journal_dir(database: &std::path::Path) -> std::path::PathBuf {
+    let mut name = database.as_os_str().to_owned();
+    name.push(".audit");
+    std::path::PathBuf::from(name)
 }
 
 /// Serves `broker` on `listener` until `shutdown` completes, then finishes in-flight requests and
@@ -55,7 +67,17 @@ pub async fn serve(
         None => format!("http://{}", listener.local_addr()?),
     };
     let policies = crate::policy::PolicyEngine::new()?;
-    let audit = audit::AuditLog::start(broker.store.clone());
+    let audit = match broker.store.sqlite_path() {
+        Some(database) => {
+            audit::AuditLog::start_journaled_with(
+                broker.store.clone(),
+                &audit_journal_dir(database),
+                broker.journal_faults.clone(),
+            )
+            .await?
+        }
+        None => audit::AuditLog::start(broker.store.clone()),
+    };
     broker.metrics.observe_audit(&audit);
     let approvals = Arc::new(approvals::Approvals::new(broker.approval_timeout));
     approvals.spawn_listener(&broker.store);

@@ -22,6 +22,8 @@ pub struct Broker {
     /// How long the proxy holds a call that waits for a member's approval (zero: never hold,
     /// answer `approval_required` at once).
     pub(crate) approval_timeout: std::time::Duration,
+    /// Injected audit journal write failures (tests only).
+    pub(crate) journal_faults: Option<crate::audit::JournalFaults>,
 }
 
 impl Broker {
@@ -35,6 +37,7 @@ impl Broker {
             public_origin: None,
             metrics: crate::metrics::Metrics::new(),
             approval_timeout: crate::approvals::DEFAULT_TIMEOUT,
+            journal_faults: None,
         }
     }
 
@@ -53,6 +56,14 @@ impl Broker {
     /// Sets the public origin, e.g. `https://latchkey.example.com` behind a reverse proxy.
     pub fn with_public_origin(mut self, origin: impl Into<String>) -> Self {
         self.public_origin = Some(origin.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Makes the audit journal's writes fail as `faults` says, to test the fail-closed paths.
+    /// Not for production use.
+    #[doc(hidden)]
+    pub fn with_journal_faults(mut self, faults: crate::audit::JournalFaults) -> Self {
+        self.journal_faults = Some(faults);
         self
     }
 

@@ -16,6 +16,7 @@
 //! where some APIs carry keys.
 
 mod chain;
+mod journal;
 mod record;
 
 use std::collections::HashMap;
@@ -32,12 +33,15 @@ pub use self::chain::{
     BreakReason, BrokenLink, ChainRecord, ChainSummary, ChainVerifier, JsonlError, verify_chain,
     verify_jsonl,
 };
+pub(crate) use self::journal::IngestProgress;
+#[doc(hidden)]
+pub use self::journal::JournalFaults;
 pub use self::record::{
     CHAIN_LABEL, GENESIS_HASH, canonical_json, canonical_record, chain_hash, from_hex, to_hex,
 };
 use crate::error::{ApiError, ErrorCode};
 use crate::store::audit::ChainHead;
-use crate::store::{Backend, Store};
+use crate::store::{Backend, Store, StoreError};
 
 /// One thing that happened, as the audit log records it.
 ///
@@ -316,9 +320,20 @@ pub struct AuditStats {
 /// Handle to the background writer; cheap to clone. See the module docs.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    sender: mpsc::Sender<Message>,
-    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+    inner: Inner,
     counters: Arc<Counters>,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    /// Records are committed by the writer's database transactions.
+    Database { sender: mpsc::Sender<Message>, writer: Arc<Mutex<Option<JoinHandle<()>>>> },
+    /// Records are committed to a journal and indexed by an ingester (see [`journal`]).
+    Journal {
+        journal: Arc<journal::Journal>,
+        store: Store,
+        ingester: Arc<Mutex<Option<JoinHandle<()>>>>,
+    },
 }
 
 impl AuditLog {
@@ -348,42 +363,123 @@ impl AuditLog {
             connection: None,
         };
         let task = tokio::spawn(writer.run());
-        Self { sender, writer: Arc::new(Mutex::new(Some(task))), counters }
+        Self {
+            inner: Inner::Database { sender, writer: Arc::new(Mutex::new(Some(task))) },
+            counters,
+        }
+    }
+
+    /// Opens the audit journal in `dir` over the SQLite `store` (indexing what a previous broker
+    /// left in it first) and spawns its ingester. Only one broker may use a journal at a time: a
+    /// second is refused with an error saying so.
+    pub async fn start_journaled(store: Store, dir: &std::path::Path) -> Result<Self, StoreError> {
+        Self::start_journaled_with(store, dir, None).await
+    }
+
+    /// [`AuditLog::start_journaled`] with injected write failures (tests only).
+    #[doc(hidden)]
+    pub async fn start_journaled_with(
+        store: Store,
+        dir: &std::path::Path,
+        faults: Option<JournalFaults>,
+    ) -> Result<Self, StoreError> {
+        let journal = Arc::new(journal::Journal::open(&store, dir, faults).await?);
+        *store.audit_progress.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::clone(&journal.progress));
+        let task = tokio::spawn(ingest(Arc::clone(&journal), store.clone()));
+        Ok(Self {
+            inner: Inner::Journal { journal, store, ingester: Arc::new(Mutex::new(Some(task))) },
+            counters: Arc::default(),
+        })
     }
 
     /// Appends one record and resolves once it is committed. Concurrent appends share one
     /// transaction; if it fails, every append in it fails.
     pub async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
-        let (reply, answer) = oneshot::channel();
-        self.sender
-            .send(Message::Append(Box::new(event), reply))
-            .await
-            .map_err(|_| AuditError::Stopped)?;
-        // A dropped reply means the writer stopped before it got to this append.
-        answer.await.unwrap_or(Err(AuditError::Stopped))
+        match &self.inner {
+            Inner::Database { sender, .. } => {
+                let (reply, answer) = oneshot::channel();
+                sender
+                    .send(Message::Append(Box::new(event), reply))
+                    .await
+                    .map_err(|_| AuditError::Stopped)?;
+                // A dropped reply means the writer stopped before it got to this append.
+                answer.await.unwrap_or(Err(AuditError::Stopped))
+            }
+            Inner::Journal { journal, store, .. } => {
+                let started = std::time::Instant::now();
+                let appended = loop {
+                    match journal.append(&event) {
+                        Ok(journal::Appended::NeedHead) => {
+                            let head =
+                                store.audit_head(event.workspace).await.map_err(|error| {
+                                    tracing::error!(%error, "could not read an audit chain head");
+                                    AuditError::CommitFailed
+                                })?;
+                            journal.learn_head(head);
+                        }
+                        Ok(journal::Appended::Committed(seq)) => break Ok(AuditReceipt { seq }),
+                        Err(error) => break Err(error),
+                    }
+                };
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.counters.commit_micros.fetch_add(micros, Ordering::Relaxed);
+                let counter = match appended {
+                    Ok(_) => {
+                        self.counters.records.fetch_add(1, Ordering::Relaxed);
+                        &self.counters.transactions
+                    }
+                    Err(_) => &self.counters.failed_transactions,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                appended
+            }
+        }
     }
 
     /// Queues one record without waiting for its commit: it is committed with the next awaited
     /// append, or at most [`DEFERRED_DELAY`] later, or at shutdown. For records written after
     /// the fact (a call's outcome), which no decision waits on; a failed commit is logged.
+    /// (With a journal, a commit is a single write, so the record is committed at once.)
     pub async fn append_deferred(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.sender.send(Message::Deferred(Box::new(event))).await.map_err(|_| AuditError::Stopped)
+        match &self.inner {
+            Inner::Database { sender, .. } => sender
+                .send(Message::Deferred(Box::new(event)))
+                .await
+                .map_err(|_| AuditError::Stopped),
+            Inner::Journal { .. } => self.append(event).await.map(|_| ()),
+        }
     }
 
     /// Writes every append queued so far, then stops the writer. Appends made afterwards (through
     /// any clone) fail with [`AuditError::Stopped`].
     pub async fn shutdown(self) {
-        // Queued behind every earlier append, so those are written first.
-        let _ = self.sender.send(Message::Stop).await;
-        let task = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let task = match &self.inner {
+            Inner::Database { sender, writer } => {
+                // Queued behind every earlier append, so those are written first.
+                let _ = sender.send(Message::Stop).await;
+                writer.lock().unwrap_or_else(PoisonError::into_inner).take()
+            }
+            Inner::Journal { journal, ingester, .. } => {
+                journal.close();
+                journal.progress.wake.notify_one();
+                ingester.lock().unwrap_or_else(PoisonError::into_inner).take()
+            }
+        };
         if let Some(task) = task
             && let Err(error) = task.await
         {
             tracing::error!(%error, "the audit writer ended abnormally");
         }
+        if let Inner::Journal { store, journal, .. } = &self.inner {
+            let mut progress = store.audit_progress.lock().unwrap_or_else(PoisonError::into_inner);
+            if progress.as_ref().is_some_and(|p| Arc::ptr_eq(p, &journal.progress)) {
+                *progress = None;
+            }
+        }
     }
 
-    /// The writer's counters so far.
+    /// The writer's counters so far. With a journal, a "transaction" is one journal write.
     pub fn stats(&self) -> AuditStats {
         AuditStats {
             transactions: self.counters.transactions.load(Ordering::Relaxed),
@@ -392,6 +488,77 @@ impl AuditLog {
             commit_time: Duration::from_micros(self.counters.commit_micros.load(Ordering::Relaxed)),
         }
     }
+}
+
+/// How long the ingester lets records gather after being woken, so it indexes them in a few
+/// large transactions rather than one per call.
+const INGEST_LINGER: Duration = Duration::from_millis(10);
+
+/// How long the ingester waits before retrying a transaction the database refused.
+const INGEST_RETRY: Duration = Duration::from_millis(500);
+
+/// Copies journaled records into the database until the journal is closed and every record is
+/// in. Records the database keeps refusing stay in the journal, which the next broker indexes
+/// (or refuses to start over, naming the line) when it opens it.
+async fn ingest(journal: Arc<journal::Journal>, store: Store) {
+    let _checkpoints = AbortOnDrop(tokio::spawn(checkpoint_periodically(store.clone())));
+    let mut connection: Option<sqlx::AnyConnection> = None;
+    let mut backlog: Vec<crate::store::audit::ChainRow> = Vec::new();
+    let mut through = 0;
+    loop {
+        let closing = journal.is_closed();
+        if !closing {
+            journal.progress.wake.notified().await;
+            tokio::time::sleep(INGEST_LINGER).await;
+        }
+        match journal.take() {
+            Ok((rows, count)) => {
+                backlog.extend(rows);
+                through = count;
+            }
+            Err(error) => tracing::error!(%error, "could not seal an audit journal segment"),
+        }
+        if !backlog.is_empty() {
+            match index(&store, &mut connection, &backlog).await {
+                Ok(()) => backlog.clear(),
+                Err(error) => {
+                    tracing::error!(%error, records = backlog.len(), "the database refused journaled audit records; retrying");
+                    connection = None;
+                    if closing {
+                        tracing::error!(
+                            "stopping with audit records only in the journal; the next start indexes them"
+                        );
+                        return;
+                    }
+                    tokio::time::sleep(INGEST_RETRY).await;
+                    journal.progress.wake.notify_one();
+                    continue;
+                }
+            }
+        }
+        journal.ingested(through);
+        if closing {
+            journal.finish();
+            return;
+        }
+    }
+}
+
+/// Inserts `rows` on the ingester's own connection (opened as the writer's is).
+async fn index(
+    store: &Store,
+    connection: &mut Option<sqlx::AnyConnection>,
+    rows: &[crate::store::audit::ChainRow],
+) -> Result<(), StoreError> {
+    let connection = match connection {
+        Some(connection) => connection,
+        None => {
+            let mut opened = store.pool.acquire().await?.detach();
+            sqlx::query("PRAGMA wal_autocheckpoint = 0").execute(&mut opened).await?;
+            connection.insert(opened)
+        }
+    };
+    store.insert_chained(connection, rows).await
 }
 
 type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;

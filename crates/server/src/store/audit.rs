@@ -156,19 +156,7 @@ impl Store {
                 .filter_map(|workspace| known.get(&workspace).copied())
                 .collect();
             let rows = chain_rows(events, &mut heads);
-            let mut insert = sqlx::QueryBuilder::<sqlx::Any>::new(
-                "INSERT INTO audit_log (workspace_id, seq, at_ms, record, prev_hash, hash) ",
-            );
-            insert.push_values(&rows, |mut values, row| {
-                values
-                    .push_bind(row.workspace.to_string())
-                    .push_bind(as_i64(row.seq))
-                    .push_bind(as_i64(row.at_ms))
-                    .push_bind(row.record.as_str())
-                    .push_bind(&row.prev_hash[..])
-                    .push_bind(&row.hash[..]);
-            });
-            match insert.build().execute(&mut *connection).await {
+            match insert_rows(&rows).build().execute(&mut *connection).await {
                 Ok(_) => {
                     let heads_after = heads_before
                         .iter()
@@ -238,12 +226,40 @@ impl Store {
         Ok(AppendedBatch { seqs: rows.iter().map(|r| r.seq).collect(), heads_before, heads_after })
     }
 
+    /// Inserts rows chained elsewhere (the audit journal's) in one SQLite transaction. The
+    /// table's trigger checks that every row extends its chain, so rows that do not are refused
+    /// as a whole.
+    pub(crate) async fn insert_chained(
+        &self,
+        connection: &mut sqlx::AnyConnection,
+        rows: &[ChainRow],
+    ) -> Result<(), StoreError> {
+        let mut tx = sqlx::Connection::begin_with(&mut *connection, "BEGIN IMMEDIATE").await?;
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            insert_rows(chunk).build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The last record of `workspace`'s chain as stored.
+    pub(crate) async fn audit_head(&self, workspace: WorkspaceId) -> Result<ChainHead, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let head = read_head(&mut tx, workspace).await?;
+        tx.commit().await?;
+        Ok(head)
+    }
+
     /// Up to `query.limit` records of `workspace` matching `query`, in its order.
+    ///
+    /// With an audit journal (see `crate::audit`), first waits for every record committed so
+    /// far to be indexed here, so a read sees every record an earlier call committed.
     pub async fn audit_records(
         &self,
         workspace: WorkspaceId,
         query: &AuditQuery,
     ) -> Result<Vec<StoredAuditRecord>, StoreError> {
+        self.audit_caught_up().await?;
         // One statement per order and backend; absent filters are NULL and match everything. The
         // JSON accessor yields NULL for a record that is not JSON (only a hand-edited database has
         // one).
@@ -310,39 +326,75 @@ impl Store {
     }
 }
 
-/// One record ready to insert.
-struct ChainRow {
-    workspace: WorkspaceId,
-    seq: u64,
-    at_ms: u64,
-    record: String,
-    prev_hash: [u8; 32],
-    hash: [u8; 32],
+/// One record, chained, ready to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainRow {
+    pub(crate) workspace: WorkspaceId,
+    pub(crate) seq: u64,
+    pub(crate) at_ms: u64,
+    pub(crate) record: String,
+    pub(crate) prev_hash: [u8; 32],
+    pub(crate) hash: [u8; 32],
 }
 
-/// Chains `events` onto `heads` (every event's workspace must have an entry), advancing them.
-fn chain_rows(events: &[AuditEvent], heads: &mut HashMap<WorkspaceId, ChainHead>) -> Vec<ChainRow> {
-    let mut rows = Vec::with_capacity(events.len());
-    for event in events {
-        let head = heads.entry(event.workspace).or_insert(ChainHead {
-            workspace: event.workspace,
-            seq: 0,
-            hash: GENESIS_HASH,
-        });
+impl ChainRow {
+    /// `event` chained onto `head`, which moves to the new record.
+    pub(crate) fn chain(event: &AuditEvent, head: &mut ChainHead) -> Self {
         let seq = head.seq + 1;
         let record = canonical_record(event, seq);
         let hash = chain_hash(&head.hash, record.as_bytes());
-        rows.push(ChainRow {
+        let row = ChainRow {
             workspace: event.workspace,
             seq,
             at_ms: event.at_ms,
             record,
             prev_hash: head.hash,
             hash,
-        });
+        };
         *head = ChainHead { workspace: event.workspace, seq, hash };
+        row
     }
-    rows
+
+    /// This row's head: the chain as it stands once the row is in it.
+    pub(crate) fn head(&self) -> ChainHead {
+        ChainHead { workspace: self.workspace, seq: self.seq, hash: self.hash }
+    }
+}
+
+/// Chains `events` onto `heads` (a workspace without an entry starts a new chain), advancing
+/// them.
+fn chain_rows(events: &[AuditEvent], heads: &mut HashMap<WorkspaceId, ChainHead>) -> Vec<ChainRow> {
+    events
+        .iter()
+        .map(|event| {
+            let head = heads.entry(event.workspace).or_insert(ChainHead {
+                workspace: event.workspace,
+                seq: 0,
+                hash: GENESIS_HASH,
+            });
+            ChainRow::chain(event, head)
+        })
+        .collect()
+}
+
+/// Rows in one multi-row `INSERT`: 6 parameters each, well under SQLite's 32,766.
+const INSERT_CHUNK: usize = 1000;
+
+/// Pushes one multi-row `INSERT` of `rows`.
+fn insert_rows(rows: &[ChainRow]) -> sqlx::QueryBuilder<sqlx::Any> {
+    let mut insert = sqlx::QueryBuilder::<sqlx::Any>::new(
+        "INSERT INTO audit_log (workspace_id, seq, at_ms, record, prev_hash, hash) ",
+    );
+    insert.push_values(rows, |mut values, row| {
+        values
+            .push_bind(row.workspace.to_string())
+            .push_bind(as_i64(row.seq))
+            .push_bind(as_i64(row.at_ms))
+            .push_bind(row.record.as_str())
+            .push_bind(&row.prev_hash[..])
+            .push_bind(&row.hash[..]);
+    });
+    insert
 }
 
 /// The workspaces of `events`, each once, in order of first appearance.

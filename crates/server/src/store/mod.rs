@@ -30,7 +30,8 @@ pub mod workspaces;
 
 use std::path::Path;
 use std::str::FromStr as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use latchkey_core::ids::WorkspaceId;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -42,6 +43,12 @@ use sqlx::{AnyPool, ConnectOptions as _, Executor as _};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// The PostgreSQL migrations, run as the owner role.
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+use crate::audit::IngestProgress;
+
+/// Longest a read of the audit log waits for the journal's ingester to index what was committed
+/// before it.
+const AUDIT_READ_WAIT: Duration = Duration::from_secs(5);
 
 /// A transaction on either backend.
 pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
@@ -74,6 +81,13 @@ pub enum StoreError {
         "the database role the broker connects as {0}; connect as an unprivileged service role (docs/operations.md, \"PostgreSQL\")"
     )]
     UnsafeRole(&'static str),
+    /// The audit journal could not be opened, recovered or written.
+    #[error("audit journal: {0}")]
+    AuditJournal(String),
+    /// Records committed to the audit journal are not in the database yet and did not get there
+    /// in time (the database refuses them or is slow); the reader should retry.
+    #[error("recent audit records are not indexed yet; retry shortly")]
+    AuditBehind,
 }
 
 /// Which database a [`Store`] runs on.
@@ -121,6 +135,11 @@ pub struct Store {
     pub(crate) hot: Arc<hot::HotCache>,
     /// PostgreSQL: the service role's URL, for the approvals listener's own connection.
     listen_url: Option<ListenUrl>,
+    /// SQLite: the database file.
+    sqlite_path: Option<Arc<Path>>,
+    /// While a broker commits audit records to a journal: how far its ingester has copied them
+    /// into the database, which reads of the log wait for (see `crate::audit`).
+    pub(crate) audit_progress: Arc<Mutex<Option<Arc<IngestProgress>>>>,
 }
 
 /// A database URL kept for opening a listening connection; it may carry a password, so its
@@ -175,7 +194,14 @@ impl Store {
             .connect_with(options)
             .await?;
         SQLITE_MIGRATIONS.run(&pool).await?;
-        Ok(Self { pool, backend: Backend::Sqlite, hot: Arc::default(), listen_url: None })
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+            hot: Arc::default(),
+            listen_url: None,
+            sqlite_path: Some(Arc::from(path)),
+            audit_progress: Arc::default(),
+        })
     }
 
     /// Opens PostgreSQL at `url` as the broker's service role.
@@ -205,6 +231,8 @@ impl Store {
             backend: Backend::Postgres,
             hot: Arc::default(),
             listen_url: Some(ListenUrl(url.into())),
+            sqlite_path: None,
+            audit_progress: Arc::default(),
         };
         // Reads the shared cache generation once: a role that cannot is refused now rather
         // than on every call.
@@ -215,6 +243,23 @@ impl Store {
     /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// SQLite: the database file.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.sqlite_path.as_deref()
+    }
+
+    /// Waits until the audit journal's ingester (if a broker runs one over this store) has put
+    /// every record committed so far into the database.
+    pub(crate) async fn audit_caught_up(&self) -> Result<(), StoreError> {
+        let progress = self.audit_progress.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match progress {
+            Some(progress) if !progress.caught_up(AUDIT_READ_WAIT).await => {
+                Err(StoreError::AuditBehind)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// PostgreSQL: the URL a listening connection opens (the service role's).

@@ -630,8 +630,16 @@ pub fn files_in(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).expect("data dir") {
         let entry = entry.expect("entry");
-        if entry.file_type().expect("type").is_file() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kind = entry.file_type().expect("type");
+        if kind.is_dir() {
+            // The audit journal's segments, and anything else kept beside the database.
+            files.extend(
+                files_in(&entry.path())
+                    .into_iter()
+                    .map(|(file, bytes)| (format!("{name}/{file}"), bytes)),
+            );
+        } else if kind.is_file() {
             match std::fs::read(entry.path()) {
                 Ok(bytes) => files.push((name, bytes)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -1,0 +1,472 @@
+//! The audit journal: where a broker on SQLite commits its audit records.
+//!
+//! A durable commit of SQLite's `audit_log` table costs more than the rest of a proxied call
+//! (docs/benchmarks.md), and every call waits for its record. So on SQLite a record is committed
+//! by appending it, already chained, to a journal file beside the database with one `write`; a
+//! background ingester copies the journaled records into `audit_log` in large transactions. The
+//! journal line is the commit: it survives the broker's process the way the database's own WAL
+//! does under `synchronous=NORMAL` (neither syncs to the disk at each commit). Records the ingester
+//! had not copied when the broker stopped are copied when the next one opens the journal, before
+//! it takes any new record. Reads of the log wait for the ingester first
+//! (`Store::audit_caught_up`), so a read sees every record committed before it.
+//!
+//! The journal is a directory of segments, `<n>.jsonl`, one JSON line per record
+//! (`{workspace, seq, at_ms, record, prev_hash, hash}`, hashes in hex), and a `lock` file that
+//! one broker holds for as long as it runs.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use latchkey_core::ids::WorkspaceId;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use super::record::{chain_hash, from_hex, to_hex};
+use super::{AuditError, AuditEvent};
+use crate::store::audit::{ChainHead, ChainRow};
+use crate::store::{Store, StoreError};
+
+/// A segment is sealed, and a new one started, once it is this large.
+const SEGMENT_LIMIT: u64 = 1 << 20;
+
+/// Most records committed to the journal and not yet in the database: past it, appends are
+/// refused (fail closed) until the database takes them, rather than growing without bound.
+const MAX_BEHIND: u64 = 100_000;
+
+/// How the ingester is doing, shared with the store's readers.
+#[derive(Debug)]
+pub(crate) struct IngestProgress {
+    /// Records appended to the journal since it was opened.
+    appended: AtomicU64,
+    /// Of those, how many are in the database.
+    ingested: watch::Sender<u64>,
+    /// Wakes the ingester.
+    pub(super) wake: Notify,
+}
+
+impl IngestProgress {
+    /// Waits, at most `limit`, until every record appended before the call is in the database.
+    pub(crate) async fn caught_up(&self, limit: Duration) -> bool {
+        let target = self.appended.load(Ordering::Acquire);
+        let mut ingested = self.ingested.subscribe();
+        if *ingested.borrow_and_update() >= target {
+            return true;
+        }
+        self.wake.notify_one();
+        let reached = ingested.wait_for(|count| *count >= target);
+        matches!(tokio::time::timeout(limit, reached).await, Ok(Ok(_)))
+    }
+}
+
+/// Makes the journal's writes of chosen kinds of record fail as on a full disk, to test that
+/// a call whose record cannot be committed is refused. Not for production use.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct JournalFaults(std::sync::Arc<Mutex<Vec<super::AuditKind>>>);
+
+impl JournalFaults {
+    /// From now on, writes of records of `kind` fail.
+    pub fn fail_writes_of(&self, kind: super::AuditKind) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(kind);
+    }
+
+    fn fails(&self, kind: super::AuditKind) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains(&kind)
+    }
+}
+
+/// The outcome of [`Journal::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Appended {
+    /// The record is committed at this seq.
+    Committed(u64),
+    /// The journal does not know the workspace's chain head yet: read it from the database,
+    /// hand it to [`Journal::learn_head`], and append again.
+    NeedHead,
+}
+
+/// One open journal. See the module docs.
+#[derive(Debug)]
+pub(super) struct Journal {
+    dir: PathBuf,
+    state: Mutex<State>,
+    pub(super) progress: std::sync::Arc<IngestProgress>,
+    faults: Option<JournalFaults>,
+    /// Held (locked) for the journal's life.
+    _lock: File,
+}
+
+#[derive(Debug)]
+struct State {
+    segment: File,
+    segment_number: u64,
+    segment_len: u64,
+    /// Full segments whose records the ingester has taken, with the append count at which each
+    /// was sealed: removed once that many records are in the database.
+    sealed: Vec<(PathBuf, u64)>,
+    /// Each workspace's head as the journal has it (ahead of the database's).
+    heads: HashMap<WorkspaceId, ChainHead>,
+    /// Appended, not yet taken by the ingester.
+    pending: Vec<ChainRow>,
+    appended: u64,
+    /// No more appends: the broker is stopping.
+    closed: bool,
+    /// A failed write could not be undone: the segment may end in a torn line, so nothing more
+    /// is appended after it.
+    broken: bool,
+    line: Vec<u8>,
+}
+
+/// A journal line.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line<'a> {
+    workspace: WorkspaceId,
+    seq: u64,
+    at_ms: u64,
+    #[serde(borrow)]
+    record: std::borrow::Cow<'a, str>,
+    prev_hash: std::borrow::Cow<'a, str>,
+    hash: std::borrow::Cow<'a, str>,
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (creating it), takes its lock, and copies every record a
+    /// previous broker left in it into `store` before returning.
+    pub(super) async fn open(
+        store: &Store,
+        dir: &Path,
+        faults: Option<JournalFaults>,
+    ) -> Result<Self, StoreError> {
+        let failed = |what: &str, error: std::io::Error| {
+            StoreError::AuditJournal(format!("{what} {}: {error}", dir.display()))
+        };
+        create_private_dir(dir).map_err(|e| failed("cannot create", e))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))
+            .map_err(|e| failed("cannot open the lock of", e))?;
+        lock_exclusive(&lock).map_err(|error| {
+            StoreError::AuditJournal(format!(
+                "another broker is using {} ({error}); stop it, or give this one its own data directory",
+                dir.display()
+            ))
+        })?;
+
+        let segments = list_segments(dir).map_err(|e| failed("cannot list", e))?;
+        // The database's heads, and the journal's where it is ahead.
+        let mut stored_heads = HashMap::new();
+        let mut heads = HashMap::new();
+        let mut rows = Vec::new();
+        for (index, (number, path)) in segments.iter().enumerate() {
+            let last = index + 1 == segments.len();
+            let text = fs::read(path).map_err(|e| failed("cannot read", e))?;
+            recover_segment(store, path, &text, last, &mut stored_heads, &mut heads, &mut rows)
+                .await?;
+            tracing::debug!(segment = number, "audit journal segment read");
+        }
+        if !rows.is_empty() {
+            let mut connection = store.pool.acquire().await?;
+            store.insert_chained(&mut connection, &rows).await?;
+            tracing::info!(records = rows.len(), "audit records left in the journal were indexed");
+        }
+        for (_, path) in &segments {
+            fs::remove_file(path).map_err(|e| failed("cannot remove a segment of", e))?;
+        }
+        stored_heads.extend(heads);
+        let heads = stored_heads;
+        let segment_number = segments.last().map_or(1, |(number, _)| number + 1);
+        let segment = open_segment(dir, segment_number).map_err(|e| failed("cannot write", e))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            state: Mutex::new(State {
+                segment,
+                segment_number,
+                segment_len: 0,
+                sealed: Vec::new(),
+                heads,
+                pending: Vec::new(),
+                appended: 0,
+                closed: false,
+                broken: false,
+                line: Vec::with_capacity(1024),
+            }),
+            progress: std::sync::Arc::new(IngestProgress {
+                appended: AtomicU64::new(0),
+                ingested: watch::Sender::new(0),
+                wake: Notify::new(),
+            }),
+            faults,
+            _lock: lock,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every update of the state is completed before anything that can panic, so a poisoned
+        // lock still guards a consistent state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Chains `event` onto its workspace's head and writes it to the journal: committed when
+    /// this returns [`Appended::Committed`]. Never waits for anything but the one `write`.
+    pub(super) fn append(&self, event: &AuditEvent) -> Result<Appended, AuditError> {
+        let mut guard = self.state();
+        let state = &mut *guard;
+        if state.closed {
+            return Err(AuditError::Stopped);
+        }
+        if state.broken {
+            return Err(AuditError::CommitFailed);
+        }
+        if state.appended.saturating_sub(*self.progress.ingested.borrow()) >= MAX_BEHIND {
+            tracing::error!(
+                behind = MAX_BEHIND,
+                "the database has not taken the journal's audit records; refusing new ones"
+            );
+            return Err(AuditError::CommitFailed);
+        }
+        let Some(head) = state.heads.get(&event.workspace).copied() else {
+            return Ok(Appended::NeedHead);
+        };
+        let mut next = head;
+        let row = ChainRow::chain(event, &mut next);
+        state.line.clear();
+        let line = Line {
+            workspace: row.workspace,
+            seq: row.seq,
+            at_ms: row.at_ms,
+            record: row.record.as_str().into(),
+            prev_hash: to_hex(&row.prev_hash).into(),
+            hash: to_hex(&row.hash).into(),
+        };
+        if let Err(error) = serde_json::to_writer(&mut state.line, &line) {
+            tracing::error!(%error, "could not encode an audit journal line");
+            return Err(AuditError::CommitFailed);
+        }
+        state.line.push(b'\n');
+        let written = match &self.faults {
+            Some(faults) if faults.fails(event.kind) => {
+                Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+            }
+            _ => state.segment.write_all(&state.line),
+        };
+        if let Err(error) = written {
+            tracing::error!(%error, "could not write the audit journal; the record is refused");
+            // Cut off whatever part of the line reached the file, so the next record starts on
+            // a line of its own.
+            if let Err(error) = state.segment.set_len(state.segment_len) {
+                tracing::error!(%error, "could not undo a failed audit journal write; refusing every record until restart");
+                state.broken = true;
+            }
+            return Err(AuditError::CommitFailed);
+        }
+        state.segment_len += state.line.len() as u64;
+        state.heads.insert(row.workspace, row.head());
+        let seq = row.seq;
+        state.pending.push(row);
+        state.appended += 1;
+        self.progress.appended.store(state.appended, Ordering::Release);
+        drop(guard);
+        self.progress.wake.notify_one();
+        Ok(Appended::Committed(seq))
+    }
+
+    /// Records `head` (read from the database) as the workspace's head, unless the journal
+    /// learned one meanwhile.
+    pub(super) fn learn_head(&self, head: ChainHead) {
+        self.state().heads.entry(head.workspace).or_insert(head);
+    }
+
+    /// Takes the records appended since the last take, with the append count they reach, and
+    /// seals the segment if it is full.
+    pub(super) fn take(&self) -> Result<(Vec<ChainRow>, u64), StoreError> {
+        let mut state = self.state();
+        if state.segment_len >= SEGMENT_LIMIT {
+            let number = state.segment_number + 1;
+            let segment = open_segment(&self.dir, number).map_err(|error| {
+                StoreError::AuditJournal(format!(
+                    "cannot start a segment in {}: {error}",
+                    self.dir.display()
+                ))
+            })?;
+            let sealed = segment_path(&self.dir, state.segment_number);
+            let appended = state.appended;
+            state.sealed.push((sealed, appended));
+            state.segment = segment;
+            state.segment_number = number;
+            state.segment_len = 0;
+        }
+        Ok((std::mem::take(&mut state.pending), state.appended))
+    }
+
+    /// Records that the first `count` appended records are in the database, and removes the
+    /// sealed segments that holds entirely.
+    pub(super) fn ingested(&self, count: u64) {
+        let done: Vec<PathBuf> = {
+            let mut state = self.state();
+            let (done, kept) = std::mem::take(&mut state.sealed)
+                .into_iter()
+                .partition(|(_, sealed_at)| *sealed_at <= count);
+            state.sealed = kept;
+            done.into_iter().map(|(path, _)| path).collect()
+        };
+        for path in done {
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(%error, "could not remove an indexed audit journal segment");
+            }
+        }
+        self.progress.ingested.send_replace(count);
+    }
+
+    /// Refuses further appends; returns how many records were appended in all.
+    pub(super) fn close(&self) -> u64 {
+        let mut state = self.state();
+        state.closed = true;
+        state.appended
+    }
+
+    /// Whether appends are refused.
+    pub(super) fn is_closed(&self) -> bool {
+        self.state().closed
+    }
+
+    /// After the last record is in the database: removes the segments, leaving an empty journal.
+    pub(super) fn finish(&self) {
+        let state = self.state();
+        let mut paths: Vec<PathBuf> = state.sealed.iter().map(|(path, _)| path.clone()).collect();
+        paths.push(segment_path(&self.dir, state.segment_number));
+        for path in paths {
+            if let Err(error) = fs::remove_file(&path) {
+                tracing::warn!(%error, "could not remove an indexed audit journal segment");
+            }
+        }
+    }
+}
+
+/// Reads one segment's lines into `rows`, skipping records the database already has and
+/// checking that the others extend each chain. A last line cut short (a write the broker stopped
+/// in the middle of, never acknowledged) is dropped if it ends the last segment; anything else
+/// that does not parse or link is refused.
+async fn recover_segment(
+    store: &Store,
+    path: &Path,
+    text: &[u8],
+    last_segment: bool,
+    stored_heads: &mut HashMap<WorkspaceId, ChainHead>,
+    heads: &mut HashMap<WorkspaceId, ChainHead>,
+    rows: &mut Vec<ChainRow>,
+) -> Result<(), StoreError> {
+    let corrupt = |line: usize, what: &str| {
+        StoreError::AuditJournal(format!(
+            "{} line {line} {what}; the journal was edited or damaged, so the broker will not start over it (docs/operations.md, \"Audit journal\")",
+            path.display()
+        ))
+    };
+    let mut lines = text.split(|byte| *byte == b'\n').enumerate().peekable();
+    while let Some((index, line)) = lines.next() {
+        let number = index + 1;
+        if lines.peek().is_none() {
+            // Text after the final newline: a torn write, or nothing.
+            if !line.is_empty() {
+                if !last_segment {
+                    return Err(corrupt(number, "is cut short"));
+                }
+                tracing::warn!(segment = %path.display(), "dropped a torn audit journal line (a record that was never acknowledged)");
+            }
+            break;
+        }
+        let parsed: Line<'_> =
+            serde_json::from_slice(line).map_err(|_| corrupt(number, "does not parse"))?;
+        let (Some(prev_hash), Some(hash)) = (from_hex(&parsed.prev_hash), from_hex(&parsed.hash))
+        else {
+            return Err(corrupt(number, "has a malformed hash"));
+        };
+        let stored = match stored_heads.get(&parsed.workspace) {
+            Some(head) => *head,
+            None => {
+                let head = store.audit_head(parsed.workspace).await?;
+                stored_heads.insert(parsed.workspace, head);
+                head
+            }
+        };
+        if parsed.seq <= stored.seq {
+            // Indexed before the broker stopped.
+            continue;
+        }
+        let head = heads.get(&parsed.workspace).copied().unwrap_or(stored);
+        if parsed.seq != head.seq + 1 || prev_hash != head.hash {
+            return Err(corrupt(number, "does not extend its workspace's audit chain"));
+        }
+        if chain_hash(&prev_hash, parsed.record.as_bytes()) != hash {
+            return Err(corrupt(number, "does not match its hash"));
+        }
+        let row = ChainRow {
+            workspace: parsed.workspace,
+            seq: parsed.seq,
+            at_ms: parsed.at_ms,
+            record: parsed.record.into_owned(),
+            prev_hash,
+            hash,
+        };
+        heads.insert(row.workspace, row.head());
+        rows.push(row);
+    }
+    Ok(())
+}
+
+fn segment_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}.jsonl"))
+}
+
+fn open_segment(dir: &Path, number: u64) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(segment_path(dir, number))
+}
+
+/// The segments in `dir`, oldest first.
+fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let number = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".jsonl"))
+            .and_then(|stem| stem.parse::<u64>().ok());
+        if let Some(number) = number {
+            segments.push((number, path));
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Takes an exclusive advisory lock on `file` without waiting; released when the file closes.
+#[cfg(unix)]
+fn lock_exclusive(file: &File) -> std::io::Result<()> {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(std::io::Error::from)
+}
+
+/// Other systems: no lock (the data directory must not be shared between brokers).
+#[cfg(not(unix))]
+fn lock_exclusive(_file: &File) -> std::io::Result<()> {
+    Ok(())
+}

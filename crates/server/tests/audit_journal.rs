@@ -1,0 +1,249 @@
+//! On SQLite the broker commits audit records to a journal beside the database and indexes them
+//! into it in the background: what the journal acknowledged is never lost (a broker that stops
+//! without indexing leaves it to the next), a read sees every record committed before it, a
+//! damaged journal stops the broker from starting rather than being skipped, and only one broker
+//! uses a journal at a time.
+
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions; a panic is the failure report"
+)]
+
+use std::path::{Path, PathBuf};
+
+use latchkey_core::ids::{AgentId, WorkspaceId};
+use latchkey_server::audit::{AuditEvent, AuditKind, AuditLog, Decision};
+use latchkey_server::audit_journal_dir;
+use latchkey_server::store::audit::AuditQuery;
+use latchkey_server::store::{Store, StoreError};
+
+fn attempt(workspace: WorkspaceId, i: u64) -> AuditEvent {
+    let mut event = AuditEvent::new(workspace, 1_800_000_000_000 + i, AuditKind::ProxyAttempt);
+    event.decision = Some(Decision::Allowed);
+    event.agent = Some(AgentId::random());
+    event.credential_name = Some("github".into());
+    event.method = Some("GET".into());
+    event.host = Some("api.github.com".into());
+    event.path = Some(format!("/repos/acme/app/{i}"));
+    event
+}
+
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl Db {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("latchkey.sqlite3");
+        Self { _dir: dir, path }
+    }
+
+    async fn store(&self) -> Store {
+        Store::open_sqlite(&self.path).await.expect("open the database")
+    }
+
+    fn journal(&self) -> PathBuf {
+        audit_journal_dir(&self.path)
+    }
+
+    async fn start(&self, store: &Store) -> AuditLog {
+        AuditLog::start_journaled(store.clone(), &self.journal()).await.expect("open the journal")
+    }
+
+    /// Every segment's lines.
+    fn journal_lines(&self) -> Vec<String> {
+        segments(&self.journal())
+            .iter()
+            .flat_map(|path| {
+                std::fs::read_to_string(path)
+                    .expect("segment")
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("journal dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+async fn records(store: &Store, workspace: WorkspaceId) -> Vec<u64> {
+    store
+        .audit_records(workspace, &AuditQuery::all(1000))
+        .await
+        .expect("read the log")
+        .into_iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+/// Appends `count` records on a runtime of its own that is then dropped, as a killed broker
+/// stops: no shutdown, the ingester never runs again.
+fn append_then_crash(db: &Db, workspace: WorkspaceId, count: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = db.store().await;
+        let log = db.start(&store).await;
+        for i in 0..count {
+            log.append(attempt(workspace, i)).await.expect("committed to the journal");
+        }
+    });
+    // On a current-thread runtime the ingester has not run since the appends (it only runs
+    // when the test's task yields to it, and it lingers before indexing), so the records are in
+    // the journal only.
+    drop(runtime);
+}
+
+#[tokio::test]
+async fn records_committed_to_the_journal_survive_a_broker_that_stops_without_indexing_them() {
+    let db = Db::new();
+    let workspace = WorkspaceId::random();
+    std::thread::scope(|scope| {
+        scope.spawn(|| append_then_crash(&db, workspace, 50));
+    });
+    assert_eq!(
+        db.journal_lines().len(),
+        50,
+        "the killed broker's records are in its journal (else this test proves nothing)"
+    );
+    let store = db.store().await;
+    let log = db.start(&store).await;
+    assert_eq!(
+        records(&store, workspace).await,
+        (1..=50).collect::<Vec<_>>(),
+        "opening the journal indexes every record it acknowledged"
+    );
+    assert!(db.journal_lines().is_empty(), "indexed records leave the journal");
+    let receipt = log.append(attempt(workspace, 50)).await.expect("append");
+    assert_eq!(receipt.seq, 51, "the chain goes on after the recovered records");
+    let summary = store.verify_audit_chain(workspace).await.expect("read").expect("verifies");
+    assert_eq!(summary.records, 51);
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_read_sees_every_record_committed_before_it() {
+    let db = Db::new();
+    let store = db.store().await;
+    let log = db.start(&store).await;
+    let workspace = WorkspaceId::random();
+    for round in 1..=20u64 {
+        let receipt = log.append(attempt(workspace, round)).await.expect("append");
+        // The ingester lingers before indexing: without the read's wait, the record just
+        // committed would be missing here.
+        let seqs = records(&store, workspace).await;
+        assert_eq!(seqs.last(), Some(&receipt.seq), "round {round}: the read saw the new record");
+    }
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_dropped_and_the_chain_goes_on() {
+    let db = Db::new();
+    let workspace = WorkspaceId::random();
+    std::thread::scope(|scope| {
+        scope.spawn(|| append_then_crash(&db, workspace, 3));
+    });
+    let last = segments(&db.journal()).pop().expect("a segment");
+    let mut text = std::fs::read(&last).expect("segment");
+    // The broker died in the middle of writing a fourth record: never acknowledged.
+    text.extend_from_slice(br#"{"workspace":"#);
+    std::fs::write(&last, text).expect("tear the last line");
+
+    let store = db.store().await;
+    let log = db.start(&store).await;
+    assert_eq!(records(&store, workspace).await, vec![1, 2, 3], "whole lines are indexed");
+    let receipt = log.append(attempt(workspace, 3)).await.expect("append");
+    assert_eq!(receipt.seq, 4, "the torn record's seq is taken by the next one");
+    assert!(store.verify_audit_chain(workspace).await.expect("read").is_ok(), "chain verifies");
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_edited_journal_stops_the_broker_from_starting_and_names_the_line() {
+    type Edit = fn(String) -> String;
+    let cases: [(&str, Edit); 3] = [
+        ("does not match its hash", |line| line.replace("/repos/acme/app/1", "/repos/acme/app/9")),
+        ("does not extend", |line| line.replace("\"seq\":2", "\"seq\":7")),
+        ("does not parse", |_| "not json".to_owned()),
+    ];
+    for (expected, edit) in cases {
+        let db = Db::new();
+        let workspace = WorkspaceId::random();
+        std::thread::scope(|scope| {
+            scope.spawn(|| append_then_crash(&db, workspace, 3));
+        });
+        let path = segments(&db.journal()).pop().expect("a segment");
+        let text = std::fs::read_to_string(&path).expect("segment");
+        let edited: Vec<String> = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| if i == 1 { edit(line.to_owned()) } else { line.to_owned() })
+            .collect();
+        std::fs::write(&path, edited.join("\n") + "\n").expect("edit");
+
+        let store = db.store().await;
+        let error = AuditLog::start_journaled(store.clone(), &db.journal())
+            .await
+            .expect_err("a damaged journal is refused, not skipped");
+        let message = error.to_string();
+        assert!(
+            matches!(error, StoreError::AuditJournal(_))
+                && message.contains("line 2")
+                && message.contains(expected),
+            "the error names the line and what is wrong with it ({expected}): {message}"
+        );
+        assert!(records(&store, workspace).await.is_empty(), "nothing after the damage is indexed");
+        assert_eq!(db.journal_lines().len(), 3, "the damaged journal is left for inspection");
+    }
+}
+
+#[tokio::test]
+async fn a_second_broker_on_the_same_journal_is_refused() {
+    let db = Db::new();
+    let store = db.store().await;
+    let log = db.start(&store).await;
+    let error = AuditLog::start_journaled(db.store().await, &db.journal())
+        .await
+        .expect_err("two writers would fork the chain");
+    assert!(
+        error.to_string().contains("another broker is using"),
+        "the error says why and what to do: {error}"
+    );
+    log.shutdown().await;
+    let again = db.start(&store).await;
+    again.shutdown().await;
+}
+
+#[tokio::test]
+async fn full_segments_are_removed_once_indexed() {
+    let db = Db::new();
+    let store = db.store().await;
+    let log = db.start(&store).await;
+    let workspace = WorkspaceId::random();
+    // About 500 bytes a line: several 1 MiB segments' worth.
+    let count = 6_000u64;
+    for i in 0..count {
+        log.append(attempt(workspace, i)).await.expect("append");
+    }
+    assert_eq!(
+        store.verify_audit_chain(workspace).await.expect("read").expect("verifies").records,
+        count
+    );
+    let lines = db.journal_lines().len() as u64;
+    assert!(lines < count, "sealed segments go once indexed: {lines} of {count} lines remain");
+    log.shutdown().await;
+    assert!(db.journal_lines().is_empty(), "a clean stop leaves an empty journal");
+}
