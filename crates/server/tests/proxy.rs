@@ -381,6 +381,11 @@ async fn an_agent_call_with_a_capability_reaches_the_upstream_with_the_real_cred
         "the upstream sees the real credential"
     );
     assert!(!got.headers.contains_key("latchkey-capability"), "the capability stays at the broker");
+    assert!(
+        !got.headers.contains_key("transfer-encoding") && got.body.is_empty(),
+        "a GET without a body goes upstream without one: {:?}",
+        got.headers
+    );
     let all_headers = format!("{:?}", got.headers);
     assert!(!all_headers.contains(&w.token), "the agent token is never forwarded");
     assert!(!body.contains(CANARY), "the agent never sees the credential");
@@ -829,6 +834,7 @@ async fn an_upstream_echoing_the_credential_is_redacted_in_headers_and_body() {
     assert!(body.contains("[REDACTED by Latchkey]"), "and marked: {body}");
     let echoed = headers["x-echo"].to_str().expect("text");
     assert!(!echoed.contains(CANARY), "header echo removed: {echoed}");
+
     w.broker.stop().await;
 }
 

@@ -195,6 +195,17 @@ pub(crate) fn inject_query(
     Ok(())
 }
 
+/// The agent's request body for the upstream: none for a request without one (a `GET` goes out
+/// without `Transfer-Encoding` or a length), otherwise a stream capped at [`MAX_REQUEST_BODY`]
+/// (see [`limited_request_body`]).
+pub(crate) fn request_body(body: Body, too_large: Arc<AtomicBool>) -> reqwest::Body {
+    use axum::body::HttpBody as _;
+    if body.size_hint().exact() == Some(0) {
+        return reqwest::Body::from(Bytes::new());
+    }
+    limited_request_body(body, too_large)
+}
+
 /// The agent's request body as a stream capped at [`MAX_REQUEST_BODY`]; `too_large` is set when
 /// the cap was hit so the caller can answer 413 instead of a generic upstream failure.
 pub(crate) fn limited_request_body(body: Body, too_large: Arc<AtomicBool>) -> reqwest::Body {

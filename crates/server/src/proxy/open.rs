@@ -59,7 +59,7 @@ pub(crate) async fn open_and_forward(
     {
         return Err(body_too_large());
     }
-    let body = forward::limited_request_body(body, too_large.clone());
+    let body = forward::request_body(body, too_large.clone());
 
     // Everything that could echo back: the secret as sent and, for OAuth, the refresh token.
     let mut secrets = vec![Zeroizing::new(payload.secret.expose_secret().to_vec())];
