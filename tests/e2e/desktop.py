@@ -6,8 +6,10 @@ Started by tests/stories/desktop.sh inside Xvfb and a private D-Bus session with
 gnome-keyring. Walks the product as a person would: create a workspace on this computer, add
 an API key, connect an OAuth integration in the "browser", create an agent, make the agent's
 call wait for approval, approve it in the app, see the upstream receive the credential and the
-audit log record it, rotate keys with the button, disconnect. Saves a screenshot of every
-screen, then scans every file the app wrote for the canary key.
+audit log record it, rotate keys with the button, let a second device join from the terminal
+(the real `latchkey` CLI, its own profile in the same keychain) with an invite made in the app,
+admit it there and see it use the workspace key, disconnect. Saves a screenshot of every
+screen, then scans every file the app and the CLI wrote for the canary key.
 
 Standard library only: WebDriver is plain JSON over HTTP.
 """
@@ -180,6 +182,19 @@ def agent_call(broker: str, credential: str, token: str, results: list) -> None:
         results.append((error.code, error.read().decode()))
 
 
+def latchkey(args: list, stdin: str = "") -> dict:
+    """The `latchkey` CLI of a second device: its own profile and configuration, the keychain
+    the app uses. Returns its `--json` answer."""
+    cli_env = dict(os.environ, LATCHKEY_PROFILE="e2e-cli",
+                   LATCHKEY_CONFIG_DIR=env("LATCHKEY_E2E_CLI_CONFIG"), LATCHKEY_KEY_STORE="os")
+    done = subprocess.run([env("LATCHKEY_E2E_CLI"), "--json", *args], input=stdin, env=cli_env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise Failure(f"latchkey {' '.join(args[:2])} failed ({done.returncode}): "
+                      f"{done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
 def main() -> None:
     app = env("LATCHKEY_E2E_APP")
     driver_url = env("LATCHKEY_E2E_DRIVER")
@@ -347,6 +362,49 @@ def main() -> None:
         if not results or results[0][0] != 200:
             raise Failure(f"the call after rotation did not go through: {results}")
 
+        step("members: a device joins from the terminal with an invite made here; admit it here")
+        d.click(t("nav-members"), "members in the sidebar")
+        d.click(t("invite"), "invite on the members screen")
+        d.click(t("create-invite"), "create a member invite")
+        code = d.text(d.wait(t("invite-code"), "the invite code"))
+        d.click(t("invite-done"), "close the invite dialog")
+        joined = latchkey(["workspace", "join", "--broker", broker, "--member-name", "Grace",
+                           "--device-name", "grace-terminal", "--code-stdin"], code)
+        device, printed = joined["device"], joined["fingerprint"]
+        # Any other screen reads the count again, as the poll does every 10 s.
+        d.click(t("nav-agents"), "agents in the sidebar")
+        d.wait_text(t("pending-devices-count"), "1", "the Members badge counts the waiting device")
+        d.click(t("nav-members"), "members in the sidebar")
+        row = t(f"device-{device}")
+        shown = d.text(d.wait(f"{row} .fp", "the waiting device's fingerprint"))
+        if shown != printed:
+            raise Failure(f"the app shows {shown!r} for the device whose CLI printed {printed!r}")
+        d.screenshot("members-pending")
+        d.click(f'{row} [data-testid="admit-device"]', "admit on the waiting device's row")
+        d.fill(t("admit-fingerprint"), printed, "the fingerprint the CLI printed")
+        mine = d.text(d.wait(f'{t("admit-then")} .fp', "this device's fingerprint in the dialog"))
+        d.click(t("admit-submit"), "admit the device")
+        d.wait_gone(t("admit-dialog"), "the admit dialog after admitting")
+        d.wait_gone(t("pending-devices-count"), "the Members badge after admitting")
+        received = latchkey(["device", "receive-keys", "--from", mine])
+        if not received.get("workspace_keys"):
+            raise Failure(f"the joined device received no workspace key: {received}")
+        # A capability carries the credential's record key, derived from the workspace key; the
+        # broker opens the credential with it, so the call goes through only with the real key.
+        bot = latchkey(["agent", "create", "grace-bot"])
+        capability = latchkey(["capability", "issue", "--agent", bot["agent"]["id"],
+                               "--credential", "upstream", "--method", "get",
+                               "--path", "/v1/joined"])["capability"]
+        request = urllib.request.Request(f"{broker}/p/upstream/v1/joined", headers={
+            "Authorization": f"Bearer {bot['token']}", "Latchkey-Capability": capability})
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except urllib.error.HTTPError as error:
+            raise Failure(f"the joined device's call was refused: {error.code} {error.read()!r}")
+        hits = [r for r in Recorder.seen if r["path"] == "/v1/joined"]
+        if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {CANARY}":
+            raise Failure(f"the upstream did not receive the credential once: {hits}")
+
         step("reconnect the OAuth integration in place")
         d.click(t("nav-integrations"), "integrations in the sidebar")
         d.click(f'{t("integration-idp")} [data-testid="reconnect"]', "reconnect on the idp card")
@@ -362,7 +420,7 @@ def main() -> None:
         d.quit()
         upstream.shutdown()
 
-    step("leak check: no file the app wrote holds the canary key")
+    step("leak check: no file the app or the CLI wrote holds the canary key")
     leaks = []
     for root in scanned:
         for path in (root.rglob("*") if root.is_dir() else [root]):

@@ -3,7 +3,8 @@
 # under Xvfb in a private D-Bus session with an unlocked gnome-keyring and a fresh HOME, driven
 # through WebDriver (tauri-driver + WebKitWebDriver) by tests/e2e/desktop.py, with its embedded
 # broker on a free loopback port, oidc-provider (strict) as the OAuth server and a scripted
-# browser (tests/e2e/browser.py, via LATCHKEY_BROWSER) that signs in over HTTP.
+# browser (tests/e2e/browser.py, via LATCHKEY_BROWSER) that signs in over HTTP. A second device
+# joins with the real `latchkey` CLI (its own profile and configuration, the same keychain).
 # Screenshots of every screen are kept in target/e2e-screenshots/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -25,7 +26,7 @@ ensure_tauri_driver
 }
 
 # Build with the real HOME (cargo and rustup find their homes through it), then switch.
-cargo build -p latchkey-desktop --locked
+cargo build -p latchkey-desktop -p latchkey-cli --locked
 app="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/latchkey-desktop"
 shots="$(dirname "$app")/../e2e-screenshots"
 rm -rf "$shots"
@@ -57,7 +58,9 @@ for _ in $(seq 100); do [[ -s "$work/oidc.out" ]] && break; sleep 0.1; done
 [[ -s "$work/oidc.out" ]] || { echo "desktop story: oidc-provider did not start" >&2; cat "$work/oidc.err" >&2; exit 1; }
 read -r issuer client_id < <(python3 -c 'import json,sys; d=json.loads(sys.stdin.readline()); print(d["issuer"], d["client_id"])' <"$work/oidc.out")
 
-export LATCHKEY_E2E_APP="$app" LATCHKEY_E2E_ISSUER="$issuer" LATCHKEY_E2E_CLIENT_ID="$client_id"
+export LATCHKEY_E2E_APP="$app" LATCHKEY_E2E_CLI="$(dirname "$app")/latchkey"
+export LATCHKEY_E2E_CLI_CONFIG="$work/cli-config"
+export LATCHKEY_E2E_ISSUER="$issuer" LATCHKEY_E2E_CLIENT_ID="$client_id"
 export LATCHKEY_E2E_SCREENSHOTS="$shots"
 export LATCHKEY_E2E_DRIVER="http://127.0.0.1:$(free_port)"
 export LATCHKEY_PROFILE=e2e LATCHKEY_CONFIG_DIR="$work/config"
@@ -66,7 +69,7 @@ export LATCHKEY_DESKTOP_BROKER_LISTEN="127.0.0.1:$(free_port)"
 export LATCHKEY_DESKTOP_QUIT_ON_CLOSE=1
 export LATCHKEY_BROWSER="$root/tests/e2e/browser.py" LATCHKEY_E2E_BROWSER_LOG="$work/browser.log"
 export LATCHKEY_LOG=info
-export LATCHKEY_E2E_SCAN="$work/config:$work/data:$work/exports:$work/app.log:$work/home"
+export LATCHKEY_E2E_SCAN="$work/config:$work/cli-config:$work/data:$work/exports:$work/app.log:$work/home"
 export WORK="$work" TAURI_DRIVER_LIB="$root/scripts/lib/tauri_driver.sh"
 
 started=$SECONDS

@@ -27,6 +27,8 @@ describe('format', () => {
   it('describes times relative to now in both directions', () => {
     expect(relativeTime(null)).toBe('never');
     expect(relativeTime(1000 - 10, 1000)).toBe('just now');
+    expect(relativeTime(1000, 1000), 'something made this very second').toBe('just now');
+    expect(relativeTime(1000 + 10, 1000)).toBe('in a moment');
     expect(relativeTime(1000 - 600, 1000)).toBe('10 min ago');
     expect(relativeTime(1000 + 7200, 1000)).toBe('in 2 h');
   });

@@ -2,6 +2,7 @@
 import { clearMocks } from '@tauri-apps/api/mocks';
 import { app } from '../stores/status.svelte';
 import { approvals } from '../stores/approvals.svelte';
+import { admissions } from '../stores/admissions.svelte';
 import { nav } from '../stores/nav.svelte';
 import { toasts } from '../stores/toasts.svelte';
 import { installFakeBackend, type FakeBackend, type FakeOptions } from './fakeBackend';
@@ -21,6 +22,8 @@ export function resetStores(): void {
   nav.screen = 'integrations';
   nav.approvalId = null;
   toasts.list = [];
+  admissions.count = 0;
+  admissions.error = null;
 }
 
 export function setup(opts: FakeOptions = {}): FakeBackend {
@@ -36,7 +39,7 @@ export async function settle(times = 3): Promise<void> {
 
 /** Everything the UI keeps in its shared stores, serialised (for "never stored" assertions). */
 export function storeSnapshot(): string {
-  return JSON.stringify({ app, approvals, nav, toasts });
+  return JSON.stringify({ app, approvals, admissions, nav, toasts });
 }
 
 /** Replace navigator.clipboard; returns the list of texts written to it. */

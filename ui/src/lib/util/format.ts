@@ -21,7 +21,7 @@ export function relativeTime(at: number | null, now = nowSecs()): string {
   const d = at - now;
   const a = Math.abs(d);
   let s: string;
-  if (a < 45) return d < 0 ? 'just now' : 'in a moment';
+  if (a < 45) return d <= 0 ? 'just now' : 'in a moment';
   else if (a < 3600) s = `${Math.round(a / 60)} min`;
   else if (a < 86400) s = `${Math.round(a / 3600)} h`;
   else s = `${Math.round(a / 86400)} d`;
