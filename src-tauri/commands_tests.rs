@@ -259,7 +259,12 @@ impl Backend for Fake {
         progress: Box<dyn Fn(RotationProgress) + Send + Sync>,
     ) -> Outcome<RotationResult> {
         progress(RotationProgress { phase: "sealing", done: 1, total: 2 });
-        Ok(RotationResult { credentials: 2, workspace_key_version: 2, member_key_version: 2 })
+        Ok(RotationResult {
+            credentials: 2,
+            not_sent: 0,
+            workspace_key_version: 2,
+            member_key_version: 2,
+        })
     }
     async fn export_recovery_kit(&self, _: SecretBytes, _: std::path::PathBuf) -> Outcome<()> {
         refused()

@@ -323,16 +323,18 @@ impl Live {
         if me.role == Role::Admin {
             scopes.insert(0, RotationScope::Shared);
         }
-        let mut credentials = 0;
+        let (mut credentials, mut not_sent) = (0, std::collections::BTreeSet::new());
         for scope in scopes {
             let report = |step: Step| progress(progress_of(step));
             let summary = rotation::rotate(self.profile(), &store, scope, &report).await?;
             credentials += summary.credentials;
+            not_sent.extend(summary.not_sent);
         }
         progress(RotationProgress { phase: "done", done: credentials, total: credentials });
         let config = self.profile().load_config()?;
         Ok(RotationResult {
             credentials,
+            not_sent: not_sent.len(),
             workspace_key_version: config.workspace_key_version.map_or(0, |v| v.get()),
             member_key_version: config.member_key_version.map_or(0, |v| v.get()),
         })

@@ -520,6 +520,8 @@ pub struct RotationProgress {
 #[serde(rename_all = "camelCase")]
 pub struct RotationResult {
     pub credentials: usize,
+    /// Devices not sent the new key: this device never confirmed their fingerprints.
+    pub not_sent: usize,
     pub workspace_key_version: u32,
     pub member_key_version: u32,
 }

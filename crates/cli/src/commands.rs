@@ -564,15 +564,26 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             out.value(
                 &json!({
                     "from": summary.from, "to": summary.to, "credentials": summary.credentials,
-                    "devices": summary.devices, "resumed": summary.resumed,
+                    "devices": summary.devices, "not_sent": summary.not_sent,
+                    "resumed": summary.resumed,
                 }),
                 &if summary.resumed {
                     format!("Finished an interrupted rotation: key version {} is current.", summary.to)
                 } else {
-                    format!(
+                    let mut text = format!(
                         "Rotated to key version {}: {} credentials re-sealed, the new key sent to {} devices.",
                         summary.to, summary.credentials, summary.devices
-                    )
+                    );
+                    if !summary.not_sent.is_empty() {
+                        let ids: Vec<String> =
+                            summary.not_sent.iter().map(ToString::to_string).collect();
+                        text.push_str(&format!(
+                            "\nNot sent to {} device(s) whose fingerprint was never confirmed on this device: {}.\nCompare fingerprints and run `latchkey device admit` for each that should have it.",
+                            ids.len(),
+                            ids.join(", ")
+                        ));
+                    }
+                    text
                 },
             )
         }

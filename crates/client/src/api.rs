@@ -1454,7 +1454,8 @@ impl BrokerClient {
     }
 
     /// `POST /v1/rotations`: swaps every envelope of a key to its next version and stores the
-    /// new key wrapped to every device that must hold it, all in one transaction.
+    /// new key wrapped to the devices this device trusts, naming the scope's other active devices
+    /// as `left_out`, all in one transaction.
     pub async fn rotate(
         &self,
         shared: bool,
@@ -1462,6 +1463,7 @@ impl BrokerClient {
         to: KeyVersion,
         credentials: &[(CredentialId, Envelope)],
         wrapped_keys: &[WrappedKey],
+        left_out: &[DeviceId],
     ) -> Result<(), ClientError> {
         #[derive(Deserialize)]
         struct Answer {}
@@ -1474,6 +1476,7 @@ impl BrokerClient {
                 .map(|(id, envelope)| json!({"id": id, "envelope": b64(envelope.as_bytes())}))
                 .collect::<Vec<_>>(),
             "wrapped_keys": wrapped_keys.iter().map(|k| b64(k.as_bytes())).collect::<Vec<_>>(),
+            "left_out": left_out,
         });
         let _: Answer = self.send(Method::Post, "/v1/rotations", Some(body)).await?;
         Ok(())

@@ -5,7 +5,7 @@
 //!    or a new one, written to the key store before the broker hears of it
 //! 2. every credential of the key: fetched, opened under the old version, re-sealed under the
 //!    new one, and the new envelope opened again to prove it (nothing is sent otherwise)
-//! 3. the new key wrapped to every active device that must hold it
+//! 3. the new key wrapped to every active device that must hold it and that this device trusts
 //! 4. one request: the broker swaps every envelope and the version in one transaction
 //! 5. the profile records the new version
 //! ```
@@ -16,8 +16,13 @@
 //! and if the broker already holds the new version (the crash came after step 4), it only checks
 //! that the broker's copy of the new key is the one in the key store and finishes step 5.
 //!
-//! The recipients in step 3 are the devices the broker lists as active. Each was admitted by a
-//! member who compared its fingerprint; this device cannot re-check those comparisons.
+//! The recipients in step 3 are chosen here, not by the broker: of the devices it lists, this
+//! device itself (with the public keys in its own key store) and the devices whose fingerprint a
+//! person confirmed on this device (the profile's trusted devices), each only if the keys the
+//! broker hands out for it still match that fingerprint. A listed device that nobody here
+//! confirmed (one that joined and was never admitted, one another admitter let in, or one the
+//! broker made up) gets nothing; the summary names it, and whoever admitted it can admit it
+//! again to send it the new key.
 
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{CredentialId, DeviceId, KeyVersion, Owner};
@@ -66,6 +71,9 @@ pub struct RotationSummary {
     pub credentials: usize,
     /// Devices the new key was wrapped to.
     pub devices: usize,
+    /// Active devices the broker listed that were not sent the new key, because no one on this
+    /// device confirmed their fingerprint (or their keys no longer match it).
+    pub not_sent: Vec<DeviceId>,
     /// The broker had already committed this rotation (an interrupted run was finished).
     pub resumed: bool,
 }
@@ -171,7 +179,14 @@ pub async fn rotate(
         set_version(&mut config, scope, to);
         profile.save_config(&config).map_err(WorkspaceError::from)?;
         progress(RotationProgress::Committed);
-        return Ok(RotationSummary { from, to, credentials: 0, devices: 0, resumed: true });
+        return Ok(RotationSummary {
+            from,
+            to,
+            credentials: 0,
+            devices: 0,
+            not_sent: Vec::new(),
+            resumed: true,
+        });
     }
 
     // 1. The new key, stored before anything else happens.
@@ -218,26 +233,47 @@ pub async fn rotate(
         progress(RotationProgress::Resealed { done: done + 1, total });
     }
 
-    // 3. The new key for every device that must hold it.
-    let mut wrapped = Vec::new();
+    // 3. The new key for every device that must hold it and that this device trusts.
+    let mut wrapped = vec![new.wrap((me, &keys.public_keys().exchange), (me, &keys.signing))?];
+    let mut not_sent = Vec::new();
     for listed in client.members().await? {
         if scope == RotationScope::Member && listed.id != member {
             continue;
         }
-        for summary in &listed.devices {
+        for summary in listed.devices.iter().filter(|d| d.id != me) {
             let device = client.device(summary.id).await?;
-            wrapped.push(new.wrap((device.id, &device.keys.exchange), (me, &keys.signing))?);
+            let fingerprint = device.fingerprint();
+            // INVARIANT: a key is wrapped only to public keys whose fingerprint a person
+            // compared on this device.
+            let confirmed = device.id == summary.id
+                && config
+                    .trusted_devices
+                    .iter()
+                    .any(|t| t.id == device.id && t.fingerprint.matches(&fingerprint));
+            if confirmed {
+                wrapped.push(new.wrap((device.id, &device.keys.exchange), (me, &keys.signing))?);
+            } else {
+                tracing::warn!(device = %summary.id, "not sending the new key to a device whose fingerprint was never confirmed here");
+                not_sent.push(summary.id);
+            }
         }
     }
     progress(RotationProgress::Wrapped(wrapped.len()));
 
     // 4. One transaction at the broker; 5. the profile.
-    client.rotate(scope == RotationScope::Shared, from, to, &resealed, &wrapped).await?;
+    client.rotate(scope == RotationScope::Shared, from, to, &resealed, &wrapped, &not_sent).await?;
     progress(RotationProgress::Committed);
     set_version(&mut config, scope, to);
     profile.save_config(&config).map_err(WorkspaceError::from)?;
     tracing::info!(%from, %to, credentials = total, devices = wrapped.len(), "keys rotated");
-    Ok(RotationSummary { from, to, credentials: total, devices: wrapped.len(), resumed: false })
+    Ok(RotationSummary {
+        from,
+        to,
+        credentials: total,
+        devices: wrapped.len(),
+        not_sent,
+        resumed: false,
+    })
 }
 
 fn set_version(config: &mut crate::profile::ProfileConfig, scope: RotationScope, to: KeyVersion) {

@@ -188,3 +188,77 @@ async fn an_interrupted_rotation_resumes_with_the_key_it_stored_first() {
     assert_all_readable(&ada, &client, &created).await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn the_new_key_goes_only_to_devices_whose_fingerprint_was_confirmed_here() {
+    let broker = TestBroker::start().await;
+    let (ada, created) = admin_with_credentials(&broker).await;
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let join = |name: &'static str| {
+        let (broker, client) = (&broker, &client);
+        async move {
+            let code =
+                client.create_invite(InviteFor::Device(created.member), None).await.unwrap().code;
+            let machine = Machine::new(name);
+            let joined = join_workspace(
+                &machine.profile,
+                &machine.store,
+                &broker.url,
+                &code,
+                &Joining::ExistingMember(created.member),
+                name,
+            )
+            .await
+            .unwrap();
+            (machine, joined)
+        }
+    };
+    // One device admitted after comparing fingerprints, one that joined and was never admitted,
+    // and one admitted whose public keys the broker later swaps for others.
+    let (admitted, admitted_join) = join("admitted").await;
+    let ada_fingerprint =
+        admit_device(&ada.profile, &ada.store, admitted_join.device, &admitted_join.fingerprint)
+            .await
+            .unwrap()
+            .fingerprint;
+    receive_keys(&admitted.profile, &admitted.store, Some(&ada_fingerprint)).await.unwrap();
+    let (pending, pending_join) = join("pending").await;
+    let (swapped, swapped_join) = join("swapped").await;
+    admit_device(&ada.profile, &ada.store, swapped_join.device, &swapped_join.fingerprint)
+        .await
+        .unwrap();
+    receive_keys(&swapped.profile, &swapped.store, Some(&ada_fingerprint)).await.unwrap();
+    let impostor = latchkey_core::keys::DeviceKeys::generate().unwrap().public_keys();
+    sqlx::query("UPDATE devices SET exchange_key = ? WHERE id = ?")
+        .bind(impostor.exchange.to_bytes().to_vec())
+        .bind(swapped_join.device.to_string())
+        .execute(&broker.database().await)
+        .await
+        .unwrap();
+    // The broker's read cache follows a write made outside it within 2 seconds.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    let summary = rotate(&ada.profile, &ada.store, RotationScope::Shared, &|_| {}).await.unwrap();
+    let mut not_sent = summary.not_sent.clone();
+    not_sent.sort();
+    let mut expected = vec![pending_join.device, swapped_join.device];
+    expected.sort();
+    assert_eq!(
+        not_sent, expected,
+        "a device nobody here admitted, or whose keys changed since, is not sent the new key"
+    );
+    assert_eq!(summary.devices, 2, "this device and the admitted one");
+
+    let received = receive_keys(&admitted.profile, &admitted.store, None).await.unwrap();
+    assert!(received.workspace_keys.contains(&v2()), "the admitted device gets the new key");
+    let pending_got = receive_keys(&pending.profile, &pending.store, Some(&ada_fingerprint)).await;
+    assert!(
+        pending_got.is_err(),
+        "nothing was wrapped to the device that was never admitted: {pending_got:?}"
+    );
+    assert!(
+        pending.store.load_workspace_key(created.workspace, v2()).is_err(),
+        "the unadmitted device holds no new key"
+    );
+    broker.stop().await;
+}

@@ -902,6 +902,26 @@ async fn a_member_rotates_their_own_member_key_and_only_their_personal_credentia
     let (status, answer) = t.rotate(&t.admin, &foreign).await;
     assert_eq!((status, code(&answer)), (400, "invalid_request"), "another member's key: {answer}");
 
+    let mut both = request.clone();
+    both["wrapped_keys"] = json!([wrap(&t.admin), wrap(&t.laptop)]);
+    both["left_out"] = json!([t.laptop.id]);
+    let (status, answer) = t.rotate(&t.admin, &both).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (400, "invalid_request"),
+        "a device is sent the key or left out, not both: {answer}"
+    );
+    let mut stranger = request.clone();
+    stranger["left_out"] = json!([t.laptop.id, t.member.id]);
+    let (status, answer) = t.rotate(&t.admin, &stranger).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (409, "conflict"),
+        "only the scope's own devices can be left out: {answer}"
+    );
+    assert!(answer["message"].as_str().unwrap().contains(&t.member.id.to_string()), "{answer}");
+    assert_eq!(t.snapshot().await, before, "nothing changed");
+
     request["wrapped_keys"] = json!([wrap(&t.admin), wrap(&t.laptop)]);
     let (status, answer) = t.rotate(&t.admin, &request).await;
     assert_eq!(status, 200, "{answer}");
@@ -937,6 +957,37 @@ async fn a_member_rotates_their_own_member_key_and_only_their_personal_credentia
         (status, code(&answer)),
         (409, "conflict"),
         "another member's credential is not in my set: {answer}"
+    );
+    t.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_the_rotating_device_leaves_out_is_named_and_gets_nothing() {
+    let t = team().await;
+    let mk2 = MemberKey::generate(t.admin.workspace, t.admin.member, KeyVersion::new(2).unwrap())
+        .unwrap();
+    let resealed = Envelope::seal(&mk2.record_key(t.personal).unwrap(), CANARY_PERSONAL).unwrap();
+    let to_admin = WrappedKey::wrap_member_key(
+        &mk2,
+        (t.admin.id, &t.admin.keys.exchange.public_key()),
+        (t.admin.id, &t.admin.keys.signing),
+    )
+    .unwrap();
+    let request = json!({
+        "scope": "member", "from_version": 1, "to_version": 2,
+        "credentials": [{"id": t.personal, "envelope": b64(resealed.as_bytes())}],
+        "wrapped_keys": [b64(to_admin.as_bytes())],
+        "left_out": [t.laptop.id],
+    });
+    let (status, answer) = t.rotate(&t.admin, &request).await;
+    assert_eq!(status, 200, "a device named as left out is not owed the key: {answer}");
+    let (status, delivered) = get(&t.broker, &t.laptop, "/v1/wrapped-keys").await;
+    assert_eq!(status, 200, "{delivered}");
+    let versions: Vec<&Value> =
+        delivered["wrapped_keys"].as_array().unwrap().iter().map(|k| &k["version"]).collect();
+    assert!(
+        versions.iter().all(|v| **v != json!(2)),
+        "the laptop was sent nothing of version 2: {delivered}"
     );
     t.broker.stop().await;
 }

@@ -203,6 +203,19 @@ describe('security', () => {
     const bar = screen.getByRole('progressbar', { name: 'Rotation progress' }) as HTMLProgressElement;
     expect(bar.value, 'the final "done" event fills the bar').toBe(100);
     expect(screen.getByTestId('rotation-progress')).toHaveTextContent('Done');
+    expect(screen.queryByTestId('rotation-not-sent'), 'every device got the key: no warning').toBeNull();
+  });
+
+  it('names how many devices were not sent the new key and what to do', async () => {
+    const b = setup();
+    b.rotationNotSent = 2;
+    const user = userEvent.setup();
+    render(Security);
+    await settle();
+    await user.click(screen.getByTestId('rotate-keys'));
+    const warning = await screen.findByTestId('rotation-not-sent');
+    expect(warning, 'the count and the way to fix it').toHaveTextContent('2 devices were not sent the new key');
+    expect(warning).toHaveTextContent('admit them again on Members');
   });
 
   it('pauses all agents with set_paused', async () => {

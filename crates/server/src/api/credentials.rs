@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
 use latchkey_core::envelope::Envelope;
-use latchkey_core::ids::{CredentialId, KeyVersion, LeaseId, Owner};
+use latchkey_core::ids::{CredentialId, DeviceId, KeyVersion, LeaseId, Owner};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -575,6 +575,12 @@ struct RotateKey {
     to_version: u32,
     credentials: Vec<Resealed>,
     wrapped_keys: Vec<B64>,
+    /// Active devices of the scope the rotating device deliberately does not send the new key
+    /// (it never confirmed their fingerprints). Every active device of the scope must be a
+    /// recipient or listed here.
+    #[serde(default)]
+    #[schema(value_type = Vec<stand_in::DeviceId>)]
+    left_out: Vec<DeviceId>,
 }
 
 /// A credential re-sealed under the new key version.
@@ -599,7 +605,9 @@ struct Rotated {
 /// Rotates the workspace key (admins) or the caller's member key, all or nothing.
 ///
 /// The body re-seals every credential of that key under `to_version` = `from_version + 1` and
-/// carries the new key wrapped to each device that should hold it.
+/// carries the new key wrapped to each device that should hold it; every other active device of
+/// the scope must be named in `left_out` (the rotating device does not trust it), so none is
+/// left out by accident.
 #[utoipa::path(
     post,
     path = "/v1/rotations",
@@ -679,6 +687,11 @@ async fn rotate(
         }
         wrapped_keys.push(wrapped);
     }
+    for (i, device) in body.left_out.iter().enumerate() {
+        if recipients.contains(device) {
+            return Err(invalid(format!("left_out[{i}] is also a recipient of the new key")));
+        }
+    }
 
     let (credentials, wrapped) = (envelopes.len(), wrapped_keys.len());
     let rotation = Rotation {
@@ -688,6 +701,7 @@ async fn rotate(
         to,
         envelopes,
         wrapped_keys,
+        left_out: body.left_out,
         now: state.now(),
     };
     state.store.rotate(rotation).await?.map_err(|refused| match refused {

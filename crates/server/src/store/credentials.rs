@@ -273,8 +273,10 @@ pub struct Rotation {
     pub to: KeyVersion,
     /// Every credential of the scope, re-sealed under `to`.
     pub envelopes: Vec<(CredentialId, Envelope)>,
-    /// The new key, wrapped to every active device of the scope.
+    /// The new key, wrapped to active devices of the scope.
     pub wrapped_keys: Vec<WrappedKey>,
+    /// The scope's other active devices, which the rotating device chose not to send the new key.
+    pub left_out: Vec<DeviceId>,
     /// Time of the rotation.
     pub now: u64,
 }
@@ -308,9 +310,9 @@ pub enum RotationRefused {
         /// Ids in the request that are not credentials of the scope.
         unexpected: Vec<CredentialId>,
     },
-    /// The wrapped keys are not exactly one per active device of the scope.
+    /// The wrapped keys and the devices left out are not exactly the scope's active devices.
     #[error(
-        "the new key must be wrapped to exactly every active device that holds this key; missing: [{}]; not such a device: [{}]; list the devices again and retry",
+        "every active device of this key must be sent the new key or named as left out; missing: [{}]; not such a device: [{}]; list the devices again and retry",
         join(missing),
         join(unexpected)
     )]
@@ -794,8 +796,12 @@ impl Store {
         .iter()
         .map(|id| id.parse().map_err(|_| StoreError::Corrupt(format!("device id {id:?}"))))
         .collect::<Result<_, _>>()?;
-        let recipients: Vec<DeviceId> =
-            rotation.wrapped_keys.iter().map(|w| w.header().recipient).collect();
+        let recipients: Vec<DeviceId> = rotation
+            .wrapped_keys
+            .iter()
+            .map(|w| w.header().recipient)
+            .chain(rotation.left_out.iter().copied())
+            .collect();
         let (missing, unexpected) = difference(&devices, &recipients);
         if !missing.is_empty() || !unexpected.is_empty() {
             return Ok(Err(RotationRefused::DeviceSet { missing, unexpected }));

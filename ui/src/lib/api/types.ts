@@ -177,7 +177,13 @@ export type DeviceInvite = { code: string; memberId: string; expiresAt: number }
 
 export type RotationPhase = 'sealing' | 'verifying' | 'swapping' | 'done';
 export type RotationProgress = { phase: RotationPhase; done: number; total: number };
-export type RotationResult = { credentials: number; workspaceKeyVersion: number; memberKeyVersion: number };
+export type RotationResult = {
+  credentials: number;
+  /** Devices not sent the new key: this device never confirmed their fingerprints. */
+  notSent: number;
+  workspaceKeyVersion: number;
+  memberKeyVersion: number;
+};
 
 export type AuditFilter = {
   agent: string | null;

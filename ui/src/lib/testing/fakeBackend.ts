@@ -61,6 +61,8 @@ export type FakeBackend = {
   members: Member[];
   /** Answer for verify_audit; null = the chain is intact. */
   verdict: AuditVerdict | null;
+  /** Devices the next rotation reports as not sent the new key. */
+  rotationNotSent: number;
   calls: Call[];
   /** Make the next call of `cmd` reject with `err`. */
   failNext(cmd: string, err: ApiError): void;
@@ -124,6 +126,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     audit: seed ? seedAudit(t) : [],
     members: seed ? seedMembers(t) : [],
     verdict: null,
+    rotationNotSent: 0,
     calls: [],
     failNext(cmd, e) {
       failures.set(cmd, e);
@@ -381,7 +384,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         }
       }
       await emit('rotation-progress', { phase: 'done', done: total, total });
-      return { credentials: b.integrations.length, workspaceKeyVersion: 3, memberKeyVersion: 2 };
+      return { credentials: b.integrations.length, notSent: b.rotationNotSent, workspaceKeyVersion: 3, memberKeyVersion: 2 };
     },
     export_recovery_kit: (a) => {
       if (String(a.passphrase).length < 12) throw err('weak_passphrase', 'Use a passphrase of at least 12 characters.');
