@@ -11,10 +11,13 @@
 //! the database. The workspace evaluated has the two default policies plus three of its own; each
 //! of the 100 others has the defaults plus three policies of its own.
 //!
-//! Four cases: `allow` (a standing grant, one evaluation), `approval_required` (no grant: the
-//! second, hypothetical evaluation runs too), `forbid` (another member's personal credential), and
-//! `allow_new_agent` (a different agent every time, so the engine's per agent-and-credential
-//! entity store is never reused: the cold path, which builds the action hierarchy's closure).
+//! Five cases: `allow` (a standing grant, one evaluation), `approval_required` (no grant: the
+//! second, hypothetical evaluation runs too), `forbid` (another member's personal credential),
+//! `allow_new_path` (the `allow` call with a path not seen before every time, so no remembered
+//! decision answers it: Cedar runs), and `allow_new_agent` (a different agent every time, so the
+//! engine's per agent-and-credential entity store is never reused either: the cold path, which
+//! builds the action hierarchy's closure). The first three repeat one call, which the compiled
+//! set answers from the decisions it remembers, as it does for an agent polling one endpoint.
 //! After criterion's groups a report prints the median (p50) and p99 of single evaluations in
 //! microseconds against the target, p50 <= 50 µs. Under `cargo test --benches` each benchmark
 //! runs once and no report is printed.
@@ -85,16 +88,34 @@ enum Case {
     Allow,
     ApprovalRequired,
     Forbid,
+    AllowNewPath,
     AllowNewAgent,
 }
 
 impl Case {
-    const ALL: [(Case, &'static str); 4] = [
+    const ALL: [(Case, &'static str); 5] = [
         (Case::Allow, "allow"),
         (Case::ApprovalRequired, "approval_required"),
         (Case::Forbid, "forbid"),
+        (Case::AllowNewPath, "allow_new_path"),
         (Case::AllowNewAgent, "allow_new_agent"),
     ];
+}
+
+/// Distinct paths `allow_new_path` cycles through: far more than a compiled set remembers, so
+/// every one is a miss.
+const NEW_PATHS: usize = 50_000;
+
+/// The next of [`NEW_PATHS`] distinct issue paths.
+fn new_path() -> &'static str {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PATHS: OnceLock<Vec<String>> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let paths = PATHS.get_or_init(|| {
+        (0..NEW_PATHS).map(|i| format!("/repos/acme/app/issues/{i}/comments")).collect()
+    });
+    &paths[NEXT.fetch_add(1, Ordering::Relaxed) % NEW_PATHS]
 }
 
 fn run() -> Result<(), BoxError> {
@@ -145,8 +166,13 @@ fn evaluate(runtime: &Runtime, engine: &PolicyEngine, store: &Store, call: Call,
 }
 
 fn request(mut call: Call, case: Case) -> PolicyRequest<'static> {
+    let mut path = "/repos/acme/app/issues";
     let (owner, grant) = match case {
         Case::Allow => (Owner::Shared, GrantKind::Standing),
+        Case::AllowNewPath => {
+            path = new_path();
+            (Owner::Shared, GrantKind::Standing)
+        }
         Case::AllowNewAgent => {
             call.agent = AgentId::random();
             (Owner::Shared, GrantKind::Standing)
@@ -165,7 +191,7 @@ fn request(mut call: Call, case: Case) -> PolicyRequest<'static> {
         credential_owner: owner,
         method: "POST",
         host: "api.github.com",
-        path: "/repos/acme/app/issues",
+        path,
         now: NOW,
         grant,
     }
@@ -181,7 +207,7 @@ fn check_cases(
     for (case, name) in Case::ALL {
         let d = runtime.block_on(engine.evaluate(store, &request(call, case)))?;
         let expected = match case {
-            Case::Allow | Case::AllowNewAgent => d.allowed,
+            Case::Allow | Case::AllowNewPath | Case::AllowNewAgent => d.allowed,
             Case::ApprovalRequired => d.approval_required,
             Case::Forbid => !d.allowed && !d.approval_required && !d.policy_ids.is_empty(),
         };

@@ -8,7 +8,11 @@
 //! takes effect on this broker's next request. Other replicas see it when their entry expires
 //! ([`CACHE_TTL_SECS`]). The entity store of each agent and credential pair is cached as well
 //! (building it is most of a cold evaluation's cost); an entry is reused only when every attribute
-//! value matches the request, so a renamed agent or a changed owner is seen at once.
+//! value matches the request, so a renamed agent or a changed owner is seen at once. Each
+//! compiled set also remembers the decisions it made, keyed by everything Cedar reads (the entity
+//! store, the action, the context values and the grant): Cedar's answer is a function of those,
+//! so a repeated call (an agent polling one endpoint) is decided by a lookup. A changed policy
+//! set starts with no decisions.
 //!
 //! Approval is modelled by evaluating twice: a call without a capability (`grant == "none"`) that
 //! the policies deny is evaluated again as if a member had approved it with a single-use
@@ -24,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
@@ -92,7 +96,7 @@ pub enum PolicyError {
 }
 
 /// What authorises a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantKind {
     /// A single-use capability: a member approved exactly this call.
@@ -216,6 +220,58 @@ struct EntityTypes {
 struct CompiledPolicies {
     set: PolicySet,
     loaded_at: u64,
+    /// Decisions this set made (see the module docs), at most [`DECISION_CACHE_MAX`].
+    decisions: Mutex<HashMap<DecisionKey, Remembered>>,
+}
+
+/// Everything a Cedar evaluation of a call reads, apart from the policy set: the entity store
+/// (by identity; the remembered entry holds it, so the address cannot be reused while it is
+/// remembered), the method (which names the action), the context values and the grant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    entities: usize,
+    method: String,
+    host: String,
+    path: String,
+    hour: i64,
+    weekday: i64,
+    grant: GrantKind,
+}
+
+#[derive(Debug)]
+struct Remembered {
+    entities: Arc<CallEntities>,
+    decision: PolicyDecision,
+}
+
+/// Most decisions one workspace's compiled set remembers; past it, it forgets them all.
+const DECISION_CACHE_MAX: usize = 4096;
+
+impl CompiledPolicies {
+    fn new(set: PolicySet, loaded_at: u64) -> Self {
+        Self { set, loaded_at, decisions: Mutex::new(HashMap::new()) }
+    }
+
+    fn decisions(&self) -> std::sync::MutexGuard<'_, HashMap<DecisionKey, Remembered>> {
+        // A map of plain values: a panic elsewhere cannot leave it half-updated.
+        self.decisions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn recall(&self, key: &DecisionKey, entities: &Arc<CallEntities>) -> Option<PolicyDecision> {
+        self.decisions()
+            .get(key)
+            .filter(|r| Arc::ptr_eq(&r.entities, entities))
+            .map(|r| r.decision.clone())
+    }
+
+    fn remember(&self, key: DecisionKey, entities: &Arc<CallEntities>, decision: &PolicyDecision) {
+        let mut decisions = self.decisions();
+        if decisions.len() >= DECISION_CACHE_MAX {
+            decisions.clear();
+        }
+        decisions
+            .insert(key, Remembered { entities: Arc::clone(entities), decision: decision.clone() });
+    }
 }
 
 impl fmt::Debug for PolicyEngine {
@@ -301,7 +357,7 @@ impl PolicyEngine {
         at: u64,
     ) -> Result<PolicyDecision, StoreError> {
         let compiled = self.policies_of(store, request.workspace, request.now).await?;
-        Ok(self.decide(&compiled.set, request, at))
+        Ok(self.decide(&compiled, request, at))
     }
 
     /// The schema in Cedar's JSON schema format, for policy editors.
@@ -417,23 +473,47 @@ impl PolicyEngine {
             return Err(format!("policy {} no longer validates: {error}", error.policy_id()));
         }
         tracing::debug!(%workspace, policies = rows.len(), "compiled policy set");
-        Ok(CompiledPolicies { set, loaded_at: now })
+        Ok(CompiledPolicies::new(set, now))
     }
 
     /// Runs Cedar for `request` (at time `at`), with the second, hypothetical evaluation that
     /// decides `approval_required`. Both evaluations share the call's entities.
-    fn decide(&self, set: &PolicySet, request: &PolicyRequest<'_>, at: u64) -> PolicyDecision {
+    fn decide(
+        &self,
+        compiled: &CompiledPolicies,
+        request: &PolicyRequest<'_>,
+        at: u64,
+    ) -> PolicyDecision {
         let call = match self.call(request, at) {
             Ok(call) => call,
             Err(error) => {
                 return PolicyDecision { errors: vec![error], ..PolicyDecision::default() };
             }
         };
-        let actual = self.authorize(set, &call, request.grant);
-        if actual.allowed || request.grant != GrantKind::None {
+        let key = DecisionKey {
+            entities: Arc::as_ptr(&call.entities) as usize,
+            method: call.method.clone(),
+            host: call.host.clone(),
+            path: call.path.clone(),
+            hour: call.hour,
+            weekday: call.weekday,
+            grant: request.grant,
+        };
+        if let Some(decision) = compiled.recall(&key, &call.entities) {
+            return decision;
+        }
+        let decision = self.decide_uncached(&compiled.set, &call, request.grant);
+        compiled.remember(key, &call.entities, &decision);
+        decision
+    }
+
+    /// [`Self::decide`] without the remembered decisions.
+    fn decide_uncached(&self, set: &PolicySet, call: &Call, grant: GrantKind) -> PolicyDecision {
+        let actual = self.authorize(set, call, grant);
+        if actual.allowed || grant != GrantKind::None {
             return actual;
         }
-        let approved = self.authorize(set, &call, GrantKind::SingleUse);
+        let approved = self.authorize(set, call, GrantKind::SingleUse);
         if !approved.allowed {
             return actual;
         }

@@ -99,9 +99,56 @@ fn an_unknown_method_is_denied_with_an_error_not_a_panic() {
     let mut set = PolicySet::new();
     set.add(Policy::parse(None, "permit(principal, action, resource);").expect("parses"))
         .expect("adds");
+    let set = CompiledPolicies::new(set, T0);
     let decision = engine.decide(&set, &r, T0);
     assert!(!decision.allowed, "a method outside the schema is never allowed");
     assert_eq!(decision.errors.len(), 1, "the reason is recorded: {decision:?}");
+}
+
+#[test]
+fn a_remembered_decision_is_the_one_cedar_gives_for_every_input_it_reads() {
+    let engine = engine();
+    let source = r#"permit (principal, action == Latchkey::Action::"GET", resource) when {
+  context.hour >= 8 && context.hour < 18 && context.path like "/repos/*" && context.grant != "none"
+};"#;
+    let mut set = PolicySet::new();
+    set.add(Policy::parse(Some(PolicyId::new("office-hours")), source).expect("parses"))
+        .expect("adds");
+    let set = CompiledPolicies::new(set, T0);
+    let (mut r, _) = request(WorkspaceId::random(), GrantKind::Standing);
+    r.path = "/repos/acme/app";
+    let evening = T0 + 12 * 3_600; // 20:00 the same day
+    // Each input Cedar reads, changed and changed back: a lookup that ignored any of them
+    // would answer with the previous decision.
+    let with = |change: fn(&mut PolicyRequest<'static>)| {
+        let mut changed = r.clone();
+        change(&mut changed);
+        changed
+    };
+    let steps: [(&str, PolicyRequest<'static>, u64, bool); 8] = [
+        ("at 08:00", r.clone(), T0, true),
+        ("at 20:00", r.clone(), evening, false),
+        ("at 08:00 again", r.clone(), T0, true),
+        ("another path", with(|c| c.path = "/user"), T0, false),
+        ("the path again", r.clone(), T0, true),
+        ("another method", with(|c| c.method = "POST"), T0, false),
+        ("no grant", with(|c| c.grant = GrantKind::None), T0, false),
+        ("a grant again", r.clone(), T0, true),
+    ];
+    for (step, request, at, allowed) in steps {
+        let remembered = engine.decide(&set, &request, at);
+        let fresh = engine.decide_uncached(
+            &set.set,
+            &engine.call(&request, at).expect("a call"),
+            request.grant,
+        );
+        assert_eq!(remembered, fresh, "{step}: the remembered decision is Cedar's");
+        assert_eq!(remembered.allowed, allowed, "{step}: {remembered:?}");
+    }
+    assert!(
+        !set.decisions().is_empty(),
+        "decisions are remembered (else this test shows nothing about the lookup)"
+    );
 }
 
 #[test]
@@ -114,6 +161,7 @@ fn a_renamed_agent_or_a_changed_owner_never_reuses_cached_entities() {
     for (id, text) in [("permit-all", "permit (principal, action, resource);"), ("rule", source)] {
         set.add(Policy::parse(Some(PolicyId::new(id)), text).expect("parses")).expect("adds");
     }
+    let set = CompiledPolicies::new(set, T0);
     let (mut r, owner) = request(WorkspaceId::random(), GrantKind::SingleUse);
     assert!(engine.decide(&set, &r, T0).allowed, "a shared credential, a harmless name");
     r.agent_name = "rogue";
