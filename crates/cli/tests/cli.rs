@@ -2100,3 +2100,135 @@ async fn two_processes_refreshing_one_connection_at_once_leave_the_grant_alive()
     assert_eq!(again["action"], "refreshed", "the stored refresh token is the live one: {again}");
     let _ = stop.send(());
 }
+
+/// A broker with a workspace, the API keys `models` and `search` (variables `MODELS_KEY` and
+/// `SEARCH_KEY` for `--inject`), an agent, and `policy` (Cedar) as the one inject permit.
+/// Returns the machine, the agent's id and token, and the broker's stop switch.
+async fn inject_world(
+    policy: &str,
+) -> (Latchkey, String, String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+    let (broker, broker_dir, stop) = start_broker().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    for (name, key) in
+        [("models", "sk-models-key-for-inject"), ("search", "sk-search-key-for-inject")]
+    {
+        ada.json(
+            &[
+                "credential",
+                "add",
+                "--name",
+                name,
+                "--provider",
+                "custom-api-key",
+                "--base-url",
+                &format!("https://{name}.example"),
+                "--allow-host",
+                &format!("{name}.example"),
+                "--key-stdin",
+            ],
+            Some(key),
+        )
+        .await;
+    }
+    let agent = ada.json(&["agent", "create", "runner"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let token = agent["token"].as_str().unwrap().to_owned();
+    let file = ada.dir.path().join("inject.cedar");
+    std::fs::write(&file, policy).unwrap();
+    ada.json(&["policy", "set", "injects", "--file", &file.display().to_string()], None).await;
+    (ada, agent_id, token, broker_dir, stop)
+}
+
+/// Whether process `pid` still runs (a zombie, waiting only to be reaped, does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_what_the_command_started_too_when_the_lifetime_runs_out() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n",
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let pid_file = work.path().join("grandchild.pid");
+    let script = format!("sleep 300 & echo $! > '{}'; wait", pid_file.display());
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--inject",
+        "models=MODELS_KEY",
+        "--ttl",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", &token);
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "stopped with SIGTERM: {err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "not left to run: {err}");
+    let grandchild: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // Reaping an orphan can lag its death a little.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while running(grandchild) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !running(grandchild),
+        "a process the command started in the background holds the injected credential in its \
+         environment too: it must not outlive the lifetime (pid {grandchild} still runs)"
+    );
+    let _ = stop.send(());
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_to_latchkey_run_reaches_the_command_and_its_status_is_passed_on() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sleep\" };\n",
+    )
+    .await;
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--inject",
+        "models=MODELS_KEY",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", &token).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    // The release note on stderr comes just before the command starts.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.contains("MODELS_KEY"), "released: {line}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let killed =
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success();
+    assert!(killed, "kill -INT latchkey");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "the command runs in a process group of its own, so a Ctrl-C or `kill -INT` meant for \
+         `latchkey run` must be passed on to it, and its death by SIGINT reported as 128 + 2"
+    );
+    let _ = stop.send(());
+}
