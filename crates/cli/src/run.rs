@@ -165,7 +165,8 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// Releases every `--inject` (in order), each with its environment variable.
+/// Releases every `--inject` (in order), each with its environment variable: all of them in one
+/// request to the broker, so a refusal of any one releases none.
 async fn release_all(
     profile: &Profile,
     store: &SharedKeyStore,
@@ -178,32 +179,32 @@ async fn release_all(
     let command = program_name(program);
     let listed =
         latchkey_client::workspace::broker_client(profile, store).await?.credentials().await?;
-    let mut released: Vec<(String, InjectedCredential)> = Vec::with_capacity(specs.len());
-    for spec in specs {
-        // The variable is settled before the broker is asked, so a missing name releases nothing.
+    // The variables are settled before the broker is asked, so a missing name releases nothing.
+    let mut variables: Vec<String> = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
         let variable = match &spec.variable {
             Some(variable) => variable.clone(),
             None => default_variable(&spec.credential, &listed)?,
         };
-        if let Some((_, earlier)) = released.iter().find(|(v, _)| *v == variable) {
+        if let Some(earlier) = variables.iter().position(|v| *v == variable) {
             bail!(
                 "{variable} would hold both {} and {}: give one of them another name with CREDENTIAL=ENV_VAR",
-                earlier.credential.name,
+                specs[earlier].credential,
                 spec.credential
             );
         }
-        let terms = InjectTerms {
-            agent,
-            token,
-            credential: &spec.credential,
-            lifetime_secs,
-            command: &command,
-        };
-        let credential = release_for_inject(profile, store, &terms).await?;
-        note(&release_note(&variable, &credential, &command, lifetime_secs));
-        released.push((variable, credential));
+        if specs[..index].iter().any(|s| s.credential == spec.credential) {
+            bail!("--inject {} is given twice: name each credential once", spec.credential);
+        }
+        variables.push(variable);
     }
-    Ok(released)
+    let names: Vec<&str> = specs.iter().map(|s| s.credential.as_str()).collect();
+    let terms = InjectTerms { agent, token, credentials: &names, lifetime_secs, command: &command };
+    let released = release_for_inject(profile, store, &terms).await?;
+    for (variable, credential) in variables.iter().zip(&released) {
+        note(&release_note(variable, credential, &command, lifetime_secs));
+    }
+    Ok(variables.into_iter().zip(released).collect())
 }
 
 /// The provider's environment variable for a credential named `name`, from the catalog.

@@ -2232,3 +2232,65 @@ async fn a_signal_to_latchkey_run_reaches_the_command_and_its_status_is_passed_o
     );
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_releases_nothing_when_any_inject_is_refused() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { resource.name == \"models\" };\n",
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let marker = work.path().join("ran");
+    let script = format!("touch '{}'", marker.display());
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--inject",
+        "models=MODELS_KEY",
+        "--inject",
+        "search=SEARCH_KEY",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", &token);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "a refusal by the broker exits 4: {err}");
+    assert!(err.contains("policy_denied") && err.contains("search"), "says which: {err}");
+    assert!(!err.contains("MODELS_KEY"), "no release is announced: {err}");
+    assert!(!marker.exists(), "the command never ran");
+
+    let released = ada.json(&["audit", "list", "--kind", "inject_released"], None).await;
+    assert_eq!(
+        released,
+        serde_json::json!([]),
+        "models was permitted, but the command could not run without search, so the audit log \
+         must not say models was released: a release on record is a credential someone holds"
+    );
+    let denied = ada.json(&["audit", "list", "--kind", "inject_denied"], None).await;
+    let mut reasons: Vec<(String, String)> = denied
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let record = &r["record"];
+            (
+                record["credential_name"].as_str().unwrap().to_owned(),
+                record["reason_code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("models".to_owned(), "another_credential_refused".to_owned()),
+            ("search".to_owned(), "policy_denied".to_owned())
+        ],
+        "each credential's record says why it was not released: {denied}"
+    );
+    let _ = stop.send(());
+}
