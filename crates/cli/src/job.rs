@@ -9,7 +9,11 @@
 //! - when this process is the terminal's foreground job, the terminal is handed to the group for
 //!   as long as the command runs (Ctrl-C, Ctrl-\ and reads reach the command, as they would
 //!   without Latchkey) and taken back when it exits;
-//! - SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to this process are passed on to the group.
+//! - SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to this process are passed on to the group;
+//! - on Linux, when the command is stopped (Ctrl-Z), this process takes the terminal back and
+//!   stops its own group, so the shell sees its job stopped; continued (`fg`, `bg`), it
+//!   continues the command, handing it the terminal again if it is in the foreground. Elsewhere
+//!   a stopped command keeps the terminal until it is continued from another terminal.
 //!
 //! The command's own exit status is reported either way (128 + N when signal N ended it).
 //! Elsewhere only the command itself is stopped.
@@ -134,6 +138,7 @@ mod unix {
             ran_out: impl FnOnce(),
         ) -> std::io::Result<ExitStatus> {
             let mut forwarded = Forwarded::new()?;
+            let mut stops = Stops::new()?;
             let mut ran_out = Some(ran_out);
             let mut stop_at = lifetime.map(|lifetime| Instant::now() + lifetime);
             let mut kill_at: Option<Instant> = None;
@@ -141,6 +146,7 @@ mod unix {
                 tokio::select! {
                     status = child.wait() => break status?,
                     signal = forwarded.recv() => self.signal(signal),
+                    () = stops.next() => self.follow_a_stop(),
                     () = sleep_until(stop_at) => {
                         stop_at = None;
                         if let Some(ran_out) = ran_out.take() {
@@ -167,20 +173,46 @@ mod unix {
             Ok(status)
         }
 
-        /// Gives the terminal back to the group this process is in, if the command had it.
+        /// Gives the terminal back to the group this process is in, if the command has it.
         pub(super) fn take_back_terminal(&mut self) {
             let Some((fd, own)) = self.terminal.take() else { return };
-            // Asking from outside the foreground group raises SIGTTOU, which would stop this
-            // process; blocked, the kernel lets the call through instead. Only this thread's
-            // mask changes, and only for this call.
-            let mut ttou = SigSet::empty();
-            ttou.add(Signal::SIGTTOU);
-            let mut before = SigSet::empty();
-            if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut before)).is_ok() {
-                let _ = tcsetpgrp(fd.as_fd(), own);
-                let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+            if tcgetpgrp(fd.as_fd()).is_ok_and(|group| group == self.id) {
+                foreground_from_background(&fd, own);
             }
         }
+
+        /// If the command was stopped (Ctrl-Z, SIGTSTP), stops this process's own group too,
+        /// the job the shell started, with the terminal given back; once continued, continues the
+        /// command, with the terminal if this job has it. Where nothing could continue this
+        /// process (an orphaned group), the kernel discards the stop and the command is simply
+        /// continued.
+        #[cfg(target_os = "linux")]
+        fn follow_a_stop(&self) {
+            use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+            // WSTOPPED without WEXITED: an exit is left for the child's own wait.
+            let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG;
+            if !matches!(waitid(Id::Pid(self.id), flags), Ok(WaitStatus::Stopped(..))) {
+                return;
+            }
+            let terminal = self
+                .terminal
+                .as_ref()
+                .filter(|(fd, _)| tcgetpgrp(fd.as_fd()).is_ok_and(|group| group == self.id));
+            if let Some((fd, own)) = terminal {
+                foreground_from_background(fd, *own);
+            }
+            let _ = killpg(getpgrp(), Signal::SIGTSTP);
+            // Continued (or the stop was discarded).
+            if let Some((fd, own)) = terminal
+                && tcgetpgrp(fd.as_fd()).is_ok_and(|group| group == *own)
+            {
+                let _ = tcsetpgrp(fd.as_fd(), self.id);
+            }
+            self.signal(Signal::SIGCONT);
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        fn follow_a_stop(&self) {}
 
         fn signal(&self, signal: Signal) {
             // Fails only once every process of the group has exited.
@@ -189,6 +221,49 @@ mod unix {
 
         fn alive(&self) -> bool {
             killpg(self.id, None).is_ok()
+        }
+    }
+
+    /// Makes `group` the terminal's foreground group from a process that is not in the
+    /// foreground: that raises SIGTTOU, which would stop this process; blocked, the kernel lets
+    /// the call through instead. Only this thread's mask changes, and only for this call.
+    fn foreground_from_background(fd: &OwnedFd, group: Pid) {
+        let mut ttou = SigSet::empty();
+        ttou.add(Signal::SIGTTOU);
+        let mut before = SigSet::empty();
+        if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut before)).is_ok() {
+            let _ = tcsetpgrp(fd.as_fd(), group);
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&before), None);
+        }
+    }
+
+    /// Stops of the command, as SIGCHLD announces them (Linux; elsewhere never).
+    struct Stops {
+        #[cfg(target_os = "linux")]
+        children: tokio::signal::unix::Signal,
+    }
+
+    impl Stops {
+        fn new() -> std::io::Result<Self> {
+            Ok(Self {
+                #[cfg(target_os = "linux")]
+                children: tokio::signal::unix::signal(SignalKind::child())?,
+            })
+        }
+
+        /// The next SIGCHLD: a child stopped, continued or exited.
+        async fn next(&mut self) {
+            #[cfg(target_os = "linux")]
+            if self.children.recv().await.is_some() {
+                return;
+            }
+            std::future::pending::<()>().await;
+        }
+    }
+
+    impl std::fmt::Debug for Stops {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Stops").finish_non_exhaustive()
         }
     }
 

@@ -2294,3 +2294,74 @@ async fn run_releases_nothing_when_any_inject_is_refused() {
     );
     let _ = stop.send(());
 }
+
+/// Drives an interactive bash on a pseudo-terminal (python3's `pty`): arguments are the
+/// `latchkey` binary and the agent id. Each step waits for what a person would wait for, and
+/// the transcript goes to stdout; a step that never comes ends it with exit status 1.
+const TERMINAL_SESSION: &str = r#"import os, pty, select, sys, time
+exe, agent = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])
+seen, at = b'', 0
+def expect(text, secs=20):
+    global seen, at
+    end = time.time() + secs
+    while seen.find(text.encode(), at) < 0:
+        if time.time() > end:
+            sys.stdout.write(seen.decode(errors='replace') + '\n(never saw ' + repr(text) + ')\n')
+            sys.exit(1)
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            seen += os.read(fd, 4096)
+    at = seen.find(text.encode(), at) + len(text)
+def send(text):
+    os.write(fd, text.encode())
+run = exe + ' run --agent ' + agent + ' --inject models=MODELS_KEY -- '
+send("PS1='rea''dy> '\n"); expect('ready> ')
+send(run + "sh -c 'read line; echo got:$line'\n"); expect('audit record')
+send('hello\n'); expect('got:hello'); expect('ready> ')
+send('echo fir""st=$?\n'); expect('first=0')
+send(run + 'sleep 60\n'); expect('for sleep')
+time.sleep(0.5)
+send('\x1a'); expect('Stopped'); expect('ready> ')
+send('echo ba""ck\n'); expect('back')
+send('fg\n'); expect('sleep 60')
+time.sleep(0.5)
+send('\x03'); expect('ready> ')
+send('echo sec""ond=$?\n'); expect('second=')
+expect('ready> ')
+send('exit\n')
+sys.stdout.write(seen.decode(errors='replace'))
+"#;
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_command_keeps_the_terminal_for_reads_ctrl_z_and_ctrl_c() {
+    let (ada, agent_id, token, _broker_dir, stop) =
+        inject_world("permit (principal, action == Latchkey::Action::\"inject\", resource);\n")
+            .await;
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", TERMINAL_SESSION, env!("CARGO_BIN_EXE_latchkey"), &agent_id])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LATCHKEY_CONFIG_DIR", ada.dir.path())
+        .env("LATCHKEY_PROFILE", "test")
+        .env("LATCHKEY_KEY_STORE", "file")
+        .env("LATCHKEY_KEYSTORE_PASSPHRASE", KEYSTORE_PASSPHRASE)
+        .env("LATCHKEY_AGENT_TOKEN", &token)
+        .env("HISTFILE", "/dev/null")
+        .env("TERM", "dumb")
+        .stdin(Stdio::null());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let transcript = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the command runs in a process group of its own, so latchkey must hand it the terminal \
+         (or a read stops it with SIGTTIN), let Ctrl-Z stop the job as the shell sees it, and \
+         pass Ctrl-C on after `fg`: {transcript}"
+    );
+    assert!(transcript.contains("second=130"), "Ctrl-C ended it: 128 + 2: {transcript}");
+    let _ = stop.send(());
+}
