@@ -102,6 +102,8 @@ mod unix {
         id: Pid,
         /// The terminal and the group to give it back to.
         terminal: Option<(OwnedFd, Pid)>,
+        forwarded: Forwarded,
+        stops: Stops,
     }
 
     impl Group {
@@ -109,6 +111,9 @@ mod unix {
             command: &mut tokio::process::Command,
         ) -> std::io::Result<(Self, tokio::process::Child)> {
             let terminal = foreground_terminal();
+            // Listening before the spawn: a signal from then on reaches the command.
+            let forwarded = Forwarded::new()?;
+            let stops = Stops::new()?;
             command.process_group(0);
             let child = command.spawn()?;
             // INVARIANT: a spawned child that has not been waited for has an id, and
@@ -118,7 +123,7 @@ mod unix {
                 .and_then(|id| i32::try_from(id).ok())
                 .map(Pid::from_raw)
                 .ok_or_else(|| std::io::Error::other("the command has no process id"))?;
-            let mut group = Self { id, terminal: None };
+            let mut group = Self { id, terminal: None, forwarded, stops };
             if let Some((fd, own)) = terminal
                 && tcsetpgrp(fd.as_fd(), id).is_ok()
             {
@@ -132,21 +137,19 @@ mod unix {
         /// Waits for the group's leader, passing on the signals this process gets and stopping
         /// the group when `lifetime` runs out.
         pub(super) async fn wait(
-            &self,
+            &mut self,
             child: &mut tokio::process::Child,
             lifetime: Option<Duration>,
             ran_out: impl FnOnce(),
         ) -> std::io::Result<ExitStatus> {
-            let mut forwarded = Forwarded::new()?;
-            let mut stops = Stops::new()?;
             let mut ran_out = Some(ran_out);
             let mut stop_at = lifetime.map(|lifetime| Instant::now() + lifetime);
             let mut kill_at: Option<Instant> = None;
             let status = loop {
                 tokio::select! {
                     status = child.wait() => break status?,
-                    signal = forwarded.recv() => self.signal(signal),
-                    () = stops.next() => self.follow_a_stop(),
+                    signal = self.forwarded.recv() => self.signal(signal),
+                    () = self.stops.next() => self.follow_a_stop(),
                     () = sleep_until(stop_at) => {
                         stop_at = None;
                         if let Some(ran_out) = ran_out.take() {
