@@ -17,7 +17,7 @@ use latchkey_client::catalog::Catalog;
 use latchkey_client::connection::{
     self, ConnectRequest, CustomEndpoints, DisconnectOptions, ReconnectOptions, RevocationOutcome,
 };
-use latchkey_client::keychain::{SecretServiceStore, SharedKeyStore};
+use latchkey_client::keychain::{OsKeychainStore, SharedKeyStore};
 use latchkey_client::oauth::{BrowserLauncher, FlowOptions};
 use latchkey_client::policies::{self, CallToCheck, InjectToCheck};
 use latchkey_client::profile::Profile;
@@ -199,7 +199,7 @@ impl Live {
         }
         let name = self.profile().name().clone();
         let opened: SharedKeyStore = tokio::task::spawn_blocking(move || {
-            SecretServiceStore::open(&name).map(|s| Arc::new(s) as SharedKeyStore)
+            OsKeychainStore::open(&name).map(|s| Arc::new(s) as SharedKeyStore)
         })
         .await
         .map_err(|e| CommandError::new(codes::KEYCHAIN_UNAVAILABLE, e.to_string()))??;

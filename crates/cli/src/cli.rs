@@ -210,12 +210,16 @@ pub(crate) enum Command {
     ///   - pausing the agents, revoking the agent or a grant, disabling or deleting the
     ///     credential, and approvals cannot reach a key already in the environment;
     ///   - any process of the same user can read it (/proc/PID/environ), and every process the
-    ///     command starts inherits it, including ones that outlive it;
+    ///     command starts inherits it (ones that outlive the command are stopped only if it
+    ///     was stopped: at the end of --ttl, or by a signal to latchkey);
     ///   - the audit log holds one record for the release, not the calls made with it;
     ///   - an OAuth access token is not refreshed while the command runs (its refresh token is
     ///     never injected).
     ///
-    /// The command is stopped when --ttl runs out (SIGTERM, then SIGKILL 10 seconds later).
+    /// The command runs in a process group of its own, holding the terminal while it runs;
+    /// signals sent to latchkey (Ctrl-C, SIGTERM) are passed on to the group. When --ttl runs
+    /// out, the group (the command and everything it started) is stopped: SIGTERM, then
+    /// SIGKILL 10 seconds later.
     /// Prefer --credential; use --inject for tools that cannot be pointed at a proxy.
     ///
     /// The exit status is passed through (128 + N if the command was killed by signal N).

@@ -864,12 +864,20 @@ pub(crate) fn key_store(
     }
 }
 
-#[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
+#[cfg(any(
+    all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))),
+    target_os = "macos",
+    target_os = "windows"
+))]
 fn os_key_store(profile: &Profile) -> anyhow::Result<SharedKeyStore> {
-    Ok(Arc::new(latchkey_client::keychain::SecretServiceStore::open(profile.name())?))
+    Ok(Arc::new(latchkey_client::keychain::OsKeychainStore::open(profile.name())?))
 }
 
-#[cfg(not(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android")))))]
+#[cfg(not(any(
+    all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))),
+    target_os = "macos",
+    target_os = "windows"
+)))]
 fn os_key_store(_profile: &Profile) -> anyhow::Result<SharedKeyStore> {
     bail!("this build has no OS keychain support for this platform yet: use --key-store file")
 }

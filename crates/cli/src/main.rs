@@ -6,6 +6,7 @@ mod approvals;
 mod cli;
 mod commands;
 mod connect;
+mod job;
 mod people;
 mod policy;
 mod run;

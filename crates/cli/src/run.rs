@@ -4,8 +4,9 @@
 //! Inject mode asks the broker for every injected credential first (policy and audit; see
 //! `latchkey_client::inject`); if any is refused, the command never runs. The values go into the
 //! command's environment only, never its arguments, this process's output or a log, and this
-//! process's copies are dropped (zeroized) once the command is spawned. The command is stopped
-//! when the lifetime (`--ttl`) runs out.
+//! process's copies are dropped (zeroized) once the command is spawned. The command runs as a
+//! job of its own (see `crate::job`); it and everything it started are stopped when the lifetime
+//! (`--ttl`) runs out.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -21,11 +22,10 @@ use zeroize::Zeroizing;
 
 use crate::cli::{KeyStoreChoice, LocalAccess, RunAccess};
 use crate::commands::{LocalSession, key_store, parse_duration, parse_id, sdk_environment};
+use crate::job::Job;
 
 /// Where the agent's token comes from.
 const AGENT_TOKEN_ENV: &str = "LATCHKEY_AGENT_TOKEN";
-/// How long a command whose lifetime ran out has between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Variables the command never inherits from this process: they open the device's key file or
 /// a recovery kit.
 const NEVER_INHERITED: [&str; 2] = ["LATCHKEY_KEYSTORE_PASSPHRASE", "LATCHKEY_RECOVERY_PASSPHRASE"];
@@ -137,12 +137,21 @@ pub(crate) async fn run(
     for (variable, released) in &injected {
         child.env(variable, environment_value(released)?);
     }
-    let spawned = child.spawn().with_context(|| format!("cannot run {program:?}"));
+    let spawned = Job::spawn(&mut child).with_context(|| format!("cannot run {program:?}"));
     // This process's copies of the injected values go now; the command has its own.
     drop(child);
     drop(injected);
     let status = match spawned {
-        Ok(mut running) => wait(&mut running, lifetime_secs, program).await,
+        Ok(mut job) => {
+            let lifetime = lifetime_secs.map(Duration::from_secs);
+            let ran_out = || {
+                note(&format!(
+                    "latchkey: the injected credentials' lifetime ({}) ran out: stopping {program} and what it started.",
+                    human(lifetime_secs.unwrap_or_default())
+                ));
+            };
+            job.wait(lifetime, ran_out, program).await
+        }
         Err(error) => Err(error),
     };
     if let Some((proxy, session)) = session {
@@ -156,7 +165,8 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// Releases every `--inject` (in order), each with its environment variable.
+/// Releases every `--inject` (in order), each with its environment variable: all of them in one
+/// request to the broker, so a refusal of any one releases none.
 async fn release_all(
     profile: &Profile,
     store: &SharedKeyStore,
@@ -169,32 +179,32 @@ async fn release_all(
     let command = program_name(program);
     let listed =
         latchkey_client::workspace::broker_client(profile, store).await?.credentials().await?;
-    let mut released: Vec<(String, InjectedCredential)> = Vec::with_capacity(specs.len());
-    for spec in specs {
-        // The variable is settled before the broker is asked, so a missing name releases nothing.
+    // The variables are settled before the broker is asked, so a missing name releases nothing.
+    let mut variables: Vec<String> = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
         let variable = match &spec.variable {
             Some(variable) => variable.clone(),
             None => default_variable(&spec.credential, &listed)?,
         };
-        if let Some((_, earlier)) = released.iter().find(|(v, _)| *v == variable) {
+        if let Some(earlier) = variables.iter().position(|v| *v == variable) {
             bail!(
                 "{variable} would hold both {} and {}: give one of them another name with CREDENTIAL=ENV_VAR",
-                earlier.credential.name,
+                specs[earlier].credential,
                 spec.credential
             );
         }
-        let terms = InjectTerms {
-            agent,
-            token,
-            credential: &spec.credential,
-            lifetime_secs,
-            command: &command,
-        };
-        let credential = release_for_inject(profile, store, &terms).await?;
-        note(&release_note(&variable, &credential, &command, lifetime_secs));
-        released.push((variable, credential));
+        if specs[..index].iter().any(|s| s.credential == spec.credential) {
+            bail!("--inject {} is given twice: name each credential once", spec.credential);
+        }
+        variables.push(variable);
     }
-    Ok(released)
+    let names: Vec<&str> = specs.iter().map(|s| s.credential.as_str()).collect();
+    let terms = InjectTerms { agent, token, credentials: &names, lifetime_secs, command: &command };
+    let released = release_for_inject(profile, store, &terms).await?;
+    for (variable, credential) in variables.iter().zip(&released) {
+        note(&release_note(variable, credential, &command, lifetime_secs));
+    }
+    Ok(variables.into_iter().zip(released).collect())
 }
 
 /// The provider's environment variable for a credential named `name`, from the catalog.
@@ -265,46 +275,6 @@ fn environment_value(released: &InjectedCredential) -> anyhow::Result<&std::ffi:
             )
         })
     }
-}
-
-/// Waits for the command, stopping it when `lifetime_secs` (if any) runs out.
-async fn wait(
-    child: &mut tokio::process::Child,
-    lifetime_secs: Option<u64>,
-    program: &str,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let cannot = || format!("cannot wait for {program:?}");
-    let Some(lifetime) = lifetime_secs else { return child.wait().await.with_context(cannot) };
-    if let Ok(status) = tokio::time::timeout(Duration::from_secs(lifetime), child.wait()).await {
-        return status.with_context(cannot);
-    }
-    note(&format!(
-        "latchkey: the injected credentials' lifetime ({}) ran out: stopping {program}.",
-        human(lifetime)
-    ));
-    terminate(child);
-    if let Ok(status) = tokio::time::timeout(STOP_GRACE, child.wait()).await {
-        return status.with_context(cannot);
-    }
-    child.start_kill().with_context(cannot)?;
-    child.wait().await.with_context(cannot)
-}
-
-/// Asks the command to stop (SIGTERM); where that is not possible, stops it outright.
-fn terminate(child: &mut tokio::process::Child) {
-    #[cfg(unix)]
-    {
-        let pid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid
-            && rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.start_kill();
 }
 
 /// The command's exit code, or 128 + N when signal N ended it, as a shell reports it.

@@ -2100,3 +2100,268 @@ async fn two_processes_refreshing_one_connection_at_once_leave_the_grant_alive()
     assert_eq!(again["action"], "refreshed", "the stored refresh token is the live one: {again}");
     let _ = stop.send(());
 }
+
+/// A broker with a workspace, the API keys `models` and `search` (variables `MODELS_KEY` and
+/// `SEARCH_KEY` for `--inject`), an agent, and `policy` (Cedar) as the one inject permit.
+/// Returns the machine, the agent's id and token, and the broker's stop switch.
+async fn inject_world(
+    policy: &str,
+) -> (Latchkey, String, String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+    let (broker, broker_dir, stop) = start_broker().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    for (name, key) in
+        [("models", "sk-models-key-for-inject"), ("search", "sk-search-key-for-inject")]
+    {
+        ada.json(
+            &[
+                "credential",
+                "add",
+                "--name",
+                name,
+                "--provider",
+                "custom-api-key",
+                "--base-url",
+                &format!("https://{name}.example"),
+                "--allow-host",
+                &format!("{name}.example"),
+                "--key-stdin",
+            ],
+            Some(key),
+        )
+        .await;
+    }
+    let agent = ada.json(&["agent", "create", "runner"], None).await;
+    let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
+    let token = agent["token"].as_str().unwrap().to_owned();
+    let file = ada.dir.path().join("inject.cedar");
+    std::fs::write(&file, policy).unwrap();
+    ada.json(&["policy", "set", "injects", "--file", &file.display().to_string()], None).await;
+    (ada, agent_id, token, broker_dir, stop)
+}
+
+/// Whether process `pid` still runs (a zombie, waiting only to be reaped, does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_what_the_command_started_too_when_the_lifetime_runs_out() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n",
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let pid_file = work.path().join("grandchild.pid");
+    let script = format!("sleep 300 & echo $! > '{}'; wait", pid_file.display());
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--inject",
+        "models=MODELS_KEY",
+        "--ttl",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", &token);
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "stopped with SIGTERM: {err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "not left to run: {err}");
+    let grandchild: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    // Reaping an orphan can lag its death a little.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while running(grandchild) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !running(grandchild),
+        "a process the command started in the background holds the injected credential in its \
+         environment too: it must not outlive the lifetime (pid {grandchild} still runs)"
+    );
+    let _ = stop.send(());
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_to_latchkey_run_reaches_the_command_and_its_status_is_passed_on() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sleep\" };\n",
+    )
+    .await;
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--inject",
+        "models=MODELS_KEY",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", &token).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    // The release note on stderr comes just before the command starts.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.contains("MODELS_KEY"), "released: {line}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let killed =
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success();
+    assert!(killed, "kill -INT latchkey");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "the command runs in a process group of its own, so a Ctrl-C or `kill -INT` meant for \
+         `latchkey run` must be passed on to it, and its death by SIGINT reported as 128 + 2"
+    );
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_releases_nothing_when_any_inject_is_refused() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { resource.name == \"models\" };\n",
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let marker = work.path().join("ran");
+    let script = format!("touch '{}'", marker.display());
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--inject",
+        "models=MODELS_KEY",
+        "--inject",
+        "search=SEARCH_KEY",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", &token);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "a refusal by the broker exits 4: {err}");
+    assert!(err.contains("policy_denied") && err.contains("search"), "says which: {err}");
+    assert!(!err.contains("MODELS_KEY"), "no release is announced: {err}");
+    assert!(!marker.exists(), "the command never ran");
+
+    let released = ada.json(&["audit", "list", "--kind", "inject_released"], None).await;
+    assert_eq!(
+        released,
+        serde_json::json!([]),
+        "models was permitted, but the command could not run without search, so the audit log \
+         must not say models was released: a release on record is a credential someone holds"
+    );
+    let denied = ada.json(&["audit", "list", "--kind", "inject_denied"], None).await;
+    let mut reasons: Vec<(String, String)> = denied
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let record = &r["record"];
+            (
+                record["credential_name"].as_str().unwrap().to_owned(),
+                record["reason_code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("models".to_owned(), "another_credential_refused".to_owned()),
+            ("search".to_owned(), "policy_denied".to_owned())
+        ],
+        "each credential's record says why it was not released: {denied}"
+    );
+    let _ = stop.send(());
+}
+
+/// Drives an interactive bash on a pseudo-terminal (python3's `pty`): arguments are the
+/// `latchkey` binary and the agent id. Each step waits for what a person would wait for, and
+/// the transcript goes to stdout; a step that never comes ends it with exit status 1.
+const TERMINAL_SESSION: &str = r#"import os, pty, select, sys, time
+exe, agent = sys.argv[1], sys.argv[2]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp('bash', ['bash', '--norc', '--noprofile', '-i'])
+seen, at = b'', 0
+def expect(text, secs=20):
+    global seen, at
+    end = time.time() + secs
+    while seen.find(text.encode(), at) < 0:
+        if time.time() > end:
+            sys.stdout.write(seen.decode(errors='replace') + '\n(never saw ' + repr(text) + ')\n')
+            sys.exit(1)
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            seen += os.read(fd, 4096)
+    at = seen.find(text.encode(), at) + len(text)
+def send(text):
+    os.write(fd, text.encode())
+run = exe + ' run --agent ' + agent + ' --inject models=MODELS_KEY -- '
+send("PS1='rea''dy> '\n"); expect('ready> ')
+send(run + "sh -c 'read line; echo got:$line'\n"); expect('audit record')
+send('hello\n'); expect('got:hello'); expect('ready> ')
+send('echo fir""st=$?\n'); expect('first=0')
+send(run + 'sleep 60\n'); expect('for sleep')
+time.sleep(0.5)
+send('\x1a'); expect('Stopped'); expect('ready> ')
+send('echo ba""ck\n'); expect('back')
+send('fg\n'); expect('sleep 60')
+time.sleep(0.5)
+send('\x03'); expect('ready> ')
+send('echo sec""ond=$?\n'); expect('second=')
+expect('ready> ')
+send('exit\n')
+sys.stdout.write(seen.decode(errors='replace'))
+"#;
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_command_keeps_the_terminal_for_reads_ctrl_z_and_ctrl_c() {
+    let (ada, agent_id, token, _broker_dir, stop) =
+        inject_world("permit (principal, action == Latchkey::Action::\"inject\", resource);\n")
+            .await;
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", TERMINAL_SESSION, env!("CARGO_BIN_EXE_latchkey"), &agent_id])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LATCHKEY_CONFIG_DIR", ada.dir.path())
+        .env("LATCHKEY_PROFILE", "test")
+        .env("LATCHKEY_KEY_STORE", "file")
+        .env("LATCHKEY_KEYSTORE_PASSPHRASE", KEYSTORE_PASSPHRASE)
+        .env("LATCHKEY_AGENT_TOKEN", &token)
+        .env("HISTFILE", "/dev/null")
+        .env("TERM", "dumb")
+        .stdin(Stdio::null());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let transcript = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the command runs in a process group of its own, so latchkey must hand it the terminal \
+         (or a read stops it with SIGTTIN), let Ctrl-Z stop the job as the shell sees it, and \
+         pass Ctrl-C on after `fg`: {transcript}"
+    );
+    assert!(transcript.contains("second=130"), "Ctrl-C ended it: 128 + 2: {transcript}");
+    let _ = stop.send(());
+}

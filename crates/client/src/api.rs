@@ -913,8 +913,8 @@ pub struct InjectPolicyQuery<'a> {
 pub struct InjectQuery<'a> {
     /// The agent token's hash: proves this device holds the token.
     pub token_hash: TokenHash,
-    /// The credential to release.
-    pub credential: CredentialId,
+    /// The credentials to release: all of them, or none.
+    pub credentials: &'a [CredentialId],
     /// How long the command may keep it, in seconds (1 to 86400).
     pub lifetime_secs: u64,
     /// The command's program name, without directory or arguments.
@@ -1676,23 +1676,48 @@ impl BrokerClient {
         &self,
         agent: AgentId,
         query: &InjectQuery<'_>,
-    ) -> Result<InjectAllowed, ClientError> {
+    ) -> Result<Vec<InjectAllowed>, ClientError> {
         #[derive(Deserialize)]
         struct Answer {
             decision: String,
             #[serde(flatten)]
             allowed: InjectAllowed,
+            /// Every credential released (absent from brokers that release one at a time).
+            #[serde(default)]
+            released: Option<Vec<Released>>,
+        }
+        #[derive(Deserialize)]
+        struct Released {
+            credential: CredentialId,
+            credential_name: String,
+            policies: Vec<String>,
+            audit_seq: u64,
         }
         let path = format!("/v1/agents/{agent}/inject");
-        let body = json!({
-            "token_hash": query.token_hash.to_hex(), "credential": query.credential,
+        let mut body = json!({
+            "token_hash": query.token_hash.to_hex(),
             "lifetime_secs": query.lifetime_secs, "command": query.command,
         });
+        // One credential is asked for in the form every broker version takes.
+        match query.credentials {
+            [one] => body["credential"] = json!(one),
+            several => body["credentials"] = json!(several),
+        }
         let answer: Answer = self.send(Method::Post, &path, Some(body)).await?;
         if answer.decision != "allow" {
             return Err(unexpected(Method::Post, &path, 200, "a success that is not an allow"));
         }
-        Ok(answer.allowed)
+        let Some(released) = answer.released else { return Ok(vec![answer.allowed]) };
+        Ok(released
+            .into_iter()
+            .map(|r| InjectAllowed {
+                credential: r.credential,
+                credential_name: r.credential_name,
+                policies: r.policies,
+                audit_seq: r.audit_seq,
+                ..answer.allowed.clone()
+            })
+            .collect())
     }
 
     /// `POST /v1/agents`: a new agent owned by this member; its token is answered this once.

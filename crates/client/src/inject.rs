@@ -2,17 +2,19 @@
 //! (`latchkey run --agent A --inject CREDENTIAL -- cmd`).
 //!
 //! ```text
-//! release_for_inject   the credential by name (metadata)
-//!                      -> POST /v1/agents/{id}/inject with the agent token's hash: the broker
-//!                         checks agent, pause, credential, entitlement and the `inject` policy,
-//!                         and commits an `inject_released` audit record before it allows
-//!                      -> only then: the envelope (ciphertext), opened with the record key this
-//!                         device holds
-//!                      -> the API key, or only the access token of an OAuth credential
+//! release_for_inject   every credential by name (metadata)
+//!                      -> one POST /v1/agents/{id}/inject for all of them, with the agent
+//!                         token's hash: the broker checks agent, pause, and for each credential
+//!                         entitlement and the `inject` policy; only if every one passes does it
+//!                         commit an `inject_released` audit record per credential (one
+//!                         transaction) before it allows; one refusal releases none
+//!                      -> only then: the envelopes (ciphertext), opened with the record keys
+//!                         this device holds
+//!                      -> the API keys, or only the access token of an OAuth credential
 //! ```
 //!
 //! No envelope or key crosses the wire for this: the broker decides and audits, the device
-//! releases. The value comes back as [`SecretBytes`] (zeroized on drop, redacted in `Debug`);
+//! releases. The values come back as [`SecretBytes`] (zeroized on drop, redacted in `Debug`);
 //! the caller puts it in the command's environment and drops it once the command is spawned.
 //! A refresh token is never released: a command holding it could rotate the stored one away.
 //! The access token is not refreshed while the command runs.
@@ -24,7 +26,7 @@ use latchkey_core::payload::{CredentialKind, CredentialPayload};
 use latchkey_core::secret::SecretBytes;
 use latchkey_core::token::AgentToken;
 
-use crate::access::{AccessError, find_credential, record_key};
+use crate::access::{AccessError, record_key};
 use crate::api::{ClientError, CredentialInfo, InjectAllowed, InjectQuery};
 use crate::keychain::SharedKeyStore;
 use crate::profile::Profile;
@@ -65,6 +67,9 @@ pub enum InjectError {
         /// When it expired.
         expired_at: u64,
     },
+    /// The same credential was named twice.
+    #[error("the credential {0:?} is named twice: name each credential once")]
+    Twice(String),
     /// The value holds a NUL byte, which no environment variable can carry.
     #[error("the credential {0:?} holds a NUL byte, which an environment variable cannot carry")]
     NotEnvironmentSafe(String),
@@ -83,9 +88,9 @@ pub struct InjectTerms<'a> {
     pub agent: AgentId,
     /// Its token: only its hash is sent.
     pub token: &'a AgentToken,
-    /// The credential's name.
-    pub credential: &'a str,
-    /// How long the command may keep it, in seconds (1 to [`MAX_LIFETIME_SECS`]).
+    /// The credentials' names: all are released, or none is.
+    pub credentials: &'a [&'a str],
+    /// How long the command may keep them, in seconds (1 to [`MAX_LIFETIME_SECS`]).
     pub lifetime_secs: u64,
     /// The command's program name (no directory, no arguments).
     pub command: &'a str,
@@ -118,15 +123,19 @@ pub struct InjectedCredential {
     pub secret: SecretBytes,
 }
 
-/// Asks the broker to allow releasing the credential named `terms.credential` into a command's
-/// environment and, only if it allows (and has audited the release), opens the envelope on this
-/// device with the record key it holds. A refusal is [`InjectError::Access`] wrapping the
-/// broker's error (`policy_denied`, `agents_paused`, ...); nothing is opened then.
+/// Asks the broker, in one request, to allow releasing every credential named in
+/// `terms.credentials` into a command's environment and, only if it allows them all (and has
+/// audited each release), opens each envelope on this device with the record key it holds. A
+/// refusal of any one is [`InjectError::Access`] wrapping the broker's error (`policy_denied`,
+/// `agents_paused`, ...); nothing is released or opened then. The answer is in the order asked.
+///
+/// A failure on this device after the broker allowed (a missing key, an expired OAuth token)
+/// returns no value either, though the broker has recorded the releases.
 pub async fn release_for_inject(
     profile: &Profile,
     store: &SharedKeyStore,
     terms: &InjectTerms<'_>,
-) -> Result<InjectedCredential, InjectError> {
+) -> Result<Vec<InjectedCredential>, InjectError> {
     if terms.lifetime_secs == 0 || terms.lifetime_secs > MAX_LIFETIME_SECS {
         return Err(InjectError::Lifetime);
     }
@@ -134,25 +143,54 @@ pub async fn release_for_inject(
         return Err(InjectError::Command);
     }
     let (config, _, client) = signed_in(profile, store).await.map_err(AccessError::from)?;
-    let credential = find_credential(&client, terms.credential).await?;
+    let listed = client.credentials().await?;
+    let mut credentials = Vec::with_capacity(terms.credentials.len());
+    for name in terms.credentials {
+        let credential = listed
+            .iter()
+            .find(|c| c.name == *name)
+            .ok_or_else(|| AccessError::UnknownCredential((*name).to_owned()))?;
+        if credentials.iter().any(|c: &CredentialInfo| c.id == credential.id) {
+            return Err(InjectError::Twice((*name).to_owned()));
+        }
+        credentials.push(credential.clone());
+    }
+    let ids: Vec<_> = credentials.iter().map(|c| c.id).collect();
     let query = InjectQuery {
         token_hash: terms.token.hash(),
-        credential: credential.id,
+        credentials: &ids,
         lifetime_secs: terms.lifetime_secs,
         command: terms.command,
     };
     let allowed = client.request_inject(terms.agent, &query).await?;
-    if allowed.agent != terms.agent || allowed.credential != credential.id {
+    let matches = allowed.len() == ids.len()
+        && allowed.iter().zip(&ids).all(|(a, id)| a.agent == terms.agent && a.credential == *id);
+    if !matches {
         return Err(InjectError::Mismatch);
     }
-    tracing::info!(
-        agent = %allowed.agent,
-        credential = %credential.id,
-        audit_seq = allowed.audit_seq,
-        "inject allowed; opening the credential on this device"
-    );
+    let mut released = Vec::with_capacity(credentials.len());
+    for (credential, allowed) in credentials.into_iter().zip(allowed) {
+        tracing::info!(
+            agent = %allowed.agent,
+            credential = %credential.id,
+            audit_seq = allowed.audit_seq,
+            "inject allowed; opening the credential on this device"
+        );
+        released.push(open(&client, store, &config, credential, allowed).await?);
+    }
+    Ok(released)
+}
+
+/// Opens one allowed credential with the record key this device holds.
+async fn open(
+    client: &crate::api::BrokerClient,
+    store: &SharedKeyStore,
+    config: &crate::profile::ProfileConfig,
+    credential: CredentialInfo,
+    allowed: InjectAllowed,
+) -> Result<InjectedCredential, InjectError> {
     let (version, envelope) = client.credential_envelope(credential.id).await?;
-    let key = record_key(store, &config, credential.owner, version, credential.id).await?;
+    let key = record_key(store, config, credential.owner, version, credential.id).await?;
     let plaintext = envelope.open(&key).map_err(AccessError::from)?;
     drop(key);
     let payload =

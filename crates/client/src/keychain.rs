@@ -1,9 +1,12 @@
 //! Key stores: where a device keeps its own keys and the workspace and member keys it holds.
 //!
-//! Two stores implement [`KeyStore`]:
+//! Two kinds of store implement [`KeyStore`]:
 //!
-//! - [`SecretServiceStore`]: the OS keychain (the freedesktop Secret Service, e.g. gnome-keyring
-//!   or KWallet, on Linux). The default, and the only store used unless another is chosen.
+//! - [`OsKeychainStore`]: the OS keychain. The default, and the only store used unless another
+//!   is chosen. On Linux and the BSDs it is `SecretServiceStore` (the freedesktop Secret
+//!   Service, e.g. gnome-keyring or KWallet); on macOS (the login keychain) and Windows (the
+//!   Credential Manager) it is `NativeKeychainStore`, written against keyring-core's native
+//!   stores but not compiled or tested on those systems yet.
 //! - [`EncryptedFileStore`]: a file encrypted under a passphrase (Argon2id + AES-256-GCM), for
 //!   headless servers without a keychain. Used only when chosen explicitly (`--key-store file`);
 //!   nothing ever falls back to it.
@@ -45,15 +48,47 @@ use zeroize::Zeroizing;
 use crate::profile::{KeyStoreKind, ProfileName};
 
 mod file;
+#[cfg(any(target_os = "macos", target_os = "windows"))]
+mod native;
 #[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
 mod secret_service;
 
 pub use file::{EncryptedFileStore, MIN_PASSPHRASE_CHARS};
+#[cfg(any(target_os = "macos", target_os = "windows"))]
+pub use native::{
+    NativeKeychainStore, default_collection_locked, lock_default_collection,
+    unlock_default_collection,
+};
 #[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
 pub use secret_service::{
     ConnectPatience, SecretServiceStore, default_collection_locked, lock_default_collection,
     unlock_default_collection,
 };
+
+/// The OS keychain of the system this is built for, opened with `OsKeychainStore::open(profile)`:
+/// the Secret Service on Linux and the BSDs.
+#[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
+pub type OsKeychainStore = SecretServiceStore;
+/// The OS keychain of the system this is built for, opened with `OsKeychainStore::open(profile)`:
+/// the login keychain on macOS, the Credential Manager on Windows.
+#[cfg(any(target_os = "macos", target_os = "windows"))]
+pub type OsKeychainStore = NativeKeychainStore;
+
+/// What to do when no OS keychain answers, on this system.
+#[cfg(target_os = "macos")]
+const NO_KEYCHAIN_FIX: &str = "on macOS the login keychain could not be opened: check it in Keychain Access (Keychain First Aid), or choose the encrypted-file key store with --key-store file";
+#[cfg(target_os = "windows")]
+const NO_KEYCHAIN_FIX: &str = "on Windows the Credential Manager is not available in this session (a service, or a session without a loaded user profile): run in your own interactive login session, or choose the encrypted-file key store with --key-store file";
+#[cfg(not(any(target_os = "macos", target_os = "windows")))]
+const NO_KEYCHAIN_FIX: &str = "on Linux start a Secret Service such as gnome-keyring in your session, or choose the encrypted-file key store with --key-store file";
+
+/// What to do when the OS keychain is locked or refuses access, on this system.
+#[cfg(target_os = "macos")]
+const LOCKED_FIX: &str = "unlock the login keychain (log in to your Mac, or unlock it in Keychain Access), allow Latchkey when macOS asks, and try again";
+#[cfg(target_os = "windows")]
+const LOCKED_FIX: &str = "run Latchkey as the Windows user who set up this device, in an interactive login session, and try again";
+#[cfg(not(any(target_os = "macos", target_os = "windows")))]
+const LOCKED_FIX: &str = "unlock your keychain (log in to your desktop session, or unlock the login keyring in your keyring manager) and try again";
 
 /// Which key an entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -232,16 +267,13 @@ pub type SharedKeyStore = std::sync::Arc<dyn KeyStore>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeychainError {
-    /// No OS keychain answers: no session bus, or no Secret Service on it.
-    #[error(
-        "no OS keychain is available: on Linux start a Secret Service such as gnome-keyring in your session, or choose the encrypted-file key store with --key-store file"
-    )]
+    /// No OS keychain answers: no session bus, or no Secret Service on it (Linux); no logon
+    /// session (Windows). The message names this system's fix.
+    #[error("no OS keychain is available: {fix}", fix = NO_KEYCHAIN_FIX)]
     NoKeychain,
     /// The keychain is locked and could not be unlocked (no prompt could be shown, or it was
-    /// dismissed).
-    #[error(
-        "the OS keychain is locked: unlock your keychain (log in to your desktop session, or unlock the login keyring in your keyring manager) and try again"
-    )]
+    /// dismissed), or it refused access. The message names this system's fix.
+    #[error("the OS keychain is locked: {fix}", fix = LOCKED_FIX)]
     Locked,
     /// The entry does not exist.
     #[error(

@@ -62,11 +62,11 @@ async fn world() -> World {
 }
 
 impl World {
-    fn terms<'a>(&'a self, credential: &'a str) -> InjectTerms<'a> {
+    fn terms<'a>(&'a self, credentials: &'a [&'a str]) -> InjectTerms<'a> {
         InjectTerms {
             agent: self.agent,
             token: &self.token,
-            credential,
+            credentials,
             lifetime_secs: 600,
             command: "python3",
         }
@@ -107,7 +107,7 @@ fn broker_code(error: &InjectError) -> Option<&str> {
 #[tokio::test]
 async fn nothing_is_opened_unless_the_broker_allowed_and_audited_the_release() {
     let w = world().await;
-    let refused = release_for_inject(&w.ada.profile, &w.ada.store, &w.terms("openai"))
+    let refused = release_for_inject(&w.ada.profile, &w.ada.store, &w.terms(&["openai"]))
         .await
         .expect_err("the default policies do not permit injects");
     assert_eq!(broker_code(&refused), Some(codes::POLICY_DENIED), "the broker's code: {refused}");
@@ -115,9 +115,11 @@ async fn nothing_is_opened_unless_the_broker_allowed_and_audited_the_release() {
     assert_eq!(w.kinds().await, ["inject_denied"], "the refusal is audited");
 
     w.permit_injects().await;
-    let released = release_for_inject(&w.ada.profile, &w.ada.store, &w.terms("openai"))
+    let mut released = release_for_inject(&w.ada.profile, &w.ada.store, &w.terms(&["openai"]))
         .await
         .expect("allowed once a permit names inject");
+    assert_eq!(released.len(), 1, "one asked, one released");
+    let released = released.remove(0);
     assert_eq!(released.secret.expose_secret(), API_KEY.as_bytes(), "the key as stored");
     assert_eq!(released.kind, InjectedKind::ApiKey);
     assert_eq!(released.credential.name, "openai");
@@ -125,7 +127,7 @@ async fn nothing_is_opened_unless_the_broker_allowed_and_audited_the_release() {
     assert!(!format!("{released:?}").contains(API_KEY), "Debug never shows the value");
     assert_eq!(w.kinds().await, ["inject_released", "inject_denied"], "newest first");
 
-    let mut bad = w.terms("openai");
+    let mut bad = w.terms(&["openai"]);
     bad.lifetime_secs = 25 * 3600;
     let error = release_for_inject(&w.ada.profile, &w.ada.store, &bad).await.unwrap_err();
     assert!(matches!(error, InjectError::Lifetime), "refused on the device: {error}");
@@ -136,7 +138,7 @@ async fn nothing_is_opened_unless_the_broker_allowed_and_audited_the_release() {
     assert_eq!(w.kinds().await.len(), 2, "terms refused on the device never reach the broker");
 
     let error =
-        release_for_inject(&w.ada.profile, &w.ada.store, &w.terms("nope")).await.unwrap_err();
+        release_for_inject(&w.ada.profile, &w.ada.store, &w.terms(&["nope"])).await.unwrap_err();
     assert!(
         matches!(error, InjectError::Access(AccessError::UnknownCredential(_))),
         "an unknown name: {error}"
@@ -176,8 +178,10 @@ async fn an_oauth_credential_gives_its_access_token_only_and_never_an_expired_on
     w.permit_injects().await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     add_oauth(&w, "github", now + 3600).await;
-    let released =
-        release_for_inject(&w.ada.profile, &w.ada.store, &w.terms("github")).await.unwrap();
+    let released = release_for_inject(&w.ada.profile, &w.ada.store, &w.terms(&["github"]))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(released.secret.expose_secret(), ACCESS_TOKEN.as_bytes(), "the access token");
     assert_eq!(released.kind, InjectedKind::OAuthAccessToken { expires_at: Some(now + 3600) });
     let shown = format!("{released:?}");
@@ -185,7 +189,7 @@ async fn an_oauth_credential_gives_its_access_token_only_and_never_an_expired_on
 
     add_oauth(&w, "stale", now - 60).await;
     let error =
-        release_for_inject(&w.ada.profile, &w.ada.store, &w.terms("stale")).await.unwrap_err();
+        release_for_inject(&w.ada.profile, &w.ada.store, &w.terms(&["stale"])).await.unwrap_err();
     assert!(
         matches!(&error, InjectError::Expired { name, .. } if name == "stale"),
         "an expired access token is not injected: {error}"

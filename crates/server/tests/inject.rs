@@ -201,6 +201,117 @@ async fn a_permit_naming_inject_allows_and_leaves_exactly_one_record_with_its_fi
     w.broker.stop().await;
 }
 
+/// A second shared credential, `search`, beside `openai`.
+async fn second_credential(w: &World) -> CredentialId {
+    create_shared_credential(&w.broker, &w.admin, "search", "http://127.0.0.1:9", SECRET).await
+}
+
+fn body_for(w: &World, credentials: &[CredentialId]) -> Value {
+    json!({
+        "token_hash": hash_of(&w.token), "credentials": credentials,
+        "lifetime_secs": 600, "command": "python3",
+    })
+}
+
+#[tokio::test]
+async fn several_credentials_are_released_together_each_with_its_own_record() {
+    let w = world().await;
+    let search = second_credential(&w).await;
+    w.put_policy("short-injects", PERMIT_INJECT).await;
+    let before = w.audit_of(&w.admin).await.len();
+    let (status, body) = w.inject(&body_for(&w, &[w.credential, search])).await;
+    assert_eq!(status, 200, "every credential is permitted: {body}");
+    let released = body["released"].as_array().expect("one entry per credential");
+    let names: Vec<&str> =
+        released.iter().map(|r| r["credential_name"].as_str().unwrap()).collect();
+    assert_eq!(names, [CREDENTIAL, "search"], "in the order asked: {body}");
+    assert_eq!(body["credential"], json!(w.credential), "the first, as the one-credential form");
+    assert_eq!(body["audit_seq"], released[0]["audit_seq"], "{body}");
+
+    let audit = w.audit_of(&w.admin).await;
+    assert_eq!(audit.len(), before + 2, "one record per credential, nothing else: {audit:?}");
+    let (records, denied) = w.injects().await;
+    assert!(denied.is_empty(), "{denied:?}");
+    for (entry, record) in released.iter().zip(&records) {
+        assert_eq!(entry["audit_seq"], record["seq"], "each answer names its record: {record}");
+        assert_eq!(entry["credential_name"], record["credential_name"], "{record}");
+        assert_eq!(record["policy_ids"], json!(["short-injects"]), "{record}");
+    }
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn one_refused_credential_releases_none_of_those_asked_for_together() {
+    let w = world().await;
+    let search = second_credential(&w).await;
+    w.put_policy(
+        "openai-only",
+        "permit (principal, action == Latchkey::Action::\"inject\", resource) when { resource.name == \"openai\" };",
+    )
+    .await;
+    let (status, body) = w.inject(&body_for(&w, &[w.credential, search])).await;
+    assert_refused(status, &body, (403, "policy_denied"), "search is not permitted");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"search\"") && message.contains("nothing was released"),
+        "names the refused credential and says the others were not released either: {message}"
+    );
+
+    let (released, denied) = w.injects().await;
+    assert!(
+        released.is_empty(),
+        "a command runs with every credential it asked for or not at all, so a permitted one \
+         must not be recorded as released when another was refused: {released:?}"
+    );
+    let reasons: Vec<(&str, &str)> = denied
+        .iter()
+        .map(|r| (r["credential_name"].as_str().unwrap(), r["reason_code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [(CREDENTIAL, "another_credential_refused"), ("search", "policy_denied")],
+        "each credential asked for is recorded with why it was not released: {denied:?}"
+    );
+    assert_eq!(denied[0]["policy_ids"], json!(["openai-only"]), "the permit it had: {denied:?}");
+
+    let unknown = CredentialId::random();
+    let (status, body) = w.inject(&body_for(&w, &[w.credential, unknown])).await;
+    assert_refused(status, &body, (404, "not_found"), "an unknown credential among others");
+    let (released, _) = w.injects().await;
+    assert!(released.is_empty(), "still nothing released: {released:?}");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_names_its_credentials_one_way_and_each_once() {
+    let w = world().await;
+    w.put_policy("short-injects", PERMIT_INJECT).await;
+    let mut both = body_for(&w, &[w.credential]);
+    both["credential"] = json!(w.credential);
+    let mut neither = w.body();
+    neither.as_object_mut().unwrap().remove("credential");
+    let too_many: Vec<CredentialId> = (0..33).map(|_| CredentialId::random()).collect();
+    for (why, body, expected) in [
+        ("both forms", both, (400, "bad_request")),
+        ("neither form", neither, (400, "bad_request")),
+        ("an empty list", body_for(&w, &[]), (400, "invalid_request")),
+        (
+            "one credential twice",
+            body_for(&w, &[w.credential, w.credential]),
+            (400, "invalid_request"),
+        ),
+        ("over 32", body_for(&w, &too_many), (400, "invalid_request")),
+    ] {
+        let (status, answer) = w.inject(&body).await;
+        assert_refused(status, &answer, expected, why);
+    }
+    let (status, body) = w.inject(&body_for(&w, &[w.credential])).await;
+    assert_eq!(status, 200, "a list of one is the one-credential form: {body}");
+    let (released, _) = w.injects().await;
+    assert_eq!(released.len(), 1, "{released:?}");
+    w.broker.stop().await;
+}
+
 #[tokio::test]
 async fn call_policies_and_permits_for_any_action_do_not_allow_an_inject() {
     let w = world().await;

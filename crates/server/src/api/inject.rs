@@ -1,19 +1,22 @@
-//! `POST /v1/agents/{id}/inject`: may a member's device release a credential into the
+//! `POST /v1/agents/{id}/inject`: may a member's device release credentials into the
 //! environment of a command it runs as an agent (`latchkey run --inject`)?
 //!
 //! The broker decides and audits; it releases nothing. The device already holds the record key
-//! of every credential its member may use, and opens the envelope itself only after an allow.
+//! of every credential its member may use, and opens the envelopes itself only after an allow.
 //! No envelope, key or token crosses the wire: the request carries the agent token's hash (which
-//! proves the device holds the token), the credential's id, the lifetime and the command's
+//! proves the device holds the token), the credentials' ids, the lifetime and the command's
 //! program name.
 //!
-//! Checks, in order: the lifetime and command are acceptable; the token hash is that of the
-//! agent in the path, in the caller's workspace, not revoked; the workspace's agents are not
-//! paused; the credential exists in the workspace, is one the caller's member may use (shared,
-//! or their own personal one), and is active; the workspace's policies allow the `inject` action
-//! (only a permit that names it can; the default policies do not); then the `inject_released`
-//! record is committed, and if it cannot be, the answer is `503 unavailable` (fail closed).
-//! Every refusal after the signature is verified is audited as `inject_denied`.
+//! Checks, in order: the body is acceptable; the token hash is that of the agent in the path, in
+//! the caller's workspace, not revoked; the workspace's agents are not paused; then every
+//! credential: it exists in the workspace, is one the caller's member may use (shared, or their
+//! own personal one), is active, and the workspace's policies allow the `inject` action for it
+//! (only a permit that names it can; the default policies do not). A command gets every
+//! credential it asked for or none: only if all pass are the `inject_released` records committed,
+//! one per credential in one transaction, and if they cannot be, the answer is `503 unavailable`
+//! (fail closed). Every refusal after the signature is verified is audited as `inject_denied`,
+//! per credential once the credentials are looked at; one that passed while another was refused
+//! is recorded with the reason `another_credential_refused`.
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -49,10 +52,16 @@ struct InjectBody {
     /// token itself.
     #[schema(example = "f0173ad53364a52a5399ccd97b95cdf96b85b99d2438ca578f1c01d12c85a29f")]
     token_hash: String,
-    /// The credential to release.
-    #[schema(value_type = stand_in::CredentialId)]
-    credential: CredentialId,
-    /// How long the command may keep it, in seconds: 1 to 86400 (24 hours).
+    /// One credential to release. Give this or `credentials`, not both.
+    #[serde(default)]
+    #[schema(value_type = Option<stand_in::CredentialId>)]
+    credential: Option<CredentialId>,
+    /// Every credential to release for the command, 1 to 32, each once: all are released or
+    /// none is. Give this or `credential`, not both.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<stand_in::CredentialId>>, min_items = 1, max_items = 32)]
+    credentials: Option<Vec<CredentialId>>,
+    /// How long the command may keep them, in seconds: 1 to 86400 (24 hours).
     #[schema(minimum = 1, maximum = 86400, example = 3600)]
     lifetime_secs: u64,
     /// The command's program name, without directory or arguments: 1 to 128 bytes, no `/`, no
@@ -61,7 +70,33 @@ struct InjectBody {
     command: String,
 }
 
-/// An allowed inject: the device may open the credential and set it in the command's
+impl InjectBody {
+    /// The credentials asked for, in order.
+    fn asked(&self) -> Result<Vec<CredentialId>, ApiError> {
+        let asked = match (&self.credential, &self.credentials) {
+            (Some(one), None) => vec![*one],
+            (None, Some(several)) => several.clone(),
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "give either `credential` (one) or `credentials` (several), not both",
+                ));
+            }
+        };
+        if asked.is_empty() || asked.len() > MAX_INJECT_CREDENTIALS {
+            return Err(invalid(format!(
+                "credentials must name 1 to {MAX_INJECT_CREDENTIALS} credentials"
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !asked.iter().all(|id| seen.insert(*id)) {
+            return Err(invalid("credentials must name each credential once"));
+        }
+        Ok(asked)
+    }
+}
+
+/// An allowed inject: the device may open the credentials and set them in the command's
 /// environment.
 #[derive(Debug, Serialize, ToSchema)]
 struct Released {
@@ -69,26 +104,47 @@ struct Released {
     decision: &'static str,
     #[schema(value_type = stand_in::AgentId)]
     agent: AgentId,
+    /// The first credential of `released` (with `credential_name`, `policies` and `audit_seq`,
+    /// the answer of the one-credential form).
     #[schema(value_type = stand_in::CredentialId)]
     credential: CredentialId,
     credential_name: String,
     lifetime_secs: u64,
     /// Unix seconds: the end of the lifetime, from the broker's clock.
     expires_at: u64,
+    /// The permits that allowed the first credential (each names the `inject` action).
+    policies: Vec<String>,
+    /// The `seq` of the first credential's `inject_released` record in the workspace's audit
+    /// log.
+    audit_seq: u64,
+    /// Every credential released, in the order asked, each with its own `inject_released`
+    /// record (all committed in one transaction).
+    released: Vec<ReleasedCredential>,
+}
+
+/// One credential of an allowed inject.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+struct ReleasedCredential {
+    #[schema(value_type = stand_in::CredentialId)]
+    credential: CredentialId,
+    credential_name: String,
     /// The permits that allowed it (each names the `inject` action).
     policies: Vec<String>,
-    /// The `seq` of the `inject_released` record in the workspace's audit log.
+    /// The `seq` of its `inject_released` record.
     audit_seq: u64,
 }
 
-/// Asks whether a credential may be released into a command's environment on the calling device.
+/// Asks whether credentials may be released into a command's environment on the calling device.
 ///
 /// The broker checks the agent (the token hash is that of the agent in the path, in the caller's
-/// workspace, not revoked), the workspace's pause, the credential (in the workspace, the caller's
-/// member may use it, active) and the workspace's policies for the `inject` action, then commits
-/// an `inject_released` audit record and answers `200`. Only then does the device open the
-/// envelope with the record key it holds. A refusal is audited as `inject_denied`. Nothing
-/// secret is sent or answered.
+/// workspace, not revoked) and the workspace's pause, then every credential asked for (in the
+/// workspace, the caller's member may use it, active, and the workspace's policies allow the
+/// `inject` action for it). Only if every one passes does it commit an `inject_released` audit
+/// record per credential, in one transaction, and answer `200`; only then does the device open
+/// the envelopes with the record keys it holds. Otherwise nothing is released: the answer is
+/// the refusal of the first credential refused (in the order asked), and each credential asked
+/// for gets an `inject_denied` record, with its own reason code, or `another_credential_refused`
+/// for one that passed. Nothing secret is sent or answered.
 #[utoipa::path(
     post,
     path = "/v1/agents/{id}/inject",
@@ -98,12 +154,12 @@ struct Released {
     params(("id" = String, Path, format = "uuid", description = "The agent id")),
     request_body = InjectBody,
     responses(
-        (status = 200, description = "Allowed and audited: open the credential on the device", body = Released),
+        (status = 200, description = "Allowed and audited: open the credentials on the device", body = Released),
         DeviceErrors,
-        (status = 400, description = "`bad_request` (the id is not a UUID, a malformed token hash or body) or `invalid_request` (the lifetime or the command name)", body = ApiError),
+        (status = 400, description = "`bad_request` (the id is not a UUID, a malformed token hash or body, or both or neither of `credential` and `credentials`) or `invalid_request` (the lifetime, the command name, or `credentials` empty, too many or naming one twice)", body = ApiError),
         (status = 401, description = "`unknown_token` (the token hash is not that of this agent in the caller's workspace) or `token_revoked`; and, as for every device request, `signature_invalid`, `unknown_device`, `replayed_request`", body = ApiError),
-        (status = 403, description = "`agents_paused`, `forbidden` (the credential is disabled or needs reconnecting) or `policy_denied` (no permit naming the `inject` action allows it, or a forbid refuses it)", body = ApiError),
-        (status = 404, description = "`not_found`: no such credential in the workspace, or another member's personal one", body = ApiError),
+        (status = 403, description = "`agents_paused`, `forbidden` (a credential is disabled or needs reconnecting) or `policy_denied` (no permit naming the `inject` action allows a credential, or a forbid refuses it); nothing is released", body = ApiError),
+        (status = 404, description = "`not_found`: a credential is not in the workspace, or is another member's personal one; nothing is released", body = ApiError),
         (status = 503, description = "`unavailable`: the audit log could not record the release, so nothing was released", body = ApiError),
     ),
 )]
@@ -122,15 +178,32 @@ async fn inject(
     }
 }
 
-/// What is known about a request so far, for its audit record.
+/// The reason code of an `inject_denied` record for a credential that passed every check but
+/// was asked for together with one that did not: released with the others or not at all.
+pub(crate) const ANOTHER_CREDENTIAL_REFUSED: &str = "another_credential_refused";
+
+/// Most credentials one inject may ask for.
+pub(crate) const MAX_INJECT_CREDENTIALS: usize = 32;
+
+/// What is known about a request so far, for its audit records.
 #[derive(Debug)]
 struct Attempt {
     caller: DeviceCaller,
     agent: Option<AgentId>,
-    credential_name: Option<String>,
     lifetime_secs: u64,
     command: String,
+    /// Every credential looked at, in the order asked.
+    considered: Vec<Considered>,
+}
+
+/// One credential as far as it got.
+#[derive(Debug)]
+struct Considered {
+    /// Its name, once it was found.
+    name: Option<String>,
     policy_ids: Vec<String>,
+    /// Why it was refused, if it was.
+    refused: Option<ErrorCode>,
 }
 
 impl Attempt {
@@ -138,10 +211,9 @@ impl Attempt {
         Self {
             caller: *caller,
             agent: None,
-            credential_name: None,
             lifetime_secs: body.lifetime_secs,
             command: body.command.clone(),
-            policy_ids: Vec::new(),
+            considered: Vec::new(),
         }
     }
 
@@ -151,8 +223,6 @@ impl Attempt {
         event.agent = self.agent;
         event.device = Some(self.caller.device);
         event.member = Some(self.caller.member);
-        event.credential_name.clone_from(&self.credential_name);
-        event.policy_ids.clone_from(&self.policy_ids);
         event.lifetime_secs = Some(self.lifetime_secs);
         // The audit record cuts long strings; an unacceptable name is recorded as such (it may
         // hold anything, control characters included).
@@ -164,11 +234,38 @@ impl Attempt {
         event
     }
 
-    /// Audits a refusal; a failure to do so is logged (the request is refused anyway).
+    fn credential_event(&self, kind: AuditKind, decision: Decision, c: &Considered) -> AuditEvent {
+        let mut event = self.event(kind, decision);
+        event.credential_name.clone_from(&c.name);
+        event.policy_ids.clone_from(&c.policy_ids);
+        event
+    }
+
+    /// Audits a refusal: one record for a request refused before its credentials were looked
+    /// at, else one per credential. A failure to do so is logged (the request is refused anyway).
     async fn deny(&self, state: &SharedState, error: &ApiError) {
-        let mut event = self.event(AuditKind::InjectDenied, Decision::Denied);
-        event.reason_code = Some(error.code.spelling());
-        if let Err(e) = state.audit.append(event).await {
+        let events = if self.considered.is_empty() {
+            let mut event = self.event(AuditKind::InjectDenied, Decision::Denied);
+            event.reason_code = Some(error.code.spelling());
+            vec![event]
+        } else {
+            let any_refused = self.considered.iter().any(|c| c.refused.is_some());
+            self.considered
+                .iter()
+                .map(|c| {
+                    let mut event =
+                        self.credential_event(AuditKind::InjectDenied, Decision::Denied, c);
+                    event.reason_code = Some(match c.refused {
+                        Some(code) => code.spelling(),
+                        // Every credential passed, and the request failed after (the audit log).
+                        None if !any_refused => error.code.spelling(),
+                        None => ANOTHER_CREDENTIAL_REFUSED.to_owned(),
+                    });
+                    event
+                })
+                .collect()
+        };
+        if let Err(e) = state.audit.append_all(events).await {
             tracing::error!(error = %e, "could not audit a refused inject");
         }
     }
@@ -182,6 +279,7 @@ async fn decide(
     attempt: &mut Attempt,
 ) -> Result<Released, ApiError> {
     let agent_id: AgentId = path_id(id, "agent")?;
+    let asked = body.asked()?;
     if body.lifetime_secs == 0 || body.lifetime_secs > MAX_INJECT_LIFETIME_SECS {
         return Err(invalid(format!(
             "lifetime_secs must be 1 to {MAX_INJECT_LIFETIME_SECS} (24 hours)"
@@ -223,37 +321,140 @@ async fn decide(
         ));
     }
 
-    // 3. The credential: the caller's member may use it, and it is active.
+    // 3. Every credential, each on its own: a refusal of one is recorded and the others are
+    // still looked at, so the audit log says which were refused.
+    let now = state.now();
+    let mut first_refusal: Option<ApiError> = None;
+    let mut passed = Vec::with_capacity(asked.len());
+    for credential in asked {
+        let mut considered = Considered { name: None, policy_ids: Vec::new(), refused: None };
+        match check_credential(state, caller, &agent, credential, body, now, &mut considered).await
+        {
+            Ok(released) => passed.push(released),
+            // A store failure ends the request: nothing more can be decided.
+            Err(Refusal::Store(error)) => {
+                attempt.considered.push(considered);
+                return Err(error);
+            }
+            Err(Refusal::Refused(error)) => {
+                considered.refused = Some(error.code);
+                first_refusal.get_or_insert(error);
+            }
+        }
+        attempt.considered.push(considered);
+    }
+    if let Some(error) = first_refusal {
+        let refused = attempt.considered.iter().filter(|c| c.refused.is_some()).count();
+        if attempt.considered.len() == 1 {
+            return Err(error);
+        }
+        return Err(ApiError {
+            message: format!(
+                "{} (nothing was released: {refused} of the {} credentials asked for together were refused)",
+                error.message,
+                attempt.considered.len()
+            ),
+            ..error
+        });
+    }
+
+    // 4. Audit every release, in one transaction, before the device is told it may open them.
+    let events = attempt
+        .considered
+        .iter()
+        .map(|c| attempt.credential_event(AuditKind::InjectReleased, Decision::Allowed, c))
+        .collect();
+    let receipts = state.audit.append_all(events).await.map_err(|e| {
+        tracing::error!(error = %e, "audit append failed; refusing the inject");
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "the audit log is unavailable, so nothing was released; retry shortly",
+        )
+    })?;
+    for (released, receipt) in passed.iter_mut().zip(&receipts) {
+        released.audit_seq = receipt.seq;
+        tracing::info!(
+            workspace = %caller.workspace,
+            agent = %agent.id,
+            credential = %released.credential,
+            device = %caller.device,
+            lifetime_secs = body.lifetime_secs,
+            "credential released for an inject"
+        );
+    }
+    let first = passed.first().cloned().ok_or_else(|| {
+        // Unreachable: `asked` names at least one credential and every one passed.
+        ApiError::new(ErrorCode::Internal, "nothing to release")
+    })?;
+    Ok(Released {
+        decision: "allow",
+        agent: agent.id,
+        credential: first.credential,
+        credential_name: first.credential_name,
+        lifetime_secs: body.lifetime_secs,
+        expires_at: now.saturating_add(body.lifetime_secs),
+        policies: first.policies,
+        audit_seq: first.audit_seq,
+        released: passed,
+    })
+}
+
+/// Why a credential was not passed.
+enum Refusal {
+    /// Refused: recorded, and the other credentials are still looked at.
+    Refused(ApiError),
+    /// The store failed: the request ends.
+    Store(ApiError),
+}
+
+/// Checks one credential: the caller's member may use it, it is active, and the policies allow
+/// the inject. Fills in `considered` as far as it gets.
+async fn check_credential(
+    state: &SharedState,
+    caller: &DeviceCaller,
+    agent: &crate::store::agents::AgentRecord,
+    id: CredentialId,
+    body: &InjectBody,
+    now: u64,
+    considered: &mut Considered,
+) -> Result<ReleasedCredential, Refusal> {
     let credential = state
         .store
-        .credential(caller.workspace, body.credential)
-        .await?
+        .credential(caller.workspace, id)
+        .await
+        .map_err(|e| Refusal::Store(e.into()))?
         .filter(|c| match c.owner {
             Owner::Shared => true,
             Owner::Member(owner) => owner == caller.member,
         })
         .ok_or_else(|| {
-            ApiError::new(ErrorCode::NotFound, "no such credential in this workspace")
+            Refusal::Refused(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no credential {id} in this workspace"),
+            ))
         })?;
-    attempt.credential_name = Some(credential.name.clone());
+    considered.name = Some(credential.name.clone());
     match credential.status {
         CredentialStatus::Active => {}
         CredentialStatus::Disabled => {
-            return Err(ApiError::new(
+            return Err(Refusal::Refused(ApiError::new(
                 ErrorCode::Forbidden,
-                "this credential is disabled; its owner (or an admin, for a shared one) can enable it",
-            ));
+                format!(
+                    "the credential {:?} is disabled; its owner (or an admin, for a shared one) can enable it",
+                    credential.name
+                ),
+            )));
         }
         CredentialStatus::ReconnectNeeded => {
-            return Err(ApiError::new(
+            return Err(Refusal::Refused(ApiError::new(
                 ErrorCode::Forbidden,
-                "this credential needs to be reconnected by its owner before it can be used",
-            ));
+                format!(
+                    "the credential {:?} needs to be reconnected by its owner before it can be used",
+                    credential.name
+                ),
+            )));
         }
     }
-
-    // 4. Policy.
-    let now = state.now();
     let decision = state
         .policies
         .evaluate_inject(
@@ -272,44 +473,20 @@ async fn decide(
                 now,
             },
         )
-        .await?;
-    attempt.policy_ids.clone_from(&decision.policy_ids);
+        .await
+        .map_err(|e| Refusal::Store(e.into()))?;
+    considered.policy_ids.clone_from(&decision.policy_ids);
     if !decision.errors.is_empty() {
         tracing::info!(workspace = %caller.workspace, errors = ?decision.errors, "inject evaluation notes");
     }
     if !decision.allowed {
-        return Err(policy_denied(&decision.policy_ids));
+        return Err(Refusal::Refused(policy_denied(&credential.name, &decision.policy_ids)));
     }
-
-    // 5. Audit before the device is told it may open the credential.
-    let receipt = state
-        .audit
-        .append(attempt.event(AuditKind::InjectReleased, Decision::Allowed))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "audit append failed; refusing the inject");
-            ApiError::new(
-                ErrorCode::Unavailable,
-                "the audit log is unavailable, so nothing was released; retry shortly",
-            )
-        })?;
-    tracing::info!(
-        workspace = %caller.workspace,
-        agent = %agent.id,
-        credential = %credential.id,
-        device = %caller.device,
-        lifetime_secs = body.lifetime_secs,
-        "credential released for an inject"
-    );
-    Ok(Released {
-        decision: "allow",
-        agent: agent.id,
+    Ok(ReleasedCredential {
         credential: credential.id,
         credential_name: credential.name,
-        lifetime_secs: body.lifetime_secs,
-        expires_at: now.saturating_add(body.lifetime_secs),
         policies: decision.policy_ids,
-        audit_seq: receipt.seq,
+        audit_seq: 0,
     })
 }
 
@@ -321,7 +498,7 @@ pub(crate) fn command_ok(command: &str) -> bool {
         && !command.chars().any(char::is_control)
 }
 
-fn policy_denied(policy_ids: &[String]) -> ApiError {
+fn policy_denied(name: &str, policy_ids: &[String]) -> ApiError {
     let by = if policy_ids.is_empty() {
         "no policy permits it: a permit must name Latchkey::Action::\"inject\" in its action scope (docs/policy.md, \"Inject\")".to_owned()
     } else {
@@ -330,7 +507,7 @@ fn policy_denied(policy_ids: &[String]) -> ApiError {
     ApiError::new(
         ErrorCode::PolicyDenied,
         format!(
-            "releasing this credential into a command's environment was denied by the workspace's policies ({by}); an admin can change them in the Latchkey app"
+            "releasing the credential {name:?} into a command's environment was denied by the workspace's policies ({by}); an admin can change them in the Latchkey app"
         ),
     )
 }

@@ -81,13 +81,13 @@ impl JournalFaults {
 }
 
 /// The outcome of [`Journal::append`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Appended {
-    /// The record is committed at this seq.
-    Committed(u64),
-    /// The journal does not know the workspace's chain head yet: read it from the database,
+    /// The records are committed at these seqs, in order.
+    Committed(Vec<u64>),
+    /// The journal does not know this workspace's chain head yet: read it from the database,
     /// hand it to [`Journal::learn_head`], and append again.
-    NeedHead,
+    NeedHead(WorkspaceId),
 }
 
 /// One open journal. See the module docs.
@@ -213,9 +213,11 @@ impl Journal {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Chains `event` onto its workspace's head and writes it to the journal: committed when
-    /// this returns [`Appended::Committed`]. Never waits for anything but the one `write`.
-    pub(super) fn append(&self, event: &AuditEvent) -> Result<Appended, AuditError> {
+    /// Chains `events` onto their workspaces' heads and writes them to the journal in one
+    /// `write`: all committed when this returns [`Appended::Committed`], none otherwise. Never
+    /// waits for anything but that `write`. (A crash in the middle of it can leave the lines
+    /// before the torn one, which were never acknowledged.)
+    pub(super) fn append(&self, events: &[AuditEvent]) -> Result<Appended, AuditError> {
         let mut guard = self.state();
         let state = &mut *guard;
         if state.closed {
@@ -231,34 +233,42 @@ impl Journal {
             );
             return Err(AuditError::CommitFailed);
         }
-        let Some(head) = state.heads.get(&event.workspace).copied() else {
-            return Ok(Appended::NeedHead);
-        };
-        let mut next = head;
-        let row = ChainRow::chain(event, &mut next);
-        state.line.clear();
-        let line = Line {
-            workspace: row.workspace,
-            seq: row.seq,
-            at_ms: row.at_ms,
-            record: row.record.as_str().into(),
-            prev_hash: to_hex(&row.prev_hash).into(),
-            hash: to_hex(&row.hash).into(),
-        };
-        if let Err(error) = serde_json::to_writer(&mut state.line, &line) {
-            tracing::error!(%error, "could not encode an audit journal line");
-            return Err(AuditError::CommitFailed);
+        if let Some(unknown) = events.iter().find(|e| !state.heads.contains_key(&e.workspace)) {
+            return Ok(Appended::NeedHead(unknown.workspace));
         }
-        state.line.push(b'\n');
+        let mut next: HashMap<WorkspaceId, ChainHead> = HashMap::new();
+        let mut rows = Vec::with_capacity(events.len());
+        state.line.clear();
+        for event in events {
+            let Some(known) = state.heads.get(&event.workspace).copied() else {
+                return Ok(Appended::NeedHead(event.workspace));
+            };
+            let head = next.entry(event.workspace).or_insert(known);
+            let row = ChainRow::chain(event, head);
+            let line = Line {
+                workspace: row.workspace,
+                seq: row.seq,
+                at_ms: row.at_ms,
+                record: row.record.as_str().into(),
+                prev_hash: to_hex(&row.prev_hash).into(),
+                hash: to_hex(&row.hash).into(),
+            };
+            if let Err(error) = serde_json::to_writer(&mut state.line, &line) {
+                tracing::error!(%error, "could not encode an audit journal line");
+                return Err(AuditError::CommitFailed);
+            }
+            state.line.push(b'\n');
+            rows.push(row);
+        }
         let written = match &self.faults {
-            Some(faults) if faults.fails(event.kind) => {
+            Some(faults) if events.iter().any(|e| faults.fails(e.kind)) => {
                 Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
             }
             _ => state.segment.write_all(&state.line),
         };
         if let Err(error) = written {
-            tracing::error!(%error, "could not write the audit journal; the record is refused");
-            // Cut off whatever part of the line reached the file, so the next record starts on
+            tracing::error!(%error, "could not write the audit journal; the records are refused");
+            // Cut off whatever part of the lines reached the file, so the next record starts on
             // a line of its own.
             if let Err(error) = state.segment.set_len(state.segment_len) {
                 tracing::error!(%error, "could not undo a failed audit journal write; refusing every record until restart");
@@ -267,14 +277,16 @@ impl Journal {
             return Err(AuditError::CommitFailed);
         }
         state.segment_len += state.line.len() as u64;
-        state.heads.insert(row.workspace, row.head());
-        let seq = row.seq;
-        state.pending.push(row);
-        state.appended += 1;
+        for row in &rows {
+            state.heads.insert(row.workspace, row.head());
+        }
+        let seqs = rows.iter().map(|row| row.seq).collect();
+        state.appended += rows.len() as u64;
+        state.pending.extend(rows);
         self.progress.appended.store(state.appended, Ordering::Release);
         drop(guard);
         self.progress.wake.notify_one();
-        Ok(Appended::Committed(seq))
+        Ok(Appended::Committed(seqs))
     }
 
     /// Records `head` (read from the database) as the workspace's head, unless the journal

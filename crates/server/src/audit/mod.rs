@@ -396,11 +396,25 @@ impl AuditLog {
     /// Appends one record and resolves once it is committed. Concurrent appends share one
     /// transaction; if it fails, every append in it fails.
     pub async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        let receipts = self.append_all(vec![event]).await?;
+        receipts.first().copied().ok_or(AuditError::CommitFailed)
+    }
+
+    /// Appends `events` in one transaction (with a journal, one write), in order: all commit or
+    /// none does. Resolves with a receipt per record once they are committed. For decisions that
+    /// stand or fall together (several credentials released for one command).
+    pub async fn append_all(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditReceipt>, AuditError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         match &self.inner {
             Inner::Database { sender, .. } => {
                 let (reply, answer) = oneshot::channel();
                 sender
-                    .send(Message::Append(Box::new(event), reply))
+                    .send(Message::Append(events, reply))
                     .await
                     .map_err(|_| AuditError::Stopped)?;
                 // A dropped reply means the writer stopped before it got to this append.
@@ -409,24 +423,28 @@ impl AuditLog {
             Inner::Journal { journal, store, .. } => {
                 let started = std::time::Instant::now();
                 let appended = loop {
-                    match journal.append(&event) {
-                        Ok(journal::Appended::NeedHead) => {
-                            let head =
-                                store.audit_head(event.workspace).await.map_err(|error| {
-                                    tracing::error!(%error, "could not read an audit chain head");
-                                    AuditError::CommitFailed
-                                })?;
+                    match journal.append(&events) {
+                        Ok(journal::Appended::NeedHead(workspace)) => {
+                            let head = store.audit_head(workspace).await.map_err(|error| {
+                                tracing::error!(%error, "could not read an audit chain head");
+                                AuditError::CommitFailed
+                            })?;
                             journal.learn_head(head);
                         }
-                        Ok(journal::Appended::Committed(seq)) => break Ok(AuditReceipt { seq }),
+                        Ok(journal::Appended::Committed(seqs)) => {
+                            break Ok(seqs
+                                .into_iter()
+                                .map(|seq| AuditReceipt { seq })
+                                .collect::<Vec<_>>());
+                        }
                         Err(error) => break Err(error),
                     }
                 };
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.counters.commit_micros.fetch_add(micros, Ordering::Relaxed);
-                let counter = match appended {
-                    Ok(_) => {
-                        self.counters.records.fetch_add(1, Ordering::Relaxed);
+                let counter = match &appended {
+                    Ok(receipts) => {
+                        self.counters.records.fetch_add(receipts.len() as u64, Ordering::Relaxed);
                         &self.counters.transactions
                     }
                     Err(_) => &self.counters.failed_transactions,
@@ -561,13 +579,19 @@ async fn index(
     store.insert_chained(connection, rows).await
 }
 
-type Reply = oneshot::Sender<Result<AuditReceipt, AuditError>>;
+type Reply = oneshot::Sender<Result<Vec<AuditReceipt>, AuditError>>;
 
 #[derive(Debug)]
 enum Message {
-    Append(Box<AuditEvent>, Reply),
+    /// Records committed together, in one transaction, and their waiter.
+    Append(Vec<AuditEvent>, Reply),
     Deferred(Box<AuditEvent>),
     Stop,
+}
+
+/// How many records the appends of `batch` hold.
+fn records(batch: &[(Vec<AuditEvent>, Reply)]) -> usize {
+    batch.iter().map(|(events, _)| events.len()).sum()
 }
 
 /// Longest a deferred record waits for an awaited append to share its commit.
@@ -633,7 +657,7 @@ impl Writer {
                 }
             };
             let first = match next {
-                Some(Message::Append(event, reply)) => (*event, reply),
+                Some(Message::Append(events, reply)) => (events, reply),
                 Some(Message::Deferred(event)) => {
                     self.defer(*event);
                     if self.deferred.len() >= self.config.max_events {
@@ -650,9 +674,9 @@ impl Writer {
             let mut stop = false;
             // Group commit: everything queued while the previous transaction ran joins this one,
             // with no waiting, so an idle broker commits at once and a busy one batches.
-            while batch.len() + self.deferred.len() < self.config.max_events {
+            while records(&batch) + self.deferred.len() < self.config.max_events {
                 match self.receiver.try_recv() {
-                    Ok(Message::Append(event, reply)) => batch.push((*event, reply)),
+                    Ok(Message::Append(events, reply)) => batch.push((events, reply)),
                     Ok(Message::Deferred(event)) => self.defer(*event),
                     Ok(Message::Stop) | Err(mpsc::error::TryRecvError::Disconnected) => {
                         stop = true;
@@ -664,10 +688,10 @@ impl Writer {
             let deadline = tokio::time::Instant::now() + self.config.max_wait;
             while !stop
                 && !self.config.max_wait.is_zero()
-                && batch.len() + self.deferred.len() < self.config.max_events
+                && records(&batch) + self.deferred.len() < self.config.max_events
             {
                 match tokio::time::timeout_at(deadline, self.receiver.recv()).await {
-                    Ok(Some(Message::Append(event, reply))) => batch.push((*event, reply)),
+                    Ok(Some(Message::Append(events, reply))) => batch.push((events, reply)),
                     Ok(Some(Message::Deferred(event))) => self.defer(*event),
                     Ok(Some(Message::Stop) | None) => {
                         stop = true;
@@ -694,16 +718,19 @@ impl Writer {
 
     /// Commits the deferred records followed by `batch` in one transaction and answers the
     /// waiters of `batch`.
-    async fn commit(&mut self, batch: Vec<(AuditEvent, Reply)>) {
+    async fn commit(&mut self, batch: Vec<(Vec<AuditEvent>, Reply)>) {
         let deferred = std::mem::take(&mut self.deferred);
         self.deferred_deadline = None;
         if deferred.is_empty() && batch.is_empty() {
             return;
         }
         let deferred_count = deferred.len();
-        let (awaited, replies): (Vec<AuditEvent>, Vec<Reply>) = batch.into_iter().unzip();
         let mut events = deferred;
-        events.extend(awaited);
+        let mut replies = Vec::with_capacity(batch.len());
+        for (awaited, reply) in batch {
+            replies.push((awaited.len(), reply));
+            events.extend(awaited);
+        }
         let started = tokio::time::Instant::now();
         let appended = self.append(&events).await;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -718,17 +745,17 @@ impl Writer {
                 for head in appended.heads_after {
                     self.heads.insert(head.workspace, head);
                 }
-                for (reply, seq) in
-                    replies.into_iter().zip(appended.seqs.into_iter().skip(deferred_count))
-                {
-                    // A caller that stopped waiting no longer needs the receipt.
-                    let _ = reply.send(Ok(AuditReceipt { seq }));
+                let mut seqs = appended.seqs.into_iter().skip(deferred_count);
+                for (count, reply) in replies {
+                    let receipts = seqs.by_ref().take(count).map(|seq| AuditReceipt { seq });
+                    // A caller that stopped waiting no longer needs the receipts.
+                    let _ = reply.send(Ok(receipts.collect()));
                 }
             }
             Err(error) => {
                 self.counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%error, records = events.len(), deferred = deferred_count, "audit batch failed; its appends are refused");
-                for reply in replies {
+                for (_, reply) in replies {
                     let _ = reply.send(Err(AuditError::CommitFailed));
                 }
             }
