@@ -220,6 +220,14 @@ pub struct ProfileConfig {
     pub trusted_devices: Vec<TrustedDevice>,
 }
 
+impl ProfileConfig {
+    /// Whether a person on this device confirmed `device`'s fingerprint and it is still
+    /// `fingerprint` (the one of the keys the broker hands out for it now).
+    pub fn trusts(&self, device: DeviceId, fingerprint: &Fingerprint) -> bool {
+        self.trusted_devices.iter().any(|t| t.id == device && t.fingerprint.matches(fingerprint))
+    }
+}
+
 /// Another device whose fingerprint was compared by a person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -245,11 +245,7 @@ pub async fn rotate(
             let fingerprint = device.fingerprint();
             // INVARIANT: a key is wrapped only to public keys whose fingerprint a person
             // compared on this device.
-            let confirmed = device.id == summary.id
-                && config
-                    .trusted_devices
-                    .iter()
-                    .any(|t| t.id == device.id && t.fingerprint.matches(&fingerprint));
+            let confirmed = device.id == summary.id && config.trusts(device.id, &fingerprint);
             if confirmed {
                 wrapped.push(new.wrap((device.id, &device.keys.exchange), (me, &keys.signing))?);
             } else {

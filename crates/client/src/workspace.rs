@@ -410,10 +410,7 @@ pub async fn receive_keys(
         };
         let fingerprint = sender.fingerprint();
         let confirmed_now = confirmed_sender.is_some_and(|c| c.matches(&fingerprint));
-        let confirmed_before = config
-            .trusted_devices
-            .iter()
-            .any(|t| t.id == sender.id && t.fingerprint.matches(&fingerprint));
+        let confirmed_before = config.trusts(sender.id, &fingerprint);
         if !confirmed_now && !confirmed_before {
             ignored += 1;
             continue;

@@ -233,9 +233,6 @@ impl Journal {
             );
             return Err(AuditError::CommitFailed);
         }
-        if let Some(unknown) = events.iter().find(|e| !state.heads.contains_key(&e.workspace)) {
-            return Ok(Appended::NeedHead(unknown.workspace));
-        }
         let mut next: HashMap<WorkspaceId, ChainHead> = HashMap::new();
         let mut rows = Vec::with_capacity(events.len());
         state.line.clear();
