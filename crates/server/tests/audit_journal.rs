@@ -247,3 +247,63 @@ async fn full_segments_are_removed_once_indexed() {
     log.shutdown().await;
     assert!(db.journal_lines().is_empty(), "a clean stop leaves an empty journal");
 }
+
+/// Makes the database refuse every audit record from now on, as a full or broken database would.
+async fn refuse_audit_inserts(db: &Db) {
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db.path);
+    let pool = sqlx::SqlitePool::connect_with(options).await.expect("open the database");
+    sqlx::raw_sql(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&pool)
+    .await
+    .expect("install the refusal");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_read_the_database_cannot_bring_up_to_date_is_refused_not_answered_stale() {
+    let db = Db::new();
+    let store = db.store().await;
+    let log = db.start(&store).await;
+    let workspace = WorkspaceId::random();
+    log.append(attempt(workspace, 0)).await.expect("append");
+    assert_eq!(records(&store, workspace).await, vec![1]);
+    refuse_audit_inserts(&db).await;
+    log.append(attempt(workspace, 1)).await.expect("committed to the journal all the same");
+    let read = store.audit_records(workspace, &AuditQuery::all(1000)).await;
+    assert!(
+        matches!(read, Err(StoreError::AuditBehind)),
+        "a page without the committed record 2 would hide it: {read:?}"
+    );
+    assert_eq!(db.journal_lines().len(), 2, "the refused record waits in the journal");
+    log.shutdown().await;
+}
+
+#[tokio::test]
+async fn appends_are_refused_once_the_database_has_left_too_many_behind() {
+    let db = Db::new();
+    let store = db.store().await;
+    let log = db.start(&store).await;
+    let workspace = WorkspaceId::random();
+    log.append(attempt(workspace, 0)).await.expect("append");
+    refuse_audit_inserts(&db).await;
+    let mut committed = 0u64;
+    let refused = loop {
+        match log.append(attempt(workspace, committed + 1)).await {
+            Ok(_) => committed += 1,
+            Err(error) => break error,
+        }
+        assert!(committed <= 200_000, "the journal must stop taking records at some point");
+    };
+    assert!(
+        matches!(refused, latchkey_server::audit::AuditError::CommitFailed),
+        "fail closed: {refused:?}"
+    );
+    assert!(
+        (99_000..=100_000).contains(&committed),
+        "refused at the documented bound of 100,000 waiting records, not before: {committed}"
+    );
+    log.shutdown().await;
+}
