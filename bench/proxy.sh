@@ -3,6 +3,9 @@
 #
 #   direct         wrk -> upstream (nginx returning a static JSON body)
 #   nginx          wrk -> nginx injecting a static Authorization header -> upstream
+#   floor          wrk -> the broker's HTTP stack alone (axum server, reqwest client, same
+#                  runtime) adding a static header -> upstream: no token, capability, policy,
+#                  audit, decryption or redaction (crates/server/examples/bare_proxy.rs)
 #   broker-sqlite  wrk -> latchkey-server (SQLite) with a standing capability -> upstream
 #   broker-pg-1    wrk -> latchkey-server on PostgreSQL, one replica -> upstream
 #   broker-pg-2    wrk -> nginx round robin -> two latchkey-server replicas on the same
@@ -10,7 +13,8 @@
 #
 # Each is loaded with wrk at 1 and 16 connections. Printed: p50 latency and requests/s per path,
 # the latency each proxy adds over direct, and the broker/nginx ratios against the targets:
-# broker-added p50 <= 2.5x nginx-added p50, broker throughput >= 0.5x nginx's.
+# broker-added p50 <= 2.5x nginx-added p50, broker throughput >= 0.5x nginx's. The floor's own
+# ratios say how much of that the HTTP libraries take before Latchkey does any work.
 #
 # PostgreSQL runs as a throwaway cluster (scripts/lib/postgres.sh: fsync off) removed on exit;
 # without the postgresql package the broker-pg rows are skipped and the rest still runs.
@@ -80,10 +84,12 @@ pg_brokers_available && with_pg=1
 echo "building the broker (release)..." >&2
 if ((with_pg)); then
   cargo build -q --release --locked -p latchkey-server -p latchkey-cli \
-    --bin latchkey-server --bin latchkey --example broker_fixture
+    --bin latchkey-server --bin latchkey --example broker_fixture --example bare_proxy
 else
-  cargo build -q --release --locked -p latchkey-server --example broker_fixture
+  cargo build -q --release --locked -p latchkey-server --example broker_fixture --example bare_proxy
 fi
+"$target_dir/release/examples/bare_proxy" --upstream "http://127.0.0.1:$upstream_port" >"$work/floor.json" &
+pids+=($!)
 export LATCHKEY_BENCH_SECRET="bench-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 mkfifo "$work/fixture.in"
 LATCHKEY_LOG=error "$target_dir/release/examples/broker_fixture" \
@@ -95,11 +101,13 @@ for _ in $(seq 1 100); do [[ -s "$work/fixture.json" ]] && break; sleep 0.1; don
 [[ -s "$work/fixture.json" ]] || { echo "the broker fixture did not start" >&2; exit 1; }
 field() { python3 -c "import json,sys; print(json.load(open('$work/fixture.json'))['$1'])"; }
 broker_url="$(field base_url)/bench"
+for _ in $(seq 1 100); do [[ -s "$work/floor.json" ]] && break; sleep 0.1; done
+floor_url="$(python3 -c "import json; print(json.load(open('$work/floor.json'))['base_url'])")/bench"
 token="$(field agent_token)"
 capability="$(field capability)"
 metrics_url="$(field metrics_url)"
 
-paths=(direct nginx broker-sqlite)
+paths=(direct nginx floor broker-sqlite)
 if ((with_pg)); then
   echo "starting PostgreSQL and two PostgreSQL-backed brokers..." >&2
   pg_brokers_start
@@ -109,6 +117,7 @@ fi
 # One warm-up request each, so connection setup is not measured.
 curl -fsS "http://127.0.0.1:$upstream_port/bench" >/dev/null
 curl -fsS "http://127.0.0.1:$nginx_port/bench" >/dev/null
+curl -fsS "$floor_url" >/dev/null
 curl -fsS -H "authorization: Bearer $token" -H "latchkey-capability: $capability" "$broker_url" >/dev/null
 if ((with_pg)); then
   curl -fsS -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability" \
@@ -145,6 +154,7 @@ declare -A p50 rps
 for conns in 1 16; do
   read -r p50["direct-$conns"] rps["direct-$conns"] < <(run direct "$conns" "http://127.0.0.1:$upstream_port/bench")
   read -r p50["nginx-$conns"] rps["nginx-$conns"] < <(run nginx "$conns" "http://127.0.0.1:$nginx_port/bench")
+  read -r p50["floor-$conns"] rps["floor-$conns"] < <(run floor "$conns" "$floor_url")
   [[ "$conns" == 1 ]] && curl -fsS "$metrics_url" >"$work/metrics.before"
   read -r p50["broker-sqlite-$conns"] rps["broker-sqlite-$conns"] < <(run broker-sqlite "$conns" "$broker_url" \
     -H "authorization: Bearer $token" -H "latchkey-capability: $capability")
@@ -201,15 +211,20 @@ direct = rows["direct"][0]
 nginx, nginx_rps = rows["nginx"]
 nginx_added = nginx - direct
 brokers = [name for name in rows if name.startswith("broker")]
-added = {name: rows[name][0] - direct for name in brokers}
+added = {name: rows[name][0] - direct for name in brokers + ["floor"]}
 print(f"added p50 at 1 connection: nginx {nginx_added:.1f} us, "
-      + ", ".join(f"{name} {added[name]:.1f} us" for name in brokers))
+      + ", ".join(f"{name} {added[name]:.1f} us" for name in ["floor"] + brokers))
+floor_latency = added["floor"] / nginx_added if nginx_added > 0 else float("inf")
+print(f"floor/nginx added latency: {floor_latency:.2f}x, throughput at 16 connections: "
+      f"{rows['floor'][1] / nginx_rps:.2f}x (the HTTP libraries alone, before any of the broker's work)")
 for name in brokers:
     latency_ratio = added[name] / nginx_added if nginx_added > 0 else float("inf")
     throughput_ratio = rows[name][1] / nginx_rps
     print(f"{name}/nginx added latency: {latency_ratio:.2f}x (target <= 2.5x) {'ok' if latency_ratio <= 2.5 else 'ABOVE TARGET'}")
     print(f"{name}/nginx throughput at 16 connections: {throughput_ratio:.2f}x (target >= 0.5x) {'ok' if throughput_ratio >= 0.5 else 'BELOW TARGET'}")
 sqlite_p50, sqlite_rps = rows["broker-sqlite"]
+print(f"broker-sqlite/floor: added latency {added['broker-sqlite'] / added['floor']:.2f}x, "
+      f"throughput at 16 connections {sqlite_rps / rows['floor'][1]:.2f}x (the broker's own work)")
 for name in brokers:
     if name != "broker-sqlite":
         print(f"{name}/broker-sqlite: p50 at 1 connection {rows[name][0] / sqlite_p50:.2f}x, "

@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use latchkey_core::ids::{AgentId, WorkspaceId};
-use latchkey_server::audit::{AuditEvent, AuditKind, AuditLog, Decision};
+use latchkey_server::audit::{AuditEvent, AuditKind, AuditLog, Decision, JournalFaults};
 use latchkey_server::audit_journal_dir;
 use latchkey_server::store::audit::AuditQuery;
 use latchkey_server::store::{Store, StoreError};
@@ -147,6 +147,80 @@ async fn a_read_sees_every_record_committed_before_it() {
         assert_eq!(seqs.last(), Some(&receipt.seq), "round {round}: the read saw the new record");
     }
     log.shutdown().await;
+}
+
+fn outcome(workspace: WorkspaceId, i: u64) -> AuditEvent {
+    let mut event = attempt(workspace, i);
+    event.kind = AuditKind::ProxyOutcome;
+    event.upstream_status = Some(200);
+    event
+}
+
+#[tokio::test]
+async fn deferred_records_ride_the_next_write_or_are_written_on_their_own_and_at_shutdown() {
+    let db = Db::new();
+    let store = db.store().await;
+    let faults = JournalFaults::default();
+    let log = AuditLog::start_journaled_with(store.clone(), &db.journal(), Some(faults.clone()))
+        .await
+        .expect("open the journal");
+    let workspace = WorkspaceId::random();
+    log.append(attempt(workspace, 1)).await.expect("append");
+
+    // Queued first, so the append after it writes it ahead of its own record. (The test's
+    // runtime has one thread: the ingester cannot run before the test yields to it.)
+    let lines = db.journal_lines().len();
+    log.append_deferred(outcome(workspace, 2)).await.expect("queued");
+    assert_eq!(db.journal_lines().len(), lines, "a deferred record waits to share a write");
+    let receipt = log.append(attempt(workspace, 3)).await.expect("append");
+    assert_eq!(receipt.seq, 3, "the deferred record took seq 2 in the same write");
+    assert_eq!(db.journal_lines().len(), lines + 2, "one append wrote both records");
+
+    // A write that fails leaves the deferred record queued for the next one.
+    faults.fail_writes_of(AuditKind::ApprovalRequested);
+    log.append_deferred(outcome(workspace, 4)).await.expect("queued");
+    let mut refused = attempt(workspace, 5);
+    refused.kind = AuditKind::ApprovalRequested;
+    assert!(log.append(refused).await.is_err(), "the injected fault refuses the write");
+    let receipt = log.append(attempt(workspace, 6)).await.expect("append");
+    assert_eq!(receipt.seq, 5, "the deferred record survived the failed write and took seq 4");
+
+    // Alone, a deferred record is written by the ingester, and a read waits for it.
+    log.append_deferred(outcome(workspace, 7)).await.expect("queued");
+    assert_eq!(
+        records(&store, workspace).await,
+        (1..=6).collect::<Vec<_>>(),
+        "a read sees the deferred record without any further append"
+    );
+
+    // Shutdown writes what is still deferred.
+    log.append_deferred(outcome(workspace, 8)).await.expect("queued");
+    log.shutdown().await;
+    let summary = store.verify_audit_chain(workspace).await.expect("read").expect("verifies");
+    assert_eq!(summary.records, 7, "shutdown wrote the last deferred record");
+    let kinds: Vec<String> = store
+        .audit_records(workspace, &AuditQuery::all(100))
+        .await
+        .expect("read the log")
+        .into_iter()
+        .map(|r| {
+            let record: serde_json::Value = serde_json::from_str(&r.record).expect("JSON record");
+            record["kind"].as_str().expect("a kind").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "proxy_attempt",
+            "proxy_outcome",
+            "proxy_attempt",
+            "proxy_outcome",
+            "proxy_attempt",
+            "proxy_outcome",
+            "proxy_outcome"
+        ],
+        "every deferred record is in the chain, in the order it was queued"
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,12 @@
 //! it takes any new record. Reads of the log wait for the ingester first
 //! (`Store::audit_caught_up`), so a read sees every record committed before it.
 //!
+//! Records no decision waits on (a call's `proxy_outcome`) are deferred: held in memory and
+//! written ahead of the next record appended, in the same `write`, or by the ingester when it
+//! wakes (at most [`super::DEFERRED_DELAY`] later), or when the journal closes. A busy proxy thus
+//! makes one `write` per call rather than two. Like the database writer's deferred records, they
+//! are lost if the process dies in that window.
+//!
 //! The journal is a directory of segments, `<n>.jsonl`, one JSON line per record
 //! (`{workspace, seq, at_ms, record, prev_hash, hash}`, hashes in hex), and a `lock` file that
 //! one broker holds for as long as it runs.
@@ -41,8 +47,8 @@ const MAX_BEHIND: u64 = 100_000;
 /// How the ingester is doing, shared with the store's readers.
 #[derive(Debug)]
 pub(crate) struct IngestProgress {
-    /// Records appended to the journal since it was opened.
-    appended: AtomicU64,
+    /// Records appended to the journal, or deferred to be, since it was opened.
+    queued: AtomicU64,
     /// Of those, how many are in the database.
     ingested: watch::Sender<u64>,
     /// Wakes the ingester.
@@ -50,9 +56,10 @@ pub(crate) struct IngestProgress {
 }
 
 impl IngestProgress {
-    /// Waits, at most `limit`, until every record appended before the call is in the database.
+    /// Waits, at most `limit`, until every record appended or deferred before the call is in
+    /// the database.
     pub(crate) async fn caught_up(&self, limit: Duration) -> bool {
-        let target = self.appended.load(Ordering::Acquire);
+        let target = self.queued.load(Ordering::Acquire);
         let mut ingested = self.ingested.subscribe();
         if *ingested.borrow_and_update() >= target {
             return true;
@@ -113,6 +120,8 @@ struct State {
     heads: HashMap<WorkspaceId, ChainHead>,
     /// Appended, not yet taken by the ingester.
     pending: Vec<ChainRow>,
+    /// Deferred: written ahead of the next append, or by the ingester.
+    deferred: Vec<AuditEvent>,
     appended: u64,
     /// No more appends: the broker is stopping.
     closed: bool,
@@ -132,6 +141,13 @@ struct Line<'a> {
     record: std::borrow::Cow<'a, str>,
     prev_hash: std::borrow::Cow<'a, str>,
     hash: std::borrow::Cow<'a, str>,
+}
+
+impl State {
+    /// Records appended or deferred.
+    fn queued(&self) -> u64 {
+        self.appended + self.deferred.len() as u64
+    }
 }
 
 impl Journal {
@@ -192,13 +208,14 @@ impl Journal {
                 sealed: Vec::new(),
                 heads,
                 pending: Vec::new(),
+                deferred: Vec::new(),
                 appended: 0,
                 closed: false,
                 broken: false,
                 line: Vec::with_capacity(1024),
             }),
             progress: std::sync::Arc::new(IngestProgress {
-                appended: AtomicU64::new(0),
+                queued: AtomicU64::new(0),
                 ingested: watch::Sender::new(0),
                 wake: Notify::new(),
             }),
@@ -213,13 +230,41 @@ impl Journal {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Chains `events` onto their workspaces' heads and writes them to the journal in one
-    /// `write`: all committed when this returns [`Appended::Committed`], none otherwise. Never
-    /// waits for anything but that `write`. (A crash in the middle of it can leave the lines
-    /// before the torn one, which were never acknowledged.)
+    /// Chains `events`, after any deferred records, onto their workspaces' heads and writes them
+    /// to the journal in one `write`: all committed when this returns [`Appended::Committed`]
+    /// (with the seqs of `events`), none otherwise; deferred records that were not written wait
+    /// for the next write. Never waits for anything but that `write`. (A crash in the middle of
+    /// it can leave the lines before the torn one, which were never acknowledged.) With no
+    /// `events`, writes the deferred records, if any.
     pub(super) fn append(&self, events: &[AuditEvent]) -> Result<Appended, AuditError> {
         let mut guard = self.state();
-        let state = &mut *guard;
+        let appended = self.write(&mut guard, events);
+        let pending = !guard.pending.is_empty();
+        drop(guard);
+        if pending {
+            self.progress.wake.notify_one();
+        }
+        appended
+    }
+
+    /// Queues `event` to be written ahead of the next append, or by the ingester within
+    /// [`super::DEFERRED_DELAY`].
+    pub(super) fn defer(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(AuditError::Stopped);
+        }
+        let first = state.deferred.is_empty();
+        state.deferred.push(event);
+        self.progress.queued.store(state.queued(), Ordering::Release);
+        drop(state);
+        if first {
+            self.progress.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn write(&self, state: &mut State, events: &[AuditEvent]) -> Result<Appended, AuditError> {
         if state.closed {
             return Err(AuditError::Stopped);
         }
@@ -233,10 +278,28 @@ impl Journal {
             );
             return Err(AuditError::CommitFailed);
         }
+        let deferred = std::mem::take(&mut state.deferred);
+        let written = self.write_lines(state, &deferred, events);
+        if !matches!(written, Ok(Appended::Committed(_))) {
+            state.deferred = deferred;
+        }
+        written
+    }
+
+    fn write_lines(
+        &self,
+        state: &mut State,
+        deferred: &[AuditEvent],
+        events: &[AuditEvent],
+    ) -> Result<Appended, AuditError> {
+        let all = || deferred.iter().chain(events);
+        if deferred.is_empty() && events.is_empty() {
+            return Ok(Appended::Committed(Vec::new()));
+        }
         let mut next: HashMap<WorkspaceId, ChainHead> = HashMap::new();
-        let mut rows = Vec::with_capacity(events.len());
+        let mut rows = Vec::with_capacity(deferred.len() + events.len());
         state.line.clear();
-        for event in events {
+        for event in all() {
             let Some(known) = state.heads.get(&event.workspace).copied() else {
                 return Ok(Appended::NeedHead(event.workspace));
             };
@@ -258,7 +321,7 @@ impl Journal {
             rows.push(row);
         }
         let written = match &self.faults {
-            Some(faults) if events.iter().any(|e| faults.fails(e.kind)) => {
+            Some(faults) if all().any(|e| faults.fails(e.kind)) => {
                 Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
             }
             _ => state.segment.write_all(&state.line),
@@ -277,12 +340,10 @@ impl Journal {
         for row in &rows {
             state.heads.insert(row.workspace, row.head());
         }
-        let seqs = rows.iter().map(|row| row.seq).collect();
+        let seqs = rows[deferred.len()..].iter().map(|row| row.seq).collect();
         state.appended += rows.len() as u64;
         state.pending.extend(rows);
-        self.progress.appended.store(state.appended, Ordering::Release);
-        drop(guard);
-        self.progress.wake.notify_one();
+        self.progress.queued.store(state.queued(), Ordering::Release);
         Ok(Appended::Committed(seqs))
     }
 
@@ -333,9 +394,20 @@ impl Journal {
         self.progress.ingested.send_replace(count);
     }
 
-    /// Refuses further appends; returns how many records were appended in all.
+    /// Writes what is still deferred, then refuses further appends; returns how many records
+    /// were appended in all.
     pub(super) fn close(&self) -> u64 {
         let mut state = self.state();
+        if !state.deferred.is_empty()
+            && !matches!(self.write(&mut state, &[]), Ok(Appended::Committed(_)))
+        {
+            // Only reachable if the write fails, or for a workspace whose head the journal never
+            // learned (a deferred record always follows an append in its workspace).
+            tracing::error!(
+                records = state.deferred.len(),
+                "deferred audit records could not be written at shutdown"
+            );
+        }
         state.closed = true;
         state.appended
     }

@@ -422,24 +422,9 @@ impl AuditLog {
             }
             Inner::Journal { journal, store, .. } => {
                 let started = std::time::Instant::now();
-                let appended = loop {
-                    match journal.append(&events) {
-                        Ok(journal::Appended::NeedHead(workspace)) => {
-                            let head = store.audit_head(workspace).await.map_err(|error| {
-                                tracing::error!(%error, "could not read an audit chain head");
-                                AuditError::CommitFailed
-                            })?;
-                            journal.learn_head(head);
-                        }
-                        Ok(journal::Appended::Committed(seqs)) => {
-                            break Ok(seqs
-                                .into_iter()
-                                .map(|seq| AuditReceipt { seq })
-                                .collect::<Vec<_>>());
-                        }
-                        Err(error) => break Err(error),
-                    }
-                };
+                let appended = journal_append(journal, store, &events).await.map(|seqs| {
+                    seqs.into_iter().map(|seq| AuditReceipt { seq }).collect::<Vec<_>>()
+                });
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.counters.commit_micros.fetch_add(micros, Ordering::Relaxed);
                 let counter = match &appended {
@@ -458,14 +443,13 @@ impl AuditLog {
     /// Queues one record without waiting for its commit: it is committed with the next awaited
     /// append, or at most [`DEFERRED_DELAY`] later, or at shutdown. For records written after
     /// the fact (a call's outcome), which no decision waits on; a failed commit is logged.
-    /// (With a journal, a commit is a single write, so the record is committed at once.)
     pub async fn append_deferred(&self, event: AuditEvent) -> Result<(), AuditError> {
         match &self.inner {
             Inner::Database { sender, .. } => sender
                 .send(Message::Deferred(Box::new(event)))
                 .await
                 .map_err(|_| AuditError::Stopped),
-            Inner::Journal { .. } => self.append(event).await.map(|_| ()),
+            Inner::Journal { journal, .. } => journal.defer(event),
         }
     }
 
@@ -515,6 +499,27 @@ const INGEST_LINGER: Duration = Duration::from_millis(10);
 /// How long the ingester waits before retrying a transaction the database refused.
 const INGEST_RETRY: Duration = Duration::from_millis(500);
 
+/// Appends `events` (after any deferred records) to the journal, reading a workspace's chain
+/// head from the database the first time the journal meets the workspace. The seqs of `events`.
+async fn journal_append(
+    journal: &journal::Journal,
+    store: &Store,
+    events: &[AuditEvent],
+) -> Result<Vec<u64>, AuditError> {
+    loop {
+        match journal.append(events)? {
+            journal::Appended::Committed(seqs) => return Ok(seqs),
+            journal::Appended::NeedHead(workspace) => {
+                let head = store.audit_head(workspace).await.map_err(|error| {
+                    tracing::error!(%error, "could not read an audit chain head");
+                    AuditError::CommitFailed
+                })?;
+                journal.learn_head(head);
+            }
+        }
+    }
+}
+
 /// Copies journaled records into the database until the journal is closed and every record is
 /// in. Records the database keeps refusing stay in the journal, which the next broker indexes
 /// (or refuses to start over, naming the line) when it opens it.
@@ -528,6 +533,11 @@ async fn ingest(journal: Arc<journal::Journal>, store: Store) {
         if !closing {
             journal.progress.wake.notified().await;
             tokio::time::sleep(INGEST_LINGER).await;
+            // Deferred records no append has carried in the meantime (a closed journal wrote
+            // its own). A failure is logged by the journal; they wait for the next write.
+            if let Err(AuditError::Stopped) = journal_append(&journal, &store, &[]).await {
+                tracing::debug!("the journal closed while writing deferred records");
+            }
         }
         match journal.take() {
             Ok((rows, count)) => {
