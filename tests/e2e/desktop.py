@@ -3,15 +3,19 @@
 broker, the real Secret Service, oidc-provider on loopback and a recording upstream.
 
 Started by tests/stories/desktop.sh inside Xvfb and a private D-Bus session with an unlocked
-gnome-keyring. Walks the product as a person would: create a workspace on this computer, add
-an API key, connect an OAuth integration in the "browser", create an agent, make the agent's
-call wait for approval, approve it in the app, see the upstream receive the credential and the
-audit log record it, rotate keys with the button, let a second device join from the terminal
-(the real `latchkey` CLI, its own profile in the same keychain) with an invite made in the app,
-admit it there and see it use the workspace key, disconnect. Saves a screenshot of every
-screen, then scans every file the app and the CLI wrote for the canary key.
+gnome-keyring, a tray host and a notification server (tests/e2e/desktop_hosts.py). Walks the
+product as a person would: create a workspace on this computer, add an API key, connect an OAuth
+integration in the "browser", create an agent, close the window (the app stays in the tray) and
+open it again from the tray, make the agent's call wait for approval, see the notification and
+the request in the tray's menu, open it from the tray and approve it in the app, see the upstream
+receive the credential and the audit log record it, rotate keys with the button, let a second
+device join from the terminal (the real `latchkey` CLI, its own profile in the same keychain)
+with an invite made in the app, admit it there and see it use the workspace key, disconnect, quit
+from the tray. Saves a screenshot of every screen, then scans every file the app and the CLI
+wrote, and every notification, for the canary key.
 
-Standard library only: WebDriver is plain JSON over HTTP.
+Standard library only: WebDriver is plain JSON over HTTP; the tray, the notifications and the
+window's close button are read and worked through desktop_hosts.py, run as a command.
 """
 import http.client
 import http.server
@@ -167,6 +171,90 @@ class Driver:
             pass
 
 
+class Desktop:
+    """The tray host, the notification server and the window manager (desktop_hosts.py)."""
+
+    TITLE = "Latchkey"
+
+    def __init__(self):
+        self.python = env("LATCHKEY_E2E_HOSTS_PYTHON")
+        self.script = str(pathlib.Path(__file__).with_name("desktop_hosts.py"))
+        self.log = pathlib.Path(env("LATCHKEY_E2E_NOTIFICATIONS"))
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run([self.python, self.script, *args], capture_output=True, text=True,
+                              timeout=30, check=False)
+        if done.returncode != 0:
+            raise Failure(f"desktop_hosts.py {args[0]}: {done.stderr.strip()}")
+        return done.stdout
+
+    def items(self) -> list:
+        return json.loads(self.run("items"))
+
+    def menu(self) -> list:
+        """The tray menu's visible entries, separators left out."""
+        return [e for e in json.loads(self.run("menu"))
+                if e["visible"] and e["type"] != "separator"]
+
+    def entry(self, menu: list, label: str) -> dict:
+        for entry in menu:
+            if entry["label"] == label:
+                return entry
+        raise Failure(f"the tray menu has no {label!r}: {[e['label'] for e in menu]}")
+
+    def click(self, entry: dict) -> None:
+        self.run("click", str(entry["id"]))
+
+    def window(self) -> str:
+        return self.run("window", self.TITLE).strip()
+
+    def close_window(self) -> None:
+        self.run("close-window", self.TITLE)
+
+    def notifications(self) -> list:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def badge(self, item: dict) -> bool:
+        """Whether the icon the tray shows carries the red "requests waiting" dot (drawn at the
+        top right of the 32 x 32 icon; src-tauri/tray.rs, `with_badge`)."""
+        icon = item["props"].get("IconName", "")
+        if not icon.endswith(".png"):
+            raise Failure(f"the tray icon is not an image file: {icon!r}")
+        done = subprocess.run(["convert", icon, "-format", "%[hex:p{24,7}]", "info:"],
+                              capture_output=True, text=True, timeout=30, check=False)
+        return done.returncode == 0 and done.stdout.upper().startswith("E53E3E")
+
+
+def until(what: str, probe, timeout: float = TIMEOUT):
+    """Polls `probe` (returning `(done, seen)`) until it is done; fails saying `what` was expected
+    and what was seen last."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        try:
+            done, seen = probe()
+        except Failure as failure:
+            done, seen = False, str(failure)
+        if done:
+            return seen
+        if time.monotonic() > deadline:
+            raise Failure(f"{what}: not after {timeout}s; last seen: {seen!r}")
+        time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its parent does not)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def labels(menu: list) -> list:
+    return [e["label"] for e in menu]
+
+
 def step(title: str) -> None:
     print(f"desktop story: {title}", flush=True)
 
@@ -211,7 +299,15 @@ def main() -> None:
 
     d = Driver(driver_url, app, shots)
     t = d.tid
+    desk = Desktop()
     try:
+        step("tray: the app's icon registers with the tray host")
+        tray = until("the app registers its tray icon (a StatusNotifierItem) with the watcher",
+                     lambda: (len(i := desk.items()) == 1, i), 15)
+        app_pid = tray[0]["pid"]
+        until("before set-up the tray menu only opens the app and quits it",
+              lambda: (labels(m := desk.menu()) == ["Open Latchkey", "Quit Latchkey"], m))
+
         step("onboarding: create a workspace on this computer")
         d.click(t("start-create"), "the welcome screen offers to create a workspace")
         d.click(t("where-local"), "this computer is a choice")
@@ -275,15 +371,57 @@ def main() -> None:
         d.wait(t("agent-e2e-bot"), "the agent's card")
         d.screenshot("agents")
 
+        step("tray: closing the window keeps the app in the tray; Open Latchkey shows it again")
+        menu = until("once set up the tray menu says nothing waits and offers pause",
+                     lambda: ("No requests waiting" in labels(m := desk.menu()), m))
+        for label in ("Open Latchkey", "Pause all agents", "Quit Latchkey"):
+            desk.entry(menu, label)
+        desk.close_window()
+        until("closing the window with a tray host present hides it (the app lives in the tray)",
+              lambda: ((w := desk.window()) == "unmapped", w))
+        if not alive(app_pid) or [i["pid"] for i in desk.items()] != [app_pid]:
+            raise Failure("closing the window ended the app or took its tray icon away")
+        desk.click(desk.entry(desk.menu(), "Open Latchkey"))
+        until("Open Latchkey in the tray menu shows the window again",
+              lambda: ((w := desk.window()) == "viewable", w))
+        d.wait(t("agent-e2e-bot"), "the window shows the screen it was closed on")
+        desk.close_window()
+        until("closing the window again hides it", lambda: ((w := desk.window()) == "unmapped", w))
+
         step("approvals: the agent's call waits; approve it in the app")
         results: list = []
         call = threading.Thread(target=agent_call, args=(broker, "upstream", token, results))
         call.start()
-        d.click(t("nav-approvals"), "approvals in the sidebar")
-        request = d.wait('[data-testid^="approval-"]:not([data-testid="approval-detail"])',
-                         "the held call appears in the queue")
-        d.s(f"/element/{request}/click", {})
-        detail = d.wait_text(t("approval-detail"), "/v1/hello", "the request's details")
+
+        def announced():
+            notes = desk.notifications()
+            mine = [n for n in notes if "e2e-bot" in n["body"] and "upstream" in n["body"]]
+            return bool(mine), mine or notes
+
+        note = until("a notification announces the held call, naming the agent and integration",
+                     announced)[0]
+        if note["summary"] != "An agent asks for approval" or "/v1/hello" not in note["body"]:
+            raise Failure(f"the notification does not say what waits: {note}")
+        if "=open" in note["summary"] + note["body"]:
+            raise Failure(f"the notification shows a query value; only the path may: {note}")
+        menu = until("the tray menu lists the held call under its count",
+                     lambda: ("1 request waiting" in labels(m := desk.menu()), m))
+        pending = [e for e in menu if e["label"].startswith("e2e-bot: GET 127.0.0.1")]
+        if len(pending) != 1 or not pending[0]["label"].endswith("/v1/hello via upstream") \
+                or not pending[0]["enabled"]:
+            raise Failure(f"the tray menu does not list the request as one item: {labels(menu)}")
+        for label in ("Open Latchkey", "Pause all agents", "Quit Latchkey"):
+            desk.entry(menu, label)
+        # The menu, the label and the icon are set one after the other: each is waited for.
+        until("the count (1) beside the tray icon and the badge in it",
+              lambda: ((i := desk.items()[0])["props"].get("XAyatanaLabel") == "1"
+                       and desk.badge(i), i["props"]))
+        # A click on the request in the tray opens the window on that request.
+        desk.click(pending[0])
+        until("a click on the request in the tray menu shows the window",
+              lambda: ((w := desk.window()) == "viewable", w))
+        detail = d.wait_text(t("approval-detail"), "/v1/hello",
+                             "a click on the request in the tray opens it in the window")
         for shown in ("e2e-bot", "GET", "127.0.0.1", "state"):
             if shown not in detail:
                 raise Failure(f"the approval does not show {shown!r}: {detail!r}")
@@ -299,11 +437,21 @@ def main() -> None:
         hits = [r for r in Recorder.seen if r["path"].startswith("/v1/hello")]
         if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {CANARY}":
             raise Failure(f"the upstream did not receive the credential once: {hits}")
+        until("the answered request leaves the tray menu",
+              lambda: ("No requests waiting" in labels(m := desk.menu())
+                       and not any(e["label"].startswith("e2e-bot:") for e in m), m))
+        until("the count and the badge leave the tray icon once nothing waits",
+              lambda: (not (i := desk.items()[0])["props"].get("XAyatanaLabel")
+                       and not desk.badge(i), i["props"]))
+        if len(desk.notifications()) != 1:
+            raise Failure(f"one held call, one notification: {desk.notifications()}")
 
         step("pause all agents: calls are refused at once; resume")
         d.click(t("nav-security"), "security in the sidebar")
         d.click(t("pause-toggle"), "the pause switch")
         d.wait(t("paused-banner"), "the paused banner")
+        until("the tray's Pause all agents is checked while agents are paused",
+              lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 1, e))
         results.clear()
         agent_call(broker, "upstream", token, results)
         if not results or results[0][0] != 403 or "agents_paused" not in results[0][1]:
@@ -313,6 +461,8 @@ def main() -> None:
         d.screenshot("paused")
         d.click(t("resume"), "resume in the banner")
         d.wait_gone(t("paused-banner"), "the paused banner after resuming")
+        until("the tray's Pause all agents is unchecked after resuming",
+              lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 0, e))
 
         step("audit: the call is recorded and the chain verifies")
         d.click(t("nav-audit"), "audit in the sidebar")
@@ -416,6 +566,11 @@ def main() -> None:
         d.click(f'{card} [data-testid="disconnect"]', "disconnect on the idp card")
         d.click(t("confirm-disconnect"), "confirm")
         d.wait_gone(card, "the disconnected integration's card")
+
+        step("tray: Quit Latchkey ends the app")
+        desk.click(desk.entry(desk.menu(), "Quit Latchkey"))
+        until("Quit Latchkey in the tray menu ends the app", lambda: (not alive(app_pid), app_pid))
+        until("the app's icon leaves the tray host", lambda: (not (i := desk.items()), i))
     finally:
         d.quit()
         upstream.shutdown()
