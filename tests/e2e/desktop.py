@@ -46,6 +46,11 @@ class Failure(Exception):
     pass
 
 
+class Stale(Failure):
+    """WebKitWebDriver lost an element the page re-rendered while it was being looked at (e.g. the
+    whole screen when the tray pauses the agents); a wait looks again."""
+
+
 class Recorder(http.server.BaseHTTPRequestHandler):
     """The upstream API: records what it received, answers a small JSON body."""
 
@@ -91,7 +96,8 @@ class Driver:
                     return json.loads(response.read() or b"{}").get("value")
             except urllib.error.HTTPError as error:
                 detail = json.loads(error.read() or b"{}").get("value", {})
-                raise Failure(f"{method} {path}: {detail.get('error')}: {detail.get('message')}")
+                kind = Stale if detail.get("error") == "stale element reference" else Failure
+                raise kind(f"{method} {path}: {detail.get('error')}: {detail.get('message')}")
             except (ConnectionError, http.client.RemoteDisconnected) as error:
                 if attempt == 19:
                     raise Failure(f"{method} {path}: the driver went away: {error}")
@@ -107,9 +113,12 @@ class Driver:
     def wait(self, css: str, what: str, timeout: float = TIMEOUT) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for element in self.find_all(css):
-                if self.s(f"/element/{element}/displayed", method="GET"):
-                    return element
+            try:
+                for element in self.find_all(css):
+                    if self.s(f"/element/{element}/displayed", method="GET"):
+                        return element
+            except Stale:
+                pass
             time.sleep(0.2)
         self.screenshot(f"failed-{css.replace('[', '').replace(']', '').replace('=', '-')}")
         raise Failure(f"{what}: nothing visible matches {css} after {timeout}s")
@@ -117,8 +126,11 @@ class Driver:
     def wait_gone(self, css: str, what: str, timeout: float = TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.find_all(css):
-                return
+            try:
+                if not self.find_all(css):
+                    return
+            except Stale:
+                pass
             time.sleep(0.2)
         raise Failure(f"{what}: {css} is still shown after {timeout}s")
 
@@ -126,8 +138,10 @@ class Driver:
         deadline = time.monotonic() + timeout
         text = ""
         while time.monotonic() < deadline:
-            elements = self.find_all(css)
-            text = " | ".join(self.text(e) for e in elements)
+            try:
+                text = " | ".join(self.text(e) for e in self.find_all(css))
+            except Stale:
+                text = ""
             if needle in text:
                 return text
             time.sleep(0.3)
@@ -463,6 +477,15 @@ def main() -> None:
         d.wait_gone(t("paused-banner"), "the paused banner after resuming")
         until("the tray's Pause all agents is unchecked after resuming",
               lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 0, e))
+        # The same switch from the tray: the window follows it.
+        desk.click(desk.entry(desk.menu(), "Pause all agents"))
+        d.wait(t("paused-banner"), "the paused banner after Pause all agents in the tray")
+        until("Pause all agents in the tray is checked after a click on it",
+              lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 1, e))
+        desk.click(desk.entry(desk.menu(), "Pause all agents"))
+        d.wait_gone(t("paused-banner"), "the paused banner after a second click in the tray")
+        until("Pause all agents in the tray is unchecked after a second click",
+              lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 0, e))
 
         step("audit: the call is recorded and the chain verifies")
         d.click(t("nav-audit"), "audit in the sidebar")
@@ -503,6 +526,8 @@ def main() -> None:
         results.clear()
         call = threading.Thread(target=agent_call, args=(broker, "upstream", token, results))
         call.start()
+        until("the call held after unlocking is announced too (the approval stream resumed)",
+              lambda: (len(n := desk.notifications()) == 2, n))
         d.click(t("nav-approvals"), "approvals in the sidebar")
         request = d.wait('[data-testid^="approval-"]:not([data-testid="approval-detail"])',
                          "the second held call")
