@@ -11,8 +11,9 @@ the request in the tray's menu, open it from the tray and approve it in the app,
 receive the credential and the audit log record it, rotate keys with the button, let a second
 device join from the terminal (the real `latchkey` CLI, its own profile in the same keychain)
 with an invite made in the app, admit it there and see it use the workspace key, disconnect, quit
-from the tray. Saves a screenshot of every screen, then scans every file the app and the CLI
-wrote, and every notification, for the canary key.
+from the tray; then, with the tray host stopped, start the app again and see closing its window
+quit it. Saves a screenshot of every screen, then scans every file the app and the CLI wrote,
+and every notification, for the canary key.
 
 Standard library only: WebDriver is plain JSON over HTTP; the tray, the notifications and the
 window's close button are read and worked through desktop_hosts.py, run as a command.
@@ -22,6 +23,8 @@ import http.server
 import json
 import os
 import pathlib
+import signal
+import socket
 import socketserver
 import subprocess
 import sys
@@ -225,6 +228,18 @@ class Desktop:
     def close_window(self) -> None:
         self.run("close-window", self.TITLE)
 
+    def stop_hosts(self) -> None:
+        """Ends the tray host and the notification server, as on a desktop without them."""
+        os.kill(int(env("LATCHKEY_E2E_HOSTS_PID")), signal.SIGTERM)
+        until("the tray host leaves the bus", lambda: (self.gone(), "still there"))
+
+    def gone(self) -> bool:
+        try:
+            self.items()
+        except Failure:
+            return True
+        return False
+
     def notifications(self) -> list:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
@@ -263,6 +278,16 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def listening(url: str) -> bool:
+    """Whether something accepts connections at `url`'s host and port."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), 0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def labels(menu: list) -> list:
@@ -596,6 +621,18 @@ def main() -> None:
         desk.click(desk.entry(desk.menu(), "Quit Latchkey"))
         until("Quit Latchkey in the tray menu ends the app", lambda: (not alive(app_pid), app_pid))
         until("the app's icon leaves the tray host", lambda: (not (i := desk.items()), i))
+
+        step("no tray host: closing the window quits the app (nothing could show it again)")
+        d.quit()
+        desk.stop_hosts()
+        d = Driver(driver_url, app, shots)
+        d.wait(t("nav-integrations"), "the app opens again on its workspace")
+        until("the app's embedded broker is back", lambda: (listening(broker), broker))
+        desk.close_window()
+        until("without a tray host, closing the window closes it",
+              lambda: ((w := desk.window()) == "absent", w))
+        until("without a tray host, closing the window quits the app (its broker stops)",
+              lambda: (not listening(broker), broker))
     finally:
         d.quit()
         upstream.shutdown()

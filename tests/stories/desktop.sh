@@ -7,7 +7,8 @@
 # joins with the real `latchkey` CLI (its own profile and configuration, the same keychain).
 # Before the app starts, tests/e2e/desktop_hosts.py puts a tray host (StatusNotifierWatcher) and a
 # notification server on the private bus, so the real tray icon, its menu and the notifications
-# are checked over D-Bus, and closing the window leaves the app in the tray as on a desktop.
+# are checked over D-Bus, and closing the window leaves the app in the tray as on a desktop (and,
+# once the story stops the tray host, quits it).
 # Screenshots of every screen are kept in target/e2e-screenshots/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -97,6 +98,7 @@ xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
   "$LATCHKEY_E2E_HOSTS_PYTHON" tests/e2e/desktop_hosts.py serve "$LATCHKEY_E2E_NOTIFICATIONS" \
     "$WORK/hosts.ready" 2>"$WORK/hosts.log" &
   hosts=$!
+  export LATCHKEY_E2E_HOSTS_PID="$hosts"
   trap "kill $hosts 2>/dev/null || true" EXIT
   for _ in $(seq 100); do
     [[ -e "$WORK/hosts.ready" ]] && break
