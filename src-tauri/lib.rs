@@ -170,12 +170,16 @@ pub fn run() -> anyhow::Result<()> {
         })
         .on_window_event(|window, event| {
             // The app lives in the tray: closing the window hides it; Quit is in the tray menu.
-            if let tauri::WindowEvent::CloseRequested { api, .. } = event
-                && watch::keeps_running_in_tray()
-                && window.app_handle().try_state::<watch::Tray>().is_some()
-            {
-                api.prevent_close();
-                let _ = window.hide();
+            // Where no tray host shows the icon, closing quits: nothing could show the window.
+            if let tauri::WindowEvent::CloseRequested { api, .. } = event {
+                let installed = window.app_handle().try_state::<watch::Tray>().is_some();
+                let keep = watch::keeps_running_in_tray();
+                if watch::close_hides_window(keep, installed, watch::tray_host_present) {
+                    api.prevent_close();
+                    let _ = window.hide();
+                } else if keep && installed {
+                    tracing::info!("no tray host shows the icon: closing the window quits the app");
+                }
             }
         })
         .build(tauri::generate_context!())

@@ -24,9 +24,70 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const SET_UP_POLL: Duration = Duration::from_secs(2);
 
 /// Whether closing the window leaves the app running in the tray (the default); set
-/// `LATCHKEY_DESKTOP_QUIT_ON_CLOSE=1` to quit instead, e.g. where no tray host runs.
+/// `LATCHKEY_DESKTOP_QUIT_ON_CLOSE=1` to quit instead.
 pub fn keeps_running_in_tray() -> bool {
     std::env::var("LATCHKEY_DESKTOP_QUIT_ON_CLOSE").map_or(true, |v| v != "1")
+}
+
+/// Whether closing the window hides it (the app lives on in the tray) rather than quitting: only
+/// when that is wanted, the icon was installed and a tray host shows it. Without a host the icon
+/// is nowhere to be seen, and a hidden window could never be shown again. `host_present` is
+/// asked last, and only if the rest holds.
+pub fn close_hides_window(
+    keep_running: bool,
+    tray_installed: bool,
+    host_present: impl FnOnce() -> bool,
+) -> bool {
+    keep_running && tray_installed && host_present()
+}
+
+/// The well-known name of the tray host on the session bus (the StatusNotifierItem protocol the
+/// appindicator icon speaks).
+#[cfg(target_os = "linux")]
+pub const TRAY_HOST: &str = "org.kde.StatusNotifierWatcher";
+
+/// Whether a tray host runs now. On Linux: whether [`TRAY_HOST`] has an owner on the session bus
+/// (GNOME without an AppIndicator extension has none). Elsewhere the system tray is always there.
+pub fn tray_host_present() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use webkit2gtk::gio;
+        match gio::bus_get_sync(gio::BusType::Session, gio::Cancellable::NONE) {
+            Ok(bus) => tray_host_on(&bus),
+            Err(error) => {
+                tracing::info!(%error, "no session bus, so no tray host");
+                false
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    true
+}
+
+/// Whether [`TRAY_HOST`] has an owner on `bus`; a bus that does not answer within a second has
+/// none.
+#[cfg(target_os = "linux")]
+pub fn tray_host_on(bus: &webkit2gtk::gio::DBusConnection) -> bool {
+    use webkit2gtk::gio;
+    use webkit2gtk::glib::{ToVariant as _, VariantTy};
+    let answer = bus.call_sync(
+        Some("org.freedesktop.DBus"),
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "NameHasOwner",
+        Some(&(TRAY_HOST,).to_variant()),
+        VariantTy::new("(b)").ok(),
+        gio::DBusCallFlags::NONE,
+        1000,
+        gio::Cancellable::NONE,
+    );
+    match answer {
+        Ok(reply) => reply.get::<(bool,)>().is_some_and(|(owned,)| owned),
+        Err(error) => {
+            tracing::info!(%error, "the session bus did not say whether a tray host runs");
+            false
+        }
+    }
 }
 
 /// The tray icon and the state it shows.
@@ -331,6 +392,94 @@ fn pending_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closing_the_window_hides_it_only_where_a_tray_host_can_show_it_again() {
+        assert!(close_hides_window(true, true, || true), "the app lives in the tray");
+        assert!(
+            !close_hides_window(true, true, || false),
+            "without a tray host nothing could show a hidden window again: closing quits"
+        );
+        assert!(!close_hides_window(true, false, || true), "no icon was installed");
+        assert!(!close_hides_window(false, true, || true), "LATCHKEY_DESKTOP_QUIT_ON_CLOSE=1");
+        assert!(
+            !close_hides_window(false, true, || panic!("asked")),
+            "the bus is not asked when the answer is already known"
+        );
+    }
+
+    /// A private session bus (`dbus-daemon`, as `dbus-run-session` starts it), stopped on drop.
+    #[cfg(target_os = "linux")]
+    struct PrivateBus(std::process::Child, String);
+
+    #[cfg(target_os = "linux")]
+    impl PrivateBus {
+        fn start() -> Self {
+            use std::io::BufRead as _;
+            let mut child = std::process::Command::new("dbus-daemon")
+                .args(["--session", "--nofork", "--print-address"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("dbus-daemon runs (Debian: dbus, see scripts/lib/packages.txt)");
+            let mut address = String::new();
+            let stdout = child.stdout.take().expect("piped");
+            std::io::BufReader::new(stdout).read_line(&mut address).expect("an address");
+            Self(child, address.trim().to_owned())
+        }
+
+        fn connect(&self) -> webkit2gtk::gio::DBusConnection {
+            use webkit2gtk::gio;
+            gio::DBusConnection::for_address_sync(
+                &self.1,
+                gio::DBusConnectionFlags::AUTHENTICATION_CLIENT
+                    | gio::DBusConnectionFlags::MESSAGE_BUS_CONNECTION,
+                None,
+                gio::Cancellable::NONE,
+            )
+            .expect("a connection to the private bus")
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    impl Drop for PrivateBus {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_tray_host_is_present_once_the_watcher_name_has_an_owner() {
+        use webkit2gtk::gio;
+        use webkit2gtk::glib::{ToVariant as _, VariantTy};
+        let bus = PrivateBus::start();
+        let app = bus.connect();
+        assert!(!tray_host_on(&app), "a bare session bus has no tray host");
+        let host = bus.connect();
+        let bus_call = |method: &str, args: webkit2gtk::glib::Variant| {
+            host.call_sync(
+                Some("org.freedesktop.DBus"),
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus",
+                method,
+                Some(&args),
+                VariantTy::new("(u)").ok(),
+                gio::DBusCallFlags::NONE,
+                5000,
+                gio::Cancellable::NONE,
+            )
+            .unwrap_or_else(|error| panic!("{method}: {error}"))
+            .get::<(u32,)>()
+        };
+        // DO_NOT_QUEUE (4); 1: the primary owner.
+        assert_eq!(bus_call("RequestName", (TRAY_HOST, 4u32).to_variant()), Some((1,)));
+        assert!(tray_host_on(&app), "the watcher's name has an owner");
+        // 1: released.
+        assert_eq!(bus_call("ReleaseName", (TRAY_HOST,).to_variant()), Some((1,)));
+        assert!(!tray_host_on(&app), "the host left: no tray host again");
+    }
 
     fn approval(id: &str, created_at: u64) -> Approval {
         Approval {

@@ -3,21 +3,28 @@
 broker, the real Secret Service, oidc-provider on loopback and a recording upstream.
 
 Started by tests/stories/desktop.sh inside Xvfb and a private D-Bus session with an unlocked
-gnome-keyring. Walks the product as a person would: create a workspace on this computer, add
-an API key, connect an OAuth integration in the "browser", create an agent, make the agent's
-call wait for approval, approve it in the app, see the upstream receive the credential and the
-audit log record it, rotate keys with the button, let a second device join from the terminal
-(the real `latchkey` CLI, its own profile in the same keychain) with an invite made in the app,
-admit it there and see it use the workspace key, disconnect. Saves a screenshot of every
-screen, then scans every file the app and the CLI wrote for the canary key.
+gnome-keyring, a tray host and a notification server (tests/e2e/desktop_hosts.py). Walks the
+product as a person would: create a workspace on this computer, add an API key, connect an OAuth
+integration in the "browser", create an agent, close the window (the app stays in the tray) and
+open it again from the tray, make the agent's call wait for approval, see the notification and
+the request in the tray's menu, open it from the tray and approve it in the app, see the upstream
+receive the credential and the audit log record it, rotate keys with the button, let a second
+device join from the terminal (the real `latchkey` CLI, its own profile in the same keychain)
+with an invite made in the app, admit it there and see it use the workspace key, disconnect, quit
+from the tray; then, with the tray host stopped, start the app again and see closing its window
+quit it. Saves a screenshot of every screen, then scans every file the app and the CLI wrote,
+and every notification, for the canary key.
 
-Standard library only: WebDriver is plain JSON over HTTP.
+Standard library only: WebDriver is plain JSON over HTTP; the tray, the notifications and the
+window's close button are read and worked through desktop_hosts.py, run as a command.
 """
 import http.client
 import http.server
 import json
 import os
 import pathlib
+import signal
+import socket
 import socketserver
 import subprocess
 import sys
@@ -40,6 +47,11 @@ def env(name: str) -> str:
 
 class Failure(Exception):
     pass
+
+
+class Stale(Failure):
+    """WebKitWebDriver lost an element the page re-rendered while it was being looked at (e.g. the
+    whole screen when the tray pauses the agents); a wait looks again."""
 
 
 class Recorder(http.server.BaseHTTPRequestHandler):
@@ -87,7 +99,8 @@ class Driver:
                     return json.loads(response.read() or b"{}").get("value")
             except urllib.error.HTTPError as error:
                 detail = json.loads(error.read() or b"{}").get("value", {})
-                raise Failure(f"{method} {path}: {detail.get('error')}: {detail.get('message')}")
+                kind = Stale if detail.get("error") == "stale element reference" else Failure
+                raise kind(f"{method} {path}: {detail.get('error')}: {detail.get('message')}")
             except (ConnectionError, http.client.RemoteDisconnected) as error:
                 if attempt == 19:
                     raise Failure(f"{method} {path}: the driver went away: {error}")
@@ -103,9 +116,12 @@ class Driver:
     def wait(self, css: str, what: str, timeout: float = TIMEOUT) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for element in self.find_all(css):
-                if self.s(f"/element/{element}/displayed", method="GET"):
-                    return element
+            try:
+                for element in self.find_all(css):
+                    if self.s(f"/element/{element}/displayed", method="GET"):
+                        return element
+            except Stale:
+                pass
             time.sleep(0.2)
         self.screenshot(f"failed-{css.replace('[', '').replace(']', '').replace('=', '-')}")
         raise Failure(f"{what}: nothing visible matches {css} after {timeout}s")
@@ -113,8 +129,11 @@ class Driver:
     def wait_gone(self, css: str, what: str, timeout: float = TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.find_all(css):
-                return
+            try:
+                if not self.find_all(css):
+                    return
+            except Stale:
+                pass
             time.sleep(0.2)
         raise Failure(f"{what}: {css} is still shown after {timeout}s")
 
@@ -122,8 +141,10 @@ class Driver:
         deadline = time.monotonic() + timeout
         text = ""
         while time.monotonic() < deadline:
-            elements = self.find_all(css)
-            text = " | ".join(self.text(e) for e in elements)
+            try:
+                text = " | ".join(self.text(e) for e in self.find_all(css))
+            except Stale:
+                text = ""
             if needle in text:
                 return text
             time.sleep(0.3)
@@ -165,6 +186,112 @@ class Driver:
             self.call("DELETE", f"/session/{self.session}")
         except Exception:
             pass
+
+
+class Desktop:
+    """The tray host, the notification server and the window manager (desktop_hosts.py)."""
+
+    TITLE = "Latchkey"
+
+    def __init__(self):
+        self.python = env("LATCHKEY_E2E_HOSTS_PYTHON")
+        self.script = str(pathlib.Path(__file__).with_name("desktop_hosts.py"))
+        self.log = pathlib.Path(env("LATCHKEY_E2E_NOTIFICATIONS"))
+
+    def run(self, *args: str) -> str:
+        done = subprocess.run([self.python, self.script, *args], capture_output=True, text=True,
+                              timeout=30, check=False)
+        if done.returncode != 0:
+            raise Failure(f"desktop_hosts.py {args[0]}: {done.stderr.strip()}")
+        return done.stdout
+
+    def items(self) -> list:
+        return json.loads(self.run("items"))
+
+    def menu(self) -> list:
+        """The tray menu's visible entries, separators left out."""
+        return [e for e in json.loads(self.run("menu"))
+                if e["visible"] and e["type"] != "separator"]
+
+    def entry(self, menu: list, label: str) -> dict:
+        for entry in menu:
+            if entry["label"] == label:
+                return entry
+        raise Failure(f"the tray menu has no {label!r}: {[e['label'] for e in menu]}")
+
+    def click(self, entry: dict) -> None:
+        self.run("click", str(entry["id"]))
+
+    def window(self) -> str:
+        return self.run("window", self.TITLE).strip()
+
+    def close_window(self) -> None:
+        self.run("close-window", self.TITLE)
+
+    def stop_hosts(self) -> None:
+        """Ends the tray host and the notification server, as on a desktop without them."""
+        os.kill(int(env("LATCHKEY_E2E_HOSTS_PID")), signal.SIGTERM)
+        until("the tray host leaves the bus", lambda: (self.gone(), "still there"))
+
+    def gone(self) -> bool:
+        try:
+            self.items()
+        except Failure:
+            return True
+        return False
+
+    def notifications(self) -> list:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+
+    def badge(self, item: dict) -> bool:
+        """Whether the icon the tray shows carries the red "requests waiting" dot (drawn at the
+        top right of the 32 x 32 icon; src-tauri/tray.rs, `with_badge`)."""
+        icon = item["props"].get("IconName", "")
+        if not icon.endswith(".png"):
+            raise Failure(f"the tray icon is not an image file: {icon!r}")
+        done = subprocess.run(["convert", icon, "-format", "%[hex:p{24,7}]", "info:"],
+                              capture_output=True, text=True, timeout=30, check=False)
+        return done.returncode == 0 and done.stdout.upper().startswith("E53E3E")
+
+
+def until(what: str, probe, timeout: float = TIMEOUT):
+    """Polls `probe` (returning `(done, seen)`) until it is done; fails saying `what` was expected
+    and what was seen last."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        try:
+            done, seen = probe()
+        except Failure as failure:
+            done, seen = False, str(failure)
+        if done:
+            return seen
+        if time.monotonic() > deadline:
+            raise Failure(f"{what}: not after {timeout}s; last seen: {seen!r}")
+        time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its parent does not)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def listening(url: str) -> bool:
+    """Whether something accepts connections at `url`'s host and port."""
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), 0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def labels(menu: list) -> list:
+    return [e["label"] for e in menu]
 
 
 def step(title: str) -> None:
@@ -211,7 +338,15 @@ def main() -> None:
 
     d = Driver(driver_url, app, shots)
     t = d.tid
+    desk = Desktop()
     try:
+        step("tray: the app's icon registers with the tray host")
+        tray = until("the app registers its tray icon (a StatusNotifierItem) with the watcher",
+                     lambda: (len(i := desk.items()) == 1, i), 15)
+        app_pid = tray[0]["pid"]
+        until("before set-up the tray menu only opens the app and quits it",
+              lambda: (labels(m := desk.menu()) == ["Open Latchkey", "Quit Latchkey"], m))
+
         step("onboarding: create a workspace on this computer")
         d.click(t("start-create"), "the welcome screen offers to create a workspace")
         d.click(t("where-local"), "this computer is a choice")
@@ -275,15 +410,57 @@ def main() -> None:
         d.wait(t("agent-e2e-bot"), "the agent's card")
         d.screenshot("agents")
 
+        step("tray: closing the window keeps the app in the tray; Open Latchkey shows it again")
+        menu = until("once set up the tray menu says nothing waits and offers pause",
+                     lambda: ("No requests waiting" in labels(m := desk.menu()), m))
+        for label in ("Open Latchkey", "Pause all agents", "Quit Latchkey"):
+            desk.entry(menu, label)
+        desk.close_window()
+        until("closing the window with a tray host present hides it (the app lives in the tray)",
+              lambda: ((w := desk.window()) == "unmapped", w))
+        if not alive(app_pid) or [i["pid"] for i in desk.items()] != [app_pid]:
+            raise Failure("closing the window ended the app or took its tray icon away")
+        desk.click(desk.entry(desk.menu(), "Open Latchkey"))
+        until("Open Latchkey in the tray menu shows the window again",
+              lambda: ((w := desk.window()) == "viewable", w))
+        d.wait(t("agent-e2e-bot"), "the window shows the screen it was closed on")
+        desk.close_window()
+        until("closing the window again hides it", lambda: ((w := desk.window()) == "unmapped", w))
+
         step("approvals: the agent's call waits; approve it in the app")
         results: list = []
         call = threading.Thread(target=agent_call, args=(broker, "upstream", token, results))
         call.start()
-        d.click(t("nav-approvals"), "approvals in the sidebar")
-        request = d.wait('[data-testid^="approval-"]:not([data-testid="approval-detail"])',
-                         "the held call appears in the queue")
-        d.s(f"/element/{request}/click", {})
-        detail = d.wait_text(t("approval-detail"), "/v1/hello", "the request's details")
+
+        def announced():
+            notes = desk.notifications()
+            mine = [n for n in notes if "e2e-bot" in n["body"] and "upstream" in n["body"]]
+            return bool(mine), mine or notes
+
+        note = until("a notification announces the held call, naming the agent and integration",
+                     announced)[0]
+        if note["summary"] != "An agent asks for approval" or "/v1/hello" not in note["body"]:
+            raise Failure(f"the notification does not say what waits: {note}")
+        if "=open" in note["summary"] + note["body"]:
+            raise Failure(f"the notification shows a query value; only the path may: {note}")
+        menu = until("the tray menu lists the held call under its count",
+                     lambda: ("1 request waiting" in labels(m := desk.menu()), m))
+        pending = [e for e in menu if e["label"].startswith("e2e-bot: GET 127.0.0.1")]
+        if len(pending) != 1 or not pending[0]["label"].endswith("/v1/hello via upstream") \
+                or not pending[0]["enabled"]:
+            raise Failure(f"the tray menu does not list the request as one item: {labels(menu)}")
+        for label in ("Open Latchkey", "Pause all agents", "Quit Latchkey"):
+            desk.entry(menu, label)
+        # The menu, the label and the icon are set one after the other: each is waited for.
+        until("the count (1) beside the tray icon and the badge in it",
+              lambda: ((i := desk.items()[0])["props"].get("XAyatanaLabel") == "1"
+                       and desk.badge(i), i["props"]))
+        # A click on the request in the tray opens the window on that request.
+        desk.click(pending[0])
+        until("a click on the request in the tray menu shows the window",
+              lambda: ((w := desk.window()) == "viewable", w))
+        detail = d.wait_text(t("approval-detail"), "/v1/hello",
+                             "a click on the request in the tray opens it in the window")
         for shown in ("e2e-bot", "GET", "127.0.0.1", "state"):
             if shown not in detail:
                 raise Failure(f"the approval does not show {shown!r}: {detail!r}")
@@ -299,11 +476,21 @@ def main() -> None:
         hits = [r for r in Recorder.seen if r["path"].startswith("/v1/hello")]
         if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {CANARY}":
             raise Failure(f"the upstream did not receive the credential once: {hits}")
+        until("the answered request leaves the tray menu",
+              lambda: ("No requests waiting" in labels(m := desk.menu())
+                       and not any(e["label"].startswith("e2e-bot:") for e in m), m))
+        until("the count and the badge leave the tray icon once nothing waits",
+              lambda: (not (i := desk.items()[0])["props"].get("XAyatanaLabel")
+                       and not desk.badge(i), i["props"]))
+        if len(desk.notifications()) != 1:
+            raise Failure(f"one held call, one notification: {desk.notifications()}")
 
         step("pause all agents: calls are refused at once; resume")
         d.click(t("nav-security"), "security in the sidebar")
         d.click(t("pause-toggle"), "the pause switch")
         d.wait(t("paused-banner"), "the paused banner")
+        until("the tray's Pause all agents is checked while agents are paused",
+              lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 1, e))
         results.clear()
         agent_call(broker, "upstream", token, results)
         if not results or results[0][0] != 403 or "agents_paused" not in results[0][1]:
@@ -313,6 +500,17 @@ def main() -> None:
         d.screenshot("paused")
         d.click(t("resume"), "resume in the banner")
         d.wait_gone(t("paused-banner"), "the paused banner after resuming")
+        until("the tray's Pause all agents is unchecked after resuming",
+              lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 0, e))
+        # The same switch from the tray: the window follows it.
+        desk.click(desk.entry(desk.menu(), "Pause all agents"))
+        d.wait(t("paused-banner"), "the paused banner after Pause all agents in the tray")
+        until("Pause all agents in the tray is checked after a click on it",
+              lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 1, e))
+        desk.click(desk.entry(desk.menu(), "Pause all agents"))
+        d.wait_gone(t("paused-banner"), "the paused banner after a second click in the tray")
+        until("Pause all agents in the tray is unchecked after a second click",
+              lambda: ((e := desk.entry(desk.menu(), "Pause all agents"))["toggle-state"] == 0, e))
 
         step("audit: the call is recorded and the chain verifies")
         d.click(t("nav-audit"), "audit in the sidebar")
@@ -353,6 +551,8 @@ def main() -> None:
         results.clear()
         call = threading.Thread(target=agent_call, args=(broker, "upstream", token, results))
         call.start()
+        until("the call held after unlocking is announced too (the approval stream resumed)",
+              lambda: (len(n := desk.notifications()) == 2, n))
         d.click(t("nav-approvals"), "approvals in the sidebar")
         request = d.wait('[data-testid^="approval-"]:not([data-testid="approval-detail"])',
                          "the second held call")
@@ -416,6 +616,23 @@ def main() -> None:
         d.click(f'{card} [data-testid="disconnect"]', "disconnect on the idp card")
         d.click(t("confirm-disconnect"), "confirm")
         d.wait_gone(card, "the disconnected integration's card")
+
+        step("tray: Quit Latchkey ends the app")
+        desk.click(desk.entry(desk.menu(), "Quit Latchkey"))
+        until("Quit Latchkey in the tray menu ends the app", lambda: (not alive(app_pid), app_pid))
+        until("the app's icon leaves the tray host", lambda: (not (i := desk.items()), i))
+
+        step("no tray host: closing the window quits the app (nothing could show it again)")
+        d.quit()
+        desk.stop_hosts()
+        d = Driver(driver_url, app, shots)
+        d.wait(t("nav-integrations"), "the app opens again on its workspace")
+        until("the app's embedded broker is back", lambda: (listening(broker), broker))
+        desk.close_window()
+        until("without a tray host, closing the window closes it",
+              lambda: ((w := desk.window()) == "absent", w))
+        until("without a tray host, closing the window quits the app (its broker stops)",
+              lambda: (not listening(broker), broker))
     finally:
         d.quit()
         upstream.shutdown()

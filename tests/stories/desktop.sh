@@ -5,6 +5,10 @@
 # broker on a free loopback port, oidc-provider (strict) as the OAuth server and a scripted
 # browser (tests/e2e/browser.py, via LATCHKEY_BROWSER) that signs in over HTTP. A second device
 # joins with the real `latchkey` CLI (its own profile and configuration, the same keychain).
+# Before the app starts, tests/e2e/desktop_hosts.py puts a tray host (StatusNotifierWatcher) and a
+# notification server on the private bus, so the real tray icon, its menu and the notifications
+# are checked over D-Bus, and closing the window leaves the app in the tray as on a desktop (and,
+# once the story stops the tray host, quits it).
 # Screenshots of every screen are kept in target/e2e-screenshots/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -20,6 +24,19 @@ for tool in xvfb-run dbus-run-session gnome-keyring-daemon WebKitWebDriver node 
   }
 done
 ensure_tauri_driver
+# The tray host and notification server need PyGObject: the system's python3-gi, which a python3
+# earlier on PATH (a pyenv or venv one) may not see.
+hosts_python=""
+for candidate in python3 /usr/bin/python3; do
+  if "$candidate" -c 'from gi.repository import Gio' 2>/dev/null; then
+    hosts_python="$(command -v "$candidate")"
+    break
+  fi
+done
+[[ -n "$hosts_python" ]] || {
+  echo "desktop story: no python3 with PyGObject (python3-gi, see scripts/lib/packages.txt)" >&2
+  exit 1
+}
 [[ -f ui/dist/index.html ]] || {
   echo "desktop story: ui/dist is missing: run the UI build (npm run build in ui/)" >&2
   exit 1
@@ -66,10 +83,10 @@ export LATCHKEY_E2E_DRIVER="http://127.0.0.1:$(free_port)"
 export LATCHKEY_PROFILE=e2e LATCHKEY_CONFIG_DIR="$work/config"
 export LATCHKEY_DESKTOP_DATA_DIR="$work/data" LATCHKEY_DESKTOP_EXPORT_DIR="$work/exports"
 export LATCHKEY_DESKTOP_BROKER_LISTEN="127.0.0.1:$(free_port)"
-export LATCHKEY_DESKTOP_QUIT_ON_CLOSE=1
+export LATCHKEY_E2E_HOSTS_PYTHON="$hosts_python" LATCHKEY_E2E_NOTIFICATIONS="$work/notifications.jsonl"
 export LATCHKEY_BROWSER="$root/tests/e2e/browser.py" LATCHKEY_E2E_BROWSER_LOG="$work/browser.log"
 export LATCHKEY_LOG=info
-export LATCHKEY_E2E_SCAN="$work/config:$work/cli-config:$work/data:$work/exports:$work/app.log:$work/home"
+export LATCHKEY_E2E_SCAN="$work/config:$work/cli-config:$work/data:$work/exports:$work/app.log:$work/home:$work/notifications.jsonl"
 export WORK="$work" TAURI_DRIVER_LIB="$root/scripts/lib/tauri_driver.sh"
 
 started=$SECONDS
@@ -77,6 +94,22 @@ status=0
 xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
   set -euo pipefail
   printf %s throwaway | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+  # The tray host and the notification server, before the app: its icon registers at start.
+  "$LATCHKEY_E2E_HOSTS_PYTHON" tests/e2e/desktop_hosts.py serve "$LATCHKEY_E2E_NOTIFICATIONS" \
+    "$WORK/hosts.ready" 2>"$WORK/hosts.log" &
+  hosts=$!
+  export LATCHKEY_E2E_HOSTS_PID="$hosts"
+  trap "kill $hosts 2>/dev/null || true" EXIT
+  for _ in $(seq 100); do
+    [[ -e "$WORK/hosts.ready" ]] && break
+    kill -0 "$hosts" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ -e "$WORK/hosts.ready" ]] || {
+    echo "desktop story: the tray host and notification server did not start" >&2
+    cat "$WORK/hosts.log" >&2
+    exit 1
+  }
   source "$TAURI_DRIVER_LIB"
   start_tauri_driver "${LATCHKEY_E2E_DRIVER##*:}" "$WORK/app.log"
   rc=0
@@ -89,6 +122,7 @@ if ((status != 0)); then
   echo "desktop story: failed; the app's log (last 60 lines):" >&2
   tail -n 60 "$work/app.log" >&2 || true
   [[ -f "$work/browser.log" ]] && { echo "scripted browser:" >&2; cat "$work/browser.log" >&2; }
+  [[ -s "$work/hosts.log" ]] && { echo "tray host and notification server:" >&2; cat "$work/hosts.log" >&2; }
   exit "$status"
 fi
 echo "desktop story: passed in $((SECONDS - started))s"
