@@ -24,16 +24,16 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use latchkey_core::ids::WorkspaceId;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 
-use super::record::{chain_hash, from_hex, to_hex};
-use super::{AuditError, AuditEvent};
+use super::record::{PreparedRecord, chain_hash, from_hex, to_hex};
+use super::{AuditError, AuditEvent, AuditKind};
 use crate::store::audit::{ChainHead, ChainRow};
 use crate::store::{Store, StoreError};
 
@@ -49,6 +49,8 @@ const MAX_BEHIND: u64 = 100_000;
 pub(crate) struct IngestProgress {
     /// Records appended to the journal, or deferred to be, since it was opened.
     queued: AtomicU64,
+    /// The journal is closing: nothing more may be deferred.
+    closed: AtomicBool,
     /// Of those, how many are in the database.
     ingested: watch::Sender<u64>,
     /// Wakes the ingester.
@@ -102,6 +104,9 @@ pub(super) enum Appended {
 pub(super) struct Journal {
     dir: PathBuf,
     state: Mutex<State>,
+    /// Records deferred: written ahead of the next append, or by the ingester. A lock of its
+    /// own, so queueing one never waits for a write.
+    deferred: Mutex<Vec<Prepared>>,
     pub(super) progress: std::sync::Arc<IngestProgress>,
     faults: Option<JournalFaults>,
     /// Held (locked) for the journal's life.
@@ -120,8 +125,6 @@ struct State {
     heads: HashMap<WorkspaceId, ChainHead>,
     /// Appended, not yet taken by the ingester.
     pending: Vec<ChainRow>,
-    /// Deferred: written ahead of the next append, or by the ingester.
-    deferred: Vec<AuditEvent>,
     appended: u64,
     /// No more appends: the broker is stopping.
     closed: bool,
@@ -131,8 +134,8 @@ struct State {
     line: Vec<u8>,
 }
 
-/// A journal line.
-#[derive(Debug, Serialize, Deserialize)]
+/// A journal line, as recovery reads it (appends write it by hand, see [`write_line`]).
+#[derive(Debug, Deserialize)]
 struct Line<'a> {
     workspace: WorkspaceId,
     seq: u64,
@@ -143,11 +146,60 @@ struct Line<'a> {
     hash: std::borrow::Cow<'a, str>,
 }
 
-impl State {
-    /// Records appended or deferred.
-    fn queued(&self) -> u64 {
-        self.appended + self.deferred.len() as u64
+/// An event made ready for the journal outside its lock: everything but its place in the chain.
+#[derive(Debug)]
+struct Prepared {
+    workspace: WorkspaceId,
+    at_ms: u64,
+    kind: AuditKind,
+    record: PreparedRecord,
+    /// The record as a JSON string for the line, split where the seq's digits go.
+    escaped: (String, String),
+}
+
+impl Prepared {
+    fn new(event: &AuditEvent) -> Self {
+        let record = PreparedRecord::new(event);
+        let (before, after) = record.split();
+        // JSON escaping works character by character, so the two halves escape on their own.
+        let mut before = json_string(before);
+        before.pop();
+        let mut after = json_string(after);
+        after.remove(0);
+        Self {
+            workspace: event.workspace,
+            at_ms: event.at_ms,
+            kind: event.kind,
+            record,
+            escaped: (before, after),
+        }
     }
+}
+
+/// `text` as a JSON string, quotes included.
+fn json_string(text: &str) -> String {
+    // Serialising a string to JSON cannot fail.
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+/// Appends `row`'s journal line, the fields of [`Line`] in its order.
+fn write_line(line: &mut Vec<u8>, row: &ChainRow, escaped: &(String, String)) {
+    let seq = row.seq.to_string();
+    line.extend_from_slice(b"{\"workspace\":\"");
+    line.extend_from_slice(row.workspace.to_string().as_bytes());
+    line.extend_from_slice(b"\",\"seq\":");
+    line.extend_from_slice(seq.as_bytes());
+    line.extend_from_slice(b",\"at_ms\":");
+    line.extend_from_slice(row.at_ms.to_string().as_bytes());
+    line.extend_from_slice(b",\"record\":");
+    line.extend_from_slice(escaped.0.as_bytes());
+    line.extend_from_slice(seq.as_bytes());
+    line.extend_from_slice(escaped.1.as_bytes());
+    line.extend_from_slice(b",\"prev_hash\":\"");
+    line.extend_from_slice(to_hex(&row.prev_hash).as_bytes());
+    line.extend_from_slice(b"\",\"hash\":\"");
+    line.extend_from_slice(to_hex(&row.hash).as_bytes());
+    line.extend_from_slice(b"\"}\n");
 }
 
 impl Journal {
@@ -208,14 +260,15 @@ impl Journal {
                 sealed: Vec::new(),
                 heads,
                 pending: Vec::new(),
-                deferred: Vec::new(),
                 appended: 0,
                 closed: false,
                 broken: false,
                 line: Vec::with_capacity(1024),
             }),
+            deferred: Mutex::new(Vec::new()),
             progress: std::sync::Arc::new(IngestProgress {
                 queued: AtomicU64::new(0),
+                closed: AtomicBool::new(false),
                 ingested: watch::Sender::new(0),
                 wake: Notify::new(),
             }),
@@ -237,8 +290,9 @@ impl Journal {
     /// it can leave the lines before the torn one, which were never acknowledged.) With no
     /// `events`, writes the deferred records, if any.
     pub(super) fn append(&self, events: &[AuditEvent]) -> Result<Appended, AuditError> {
+        let events: Vec<Prepared> = events.iter().map(Prepared::new).collect();
         let mut guard = self.state();
-        let appended = self.write(&mut guard, events);
+        let appended = self.write(&mut guard, &events);
         let pending = !guard.pending.is_empty();
         drop(guard);
         if pending {
@@ -249,22 +303,29 @@ impl Journal {
 
     /// Queues `event` to be written ahead of the next append, or by the ingester within
     /// [`super::DEFERRED_DELAY`].
-    pub(super) fn defer(&self, event: AuditEvent) -> Result<(), AuditError> {
-        let mut state = self.state();
-        if state.closed {
+    pub(super) fn defer(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let prepared = Prepared::new(event);
+        let mut deferred = self.deferred();
+        // Read under the deferred lock: `close` sets it before taking what is deferred.
+        if self.progress.closed.load(Ordering::Acquire) {
             return Err(AuditError::Stopped);
         }
-        let first = state.deferred.is_empty();
-        state.deferred.push(event);
-        self.progress.queued.store(state.queued(), Ordering::Release);
-        drop(state);
+        deferred.push(prepared);
+        let first = deferred.len() == 1;
+        self.progress.queued.fetch_add(1, Ordering::AcqRel);
+        drop(deferred);
         if first {
             self.progress.wake.notify_one();
         }
         Ok(())
     }
 
-    fn write(&self, state: &mut State, events: &[AuditEvent]) -> Result<Appended, AuditError> {
+    fn deferred(&self) -> MutexGuard<'_, Vec<Prepared>> {
+        // Pushes and takes cannot leave the queue half-changed.
+        self.deferred.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, state: &mut State, events: &[Prepared]) -> Result<Appended, AuditError> {
         if state.closed {
             return Err(AuditError::Stopped);
         }
@@ -278,10 +339,13 @@ impl Journal {
             );
             return Err(AuditError::CommitFailed);
         }
-        let deferred = std::mem::take(&mut state.deferred);
+        let deferred = std::mem::take(&mut *self.deferred());
         let written = self.write_lines(state, &deferred, events);
         if !matches!(written, Ok(Appended::Committed(_))) {
-            state.deferred = deferred;
+            // Back at the front of the queue, ahead of anything deferred meanwhile.
+            let mut queue = self.deferred();
+            let later = std::mem::replace(&mut *queue, deferred);
+            queue.extend(later);
         }
         written
     }
@@ -289,8 +353,8 @@ impl Journal {
     fn write_lines(
         &self,
         state: &mut State,
-        deferred: &[AuditEvent],
-        events: &[AuditEvent],
+        deferred: &[Prepared],
+        events: &[Prepared],
     ) -> Result<Appended, AuditError> {
         let all = || deferred.iter().chain(events);
         if deferred.is_empty() && events.is_empty() {
@@ -299,25 +363,13 @@ impl Journal {
         let mut next: HashMap<WorkspaceId, ChainHead> = HashMap::new();
         let mut rows = Vec::with_capacity(deferred.len() + events.len());
         state.line.clear();
-        for event in all() {
-            let Some(known) = state.heads.get(&event.workspace).copied() else {
-                return Ok(Appended::NeedHead(event.workspace));
+        for prepared in all() {
+            let Some(known) = state.heads.get(&prepared.workspace).copied() else {
+                return Ok(Appended::NeedHead(prepared.workspace));
             };
-            let head = next.entry(event.workspace).or_insert(known);
-            let row = ChainRow::chain(event, head);
-            let line = Line {
-                workspace: row.workspace,
-                seq: row.seq,
-                at_ms: row.at_ms,
-                record: row.record.as_str().into(),
-                prev_hash: to_hex(&row.prev_hash).into(),
-                hash: to_hex(&row.hash).into(),
-            };
-            if let Err(error) = serde_json::to_writer(&mut state.line, &line) {
-                tracing::error!(%error, "could not encode an audit journal line");
-                return Err(AuditError::CommitFailed);
-            }
-            state.line.push(b'\n');
+            let head = next.entry(prepared.workspace).or_insert(known);
+            let row = ChainRow::chain_prepared(&prepared.record, prepared.at_ms, head);
+            write_line(&mut state.line, &row, &prepared.escaped);
             rows.push(row);
         }
         let written = match &self.faults {
@@ -343,7 +395,8 @@ impl Journal {
         let seqs = rows[deferred.len()..].iter().map(|row| row.seq).collect();
         state.appended += rows.len() as u64;
         state.pending.extend(rows);
-        self.progress.queued.store(state.queued(), Ordering::Release);
+        // Deferred records were counted as queued when they were deferred.
+        self.progress.queued.fetch_add(events.len() as u64, Ordering::AcqRel);
         Ok(Appended::Committed(seqs))
     }
 
@@ -398,13 +451,14 @@ impl Journal {
     /// were appended in all.
     pub(super) fn close(&self) -> u64 {
         let mut state = self.state();
-        if !state.deferred.is_empty()
-            && !matches!(self.write(&mut state, &[]), Ok(Appended::Committed(_)))
-        {
-            // Only reachable if the write fails, or for a workspace whose head the journal never
-            // learned (a deferred record always follows an append in its workspace).
+        self.progress.closed.store(true, Ordering::Release);
+        // Nothing is deferred after this: `defer` checks `closed` under the deferred lock.
+        drop(self.deferred());
+        if !matches!(self.write(&mut state, &[]), Ok(Appended::Committed(_))) {
+            // Only if the write fails, or for a workspace whose head the journal never learned
+            // (a deferred record always follows an append in its workspace).
             tracing::error!(
-                records = state.deferred.len(),
+                records = self.deferred().len(),
                 "deferred audit records could not be written at shutdown"
             );
         }
@@ -550,4 +604,36 @@ fn lock_exclusive(file: &File) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn lock_exclusive(_file: &File) -> std::io::Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::GENESIS_HASH;
+
+    #[test]
+    fn a_line_written_by_hand_reads_back_as_the_row_it_was_written_from() {
+        let workspace = WorkspaceId::random();
+        let mut event = AuditEvent::new(workspace, 1_800_000_000_123, AuditKind::ProxyAttempt);
+        // Everything JSON escapes, twice over: once in the record, once in the line.
+        event.path = Some("/a\"b\\c/\u{1}\t\u{7f}é😀/seq".into());
+        event.reason_code = Some("\"seq\":0,\\".into());
+        let mut head = ChainHead { workspace, seq: 41, hash: GENESIS_HASH };
+        let prepared = Prepared::new(&event);
+        let row = ChainRow::chain_prepared(&prepared.record, prepared.at_ms, &mut head);
+        let mut line = Vec::new();
+        write_line(&mut line, &row, &prepared.escaped);
+        assert_eq!(line.last(), Some(&b'\n'), "one line, ended");
+        let read: Line<'_> = serde_json::from_slice(&line).expect("the line is JSON");
+        assert_eq!(read.workspace, workspace);
+        assert_eq!((read.seq, read.at_ms), (42, 1_800_000_000_123));
+        assert_eq!(read.record, row.record, "the record reads back byte for byte");
+        assert_eq!(from_hex(&read.prev_hash), Some(GENESIS_HASH));
+        assert_eq!(from_hex(&read.hash), Some(row.hash));
+        assert_eq!(
+            chain_hash(&GENESIS_HASH, read.record.as_bytes()),
+            row.hash,
+            "what recovery reads hashes to what was chained"
+        );
+    }
 }

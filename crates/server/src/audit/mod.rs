@@ -36,6 +36,7 @@ pub use self::chain::{
 pub(crate) use self::journal::IngestProgress;
 #[doc(hidden)]
 pub use self::journal::JournalFaults;
+pub(crate) use self::record::PreparedRecord;
 pub use self::record::{
     CHAIN_LABEL, GENESIS_HASH, canonical_json, canonical_record, chain_hash, from_hex, to_hex,
 };
@@ -449,7 +450,7 @@ impl AuditLog {
                 .send(Message::Deferred(Box::new(event)))
                 .await
                 .map_err(|_| AuditError::Stopped),
-            Inner::Journal { journal, .. } => journal.defer(event),
+            Inner::Journal { journal, .. } => journal.defer(&event),
         }
     }
 

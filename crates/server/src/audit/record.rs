@@ -36,38 +36,97 @@ pub fn chain_hash(prev_hash: &[u8; 32], record: &[u8]) -> [u8; 32] {
 /// Absent optional fields and an empty `policy_ids` are left out. The path loses its query string
 /// and fragment, the host any user info, and long strings are cut (see the protocol document).
 pub fn canonical_record(event: &AuditEvent, seq: u64) -> String {
-    let mut map = Map::new();
-    map.insert("v".into(), RECORD_VERSION.into());
-    map.insert("seq".into(), seq.into());
-    map.insert("workspace".into(), event.workspace.to_string().into());
-    map.insert("at_ms".into(), event.at_ms.into());
-    map.insert("kind".into(), event.kind.as_str().into());
-    let mut put = |key: &str, value: Option<Value>| {
-        if let Some(value) = value {
-            map.insert(key.into(), value);
+    PreparedRecord::new(event).with_seq(seq)
+}
+
+/// An event's canonical record with its `seq` still to be filled in: everything that does not
+/// depend on the record's place in the chain, done before that place is known (the audit
+/// journal prepares records outside its lock and only numbers them inside).
+#[derive(Debug, Clone)]
+pub(crate) struct PreparedRecord {
+    /// The canonical record with nothing after `"seq":`.
+    text: String,
+    /// Where the seq's digits go.
+    seq_at: usize,
+}
+
+/// The key the seq goes under.
+const SEQ_KEY: &str = "seq";
+
+impl PreparedRecord {
+    pub(crate) fn new(event: &AuditEvent) -> Self {
+        let mut map = Map::new();
+        map.insert("v".into(), RECORD_VERSION.into());
+        map.insert("workspace".into(), event.workspace.to_string().into());
+        map.insert("at_ms".into(), event.at_ms.into());
+        map.insert("kind".into(), event.kind.as_str().into());
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                map.insert(key.into(), value);
+            }
+        };
+        put("decision", event.decision.map(|d| d.as_str().into()));
+        put("reason_code", event.reason_code.as_deref().map(text));
+        put("agent", event.agent.map(|id| id.to_string().into()));
+        put("device", event.device.map(|id| id.to_string().into()));
+        put("member", event.member.map(|id| id.to_string().into()));
+        put("credential_name", event.credential_name.as_deref().map(text));
+        put("method", event.method.as_deref().map(text));
+        put("host", event.host.as_deref().map(|host| text(strip_userinfo(host))));
+        put(
+            "path",
+            event.path.as_deref().map(|path| cut(strip_query(path), MAX_PATH_BYTES).into()),
+        );
+        if !event.policy_ids.is_empty() {
+            let ids = event.policy_ids.iter().take(MAX_POLICY_IDS).map(|id| text(id)).collect();
+            put("policy_ids", Some(Value::Array(ids)));
         }
-    };
-    put("decision", event.decision.map(|d| d.as_str().into()));
-    put("reason_code", event.reason_code.as_deref().map(text));
-    put("agent", event.agent.map(|id| id.to_string().into()));
-    put("device", event.device.map(|id| id.to_string().into()));
-    put("member", event.member.map(|id| id.to_string().into()));
-    put("credential_name", event.credential_name.as_deref().map(text));
-    put("method", event.method.as_deref().map(text));
-    put("host", event.host.as_deref().map(|host| text(strip_userinfo(host))));
-    put("path", event.path.as_deref().map(|path| cut(strip_query(path), MAX_PATH_BYTES).into()));
-    if !event.policy_ids.is_empty() {
-        let ids = event.policy_ids.iter().take(MAX_POLICY_IDS).map(|id| text(id)).collect();
-        put("policy_ids", Some(Value::Array(ids)));
+        put("approval_id", event.approval_id.as_deref().map(text));
+        put("attempt_seq", event.attempt_seq.map(Value::from));
+        put("upstream_status", event.upstream_status.map(Value::from));
+        put("latency_ms", event.latency_ms.map(Value::from));
+        put("client_ip", event.client_ip.as_deref().map(text));
+        put("lifetime_secs", event.lifetime_secs.map(Value::from));
+        put("command", event.command.as_deref().map(text));
+
+        // The object as `write_canonical` writes it, with the seq's key in its sorted place
+        // and its value left out.
+        let mut entries: Vec<(&str, Option<&Value>)> =
+            map.iter().map(|(key, value)| (key.as_str(), Some(value))).collect();
+        entries.push((SEQ_KEY, None));
+        entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+        let mut text = String::with_capacity(512);
+        let mut seq_at = 0;
+        text.push('{');
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            write_string(key, &mut text);
+            text.push(':');
+            match value {
+                Some(value) => write_canonical(value, &mut text),
+                None => seq_at = text.len(),
+            }
+        }
+        text.push('}');
+        Self { text, seq_at }
     }
-    put("approval_id", event.approval_id.as_deref().map(text));
-    put("attempt_seq", event.attempt_seq.map(Value::from));
-    put("upstream_status", event.upstream_status.map(Value::from));
-    put("latency_ms", event.latency_ms.map(Value::from));
-    put("client_ip", event.client_ip.as_deref().map(text));
-    put("lifetime_secs", event.lifetime_secs.map(Value::from));
-    put("command", event.command.as_deref().map(text));
-    canonical_json(&Value::Object(map))
+
+    /// The text before and after where the seq's digits go.
+    pub(crate) fn split(&self) -> (&str, &str) {
+        self.text.split_at(self.seq_at)
+    }
+
+    /// The canonical record at position `seq`.
+    pub(crate) fn with_seq(&self, seq: u64) -> String {
+        let digits = seq.to_string();
+        let mut record = String::with_capacity(self.text.len() + digits.len());
+        record.push_str(&self.text[..self.seq_at]);
+        record.push_str(&digits);
+        record.push_str(&self.text[self.seq_at..]);
+        record
+    }
 }
 
 /// `value` as canonical JSON: object keys sorted by their UTF-16 code units, no whitespace,
@@ -228,6 +287,45 @@ mod tests {
         let text = r#"{"a":"\u001f\t/é","b":[18446744073709551615,0]}"#;
         let parsed: Value = serde_json::from_str(text).expect("valid JSON");
         assert_eq!(canonical_json(&parsed), text, "re-canonicalising must be the identity");
+    }
+
+    #[test]
+    fn a_prepared_record_numbered_later_is_the_canonical_record_with_that_seq() {
+        use latchkey_core::ids::{AgentId, WorkspaceId};
+
+        let workspace = WorkspaceId::random();
+        let bare = AuditEvent::new(
+            workspace,
+            1_800_000_000_000,
+            super::super::AuditKind::WorkspaceCreated,
+        );
+        let mut full = AuditEvent::new(workspace, 1, super::super::AuditKind::ProxyOutcome);
+        full.decision = Some(super::super::Decision::Denied);
+        // Keys on both sides of "seq" in sorted order, and strings that need escaping.
+        full.reason_code = Some("policy_denied\"seq\":1".into());
+        full.upstream_status = Some(502);
+        full.agent = Some(AgentId::random());
+        full.path = Some("/x/\u{1}é?token=secret".into());
+        full.policy_ids = vec!["p1".into(), "seq".into()];
+        full.attempt_seq = Some(7);
+        for event in [&bare, &full] {
+            let prepared = PreparedRecord::new(event);
+            for seq in [1, 9, 10, 4_294_967_296, u64::MAX] {
+                let record = prepared.with_seq(seq);
+                let parsed: Value = serde_json::from_str(&record).expect("the record is JSON");
+                assert_eq!(parsed["seq"], Value::from(seq), "the seq is the number filled in");
+                assert_eq!(
+                    canonical_json(&parsed),
+                    record,
+                    "the record is canonical, the seq's key in its sorted place (seq {seq})"
+                );
+                assert_eq!(record, canonical_record(event, seq), "one spelling of a record");
+            }
+        }
+        assert!(
+            !canonical_record(&full, 3).contains("secret"),
+            "the query string is still left out"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::nonces::as_i64;
 use super::{Backend, Lock, Store, StoreError};
 use crate::audit::{
     AuditEvent, AuditKind, BrokenLink, ChainRecord, ChainSummary, ChainVerifier, Decision,
-    GENESIS_HASH, canonical_record, chain_hash,
+    GENESIS_HASH, PreparedRecord, chain_hash,
 };
 
 /// Most records one read returns.
@@ -340,18 +340,22 @@ pub(crate) struct ChainRow {
 impl ChainRow {
     /// `event` chained onto `head`, which moves to the new record.
     pub(crate) fn chain(event: &AuditEvent, head: &mut ChainHead) -> Self {
+        Self::chain_prepared(&PreparedRecord::new(event), event.at_ms, head)
+    }
+
+    /// [`ChainRow::chain`] for a record prepared earlier (of an event at `at_ms` in `head`'s
+    /// workspace).
+    pub(crate) fn chain_prepared(
+        record: &PreparedRecord,
+        at_ms: u64,
+        head: &mut ChainHead,
+    ) -> Self {
         let seq = head.seq + 1;
-        let record = canonical_record(event, seq);
+        let record = record.with_seq(seq);
         let hash = chain_hash(&head.hash, record.as_bytes());
-        let row = ChainRow {
-            workspace: event.workspace,
-            seq,
-            at_ms: event.at_ms,
-            record,
-            prev_hash: head.hash,
-            hash,
-        };
-        *head = ChainHead { workspace: event.workspace, seq, hash };
+        let row =
+            ChainRow { workspace: head.workspace, seq, at_ms, record, prev_hash: head.hash, hash };
+        *head = ChainHead { workspace: head.workspace, seq, hash };
         row
     }
 
