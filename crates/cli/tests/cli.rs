@@ -2220,15 +2220,8 @@ fn daemon(pid_file: &Path, body: &str, fork_twice: bool) -> String {
     if fork_twice { format!("( {start} )") } else { start }
 }
 
-/// Runs `script` under `sh -c` with models injected, `--ttl ttl`; returns the exit code, stderr
-/// and how long it took.
-async fn run_injected(
-    ada: &Latchkey,
-    agent_id: &str,
-    token: &str,
-    ttl: &str,
-    script: &str,
-) -> (Option<i32>, String, std::time::Duration) {
+/// `latchkey run` of `script` under `sh -c` with models injected, `--ttl ttl`.
+fn injected(ada: &Latchkey, agent_id: &str, token: &str, ttl: &str, script: &str) -> Command {
     let mut command = ada.command(&[
         "run",
         "--agent",
@@ -2243,6 +2236,18 @@ async fn run_injected(
         script,
     ]);
     command.env("LATCHKEY_AGENT_TOKEN", token);
+    command
+}
+
+/// Runs [`injected`]; returns the exit code, stderr and how long it took.
+async fn run_injected(
+    ada: &Latchkey,
+    agent_id: &str,
+    token: &str,
+    ttl: &str,
+    script: &str,
+) -> (Option<i32>, String, std::time::Duration) {
+    let mut command = injected(ada, agent_id, token, ttl, script);
     let started = std::time::Instant::now();
     let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
     let err = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -2310,7 +2315,38 @@ async fn what_the_command_leaves_behind_is_stopped_when_it_exits_before_the_life
         detached.display(),
         stubborn.display()
     );
-    let (code, err, took) = run_injected(&ada, &agent_id, &token, "1h", &script).await;
+    let mut latchkey = injected(&ada, &agent_id, &token, "1h", &script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    // The detached daemon is stopped as soon as the command exits, while the one that ignores
+    // SIGTERM keeps latchkey waiting out the grace: its child by then, it must have reaped it.
+    let reaped_by_latchkey = loop {
+        let exited = latchkey.try_wait().unwrap().is_some();
+        let pid = std::fs::read_to_string(&detached).ok().and_then(|t| t.trim().parse().ok());
+        if pid.is_some_and(|pid: u32| !Path::new(&format!("/proc/{pid}")).exists()) {
+            break !exited;
+        }
+        if exited || started.elapsed() > std::time::Duration::from_secs(40) {
+            break false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let output =
+        tokio::task::spawn_blocking(move || latchkey.wait_with_output().unwrap()).await.unwrap();
+    let (code, err, took) = (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    );
+    assert!(
+        reaped_by_latchkey,
+        "a detached daemon is re-parented to latchkey (its subreaper), so once stopped it is a \
+         zombie until latchkey waits for it: latchkey must reap it, not leave it to init when it \
+         exits: {err}"
+    );
     assert_eq!(code, Some(0), "the command's own exit status: {err}");
     assert!(
         took < std::time::Duration::from_secs(40),
