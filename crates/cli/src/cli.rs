@@ -210,16 +210,19 @@ pub(crate) enum Command {
     ///   - pausing the agents, revoking the agent or a grant, disabling or deleting the
     ///     credential, and approvals cannot reach a key already in the environment;
     ///   - any process of the same user can read it (/proc/PID/environ), and every process the
-    ///     command starts inherits it (ones that outlive the command are stopped only if it
-    ///     was stopped: at the end of --ttl, or by a signal to latchkey);
+    ///     command starts inherits it;
     ///   - the audit log holds one record for the release, not the calls made with it;
     ///   - an OAuth access token is not refreshed while the command runs (its refresh token is
     ///     never injected).
     ///
     /// The command runs in a process group of its own, holding the terminal while it runs;
-    /// signals sent to latchkey (Ctrl-C, SIGTERM) are passed on to the group. When --ttl runs
-    /// out, the group (the command and everything it started) is stopped: SIGTERM, then
-    /// SIGKILL 10 seconds later.
+    /// signals sent to latchkey (Ctrl-C, SIGTERM) are passed on to the group. Nothing the
+    /// command starts keeps an injected credential past --ttl: when it runs out, the command
+    /// and everything it started get SIGTERM, then SIGKILL 10 seconds later. On Linux that
+    /// includes processes that left the group (setsid, daemons), and whatever the command
+    /// leaves behind when it exits earlier is stopped the same way then: latchkey returns
+    /// once all of it is gone. Elsewhere only the group is stopped, and a process that calls
+    /// setsid escapes.
     /// Prefer --credential; use --inject for tools that cannot be pointed at a proxy.
     ///
     /// The exit status is passed through (128 + N if the command was killed by signal N).
@@ -727,7 +730,8 @@ pub(crate) struct RunAccess {
     /// one). Repeat for several. See above for what this gives up.
     #[arg(long = "inject", value_name = "CREDENTIAL[=ENV_VAR]")]
     pub(crate) inject: Vec<String>,
-    /// How long the command may keep injected credentials (at most 24h); it is stopped then.
+    /// How long the command may keep injected credentials (at most 24h); it and everything it
+    /// started are stopped then.
     #[arg(long, default_value = "1h", value_name = "DURATION", requires = "inject")]
     pub(crate) ttl: String,
 }

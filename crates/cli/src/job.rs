@@ -17,6 +17,17 @@
 //!
 //! The command's own exit status is reported either way (128 + N when signal N ended it).
 //! Elsewhere only the command itself is stopped.
+//!
+//! A process can leave the group (`setsid`, a daemon's double fork), so on Linux a job with a
+//! lifetime is also *contained*: this process becomes a child subreaper before the command
+//! starts, so whatever the command leaves behind is re-parented to it instead of to init, and
+//! stays findable as one of its descendants (`/proc/PID/stat`). Then every process the command
+//! started, in the group or not, is stopped: when the lifetime runs out (with the group: SIGTERM,
+//! SIGKILL [`STOP_GRACE`] later), and when the command exits before that (the same, from its
+//! exit). The descendants are listed again and again until none is left, each signalled only
+//! while it is still one (see [`linux`]), and this process reaps them, so none is left a zombie.
+//! Elsewhere (other Unix systems, or without a lifetime) a process that left the group is not
+//! stopped.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -36,37 +47,46 @@ pub(crate) struct Job {
 
 impl Job {
     /// Starts `command` as a job: in a process group of its own on Unix, holding the terminal if
-    /// this process did.
-    pub(crate) fn spawn(command: &mut tokio::process::Command) -> std::io::Result<Self> {
+    /// this process did; `contained` (on Linux) also keeps every process it starts a
+    /// descendant of this one, to be stopped with it (see the module's documentation).
+    pub(crate) fn spawn(
+        command: &mut tokio::process::Command,
+        contained: bool,
+    ) -> std::io::Result<Self> {
         #[cfg(unix)]
         {
-            let (group, child) = unix::Group::spawn(command)?;
+            let (group, child) = unix::Group::spawn(command, contained)?;
             Ok(Self { child, group })
         }
         #[cfg(not(unix))]
         {
+            let _ = contained;
             Ok(Self { child: command.spawn()? })
         }
     }
 
     /// Waits for the command; when `lifetime` (if any) runs out, calls `ran_out` and stops it
     /// (SIGTERM to its group, then SIGKILL after [`STOP_GRACE`]), and once it has exited makes
-    /// sure nothing it started outlives the grace period.
+    /// sure nothing it started outlives the grace period. A contained job (Linux) stops every
+    /// descendant with the group, and, when the command exits before its lifetime ran out,
+    /// whatever it left behind (`left_behind` is called first, with how many processes).
     pub(crate) async fn wait(
         &mut self,
         lifetime: Option<Duration>,
         ran_out: impl FnOnce(),
+        left_behind: impl FnOnce(usize),
         program: &str,
     ) -> anyhow::Result<ExitStatus> {
         let cannot = || format!("cannot wait for {program:?}");
         #[cfg(unix)]
         {
-            let status = self.group.wait(&mut self.child, lifetime, ran_out).await;
+            let status = self.group.wait(&mut self.child, lifetime, ran_out, left_behind).await;
             self.group.take_back_terminal();
             status.with_context(cannot)
         }
         #[cfg(not(unix))]
         {
+            let _ = left_behind;
             let Some(lifetime) = lifetime else {
                 return self.child.wait().await.with_context(cannot);
             };
@@ -95,6 +115,9 @@ mod unix {
 
     /// How often a stopped command's group is checked for processes left behind.
     const POLL: Duration = Duration::from_millis(100);
+    /// How often, once they are being killed, the command's descendants are listed again.
+    #[cfg(target_os = "linux")]
+    const KILL_POLL: Duration = Duration::from_millis(20);
 
     /// The command's process group, and the terminal while the group holds it.
     #[derive(Debug)]
@@ -104,12 +127,21 @@ mod unix {
         terminal: Option<(OwnedFd, Pid)>,
         forwarded: Forwarded,
         stops: Stops,
+        /// Every process the command started, in the group or not, when the job is contained.
+        #[cfg(target_os = "linux")]
+        descendants: Option<super::linux::Descendants>,
     }
 
     impl Group {
         pub(super) fn spawn(
             command: &mut tokio::process::Command,
+            contained: bool,
         ) -> std::io::Result<(Self, tokio::process::Child)> {
+            // Before the spawn: from then on nothing the command starts can be re-parented away.
+            #[cfg(target_os = "linux")]
+            let contain = if contained { Some(super::linux::Containment::start()?) } else { None };
+            #[cfg(not(target_os = "linux"))]
+            let _ = contained;
             let terminal = foreground_terminal();
             // Listening before the spawn: a signal from then on reaches the command.
             let forwarded = Forwarded::new()?;
@@ -123,7 +155,14 @@ mod unix {
                 .and_then(|id| i32::try_from(id).ok())
                 .map(Pid::from_raw)
                 .ok_or_else(|| std::io::Error::other("the command has no process id"))?;
-            let mut group = Self { id, terminal: None, forwarded, stops };
+            let mut group = Self {
+                id,
+                terminal: None,
+                forwarded,
+                stops,
+                #[cfg(target_os = "linux")]
+                descendants: contain.map(|contain| contain.of(id)),
+            };
             if let Some((fd, own)) = terminal
                 && tcsetpgrp(fd.as_fd(), id).is_ok()
             {
@@ -141,29 +180,45 @@ mod unix {
             child: &mut tokio::process::Child,
             lifetime: Option<Duration>,
             ran_out: impl FnOnce(),
+            left_behind: impl FnOnce(usize),
         ) -> std::io::Result<ExitStatus> {
             let mut ran_out = Some(ran_out);
             let mut stop_at = lifetime.map(|lifetime| Instant::now() + lifetime);
             let mut kill_at: Option<Instant> = None;
+            let mut killed = false;
             let status = loop {
                 tokio::select! {
                     status = child.wait() => break status?,
                     signal = self.forwarded.recv() => self.signal(signal),
-                    () = self.stops.next() => self.follow_a_stop(),
+                    () = self.stops.next() => {
+                        self.reap_orphans();
+                        self.follow_a_stop();
+                    }
                     () = sleep_until(stop_at) => {
                         stop_at = None;
                         if let Some(ran_out) = ran_out.take() {
                             ran_out();
                         }
-                        self.signal(Signal::SIGTERM);
+                        self.stop(Signal::SIGTERM);
                         kill_at = Some(Instant::now() + STOP_GRACE);
                     }
                     () = sleep_until(kill_at) => {
                         kill_at = None;
-                        self.signal(Signal::SIGKILL);
+                        killed = true;
+                        self.stop(Signal::SIGKILL);
                     }
                 }
             };
+            #[cfg(target_os = "linux")]
+            if self.descendants.is_some() {
+                // The command is gone: the terminal goes back before anything it left behind is
+                // waited for, so none of those can read it meanwhile.
+                self.take_back_terminal();
+                let kill_at = if killed { Some(Instant::now()) } else { kill_at };
+                self.stop_descendants(kill_at, left_behind).await;
+                return Ok(status);
+            }
+            let _ = (left_behind, killed);
             // The command was told to stop: what it started gets the same grace, then SIGKILL.
             if let Some(kill_at) = kill_at {
                 while self.alive() && Instant::now() < kill_at {
@@ -220,6 +275,67 @@ mod unix {
         fn signal(&self, signal: Signal) {
             // Fails only once every process of the group has exited.
             let _ = killpg(self.id, signal);
+        }
+
+        /// Stops the group and, in a contained job, every other descendant of this process.
+        fn stop(&mut self, signal: Signal) {
+            self.signal(signal);
+            #[cfg(target_os = "linux")]
+            if let Some(descendants) = &mut self.descendants {
+                descendants.signal(signal);
+            }
+        }
+
+        /// Reaps processes the command left behind that were re-parented here and have exited.
+        fn reap_orphans(&self) {
+            #[cfg(target_os = "linux")]
+            if let Some(descendants) = &self.descendants {
+                descendants.reap();
+            }
+        }
+
+        /// Once the command has exited, in a contained job: stops every process it left behind
+        /// and waits until none is left. SIGTERM first (`left_behind` is told how many there
+        /// are) unless the lifetime already ran out, each process once, including ones started
+        /// meanwhile; SIGKILL from `kill_at` (the end of the grace since the first SIGTERM), or
+        /// from a signal to this process while it waits.
+        #[cfg(target_os = "linux")]
+        async fn stop_descendants(
+            &mut self,
+            kill_at: Option<Instant>,
+            left_behind: impl FnOnce(usize),
+        ) {
+            let Some(mut descendants) = self.descendants.take() else { return };
+            let mut kill_at = match kill_at {
+                Some(at) => at,
+                None => {
+                    let left = descendants.signal(Signal::SIGTERM);
+                    if left == 0 {
+                        return;
+                    }
+                    left_behind(left);
+                    if descendants.group_running() {
+                        self.signal(Signal::SIGTERM);
+                    }
+                    Instant::now() + STOP_GRACE
+                }
+            };
+            loop {
+                let killing = Instant::now() >= kill_at;
+                // Only while a member was listed running: an emptied group's id can be reused.
+                if killing && descendants.group_running() {
+                    self.signal(Signal::SIGKILL);
+                }
+                let signal = if killing { Signal::SIGKILL } else { Signal::SIGTERM };
+                if descendants.signal(signal) == 0 {
+                    return;
+                }
+                let pause = if killing { KILL_POLL } else { POLL };
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = self.forwarded.recv() => kill_at = Instant::now(),
+                }
+            }
         }
 
         fn alive(&self) -> bool {
@@ -336,6 +452,235 @@ mod unix {
     impl std::fmt::Debug for Forwarded {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("Forwarded").field("signals", &self.streams.len()).finish()
+        }
+    }
+}
+
+/// Containment on Linux: this process as the child subreaper of the command's processes, and
+/// the tree of its descendants read from `/proc`.
+///
+/// Signalling a process by pid risks hitting another process that got the pid once the first
+/// one was reaped. A child of this process cannot be reaped by anyone else, so its pid is safe
+/// until this process waits for it; any other descendant is signalled only if `/proc` still shows
+/// it, just before, with the parent and start time it was listed with. The command's group is
+/// left to `killpg` (which cannot hit another group), and listed only to be waited for.
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::collections::{HashMap, HashSet};
+    use std::io::Write as _;
+
+    use nix::errno::Errno;
+    use nix::sys::signal::{Signal, kill};
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    use nix::unistd::Pid;
+
+    /// This process made a child subreaper, before the command starts.
+    #[derive(Debug)]
+    pub(super) struct Containment(());
+
+    impl Containment {
+        /// Makes this process a child subreaper; refuses when the processes the command would
+        /// start could not be found again (`/proc` unreadable), rather than lose track of them.
+        pub(super) fn start() -> std::io::Result<Self> {
+            nix::sys::prctl::set_child_subreaper(true).map_err(|e| {
+                std::io::Error::other(format!(
+                    "cannot keep the processes the command starts within reach (PR_SET_CHILD_SUBREAPER: {e})"
+                ))
+            })?;
+            if read(own_pid()).is_none() {
+                return Err(std::io::Error::other(
+                    "cannot read /proc, where the processes the command starts are found to stop them",
+                ));
+            }
+            Ok(Self(()))
+        }
+
+        /// The descendants of this process, the command being `command`.
+        pub(super) fn of(self, command: Pid) -> Descendants {
+            Descendants {
+                own: own_pid(),
+                command: command.as_raw(),
+                terminated: HashSet::new(),
+                beyond_reach: HashSet::new(),
+                group_running: true,
+            }
+        }
+    }
+
+    /// Every process below this one, and what was done to them.
+    #[derive(Debug)]
+    pub(super) struct Descendants {
+        own: i32,
+        /// The command, its group's leader: its exit is the job's (tokio waits for it).
+        command: i32,
+        /// Processes sent SIGTERM already, by pid and start time: each gets it once.
+        terminated: HashSet<(i32, u64)>,
+        /// Processes this one may not signal (they changed user), by pid and start time.
+        beyond_reach: HashSet<(i32, u64)>,
+        /// Whether the last listing showed a process of the command's group running.
+        group_running: bool,
+    }
+
+    impl Descendants {
+        /// Sends `signal` to every descendant outside the command's group (SIGTERM at most once
+        /// each), reaps the exited ones that are this process's children, and returns how many
+        /// are still running, in the group or not, except ones it may not signal.
+        pub(super) fn signal(&mut self, signal: Signal) -> usize {
+            let mut running = 0;
+            self.group_running = false;
+            for process in self.list() {
+                if process.zombie {
+                    self.reap_one(&process);
+                    continue;
+                }
+                let key = (process.pid, process.start);
+                if self.beyond_reach.contains(&key) {
+                    continue;
+                }
+                let pid = Pid::from_raw(process.pid);
+                let sent = if process.group == self.command {
+                    // `killpg` signals the group; this only asks whether it may.
+                    self.group_running = true;
+                    kill(pid, None)
+                } else if signal == Signal::SIGTERM && self.terminated.contains(&key) {
+                    Ok(())
+                } else if process.parent != self.own && !process.still_listed() {
+                    // Gone or moved since the listing: the next one sees where it went.
+                    Ok(())
+                } else {
+                    let sent = kill(pid, signal);
+                    if signal == Signal::SIGTERM && sent.is_ok() {
+                        self.terminated.insert(key);
+                    }
+                    sent
+                };
+                if sent == Err(Errno::EPERM) {
+                    self.beyond_reach.insert(key);
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "latchkey: cannot stop process {} that the command started: it runs as another user",
+                        process.pid
+                    );
+                    continue;
+                }
+                running += 1;
+            }
+            running
+        }
+
+        /// Whether the last [`Self::signal`] found a process of the command's group running
+        /// (before the first, it may have).
+        pub(super) fn group_running(&self) -> bool {
+            self.group_running
+        }
+
+        /// Reaps every exited child of this process but the command.
+        pub(super) fn reap(&self) {
+            for process in self.list() {
+                if process.zombie {
+                    self.reap_one(&process);
+                }
+            }
+        }
+
+        fn reap_one(&self, process: &Process) {
+            if process.parent == self.own && process.pid != self.command {
+                let _ = waitpid(Pid::from_raw(process.pid), Some(WaitPidFlag::WNOHANG));
+            }
+        }
+
+        /// Every process below this one, as `/proc` shows them now.
+        fn list(&self) -> Vec<Process> {
+            let mut children: HashMap<i32, Vec<Process>> = HashMap::new();
+            let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+            for entry in entries.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                if let Some(process) = read(pid) {
+                    children.entry(process.parent).or_default().push(process);
+                }
+            }
+            let mut found = Vec::new();
+            let mut next = vec![self.own];
+            while let Some(parent) = next.pop() {
+                for process in children.remove(&parent).unwrap_or_default() {
+                    next.push(process.pid);
+                    found.push(process);
+                }
+            }
+            found
+        }
+    }
+
+    /// One process, from `/proc/PID/stat`.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(super) struct Process {
+        pub(super) pid: i32,
+        pub(super) parent: i32,
+        pub(super) group: i32,
+        /// When it started (clock ticks since boot): with the pid, tells it from a later process
+        /// that got the same pid.
+        pub(super) start: u64,
+        /// Exited, waiting to be reaped.
+        pub(super) zombie: bool,
+    }
+
+    impl Process {
+        /// Whether `/proc` still shows this process running, with the same parent and start.
+        fn still_listed(&self) -> bool {
+            read(self.pid).is_some_and(|now| {
+                !now.zombie && now.parent == self.parent && now.start == self.start
+            })
+        }
+    }
+
+    fn own_pid() -> i32 {
+        nix::unistd::getpid().as_raw()
+    }
+
+    fn read(pid: i32) -> Option<Process> {
+        parse(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    /// `PID (COMMAND) STATE PPID PGRP ... STARTTIME ...` (proc(5)): the command name may hold
+    /// spaces and parentheses, so the fields are counted from its last `)`.
+    pub(super) fn parse(pid: i32, stat: &str) -> Option<Process> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(Process {
+            pid,
+            zombie: matches!(*fields.first()?, "Z" | "X"),
+            parent: fields.get(1)?.parse().ok()?,
+            group: fields.get(2)?.parse().ok()?,
+            // Field 22 of the line; the state is field 3.
+            start: fields.get(22 - 3)?.parse().ok()?,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_stat_line_is_read_past_a_command_name_with_spaces_and_parentheses() {
+            let line = "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2 3\n";
+            assert_eq!(
+                parse(4242, line),
+                Some(Process { pid: 4242, parent: 17, group: 4242, start: 987_654, zombie: false })
+            );
+            let zombie = "7 (sh) Z 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 0 0\n";
+            assert!(parse(7, zombie).is_some_and(|p| p.zombie), "exited, not reaped");
+            assert_eq!(parse(7, "7 (sh) S 1"), None, "cut short");
+        }
+
+        #[test]
+        fn this_process_is_listed_as_its_parent_sees_it() {
+            let own = read(own_pid()).expect("this process in /proc");
+            assert_eq!(own.parent, nix::unistd::getppid().as_raw());
+            assert_eq!(own.group, nix::unistd::getpgrp().as_raw());
+            assert!(!own.zombie && own.still_listed());
         }
     }
 }

@@ -106,6 +106,7 @@ fn classify(error: &anyhow::Error) -> Verdict {
         } else if let Some(e) = cause.downcast_ref::<InjectError>() {
             match e {
                 InjectError::Access(a) => access(a),
+                InjectError::BrokerTooOld { .. } => Some((4, None)),
                 _ => None,
             }
         } else if let Some(e) = cause.downcast_ref::<RefreshError>() {

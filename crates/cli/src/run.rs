@@ -6,7 +6,8 @@
 //! command's environment only, never its arguments, this process's output or a log, and this
 //! process's copies are dropped (zeroized) once the command is spawned. The command runs as a
 //! job of its own (see `crate::job`); it and everything it started are stopped when the lifetime
-//! (`--ttl`) runs out.
+//! (`--ttl`) runs out, and on Linux whatever it left behind (even outside its process group) is
+//! stopped when it exits.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -137,7 +138,11 @@ pub(crate) async fn run(
     for (variable, released) in &injected {
         child.env(variable, environment_value(released)?);
     }
-    let spawned = Job::spawn(&mut child).with_context(|| format!("cannot run {program:?}"));
+    // With injected credentials the job is contained: nothing the command starts outlives it
+    // or the lifetime (on Linux; see `crate::job`).
+    let contained = lifetime_secs.is_some();
+    let spawned =
+        Job::spawn(&mut child, contained).with_context(|| format!("cannot run {program:?}"));
     // This process's copies of the injected values go now; the command has its own.
     drop(child);
     drop(injected);
@@ -150,7 +155,14 @@ pub(crate) async fn run(
                     human(lifetime_secs.unwrap_or_default())
                 ));
             };
-            job.wait(lifetime, ran_out, program).await
+            let left_behind = |count: usize| {
+                let processes = if count == 1 { "a process" } else { "processes" };
+                note(&format!(
+                    "latchkey: {program} exited and left {processes} behind ({count}) with the injected credentials: stopping them (SIGTERM, then SIGKILL {} later).",
+                    human(crate::job::STOP_GRACE.as_secs())
+                ));
+            };
+            job.wait(lifetime, ran_out, left_behind, program).await
         }
         Err(error) => Err(error),
     };

@@ -2195,6 +2195,180 @@ async fn run_stops_what_the_command_started_too_when_the_lifetime_runs_out() {
     let _ = stop.send(());
 }
 
+/// Whether process `pid` is gone from `/proc` altogether (a zombie is still listed), waiting a
+/// little: an orphan reaped by init can lag its death.
+async fn gone(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// A shell line that starts, in the background, a daemon in a session of its own (`setsid`),
+/// which writes its pid to `pid_file` and runs `body`; `fork_twice` starts it from a subshell
+/// that exits at once, as a daemon detaches, so it is re-parented. Like a daemon it lets go of
+/// stdin, stdout and stderr, so latchkey's output ends when latchkey exits.
+fn daemon(pid_file: &Path, body: &str, fork_twice: bool) -> String {
+    let start = format!(
+        "setsid sh -c 'echo $$ > {}; {body}' </dev/null >/dev/null 2>&1 &",
+        pid_file.display()
+    );
+    if fork_twice { format!("( {start} )") } else { start }
+}
+
+/// `latchkey run` of `script` under `sh -c` with models injected, `--ttl ttl`.
+fn injected(ada: &Latchkey, agent_id: &str, token: &str, ttl: &str, script: &str) -> Command {
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        agent_id,
+        "--inject",
+        "models=MODELS_KEY",
+        "--ttl",
+        ttl,
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    command.env("LATCHKEY_AGENT_TOKEN", token);
+    command
+}
+
+/// Runs [`injected`]; returns the exit code, stderr and how long it took.
+async fn run_injected(
+    ada: &Latchkey,
+    agent_id: &str,
+    token: &str,
+    ttl: &str,
+    script: &str,
+) -> (Option<i32>, String, std::time::Duration) {
+    let mut command = injected(ada, agent_id, token, ttl, script);
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), err, started.elapsed())
+}
+
+fn read_pid(file: &Path) -> u32 {
+    std::fs::read_to_string(file).unwrap().trim().parse().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_processes_that_left_the_group_when_the_lifetime_runs_out() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n",
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let (session, detached) = (work.path().join("session.pid"), work.path().join("detached.pid"));
+    let script = format!(
+        "{}\n{}\nwhile [ ! -s '{}' ] || [ ! -s '{}' ]; do sleep 0.1; done; sleep 60",
+        daemon(&session, "exec sleep 300", false),
+        daemon(&detached, "exec sleep 300", true),
+        session.display(),
+        detached.display()
+    );
+    let (code, err, took) = run_injected(&ada, &agent_id, &token, "2s", &script).await;
+    assert_eq!(code, Some(143), "the command was stopped with SIGTERM: {err}");
+    assert!(took < std::time::Duration::from_secs(30), "not left to run: {err}");
+    for (file, what) in [
+        (&session, "a child that called setsid (a session and process group of its own)"),
+        (&detached, "a daemon that forked twice and called setsid (re-parented away)"),
+    ] {
+        let pid = read_pid(file);
+        assert!(
+            gone(pid).await,
+            "{what} inherited the injected credential and is out of the command's process \
+             group, so stopping the group misses it: latchkey must find it as its descendant \
+             (child subreaper), stop it when the lifetime runs out and reap it, yet pid {pid} \
+             is still in /proc"
+        );
+    }
+    let _ = stop.send(());
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_command_leaves_behind_is_stopped_when_it_exits_before_the_lifetime() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
+        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n",
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let (background, detached, stubborn) = (
+        work.path().join("background.pid"),
+        work.path().join("detached.pid"),
+        work.path().join("stubborn.pid"),
+    );
+    let script = format!(
+        "sleep 300 </dev/null >/dev/null 2>&1 & echo $! > '{}'\n{}\n{}\nwhile [ ! -s '{}' ] || [ ! -s '{}' ]; do sleep 0.1; done",
+        background.display(),
+        daemon(&detached, "exec sleep 300", true),
+        // Bounded, so that it ends even where latchkey fails to stop it.
+        daemon(&stubborn, "trap \"\" TERM; for i in $(seq 300); do sleep 1; done", true),
+        detached.display(),
+        stubborn.display()
+    );
+    let mut latchkey = injected(&ada, &agent_id, &token, "1h", &script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    // The detached daemon is stopped as soon as the command exits, while the one that ignores
+    // SIGTERM keeps latchkey waiting out the grace: its child by then, it must have reaped it.
+    let reaped_by_latchkey = loop {
+        let exited = latchkey.try_wait().unwrap().is_some();
+        let pid = std::fs::read_to_string(&detached).ok().and_then(|t| t.trim().parse().ok());
+        if pid.is_some_and(|pid: u32| !Path::new(&format!("/proc/{pid}")).exists()) {
+            break !exited;
+        }
+        if exited || started.elapsed() > std::time::Duration::from_secs(40) {
+            break false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let output =
+        tokio::task::spawn_blocking(move || latchkey.wait_with_output().unwrap()).await.unwrap();
+    let (code, err, took) = (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    );
+    assert!(
+        reaped_by_latchkey,
+        "a detached daemon is re-parented to latchkey (its subreaper), so once stopped it is a \
+         zombie until latchkey waits for it: latchkey must reap it, not leave it to init when it \
+         exits: {err}"
+    );
+    assert_eq!(code, Some(0), "the command's own exit status: {err}");
+    assert!(
+        took < std::time::Duration::from_secs(40),
+        "latchkey stops what was left behind instead of waiting out the hour: {err}"
+    );
+    assert!(err.contains("left processes behind"), "says what it stops: {err}");
+    for (file, what) in [
+        (&background, "a background process in the command's group"),
+        (&detached, "a detached daemon (double fork, setsid)"),
+        (&stubborn, "a detached daemon that ignores SIGTERM (SIGKILL after the grace)"),
+    ] {
+        let pid = read_pid(file);
+        assert!(
+            gone(pid).await,
+            "{what} holds the injected credential: once the command exits, nothing it started \
+             may keep it (it would outlive the lifetime, which no one enforces after latchkey \
+             returns), yet pid {pid} is still in /proc"
+        );
+    }
+    let _ = stop.send(());
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_to_latchkey_run_reaches_the_command_and_its_status_is_passed_on() {

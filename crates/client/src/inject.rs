@@ -27,7 +27,7 @@ use latchkey_core::secret::SecretBytes;
 use latchkey_core::token::AgentToken;
 
 use crate::access::{AccessError, record_key};
-use crate::api::{ClientError, CredentialInfo, InjectAllowed, InjectQuery};
+use crate::api::{ApiError, ClientError, CredentialInfo, InjectAllowed, InjectQuery, codes};
 use crate::keychain::SharedKeyStore;
 use crate::profile::Profile;
 use crate::workspace::signed_in;
@@ -73,6 +73,17 @@ pub enum InjectError {
     /// The value holds a NUL byte, which no environment variable can carry.
     #[error("the credential {0:?} holds a NUL byte, which an environment variable cannot carry")]
     NotEnvironmentSafe(String),
+    /// Several credentials were asked for at once and the broker called the request malformed:
+    /// it predates releasing several together, and takes one credential per request.
+    #[error(
+        "the broker does not take {count} credentials in one inject: it is older than this latchkey (it answered: {refusal}); upgrade the broker, or inject one credential at a time (one --inject per command)"
+    )]
+    BrokerTooOld {
+        /// How many credentials were asked for.
+        count: usize,
+        /// The broker's refusal (`bad_request`).
+        refusal: ApiError,
+    },
 }
 
 impl From<ClientError> for InjectError {
@@ -162,7 +173,10 @@ pub async fn release_for_inject(
         lifetime_secs: terms.lifetime_secs,
         command: terms.command,
     };
-    let allowed = client.request_inject(terms.agent, &query).await?;
+    let allowed = client
+        .request_inject(terms.agent, &query)
+        .await
+        .map_err(|error| older_broker(error, ids.len()))?;
     let matches = allowed.len() == ids.len()
         && allowed.iter().zip(&ids).all(|(a, id)| a.agent == terms.agent && a.credential == *id);
     if !matches {
@@ -179,6 +193,20 @@ pub async fn release_for_inject(
         released.push(open(&client, store, &config, credential, allowed).await?);
     }
     Ok(released)
+}
+
+/// The error for a refused inject of `count` credentials. Every broker takes one credential as
+/// `credential`; several go as `credentials`, a field a broker from before they could be released
+/// together does not know, so it answers `bad_request`. A newer broker says `bad_request` about
+/// a body only if it is malformed, which this client does not send: for several credentials the
+/// refusal is taken to mean an older broker, and says what to do.
+fn older_broker(error: ClientError, count: usize) -> InjectError {
+    match error {
+        ClientError::Api(refusal) if count > 1 && refusal.is(codes::BAD_REQUEST) => {
+            InjectError::BrokerTooOld { count, refusal }
+        }
+        error => error.into(),
+    }
 }
 
 /// Opens one allowed credential with the record key this device holds.
@@ -237,6 +265,48 @@ mod tests {
         assert!(!command_ok("/usr/bin/python3"), "a path says more than the name");
         assert!(!command_ok("a\nb"), "control characters");
         assert!(!command_ok(&"x".repeat(MAX_COMMAND_BYTES + 1)), "too long");
+    }
+
+    fn refusal(status: u16, code: &str, message: &str) -> ClientError {
+        ClientError::Api(ApiError {
+            status,
+            code: code.to_owned(),
+            message: message.to_owned(),
+            problems: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_broker_that_calls_several_credentials_malformed_is_named_older() {
+        // What a broker from before several credentials answers to `credentials`.
+        let old = || refusal(400, codes::BAD_REQUEST, "unknown field `credentials`");
+        let error = older_broker(old(), 2);
+        assert!(
+            matches!(error, InjectError::BrokerTooOld { count: 2, .. }),
+            "several credentials refused as malformed: the broker is older: {error:?}"
+        );
+        let text = error.to_string();
+        for needed in ["older than this latchkey", "upgrade the broker", "one credential at a time"]
+        {
+            assert!(text.contains(needed), "the message says {needed:?}: {text}");
+        }
+        assert!(text.contains("unknown field `credentials`"), "and what the broker said: {text}");
+
+        // One credential goes in the form every broker takes: its bad_request means something
+        // else, and so do other refusals of several.
+        assert!(matches!(
+            older_broker(old(), 1),
+            InjectError::Access(AccessError::Broker(ClientError::Api(_)))
+        ));
+        for other in [
+            refusal(403, codes::POLICY_DENIED, "no permit"),
+            refusal(400, codes::INVALID_REQUEST, "credentials name one twice"),
+        ] {
+            assert!(matches!(
+                older_broker(other, 2),
+                InjectError::Access(AccessError::Broker(ClientError::Api(_)))
+            ));
+        }
     }
 
     #[test]
