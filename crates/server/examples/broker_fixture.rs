@@ -107,6 +107,11 @@ impl InjectionArg {
     }
 }
 
+/// The broker allocates and frees many small buffers per call from two or more threads;
+/// mimalloc serves that pattern with less work than glibc's allocator (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
