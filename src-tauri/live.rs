@@ -67,6 +67,9 @@ pub struct Live {
     store: Mutex<Option<SharedKeyStore>>,
     signed_in: Mutex<Option<SignedIn>>,
     locked: tokio::sync::Notify,
+    /// Signalled when the approval stream can start at once: the app was unlocked, or the
+    /// profile changed (a workspace created or joined).
+    ready: tokio::sync::Notify,
     /// Set by Lock, cleared by Unlock: while set, nothing touches the keychain (a read would
     /// make the system prompt for the password behind the person's back).
     locked_by_app: std::sync::atomic::AtomicBool,
@@ -89,6 +92,7 @@ impl Live {
             store: Mutex::new(None),
             signed_in: Mutex::new(None),
             locked: tokio::sync::Notify::new(),
+            ready: tokio::sync::Notify::new(),
             locked_by_app: std::sync::atomic::AtomicBool::new(false),
             embedded: Mutex::new(None),
             connecting: std::sync::Mutex::new(None),
@@ -234,9 +238,11 @@ impl Live {
         Ok(ready)
     }
 
-    /// Forgets the cached client (the profile changed).
+    /// Forgets the cached client (the profile changed), and lets the approval stream start on
+    /// the new one at once.
     async fn forget_client(&self) {
         self.signed_in.lock().await.take();
+        self.ready.notify_one();
     }
 
     /// Forgets the client (with the device key it holds) and the keychain connection.
@@ -248,6 +254,12 @@ impl Live {
     /// Resolves when the app is locked (the approval stream then lets go of its key).
     pub async fn locked(&self) {
         self.locked.notified().await;
+    }
+
+    /// Resolves when the approval stream can start at once (unlocked, or a workspace set up
+    /// here), or at once if that happened since the last call.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
     }
 
     /// Opens the keychain and reads this device's keys ahead of the window's first request:
@@ -867,6 +879,7 @@ impl Backend for Live {
         // A fresh connection: the keychain may have been restarted to unlock it.
         self.forget_keys().await;
         self.locked_by_app.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.ready.notify_one();
         Ok(self.status().await)
     }
 
@@ -958,6 +971,22 @@ mod tests {
         assert!(!same_origin("http://127.0.0.1:8741", "http://127.0.0.1:8740"), "another port");
         assert!(!same_origin("https://127.0.0.1:8740", "http://127.0.0.1:8740"), "another scheme");
         assert!(!same_origin("not a url", "http://127.0.0.1:8740"));
+    }
+
+    #[tokio::test]
+    async fn a_workspace_set_up_here_wakes_the_approval_stream_even_before_it_waits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let settings = Settings {
+            profile: Profile::new("test".parse().expect("a profile name"), dir.path()),
+            broker_dir: dir.path().join("broker"),
+            broker_listen: "127.0.0.1:0".parse().expect("an address"),
+        };
+        let live = Live::new(settings, Arc::new(latchkey_client::oauth::SystemBrowser));
+        // The stream's loop may be busy elsewhere when the profile changes: the signal waits.
+        live.forget_client().await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), live.ready())
+            .await
+            .expect("the loop learns of the new workspace at once, not at its next poll");
     }
 
     #[test]

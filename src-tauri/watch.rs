@@ -292,7 +292,12 @@ pub fn spawn(app: AppHandle, live: Arc<Live>, tray: Option<Tray>) {
         let mut backoff = Duration::from_secs(1);
         loop {
             if !live.is_set_up() || live.is_locked() {
-                tokio::time::sleep(SET_UP_POLL).await;
+                // Unlocking or setting up a workspace here says so at once; the poll covers a
+                // profile set up by another process (the CLI).
+                tokio::select! {
+                    () = tokio::time::sleep(SET_UP_POLL) => {}
+                    () = live.ready() => {}
+                }
                 continue;
             }
             match follow(&app, &live, tray.as_ref(), &mut notified).await {
@@ -324,7 +329,9 @@ async fn follow(
             next = stream.next() => next.map_err(|e| e.to_string())?,
             () = live.locked() => {
                 publish(app, tray, &BTreeMap::new(), None, notified);
-                return Err("locked: the approval stream waits for the keychain".to_owned());
+                // Not a failure: the loop waits for the unlock, with no backoff after it.
+                tracing::info!("locked: the approval stream waits for the keychain");
+                return Ok(());
             }
         };
         match next {
