@@ -97,6 +97,9 @@ pub struct Tray {
     icon: TrayIcon,
     base: Arc<(Vec<u8>, u32, u32)>,
     state: Arc<Mutex<TrayState>>,
+    /// What the tray shows now: an update that changes nothing visible does not rebuild the
+    /// menu (a rebuilt menu gets new item ids on the bus, which a click in flight would miss).
+    shown: Arc<Mutex<Option<TrayModel>>>,
 }
 
 impl std::fmt::Debug for Tray {
@@ -121,6 +124,7 @@ impl Tray {
             icon,
             base,
             state: Arc::new(Mutex::new(TrayState::default())),
+            shown: Arc::new(Mutex::new(None)),
         };
         app.manage(tray.clone());
         tray.apply();
@@ -140,11 +144,29 @@ impl Tray {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).paused
     }
 
-    /// Redraws the tray from its state.
+    /// Changes the state and redraws even if the model is unchanged: a check item the person
+    /// clicked has toggled itself, whatever the model says.
+    fn redraw(&self, change: impl FnOnce(&mut TrayState)) {
+        change(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        self.shown.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.apply();
+    }
+
+    /// Redraws the tray from its state, if that changes what it shows.
     fn apply(&self) {
         let model = TrayModel::build(&self.state.lock().unwrap_or_else(|p| p.into_inner()));
-        if let Err(error) = self.show(&model) {
-            tracing::warn!(%error, "the tray could not be updated");
+        // Held while drawing, so two updates draw one after the other.
+        let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+        if !needs_redraw(shown.as_ref(), &model) {
+            return;
+        }
+        match self.show(&model) {
+            Ok(()) => *shown = Some(model),
+            Err(error) => {
+                // Drawn again at the next update, whatever it changes.
+                *shown = None;
+                tracing::warn!(%error, "the tray could not be updated");
+            }
         }
     }
 
@@ -204,14 +226,14 @@ fn on_menu(app: &AppHandle, id: &str) {
                 let wanted = !tray.paused();
                 match live.set_paused(wanted).await {
                     Ok(status) => {
-                        tray.update(|s| s.paused = status.paused);
+                        tray.redraw(|s| s.paused = status.paused);
                         events::status_changed(&app, &status);
                     }
                     Err(error) => {
                         tracing::warn!(code = %error.code, "pause from the tray failed");
                         notify(&app, "Latchkey could not pause agents", &error.message);
                         // The check item toggled itself: put it back.
-                        tray.apply();
+                        tray.redraw(|_| {});
                     }
                 }
             });
@@ -382,6 +404,11 @@ fn publish(
     }
 }
 
+/// Whether the tray must be drawn again to show `next`.
+fn needs_redraw(shown: Option<&TrayModel>, next: &TrayModel) -> bool {
+    shown != Some(next)
+}
+
 /// The pending requests oldest first, and those not announced before (now marked announced).
 /// Answered or expired requests are forgotten, so a reconnect's snapshot announces nothing
 /// twice and a request's id is never announced again.
@@ -399,6 +426,22 @@ fn pending_update(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tray_is_drawn_again_only_when_what_it_shows_changes() {
+        let idle = TrayModel::build(&TrayState { set_up: true, ..TrayState::default() });
+        assert!(needs_redraw(None, &idle), "nothing is drawn yet");
+        assert!(!needs_redraw(Some(&idle), &idle.clone()), "the same menu, icon and text");
+        let waiting = TrayModel::build(&TrayState {
+            set_up: true,
+            pending: vec![approval("a1", 1)],
+            ..TrayState::default()
+        });
+        assert!(needs_redraw(Some(&idle), &waiting), "a request came in");
+        let paused =
+            TrayModel::build(&TrayState { set_up: true, paused: true, ..TrayState::default() });
+        assert!(needs_redraw(Some(&idle), &paused), "the pause switch changed");
+    }
 
     #[test]
     fn closing_the_window_hides_it_only_where_a_tray_host_can_show_it_again() {
