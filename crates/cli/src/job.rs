@@ -544,11 +544,14 @@ mod linux {
                     kill(pid, None)
                 } else if signal == Signal::SIGTERM && self.terminated.contains(&key) {
                     Ok(())
-                } else if process.parent != self.own && !process.still_listed() {
-                    // Gone or moved since the listing: the next one sees where it went.
-                    Ok(())
                 } else {
-                    let sent = kill(pid, signal);
+                    // A child's pid stays its own until it is reaped here; any other process is
+                    // signalled through a handle on that very process.
+                    let sent = if process.parent == self.own {
+                        kill(pid, signal)
+                    } else {
+                        process.signal_exactly(signal)
+                    };
                     if signal == Signal::SIGTERM && sent.is_ok() {
                         self.terminated.insert(key);
                     }
@@ -628,6 +631,36 @@ mod linux {
     }
 
     impl Process {
+        /// Sends `signal` to this process and no other: a pidfd is opened first (it names the
+        /// process that has the pid at that moment, for as long as it is held), then `/proc` is
+        /// read again to check that process is still this one (parent and start time), and the
+        /// signal goes through the pidfd. A pid freed and reused at any point is never hit.
+        /// A process gone or moved since the listing is left to the next listing. Without
+        /// pidfds (Linux before 5.3) the check is made just before `kill` instead.
+        fn signal_exactly(&self, signal: Signal) -> Result<(), Errno> {
+            use rustix::process::{PidfdFlags, pidfd_open, pidfd_send_signal};
+            let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
+            let Some(pid) = rustix::process::Pid::from_raw(self.pid) else { return Ok(()) };
+            let handle = match pidfd_open(pid, PidfdFlags::empty()) {
+                Ok(handle) => Some(handle),
+                Err(rustix::io::Errno::SRCH) => return Ok(()),
+                Err(rustix::io::Errno::NOSYS) => None,
+                Err(e) => return Err(errno(e)),
+            };
+            if !self.still_listed() {
+                return Ok(());
+            }
+            let Some(handle) = handle else { return kill(Pid::from_raw(self.pid), signal) };
+            let Some(signal) = rustix::process::Signal::from_named_raw(signal as i32) else {
+                return Err(Errno::EINVAL);
+            };
+            match pidfd_send_signal(&handle, signal) {
+                // Exited since the check: nothing to stop.
+                Err(rustix::io::Errno::SRCH) => Ok(()),
+                sent => sent.map_err(errno),
+            }
+        }
+
         /// Whether `/proc` still shows this process running, with the same parent and start.
         fn still_listed(&self) -> bool {
             read(self.pid).is_some_and(|now| {
