@@ -49,8 +49,6 @@ const MAX_BEHIND: u64 = 100_000;
 pub(crate) struct IngestProgress {
     /// Records appended to the journal, or deferred to be, since it was opened.
     queued: AtomicU64,
-    /// The journal is closing: nothing more may be deferred.
-    closed: AtomicBool,
     /// Of those, how many are in the database.
     ingested: watch::Sender<u64>,
     /// Wakes the ingester.
@@ -107,6 +105,8 @@ pub(super) struct Journal {
     /// Records deferred: written ahead of the next append, or by the ingester. A lock of its
     /// own, so queueing one never waits for a write.
     deferred: Mutex<Vec<Prepared>>,
+    /// Set by [`Journal::close`]: nothing more may be deferred.
+    closing: AtomicBool,
     pub(super) progress: std::sync::Arc<IngestProgress>,
     faults: Option<JournalFaults>,
     /// Held (locked) for the journal's life.
@@ -153,26 +153,40 @@ struct Prepared {
     at_ms: u64,
     kind: AuditKind,
     record: PreparedRecord,
-    /// The record as a JSON string for the line, split where the seq's digits go.
-    escaped: (String, String),
+    /// The journal line but for the seq (twice: the line's and the record's) and the hashes.
+    line: LineParts,
+}
+
+/// A journal line in the pieces between what only the lock knows: `{head}{seq}{middle}{seq}
+/// {tail}{prev_hash}","hash":"{hash}"}`.
+#[derive(Debug)]
+struct LineParts {
+    /// `{"workspace":"…","seq":`
+    head: String,
+    /// `,"at_ms":…,"record":"` and the escaped record up to its seq.
+    middle: String,
+    /// The escaped rest of the record, `","prev_hash":"`.
+    tail: String,
 }
 
 impl Prepared {
     fn new(event: &AuditEvent) -> Self {
         let record = PreparedRecord::new(event);
         let (before, after) = record.split();
-        // JSON escaping works character by character, so the two halves escape on their own.
-        let mut before = json_string(before);
-        before.pop();
-        let mut after = json_string(after);
-        after.remove(0);
-        Self {
-            workspace: event.workspace,
-            at_ms: event.at_ms,
-            kind: event.kind,
-            record,
-            escaped: (before, after),
-        }
+        // JSON escaping works character by character, so the two halves escape on their own:
+        // each is a JSON string without its closing (before) or opening (after) quote.
+        let before = json_string(before);
+        let after = json_string(after);
+        let line = LineParts {
+            head: format!("{{\"workspace\":\"{}\",\"seq\":", event.workspace),
+            middle: format!(
+                ",\"at_ms\":{},\"record\":{}",
+                event.at_ms,
+                &before[..before.len() - 1]
+            ),
+            tail: format!("{},\"prev_hash\":\"", &after[1..]),
+        };
+        Self { workspace: event.workspace, at_ms: event.at_ms, kind: event.kind, record, line }
     }
 }
 
@@ -183,19 +197,11 @@ fn json_string(text: &str) -> String {
 }
 
 /// Appends `row`'s journal line, the fields of [`Line`] in its order.
-fn write_line(line: &mut Vec<u8>, row: &ChainRow, escaped: &(String, String)) {
+fn write_line(line: &mut Vec<u8>, row: &ChainRow, parts: &LineParts) {
     let seq = row.seq.to_string();
-    line.extend_from_slice(b"{\"workspace\":\"");
-    line.extend_from_slice(row.workspace.to_string().as_bytes());
-    line.extend_from_slice(b"\",\"seq\":");
-    line.extend_from_slice(seq.as_bytes());
-    line.extend_from_slice(b",\"at_ms\":");
-    line.extend_from_slice(row.at_ms.to_string().as_bytes());
-    line.extend_from_slice(b",\"record\":");
-    line.extend_from_slice(escaped.0.as_bytes());
-    line.extend_from_slice(seq.as_bytes());
-    line.extend_from_slice(escaped.1.as_bytes());
-    line.extend_from_slice(b",\"prev_hash\":\"");
+    for piece in [&parts.head, &seq, &parts.middle, &seq, &parts.tail] {
+        line.extend_from_slice(piece.as_bytes());
+    }
     line.extend_from_slice(to_hex(&row.prev_hash).as_bytes());
     line.extend_from_slice(b"\",\"hash\":\"");
     line.extend_from_slice(to_hex(&row.hash).as_bytes());
@@ -266,9 +272,9 @@ impl Journal {
                 line: Vec::with_capacity(1024),
             }),
             deferred: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
             progress: std::sync::Arc::new(IngestProgress {
                 queued: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
                 ingested: watch::Sender::new(0),
                 wake: Notify::new(),
             }),
@@ -292,10 +298,11 @@ impl Journal {
     pub(super) fn append(&self, events: &[AuditEvent]) -> Result<Appended, AuditError> {
         let events: Vec<Prepared> = events.iter().map(Prepared::new).collect();
         let mut guard = self.state();
+        let before = guard.appended;
         let appended = self.write(&mut guard, &events);
-        let pending = !guard.pending.is_empty();
+        let wrote = guard.appended > before;
         drop(guard);
-        if pending {
+        if wrote {
             self.progress.wake.notify_one();
         }
         appended
@@ -307,7 +314,7 @@ impl Journal {
         let prepared = Prepared::new(event);
         let mut deferred = self.deferred();
         // Read under the deferred lock: `close` sets it before taking what is deferred.
-        if self.progress.closed.load(Ordering::Acquire) {
+        if self.closing.load(Ordering::Acquire) {
             return Err(AuditError::Stopped);
         }
         deferred.push(prepared);
@@ -326,6 +333,23 @@ impl Journal {
     }
 
     fn write(&self, state: &mut State, events: &[Prepared]) -> Result<Appended, AuditError> {
+        let deferred = std::mem::take(&mut *self.deferred());
+        if deferred.is_empty() && events.is_empty() {
+            return Ok(Appended::Committed(Vec::new()));
+        }
+        let written =
+            self.writable(state).and_then(|()| self.write_lines(state, &deferred, events));
+        if !matches!(written, Ok(Appended::Committed(_))) {
+            // Back at the front of the queue, ahead of anything deferred meanwhile.
+            let mut queue = self.deferred();
+            let later = std::mem::replace(&mut *queue, deferred);
+            queue.extend(later);
+        }
+        written
+    }
+
+    /// Whether records may be written now.
+    fn writable(&self, state: &State) -> Result<(), AuditError> {
         if state.closed {
             return Err(AuditError::Stopped);
         }
@@ -339,15 +363,7 @@ impl Journal {
             );
             return Err(AuditError::CommitFailed);
         }
-        let deferred = std::mem::take(&mut *self.deferred());
-        let written = self.write_lines(state, &deferred, events);
-        if !matches!(written, Ok(Appended::Committed(_))) {
-            // Back at the front of the queue, ahead of anything deferred meanwhile.
-            let mut queue = self.deferred();
-            let later = std::mem::replace(&mut *queue, deferred);
-            queue.extend(later);
-        }
-        written
+        Ok(())
     }
 
     fn write_lines(
@@ -357,9 +373,6 @@ impl Journal {
         events: &[Prepared],
     ) -> Result<Appended, AuditError> {
         let all = || deferred.iter().chain(events);
-        if deferred.is_empty() && events.is_empty() {
-            return Ok(Appended::Committed(Vec::new()));
-        }
         let mut next: HashMap<WorkspaceId, ChainHead> = HashMap::new();
         let mut rows = Vec::with_capacity(deferred.len() + events.len());
         state.line.clear();
@@ -369,7 +382,7 @@ impl Journal {
             };
             let head = next.entry(prepared.workspace).or_insert(known);
             let row = ChainRow::chain_prepared(&prepared.record, prepared.at_ms, head);
-            write_line(&mut state.line, &row, &prepared.escaped);
+            write_line(&mut state.line, &row, &prepared.line);
             rows.push(row);
         }
         let written = match &self.faults {
@@ -451,9 +464,9 @@ impl Journal {
     /// were appended in all.
     pub(super) fn close(&self) -> u64 {
         let mut state = self.state();
-        self.progress.closed.store(true, Ordering::Release);
-        // Nothing is deferred after this: `defer` checks `closed` under the deferred lock.
-        drop(self.deferred());
+        // Nothing is deferred after this: `defer` checks it under the deferred lock, which the
+        // write below takes.
+        self.closing.store(true, Ordering::Release);
         if !matches!(self.write(&mut state, &[]), Ok(Appended::Committed(_))) {
             // Only if the write fails, or for a workspace whose head the journal never learned
             // (a deferred record always follows an append in its workspace).
@@ -622,7 +635,7 @@ mod tests {
         let prepared = Prepared::new(&event);
         let row = ChainRow::chain_prepared(&prepared.record, prepared.at_ms, &mut head);
         let mut line = Vec::new();
-        write_line(&mut line, &row, &prepared.escaped);
+        write_line(&mut line, &row, &prepared.line);
         assert_eq!(line.last(), Some(&b'\n'), "one line, ended");
         let read: Line<'_> = serde_json::from_slice(&line).expect("the line is JSON");
         assert_eq!(read.workspace, workspace);
