@@ -2144,6 +2144,9 @@ async fn inject_world(
     (ada, agent_id, token, broker_dir, stop)
 }
 
+/// A workspace policy that permits injecting into commands run as `sh`.
+const INJECT_FROM_SH: &str = "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n";
+
 /// Whether process `pid` still runs (a zombie, waiting only to be reaped, does not).
 fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -2155,33 +2158,14 @@ fn running(pid: u32) -> bool {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_stops_what_the_command_started_too_when_the_lifetime_runs_out() {
-    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
-        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n",
-    )
-    .await;
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(INJECT_FROM_SH).await;
     let work = tempfile::tempdir().unwrap();
     let pid_file = work.path().join("grandchild.pid");
     let script = format!("sleep 300 & echo $! > '{}'; wait", pid_file.display());
-    let mut command = ada.command(&[
-        "run",
-        "--agent",
-        &agent_id,
-        "--inject",
-        "models=MODELS_KEY",
-        "--ttl",
-        "2s",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    command.env("LATCHKEY_AGENT_TOKEN", &token);
-    let started = std::time::Instant::now();
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(143), "stopped with SIGTERM: {err}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(30), "not left to run: {err}");
-    let grandchild: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let (code, err, took) = run_injected(&ada, &agent_id, &token, "2s", &script).await;
+    assert_eq!(code, Some(143), "stopped with SIGTERM: {err}");
+    assert!(took < std::time::Duration::from_secs(30), "not left to run: {err}");
+    let grandchild = read_pid(&pid_file);
     // Reaping an orphan can lag its death a little.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while running(grandchild) && std::time::Instant::now() < deadline {
@@ -2261,10 +2245,7 @@ fn read_pid(file: &Path) -> u32 {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_stops_processes_that_left_the_group_when_the_lifetime_runs_out() {
-    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
-        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n",
-    )
-    .await;
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(INJECT_FROM_SH).await;
     let work = tempfile::tempdir().unwrap();
     let (session, detached) = (work.path().join("session.pid"), work.path().join("detached.pid"));
     let script = format!(
@@ -2296,10 +2277,7 @@ async fn run_stops_processes_that_left_the_group_when_the_lifetime_runs_out() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_command_leaves_behind_is_stopped_when_it_exits_before_the_lifetime() {
-    let (ada, agent_id, token, _broker_dir, stop) = inject_world(
-        "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n",
-    )
-    .await;
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(INJECT_FROM_SH).await;
     let work = tempfile::tempdir().unwrap();
     let (background, detached, stubborn) = (
         work.path().join("background.pid"),
