@@ -71,27 +71,25 @@ def ready(d: Driver, css: str, timeout: float = 60) -> None:
     raise Failure(f"{css} did not appear within {timeout}s")
 
 
-def run(name: str, binary: str, css: str, rounds: int, driver: str) -> tuple:
-    starts, memory = [], []
-    shots = pathlib.Path(tempfile.mkdtemp())
-    for _ in range(rounds):
-        began = time.monotonic()
-        d = Driver(driver, binary, shots)
-        try:
-            ready(d, css)
-            starts.append((time.monotonic() - began) * 1000)
-            time.sleep(IDLE_SECONDS)
-            pid = app_pid(binary)
-            if pid is None:
-                raise Failure(f"{name}: no process runs {binary}")
-            memory.append(pss_mb(pid))
-        finally:
-            d.quit()
-        for _ in range(100):
-            if app_pid(binary) is None:
-                break
-            time.sleep(0.1)
-    return statistics.median(starts), statistics.median(memory)
+def measure(name: str, binary: str, css: str, driver: str, shots: pathlib.Path) -> tuple:
+    """One cold start of `binary` and its idle memory afterwards: (milliseconds, MB)."""
+    began = time.monotonic()
+    d = Driver(driver, binary, shots)
+    try:
+        ready(d, css)
+        start = (time.monotonic() - began) * 1000
+        time.sleep(IDLE_SECONDS)
+        pid = app_pid(binary)
+        if pid is None:
+            raise Failure(f"{name}: no process runs {binary}")
+        memory = pss_mb(pid)
+    finally:
+        d.quit()
+    for _ in range(100):
+        if app_pid(binary) is None:
+            break
+        time.sleep(0.1)
+    return start, memory
 
 
 def set_up_latchkey(binary: str, driver: str) -> None:
@@ -115,8 +113,17 @@ def main() -> None:
     app, empty = sys.argv[1], sys.argv[2]
     rounds = int(os.environ.get("LATCHKEY_BENCH_ROUNDS", "5"))
     set_up_latchkey(app, driver)
-    empty_start, empty_mb = run("empty", empty, "#ready", rounds, driver)
-    app_start, app_mb = run("latchkey", app, '[data-testid="nav-integrations"]', rounds, driver)
+    # The two apps take turns, so a change in the machine's speed during the run (another
+    # process, CPU frequency) falls on both alike.
+    shots = pathlib.Path(tempfile.mkdtemp())
+    samples: dict = {"empty": [], "latchkey": []}
+    for _ in range(rounds):
+        samples["empty"].append(measure("empty", empty, "#ready", driver, shots))
+        samples["latchkey"].append(
+            measure("latchkey", app, '[data-testid="nav-integrations"]', driver, shots))
+    median = lambda name, i: statistics.median(s[i] for s in samples[name])  # noqa: E731
+    empty_start, empty_mb = median("empty", 0), median("empty", 1)
+    app_start, app_mb = median("latchkey", 0), median("latchkey", 1)
     print(f"\ndesktop app, median of {rounds} (idle {IDLE_SECONDS:.0f} s before measuring memory)")
     print(f"{'':24}{'cold start ms':>15}{'idle PSS MB':>14}")
     print(f"{'empty Tauri 2 app':24}{empty_start:>15.0f}{empty_mb:>14.1f}")
