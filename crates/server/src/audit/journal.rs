@@ -21,6 +21,7 @@
 //! one broker holds for as long as it runs.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use latchkey_core::ids::WorkspaceId;
 use serde::Deserialize;
 use tokio::sync::{Notify, watch};
 
-use super::record::{PreparedRecord, chain_hash, from_hex, to_hex};
+use super::record::{PreparedRecord, chain_hash, escape_into, from_hex, to_hex};
 use super::{AuditError, AuditEvent, AuditKind};
 use crate::store::audit::{ChainHead, ChainRow};
 use crate::store::{Store, StoreError};
@@ -173,27 +174,19 @@ impl Prepared {
     fn new(event: &AuditEvent) -> Self {
         let record = PreparedRecord::new(event);
         let (before, after) = record.split();
-        // JSON escaping works character by character, so the two halves escape on their own:
-        // each is a JSON string without its closing (before) or opening (after) quote.
-        let before = json_string(before);
-        let after = json_string(after);
-        let line = LineParts {
-            head: format!("{{\"workspace\":\"{}\",\"seq\":", event.workspace),
-            middle: format!(
-                ",\"at_ms\":{},\"record\":{}",
-                event.at_ms,
-                &before[..before.len() - 1]
-            ),
-            tail: format!("{},\"prev_hash\":\"", &after[1..]),
-        };
+        // JSON escaping works character by character, so the two halves escape on their own.
+        // Writing into a String cannot fail.
+        let mut head = String::with_capacity(64);
+        let _ = write!(head, "{{\"workspace\":\"{}\",\"seq\":", event.workspace);
+        let mut middle = String::with_capacity(before.len() + 64);
+        let _ = write!(middle, ",\"at_ms\":{},\"record\":\"", event.at_ms);
+        escape_into(before, &mut middle);
+        let mut tail = String::with_capacity(after.len() + 32);
+        escape_into(after, &mut tail);
+        tail.push_str("\",\"prev_hash\":\"");
+        let line = LineParts { head, middle, tail };
         Self { workspace: event.workspace, at_ms: event.at_ms, kind: event.kind, record, line }
     }
-}
-
-/// `text` as a JSON string, quotes included.
-fn json_string(text: &str) -> String {
-    // Serialising a string to JSON cannot fail.
-    serde_json::to_string(text).unwrap_or_default()
 }
 
 /// Appends `row`'s journal line, the fields of [`Line`] in its order.

@@ -252,8 +252,9 @@ fn write_string(s: &str, out: &mut String) {
     out.push('"');
 }
 
-/// `s` with what JSON strings must escape escaped, and nothing else.
-fn escape_into(s: &str, out: &mut String) {
+/// `s` with what JSON strings must escape escaped, and nothing else (as serde_json writes
+/// strings).
+pub(crate) fn escape_into(s: &str, out: &mut String) {
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -434,6 +435,17 @@ mod tests {
                 event
             },
         )
+    }
+
+    proptest! {
+        #[test]
+        fn strings_are_escaped_as_serde_json_escapes_them(s in "(?s).{0,64}") {
+            let mut ours = String::from("\"");
+            escape_into(&s, &mut ours);
+            ours.push('"');
+            let theirs = serde_json::to_string(&s).expect("a string serialises");
+            prop_assert_eq!(ours, theirs, "journal lines are read back by serde_json");
+        }
     }
 
     proptest! {
