@@ -113,6 +113,10 @@ mod unix {
 
     use super::STOP_GRACE;
 
+    /// How long processes that were killed may take to leave, before they are taken to be held
+    /// in an uninterruptible kernel wait that no signal ends, and no longer waited for.
+    #[cfg(target_os = "linux")]
+    const DYING_WAIT: Duration = Duration::from_secs(5);
     /// How often a stopped command's group is checked for processes left behind.
     const POLL: Duration = Duration::from_millis(100);
     /// How often, once they are being killed, the command's descendants are listed again.
@@ -298,13 +302,15 @@ mod unix {
         /// and waits until none is left. SIGTERM first (`left_behind` is told how many there
         /// are) unless the lifetime already ran out, each process once, including ones started
         /// meanwhile; SIGKILL from `kill_at` (the end of the grace since the first SIGTERM), or
-        /// from a signal to this process while it waits.
+        /// from a signal to this process while it waits. Processes that stay dying for
+        /// [`DYING_WAIT`] after SIGKILL (held in the kernel) are reported and not waited for.
         #[cfg(target_os = "linux")]
         async fn stop_descendants(
             &mut self,
             kill_at: Option<Instant>,
             left_behind: impl FnOnce(usize),
         ) {
+            use std::io::Write as _;
             let Some(mut descendants) = self.descendants.take() else { return };
             let mut kill_at = match kill_at {
                 Some(at) => at,
@@ -320,14 +326,30 @@ mod unix {
                     Instant::now() + STOP_GRACE
                 }
             };
+            // Since when every process left has been dying (killed, not yet gone).
+            let mut dying_since: Option<Instant> = None;
             loop {
-                let killing = Instant::now() >= kill_at;
+                let now = Instant::now();
+                let killing = now >= kill_at;
                 // Only while a member was listed running: an emptied group's id can be reused.
                 if killing && descendants.group_running() {
                     self.signal(Signal::SIGKILL);
                 }
                 let signal = if killing { Signal::SIGKILL } else { Signal::SIGTERM };
-                if descendants.signal(signal) == 0 {
+                let left = descendants.signal(signal);
+                if left == 0 {
+                    return;
+                }
+                dying_since =
+                    if descendants.all_dying() { dying_since.or(Some(now)) } else { None };
+                if dying_since.is_some_and(|since| now.duration_since(since) >= DYING_WAIT) {
+                    // Killed, they cannot run their code again; they leave when the kernel lets
+                    // them, and init reaps them once this process is gone.
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "latchkey: {left} process(es) the command started are killed but held in \
+                         an uninterruptible kernel wait; they cannot run again and exit when it ends"
+                    );
                     return;
                 }
                 let pause = if killing { KILL_POLL } else { POLL };
@@ -503,6 +525,7 @@ mod linux {
                 terminated: HashSet::new(),
                 beyond_reach: HashSet::new(),
                 group_running: true,
+                all_dying: false,
             }
         }
     }
@@ -519,6 +542,8 @@ mod linux {
         beyond_reach: HashSet<(i32, u64)>,
         /// Whether the last listing showed a process of the command's group running.
         group_running: bool,
+        /// Whether every process the last SIGKILL round found running was dying (see [`dying`]).
+        all_dying: bool,
     }
 
     impl Descendants {
@@ -527,6 +552,7 @@ mod linux {
         /// are still running, in the group or not, except ones it may not signal.
         pub(super) fn signal(&mut self, signal: Signal) -> usize {
             let mut running = 0;
+            let mut dying_count = 0;
             self.group_running = false;
             for process in self.list() {
                 if process.zombie {
@@ -567,8 +593,18 @@ mod linux {
                     continue;
                 }
                 running += 1;
+                if signal == Signal::SIGKILL && dying(process.pid) {
+                    dying_count += 1;
+                }
             }
+            self.all_dying = signal == Signal::SIGKILL && dying_count == running;
             running
+        }
+
+        /// Whether every process the last [`Self::signal`] found running was sent SIGKILL and
+        /// is dying: held in the kernel, if it stays so, where no signal reaches (see [`dying`]).
+        pub(super) fn all_dying(&self) -> bool {
+            self.all_dying
         }
 
         /// Whether the last [`Self::signal`] found a process of the command's group running
@@ -626,7 +662,7 @@ mod linux {
         /// When it started (clock ticks since boot): with the pid, tells it from a later process
         /// that got the same pid.
         pub(super) start: u64,
-        /// Exited, waiting to be reaped.
+        /// Exited, waiting to be reaped (see [`read`] for a leader whose threads run on).
         pub(super) zombie: bool,
     }
 
@@ -674,7 +710,58 @@ mod linux {
     }
 
     fn read(pid: i32) -> Option<Process> {
-        parse(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        let mut process = parse(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+        // The state is the thread group leader's: a leader that called `pthread_exit` shows as a
+        // zombie while the process's other threads run on, holding everything it inherited.
+        if process.zombie && threads_running(pid) {
+            process.zombie = false;
+        }
+        Some(process)
+    }
+
+    /// Whether any thread of process `pid` but its leader is still running.
+    fn threads_running(pid: i32) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+        tasks.flatten().any(|task| {
+            let Some(tid) = task.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                return false;
+            };
+            tid != pid
+                && std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+                    .ok()
+                    .and_then(|stat| parse(tid, &stat))
+                    .is_some_and(|thread| !thread.zombie)
+        })
+    }
+
+    /// Whether process `pid` is dying: SIGKILL is pending (it cannot run another instruction of
+    /// its own) or it is already exiting. A process that stays dying is held in the kernel, in
+    /// an uninterruptible wait (state `D`, a stuck network filesystem, a device), and leaves as
+    /// soon as the wait ends; nothing more can be done to it from here.
+    pub(super) fn dying(pid: i32) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        sigkill_pending(&status) || exiting(&stat)
+    }
+
+    /// Whether a `/proc/PID/status` text shows SIGKILL pending, for the thread or the process.
+    pub(super) fn sigkill_pending(status: &str) -> bool {
+        const SIGKILL_BIT: u64 = 1 << (Signal::SIGKILL as u64 - 1);
+        status.lines().any(|line| {
+            let pending = line.strip_prefix("SigPnd:").or_else(|| line.strip_prefix("ShdPnd:"));
+            pending
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .is_some_and(|mask| mask & SIGKILL_BIT != 0)
+        })
+    }
+
+    /// Whether a `/proc/PID/stat` line has the kernel's `PF_EXITING` flag (field 9).
+    pub(super) fn exiting(stat: &str) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(9 - 3))
+            .and_then(|flags| flags.parse::<u64>().ok())
+            .is_some_and(|flags| flags & PF_EXITING != 0)
     }
 
     /// `PID (COMMAND) STATE PPID PGRP ... STARTTIME ...` (proc(5)): the command name may hold
@@ -706,6 +793,52 @@ mod linux {
             let zombie = "7 (sh) Z 1 7 7 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 55 0 0\n";
             assert!(parse(7, zombie).is_some_and(|p| p.zombie), "exited, not reaped");
             assert_eq!(parse(7, "7 (sh) S 1"), None, "cut short");
+        }
+
+        #[test]
+        fn a_pending_sigkill_or_the_exiting_flag_marks_a_process_dying() {
+            let status = |sig: &str, shd: &str| {
+                format!("Name:\tsleep\nState:\tD (disk sleep)\nSigPnd:\t{sig}\nShdPnd:\t{shd}\n")
+            };
+            assert!(sigkill_pending(&status("0000000000000100", "0000000000000000")), "thread");
+            assert!(sigkill_pending(&status("0000000000000000", "0000000000000100")), "process");
+            assert!(
+                !sigkill_pending(&status("0000000000004000", "00000000000000ff")),
+                "SIGTERM (bit 15) and signals 1-8 pending are not a kill"
+            );
+            assert!(!sigkill_pending("Name:\tsleep\n"), "no pending masks listed");
+            let stat = |flags: u64| format!("9 (a (b)) D 1 9 9 0 -1 {flags} 1 0 0 0\n");
+            assert!(exiting(&stat(0x0040_0044)), "PF_EXITING among other flags");
+            assert!(!exiting(&stat(0x0040_0040)), "other flags only");
+            let own = own_pid();
+            assert!(!dying(own), "this process is neither killed nor exiting");
+        }
+
+        #[test]
+        fn a_leader_whose_threads_run_on_is_not_taken_for_a_zombie() {
+            // The leader's own state is `Z` once it called `pthread_exit`; its threads still run.
+            let script = "import ctypes, threading, time\n\
+                          threading.Thread(target=lambda: time.sleep(60), daemon=True).start()\n\
+                          ctypes.CDLL(None).pthread_exit(None)\n";
+            let mut child = std::process::Command::new("python3")
+                .args(["-c", script])
+                .spawn()
+                .expect("python3 runs");
+            let pid = i32::try_from(child.id()).unwrap();
+            let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !parse(pid, &stat()).unwrap().zombie {
+                assert!(std::time::Instant::now() < deadline, "the leader never exited");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let listed = read(pid).expect("still in /proc");
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert!(
+                !listed.zombie,
+                "the stat line says zombie, but a thread still runs with the process's \
+                 environment: it must be stopped like any running process, not left to be reaped"
+            );
         }
 
         #[test]

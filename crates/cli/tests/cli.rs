@@ -2347,6 +2347,48 @@ async fn what_the_command_leaves_behind_is_stopped_when_it_exits_before_the_life
     let _ = stop.send(());
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_whose_main_thread_exited_is_stopped_with_the_rest() {
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(INJECT_FROM_SH).await;
+    let work = tempfile::tempdir().unwrap();
+    let (pid_file, ready, program) =
+        (work.path().join("daemon.pid"), work.path().join("ready"), work.path().join("daemon.py"));
+    // The main thread leaves with `pthread_exit`, so /proc shows the process as a zombie while
+    // its other thread runs on; that thread says so once the leader is gone.
+    std::fs::write(
+        &program,
+        format!(
+            "import ctypes, os, threading, time\n\
+             def run():\n    \
+                 while open('/proc/self/stat').read().rsplit(')', 1)[1].split()[0] != 'Z':\n        \
+                     time.sleep(0.02)\n    \
+                 open({ready:?}, 'w').write('ready')\n    \
+                 time.sleep(300)\n\
+             threading.Thread(target=run).start()\n\
+             ctypes.CDLL(None).pthread_exit(None)\n",
+            ready = ready.display().to_string()
+        ),
+    )
+    .unwrap();
+    let script = format!(
+        "{}\nwhile [ ! -s '{}' ]; do sleep 0.1; done",
+        daemon(&pid_file, &format!("exec python3 {}", program.display()), true),
+        ready.display()
+    );
+    let (code, err, took) = run_injected(&ada, &agent_id, &token, "1h", &script).await;
+    assert_eq!(code, Some(0), "the command's own exit status: {err}");
+    assert!(took < std::time::Duration::from_secs(40), "not left to run: {err}");
+    let pid = read_pid(&pid_file);
+    assert!(
+        gone(pid).await,
+        "a daemon whose main thread exited looks like a zombie in /proc/PID/stat, yet its other \
+         threads run with the injected credential: latchkey must stop it like any process the \
+         command left behind, yet pid {pid} is still in /proc ({err})"
+    );
+    let _ = stop.send(());
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_to_latchkey_run_reaches_the_command_and_its_status_is_passed_on() {
