@@ -253,24 +253,52 @@ fn write_string(s: &str, out: &mut String) {
 }
 
 /// `s` with what JSON strings must escape escaped, and nothing else (as serde_json writes
-/// strings).
+/// strings). Runs of bytes that need no escape are copied whole: every byte that does is ASCII,
+/// so each run starts and ends at a character boundary.
 pub(crate) fn escape_into(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
+    // Room for an escaped quote every eight bytes, about what records hold; more grows it.
+    out.reserve(s.len() + s.len() / 8);
+    let mut run = 0;
+    for (at, byte) in s.bytes().enumerate() {
+        if !needs_escape(byte) {
+            continue;
+        }
+        out.push_str(&s[run..at]);
+        run = at + 1;
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            control => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.push_str("\\u00");
-                out.push_str(&to_hex(&[u8::try_from(u32::from(c)).unwrap_or(0)]));
+                out.push(char::from(HEX[usize::from(control >> 4)]));
+                out.push(char::from(HEX[usize::from(control & 0xf)]));
             }
-            c => out.push(c),
         }
     }
+    out.push_str(&s[run..]);
+}
+
+/// Whether JSON needs `byte` escaped in a string: a quote, a backslash or a control character.
+fn needs_escape(byte: u8) -> bool {
+    /// One load per byte instead of three comparisons, on the path every audit record takes.
+    const ESCAPED: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut byte = 0;
+        while byte < 0x20 {
+            table[byte] = true;
+            byte += 1;
+        }
+        table[b'"' as usize] = true;
+        table[b'\\' as usize] = true;
+        table
+    };
+    ESCAPED[usize::from(byte)]
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends at a character boundary.
@@ -445,6 +473,21 @@ mod tests {
             ours.push('"');
             let theirs = serde_json::to_string(&s).expect("a string serialises");
             prop_assert_eq!(ours, theirs, "journal lines are read back by serde_json");
+        }
+
+        #[test]
+        fn escapes_between_multibyte_characters_are_written_as_serde_json_writes_them(
+            s in "[\\x00-\\x1f\"\\\\a\u{e9}\u{20ac}\u{1f600}]{0,64}"
+        ) {
+            let mut ours = String::from("\"");
+            escape_into(&s, &mut ours);
+            ours.push('"');
+            let theirs = serde_json::to_string(&s).expect("a string serialises");
+            prop_assert_eq!(
+                ours, theirs,
+                "runs copied whole between escapes must keep every character and escape each \
+                 control character, quote and backslash"
+            );
         }
     }
 
