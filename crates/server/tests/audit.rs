@@ -23,6 +23,7 @@ use latchkey_server::audit::{
     JsonlError, canonical_record, chain_hash, from_hex, to_hex, verify_jsonl,
 };
 use latchkey_server::store::Store;
+use latchkey_server::store::audit::AuditQuery;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
@@ -203,6 +204,80 @@ async fn two_writers_on_one_database_extend_one_chain_without_forking() {
     assert_eq!(summary.map(|s| s.records), Ok(200), "the interleaved chain verifies");
     log_a.shutdown().await;
     log_b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_on_known_heads_go_as_one_statement_and_keep_every_record_byte_for_byte() {
+    let (dir, store) = fresh_store().await;
+    let postgres = common::postgres_backend();
+    if postgres {
+        // Each row inserted notes the statement the client sent, so the test sees which path
+        // wrote it: `latchkey_audit_append` (one statement per batch) or one `INSERT` per row.
+        let mut raw = raw_connection(&dir.db, dir.path(), None).await;
+        sqlx::raw_sql(
+            "CREATE TABLE audit_probe (query text);
+             GRANT INSERT ON audit_probe TO PUBLIC;
+             CREATE FUNCTION audit_probe() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+             BEGIN INSERT INTO audit_probe VALUES (current_query()); RETURN NEW; END $$;
+             CREATE TRIGGER audit_probe BEFORE INSERT ON audit_log
+             FOR EACH ROW EXECUTE FUNCTION audit_probe();",
+        )
+        .execute(&mut raw)
+        .await
+        .expect("probe trigger");
+    }
+    let log = AuditLog::start(store.clone());
+    let (first, second) = (WorkspaceId::random(), WorkspaceId::random());
+    // What JSON transport could change: quotes, backslashes, control characters, non-ASCII.
+    let names = ["plain", "q\"uo\\te", "tab\tnl\n\u{1}", "caf\u{e9} \u{1f511}", "\u{7f}\\u0000"];
+    for (round, name) in names.iter().enumerate() {
+        let at = u64::try_from(round).unwrap();
+        // Both workspaces in one batch after the first round, each chained on a known head.
+        let (a, b) = tokio::join!(
+            log.append(attempt(first, AgentId::random(), name, Decision::Allowed, at)),
+            log.append(attempt(second, AgentId::random(), name, Decision::Denied, at)),
+        );
+        a.expect("append commits");
+        b.expect("append commits");
+    }
+    let stats = log.stats();
+    assert_eq!(stats.failed_transactions, 0, "{stats:?}");
+    for workspace in [first, second] {
+        let summary = store.verify_audit_chain(workspace).await.expect("read");
+        assert_eq!(
+            summary.map(|s| s.records),
+            Ok(names.len() as u64),
+            "every record is stored exactly as it was hashed, or the chain would break"
+        );
+        let records =
+            store.audit_records(workspace, &AuditQuery::all(100)).await.expect("read records");
+        let mut stored: Vec<String> = records
+            .iter()
+            .map(|r| {
+                let record: Value = serde_json::from_str(&r.record).expect("JSON record");
+                record["credential_name"].as_str().expect("credential name").to_owned()
+            })
+            .collect();
+        stored.sort();
+        let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        expected.sort();
+        assert_eq!(stored, expected, "the names come back as they were appended");
+    }
+    if postgres {
+        let mut raw = raw_connection(&dir.db, dir.path(), None).await;
+        let queries: Vec<String> = sqlx::query_scalar("SELECT query FROM audit_probe")
+            .fetch_all(&mut raw)
+            .await
+            .expect("probe rows");
+        let batched = queries.iter().filter(|q| q.contains("latchkey_audit_append")).count();
+        assert!(
+            batched >= 2 * (names.len() - 1),
+            "once the writer knows a workspace's head, its batches must be appended by one \
+             call of latchkey_audit_append (one round trip), not the careful transaction; \
+             statements seen: {queries:?}"
+        );
+    }
+    log.shutdown().await;
 }
 
 #[tokio::test]

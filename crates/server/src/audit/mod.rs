@@ -358,6 +358,7 @@ impl AuditLog {
             receiver,
             config,
             heads: HashMap::new(),
+            shared: HashMap::new(),
             counters: Arc::clone(&counters),
             deferred: Vec::new(),
             deferred_deadline: None,
@@ -624,6 +625,10 @@ struct Writer {
     /// The head this writer last committed per workspace. The database stays the authority (the
     /// head is re-read inside every transaction); this copy notices a head that went backwards.
     heads: HashMap<WorkspaceId, ChainHead>,
+    /// Workspaces another writer (a replica on the same database) appended to lately, and until
+    /// when: their batches go the careful way at once, rather than first trying a head that is
+    /// likely stale.
+    shared: HashMap<WorkspaceId, tokio::time::Instant>,
     counters: Arc<Counters>,
     /// Records queued with [`AuditLog::append_deferred`], waiting for a commit to join.
     deferred: Vec<AuditEvent>,
@@ -633,6 +638,9 @@ struct Writer {
     /// append waits for the pool; reopened after a failure.
     connection: Option<sqlx::AnyConnection>,
 }
+
+/// How long a workspace another writer appended to takes the careful way (see [`Writer::shared`]).
+const SHARED_FOR: Duration = Duration::from_secs(1);
 
 /// How often the WAL is checkpointed on SQLite (see [`Writer::run`]).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -750,8 +758,11 @@ impl Writer {
             Ok(appended) => {
                 self.counters.transactions.fetch_add(1, Ordering::Relaxed);
                 self.counters.records.fetch_add(events.len() as u64, Ordering::Relaxed);
+                let now = tokio::time::Instant::now();
                 for before in &appended.heads_before {
-                    self.check_head(before);
+                    if self.check_head(before) {
+                        self.shared.insert(before.workspace, now + SHARED_FOR);
+                    }
                 }
                 for head in appended.heads_after {
                     self.heads.insert(head.workspace, head);
@@ -794,16 +805,30 @@ impl Writer {
                 self.connection.insert(connection)
             }
         };
-        let appended = self.store.append_audit_batch(connection, events, &self.heads).await;
+        let now = tokio::time::Instant::now();
+        self.shared.retain(|_, until| *until > now);
+        let known = if self.shared.is_empty() {
+            std::borrow::Cow::Borrowed(&self.heads)
+        } else {
+            std::borrow::Cow::Owned(
+                self.heads
+                    .iter()
+                    .filter(|(workspace, _)| !self.shared.contains_key(workspace))
+                    .map(|(workspace, head)| (*workspace, *head))
+                    .collect(),
+            )
+        };
+        let appended = self.store.append_audit_batch(connection, events, &known).await;
         if appended.is_err() {
             self.connection = None;
         }
         appended
     }
 
-    /// Compares the head found in the database with the one this writer last committed.
-    fn check_head(&self, found: &ChainHead) {
-        let Some(known) = self.heads.get(&found.workspace) else { return };
+    /// Compares the head found in the database with the one this writer last committed; true
+    /// when another writer appended since.
+    fn check_head(&self, found: &ChainHead) -> bool {
+        let Some(known) = self.heads.get(&found.workspace) else { return false };
         if found.seq < known.seq || (found.seq == known.seq && found.hash != known.hash) {
             tracing::error!(
                 workspace = %found.workspace,
@@ -813,7 +838,9 @@ impl Writer {
             );
         } else if found.seq > known.seq {
             tracing::debug!(workspace = %found.workspace, "another writer appended to this audit chain");
+            return true;
         }
+        false
     }
 }
 

@@ -1,8 +1,9 @@
 //! The audit log table: batched, chained appends and scoped, filtered reads.
 //!
-//! Appends run in one transaction per batch that holds the write lock of every workspace in the
-//! batch (`Lock::Workspace`, taken in workspace order) before any head is read, so two writers
-//! (two brokers on one database) serialize instead of forking a chain. The table's own triggers
+//! A batch chained on heads the writer knows is one statement; any other batch (or one whose
+//! known heads were stale) runs in one transaction that holds the write lock of every workspace
+//! in the batch (`Lock::Workspace`, taken in workspace order) before any head is read, so two
+//! writers (two brokers on one database) serialize instead of forking a chain. The table's own triggers
 //! refuse updates, deletes and any insert that does not extend its chain, whoever the writer is;
 //! on PostgreSQL the service role also lacks the privilege to update or delete.
 
@@ -132,31 +133,36 @@ impl Store {
     /// Appends `events` atomically, each at the end of its workspace's chain.
     ///
     /// With `known` holding the head of every workspace in the batch (the writer's own record
-    /// of what it last committed), the batch is one multi-row `INSERT` in autocommit: a single
-    /// statement, so a single round trip to the database, and atomic. The table's trigger still
-    /// checks every row against the stored chain, so if `known` is stale (another writer
+    /// of what it last committed), the batch is one statement in autocommit, so a single round
+    /// trip to the database, and atomic: on SQLite a multi-row `INSERT`, on PostgreSQL a call of
+    /// `latchkey_audit_append` (migrations/postgres/0007), which takes each workspace's setting
+    /// and write lock as the careful way does before inserting its rows. The table's trigger
+    /// still checks every row against the stored chain, so if `known` is stale (another writer
     /// appended, or rows were tampered with) the statement fails as a whole and the batch is
     /// retried the careful way: one transaction that takes every workspace's write lock, reads
-    /// each head, inserts and commits. PostgreSQL always takes the careful way.
+    /// each head, inserts and commits.
     pub async fn append_audit_batch(
         &self,
         connection: &mut sqlx::AnyConnection,
         events: &[AuditEvent],
         known: &HashMap<WorkspaceId, ChainHead>,
     ) -> Result<AppendedBatch, StoreError> {
-        // The fast path is SQLite's: there row-level security does not apply, so one statement
-        // may carry rows of several workspaces. PostgreSQL's policies admit one workspace per
-        // transaction setting, so it always takes the careful path.
-        if self.backend == Backend::Sqlite
-            && !events.is_empty()
-            && events.iter().all(|e| known.contains_key(&e.workspace))
-        {
+        if !events.is_empty() && events.iter().all(|e| known.contains_key(&e.workspace)) {
             let mut heads = known.clone();
             let heads_before: Vec<ChainHead> = distinct_workspaces(events)
                 .filter_map(|workspace| known.get(&workspace).copied())
                 .collect();
             let rows = chain_rows(events, &mut heads);
-            match insert_rows(&rows).build().execute(&mut *connection).await {
+            let appended = match self.backend {
+                Backend::Sqlite => insert_rows(&rows).build().execute(&mut *connection).await,
+                Backend::Postgres => {
+                    sqlx::query("SELECT latchkey_audit_append($1)")
+                        .bind(append_batches(&rows))
+                        .execute(&mut *connection)
+                        .await
+                }
+            };
+            match appended {
                 Ok(_) => {
                     let heads_after = heads_before
                         .iter()
@@ -399,6 +405,41 @@ fn insert_rows(rows: &[ChainRow]) -> sqlx::QueryBuilder<sqlx::Any> {
             .push_bind(&row.hash[..]);
     });
     insert
+}
+
+/// `rows` as `latchkey_audit_append` takes them: grouped by workspace, the workspaces in the
+/// order the careful path locks them (so two writers cannot deadlock), hashes in hex.
+fn append_batches(rows: &[ChainRow]) -> String {
+    #[derive(serde::Serialize)]
+    struct Batch<'a> {
+        workspace: String,
+        records: Vec<Record<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct Record<'a> {
+        seq: u64,
+        at_ms: u64,
+        record: &'a str,
+        prev_hash: String,
+        hash: String,
+    }
+    let mut by_workspace: std::collections::BTreeMap<WorkspaceId, Vec<Record<'_>>> =
+        std::collections::BTreeMap::new();
+    for row in rows {
+        by_workspace.entry(row.workspace).or_default().push(Record {
+            seq: row.seq,
+            at_ms: row.at_ms,
+            record: &row.record,
+            prev_hash: crate::audit::to_hex(&row.prev_hash),
+            hash: crate::audit::to_hex(&row.hash),
+        });
+    }
+    let batches: Vec<Batch<'_>> = by_workspace
+        .into_iter()
+        .map(|(workspace, records)| Batch { workspace: workspace.to_string(), records })
+        .collect();
+    // Strings, integers and vectors of them always serialize.
+    serde_json::to_string(&batches).unwrap_or_default()
 }
 
 /// The workspaces of `events`, each once, in order of first appearance.
