@@ -465,13 +465,18 @@ mod tests {
         )
     }
 
+    /// `s` as a JSON string by [`escape_into`] and by serde_json: (ours, theirs).
+    fn both_escapings(s: &str) -> (String, String) {
+        let mut ours = String::from("\"");
+        escape_into(s, &mut ours);
+        ours.push('"');
+        (ours, serde_json::to_string(s).expect("a string serialises"))
+    }
+
     proptest! {
         #[test]
         fn strings_are_escaped_as_serde_json_escapes_them(s in "(?s).{0,64}") {
-            let mut ours = String::from("\"");
-            escape_into(&s, &mut ours);
-            ours.push('"');
-            let theirs = serde_json::to_string(&s).expect("a string serialises");
+            let (ours, theirs) = both_escapings(&s);
             prop_assert_eq!(ours, theirs, "journal lines are read back by serde_json");
         }
 
@@ -479,10 +484,7 @@ mod tests {
         fn escapes_between_multibyte_characters_are_written_as_serde_json_writes_them(
             s in "[\\x00-\\x1f\"\\\\a\u{e9}\u{20ac}\u{1f600}]{0,64}"
         ) {
-            let mut ours = String::from("\"");
-            escape_into(&s, &mut ours);
-            ours.push('"');
-            let theirs = serde_json::to_string(&s).expect("a string serialises");
+            let (ours, theirs) = both_escapings(&s);
             prop_assert_eq!(
                 ours, theirs,
                 "runs copied whole between escapes must keep every character and escape each \

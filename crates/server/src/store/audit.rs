@@ -3,9 +3,9 @@
 //! A batch chained on heads the writer knows is one statement; any other batch (or one whose
 //! known heads were stale) runs in one transaction that holds the write lock of every workspace
 //! in the batch (`Lock::Workspace`, taken in workspace order) before any head is read, so two
-//! writers (two brokers on one database) serialize instead of forking a chain. The table's own triggers
-//! refuse updates, deletes and any insert that does not extend its chain, whoever the writer is;
-//! on PostgreSQL the service role also lacks the privilege to update or delete.
+//! writers (two brokers on one database) serialize instead of forking a chain. The table's own
+//! triggers refuse updates, deletes and any insert that does not extend its chain, whoever the
+//! writer is; on PostgreSQL the service role also lacks the privilege to update or delete.
 
 use std::collections::HashMap;
 
