@@ -13,6 +13,7 @@
 //! | PostgreSQL URL of the schema owner, to migrate and grant at startup | `--migrate-database-url` | `LATCHKEY_MIGRATE_DATABASE_URL` | `migrate_database_url` | |
 //! | origin devices reach the broker at, behind a load balancer (default: the listener's address) | `--public-origin` | `LATCHKEY_PUBLIC_ORIGIN` | `public_origin` | |
 //! | seconds a call is held for a member's approval (`0`: never held) | `--approval-timeout` | `LATCHKEY_APPROVAL_TIMEOUT` | `approval_timeout` | `120` |
+//! | PEM file of certificate authorities trusted for upstream calls besides the system's | `--upstream-ca` | `LATCHKEY_UPSTREAM_CA` | `upstream_ca` | |
 //!
 //! The broker key is never accepted as a flag (flags are visible to every local user in the
 //! process list) nor in the TOML file (which is usually less protected than a key file). When
@@ -68,6 +69,14 @@ pub enum ConfigError {
         "approval timeout: {0} seconds is more than the most a call may be held ({MAX_APPROVAL_TIMEOUT_SECS})"
     )]
     ApprovalTimeout(u64),
+    /// The upstream certificate authorities could not be read.
+    #[error("upstream CA file {path}: {reason}")]
+    UpstreamCa {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The longest a call may be held for an approval: an hour.
@@ -221,6 +230,10 @@ pub struct Flags {
     /// load balancer or reverse proxy: device signatures cover it. Every replica gets the same.
     #[arg(long, env = "LATCHKEY_PUBLIC_ORIGIN", value_name = "URL")]
     pub public_origin: Option<String>,
+    /// PEM file of certificate authorities to trust for upstream APIs and token endpoints, on
+    /// top of the system's (an API behind a private CA).
+    #[arg(long, env = "LATCHKEY_UPSTREAM_CA", value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, minus secrets.
@@ -236,6 +249,7 @@ struct FileConfig {
     migrate_database_url: Option<DatabaseUrl>,
     approval_timeout: Option<u64>,
     public_origin: Option<String>,
+    upstream_ca: Option<PathBuf>,
 }
 
 /// The resolved configuration.
@@ -259,6 +273,8 @@ pub struct Config {
     pub approval_timeout: std::time::Duration,
     /// The origin devices reach the broker at; `None`: the listener's address.
     pub public_origin: Option<String>,
+    /// PEM file of extra certificate authorities for upstream calls (see [`Config::upstream_roots`]).
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// Default API listener: loopback only.
@@ -316,7 +332,19 @@ impl Config {
             migrate_database_url,
             approval_timeout: std::time::Duration::from_secs(approval_timeout),
             public_origin,
+            upstream_ca: flags.upstream_ca.or(file.upstream_ca),
         })
+    }
+
+    /// Reads the upstream certificate authorities, when a file is configured.
+    pub fn upstream_roots(&self) -> Result<Option<crate::tls::UpstreamRoots>, ConfigError> {
+        self.upstream_ca
+            .as_deref()
+            .map(|path| {
+                crate::tls::UpstreamRoots::read(path)
+                    .map_err(|reason| ConfigError::UpstreamCa { path: path.to_owned(), reason })
+            })
+            .transpose()
     }
 
     /// Path of the SQLite database.
@@ -504,6 +532,58 @@ mod tests {
         assert_eq!(config.listen.port(), 9100, "flag beats file");
         assert_eq!(config.log_format, LogFormat::Json, "file beats default");
         assert_eq!(config.data_dir, PathBuf::from("/from-file"));
+    }
+
+    #[test]
+    fn upstream_cas_come_from_the_flag_or_the_file_and_a_bad_file_is_refused_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, format!("{}{}", ca.pem(), ca.pem())).unwrap();
+        let toml = dir.path().join("server.toml");
+        std::fs::write(&toml, format!("upstream_ca = {:?}\n", good.display().to_string())).unwrap();
+
+        let from_file =
+            Flags { data_dir: Some("/d".into()), config: Some(toml.clone()), ..Flags::default() };
+        let config = Config::resolve(from_file, no_env).unwrap();
+        assert_eq!(config.upstream_ca.as_deref(), Some(good.as_path()), "read from the file");
+        let roots = config.upstream_roots().unwrap().expect("roots");
+        assert_eq!(roots.len(), 2, "every certificate of the bundle is trusted");
+        let none =
+            Config::resolve(Flags { data_dir: Some("/d".into()), ..Flags::default() }, no_env)
+                .unwrap();
+        assert!(none.upstream_roots().unwrap().is_none(), "no extra roots unless configured");
+
+        let with = |path: PathBuf| {
+            let flags = Flags {
+                data_dir: Some("/d".into()),
+                config: Some(toml.clone()),
+                upstream_ca: Some(path),
+                ..Flags::default()
+            };
+            Config::resolve(flags, no_env).unwrap().upstream_roots()
+        };
+        let missing = dir.path().join("missing.pem");
+        let error = with(missing.clone()).unwrap_err();
+        assert!(
+            error.to_string().contains(&missing.display().to_string())
+                && error.to_string().contains("cannot read"),
+            "the flag wins over the file, and a missing file is named: {error}"
+        );
+        let key_file = dir.path().join("key.pem");
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let error = with(key_file).unwrap_err().to_string();
+        assert!(error.contains("private key"), "a key file is refused as one: {error}");
+        assert!(
+            !error.contains(key.serialize_pem().lines().nth(1).unwrap()),
+            "the refusal does not quote the key: {error}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        assert!(with(empty).unwrap_err().to_string().contains("no certificate found"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod policy;
 mod proxy;
 mod state;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -89,7 +90,8 @@ pub async fn serve(
         public_origin,
         policies,
         audit: audit.clone(),
-        upstream: proxy::upstream_client().map_err(|e| ServerError::Upstream(e.to_string()))?,
+        upstream: proxy::upstream_client(broker.upstream_roots.as_ref())
+            .map_err(|e| ServerError::Upstream(e.to_string()))?,
         refresh_locks: proxy::RefreshLocks::default(),
         metrics: broker.metrics,
         approvals,

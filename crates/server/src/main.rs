@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let broker_key = config::load_broker_key(&config, env)?;
+    let upstream_roots = config.upstream_roots()?;
     let store = match &config.database_url {
         Some(url) => {
             let migrate = config.migrate_database_url.as_ref().map(|u| u.expose());
@@ -63,6 +64,16 @@ async fn main() -> anyhow::Result<()> {
         .with_approval_timeout(config.approval_timeout);
     let broker = match &config.public_origin {
         Some(origin) => broker.with_public_origin(origin.clone()),
+        None => broker,
+    };
+    let broker = match upstream_roots {
+        Some(roots) => {
+            tracing::info!(
+                certificates = roots.len(),
+                "trusting extra upstream certificate authorities"
+            );
+            broker.with_upstream_roots(roots)
+        }
         None => broker,
     };
     let served = latchkey_server::serve(broker, listener, shutdown_signal()).await;

@@ -22,6 +22,8 @@ pub struct Broker {
     /// How long the proxy holds a call that waits for a member's approval (zero: never hold,
     /// answer `approval_required` at once).
     pub(crate) approval_timeout: std::time::Duration,
+    /// Certificate authorities trusted for upstream calls besides the system's.
+    pub(crate) upstream_roots: Option<crate::tls::UpstreamRoots>,
     /// Injected audit journal write failures (tests only).
     pub(crate) journal_faults: Option<crate::audit::JournalFaults>,
 }
@@ -37,6 +39,7 @@ impl Broker {
             public_origin: None,
             metrics: crate::metrics::Metrics::new(),
             approval_timeout: crate::approvals::DEFAULT_TIMEOUT,
+            upstream_roots: None,
             journal_faults: None,
         }
     }
@@ -56,6 +59,13 @@ impl Broker {
     /// Sets the public origin, e.g. `https://latchkey.example.com` behind a reverse proxy.
     pub fn with_public_origin(mut self, origin: impl Into<String>) -> Self {
         self.public_origin = Some(origin.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Trusts `roots` for upstream calls (APIs and token endpoints) in addition to the system's
+    /// certificate authorities, for APIs behind a private CA.
+    pub fn with_upstream_roots(mut self, roots: crate::tls::UpstreamRoots) -> Self {
+        self.upstream_roots = Some(roots);
         self
     }
 

@@ -57,8 +57,15 @@ pub(crate) use refresh::RefreshLocks;
 /// The client for upstream calls: no redirects are followed (a redirect goes back to the agent,
 /// so a compromised upstream cannot bounce the credential to another host), bounded connect and
 /// read times, no connection-level total timeout so streamed responses can run long.
-pub(crate) fn upstream_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// Certificates are verified against the system's authorities plus `roots`.
+pub(crate) fn upstream_client(
+    roots: Option<&crate::tls::UpstreamRoots>,
+) -> reqwest::Result<reqwest::Client> {
+    let builder = match roots {
+        Some(roots) => reqwest::Client::builder().tls_certs_merge(roots.certificates()),
+        None => reqwest::Client::builder(),
+    };
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(10))
         .read_timeout(std::time::Duration::from_secs(120))
@@ -114,7 +121,7 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         (status = 413, description = "`payload_too_large`: the request body is over the proxy's limit", body = ApiError),
         (status = 428, description = "`approval_required`: no capability; a member must approve the call (retry after approval)", body = ApiError),
         (status = 500, description = "`internal`", body = ApiError),
-        (status = 502, description = "`upstream_failed`: the upstream (or its token endpoint) could not be reached, timed out, or refused a refresh", body = ApiError),
+        (status = 502, description = "`upstream_failed`: the upstream (or its token endpoint) could not be reached, timed out, presented a TLS certificate the broker refuses, or refused a refresh", body = ApiError),
         (status = 503, description = "`unavailable`: the audit log could not record the attempt, so the call was not made; or the access token has expired and someone else is refreshing it (retry after `Retry-After` seconds)", body = ApiError),
     ),
 )]

@@ -77,14 +77,14 @@ pub(crate) async fn open_and_forward(
             // reqwest errors carry the URL, which may contain a query-parameter credential.
             let e = e.without_url();
             tracing::warn!(error = %e, timeout = e.is_timeout(), "upstream request failed");
-            Err(ApiError::new(
-                ErrorCode::UpstreamFailed,
-                if e.is_timeout() {
-                    "the upstream API did not answer in time; retry later"
-                } else {
-                    "the upstream API could not be reached; retry later"
-                },
-            ))
+            let message = match crate::tls::tls_failure(&e) {
+                Some(tls) => tls.message("the upstream API"),
+                None if e.is_timeout() => {
+                    "the upstream API did not answer in time; retry later".to_owned()
+                }
+                None => "the upstream API could not be reached; retry later".to_owned(),
+            };
+            Err(ApiError::new(ErrorCode::UpstreamFailed, message))
         }
     }
 }

@@ -382,8 +382,13 @@ async fn request_tokens(
         .send()
         .await
         .map_err(|e| {
-            tracing::warn!(error = %e.without_url(), "token endpoint unreachable");
-            ApiError::new(ErrorCode::UpstreamFailed, "the provider's token endpoint could not be reached to refresh the credential; retry later")
+            let e = e.without_url();
+            tracing::warn!(error = %e, "token endpoint unreachable");
+            let message = match crate::tls::tls_failure(&e) {
+                Some(tls) => tls.message("the provider's token endpoint"),
+                None => "the provider's token endpoint could not be reached to refresh the credential; retry later".to_owned(),
+            };
+            ApiError::new(ErrorCode::UpstreamFailed, message)
         })?;
     let status = response.status();
     let body = read_limited(response).await?;

@@ -94,7 +94,7 @@ pub async fn create_shared_credential(
         "name": name,
         "provider": "github",
         "upstream_base_url": base,
-        "allowed_hosts": [base.trim_start_matches("http://")],
+        "allowed_hosts": [base.split_once("://").map_or(base, |(_, authority)| authority)],
         "owner": "shared",
         "key_version": 1,
         "scopes": ["repo"],

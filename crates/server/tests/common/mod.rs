@@ -11,6 +11,7 @@
 )]
 
 pub mod agent_calls;
+pub mod tls_upstream;
 
 use std::sync::Arc;
 
