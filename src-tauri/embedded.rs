@@ -60,6 +60,8 @@ impl Embedded {
             migrate_database_url: None,
             approval_timeout: latchkey_server::approvals::DEFAULT_TIMEOUT,
             public_origin: None,
+            // Upstream APIs behind a private CA are trusted through the system's trust store.
+            upstream_ca: None,
         };
         // The broker key comes from its file only: an environment variable meant for a
         // stand-alone broker must not leak into the app's.

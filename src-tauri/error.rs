@@ -30,6 +30,8 @@ pub mod codes {
     pub const ALREADY_SET_UP: &str = "already_set_up";
     /// The broker cannot be reached.
     pub const BROKER_UNREACHABLE: &str = "broker_unreachable";
+    /// The broker's TLS certificate was refused, or the TLS handshake with it failed.
+    pub const BROKER_TLS_REFUSED: &str = "broker_tls_refused";
     /// The embedded broker could not start.
     pub const BROKER_START_FAILED: &str = "broker_start_failed";
     /// The OS keychain is locked.
@@ -226,6 +228,7 @@ fn client(error: &ClientError) -> String {
     match error {
         ClientError::Api(api) => api.code.clone(),
         ClientError::Transport { .. } => codes::BROKER_UNREACHABLE.to_owned(),
+        ClientError::Tls { .. } => codes::BROKER_TLS_REFUSED.to_owned(),
         _ => codes::FAILED.to_owned(),
     }
 }

@@ -26,11 +26,16 @@ use latchkey_client::profile::ProfileError;
 use latchkey_client::recovery::RecoveryKitError;
 use latchkey_client::refresh::RefreshError;
 use latchkey_client::workspace::WorkspaceError;
+use latchkey_core::tls::TlsProblem;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // The TLS verifier logs every certificate it refuses; the CLI reports that itself, as
+        // the command's one error line.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,rustls_platform_verifier=off")
+        });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -178,6 +183,13 @@ fn client(error: &ClientError) -> Verdict {
         ClientError::Transport { .. } | ClientError::Stalled { .. } => {
             (5, Some("check the broker URL and that the broker is running"))
         }
+        ClientError::Tls { problem: TlsProblem::Certificate(_), .. } => (
+            5,
+            Some(
+                "if your team's server uses a private certificate authority, add it to this computer's trust store (or point SSL_CERT_FILE at a bundle that includes it)",
+            ),
+        ),
+        ClientError::Tls { .. } => (5, Some("check the broker URL's scheme and port")),
         ClientError::Api(api) if api.is(codes::NOT_FOUND) => (3, None),
         ClientError::Api(_) => (4, None),
         _ => (1, None),

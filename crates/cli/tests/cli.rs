@@ -19,6 +19,8 @@ mod browser;
 #[allow(dead_code, reason = "shared with the client's OAuth tests, which use all of it")]
 #[path = "../../../tests/support/oauth/servers.rs"]
 mod servers;
+#[path = "../../../tests/support/tls.rs"]
+mod tls;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -62,25 +64,7 @@ impl Latchkey {
 
     /// Runs and returns (exit code, stdout, stderr).
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        let mut command = self.command(args);
-        let stdin = stdin.map(str::to_owned);
-        let output: Output = tokio::task::spawn_blocking(move || {
-            if stdin.is_some() {
-                command.stdin(Stdio::piped());
-            }
-            let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-            if let Some(text) = stdin {
-                child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-            }
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap();
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
-        )
+        finish(self.command(args), stdin).await
     }
 
     /// Runs a command that must succeed with `--json` and parses its output.
@@ -94,6 +78,29 @@ impl Latchkey {
     }
 }
 
+/// Runs `command` off the test's runtime (which serves the broker meanwhile), feeding it
+/// `stdin`; returns (exit code, stdout, stderr).
+async fn finish(mut command: Command, stdin: Option<&str>) -> (i32, String, String) {
+    let stdin = stdin.map(str::to_owned);
+    let output: Output = tokio::task::spawn_blocking(move || {
+        if stdin.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
 async fn start_broker() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.unwrap();
@@ -105,6 +112,39 @@ async fn start_broker() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sen
         let _ = stopped.await;
     }));
     (url, dir, stop)
+}
+
+/// A broker behind a TLS terminator on 127.0.0.1, as a team server behind its load balancer:
+/// `https://localhost:{port}` with a certificate a private CA issued. Returns that URL, the CA's
+/// PEM, and what keeps the broker alive.
+async fn start_tls_broker() -> (String, String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>)
+{
+    let ca = tls::TestCa::new("Acme Internal CA");
+    let acceptor = ca.issue(&["localhost"], None).acceptor();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}", front.local_addr().unwrap().port());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.unwrap();
+    // Devices sign the origin they reach, the terminator's, not the broker's own listener.
+    let broker =
+        Broker::new(store, BrokerSecretKey::generate().unwrap()).with_public_origin(url.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(latchkey_server::serve(broker, listener, async {
+        let _ = stopped.await;
+    }));
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = front.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (url, ca.pem(), dir, stop)
 }
 
 /// A loopback upstream that answers 200 and keeps each request's head.
@@ -267,6 +307,57 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
         .await;
     assert_eq!(code, 1, "a bad URL is refused before anything is created: {err}");
     assert!(err.contains("--broker"), "the message names the flag: {err}");
+}
+
+#[tokio::test]
+async fn a_team_server_behind_tls_is_used_once_its_ca_is_trusted_and_a_refusal_says_why() {
+    let (broker, ca_pem, _broker_dir, stop) = start_tls_broker().await;
+    let ada = Latchkey::new();
+    let create =
+        ["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"];
+
+    // The private CA is not in this computer's trust store.
+    let (code, _, err) = ada.run(&create, None).await;
+    assert_eq!(code, 5, "a refused certificate is a broker that cannot be used: {err}");
+    assert_snapshot("error-broker-certificate", &err.replace(&broker, "https://localhost:<port>"));
+    let (code, _, err) = ada.run(&["workspace", "show"], None).await;
+    assert_eq!(code, 3, "nothing was set up with a broker whose certificate was refused: {err}");
+
+    // A plain-HTTP broker behind an https:// URL: the handshake itself fails.
+    let (plain, _plain_dir, plain_stop) = start_broker().await;
+    let misdialled = plain.replace("http://", "https://");
+    let (code, _, err) = ada
+        .run(
+            &["workspace", "create", "--broker", &misdialled, "--name", "A", "--member-name", "B"],
+            None,
+        )
+        .await;
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.contains("TLS handshake") && err.contains("scheme and port"),
+        "a server that does not speak TLS is named as such: {err}"
+    );
+    let _ = plain_stop.send(());
+
+    // Trusted through SSL_CERT_FILE (the system's trust store would do the same), the team
+    // server works: every signed request crosses the terminator and verifies at the broker.
+    let ca_file = ada.dir.path().join("acme-ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let trusting = |args: &[&str]| {
+        let mut command = ada.command(&[&["--json"], args].concat());
+        command.env("SSL_CERT_FILE", &ca_file);
+        finish(command, None)
+    };
+    let (code, out, err) = trusting(&create).await;
+    assert_eq!(code, 0, "with the CA trusted the workspace is created: {err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let (code, _, err) = trusting(&["agent", "create", "ci-bot"]).await;
+    assert_eq!(code, 0, "signed requests verify at the broker behind the terminator: {err}");
+    let (code, out, err) = trusting(&["workspace", "show"]).await;
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["workspace"], created["workspace"], "{shown}");
+    let _ = stop.send(());
 }
 
 #[tokio::test]

@@ -29,6 +29,7 @@ use latchkey_core::keys::{
     BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
     WrappedKey, WrappedKind,
 };
+use latchkey_core::tls::{TlsProblem, tls_problem};
 use latchkey_core::token::{AgentToken, TokenHash};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -208,6 +209,15 @@ pub enum ClientError {
     /// The broker answered with an error.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The broker's TLS certificate was refused, or the TLS handshake with it failed: not
+    /// something a retry fixes.
+    #[error("{}", tls_refusal(broker, *problem))]
+    Tls {
+        /// The broker URL.
+        broker: String,
+        /// What was wrong.
+        problem: TlsProblem,
+    },
     /// The broker could not be reached, or the connection failed.
     #[error("cannot reach the broker at {broker}: {source}")]
     Transport {
@@ -2036,7 +2046,23 @@ impl BrokerClient {
     }
 
     fn transport(&self, source: reqwest::Error) -> ClientError {
-        ClientError::Transport { broker: self.base.to_string(), source: source.without_url() }
+        let broker = self.base.to_string();
+        match tls_problem(&source) {
+            Some(problem) => ClientError::Tls { broker, problem },
+            None => ClientError::Transport { broker, source: source.without_url() },
+        }
+    }
+}
+
+fn tls_refusal(broker: &str, problem: TlsProblem) -> String {
+    match problem {
+        TlsProblem::Certificate(certificate) => format!(
+            "the broker at {broker} presented a TLS certificate this computer refuses ({})",
+            certificate.describe()
+        ),
+        _ => format!(
+            "the TLS handshake with the broker at {broker} failed (no common protocol, or it does not speak TLS on that port)"
+        ),
     }
 }
 

@@ -21,6 +21,8 @@ pub mod pkce;
 pub mod random;
 pub mod recovery;
 pub mod secret;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod token;
 #[cfg(test)]
 mod vectors;

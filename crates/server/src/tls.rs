@@ -1,6 +1,6 @@
 //! TLS for upstream calls: extra certificate authorities an operator trusts on top of the
-//! system's (an API behind a private CA), and telling a refused certificate apart from an
-//! unreachable host when a call fails.
+//! system's (an API behind a private CA), and the agent's message when a handshake fails
+//! (what failed is read by `latchkey_core::tls`).
 //!
 //! Upstream certificates are verified by the platform verifier (the system's trust store on
 //! Linux, the OS verifier on macOS and Windows). [`UpstreamRoots`] adds anchors to it; it never
@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use latchkey_core::tls::{TlsProblem, tls_problem};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::{PemObject as _, SectionKind};
 
@@ -111,72 +112,20 @@ impl UpstreamRoots {
     }
 }
 
-/// Why an upstream call failed at the TLS layer, when it did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum TlsFailure {
-    /// The upstream's certificate was refused: the reason, in words for the agent's operator.
-    Certificate(&'static str),
-    /// The handshake failed for another reason (no common protocol version or cipher, a server
-    /// that does not speak TLS, an alert from the server).
-    Handshake,
-}
-
-impl TlsFailure {
-    /// The agent-facing message for a call to `what` ("the upstream API", "the provider's token
-    /// endpoint") that failed this way.
-    pub(crate) fn message(&self, what: &str) -> String {
-        match self {
-            Self::Certificate(reason) => format!(
-                "{what} presented a TLS certificate the broker refuses ({reason}); if it uses a private certificate authority, the broker's operator can trust it with --upstream-ca"
-            ),
-            Self::Handshake => format!(
-                "the TLS handshake with {what} failed (no common protocol, or it does not speak TLS on that port); check the credential's base URL"
-            ),
-        }
-    }
-}
-
-/// Finds a TLS error in `error`'s chain of causes.
-pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
-    let mut next = Some(error);
-    while let Some(current) = next {
-        if let Some(tls) = as_rustls(current) {
-            return Some(classify(tls));
-        }
-        next = current.source();
-    }
-    None
-}
-
-/// `error` as a rustls error: directly, or wrapped in `io::Error`s (how the TLS stream reports a
-/// failed handshake, and the connector wraps that again; `io::Error::source` skips the wrapped
-/// error, so each layer is unwrapped here).
-fn as_rustls<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
-    let mut current = error;
-    loop {
-        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        current = current.downcast_ref::<std::io::Error>()?.get_ref()?;
-    }
-}
-
-fn classify(error: &rustls::Error) -> TlsFailure {
-    use rustls::CertificateError as E;
-    let rustls::Error::InvalidCertificate(problem) = error else {
-        return TlsFailure::Handshake;
-    };
-    TlsFailure::Certificate(match problem {
-        E::UnknownIssuer => "issued by an authority the broker does not trust",
-        E::NotValidForName | E::NotValidForNameContext { .. } => "not valid for this host name",
-        E::Expired | E::ExpiredContext { .. } => "expired",
-        E::NotValidYet | E::NotValidYetContext { .. } => "not valid yet",
-        E::Revoked => "revoked",
-        E::BadSignature | E::UnsupportedSignatureAlgorithmContext { .. } => {
-            "its signature does not verify"
-        }
-        E::InvalidPurpose | E::InvalidPurposeContext { .. } => "not issued for TLS servers",
-        _ => "not acceptable",
+/// The agent-facing message for a call to `what` ("the upstream API", "the provider's token
+/// endpoint") that failed in its TLS handshake, or `None` when `error` is not a TLS failure.
+pub(crate) fn failure_message(
+    error: &(dyn std::error::Error + 'static),
+    what: &str,
+) -> Option<String> {
+    Some(match tls_problem(error)? {
+        TlsProblem::Certificate(problem) => format!(
+            "{what} presented a TLS certificate the broker refuses ({}); if it uses a private certificate authority, the broker's operator can trust it with --upstream-ca",
+            problem.describe()
+        ),
+        _ => format!(
+            "the TLS handshake with {what} failed (no common protocol, or it does not speak TLS on that port); check the credential's base URL"
+        ),
     })
 }
 
@@ -210,24 +159,5 @@ mod tests {
             UpstreamRootsError::Certificate { number: 1, .. } => {}
             other => panic!("a block that is not X.509 must be named as certificate 1: {other:?}"),
         }
-    }
-
-    #[test]
-    fn a_certificate_problem_is_told_from_a_failed_handshake_through_io_wrapping() {
-        // As the connector reports it: the TLS stream's io::Error inside another io::Error.
-        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
-        let wrapped =
-            std::io::Error::other(std::io::Error::new(std::io::ErrorKind::InvalidData, refused));
-        assert_eq!(
-            tls_failure(&wrapped),
-            Some(TlsFailure::Certificate("issued by an authority the broker does not trust"))
-        );
-        let other = std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
-        );
-        assert_eq!(tls_failure(&other), Some(TlsFailure::Handshake));
-        let refused_connection = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        assert_eq!(tls_failure(&refused_connection), None, "not a TLS failure");
     }
 }

@@ -17,7 +17,8 @@ use common::agent_calls::{
     CountingUpstream, agent_get, broker_public_key, create_agent, create_shared_credential,
     register_standing_grant, shared_capability,
 };
-use common::tls_upstream::{ServerCert, TestCa, TlsUpstream};
+use common::tls::{ServerCert, TestCa};
+use common::tls_upstream::TlsUpstream;
 use common::{TestBroker, TestDevice, workspace_with_admin};
 use latchkey_core::capability::Reuse;
 use latchkey_core::ids::AgentId;
@@ -141,7 +142,7 @@ async fn a_certificate_the_broker_refuses_stops_the_call_before_the_credential_i
         (
             "untrusted-issuer",
             stranger.issue(&["localhost"], None),
-            "issued by an authority the broker does not trust",
+            "issued by an authority that is not trusted here",
         ),
         ("wrong-host", trusted.issue(&["api.example.com"], None), "not valid for this host name"),
         ("expired", trusted.issue(&["localhost"], Some((2021, 1, 1))), "expired"),
@@ -190,7 +191,7 @@ async fn without_the_private_ca_its_upstream_is_refused_as_an_unknown_issuer() {
     let (upstream, status, body) =
         w.call("internal-api", "localhost", private.issue(&["localhost"], None)).await;
     assert_eq!(status, 502, "{body}");
-    assert!(body["message"].as_str().unwrap_or_default().contains("does not trust"), "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("not trusted here"), "{body}");
     assert!(upstream.seen().is_empty());
     w.broker.stop().await;
 }

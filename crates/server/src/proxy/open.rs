@@ -77,8 +77,8 @@ pub(crate) async fn open_and_forward(
             // reqwest errors carry the URL, which may contain a query-parameter credential.
             let e = e.without_url();
             tracing::warn!(error = %e, timeout = e.is_timeout(), "upstream request failed");
-            let message = match crate::tls::tls_failure(&e) {
-                Some(tls) => tls.message("the upstream API"),
+            let message = match crate::tls::failure_message(&e, "the upstream API") {
+                Some(message) => message,
                 None if e.is_timeout() => {
                     "the upstream API did not answer in time; retry later".to_owned()
                 }

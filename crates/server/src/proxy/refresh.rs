@@ -384,8 +384,8 @@ async fn request_tokens(
         .map_err(|e| {
             let e = e.without_url();
             tracing::warn!(error = %e, "token endpoint unreachable");
-            let message = match crate::tls::tls_failure(&e) {
-                Some(tls) => tls.message("the provider's token endpoint"),
+            let message = match crate::tls::failure_message(&e, "the provider's token endpoint") {
+                Some(message) => message,
                 None => "the provider's token endpoint could not be reached to refresh the credential; retry later".to_owned(),
             };
             ApiError::new(ErrorCode::UpstreamFailed, message)

@@ -11,6 +11,8 @@
 )]
 
 pub mod agent_calls;
+#[path = "../../../../tests/support/tls.rs"]
+pub mod tls;
 pub mod tls_upstream;
 
 use std::sync::Arc;

@@ -1,56 +1,11 @@
-//! An HTTPS upstream on 127.0.0.1: a throwaway certificate authority, server certificates it
-//! issues (or a stranger issues), and a server speaking HTTP/2 and HTTP/1.1 over TLS (chosen by
-//! ALPN) that records every request it receives.
+//! An HTTPS upstream on 127.0.0.1 speaking HTTP/2 and HTTP/1.1 (chosen by ALPN) that records
+//! every request it receives, with a certificate from `tests/support/tls.rs`.
 
 use std::sync::{Arc, Mutex};
 
 use hyper::body::Incoming;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// A certificate authority made for one test.
-pub struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A server certificate and its key.
-pub struct ServerCert {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl TestCa {
-    pub fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().expect("CA key");
-        Self { issuer: CertifiedIssuer::self_signed(params, key).expect("self-signed CA") }
-    }
-
-    /// The CA's certificate in PEM, as an operator would hand it to `--upstream-ca`.
-    pub fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// A server certificate for `names` (DNS names or IP addresses), valid until `not_after`
-    /// (the default: far in the future).
-    pub fn issue(&self, names: &[&str], not_after: Option<(i32, u8, u8)>) -> ServerCert {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).expect("server params");
-        if let Some((year, month, day)) = not_after {
-            params.not_before = rcgen::date_time_ymd(year - 1, month, day);
-            params.not_after = rcgen::date_time_ymd(year, month, day);
-        }
-        let key = KeyPair::generate().expect("server key");
-        let cert = params.signed_by(&key, &self.issuer).expect("server certificate");
-        ServerCert {
-            chain: vec![cert.der().clone()],
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        }
-    }
-}
+use super::tls::ServerCert;
 
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -71,15 +26,7 @@ impl TlsUpstream {
     /// Serves with `cert` on a fresh 127.0.0.1 port until the test's runtime ends; returns the
     /// upstream and its port.
     pub async fn start(cert: ServerCert) -> (Self, u16) {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_no_client_auth()
-            .with_single_cert(cert.chain, cert.key)
-            .expect("server certificate and key");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = cert.acceptor();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let port = listener.local_addr().expect("addr").port();
         let upstream = Self::default();
