@@ -842,6 +842,43 @@ mod linux {
         }
 
         #[test]
+        fn a_signal_reaches_the_listed_process_and_never_one_that_took_its_pid_later() {
+            let mut child = std::process::Command::new("sleep").arg("60").spawn().expect("sleep");
+            let pid = i32::try_from(child.id()).unwrap();
+            let listed = read(pid).expect("the child in /proc");
+            // A kill is delivered at once to a sleeping process; a third of a second without an
+            // exit means none was sent.
+            let mut survives = || {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+                while std::time::Instant::now() < deadline {
+                    if child.try_wait().unwrap().is_some() {
+                        return false;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                true
+            };
+            // The same pid with another start time: what a listing taken before the pid was
+            // freed and reused would hold. The pidfd names today's process, whose start differs.
+            let stale = Process { start: listed.start + 1, ..listed.clone() };
+            stale.signal_exactly(Signal::SIGKILL).expect("nothing to signal is not an error");
+            assert!(survives(), "a stale listing must not kill the process that has its pid now");
+            let moved = Process { parent: listed.parent + 1, ..listed.clone() };
+            moved.signal_exactly(Signal::SIGKILL).unwrap();
+            assert!(survives(), "nor a listing that names another parent");
+
+            listed.signal_exactly(Signal::SIGKILL).expect("signalled through its pidfd");
+            let status = child.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(Signal::SIGKILL as i32),
+                "the listed process itself is signalled"
+            );
+            // Reaped now: its pid names nobody (or somebody else), and that is not an error.
+            listed.signal_exactly(Signal::SIGKILL).expect("a process gone is left alone");
+        }
+
+        #[test]
         fn this_process_is_listed_as_its_parent_sees_it() {
             let own = read(own_pid()).expect("this process in /proc");
             assert_eq!(own.parent, nix::unistd::getppid().as_raw());
