@@ -15,6 +15,9 @@
 mod browser;
 #[path = "../../../tests/support/oauth/servers.rs"]
 mod servers;
+#[allow(dead_code, reason = "shared with the broker's and the CLI's tests, which use all of it")]
+#[path = "../../../tests/support/tls.rs"]
+mod tls;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -527,4 +530,25 @@ async fn confidential_clients_authenticate_with_basic_or_post_at_static_endpoint
     let no_secret = OAuthClient { client_secret: None, ..confidential(ClientAuth::Basic) };
     let error = refresh(&http, &endpoints, &no_secret, &old).await.unwrap_err();
     assert!(matches!(error, OAuthError::ClientSecretMissing("basic")), "got {error:?}");
+}
+
+#[tokio::test]
+async fn an_authorization_server_with_a_refused_certificate_is_named_as_such() {
+    // A self-hosted provider behind a private CA this computer does not trust.
+    let acceptor = tls::TestCa::new("Private CA").issue(&["localhost"], None).acceptor();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let _ = acceptor.accept(socket).await;
+        }
+    });
+    let http = OAuthHttp::new().unwrap();
+    let error = AuthorizationServer::discover(&http, &issuer).await.unwrap_err().to_string();
+    assert!(
+        error.contains("TLS certificate this computer refuses")
+            && error.contains("not trusted here")
+            && !error.contains("error sending request"),
+        "each metadata URL tried names the certificate, not a generic send failure: {error}"
+    );
 }

@@ -335,8 +335,19 @@ pub(super) fn transport(error: reqwest::Error) -> OAuthError {
     OAuthError::Transport(describe(error))
 }
 
-/// `error` and its causes, without the URL.
+/// `error` and its causes, without the URL; a TLS failure in its own words.
 pub(super) fn describe(error: reqwest::Error) -> String {
+    use latchkey_core::tls::{TlsProblem, tls_problem};
+    match tls_problem(&error) {
+        Some(TlsProblem::Certificate(certificate)) => {
+            return format!(
+                "it presented a TLS certificate this computer refuses: {}",
+                certificate.describe()
+            );
+        }
+        Some(_) => return "the TLS handshake with it failed".to_owned(),
+        None => {}
+    }
     let error = error.without_url();
     let mut message = error.to_string();
     let mut source = std::error::Error::source(&error);
