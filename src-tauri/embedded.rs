@@ -62,6 +62,8 @@ impl Embedded {
             public_origin: None,
             // Upstream APIs behind a private CA are trusted through the system's trust store.
             upstream_ca: None,
+            // Loopback only: the app's own devices and agents reach it on this computer.
+            tls: None,
         };
         // The broker key comes from its file only: an environment variable meant for a
         // stand-alone broker must not leak into the app's.

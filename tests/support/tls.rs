@@ -17,6 +17,8 @@ pub(crate) struct TestCa {
 pub(crate) struct ServerCert {
     pub(crate) chain: Vec<CertificateDer<'static>>,
     pub(crate) key: PrivateKeyDer<'static>,
+    /// The same chain and key in PEM.
+    pem: (String, String),
 }
 
 impl TestCa {
@@ -47,11 +49,17 @@ impl TestCa {
         ServerCert {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            pem: (cert.pem(), key.serialize_pem()),
         }
     }
 }
 
 impl ServerCert {
+    /// The chain and key in PEM, as an operator hands them to `--tls-cert` and `--tls-key`.
+    pub(crate) fn pem(&self) -> (String, String) {
+        self.pem.clone()
+    }
+
     /// A TLS acceptor presenting this certificate, offering HTTP/2 and HTTP/1.1.
     pub(crate) fn acceptor(self) -> tokio_rustls::TlsAcceptor {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

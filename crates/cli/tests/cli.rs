@@ -114,36 +114,60 @@ async fn start_broker() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sen
     (url, dir, stop)
 }
 
-/// A broker behind a TLS terminator on 127.0.0.1, as a team server behind its load balancer:
-/// `https://localhost:{port}` with a certificate a private CA issued. Returns that URL, the CA's
-/// PEM, and what keeps the broker alive.
-async fn start_tls_broker() -> (String, String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>)
-{
+/// How a team server's TLS is terminated.
+#[derive(Clone, Copy, Debug)]
+enum TeamTls {
+    /// By a load balancer in front of the broker (here a byte-copying TLS terminator).
+    Terminator,
+    /// By the broker itself (`--tls-cert`, `--tls-key`).
+    Native,
+}
+
+/// A broker on 127.0.0.1 reached as `https://localhost:{port}` with a certificate a private CA
+/// issued, its TLS terminated as `how` says. Returns that URL, the CA's PEM, and what keeps the
+/// broker alive.
+async fn start_tls_broker(
+    how: TeamTls,
+) -> (String, String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
     let ca = tls::TestCa::new("Acme Internal CA");
-    let acceptor = ca.issue(&["localhost"], None).acceptor();
+    let cert = ca.issue(&["localhost"], None);
     let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://localhost:{}", front.local_addr().unwrap().port());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.unwrap();
-    // Devices sign the origin they reach, the terminator's, not the broker's own listener.
+    // Devices sign the origin they reach, not the address the broker's socket has.
     let broker =
         Broker::new(store, BrokerSecretKey::generate().unwrap()).with_public_origin(url.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(latchkey_server::serve(broker, listener, async {
+    let stopped = async {
         let _ = stopped.await;
-    }));
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = front.accept().await {
-            let acceptor = acceptor.clone();
+    };
+    match how {
+        TeamTls::Native => {
+            let (chain, key) = cert.pem();
+            let tls = latchkey_server::tls::ServerTls::from_pem(chain.as_bytes(), key.as_bytes())
+                .unwrap();
+            tokio::spawn(latchkey_server::serve(broker.with_tls(tls), front, stopped));
+        }
+        TeamTls::Terminator => {
+            let acceptor = cert.acceptor();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let backend = listener.local_addr().unwrap();
+            tokio::spawn(latchkey_server::serve(broker, listener, stopped));
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(socket).await else { return };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                while let Ok((socket, _)) = front.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                        let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                            return;
+                        };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    });
+                }
             });
         }
-    });
+    }
     (url, ca.pem(), dir, stop)
 }
 
@@ -311,7 +335,16 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
 
 #[tokio::test]
 async fn a_team_server_behind_tls_is_used_once_its_ca_is_trusted_and_a_refusal_says_why() {
-    let (broker, ca_pem, _broker_dir, stop) = start_tls_broker().await;
+    team_server_over_tls(TeamTls::Terminator).await;
+}
+
+#[tokio::test]
+async fn a_team_server_serving_tls_itself_is_used_the_same_way() {
+    team_server_over_tls(TeamTls::Native).await;
+}
+
+async fn team_server_over_tls(how: TeamTls) {
+    let (broker, ca_pem, _broker_dir, stop) = start_tls_broker(how).await;
     let ada = Latchkey::new();
     let create =
         ["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"];

@@ -14,11 +14,14 @@
 //! | origin devices reach the broker at, behind a load balancer (default: the listener's address) | `--public-origin` | `LATCHKEY_PUBLIC_ORIGIN` | `public_origin` | |
 //! | seconds a call is held for a member's approval (`0`: never held) | `--approval-timeout` | `LATCHKEY_APPROVAL_TIMEOUT` | `approval_timeout` | `120` |
 //! | PEM file of certificate authorities trusted for upstream calls besides the system's | `--upstream-ca` | `LATCHKEY_UPSTREAM_CA` | `upstream_ca` | |
+//! | PEM certificate chain to serve the API over TLS (with `--tls-key`) | `--tls-cert` | `LATCHKEY_TLS_CERT` | `tls_cert` | |
+//! | PEM private key of that certificate (mode 0600) | `--tls-key` | `LATCHKEY_TLS_KEY` | `tls_key` | |
 //!
 //! The broker key is never accepted as a flag (flags are visible to every local user in the
 //! process list) nor in the TOML file (which is usually less protected than a key file). When
 //! neither the environment variable nor the key file exists, a new key is generated into the key
-//! file with mode 0600. An existing key file readable by group or others is refused.
+//! file with mode 0600. An existing key file readable by group or others is refused, and so is a
+//! TLS key file.
 //!
 //! Database passwords belong in a `~/.pgpass` file (`PGPASSFILE`) or `PGPASSWORD`, which the
 //! PostgreSQL driver reads when a URL has none; a URL's password is redacted from `Debug` output.
@@ -69,6 +72,9 @@ pub enum ConfigError {
         "approval timeout: {0} seconds is more than the most a call may be held ({MAX_APPROVAL_TIMEOUT_SECS})"
     )]
     ApprovalTimeout(u64),
+    /// The API listener's TLS certificate and key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The upstream certificate authorities could not be read.
     #[error("upstream CA file {path}: {reason}")]
     UpstreamCa {
@@ -234,6 +240,14 @@ pub struct Flags {
     /// top of the system's (an API behind a private CA).
     #[arg(long, env = "LATCHKEY_UPSTREAM_CA", value_name = "FILE")]
     pub upstream_ca: Option<PathBuf>,
+    /// PEM certificate chain (the server's certificate first) to serve the API over TLS, with
+    /// HTTP/2; needs --tls-key. Without it the API is plain HTTP, for loopback or behind a
+    /// TLS-terminating load balancer.
+    #[arg(long, env = "LATCHKEY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the --tls-cert certificate; the file must not be readable by others.
+    #[arg(long, env = "LATCHKEY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, minus secrets.
@@ -250,6 +264,8 @@ struct FileConfig {
     approval_timeout: Option<u64>,
     public_origin: Option<String>,
     upstream_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// The resolved configuration.
@@ -275,6 +291,17 @@ pub struct Config {
     pub public_origin: Option<String>,
     /// PEM file of extra certificate authorities for upstream calls (see [`Config::upstream_roots`]).
     pub upstream_ca: Option<PathBuf>,
+    /// The API listener's certificate chain and key files (see [`Config::server_tls`]).
+    pub tls: Option<TlsFiles>,
+}
+
+/// The PEM files of the API listener's TLS certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// Default API listener: loopback only.
@@ -333,6 +360,34 @@ impl Config {
             approval_timeout: std::time::Duration::from_secs(approval_timeout),
             public_origin,
             upstream_ca: flags.upstream_ca.or(file.upstream_ca),
+            tls: match (flags.tls_cert.or(file.tls_cert), flags.tls_key.or(file.tls_key)) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Tls(
+                        "give both --tls-cert and --tls-key (tls_cert and tls_key), or neither"
+                            .to_owned(),
+                    ));
+                }
+            },
+        })
+    }
+
+    /// Reads the API listener's certificate chain and key, when TLS is configured. The key file
+    /// must not be readable by group or others.
+    pub fn server_tls(&self) -> Result<Option<crate::tls::ServerTls>, ConfigError> {
+        let Some(files) = &self.tls else { return Ok(None) };
+        let read = |path: &Path| {
+            std::fs::read(path)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|e| ConfigError::Tls(format!("cannot read {}: {e}", path.display())))
+        };
+        let meta = std::fs::metadata(&files.key)
+            .map_err(|e| ConfigError::Tls(format!("cannot read {}: {e}", files.key.display())))?;
+        check_private(&files.key, &meta).map_err(ConfigError::Tls)?;
+        let (cert, key) = (read(&files.cert)?, read(&files.key)?);
+        crate::tls::ServerTls::from_pem(&cert, &key).map(Some).map_err(|e| {
+            ConfigError::Tls(format!("{} and {}: {e}", files.cert.display(), files.key.display()))
         })
     }
 
@@ -366,7 +421,7 @@ pub fn load_broker_key(
     let path = &config.broker_key_file;
     match std::fs::metadata(path) {
         Ok(meta) => {
-            check_private(path, &meta)?;
+            check_private(path, &meta).map_err(ConfigError::BrokerKey)?;
             let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
                 ConfigError::BrokerKey(format!("cannot read {}: {e}", path.display()))
             })?);
@@ -406,21 +461,21 @@ fn parse_default(addr: &str) -> SocketAddr {
 }
 
 #[cfg(unix)]
-fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), ConfigError> {
+fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(ConfigError::BrokerKey(format!(
+        return Err(format!(
             "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
             path.display(),
             path.display()
-        )));
+        ));
     }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn check_private(_: &Path, _: &std::fs::Metadata) -> Result<(), ConfigError> {
+fn check_private(_: &Path, _: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
@@ -584,6 +639,63 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "").unwrap();
         assert!(with(empty).unwrap_err().to_string().contains("no certificate found"));
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_private_key_and_a_bad_pair_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let issue = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (cert, key) = issue();
+        let (_, other_key) = issue();
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            path
+        };
+        let cert_file = write("cert.pem", &cert, 0o644);
+        let with = |cert: Option<PathBuf>, key: Option<PathBuf>| {
+            let flags = Flags {
+                data_dir: Some("/d".into()),
+                tls_cert: cert,
+                tls_key: key,
+                ..Flags::default()
+            };
+            Config::resolve(flags, no_env).and_then(|c| c.server_tls())
+        };
+
+        let good = write("key.pem", &key, 0o600);
+        assert!(with(Some(cert_file.clone()), Some(good.clone())).unwrap().is_some());
+        assert!(with(None, None).unwrap().is_none(), "plain HTTP unless configured");
+        let half = with(Some(cert_file.clone()), None).unwrap_err().to_string();
+        assert!(half.contains("--tls-cert and --tls-key"), "both or neither: {half}");
+
+        let shared = write("shared.pem", &key, 0o644);
+        let error = with(Some(cert_file.clone()), Some(shared)).unwrap_err().to_string();
+        assert!(error.contains("readable by other users"), "{error}");
+        let mismatched = write("other.pem", &other_key, 0o600);
+        let error = with(Some(cert_file.clone()), Some(mismatched)).unwrap_err().to_string();
+        assert!(error.contains("does not fit the certificate"), "{error}");
+        let not_a_key = write("cert-as-key.pem", &cert, 0o600);
+        let error = with(Some(cert_file.clone()), Some(not_a_key)).unwrap_err().to_string();
+        assert!(error.contains("no usable PEM private key"), "{error}");
+        let error = with(Some(good.clone()), Some(good.clone())).unwrap_err().to_string();
+        assert!(error.contains("no usable PEM certificate"), "a key given as the chain: {error}");
+        let key_body = key.lines().nth(1).unwrap();
+        for error in [error, half] {
+            assert!(!error.contains(key_body), "no error quotes the key: {error}");
+        }
     }
 
     #[test]

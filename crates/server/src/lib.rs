@@ -63,10 +63,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let public_origin = match broker.public_origin {
-        Some(origin) => origin,
-        None => format!("http://{}", listener.local_addr()?),
+    let public_origin = match (broker.public_origin, &broker.tls) {
+        (Some(origin), _) => origin,
+        (None, Some(_)) => format!("https://{}", listener.local_addr()?),
+        (None, None) => format!("http://{}", listener.local_addr()?),
     };
+    let broker_tls = broker.tls.clone();
     let policies = crate::policy::PolicyEngine::new()?;
     let audit = match broker.store.sqlite_path() {
         Some(database) => {
@@ -103,7 +105,15 @@ pub async fn serve(
         shutdown.await;
         approvals_hub.close();
     };
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = match &broker_tls {
+        Some(tls) => {
+            // `tap_io` gives the TLS listener's connections their peer address as `ConnectInfo`.
+            use axum::serve::ListenerExt as _;
+            let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    };
     // Every request has finished: write the audit records still queued, then stop the writer.
     audit.shutdown().await;
     served?;

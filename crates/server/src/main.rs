@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let broker_key = config::load_broker_key(&config, env)?;
     let upstream_roots = config.upstream_roots()?;
+    let tls = config.server_tls()?;
     let store = match &config.database_url {
         Some(url) => {
             let migrate = config.migrate_database_url.as_ref().map(|u| u.expose());
@@ -56,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(
         listen = %listener.local_addr()?,
+        tls = config.tls.is_some(),
         data_dir = %config.data_dir.display(),
         "latchkey-server ready"
     );
@@ -64,6 +66,10 @@ async fn main() -> anyhow::Result<()> {
         .with_approval_timeout(config.approval_timeout);
     let broker = match &config.public_origin {
         Some(origin) => broker.with_public_origin(origin.clone()),
+        None => broker,
+    };
+    let broker = match tls {
+        Some(tls) => broker.with_tls(tls),
         None => broker,
     };
     let broker = match upstream_roots {

@@ -24,6 +24,9 @@ pub struct Broker {
     pub(crate) approval_timeout: std::time::Duration,
     /// Certificate authorities trusted for upstream calls besides the system's.
     pub(crate) upstream_roots: Option<crate::tls::UpstreamRoots>,
+    /// TLS on the API listener; `None`: plain HTTP (loopback, or behind a TLS-terminating
+    /// load balancer).
+    pub(crate) tls: Option<crate::tls::ServerTls>,
     /// Injected audit journal write failures (tests only).
     pub(crate) journal_faults: Option<crate::audit::JournalFaults>,
 }
@@ -40,6 +43,7 @@ impl Broker {
             metrics: crate::metrics::Metrics::new(),
             approval_timeout: crate::approvals::DEFAULT_TIMEOUT,
             upstream_roots: None,
+            tls: None,
             journal_faults: None,
         }
     }
@@ -66,6 +70,13 @@ impl Broker {
     /// certificate authorities, for APIs behind a private CA.
     pub fn with_upstream_roots(mut self, roots: crate::tls::UpstreamRoots) -> Self {
         self.upstream_roots = Some(roots);
+        self
+    }
+
+    /// Serves the API over TLS with `tls` (HTTP/2 and HTTP/1.1). Without a public origin the
+    /// broker's is then `https://` and the listener's address.
+    pub fn with_tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -91,6 +91,38 @@ impl TestBroker {
         replica
     }
 
+    /// A broker serving its API over TLS itself, with a certificate for `127.0.0.1` and
+    /// `localhost` from a test CA; its `http` client trusts that CA alone, and its base URL (and
+    /// so the origin devices sign) is `https://127.0.0.1:{port}`, the broker's default origin
+    /// under TLS.
+    pub async fn start_tls() -> (Self, tls::TestCa) {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
+        let ca = tls::TestCa::new("Latchkey Test Server CA");
+        let cert = ca.issue(&["127.0.0.1", "localhost"], None);
+        let (chain, key) = cert.pem();
+        let server_tls =
+            latchkey_server::tls::ServerTls::from_pem(chain.as_bytes(), key.as_bytes())
+                .expect("tls");
+        let key = BrokerSecretKey::generate().expect("broker key");
+        let key_text = key.expose_secret_text().to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = TestDatabase::create().await;
+        let store = db.open_and_migrate(dir.path()).await;
+        let clock = Arc::new(ManualClock::new(T0));
+        let broker = Broker::new(store, key).with_clock(clock.clone()).with_tls(server_tls);
+        let mut broker = Self::serve(broker, clock, dir, db).await;
+        broker.base = broker.base.replace("http://", "https://");
+        broker.public_origin = broker.base.clone();
+        broker.broker_key = Some(key_text);
+        let ca_cert = reqwest::Certificate::from_pem(ca.pem().as_bytes()).expect("CA");
+        broker.http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_certs_only([ca_cert])
+            .build()
+            .expect("https client");
+        (broker, ca)
+    }
+
     /// Serves `broker` on a fresh loopback port.
     async fn serve(
         broker: Broker,
