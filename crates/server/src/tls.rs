@@ -3,7 +3,7 @@
 //! - Serving: [`ServerTls`] (`--tls-cert`, `--tls-key`) terminates TLS on the API listener itself,
 //!   with HTTP/2 and HTTP/1.1 offered by ALPN, for a team server without a load balancer in
 //!   front. Handshakes run beside the accept loop, each bounded in time, so a slow or silent
-//!   client delays nobody else ([`TlsListener`]).
+//!   client delays nobody else.
 //! - Upstream calls: extra certificate authorities an operator trusts on top of the system's (an
 //!   API behind a private CA), and the agent's message when a handshake fails (what failed is
 //!   read by `latchkey_core::tls`).
