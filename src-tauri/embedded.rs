@@ -62,6 +62,8 @@ impl Embedded {
             public_origin: None,
             // Upstream APIs behind a private CA are trusted through the system's trust store.
             upstream_ca: None,
+            // The standard proxy variables apply, as for any program on this computer.
+            upstream_proxy: None,
             // Loopback only: the app's own devices and agents reach it on this computer.
             tls: None,
         };

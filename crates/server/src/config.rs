@@ -14,6 +14,7 @@
 //! | origin devices reach the broker at, behind a load balancer (default: the listener's address) | `--public-origin` | `LATCHKEY_PUBLIC_ORIGIN` | `public_origin` | |
 //! | seconds a call is held for a member's approval (`0`: never held) | `--approval-timeout` | `LATCHKEY_APPROVAL_TIMEOUT` | `approval_timeout` | `120` |
 //! | PEM file of certificate authorities trusted for upstream calls besides the system's | `--upstream-ca` | `LATCHKEY_UPSTREAM_CA` | `upstream_ca` | |
+//! | HTTP proxy for every upstream call (CONNECT for `https`), instead of `HTTPS_PROXY` and the like | `--upstream-proxy` | `LATCHKEY_UPSTREAM_PROXY` | `upstream_proxy` | |
 //! | PEM certificate chain to serve the API over TLS (with `--tls-key`) | `--tls-cert` | `LATCHKEY_TLS_CERT` | `tls_cert` | |
 //! | PEM private key of that certificate (mode 0600) | `--tls-key` | `LATCHKEY_TLS_KEY` | `tls_key` | |
 //!
@@ -118,16 +119,67 @@ impl DatabaseUrl {
 
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match url::Url::parse(&self.0) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    // Cannot fail: the URL has a password, so it has a host that can carry one.
-                    let _ = url.set_password(Some("redacted"));
-                }
-                f.debug_tuple("DatabaseUrl").field(&url.as_str()).finish()
+        debug_redacted(f, "DatabaseUrl", &self.0)
+    }
+}
+
+/// `name(url)` with the URL's password, if any, replaced.
+fn debug_redacted(f: &mut std::fmt::Formatter<'_>, name: &str, text: &str) -> std::fmt::Result {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Cannot fail: the URL has a password, so it has a host that can carry one.
+                let _ = url.set_password(Some("redacted"));
             }
-            Err(_) => f.write_str("DatabaseUrl(<unparsable>)"),
+            f.debug_tuple(name).field(&url.as_str()).finish()
         }
+        Err(_) => write!(f, "{name}(<unparsable>)"),
+    }
+}
+
+/// An HTTP proxy for upstream calls (`http://` or `https://`, host, optional port and
+/// `user:password@`). Its `Debug` output replaces the password, and it is not `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyUrl(String);
+
+impl ProxyUrl {
+    /// The URL, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        debug_redacted(f, "ProxyUrl", &self.0)
+    }
+}
+
+impl std::str::FromStr for ProxyUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        // Not echoed: a mistyped URL may still hold a password.
+        let url = url::Url::parse(text)
+            .map_err(|_| "expected a proxy URL such as http://proxy.internal:3128".to_owned())?;
+        let ok = matches!(url.scheme(), "http" | "https")
+            && url.host_str().is_some()
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none();
+        if !ok {
+            return Err("expected an http:// or https:// proxy URL with a host and nothing after \
+                        the port, such as http://proxy.internal:3128"
+                .to_owned());
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -240,6 +292,12 @@ pub struct Flags {
     /// top of the system's (an API behind a private CA).
     #[arg(long, env = "LATCHKEY_UPSTREAM_CA", value_name = "FILE")]
     pub upstream_ca: Option<PathBuf>,
+    /// HTTP proxy every upstream call (APIs and token endpoints) goes through, as CONNECT
+    /// tunnels for https upstreams, so the proxy never sees a credential; hosts in NO_PROXY go
+    /// direct. Without it the standard HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY
+    /// variables apply.
+    #[arg(long, env = "LATCHKEY_UPSTREAM_PROXY", value_name = "URL")]
+    pub upstream_proxy: Option<ProxyUrl>,
     /// PEM certificate chain (the server's certificate first) to serve the API over TLS, with
     /// HTTP/2; needs --tls-key. Without it the API is plain HTTP, for loopback or behind a
     /// TLS-terminating load balancer.
@@ -264,6 +322,7 @@ struct FileConfig {
     approval_timeout: Option<u64>,
     public_origin: Option<String>,
     upstream_ca: Option<PathBuf>,
+    upstream_proxy: Option<ProxyUrl>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
 }
@@ -291,6 +350,8 @@ pub struct Config {
     pub public_origin: Option<String>,
     /// PEM file of extra certificate authorities for upstream calls (see [`Config::upstream_roots`]).
     pub upstream_ca: Option<PathBuf>,
+    /// The HTTP proxy for upstream calls; `None`: the standard proxy variables apply.
+    pub upstream_proxy: Option<ProxyUrl>,
     /// The API listener's certificate chain and key files (see [`Config::server_tls`]).
     pub tls: Option<TlsFiles>,
 }
@@ -360,6 +421,7 @@ impl Config {
             approval_timeout: std::time::Duration::from_secs(approval_timeout),
             public_origin,
             upstream_ca: flags.upstream_ca.or(file.upstream_ca),
+            upstream_proxy: flags.upstream_proxy.or(file.upstream_proxy),
             tls: match (flags.tls_cert.or(file.tls_cert), flags.tls_key.or(file.tls_key)) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 (None, None) => None,
@@ -639,6 +701,23 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "").unwrap();
         assert!(with(empty).unwrap_err().to_string().contains("no certificate found"));
+    }
+
+    #[test]
+    fn an_upstream_proxy_is_an_http_url_whose_password_stays_out_of_debug_output() {
+        let proxy: ProxyUrl = "http://user:hunter2@proxy.internal:3128".parse().unwrap();
+        let flags =
+            Flags { data_dir: Some("/d".into()), upstream_proxy: Some(proxy), ..Flags::default() };
+        let config = Config::resolve(flags, no_env).unwrap();
+        let debug = format!("{config:?}");
+        assert!(debug.contains("proxy.internal:3128") && !debug.contains("hunter2"), "{debug}");
+        for bad in ["proxy.internal:3128", "socks5://p:1080", "http://p:3128/path", "http://p?x"] {
+            let error = bad.parse::<ProxyUrl>().unwrap_err();
+            assert!(error.contains("proxy URL"), "{bad}: {error}");
+        }
+        let error = "http://u:hunter2@ bad".parse::<ProxyUrl>().unwrap_err();
+        assert!(!error.contains("hunter2"), "a refused URL is not echoed: {error}");
+        assert!("https://proxy.internal".parse::<ProxyUrl>().is_ok());
     }
 
     #[test]

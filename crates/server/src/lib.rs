@@ -92,8 +92,11 @@ pub async fn serve(
         public_origin,
         policies,
         audit: audit.clone(),
-        upstream: proxy::upstream_client(broker.upstream_roots.as_ref())
-            .map_err(|e| ServerError::Upstream(e.to_string()))?,
+        upstream: proxy::upstream_client(
+            broker.upstream_roots.as_ref(),
+            broker.upstream_proxy.as_ref(),
+        )
+        .map_err(|e| ServerError::Upstream(e.to_string()))?,
         refresh_locks: proxy::RefreshLocks::default(),
         metrics: broker.metrics,
         approvals,

@@ -68,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
         Some(origin) => broker.with_public_origin(origin.clone()),
         None => broker,
     };
+    let broker = match &config.upstream_proxy {
+        Some(proxy) => broker.with_upstream_proxy(proxy.clone()),
+        None => broker,
+    };
     let broker = match tls {
         Some(tls) => broker.with_tls(tls),
         None => broker,

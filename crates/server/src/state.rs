@@ -24,6 +24,8 @@ pub struct Broker {
     pub(crate) approval_timeout: std::time::Duration,
     /// Certificate authorities trusted for upstream calls besides the system's.
     pub(crate) upstream_roots: Option<crate::tls::UpstreamRoots>,
+    /// The HTTP proxy for upstream calls; `None`: the standard proxy variables apply.
+    pub(crate) upstream_proxy: Option<crate::config::ProxyUrl>,
     /// TLS on the API listener; `None`: plain HTTP (loopback, or behind a TLS-terminating
     /// load balancer).
     pub(crate) tls: Option<crate::tls::ServerTls>,
@@ -43,6 +45,7 @@ impl Broker {
             metrics: crate::metrics::Metrics::new(),
             approval_timeout: crate::approvals::DEFAULT_TIMEOUT,
             upstream_roots: None,
+            upstream_proxy: None,
             tls: None,
             journal_faults: None,
         }
@@ -70,6 +73,13 @@ impl Broker {
     /// certificate authorities, for APIs behind a private CA.
     pub fn with_upstream_roots(mut self, roots: crate::tls::UpstreamRoots) -> Self {
         self.upstream_roots = Some(roots);
+        self
+    }
+
+    /// Sends every upstream call (APIs and token endpoints) through the HTTP proxy at `proxy`:
+    /// CONNECT tunnels for https upstreams, so the proxy sees host names and ciphertext only.
+    pub fn with_upstream_proxy(mut self, proxy: crate::config::ProxyUrl) -> Self {
+        self.upstream_proxy = Some(proxy);
         self
     }
 

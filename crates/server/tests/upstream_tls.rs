@@ -18,11 +18,12 @@ use common::agent_calls::{
     register_standing_grant, shared_capability,
 };
 use common::tls::{ServerCert, TestCa};
-use common::tls_upstream::TlsUpstream;
+use common::tls_upstream::{ConnectProxy, TlsUpstream};
 use common::{TestBroker, TestDevice, workspace_with_admin};
 use latchkey_core::capability::Reuse;
 use latchkey_core::ids::AgentId;
 use latchkey_server::Broker;
+use latchkey_server::config::ProxyUrl;
 use latchkey_server::tls::UpstreamRoots;
 use serde_json::Value;
 
@@ -37,11 +38,21 @@ struct World {
 }
 
 async fn world(ca: &TestCa) -> World {
+    world_through(ca, None).await
+}
+
+/// [`world`] with every upstream call going through the HTTP proxy at `proxy`.
+async fn world_through(ca: &TestCa, proxy: Option<&str>) -> World {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
     let roots = UpstreamRoots::from_pem(ca.pem().as_bytes()).expect("the CA's PEM is accepted");
     let key = latchkey_core::keys::BrokerSecretKey::generate().expect("broker key");
+    let proxy: Option<ProxyUrl> = proxy.map(|url| url.parse().expect("proxy URL"));
     let broker = TestBroker::start_with(|store, clock, _| {
-        Broker::new(store, key).with_clock(clock).with_upstream_roots(roots)
+        let broker = Broker::new(store, key).with_clock(clock).with_upstream_roots(roots);
+        match proxy {
+            Some(proxy) => broker.with_upstream_proxy(proxy),
+            None => broker,
+        }
     })
     .await;
     let admin = workspace_with_admin(&broker).await;
@@ -212,5 +223,32 @@ async fn a_server_that_does_not_speak_tls_fails_the_handshake_with_its_own_messa
         "the answer says the handshake failed and where to look: {message}"
     );
     assert_eq!(plain.hits(), 0, "nothing the server could take for a request was sent");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn through_an_egress_proxy_the_proxy_sees_the_host_and_ciphertext_only() {
+    let ca = TestCa::new("Latchkey Test Private CA");
+    let (proxy, proxy_url) = ConnectProxy::start().await;
+    let w = world_through(&ca, Some(&proxy_url)).await;
+    let (upstream, status, body) =
+        w.call("internal-api", "localhost", ca.issue(&["localhost"], None)).await;
+    assert_eq!(status, 200, "the call goes through the proxy's tunnel: {body}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].authorization.as_deref(), Some(format!("Bearer {SECRET}").as_str()));
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "one tunnel: {requests:?}");
+    assert!(
+        requests[0].starts_with("CONNECT localhost:"),
+        "the proxy is asked for a tunnel to the upstream's host: {requests:?}"
+    );
+    let relayed = proxy.relayed();
+    assert!(!relayed.is_empty(), "the call's bytes crossed the proxy");
+    assert!(
+        !relayed.windows(SECRET.len()).any(|w| w == SECRET.as_bytes())
+            && !relayed.windows(5).any(|w| w == b"/user"),
+        "inside the tunnel the credential and the path are TLS ciphertext"
+    );
     w.broker.stop().await;
 }

@@ -57,14 +57,21 @@ pub(crate) use refresh::RefreshLocks;
 /// The client for upstream calls: no redirects are followed (a redirect goes back to the agent,
 /// so a compromised upstream cannot bounce the credential to another host), bounded connect and
 /// read times, no connection-level total timeout so streamed responses can run long.
-/// Certificates are verified against the system's authorities plus `roots`.
+/// Certificates are verified against the system's authorities plus `roots`. Calls go through
+/// `proxy` when given, else through whatever the standard proxy variables name.
 pub(crate) fn upstream_client(
     roots: Option<&crate::tls::UpstreamRoots>,
+    proxy: Option<&crate::config::ProxyUrl>,
 ) -> reqwest::Result<reqwest::Client> {
-    let builder = match roots {
-        Some(roots) => reqwest::Client::builder().tls_certs_merge(roots.certificates()),
-        None => reqwest::Client::builder(),
-    };
+    let mut builder = reqwest::Client::builder();
+    if let Some(roots) = roots {
+        builder = builder.tls_certs_merge(roots.certificates());
+    }
+    if let Some(proxy) = proxy {
+        // Hosts in NO_PROXY (the standard variable) still go direct.
+        let proxy = reqwest::Proxy::all(proxy.expose())?.no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
     builder
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(10))

@@ -87,3 +87,96 @@ fn answer(seen: &Mutex<Vec<Seen>>, request: &hyper::Request<Incoming>) -> hyper:
         .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
     response
 }
+
+/// An HTTP proxy on 127.0.0.1 that answers `CONNECT host:port` by tunnelling to it, and refuses
+/// anything else; it records each request line and every byte it relays.
+#[derive(Clone, Default)]
+pub struct ConnectProxy {
+    requests: Arc<Mutex<Vec<String>>>,
+    relayed: Arc<Mutex<Vec<u8>>>,
+}
+
+impl ConnectProxy {
+    /// Serves until the test's runtime ends; returns the proxy and its URL.
+    pub async fn start() -> (Self, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let proxy = Self::default();
+        let server = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0_u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match client.read(&mut byte).await {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let line = head.lines().next().unwrap_or_default().to_owned();
+                    server.requests.lock().expect("lock").push(line.clone());
+                    let target = match line.split(' ').collect::<Vec<_>>()[..] {
+                        ["CONNECT", target, _] => target.to_owned(),
+                        _ => {
+                            let _ = client.write_all(b"HTTP/1.1 405 CONNECT only\r\n\r\n").await;
+                            return;
+                        }
+                    };
+                    let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
+                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                        return;
+                    };
+                    if client
+                        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    let (client_read, client_write) = client.into_split();
+                    let (upstream_read, upstream_write) = upstream.into_split();
+                    tokio::join!(
+                        server.relay(client_read, upstream_write),
+                        server.relay(upstream_read, client_write),
+                    );
+                });
+            }
+        });
+        (proxy, url)
+    }
+
+    async fn relay(
+        &self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buffer = [0_u8; 16 * 1024];
+        loop {
+            match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    self.relayed.lock().expect("lock").extend_from_slice(&buffer[..n]);
+                    if to.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    /// The request line of every request it received.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    /// Every byte it relayed, both ways.
+    pub fn relayed(&self) -> Vec<u8> {
+        self.relayed.lock().expect("lock").clone()
+    }
+}
