@@ -73,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
         None => broker,
     };
     let broker = match tls {
-        Some(tls) => broker.with_tls(tls),
+        Some(tls) => {
+            reload_tls_on_hangup(config.clone(), tls.clone());
+            broker.with_tls(tls)
+        }
         None => broker,
     };
     let broker = match upstream_roots {
@@ -109,6 +112,34 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// On each SIGHUP, reads the TLS certificate and key files again and serves them from the next
+/// handshake on (a renewed certificate without a restart). Files that cannot be used leave the
+/// current certificate in place, with an error in the log.
+fn reload_tls_on_hangup(config: Config, tls: latchkey_server::tls::ServerTls) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot watch for SIGHUP; restart the broker to renew its certificate");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match config.server_tls() {
+                Ok(Some(renewed)) => {
+                    tls.replace_with(&renewed);
+                    tracing::info!("TLS certificate and key reloaded");
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one");
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (config, tls);
 }
 
 async fn shutdown_signal() {

@@ -3,7 +3,8 @@
 //! - Serving: [`ServerTls`] (`--tls-cert`, `--tls-key`) terminates TLS on the API listener itself,
 //!   with HTTP/2 and HTTP/1.1 offered by ALPN, for a team server without a load balancer in
 //!   front. Handshakes run beside the accept loop, each bounded in time, so a slow or silent
-//!   client delays nobody else.
+//!   client delays nobody else. A renewed certificate replaces the served one without a restart
+//!   (`SIGHUP` to the binary).
 //! - Upstream calls: extra certificate authorities an operator trusts on top of the system's (an
 //!   API behind a private CA), and the agent's message when a handshake fails (what failed is
 //!   read by `latchkey_core::tls`).
@@ -124,10 +125,12 @@ impl UpstreamRoots {
     }
 }
 
-/// The API listener's certificate chain and private key, ready to serve.
+/// The API listener's certificate chain and private key, ready to serve. Clones share one
+/// current configuration: [`ServerTls::replace_with`] on any clone (a renewed certificate)
+/// applies to every handshake that starts afterwards, while established connections go on.
 #[derive(Clone)]
 pub struct ServerTls {
-    config: Arc<rustls::ServerConfig>,
+    current: Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -180,7 +183,19 @@ impl ServerTls {
             .with_single_cert(certs, private)
             .map_err(|e| ServerTlsError::Mismatch(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Self { config: Arc::new(config) })
+        Ok(Self { current: Arc::new(std::sync::RwLock::new(Arc::new(config))) })
+    }
+
+    /// Serves `renewed`'s certificate and key from the next handshake on.
+    pub fn replace_with(&self, renewed: &ServerTls) {
+        let config = renewed.config();
+        // A poisoned lock only means a panic elsewhere while swapping one `Arc` for another;
+        // the value inside is whole either way.
+        *self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    }
+
+    fn config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -199,7 +214,7 @@ pub(crate) struct TlsListener {
 impl TlsListener {
     pub(crate) fn new(listener: TcpListener, tls: &ServerTls) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+        let tls = tls.clone();
         let (send, ready) = mpsc::channel(64);
         let accepting = tokio::spawn(async move {
             loop {
@@ -212,7 +227,8 @@ impl TlsListener {
                         continue;
                     }
                 };
-                let acceptor = acceptor.clone();
+                // The configuration current now: a certificate replaced since applies.
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                 let send = send.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

@@ -1,10 +1,12 @@
 //! The broker serving its API over TLS itself (`--tls-cert`, `--tls-key`): HTTP/2 and HTTP/1.1 by
 //! ALPN, device signatures verified against its `https://` origin, agent calls proxied as over
-//! plain HTTP, and a listener that a silent or plain-HTTP client cannot hold up.
+//! plain HTTP, a listener that a silent or plain-HTTP client cannot hold up, and the binary
+//! taking a renewed certificate on SIGHUP.
 
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
+    clippy::panic,
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
@@ -75,4 +77,111 @@ async fn a_silent_or_plain_http_client_does_not_hold_up_the_tls_listener() {
     .expect("https");
     assert_eq!(health.status(), 200);
     broker.stop().await;
+}
+
+/// The `latchkey-server` binary with TLS files in `dir`, its stderr lines collected.
+struct Binary {
+    child: std::process::Child,
+    base: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    fn start(dir: &std::path::Path) -> Self {
+        use std::io::BufRead as _;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey-server"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off"])
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--tls-cert")
+            .arg(dir.join("cert.pem"))
+            .arg("--tls-key")
+            .arg(dir.join("key.pem"))
+            .env_remove("LATCHKEY_CONFIG")
+            .env("LATCHKEY_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("latchkey-server starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = std::sync::Arc::clone(&log);
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Self { child, base: format!("https://localhost:{port}"), log }
+    }
+
+    /// Sends SIGHUP and waits for the log line that says how the reload went.
+    async fn hang_up_and_await(&self, line: &str) {
+        let before = self.log.lock().unwrap().len();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..200 {
+            if self.log.lock().unwrap()[before..].iter().any(|l| l.contains(line)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no {line:?} in the log after SIGHUP: {:?}", self.log.lock().unwrap());
+    }
+
+    /// GET /healthz on a new connection from a client that trusts `ca` alone.
+    async fn health(&self, ca: &common::tls::TestCa) -> Result<u16, reqwest::Error> {
+        let ca = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
+        let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
+        client.get(format!("{}/healthz", self.base)).send().await.map(|r| r.status().as_u16())
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_binary_takes_a_renewed_certificate_on_sighup_and_keeps_the_old_one_over_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let install = |ca: &common::tls::TestCa| {
+        let (chain, key) = ca.issue(&["localhost"], None).pem();
+        std::fs::write(dir.path().join("cert.pem"), chain).unwrap();
+        let key_file = dir.path().join("key.pem");
+        std::fs::write(&key_file, key).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    };
+    let first = common::tls::TestCa::new("First CA");
+    install(&first);
+    let broker = Binary::start(dir.path());
+    let mut up = false;
+    for _ in 0..200 {
+        if broker.health(&first).await.ok() == Some(200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "the broker serves TLS: {:?}", broker.log.lock().unwrap());
+
+    // A renewal gone wrong: the key file no longer holds a key.
+    std::fs::write(dir.path().join("key.pem"), "not a key\n").unwrap();
+    broker.hang_up_and_await("TLS certificate not reloaded").await;
+    assert_eq!(broker.health(&first).await.ok(), Some(200), "the previous certificate is kept");
+
+    let second = common::tls::TestCa::new("Second CA");
+    install(&second);
+    broker.hang_up_and_await("TLS certificate and key reloaded").await;
+    assert_eq!(broker.health(&second).await.ok(), Some(200), "new connections get the renewal");
+    assert!(broker.health(&first).await.is_err(), "and no longer the old certificate");
 }
