@@ -69,6 +69,7 @@ pub async fn serve(
         (None, None) => format!("http://{}", listener.local_addr()?),
     };
     let broker_tls = broker.tls.clone();
+    let metrics = broker.metrics.clone();
     let policies = crate::policy::PolicyEngine::new()?;
     let audit = match broker.store.sqlite_path() {
         Some(database) => {
@@ -112,7 +113,7 @@ pub async fn serve(
         Some(tls) => {
             // `tap_io` gives the TLS listener's connections their peer address as `ConnectInfo`.
             use axum::serve::ListenerExt as _;
-            let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            let listener = tls::TlsListener::new(listener, tls, metrics)?.tap_io(|_| {});
             axum::serve(listener, app).with_graceful_shutdown(shutdown).await
         }
         None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,

@@ -58,7 +58,25 @@ struct Inner {
     proxy_checks: Histogram,
     proxy_audit_wait: Histogram,
     device_requests: Family<CodeLabels, Counter>,
+    tls_handshakes: Family<HandshakeLabels, Counter>,
     audit: Arc<AuditCollector>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    result: &'static str,
+}
+
+/// How a TLS handshake on the API listener ended, for `latchkey_tls_handshakes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// Completed; the connection is served.
+    Completed,
+    /// Refused or broken off (not TLS, no common protocol, a client that rejects the
+    /// certificate).
+    Failed,
+    /// Not completed within the limit.
+    TimedOut,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,6 +149,12 @@ impl Metrics {
             "Signed device requests, by error code of the answer (ok for success)",
             device_requests.clone(),
         );
+        let tls_handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "latchkey_tls_handshakes",
+            "TLS handshakes on the API listener (with --tls-cert), by result: completed, failed (not TLS, no common protocol, the client refused the certificate) or timed_out",
+            tls_handshakes.clone(),
+        );
         let audit = Arc::new(AuditCollector::default());
         registry.register_collector(Box::new(Arc::clone(&audit)));
         registry.register(
@@ -153,6 +177,7 @@ impl Metrics {
                 proxy_checks,
                 proxy_audit_wait,
                 device_requests,
+                tls_handshakes,
                 audit,
             }),
         }
@@ -203,6 +228,16 @@ impl Metrics {
     pub(crate) fn device_request(&self, code: Option<ErrorCode>) {
         let labels = CodeLabels { code: code.map_or_else(|| "ok".to_owned(), ErrorCode::spelling) };
         self.inner.device_requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts one TLS handshake on the API listener.
+    pub(crate) fn tls_handshake(&self, result: Handshake) {
+        let result = match result {
+            Handshake::Completed => "completed",
+            Handshake::Failed => "failed",
+            Handshake::TimedOut => "timed_out",
+        };
+        self.inner.tls_handshakes.get_or_create(&HandshakeLabels { result }).inc();
     }
 
     /// Reports `audit`'s counters from now on (replacing any earlier log's).

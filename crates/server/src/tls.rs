@@ -25,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
+use crate::metrics::Handshake;
+
 /// Certificate authorities trusted for upstream calls in addition to the system's, read from a
 /// PEM bundle (`--upstream-ca`).
 #[derive(Clone)]
@@ -212,7 +214,11 @@ pub(crate) struct TlsListener {
 }
 
 impl TlsListener {
-    pub(crate) fn new(listener: TcpListener, tls: &ServerTls) -> std::io::Result<Self> {
+    pub(crate) fn new(
+        listener: TcpListener,
+        tls: &ServerTls,
+        metrics: crate::metrics::Metrics,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let tls = tls.clone();
         let (send, ready) = mpsc::channel(64);
@@ -230,15 +236,21 @@ impl TlsListener {
                 // The configuration current now: a certificate replaced since applies.
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                 let send = send.clone();
+                let metrics = metrics.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
+                            metrics.tls_handshake(Handshake::Completed);
                             let _ = send.send((stream, peer)).await;
                         }
                         Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake refused");
+                            metrics.tls_handshake(Handshake::Failed);
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
                         }
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Err(_) => {
+                            metrics.tls_handshake(Handshake::TimedOut);
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
                     }
                 });
             }

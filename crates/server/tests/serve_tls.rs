@@ -83,15 +83,18 @@ async fn a_silent_or_plain_http_client_does_not_hold_up_the_tls_listener() {
 struct Binary {
     child: std::process::Child,
     base: String,
+    metrics: String,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
     fn start(dir: &std::path::Path) -> Self {
         use std::io::BufRead as _;
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (port, metrics) = (free().port(), free());
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey-server"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "off"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &metrics.to_string()])
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--tls-cert")
@@ -112,7 +115,21 @@ impl Binary {
                 lines.lock().unwrap().push(line);
             }
         });
-        Self { child, base: format!("https://localhost:{port}"), log }
+        Self {
+            child,
+            base: format!("https://localhost:{port}"),
+            metrics: format!("http://{metrics}/metrics"),
+            log,
+        }
+    }
+
+    /// The value of the `latchkey_tls_handshakes_total` series for `result`.
+    async fn handshakes(&self, result: &str) -> f64 {
+        let text = reqwest::get(&self.metrics).await.unwrap().text().await.unwrap();
+        let series = format!("latchkey_tls_handshakes_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
     }
 
     /// Sends SIGHUP and waits for the log line that says how the reload went.
@@ -184,4 +201,10 @@ async fn the_binary_takes_a_renewed_certificate_on_sighup_and_keeps_the_old_one_
     broker.hang_up_and_await("TLS certificate and key reloaded").await;
     assert_eq!(broker.health(&second).await.ok(), Some(200), "new connections get the renewal");
     assert!(broker.health(&first).await.is_err(), "and no longer the old certificate");
+    assert!(
+        broker.handshakes("completed").await >= 3.0 && broker.handshakes("failed").await >= 1.0,
+        "handshakes are counted by result, the refused certificate as failed: completed {}, failed {}",
+        broker.handshakes("completed").await,
+        broker.handshakes("failed").await,
+    );
 }
