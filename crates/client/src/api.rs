@@ -2055,15 +2055,7 @@ impl BrokerClient {
 }
 
 fn tls_refusal(broker: &str, problem: TlsProblem) -> String {
-    match problem {
-        TlsProblem::Certificate(certificate) => format!(
-            "the broker at {broker} presented a TLS certificate this computer refuses ({})",
-            certificate.describe()
-        ),
-        _ => format!(
-            "the TLS handshake with the broker at {broker} failed (no common protocol, or it does not speak TLS on that port)"
-        ),
-    }
+    problem.explain(&format!("the broker at {broker}"), "this computer")
 }
 
 /// The HTTP client settings every broker connection shares: no redirects (a signature covers

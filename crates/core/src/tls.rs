@@ -13,6 +13,22 @@ pub enum TlsProblem {
     Handshake,
 }
 
+impl TlsProblem {
+    /// The problem as a sentence: `peer` ("the broker at https://…", "the upstream API") and
+    /// `verifier`, who refused its certificate ("this computer", "the broker").
+    pub fn explain(self, peer: &str, verifier: &str) -> String {
+        match self {
+            Self::Certificate(certificate) => format!(
+                "{peer} presented a TLS certificate {verifier} refuses ({})",
+                certificate.describe()
+            ),
+            Self::Handshake => format!(
+                "the TLS handshake with {peer} failed (no common protocol, or it does not speak TLS on that port)"
+            ),
+        }
+    }
+}
+
 /// Why a peer's certificate was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

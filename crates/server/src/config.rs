@@ -439,14 +439,14 @@ impl Config {
     /// must not be readable by group or others.
     pub fn server_tls(&self) -> Result<Option<crate::tls::ServerTls>, ConfigError> {
         let Some(files) = &self.tls else { return Ok(None) };
-        let read = |path: &Path| {
-            std::fs::read(path)
-                .map(zeroize::Zeroizing::new)
-                .map_err(|e| ConfigError::Tls(format!("cannot read {}: {e}", path.display())))
+        let unreadable = |path: &Path, e: std::io::Error| {
+            ConfigError::Tls(format!("cannot read {}: {e}", path.display()))
         };
-        let meta = std::fs::metadata(&files.key)
-            .map_err(|e| ConfigError::Tls(format!("cannot read {}: {e}", files.key.display())))?;
+        let meta = std::fs::metadata(&files.key).map_err(|e| unreadable(&files.key, e))?;
         check_private(&files.key, &meta).map_err(ConfigError::Tls)?;
+        let read = |path: &Path| {
+            std::fs::read(path).map(zeroize::Zeroizing::new).map_err(|e| unreadable(path, e))
+        };
         let (cert, key) = (read(&files.cert)?, read(&files.key)?);
         crate::tls::ServerTls::from_pem(&cert, &key).map(Some).map_err(|e| {
             ConfigError::Tls(format!("{} and {}: {e}", files.cert.display(), files.key.display()))

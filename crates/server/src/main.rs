@@ -61,34 +61,26 @@ async fn main() -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "latchkey-server ready"
     );
-    let broker = latchkey_server::Broker::new(store.clone(), broker_key)
+    let mut broker = latchkey_server::Broker::new(store.clone(), broker_key)
         .with_metrics(metrics)
         .with_approval_timeout(config.approval_timeout);
-    let broker = match &config.public_origin {
-        Some(origin) => broker.with_public_origin(origin.clone()),
-        None => broker,
-    };
-    let broker = match &config.upstream_proxy {
-        Some(proxy) => broker.with_upstream_proxy(proxy.clone()),
-        None => broker,
-    };
-    let broker = match tls {
-        Some(tls) => {
-            reload_tls_on_hangup(config.clone(), tls.clone());
-            broker.with_tls(tls)
-        }
-        None => broker,
-    };
-    let broker = match upstream_roots {
-        Some(roots) => {
-            tracing::info!(
-                certificates = roots.len(),
-                "trusting extra upstream certificate authorities"
-            );
-            broker.with_upstream_roots(roots)
-        }
-        None => broker,
-    };
+    if let Some(origin) = &config.public_origin {
+        broker = broker.with_public_origin(origin.clone());
+    }
+    if let Some(proxy) = &config.upstream_proxy {
+        broker = broker.with_upstream_proxy(proxy.clone());
+    }
+    if let Some(roots) = upstream_roots {
+        tracing::info!(
+            certificates = roots.len(),
+            "trusting extra upstream certificate authorities"
+        );
+        broker = broker.with_upstream_roots(roots);
+    }
+    if let Some(tls) = tls {
+        reload_tls_on_hangup(config.clone(), tls.clone());
+        broker = broker.with_tls(tls);
+    }
     let served = latchkey_server::serve(broker, listener, shutdown_signal()).await;
     let _ = stop_metrics.send(());
     if let Some(task) = metrics_task {

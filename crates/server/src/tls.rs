@@ -288,15 +288,14 @@ pub(crate) fn failure_message(
     error: &(dyn std::error::Error + 'static),
     what: &str,
 ) -> Option<String> {
-    Some(match tls_problem(error)? {
-        TlsProblem::Certificate(problem) => format!(
-            "{what} presented a TLS certificate the broker refuses ({}); if it uses a private certificate authority, the broker's operator can trust it with --upstream-ca",
-            problem.describe()
-        ),
-        _ => format!(
-            "the TLS handshake with {what} failed (no common protocol, or it does not speak TLS on that port); check the credential's base URL"
-        ),
-    })
+    let problem = tls_problem(error)?;
+    let hint = match problem {
+        TlsProblem::Certificate(_) => {
+            "if it uses a private certificate authority, the broker's operator can trust it with --upstream-ca"
+        }
+        _ => "check the credential's base URL",
+    };
+    Some(format!("{}; {hint}", problem.explain(what, "the broker")))
 }
 
 #[cfg(test)]

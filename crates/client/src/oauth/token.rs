@@ -337,16 +337,8 @@ pub(super) fn transport(error: reqwest::Error) -> OAuthError {
 
 /// `error` and its causes, without the URL; a TLS failure in its own words.
 pub(super) fn describe(error: reqwest::Error) -> String {
-    use latchkey_core::tls::{TlsProblem, tls_problem};
-    match tls_problem(&error) {
-        Some(TlsProblem::Certificate(certificate)) => {
-            return format!(
-                "it presented a TLS certificate this computer refuses: {}",
-                certificate.describe()
-            );
-        }
-        Some(_) => return "the TLS handshake with it failed".to_owned(),
-        None => {}
+    if let Some(problem) = latchkey_core::tls::tls_problem(&error) {
+        return problem.explain("it", "this computer");
     }
     let error = error.without_url();
     let mut message = error.to_string();

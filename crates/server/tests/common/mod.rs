@@ -105,12 +105,10 @@ impl TestBroker {
                 .expect("tls");
         let key = BrokerSecretKey::generate().expect("broker key");
         let key_text = key.expose_secret_text().to_string();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = TestDatabase::create().await;
-        let store = db.open_and_migrate(dir.path()).await;
-        let clock = Arc::new(ManualClock::new(T0));
-        let broker = Broker::new(store, key).with_clock(clock.clone()).with_tls(server_tls);
-        let mut broker = Self::serve(broker, clock, dir, db).await;
+        let mut broker = Self::start_with(|store, clock, _| {
+            Broker::new(store, key).with_clock(clock).with_tls(server_tls)
+        })
+        .await;
         broker.base = broker.base.replace("http://", "https://");
         broker.public_origin = broker.base.clone();
         broker.broker_key = Some(key_text);
