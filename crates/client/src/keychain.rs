@@ -141,7 +141,9 @@ impl KeySlot {
         }
     }
 
-    /// A label for keychain browsers (Seahorse, Keychain Access).
+    /// A label for keychain browsers such as Seahorse (the Secret Service store sets it; the
+    /// native stores name items by service and account only).
+    #[cfg(all(unix, not(any(target_os = "macos", target_os = "ios", target_os = "android"))))]
     pub(crate) fn label(&self, profile: &ProfileName) -> String {
         let service = profile.keychain_service();
         match self {
@@ -483,8 +485,17 @@ mod tests {
     fn the_no_keychain_message_names_both_fixes() {
         let message = KeychainError::NoKeychain.to_string();
         assert!(message.starts_with("no OS keychain is available"));
-        assert!(message.contains("gnome-keyring"));
-        assert!(message.contains("--key-store file"));
-        assert!(KeychainError::Locked.to_string().contains("unlock your keychain"));
+        assert!(message.contains("--key-store file"), "the fallback is named: {message}");
+        let locked = KeychainError::Locked.to_string();
+        // This system's own fix, not another system's.
+        let (no_keychain_fix, locked_fix) = if cfg!(target_os = "macos") {
+            ("Keychain Access", "unlock the login keychain")
+        } else if cfg!(target_os = "windows") {
+            ("Credential Manager", "run Latchkey as the Windows user")
+        } else {
+            ("gnome-keyring", "unlock your keychain")
+        };
+        assert!(message.contains(no_keychain_fix), "{message}");
+        assert!(locked.contains(locked_fix), "{locked}");
     }
 }

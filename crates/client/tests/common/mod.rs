@@ -87,6 +87,32 @@ impl Machine {
     }
 }
 
+/// Whether these tests may use the OS keychain of this session (`LATCHKEY_TEST_KEYRING=1`);
+/// prints why not otherwise. They write throwaway entries into the running user's keychain, so
+/// they never do so unasked.
+pub fn os_keychain_session() -> bool {
+    use std::io::Write as _;
+    if std::env::var("LATCHKEY_TEST_KEYRING").as_deref() == Ok("1") {
+        return true;
+    }
+    let how = if cfg!(any(target_os = "macos", target_os = "windows")) {
+        "set LATCHKEY_TEST_KEYRING=1 to let them write throwaway entries into this user's keychain"
+    } else {
+        "run tests/stories/keychain.sh, or set LATCHKEY_TEST_KEYRING=1 inside a D-Bus session \
+         with an unlocked gnome-keyring"
+    };
+    // Straight to stderr, past the test harness's capture, so the skip is visible.
+    let _ = writeln!(std::io::stderr(), "skipped: no OS keychain session ({how})");
+    false
+}
+
+/// A profile no earlier or concurrent run uses.
+pub fn fresh_profile() -> ProfileName {
+    let suffix: [u8; 6] = latchkey_core::random::array().expect("system randomness");
+    let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+    ProfileName::named(&format!("test-{hex}")).expect("a valid profile name")
+}
+
 /// No rendering of `key` (text, hex, base64, a Rust byte list) appears in `text`.
 pub fn assert_no_key_material(text: &str, key: &[u8; 32]) {
     use base64::Engine as _;

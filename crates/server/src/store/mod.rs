@@ -29,14 +29,12 @@ pub mod policies;
 pub mod workspaces;
 
 use std::path::Path;
-use std::str::FromStr as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use latchkey_core::ids::WorkspaceId;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AnyPool, ConnectOptions as _, Executor as _};
 
 /// The embedded SQLite migrations.
@@ -172,17 +170,10 @@ impl Store {
     /// migrations.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
-        let sqlite = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
         // The Any driver opens SQLite from a URL, which carries the file and mode but not the
         // pragmas: foreign keys and the busy timeout are the driver's defaults, and the two
         // pragmas below are set on every connection (journal_mode is persistent anyway).
-        let options = AnyConnectOptions::from_url(&sqlite.to_url_lossy())?;
+        let options = AnyConnectOptions::from_url(&sqlite_file_url(path)?)?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .after_connect(|conn, _| {
@@ -394,9 +385,76 @@ async fn check_postgres(pool: &AnyPool) -> Result<(), StoreError> {
     }
 }
 
+/// The Any driver's URL for the SQLite file at `path`, created if missing: `sqlite:` directly
+/// followed by the percent-encoded path, since the driver takes everything after the scheme (up to
+/// `?`), percent-decoded, as the file name. sqlx's own `to_url_lossy` writes `sqlite://<path>`,
+/// where a Windows path's drive (`C:`) is parsed as a host and port and the file name comes back
+/// changed. A path that is not UTF-8 is refused here (the driver decodes the name as UTF-8).
+fn sqlite_file_url(path: &Path) -> Result<url::Url, StoreError> {
+    use std::fmt::Write as _;
+    let unusable = |why: &str| {
+        StoreError::Database(sqlx::Error::Configuration(
+            format!("the database path {} {why}", path.display()).into(),
+        ))
+    };
+    let text = path.to_str().ok_or_else(|| unusable("is not valid UTF-8"))?;
+    let mut url = String::with_capacity(text.len() + 16);
+    url.push_str("sqlite:");
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"/:-._~".contains(&byte) {
+            url.push(char::from(byte));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(url, "%{byte:02X}");
+        }
+    }
+    url.push_str("?mode=rwc&cache=private");
+    url::Url::parse(&url).map_err(|_| unusable("cannot be written as a database URL"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_url_gives_the_driver_the_exact_file_name() {
+        use sqlx::ConnectOptions as _;
+        for path in [
+            r"C:\Users\Ada Lovelace\AppData\Roaming\latchkey\broker.sqlite3",
+            r"\\server\share\latchkey.sqlite3",
+            "/var/lib/latchkey/broker.sqlite3",
+            "/tmp/a b/odd?#%&=+;name/é/db.sqlite3",
+            "relative/db.sqlite3",
+        ] {
+            let url = sqlite_file_url(Path::new(path)).unwrap();
+            let options = sqlx::sqlite::SqliteConnectOptions::from_url(&url).unwrap();
+            assert_eq!(
+                options.get_filename(),
+                Path::new(path),
+                "the driver must open the file it was given, not one renamed by the URL ({url})"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_database_path_that_is_not_utf8_is_refused_by_name() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let path = Path::new(std::ffi::OsStr::from_bytes(b"/tmp/\xff/db.sqlite3"));
+        let err = sqlite_file_url(path).unwrap_err();
+        assert!(err.to_string().contains("is not valid UTF-8"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_store_opens_in_a_directory_whose_name_needs_url_escaping() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a b?#%é");
+        std::fs::create_dir(&odd).unwrap();
+        let path = odd.join("db.sqlite3");
+        let store = Store::open_sqlite(&path).await.unwrap();
+        assert!(path.is_file(), "the database is the file named, in the directory named");
+        drop(store);
+    }
 
     /// The store's SQL is written once with `$N` placeholders; SQLite must bind them by number
     /// (reused and out of order), as PostgreSQL does, or the shared text would mean different
