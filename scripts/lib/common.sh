@@ -17,6 +17,13 @@ if [[ "${CI:-}" == "true" ]]; then
   export NPM_CONFIG_FUND=false NPM_CONFIG_AUDIT=false NPM_CONFIG_UPDATE_NOTIFIER=false
 fi
 
+# The project builds with rustup's toolchain. The other-systems stage installs Debian's rustc-web
+# (for its standard library sources) into /usr/bin; keep it from shadowing rustup's proxies.
+if [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+  PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+  export PATH
+fi
+
 # --- timing and stages ------------------------------------------------------
 
 _now_ms() {
@@ -101,17 +108,18 @@ print_versions() {
 
 # --- system packages ------------------------------------------------------------
 
-# Package names from packages.txt, comments and blank lines removed.
+# Package names from a list (packages.txt unless one is named), comments and blank lines removed.
 required_packages() {
-  sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$LATCHKEY_PACKAGES_FILE"
+  sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "${1:-$LATCHKEY_PACKAGES_FILE}"
 }
 
-# Install missing system packages. A warm machine never touches apt.
+# Install missing system packages (from packages.txt, or the list file given). A warm machine
+# never touches apt.
 # As root: apt-get update + install only what is missing.
 # Otherwise: list what is missing, print the command, and fail.
 ensure_system_packages() {
   local -a wanted missing=()
-  mapfile -t wanted < <(required_packages)
+  mapfile -t wanted < <(required_packages "${1:-}")
 
   if ! have dpkg-query; then
     printf 'warning: dpkg-query not found (not Debian?); make sure these are installed:\n  %s\n' \

@@ -5,8 +5,8 @@
 //! - [`OsKeychainStore`]: the OS keychain. The default, and the only store used unless another
 //!   is chosen. On Linux and the BSDs it is `SecretServiceStore` (the freedesktop Secret
 //!   Service, e.g. gnome-keyring or KWallet); on macOS (the login keychain) and Windows (the
-//!   Credential Manager) it is `NativeKeychainStore`, written against keyring-core's native
-//!   stores but not compiled or tested on those systems yet.
+//!   Credential Manager) it is `NativeKeychainStore`, over keyring-core's native stores (tested
+//!   under Wine for Windows, type-checked only for macOS: docs/architecture.md, "Key stores").
 //! - [`EncryptedFileStore`]: a file encrypted under a passphrase (Argon2id + AES-256-GCM), for
 //!   headless servers without a keychain. Used only when chosen explicitly (`--key-store file`);
 //!   nothing ever falls back to it.

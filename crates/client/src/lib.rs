@@ -4,8 +4,7 @@
 //! - [`profile`]: profiles (`latchkey`, `latchkey.dev`, `latchkey.test`, ...) that keep real,
 //!   development and test data apart, and the non-secret profile configuration file.
 //! - [`keychain`]: where a device keeps its keys: the OS keychain ([`keychain::OsKeychainStore`]:
-//!   the Secret Service on Linux; the macOS keychain or the Windows Credential Manager, not yet
-//!   compiled or tested on those systems) or, chosen explicitly, a passphrase-encrypted file
+//!   the Secret Service on Linux; the macOS keychain or the Windows Credential Manager) or, chosen explicitly, a passphrase-encrypted file
 //!   ([`keychain::EncryptedFileStore`]), behind one [`keychain::KeyStore`] trait.
 //! - [`api`]: the broker's device API, every request signed by the device key (RFC 9421).
 //! - [`workspace`]: the flows people run: create a workspace, join one, admit a new device after

@@ -2,9 +2,9 @@
 //! keyring-core and the native stores the `keyring` 4.x crate uses by default on these systems:
 //! `apple-native-keyring-store` (its `keychain` module) and `windows-native-keyring-store`.
 //!
-//! Written against those crates' published APIs but not compiled or tested on macOS or Windows
-//! (docs/architecture.md, "Key stores"); the Secret Service store is the one exercised by the
-//! test suite.
+//! The Windows build runs the key store tests (`tests/keychain.rs`) under Wine, against Wine's
+//! Credential Manager API; the macOS build is type-checked but never run here
+//! (docs/architecture.md, "Key stores").
 //!
 //! Items are generic passwords: on macOS with service `latchkey[.<profile>]` and account
 //! `<entry name>`; on Windows with the target name `<entry name>@latchkey[.<profile>]`
