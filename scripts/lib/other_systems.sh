@@ -13,7 +13,25 @@
 # - Windows (x86_64-pc-windows-gnu, linked with MinGW): latchkey-client's unit tests and its
 #   keychain tests are built and run under Wine, the keychain tests against Wine's Credential
 #   Manager (advapi32's Cred* functions, the API the Windows store calls) and an embedded broker
-#   on SQLite for the workspace flow.
+#   on SQLite for the workspace flow; then the CLI's end-to-end tests that need nothing from
+#   Linux (WINDOWS_CLI_TESTS) drive `latchkey.exe` against a broker, also under Wine.
+
+# The CLI tests (crates/cli/tests/cli.rs) run under Wine. Left out: OAuth (the test servers are
+# Node.js programs), `latchkey run` with a Python or shell child, the Unix process-lifetime
+# tests, and the TLS team-server tests (Wine's chain engine reports a revocation-check failure
+# for the test CA where Windows reports the untrusted issuer).
+WINDOWS_CLI_TESTS=(
+  help_reads_like_a_tour_and_matches_its_snapshots
+  errors_are_one_line_with_a_hint_and_a_documented_exit_code
+  connect_refuses_what_it_cannot_connect_before_anything_is_opened
+  a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_the_broker
+  a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots
+  held_calls_are_listed_approved_and_denied_from_the_terminal
+  the_watch_prompt_shows_a_held_call_in_full_and_the_answer_decides_it
+  the_watch_reconnects_when_the_stream_goes_silent_and_says_so
+  rotation_killed_at_any_point_leaves_every_credential_readable_under_one_version
+  run_releases_nothing_when_any_inject_is_refused
+)
 
 _OTHER_SYSTEMS_TARGET_DIR="${CARGO_TARGET_DIR:-$LATCHKEY_ROOT/target}/other-systems"
 _BUILD_STD="std,panic_abort,panic_unwind,test"
@@ -42,20 +60,20 @@ other_systems_test_windows() {
   mapfile -t executables < <(
     CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
       _debian_cargo test --no-run --message-format=json --target "$target" \
-      -p latchkey-client --lib --test keychain |
+      -p latchkey-client --lib --test keychain -p latchkey-cli --test cli |
       python3 -c 'import json, sys
 for line in sys.stdin:
     message = json.loads(line)
-    if message.get("reason") == "compiler-artifact" and message.get("executable"):
+    if (message.get("reason") == "compiler-artifact" and message.get("executable")
+            and message["profile"]["test"]):
         print(message["executable"])'
   )
-  ((${#executables[@]} == 2)) || die "expected two Windows test executables, got: ${executables[*]}"
+  ((${#executables[@]} == 3)) || die "expected three Windows test executables, got: ${executables[*]}"
 
   # Rust's std needs bcryptprimitives.dll (Windows 10+), which Wine 8 lacks: a stand-in that
-  # forwards to BCryptGenRandom goes next to the executables (tests/support/wine).
-  local dll_dir
-  dll_dir="$(dirname "${executables[0]}")"
-  x86_64-w64-mingw32-gcc -shared -O2 -o "$dll_dir/bcryptprimitives.dll" \
+  # forwards to BCryptGenRandom (tests/support/wine) goes into the prefix's system32 below.
+  local dll="$_OTHER_SYSTEMS_TARGET_DIR/bcryptprimitives.dll"
+  x86_64-w64-mingw32-gcc -shared -O2 -o "$dll" \
     "$LATCHKEY_ROOT/tests/support/wine/bcryptprimitives.c" \
     "$LATCHKEY_ROOT/tests/support/wine/bcryptprimitives.def" -lbcrypt
 
@@ -66,17 +84,26 @@ for line in sys.stdin:
     trap 'WINEPREFIX="$prefix/wine" wineserver -k 2>/dev/null; rm -rf "$prefix"' EXIT
     export WINEPREFIX="$prefix/wine" WINEDEBUG=-all
     wineboot --init >/dev/null 2>&1 || true
+    cp "$dll" "$WINEPREFIX/drive_c/windows/system32/"
     for exe in "${executables[@]}"; do
       name="$(basename "$exe")"
-      echo "--- under Wine: $name"
-      LATCHKEY_TEST_KEYRING=1 timeout 600 wine "$exe" --test-threads=2 2>&1 |
+      selection=()
+      if [[ "$name" == cli-* ]]; then
+        selection=(--exact "${WINDOWS_CLI_TESTS[@]}")
+      fi
+      echo "--- under Wine: $name ${selection[*]}"
+      LATCHKEY_TEST_KEYRING=1 timeout 900 wine "$exe" --test-threads=2 "${selection[@]}" 2>&1 |
         tee "$prefix/tests.log" || die "Windows tests failed under Wine: $name"
       grep -Eq '^test result: ok\. [1-9][0-9]* passed; 0 failed' "$prefix/tests.log" ||
         die "Windows tests did not report success: $name"
+      if ((${#selection[@]} > 0)) &&
+        ! grep -Eq "^test result: ok\. ${#WINDOWS_CLI_TESTS[@]} passed" "$prefix/tests.log"; then
+        die "not every test of WINDOWS_CLI_TESTS ran (renamed?): $name"
+      fi
       if grep -q "skipped: no OS keychain session" "$prefix/tests.log"; then
         die "Windows keychain tests were skipped: $name"
       fi
     done
   )
-  echo "Windows ($target): latchkey-client's unit and keychain tests pass under Wine $(wine --version 2>/dev/null)"
+  echo "Windows ($target): the client's unit and keychain tests and ${#WINDOWS_CLI_TESTS[@]} CLI tests pass under Wine $(wine --version 2>/dev/null)"
 }

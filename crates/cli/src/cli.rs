@@ -37,7 +37,8 @@ A first session:
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(about = "Latchkey: let AI agents call APIs without ever holding their keys.", long_about = ABOUT)]
-#[command(name = "latchkey", version, propagate_version = true)]
+// `bin_name`: usage lines and completions say `latchkey`, not the file name (`latchkey.exe`).
+#[command(name = "latchkey", bin_name = "latchkey", version, propagate_version = true)]
 #[command(after_help = EXIT_CODES)]
 pub(crate) struct Cli {
     /// Profile: keeps real, development and test data apart (each has its own keys and settings).
