@@ -287,6 +287,10 @@ struct Harness {
     fake: Arc<Fake>,
 }
 
+/// The origin of the app's own pages: Tauri serves them from `http://tauri.localhost` on Windows
+/// (WebView2 takes no custom URL schemes) and from `tauri://localhost` elsewhere.
+const APP_ORIGIN: &str = if cfg!(windows) { "http://tauri.localhost" } else { "tauri://localhost" };
+
 fn harness() -> Harness {
     let fake = Arc::new(Fake::default());
     let app = mock_builder()
@@ -302,7 +306,7 @@ fn harness() -> Harness {
 
 impl Harness {
     fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
-        self.invoke_from("tauri://localhost", cmd, args)
+        self.invoke_from(APP_ORIGIN, cmd, args)
     }
 
     fn invoke_from(&self, origin: &str, cmd: &str, args: Value) -> Result<Value, Value> {

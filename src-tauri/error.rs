@@ -259,11 +259,12 @@ mod tests {
         let error = WorkspaceError::Keychain(KeychainError::Locked);
         let shown = CommandError::from(error);
         assert_eq!(shown.code, codes::KEYCHAIN_LOCKED, "the UI offers 'unlock' only on this code");
-        assert!(
-            shown.message.contains("unlock your keychain"),
-            "the message must say how to fix it: {}",
-            shown.message
+        assert_eq!(
+            shown.message,
+            KeychainError::Locked.to_string(),
+            "the message must be the key store's own, which says how to fix it on this system"
         );
+        assert!(shown.message.contains(" and try again"), "{}", shown.message);
     }
 
     #[test]

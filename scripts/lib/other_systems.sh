@@ -6,15 +6,18 @@
 # use Debian's rustc-web with its standard library sources (rust-web-src) and `-Z build-std`
 # (RUSTC_BOOTSTRAP=1 lets a stable compiler take it). Packages: packages-other-systems.txt.
 #
-# - macOS (x86_64-apple-darwin): `cargo check` of latchkey-client, latchkey-cli and
-#   latchkey-server, so the login-keychain store and every macOS `cfg` compile. Without Apple's
+# - macOS (x86_64-apple-darwin): `cargo check` of latchkey-client, latchkey-cli,
+#   latchkey-server and the desktop app, so the login-keychain store and every macOS `cfg`
+#   compile. Without Apple's
 #   SDK no C can be compiled for macOS: dependencies' C parts get empty objects from
 #   empty-object-cc, harmless since nothing is linked. Nothing here runs on macOS.
 # - Windows (x86_64-pc-windows-gnu, linked with MinGW): latchkey-client's unit tests and its
 #   keychain tests are built and run under Wine, the keychain tests against Wine's Credential
 #   Manager (advapi32's Cred* functions, the API the Windows store calls) and an embedded broker
 #   on SQLite for the workspace flow; then the CLI's end-to-end tests that need nothing from
-#   Linux (WINDOWS_CLI_TESTS) drive `latchkey.exe` against a broker, also under Wine.
+#   Linux (WINDOWS_CLI_TESTS) drive `latchkey.exe` against a broker, and the desktop shell's
+#   unit tests (commands over a fake client on Tauri's mock runtime, the tray model) run, also
+#   under Wine. No WebView2 exists under Wine, so the app itself is built but never opened.
 
 # The CLI tests (crates/cli/tests/cli.rs) run under Wine. Left out: OAuth (the test servers are
 # Node.js programs), `latchkey run` with a Python or shell child, the Unix process-lifetime
@@ -49,8 +52,8 @@ other_systems_check_macos() {
   local target=x86_64-apple-darwin cc="$LATCHKEY_ROOT/scripts/lib/empty-object-cc"
   CC_x86_64_apple_darwin="$cc" CXX_x86_64_apple_darwin="$cc" AR_x86_64_apple_darwin=ar \
     _debian_cargo check --target "$target" \
-    -p latchkey-client -p latchkey-cli -p latchkey-server
-  echo "macOS ($target): latchkey-client, latchkey-cli and latchkey-server compile"
+    -p latchkey-client -p latchkey-cli -p latchkey-server -p latchkey-desktop
+  echo "macOS ($target): latchkey-client, latchkey-cli, latchkey-server and the desktop app compile"
 }
 
 # Builds the Windows test executables and runs them under Wine in a throwaway prefix.
@@ -60,7 +63,7 @@ other_systems_test_windows() {
   mapfile -t executables < <(
     CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
       _debian_cargo test --no-run --message-format=json --target "$target" \
-      -p latchkey-client --lib --test keychain -p latchkey-cli --test cli |
+      -p latchkey-client -p latchkey-cli -p latchkey-desktop --lib --test keychain --test cli |
       python3 -c 'import json, sys
 for line in sys.stdin:
     message = json.loads(line)
@@ -68,7 +71,7 @@ for line in sys.stdin:
             and message["profile"]["test"]):
         print(message["executable"])'
   )
-  ((${#executables[@]} == 3)) || die "expected three Windows test executables, got: ${executables[*]}"
+  ((${#executables[@]} == 4)) || die "expected four Windows test executables, got: ${executables[*]}"
 
   # Rust's std needs bcryptprimitives.dll (Windows 10+), which Wine 8 lacks: a stand-in that
   # forwards to BCryptGenRandom (tests/support/wine) goes into the prefix's system32 below.
@@ -84,7 +87,10 @@ for line in sys.stdin:
     trap 'WINEPREFIX="$prefix/wine" wineserver -k 2>/dev/null; rm -rf "$prefix"' EXIT
     export WINEPREFIX="$prefix/wine" WINEDEBUG=-all
     wineboot --init >/dev/null 2>&1 || true
-    cp "$dll" "$WINEPREFIX/drive_c/windows/system32/"
+    # The desktop tests load WebView2's loader (webview2-com-sys leaves it in the target dir)
+    # but never a webview.
+    cp "$dll" "$_OTHER_SYSTEMS_TARGET_DIR/$target/debug/WebView2Loader.dll" \
+      "$WINEPREFIX/drive_c/windows/system32/"
     for exe in "${executables[@]}"; do
       name="$(basename "$exe")"
       selection=()
@@ -105,5 +111,5 @@ for line in sys.stdin:
       fi
     done
   )
-  echo "Windows ($target): the client's unit and keychain tests and ${#WINDOWS_CLI_TESTS[@]} CLI tests pass under Wine $(wine --version 2>/dev/null)"
+  echo "Windows ($target): the client's unit and keychain tests, ${#WINDOWS_CLI_TESTS[@]} CLI tests and the desktop shell's unit tests pass under Wine $(wine --version 2>/dev/null)"
 }
