@@ -21,8 +21,9 @@
 
 # The CLI tests (crates/cli/tests/cli.rs) run under Wine. Left out: OAuth (the test servers are
 # Node.js programs), `latchkey run` with a Python or shell child, the Unix process-lifetime
-# tests, and the TLS team-server tests (Wine's chain engine reports a revocation-check failure
-# for the test CA where Windows reports the untrusted issuer).
+# tests, and the TLS team-server tests (they trust their CA through SSL_CERT_FILE, which only
+# the Linux verifier reads, and Wine's chain engine answers the untrusted CA with a
+# revocation-check failure).
 WINDOWS_CLI_TESTS=(
   help_reads_like_a_tour_and_matches_its_snapshots
   errors_are_one_line_with_a_hint_and_a_documented_exit_code

@@ -178,17 +178,24 @@ fn workspace(error: &WorkspaceError) -> Option<Verdict> {
     }
 }
 
+/// Where a team's private certificate authority goes so that this computer trusts the server.
+/// The TLS verifier reads the system's trust store; only on Linux does it also read a bundle
+/// named by `SSL_CERT_FILE`.
+#[cfg(target_os = "macos")]
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to the System keychain in Keychain Access and set it to be trusted for SSL";
+#[cfg(target_os = "windows")]
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, import it into Trusted Root Certification Authorities (certlm.msc, or certmgr.msc for your user only)";
+#[cfg(not(any(target_os = "macos", target_os = "windows")))]
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to this computer's trust store (or point SSL_CERT_FILE at a bundle that includes it)";
+
 fn client(error: &ClientError) -> Verdict {
     match error {
         ClientError::Transport { .. } | ClientError::Stalled { .. } => {
             (5, Some("check the broker URL and that the broker is running"))
         }
-        ClientError::Tls { problem: TlsProblem::Certificate(_), .. } => (
-            5,
-            Some(
-                "if your team's server uses a private certificate authority, add it to this computer's trust store (or point SSL_CERT_FILE at a bundle that includes it)",
-            ),
-        ),
+        ClientError::Tls { problem: TlsProblem::Certificate(_), .. } => {
+            (5, Some(TRUST_A_PRIVATE_CA))
+        }
         ClientError::Tls { .. } => (5, Some("check the broker URL's scheme and port")),
         ClientError::Api(api) if api.is(codes::NOT_FOUND) => (3, None),
         ClientError::Api(_) => (4, None),
