@@ -35,6 +35,7 @@ WINDOWS_CLI_TESTS=(
   the_watch_reconnects_when_the_stream_goes_silent_and_says_so
   rotation_killed_at_any_point_leaves_every_credential_readable_under_one_version
   run_releases_nothing_when_any_inject_is_refused
+  run_stops_a_background_process_of_the_command_when_the_lifetime_runs_out_on_any_system
 )
 
 _OTHER_SYSTEMS_TARGET_DIR="${CARGO_TARGET_DIR:-$LATCHKEY_ROOT/target}/other-systems"

@@ -28,6 +28,13 @@
 //! while it is still one (see [`linux`]), and this process reaps them, so none is left a zombie.
 //! Elsewhere (other Unix systems, or without a lifetime) a process that left the group is not
 //! stopped.
+//!
+//! On Windows a job with a lifetime runs in a job object that kills every process in it when
+//! its handle closes, and processes join the job of the process that starts them: when the
+//! lifetime runs out, when the command exits, or when this process ends however it ends, the
+//! handle is closed and the command with everything it started is gone at once (Windows has no
+//! SIGTERM; there is no grace period). The command is assigned to the job right after it is
+//! created, so a process it started in that first instant would not be in it.
 
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -43,6 +50,9 @@ pub(crate) struct Job {
     child: tokio::process::Child,
     #[cfg(unix)]
     group: unix::Group,
+    /// Windows, when contained: the job object holding the command and all it starts.
+    #[cfg(windows)]
+    job_object: Option<win32job::Job>,
 }
 
 impl Job {
@@ -58,7 +68,24 @@ impl Job {
             let (group, child) = unix::Group::spawn(command, contained)?;
             Ok(Self { child, group })
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            let mut child = command.spawn()?;
+            let job_object = if contained {
+                match windows::contain(&child) {
+                    Ok(job_object) => Some(job_object),
+                    Err(error) => {
+                        // Never run a command with credentials uncontained.
+                        let _ = child.start_kill();
+                        return Err(error);
+                    }
+                }
+            } else {
+                None
+            };
+            Ok(Self { child, job_object })
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             let _ = contained;
             Ok(Self { child: command.spawn()? })
@@ -86,17 +113,61 @@ impl Job {
         }
         #[cfg(not(unix))]
         {
-            let _ = left_behind;
             let Some(lifetime) = lifetime else {
                 return self.child.wait().await.with_context(cannot);
             };
             if let Ok(status) = tokio::time::timeout(lifetime, self.child.wait()).await {
+                #[cfg(windows)]
+                if let Some(job_object) = self.job_object.take() {
+                    windows::stop_left_behind(job_object, left_behind);
+                }
+                #[cfg(not(windows))]
+                let _ = left_behind;
                 return status.with_context(cannot);
             }
             ran_out();
-            self.child.start_kill().with_context(cannot)?;
+            // Closing the job object ends the command and everything it started.
+            #[cfg(windows)]
+            drop(self.job_object.take());
+            #[cfg(not(windows))]
+            let _ = left_behind;
+            // Already ended with its job object, or not contained.
+            let _ = self.child.start_kill();
             self.child.wait().await.with_context(cannot)
         }
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use win32job::{ExtendedLimitInfo, Job as JobObject};
+
+    /// A job object that ends every process in it when its handle closes, holding `child`.
+    pub(super) fn contain(child: &tokio::process::Child) -> std::io::Result<JobObject> {
+        let refused = |what: &str, error: win32job::JobError| {
+            std::io::Error::other(format!("cannot {what} a Windows job object: {error}"))
+        };
+        let mut limits = ExtendedLimitInfo::new();
+        limits.limit_kill_on_job_close();
+        let job_object =
+            JobObject::create_with_limit_info(&limits).map_err(|e| refused("create", e))?;
+        let handle = child.raw_handle().ok_or_else(|| {
+            std::io::Error::other("the command ended before it could be put in its job object")
+        })?;
+        let handle = isize::try_from(handle.addr())
+            .map_err(|_| std::io::Error::other("a process handle out of range"))?;
+        job_object.assign_process(handle).map_err(|e| refused("join the command to", e))?;
+        Ok(job_object)
+    }
+
+    /// After the command exited: tells `left_behind` how many processes it left in its job
+    /// object, then closes the job object, which ends them.
+    pub(super) fn stop_left_behind(job_object: JobObject, left_behind: impl FnOnce(usize)) {
+        let left = job_object.query_process_id_list().map(|ids| ids.len()).unwrap_or(0);
+        if left > 0 {
+            left_behind(left);
+        }
+        drop(job_object);
     }
 }
 

@@ -139,7 +139,7 @@ pub(crate) async fn run(
         child.env(variable, environment_value(released)?);
     }
     // With injected credentials the job is contained: nothing the command starts outlives it
-    // or the lifetime (on Linux; see `crate::job`).
+    // or the lifetime (on Linux and Windows; see `crate::job`).
     let contained = lifetime_secs.is_some();
     let spawned =
         Job::spawn(&mut child, contained).with_context(|| format!("cannot run {program:?}"));
@@ -157,9 +157,17 @@ pub(crate) async fn run(
             };
             let left_behind = |count: usize| {
                 let processes = if count == 1 { "a process" } else { "processes" };
+                // Windows ends a job object's processes at once; Unix gives them a grace period.
+                let how = if cfg!(windows) {
+                    String::new()
+                } else {
+                    format!(
+                        " (SIGTERM, then SIGKILL {} later)",
+                        human(crate::job::STOP_GRACE.as_secs())
+                    )
+                };
                 note(&format!(
-                    "latchkey: {program} exited and left {processes} behind ({count}) with the injected credentials: stopping them (SIGTERM, then SIGKILL {} later).",
-                    human(crate::job::STOP_GRACE.as_secs())
+                    "latchkey: {program} exited and left {processes} behind ({count}) with the injected credentials: stopping them{how}."
                 ));
             };
             job.wait(lifetime, ran_out, left_behind, program).await

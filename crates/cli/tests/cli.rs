@@ -2278,6 +2278,91 @@ async fn inject_world(
 /// A workspace policy that permits injecting into commands run as `sh`.
 const INJECT_FROM_SH: &str = "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n";
 
+/// A workspace policy that permits injecting into any command.
+const INJECT_INTO_ANY_COMMAND: &str =
+    "permit (principal, action == Latchkey::Action::\"inject\", resource);\n";
+
+/// Makes the test below, run again by `latchkey run` as the command, play a command with a
+/// background process: `parent:<dir>` starts this test binary again as `child:<dir>` and waits;
+/// `child:<dir>` writes a rising counter to `<dir>/heartbeat` every 50 ms until it is stopped.
+const RUN_HELPER: &str = "LATCHKEY_RUN_HELPER";
+const BACKGROUND_TEST: &str =
+    "run_stops_a_background_process_of_the_command_when_the_lifetime_runs_out_on_any_system";
+
+fn this_test_again(test: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    command
+}
+
+/// No shell and no Unix tools: this test binary plays the command, so the test runs on Windows
+/// too, where the command's job object is what stops the background process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_a_background_process_of_the_command_when_the_lifetime_runs_out_on_any_system() {
+    if let Ok(mode) = std::env::var(RUN_HELPER) {
+        if let Some(dir) = mode.strip_prefix("parent:") {
+            let mut background = this_test_again(BACKGROUND_TEST)
+                .env(RUN_HELPER, format!("child:{dir}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // The background process never ends: this runs until it is stopped.
+            let _ = background.wait();
+        } else if let Some(dir) = mode.strip_prefix("child:") {
+            for beat in 0_u64.. {
+                std::fs::write(Path::new(dir).join("heartbeat"), beat.to_string()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        return;
+    }
+    let (ada, agent_id, token, _broker_dir, stop) = inject_world(INJECT_INTO_ANY_COMMAND).await;
+    let work = tempfile::tempdir().unwrap();
+    let program = std::env::current_exe().unwrap();
+    let mut command = ada.command(&[
+        "run",
+        "--agent",
+        &agent_id,
+        "--inject",
+        "models=MODELS_KEY",
+        "--ttl",
+        "3s",
+        "--",
+        program.to_str().unwrap(),
+        BACKGROUND_TEST,
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    command
+        .env("LATCHKEY_AGENT_TOKEN", &token)
+        .env(RUN_HELPER, format!("parent:{}", work.path().display()));
+    // Output to a file, not a pipe: on Windows a survivor would inherit a pipe's handle and keep
+    // a reader waiting, where the heartbeat below says what happened.
+    let err_file = work.path().join("run.err");
+    command.stdout(Stdio::null()).stderr(std::fs::File::create(&err_file).unwrap());
+    let started = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || command.status().unwrap()).await.unwrap();
+    let err = std::fs::read_to_string(&err_file).unwrap();
+    assert!(err.contains("lifetime (3s) ran out: stopping"), "the lifetime ended the run: {err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "not left to run: {err}");
+
+    let heartbeat = work.path().join("heartbeat");
+    assert!(heartbeat.exists(), "the background process had started: {err}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = std::fs::read_to_string(&heartbeat).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after = std::fs::read_to_string(&heartbeat).unwrap();
+    assert_eq!(
+        before, after,
+        "a process the command started in the background holds the injected credential in its \
+         environment too: it must not outlive the lifetime (its heartbeat goes on)"
+    );
+    let _ = stop.send(());
+}
+
 /// Whether process `pid` still runs (a zombie, waiting only to be reaped, does not).
 fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
