@@ -113,6 +113,8 @@ impl Job {
         }
         #[cfg(not(unix))]
         {
+            #[cfg(not(windows))]
+            let _ = left_behind;
             let Some(lifetime) = lifetime else {
                 return self.child.wait().await.with_context(cannot);
             };
@@ -121,16 +123,12 @@ impl Job {
                 if let Some(job_object) = self.job_object.take() {
                     windows::stop_left_behind(job_object, left_behind);
                 }
-                #[cfg(not(windows))]
-                let _ = left_behind;
                 return status.with_context(cannot);
             }
             ran_out();
             // Closing the job object ends the command and everything it started.
             #[cfg(windows)]
             drop(self.job_object.take());
-            #[cfg(not(windows))]
-            let _ = left_behind;
             // Already ended with its job object, or not contained.
             let _ = self.child.start_kill();
             self.child.wait().await.with_context(cannot)

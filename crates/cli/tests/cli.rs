@@ -2321,24 +2321,14 @@ async fn run_stops_a_background_process_of_the_command_when_the_lifetime_runs_ou
     let (ada, agent_id, token, _broker_dir, stop) = inject_world(INJECT_INTO_ANY_COMMAND).await;
     let work = tempfile::tempdir().unwrap();
     let program = std::env::current_exe().unwrap();
-    let mut command = ada.command(&[
-        "run",
-        "--agent",
+    let mut command = injected_into(
+        &ada,
         &agent_id,
-        "--inject",
-        "models=MODELS_KEY",
-        "--ttl",
+        &token,
         "3s",
-        "--",
-        program.to_str().unwrap(),
-        BACKGROUND_TEST,
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    command
-        .env("LATCHKEY_AGENT_TOKEN", &token)
-        .env(RUN_HELPER, format!("parent:{}", work.path().display()));
+        &[program.to_str().unwrap(), BACKGROUND_TEST, "--exact", "--nocapture", "--test-threads=1"],
+    );
+    command.env(RUN_HELPER, format!("parent:{}", work.path().display()));
     // Output to a file, not a pipe: on Windows a survivor would inherit a pipe's handle and keep
     // a reader waiting, where the heartbeat below says what happened.
     let err_file = work.path().join("run.err");
@@ -2422,19 +2412,21 @@ fn daemon(pid_file: &Path, body: &str, fork_twice: bool) -> String {
 
 /// `latchkey run` of `script` under `sh -c` with models injected, `--ttl ttl`.
 fn injected(ada: &Latchkey, agent_id: &str, token: &str, ttl: &str, script: &str) -> Command {
-    let mut command = ada.command(&[
-        "run",
-        "--agent",
-        agent_id,
-        "--inject",
-        "models=MODELS_KEY",
-        "--ttl",
-        ttl,
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]);
+    injected_into(ada, agent_id, token, ttl, &["sh", "-c", script])
+}
+
+/// `latchkey run` of `program` (and its arguments) with models injected, `--ttl ttl`.
+fn injected_into(
+    ada: &Latchkey,
+    agent_id: &str,
+    token: &str,
+    ttl: &str,
+    program: &[&str],
+) -> Command {
+    let mut args =
+        vec!["run", "--agent", agent_id, "--inject", "models=MODELS_KEY", "--ttl", ttl, "--"];
+    args.extend_from_slice(program);
+    let mut command = ada.command(&args);
     command.env("LATCHKEY_AGENT_TOKEN", token);
     command
 }
