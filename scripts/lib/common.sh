@@ -73,13 +73,25 @@ _on_exit() {
     printf '%s\n' "${_STAGE_SUMMARY[@]}"
   fi
   if ((status != 0)); then
-    printf '\n==> [%s] FAILED in stage "%s" (exit %d) after %s\n' \
-      "$_SCRIPT_NAME" "${failed:-setup}" "$status" "$(_fmt_ms "$total")" >&2
+    printf '\n==> [%s] FAILED in stage "%s" (exit %d) after %s; disk: %s\n' \
+      "$_SCRIPT_NAME" "${failed:-setup}" "$status" "$(_fmt_ms "$total")" \
+      "$(free_build_disk)" >&2
   else
     printf '\n==> [%s] OK, total %s\n' "$_SCRIPT_NAME" "$(_fmt_ms "$total")"
   fi
 }
 trap _on_exit EXIT
+
+# chain_exit_trap COMMAND: run COMMAND on exit before the EXIT trap already set, which still
+# sees the script's exit status (so a failed run is still reported as failed). Errexit is off
+# while exiting: every handler runs even if one fails, and restoring the status must not end
+# the shell.
+chain_exit_trap() {
+  local previous
+  previous="$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\\1/")"
+  # shellcheck disable=SC2064 # expand now: the previous handler is fixed text
+  trap "_latchkey_exit_status=\$?; set +e; $1; (exit \$_latchkey_exit_status); ${previous:-:}" EXIT
+}
 
 die() {
   printf 'error: %s\n' "$*" >&2
@@ -104,6 +116,15 @@ print_versions() {
   else
     printf '  %-8s (not installed; using cargo test)\n' nextest
   fi
+  printf '  %-8s %s\n' disk "$(free_build_disk)"
+}
+
+# Free space where the build goes, printed with the tool versions and on failure.
+free_build_disk() {
+  local dir="${CARGO_TARGET_DIR:-$LATCHKEY_ROOT/target}"
+  while [[ ! -d "$dir" ]]; do dir="$(dirname "$dir")"; done
+  printf '%s free for %s\n' "$(df -h --output=avail "$dir" | tail -n 1 | tr -d ' ')" \
+    "${CARGO_TARGET_DIR:-target/}"
 }
 
 # --- system packages ------------------------------------------------------------

@@ -69,7 +69,11 @@ other_systems_test_windows() {
       python3 -c 'import json, sys
 for line in sys.stdin:
     message = json.loads(line)
-    if (message.get("reason") == "compiler-artifact" and message.get("executable")
+    reason = message.get("reason")
+    if reason == "compiler-message" and message["message"]["level"] in ("error", "warning"):
+        # JSON output hides the compiler diagnostics; without this a failed build says nothing.
+        sys.stderr.write(message["message"]["rendered"])
+    elif (reason == "compiler-artifact" and message.get("executable")
             and message["profile"]["test"]):
         print(message["executable"])'
   )

@@ -52,11 +52,7 @@ start_throwaway_postgres() {
   if [[ "$(id -u)" == "0" ]]; then
     chown postgres "$_LATCHKEY_PG_DIR"
   fi
-  # Chain onto whatever EXIT trap the caller has, so its own cleanup and summary still run.
-  local previous
-  previous="$(trap -p EXIT | sed -E "s/^trap -- '(.*)' EXIT$/\\1/")"
-  # shellcheck disable=SC2064 # expand now: the previous handler is fixed text
-  trap "stop_throwaway_postgres; ${previous:-:}" EXIT
+  chain_exit_trap stop_throwaway_postgres
 
   local port
   port="$(_pg_free_port)"

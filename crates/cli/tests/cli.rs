@@ -2276,6 +2276,7 @@ async fn inject_world(
 }
 
 /// A workspace policy that permits injecting into commands run as `sh`.
+#[cfg(target_os = "linux")]
 const INJECT_FROM_SH: &str = "permit (principal, action == Latchkey::Action::\"inject\", resource)\nwhen { context.command == \"sh\" };\n";
 
 /// A workspace policy that permits injecting into any command.
@@ -2354,6 +2355,7 @@ async fn run_stops_a_background_process_of_the_command_when_the_lifetime_runs_ou
 }
 
 /// Whether process `pid` still runs (a zombie, waiting only to be reaped, does not).
+#[cfg(target_os = "linux")]
 fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         // The state follows the command name, which is in parentheses.
@@ -2387,6 +2389,7 @@ async fn run_stops_what_the_command_started_too_when_the_lifetime_runs_out() {
 
 /// Whether process `pid` is gone from `/proc` altogether (a zombie is still listed), waiting a
 /// little: an orphan reaped by init can lag its death.
+#[cfg(target_os = "linux")]
 async fn gone(pid: u32) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -2402,6 +2405,7 @@ async fn gone(pid: u32) -> bool {
 /// which writes its pid to `pid_file` and runs `body`; `fork_twice` starts it from a subshell
 /// that exits at once, as a daemon detaches, so it is re-parented. Like a daemon it lets go of
 /// stdin, stdout and stderr, so latchkey's output ends when latchkey exits.
+#[cfg(target_os = "linux")]
 fn daemon(pid_file: &Path, body: &str, fork_twice: bool) -> String {
     let start = format!(
         "setsid sh -c 'echo $$ > {}; {body}' </dev/null >/dev/null 2>&1 &",
@@ -2411,6 +2415,7 @@ fn daemon(pid_file: &Path, body: &str, fork_twice: bool) -> String {
 }
 
 /// `latchkey run` of `script` under `sh -c` with models injected, `--ttl ttl`.
+#[cfg(target_os = "linux")]
 fn injected(ada: &Latchkey, agent_id: &str, token: &str, ttl: &str, script: &str) -> Command {
     injected_into(ada, agent_id, token, ttl, &["sh", "-c", script])
 }
@@ -2432,6 +2437,7 @@ fn injected_into(
 }
 
 /// Runs [`injected`]; returns the exit code, stderr and how long it took.
+#[cfg(target_os = "linux")]
 async fn run_injected(
     ada: &Latchkey,
     agent_id: &str,
@@ -2446,6 +2452,7 @@ async fn run_injected(
     (output.status.code(), err, started.elapsed())
 }
 
+#[cfg(target_os = "linux")]
 fn read_pid(file: &Path) -> u32 {
     std::fs::read_to_string(file).unwrap().trim().parse().unwrap()
 }
@@ -2700,6 +2707,7 @@ async fn run_releases_nothing_when_any_inject_is_refused() {
 /// Drives an interactive bash on a pseudo-terminal (python3's `pty`): arguments are the
 /// `latchkey` binary and the agent id. Each step waits for what a person would wait for, and
 /// the transcript goes to stdout; a step that never comes ends it with exit status 1.
+#[cfg(target_os = "linux")]
 const TERMINAL_SESSION: &str = r#"import os, pty, select, sys, time
 exe, agent = sys.argv[1], sys.argv[2]
 pid, fd = pty.fork()
