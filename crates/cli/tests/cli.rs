@@ -59,6 +59,13 @@ impl Latchkey {
             .env("LATCHKEY_KEYSTORE_PASSPHRASE", KEYSTORE_PASSPHRASE)
             .env("LATCHKEY_RECOVERY_PASSPHRASE", RECOVERY_PASSPHRASE)
             .stdin(Stdio::null());
+        // A Windows process without these cannot start Winsock or find its temporary directory.
+        #[cfg(windows)]
+        for name in ["SYSTEMROOT", "WINDIR", "TEMP", "TMP"] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
         command
     }
 
