@@ -15,7 +15,9 @@ for tool in dbus-run-session dbus-send gnome-keyring-daemon; do
 done
 
 # Build with the real HOME (cargo and rustup find their homes through it), then switch.
-cargo test -p latchkey-client --test keychain --test secret_service --locked --no-run
+# `--workspace`, not `-p latchkey-client`: the dependencies keep the features the workspace's
+# test run built them with, so nothing is compiled a second time.
+cargo test --workspace --test keychain --test secret_service --locked --no-run
 export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
 
 work="$(mktemp -d)"
@@ -27,7 +29,7 @@ chmod 700 "$XDG_RUNTIME_DIR"
 log="$work/keychain-tests.log"
 started=$SECONDS
 dbus-run-session -- sh -c 'printf %s throwaway | gnome-keyring-daemon --unlock --components=secrets >/dev/null
-LATCHKEY_TEST_KEYRING=1 cargo test -p latchkey-client --test keychain --test secret_service --locked' 2>&1 | tee "$log"
+LATCHKEY_TEST_KEYRING=1 cargo test --workspace --test keychain --test secret_service --locked' 2>&1 | tee "$log"
 
 # Every test must have run against the keyring, none skipped.
 if grep -q "skipped: no OS keychain session" "$log"; then
