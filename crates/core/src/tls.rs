@@ -108,8 +108,22 @@ fn classify(error: &rustls::Error) -> TlsProblem {
             CertificateProblem::BadSignature
         }
         E::InvalidPurpose | E::InvalidPurposeContext { .. } => CertificateProblem::WrongPurpose,
+        E::Other(other) if windows_found_no_issuer(&other.to_string()) => {
+            CertificateProblem::UnknownIssuer
+        }
         _ => CertificateProblem::Other,
     })
+}
+
+/// Whether a refusal by Windows' certificate chain engine, as the platform verifier reports
+/// the codes it does not map itself (the system's description, then "(os error N)"), says
+/// that no chain to a trusted root could be built: `CERT_E_CHAINING` (0x800B010A), what a
+/// private authority whose root is not installed usually gets. `CERT_E_UNTRUSTEDROOT` is
+/// mapped to `UnknownIssuer` by the verifier already.
+fn windows_found_no_issuer(reason: &str) -> bool {
+    /// `CERT_E_CHAINING` as the signed 32-bit number an OS error is printed as.
+    const CERT_E_CHAINING: &str = "(os error -2146762486)";
+    reason.trim_end().ends_with(CERT_E_CHAINING)
 }
 
 #[cfg(test)]
@@ -139,5 +153,35 @@ mod tests {
         assert_eq!(tls_problem(&other), Some(TlsProblem::Handshake));
         let refused_connection = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(tls_problem(&refused_connection), None, "not a TLS failure");
+    }
+
+    /// As the platform verifier reports a Windows code it does not map: a string error holding
+    /// the system's description and the OS error number.
+    fn windows_refusal(code: u32) -> rustls::Error {
+        let code = i32::from_ne_bytes(code.to_ne_bytes());
+        let reason = format!("A certificate chain could not be built. (os error {code})");
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(reason)),
+        )))
+    }
+
+    #[test]
+    fn windows_finding_no_chain_to_a_trusted_root_is_an_unknown_issuer() {
+        assert_eq!(
+            tls_problem(&windows_refusal(0x800B_010A)),
+            Some(TlsProblem::Certificate(CertificateProblem::UnknownIssuer)),
+            "CERT_E_CHAINING is how Windows refuses a private CA whose root is not installed: \
+             the member must be told to install it"
+        );
+        for (code, what) in [
+            (0x800B_010E, "CERT_E_REVOCATION_FAILURE: revocation could not be checked"),
+            (0x800B_0101, "CERT_E_EXPIRED is mapped by the verifier, never seen here"),
+        ] {
+            assert_eq!(
+                tls_problem(&windows_refusal(code)),
+                Some(TlsProblem::Certificate(CertificateProblem::Other)),
+                "{what}: not an untrusted issuer"
+            );
+        }
     }
 }
