@@ -178,15 +178,15 @@ fn workspace(error: &WorkspaceError) -> Option<Verdict> {
     }
 }
 
-/// Where a team's private certificate authority goes so that this computer trusts the server.
-/// The TLS verifier reads the system's trust store; only on Linux does it also read a bundle
-/// named by `SSL_CERT_FILE`.
+/// Where a team's private certificate authority goes so that this computer trusts the server:
+/// the system's trust store, which the TLS verifier reads, or a file named by
+/// `LATCHKEY_BROKER_CA` for Latchkey alone.
 #[cfg(target_os = "macos")]
-const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to the System keychain in Keychain Access and set it to be trusted for SSL";
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to the System keychain in Keychain Access and set it to be trusted for SSL, or point LATCHKEY_BROKER_CA at its PEM file";
 #[cfg(target_os = "windows")]
-const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, import it into Trusted Root Certification Authorities (certlm.msc, or certmgr.msc for your user only)";
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, import it into Trusted Root Certification Authorities (certlm.msc, or certmgr.msc for your user only), or point LATCHKEY_BROKER_CA at its PEM file";
 #[cfg(not(any(target_os = "macos", target_os = "windows")))]
-const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to this computer's trust store (or point SSL_CERT_FILE at a bundle that includes it)";
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to this computer's trust store, or point LATCHKEY_BROKER_CA at its PEM file";
 
 fn client(error: &ClientError) -> Verdict {
     match error {
@@ -197,6 +197,10 @@ fn client(error: &ClientError) -> Verdict {
             (5, Some(TRUST_A_PRIVATE_CA))
         }
         ClientError::Tls { .. } => (5, Some("check the broker URL's scheme and port")),
+        ClientError::BrokerCa(_) => (
+            2,
+            Some("point LATCHKEY_BROKER_CA at a PEM file of certificate authorities, or unset it"),
+        ),
         ClientError::Api(api) if api.is(codes::NOT_FOUND) => (3, None),
         ClientError::Api(_) => (4, None),
         _ => (1, None),

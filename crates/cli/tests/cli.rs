@@ -382,13 +382,27 @@ async fn team_server_over_tls(how: TeamTls) {
     );
     let _ = plain_stop.send(());
 
-    // Trusted through SSL_CERT_FILE (the system's trust store would do the same), the team
-    // server works: every signed request crosses the terminator and verifies at the broker.
+    // A LATCHKEY_BROKER_CA file that cannot be used stops the command before any connection.
     let ca_file = ada.dir.path().join("acme-ca.pem");
+    let not_a_bundle = ada.dir.path().join("notes.txt");
+    std::fs::write(&not_a_bundle, "the CA is on the wiki\n").unwrap();
+    let mut command = ada.command(&create);
+    command.env("LATCHKEY_BROKER_CA", &not_a_bundle);
+    let (code, _, err) = finish(command, None).await;
+    assert_eq!(code, 2, "a broker CA file that cannot be used is a usage error: {err}");
+    assert!(
+        err.contains("LATCHKEY_BROKER_CA names")
+            && err.contains("notes.txt")
+            && err.contains("no certificate found"),
+        "the variable, the file and the problem are named: {err}"
+    );
+
+    // Trusted through LATCHKEY_BROKER_CA (the system's trust store would do the same), the
+    // team server works: every signed request crosses the terminator and verifies at the broker.
     std::fs::write(&ca_file, &ca_pem).unwrap();
     let trusting = |args: &[&str]| {
         let mut command = ada.command(&[&["--json"], args].concat());
-        command.env("SSL_CERT_FILE", &ca_file);
+        command.env("LATCHKEY_BROKER_CA", &ca_file);
         finish(command, None)
     };
     let (code, out, err) = trusting(&create).await;

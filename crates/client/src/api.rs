@@ -29,7 +29,7 @@ use latchkey_core::keys::{
     BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
     WrappedKey, WrappedKind,
 };
-use latchkey_core::tls::{TlsProblem, tls_problem};
+use latchkey_core::tls::{TlsProblem, TrustAnchors, TrustAnchorsError, tls_problem};
 use latchkey_core::token::{AgentToken, TokenHash};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -250,6 +250,9 @@ pub enum ClientError {
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Setup(#[source] reqwest::Error),
+    /// The extra certificate authorities for the broker cannot be used.
+    #[error(transparent)]
+    BrokerCa(#[from] BrokerCaError),
     /// A stream from the broker sent nothing, not even a keep-alive, for longer than its read
     /// timeout: the connection counts as lost (open the stream again).
     #[error(
@@ -1249,7 +1252,7 @@ impl BrokerClient {
         signing: DeviceSigningKey,
     ) -> Result<Self, ClientError> {
         let http =
-            http_builder().timeout(Duration::from_secs(60)).build().map_err(ClientError::Setup)?;
+            http_builder()?.timeout(Duration::from_secs(60)).build().map_err(ClientError::Setup)?;
         Ok(Self { http, base, device, signing })
     }
 
@@ -1851,7 +1854,7 @@ impl BrokerClient {
         let path = "/v1/approvals/events";
         // No read timeout in the HTTP client: each wait below is bounded by `read_timeout`
         // itself, so a silent broker always reads as `Stalled`.
-        let http = http_builder().build().map_err(ClientError::Setup)?;
+        let http = http_builder()?.build().map_err(ClientError::Setup)?;
         let request = self.signed(&http, Method::Get, path, &[], "text/event-stream")?;
         let mut response = tokio::time::timeout(read_timeout, request.send())
             .await
@@ -2059,12 +2062,63 @@ fn tls_refusal(broker: &str, problem: TlsProblem) -> String {
 }
 
 /// The HTTP client settings every broker connection shares: no redirects (a signature covers
-/// one target URI), a connect timeout, this library's user agent.
-fn http_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+/// one target URI), a connect timeout, this library's user agent, and the authorities named by
+/// [`BROKER_CA_VAR`] trusted besides the system's.
+fn http_builder() -> Result<reqwest::ClientBuilder, ClientError> {
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")));
+    Ok(trusting_broker_anchors(builder)?)
+}
+
+/// The environment variable naming a PEM file of certificate authorities this device trusts
+/// for the broker besides the system's (a team server behind a private authority, where
+/// installing it in the system's trust store is not wanted or not possible). Empty or unset:
+/// the system's authorities alone.
+pub const BROKER_CA_VAR: &str = "LATCHKEY_BROKER_CA";
+
+/// [`BROKER_CA_VAR`] names a file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{BROKER_CA_VAR} names {}, which cannot be used: {problem}", path.display())]
+pub struct BrokerCaError {
+    /// The file named.
+    pub path: std::path::PathBuf,
+    /// What is wrong with it.
+    pub problem: TrustAnchorsError,
+}
+
+/// `builder` trusting, besides the system's authorities, those of the file [`BROKER_CA_VAR`]
+/// names. Read at each client's construction, so a fixed file is picked up by the next one.
+pub(crate) fn trusting_broker_anchors(
+    builder: reqwest::ClientBuilder,
+) -> Result<reqwest::ClientBuilder, BrokerCaError> {
+    Ok(match broker_anchors(std::env::var_os(BROKER_CA_VAR))? {
+        Some(anchors) => {
+            // `from_der` only stores the bytes with the rustls backend; it cannot fail here, and
+            // the bytes were checked as anchors when the file was read.
+            let certificates = anchors
+                .certificates()
+                .iter()
+                .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+                .collect::<Vec<_>>();
+            builder.tls_certs_merge(certificates)
+        }
+        None => builder,
+    })
+}
+
+fn broker_anchors(
+    value: Option<std::ffi::OsString>,
+) -> Result<Option<TrustAnchors>, BrokerCaError> {
+    let Some(path) = value.filter(|value| !value.is_empty()) else {
+        return Ok(None);
+    };
+    let path = std::path::PathBuf::from(path);
+    match TrustAnchors::read(&path) {
+        Ok(anchors) => Ok(Some(anchors)),
+        Err(problem) => Err(BrokerCaError { path, problem }),
+    }
 }
 
 /// A success's JSON body as `T`.
@@ -2223,6 +2277,44 @@ impl WireDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broker_ca_variable_adds_a_bundle_and_a_bad_one_is_named_with_its_problem() {
+        assert!(broker_anchors(None).unwrap().is_none(), "unset: the system's authorities alone");
+        assert!(broker_anchors(Some("".into())).unwrap().is_none(), "empty counts as unset");
+
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&ca).unwrap().pem();
+        let good = dir.path().join("team-ca.pem");
+        std::fs::write(&good, &pem).unwrap();
+        let anchors = broker_anchors(Some(good.clone().into_os_string())).unwrap().unwrap();
+        assert_eq!(anchors.len(), 1, "the bundle's one certificate is trusted");
+        assert!(trusting_broker_anchors(reqwest::Client::builder()).is_ok());
+
+        let key = dir.path().join("with-key.pem");
+        std::fs::write(&key, format!("{pem}{}", ca.serialize_pem())).unwrap();
+        for (path, problem) in [
+            (dir.path().join("missing.pem"), "cannot read it"),
+            (key, "holds a private key"),
+            (dir.path().to_path_buf(), "cannot read it"),
+        ] {
+            let error = broker_anchors(Some(path.clone().into_os_string())).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.starts_with("LATCHKEY_BROKER_CA names ")
+                    && message.contains(&path.display().to_string())
+                    && message.contains(problem),
+                "the message names the variable, the file and what is wrong ({problem}): {message}"
+            );
+            assert!(
+                !message.contains("PRIVATE KEY"),
+                "a key in the file is never repeated: {message}"
+            );
+        }
+    }
 
     #[test]
     fn broker_urls_are_normalised_and_plain_http_is_only_for_loopback() {

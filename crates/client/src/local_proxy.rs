@@ -48,6 +48,9 @@ pub enum LocalProxyError {
     /// The HTTP client could not be built.
     #[error("the local proxy could not set up its HTTP client: {0}")]
     Setup(#[source] reqwest::Error),
+    /// The extra certificate authorities for the broker cannot be used.
+    #[error(transparent)]
+    BrokerCa(#[from] crate::api::BrokerCaError),
 }
 
 struct Shared {
@@ -76,9 +79,10 @@ impl LocalProxy {
         if !address.ip().is_loopback() {
             return Err(LocalProxyError::NotLoopback(address));
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(std::time::Duration::from_secs(10));
+        let http = crate::api::trusting_broker_anchors(builder)?
             .build()
             .map_err(LocalProxyError::Setup)?;
         let shared = Arc::new(Shared { broker, capabilities, http });

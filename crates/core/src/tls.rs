@@ -1,6 +1,10 @@
 //! What a failed TLS handshake was, read out of an HTTP client's error chain, so the broker (for
 //! upstream APIs) and devices (for the broker) can say "certificate from an untrusted authority"
-//! instead of "could not connect". Pure inspection of error values; no I/O.
+//! instead of "could not connect" (pure inspection of error values); and [`TrustAnchors`], the
+//! certificate authorities a client trusts besides the system's.
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::{PemObject as _, SectionKind};
 
 /// Why a TLS connection was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +69,110 @@ impl CertificateProblem {
             Self::WrongPurpose => "not issued for TLS servers",
             Self::Other => "not acceptable",
         }
+    }
+}
+
+/// Certificate authorities trusted in addition to the system's, read from a PEM bundle: the
+/// broker's for upstream APIs (`--upstream-ca`), a device's for a team server behind a private
+/// authority (`LATCHKEY_BROKER_CA`). They are added to the platform verifier's anchors; they
+/// never replace them and never turn verification off.
+#[derive(Clone)]
+pub struct TrustAnchors {
+    certs: Vec<CertificateDer<'static>>,
+}
+
+impl std::fmt::Debug for TrustAnchors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustAnchors").field("certificates", &self.certs.len()).finish()
+    }
+}
+
+/// A PEM bundle that cannot serve as trust anchors.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrustAnchorsError {
+    /// The file could not be read.
+    #[error("cannot read it: {0}")]
+    Unreadable(String),
+    /// The text holds no certificate.
+    #[error("no certificate found; give one or more `-----BEGIN CERTIFICATE-----` blocks in PEM")]
+    Empty,
+    /// The text holds a private key: only the authorities' certificates are needed.
+    #[error(
+        "the file holds a private key; give only the certificate authorities' certificates and keep the key elsewhere"
+    )]
+    PrivateKey,
+    /// A PEM block is malformed (its end line is missing, or its base64 is damaged).
+    #[error(
+        "malformed PEM after certificate {after}: a block's end line is missing or its base64 is damaged"
+    )]
+    Pem {
+        /// How many certificates were read before the damage.
+        after: usize,
+    },
+    /// A certificate does not parse as an X.509 trust anchor.
+    #[error("certificate {number} is not a usable X.509 certificate authority: {reason}")]
+    Certificate {
+        /// Its position in the file, from 1.
+        number: usize,
+        /// The TLS library's explanation.
+        reason: String,
+    },
+}
+
+impl TrustAnchors {
+    /// Reads the certificates of a PEM bundle, refusing one with no certificate, a private key,
+    /// damaged PEM, or a certificate that cannot be a trust anchor.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, TrustAnchorsError> {
+        let mut certs = Vec::new();
+        for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
+            let (kind, der) = section.map_err(|_| TrustAnchorsError::Pem { after: certs.len() })?;
+            match kind {
+                SectionKind::Certificate => certs.push(CertificateDer::from(der)),
+                SectionKind::PrivateKey
+                | SectionKind::RsaPrivateKey
+                | SectionKind::EcPrivateKey => {
+                    return Err(TrustAnchorsError::PrivateKey);
+                }
+                // Revocation lists, public keys and the like say nothing about trust here.
+                _ => {}
+            }
+        }
+        if certs.is_empty() {
+            return Err(TrustAnchorsError::Empty);
+        }
+        // The platform verifier adds these to its root store the same way; checking each here
+        // names the bad one when the file is read instead of failing the client's construction
+        // later.
+        let mut store = rustls::RootCertStore::empty();
+        for (index, cert) in certs.iter().enumerate() {
+            store.add(cert.clone()).map_err(|e| TrustAnchorsError::Certificate {
+                number: index + 1,
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(Self { certs })
+    }
+
+    /// Reads [`TrustAnchors::from_pem`] from a file.
+    pub fn read(path: &std::path::Path) -> Result<Self, TrustAnchorsError> {
+        let pem = std::fs::read(path).map_err(|e| TrustAnchorsError::Unreadable(e.to_string()))?;
+        Self::from_pem(&pem)
+    }
+
+    /// The certificates, in the file's order.
+    pub fn certificates(&self) -> &[CertificateDer<'static>] {
+        &self.certs
+    }
+
+    /// How many certificates the bundle holds.
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    /// Whether the bundle is empty (never, once read).
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
     }
 }
 

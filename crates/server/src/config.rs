@@ -458,8 +458,10 @@ impl Config {
         self.upstream_ca
             .as_deref()
             .map(|path| {
-                crate::tls::UpstreamRoots::read(path)
-                    .map_err(|reason| ConfigError::UpstreamCa { path: path.to_owned(), reason })
+                crate::tls::UpstreamRoots::read(path).map_err(|problem| ConfigError::UpstreamCa {
+                    path: path.to_owned(),
+                    reason: problem.to_string(),
+                })
             })
             .transpose()
     }

@@ -14,12 +14,11 @@
 //! replaces it and never turns verification off.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey_core::tls::{TlsProblem, tls_problem};
-use rustls::pki_types::pem::{PemObject as _, SectionKind};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -28,104 +27,10 @@ use tokio_rustls::server::TlsStream;
 use crate::metrics::Handshake;
 
 /// Certificate authorities trusted for upstream calls in addition to the system's, read from a
-/// PEM bundle (`--upstream-ca`).
-#[derive(Clone)]
-pub struct UpstreamRoots {
-    certs: Vec<CertificateDer<'static>>,
-}
-
-impl std::fmt::Debug for UpstreamRoots {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamRoots").field("certificates", &self.certs.len()).finish()
-    }
-}
-
-/// A PEM bundle that cannot serve as upstream trust anchors.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum UpstreamRootsError {
-    /// The text holds no certificate.
-    #[error("no certificate found; give one or more `-----BEGIN CERTIFICATE-----` blocks in PEM")]
-    Empty,
-    /// The text holds a private key: the broker only needs the authorities' certificates.
-    #[error(
-        "the file holds a private key; give only the certificate authorities' certificates and keep the key away from the broker"
-    )]
-    PrivateKey,
-    /// A PEM block is malformed (its end line is missing, or its base64 is damaged).
-    #[error(
-        "malformed PEM after certificate {after}: a block's end line is missing or its base64 is damaged"
-    )]
-    Pem {
-        /// How many certificates were read before the damage.
-        after: usize,
-    },
-    /// A certificate does not parse as an X.509 trust anchor.
-    #[error("certificate {number} is not a usable X.509 certificate authority: {reason}")]
-    Certificate {
-        /// Its position in the file, from 1.
-        number: usize,
-        /// The TLS library's explanation.
-        reason: String,
-    },
-}
-
-impl UpstreamRoots {
-    /// Reads the certificates of a PEM bundle, refusing one with no certificate, a private key,
-    /// damaged PEM, or a certificate that cannot be a trust anchor.
-    pub fn from_pem(pem: &[u8]) -> Result<Self, UpstreamRootsError> {
-        let mut certs = Vec::new();
-        for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
-            let (kind, der) =
-                section.map_err(|_| UpstreamRootsError::Pem { after: certs.len() })?;
-            match kind {
-                SectionKind::Certificate => certs.push(CertificateDer::from(der)),
-                SectionKind::PrivateKey
-                | SectionKind::RsaPrivateKey
-                | SectionKind::EcPrivateKey => {
-                    return Err(UpstreamRootsError::PrivateKey);
-                }
-                // Revocation lists, public keys and the like say nothing about trust here.
-                _ => {}
-            }
-        }
-        if certs.is_empty() {
-            return Err(UpstreamRootsError::Empty);
-        }
-        // The platform verifier adds these to its root store the same way; checking each here
-        // names the bad one at startup instead of failing the client's construction later.
-        let mut store = rustls::RootCertStore::empty();
-        for (index, cert) in certs.iter().enumerate() {
-            store.add(cert.clone()).map_err(|e| UpstreamRootsError::Certificate {
-                number: index + 1,
-                reason: e.to_string(),
-            })?;
-        }
-        Ok(Self { certs })
-    }
-
-    /// Reads [`UpstreamRoots::from_pem`] from a file.
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
-        Self::from_pem(&pem).map_err(|e| e.to_string())
-    }
-
-    /// How many certificates the bundle holds.
-    pub fn len(&self) -> usize {
-        self.certs.len()
-    }
-
-    /// Whether the bundle is empty (never, once read).
-    pub fn is_empty(&self) -> bool {
-        self.certs.is_empty()
-    }
-
-    pub(crate) fn certificates(&self) -> impl Iterator<Item = reqwest::Certificate> + '_ {
-        // `from_der` only stores the bytes with the rustls backend; it cannot fail here, and the
-        // bytes were checked as anchors in `from_pem`.
-        self.certs.iter().filter_map(|der| reqwest::Certificate::from_der(der).ok())
-    }
-}
+/// PEM bundle (`--upstream-ca`); devices read theirs for the team server the same way.
+pub use latchkey_core::tls::{
+    TrustAnchors as UpstreamRoots, TrustAnchorsError as UpstreamRootsError,
+};
 
 /// The API listener's certificate chain and private key, ready to serve. Clones share one
 /// current configuration: [`ServerTls::replace_with`] on any clone (a renewed certificate)

@@ -65,7 +65,11 @@ pub(crate) fn upstream_client(
 ) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder();
     if let Some(roots) = roots {
-        builder = builder.tls_certs_merge(roots.certificates());
+        // `from_der` only stores the bytes with the rustls backend; it cannot fail here, and the
+        // bytes were checked as anchors when the bundle was read.
+        let certificates =
+            roots.certificates().iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
+        builder = builder.tls_certs_merge(certificates);
     }
     if let Some(proxy) = proxy {
         // Hosts in NO_PROXY (the standard variable) still go direct.
