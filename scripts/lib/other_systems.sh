@@ -21,9 +21,10 @@
 
 # The CLI tests (crates/cli/tests/cli.rs) run under Wine. Left out: OAuth (the test servers are
 # Node.js programs), `latchkey run` with a Python or shell child, the Unix process-lifetime
-# tests, and the TLS team-server tests (they trust their CA through SSL_CERT_FILE, which only
-# the Linux verifier reads, and Wine's chain engine answers the untrusted CA with a
-# revocation-check failure).
+# tests, and the TLS team-server tests: Wine's chain engine answers the untrusted CA with a
+# revocation-check failure, and refuses the chain-engine settings the platform verifier uses
+# for LATCHKEY_BROKER_CA's extra authorities (E_INVALIDARG, where Windows 7 and later take
+# them), so the client cannot even be built with the test CA trusted.
 WINDOWS_CLI_TESTS=(
   help_reads_like_a_tour_and_matches_its_snapshots
   errors_are_one_line_with_a_hint_and_a_documented_exit_code
