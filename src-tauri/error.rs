@@ -32,6 +32,8 @@ pub mod codes {
     pub const BROKER_UNREACHABLE: &str = "broker_unreachable";
     /// The broker's TLS certificate was refused, or the TLS handshake with it failed.
     pub const BROKER_TLS_REFUSED: &str = "broker_tls_refused";
+    /// The file `LATCHKEY_BROKER_CA` names (authorities trusted for the broker) cannot be used.
+    pub const BROKER_CA_UNUSABLE: &str = "broker_ca_unusable";
     /// The embedded broker could not start.
     pub const BROKER_START_FAILED: &str = "broker_start_failed";
     /// The OS keychain is locked.
@@ -229,6 +231,7 @@ fn client(error: &ClientError) -> String {
         ClientError::Api(api) => api.code.clone(),
         ClientError::Transport { .. } => codes::BROKER_UNREACHABLE.to_owned(),
         ClientError::Tls { .. } => codes::BROKER_TLS_REFUSED.to_owned(),
+        ClientError::BrokerCa(_) => codes::BROKER_CA_UNUSABLE.to_owned(),
         _ => codes::FAILED.to_owned(),
     }
 }
@@ -276,6 +279,23 @@ mod tests {
             shown.message.matches("no OS keychain is available").count(),
             1,
             "each cause appears once: {}",
+            shown.message
+        );
+    }
+
+    #[test]
+    fn an_unusable_broker_ca_file_has_its_own_code_and_names_the_file() {
+        let unusable = latchkey_client::api::BrokerCaError {
+            path: "team-ca.txt".into(),
+            problem: latchkey_core::tls::TrustAnchorsError::Empty,
+        };
+        let shown = CommandError::from(WorkspaceError::Broker(ClientError::from(unusable)));
+        assert_eq!(shown.code, codes::BROKER_CA_UNUSABLE, "not a generic failure: {shown:?}");
+        assert!(
+            shown.message.contains("LATCHKEY_BROKER_CA")
+                && shown.message.contains("team-ca.txt")
+                && shown.message.contains("no certificate found"),
+            "the message says which setting, which file and what is wrong: {}",
             shown.message
         );
     }
