@@ -21,7 +21,7 @@
     reason = "a benchmark's report goes to stdout; a failed setup is the report"
 )]
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/broker/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

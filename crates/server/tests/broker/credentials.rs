@@ -8,7 +8,7 @@
     reason = "helpers outside #[test] functions: a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use common::{
     TestBroker, TestDevice, b64, database, insert_device, insert_member, workspace_with_admin,

@@ -11,7 +11,7 @@
 )]
 
 pub mod agent_calls;
-#[path = "../../../../tests/support/tls.rs"]
+#[path = "../../../../../tests/support/tls.rs"]
 pub mod tls;
 pub mod tls_upstream;
 

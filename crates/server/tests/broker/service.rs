@@ -7,7 +7,7 @@
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use latchkey_core::keys::BrokerSecretKey;
 use serde_json::Value;

@@ -11,7 +11,7 @@
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use common::agent_calls::{create_agent, create_shared_credential};
 use common::{TestBroker, TestDevice, b64, insert_member, workspace_with_admin};

@@ -9,7 +9,7 @@
     reason = "the helpers at the end of this file are test code too; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use common::{TestBroker, TestDevice, b64, workspace_with_admin};
 use latchkey_core::fingerprint::Fingerprint;

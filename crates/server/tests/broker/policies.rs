@@ -4,7 +4,7 @@
 
 #![allow(clippy::expect_used, reason = "helpers of a test binary: a panic is the failure report")]
 
-mod common;
+use crate::common;
 
 use common::{T0, TestBroker, TestDevice, b64, insert_member, workspace_with_admin};
 use latchkey_core::envelope::Envelope;

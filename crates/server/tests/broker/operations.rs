@@ -7,7 +7,7 @@
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use common::{LogCapture, TestBroker, workspace_with_admin};
 use latchkey_core::keys::BrokerSecretKey;
@@ -178,8 +178,9 @@ async fn the_openapi_document_is_served_and_the_committed_copy_is_current() {
     assert!(
         current == expected,
         "docs/openapi.json is stale: the API changed. Regenerate it with\n    \
-         LATCHKEY_UPDATE_OPENAPI=1 cargo test -p latchkey-server --test operations \
-         the_openapi_document_is_served_and_the_committed_copy_is_current\nand commit the result."
+         LATCHKEY_UPDATE_OPENAPI=1 cargo test -p latchkey-server --test broker \
+         operations::the_openapi_document_is_served_and_the_committed_copy_is_current\nand \
+         commit the result."
     );
 }
 

@@ -14,7 +14,7 @@
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use common::{PgTestDatabase, TestBroker, TestDatabase, TestDevice, workspace_with_admin};
 use latchkey_core::ids::{AgentId, CredentialId, WorkspaceId};

@@ -13,7 +13,7 @@
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use common::agent_calls::{
     CountingUpstream, agent_get, broker_public_key, create_agent, create_shared_credential,

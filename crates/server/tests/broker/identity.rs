@@ -1,7 +1,7 @@
 //! Workspaces are created from their first device, and every device request is authenticated by
 //! an RFC 9421 signature: unknown keys, bad signatures, stale or replayed requests are refused.
 
-mod common;
+use crate::common;
 
 use common::{TestBroker, TestDevice, workspace_with_admin};
 use latchkey_core::ids::WorkspaceId;
