@@ -5,7 +5,7 @@
 //! The catalog is data: one TOML file per provider in `crates/client/providers/` (the file stem
 //! is the provider id; `schema.json` there describes the format for editors). The build script
 //! compiles every file in; [`Catalog::builtin`] parses and checks them once, on first use.
-//! `tests/catalog.rs` holds every file to the same rules, so a bad entry fails the test suite,
+//! `tests/device/catalog.rs` holds every file to the same rules, so a bad entry fails the test suite,
 //! never a user.
 //!
 //! The same rules check providers people define themselves ([`Provider::custom_api_key`],
@@ -457,7 +457,7 @@ impl Catalog {
     ///
     /// # Panics
     ///
-    /// Never in a tested build: `tests/catalog.rs` parses the same files with
+    /// Never in a tested build: `tests/device/catalog.rs` parses the same files with
     /// [`Catalog::from_files`], so a broken file fails the test suite before it can ship.
     #[allow(clippy::expect_used, reason = "the compiled-in files are checked by the test suite")]
     pub fn builtin() -> &'static Catalog {

@@ -8,7 +8,7 @@
     reason = "the helpers in this file are test code too; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use common::{Machine, TestBroker};
 use latchkey_client::api::{ClientError, InviteFor, Role, codes};

@@ -9,13 +9,7 @@
     reason = "the helpers in this file are test code too; a panic is the failure report"
 )]
 
-#[path = "../../../tests/support/oauth/browser.rs"]
-#[allow(dead_code, reason = "shared with other OAuth tests, which use all of it")]
-mod browser;
-mod common;
-#[path = "../../../tests/support/oauth/servers.rs"]
-#[allow(dead_code, reason = "shared with other OAuth tests, which use all of it")]
-mod servers;
+use crate::{browser, common, servers};
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
     reason = "the helpers in this file are test code too; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use common::{Machine, TestBroker};
 use latchkey_client::access::{

@@ -2,7 +2,7 @@
 //! keeps the rules; every rule refuses a broken file with a message naming the file and the
 //! field; search ranks sensibly; `providers/schema.json` agrees with the files; and
 //! `docs/providers.md` is generated from the catalog and must be current
-//! (`LATCHKEY_UPDATE_DOCS=1 cargo test -p latchkey-client --test catalog` rewrites it).
+//! (`LATCHKEY_UPDATE_DOCS=1 cargo test -p latchkey-client --test device catalog::` rewrites it).
 
 #![allow(
     clippy::expect_used,
@@ -1016,8 +1016,9 @@ fn validate_names_the_provider_of_an_entry_changed_in_code() {
 /// schema names only real fields: the files parse with `deny_unknown_fields`).
 #[test]
 fn the_editor_schema_agrees_with_the_files() {
-    let schema: serde_json::Value = serde_json::from_str(include_str!("../providers/schema.json"))
-        .expect("schema.json is JSON");
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../providers/schema.json"))
+            .expect("schema.json is JSON");
     let mut used = BTreeSet::new();
     for (name, text) in builtin_files() {
         let value: toml::Value = toml::from_str(text).unwrap();
@@ -1098,9 +1099,10 @@ type Section = (&'static str, fn(&Provider) -> bool);
 fn providers_page(catalog: &Catalog) -> String {
     let mut page = String::from(
         "# Providers\n\n\
-         Generated from `crates/client/providers/` by `crates/client/tests/catalog.rs`; do not edit\n\
-         by hand (`LATCHKEY_UPDATE_DOCS=1 cargo test -p latchkey-client --test catalog`). One TOML\n\
-         file per provider; `crates/client/providers/schema.json` describes the format for editors.\n\n\
+         Generated from `crates/client/providers/` by `crates/client/tests/device/catalog.rs`; do\n\
+         not edit by hand (`LATCHKEY_UPDATE_DOCS=1 cargo test -p latchkey-client --test device\n\
+         catalog::`). One TOML file per provider; `crates/client/providers/schema.json` describes\n\
+         the format for editors.\n\n\
          - **API base**: where agents' calls go. *Per account* providers take the account's URL\n  \
            under the listed wildcard; *custom* ones take everything from the user.\n\
          - **Injection**: where the broker puts the credential.\n\
@@ -1200,7 +1202,7 @@ fn the_providers_page_is_generated_from_the_catalog() {
     let current = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         current == page,
-        "docs/providers.md is stale: run LATCHKEY_UPDATE_DOCS=1 cargo test -p latchkey-client --test catalog"
+        "docs/providers.md is stale: run LATCHKEY_UPDATE_DOCS=1 cargo test -p latchkey-client --test device catalog::"
     );
 }
 

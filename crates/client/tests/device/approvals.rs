@@ -9,7 +9,7 @@
     reason = "the helpers in this file are test code too; a panic is the failure report"
 )]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

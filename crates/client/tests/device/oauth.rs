@@ -11,13 +11,7 @@
     reason = "tests: a panic is the failure report"
 )]
 
-#[path = "../../../tests/support/oauth/browser.rs"]
-mod browser;
-#[path = "../../../tests/support/oauth/servers.rs"]
-mod servers;
-#[allow(dead_code, reason = "shared with the broker's and the CLI's tests, which use all of it")]
-#[path = "../../../tests/support/tls.rs"]
-mod tls;
+use crate::{browser, servers, tls};
 
 use std::net::IpAddr;
 use std::time::Duration;
