@@ -26,6 +26,7 @@ from http_message_signatures import (
     MappingKeyResolver,
     algorithms,
 )
+from rust_examples import example_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Latchkey's profile: what its verifier requires, mirrored on the Python side.
@@ -69,7 +70,7 @@ class FieldLines:
 def run_vector(*args, stdin=None):
     """Runs the Rust example from the repository root and returns (exit code, parsed JSON)."""
     proc = subprocess.run(
-        ["cargo", "run", "-q", "-p", "latchkey-core", "--example", "httpsig_vector", "--", *args],
+        [*example_command("latchkey-core", "httpsig_vector"), *args],
         cwd=REPO_ROOT,
         input=None if stdin is None else json.dumps(stdin),
         capture_output=True,

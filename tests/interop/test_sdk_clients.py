@@ -29,10 +29,11 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+from rust_examples import example_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET_ENV = "LATCHKEY_INTEROP_UPSTREAM_SECRET"
-FIXTURE = ["cargo", "run", "-q", "-p", "latchkey-server", "--example", "broker_fixture", "--"]
+FIXTURE = example_command("latchkey-server", "broker_fixture")
 REDACTED = "[REDACTED by Latchkey]"
 # Fresh per run, shaped like the real keys, and easy to grep for.
 OPENAI_CANARY = "sk-proj-LKCANARY" + secrets.token_hex(16)
