@@ -15,3 +15,10 @@ def example_command(package: str, name: str) -> list[str]:
     if built:
         return [str(Path(built) / name)]
     return ["cargo", "run", "-q", "-p", package, "--example", name, "--"]
+
+
+def build_command(package: str, name: str) -> list[str] | None:
+    """The command that builds example `name` of `package`, or None when it is built already."""
+    if os.environ.get("LATCHKEY_EXAMPLES_DIR"):
+        return None
+    return ["cargo", "build", "-q", "-p", package, "--example", name]

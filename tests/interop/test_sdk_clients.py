@@ -29,7 +29,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
-from rust_examples import example_command
+from rust_examples import build_command, example_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET_ENV = "LATCHKEY_INTEROP_UPSTREAM_SECRET"
@@ -334,8 +334,11 @@ def hermetic_sdks():
 @pytest.fixture(scope="module")
 def built():
     """Builds the fixture once, so starting a broker is quick."""
+    command = build_command("latchkey-server", "broker_fixture")
+    if command is None:
+        return
     proc = subprocess.run(
-        ["cargo", "build", "-q", "-p", "latchkey-server", "--example", "broker_fixture"],
+        command,
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
