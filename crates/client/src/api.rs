@@ -2100,8 +2100,7 @@ pub(crate) fn trusting_broker_anchors(
             let certificates = anchors
                 .certificates()
                 .iter()
-                .filter_map(|der| reqwest::Certificate::from_der(der).ok())
-                .collect::<Vec<_>>();
+                .filter_map(|der| reqwest::Certificate::from_der(der).ok());
             builder.tls_certs_merge(certificates)
         }
         None => builder,
@@ -2115,10 +2114,7 @@ fn broker_anchors(
         return Ok(None);
     };
     let path = std::path::PathBuf::from(path);
-    match TrustAnchors::read(&path) {
-        Ok(anchors) => Ok(Some(anchors)),
-        Err(problem) => Err(BrokerCaError { path, problem }),
-    }
+    TrustAnchors::read(&path).map(Some).map_err(|problem| BrokerCaError { path, problem })
 }
 
 /// A success's JSON body as `T`.
