@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use latchkey_client::api::Role;
 use latchkey_client::workspace::Joining;
 use latchkey_core::secret::SecretBytes;
+use latchkey_core::tls::TrustAnchors;
 
 use crate::error::CommandError;
 use crate::view::{
@@ -24,12 +25,17 @@ pub struct NewWorkspace {
     pub device_name: String,
     /// `None`: the broker embedded in this app.
     pub team_server_url: Option<String>,
+    /// Certificate authorities trusted for the team server besides the system's (a server
+    /// behind a private authority); kept in the profile.
+    pub team_server_ca: Option<TrustAnchors>,
 }
 
 /// Joining a workspace with an invite code.
 #[derive(Debug)]
 pub struct JoinRequest {
     pub server_url: String,
+    /// Certificate authorities trusted for the server besides the system's; kept in the profile.
+    pub server_ca: Option<TrustAnchors>,
     /// A one-time code: zeroized when dropped.
     pub invite_code: latchkey_client::api::InviteCode,
     /// A new member with their name, or another device of an existing member (the member id

@@ -8,6 +8,7 @@ use latchkey_client::catalog::Catalog;
 use latchkey_client::workspace::Joining;
 use latchkey_core::ids::MemberId;
 use latchkey_core::secret::SecretBytes;
+use latchkey_core::tls::TrustAnchors;
 use serde::Serialize;
 use tauri::{AppHandle, Emitter as _, Manager as _, Runtime, State};
 
@@ -53,13 +54,17 @@ pub async fn create_workspace<R: Runtime>(
     member_name: String,
     device_name: String,
     team_server_url: Option<String>,
+    team_server_ca: Option<String>,
 ) -> Outcome<AppStatus> {
-    let new = NewWorkspace {
-        workspace_name,
-        member_name,
-        device_name,
-        team_server_url: team_server_url.filter(|u| !u.trim().is_empty()),
-    };
+    let team_server_url = team_server_url.filter(|u| !u.trim().is_empty());
+    let team_server_ca = authorities(team_server_ca)?;
+    if team_server_url.is_none() && team_server_ca.is_some() {
+        return Err(CommandError::invalid(
+            "a certificate authority is for a team server: give its URL too, or leave the authority out for this computer's broker",
+        ));
+    }
+    let new =
+        NewWorkspace { workspace_name, member_name, device_name, team_server_url, team_server_ca };
     let status = shell.backend.create_workspace(new).await?;
     events::tray_follows(&app, &status);
     Ok(status)
@@ -69,20 +74,36 @@ pub async fn create_workspace<R: Runtime>(
 pub async fn join_workspace(
     shell: State<'_, Shell>,
     server_url: String,
+    server_ca: Option<String>,
     invite_code: String,
     member_name: Option<String>,
     device_of: Option<String>,
     device_name: String,
 ) -> Outcome<JoinStarted> {
+    let server_ca = authorities(server_ca)?;
     let joining = joining(member_name, device_of)?;
     let invite_code: InviteCode = invite_code
         .parse()
         .map_err(|e: latchkey_client::api::InviteCodeError| CommandError::invalid(e.to_string()))?;
     let fingerprint = shell
         .backend
-        .join_workspace(JoinRequest { server_url, invite_code, joining, device_name })
+        .join_workspace(JoinRequest { server_url, server_ca, invite_code, joining, device_name })
         .await?;
     Ok(JoinStarted { fingerprint })
+}
+
+/// The certificate authorities a person pasted for a team server (PEM), if any: blank is none;
+/// text that cannot serve as authorities is refused, saying why.
+fn authorities(pem: Option<String>) -> Outcome<Option<TrustAnchors>> {
+    let Some(pem) = pem.filter(|p| !p.trim().is_empty()) else {
+        return Ok(None);
+    };
+    TrustAnchors::from_pem(pem.as_bytes()).map(Some).map_err(|problem| {
+        CommandError::new(
+            crate::error::codes::BROKER_CA_UNUSABLE,
+            format!("the certificate authority you gave cannot be used: {problem}"),
+        )
+    })
 }
 
 /// Whom a device joins as: a new member with `member_name`, or another device of the member

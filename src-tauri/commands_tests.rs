@@ -39,6 +39,8 @@ struct Seen {
     injects: Vec<InjectCheck>,
     paused: Option<bool>,
     joins: Vec<(latchkey_client::workspace::Joining, String)>,
+    /// How many certificate authorities each join was given for its server.
+    join_authorities: Vec<Option<usize>>,
 }
 
 #[derive(Default)]
@@ -102,7 +104,9 @@ impl Backend for Fake {
         Ok(status(true, false))
     }
     async fn join_workspace(&self, join: JoinRequest) -> Outcome<String> {
-        self.seen.lock().unwrap().joins.push((join.joining, join.device_name));
+        let mut seen = self.seen.lock().unwrap();
+        seen.join_authorities.push(join.server_ca.as_ref().map(|ca| ca.len()));
+        seen.joins.push((join.joining, join.device_name));
         Ok("4F2A-91C3".into())
     }
     async fn finish_join(&self, _: String) -> Outcome<AppStatus> {
@@ -449,6 +453,66 @@ fn a_malformed_member_id_is_refused_before_the_backend_is_asked() {
     assert_eq!(join(json!("Ada"), json!(MEMBER))["code"], "invalid_input", "not both");
     assert_eq!(join(json!("  "), Value::Null)["code"], "invalid_input", "not neither");
     assert!(h.fake.seen.lock().unwrap().joins.is_empty(), "nothing reached the backend");
+}
+
+/// A private certificate authority's certificate, as a person would paste it.
+fn private_ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("parameters");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).expect("a self-signed CA").pem()
+}
+
+#[test]
+fn a_pasted_certificate_authority_reaches_the_backend_only_when_it_is_usable() {
+    let h = harness();
+    let create = |url: Value, ca: Value| {
+        h.invoke(
+            "create_workspace",
+            json!({"workspaceName": "Acme", "memberName": "Ada", "deviceName": "laptop",
+                   "teamServerUrl": url, "teamServerCa": ca}),
+        )
+    };
+    let pem = private_ca_pem();
+    create(json!("https://lk.acme.internal"), json!(pem)).expect("a team server and its CA");
+    create(json!("https://lk.acme.dev"), json!(" \n")).expect("a blank CA is none");
+    let refused = create(json!("https://lk.acme.internal"), json!("see the wiki"))
+        .expect_err("text without a certificate");
+    assert_eq!(refused["code"], "broker_ca_unusable", "{refused}");
+    assert!(
+        refused["message"].as_str().is_some_and(|m| m.contains("no certificate found")),
+        "the message says what is wrong: {refused}"
+    );
+    let key_too = create(
+        json!("https://lk.acme.internal"),
+        json!(format!("{pem}{}", rcgen::KeyPair::generate().unwrap().serialize_pem())),
+    )
+    .expect_err("a private key pasted with the certificate");
+    assert_eq!(key_too["code"], "broker_ca_unusable", "{key_too}");
+    assert!(!key_too.to_string().contains("PRIVATE KEY"), "the key is never echoed: {key_too}");
+    let local = create(Value::Null, json!(pem)).expect_err("a CA without a team server");
+    assert_eq!(local["code"], "invalid_input", "{local}");
+    {
+        let seen = h.fake.seen.lock().unwrap();
+        let authorities: Vec<Option<usize>> =
+            seen.workspaces.iter().map(|w| w.team_server_ca.as_ref().map(|ca| ca.len())).collect();
+        assert_eq!(authorities, [Some(1), None], "only the two accepted creations arrived");
+    }
+
+    let join = |ca: Value| {
+        h.invoke(
+            "join_workspace",
+            json!({"serverUrl": "https://lk.acme.internal", "serverCa": ca, "inviteCode": CODE,
+                   "memberName": "Bea", "deviceName": "desk"}),
+        )
+    };
+    join(json!(pem)).expect("joining with the CA");
+    join(Value::Null).expect("joining without one");
+    assert_eq!(
+        join(json!("-----BEGIN CERTIFICATE-----\nMIIB\n")).expect_err("damaged PEM")["code"],
+        "broker_ca_unusable"
+    );
+    assert_eq!(h.fake.seen.lock().unwrap().join_authorities, [Some(1), None]);
 }
 
 #[test]

@@ -32,7 +32,8 @@ pub mod codes {
     pub const BROKER_UNREACHABLE: &str = "broker_unreachable";
     /// The broker's TLS certificate was refused, or the TLS handshake with it failed.
     pub const BROKER_TLS_REFUSED: &str = "broker_tls_refused";
-    /// The file `LATCHKEY_BROKER_CA` names (authorities trusted for the broker) cannot be used.
+    /// Certificate authorities given for the broker (pasted at onboarding, or the file
+    /// `LATCHKEY_BROKER_CA` names) cannot be used.
     pub const BROKER_CA_UNUSABLE: &str = "broker_ca_unusable";
     /// The embedded broker could not start.
     pub const BROKER_START_FAILED: &str = "broker_start_failed";

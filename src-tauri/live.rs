@@ -10,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use latchkey_client::access::{self, GrantTerms, NewApiKey, grant_standing};
 use latchkey_client::api::{
-    AuditFilter, BrokerClient, BrokerUrl, GrantKind, InviteFor, NewPolicy, PolicyId, Role,
+    AuditFilter, BrokerClient, BrokerEndpoint, BrokerUrl, GrantKind, InviteFor, NewPolicy,
+    PolicyId, Role,
 };
 use latchkey_client::approvals;
 use latchkey_client::catalog::Catalog;
@@ -433,12 +434,13 @@ impl Backend for Live {
             Some(url) => url.trim().to_owned(),
             None => self.ensure_embedded().await?,
         };
-        let broker: BrokerUrl = url.parse()?;
+        let url: BrokerUrl = url.parse()?;
+        let broker = BrokerEndpoint::new(url).trusting(new.team_server_ca);
         let store = self.key_store().await?;
         workspace::create_workspace(
             self.profile(),
             &store,
-            &broker,
+            broker,
             non_empty(&new.workspace_name, "workspace name")?,
             non_empty(&new.member_name, "your name")?,
             non_empty(&new.device_name, "device name")?,
@@ -449,7 +451,8 @@ impl Backend for Live {
     }
 
     async fn join_workspace(&self, join: JoinRequest) -> Outcome<String> {
-        let broker: BrokerUrl = join.server_url.trim().parse()?;
+        let url: BrokerUrl = join.server_url.trim().parse()?;
+        let broker = BrokerEndpoint::new(url).trusting(join.server_ca);
         if let Joining::NewMember { name } = &join.joining {
             non_empty(name, "your name")?;
         }
@@ -458,7 +461,7 @@ impl Backend for Live {
         let joined = workspace::join_workspace(
             self.profile(),
             &store,
-            &broker,
+            broker,
             &join.invite_code,
             &join.joining,
             device_name,

@@ -265,6 +265,10 @@ pub(crate) enum WorkspaceCommand {
         /// The broker's URL (https, or http on loopback).
         #[arg(long)]
         broker: String,
+        /// A PEM file of certificate authorities to trust for this broker besides the
+        /// system's (a team server behind a private authority); kept in the profile.
+        #[arg(long, value_name = "FILE")]
+        broker_ca: Option<PathBuf>,
         /// The workspace's name.
         #[arg(long)]
         name: String,
@@ -283,6 +287,10 @@ pub(crate) enum WorkspaceCommand {
         /// The broker's URL (https, or http on loopback).
         #[arg(long)]
         broker: String,
+        /// A PEM file of certificate authorities to trust for this broker besides the
+        /// system's (a team server behind a private authority); kept in the profile.
+        #[arg(long, value_name = "FILE")]
+        broker_ca: Option<PathBuf>,
         /// Your name as other members see it (an invite for a new member).
         #[arg(long, required_unless_present = "device_of")]
         member_name: Option<String>,
@@ -298,6 +306,19 @@ pub(crate) enum WorkspaceCommand {
     },
     /// Show the workspace, member and device of this profile, and the device's fingerprint.
     Show,
+    /// Trust a private certificate authority for the broker, or stop trusting one.
+    ///
+    /// Replaces the authorities this profile trusts for its broker besides the system's (for a
+    /// team server whose certificate was reissued by another authority). The broker is asked
+    /// first: authorities it cannot be reached with are refused and nothing changes.
+    BrokerCa {
+        /// A PEM file of the authorities' certificates.
+        #[arg(value_name = "FILE", required_unless_present = "clear")]
+        file: Option<PathBuf>,
+        /// Trust the system's authorities alone again.
+        #[arg(long, conflicts_with = "file")]
+        clear: bool,
+    },
 }
 
 /// `latchkey device ...`

@@ -9,7 +9,8 @@ use latchkey_client::access::{
     grant_standing, issue_single_use, set_credential_status, update_credential,
 };
 use latchkey_client::api::{
-    AuditFilter, BrokerClient, CredentialInfo, CredentialStatus, InviteFor, PauseState, Role,
+    AuditFilter, BrokerClient, BrokerEndpoint, BrokerUrl, CredentialInfo, CredentialStatus,
+    InviteFor, PauseState, Role,
 };
 use latchkey_client::audit::verify_export;
 use latchkey_client::catalog::Catalog;
@@ -18,11 +19,14 @@ use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
 use latchkey_client::profile::{Profile, ProfileName};
 use latchkey_client::recovery::{export_kit, import_kit};
 use latchkey_client::rotation::{RotationProgress, RotationScope, rotate};
-use latchkey_client::workspace::{broker_client, create_workspace, own_fingerprint};
+use latchkey_client::workspace::{
+    broker_client, create_workspace, own_fingerprint, set_broker_authorities,
+};
 use latchkey_core::capability::Method;
 use latchkey_core::ids::{AgentId, GrantId, MemberId};
 use latchkey_core::payload::Injection;
 use latchkey_core::secret::SecretBytes;
+use latchkey_core::tls::{TrustAnchors, TrustAnchorsError};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -35,6 +39,37 @@ use crate::cli::{
 use crate::connect::{connect_command, disconnect_command};
 use crate::people::{Join, device, join, member};
 use crate::policy::policy;
+
+/// A `--broker-ca` file (or `workspace broker-ca` FILE) that cannot be used (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("the certificate authority file {} cannot be used: {problem}", path.display())]
+pub(crate) struct UnusableBrokerCa {
+    /// The file given.
+    pub(crate) path: std::path::PathBuf,
+    /// What is wrong with it.
+    pub(crate) problem: TrustAnchorsError,
+}
+
+/// The authorities of the PEM file `path`.
+fn read_broker_ca(path: &std::path::Path) -> Result<TrustAnchors, UnusableBrokerCa> {
+    TrustAnchors::read(path).map_err(|problem| UnusableBrokerCa { path: path.to_owned(), problem })
+}
+
+/// `--broker URL` with the authorities of `--broker-ca FILE`, if given.
+pub(crate) fn broker_endpoint(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<BrokerEndpoint> {
+    let url: BrokerUrl = url.parse().context("--broker")?;
+    let authorities = ca_file.map(read_broker_ca).transpose()?;
+    Ok(BrokerEndpoint::new(url).trusting(authorities))
+}
+
+/// One indented line per certificate: its SHA-256 fingerprint.
+fn authority_lines(fingerprints: &[String]) -> String {
+    let lines: Vec<String> = fingerprints.iter().map(|f| format!("  SHA-256 {f}")).collect();
+    lines.join("\n")
+}
 
 /// Something the user named does not exist (exit code 3).
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +92,17 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let profile = profile(&cli)?;
     let choice = cli.key_store;
     match cli.command {
-        Command::Workspace(WorkspaceCommand::Create { broker, name, member_name, device_name }) => {
+        Command::Workspace(WorkspaceCommand::Create {
+            broker,
+            broker_ca,
+            name,
+            member_name,
+            device_name,
+        }) => {
+            let broker = broker_endpoint(&broker, broker_ca.as_deref())?;
             let store = key_store(&profile, choice, true)?;
-            let broker = broker.parse().context("--broker")?;
             let created =
-                create_workspace(&profile, &store, &broker, &name, &member_name, &device_name)
+                create_workspace(&profile, &store, broker, &name, &member_name, &device_name)
                     .await?;
             out.value(
                 &json!({
@@ -76,11 +117,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Workspace(WorkspaceCommand::Join {
             broker,
+            broker_ca,
             member_name,
             device_of,
             device_name,
             code_stdin,
         }) => {
+            let broker = broker_endpoint(&broker, broker_ca.as_deref())?;
             join(
                 &profile,
                 choice,
@@ -88,6 +131,23 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 Join { broker, member_name, device_of, device_name, code_stdin },
             )
             .await
+        }
+        Command::Workspace(WorkspaceCommand::BrokerCa { file, clear: _ }) => {
+            // clap requires FILE unless --clear, and refuses both.
+            let authorities = file.as_deref().map(read_broker_ca).transpose()?;
+            let fingerprints = authorities.as_ref().map(TrustAnchors::sha256_fingerprints);
+            let store = key_store(&profile, choice, false)?;
+            set_broker_authorities(&profile, &store, authorities).await?;
+            out.value(
+                &json!({ "broker_ca": fingerprints }),
+                &match &fingerprints {
+                    Some(fingerprints) => format!(
+                        "The broker answered; this profile now trusts, besides the system's authorities:\n{}",
+                        authority_lines(fingerprints)
+                    ),
+                    None => "The broker answered; this profile trusts the system's authorities alone.".to_owned(),
+                },
+            )
         }
         Command::Device(command) => device(&profile, choice, &out, command).await,
         Command::Member(command) => member(&profile, choice, &out, command).await,
@@ -179,6 +239,18 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = profile.load_config()?;
             let store = key_store(&profile, choice, false)?;
             let fingerprint = own_fingerprint(&profile, &store).await?;
+            let authorities = config.broker_ca.as_ref().map(TrustAnchors::sha256_fingerprints);
+            let mut text = format!(
+                "broker       {}\nworkspace    {}\nmember       {}\ndevice       {}\nfingerprint  {fingerprint}",
+                config.broker_url.as_str(),
+                config.workspace,
+                config.member,
+                config.device
+            );
+            if let Some(fingerprints) = &authorities {
+                text.push_str("\nbroker CA    trusted besides the system's authorities:\n");
+                text.push_str(&authority_lines(fingerprints));
+            }
             out.value(
                 &json!({
                     "broker": config.broker_url.as_str(), "workspace": config.workspace,
@@ -186,11 +258,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     "fingerprint": fingerprint.to_string(),
                     "workspace_key_version": config.workspace_key_version,
                     "member_key_version": config.member_key_version,
+                    "broker_ca": authorities,
                 }),
-                &format!(
-                    "broker       {}\nworkspace    {}\nmember       {}\ndevice       {}\nfingerprint  {fingerprint}",
-                    config.broker_url.as_str(), config.workspace, config.member, config.device
-                ),
+                &text,
             )
         }
         Command::Invite(InviteCommand::Create { role, device_for }) => {
@@ -622,7 +692,7 @@ fn progress_line(step: RotationProgress) {
 /// Grants issued for one `proxy` or `run`, revoked when it ends.
 pub(crate) struct LocalSession {
     client: BrokerClient,
-    broker: latchkey_client::api::BrokerUrl,
+    broker: BrokerEndpoint,
     grants: Vec<GrantId>,
     capabilities: std::collections::HashMap<String, latchkey_client::access::CapabilityText>,
     /// (credential name, provider) of each credential served.
@@ -665,7 +735,7 @@ impl LocalSession {
         let client = broker_client(profile, store).await?;
         let listed = client.credentials().await?;
         let mut session = Self {
-            broker: client.broker_url().clone(),
+            broker: client.endpoint(),
             client,
             grants: Vec::new(),
             capabilities: std::collections::HashMap::new(),

@@ -148,6 +148,13 @@ fn classify(error: &anyhow::Error) -> Verdict {
             Some(keychain(k))
         } else if let Some(p) = cause.downcast_ref::<ProfileError>() {
             profile(p)
+        } else if cause.downcast_ref::<commands::UnusableBrokerCa>().is_some() {
+            Some((
+                2,
+                Some(
+                    "give a PEM file of the certificate authorities' certificates (`-----BEGIN CERTIFICATE-----` blocks, no private key)",
+                ),
+            ))
         } else if cause.downcast_ref::<commands::NotFound>().is_some() {
             Some((3, None))
         } else {
@@ -179,14 +186,14 @@ fn workspace(error: &WorkspaceError) -> Option<Verdict> {
 }
 
 /// Where a team's private certificate authority goes so that this computer trusts the server:
-/// the system's trust store, which the TLS verifier reads, or a file named by
-/// `LATCHKEY_BROKER_CA` for Latchkey alone.
+/// the system's trust store, which the TLS verifier reads, or the profile (`--broker-ca`) for
+/// Latchkey alone.
 #[cfg(target_os = "macos")]
-const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to the System keychain in Keychain Access and set it to be trusted for SSL, or point LATCHKEY_BROKER_CA at its PEM file";
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to the System keychain in Keychain Access and set it to be trusted for SSL, or trust its PEM file for Latchkey alone with `latchkey workspace broker-ca FILE` (--broker-ca FILE when creating or joining)";
 #[cfg(target_os = "windows")]
-const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, import it into Trusted Root Certification Authorities (certlm.msc, or certmgr.msc for your user only), or point LATCHKEY_BROKER_CA at its PEM file";
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, import it into Trusted Root Certification Authorities (certlm.msc, or certmgr.msc for your user only), or trust its PEM file for Latchkey alone with `latchkey workspace broker-ca FILE` (--broker-ca FILE when creating or joining)";
 #[cfg(not(any(target_os = "macos", target_os = "windows")))]
-const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to this computer's trust store, or point LATCHKEY_BROKER_CA at its PEM file";
+const TRUST_A_PRIVATE_CA: &str = "if your team's server uses a private certificate authority, add it to this computer's trust store, or trust its PEM file for Latchkey alone with `latchkey workspace broker-ca FILE` (--broker-ca FILE when creating or joining)";
 
 fn client(error: &ClientError) -> Verdict {
     match error {

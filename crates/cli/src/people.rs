@@ -4,7 +4,7 @@
 use std::io::Read as _;
 
 use anyhow::{Context as _, bail};
-use latchkey_client::api::{InviteCode, Role};
+use latchkey_client::api::{BrokerEndpoint, InviteCode, Role};
 use latchkey_client::profile::Profile;
 use latchkey_client::workspace::{Joining, admit_device, join_workspace, receive_keys};
 use latchkey_core::fingerprint::Fingerprint;
@@ -17,7 +17,7 @@ use crate::commands::{Output, client, key_store, parse_id};
 
 /// The arguments of `workspace join`.
 pub(crate) struct Join {
-    pub(crate) broker: String,
+    pub(crate) broker: BrokerEndpoint,
     pub(crate) member_name: Option<String>,
     pub(crate) device_of: Option<String>,
     pub(crate) device_name: String,
@@ -31,7 +31,6 @@ pub(crate) async fn join(
     out: &Output,
     join: Join,
 ) -> anyhow::Result<()> {
-    let broker = join.broker.parse().context("--broker")?;
     let joining = match (join.device_of, join.member_name) {
         (Some(member), _) => Joining::ExistingMember(parse_id::<MemberId>(&member, "member")?),
         (None, Some(name)) => Joining::NewMember { name },
@@ -41,7 +40,7 @@ pub(crate) async fn join(
     let code = read_invite_code(join.code_stdin)?;
     let store = key_store(profile, choice, true)?;
     let joined =
-        join_workspace(profile, &store, &broker, &code, &joining, &join.device_name).await?;
+        join_workspace(profile, &store, join.broker, &code, &joining, &join.device_name).await?;
     out.value(
         &json!({
             "workspace": joined.workspace, "member": joined.member, "device": joined.device,

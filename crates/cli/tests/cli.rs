@@ -414,6 +414,51 @@ async fn team_server_over_tls(how: TeamTls) {
     assert_eq!(code, 0, "{err}");
     let shown: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["workspace"], created["workspace"], "{shown}");
+    assert_eq!(shown["broker_ca"], Value::Null, "the variable's CA is not kept in the profile");
+
+    // Trusted in the profile instead (--broker-ca), with no variable set: kept for every
+    // later command, shown by its fingerprint, replaced only by authorities the broker is
+    // reachable with.
+    let bea = Latchkey::new();
+    let bea_create = [&create[..], &["--broker-ca", ca_file.to_str().unwrap()]].concat();
+    let mut refused =
+        bea.command(&[&create[..], &["--broker-ca", not_a_bundle.to_str().unwrap()]].concat());
+    refused.env("LATCHKEY_BROKER_CA", &ca_file);
+    let (code, _, err) = finish(refused, None).await;
+    assert_eq!(code, 2, "an unusable --broker-ca file is a usage error, variable or not: {err}");
+    assert!(
+        err.contains("notes.txt cannot be used: no certificate found") && err.contains("hint:"),
+        "the file and the problem are named: {err}"
+    );
+    let (code, _, err) = bea.run(&bea_create, None).await;
+    assert_eq!(code, 0, "with --broker-ca the workspace is created: {err}");
+    let (code, _, err) = bea.run(&["agent", "create", "ci-bot"], None).await;
+    assert_eq!(code, 0, "later commands trust the profile's CA, no variable needed: {err}");
+    let ca_fingerprint = latchkey_core::tls::TrustAnchors::from_pem(ca_pem.as_bytes())
+        .unwrap()
+        .sha256_fingerprints();
+    let shown = |out: &str| serde_json::from_str::<Value>(out).unwrap()["broker_ca"].clone();
+    let (code, out, err) = bea.run(&["--json", "workspace", "show"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(shown(&out), serde_json::json!(ca_fingerprint), "the kept CA, by fingerprint");
+
+    let (code, _, err) = bea.run(&["workspace", "broker-ca", "--clear"], None).await;
+    assert_eq!(code, 5, "the system's authorities alone cannot reach this broker: {err}");
+    assert!(
+        err.contains("not trusted here"),
+        "the broker's certificate refusal is the reason: {err}"
+    );
+    let (code, _, err) =
+        bea.run(&["workspace", "broker-ca", not_a_bundle.to_str().unwrap()], None).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no certificate found"), "{err}");
+    let (code, out, err) = bea.run(&["--json", "workspace", "show"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(shown(&out), serde_json::json!(ca_fingerprint), "refused changes leave the CA kept");
+    let (code, out, err) =
+        bea.run(&["--json", "workspace", "broker-ca", ca_file.to_str().unwrap()], None).await;
+    assert_eq!(code, 0, "authorities the broker answers with are accepted: {err}");
+    assert_eq!(shown(&out), serde_json::json!(ca_fingerprint), "{out}");
     let _ = stop.send(());
 }
 

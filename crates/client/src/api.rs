@@ -176,6 +176,52 @@ pub enum BrokerUrlError {
     QueryOrFragment,
 }
 
+/// Where a device reaches its broker: the URL, and the certificate authorities this device
+/// trusts for it besides the system's (a team server behind a private authority; kept in the
+/// profile, see `ProfileConfig::broker_ca`). Those added to [`BROKER_CA_VAR`]'s, never instead
+/// of the system's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    url: BrokerUrl,
+    authorities: Option<TrustAnchors>,
+}
+
+impl BrokerEndpoint {
+    /// `url`, trusted through the system's authorities (and [`BROKER_CA_VAR`]'s).
+    pub fn new(url: BrokerUrl) -> Self {
+        Self { url, authorities: None }
+    }
+
+    /// The same broker, its certificate also accepted when issued by one of `authorities`.
+    #[must_use]
+    pub fn trusting(mut self, authorities: Option<TrustAnchors>) -> Self {
+        self.authorities = authorities;
+        self
+    }
+
+    /// The broker's URL.
+    pub fn url(&self) -> &BrokerUrl {
+        &self.url
+    }
+
+    /// The authorities trusted for this broker besides the system's, if any.
+    pub fn authorities(&self) -> Option<&TrustAnchors> {
+        self.authorities.as_ref()
+    }
+}
+
+impl From<BrokerUrl> for BrokerEndpoint {
+    fn from(url: BrokerUrl) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<&BrokerUrl> for BrokerEndpoint {
+    fn from(url: &BrokerUrl) -> Self {
+        Self::new(url.clone())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------
@@ -1240,25 +1286,35 @@ impl PauseState {
 pub struct BrokerClient {
     http: reqwest::Client,
     base: BrokerUrl,
+    authorities: Option<TrustAnchors>,
     device: DeviceId,
     signing: DeviceSigningKey,
 }
 
 impl BrokerClient {
-    /// A client for `base` signing as `device` with `signing`.
+    /// A client for `broker` (a [`BrokerUrl`], or a [`BrokerEndpoint`] with the authorities
+    /// trusted for it) signing as `device` with `signing`.
     pub fn new(
-        base: BrokerUrl,
+        broker: impl Into<BrokerEndpoint>,
         device: DeviceId,
         signing: DeviceSigningKey,
     ) -> Result<Self, ClientError> {
-        let http =
-            http_builder()?.timeout(Duration::from_secs(60)).build().map_err(ClientError::Setup)?;
-        Ok(Self { http, base, device, signing })
+        let BrokerEndpoint { url: base, authorities } = broker.into();
+        let http = http_builder(authorities.as_ref())?
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(ClientError::Setup)?;
+        Ok(Self { http, base, authorities, device, signing })
     }
 
     /// The broker this client talks to.
     pub fn broker_url(&self) -> &BrokerUrl {
         &self.base
+    }
+
+    /// The broker this client talks to, with the authorities it trusts for it.
+    pub fn endpoint(&self) -> BrokerEndpoint {
+        BrokerEndpoint::new(self.base.clone()).trusting(self.authorities.clone())
     }
 
     /// The device this client signs as.
@@ -1854,7 +1910,7 @@ impl BrokerClient {
         let path = "/v1/approvals/events";
         // No read timeout in the HTTP client: each wait below is bounded by `read_timeout`
         // itself, so a silent broker always reads as `Stalled`.
-        let http = http_builder()?.build().map_err(ClientError::Setup)?;
+        let http = http_builder(self.authorities.as_ref())?.build().map_err(ClientError::Setup)?;
         let request = self.signed(&http, Method::Get, path, &[], "text/event-stream")?;
         let mut response = tokio::time::timeout(read_timeout, request.send())
             .await
@@ -2062,20 +2118,20 @@ fn tls_refusal(broker: &str, problem: TlsProblem) -> String {
 }
 
 /// The HTTP client settings every broker connection shares: no redirects (a signature covers
-/// one target URI), a connect timeout, this library's user agent, and the authorities named by
-/// [`BROKER_CA_VAR`] trusted besides the system's.
-fn http_builder() -> Result<reqwest::ClientBuilder, ClientError> {
+/// one target URI), a connect timeout, this library's user agent, and the broker's own
+/// `authorities` and those named by [`BROKER_CA_VAR`] trusted besides the system's.
+fn http_builder(authorities: Option<&TrustAnchors>) -> Result<reqwest::ClientBuilder, ClientError> {
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("latchkey-client/", env!("CARGO_PKG_VERSION")));
-    Ok(trusting_broker_anchors(builder)?)
+    Ok(trusting_broker_anchors(builder, authorities)?)
 }
 
 /// The environment variable naming a PEM file of certificate authorities this device trusts
 /// for the broker besides the system's (a team server behind a private authority, where
-/// installing it in the system's trust store is not wanted or not possible). Empty or unset:
-/// the system's authorities alone.
+/// installing it in the system's trust store is not wanted or not possible), in addition to
+/// those a profile keeps (`ProfileConfig::broker_ca`). Empty or unset: none.
 pub const BROKER_CA_VAR: &str = "LATCHKEY_BROKER_CA";
 
 /// [`BROKER_CA_VAR`] names a file that cannot be used.
@@ -2088,23 +2144,23 @@ pub struct BrokerCaError {
     pub problem: TrustAnchorsError,
 }
 
-/// `builder` trusting, besides the system's authorities, those of the file [`BROKER_CA_VAR`]
-/// names. Read at each client's construction, so a fixed file is picked up by the next one.
+/// `builder` trusting, besides the system's authorities, `authorities` (the profile's) and
+/// those of the file [`BROKER_CA_VAR`] names. The file is read at each client's construction,
+/// so a fixed file is picked up by the next one.
 pub(crate) fn trusting_broker_anchors(
     builder: reqwest::ClientBuilder,
+    authorities: Option<&TrustAnchors>,
 ) -> Result<reqwest::ClientBuilder, BrokerCaError> {
-    Ok(match broker_anchors(std::env::var_os(BROKER_CA_VAR))? {
-        Some(anchors) => {
-            // `from_der` only stores the bytes with the rustls backend; it cannot fail here, and
-            // the bytes were checked as anchors when the file was read.
-            let certificates = anchors
-                .certificates()
-                .iter()
-                .filter_map(|der| reqwest::Certificate::from_der(der).ok());
-            builder.tls_certs_merge(certificates)
-        }
-        None => builder,
-    })
+    let from_environment = broker_anchors(std::env::var_os(BROKER_CA_VAR))?;
+    // `from_der` only stores the bytes with the rustls backend; it cannot fail here, and the
+    // bytes were checked as anchors when they were read.
+    let certificates = authorities
+        .into_iter()
+        .chain(from_environment.as_ref())
+        .flat_map(TrustAnchors::certificates)
+        .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+        .collect::<Vec<_>>();
+    Ok(if certificates.is_empty() { builder } else { builder.tls_certs_merge(certificates) })
 }
 
 fn broker_anchors(
@@ -2288,7 +2344,7 @@ mod tests {
         std::fs::write(&good, &pem).unwrap();
         let anchors = broker_anchors(Some(good.clone().into_os_string())).unwrap().unwrap();
         assert_eq!(anchors.len(), 1, "the bundle's one certificate is trusted");
-        assert!(trusting_broker_anchors(reqwest::Client::builder()).is_ok());
+        assert!(trusting_broker_anchors(reqwest::Client::builder(), Some(&anchors)).is_ok());
 
         let key = dir.path().join("with-key.pem");
         std::fs::write(&key, format!("{pem}{}", ca.serialize_pem())).unwrap();

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 
 use crate::access::CapabilityText;
-use crate::api::BrokerUrl;
+use crate::api::{BrokerEndpoint, BrokerUrl};
 
 /// Headers that belong to one connection, not to the request.
 const HOP_BY_HOP: [&str; 8] = [
@@ -72,9 +72,10 @@ impl LocalProxy {
     /// with the capability of each credential name in `capabilities`.
     pub fn start(
         listener: tokio::net::TcpListener,
-        broker: BrokerUrl,
+        broker: impl Into<BrokerEndpoint>,
         capabilities: HashMap<String, CapabilityText>,
     ) -> Result<Self, LocalProxyError> {
+        let broker = broker.into();
         let address = listener.local_addr()?;
         if !address.ip().is_loopback() {
             return Err(LocalProxyError::NotLoopback(address));
@@ -82,10 +83,10 @@ impl LocalProxy {
         let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(std::time::Duration::from_secs(10));
-        let http = crate::api::trusting_broker_anchors(builder)?
+        let http = crate::api::trusting_broker_anchors(builder, broker.authorities())?
             .build()
             .map_err(LocalProxyError::Setup)?;
-        let shared = Arc::new(Shared { broker, capabilities, http });
+        let shared = Arc::new(Shared { broker: broker.url().clone(), capabilities, http });
         let app = axum::Router::new().fallback(forward).with_state(shared);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {

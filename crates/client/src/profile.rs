@@ -11,8 +11,8 @@
 //! <config dir>/dev.keys       profile `dev`'s encrypted key file, only if chosen (--key-store file)
 //! ```
 //!
-//! The configuration file holds identifiers and the broker URL, never a secret: keys live only
-//! in the key store ([`crate::keychain`]).
+//! The configuration file holds identifiers, the broker URL and the certificate authorities
+//! trusted for it, never a secret: keys live only in the key store ([`crate::keychain`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,9 +20,10 @@ use std::str::FromStr;
 
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, WorkspaceId};
+use latchkey_core::tls::TrustAnchors;
 use serde::{Deserialize, Serialize};
 
-use crate::api::BrokerUrl;
+use crate::api::{BrokerEndpoint, BrokerUrl};
 
 /// The keychain service name of the real profile; named profiles append `.<name>`.
 pub const SERVICE_PREFIX: &str = "latchkey";
@@ -200,6 +201,15 @@ pub enum KeyStoreKind {
 pub struct ProfileConfig {
     /// The broker this device is enrolled at.
     pub broker_url: BrokerUrl,
+    /// Certificate authorities trusted for the broker besides the system's (a team server
+    /// behind a private authority), as a PEM bundle of their certificates.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "pem::serialize",
+        deserialize_with = "pem::deserialize"
+    )]
+    pub broker_ca: Option<TrustAnchors>,
     /// The workspace.
     pub workspace: WorkspaceId,
     /// This device's member.
@@ -221,10 +231,41 @@ pub struct ProfileConfig {
 }
 
 impl ProfileConfig {
+    /// The broker and the authorities trusted for it.
+    pub fn broker(&self) -> BrokerEndpoint {
+        BrokerEndpoint::new(self.broker_url.clone()).trusting(self.broker_ca.clone())
+    }
+
     /// Whether a person on this device confirmed `device`'s fingerprint and it is still
     /// `fingerprint` (the one of the keys the broker hands out for it now).
     pub fn trusts(&self, device: DeviceId, fingerprint: &Fingerprint) -> bool {
         self.trusted_devices.iter().any(|t| t.id == device && t.fingerprint.matches(fingerprint))
+    }
+}
+
+/// `broker_ca` as a PEM bundle, read back through the same checks as a file of authorities.
+mod pem {
+    use latchkey_core::tls::TrustAnchors;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    #[expect(clippy::ref_option, reason = "the signature serde's `serialize_with` calls")]
+    pub(super) fn serialize<S: Serializer>(
+        anchors: &Option<TrustAnchors>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match anchors {
+            Some(anchors) => serializer.serialize_str(&anchors.to_pem()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<TrustAnchors>, D::Error> {
+        let pem = String::deserialize(deserializer)?;
+        TrustAnchors::from_pem(pem.as_bytes())
+            .map(Some)
+            .map_err(|problem| serde::de::Error::custom(format!("broker_ca: {problem}")))
     }
 }
 
@@ -385,6 +426,7 @@ mod tests {
         let profile = Profile::new(ProfileName::named("t").unwrap(), dir.path());
         let config = ProfileConfig {
             broker_url: "https://broker.example/".parse().unwrap(),
+            broker_ca: None,
             workspace: WorkspaceId::random(),
             member: MemberId::random(),
             device: DeviceId::random(),
@@ -402,6 +444,48 @@ mod tests {
         let text = std::fs::read_to_string(profile.config_path()).unwrap();
         assert!(text.contains("key_store = \"os-keychain\""), "{text}");
         assert!(text.contains("broker_url = \"https://broker.example\""), "{text}");
+    }
+
+    #[test]
+    fn the_broker_authorities_are_kept_as_pem_and_a_damaged_bundle_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile::new(ProfileName::named("t").unwrap(), dir.path());
+        let ca = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&ca).unwrap().pem();
+        let anchors = TrustAnchors::from_pem(pem.as_bytes()).unwrap();
+        let config = ProfileConfig {
+            broker_url: "https://broker.internal/".parse().unwrap(),
+            broker_ca: Some(anchors.clone()),
+            workspace: WorkspaceId::random(),
+            member: MemberId::random(),
+            device: DeviceId::random(),
+            key_store: KeyStoreKind::OsKeychain,
+            workspace_key_version: None,
+            member_key_version: None,
+            trusted_devices: Vec::new(),
+        };
+        profile.save_config(&config).unwrap();
+        let text = std::fs::read_to_string(profile.config_path()).unwrap();
+        assert!(text.contains("-----BEGIN CERTIFICATE-----"), "kept readable, as PEM: {text}");
+        let loaded = profile.load_config().unwrap();
+        assert_eq!(loaded, config, "the authorities read back unchanged");
+        assert_eq!(loaded.broker().authorities(), Some(&anchors), "and reach the endpoint");
+
+        // A bundle edited by hand into something unusable stops the profile from loading,
+        // naming the field, instead of silently trusting the system's authorities alone.
+        let damaged = text.replace("-----END CERTIFICATE-----", "");
+        std::fs::write(profile.config_path(), damaged).unwrap();
+        match profile.load_config().unwrap_err() {
+            ProfileError::Malformed { detail, .. } => {
+                assert!(
+                    detail.contains("broker_ca: malformed PEM"),
+                    "names field and problem: {detail}"
+                );
+            }
+            other => panic!("a damaged bundle must be refused as malformed: {other}"),
+        }
     }
 
     #[test]

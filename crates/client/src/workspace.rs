@@ -25,9 +25,10 @@ use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{
     DeviceKeys, DeviceSigningKey, KeyError, MemberKey, WorkspaceKey, WrappedKey, WrappedKind,
 };
+use latchkey_core::tls::TrustAnchors;
 
 use crate::api::{
-    BrokerClient, BrokerUrl, ClientError, DeliveredKey, InviteCode, JoinAs, NewWorkspace, Role,
+    BrokerClient, BrokerEndpoint, ClientError, DeliveredKey, InviteCode, JoinAs, NewWorkspace, Role,
 };
 use crate::keychain::{KeySlot, KeyStore, KeychainError, SharedKeyStore};
 use crate::profile::{Profile, ProfileConfig, ProfileError, TrustedDevice};
@@ -186,12 +187,13 @@ pub struct ReceivedKeys {
 pub async fn create_workspace(
     profile: &Profile,
     store: &SharedKeyStore,
-    broker_url: &BrokerUrl,
+    broker: impl Into<BrokerEndpoint>,
     workspace_name: &str,
     member_name: &str,
     device_name: &str,
 ) -> Result<CreatedWorkspace, WorkspaceError> {
     check_fresh_profile(profile, store.as_ref())?;
+    let broker = broker.into();
     let workspace = WorkspaceId::random();
     let member = MemberId::random();
     let device = DeviceId::random();
@@ -210,7 +212,7 @@ pub async fn create_workspace(
         Ok(keys)
     })
     .await?;
-    let client = BrokerClient::new(broker_url.clone(), device, keys.signing)?;
+    let client = BrokerClient::new(broker.clone(), device, keys.signing)?;
     let registered = client
         .create_workspace(&NewWorkspace {
             workspace,
@@ -238,7 +240,8 @@ pub async fn create_workspace(
         return Err(WorkspaceError::Inconsistent("the created workspace has other identifiers"));
     }
     profile.save_config(&ProfileConfig {
-        broker_url: broker_url.clone(),
+        broker_url: broker.url().clone(),
+        broker_ca: broker.authorities().cloned(),
         workspace,
         member,
         device,
@@ -257,12 +260,13 @@ pub async fn create_workspace(
 pub async fn join_workspace(
     profile: &Profile,
     store: &SharedKeyStore,
-    broker_url: &BrokerUrl,
+    broker: impl Into<BrokerEndpoint>,
     invite_code: &InviteCode,
     joining: &Joining,
     device_name: &str,
 ) -> Result<JoinedWorkspace, WorkspaceError> {
     check_fresh_profile(profile, store.as_ref())?;
+    let broker = broker.into();
     let device = DeviceId::random();
     let keys = DeviceKeys::generate()?;
     let public = keys.public_keys();
@@ -276,7 +280,7 @@ pub async fn join_workspace(
 
     let keys = on_store(store, move |s| s.save_device_keys(device, &keys).map(|()| keys)).await?;
     let signing = DeviceSigningKey::from_secret_bytes(&keys.signing.expose_secret());
-    let client = BrokerClient::new(broker_url.clone(), device, signing)?;
+    let client = BrokerClient::new(broker.clone(), device, signing)?;
     let joined = match client.join(invite_code, &join_as, device_name, &public).await {
         Ok(joined) => joined,
         Err(e) => {
@@ -295,7 +299,8 @@ pub async fn join_workspace(
         return Err(WorkspaceError::BrokerKeyMismatch { local, broker: joined.broker_fingerprint });
     }
     let mut config = ProfileConfig {
-        broker_url: broker_url.clone(),
+        broker_url: broker.url().clone(),
+        broker_ca: broker.authorities().cloned(),
         workspace: joined.workspace,
         member: joined.member,
         device,
@@ -477,6 +482,28 @@ pub async fn receive_keys(
     Ok(received)
 }
 
+/// Replaces the certificate authorities this profile trusts for its broker besides the
+/// system's (`None`: the system's alone), once a signed request to the broker has gone through
+/// with them: authorities that would cut this device off from its broker are refused (the
+/// broker's TLS refusal is the error) and the profile is left as it was.
+pub async fn set_broker_authorities(
+    profile: &Profile,
+    store: &SharedKeyStore,
+    authorities: Option<TrustAnchors>,
+) -> Result<(), WorkspaceError> {
+    let (mut config, keys, _) = signed_in(profile, store).await?;
+    let signing = DeviceSigningKey::from_secret_bytes(&keys.signing.expose_secret());
+    let endpoint = BrokerEndpoint::new(config.broker_url.clone()).trusting(authorities.clone());
+    BrokerClient::new(endpoint, config.device, signing)?.broker_key().await?;
+    config.broker_ca = authorities;
+    profile.save_config(&config)?;
+    tracing::info!(
+        certificates = config.broker_ca.as_ref().map_or(0, TrustAnchors::len),
+        "broker authorities replaced"
+    );
+    Ok(())
+}
+
 /// A signed broker client for this profile's device (for the API calls without a flow of their
 /// own, such as [`BrokerClient::create_invite`] and [`BrokerClient::members`]).
 pub async fn broker_client(
@@ -511,7 +538,7 @@ pub(crate) async fn signed_in(
     let me = config.device;
     let keys = on_store(store, move |s| s.load_device_keys(me)).await?;
     let signing = DeviceSigningKey::from_secret_bytes(&keys.signing.expose_secret());
-    let client = BrokerClient::new(config.broker_url.clone(), me, signing)?;
+    let client = BrokerClient::new(config.broker(), me, signing)?;
     Ok((config, keys, client))
 }
 

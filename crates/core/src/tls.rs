@@ -76,7 +76,7 @@ impl CertificateProblem {
 /// broker's for upstream APIs (`--upstream-ca`), a device's for a team server behind a private
 /// authority (`LATCHKEY_BROKER_CA`). They are added to the platform verifier's anchors; they
 /// never replace them and never turn verification off.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TrustAnchors {
     certs: Vec<CertificateDer<'static>>,
 }
@@ -174,6 +174,41 @@ impl TrustAnchors {
     pub fn is_empty(&self) -> bool {
         self.certs.is_empty()
     }
+
+    /// The certificates alone as a PEM bundle (whatever else the text they were read from held
+    /// is not kept), which [`TrustAnchors::from_pem`] reads back to the same anchors.
+    pub fn to_pem(&self) -> String {
+        use base64::Engine as _;
+
+        let mut pem = String::new();
+        for cert in &self.certs {
+            pem.push_str("-----BEGIN CERTIFICATE-----\n");
+            let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+            // Base64 is ASCII, so every 64-byte chunk is whole characters.
+            for line in encoded.as_bytes().chunks(64) {
+                pem.push_str(&String::from_utf8_lossy(line));
+                pem.push('\n');
+            }
+            pem.push_str("-----END CERTIFICATE-----\n");
+        }
+        pem
+    }
+
+    /// Each certificate's SHA-256 fingerprint as `AB:CD:...` (the form `openssl x509
+    /// -fingerprint -sha256` prints), in the bundle's order: what a person compares with the
+    /// authority's published one.
+    pub fn sha256_fingerprints(&self) -> Vec<String> {
+        use sha2::Digest as _;
+
+        self.certs
+            .iter()
+            .map(|cert| {
+                let digest = sha2::Sha256::digest(cert.as_ref());
+                let pairs: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+                pairs.join(":")
+            })
+            .collect()
+    }
 }
 
 /// Finds a TLS failure in `error`'s chain of causes.
@@ -237,6 +272,30 @@ fn windows_found_no_issuer(reason: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Let's Encrypt's roots as they publish them, with the SHA-256 fingerprints they publish.
+    const ISRG_ROOT_X1: &str = include_str!("vectors/isrg-root-x1.pem");
+    const ISRG_ROOT_X1_SHA256: &str = "96:BC:EC:06:26:49:76:F3:74:60:77:9A:CF:28:C5:A7:CF:E8:A3:C0:AA:E1:1A:8F:FC:EE:05:C0:BD:DF:08:C6";
+    const ISRG_ROOT_X2: &str = include_str!("vectors/isrg-root-x2.pem");
+    const ISRG_ROOT_X2_SHA256: &str = "69:72:9B:8E:15:A8:6E:FC:17:7A:57:AF:B7:17:1D:FC:64:AD:D2:8C:2F:CA:8C:F1:50:7E:34:45:3C:CB:14:70";
+
+    #[test]
+    fn anchors_are_written_back_as_the_published_pem_with_the_published_fingerprints() {
+        let x1 = TrustAnchors::from_pem(ISRG_ROOT_X1.as_bytes()).expect("a published root");
+        assert_eq!(
+            x1.to_pem(),
+            ISRG_ROOT_X1,
+            "64-column base64 between the two lines, as published"
+        );
+        assert_eq!(x1.sha256_fingerprints(), [ISRG_ROOT_X1_SHA256]);
+
+        let bundle = format!("# a comment a bundle may carry\n{ISRG_ROOT_X1}\n{ISRG_ROOT_X2}");
+        let both = TrustAnchors::from_pem(bundle.as_bytes()).expect("a bundle of two roots");
+        assert_eq!(both.to_pem(), format!("{ISRG_ROOT_X1}{ISRG_ROOT_X2}"), "certificates only");
+        assert_eq!(both.sha256_fingerprints(), [ISRG_ROOT_X1_SHA256, ISRG_ROOT_X2_SHA256]);
+        let reread = TrustAnchors::from_pem(both.to_pem().as_bytes()).expect("its own output");
+        assert_eq!(reread, both, "to_pem reads back to the same anchors, in order");
+    }
 
     #[test]
     fn a_certificate_problem_is_told_from_a_failed_handshake_through_io_wrapping() {

@@ -129,7 +129,7 @@ describe('joining as another device of mine', () => {
 
     expect(await screen.findByTestId('fingerprint')).toHaveTextContent('4F2A-91C3-7D0E-B85A');
     expect(b.callsOf('join_workspace')).toEqual([
-      { serverUrl: 'https://lk.acme.dev', inviteCode: 'LK-D3VC-8KWN-4TQA', memberName: null, deviceOf: MEMBER_ID.toUpperCase(), deviceName: expect.any(String) },
+      { serverUrl: 'https://lk.acme.dev', serverCa: null, inviteCode: 'LK-D3VC-8KWN-4TQA', memberName: null, deviceOf: MEMBER_ID.toUpperCase(), deviceName: expect.any(String) },
     ]);
     expect(screen.getByRole('heading', { level: 1 })).toHaveTextContent('Admit this device from your other one');
 

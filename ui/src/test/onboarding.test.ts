@@ -27,7 +27,7 @@ describe('onboarding', () => {
     await user.click(screen.getByTestId('create-workspace'));
     await screen.findByText('Workspace ready');
     expect(b.callsOf('create_workspace')).toEqual([
-      { workspaceName: 'Acme', memberName: 'Ada', deviceName: expect.any(String), teamServerUrl: null },
+      { workspaceName: 'Acme', memberName: 'Ada', deviceName: expect.any(String), teamServerUrl: null, teamServerCa: null },
     ]);
     expect(screen.getByTestId('fingerprint').textContent).toBe('4F2A-91C3-7D0E-B85A');
   });
@@ -42,6 +42,44 @@ describe('onboarding', () => {
     await user.click(screen.getByTestId('create-workspace'));
     await screen.findByText('Workspace ready');
     expect(b.callsOf('create_workspace')[0].teamServerUrl).toBe('https://lk.acme.dev');
+    expect(b.callsOf('create_workspace')[0].teamServerCa, 'no authority pasted: none sent').toBeNull();
+  });
+
+  it("sends a team server's private certificate authority, and shows why a bad one is refused", async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    await user.click(screen.getByTestId('where-server'));
+    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.internal');
+    expect(screen.getByTestId('server-ca'), 'folded away until asked for').not.toBeVisible();
+    await user.click(screen.getByTestId('server-ca-toggle'));
+    await user.type(screen.getByTestId('server-ca'), 'ask IT');
+    await user.click(screen.getByTestId('create-workspace'));
+    expect(await screen.findByTestId('error')).toHaveAttribute('data-code', 'broker_ca_unusable');
+    expect(screen.getByTestId('error')).toHaveTextContent('no certificate found');
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    await user.clear(screen.getByTestId('server-ca'));
+    // user-event reads braces and brackets as key names; the PEM has neither.
+    await user.type(screen.getByTestId('server-ca'), pem);
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+    const calls = b.callsOf('create_workspace');
+    expect(calls[calls.length - 1].teamServerCa, 'the pasted text, as pasted').toBe(pem);
+  });
+
+  it('never sends an authority pasted for a team server when this computer is chosen after all', async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    await user.click(screen.getByTestId('where-server'));
+    await user.click(screen.getByTestId('server-ca-toggle'));
+    await user.type(screen.getByTestId('server-ca'), '-----BEGIN CERTIFICATE-----');
+    await user.click(screen.getByTestId('where-local'));
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+    expect(b.callsOf('create_workspace')[0]).toMatchObject({ teamServerUrl: null, teamServerCa: null });
   });
 
   it('offers the recovery kit only when both passphrases match, and can be skipped', async () => {
@@ -63,6 +101,22 @@ describe('onboarding', () => {
     expect(app.status?.setUp, 'finishing onboarding hands the new status to the app').toBe(true);
   });
 
+  it("joins a server behind a private authority with that authority's certificate", async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await user.click(screen.getByTestId('start-join'));
+    await user.type(screen.getByTestId('join-url'), 'https://lk.acme.internal');
+    await user.click(screen.getByTestId('join-ca-toggle'));
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    await user.type(screen.getByTestId('join-ca'), pem);
+    await user.type(screen.getByTestId('invite-code'), 'LK-7Q4M');
+    await user.type(screen.getByTestId('join-name'), 'Sam');
+    await user.click(screen.getByTestId('join-workspace'));
+    await screen.findByTestId('fingerprint');
+    expect(b.callsOf('join_workspace')[0].serverCa).toBe(pem);
+  });
+
   it('joins with an invite, shows the fingerprint, and explains not_admitted_yet', async () => {
     const b = setup({ fresh: true, admitAfter: 1 });
     const user = userEvent.setup();
@@ -75,7 +129,7 @@ describe('onboarding', () => {
     await user.type(screen.getByTestId('join-name'), 'Sam');
     await user.click(screen.getByTestId('join-workspace'));
     expect(await screen.findByTestId('fingerprint')).toHaveTextContent('4F2A-91C3-7D0E-B85A');
-    expect(b.callsOf('join_workspace')[0], 'a new member sends a name and no member id').toMatchObject({ memberName: 'Sam', deviceOf: null, inviteCode: 'LK-7Q4M' });
+    expect(b.callsOf('join_workspace')[0], 'a new member sends a name and no member id').toMatchObject({ memberName: 'Sam', deviceOf: null, inviteCode: 'LK-7Q4M', serverCa: null });
 
     expect(screen.getByTestId('finish-join'), 'keys are taken only from a confirmed admin device').toBeDisabled();
     await user.type(screen.getByTestId('admin-fingerprint'), '9C1B-22D0-5E7F-A3B4');

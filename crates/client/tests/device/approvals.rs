@@ -300,8 +300,12 @@ async fn fake_stream(script: Vec<(Duration, String)>) -> BrokerClient {
         drop(socket);
     });
     let signing = latchkey_core::keys::DeviceSigningKey::generate().unwrap();
-    BrokerClient::new(url.parse().unwrap(), latchkey_core::ids::DeviceId::random(), signing)
-        .unwrap()
+    BrokerClient::new(
+        url.parse::<latchkey_client::api::BrokerUrl>().unwrap(),
+        latchkey_core::ids::DeviceId::random(),
+        signing,
+    )
+    .unwrap()
 }
 
 fn approval_event(approval: &ApprovalInfo) -> String {

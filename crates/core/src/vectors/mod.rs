@@ -7,6 +7,7 @@
 //! | `rfc5869.rs` | RFC 5869 Appendix A.1–A.3 | `hkdf_sha256` |
 //! | `rfc8032.rs` | RFC 8032 §7.1 | `ed25519_sign`, `ed25519_verify` |
 //! | `rfc9180.rs` | RFC 9180 Appendix A.2.1 | `hpke_open`, `hpke_seal`, and the `hpke_suite` types |
+//! | `isrg-root-x1.pem`, `isrg-root-x2.pem` | Let's Encrypt's published roots and their SHA-256 fingerprints | `tls::TrustAnchors::to_pem`, `sha256_fingerprints` (tested in `tls.rs`) |
 //!
 //! Every test counts the vectors it ran and asserts a minimum, so a filter that silently matches
 //! nothing fails instead of passing.

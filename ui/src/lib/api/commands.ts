@@ -42,10 +42,15 @@ export const createWorkspace = (a: {
   deviceName: string;
   /** null = this computer (embedded broker). */
   teamServerUrl: string | null;
+  /** PEM of a private certificate authority trusted for the team server; null = none. Rejects
+   * with `broker_ca_unusable` if it holds no usable certificate (or holds a private key). */
+  teamServerCa: string | null;
 }) => call<AppStatus>('create_workspace', a);
 /** Exactly one of `memberName` (a new member) and `deviceOf` (another device of that member). */
 export const joinWorkspace = (a: {
   serverUrl: string;
+  /** As `teamServerCa` when creating. */
+  serverCa: string | null;
   inviteCode: string;
   memberName: string | null;
   /** The member id shown with a device invite; rejects with `invalid_member_id` if it is not one. */

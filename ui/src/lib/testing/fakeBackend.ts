@@ -77,6 +77,14 @@ export type FakeBackend = {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** As the app refuses pasted authorities: PEM certificates only, never a private key. */
+function checkCa(pem: unknown) {
+  if (pem === null || pem === undefined) return;
+  const text = String(pem);
+  if (/PRIVATE KEY/.test(text)) throw err('broker_ca_unusable', 'the certificate authority you gave cannot be used: the file holds a private key; give only the certificate authorities\' certificates and keep the key elsewhere');
+  if (!/-----BEGIN CERTIFICATE-----/.test(text)) throw err('broker_ca_unusable', 'the certificate authority you gave cannot be used: no certificate found; give one or more `-----BEGIN CERTIFICATE-----` blocks in PEM');
+}
+
 function err(code: string, message: string, extra: Record<string, unknown> = {}): ApiError {
   return { code, message, ...extra } as ApiError;
 }
@@ -200,6 +208,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
   const handlers: Record<string, (a: Record<string, unknown>) => unknown> = {
     app_status: () => structuredClone(b.status),
     create_workspace: (a) => {
+      checkCa(a.teamServerCa);
       const local = a.teamServerUrl === null;
       const url = local ? 'http://127.0.0.1:7878' : String(a.teamServerUrl);
       b.status = {
@@ -214,6 +223,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     },
     join_workspace: (a) => {
       if (!/^https?:\/\//.test(String(a.serverUrl))) throw err('invalid_url', 'The server URL must start with https://');
+      checkCa(a.serverCa);
       if (String(a.inviteCode).trim().length < 4) throw err('invalid_invite', 'That invite code is not valid or has expired.');
       const name = typeof a.memberName === 'string' ? a.memberName.trim() : '';
       const deviceOf = typeof a.deviceOf === 'string' ? a.deviceOf.trim() : '';
