@@ -198,4 +198,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn unlock(&self) -> Outcome<AppStatus>;
     /// Pulls or releases the workspace's kill switch.
     async fn set_paused(&self, paused: bool) -> Outcome<AppStatus>;
+    /// Replaces the certificate authorities trusted for the broker besides the system's
+    /// (`None`: the system's alone), once the broker answered a request made with them.
+    async fn set_broker_ca(&self, authorities: Option<TrustAnchors>) -> Outcome<AppStatus>;
 }

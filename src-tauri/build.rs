@@ -42,6 +42,7 @@ const COMMANDS: &[&str] = &[
     "rotate_keys",
     "export_recovery_kit",
     "set_paused",
+    "set_broker_ca",
     "lock",
     "unlock",
     "open_external",

@@ -490,6 +490,20 @@ pub async fn set_paused<R: Runtime>(
     Ok(status)
 }
 
+/// Trusts the pasted certificate authorities (PEM) for the broker besides the system's, or, with
+/// `pem` blank or absent, the system's alone again. Nothing changes unless the broker answers a
+/// request made with the new set.
+#[tauri::command]
+pub async fn set_broker_ca<R: Runtime>(
+    app: AppHandle<R>,
+    shell: State<'_, Shell>,
+    pem: Option<String>,
+) -> Outcome<AppStatus> {
+    let status = shell.backend.set_broker_ca(authorities(pem)?).await?;
+    events::status_changed(&app, &status);
+    Ok(status)
+}
+
 #[tauri::command]
 pub async fn lock<R: Runtime>(app: AppHandle<R>, shell: State<'_, Shell>) -> Outcome<AppStatus> {
     let status = shell.backend.lock().await?;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use latchkey_client::api::Role;
 use latchkey_core::secret::SecretBytes;
+use latchkey_core::tls::TrustAnchors;
 use serde_json::{Value, json};
 use tauri::ipc::{CallbackFn, InvokeBody};
 use tauri::test::{INVOKE_KEY, MockRuntime, get_ipc_response, mock_builder};
@@ -41,6 +42,8 @@ struct Seen {
     joins: Vec<(latchkey_client::workspace::Joining, String)>,
     /// How many certificate authorities each join was given for its server.
     join_authorities: Vec<Option<usize>>,
+    /// How many certificate authorities each `set_broker_ca` asked for.
+    broker_ca: Vec<Option<usize>>,
 }
 
 #[derive(Default)]
@@ -65,6 +68,7 @@ fn status(set_up: bool, paused: bool) -> AppStatus {
             role: Role::Admin,
             device_id: "d1".into(),
             fingerprint: "4F2A-91C3".into(),
+            broker_ca: Vec::new(),
         }),
         broker: BrokerView { url: None, local: true, reachable: true, error: None },
         paused,
@@ -282,6 +286,10 @@ impl Backend for Fake {
     async fn set_paused(&self, paused: bool) -> Outcome<AppStatus> {
         self.seen.lock().unwrap().paused = Some(paused);
         Ok(status(true, paused))
+    }
+    async fn set_broker_ca(&self, authorities: Option<TrustAnchors>) -> Outcome<AppStatus> {
+        self.seen.lock().unwrap().broker_ca.push(authorities.as_ref().map(TrustAnchors::len));
+        Ok(status(true, false))
     }
 }
 
@@ -614,6 +622,25 @@ fn pause_and_resume_go_to_the_backend_and_report_the_new_state() {
     let status = h.invoke("set_paused", json!({"paused": true})).expect("paused");
     assert_eq!(status["paused"], true);
     assert_eq!(h.fake.seen.lock().unwrap().paused, Some(true));
+}
+
+#[test]
+fn the_broker_authorities_are_replaced_or_cleared_and_an_unusable_paste_never_reaches_the_backend()
+{
+    let h = harness();
+    let pem = private_ca_pem();
+    let status = h.invoke("set_broker_ca", json!({"pem": pem})).expect("a usable authority");
+    assert_eq!(status["setUp"], true, "the new status comes back: {status}");
+    h.invoke("set_broker_ca", json!({"pem": null})).expect("none: the system's alone");
+    h.invoke("set_broker_ca", json!({"pem": "  "})).expect("blank is none");
+    let refused =
+        h.invoke("set_broker_ca", json!({"pem": "ask IT"})).expect_err("no certificate in it");
+    assert_eq!(refused["code"], "broker_ca_unusable", "{refused}");
+    assert_eq!(
+        h.fake.seen.lock().unwrap().broker_ca,
+        [Some(1), None, None],
+        "the refused paste was never passed on"
+    );
 }
 
 #[test]

@@ -77,6 +77,7 @@ macro_rules! command_handlers {
             $crate::commands::rotate_keys,
             $crate::commands::export_recovery_kit,
             $crate::commands::set_paused,
+            $crate::commands::set_broker_ca,
             $crate::commands::lock,
             $crate::commands::unlock,
             $crate::commands::open_external,

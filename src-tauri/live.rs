@@ -29,6 +29,7 @@ use latchkey_core::capability::Method;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::ids::{AgentId, ApprovalId, CredentialId, DeviceId, GrantId, MemberId};
 use latchkey_core::secret::SecretBytes;
+use latchkey_core::tls::TrustAnchors;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::backend::{
@@ -405,6 +406,11 @@ impl Backend for Live {
                 role: Role::Member,
                 device_id: config.device.to_string(),
                 fingerprint,
+                broker_ca: config
+                    .broker_ca
+                    .as_ref()
+                    .map(TrustAnchors::sha256_fingerprints)
+                    .unwrap_or_default(),
             }),
             broker: BrokerView { url: Some(url), local, reachable: false, error: None },
             paused: false,
@@ -888,6 +894,13 @@ impl Backend for Live {
 
     async fn set_paused(&self, paused: bool) -> Outcome<AppStatus> {
         self.client().await?.set_paused(paused).await?;
+        Ok(self.status().await)
+    }
+
+    async fn set_broker_ca(&self, authorities: Option<TrustAnchors>) -> Outcome<AppStatus> {
+        let store = self.key_store().await?;
+        workspace::set_broker_authorities(self.profile(), &store, authorities).await?;
+        self.forget_client().await;
         Ok(self.status().await)
     }
 }

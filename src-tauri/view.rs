@@ -61,6 +61,9 @@ pub struct WorkspaceView {
     pub device_id: String,
     /// This device's fingerprint, compared when admitting devices.
     pub fingerprint: String,
+    /// The SHA-256 fingerprint of each certificate authority trusted for the broker besides
+    /// the system's (kept in the profile); empty: the system's alone.
+    pub broker_ca: Vec<String>,
 }
 
 /// The broker's reachability.

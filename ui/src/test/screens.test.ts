@@ -228,6 +228,38 @@ describe('security', () => {
     expect(b.callsOf('set_paused')).toEqual([{ paused: true }]);
   });
 
+  it("trusts a team server's private authority, lists it, and goes back to the system's", async () => {
+    const b = setup();
+    b.status.workspace = { ...b.status.workspace!, local: false, brokerUrl: 'https://lk.acme.internal' };
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Security);
+    const card = await screen.findByTestId('broker-ca-card');
+    expect(card).toHaveTextContent("this computer's trusted certificate authorities");
+    expect(screen.queryByTestId('broker-ca-clear'), 'nothing to clear yet').toBeNull();
+    await user.type(screen.getByTestId('broker-ca-pem'), 'ask IT');
+    await user.click(screen.getByTestId('broker-ca-save'));
+    expect(await screen.findByRole('alert'), 'why the paste was refused').toHaveTextContent('no certificate found');
+    expect(app.status?.workspace?.brokerCa, 'a refused paste changes nothing').toEqual([]);
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    await user.clear(screen.getByTestId('broker-ca-pem'));
+    await user.type(screen.getByTestId('broker-ca-pem'), pem);
+    await user.click(screen.getByTestId('broker-ca-save'));
+    expect(await screen.findByTestId('broker-ca-done')).toHaveTextContent('The server answered using the new authority');
+    expect(screen.getByTestId('broker-ca-list')).toHaveTextContent('SHA-256 AB:CD:00');
+    await user.click(screen.getByTestId('broker-ca-clear'));
+    await waitFor(() => expect(app.status?.workspace?.brokerCa).toEqual([]));
+    expect(b.callsOf('set_broker_ca')).toEqual([{ pem: 'ask IT' }, { pem }, { pem: null }]);
+  });
+
+  it("shows no certificate setting for this computer's own broker", async () => {
+    setup();
+    await refreshStatus();
+    render(Security);
+    await screen.findByTestId('rotate-keys');
+    expect(screen.queryByTestId('broker-ca-card'), 'a loopback broker has no certificate').toBeNull();
+  });
+
   it('shows why a recovery kit export failed', async () => {
     setup();
     const user = userEvent.setup();

@@ -142,6 +142,10 @@ export const rotateKeys = () => call<RotationResult>('rotate_keys');
 export const exportRecoveryKit = (passphrase: string) =>
   call<{ path: string }>('export_recovery_kit', { passphrase });
 export const setPaused = (paused: boolean) => call<AppStatus>('set_paused', { paused });
+/** Trusts the certificate authority in `pem` for the broker besides the system's (null: the
+ * system's alone). Rejects with `broker_ca_unusable` for an unusable paste, or with the broker's
+ * TLS refusal (`broker_tls_refused`), and then nothing changed. */
+export const setBrokerCa = (pem: string | null) => call<AppStatus>('set_broker_ca', { pem });
 export const lock = () => call<AppStatus>('lock');
 export const unlock = () => call<AppStatus>('unlock');
 export const openExternal = (url: string) => call<null>('open_external', { url });

@@ -15,6 +15,9 @@ export type Workspace = {
   deviceId: string;
   /** This device's fingerprint, e.g. "4F2A-91C3-...". */
   fingerprint: string;
+  /** SHA-256 fingerprints of the certificate authorities trusted for the broker besides the
+   * system's; empty = the system's alone. */
+  brokerCa: string[];
 };
 
 export type BrokerState = { url: string | null; local: boolean; reachable: boolean; error: string | null };

@@ -408,6 +408,16 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       b.status.locked = false;
       return structuredClone(b.status);
     },
+    set_broker_ca: (a) => {
+      checkCa(a.pem);
+      if (b.status.workspace) {
+        // A stand-in fingerprint per pasted certificate: the fake does not parse X.509.
+        const count = a.pem === null ? 0 : (String(a.pem).match(/-----BEGIN CERTIFICATE-----/g) ?? []).length;
+        b.status.workspace.brokerCa = Array.from({ length: count }, (_, i) => `AB:CD:${String(i).padStart(2, '0')}`);
+      }
+      void emit('status-changed', structuredClone(b.status));
+      return structuredClone(b.status);
+    },
     set_paused: (a) => {
       b.status.paused = Boolean(a.paused);
       void emit('status-changed', structuredClone(b.status));

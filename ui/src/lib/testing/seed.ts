@@ -17,6 +17,7 @@ export function seedStatus(setUp = true): AppStatus {
           role: 'admin',
           deviceId: 'dev_this',
           fingerprint: FINGERPRINT,
+          brokerCa: [],
         }
       : null,
     broker: setUp
