@@ -178,8 +178,8 @@ pub enum BrokerUrlError {
 
 /// Where a device reaches its broker: the URL, and the certificate authorities this device
 /// trusts for it besides the system's (a team server behind a private authority; kept in the
-/// profile, see `ProfileConfig::broker_ca`). Those added to [`BROKER_CA_VAR`]'s, never instead
-/// of the system's.
+/// profile, see `ProfileConfig::broker_ca`). They are trusted together with those
+/// [`BROKER_CA_VAR`] names, and never instead of the system's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerEndpoint {
     url: BrokerUrl,
@@ -1285,8 +1285,7 @@ impl PauseState {
 /// A device's signed connection to one broker.
 pub struct BrokerClient {
     http: reqwest::Client,
-    base: BrokerUrl,
-    authorities: Option<TrustAnchors>,
+    broker: BrokerEndpoint,
     device: DeviceId,
     signing: DeviceSigningKey,
 }
@@ -1299,22 +1298,22 @@ impl BrokerClient {
         device: DeviceId,
         signing: DeviceSigningKey,
     ) -> Result<Self, ClientError> {
-        let BrokerEndpoint { url: base, authorities } = broker.into();
-        let http = http_builder(authorities.as_ref())?
+        let broker = broker.into();
+        let http = http_builder(broker.authorities())?
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(ClientError::Setup)?;
-        Ok(Self { http, base, authorities, device, signing })
+        Ok(Self { http, broker, device, signing })
     }
 
     /// The broker this client talks to.
     pub fn broker_url(&self) -> &BrokerUrl {
-        &self.base
+        self.broker.url()
     }
 
     /// The broker this client talks to, with the authorities it trusts for it.
     pub fn endpoint(&self) -> BrokerEndpoint {
-        BrokerEndpoint::new(self.base.clone()).trusting(self.authorities.clone())
+        self.broker.clone()
     }
 
     /// The device this client signs as.
@@ -1910,12 +1909,12 @@ impl BrokerClient {
         let path = "/v1/approvals/events";
         // No read timeout in the HTTP client: each wait below is bounded by `read_timeout`
         // itself, so a silent broker always reads as `Stalled`.
-        let http = http_builder(self.authorities.as_ref())?.build().map_err(ClientError::Setup)?;
+        let http = http_builder(self.broker.authorities())?.build().map_err(ClientError::Setup)?;
         let request = self.signed(&http, Method::Get, path, &[], "text/event-stream")?;
         let mut response = tokio::time::timeout(read_timeout, request.send())
             .await
             .map_err(|_| ClientError::Stalled {
-                broker: self.base.to_string(),
+                broker: self.broker.url().to_string(),
                 silent: read_timeout,
             })?
             .map_err(|e| self.transport(e))?;
@@ -1940,7 +1939,7 @@ impl BrokerClient {
         Ok(ApprovalEvents {
             response,
             parser: SseParser::default(),
-            broker: self.base.to_string(),
+            broker: self.broker.url().to_string(),
             read_timeout,
         })
     }
@@ -2061,7 +2060,7 @@ impl BrokerClient {
         bytes: &[u8],
         accept: &str,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
-        let target = self.base.join(path);
+        let target = self.broker.url().join(path);
         let headers: Vec<(&str, &str)> =
             if bytes.is_empty() { Vec::new() } else { vec![("content-type", "application/json")] };
         let parts =
@@ -2105,7 +2104,7 @@ impl BrokerClient {
     }
 
     fn transport(&self, source: reqwest::Error) -> ClientError {
-        let broker = self.base.to_string();
+        let broker = self.broker.url().to_string();
         match tls_problem(&source) {
             Some(problem) => ClientError::Tls { broker, problem },
             None => ClientError::Transport { broker, source: source.without_url() },
@@ -2212,7 +2211,7 @@ fn refusal(method: Method, path: &str, status: u16, received: &[u8]) -> ClientEr
 impl fmt::Debug for BrokerClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BrokerClient")
-            .field("broker", &self.base)
+            .field("broker", self.broker.url())
             .field("device", &self.device)
             .finish_non_exhaustive()
     }
