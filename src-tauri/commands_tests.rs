@@ -69,6 +69,7 @@ fn status(set_up: bool, paused: bool) -> AppStatus {
             device_id: "d1".into(),
             fingerprint: "4F2A-91C3".into(),
             broker_ca: Vec::new(),
+            broker_ca_pem: None,
         }),
         broker: BrokerView { url: None, local: true, reachable: true, error: None },
         paused,

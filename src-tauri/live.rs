@@ -411,6 +411,7 @@ impl Backend for Live {
                     .as_ref()
                     .map(TrustAnchors::sha256_fingerprints)
                     .unwrap_or_default(),
+                broker_ca_pem: config.broker_ca.as_ref().map(TrustAnchors::to_pem),
             }),
             broker: BrokerView { url: Some(url), local, reachable: false, error: None },
             paused: false,

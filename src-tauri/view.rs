@@ -64,6 +64,8 @@ pub struct WorkspaceView {
     /// The SHA-256 fingerprint of each certificate authority trusted for the broker besides
     /// the system's (kept in the profile); empty: the system's alone.
     pub broker_ca: Vec<String>,
+    /// Those authorities' certificates as PEM (public), to hand to a device that joins.
+    pub broker_ca_pem: Option<String>,
 }
 
 /// The broker's reachability.

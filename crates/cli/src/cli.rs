@@ -310,14 +310,18 @@ pub(crate) enum WorkspaceCommand {
     ///
     /// Replaces the authorities this profile trusts for its broker besides the system's (for a
     /// team server whose certificate was reissued by another authority). The broker is asked
-    /// first: authorities it cannot be reached with are refused and nothing changes.
+    /// first: authorities it cannot be reached with are refused and nothing changes. --print
+    /// writes the ones kept as PEM, to hand to a device that joins.
     BrokerCa {
         /// A PEM file of the authorities' certificates.
-        #[arg(value_name = "FILE", required_unless_present = "clear")]
+        #[arg(value_name = "FILE", required_unless_present_any = ["clear", "print"])]
         file: Option<PathBuf>,
         /// Trust the system's authorities alone again.
-        #[arg(long, conflicts_with = "file")]
+        #[arg(long, conflicts_with_all = ["file", "print"])]
         clear: bool,
+        /// Print the authorities this profile trusts for its broker, as PEM.
+        #[arg(long, conflicts_with = "file")]
+        print: bool,
     },
 }
 

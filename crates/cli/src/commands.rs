@@ -132,8 +132,19 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Workspace(WorkspaceCommand::BrokerCa { file, clear: _ }) => {
-            // clap requires FILE unless --clear, and refuses both.
+        Command::Workspace(WorkspaceCommand::BrokerCa { print: true, .. }) => {
+            let Some(authorities) = profile.load_config()?.broker_ca else {
+                return Err(NotFound(
+                    "this profile trusts the system's certificate authorities alone for its broker"
+                        .to_owned(),
+                )
+                .into());
+            };
+            let pem = authorities.to_pem();
+            out.value(&json!({ "broker_ca_pem": pem }), pem.trim_end())
+        }
+        Command::Workspace(WorkspaceCommand::BrokerCa { file, clear: _, print: false }) => {
+            // clap requires FILE unless --clear or --print, and refuses two of them.
             let authorities = file.as_deref().map(read_broker_ca).transpose()?;
             let fingerprints = authorities.as_ref().map(TrustAnchors::sha256_fingerprints);
             let store = key_store(&profile, choice, false)?;
@@ -264,6 +275,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Invite(InviteCommand::Create { role, device_for }) => {
+            let authorities = profile.load_config()?.broker_ca;
             let client = client(&profile, choice).await?;
             let invite_for = match device_for {
                 Some(member) => InviteFor::Device(parse_id::<MemberId>(&member, "member")?),
@@ -273,12 +285,22 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 }),
             };
             let invite = client.create_invite(invite_for, None).await?;
+            let mut text = format!(
+                "Invite code (one use, shown once): {}\nThe new device joins with it, then you compare fingerprints.",
+                invite.code.expose_secret()
+            );
+            if let Some(authorities) = &authorities {
+                text.push_str(
+                    "\nThe broker's certificate comes from a private authority: give the new device its PEM too (`latchkey workspace broker-ca --print`), to join with --broker-ca FILE. Its SHA-256 fingerprint, to compare:\n",
+                );
+                text.push_str(&authority_lines(&authorities.sha256_fingerprints()));
+            }
             out.value(
-                &json!({"code": invite.code.expose_secret(), "expires_at": invite.expires_at}),
-                &format!(
-                    "Invite code (one use, shown once): {}\nThe new device joins with it, then you compare fingerprints.",
-                    invite.code.expose_secret()
-                ),
+                &json!({
+                    "code": invite.code.expose_secret(), "expires_at": invite.expires_at,
+                    "broker_ca": authorities.as_ref().map(TrustAnchors::sha256_fingerprints),
+                }),
+                &text,
             )
         }
         Command::Credential(CredentialCommand::Add(add)) => {

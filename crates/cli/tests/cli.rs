@@ -459,6 +459,24 @@ async fn team_server_over_tls(how: TeamTls) {
         bea.run(&["--json", "workspace", "broker-ca", ca_file.to_str().unwrap()], None).await;
     assert_eq!(code, 0, "authorities the broker answers with are accepted: {err}");
     assert_eq!(shown(&out), serde_json::json!(ca_fingerprint), "{out}");
+
+    // What a joining device needs: the PEM to pass on, named in the invite.
+    let (code, out, err) = bea.run(&["workspace", "broker-ca", "--print"], None).await;
+    assert_eq!(code, 0, "{err}");
+    let printed = latchkey_core::tls::TrustAnchors::from_pem(out.as_bytes())
+        .expect("--print writes PEM another device can use");
+    assert_eq!(printed.sha256_fingerprints(), ca_fingerprint, "the same authority");
+    let (code, out, err) = bea.run(&["--json", "invite", "create"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(shown(&out), serde_json::json!(ca_fingerprint), "the invite names it: {out}");
+    let (code, out, err) = bea.run(&["invite", "create"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("latchkey workspace broker-ca --print"),
+        "and says how to pass it on: {out}"
+    );
+    let (code, _, err) = trusting(&["workspace", "broker-ca", "--print"]).await;
+    assert_eq!(code, 3, "a profile without its own authority has nothing to print: {err}");
     let _ = stop.send(());
 }
 

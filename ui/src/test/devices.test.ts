@@ -59,10 +59,27 @@ describe('adding a device of mine', () => {
     await user.click(within(dlg).getByTestId('copy-device-invite'));
     await user.click(within(dlg).getByTestId('copy-device-invite-member'));
     expect(copied).toEqual(['LK-D3VC-8KWN-4TQA', 'mem_you']);
+    expect(within(dlg).queryByTestId('device-invite-ca'), 'a publicly trusted server needs no authority').toBeNull();
 
     await user.click(within(dlg).getByRole('button', { name: 'Done' }));
     await user.click(screen.getByTestId('add-own-device'));
     expect(screen.queryByTestId('device-invite-code'), 'the code is shown once').toBeNull();
+  });
+
+  it("hands the new device the team server's private certificate authority to paste", async () => {
+    const b = setup();
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    b.status.workspace = { ...b.status.workspace!, local: false, brokerUrl: 'https://lk.acme.internal', brokerCa: ['AB:CD'], brokerCaPem: pem };
+    await refreshStatus();
+    const user = userEvent.setup();
+    const copied = stubClipboard();
+    render(Members);
+    await user.click(await screen.findByTestId('add-own-device'));
+    const dlg = screen.getByTestId('device-invite-dialog');
+    await user.click(within(dlg).getByTestId('create-device-invite'));
+    expect(await within(dlg).findByTestId('device-invite-ca')).toHaveTextContent('My team\'s server uses a private certificate authority');
+    await user.click(within(dlg).getByTestId('copy-device-invite-ca'));
+    expect(copied, 'the certificate as PEM, ready to paste on the new device').toEqual([pem]);
   });
 
   it('is offered to plain members too, warns when the broker is on this computer, and shows a refusal', async () => {

@@ -7,7 +7,7 @@ import Audit from '../screens/Audit.svelte';
 import Members from '../screens/Members.svelte';
 import Security from '../screens/Security.svelte';
 import { app, refreshStatus } from '../lib/stores/status.svelte';
-import { setup, settle } from '../lib/testing/helpers';
+import { setup, settle, stubClipboard } from '../lib/testing/helpers';
 
 afterEach(() => {
   cleanup();
@@ -189,6 +189,22 @@ describe('members', () => {
     expect(await screen.findByTestId('invite-code')).toHaveTextContent('LK-7Q4M-2XRT-9PHD');
     expect(screen.getByTestId('invite-dialog')).toHaveTextContent('expires');
     expect(b.callsOf('create_invite')).toEqual([{ role: 'admin' }]);
+    expect(screen.queryByTestId('invite-ca'), 'no private authority, nothing more to send').toBeNull();
+  });
+
+  it("reminds the admin to send the team server's private certificate authority with an invite", async () => {
+    const b = setup();
+    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    b.status.workspace = { ...b.status.workspace!, local: false, brokerUrl: 'https://lk.acme.internal', brokerCa: ['AB:CD'], brokerCaPem: pem };
+    await refreshStatus();
+    const user = userEvent.setup();
+    const copied = stubClipboard();
+    render(Members);
+    await user.click(await screen.findByTestId('invite'));
+    await user.click(screen.getByTestId('create-invite'));
+    expect(await screen.findByTestId('invite-ca')).toHaveTextContent('send its certificate too');
+    await user.click(screen.getByTestId('copy-invite-ca'));
+    expect(copied).toEqual([pem]);
   });
 });
 

@@ -18,6 +18,8 @@ export type Workspace = {
   /** SHA-256 fingerprints of the certificate authorities trusted for the broker besides the
    * system's; empty = the system's alone. */
   brokerCa: string[];
+  /** Those authorities' certificates as PEM (public), to hand to a device that joins; null when none. */
+  brokerCaPem: string | null;
 };
 
 export type BrokerState = { url: string | null; local: boolean; reachable: boolean; error: string | null };

@@ -414,6 +414,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         // A stand-in fingerprint per pasted certificate: the fake does not parse X.509.
         const count = a.pem === null ? 0 : (String(a.pem).match(/-----BEGIN CERTIFICATE-----/g) ?? []).length;
         b.status.workspace.brokerCa = Array.from({ length: count }, (_, i) => `AB:CD:${String(i).padStart(2, '0')}`);
+        b.status.workspace.brokerCaPem = count > 0 ? String(a.pem) : null;
       }
       void emit('status-changed', structuredClone(b.status));
       return structuredClone(b.status);

@@ -18,6 +18,7 @@ export function seedStatus(setUp = true): AppStatus {
           deviceId: 'dev_this',
           fingerprint: FINGERPRINT,
           brokerCa: [],
+          brokerCaPem: null,
         }
       : null,
     broker: setUp
