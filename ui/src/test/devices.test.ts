@@ -7,7 +7,7 @@ import { clearMocks } from '@tauri-apps/api/mocks';
 import Members from '../screens/Members.svelte';
 import Onboarding from '../screens/Onboarding.svelte';
 import { app, refreshStatus } from '../lib/stores/status.svelte';
-import { setup, stubClipboard } from '../lib/testing/helpers';
+import { onPrivateCaTeamServer, PRIVATE_CA_PEM, setup, stubClipboard } from '../lib/testing/helpers';
 import type { FakeBackend } from '../lib/testing/fakeBackend';
 
 const MEMBER_ID = '0b6c3f1e-8d2a-4c5b-9e7f-1a2b3c4d5e6f';
@@ -68,9 +68,7 @@ describe('adding a device of mine', () => {
 
   it("hands the new device the team server's private certificate authority to paste", async () => {
     const b = setup();
-    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
-    b.status.workspace = { ...b.status.workspace!, local: false, brokerUrl: 'https://lk.acme.internal', brokerCa: ['AB:CD'], brokerCaPem: pem };
-    await refreshStatus();
+    await onPrivateCaTeamServer(b);
     const user = userEvent.setup();
     const copied = stubClipboard();
     render(Members);
@@ -79,7 +77,7 @@ describe('adding a device of mine', () => {
     await user.click(within(dlg).getByTestId('create-device-invite'));
     expect(await within(dlg).findByTestId('device-invite-ca')).toHaveTextContent('My team\'s server uses a private certificate authority');
     await user.click(within(dlg).getByTestId('copy-device-invite-ca'));
-    expect(copied, 'the certificate as PEM, ready to paste on the new device').toEqual([pem]);
+    expect(copied, 'the certificate as PEM, ready to paste on the new device').toEqual([PRIVATE_CA_PEM]);
   });
 
   it('is offered to plain members too, warns when the broker is on this computer, and shows a refusal', async () => {

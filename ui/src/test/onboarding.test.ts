@@ -4,7 +4,7 @@ import userEvent from '@testing-library/user-event';
 import { clearMocks } from '@tauri-apps/api/mocks';
 import Onboarding from '../screens/Onboarding.svelte';
 import { app } from '../lib/stores/status.svelte';
-import { setup } from '../lib/testing/helpers';
+import { PRIVATE_CA_PEM, setup } from '../lib/testing/helpers';
 
 afterEach(() => {
   cleanup();
@@ -58,7 +58,7 @@ describe('onboarding', () => {
     await user.click(screen.getByTestId('create-workspace'));
     expect(await screen.findByTestId('error')).toHaveAttribute('data-code', 'broker_ca_unusable');
     expect(screen.getByTestId('error')).toHaveTextContent('no certificate found');
-    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    const pem = PRIVATE_CA_PEM;
     await user.clear(screen.getByTestId('server-ca'));
     // user-event reads braces and brackets as key names; the PEM has neither.
     await user.type(screen.getByTestId('server-ca'), pem);
@@ -108,7 +108,7 @@ describe('onboarding', () => {
     await user.click(screen.getByTestId('start-join'));
     await user.type(screen.getByTestId('join-url'), 'https://lk.acme.internal');
     await user.click(screen.getByTestId('join-ca-toggle'));
-    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    const pem = PRIVATE_CA_PEM;
     await user.type(screen.getByTestId('join-ca'), pem);
     await user.type(screen.getByTestId('invite-code'), 'LK-7Q4M');
     await user.type(screen.getByTestId('join-name'), 'Sam');

@@ -7,7 +7,7 @@ import Audit from '../screens/Audit.svelte';
 import Members from '../screens/Members.svelte';
 import Security from '../screens/Security.svelte';
 import { app, refreshStatus } from '../lib/stores/status.svelte';
-import { setup, settle, stubClipboard } from '../lib/testing/helpers';
+import { onPrivateCaTeamServer, PRIVATE_CA_PEM, setup, settle, stubClipboard } from '../lib/testing/helpers';
 
 afterEach(() => {
   cleanup();
@@ -194,9 +194,7 @@ describe('members', () => {
 
   it("reminds the admin to send the team server's private certificate authority with an invite", async () => {
     const b = setup();
-    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
-    b.status.workspace = { ...b.status.workspace!, local: false, brokerUrl: 'https://lk.acme.internal', brokerCa: ['AB:CD'], brokerCaPem: pem };
-    await refreshStatus();
+    await onPrivateCaTeamServer(b);
     const user = userEvent.setup();
     const copied = stubClipboard();
     render(Members);
@@ -204,7 +202,7 @@ describe('members', () => {
     await user.click(screen.getByTestId('create-invite'));
     expect(await screen.findByTestId('invite-ca')).toHaveTextContent('send its certificate too');
     await user.click(screen.getByTestId('copy-invite-ca'));
-    expect(copied).toEqual([pem]);
+    expect(copied).toEqual([PRIVATE_CA_PEM]);
   });
 });
 
@@ -257,7 +255,7 @@ describe('security', () => {
     await user.click(screen.getByTestId('broker-ca-save'));
     expect(await screen.findByRole('alert'), 'why the paste was refused').toHaveTextContent('no certificate found');
     expect(app.status?.workspace?.brokerCa, 'a refused paste changes nothing').toEqual([]);
-    const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+    const pem = PRIVATE_CA_PEM;
     await user.clear(screen.getByTestId('broker-ca-pem'));
     await user.type(screen.getByTestId('broker-ca-pem'), pem);
     await user.click(screen.getByTestId('broker-ca-save'));

@@ -1,6 +1,6 @@
 // Shared test helpers: install the in-memory backend and reset module-level stores.
 import { clearMocks } from '@tauri-apps/api/mocks';
-import { app } from '../stores/status.svelte';
+import { app, refreshStatus } from '../stores/status.svelte';
 import { approvals } from '../stores/approvals.svelte';
 import { admissions } from '../stores/admissions.svelte';
 import { nav } from '../stores/nav.svelte';
@@ -50,4 +50,13 @@ export function stubClipboard(): string[] {
     value: { writeText: async (t: string) => void written.push(t) },
   });
   return written;
+}
+
+/** A certificate authority as a person pastes it (the fakes check the PEM framing only). */
+export const PRIVATE_CA_PEM = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n';
+
+/** Puts the signed-in workspace on a team server behind a private authority, kept in the profile. */
+export async function onPrivateCaTeamServer(b: FakeBackend): Promise<void> {
+  b.status.workspace = { ...b.status.workspace!, local: false, brokerUrl: 'https://lk.acme.internal', brokerCa: ['AB:CD'], brokerCaPem: PRIVATE_CA_PEM };
+  await refreshStatus();
 }
