@@ -434,6 +434,40 @@ async fn team_server_over_tls(how: TeamTls) {
     assert_eq!(code, 0, "with --broker-ca the workspace is created: {err}");
     let (code, _, err) = bea.run(&["agent", "create", "ci-bot"], None).await;
     assert_eq!(code, 0, "later commands trust the profile's CA, no variable needed: {err}");
+    // The local agent proxy of `run` is a client of its own: it trusts the profile's CA too.
+    let (upstream_base, seen) = upstream().await;
+    let host = upstream_base.trim_start_matches("http://").to_owned();
+    let add = [
+        "credential",
+        "add",
+        "--name",
+        "models",
+        "--provider",
+        "custom-api-key",
+        "--base-url",
+        &upstream_base,
+        "--allow-host",
+        &host,
+        "--key-stdin",
+    ];
+    bea.json(&add, Some(API_KEY)).await;
+    let agent = bea.json(&["agent", "create", "runner"], None).await;
+    let script = "import os, urllib.request\n\
+        req = urllib.request.Request(os.environ['LATCHKEY_MODELS_URL'] + '/v1/models', \
+        headers={'Authorization': 'Bearer ' + os.environ['LATCHKEY_AGENT_TOKEN']})\n\
+        print(urllib.request.urlopen(req).status)\n";
+    let agent_id = agent["agent"]["id"].as_str().unwrap();
+    let run = ["run", "--agent", agent_id, "--credential", "models", "--", "python3", "-c", script];
+    let mut command = bea.command(&run);
+    command.env("LATCHKEY_AGENT_TOKEN", agent["token"].as_str().unwrap());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "200",
+        "the call went through the local proxy to the TLS broker: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "and reached the upstream once");
     let ca_fingerprint = latchkey_core::tls::TrustAnchors::from_pem(ca_pem.as_bytes())
         .unwrap()
         .sha256_fingerprints();
