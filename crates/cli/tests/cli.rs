@@ -83,6 +83,14 @@ impl Latchkey {
         serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("latchkey {args:?}: not JSON ({e}): {out}"))
     }
+
+    /// `credential add NAME --provider custom-api-key` for `base_url` on `host`, the key from
+    /// stdin.
+    async fn add_custom_key(&self, name: &str, base_url: &str, host: &str, key: &str) -> Value {
+        let add = ["credential", "add", "--name", name, "--provider", "custom-api-key"];
+        let target = ["--base-url", base_url, "--allow-host", host, "--key-stdin"];
+        self.json(&[&add[..], &target[..]].concat(), Some(key)).await
+    }
 }
 
 /// Runs `command` off the test's runtime (which serves the broker meanwhile), feeding it
@@ -437,20 +445,7 @@ async fn team_server_over_tls(how: TeamTls) {
     // The local agent proxy of `run` is a client of its own: it trusts the profile's CA too.
     let (upstream_base, seen) = upstream().await;
     let host = upstream_base.trim_start_matches("http://").to_owned();
-    let add = [
-        "credential",
-        "add",
-        "--name",
-        "models",
-        "--provider",
-        "custom-api-key",
-        "--base-url",
-        &upstream_base,
-        "--allow-host",
-        &host,
-        "--key-stdin",
-    ];
-    bea.json(&add, Some(API_KEY)).await;
+    bea.add_custom_key("models", &upstream_base, &host, API_KEY).await;
     let agent = bea.json(&["agent", "create", "runner"], None).await;
     let script = "import os, urllib.request\n\
         req = urllib.request.Request(os.environ['LATCHKEY_MODELS_URL'] + '/v1/models', \
@@ -905,23 +900,7 @@ async fn run_gives_a_command_a_local_proxy_for_its_lifetime_and_passes_its_exit_
         None,
     )
     .await;
-    ada.json(
-        &[
-            "credential",
-            "add",
-            "--name",
-            "models",
-            "--provider",
-            "custom-api-key",
-            "--base-url",
-            &upstream_base,
-            "--allow-host",
-            &host,
-            "--key-stdin",
-        ],
-        Some(API_KEY),
-    )
-    .await;
+    ada.add_custom_key("models", &upstream_base, &host, API_KEY).await;
     let agent = ada.json(&["agent", "create", "runner"], None).await;
     let agent_id = agent["agent"]["id"].as_str().unwrap().to_owned();
     let token = agent["token"].as_str().unwrap().to_owned();
@@ -1070,23 +1049,7 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     assert_eq!(received["workspace_keys"], serde_json::json!([1]), "{received}");
 
     // A shared credential, looked at and changed from the terminal.
-    ada.json(
-        &[
-            "credential",
-            "add",
-            "--name",
-            "models",
-            "--provider",
-            "custom-api-key",
-            "--base-url",
-            &upstream_base,
-            "--allow-host",
-            "localhost",
-            "--key-stdin",
-        ],
-        Some(API_KEY),
-    )
-    .await;
+    ada.add_custom_key("models", &upstream_base, "localhost", API_KEY).await;
     let updated = ada.json(&["credential", "update", "models", "--allow-host", &host], None).await;
     assert_eq!(updated["allowed_hosts"], serde_json::json!([host]), "{updated}");
     assert_eq!(updated["revision"], 2);
@@ -1307,23 +1270,7 @@ async fn held_calls_are_listed_approved_and_denied_from_the_terminal() {
         None,
     )
     .await;
-    ada.json(
-        &[
-            "credential",
-            "add",
-            "--name",
-            "api",
-            "--provider",
-            "custom-api-key",
-            "--base-url",
-            &upstream_base,
-            "--allow-host",
-            &host,
-            "--key-stdin",
-        ],
-        Some(API_KEY),
-    )
-    .await;
+    ada.add_custom_key("api", &upstream_base, &host, API_KEY).await;
     let agent = ada.json(&["agent", "create", "ci-bot"], None).await;
     let token = agent["token"].as_str().unwrap().to_owned();
 
@@ -1502,23 +1449,7 @@ async fn approval_world(broker: &str) -> (Latchkey, String, Arc<Mutex<Vec<String
         None,
     )
     .await;
-    ada.json(
-        &[
-            "credential",
-            "add",
-            "--name",
-            "api",
-            "--provider",
-            "custom-api-key",
-            "--base-url",
-            &upstream_base,
-            "--allow-host",
-            &host,
-            "--key-stdin",
-        ],
-        Some(API_KEY),
-    )
-    .await;
+    ada.add_custom_key("api", &upstream_base, &host, API_KEY).await;
     let agent = ada.json(&["agent", "create", "ci-bot"], None).await;
     (ada, agent["token"].as_str().unwrap().to_owned(), seen)
 }
@@ -2118,23 +2049,7 @@ async fn run_injects_a_permitted_credential_into_the_command_only_and_passes_its
         None,
     )
     .await;
-    ada.json(
-        &[
-            "credential",
-            "add",
-            "--name",
-            "models",
-            "--provider",
-            "custom-api-key",
-            "--base-url",
-            "https://models.example",
-            "--allow-host",
-            "models.example",
-            "--key-stdin",
-        ],
-        Some(MODELS_KEY),
-    )
-    .await;
+    ada.add_custom_key("models", "https://models.example", "models.example", MODELS_KEY).await;
     ada.json(
         &["credential", "add", "--name", "oa", "--provider", "openai", "--key-stdin"],
         Some(OPENAI_KEY),
@@ -2366,21 +2281,11 @@ async fn inject_world(
     for (name, key) in
         [("models", "sk-models-key-for-inject"), ("search", "sk-search-key-for-inject")]
     {
-        ada.json(
-            &[
-                "credential",
-                "add",
-                "--name",
-                name,
-                "--provider",
-                "custom-api-key",
-                "--base-url",
-                &format!("https://{name}.example"),
-                "--allow-host",
-                &format!("{name}.example"),
-                "--key-stdin",
-            ],
-            Some(key),
+        ada.add_custom_key(
+            name,
+            &format!("https://{name}.example"),
+            &format!("{name}.example"),
+            key,
         )
         .await;
     }
