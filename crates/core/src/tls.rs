@@ -123,9 +123,16 @@ pub enum TrustAnchorsError {
 impl TrustAnchors {
     /// Reads the certificates of a PEM bundle, refusing one with no certificate, a private key,
     /// damaged PEM, or a certificate that cannot be a trust anchor.
+    /// Lines are read without their surrounding whitespace, so a bundle pasted indented (from
+    /// a YAML file, a chat message) reads as the same certificates.
     pub fn from_pem(pem: &[u8]) -> Result<Self, TrustAnchorsError> {
+        let mut lines = Vec::with_capacity(pem.len());
+        for line in pem.split(|&b| b == b'\n') {
+            lines.extend_from_slice(line.trim_ascii());
+            lines.push(b'\n');
+        }
         let mut certs = Vec::new();
-        for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem) {
+        for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&lines) {
             let (kind, der) = section.map_err(|_| TrustAnchorsError::Pem { after: certs.len() })?;
             match kind {
                 SectionKind::Certificate => certs.push(CertificateDer::from(der)),
@@ -295,6 +302,14 @@ mod tests {
         assert_eq!(both.sha256_fingerprints(), [ISRG_ROOT_X1_SHA256, ISRG_ROOT_X2_SHA256]);
         let reread = TrustAnchors::from_pem(both.to_pem().as_bytes()).expect("its own output");
         assert_eq!(reread, both, "to_pem reads back to the same anchors, in order");
+
+        // As pasted from a Windows clipboard, or indented in a YAML file or a chat message.
+        let crlf = ISRG_ROOT_X1.replace('\n', "\r\n");
+        let pasted = TrustAnchors::from_pem(crlf.as_bytes()).expect("CRLF line ends");
+        assert_eq!(pasted, x1, "the same root whatever the line ends");
+        let indented: String = ISRG_ROOT_X1.lines().map(|l| format!("    {l}\n")).collect();
+        let pasted = TrustAnchors::from_pem(indented.as_bytes()).expect("indented lines");
+        assert_eq!(pasted, x1, "the same root, indented or not");
     }
 
     #[test]
