@@ -275,8 +275,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Invite(InviteCommand::Create { role, device_for }) => {
-            let authorities = profile.load_config()?.broker_ca;
             let client = client(&profile, choice).await?;
+            let authorities = client.endpoint().authorities();
             let invite_for = match device_for {
                 Some(member) => InviteFor::Device(parse_id::<MemberId>(&member, "member")?),
                 None => InviteFor::NewMember(match role {
@@ -289,7 +289,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 "Invite code (one use, shown once): {}\nThe new device joins with it, then you compare fingerprints.",
                 invite.code.expose_secret()
             );
-            if let Some(authorities) = &authorities {
+            if let Some(authorities) = authorities {
                 text.push_str(
                     "\nThe broker's certificate comes from a private authority: give the new device its PEM too (`latchkey workspace broker-ca --print`), to join with --broker-ca FILE. Its SHA-256 fingerprint, to compare:\n",
                 );
@@ -298,7 +298,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             out.value(
                 &json!({
                     "code": invite.code.expose_secret(), "expires_at": invite.expires_at,
-                    "broker_ca": authorities.as_ref().map(TrustAnchors::sha256_fingerprints),
+                    "broker_ca": authorities.map(TrustAnchors::sha256_fingerprints),
                 }),
                 &text,
             )
@@ -757,7 +757,7 @@ impl LocalSession {
         let client = broker_client(profile, store).await?;
         let listed = client.credentials().await?;
         let mut session = Self {
-            broker: client.endpoint(),
+            broker: client.endpoint().clone(),
             client,
             grants: Vec::new(),
             capabilities: std::collections::HashMap::new(),

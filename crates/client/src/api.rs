@@ -1312,8 +1312,8 @@ impl BrokerClient {
     }
 
     /// The broker this client talks to, with the authorities it trusts for it.
-    pub fn endpoint(&self) -> BrokerEndpoint {
-        self.broker.clone()
+    pub fn endpoint(&self) -> &BrokerEndpoint {
+        &self.broker
     }
 
     /// The device this client signs as.

@@ -491,10 +491,9 @@ pub async fn set_broker_authorities(
     store: &SharedKeyStore,
     authorities: Option<TrustAnchors>,
 ) -> Result<(), WorkspaceError> {
-    let (mut config, keys, _) = signed_in(profile, store).await?;
-    let signing = DeviceSigningKey::from_secret_bytes(&keys.signing.expose_secret());
+    let (mut config, keys) = device_keys(profile, store).await?;
     let endpoint = BrokerEndpoint::new(config.broker_url.clone()).trusting(authorities.clone());
-    BrokerClient::new(endpoint, config.device, signing)?.broker_key().await?;
+    signing_client(endpoint, &config, &keys)?.broker_key().await?;
     config.broker_ca = authorities;
     profile.save_config(&config)?;
     tracing::info!(
@@ -533,13 +532,31 @@ pub(crate) async fn signed_in(
     profile: &Profile,
     store: &SharedKeyStore,
 ) -> Result<(ProfileConfig, DeviceKeys, BrokerClient), WorkspaceError> {
+    let (config, keys) = device_keys(profile, store).await?;
+    let client = signing_client(config.broker(), &config, &keys)?;
+    Ok((config, keys, client))
+}
+
+/// The profile's configuration and its device keys.
+async fn device_keys(
+    profile: &Profile,
+    store: &SharedKeyStore,
+) -> Result<(ProfileConfig, DeviceKeys), WorkspaceError> {
     check_store(profile, store.as_ref())?;
     let config = profile.load_config()?;
     let me = config.device;
     let keys = on_store(store, move |s| s.load_device_keys(me)).await?;
+    Ok((config, keys))
+}
+
+/// A client for `broker` signing as the profile's device.
+fn signing_client(
+    broker: BrokerEndpoint,
+    config: &ProfileConfig,
+    keys: &DeviceKeys,
+) -> Result<BrokerClient, WorkspaceError> {
     let signing = DeviceSigningKey::from_secret_bytes(&keys.signing.expose_secret());
-    let client = BrokerClient::new(config.broker(), me, signing)?;
-    Ok((config, keys, client))
+    Ok(BrokerClient::new(broker, config.device, signing)?)
 }
 
 fn fingerprint_of(keys: &latchkey_core::keys::DevicePublicKeys) -> Fingerprint {
