@@ -3,8 +3,8 @@
 #
 #   direct         wrk -> upstream (nginx returning a static JSON body)
 #   nginx          wrk -> nginx injecting a static Authorization header -> upstream
-#   floor          wrk -> the broker's HTTP stack alone (axum server, reqwest client, same
-#                  runtime) adding a static header -> upstream: no token, capability, policy,
+#   floor          wrk -> the broker's HTTP stack alone (axum server, the broker's upstream
+#                  client, same runtime) adding a static header -> upstream: no token, capability, policy,
 #                  audit, decryption or redaction (crates/server/examples/bare_proxy.rs)
 #   broker-sqlite  wrk -> latchkey-server (SQLite) with a standing capability -> upstream
 #   broker-pg-1    wrk -> latchkey-server on PostgreSQL, one replica -> upstream

@@ -11,6 +11,9 @@
 # directory) and trusts local connections: it holds nothing but test data and is deleted with
 # the directory when the calling script exits.
 
+# shellcheck source=exit_trap.sh
+source "$(dirname "${BASH_SOURCE[0]}")/exit_trap.sh"
+
 _pg_bindir() {
   local dir
   for dir in /usr/lib/postgresql/*/bin; do

@@ -1,8 +1,8 @@
 //! The proxy benchmark's floor (bench/proxy.sh): the broker's HTTP stack with none of its work.
 //!
-//! An axum server that forwards every request to one upstream through a reqwest client built as
-//! the broker builds its own, adding a static `Authorization` header, and streams the answer
-//! back: no agent token, capability, policy, audit, decryption or redaction. What this adds over
+//! An axum server that forwards every request to one upstream through the broker's own upstream
+//! client (`latchkey_server::upstream`), adding a static `Authorization` header, and streams the
+//! answer back: no agent token, capability, policy, audit, decryption or redaction. What this adds over
 //! a direct call is what the server and client libraries cost on their own, the part of the
 //! broker's added latency no change to Latchkey's checks can remove.
 //!
@@ -16,10 +16,11 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use latchkey_server::upstream::UpstreamClient;
 
 #[derive(Clone)]
 struct Upstream {
-    client: reqwest::Client,
+    client: UpstreamClient,
     base: String,
 }
 
@@ -30,31 +31,31 @@ async fn forward(State(upstream): State<Upstream>, request: Request) -> Response
     headers.remove(header::HOST);
     headers
         .insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer static-benchmark-secret"));
-    let sent = upstream
-        .client
-        .request(parts.method, format!("{}{path}", upstream.base))
-        .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
-        .send()
-        .await;
-    match sent {
+    let Ok(uri) = format!("{}{path}", upstream.base).parse() else {
+        return failed("bad upstream URL");
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    match upstream.client.send(request).await {
         Ok(answer) => {
-            let mut response = Response::builder().status(answer.status());
-            for (name, value) in answer.headers() {
-                if name != header::TRANSFER_ENCODING && name != header::CONNECTION {
-                    response = response.header(name, value);
-                }
-            }
-            response
-                .body(Body::from_stream(answer.bytes_stream()))
-                .unwrap_or_else(|_| Response::new(Body::empty()))
-        }
-        Err(_) => {
-            let mut response = Response::new(Body::from("upstream failed"));
-            *response.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
+            let (mut answer, body) = answer.into_parts();
+            answer.headers.remove(header::TRANSFER_ENCODING);
+            answer.headers.remove(header::CONNECTION);
+            let mut response = Response::new(Body::new(body));
+            *response.status_mut() = answer.status;
+            *response.headers_mut() = answer.headers;
             response
         }
+        Err(_) => failed("upstream failed"),
     }
+}
+
+fn failed(message: &'static str) -> Response {
+    let mut response = Response::new(Body::from(message));
+    *response.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
+    response
 }
 
 /// The broker allocates and frees many small buffers per call from two or more threads;
@@ -69,12 +70,7 @@ async fn main() -> anyhow::Result<()> {
         (Some("--upstream"), Some(url)) => url.trim_end_matches('/').to_owned(),
         _ => anyhow::bail!("usage: bare_proxy --upstream URL"),
     };
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .read_timeout(std::time::Duration::from_secs(120))
-        .build()
-        .context("building the HTTP client")?;
+    let client = UpstreamClient::new(None, None).context("building the HTTP client")?;
     let app = axum::Router::new().fallback(forward).with_state(Upstream { client, base });
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let mut stdout = std::io::stdout().lock();

@@ -19,6 +19,7 @@ mod proxy;
 mod state;
 pub mod store;
 pub mod tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     /// The upstream HTTP client could not be built (TLS setup).
     #[error("upstream HTTP client: {0}")]
-    Upstream(String),
+    Upstream(#[from] crate::upstream::UpstreamClientError),
     /// The audit log could not be opened (its journal is locked by another broker, unreadable
     /// or damaged).
     #[error("audit log: {0}")]
@@ -93,11 +94,10 @@ pub async fn serve(
         public_origin,
         policies,
         audit: audit.clone(),
-        upstream: proxy::upstream_client(
+        upstream: upstream::UpstreamClient::new(
             broker.upstream_roots.as_ref(),
             broker.upstream_proxy.as_ref(),
-        )
-        .map_err(|e| ServerError::Upstream(e.to_string()))?,
+        )?,
         refresh_locks: proxy::RefreshLocks::default(),
         metrics: broker.metrics,
         approvals,

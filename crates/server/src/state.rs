@@ -118,7 +118,7 @@ pub(crate) struct AppState {
     /// The audit log's writer.
     pub(crate) audit: crate::audit::AuditLog,
     /// The HTTP client for upstream APIs and token endpoints: never follows redirects.
-    pub(crate) upstream: reqwest::Client,
+    pub(crate) upstream: crate::upstream::UpstreamClient,
     /// Serialises OAuth refreshes per credential.
     pub(crate) refresh_locks: crate::proxy::RefreshLocks,
     /// Request and audit counters.

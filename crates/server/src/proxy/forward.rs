@@ -11,6 +11,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyDataStream;
 use latchkey_core::payload::Injection;
 use latchkey_core::secret::SecretBytes;
 use url::Url;
@@ -20,6 +22,7 @@ use super::CAPABILITY_HEADER;
 use super::extract::TOKEN_HEADERS;
 use crate::error::{ApiError, ErrorCode};
 use crate::store::credentials::CredentialRecord;
+use crate::upstream::UpstreamBody;
 
 /// Largest request body forwarded upstream.
 pub(crate) const MAX_REQUEST_BODY: u64 = 10 * 1024 * 1024;
@@ -196,42 +199,66 @@ pub(crate) fn inject_query(
 }
 
 /// The agent's request body for the upstream: none for a request without one (a `GET` goes out
-/// without `Transfer-Encoding` or a length), otherwise a stream capped at [`MAX_REQUEST_BODY`]
-/// (see [`limited_request_body`]).
-pub(crate) fn request_body(body: Body, too_large: Arc<AtomicBool>) -> reqwest::Body {
-    use axum::body::HttpBody as _;
+/// without `Transfer-Encoding` or a length), otherwise the body capped at [`MAX_REQUEST_BODY`]:
+/// past the cap it fails and sets `too_large`, so the caller can answer 413 instead of a generic
+/// upstream failure.
+pub(crate) fn request_body(body: Body, too_large: Arc<AtomicBool>) -> Body {
     if body.size_hint().exact() == Some(0) {
-        return reqwest::Body::from(Bytes::new());
+        return Body::empty();
     }
-    limited_request_body(body, too_large)
+    Body::new(Capped { inner: body, seen: 0, too_large })
 }
 
-/// The agent's request body as a stream capped at [`MAX_REQUEST_BODY`]; `too_large` is set when
-/// the cap was hit so the caller can answer 413 instead of a generic upstream failure.
-pub(crate) fn limited_request_body(body: Body, too_large: Arc<AtomicBool>) -> reqwest::Body {
-    use futures_util::StreamExt as _;
-    let mut seen: u64 = 0;
-    let stream = body.into_data_stream().map(move |chunk| {
-        let chunk = chunk.map_err(std::io::Error::other)?;
-        seen = seen.saturating_add(chunk.len() as u64);
-        if seen > MAX_REQUEST_BODY {
-            too_large.store(true, Ordering::SeqCst);
-            return Err(std::io::Error::other("request body too large"));
+/// A request body that fails once more than [`MAX_REQUEST_BODY`] bytes have passed.
+struct Capped {
+    inner: Body,
+    seen: u64,
+    too_large: Arc<AtomicBool>,
+}
+
+impl HttpBody for Capped {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(std::io::Error::other(e)))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            this.seen = this.seen.saturating_add(data.len() as u64);
+            if this.seen > MAX_REQUEST_BODY {
+                this.too_large.store(true, Ordering::SeqCst);
+                return Poll::Ready(Some(Err(std::io::Error::other("request body too large"))));
+            }
         }
-        Ok::<Bytes, std::io::Error>(chunk)
-    });
-    reqwest::Body::wrap_stream(stream)
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Turns the upstream response into the agent's: hop-by-hop headers dropped, any header or body
 /// bytes equal to one of `secrets` replaced by [`REDACTED`], body capped at [`MAX_RESPONSE_BODY`].
 pub(crate) fn agent_response(
-    upstream: reqwest::Response,
+    upstream: axum::http::Response<UpstreamBody>,
     secrets: Vec<Zeroizing<Vec<u8>>>,
 ) -> Response {
-    let status = upstream.status();
-    let mut headers = HeaderMap::with_capacity(upstream.headers().len());
-    for (name, value) in upstream.headers() {
+    let (parts, body) = upstream.into_parts();
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
         if DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
             continue;
         }
@@ -242,9 +269,9 @@ pub(crate) fn agent_response(
             headers.append(name.clone(), value.clone());
         }
     }
-    let body = Redactor::new(upstream.bytes_stream(), secrets);
+    let body = Redactor::new(BodyDataStream::new(body), secrets);
     let mut response = Response::new(Body::from_stream(body));
-    *response.status_mut() = status;
+    *response.status_mut() = parts.status;
     *response.headers_mut() = headers;
     response
 }

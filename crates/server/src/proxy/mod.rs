@@ -54,36 +54,6 @@ use crate::store::nonces::NonceKind;
 
 pub(crate) use refresh::RefreshLocks;
 
-/// The client for upstream calls: no redirects are followed (a redirect goes back to the agent,
-/// so a compromised upstream cannot bounce the credential to another host), bounded connect and
-/// read times, no connection-level total timeout so streamed responses can run long.
-/// Certificates are verified against the system's authorities plus `roots`. Calls go through
-/// `proxy` when given, else through whatever the standard proxy variables name.
-pub(crate) fn upstream_client(
-    roots: Option<&crate::tls::UpstreamRoots>,
-    proxy: Option<&crate::config::ProxyUrl>,
-) -> reqwest::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder();
-    if let Some(roots) = roots {
-        // `from_der` only stores the bytes with the rustls backend; it cannot fail here, and the
-        // bytes were checked as anchors when the bundle was read.
-        let certificates =
-            roots.certificates().iter().filter_map(|der| reqwest::Certificate::from_der(der).ok());
-        builder = builder.tls_certs_merge(certificates);
-    }
-    if let Some(proxy) = proxy {
-        // Hosts in NO_PROXY (the standard variable) still go direct.
-        let proxy = reqwest::Proxy::all(proxy.expose())?.no_proxy(reqwest::NoProxy::from_env());
-        builder = builder.proxy(proxy);
-    }
-    builder
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .read_timeout(std::time::Duration::from_secs(120))
-        .user_agent(concat!("latchkey-broker/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
 /// Header carrying a capability.
 pub(crate) const CAPABILITY_HEADER: &str = "latchkey-capability";
 

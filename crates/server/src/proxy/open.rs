@@ -66,7 +66,13 @@ pub(crate) async fn open_and_forward(
     if let CredentialKind::OAuth { refresh: Some(r), .. } = &payload.kind {
         secrets.push(Zeroizing::new(r.refresh_token.expose_secret().to_vec()));
     }
-    let sent = state.upstream.request(parts.method, url).headers(headers).body(body).send().await;
+    let mut upstream = axum::http::Request::new(body);
+    *upstream.method_mut() = parts.method;
+    *upstream.headers_mut() = headers;
+    *upstream.uri_mut() = url.as_str().parse().map_err(|_| {
+        ApiError::new(ErrorCode::BadRequest, "the request path does not form a valid upstream URL")
+    })?;
+    let sent = state.upstream.send(upstream).await;
     // The payload (and with it the plaintext credential) is dropped and zeroized here; only the
     // redactor's copies live on, for as long as the response streams.
     drop(payload);
@@ -74,8 +80,7 @@ pub(crate) async fn open_and_forward(
         Ok(upstream) => Ok(forward::agent_response(upstream, secrets)),
         Err(_) if too_large.load(Ordering::SeqCst) => Err(body_too_large()),
         Err(e) => {
-            // reqwest errors carry the URL, which may contain a query-parameter credential.
-            let e = e.without_url();
+            // The error names neither the URL (its query may hold the credential) nor headers.
             tracing::warn!(error = %e, timeout = e.is_timeout(), "upstream request failed");
             let message = match crate::tls::failure_message(&e, "the upstream API") {
                 Some(message) => message,

@@ -27,6 +27,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::header;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{CredentialId, LeaseId};
 use latchkey_core::keys::RecordKey;
@@ -40,6 +44,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
 use crate::store::credentials::{CredentialRecord, EnvelopeSwap};
 use crate::store::leases::{LeaseHolder, LeaseRefused, REFRESH_LEASE_SECS, TakenLease};
+use crate::upstream::{UpstreamBody, UpstreamError};
 
 /// Largest token endpoint response read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
@@ -373,25 +378,44 @@ async fn request_tokens(
             Zeroizing::new(String::from_utf8_lossy(client_secret.expose_secret()).into_owned());
         form.push(("client_secret", secret.as_str()));
     }
-    let response = state
-        .upstream
-        .post(&refresh.token_endpoint)
-        .header("accept", "application/json")
-        .timeout(TOKEN_REQUEST_TIMEOUT)
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| {
-            let e = e.without_url();
-            tracing::warn!(error = %e, "token endpoint unreachable");
-            let message = match crate::tls::failure_message(&e, "the provider's token endpoint") {
-                Some(message) => message,
-                None => "the provider's token endpoint could not be reached to refresh the credential; retry later".to_owned(),
-            };
-            ApiError::new(ErrorCode::UpstreamFailed, message)
-        })?;
-    let status = response.status();
-    let body = read_limited(response).await?;
+    // Sized up front so the text holding the refresh token is never reallocated (and so never
+    // left behind in a freed buffer); the body owns it and zeroizes it when hyper is done.
+    let capacity = form.iter().map(|(k, v)| k.len() + 3 * v.len() + 2).sum();
+    let mut encoded = Zeroizing::new(String::with_capacity(capacity));
+    url::form_urlencoded::Serializer::new(&mut *encoded).extend_pairs(&form).finish();
+    let unreachable = |e: &UpstreamError| {
+        tracing::warn!(error = %e, "token endpoint unreachable");
+        let message = match crate::tls::failure_message(e, "the provider's token endpoint") {
+            Some(message) => message,
+            None => "the provider's token endpoint could not be reached to refresh the credential; retry later".to_owned(),
+        };
+        ApiError::new(ErrorCode::UpstreamFailed, message)
+    };
+    let uri: axum::http::Uri = refresh.token_endpoint.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::UpstreamFailed,
+            "the credential's token endpoint is not a valid URL; reconnect the credential",
+        )
+    })?;
+    let request = axum::http::Request::post(uri)
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(Bytes::from_owner(Zeroizing::new(
+            std::mem::take(&mut *encoded).into_bytes(),
+        ))))
+        .map_err(|e| ApiError::internal(&e))?;
+    let exchange = async {
+        let response = state.upstream.send(request).await.map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        Ok::<_, ApiError>((status, read_limited(response.into_body()).await?))
+    };
+    let (status, body) = tokio::time::timeout(TOKEN_REQUEST_TIMEOUT, exchange).await.map_err(|_| {
+        tracing::warn!("token endpoint did not answer in time");
+        ApiError::new(
+            ErrorCode::UpstreamFailed,
+            "the provider's token endpoint did not answer in time to refresh the credential; retry later",
+        )
+    })??;
     if !status.is_success() {
         let code = serde_json::from_slice::<TokenError>(&body).map(|e| e.error).unwrap_or_default();
         tracing::warn!(status = status.as_u16(), error = %code, "token refresh refused");
@@ -414,26 +438,23 @@ async fn request_tokens(
     })?)
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, ApiError> {
-    let mut body = Zeroizing::new(Vec::new());
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
-                    return Err(ApiError::new(
-                        ErrorCode::UpstreamFailed,
-                        "the token endpoint's answer is too large",
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(_) => {
-                return Err(ApiError::new(
-                    ErrorCode::UpstreamFailed,
-                    "the token endpoint's answer was cut off",
-                ));
-            }
+async fn read_limited(mut body: UpstreamBody) -> Result<Zeroizing<Vec<u8>>, ApiError> {
+    let mut read = Zeroizing::new(Vec::new());
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ApiError::new(
+                ErrorCode::UpstreamFailed,
+                "the token endpoint's answer was cut off",
+            ));
+        };
+        let Some(chunk) = frame.data_ref() else { continue };
+        if read.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+            return Err(ApiError::new(
+                ErrorCode::UpstreamFailed,
+                "the token endpoint's answer is too large",
+            ));
         }
+        read.extend_from_slice(chunk);
     }
+    Ok(read)
 }

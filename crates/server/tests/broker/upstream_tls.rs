@@ -252,3 +252,34 @@ async fn through_an_egress_proxy_the_proxy_sees_the_host_and_ciphertext_only() {
     );
     w.broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_proxy_password_in_the_proxy_url_authenticates_the_tunnel_and_goes_no_further() {
+    let ca = TestCa::new("Latchkey Test Private CA");
+    let (proxy, proxy_url) = ConnectProxy::start().await;
+    let password = "proxyCANARYpass";
+    let with_password = proxy_url.replace("http://", &format!("http://egress:{password}@"));
+    let w = world_through(&ca, Some(&with_password)).await;
+    let (upstream, status, body) =
+        w.call("internal-api", "localhost", ca.issue(&["localhost"], None)).await;
+    assert_eq!(status, 200, "the authenticated tunnel carries the call: {body}");
+    let heads = proxy.heads();
+    assert_eq!(heads.len(), 1, "one tunnel: {heads:?}");
+    let authorization = heads[0].lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("proxy-authorization").then(|| value.trim().to_owned())
+    });
+    assert_eq!(
+        authorization.as_deref(),
+        // base64("egress:proxyCANARYpass")
+        Some("Basic ZWdyZXNzOnByb3h5Q0FOQVJZcGFzcw=="),
+        "the CONNECT request carries the URL's user and password as Basic credentials: {heads:?}"
+    );
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        !format!("{seen:?}").contains(password) && !body.to_string().contains(password),
+        "the proxy's password reaches neither the upstream nor the agent"
+    );
+    w.broker.stop().await;
+}

@@ -93,6 +93,7 @@ fn answer(seen: &Mutex<Vec<Seen>>, request: &hyper::Request<Incoming>) -> hyper:
 #[derive(Clone, Default)]
 pub struct ConnectProxy {
     requests: Arc<Mutex<Vec<String>>>,
+    heads: Arc<Mutex<Vec<String>>>,
     relayed: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -119,6 +120,7 @@ impl ConnectProxy {
                     let head = String::from_utf8_lossy(&head).into_owned();
                     let line = head.lines().next().unwrap_or_default().to_owned();
                     server.requests.lock().expect("lock").push(line.clone());
+                    server.heads.lock().expect("lock").push(head.clone());
                     let target = match line.split(' ').collect::<Vec<_>>()[..] {
                         ["CONNECT", target, _] => target.to_owned(),
                         _ => {
@@ -173,6 +175,11 @@ impl ConnectProxy {
     /// The request line of every request it received.
     pub fn requests(&self) -> Vec<String> {
         self.requests.lock().expect("lock").clone()
+    }
+
+    /// The whole head (request line and headers) of every request it received.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("lock").clone()
     }
 
     /// Every byte it relayed, both ways.
