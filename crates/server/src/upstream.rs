@@ -125,6 +125,61 @@ impl UpstreamError {
     }
 }
 
+/// A failure on the way through the egress proxy: reaching it, its TLS handshake, or its answer
+/// to `CONNECT`. Marks the error so the caller can say it was the proxy, not the upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("egress proxy")]
+struct ThroughProxy(#[source] BoxError);
+
+impl UpstreamError {
+    /// Whether the call failed on the way through the egress proxy (its connection, its
+    /// certificate, or its refusal to open a tunnel) rather than at the upstream.
+    pub fn at_proxy(&self) -> bool {
+        self.through_proxy().is_some()
+    }
+
+    fn through_proxy(&self) -> Option<&ThroughProxy> {
+        let Self::Failed(e) = self else { return None };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(current) = next {
+            if let Some(found) = current.downcast_ref::<ThroughProxy>() {
+                return Some(found);
+            }
+            next = current.source();
+        }
+        None
+    }
+
+    /// What to tell whoever asked for the call, naming the far end as `what` ("the upstream
+    /// API"): a refused certificate and what to do about it, a timeout, the egress proxy's
+    /// refusal, or an unreachable host. Never the URL, never a header.
+    pub fn explain(&self, what: &str) -> String {
+        let proxy = "the broker's egress proxy";
+        if let Some(through) = self.through_proxy() {
+            if let Some(message) = crate::tls::failure_message(self, proxy) {
+                return message;
+            }
+            if self.is_timeout() {
+                return format!("{proxy} did not answer in time; retry later");
+            }
+            return format!(
+                "{proxy} did not open a tunnel to {what} ({}); the broker's operator should check --upstream-proxy",
+                chain(through.0.as_ref())
+            );
+        }
+        if let Some(message) = crate::tls::failure_message(self, what) {
+            return message;
+        }
+        if matches!(self, Self::NotAllowed) {
+            return format!("{what} is plain http on a host that is not loopback; use https");
+        }
+        if self.is_timeout() {
+            return format!("{what} did not answer in time; retry later");
+        }
+        format!("{what} could not be reached; retry later")
+    }
+}
+
 /// `error` and its sources, joined by `: ` (hyper's own message alone says only "client error").
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -284,7 +339,9 @@ impl Service<Uri> for Connector {
                 if let Some(auth) = proxy.basic_auth() {
                     tunnel = tunnel.with_auth(auth.clone());
                 }
-                Box::pin(async move { Ok(tunnel.call(destination).await?) })
+                Box::pin(async move {
+                    tunnel.call(destination).await.map_err(|e| ThroughProxy(Box::new(e)).into())
+                })
             }
         };
         let timeout = self.timeout;
@@ -512,5 +569,50 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(10));
         held.abort();
+    }
+
+    #[tokio::test]
+    async fn a_proxy_that_refuses_the_tunnel_is_named_with_its_reason() {
+        let (proxy, head) = serve(|mut stream| async move {
+            let _ = stream.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        })
+        .await;
+        let proxy: ProxyUrl = proxy.parse().unwrap();
+        let client = UpstreamClient::new(None, Some(&proxy)).unwrap();
+        let failed = client.send(get("https://api.example.com/v1")).await.unwrap_err();
+        assert!(
+            head.await.unwrap().starts_with("CONNECT api.example.com:443 "),
+            "a tunnel was asked for"
+        );
+        assert!(failed.at_proxy(), "{failed}");
+        assert!(!failed.is_timeout(), "{failed}");
+        let message = failed.explain("the upstream API");
+        assert!(
+            message
+                .starts_with("the broker's egress proxy did not open a tunnel to the upstream API")
+                && message.contains("proxy authorization required")
+                && message.contains("--upstream-proxy"),
+            "the proxy is named, with its reason and the setting to check: {message}"
+        );
+
+        // The same client's call to a loopback http upstream goes direct, not to the proxy.
+        let (url, _head) = serve(|mut stream| async move {
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+        })
+        .await;
+        let direct = client.send(get(&url)).await.unwrap();
+        assert_eq!(direct.status(), 204, "loopback http bypasses the egress proxy");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_not_blamed_on_a_proxy() {
+        // A port nothing listens on: bind one, note it, close it.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let failed = client().send(get(&format!("http://{closed}/v1"))).await.unwrap_err();
+        assert!(!failed.at_proxy() && !failed.is_timeout(), "{failed}");
+        assert_eq!(
+            failed.explain("the upstream API"),
+            "the upstream API could not be reached; retry later"
+        );
     }
 }

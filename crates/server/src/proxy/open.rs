@@ -82,13 +82,7 @@ pub(crate) async fn open_and_forward(
         Err(e) => {
             // The error names neither the URL (its query may hold the credential) nor headers.
             tracing::warn!(error = %e, timeout = e.is_timeout(), "upstream request failed");
-            let message = match crate::tls::failure_message(&e, "the upstream API") {
-                Some(message) => message,
-                None if e.is_timeout() => {
-                    "the upstream API did not answer in time; retry later".to_owned()
-                }
-                None => "the upstream API could not be reached; retry later".to_owned(),
-            };
+            let message = e.explain("the upstream API");
             Err(ApiError::new(ErrorCode::UpstreamFailed, message))
         }
     }

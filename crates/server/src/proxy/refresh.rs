@@ -385,11 +385,7 @@ async fn request_tokens(
     url::form_urlencoded::Serializer::new(&mut *encoded).extend_pairs(&form).finish();
     let unreachable = |e: &UpstreamError| {
         tracing::warn!(error = %e, "token endpoint unreachable");
-        let message = match crate::tls::failure_message(e, "the provider's token endpoint") {
-            Some(message) => message,
-            None => "the provider's token endpoint could not be reached to refresh the credential; retry later".to_owned(),
-        };
-        ApiError::new(ErrorCode::UpstreamFailed, message)
+        ApiError::new(ErrorCode::UpstreamFailed, e.explain("the provider's token endpoint"))
     };
     let uri: axum::http::Uri = refresh.token_endpoint.parse().map_err(|_| {
         ApiError::new(

@@ -283,3 +283,44 @@ async fn a_proxy_password_in_the_proxy_url_authenticates_the_tunnel_and_goes_no_
     );
     w.broker.stop().await;
 }
+
+#[tokio::test]
+async fn an_https_proxy_is_reached_over_verified_tls_and_the_upstreams_tls_runs_inside() {
+    let ca = TestCa::new("Latchkey Test Private CA");
+    let (proxy, proxy_url) = ConnectProxy::start_tls(ca.issue(&["localhost"], None)).await;
+    assert!(proxy_url.starts_with("https://localhost:"), "{proxy_url}");
+    let w = world_through(&ca, Some(&proxy_url)).await;
+    let (upstream, status, body) =
+        w.call("internal-api", "localhost", ca.issue(&["localhost"], None)).await;
+    assert_eq!(status, 200, "the call goes through the TLS proxy's tunnel: {body}");
+    assert_eq!(upstream.seen().len(), 1, "the upstream got the call");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1, "the proxy read one CONNECT over its own TLS: {requests:?}");
+    assert!(requests[0].starts_with("CONNECT localhost:"), "{requests:?}");
+    let relayed = proxy.relayed();
+    assert!(
+        !relayed.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+        "even the proxy that terminates its own TLS sees only the upstream's ciphertext"
+    );
+    w.broker.stop().await;
+
+    // A proxy whose certificate the broker does not trust is never sent the CONNECT.
+    let stranger = TestCa::new("Some Other CA");
+    let (untrusted, untrusted_url) =
+        ConnectProxy::start_tls(stranger.issue(&["localhost"], None)).await;
+    let w = world_through(&ca, Some(&untrusted_url)).await;
+    let (upstream, status, body) =
+        w.call("internal-api", "localhost", ca.issue(&["localhost"], None)).await;
+    assert_eq!(status, 502, "an unverified proxy stops the call: {body}");
+    assert_eq!(body["code"], "upstream_failed", "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the broker's egress proxy presented")
+            && message.contains("not trusted here")
+            && message.contains("--upstream-ca"),
+        "the message blames the proxy, not the upstream, and says what to do: {message}"
+    );
+    assert!(untrusted.requests().is_empty(), "nothing was asked of an unverified proxy");
+    assert!(upstream.seen().is_empty(), "and nothing reached the upstream");
+    w.broker.stop().await;
+}

@@ -88,8 +88,9 @@ fn answer(seen: &Mutex<Vec<Seen>>, request: &hyper::Request<Incoming>) -> hyper:
     response
 }
 
-/// An HTTP proxy on 127.0.0.1 that answers `CONNECT host:port` by tunnelling to it, and refuses
-/// anything else; it records each request line and every byte it relays.
+/// An HTTP proxy on 127.0.0.1 (plain, or behind TLS) that answers `CONNECT host:port` by
+/// tunnelling to it, and refuses anything else; it records each request head and every byte it
+/// relays (inside its own TLS, if any).
 #[derive(Clone, Default)]
 pub struct ConnectProxy {
     requests: Arc<Mutex<Vec<String>>>,
@@ -98,64 +99,91 @@ pub struct ConnectProxy {
 }
 
 impl ConnectProxy {
-    /// Serves until the test's runtime ends; returns the proxy and its URL.
+    /// Serves plain HTTP until the test's runtime ends; returns the proxy and its URL.
     pub async fn start() -> (Self, String) {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        Self::serve(None).await
+    }
+
+    /// Serves over TLS with `cert` (an `https://` proxy) until the test's runtime ends; returns
+    /// the proxy and its URL, named `localhost`.
+    pub async fn start_tls(cert: ServerCert) -> (Self, String) {
+        Self::serve(Some(cert.acceptor())).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> (Self, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let port = listener.local_addr().expect("addr").port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        };
         let proxy = Self::default();
         let server = proxy.clone();
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 let server = server.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut byte = [0_u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        match client.read(&mut byte).await {
-                            Ok(1) => head.push(byte[0]),
-                            _ => return,
+                    match tls {
+                        None => server.tunnel(client).await,
+                        Some(acceptor) => {
+                            if let Ok(client) = acceptor.accept(client).await {
+                                server.tunnel(client).await;
+                            }
                         }
                     }
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let line = head.lines().next().unwrap_or_default().to_owned();
-                    server.requests.lock().expect("lock").push(line.clone());
-                    server.heads.lock().expect("lock").push(head.clone());
-                    let target = match line.split(' ').collect::<Vec<_>>()[..] {
-                        ["CONNECT", target, _] => target.to_owned(),
-                        _ => {
-                            let _ = client.write_all(b"HTTP/1.1 405 CONNECT only\r\n\r\n").await;
-                            return;
-                        }
-                    };
-                    let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
-                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
-                        return;
-                    };
-                    if client
-                        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let (client_read, client_write) = client.into_split();
-                    let (upstream_read, upstream_write) = upstream.into_split();
-                    tokio::join!(
-                        server.relay(client_read, upstream_write),
-                        server.relay(upstream_read, client_write),
-                    );
                 });
             }
         });
         (proxy, url)
     }
 
-    async fn relay(
-        &self,
-        mut from: tokio::net::tcp::OwnedReadHalf,
-        mut to: tokio::net::tcp::OwnedWriteHalf,
-    ) {
+    /// Reads one request head from `client`; a `CONNECT` is answered by relaying both ways to
+    /// its target.
+    async fn tunnel<S>(&self, mut client: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut head = Vec::new();
+        let mut byte = [0_u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match client.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let line = head.lines().next().unwrap_or_default().to_owned();
+        self.requests.lock().expect("lock").push(line.clone());
+        self.heads.lock().expect("lock").push(head.clone());
+        let target = match line.split(' ').collect::<Vec<_>>()[..] {
+            ["CONNECT", target, _] => target.to_owned(),
+            _ => {
+                let _ = client.write_all(b"HTTP/1.1 405 CONNECT only\r\n\r\n").await;
+                return;
+            }
+        };
+        let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
+            let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+            return;
+        };
+        if client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await.is_err() {
+            return;
+        }
+        let (client_read, client_write) = tokio::io::split(client);
+        let (upstream_read, upstream_write) = upstream.into_split();
+        tokio::join!(
+            self.relay(client_read, upstream_write),
+            self.relay(upstream_read, client_write)
+        );
+    }
+
+    async fn relay<R, W>(&self, mut from: R, mut to: W)
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut buffer = [0_u8; 16 * 1024];
         loop {
