@@ -32,9 +32,12 @@ pub(crate) const MAX_RESPONSE_BODY: u64 = 64 * 1024 * 1024;
 pub(crate) const REDACTED: &[u8] = b"[REDACTED by Latchkey]";
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and others the proxy never forwards as is.
-const DROPPED_REQUEST_HEADERS: [&str; 12] = [
+const DROPPED_REQUEST_HEADERS: [&str; 13] = [
     "connection",
     "keep-alive",
+    // Not standard, but still sent by some clients; an HTTP/2 upstream refuses a request that
+    // carries it (RFC 9113 §8.2.2), as it does every connection-specific header.
+    "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
@@ -48,9 +51,10 @@ const DROPPED_REQUEST_HEADERS: [&str; 12] = [
     CAPABILITY_HEADER,
 ];
 
-const DROPPED_RESPONSE_HEADERS: [&str; 9] = [
+const DROPPED_RESPONSE_HEADERS: [&str; 10] = [
     "connection",
     "keep-alive",
+    "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
@@ -128,7 +132,10 @@ pub(crate) fn upstream_headers(
     let mut headers = HeaderMap::with_capacity(incoming.len() + 1);
     for (name, value) in incoming {
         let name_str = name.as_str();
-        if DROPPED_REQUEST_HEADERS.contains(&name_str) || TOKEN_HEADERS.contains(&name_str) {
+        if DROPPED_REQUEST_HEADERS.contains(&name_str)
+            || TOKEN_HEADERS.contains(&name_str)
+            || named_by_connection(incoming, name_str)
+        {
             continue;
         }
         if name == HeaderName::from_static("prefer") {
@@ -155,6 +162,16 @@ pub(crate) fn upstream_headers(
         headers.insert(name, value);
     }
     Ok(headers)
+}
+
+/// Whether `name` is one of the headers the sender's `Connection` header lists: those are for
+/// this hop only (RFC 9110 §7.6.1) and a proxy removes them.
+fn named_by_connection(incoming: &HeaderMap, name: &str) -> bool {
+    incoming.get_all(axum::http::header::CONNECTION).iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',').any(|option| option.trim().eq_ignore_ascii_case(name))
+        })
+    })
 }
 
 /// A `Prefer` header value (RFC 7240) without its `wait` preferences, which ask the broker how
@@ -259,7 +276,9 @@ pub(crate) fn agent_response(
     let (parts, body) = upstream.into_parts();
     let mut headers = HeaderMap::with_capacity(parts.headers.len());
     for (name, value) in &parts.headers {
-        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str())
+            || named_by_connection(&parts.headers, name.as_str())
+        {
             continue;
         }
         let bytes = value.as_bytes();
@@ -424,6 +443,41 @@ mod tests {
             sent(&["waiting=1"]),
             ["waiting=1"],
             "only the preference named wait is the broker's"
+        );
+    }
+
+    #[test]
+    fn connection_specific_headers_the_token_and_the_capability_stay_with_the_broker() {
+        let mut incoming = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("host", "broker.internal"),
+            ("content-length", "2"),
+            ("accept-encoding", "gzip"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("authorization", "Bearer lk_agent_token"),
+            (CAPABILITY_HEADER, "capability"),
+            ("content-type", "application/json"),
+            ("x-request-id", "r-1"),
+            ("x-private", "for the broker's hop only"),
+        ] {
+            incoming.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let secret = SecretBytes::new(b"canary-secret".to_vec());
+        let injection = Injection::Header { name: "x-api-key".to_owned(), prefix: String::new() };
+        let sent = upstream_headers(&incoming, &injection, &secret).unwrap();
+        let mut names: Vec<&str> = sent.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["content-type", "x-api-key", "x-request-id"],
+            "only end-to-end headers and the injected credential go upstream: not the ones \
+             `Connection` names, and none an HTTP/2 upstream would refuse"
         );
     }
 

@@ -84,6 +84,17 @@ async fn record(State(upstream): State<Upstream>, request: Request) -> Response 
         "/redirect" => {
             (StatusCode::FOUND, [("location", "http://127.0.0.1:9/steal")]).into_response()
         }
+        "/hop" => (
+            [
+                ("connection", "x-hop-private"),
+                ("x-hop-private", "for the upstream's hop only"),
+                ("proxy-connection", "keep-alive"),
+                ("keep-alive", "timeout=5"),
+                ("x-end-to-end", "kept"),
+            ],
+            "ok",
+        )
+            .into_response(),
         "/oauth/refused" => (
             StatusCode::BAD_REQUEST,
             axum::Json(json!({"error": "invalid_grant", "error_description": "grant revoked"})),
@@ -835,6 +846,23 @@ async fn an_upstream_echoing_the_credential_is_redacted_in_headers_and_body() {
     let echoed = headers["x-echo"].to_str().expect("text");
     assert!(!echoed.contains(CANARY), "header echo removed: {echoed}");
 
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn the_upstreams_connection_specific_headers_end_at_the_broker() {
+    let w = world().await;
+    let cap = w.capability(&w.single_use());
+    let (status, headers, body) = send(w.call("GET", "/hop", Some(&cap))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-end-to-end"], "kept", "end-to-end headers reach the agent");
+    for hop in ["x-hop-private", "proxy-connection", "keep-alive"] {
+        assert!(
+            !headers.contains_key(hop),
+            "{hop} is for the upstream's hop only (named by its Connection header, or \
+             connection-specific): {headers:?}"
+        );
+    }
     w.broker.stop().await;
 }
 
