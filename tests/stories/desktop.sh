@@ -9,6 +9,9 @@
 # notification server on the private bus, so the real tray icon, its menu and the notifications
 # are checked over D-Bus, and closing the window leaves the app in the tray as on a desktop (and,
 # once the story stops the tray host, quits it).
+# Then a second phase (tests/e2e/desktop_team.py): the app, on a profile of its own, creates a
+# workspace on a real `latchkey-server` serving TLS with a certificate from a private authority
+# the story makes with openssl, refused until the authority's PEM is pasted.
 # Screenshots of every screen are kept in target/e2e-screenshots/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -17,7 +20,7 @@ root="$PWD"
 # shellcheck source=scripts/lib/tauri_driver.sh
 source scripts/lib/tauri_driver.sh
 
-for tool in xvfb-run dbus-run-session gnome-keyring-daemon WebKitWebDriver node python3; do
+for tool in xvfb-run dbus-run-session gnome-keyring-daemon WebKitWebDriver node python3 openssl; do
   command -v "$tool" >/dev/null || {
     echo "desktop story: $tool is missing (see scripts/lib/packages.txt)" >&2
     exit 1
@@ -43,7 +46,7 @@ done
 }
 
 # Build with the real HOME (cargo and rustup find their homes through it), then switch.
-cargo build -p latchkey-desktop -p latchkey-cli --locked
+cargo build -p latchkey-desktop -p latchkey-cli -p latchkey-server --locked
 app="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/latchkey-desktop"
 shots="$(dirname "$app")/../e2e-screenshots"
 rm -rf "$shots"
@@ -74,6 +77,32 @@ exec 9>"$work/oidc.in"
 for _ in $(seq 100); do [[ -s "$work/oidc.out" ]] && break; sleep 0.1; done
 [[ -s "$work/oidc.out" ]] || { echo "desktop story: oidc-provider did not start" >&2; cat "$work/oidc.err" >&2; exit 1; }
 read -r issuer client_id < <(python3 -c 'import json,sys; d=json.loads(sys.stdin.readline()); print(d["issuer"], d["client_id"])' <"$work/oidc.out")
+
+# The team server of the second phase: a private certificate authority no system trusts, a
+# certificate it issued for localhost, and the real broker serving TLS with it.
+team="$work/team"
+mkdir -p "$team"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=Acme E2E Private CA" -keyout "$team/ca.key" -out "$team/ca.pem" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+  -keyout "$team/server.key" -out "$team/server.csr" 2>/dev/null
+printf '%s\n' "subjectAltName=DNS:localhost" "basicConstraints=CA:FALSE" \
+  "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature" >"$team/server.ext"
+openssl x509 -req -days 2 -in "$team/server.csr" -CA "$team/ca.pem" -CAkey "$team/ca.key" \
+  -CAcreateserial -extfile "$team/server.ext" -out "$team/server.pem" 2>/dev/null
+chmod 600 "$team/server.key" "$team/ca.key"
+team_port="$(free_port)"
+team_url="https://localhost:$team_port"
+LATCHKEY_LOG=warn "$(dirname "$app")/latchkey-server" --listen "127.0.0.1:$team_port" \
+  --metrics-listen "127.0.0.1:$(free_port)" --data-dir "$team/data" --public-origin "$team_url" \
+  --tls-cert "$team/server.pem" --tls-key "$team/server.key" >"$work/team-server.log" 2>&1 &
+pids+=($!)
+export LATCHKEY_E2E_TEAM_URL="$team_url" LATCHKEY_E2E_TEAM_CA="$team/ca.pem"
+LATCHKEY_E2E_TEAM_CA_FINGERPRINT="$(openssl x509 -in "$team/ca.pem" -noout -fingerprint -sha256 | cut -d= -f2)"
+export LATCHKEY_E2E_TEAM_CA_FINGERPRINT
+export LATCHKEY_E2E_TEAM_SCAN="$work/config:$work/team-data:$team/data:$work/team-app.log:$work/team-server.log"
+export LATCHKEY_E2E_TEAM_BROKER_LISTEN="127.0.0.1:$(free_port)"
 
 export LATCHKEY_E2E_APP="$app" LATCHKEY_E2E_CLI="$(dirname "$app")/latchkey"
 export LATCHKEY_E2E_CLI_CONFIG="$work/cli-config"
@@ -115,12 +144,25 @@ xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
   rc=0
   python3 tests/e2e/desktop.py || rc=$?
   stop_tauri_driver
+  ((rc == 0)) || exit "$rc"
+  # The second phase: the app on a profile of its own, against the TLS team server.
+  export LATCHKEY_PROFILE=e2e-team LATCHKEY_DESKTOP_DATA_DIR="$WORK/team-data"
+  export LATCHKEY_DESKTOP_BROKER_LISTEN="$LATCHKEY_E2E_TEAM_BROKER_LISTEN"
+  start_tauri_driver "${LATCHKEY_E2E_DRIVER##*:}" "$WORK/team-app.log"
+  python3 tests/e2e/desktop_team.py || rc=$?
+  stop_tauri_driver
   exit "$rc"
 ' || status=$?
 
 if ((status != 0)); then
   echo "desktop story: failed; the app's log (last 60 lines):" >&2
   tail -n 60 "$work/app.log" >&2 || true
+  if [[ -s "$work/team-app.log" ]]; then
+    echo "desktop story: the app's log in the team phase (last 40 lines):" >&2
+    tail -n 40 "$work/team-app.log" >&2
+    echo "the team server's log (last 20 lines):" >&2
+    tail -n 20 "$work/team-server.log" >&2 || true
+  fi
   [[ -f "$work/browser.log" ]] && { echo "scripted browser:" >&2; cat "$work/browser.log" >&2; }
   [[ -s "$work/hosts.log" ]] && { echo "tray host and notification server:" >&2; cat "$work/hosts.log" >&2; }
   exit "$status"

@@ -68,6 +68,42 @@ describe('onboarding', () => {
     expect(calls[calls.length - 1].teamServerCa, 'the pasted text, as pasted').toBe(pem);
   });
 
+  it("opens the authority field with a hint when the team server's certificate is refused", async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    await user.click(screen.getByTestId('where-server'));
+    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.internal');
+    b.failNext('create_workspace', {
+      code: 'broker_tls_refused',
+      message: 'the broker at https://lk.acme.internal presented a TLS certificate this computer refuses (issued by an authority that is not trusted here)',
+    });
+    expect(screen.queryByTestId('server-ca-hint'), 'no hint before anything was refused').toBeNull();
+    await user.click(screen.getByTestId('create-workspace'));
+    expect(await screen.findByTestId('error')).toHaveAttribute('data-code', 'broker_tls_refused');
+    expect(screen.getByTestId('server-ca'), 'the field the fix goes into is open').toBeVisible();
+    expect(screen.getByTestId('server-ca-hint')).toHaveTextContent("paste that authority's certificate here");
+    await user.type(screen.getByTestId('server-ca'), PRIVATE_CA_PEM);
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+    expect(b.callsOf('create_workspace').at(-1)?.teamServerCa).toBe(PRIVATE_CA_PEM);
+  });
+
+  it('says the same when joining a team server whose certificate is refused', async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await user.click(screen.getByTestId('start-join'));
+    await user.type(screen.getByTestId('join-url'), 'https://lk.acme.internal');
+    await user.type(screen.getByTestId('invite-code'), 'LK-7Q4M');
+    await user.type(screen.getByTestId('join-name'), 'Bob');
+    b.failNext('join_workspace', { code: 'broker_tls_refused', message: 'refused certificate' });
+    await user.click(screen.getByTestId('join-workspace'));
+    expect(await screen.findByTestId('error')).toHaveAttribute('data-code', 'broker_tls_refused');
+    expect(screen.getByTestId('join-ca-hint')).toBeVisible();
+  });
+
   it('never sends an authority pasted for a team server when this computer is chosen after all', async () => {
     const b = setup({ fresh: true });
     const user = userEvent.setup();
