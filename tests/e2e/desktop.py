@@ -290,6 +290,20 @@ def listening(url: str) -> bool:
         return False
 
 
+def add_api_key(d: Driver, name: str, key: str, base_url: str) -> None:
+    """Adds an API key for a custom API through Connect, as a member types it, and waits for its
+    card."""
+    t = d.tid
+    d.click(t("connect-integration"), "connect button")
+    d.fill(t("provider-search"), "custom api", "provider search")
+    d.click(t("provider-custom-api-key"), "the custom API key provider")
+    d.fill(t("integration-name"), name, "integration name")
+    d.fill(t("api-key"), key, "API key field")
+    d.fill(t("base-url"), base_url, "base URL")
+    d.click(t("connect-submit"), "add the key")
+    d.wait(t(f"integration-{name}"), "the new integration's card")
+
+
 def labels(menu: list) -> list:
     return [e["label"] for e in menu]
 
@@ -371,14 +385,7 @@ def main() -> None:
 
         step("integrations: add an API key (custom API, the recording upstream)")
         d.click(t("nav-integrations"), "integrations in the sidebar")
-        d.click(t("connect-integration"), "connect button")
-        d.fill(t("provider-search"), "custom api", "provider search")
-        d.click(t("provider-custom-api-key"), "the custom API key provider")
-        d.fill(t("integration-name"), "upstream", "integration name")
-        d.fill(t("api-key"), CANARY, "API key field")
-        d.fill(t("base-url"), upstream_url, "base URL")
-        d.click(t("connect-submit"), "add the key")
-        d.wait(t("integration-upstream"), "the new integration's card")
+        add_api_key(d, "upstream", CANARY, upstream_url)
 
         step("integrations: connect OAuth at oidc-provider through the browser")
         d.click(t("connect-integration"), "connect button")
