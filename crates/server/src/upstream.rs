@@ -61,18 +61,18 @@ pub struct UpstreamClient {
     read_timeout: Duration,
 }
 
-/// How long each stage may take; [`CONNECT_TIMEOUT`] and [`READ_TIMEOUT`] outside tests.
-#[derive(Debug, Clone, Copy)]
-struct Timeouts {
-    connect: Duration,
-    read: Duration,
-}
-
 impl std::fmt::Debug for UpstreamClient {
     // The proxy's URL may carry a password; nothing of the configuration is shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("UpstreamClient { .. }")
     }
+}
+
+/// How long each stage may take; [`CONNECT_TIMEOUT`] and [`READ_TIMEOUT`] outside tests.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    read: Duration,
 }
 
 /// The client could not be set up.
@@ -105,23 +105,21 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// Whether the upstream (or the connection to it) ran out of time.
     pub fn is_timeout(&self) -> bool {
-        match self {
-            Self::Timeout => true,
-            Self::NotAllowed => false,
-            Self::Failed(e) => {
-                let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-                while let Some(current) = next {
-                    if current
-                        .downcast_ref::<std::io::Error>()
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-                    {
-                        return true;
-                    }
-                    next = current.source();
-                }
-                false
-            }
-        }
+        matches!(self, Self::Timeout)
+            || self.causes().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            })
+    }
+
+    /// hyper's error and everything under it (nothing for the refusals made before sending).
+    fn causes(&self) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+        let failed: Option<&(dyn std::error::Error + 'static)> = match self {
+            Self::Failed(e) => Some(e),
+            Self::NotAllowed | Self::Timeout => None,
+        };
+        std::iter::successors(failed, |cause| cause.source())
     }
 }
 
@@ -139,15 +137,7 @@ impl UpstreamError {
     }
 
     fn through_proxy(&self) -> Option<&ThroughProxy> {
-        let Self::Failed(e) = self else { return None };
-        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(current) = next {
-            if let Some(found) = current.downcast_ref::<ThroughProxy>() {
-                return Some(found);
-            }
-            next = current.source();
-        }
-        None
+        self.causes().find_map(|cause| cause.downcast_ref::<ThroughProxy>())
     }
 
     /// What to tell whoever asked for the call, naming the far end as `what` ("the upstream
@@ -180,16 +170,13 @@ impl UpstreamError {
     }
 }
 
-/// `error` and its sources, joined by `: ` (hyper's own message alone says only "client error").
+/// `error` and its sources, joined by `: ` (hyper's own message alone says only "client
+/// error"). `UpstreamError::Failed` shows this, so a log line says what failed.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(current) = next {
-        text.push_str(": ");
-        text.push_str(&current.to_string());
-        next = current.source();
-    }
-    text
+    let causes: Vec<String> = std::iter::successors(Some(error), |cause| cause.source())
+        .map(ToString::to_string)
+        .collect();
+    causes.join(": ")
 }
 
 impl UpstreamClient {
