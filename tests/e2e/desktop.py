@@ -304,6 +304,15 @@ def add_api_key(d: Driver, name: str, key: str, base_url: str) -> None:
     d.wait(t(f"integration-{name}"), "the new integration's card")
 
 
+def scan_for(canary: str, roots: list) -> None:
+    """Fails naming every file under `roots` (directories, or files themselves) holding `canary`."""
+    leaks = [str(path) for root in roots
+             for path in (root.rglob("*") if root.is_dir() else [root])
+             if path.is_file() and canary.encode() in path.read_bytes()]
+    if leaks:
+        raise Failure(f"the canary key is in {leaks}")
+
+
 def labels(menu: list) -> list:
     return [e["label"] for e in menu]
 
@@ -645,13 +654,7 @@ def main() -> None:
         upstream.shutdown()
 
     step("leak check: no file the app or the CLI wrote holds the canary key")
-    leaks = []
-    for root in scanned:
-        for path in (root.rglob("*") if root.is_dir() else [root]):
-            if path.is_file() and CANARY.encode() in path.read_bytes():
-                leaks.append(str(path))
-    if leaks:
-        raise Failure(f"the canary key is in {leaks}")
+    scan_for(CANARY, scanned)
     step(f"passed; screenshots in {shots}")
 
 

@@ -14,7 +14,7 @@ find the authority under Security, by the same SHA-256 fingerprint openssl gives
 import pathlib
 import sys
 
-from desktop import CANARY, Driver, Failure, add_api_key, env, listening, step, until
+from desktop import CANARY, Driver, Failure, add_api_key, env, listening, scan_for, step, until
 
 TEAM_CANARY = CANARY + "-team"
 
@@ -72,11 +72,7 @@ def main() -> None:
         d.quit()
 
     step("team server: no file the app or the server wrote holds the key")
-    leaks = [str(path) for root in scanned
-             for path in (root.rglob("*") if root.is_dir() else [root])
-             if path.is_file() and TEAM_CANARY.encode() in path.read_bytes()]
-    if leaks:
-        raise Failure(f"the canary key is in {leaks}")
+    scan_for(TEAM_CANARY, scanned)
     step("team story passed")
 
 

@@ -102,6 +102,12 @@ pub enum UpstreamError {
     Failed(#[source] hyper_util::client::legacy::Error),
 }
 
+/// A failure on the way through the egress proxy: reaching it, its TLS handshake, or its answer
+/// to `CONNECT`. Marks the error so the caller can say it was the proxy, not the upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("egress proxy")]
+struct ThroughProxy(#[source] BoxError);
+
 impl UpstreamError {
     /// Whether the upstream (or the connection to it) ran out of time.
     pub fn is_timeout(&self) -> bool {
@@ -121,15 +127,7 @@ impl UpstreamError {
         };
         std::iter::successors(failed, |cause| cause.source())
     }
-}
 
-/// A failure on the way through the egress proxy: reaching it, its TLS handshake, or its answer
-/// to `CONNECT`. Marks the error so the caller can say it was the proxy, not the upstream.
-#[derive(Debug, thiserror::Error)]
-#[error("egress proxy")]
-struct ThroughProxy(#[source] BoxError);
-
-impl UpstreamError {
     /// Whether the call failed on the way through the egress proxy (its connection, its
     /// certificate, or its refusal to open a tunnel) rather than at the upstream.
     pub fn at_proxy(&self) -> bool {
@@ -250,11 +248,15 @@ impl UpstreamClient {
 fn plain_http_allowed(uri: &Uri) -> bool {
     match uri.scheme() {
         Some(scheme) if *scheme == Scheme::HTTPS => uri.host().is_some(),
-        Some(scheme) if *scheme == Scheme::HTTP => {
-            matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]"))
-        }
+        Some(scheme) if *scheme == Scheme::HTTP => uri.host().is_some_and(is_loopback_host),
         _ => false,
     }
+}
+
+/// Whether `host` (as a URL spells it) names this machine: the only hosts plain `http` may
+/// reach, agents' upstreams and token endpoints alike.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    ["127.0.0.1", "localhost", "[::1]"].iter().any(|loopback| host.eq_ignore_ascii_case(loopback))
 }
 
 /// `NO_PROXY` (or `no_proxy`), as curl reads it.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
+use axum::http::header::GetAll;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
@@ -101,10 +102,9 @@ pub(crate) fn check_allowed_host(credential: &CredentialRecord, url: &Url) -> Re
         )
     };
     let host = url.host_str().ok_or_else(not_allowed)?.to_ascii_lowercase();
-    let loopback = matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]");
     match url.scheme() {
         "https" => {}
-        "http" if loopback => {}
+        "http" if crate::upstream::is_loopback_host(&host) => {}
         _ => return Err(not_allowed()),
     }
     let with_port = match url.port() {
@@ -130,11 +130,12 @@ pub(crate) fn upstream_headers(
     secret: &SecretBytes,
 ) -> Result<HeaderMap, ApiError> {
     let mut headers = HeaderMap::with_capacity(incoming.len() + 1);
+    let connection = incoming.get_all(axum::http::header::CONNECTION);
     for (name, value) in incoming {
         let name_str = name.as_str();
         if DROPPED_REQUEST_HEADERS.contains(&name_str)
             || TOKEN_HEADERS.contains(&name_str)
-            || named_by_connection(incoming, name_str)
+            || named_by(&connection, name_str)
         {
             continue;
         }
@@ -166,8 +167,8 @@ pub(crate) fn upstream_headers(
 
 /// Whether `name` is one of the headers the sender's `Connection` header lists: those are for
 /// this hop only (RFC 9110 §7.6.1) and a proxy removes them.
-fn named_by_connection(incoming: &HeaderMap, name: &str) -> bool {
-    incoming.get_all(axum::http::header::CONNECTION).iter().any(|value| {
+fn named_by(connection: &GetAll<'_, HeaderValue>, name: &str) -> bool {
+    connection.iter().any(|value| {
         value.to_str().is_ok_and(|text| {
             text.split(',').any(|option| option.trim().eq_ignore_ascii_case(name))
         })
@@ -275,9 +276,9 @@ pub(crate) fn agent_response(
 ) -> Response {
     let (parts, body) = upstream.into_parts();
     let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    let connection = parts.headers.get_all(axum::http::header::CONNECTION);
     for (name, value) in &parts.headers {
-        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str())
-            || named_by_connection(&parts.headers, name.as_str())
+        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) || named_by(&connection, name.as_str())
         {
             continue;
         }

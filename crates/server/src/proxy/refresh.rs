@@ -44,7 +44,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
 use crate::store::credentials::{CredentialRecord, EnvelopeSwap};
 use crate::store::leases::{LeaseHolder, LeaseRefused, REFRESH_LEASE_SECS, TakenLease};
-use crate::upstream::{UpstreamBody, UpstreamError};
+use crate::upstream::UpstreamBody;
 
 /// Largest token endpoint response read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
@@ -383,10 +383,6 @@ async fn request_tokens(
     let capacity = form.iter().map(|(k, v)| k.len() + 3 * v.len() + 2).sum();
     let mut encoded = Zeroizing::new(String::with_capacity(capacity));
     url::form_urlencoded::Serializer::new(&mut *encoded).extend_pairs(&form).finish();
-    let unreachable = |e: &UpstreamError| {
-        tracing::warn!(error = %e, "token endpoint unreachable");
-        ApiError::new(ErrorCode::UpstreamFailed, e.explain("the provider's token endpoint"))
-    };
     let uri: axum::http::Uri = refresh.token_endpoint.parse().map_err(|_| {
         ApiError::new(
             ErrorCode::UpstreamFailed,
@@ -401,7 +397,10 @@ async fn request_tokens(
         ))))
         .map_err(|e| ApiError::internal(&e))?;
     let exchange = async {
-        let response = state.upstream.send(request).await.map_err(|e| unreachable(&e))?;
+        let response = state.upstream.send(request).await.map_err(|e| {
+            tracing::warn!(error = %e, "token endpoint unreachable");
+            ApiError::new(ErrorCode::UpstreamFailed, e.explain("the provider's token endpoint"))
+        })?;
         let status = response.status();
         Ok::<_, ApiError>((status, read_limited(response.into_body()).await?))
     };
