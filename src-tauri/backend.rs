@@ -10,8 +10,8 @@ use latchkey_core::tls::TrustAnchors;
 
 use crate::error::CommandError;
 use crate::view::{
-    Agent, AppStatus, Approval, AuditRow, AuditVerdict, DeviceInvite, Grant, Integration, Invite,
-    Member, NewAgent, RotationProgress, RotationResult,
+    Agent, AppStatus, Approval, AuditRow, AuditVerdict, DeviceInvite, Integration, Invite,
+    IssuedGrant, Member, NewAgent, RotationProgress, RotationResult,
 };
 
 /// A command's result.
@@ -154,7 +154,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn create_agent(&self, name: String) -> Outcome<NewAgent>;
     async fn regenerate_agent(&self, id: String) -> Outcome<NewAgent>;
     async fn revoke_agent(&self, id: String) -> Outcome<()>;
-    async fn create_grant(&self, grant: NewGrant) -> Outcome<Grant>;
+    /// Registers a standing grant and issues its capability, which the agent needs.
+    async fn create_grant(&self, grant: NewGrant) -> Outcome<IssuedGrant>;
     async fn revoke_grant(&self, id: String) -> Outcome<()>;
 
     async fn approvals(&self, all: bool) -> Outcome<Vec<Approval>>;

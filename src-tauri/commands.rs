@@ -18,8 +18,8 @@ use crate::backend::{
 };
 use crate::error::CommandError;
 use crate::view::{
-    Agent, AppStatus, Approval, AuditRow, AuditVerdict, CheckResult, DeviceInvite, Grant,
-    Integration, Invite, Member, NewAgent, Policy, PolicyTemplate, Provider, RotationResult,
+    Agent, AppStatus, Approval, AuditRow, AuditVerdict, CheckResult, DeviceInvite, Integration,
+    Invite, IssuedGrant, Member, NewAgent, Policy, PolicyTemplate, Provider, RotationResult,
 };
 use crate::{events, templates};
 
@@ -267,7 +267,7 @@ pub async fn create_grant(
     methods: Vec<String>,
     path_patterns: Vec<String>,
     duration_secs: u64,
-) -> Outcome<Grant> {
+) -> Outcome<IssuedGrant> {
     if methods.is_empty() {
         return Err(CommandError::invalid("choose at least one method"));
     }

@@ -173,9 +173,9 @@ impl Backend for Fake {
     async fn revoke_agent(&self, _: String) -> Outcome<()> {
         refused()
     }
-    async fn create_grant(&self, grant: NewGrant) -> Outcome<Grant> {
+    async fn create_grant(&self, grant: NewGrant) -> Outcome<IssuedGrant> {
         self.seen.lock().unwrap().grants.push(grant.clone());
-        Ok(Grant {
+        let grant = Grant {
             id: "g1".into(),
             agent: grant.agent,
             credential: grant.credential,
@@ -185,7 +185,8 @@ impl Backend for Fake {
             expires_at: 3600,
             created_at: 0,
             revoked_at: None,
-        })
+        };
+        Ok(IssuedGrant { grant, capability: "AQI-capability-text".into() })
     }
     async fn revoke_grant(&self, _: String) -> Outcome<()> {
         refused()
@@ -560,7 +561,11 @@ fn grants_need_a_method_and_a_path_before_the_backend_is_asked() {
             json!({"agent": "a", "credential": "c", "methods": ["GET"], "pathPatterns": ["/repos/*", ""], "durationSecs": 3600}),
         )
         .expect("a valid grant is made");
-    assert_eq!(made["pathPatterns"], json!(["/repos/*"]), "blank patterns are dropped");
+    assert_eq!(made["grant"]["pathPatterns"], json!(["/repos/*"]), "blank patterns are dropped");
+    assert_eq!(
+        made["capability"], "AQI-capability-text",
+        "the agent needs the grant's capability: the UI gets it this once to hand over"
+    );
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub mod codes {
     pub const NOT_FOUND: &str = "not_found";
     /// The device joined but no admin has admitted it yet.
     pub const NOT_ADMITTED_YET: &str = "not_admitted_yet";
+    /// A fingerprint the person typed is not the other device's: nothing was shared or accepted.
+    pub const FINGERPRINT_MISMATCH: &str = "fingerprint_mismatch";
     /// A Cedar policy did not validate; `problems` says where.
     pub const POLICY_INVALID: &str = "policy_invalid";
     /// The approval was already answered or expired.
@@ -200,6 +202,13 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> String {
             profile(e)
         } else if let Some(e) = cause.downcast_ref::<AccessError>() {
             matches!(e, AccessError::UnknownCredential(_)).then(|| codes::NOT_FOUND.to_owned())
+        } else if let Some(e) = cause.downcast_ref::<WorkspaceError>() {
+            matches!(
+                e,
+                WorkspaceError::FingerprintMismatch { .. }
+                    | WorkspaceError::KeysFromUnconfirmedSender { .. }
+            )
+            .then(|| codes::FINGERPRINT_MISMATCH.to_owned())
         } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {
             match e {
                 ApprovalError::Closed { .. } => Some(codes::APPROVAL_CLOSED.to_owned()),
@@ -269,6 +278,21 @@ mod tests {
             "the message must be the key store's own, which says how to fix it on this system"
         );
         assert!(shown.message.contains(" and try again"), "{}", shown.message);
+    }
+
+    #[test]
+    fn keys_from_a_device_not_confirmed_are_a_fingerprint_mismatch_not_a_wait() {
+        let fingerprint = latchkey_core::fingerprint::Fingerprint::of(&[7; 32], &[8; 32]);
+        let shown = CommandError::from(WorkspaceError::KeysFromUnconfirmedSender {
+            fingerprint,
+            waiting: 1,
+        });
+        assert_eq!(
+            shown.code,
+            codes::FINGERPRINT_MISMATCH,
+            "the onboarding tells a mistyped fingerprint apart from an admin who has not acted yet"
+        );
+        assert!(shown.message.contains("Compare the fingerprint"), "{}", shown.message);
     }
 
     #[test]

@@ -40,8 +40,8 @@ use crate::embedded::Embedded;
 use crate::error::{CommandError, codes};
 use crate::view::{
     self, Agent, AppStatus, Approval, AuditRow, AuditVerdict, BrokerView, CheckResult,
-    DeviceInvite, Grant, Integration, Invite, Member, NewAgent, RotationProgress, RotationResult,
-    WorkspaceView,
+    DeviceInvite, Grant, Integration, Invite, IssuedGrant, Member, NewAgent, RotationProgress,
+    RotationResult, WorkspaceView,
 };
 
 /// A device's signed client and fingerprint, ready to use.
@@ -643,7 +643,7 @@ impl Backend for Live {
         Ok(self.client().await?.revoke_agent(parse_id::<AgentId>(&id, "agent")?).await?)
     }
 
-    async fn create_grant(&self, grant: NewGrant) -> Outcome<Grant> {
+    async fn create_grant(&self, grant: NewGrant) -> Outcome<IssuedGrant> {
         let client = self.client().await?;
         let credential =
             client.credential(parse_id::<CredentialId>(&grant.credential, "integration")?).await?;
@@ -663,7 +663,10 @@ impl Backend for Live {
         )
         .await?;
         let names = HashMap::from([(credential.id.to_string(), credential.name)]);
-        Ok(Grant::new(&issued.grant, &names))
+        Ok(IssuedGrant {
+            grant: Grant::new(&issued.grant, &names),
+            capability: issued.capability.expose_secret().to_owned(),
+        })
     }
 
     async fn revoke_grant(&self, id: String) -> Outcome<()> {

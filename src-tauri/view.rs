@@ -204,6 +204,27 @@ pub struct Grant {
     pub revoked_at: Option<u64>,
 }
 
+/// A grant just made, with the standing capability the agent needs for it: shown this once,
+/// for the person to hand to the agent (the broker keeps only the grant's row).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedGrant {
+    pub grant: Grant,
+    /// The capability text, sent by the agent in a `Latchkey-Capability` header or after its
+    /// token and a `.`. Not a credential (the record key in it is sealed to the broker's key),
+    /// but a bearer authorisation together with the agent's token: never logged.
+    pub capability: String,
+}
+
+impl std::fmt::Debug for IssuedGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedGrant")
+            .field("grant", &self.grant)
+            .field("capability", &"<redacted>")
+            .finish()
+    }
+}
+
 impl Grant {
     /// `grant`, naming its credential from `names` (id to name).
     pub fn new(grant: &GrantInfo, names: &HashMap<String, String>) -> Self {

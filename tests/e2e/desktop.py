@@ -153,6 +153,10 @@ class Driver:
     def text(self, element: str) -> str:
         return self.s(f"/element/{element}/text", method="GET") or ""
 
+    def attribute(self, css: str, name: str) -> str:
+        element = self.wait(css, f"the element whose {name} is read")
+        return self.s(f"/element/{element}/attribute/{name}", method="GET") or ""
+
     def click(self, css: str, what: str) -> None:
         self.s(f"/element/{self.wait(css, what)}/click", {})
 
@@ -304,13 +308,44 @@ def add_api_key(d: Driver, name: str, key: str, base_url: str) -> None:
     d.wait(t(f"integration-{name}"), "the new integration's card")
 
 
-def scan_for(canary: str, roots: list) -> None:
+def create_agent(d: Driver, name: str, broker: str, shot: str = "") -> str:
+    """Creates an agent on the Agents screen and returns the token its dialog shows once, after
+    checking the SDK snippets point at `broker`; closes the dialog."""
+    t = d.tid
+    d.click(t("nav-agents"), "agents in the sidebar")
+    d.click(t("create-agent"), "create agent")
+    d.fill(t("agent-name"), name, "agent name")
+    d.click(t("create-agent-submit"), "create")
+    token = d.text(d.wait(t("agent-token"), "the token dialog"))
+    if not token.startswith("lk_"):
+        raise Failure(f"the dialog does not show an agent token: {token!r}")
+    snippet = d.text(d.wait(t("snippet-text"), "SDK snippets"))
+    if broker not in snippet:
+        raise Failure(f"the snippet does not point at the broker {broker}: {snippet!r}")
+    if shot:
+        d.screenshot(shot)
+    d.click(t("token-done"), "close the token dialog")
+    return token
+
+
+def recording_upstream() -> tuple:
+    """The upstream API on a free loopback port, recording into `Recorder.seen`: the server (to
+    shut down) and its base URL."""
+    upstream = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Recorder)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    return upstream, f"http://127.0.0.1:{upstream.server_address[1]}"
+
+
+def scan_for(canary: str, roots: list, what: str = "the canary key") -> None:
     """Fails naming every file under `roots` (directories, or files themselves) holding `canary`."""
+    if not canary:
+        raise Failure(f"nothing to scan for: {what} was never read")
     leaks = [str(path) for root in roots
              for path in (root.rglob("*") if root.is_dir() else [root])
              if path.is_file() and canary.encode() in path.read_bytes()]
     if leaks:
-        raise Failure(f"the canary key is in {leaks}")
+        raise Failure(f"{what} is in {leaks}")
 
 
 def labels(menu: list) -> list:
@@ -332,11 +367,13 @@ def agent_call(broker: str, credential: str, token: str, results: list) -> None:
         results.append((error.code, error.read().decode()))
 
 
-def latchkey(args: list, stdin: str = "") -> dict:
-    """The `latchkey` CLI of a second device: its own profile and configuration, the keychain
-    the app uses. Returns its `--json` answer."""
-    cli_env = dict(os.environ, LATCHKEY_PROFILE="e2e-cli",
-                   LATCHKEY_CONFIG_DIR=env("LATCHKEY_E2E_CLI_CONFIG"), LATCHKEY_KEY_STORE="os")
+def latchkey(args: list, stdin: str = "", profile: str = "e2e-cli",
+             config: str = "LATCHKEY_E2E_CLI_CONFIG") -> dict:
+    """The `latchkey` CLI of another device: its own profile and configuration directory (named
+    by the environment variable `config`), the keychain the app uses. Returns its `--json`
+    answer."""
+    cli_env = dict(os.environ, LATCHKEY_PROFILE=profile, LATCHKEY_CONFIG_DIR=env(config),
+                   LATCHKEY_KEY_STORE="os")
     done = subprocess.run([env("LATCHKEY_E2E_CLI"), "--json", *args], input=stdin, env=cli_env,
                           capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
@@ -354,10 +391,7 @@ def main() -> None:
     shots.mkdir(parents=True, exist_ok=True)
     scanned = [pathlib.Path(p) for p in env("LATCHKEY_E2E_SCAN").split(":")]
 
-    upstream = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Recorder)
-    upstream.daemon_threads = True
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    upstream_url = f"http://127.0.0.1:{upstream.server_address[1]}"
+    upstream, upstream_url = recording_upstream()
 
     d = Driver(driver_url, app, shots)
     t = d.tid
@@ -410,18 +444,7 @@ def main() -> None:
         d.screenshot("integrations")
 
         step("agents: create one; its token is shown once")
-        d.click(t("nav-agents"), "agents in the sidebar")
-        d.click(t("create-agent"), "create agent")
-        d.fill(t("agent-name"), "e2e-bot", "agent name")
-        d.click(t("create-agent-submit"), "create")
-        token = d.text(d.wait(t("agent-token"), "the token dialog"))
-        if not token.startswith("lk_"):
-            raise Failure(f"the dialog does not show an agent token: {token!r}")
-        snippet = d.text(d.wait(t("snippet-text"), "SDK snippets"))
-        if broker not in snippet:
-            raise Failure(f"the snippet does not point at the broker: {snippet!r}")
-        d.screenshot("agent-token")
-        d.click(t("token-done"), "close the token dialog")
+        token = create_agent(d, "e2e-bot", broker, "agent-token")
         d.wait_gone(t("agent-token"), "the token leaves the screen")
         d.wait(t("agent-e2e-bot"), "the agent's card")
         d.screenshot("agents")

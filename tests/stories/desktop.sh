@@ -11,7 +11,8 @@
 # once the story stops the tray host, quits it).
 # Then a second phase (tests/e2e/desktop_team.py): the app, on a profile of its own, creates a
 # workspace on a real `latchkey-server` serving TLS with a certificate from a private authority
-# the story makes with openssl, refused until the authority's PEM is pasted.
+# the story makes with openssl, refused until the authority's PEM is pasted; and on a third
+# profile joins another workspace there, which an admin at the terminal made and admits.
 # Screenshots of every screen are kept in target/e2e-screenshots/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -101,8 +102,9 @@ pids+=($!)
 export LATCHKEY_E2E_TEAM_URL="$team_url" LATCHKEY_E2E_TEAM_CA="$team/ca.pem"
 LATCHKEY_E2E_TEAM_CA_FINGERPRINT="$(openssl x509 -in "$team/ca.pem" -noout -fingerprint -sha256 | cut -d= -f2)"
 export LATCHKEY_E2E_TEAM_CA_FINGERPRINT
-export LATCHKEY_E2E_TEAM_SCAN="$work/config:$work/team-data:$team/data:$work/team-app.log:$work/team-server.log"
-export LATCHKEY_E2E_TEAM_BROKER_LISTEN="127.0.0.1:$(free_port)"
+export LATCHKEY_E2E_TEAM_SCAN="$work/config:$work/team-data:$work/team-join-data:$work/ops-config:$team/data:$work/team-app.log:$work/team-join-app.log:$work/team-server.log"
+export LATCHKEY_E2E_TEAM_BROKER_LISTEN="127.0.0.1:$(free_port)" LATCHKEY_E2E_OPS_CONFIG="$work/ops-config"
+export LATCHKEY_E2E_TEAM_JOIN_BROKER_LISTEN="127.0.0.1:$(free_port)"
 
 export LATCHKEY_E2E_APP="$app" LATCHKEY_E2E_CLI="$(dirname "$app")/latchkey"
 export LATCHKEY_E2E_CLI_CONFIG="$work/cli-config"
@@ -149,7 +151,14 @@ xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
   export LATCHKEY_PROFILE=e2e-team LATCHKEY_DESKTOP_DATA_DIR="$WORK/team-data"
   export LATCHKEY_DESKTOP_BROKER_LISTEN="$LATCHKEY_E2E_TEAM_BROKER_LISTEN"
   start_tauri_driver "${LATCHKEY_E2E_DRIVER##*:}" "$WORK/team-app.log"
-  python3 tests/e2e/desktop_team.py || rc=$?
+  python3 tests/e2e/desktop_team.py create || rc=$?
+  stop_tauri_driver
+  ((rc == 0)) || exit "$rc"
+  # Then a new member joins a second workspace on that server from the app, on a third profile.
+  export LATCHKEY_PROFILE=e2e-team-join LATCHKEY_DESKTOP_DATA_DIR="$WORK/team-join-data"
+  export LATCHKEY_DESKTOP_BROKER_LISTEN="$LATCHKEY_E2E_TEAM_JOIN_BROKER_LISTEN"
+  start_tauri_driver "${LATCHKEY_E2E_DRIVER##*:}" "$WORK/team-join-app.log"
+  python3 tests/e2e/desktop_team.py join || rc=$?
   stop_tauri_driver
   exit "$rc"
 ' || status=$?
@@ -157,9 +166,12 @@ xvfb-run -a -s "-screen 0 1280x800x24" dbus-run-session -- bash -c '
 if ((status != 0)); then
   echo "desktop story: failed; the app's log (last 60 lines):" >&2
   tail -n 60 "$work/app.log" >&2 || true
+  for log in team-app team-join-app; do
+    [[ -s "$work/$log.log" ]] || continue
+    echo "desktop story: the app's log in the team phase, $log.log (last 40 lines):" >&2
+    tail -n 40 "$work/$log.log" >&2
+  done
   if [[ -s "$work/team-app.log" ]]; then
-    echo "desktop story: the app's log in the team phase (last 40 lines):" >&2
-    tail -n 40 "$work/team-app.log" >&2
     echo "the team server's log (last 20 lines):" >&2
     tail -n 20 "$work/team-server.log" >&2 || true
   fi

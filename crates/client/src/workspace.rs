@@ -94,6 +94,17 @@ pub enum WorkspaceError {
         /// The confirmed fingerprint.
         fingerprint: Fingerprint,
     },
+    /// Keys wait for this device, but from devices whose fingerprint is not the one confirmed:
+    /// a mistyped fingerprint, or someone else answering. None is accepted.
+    #[error(
+        "keys wait for this device, but none from the device with fingerprint {fingerprint}: they come from a device with another fingerprint, and are not accepted. Compare the fingerprint you typed with the one on the admitting device's screen; if they match, that device did not send these keys: tell your admin"
+    )]
+    KeysFromUnconfirmedSender {
+        /// The confirmed fingerprint.
+        fingerprint: Fingerprint,
+        /// How many keys wait from other, unconfirmed devices.
+        waiting: usize,
+    },
     /// A key signed by a confirmed device did not verify or open.
     #[error(
         "a key from the confirmed device {sender} failed verification: it was altered on the way; nothing was stored. Ask that member to admit this device again"
@@ -394,7 +405,9 @@ pub async fn admit_device(
 /// fingerprint the person confirmed (`confirmed_sender`, typed from the admitting device's
 /// screen) or confirmed earlier (recorded in the profile). Each key's signature is verified
 /// with the confirmed sender's key before it is opened. A `confirmed_sender` that sent nothing
-/// is an error ([`WorkspaceError::NoKeysFromSender`]) and nothing is stored.
+/// is an error ([`WorkspaceError::NoKeysFromSender`], or
+/// [`WorkspaceError::KeysFromUnconfirmedSender`] when other devices sent keys) and nothing is
+/// stored.
 pub async fn receive_keys(
     profile: &Profile,
     store: &SharedKeyStore,
@@ -408,6 +421,7 @@ pub async fn receive_keys(
     let mut member_keys = Vec::new();
     let mut senders = Vec::new();
     let mut ignored = 0;
+    let mut unconfirmed = 0;
     for DeliveredKey { key, sender } in delivered {
         let Some(sender) = sender.filter(|s| !s.removed && s.id == key.header().sender) else {
             ignored += 1;
@@ -418,6 +432,10 @@ pub async fn receive_keys(
         let confirmed_before = config.trusts(sender.id, &fingerprint);
         if !confirmed_now && !confirmed_before {
             ignored += 1;
+            // A new member's own device wraps its member key to itself: not a stranger's key.
+            if sender.id != me {
+                unconfirmed += 1;
+            }
             continue;
         }
         let rejected = |_| WorkspaceError::KeyRejected { sender: sender.id };
@@ -452,7 +470,11 @@ pub async fn receive_keys(
     if let Some(fingerprint) = confirmed_sender
         && !senders.iter().any(|(_, f)| f.matches(fingerprint))
     {
-        return Err(WorkspaceError::NoKeysFromSender { fingerprint: *fingerprint });
+        let fingerprint = *fingerprint;
+        return Err(match unconfirmed {
+            0 => WorkspaceError::NoKeysFromSender { fingerprint },
+            waiting => WorkspaceError::KeysFromUnconfirmedSender { fingerprint, waiting },
+        });
     }
 
     let received = ReceivedKeys {

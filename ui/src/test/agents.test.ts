@@ -97,6 +97,41 @@ describe('agents', () => {
     });
   });
 
+  it('shows the new grant\'s capability once, with how the agent sends it, and lists the grant', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(Agents);
+    await user.click(within(await screen.findByTestId('agent-release-writer')).getByTestId('add-grant'));
+    const form = await screen.findByTestId('grant-dialog');
+    await waitFor(() => expect((within(form).getByTestId('grant-credential') as HTMLSelectElement).value).toBe('cred_gh'));
+    await user.click(within(form).getByTestId('grant-submit'));
+    const capability = await screen.findByTestId('grant-capability');
+    const text = capability.textContent ?? '';
+    expect(text, 'the broker keeps only the grant row: the agent cannot call under it without this').toMatch(/^AQIgrant_\d+-capability$/);
+    const usage = screen.getByTestId('grant-usage').textContent ?? '';
+    expect(usage, 'after the token and a dot, as an SDK key').toContain(`<agent token>.${text}`);
+    expect(usage, 'or in the header').toContain(`Latchkey-Capability: ${text}`);
+    expect(screen.getByTestId('copy-capability')).toBeInTheDocument();
+    const row = await screen.findByTestId('agent-release-writer');
+    await waitFor(() => expect(within(row).getAllByTestId(/^grant-grant_/).length, 'the card lists the grant while the capability shows').toBeGreaterThan(0));
+    await user.click(screen.getByTestId('grant-done'));
+    await waitFor(() => expect(screen.queryByTestId('grant-capability'), 'shown once: gone when the dialog closes').toBeNull());
+  });
+
+  it('grants every path by default, and says what * and ** match', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Agents);
+    await user.click(within(await screen.findByTestId('agent-release-writer')).getByTestId('add-grant'));
+    const dlg = await screen.findByTestId('grant-dialog');
+    expect(within(dlg).getByTestId('grant-paths'), '`/*` would match one segment only: /v1/models would be held').toHaveValue('/**');
+    expect(within(dlg).getByTestId('grant-paths')).toHaveAccessibleDescription(/one path segment.*the rest of the path/);
+    await waitFor(() => expect((within(dlg).getByTestId('grant-credential') as HTMLSelectElement).value).toBe('cred_gh'));
+    await user.click(within(dlg).getByTestId('grant-submit'));
+    await waitFor(() => expect(b.callsOf('create_grant')).toHaveLength(1));
+    expect(b.callsOf('create_grant')[0]).toMatchObject({ methods: ['GET', 'HEAD'], pathPatterns: ['/**'] });
+  });
+
   it('revokes an agent after confirmation', async () => {
     const b = setup();
     const user = userEvent.setup();

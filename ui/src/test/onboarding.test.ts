@@ -178,6 +178,33 @@ describe('onboarding', () => {
     await waitFor(() => expect(app.status?.setUp).toBe(true));
   });
 
+  it('shows a fingerprint that matches no sender as an error to fix, not as a wait', async () => {
+    const b = setup({ fresh: true, admitAfter: 0 });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await user.click(screen.getByTestId('start-join'));
+    await user.type(screen.getByTestId('join-url'), 'https://lk.acme.dev');
+    await user.type(screen.getByTestId('invite-code'), 'LK-7Q4M');
+    await user.type(screen.getByTestId('join-name'), 'Sam');
+    await user.click(screen.getByTestId('join-workspace'));
+    await screen.findByTestId('fingerprint');
+    const message = 'Keys wait for this device, but none from the device with that fingerprint.';
+    b.failNext('finish_join', { code: 'fingerprint_mismatch', message });
+    await user.type(screen.getByTestId('admin-fingerprint'), '0000-0000-0000-0000');
+    await user.click(screen.getByTestId('finish-join'));
+    const alert = await screen.findByRole('alert');
+    expect(alert, 'the broker-side reason is shown as it came').toHaveTextContent(message);
+    expect(alert).toHaveAttribute('data-code', 'fingerprint_mismatch');
+    expect(screen.queryByTestId('not-admitted'), 'a mistyped fingerprint is not "an admin still needs to admit"').toBeNull();
+    expect(app.status?.setUp, 'nothing was accepted').toBeFalsy();
+
+    await user.clear(screen.getByTestId('admin-fingerprint'));
+    await user.type(screen.getByTestId('admin-fingerprint'), '9C1B-22D0-5E7F-A3B4');
+    await user.click(screen.getByTestId('finish-join'));
+    await waitFor(() => expect(app.status?.setUp, 'the corrected fingerprint finishes the join').toBe(true));
+    expect(screen.queryByRole('alert'), 'the error leaves once the retry succeeds').toBeNull();
+  });
+
   it('shows the message of a failed join', async () => {
     const b = setup({ fresh: true });
     b.failNext('join_workspace', { code: 'invalid_invite', message: 'That invite code has expired.' });

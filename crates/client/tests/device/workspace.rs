@@ -326,7 +326,11 @@ async fn keys_from_a_device_nobody_confirmed_are_not_stored() {
     // Grace mistypes (or the broker shows her) another fingerprint than Ada's.
     let other = Fingerprint::of(&[7; 32], &[8; 32]);
     let err = receive_keys(&grace.profile, &grace.store, Some(&other)).await.unwrap_err();
-    assert!(matches!(err, WorkspaceError::NoKeysFromSender { .. }), "{err}");
+    assert!(
+        matches!(err, WorkspaceError::KeysFromUnconfirmedSender { waiting: 1, .. }),
+        "Ada's key waits, from a fingerprint Grace did not type: not a wait for admission: {err}"
+    );
+    assert!(err.to_string().contains("Compare the fingerprint you typed"), "{err}");
     let received = receive_keys(&grace.profile, &grace.store, None).await.unwrap();
     assert!(received.workspace_keys.is_empty(), "no device is trusted yet");
     assert_eq!(grace.profile.load_config().unwrap().workspace_key_version, None);
@@ -540,7 +544,10 @@ async fn a_broker_that_substitutes_the_senders_key_or_alters_a_wrapped_key_is_ca
     db.close().await;
     let err =
         receive_keys(&grace.profile, &grace.store, Some(&created.fingerprint)).await.unwrap_err();
-    assert!(matches!(err, WorkspaceError::NoKeysFromSender { .. }), "{err}");
+    assert!(
+        matches!(err, WorkspaceError::KeysFromUnconfirmedSender { waiting: 1.., .. }),
+        "the substituted sender's fingerprint is not the one confirmed: {err}"
+    );
     let missing = grace.store.load_workspace_key(created.workspace, KeyVersion::FIRST).unwrap_err();
     assert!(matches!(missing, KeychainError::Missing { .. }), "nothing was stored");
     broker.stop().await;

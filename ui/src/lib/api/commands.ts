@@ -11,7 +11,7 @@ import type {
   CheckResult,
   Decision,
   DeviceInvite,
-  Grant,
+  IssuedGrant,
   Integration,
   Invite,
   Member,
@@ -100,7 +100,7 @@ export const createGrant = (a: {
   methods: string[];
   pathPatterns: string[];
   durationSecs: number;
-}) => call<Grant>('create_grant', a);
+}) => call<IssuedGrant>('create_grant', a);
 export const revokeGrant = (id: string) => call<null>('revoke_grant', { id });
 
 // Approvals

@@ -86,6 +86,9 @@ export type Grant = {
   revokedAt: number | null;
 };
 
+/** A grant just made: the capability the agent needs for it is shown this once. */
+export type IssuedGrant = { grant: Grant; capability: string };
+
 export type Agent = {
   id: string;
   name: string;

@@ -319,7 +319,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         pathPatterns: a.pathPatterns as string[], expiresAt: now() + Number(a.durationSecs), createdAt: now(), revokedAt: null,
       };
       ag.grants.push(g);
-      return { ...g };
+      return { grant: { ...g }, capability: `AQI${g.id}-capability` };
     },
     revoke_grant: (a) => {
       for (const ag of b.agents) for (const g of ag.grants) if (g.id === a.id) g.revokedAt = now();
