@@ -11,7 +11,7 @@ use latchkey_core::tls::TrustAnchors;
 use crate::error::CommandError;
 use crate::view::{
     Agent, AppStatus, Approval, AuditRow, AuditVerdict, DeviceInvite, Integration, Invite,
-    IssuedGrant, Member, NewAgent, RotationProgress, RotationResult,
+    IssuedGrant, KitImported, Member, NewAgent, RotationProgress, RotationResult,
 };
 
 /// A command's result.
@@ -193,6 +193,12 @@ pub trait Backend: Send + Sync + 'static {
         passphrase: SecretBytes,
         path: std::path::PathBuf,
     ) -> Outcome<()>;
+    /// Imports a recovery kit's keys into this enrolled device; keys it holds are never replaced.
+    async fn import_recovery_kit(
+        &self,
+        kit: zeroize::Zeroizing<String>,
+        passphrase: SecretBytes,
+    ) -> Outcome<KitImported>;
     /// Locks the keychain that holds this device's keys and forgets every key the app holds.
     async fn lock(&self) -> Outcome<AppStatus>;
     /// Unlocks the keychain (the system asks the person for their keychain password).

@@ -41,6 +41,7 @@ const COMMANDS: &[&str] = &[
     "remove_device",
     "rotate_keys",
     "export_recovery_kit",
+    "import_recovery_kit",
     "set_paused",
     "set_broker_ca",
     "lock",

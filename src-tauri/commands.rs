@@ -19,7 +19,8 @@ use crate::backend::{
 use crate::error::CommandError;
 use crate::view::{
     Agent, AppStatus, Approval, AuditRow, AuditVerdict, CheckResult, DeviceInvite, Integration,
-    Invite, IssuedGrant, Member, NewAgent, Policy, PolicyTemplate, Provider, RotationResult,
+    Invite, IssuedGrant, KitImported, Member, NewAgent, Policy, PolicyTemplate, Provider,
+    RotationResult,
 };
 use crate::{events, templates};
 
@@ -477,6 +478,32 @@ pub async fn export_recovery_kit<R: Runtime>(
     let path = export_path(&app, &format!("latchkey-recovery-kit-{stamp}.txt"))?;
     shell.backend.export_recovery_kit(passphrase, path.clone()).await?;
     Ok(Saved { path: path.display().to_string() })
+}
+
+/// The largest text taken as a recovery kit: a kit holds at most 64 keys, a few KiB.
+const MAX_KIT_BYTES: usize = 64 * 1024;
+
+#[tauri::command]
+pub async fn import_recovery_kit(
+    shell: State<'_, Shell>,
+    kit: String,
+    passphrase: String,
+) -> Outcome<KitImported> {
+    // Both move into zeroizing storage at once: the kit is sealed, the passphrase opens it.
+    let kit = zeroize::Zeroizing::new(kit);
+    let passphrase = SecretBytes::from_zeroizing(zeroize::Zeroizing::new(passphrase.into_bytes()));
+    if kit.trim().is_empty() {
+        return Err(CommandError::invalid("choose the kit's file or paste its text"));
+    }
+    if kit.len() > MAX_KIT_BYTES {
+        return Err(CommandError::invalid(
+            "this is too large to be a recovery kit (a kit is a few KiB): choose the file export saved",
+        ));
+    }
+    if passphrase.is_empty() {
+        return Err(CommandError::invalid("type the passphrase the kit was exported with"));
+    }
+    shell.backend.import_recovery_kit(kit, passphrase).await
 }
 
 #[tauri::command]

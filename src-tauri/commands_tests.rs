@@ -44,6 +44,8 @@ struct Seen {
     join_authorities: Vec<Option<usize>>,
     /// How many certificate authorities each `set_broker_ca` asked for.
     broker_ca: Vec<Option<usize>>,
+    /// Each recovery kit import: the kit's length and the passphrase.
+    kits: Vec<(usize, Vec<u8>)>,
 }
 
 #[derive(Default)]
@@ -278,6 +280,14 @@ impl Backend for Fake {
     }
     async fn export_recovery_kit(&self, _: SecretBytes, _: std::path::PathBuf) -> Outcome<()> {
         refused()
+    }
+    async fn import_recovery_kit(
+        &self,
+        kit: zeroize::Zeroizing<String>,
+        passphrase: SecretBytes,
+    ) -> Outcome<KitImported> {
+        self.seen.lock().unwrap().kits.push((kit.len(), passphrase.expose_secret().to_vec()));
+        Ok(KitImported { workspace_keys: vec![1, 2], member_keys: vec![], already_present: 1 })
     }
     async fn lock(&self) -> Outcome<AppStatus> {
         Ok(AppStatus { locked: true, ..status(true, false) })
@@ -759,4 +769,36 @@ fn the_capability_grants_exactly_the_commands_the_build_generates_permissions_fo
             "{command} has a permission but no handler"
         );
     }
+}
+
+#[test]
+fn a_recovery_kit_import_needs_a_kit_of_kit_size_and_a_passphrase_before_the_backend_is_asked() {
+    let h = harness();
+    let kit = "LATCHKEY RECOVERY KIT v1\nkdf: argon2id\n";
+    for (args, what) in [
+        (json!({"kit": " \n", "passphrase": "long enough passphrase"}), "a blank kit"),
+        (
+            json!({"kit": "x".repeat(64 * 1024 + 1), "passphrase": "long enough passphrase"}),
+            "a kit over 64 KiB",
+        ),
+        (json!({"kit": kit, "passphrase": ""}), "no passphrase"),
+    ] {
+        let error = h.invoke("import_recovery_kit", args).expect_err(what);
+        assert_eq!(error["code"], "invalid_input", "{what}: {error}");
+    }
+    assert!(h.fake.seen.lock().unwrap().kits.is_empty(), "nothing reached the backend");
+
+    let imported = h
+        .invoke("import_recovery_kit", json!({"kit": kit, "passphrase": "long enough passphrase"}))
+        .expect("a kit and a passphrase are passed on");
+    assert_eq!(
+        imported,
+        json!({"workspaceKeys": [1, 2], "memberKeys": [], "alreadyPresent": 1}),
+        "the UI is told which versions were new and how many were already here"
+    );
+    assert_eq!(
+        h.fake.seen.lock().unwrap().kits,
+        [(kit.len(), b"long enough passphrase".to_vec())],
+        "the kit and the passphrase reach the backend as typed"
+    );
 }

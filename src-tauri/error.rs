@@ -49,6 +49,9 @@ pub mod codes {
     pub const NOT_ADMITTED_YET: &str = "not_admitted_yet";
     /// A fingerprint the person typed is not the other device's: nothing was shared or accepted.
     pub const FINGERPRINT_MISMATCH: &str = "fingerprint_mismatch";
+    /// A recovery kit was refused: not a kit, a wrong passphrase or an altered file, another
+    /// workspace's or member's, or in conflict with a key this device holds. Nothing was written.
+    pub const RECOVERY_KIT_REFUSED: &str = "recovery_kit_refused";
     /// A Cedar policy did not validate; `problems` says where.
     pub const POLICY_INVALID: &str = "policy_invalid";
     /// The approval was already answered or expired.
@@ -202,6 +205,9 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> String {
             profile(e)
         } else if let Some(e) = cause.downcast_ref::<AccessError>() {
             matches!(e, AccessError::UnknownCredential(_)).then(|| codes::NOT_FOUND.to_owned())
+        } else if let Some(e) = cause.downcast_ref::<RecoveryKitError>() {
+            (!matches!(e, RecoveryKitError::Workspace(_) | RecoveryKitError::NothingToExport))
+                .then(|| codes::RECOVERY_KIT_REFUSED.to_owned())
         } else if let Some(e) = cause.downcast_ref::<WorkspaceError>() {
             matches!(
                 e,
@@ -293,6 +299,17 @@ mod tests {
             "the onboarding tells a mistyped fingerprint apart from an admin who has not acted yet"
         );
         assert!(shown.message.contains("Compare the fingerprint"), "{}", shown.message);
+    }
+
+    #[test]
+    fn a_refused_recovery_kit_has_its_own_code_and_keeps_its_reason() {
+        let shown = CommandError::from(RecoveryKitError::OtherMember);
+        assert_eq!(shown.code, codes::RECOVERY_KIT_REFUSED, "not a generic failure: {shown:?}");
+        assert!(shown.message.contains("another member's key"), "{}", shown.message);
+        let locked = CommandError::from(RecoveryKitError::Workspace(WorkspaceError::Keychain(
+            KeychainError::Locked,
+        )));
+        assert_eq!(locked.code, codes::KEYCHAIN_LOCKED, "a locked keychain is not the kit's fault");
     }
 
     #[test]

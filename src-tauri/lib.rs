@@ -76,6 +76,7 @@ macro_rules! command_handlers {
             $crate::commands::remove_device,
             $crate::commands::rotate_keys,
             $crate::commands::export_recovery_kit,
+            $crate::commands::import_recovery_kit,
             $crate::commands::set_paused,
             $crate::commands::set_broker_ca,
             $crate::commands::lock,

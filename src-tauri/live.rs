@@ -40,8 +40,8 @@ use crate::embedded::Embedded;
 use crate::error::{CommandError, codes};
 use crate::view::{
     self, Agent, AppStatus, Approval, AuditRow, AuditVerdict, BrokerView, CheckResult,
-    DeviceInvite, Grant, Integration, Invite, IssuedGrant, Member, NewAgent, RotationProgress,
-    RotationResult, WorkspaceView,
+    DeviceInvite, Grant, Integration, Invite, IssuedGrant, KitImported, Member, NewAgent,
+    RotationProgress, RotationResult, WorkspaceView,
 };
 
 /// A device's signed client and fingerprint, ready to use.
@@ -872,6 +872,22 @@ impl Backend for Live {
         let kit = recovery::export_kit(self.profile(), &store, passphrase).await?;
         write_private(&path, kit.text.as_bytes()).map_err(|e| {
             CommandError::new(codes::FAILED, format!("cannot write {}: {e}", path.display()))
+        })
+    }
+
+    async fn import_recovery_kit(
+        &self,
+        kit: zeroize::Zeroizing<String>,
+        passphrase: SecretBytes,
+    ) -> Outcome<KitImported> {
+        let store = self.key_store().await?;
+        let imported = recovery::import_kit(self.profile(), &store, &kit, passphrase).await?;
+        // The profile now names newer key versions: the next client reads them.
+        self.forget_client().await;
+        Ok(KitImported {
+            workspace_keys: imported.workspace_keys.iter().map(|v| v.get()).collect(),
+            member_keys: imported.member_keys.iter().map(|v| v.get()).collect(),
+            already_present: imported.already_present,
         })
     }
 

@@ -204,6 +204,16 @@ pub struct Grant {
     pub revoked_at: Option<u64>,
 }
 
+/// What importing a recovery kit wrote: the key versions new to this device, and how many the
+/// kit held that the device already had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KitImported {
+    pub workspace_keys: Vec<u32>,
+    pub member_keys: Vec<u32>,
+    pub already_present: usize,
+}
+
 /// A grant just made, with the standing capability the agent needs for it: shown this once,
 /// for the person to hand to the agent (the broker keeps only the grant's row).
 #[derive(Clone, PartialEq, Eq, Serialize)]

@@ -153,6 +153,10 @@ class Driver:
     def text(self, element: str) -> str:
         return self.s(f"/element/{element}/text", method="GET") or ""
 
+    def property(self, css: str, name: str) -> str:
+        element = self.wait(css, f"the element whose {name} is read")
+        return self.s(f"/element/{element}/property/{name}", method="GET") or ""
+
     def attribute(self, css: str, name: str) -> str:
         element = self.wait(css, f"the element whose {name} is read")
         return self.s(f"/element/{element}/attribute/{name}", method="GET") or ""
@@ -571,6 +575,22 @@ def main() -> None:
         d.click(t("rotate-keys"), "rotate keys")
         d.wait(t("rotation-result"), "the rotation's summary", 60)
         d.screenshot("security")
+
+        step("security: the recovery kit saved at onboarding imports; a wrong passphrase does not")
+        d.s(f"/element/{d.wait(t('import-kit-file'), 'the kit file chooser')}/value",
+            {"text": str(kit_file)})
+        until("the chosen file fills the kit's text",
+              lambda: ((v := d.property(t("import-kit-text"), "value"))
+                       .startswith("LATCHKEY RECOVERY KIT"), v[:40]))
+        d.fill(t("import-kit-pass"), "not the passphrase at all", "a wrong passphrase")
+        d.click(t("import-kit"), "import kit")
+        d.wait_text(t("import-kit-error"), "passphrase", "a wrong passphrase is refused, saying so")
+        if d.attribute(t("import-kit-error"), "data-code") != "recovery_kit_refused":
+            raise Failure("a wrong passphrase is not refused as recovery_kit_refused")
+        d.fill(t("import-kit-pass"), "correct horse battery staple e2e", "the kit's passphrase")
+        d.click(t("import-kit"), "import kit")
+        d.wait_text(t("import-kit-result"), "Nothing new",
+                    "every key in the kit (made before the rotation) is already on this device")
 
         step("lock: the keychain is locked, the app shows its lock screen; unlock")
         d.click(t("lock"), "lock on the security screen")

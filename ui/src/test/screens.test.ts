@@ -283,4 +283,34 @@ describe('security', () => {
     await user.click(screen.getByTestId('export-kit'));
     expect(await screen.findByRole('alert')).toHaveTextContent('at least 12 characters');
   });
+
+  it('imports a recovery kit chosen as a file, and says which keys were new', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Security);
+    const kit = new File(['LATCHKEY RECOVERY KIT v1\nkdf: argon2id\n'], 'latchkey-recovery-kit.txt', { type: 'text/plain' });
+    await user.upload(screen.getByTestId('import-kit-file'), kit);
+    await waitFor(() => expect(screen.getByTestId('import-kit-text'), 'the chosen file fills the text').toHaveValue('LATCHKEY RECOVERY KIT v1\nkdf: argon2id\n'));
+    expect(screen.getByTestId('import-kit'), 'no import without the passphrase').toBeDisabled();
+    await user.type(screen.getByTestId('import-kit-pass'), 'correct horse battery staple');
+    await user.click(screen.getByTestId('import-kit'));
+    expect(await screen.findByTestId('import-kit-result')).toHaveTextContent('Imported workspace key v1 and your member key v1. 1 was already on this device.');
+    expect(b.callsOf('import_recovery_kit')[0]).toEqual({ kit: 'LATCHKEY RECOVERY KIT v1\nkdf: argon2id\n', passphrase: 'correct horse battery staple' });
+    expect(screen.getByTestId('import-kit-pass'), 'the passphrase does not stay on screen').toHaveValue('');
+    expect(screen.getByTestId('import-kit-text')).toHaveValue('');
+  });
+
+  it('shows why a recovery kit was refused and keeps what was typed', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(Security);
+    await user.type(screen.getByTestId('import-kit-text'), 'LATCHKEY RECOVERY KIT v1');
+    await user.type(screen.getByTestId('import-kit-pass'), 'not the passphrase');
+    await user.click(screen.getByTestId('import-kit'));
+    const refused = await screen.findByTestId('import-kit-error');
+    expect(refused).toHaveAttribute('data-code', 'recovery_kit_refused');
+    expect(refused).toHaveTextContent('nothing was imported');
+    expect(screen.queryByTestId('import-kit-result')).toBeNull();
+    expect(screen.getByTestId('import-kit-text'), 'the kit stays, to try another passphrase').toHaveValue('LATCHKEY RECOVERY KIT v1');
+  });
 });

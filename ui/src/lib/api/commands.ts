@@ -12,6 +12,7 @@ import type {
   Decision,
   DeviceInvite,
   IssuedGrant,
+  KitImported,
   Integration,
   Invite,
   Member,
@@ -141,6 +142,10 @@ export const removeDevice = (id: string, rotate: boolean) => call<Member[]>('rem
 export const rotateKeys = () => call<RotationResult>('rotate_keys');
 export const exportRecoveryKit = (passphrase: string) =>
   call<{ path: string }>('export_recovery_kit', { passphrase });
+/** Imports a kit's keys into this device (never replacing one it holds). Rejects with
+ * `recovery_kit_refused` for a wrong passphrase, an altered kit, or another workspace's. */
+export const importRecoveryKit = (kit: string, passphrase: string) =>
+  call<KitImported>('import_recovery_kit', { kit, passphrase });
 export const setPaused = (paused: boolean) => call<AppStatus>('set_paused', { paused });
 /** Trusts the certificate authority in `pem` for the broker besides the system's (null: the
  * system's alone). Rejects with `broker_ca_unusable` for an unusable paste, or with the broker's

@@ -86,6 +86,9 @@ export type Grant = {
   revokedAt: number | null;
 };
 
+/** What a recovery kit import wrote: the key versions new here, and how many were already. */
+export type KitImported = { workspaceKeys: number[]; memberKeys: number[]; alreadyPresent: number };
+
 /** A grant just made: the capability the agent needs for it is shown this once. */
 export type IssuedGrant = { grant: Grant; capability: string };
 

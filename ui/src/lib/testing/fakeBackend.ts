@@ -400,6 +400,13 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       if (String(a.passphrase).length < 12) throw err('weak_passphrase', 'Use a passphrase of at least 12 characters.');
       return { path: '~/Downloads/latchkey-recovery-kit.pdf' };
     },
+    import_recovery_kit: (a) => {
+      if (!String(a.kit).startsWith('LATCHKEY RECOVERY KIT v1'))
+        throw err('recovery_kit_refused', 'this is not a latchkey recovery kit: it must start with the line "LATCHKEY RECOVERY KIT v1"');
+      if (a.passphrase !== 'correct horse battery staple')
+        throw err('recovery_kit_refused', 'the passphrase is wrong, or the kit was altered: nothing was imported');
+      return { workspaceKeys: [1], memberKeys: [1], alreadyPresent: 1 };
+    },
     lock: () => {
       b.status.locked = true;
       return structuredClone(b.status);
