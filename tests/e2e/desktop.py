@@ -153,6 +153,16 @@ class Driver:
     def text(self, element: str) -> str:
         return self.s(f"/element/{element}/text", method="GET") or ""
 
+    def choose(self, css: str, label: str, what: str) -> None:
+        """Selects the option of the <select> at `css` whose text starts with `label`."""
+        options = self.find_all(f"{css} option")
+        for option in options:
+            if self.text(option).startswith(label):
+                self.s(f"/element/{option}/click", {})
+                return
+        raise Failure(f"{what}: no option starting with {label!r} in "
+                      f"{[self.text(o) for o in options]}")
+
     def property(self, css: str, name: str) -> str:
         element = self.wait(css, f"the element whose {name} is read")
         return self.s(f"/element/{element}/property/{name}", method="GET") or ""
@@ -562,10 +572,42 @@ def main() -> None:
         d.wait(t("audit-chart"), "the calls chart")
         d.screenshot("audit")
 
-        step("policies, members: the screens render")
+        step("policies: a template saved in the editor decides the tester's calls, until deleted")
         d.click(t("nav-policies"), "policies in the sidebar")
         d.wait(t("new-policy"), "the policies screen")
         d.screenshot("policies")
+
+        def verdict(method: str) -> str:
+            d.choose(t("test-agent"), "e2e-bot", "the tester's agent")
+            d.choose(t("test-credential"), "upstream", "the tester's integration")
+            d.choose(t("test-method"), method, "the tester's method")
+            d.fill(t("test-path"), "/v1/items", "the tester's path")
+            before = [d.text(e) for e in d.find_all(t("check-result"))]
+            d.click(t("test-submit"), "check")
+            # Each check names what it asked; no two checks in a row ask the same.
+            return until(f"the broker's verdict on {method} /v1/items",
+                         lambda: ((v := [d.text(e) for e in d.find_all(t("check-result"))])
+                                  and v != before and f"{method} /v1/items" in v[0], v))[0]
+
+        if not verdict("POST").startswith("Allowed"):
+            raise Failure("before any policy of ours, a POST under a standing grant is allowed")
+        d.click(t("new-policy"), "new policy")
+        d.click(t("template-standing-grants-read-only"), "the read-only standing grants template")
+        d.click(t("save-policy"), "save policy")
+        d.wait(t("policy-standing-grants-read-only"), "the saved policy in the list")
+        denied = verdict("POST")
+        if not denied.startswith("Denied") or "standing-grants-read-only" not in denied:
+            raise Failure(f"the saved policy does not deny a POST, by its id: {denied!r}")
+        if not verdict("GET").startswith("Allowed"):
+            raise Failure("the read-only policy denies a GET")
+        d.screenshot("policies-tester")
+        d.click(t("delete-policy"), "delete the policy")
+        d.click(t("confirm-delete-policy"), "confirm")
+        d.wait_gone(t("policy-standing-grants-read-only"), "the deleted policy leaves the list")
+        if not verdict("POST").startswith("Allowed"):
+            raise Failure("the deleted policy still denies a POST")
+
+        step("members: the screen lists this member")
         d.click(t("nav-members"), "members in the sidebar")
         d.wait_text("main", "Ada", "the members screen lists this member")
         d.screenshot("members")

@@ -65,6 +65,11 @@ describe('policies', () => {
     expect(res).toHaveTextContent('Denied');
     expect(res).toHaveTextContent('deny-deletes');
     expect(b.callsOf('check_call')).toEqual([{ agent: 'agent_ci', credential: 'cred_gh', method: 'DELETE', path: '/repos/acme/web' }]);
+    const asked = within(res).getByTestId('check-asked').textContent ?? '';
+    expect(asked, 'the verdict names the request it answers').toMatch(/^ci-bot: DELETE \/repos\/acme\/web via /);
+    await user.clear(within(tester).getByTestId('test-path'));
+    await user.type(within(tester).getByTestId('test-path'), '/repos/acme/api');
+    expect(within(res).getByTestId('check-asked'), 'editing the fields does not relabel the last verdict').toHaveTextContent(asked);
   });
 
   it('checks an inject with its lifetime and command through check_inject', async () => {
