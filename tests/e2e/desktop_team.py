@@ -82,6 +82,22 @@ def create() -> None:
             raise Failure("the card shows the certificate's body, not only its fingerprint")
         d.screenshot("security-team-server")
         print(f"  listed: {listed.strip()}")
+
+        step("security: another authority, or the system's alone, is refused and changes nothing")
+        other_pem = pathlib.Path(env("LATCHKEY_E2E_OTHER_CA")).read_text()
+        d.fill(t("broker-ca-pem"), other_pem.strip().replace("\n", "\ue007"),
+               "another authority's PEM")
+        d.click(t("broker-ca-save"), "trust this authority")
+        d.wait_text(t("error"), "certificate", "the server's certificate fails under the other one")
+        if d.attribute(t("error"), "data-code") != "broker_tls_refused":
+            raise Failure("replacing the authority with one the server does not use is not "
+                          "refused as broker_tls_refused")
+        d.click(t("broker-ca-clear"), "use this computer's authorities only")
+        d.wait_text(t("error"), "certificate", "the system's authorities alone refuse the server")
+        d.wait_text(t("broker-ca-list"), ca_fingerprint, "the kept authority is still the one")
+        step("team server: the app still works with the authority it kept")
+        d.click(t("nav-integrations"), "integrations in the sidebar")
+        add_api_key(d, "team-upstream-2", TEAM_CANARY + "-2", "http://127.0.0.1:9")
     finally:
         d.quit()
 

@@ -93,6 +93,10 @@ printf '%s\n' "subjectAltName=DNS:localhost" "basicConstraints=CA:FALSE" \
 openssl x509 -req -days 2 -in "$team/server.csr" -CA "$team/ca.pem" -CAkey "$team/ca.key" \
   -CAcreateserial -extfile "$team/server.ext" -out "$team/server.pem" 2>/dev/null
 chmod 600 "$team/server.key" "$team/ca.key"
+# Another authority, which did not issue the server's certificate: the app must refuse it.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=Other E2E CA" -keyout "$team/other-ca.key" -out "$team/other-ca.pem" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 team_port="$(free_port)"
 team_url="https://localhost:$team_port"
 LATCHKEY_LOG=warn "$(dirname "$app")/latchkey-server" --listen "127.0.0.1:$team_port" \
@@ -100,6 +104,7 @@ LATCHKEY_LOG=warn "$(dirname "$app")/latchkey-server" --listen "127.0.0.1:$team_
   --tls-cert "$team/server.pem" --tls-key "$team/server.key" >"$work/team-server.log" 2>&1 &
 pids+=($!)
 export LATCHKEY_E2E_TEAM_URL="$team_url" LATCHKEY_E2E_TEAM_CA="$team/ca.pem"
+export LATCHKEY_E2E_OTHER_CA="$team/other-ca.pem"
 LATCHKEY_E2E_TEAM_CA_FINGERPRINT="$(openssl x509 -in "$team/ca.pem" -noout -fingerprint -sha256 | cut -d= -f2)"
 export LATCHKEY_E2E_TEAM_CA_FINGERPRINT
 export LATCHKEY_E2E_TEAM_SCAN="$work/config:$work/team-data:$work/team-join-data:$work/ops-config:$team/data:$work/team-app.log:$work/team-join-app.log:$work/team-server.log"
