@@ -211,12 +211,35 @@ def join() -> None:
         d.click(t("grant-done"), "close the capability dialog")
         d.wait_gone(t("grant-capability"), "the capability leaves the screen")
         d.wait_text(card, "ops-upstream", "the agent's card lists the grant")
-        answer = call_through(server, ca_file, f"{token}.{capability}")
+        status, answer = call_through(server, ca_file, f"{token}.{capability}")
+        if status != 200:
+            raise Failure(f"the agent's call under the grant was refused: {status} {answer}")
         if JOIN_CANARY in answer:
             raise Failure("the agent saw the credential")
         hits = [r for r in Recorder.seen if r["path"] == "/v1/ops"]
         if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {JOIN_CANARY}":
             raise Failure(f"the upstream did not receive the admin's key once: {hits}")
+
+        step("join: a grant revoked here refuses the agent's next call at once")
+        d.click(f'{card} [data-testid="revoke-grant"]', "revoke on the grant's row")
+        d.wait_gone(f'{card} [data-testid="revoke-grant"]', "the revoked grant leaves the card")
+        status, answer = call_through(server, ca_file, f"{token}.{capability}")
+        if status != 403 or "capability_invalid" not in answer or "revoked" not in answer:
+            raise Failure(f"a call under the revoked grant was not refused as such: "
+                          f"{status} {answer}")
+
+        step("join: a new token for the agent; the old one is refused")
+        d.click(f'{card} [data-testid="regenerate"]', "new token on the agent's card")
+        d.click(t("confirm"), "confirm")
+        fresh = d.text(d.wait(t("agent-token"), "the new token, shown once"))
+        d.click(t("token-done"), "close the token dialog")
+        if fresh == token or not fresh.startswith("lk_"):
+            raise Failure(f"the new token is not a new one: {fresh!r}")
+        status, answer = call_through(server, ca_file, token)
+        if status != 401 or "unknown_token" not in answer:
+            raise Failure(f"the replaced token was not refused: {status} {answer}")
+        if len([r for r in Recorder.seen if r["path"] == "/v1/ops"]) != 1:
+            raise Failure("a refused call reached the upstream")
     finally:
         d.quit()
         upstream.shutdown()
@@ -228,10 +251,10 @@ def join() -> None:
     step("join story passed")
 
 
-def call_through(server: str, ca_file: str, key: str) -> str:
-    """An agent's GET of /v1/ops through the team server with `key` (its token, a `.` and the
-    grant's capability, as an SDK sends an API key), over TLS verified with the authority; the
-    body of its 2xx answer."""
+def call_through(server: str, ca_file: str, key: str) -> tuple:
+    """An agent's GET of /v1/ops through the team server with `key` (its token, or its token, a
+    `.` and a grant's capability, as an SDK sends an API key), over TLS verified with the
+    authority: the status and the body."""
     # `Prefer: wait=0`: a call the grant does not cover is answered at once, not held for a
     # member's approval (the broker's message then says why).
     request = urllib.request.Request(f"{server}/p/ops-upstream/v1/ops",
@@ -240,10 +263,9 @@ def call_through(server: str, ca_file: str, key: str) -> str:
     context = ssl.create_default_context(cafile=ca_file)
     try:
         with urllib.request.urlopen(request, timeout=30, context=context) as response:
-            return response.read().decode()
+            return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
-        raise Failure(f"the agent's call under the grant was refused: {error.code} "
-                      f"{error.read()!r}") from None
+        return error.code, error.read().decode()
 
 
 if __name__ == "__main__":
