@@ -163,9 +163,9 @@ class Driver:
         raise Failure(f"{what}: no option starting with {label!r} in "
                       f"{[self.text(o) for o in options]}")
 
-    def property(self, css: str, name: str) -> str:
+    def property(self, css: str, name: str):
         element = self.wait(css, f"the element whose {name} is read")
-        return self.s(f"/element/{element}/property/{name}", method="GET") or ""
+        return self.s(f"/element/{element}/property/{name}", method="GET")
 
     def attribute(self, css: str, name: str) -> str:
         element = self.wait(css, f"the element whose {name} is read")
@@ -386,14 +386,28 @@ def latchkey(args: list, stdin: str = "", profile: str = "e2e-cli",
     """The `latchkey` CLI of another device: its own profile and configuration directory (named
     by the environment variable `config`), the keychain the app uses. Returns its `--json`
     answer."""
-    cli_env = dict(os.environ, LATCHKEY_PROFILE=profile, LATCHKEY_CONFIG_DIR=env(config),
-                   LATCHKEY_KEY_STORE="os")
-    done = subprocess.run([env("LATCHKEY_E2E_CLI"), "--json", *args], input=stdin, env=cli_env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = run_latchkey(args, stdin, profile, config)
     if done.returncode != 0:
         raise Failure(f"latchkey {' '.join(args[:2])} failed ({done.returncode}): "
                       f"{done.stderr.strip()}")
     return json.loads(done.stdout)
+
+
+def latchkey_refused(args: list, profile: str = "e2e-cli",
+                     config: str = "LATCHKEY_E2E_CLI_CONFIG") -> str:
+    """Runs the CLI as `latchkey` does and returns its error message; fails if it succeeded."""
+    done = run_latchkey(args, "", profile, config)
+    if done.returncode == 0:
+        raise Failure(f"latchkey {' '.join(args[:2])} succeeded where it must be refused: "
+                      f"{done.stdout.strip()}")
+    return done.stderr.strip()
+
+
+def run_latchkey(args: list, stdin: str, profile: str, config: str):
+    cli_env = dict(os.environ, LATCHKEY_PROFILE=profile, LATCHKEY_CONFIG_DIR=env(config),
+                   LATCHKEY_KEY_STORE="os")
+    return subprocess.run([env("LATCHKEY_E2E_CLI"), "--json", *args], input=stdin, env=cli_env,
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def main() -> None:
@@ -622,7 +636,7 @@ def main() -> None:
         d.s(f"/element/{d.wait(t('import-kit-file'), 'the kit file chooser')}/value",
             {"text": str(kit_file)})
         until("the chosen file fills the kit's text",
-              lambda: ((v := d.property(t("import-kit-text"), "value"))
+              lambda: ((v := d.property(t("import-kit-text"), "value") or "")
                        .startswith("LATCHKEY RECOVERY KIT"), v[:40]))
         d.fill(t("import-kit-pass"), "not the passphrase at all", "a wrong passphrase")
         d.click(t("import-kit"), "import kit")
@@ -705,6 +719,18 @@ def main() -> None:
         hits = [r for r in Recorder.seen if r["path"] == "/v1/joined"]
         if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {CANARY}":
             raise Failure(f"the upstream did not receive the credential once: {hits}")
+
+        step("members: remove the member who joined from the terminal, rotating the keys")
+        d.click(t("nav-members"), "members in the sidebar")
+        d.click(f'{t("member-Grace")} [data-testid="remove-member"]', "remove on Grace's card")
+        if d.property(t("rotate"), "checked") is not True:
+            raise Failure("removing a member does not offer rotation checked by default")
+        d.click(t("confirm-remove"), "remove, with rotation")
+        d.wait_text(t("toast"), "keys were rotated", "the removal and the rotation finished", 60)
+        d.wait_gone(t("member-Grace"), "the removed member leaves the list")
+        refused = latchkey_refused(["credential", "list"])
+        if "device" not in refused:
+            raise Failure(f"the removed member's device is not refused as such: {refused!r}")
 
         step("reconnect the OAuth integration in place")
         d.click(t("nav-integrations"), "integrations in the sidebar")
