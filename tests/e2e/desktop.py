@@ -585,6 +585,17 @@ def main() -> None:
         d.wait_text(t("audit-verify"), "erif", "the chain verification banner")
         d.wait(t("audit-chart"), "the calls chart")
         d.screenshot("audit")
+        exported = []
+        for _ in range(2):
+            before = d.text(d.wait(t("export-path"), "")) if d.find_all(t("export-path")) else ""
+            d.click(t("export-csv"), "export CSV")
+            shown = until("the export's path", lambda: (
+                (p := d.text(d.wait(t("export-path"), "the saved path"))) != before, p))
+            exported.append(pathlib.Path(shown[shown.find("/"):].strip()))
+        if exported[0] == exported[1] or not all(f.is_file() for f in exported):
+            raise Failure(f"a second export replaced the first or is missing: {exported}")
+        if "/v1/hello" not in exported[1].read_text():
+            raise Failure(f"the CSV export does not hold the approved call: {exported[1]}")
 
         step("policies: a template saved in the editor decides the tester's calls, until deleted")
         d.click(t("nav-policies"), "policies in the sidebar")
