@@ -69,6 +69,7 @@ describe('approvals', () => {
     const user = userEvent.setup();
     render(Approvals);
     await user.click(await screen.findByTestId('approval-appr_2'));
+    expect(screen.getByTestId('approve-for-hint'), 'a window covers only agents that keep the capability: say so before the click').toHaveTextContent('Latchkey-Capability');
     await user.click(screen.getByTestId('approve-for-28800'));
     await waitFor(() => expect(b.callsOf('approve_for')).toEqual([{ id: 'appr_2', durationSecs: 28800 }]));
   });
