@@ -370,15 +370,21 @@ def step(title: str) -> None:
     print(f"desktop story: {title}", flush=True)
 
 
-def agent_call(broker: str, credential: str, token: str, results: list) -> None:
+def agent_call(broker: str, credential: str, token: str, results: list, capability: str = "",
+               wait: int = 60) -> None:
+    """An agent's GET of /v1/hello?state=open; appends (status, body, the `Latchkey-Capability`
+    header of the answer) to `results`."""
+    headers = {"Authorization": f"Bearer {token}", "Prefer": f"wait={wait}"}
+    if capability:
+        headers["Latchkey-Capability"] = capability
     request = urllib.request.Request(f"{broker}/p/{credential}/v1/hello?state=open",
-                                     headers={"Authorization": f"Bearer {token}",
-                                              "Prefer": "wait=60"})
+                                     headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=90) as response:
-            results.append((response.status, response.read().decode()))
+            results.append((response.status, response.read().decode(),
+                            response.headers.get("Latchkey-Capability", "")))
     except urllib.error.HTTPError as error:
-        results.append((error.code, error.read().decode()))
+        results.append((error.code, error.read().decode(), ""))
 
 
 def latchkey(args: list, stdin: str = "", profile: str = "e2e-cli",
@@ -673,7 +679,7 @@ def main() -> None:
         d.click(t("unlock"), "unlock on the lock screen")
         d.wait(t("nav-integrations"), "the app after unlocking")
 
-        step("after rotation the agent's credential still works (it needs a new approval)")
+        step("after rotation the agent's credential still works; approved for an hour this time")
         results.clear()
         call = threading.Thread(target=agent_call, args=(broker, "upstream", token, results))
         call.start()
@@ -683,10 +689,20 @@ def main() -> None:
         request = d.wait('[data-testid^="approval-"]:not([data-testid="approval-detail"])',
                          "the second held call")
         d.s(f"/element/{request}/click", {})
-        d.click(t("approve-once"), "approve once")
+        d.click(t("approve-for-3600"), "approve for an hour")
         call.join(60)
         if not results or results[0][0] != 200:
             raise Failure(f"the call after rotation did not go through: {results}")
+        window = results[0][2]
+        if not window:
+            raise Failure("the call approved for an hour was not handed the window's capability")
+        # With it the agent's next calls to the same path go through without asking anyone.
+        results.clear()
+        agent_call(broker, "upstream", token, results, capability=window, wait=0)
+        if not results or results[0][0] != 200:
+            raise Failure(f"a call inside the approved window was not let through: {results}")
+        if len(desk.notifications()) != 2:
+            raise Failure("a call inside the approved window asked for approval again")
 
         step("members: a device joins from the terminal with an invite made here; admit it here")
         d.click(t("nav-members"), "members in the sidebar")
