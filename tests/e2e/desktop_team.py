@@ -28,6 +28,7 @@ could have let the app sign for.
 import pathlib
 import ssl
 import sys
+import threading
 import urllib.error
 import urllib.request
 
@@ -238,6 +239,27 @@ def join() -> None:
         status, answer = call_through(server, ca_file, token)
         if status != 401 or "unknown_token" not in answer:
             raise Failure(f"the replaced token was not refused: {status} {answer}")
+
+        step("join: the agent's call without a grant waits for an admin, who denies it")
+        held: list = []
+        waiting = threading.Thread(target=lambda: held.append(
+            call_through(server, ca_file, fresh, wait=60)))
+        waiting.start()
+        asked = until("the held call reaches the admin's terminal",
+                      lambda: (held or (a := admin(["approvals", "list"])), held or a))
+        if held:
+            raise Failure(f"the call without a grant was answered instead of held: {held}")
+        if len(asked) != 1 or asked[0].get("path") != "/v1/ops":
+            raise Failure(f"the admin is not asked about exactly the held call: {asked}")
+        # A shared credential's approvals go to admins: the member's app does not offer it.
+        d.click(t("nav-approvals"), "approvals in the sidebar")
+        d.wait_text("main", "Nothing waiting", "the member's approvals screen, loaded")
+        if d.find_all('[data-testid^="approval-"]:not([data-testid="approval-detail"])'):
+            raise Failure("a member is offered an approval for a shared credential")
+        admin(["approvals", "deny", asked[0]["id"]])
+        waiting.join(60)
+        if not held or held[0][0] != 403 or "approval_denied" not in held[0][1]:
+            raise Failure(f"the denied call was not refused as approval_denied: {held}")
         if len([r for r in Recorder.seen if r["path"] == "/v1/ops"]) != 1:
             raise Failure("a refused call reached the upstream")
     finally:
@@ -251,18 +273,18 @@ def join() -> None:
     step("join story passed")
 
 
-def call_through(server: str, ca_file: str, key: str) -> tuple:
+def call_through(server: str, ca_file: str, key: str, wait: int = 0) -> tuple:
     """An agent's GET of /v1/ops through the team server with `key` (its token, or its token, a
     `.` and a grant's capability, as an SDK sends an API key), over TLS verified with the
     authority: the status and the body."""
-    # `Prefer: wait=0`: a call the grant does not cover is answered at once, not held for a
-    # member's approval (the broker's message then says why).
+    # `Prefer: wait=0` (the default here): a call the grant does not cover is answered at once,
+    # not held for a member's approval (the broker's message then says why).
     request = urllib.request.Request(f"{server}/p/ops-upstream/v1/ops",
                                      headers={"Authorization": f"Bearer {key}",
-                                              "Prefer": "wait=0"})
+                                              "Prefer": f"wait={wait}"})
     context = ssl.create_default_context(cafile=ca_file)
     try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:
+        with urllib.request.urlopen(request, timeout=wait + 30, context=context) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
