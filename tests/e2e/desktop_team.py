@@ -260,6 +260,35 @@ def join() -> None:
         waiting.join(60)
         if not held or held[0][0] != 403 or "approval_denied" not in held[0][1]:
             raise Failure(f"the denied call was not refused as approval_denied: {held}")
+
+        step("join: another device of this member joins from the terminal; admitted here")
+        d.click(t("nav-members"), "members in the sidebar")
+        d.click(t("add-own-device"), "add a device of mine")
+        d.click(t("create-device-invite"), "create the device invite")
+        code = d.text(d.wait(t("device-invite-code"), "the device invite's code"))
+        member = d.text(d.wait(t("device-invite-member"), "this member's id"))
+        if d.text(d.wait(t("device-invite-server"), "the server URL")) != server:
+            raise Failure("the device invite does not name the team server")
+        d.wait(t("device-invite-ca"), "the invite offers the private authority's certificate")
+        d.click(f'{t("device-invite-dialog")} .btn.primary', "done")
+        joined = latchkey(["workspace", "join", "--broker", server, "--broker-ca", ca_file,
+                           "--device-of", member, "--device-name", "mia-terminal",
+                           "--code-stdin"], code, profile="e2e-mia", config="LATCHKEY_E2E_MIA_CONFIG")
+        device, printed = joined["device"], joined["fingerprint"]
+        d.click(t("nav-agents"), "agents in the sidebar")
+        d.click(t("nav-members"), "members in the sidebar (read again)")
+        row = t(f"device-{device}")
+        if d.text(d.wait(f"{row} .fp", "the new device under this member")) != printed:
+            raise Failure("the app shows another fingerprint than the terminal printed")
+        d.click(f'{row} [data-testid="admit-device"]', "admit on the new device's row")
+        d.fill(t("admit-fingerprint"), printed, "the fingerprint the terminal printed")
+        mine = d.text(d.wait(f'{t("admit-then")} .fp', "this device's fingerprint in the dialog"))
+        d.click(t("admit-submit"), "admit the device")
+        d.wait_gone(t("admit-dialog"), "the admit dialog after admitting")
+        received = latchkey(["device", "receive-keys", "--from", mine], profile="e2e-mia",
+                            config="LATCHKEY_E2E_MIA_CONFIG")
+        if not received.get("workspace_keys") or not received.get("member_keys"):
+            raise Failure(f"the member's own device did not get both keys: {received}")
         if len([r for r in Recorder.seen if r["path"] == "/v1/ops"]) != 1:
             raise Failure("a refused call reached the upstream")
     finally:

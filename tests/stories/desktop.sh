@@ -107,9 +107,9 @@ export LATCHKEY_E2E_TEAM_URL="$team_url" LATCHKEY_E2E_TEAM_CA="$team/ca.pem"
 export LATCHKEY_E2E_OTHER_CA="$team/other-ca.pem"
 LATCHKEY_E2E_TEAM_CA_FINGERPRINT="$(openssl x509 -in "$team/ca.pem" -noout -fingerprint -sha256 | cut -d= -f2)"
 export LATCHKEY_E2E_TEAM_CA_FINGERPRINT
-export LATCHKEY_E2E_TEAM_SCAN="$work/config:$work/team-data:$work/team-join-data:$work/ops-config:$team/data:$work/team-app.log:$work/team-join-app.log:$work/team-server.log"
+export LATCHKEY_E2E_TEAM_SCAN="$work/config:$work/team-data:$work/team-join-data:$work/ops-config:$work/mia-config:$team/data:$work/team-app.log:$work/team-join-app.log:$work/team-server.log"
 export LATCHKEY_E2E_TEAM_BROKER_LISTEN="127.0.0.1:$(free_port)" LATCHKEY_E2E_OPS_CONFIG="$work/ops-config"
-export LATCHKEY_E2E_TEAM_JOIN_BROKER_LISTEN="127.0.0.1:$(free_port)"
+export LATCHKEY_E2E_TEAM_JOIN_BROKER_LISTEN="127.0.0.1:$(free_port)" LATCHKEY_E2E_MIA_CONFIG="$work/mia-config"
 
 export LATCHKEY_E2E_APP="$app" LATCHKEY_E2E_CLI="$(dirname "$app")/latchkey"
 export LATCHKEY_E2E_CLI_CONFIG="$work/cli-config"
