@@ -220,6 +220,14 @@ def join() -> None:
         hits = [r for r in Recorder.seen if r["path"] == "/v1/ops"]
         if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {JOIN_CANARY}":
             raise Failure(f"the upstream did not receive the admin's key once: {hits}")
+        # Each screen reads its list when it opens.
+        d.click(t("nav-integrations"), "integrations in the sidebar")
+        used = d.wait_text(t("integration-ops-upstream"), "Last used",
+                           "the integration's card shows when it was last used")
+        if "never" in used:
+            raise Failure(f"the integration used a moment ago reads as never used: {used!r}")
+        d.click(t("nav-agents"), "agents in the sidebar")
+        d.wait_text(card, "last used just now", "the agent's card shows its call")
 
         step("join: a grant revoked here refuses the agent's next call at once")
         d.click(f'{card} [data-testid="revoke-grant"]', "revoke on the grant's row")
