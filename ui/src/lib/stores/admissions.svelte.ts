@@ -4,6 +4,7 @@
 import { listMembers } from '../api/commands';
 import type { ApiError, Device, Member } from '../api/types';
 import { app } from './status.svelte';
+import { pollWhileVisible } from '../util/poll';
 
 /** How often the count is read again while the window is visible. */
 export const POLL_MS = 10_000;
@@ -52,15 +53,5 @@ export function refreshAdmissions(): Promise<void> {
 
 /** Reads the count now and keeps it current while the window is visible. Returns a stop function. */
 export function startAdmissionsPolling(every = POLL_MS): () => void {
-  const visible = () => document.visibilityState === 'visible';
-  const tick = () => {
-    if (visible()) void refreshAdmissions();
-  };
-  tick();
-  const timer = setInterval(tick, every);
-  document.addEventListener('visibilitychange', tick);
-  return () => {
-    clearInterval(timer);
-    document.removeEventListener('visibilitychange', tick);
-  };
+  return pollWhileVisible(() => void refreshAdmissions(), every);
 }
