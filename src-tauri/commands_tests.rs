@@ -802,3 +802,48 @@ fn a_recovery_kit_import_needs_a_kit_of_kit_size_and_a_passphrase_before_the_bac
         "the kit and the passphrase reach the backend as typed"
     );
 }
+
+#[test]
+fn debug_never_shows_a_token_a_code_or_a_capability() {
+    let token = "lk_canary_token_0123456789";
+    let agent = Agent {
+        id: "a1".into(),
+        name: "bot".into(),
+        created_at: 0,
+        revoked_at: None,
+        last_used_at: None,
+        grants: vec![],
+    };
+    let created = NewAgent {
+        agent,
+        token: token.into(),
+        proxy_url: "http://127.0.0.1:1/p".into(),
+        snippets: snippets("http://127.0.0.1:1", token, ["a".into(), "b".into(), "c".into()]),
+    };
+    let invite = Invite { code: "INVITE-CANARY".into(), role: Role::Member, expires_at: 1 };
+    let device_invite =
+        DeviceInvite { code: "DEVICE-CANARY".into(), member_id: MEMBER.into(), expires_at: 1 };
+    let grant = IssuedGrant {
+        grant: Grant {
+            id: "g1".into(),
+            agent: "a1".into(),
+            credential: "c1".into(),
+            credential_name: "github".into(),
+            methods: vec!["GET".into()],
+            path_patterns: vec!["/**".into()],
+            expires_at: 1,
+            created_at: 0,
+            revoked_at: None,
+        },
+        capability: "AQI-CAPABILITY-CANARY".into(),
+    };
+    for (shown, secret) in [
+        (format!("{created:?}"), token),
+        (format!("{invite:?}"), "INVITE-CANARY"),
+        (format!("{device_invite:?}"), "DEVICE-CANARY"),
+        (format!("{grant:?}"), "CAPABILITY-CANARY"),
+    ] {
+        assert!(!shown.contains(secret), "Debug shows a value meant for the person once: {shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+}

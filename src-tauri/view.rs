@@ -230,7 +230,42 @@ impl std::fmt::Debug for IssuedGrant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuedGrant")
             .field("grant", &self.grant)
-            .field("capability", &"<redacted>")
+            .field("capability", &REDACTED)
+            .finish()
+    }
+}
+
+/// What `Debug` shows instead of a value shown to the person once (a token, a code, a
+/// capability): such values reach the UI, never a log.
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for NewAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewAgent")
+            .field("agent", &self.agent)
+            .field("token", &REDACTED)
+            .field("proxy_url", &self.proxy_url)
+            .field("snippets", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Invite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invite")
+            .field("code", &REDACTED)
+            .field("role", &self.role)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for DeviceInvite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceInvite")
+            .field("code", &REDACTED)
+            .field("member_id", &self.member_id)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
@@ -289,7 +324,7 @@ pub struct Snippet {
 }
 
 /// A new agent (or a new token for one): the token is shown once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewAgent {
     pub agent: Agent,
@@ -521,7 +556,7 @@ impl Member {
 }
 
 /// A one-time invite code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Invite {
     /// Shown once, read out to the person joining.
@@ -531,7 +566,7 @@ pub struct Invite {
 }
 
 /// A one-time invite code for another device of the signed-in member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceInvite {
     /// Shown once, typed on the new device.
