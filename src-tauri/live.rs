@@ -310,7 +310,7 @@ impl Live {
                 &token,
                 [name_for("openai"), name_for("anthropic"), name_for("github")],
             ),
-            token,
+            token: token.into(),
             proxy_url: format!("{broker}/p/"),
         })
     }
@@ -665,7 +665,7 @@ impl Backend for Live {
         let names = HashMap::from([(credential.id.to_string(), credential.name)]);
         Ok(IssuedGrant {
             grant: Grant::new(&issued.grant, &names),
-            capability: issued.capability.expose_secret().to_owned(),
+            capability: issued.capability.expose_secret().into(),
         })
     }
 
@@ -806,18 +806,14 @@ impl Backend for Live {
 
     async fn create_invite(&self, role: Role) -> Outcome<Invite> {
         let invite = self.client().await?.create_invite(InviteFor::NewMember(role), None).await?;
-        Ok(Invite {
-            code: invite.code.expose_secret().to_owned(),
-            role,
-            expires_at: invite.expires_at,
-        })
+        Ok(Invite { code: invite.code.expose_secret().into(), role, expires_at: invite.expires_at })
     }
 
     async fn create_device_invite(&self) -> Outcome<DeviceInvite> {
         let member = self.profile().load_config()?.member;
         let invite = self.client().await?.create_invite(InviteFor::Device(member), None).await?;
         Ok(DeviceInvite {
-            code: invite.code.expose_secret().to_owned(),
+            code: invite.code.expose_secret().into(),
             member_id: member.to_string(),
             expires_at: invite.expires_at,
         })

@@ -216,57 +216,38 @@ pub struct KitImported {
 
 /// A grant just made, with the standing capability the agent needs for it: shown this once,
 /// for the person to hand to the agent (the broker keeps only the grant's row).
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IssuedGrant {
     pub grant: Grant,
     /// The capability text, sent by the agent in a `Latchkey-Capability` header or after its
     /// token and a `.`. Not a credential (the record key in it is sealed to the broker's key),
     /// but a bearer authorisation together with the agent's token: never logged.
-    pub capability: String,
+    pub capability: ShownOnce,
 }
 
-impl std::fmt::Debug for IssuedGrant {
+/// A value shown to the person once (an agent's token and the snippets holding it, an invite
+/// code, a grant's capability): serialized as its text for the UI, `<redacted>` in `Debug`, so
+/// no log or panic message carries it.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ShownOnce(pub String);
+
+impl std::fmt::Debug for ShownOnce {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedGrant")
-            .field("grant", &self.grant)
-            .field("capability", &REDACTED)
-            .finish()
+        f.write_str("<redacted>")
     }
 }
 
-/// What `Debug` shows instead of a value shown to the person once (a token, a code, a
-/// capability): such values reach the UI, never a log.
-const REDACTED: &str = "<redacted>";
-
-impl std::fmt::Debug for NewAgent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewAgent")
-            .field("agent", &self.agent)
-            .field("token", &REDACTED)
-            .field("proxy_url", &self.proxy_url)
-            .field("snippets", &REDACTED)
-            .finish()
+impl From<String> for ShownOnce {
+    fn from(text: String) -> Self {
+        Self(text)
     }
 }
 
-impl std::fmt::Debug for Invite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Invite")
-            .field("code", &REDACTED)
-            .field("role", &self.role)
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for DeviceInvite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceInvite")
-            .field("code", &REDACTED)
-            .field("member_id", &self.member_id)
-            .field("expires_at", &self.expires_at)
-            .finish()
+impl From<&str> for ShownOnce {
+    fn from(text: &str) -> Self {
+        Self(text.to_owned())
     }
 }
 
@@ -320,16 +301,17 @@ impl Agent {
 pub struct Snippet {
     pub label: String,
     pub language: &'static str,
-    pub text: String,
+    /// Holds the agent's token.
+    pub text: ShownOnce,
 }
 
 /// A new agent (or a new token for one): the token is shown once.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewAgent {
     pub agent: Agent,
     /// The agent's placeholder token: not a credential, but shown only this once.
-    pub token: String,
+    pub token: ShownOnce,
     /// Where agents send their calls.
     pub proxy_url: String,
     pub snippets: Vec<Snippet>,
@@ -348,7 +330,8 @@ pub fn snippets(broker_url: &str, token: &str, names: [String; 3]) -> Vec<Snippe
             .iter()
             .map(|(k, v)| format!("export {k}=\"{v}\""))
             .collect::<Vec<_>>()
-            .join("\n"),
+            .join("\n")
+            .into(),
     };
     vec![
         env(
@@ -556,21 +539,21 @@ impl Member {
 }
 
 /// A one-time invite code.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Invite {
     /// Shown once, read out to the person joining.
-    pub code: String,
+    pub code: ShownOnce,
     pub role: Role,
     pub expires_at: u64,
 }
 
 /// A one-time invite code for another device of the signed-in member.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceInvite {
     /// Shown once, typed on the new device.
-    pub code: String,
+    pub code: ShownOnce,
     /// The member the new device joins as: typed on the new device with the code.
     pub member_id: String,
     pub expires_at: u64,
