@@ -187,12 +187,12 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         progress: Box<dyn Fn(RotationProgress) + Send + Sync>,
     ) -> Outcome<RotationResult>;
-    /// Writes a recovery kit sealed with `passphrase` to `path`.
+    /// Writes a recovery kit sealed with `passphrase` to a new file of `dir` and returns its path.
     async fn export_recovery_kit(
         &self,
         passphrase: SecretBytes,
-        path: std::path::PathBuf,
-    ) -> Outcome<()>;
+        dir: std::path::PathBuf,
+    ) -> Outcome<std::path::PathBuf>;
     /// Imports a recovery kit's keys into this enrolled device; keys it holds are never replaced.
     async fn import_recovery_kit(
         &self,

@@ -402,12 +402,13 @@ pub async fn export_audit<R: Runtime>(
     };
     let text = shell.backend.export_audit(csv).await?;
     let dir = export_dir(&app)?;
-    let path = write_new_file(&dir, "latchkey-audit", &format, text.as_bytes()).map_err(|e| {
-        CommandError::new(
-            crate::error::codes::FAILED,
-            format!("cannot write the export in {}: {e}", dir.display()),
-        )
-    })?;
+    let path =
+        crate::files::write_new(&dir, "latchkey-audit", &format, text.as_bytes()).map_err(|e| {
+            CommandError::new(
+                crate::error::codes::FAILED,
+                format!("cannot write the export in {}: {e}", dir.display()),
+            )
+        })?;
     Ok(Saved { path: path.display().to_string() })
 }
 
@@ -472,11 +473,7 @@ pub async fn export_recovery_kit<R: Runtime>(
     passphrase: String,
 ) -> Outcome<Saved> {
     let passphrase = SecretBytes::from_zeroizing(zeroize::Zeroizing::new(passphrase.into_bytes()));
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let path = export_path(&app, &format!("latchkey-recovery-kit-{stamp}.txt"))?;
-    shell.backend.export_recovery_kit(passphrase, path.clone()).await?;
+    let path = shell.backend.export_recovery_kit(passphrase, export_dir(&app)?).await?;
     Ok(Saved { path: path.display().to_string() })
 }
 
@@ -556,12 +553,8 @@ pub fn open_external(url: String) -> Outcome<()> {
         .map_err(|e| CommandError::new(crate::error::codes::FAILED, e.to_string()))
 }
 
-/// Where exports go: `LATCHKEY_DESKTOP_EXPORT_DIR`, else the Downloads folder, else home.
-fn export_path<R: Runtime>(app: &AppHandle<R>, file: &str) -> Outcome<std::path::PathBuf> {
-    Ok(export_dir(app)?.join(file))
-}
-
-/// The folder exports are written to (created if missing).
+/// The folder exports are written to (created if missing): `LATCHKEY_DESKTOP_EXPORT_DIR`, else
+/// the Downloads folder, else home.
 fn export_dir<R: Runtime>(app: &AppHandle<R>) -> Outcome<std::path::PathBuf> {
     let dir = std::env::var_os("LATCHKEY_DESKTOP_EXPORT_DIR")
         .map(std::path::PathBuf::from)
@@ -575,65 +568,4 @@ fn export_dir<R: Runtime>(app: &AppHandle<R>) -> Outcome<std::path::PathBuf> {
         )
     })?;
     Ok(dir)
-}
-
-/// Writes `bytes` to a file of `dir` that did not exist: `{stem}.{ext}`, else `{stem} (2).{ext}`,
-/// `{stem} (3).{ext}`, ... An export never replaces a file, an earlier export's or the person's.
-fn write_new_file(
-    dir: &std::path::Path,
-    stem: &str,
-    ext: &str,
-    bytes: &[u8],
-) -> std::io::Result<std::path::PathBuf> {
-    use std::io::Write as _;
-    for n in 1..=1000 {
-        let name = if n == 1 { format!("{stem}.{ext}") } else { format!("{stem} ({n}).{ext}") };
-        let path = dir.join(name);
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut file) => {
-                file.write_all(bytes)?;
-                file.sync_all()?;
-                return Ok(path);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        format!("{stem}.{ext} and 999 numbered copies already exist: move some away"),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::write_new_file;
-
-    #[test]
-    fn an_export_never_replaces_a_file_and_numbers_the_next_one() {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let mine = dir.path().join("latchkey-audit.csv");
-        std::fs::write(&mine, "the person's own file").expect("written");
-        let first = write_new_file(dir.path(), "latchkey-audit", "csv", b"seq,kind\n1,a\n")
-            .expect("a free name is found");
-        let second = write_new_file(dir.path(), "latchkey-audit", "csv", b"seq,kind\n2,b\n")
-            .expect("and another");
-        assert_eq!(first, dir.path().join("latchkey-audit (2).csv"));
-        assert_eq!(second, dir.path().join("latchkey-audit (3).csv"));
-        assert_eq!(
-            std::fs::read_to_string(&mine).expect("still there"),
-            "the person's own file",
-            "an existing file is never overwritten"
-        );
-        assert_eq!(std::fs::read(&second).expect("readable"), b"seq,kind\n2,b\n");
-    }
-
-    #[test]
-    fn a_folder_that_cannot_be_written_is_an_error_not_a_loop() {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let missing = dir.path().join("no-such-folder");
-        let error = write_new_file(&missing, "latchkey-audit", "jsonl", b"{}")
-            .expect_err("nothing can be created in a missing folder");
-        assert_eq!(error.kind(), std::io::ErrorKind::NotFound, "{error}");
-    }
 }

@@ -278,7 +278,11 @@ impl Backend for Fake {
             member_key_version: 2,
         })
     }
-    async fn export_recovery_kit(&self, _: SecretBytes, _: std::path::PathBuf) -> Outcome<()> {
+    async fn export_recovery_kit(
+        &self,
+        _: SecretBytes,
+        _: std::path::PathBuf,
+    ) -> Outcome<std::path::PathBuf> {
         refused()
     }
     async fn import_recovery_kit(

@@ -863,12 +863,17 @@ impl Backend for Live {
         self.rotate_scopes(progress.as_ref()).await
     }
 
-    async fn export_recovery_kit(&self, passphrase: SecretBytes, path: PathBuf) -> Outcome<()> {
+    async fn export_recovery_kit(&self, passphrase: SecretBytes, dir: PathBuf) -> Outcome<PathBuf> {
         let store = self.key_store().await?;
         let kit = recovery::export_kit(self.profile(), &store, passphrase).await?;
-        write_private(&path, kit.text.as_bytes()).map_err(|e| {
-            CommandError::new(codes::FAILED, format!("cannot write {}: {e}", path.display()))
-        })
+        crate::files::write_new(&dir, "latchkey-recovery-kit", "txt", kit.text.as_bytes()).map_err(
+            |e| {
+                CommandError::new(
+                    codes::FAILED,
+                    format!("cannot write the kit in {}: {e}", dir.display()),
+                )
+            },
+        )
     }
 
     async fn import_recovery_kit(
@@ -966,17 +971,6 @@ fn unix_now() -> u64 {
 }
 
 /// Writes `bytes` to a new file readable by this user only; never overwrites.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
