@@ -101,7 +101,7 @@ async fn finish(mut command: Command, stdin: Option<&str>) -> (i32, String, Stri
         if stdin.is_some() {
             command.stdin(Stdio::piped());
         }
-        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = spawn(command.stdout(Stdio::piped()).stderr(Stdio::piped()));
         if let Some(text) = stdin {
             child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         }
@@ -114,6 +114,33 @@ async fn finish(mut command: Command, stdin: Option<&str>) -> (i32, String, Stri
         String::from_utf8(output.stdout).unwrap(),
         String::from_utf8(output.stderr).unwrap(),
     )
+}
+
+/// Starts `command`. Under Wine, on a loaded machine, `CreateProcess` now and then fails with
+/// `ERROR_INTERNAL_ERROR` (1359) before the program runs at all; nothing has happened then, so
+/// that one error is retried a few times. Any other failure, or the same one five times, fails
+/// the test.
+fn spawn(command: &mut Command) -> std::process::Child {
+    const ERROR_INTERNAL_ERROR: i32 = 1359;
+    let mut attempt: u64 = 1;
+    loop {
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(e)
+                if cfg!(windows)
+                    && e.raw_os_error() == Some(ERROR_INTERNAL_ERROR)
+                    && attempt < 5 =>
+            {
+                eprintln!(
+                    "starting {:?} failed ({e}), attempt {attempt}: retrying",
+                    command.get_program()
+                );
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+            }
+            Err(e) => panic!("cannot start {:?}: {e}", command.get_program()),
+        }
+    }
 }
 
 async fn start_broker() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
@@ -762,8 +789,7 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     let (code, _, err) = {
         let mut command = ada.command(&["workspace", "show"]);
         command.env("LATCHKEY_KEYSTORE_PASSPHRASE", "not the passphrase");
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
-        (output.status.code().unwrap(), (), String::from_utf8(output.stderr).unwrap())
+        finish(command, None).await
     };
     assert_eq!(code, 6, "a wrong passphrase is a key store failure: {err}");
     assert!(!err.contains("not the passphrase"), "the passphrase is never echoed: {err}");
@@ -862,12 +888,8 @@ async fn rotation_killed_at_any_point_leaves_every_credential_readable_under_one
     let delays: Vec<std::time::Duration> = (1..=18).map(|k| full * k / 16).collect();
     let mut last = check(0).await;
     for (round, delay) in delays.into_iter().enumerate() {
-        let mut child = ada
-            .command(&["--json", "rotate"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child =
+            spawn(ada.command(&["--json", "rotate"]).stdout(Stdio::null()).stderr(Stdio::null()));
         tokio::time::sleep(delay).await;
         // SIGKILL; the child may have finished already, which is also a valid point.
         let _ = child.kill();
@@ -2688,9 +2710,8 @@ async fn run_releases_nothing_when_any_inject_is_refused() {
         &script,
     ]);
     command.env("LATCHKEY_AGENT_TOKEN", &token);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(4), "a refusal by the broker exits 4: {err}");
+    let (code, _, err) = finish(command, None).await;
+    assert_eq!(code, 4, "a refusal by the broker exits 4: {err}");
     assert!(err.contains("policy_denied") && err.contains("search"), "says which: {err}");
     assert!(!err.contains("MODELS_KEY"), "no release is announced: {err}");
     assert!(!marker.exists(), "the command never ran");
