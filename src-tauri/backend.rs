@@ -88,7 +88,8 @@ pub struct NewGrant {
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub agent: Option<String>,
-    pub credential: Option<String>,
+    /// The credential's name, as audit records carry it.
+    pub credential_name: Option<String>,
     pub decision: Option<String>,
     /// Unix seconds.
     pub since: Option<u64>,

@@ -371,7 +371,7 @@ pub async fn check_inject(
 pub async fn list_audit(
     shell: State<'_, Shell>,
     agent: Option<String>,
-    credential: Option<String>,
+    credential_name: Option<String>,
     decision: Option<String>,
     since: Option<u64>,
     limit: u32,
@@ -379,7 +379,7 @@ pub async fn list_audit(
     if decision.as_deref().is_some_and(|d| d != "allowed" && d != "denied") {
         return Err(CommandError::invalid("decision is allowed or denied"));
     }
-    shell.backend.audit(AuditQuery { agent, credential, decision, since, limit }).await
+    shell.backend.audit(AuditQuery { agent, credential_name, decision, since, limit }).await
 }
 
 #[tauri::command]

@@ -240,6 +240,11 @@ impl Backend for Fake {
     }
     async fn audit(&self, query: AuditQuery) -> Outcome<Vec<AuditRow>> {
         assert_eq!(query.decision.as_deref(), Some("denied"));
+        assert_eq!(
+            query.credential_name.as_deref(),
+            Some("github-main"),
+            "the integration filter is its name: audit records carry names, not ids"
+        );
         Ok(vec![])
     }
     async fn verify_audit(&self) -> Outcome<AuditVerdict> {
@@ -629,10 +634,10 @@ fn approvals_list_and_answers_use_the_contract_names() {
 fn the_audit_listing_refuses_an_unknown_decision() {
     let h = harness();
     let error = h
-        .invoke("list_audit", json!({"agent": null, "credential": null, "decision": "maybe", "since": null, "limit": 50}))
+        .invoke("list_audit", json!({"agent": null, "credentialName": null, "decision": "maybe", "since": null, "limit": 50}))
         .expect_err("maybe is not a decision");
     assert_eq!(error["code"], "invalid_input");
-    h.invoke("list_audit", json!({"agent": null, "credential": null, "decision": "denied", "since": null, "limit": 50}))
+    h.invoke("list_audit", json!({"agent": null, "credentialName": "github-main", "decision": "denied", "since": null, "limit": 50}))
         .expect("denied is a decision");
 }
 

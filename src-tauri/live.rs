@@ -778,7 +778,7 @@ impl Backend for Live {
         let names = self.agent_names(&client).await?;
         let filter = AuditFilter {
             agent: query.agent.as_deref().map(|a| parse_id::<AgentId>(a, "agent")).transpose()?,
-            credential: query.credential,
+            credential: query.credential_name,
             decision: query.decision,
             kind: None,
             since_ms: query.since.map(|s| s.saturating_mul(1000)),

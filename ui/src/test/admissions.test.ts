@@ -31,7 +31,7 @@ function setVisibility(state: DocumentVisibilityState) {
 /** Grace's laptop joined with an invite and waits. */
 function joins(b: FakeBackend, id = 'dev_grace') {
   b.members.push({ id: 'mem_grace', name: 'Grace', role: 'member', createdAt: 1, you: false, devices: [
-    { id, name: "Grace's laptop", createdAt: 1, fingerprint: '5D2E-7A10-C3B9-0F44', removed: false, thisDevice: false, confirmed: false },
+    { id, name: "Grace's laptop", createdAt: 1, fingerprint: '5D2E-7A10-C3B9-0F44', thisDevice: false, confirmed: false },
   ] });
 }
 
@@ -44,9 +44,9 @@ describe('which devices count', () => {
   it('counts for an admin every device not confirmed here, and for a member only their own', () => {
     const members = seedMembers(1_800_000_000);
     const me = members.find((m) => m.you)!;
-    me.devices.push({ id: 'dev_desk', name: 'Desk PC', createdAt: 1, fingerprint: '3C7E-0A19-D4B2-88F1', removed: false, thisDevice: false, confirmed: false });
-    me.devices.push({ id: 'dev_old', name: 'Old PC', createdAt: 1, fingerprint: '1111-2222-3333-4444', removed: true, thisDevice: false, confirmed: false });
-    expect(countAwaiting(members, true), "Sam's desktop and my desk PC; never this device or a removed one").toBe(2);
+    me.devices.push({ id: 'dev_desk', name: 'Desk PC', createdAt: 1, fingerprint: '3C7E-0A19-D4B2-88F1', thisDevice: false, confirmed: false });
+    me.devices.push({ id: 'dev_old', name: 'Old PC', createdAt: 1, fingerprint: '1111-2222-3333-4444', thisDevice: false, confirmed: true });
+    expect(countAwaiting(members, true), "Sam's desktop and my desk PC; never this device or one admitted before").toBe(2);
     expect(countAwaiting(members, false), "a member admits their own devices only, not Sam's").toBe(1);
     members.forEach((m) => m.devices.forEach((d) => (d.confirmed = true)));
     expect(countAwaiting(members, true), 'confirmed devices wait for nothing').toBe(0);

@@ -20,12 +20,12 @@ describe('command wrappers', () => {
     });
     await api.createGrant({ agent: 'a', credential: 'c', methods: ['GET'], pathPatterns: ['/x'], durationSecs: 900 });
     await api.approveFor('ap1', 3600);
-    await api.listAudit({ agent: null, credential: null, decision: 'denied', since: null, limit: 50 });
+    await api.listAudit({ agent: null, credentialName: null, decision: 'denied', since: null, limit: 50 });
     await api.disconnect('cred1', true);
     expect(seen).toEqual([
       ['create_grant', { agent: 'a', credential: 'c', methods: ['GET'], pathPatterns: ['/x'], durationSecs: 900 }],
       ['approve_for', { id: 'ap1', durationSecs: 3600 }],
-      ['list_audit', { agent: null, credential: null, decision: 'denied', since: null, limit: 50 }],
+      ['list_audit', { agent: null, credentialName: null, decision: 'denied', since: null, limit: 50 }],
       ['disconnect', { id: 'cred1', force: true }],
     ]);
   });

@@ -23,7 +23,7 @@ function memberWithPendingDevice(b: FakeBackend) {
   b.status.workspace = { ...b.status.workspace!, role: 'member', local: false, brokerUrl: 'https://lk.acme.dev' };
   const me = b.members.find((m) => m.you)!;
   me.role = 'member';
-  me.devices.push({ id: 'dev_desk', name: 'Desk PC', createdAt: me.createdAt + 60, fingerprint: NEW_DEVICE_FP, removed: false, thisDevice: false, confirmed: false });
+  me.devices.push({ id: 'dev_desk', name: 'Desk PC', createdAt: me.createdAt + 60, fingerprint: NEW_DEVICE_FP, thisDevice: false, confirmed: false });
 }
 
 async function openJoin(user: ReturnType<typeof userEvent.setup>) {
@@ -123,7 +123,7 @@ describe('adding a device of mine', () => {
     const b = setup();
     const sam = b.members.find((m) => m.id === 'mem_sam')!;
     sam.devices[0].confirmed = true;
-    sam.devices.push({ id: 'dev_sam2', name: "Sam's laptop", createdAt: sam.createdAt + 60, fingerprint: '77AA-0000-1111-2222', removed: false, thisDevice: false, confirmed: false });
+    sam.devices.push({ id: 'dev_sam2', name: "Sam's laptop", createdAt: sam.createdAt + 60, fingerprint: '77AA-0000-1111-2222', thisDevice: false, confirmed: false });
     await refreshStatus();
     const user = userEvent.setup();
     render(Members);

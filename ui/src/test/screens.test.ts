@@ -123,8 +123,20 @@ describe('audit', () => {
     render(Audit);
     await screen.findByTestId('audit-table');
     await user.selectOptions(screen.getByTestId('filter-decision'), 'denied');
-    await waitFor(() => expect(b.callsOf('list_audit').at(-1)).toMatchObject({ decision: 'denied', agent: null, credential: null }));
+    await waitFor(() => expect(b.callsOf('list_audit').at(-1)).toMatchObject({ decision: 'denied', agent: null, credentialName: null }));
     await waitFor(() => expect(within(screen.getByTestId('audit-table')).queryAllByText('allowed')).toHaveLength(0));
+  });
+
+  it('filters by integration by its name, which is what audit records carry', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Audit);
+    const table = await screen.findByTestId('audit-table');
+    expect(within(table).queryAllByText('openai-prod').length, 'the seed has calls on both integrations').toBeGreaterThan(0);
+    await user.selectOptions(screen.getByTestId('filter-credential'), 'github-main');
+    await waitFor(() => expect(b.callsOf('list_audit').at(-1)).toMatchObject({ credentialName: 'github-main' }));
+    await waitFor(() => expect(within(screen.getByTestId('audit-table')).queryAllByText('openai-prod')).toHaveLength(0));
+    expect(within(screen.getByTestId('audit-table')).queryAllByText('github-main').length, 'its own calls stay listed').toBeGreaterThan(0);
   });
 
   it('exports and shows where the file was saved', async () => {

@@ -150,7 +150,6 @@ export type AuditRow = {
   kind: string;
   agent: string | null;
   agentName: string | null;
-  credential: string | null;
   credentialName: string | null;
   method: string | null;
   host: string | null;
@@ -174,7 +173,6 @@ export type Device = {
   name: string;
   createdAt: number;
   fingerprint: string;
-  removed: boolean;
   thisDevice: boolean;
   /** Its fingerprint was confirmed on this device (admitted here, or it sent us keys). */
   confirmed: boolean;
@@ -198,7 +196,8 @@ export type RotationResult = {
 
 export type AuditFilter = {
   agent: string | null;
-  credential: string | null;
+  /** The integration's name (audit records name it; a removed one's records keep the name). */
+  credentialName: string | null;
   decision: Decision | null;
   since: number | null;
   limit: number;

@@ -16,7 +16,7 @@ export const admissions = $state<{ count: number; error: ApiError | null }>({ co
  * device, its fingerprint not confirmed here yet, and an admin's to admit or one of my own.
  */
 export function awaitsAdmission(member: Member, device: Device, isAdmin: boolean): boolean {
-  return (isAdmin || member.you) && !device.removed && !device.thisDevice && !device.confirmed;
+  return (isAdmin || member.you) && !device.thisDevice && !device.confirmed;
 }
 
 export function countAwaiting(members: Member[], isAdmin: boolean): number {

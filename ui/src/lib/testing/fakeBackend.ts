@@ -217,7 +217,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         broker: { url, local, reachable: true, error: null },
       };
       b.members = [{ id: 'mem_you', name: String(a.memberName), role: 'admin', createdAt: now(), you: true, devices: [
-        { id: 'dev_this', name: String(a.deviceName), createdAt: now(), fingerprint: FINGERPRINT, removed: false, thisDevice: true, confirmed: true },
+        { id: 'dev_this', name: String(a.deviceName), createdAt: now(), fingerprint: FINGERPRINT, thisDevice: true, confirmed: true },
       ] }];
       return structuredClone(b.status);
     },
@@ -357,7 +357,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     },
     list_audit: (a) =>
       b.audit
-        .filter((r) => (!a.agent || r.agent === a.agent) && (!a.credential || r.credential === a.credential))
+        .filter((r) => (!a.agent || r.agent === a.agent) && (!a.credentialName || r.credentialName === a.credentialName))
         .filter((r) => (!a.decision || r.decision === a.decision) && (!a.since || r.at >= Number(a.since)))
         .slice(0, Number(a.limit) || 500),
     verify_audit: () => b.verdict ?? ({ ok: true, records: b.audit.length, head: 'b3f1c0de', firstBrokenSeq: null, reason: null }),
@@ -381,7 +381,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       return structuredClone(b.members);
     },
     remove_device: (a) => {
-      for (const m of b.members) for (const d of m.devices) if (d.id === a.id) d.removed = true;
+      for (const m of b.members) m.devices = m.devices.filter((d) => d.id !== a.id);
       return structuredClone(b.members);
     },
     rotate_keys: async () => {

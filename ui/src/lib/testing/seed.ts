@@ -92,7 +92,7 @@ export function seedAudit(now: number): AuditRow[] {
         const denied = (h + k + i) % 4 === 0;
         rows.push({
           seq: seq++, at: now - h * 3600 - k * 60, kind: 'call', agent: id, agentName: name,
-          credential: i === 0 ? 'cred_gh' : 'cred_oai', credentialName: i === 0 ? 'github-main' : 'openai-prod',
+          credentialName: i === 0 ? 'github-main' : 'openai-prod',
           method: denied ? 'DELETE' : 'GET', host: i === 0 ? 'api.github.com' : 'api.openai.com',
           path: i === 0 ? '/repos/acme/web' : '/v1/models', decision: denied ? 'denied' : 'allowed',
           reason: denied ? 'forbidden by policy' : null, policyIds: denied ? ['deny-deletes'] : ['read-only'],
@@ -107,10 +107,10 @@ export function seedAudit(now: number): AuditRow[] {
 export function seedMembers(now: number): Member[] {
   return [
     { id: 'mem_you', name: 'You', role: 'admin', createdAt: now - 86400 * 30, you: true, devices: [
-      { id: 'dev_this', name: 'This laptop', createdAt: now - 86400 * 30, fingerprint: FINGERPRINT, removed: false, thisDevice: true, confirmed: true },
+      { id: 'dev_this', name: 'This laptop', createdAt: now - 86400 * 30, fingerprint: FINGERPRINT, thisDevice: true, confirmed: true },
     ] },
     { id: 'mem_sam', name: 'Sam Rivera', role: 'member', createdAt: now - 86400 * 4, you: false, devices: [
-      { id: 'dev_sam', name: "Sam's desktop", createdAt: now - 86400 * 4, fingerprint: '9B1C-22D4-E0F7-6A13', removed: false, thisDevice: false, confirmed: false },
+      { id: 'dev_sam', name: "Sam's desktop", createdAt: now - 86400 * 4, fingerprint: '9B1C-22D4-E0F7-6A13', thisDevice: false, confirmed: false },
     ] },
   ];
 }
