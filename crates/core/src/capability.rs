@@ -206,6 +206,11 @@ impl MethodSet {
         self.0 & method.bit() != 0
     }
 
+    /// Whether every method of this set is in `other`.
+    pub const fn is_subset_of(self, other: Self) -> bool {
+        self.0 & !other.0 == 0
+    }
+
     /// The methods in the set.
     pub fn iter(self) -> impl Iterator<Item = Method> {
         Method::ALL.into_iter().filter(move |m| self.contains(*m))

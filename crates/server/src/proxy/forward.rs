@@ -66,7 +66,52 @@ const DROPPED_RESPONSE_HEADERS: [&str; 10] = [
     "content-length",
 ];
 
-/// `{base URL}{path}?{query}` for a credential. `path` is the raw path after `/p/{name}`.
+/// The request path after `/p/{name}` in the one form that policies, capabilities and the
+/// upstream all see (RFC 3986 §6.2.2): a percent-encoded unreserved character (letters, digits,
+/// `-`, `.`, `_`, `~`) decoded, every other escape's hex digits in upper case. Without this a
+/// policy rule on `/orgs/*/members` would not see `/orgs/acme/%6Dembers`, which the upstream
+/// reads as the same path. A `%` not followed by two hex digits is refused: no one reads it the
+/// same way. Dot segments a decoded `.` forms are refused afterwards, as any others are.
+pub(crate) fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, ApiError> {
+    if !path.contains('%') {
+        return Ok(std::borrow::Cow::Borrowed(path));
+    }
+    let malformed = || {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            "the request path has a % that is not followed by two hex digits; encode a literal % as %25",
+        )
+    };
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut at = 0;
+    while let Some(offset) = path[at..].find('%') {
+        let escape = at + offset;
+        out.push_str(&path[at..escape]);
+        let hex = bytes.get(escape + 1..escape + 3).ok_or_else(malformed)?;
+        let (Some(high), Some(low)) = (hex_value(hex[0]), hex_value(hex[1])) else {
+            return Err(malformed());
+        };
+        let byte = high << 4 | low;
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(hex[0].to_ascii_uppercase()));
+            out.push(char::from(hex[1].to_ascii_uppercase()));
+        }
+        at = escape + 3;
+    }
+    out.push_str(&path[at..]);
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).and_then(|d| u8::try_from(d).ok())
+}
+
+/// `{base URL}{path}?{query}` for a credential. `path` is the normalised path after `/p/{name}`
+/// ([`normalize_path`]).
 pub(crate) fn upstream_url(
     credential: &CredentialRecord,
     path: &str,
@@ -400,6 +445,29 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn paths_are_normalised_as_rfc_3986_says_before_anything_reads_them() {
+        use super::normalize_path;
+        let cases = [
+            ("/orgs/acme/members", "/orgs/acme/members"),
+            ("/orgs/acme/%6Dembers", "/orgs/acme/members"),
+            ("/orgs/acme/%6dembers", "/orgs/acme/members"),
+            ("/%7Euser/a%2Db%5Fc", "/~user/a-b_c"),
+            ("/search/caf%c3%a9", "/search/caf%C3%A9"),
+            ("/a%20b/%2fc", "/a%20b/%2Fc"),
+            ("/a/%2e%2E/b", "/a/../b"),
+            ("/", "/"),
+        ];
+        for (raw, normal) in cases {
+            assert_eq!(normalize_path(raw).expect(raw), normal, "{raw} reads as {normal} upstream");
+        }
+        for malformed in ["/a%", "/a%4", "/a%G1", "/a%%41", "/%zz/b"] {
+            let error = normalize_path(malformed).expect_err(malformed);
+            assert_eq!(error.code, crate::error::ErrorCode::BadRequest, "{malformed}");
+            assert!(error.message.contains("%25"), "the message says how to send a %: {error:?}");
+        }
+    }
+
     use futures_util::StreamExt as _;
 
     use super::*;

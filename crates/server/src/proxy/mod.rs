@@ -41,6 +41,7 @@ use latchkey_core::capability::{
 use latchkey_core::ids::{AgentId, DeviceId, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::DeviceVerifyingKey;
 use sha2::{Digest as _, Sha256};
+use url::Url;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::audit::{AuditEvent, AuditKind, Decision};
@@ -94,7 +95,7 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
     ),
     responses(
         (status = "default", description = "The upstream's response, as the upstream sent it (redirects included), with any echo of the credential removed"),
-        (status = 400, description = "`bad_request`: the path does not form a valid upstream URL, has dot segments, or more than one agent token was sent", body = ApiError),
+        (status = 400, description = "`bad_request`: the path does not form a valid upstream URL, has dot segments or a `%` not followed by two hex digits, or more than one agent token was sent", body = ApiError),
         (status = 401, description = "`unknown_token` (missing, malformed or unknown agent token) or `token_revoked`", body = ApiError),
         (status = 403, description = "`agents_paused` (a member paused every agent call in the workspace; retry once resumed), `forbidden` (the credential needs reconnecting), `host_not_allowed`, `capability_invalid` (signature, claims, time, replay, revocation, rotation) or `policy_denied`", body = ApiError),
         (status = 404, description = "`not_found`: no credential with this name in the agent's workspace", body = ApiError),
@@ -119,7 +120,11 @@ async fn handle(
     match outcome {
         Ok(response) => response,
         Err(error) => {
-            call.deny(&state, &error).await;
+            // After forwarding, the attempt is on record as allowed and its outcome record
+            // carries this error's code: a denied attempt would be a second, false account.
+            if !call.forwarded {
+                call.deny(&state, &error).await;
+            }
             error.into_response()
         }
     }
@@ -222,7 +227,7 @@ async fn authorize_and_forward(
     request: Request,
     started: Instant,
 ) -> Result<Response, ApiError> {
-    let now = state.now();
+    let mut now = state.now();
     // Writes committed through other replicas on the same database drop the cache first (on
     // PostgreSQL; see `Store::sync_hot_cache`), so a revocation anywhere is enforced here now.
     // Before the generation below: an invalidation it causes must not be mistaken for a write
@@ -235,21 +240,7 @@ async fn authorize_and_forward(
     // 1. The agent.
     let presented = extract::agent_token(request.headers())?;
     let token_hash = presented.token.hash();
-    let agent = state.store.cached_agent(&token_hash).await?.ok_or_else(unknown_token)?;
-    call.workspace = Some(agent.workspace);
-    call.agent = Some(agent.id);
-    if agent.revoked_at.is_some() {
-        return Err(ApiError::new(
-            ErrorCode::TokenRevoked,
-            "this agent token was revoked; ask the agent's owner for a new one",
-        ));
-    }
-    // The workspace's kill switch: checked as soon as the agent is known (so the refusal is
-    // audited in its workspace, and unknown tokens are answered as before) and before anything
-    // about the credential is read.
-    if state.store.cached_pause_state(agent.workspace).await?.0.is_some() {
-        return Err(agents_paused());
-    }
+    let mut agent = active_agent(state, call, &token_hash).await?;
     state.store.note_agent_used(&agent, &token_hash, now);
     let method = Method::parse(&call.method).ok_or_else(|| {
         ApiError::new(
@@ -259,30 +250,13 @@ async fn authorize_and_forward(
     })?;
 
     // 2. The credential.
-    let credential = state
-        .store
-        .cached_credential(agent.workspace, &call.credential_name)
-        .await?
-        .ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NotFound,
-            format!(
-                "no credential named {:?} in this workspace; check the name in the Latchkey app",
-                call.credential_name
-            ),
-        )
-    })?;
-    if credential.status != CredentialStatus::Active {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this credential needs to be reconnected by its owner before agents can use it",
-        ));
-    }
+    let mut credential = active_credential(state, agent.workspace, &call.credential_name).await?;
 
-    // 3. The upstream URL and its host.
-    let upstream = forward::upstream_url(&credential, &call.path, call.query.as_deref())?;
-    call.host = upstream.host_str().map(str::to_owned);
-    forward::check_allowed_host(&credential, &upstream)?;
+    // 3. The upstream URL and its host, from the path in the form every later check reads.
+    if let std::borrow::Cow::Owned(normal) = forward::normalize_path(&call.path)? {
+        call.path = normal;
+    }
+    let mut upstream = upstream_for(call, &credential)?;
 
     // 4a. No capability: if the policies would allow the call once a member approves it, hold
     // it while the devices that may approve are asked (see `hold`). The answer is a capability,
@@ -318,6 +292,14 @@ async fn authorize_and_forward(
             };
             let approved = hold::hold(state, call, held).await?;
             call.approval = Some(approved.id);
+            // The answer took a member's time: what was read before the hold is read again, so
+            // an agent revoked, a credential removed, disabled or given other hosts, or a pause
+            // meanwhile holds for this call as for any call that arrived after it.
+            state.store.sync_hot_cache().await?;
+            now = state.now();
+            agent = active_agent(state, call, &token_hash).await?;
+            credential = active_credential(state, agent.workspace, &call.credential_name).await?;
+            upstream = upstream_for(call, &credential)?;
             Some(approved.capability)
         }
     };
@@ -460,6 +442,62 @@ async fn authorize_and_forward(
     response
 }
 
+/// Step 1: the agent behind a token hash, refused when unknown, revoked or paused. The
+/// workspace's kill switch is checked as soon as the agent is known (so the refusal is audited in
+/// its workspace, and unknown tokens are answered as before) and before anything about the
+/// credential is read.
+async fn active_agent(
+    state: &SharedState,
+    call: &mut Call,
+    token_hash: &latchkey_core::token::TokenHash,
+) -> Result<Arc<crate::store::agents::AgentRecord>, ApiError> {
+    let agent = state.store.cached_agent(token_hash).await?.ok_or_else(unknown_token)?;
+    call.workspace = Some(agent.workspace);
+    call.agent = Some(agent.id);
+    if agent.revoked_at.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::TokenRevoked,
+            "this agent token was revoked; ask the agent's owner for a new one",
+        ));
+    }
+    if state.store.cached_pause_state(agent.workspace).await?.0.is_some() {
+        return Err(agents_paused());
+    }
+    Ok(agent)
+}
+
+/// Step 2: the credential an agent names, refused when unknown or not usable.
+async fn active_credential(
+    state: &SharedState,
+    workspace: WorkspaceId,
+    name: &str,
+) -> Result<Arc<CredentialRecord>, ApiError> {
+    let credential = state.store.cached_credential(workspace, name).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no credential named {name:?} in this workspace; check the name in the Latchkey app"
+            ),
+        )
+    })?;
+    if credential.status != CredentialStatus::Active {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this credential needs to be reconnected by its owner before agents can use it",
+        ));
+    }
+    Ok(credential)
+}
+
+/// Step 3: the upstream URL for a call's (normalised) path, refused when its host is not in the
+/// credential's allow-list.
+fn upstream_for(call: &mut Call, credential: &CredentialRecord) -> Result<Url, ApiError> {
+    let upstream = forward::upstream_url(credential, &call.path, call.query.as_deref())?;
+    call.host = upstream.host_str().map(str::to_owned);
+    forward::check_allowed_host(credential, &upstream)?;
+    Ok(upstream)
+}
+
 /// A capability that passed step 4.
 enum Checked<'c> {
     /// A standing capability verified and opened by an earlier call, re-checked for this one.
@@ -504,6 +542,11 @@ async fn check_state<T>(
             "it was issued by a member who cannot use this personal credential",
         ));
     }
+    if claims.owner != credential.owner {
+        return Err(capability_invalid(
+            "it names another owner than the credential's (shared or personal); issue a new capability for this credential",
+        ));
+    }
     let verified = verify(&issuer.signing_key)?;
     if claims.key_version != credential.key_version {
         return Err(capability_invalid(&format!(
@@ -521,16 +564,28 @@ async fn check_state<T>(
             }
         }
         Reuse::Standing { grant } => {
-            let live =
-                state.store.cached_grant(credential.workspace, grant).await?.is_some_and(|g| {
+            let grant = state
+                .store
+                .cached_grant(credential.workspace, grant)
+                .await?
+                .filter(|g| {
                     g.revoked_at.is_none()
                         && g.agent == claims.agent
                         && g.credential == credential.id
                         && g.expires_at > now
-                });
-            if !live {
+                })
+                .ok_or_else(|| {
+                    capability_invalid("its standing grant was revoked, has expired or is unknown")
+                })?;
+            // The grant is what members see and revoke: a capability naming it may allow no
+            // more than it registered, and only its own issuer's capability may name it.
+            if grant.issued_by != claims.issuer
+                || !claims.methods.is_subset_of(grant.methods)
+                || !claims.paths.iter().all(|p| grant.path_patterns.contains(p))
+                || claims.expires > grant.expires_at
+            {
                 return Err(capability_invalid(
-                    "its standing grant was revoked, has expired or is unknown",
+                    "it allows more than its standing grant registered (another issuer, methods, paths or a later expiry); issue it again from the grant",
                 ));
             }
         }

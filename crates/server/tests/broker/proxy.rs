@@ -18,7 +18,9 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use common::{ApprovalStream, TestBroker, TestDevice, b64, insert_device, workspace_with_admin};
+use common::{
+    ApprovalStream, TestBroker, TestDevice, b64, insert_device, insert_member, workspace_with_admin,
+};
 use latchkey_core::capability::{Capability, Claims, Method, MethodSet, PathPattern, Reuse};
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{AgentId, CredentialId, GrantId, KeyVersion, Owner, WorkspaceId};
@@ -509,14 +511,12 @@ async fn warm_standing_capability(w: &World, issuer: &TestDevice) -> String {
     cap
 }
 
-/// The proxy caches agents, credentials, devices, grants and opened standing capabilities;
-/// every change made through the API must still be enforced at the very next call.
-#[tokio::test]
-async fn every_revocation_reaches_a_cached_standing_capability_at_the_next_call() {
-    // (what to change, method, path, body, expected status, expected code)
-    type Change =
-        (&'static str, &'static str, fn(&World) -> String, Option<Value>, u16, &'static str);
-    let changes: [Change; 4] = [
+/// A change that ends an agent's use of the world's credential: (what, method, path, body,
+/// the status and code the agent's next call gets).
+type Change = (&'static str, &'static str, fn(&World) -> String, Option<Value>, u16, &'static str);
+
+fn revocations() -> [Change; 4] {
+    [
         (
             "agent revoked",
             "DELETE",
@@ -549,8 +549,14 @@ async fn every_revocation_reaches_a_cached_standing_capability_at_the_next_call(
             404,
             "not_found",
         ),
-    ];
-    for (what, method, path, body, status, code_expected) in changes {
+    ]
+}
+
+/// The proxy caches agents, credentials, devices, grants and opened standing capabilities;
+/// every change made through the API must still be enforced at the very next call.
+#[tokio::test]
+async fn every_revocation_reaches_a_cached_standing_capability_at_the_next_call() {
+    for (what, method, path, body, status, code_expected) in revocations() {
         let w = world().await;
         let cap = warm_standing_capability(&w, &w.admin).await;
         let (changed, answer) =
@@ -1007,6 +1013,10 @@ async fn a_personal_credential_opens_only_with_its_owners_capability() {
     )
     .await;
     assert_eq!((status, code(&body).as_str()), (403, "capability_invalid"), "{body}");
+    assert!(
+        body.contains("another owner"),
+        "refused for naming the wrong owner, before any decryption is tried: {body}"
+    );
     w.broker.stop().await;
 }
 
@@ -1657,5 +1667,158 @@ async fn a_refresh_token_the_provider_refuses_marks_the_credential_reconnect_nee
     );
     let (status, answer) = device_takes_lease(&w, &w.admin, id).await;
     assert_eq!(status, 200, "the broker gave its lease back: {answer}");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_percent_encoded_path_is_read_as_the_upstream_reads_it_so_policies_see_through_it() {
+    let w = world().await;
+    let policy = json!({
+        "source": "@id(\"no-members\")\nforbid (principal, action, resource) when { context.path like \"/orgs/*/members*\" };",
+        "description": "agents never list an organisation's members",
+    });
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "PUT",
+        "/v1/policies/no-members",
+        Some(&policy),
+    ))
+    .await;
+    assert!(status == 200 || status == 201, "policy accepted: {body}");
+    let (_, cap) = w.standing_get(&w.admin, "/**", 3600).await;
+    for disguised in ["/orgs/acme/%6Dembers", "/orgs/acme/%6dembers", "/orgs/%61cme/members"] {
+        let (status, _, body) = send(w.call("GET", disguised, Some(&cap))).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (403, "policy_denied"),
+            "{disguised} is /orgs/acme/members to the upstream, so the forbid rule must see it: {body}"
+        );
+    }
+    assert_eq!(w.upstream.count(), 0, "no disguised call reached the upstream");
+
+    let (status, _, body) = send(w.call("GET", "/repos/%61cme/caf%c3%a9", Some(&cap))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        w.upstream.last().path,
+        "/repos/acme/caf%C3%A9",
+        "the upstream receives the path in the form the checks read"
+    );
+    let (status, _, body) = send(w.call("GET", "/repos/%zz", Some(&cap))).await;
+    assert_eq!((status, code(&body).as_str()), (400, "bad_request"), "{body}");
+    assert!(body.contains("%25"), "the agent is told how to send a literal %: {body}");
+    assert_eq!(w.upstream.count(), 1, "a malformed escape never reaches the upstream");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_capability_naming_a_standing_grant_may_allow_no_more_than_the_grant_registered() {
+    let w = world().await;
+    let (grant, registered) = w.standing_get(&w.admin, "/repos/**", 3600).await;
+    assert_eq!(send(w.call("GET", "/repos/a", Some(&registered))).await.0, 200, "as registered");
+    let terms = Grant {
+        methods: &[Method::Get],
+        paths: &["/repos/**"],
+        reuse: Reuse::Standing { grant },
+        not_before: w.now() - 5,
+        expires: w.now() + 3600,
+    };
+    let other = insert_member(&w.broker, &w.admin, "admin").await;
+    let wider: [(&str, Grant<'_>, &TestDevice); 4] = [
+        ("more methods", Grant { methods: &[Method::Get, Method::Delete], ..terms }, &w.admin),
+        ("more paths", Grant { paths: &["/repos/**", "/orgs/**"], ..terms }, &w.admin),
+        ("a later expiry", Grant { expires: w.now() + 7200, ..terms }, &w.admin),
+        ("another issuer", terms, &other),
+    ];
+    for (what, terms, issuer) in wider {
+        let cap = w.capability_for(issuer, w.agent, w.credential, Owner::Shared, &terms);
+        let (status, _, body) = send(w.call("GET", "/repos/a", Some(&cap))).await;
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (403, "capability_invalid"),
+            "{what}: members see and revoke the grant as registered, so a capability naming it \
+             must not allow more: {body}"
+        );
+        assert!(body.contains("standing grant registered"), "{what}: says why: {body}");
+    }
+    assert_eq!(w.upstream.count(), 1, "no widened capability reached the upstream");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_held_for_approval_is_refused_when_its_agent_or_credential_goes_meanwhile() {
+    for (what, method, path, body, status, code_expected) in revocations() {
+        let w = world().await;
+        let mut stream = approval_stream(&w, &w.admin).await;
+        let held = w.call_in_background("GET", "/repos/acme/widgets");
+        let event = stream.next().await;
+        let id = event["id"].as_str().expect("approval id").to_owned();
+        let (changed, answer) =
+            TestBroker::send(w.broker.signed(&w.admin, method, &path(&w), body.as_ref())).await;
+        assert!((200..300).contains(&changed), "{what}: the change itself failed: {answer}");
+        let cap = w.once(&w.admin, Method::Get, "/repos/acme/widgets");
+        let (answered, answer) =
+            w.answer(&w.admin, &id, json!({"decision": "approve", "capability": cap})).await;
+        assert_eq!(answered, 200, "{what}: the approval itself is taken: {answer}");
+        let (got, _, body) = held.await.expect("the agent's call ends");
+        assert_eq!(
+            (got, code(&body).as_str()),
+            (status, code_expected),
+            "{what} while the call waited: an approval given afterwards must not revive it: {body}"
+        );
+        assert_eq!(w.upstream.count(), 0, "{what}: nothing reached the upstream");
+        w.broker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_forwarded_call_that_fails_upstream_is_one_allowed_attempt_and_its_outcome() {
+    let w = world().await;
+    let broken = create_credential(
+        &w.broker,
+        &w.admin,
+        "broken",
+        "http://127.0.0.1:9",
+        &api_key(CANARY),
+        Owner::Shared,
+    )
+    .await;
+    let cap = w.capability_for(&w.admin, w.agent, broken, Owner::Shared, &w.single_use());
+    let (status, _, body) = send(
+        w.broker
+            .http
+            .get(w.broker.url("/p/broken/user"))
+            .bearer_auth(&w.token)
+            .header("latchkey-capability", cap),
+    )
+    .await;
+    assert_eq!((status, code(&body).as_str()), (502, "upstream_failed"), "{body}");
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = w.audit().await;
+        if records.iter().any(|r| r["record"]["kind"] == "proxy_outcome") {
+            break;
+        }
+        // The outcome record is deferred: the next write carries it.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let _ = send(w.call("GET", "/nudge", None).header("prefer", "wait=0")).await;
+    }
+    let about_broken: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r["record"]["credential_name"] == "broken")
+        .filter(|r| r["record"]["kind"].as_str().is_some_and(|k| k.starts_with("proxy_")))
+        .map(|r| {
+            let kind = r["record"]["kind"].as_str().unwrap_or_default().to_owned();
+            (kind, r["record"]["decision"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(
+        about_broken,
+        [
+            ("proxy_attempt".to_owned(), "allowed".to_owned()),
+            ("proxy_outcome".to_owned(), "allowed".to_owned())
+        ],
+        "the call was made: one allowed attempt and its outcome (carrying the failure), never a \
+         second, denied attempt that did not happen"
+    );
     w.broker.stop().await;
 }
