@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use latchkey_core::ids::{ApprovalId, WorkspaceId};
+use latchkey_core::ids::{AgentId, ApprovalId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
@@ -23,6 +23,9 @@ use crate::store::{Backend, Store, StoreError};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// A holder re-reads its row at least this often, whatever notifications say.
 pub(crate) const POLL: Duration = Duration::from_secs(1);
+/// Calls of one agent a broker holds at once; more are refused (`too_many_waiting`), so an agent
+/// (or a stolen token) cannot bury the members' queue or tie up the broker.
+pub const MAX_HELD_PER_AGENT: usize = 16;
 /// The PostgreSQL channel replicas tell each other on.
 const CHANNEL: &str = "latchkey_approvals";
 
@@ -52,8 +55,8 @@ pub(crate) struct Signal {
 pub(crate) struct Approvals {
     /// How long a call is held at most.
     pub(crate) timeout: Duration,
-    /// Holders on this broker, by approval.
-    waiters: Mutex<HashMap<ApprovalId, Arc<Notify>>>,
+    /// Holders on this broker, by approval, with the agent whose call each holds.
+    waiters: Mutex<HashMap<ApprovalId, (AgentId, Arc<Notify>)>>,
     /// Every signal, for the device streams on this broker.
     events: broadcast::Sender<Signal>,
     /// Set when the broker begins to shut down: streams end, held calls are let go.
@@ -75,7 +78,7 @@ impl Approvals {
     /// this.
     pub(crate) fn close(&self) {
         self.closing.send_replace(true);
-        for notify in self.lock().values() {
+        for (_, notify) in self.lock().values() {
             notify.notify_one();
         }
     }
@@ -92,12 +95,17 @@ impl Approvals {
         let _ = closing.wait_for(|closing| *closing).await;
     }
 
-    /// Registers a holder for `id` before anyone can answer it, so no answer is missed. The
-    /// registration ends when the returned guard drops.
-    pub(crate) fn wait_for(self: &Arc<Self>, id: ApprovalId) -> Waiter {
+    /// Registers a holder for `id`, a call of `agent`, before anyone can answer it, so no answer
+    /// is missed; `None` if this broker already holds [`MAX_HELD_PER_AGENT`] calls of `agent`.
+    /// The registration ends when the returned guard drops.
+    pub(crate) fn wait_for(self: &Arc<Self>, id: ApprovalId, agent: AgentId) -> Option<Waiter> {
         let notify = Arc::new(Notify::new());
-        self.lock().insert(id, Arc::clone(&notify));
-        Waiter { hub: Arc::clone(self), id, notify }
+        let mut waiters = self.lock();
+        if waiters.values().filter(|(a, _)| *a == agent).count() >= MAX_HELD_PER_AGENT {
+            return None;
+        }
+        waiters.insert(id, (agent, Arc::clone(&notify)));
+        Some(Waiter { hub: Arc::clone(self), id, notify })
     }
 
     /// A receiver of every signal from now on.
@@ -122,7 +130,7 @@ impl Approvals {
 
     /// Hands `signal` to this broker's holder of the approval and to its device streams.
     pub(crate) fn deliver(&self, signal: Signal) {
-        if let Some(notify) = self.lock().get(&signal.id) {
+        if let Some((_, notify)) = self.lock().get(&signal.id) {
             // A stored permit: a holder that is between two reads still sees it.
             notify.notify_one();
         }
@@ -163,7 +171,7 @@ impl Approvals {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ApprovalId, Arc<Notify>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ApprovalId, (AgentId, Arc<Notify>)>> {
         // The map stays consistent whatever a panicking holder did: entries are whole.
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }

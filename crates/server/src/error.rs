@@ -38,8 +38,9 @@ pub enum ErrorCode {
     UnknownToken,
     /// An agent token was revoked.
     TokenRevoked,
-    /// A capability is missing where one is required.
-    CapabilityRequired,
+    /// The agent already has as many calls waiting for approval as a broker holds for one agent;
+    /// retry once some are answered.
+    TooManyWaiting,
     /// A capability failed verification (signature, claims, time, replay, revocation).
     CapabilityInvalid,
     /// A Cedar policy denied the call.
@@ -100,9 +101,8 @@ impl ErrorCode {
             | ErrorCode::PolicyDenied
             | ErrorCode::HostNotAllowed
             | ErrorCode::ApprovalDenied => StatusCode::FORBIDDEN,
-            ErrorCode::CapabilityRequired | ErrorCode::ApprovalRequired => {
-                StatusCode::PRECONDITION_REQUIRED
-            }
+            ErrorCode::ApprovalRequired => StatusCode::PRECONDITION_REQUIRED,
+            ErrorCode::TooManyWaiting => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::ApprovalTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -270,7 +270,7 @@ fn event(record: ApprovalRecord) -> Event {
 }
 
 /// A device's answer to a held call.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AnswerBody {
     /// `approve` or `deny`.
@@ -279,6 +279,16 @@ struct AnswerBody {
     /// and sealed to the broker. Single-use approves once; standing (its grant registered first
     /// with `POST /v1/grants`) approves for the grant's window and is handed to the agent.
     capability: Option<String>,
+}
+
+/// The capability is redacted: it opens the credential for the held call.
+impl std::fmt::Debug for AnswerBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnswerBody")
+            .field("decision", &self.decision)
+            .field("capability", &self.capability.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Approves or denies a held call. The first answer wins; a late or second one is refused.

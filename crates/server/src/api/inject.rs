@@ -35,7 +35,6 @@ use crate::auth::{DeviceCaller, Signed};
 use crate::error::{ApiError, ErrorCode};
 use crate::policy::{InjectRequest, MAX_INJECT_LIFETIME_SECS};
 use crate::state::SharedState;
-use crate::store::credentials::CredentialStatus;
 
 /// Longest command name, in bytes.
 pub(crate) const MAX_COMMAND_BYTES: usize = 128;
@@ -434,26 +433,8 @@ async fn check_credential(
             ))
         })?;
     considered.name = Some(credential.name.clone());
-    match credential.status {
-        CredentialStatus::Active => {}
-        CredentialStatus::Disabled => {
-            return Err(Refusal::Refused(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "the credential {:?} is disabled; its owner (or an admin, for a shared one) can enable it",
-                    credential.name
-                ),
-            )));
-        }
-        CredentialStatus::ReconnectNeeded => {
-            return Err(Refusal::Refused(ApiError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "the credential {:?} needs to be reconnected by its owner before it can be used",
-                    credential.name
-                ),
-            )));
-        }
+    if let Some(refusal) = crate::proxy::unusable(&credential) {
+        return Err(Refusal::Refused(refusal));
     }
     let decision = state
         .policies

@@ -17,10 +17,19 @@ pub(crate) const TOKEN_HEADERS: [&str; 4] =
     ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// The token (and an appended capability, if any) an agent presented.
-#[derive(Debug)]
 pub(crate) struct Presented {
     pub(crate) token: AgentToken,
     pub(crate) capability: Option<String>,
+}
+
+/// Neither the token nor a capability: whoever holds either may call.
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presented")
+            .field("token", &self.token)
+            .field("capability", &self.capability.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Finds exactly one agent token in the request's key-carrying headers.
@@ -138,6 +147,17 @@ mod tests {
             ("authorization", &format!("Bearer {}", b.expose_secret())),
         ]);
         assert!(agent_token(&two).is_err(), "two tokens are ambiguous");
+    }
+
+    #[test]
+    fn debug_shows_neither_the_token_nor_the_capability() {
+        let token = AgentToken::generate().unwrap();
+        let text = format!("{}.lkc_CANARYcapability", token.expose_secret());
+        let presented = agent_token(&headers(&[("x-api-key", &text)])).unwrap();
+        assert_eq!(presented.capability.as_deref(), Some("lkc_CANARYcapability"));
+        let shown = format!("{presented:?}");
+        assert!(!shown.contains("CANARY"), "the capability is redacted: {shown}");
+        assert!(!shown.contains(token.expose_secret()), "the token is redacted: {shown}");
     }
 
     #[test]

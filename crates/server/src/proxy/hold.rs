@@ -49,7 +49,15 @@ pub(super) async fn hold(
     let workspace = held.agent.workspace;
     let id = ApprovalId::random();
     let deadline = Instant::now() + held.wait;
-    let waiter = state.approvals.wait_for(id);
+    let waiter = state.approvals.wait_for(id, held.agent.id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::TooManyWaiting,
+            format!(
+                "this agent already has {} calls waiting for a member's approval; wait for their answers before asking again",
+                crate::approvals::MAX_HELD_PER_AGENT
+            ),
+        )
+    })?;
     let new = NewApproval {
         workspace,
         id,

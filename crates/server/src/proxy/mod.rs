@@ -102,6 +102,7 @@ pub(crate) fn routes() -> OpenApiRouter<SharedState> {
         (status = 405, description = "`method_not_allowed`: a method other than GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", body = ApiError),
         (status = 413, description = "`payload_too_large`: the request body is over the proxy's limit", body = ApiError),
         (status = 428, description = "`approval_required`: no capability; a member must approve the call (retry after approval)", body = ApiError),
+        (status = 429, description = "`too_many_waiting`: the agent already has 16 calls waiting for approval on this broker", body = ApiError),
         (status = 500, description = "`internal`", body = ApiError),
         (status = 502, description = "`upstream_failed`: the upstream (or its token endpoint) could not be reached, timed out, presented a TLS certificate the broker refuses, or refused a refresh", body = ApiError),
         (status = 503, description = "`unavailable`: the audit log could not record the attempt, so the call was not made; or the access token has expired and someone else is refreshing it (retry after `Retry-After` seconds)", body = ApiError),
@@ -257,6 +258,12 @@ async fn authorize_and_forward(
         call.path = normal;
     }
     let mut upstream = upstream_for(call, &credential)?;
+    // A body declared over the limit is refused here, before the call is held, audited as
+    // allowed or anything is decrypted; one that does not declare its length is counted as it
+    // streams, and cut off (the upstream never receives a complete request) past the limit.
+    if extract::declared_length(request.headers()).is_some_and(|n| n > forward::MAX_REQUEST_BODY) {
+        return Err(open::body_too_large());
+    }
 
     // 4a. No capability: if the policies would allow the call once a member approves it, hold
     // it while the devices that may approve are asked (see `hold`). The answer is a capability,
@@ -480,13 +487,27 @@ async fn active_credential(
             ),
         )
     })?;
-    if credential.status != CredentialStatus::Active {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "this credential needs to be reconnected by its owner before agents can use it",
-        ));
+    match unusable(&credential) {
+        Some(refusal) => Err(refusal),
+        None => Ok(credential),
     }
-    Ok(credential)
+}
+
+/// Why a credential cannot be used now, if it cannot: said differently for one switched off and
+/// one the provider refused, since different people act on each.
+pub(crate) fn unusable(credential: &CredentialRecord) -> Option<ApiError> {
+    let why = match credential.status {
+        CredentialStatus::Active => return None,
+        CredentialStatus::Disabled => format!(
+            "the credential {:?} is disabled; its owner (or an admin, for a shared one) can enable it in the Latchkey app",
+            credential.name
+        ),
+        CredentialStatus::ReconnectNeeded => format!(
+            "the credential {:?} needs to be reconnected by its owner before it can be used",
+            credential.name
+        ),
+    };
+    Some(ApiError::new(ErrorCode::Forbidden, why))
 }
 
 /// Step 3: the upstream URL for a call's (normalised) path, refused when its host is not in the

@@ -44,21 +44,13 @@ pub(crate) async fn open_and_forward(
     let (parts, body) = request.into_parts();
     let mut headers =
         forward::upstream_headers(&parts.headers, &payload.injection, &payload.secret)?;
-    // A declared length is passed on (after the limit check below), so the upstream receives the
-    // body as the agent framed it rather than chunked; some APIs answer 411 to chunked bodies.
+    // A declared length is passed on (the caller refused one over the limit before anything was
+    // decrypted), so the upstream receives the body as the agent framed it rather than chunked;
+    // some APIs answer 411 to chunked bodies. A body without one is counted as it streams.
     if let Some(length) = parts.headers.get(axum::http::header::CONTENT_LENGTH) {
         headers.insert(axum::http::header::CONTENT_LENGTH, length.clone());
     }
     let too_large = Arc::new(AtomicBool::new(false));
-    if parts
-        .headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|len| len > forward::MAX_REQUEST_BODY)
-    {
-        return Err(body_too_large());
-    }
     let body = forward::request_body(body, too_large.clone());
 
     // Everything that could echo back: the secret as sent and, for OAuth, the refresh token.
@@ -111,7 +103,7 @@ fn needs_refresh(payload: &CredentialPayload, now: u64) -> bool {
     )
 }
 
-fn body_too_large() -> ApiError {
+pub(crate) fn body_too_large() -> ApiError {
     ApiError::new(
         ErrorCode::PayloadTooLarge,
         format!("request body larger than {} bytes", forward::MAX_REQUEST_BODY),

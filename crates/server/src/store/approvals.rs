@@ -275,6 +275,16 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Approved, but its holder gave up before taking the capability: no one will take it,
+        // and a capability must not outlive its call in the database.
+        sqlx::query(
+            "UPDATE approvals SET capability = NULL
+             WHERE workspace_id = $1 AND id = $2 AND status = 'approved' AND capability IS NOT NULL",
+        )
+        .bind(workspace.to_string())
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(changed == 1)
     }
@@ -310,7 +320,8 @@ impl Store {
 
     /// Marks every pending approval of `workspace` whose deadline passed more than `grace`
     /// seconds ago expired: calls whose holder went away (a replica stopped) must not stay
-    /// pending. Returns the approvals it expired, as they now stand.
+    /// pending; approved ones whose holder went away before taking the capability lose it.
+    /// Returns the approvals it expired, as they now stand.
     pub async fn expire_abandoned_approvals(
         &self,
         workspace: WorkspaceId,
@@ -327,6 +338,17 @@ impl Store {
         .bind(as_i64(now))
         .bind(as_i64(grace))
         .fetch_all(&mut *tx)
+        .await?;
+        // Approved calls whose holder went away before taking the capability: dropped with them.
+        sqlx::query(
+            "UPDATE approvals SET capability = NULL
+             WHERE workspace_id = $1 AND status = 'approved' AND capability IS NOT NULL
+               AND expires_at + $3 < $2",
+        )
+        .bind(workspace.to_string())
+        .bind(as_i64(now))
+        .bind(as_i64(grace))
+        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         rows.iter().map(approval_record).collect()

@@ -512,8 +512,16 @@ async fn warm_standing_capability(w: &World, issuer: &TestDevice) -> String {
 }
 
 /// A change that ends an agent's use of the world's credential: (what, method, path, body,
-/// the status and code the agent's next call gets).
-type Change = (&'static str, &'static str, fn(&World) -> String, Option<Value>, u16, &'static str);
+/// the status, code and a phrase of the message the agent's next call gets).
+type Change = (
+    &'static str,
+    &'static str,
+    fn(&World) -> String,
+    Option<Value>,
+    u16,
+    &'static str,
+    &'static str,
+);
 
 fn revocations() -> [Change; 4] {
     [
@@ -524,6 +532,7 @@ fn revocations() -> [Change; 4] {
             None,
             401,
             "token_revoked",
+            "was revoked",
         ),
         (
             "token regenerated",
@@ -532,6 +541,7 @@ fn revocations() -> [Change; 4] {
             None,
             401,
             "unknown_token",
+            "unknown or malformed agent token",
         ),
         (
             "credential disabled",
@@ -540,6 +550,7 @@ fn revocations() -> [Change; 4] {
             Some(json!({"status": "disabled"})),
             403,
             "forbidden",
+            "is disabled; its owner",
         ),
         (
             "credential deleted",
@@ -548,6 +559,7 @@ fn revocations() -> [Change; 4] {
             None,
             404,
             "not_found",
+            "no credential named",
         ),
     ]
 }
@@ -556,7 +568,7 @@ fn revocations() -> [Change; 4] {
 /// every change made through the API must still be enforced at the very next call.
 #[tokio::test]
 async fn every_revocation_reaches_a_cached_standing_capability_at_the_next_call() {
-    for (what, method, path, body, status, code_expected) in revocations() {
+    for (what, method, path, body, status, code_expected, says) in revocations() {
         let w = world().await;
         let cap = warm_standing_capability(&w, &w.admin).await;
         let (changed, answer) =
@@ -569,6 +581,7 @@ async fn every_revocation_reaches_a_cached_standing_capability_at_the_next_call(
             (status, code_expected),
             "{what}: must be enforced at the next call, not when a cache expires: {answer}"
         );
+        assert!(answer.contains(says), "{what}: the agent is told why ({says:?}): {answer}");
         assert_eq!(w.upstream.count(), before, "{what}: the upstream must not be reached");
         w.broker.stop().await;
     }
@@ -879,6 +892,25 @@ async fn oversized_bodies_and_ambiguous_paths_are_refused_and_the_broker_keeps_s
     let big = vec![b'x'; 10 * 1024 * 1024 + 1];
     let (status, _, body) = send(w.call("POST", "/upload", Some(&cap)).body(big)).await;
     assert_eq!((status, code(&body).as_str()), (413, "payload_too_large"), "{body}");
+    let attempts: Vec<(Value, Value)> = w
+        .audit()
+        .await
+        .iter()
+        .filter(|r| r["record"]["kind"] == "proxy_attempt")
+        .map(|r| (r["record"]["decision"].clone(), r["record"]["reason_code"].clone()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [(json!("denied"), json!("payload_too_large"))],
+        "a declared oversized body is refused before the attempt is allowed and anything decrypted"
+    );
+    // A body that does not declare its length is cut off once past the limit.
+    let chunks = (0..11).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 1024 * 1024]));
+    let streamed = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let cap = w.capability(&w.single_use());
+    let (status, _, body) = send(w.call("POST", "/upload", Some(&cap)).body(streamed)).await;
+    assert_eq!((status, code(&body).as_str()), (413, "payload_too_large"), "chunked: {body}");
+    assert_eq!(w.upstream.count(), 0, "the upstream never received a complete oversized request");
     // HTTP clients normalise dot segments before sending, so these go over a raw socket.
     for path in ["/repos/../admin", "/a/%2e%2e/admin", "/a/%2E%2e/admin", "/a%2Fb"] {
         let cap = w.capability(&w.single_use());
@@ -1351,23 +1383,34 @@ async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed()
     let w = world().await;
     // A held call's row as a broker that stopped mid-hold leaves it: pending, deadline passed.
     let db = common::database(&w.broker).await;
-    let id = latchkey_core::ids::ApprovalId::random();
     let now = i64::try_from(w.now()).expect("time");
-    sqlx::query(
-        "INSERT INTO approvals (workspace_id, id, agent_id, credential_id, credential_name, method,
-             host, path, query_keys, policy_ids, status, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, 'github', 'GET', 'api.github.com', '/user', '[]', '[]',
-             'pending', $5, $6)",
-    )
-    .bind(w.admin.workspace.to_string())
-    .bind(id.to_string())
-    .bind(w.agent.to_string())
-    .bind(w.credential.to_string())
-    .bind(now - 200)
-    .bind(now - 80)
-    .execute(&db)
-    .await
-    .expect("a stranded approval");
+    // A row for a call that arrived 200 s ago and whose deadline passed 80 s ago.
+    let stranded = |status: &'static str, capability: Option<&'static str>| {
+        let id = latchkey_core::ids::ApprovalId::random();
+        let insert = sqlx::query(
+            "INSERT INTO approvals (workspace_id, id, agent_id, credential_id, credential_name,
+                 method, host, path, query_keys, policy_ids, status, created_at, expires_at,
+                 capability)
+             VALUES ($1, $2, $3, $4, 'github', 'GET', 'api.github.com', '/user', '[]', '[]',
+                 $5, $6, $7, $8)",
+        )
+        .bind(w.admin.workspace.to_string())
+        .bind(id.to_string())
+        .bind(w.agent.to_string())
+        .bind(w.credential.to_string())
+        .bind(status)
+        .bind(now - 200)
+        .bind(now - 80)
+        .bind(capability)
+        .execute(&db);
+        async move {
+            insert.await.expect("a stranded approval");
+            id
+        }
+    };
+    let id = stranded("pending", None).await;
+    // And one approved whose holder went away before it took the capability.
+    let approved = stranded("approved", Some("lkc_STRANDEDcapability")).await;
     assert!(
         w.approvals(&w.admin, "pending").await.is_empty(),
         "an approval nobody holds any more is not offered for an answer"
@@ -1381,6 +1424,14 @@ async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed()
             && r["record"]["reason_code"] == "holder_gone"),
         "its expiry is audited like any other"
     );
+    let left: Option<String> =
+        sqlx::query_scalar("SELECT capability FROM approvals WHERE workspace_id = $1 AND id = $2")
+            .bind(w.admin.workspace.to_string())
+            .bind(approved.to_string())
+            .fetch_one(&db)
+            .await
+            .expect("the approved row is kept, as history");
+    assert_eq!(left, None, "a capability nobody will take must not stay in the database");
     w.broker.stop().await;
 }
 
@@ -1746,7 +1797,7 @@ async fn a_capability_naming_a_standing_grant_may_allow_no_more_than_the_grant_r
 
 #[tokio::test]
 async fn a_call_held_for_approval_is_refused_when_its_agent_or_credential_goes_meanwhile() {
-    for (what, method, path, body, status, code_expected) in revocations() {
+    for (what, method, path, body, status, code_expected, says) in revocations() {
         let w = world().await;
         let mut stream = approval_stream(&w, &w.admin).await;
         let held = w.call_in_background("GET", "/repos/acme/widgets");
@@ -1765,6 +1816,7 @@ async fn a_call_held_for_approval_is_refused_when_its_agent_or_credential_goes_m
             (status, code_expected),
             "{what} while the call waited: an approval given afterwards must not revive it: {body}"
         );
+        assert!(body.contains(says), "{what}: the agent is told why ({says:?}): {body}");
         assert_eq!(w.upstream.count(), 0, "{what}: nothing reached the upstream");
         w.broker.stop().await;
     }
@@ -1821,4 +1873,46 @@ async fn a_forwarded_call_that_fails_upstream_is_one_allowed_attempt_and_its_out
          second, denied attempt that did not happen"
     );
     w.broker.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_may_have_only_so_many_calls_waiting_for_approval() {
+    let w = world().await;
+    let max = latchkey_server::approvals::MAX_HELD_PER_AGENT;
+    let mut stream = approval_stream(&w, &w.admin).await;
+    let held: Vec<_> = (0..max).map(|i| w.call_in_background("GET", &format!("/n/{i}"))).collect();
+    for _ in 0..max {
+        assert_eq!(stream.next().await["status"], "pending", "each held call is announced");
+    }
+    let (status, _, body) = send(w.call("GET", "/one-more", None)).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (429, "too_many_waiting"),
+        "past {max} waiting calls an agent is refused at once, so it cannot bury the members' \
+         queue: {body}"
+    );
+    assert!(body.contains("wait for their answers"), "the agent is told what to do: {body}");
+    assert_eq!(w.approvals(&w.admin, "pending").await.len(), max, "the refused call asks no one");
+    assert!(
+        w.audit().await.iter().any(|r| r["record"]["reason_code"] == "too_many_waiting"),
+        "the refusal is audited"
+    );
+    // Once one is answered, the agent may ask again.
+    let first = w.approvals(&w.admin, "pending").await[0]["id"].as_str().expect("id").to_owned();
+    let (answered, answer) = w.answer(&w.admin, &first, json!({"decision": "deny"})).await;
+    assert_eq!(answered, 200, "{answer}");
+    let mut again = None;
+    for _ in 0..50 {
+        let next = w.call_in_background("GET", "/again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if !next.is_finished() {
+            again = Some(next);
+            break;
+        }
+    }
+    assert!(again.is_some(), "after an answer, a new call is held again, not refused");
+    w.broker.stop().await;
+    for call in held {
+        let _ = call.await;
+    }
 }
