@@ -261,6 +261,19 @@ impl World {
         owner: Owner,
         grant: &Grant<'_>,
     ) -> String {
+        self.capability_sealed_to(&self.broker_key, issuer, agent, credential, owner, grant)
+    }
+
+    /// A capability as [`World::capability_for`] issues it, its record key sealed to `broker`.
+    fn capability_sealed_to(
+        &self,
+        broker: &BrokerPublicKey,
+        issuer: &TestDevice,
+        agent: AgentId,
+        credential: CredentialId,
+        owner: Owner,
+        grant: &Grant<'_>,
+    ) -> String {
         let claims = Claims {
             workspace: issuer.workspace,
             agent,
@@ -279,9 +292,7 @@ impl World {
             Owner::Member(_) => issuer.member_key.as_ref().expect("mk").record_key(credential),
         }
         .expect("record key");
-        Capability::issue(claims, &key, &issuer.keys.signing, &self.broker_key)
-            .expect("issue")
-            .encode()
+        Capability::issue(claims, &key, &issuer.keys.signing, broker).expect("issue").encode()
     }
 
     /// Registers a standing grant for GET on `pattern` issued by `issuer`, for `lifetime`
@@ -1915,4 +1926,38 @@ async fn an_agent_may_have_only_so_many_calls_waiting_for_approval() {
     for call in held {
         let _ = call.await;
     }
+}
+
+#[tokio::test]
+async fn a_capability_sealed_to_another_broker_an_unknown_method_and_two_tokens_are_refused() {
+    let w = world().await;
+    let elsewhere = latchkey_core::keys::BrokerSecretKey::generate().expect("key").public_key();
+    let cap = w.capability_sealed_to(
+        &elsewhere,
+        &w.admin,
+        w.agent,
+        w.credential,
+        Owner::Shared,
+        &w.single_use(),
+    );
+    let (status, _, body) = send(w.call("GET", "/user", Some(&cap))).await;
+    assert_eq!((status, code(&body).as_str()), (403, "capability_invalid"), "{body}");
+    assert!(body.contains("not sealed to this broker's key"), "says why and what to do: {body}");
+
+    let cap = w.capability(&w.single_use());
+    let (status, _, body) = send(w.call("TRACE", "/user", Some(&cap))).await;
+    assert_eq!((status, code(&body).as_str()), (405, "method_not_allowed"), "{body}");
+    assert!(body.contains("GET, HEAD, POST"), "the agent is told which methods work: {body}");
+
+    let (_, other_token) = create_agent(&w.broker, &w.admin, "other-bot").await;
+    let cap = w.capability(&w.single_use());
+    let (status, _, body) =
+        send(w.call("GET", "/user", Some(&cap)).header("x-api-key", &other_token)).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (400, "bad_request"),
+        "two agent tokens in one call are ambiguous, so neither is used: {body}"
+    );
+    assert_eq!(w.upstream.count(), 0, "no refused call reached the upstream");
+    w.broker.stop().await;
 }
