@@ -134,8 +134,9 @@ pub(crate) enum Command {
         /// custom-oauth2: the issuer (default: the stored token endpoint's origin).
         #[arg(long, value_name = "URL")]
         issuer: Option<String>,
-        /// Zendesk: the authorization endpoint on your account's host (the token endpoint is
-        /// the one kept with the connection).
+        /// The authorization endpoint (the token endpoint is the one kept with the
+        /// connection): Zendesk's on your account's host; custom-oauth2's when its server
+        /// publishes no metadata.
         #[arg(long, value_name = "URL")]
         authorize_url: Option<String>,
         /// Print the sign-in link without opening the system browser.
@@ -159,7 +160,8 @@ pub(crate) enum Command {
         /// token endpoint's origin).
         #[arg(long, value_name = "URL")]
         issuer: Option<String>,
-        /// custom-oauth2: the revocation endpoint itself.
+        /// The revocation endpoint itself: custom-oauth2's, or one on your account's host
+        /// (Zendesk).
         #[arg(long, value_name = "URL", conflicts_with = "issuer")]
         revocation_url: Option<String>,
         /// The OAuth app's client id, for a connection stored without a refresh token (which

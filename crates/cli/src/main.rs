@@ -103,9 +103,12 @@ fn classify(error: &anyhow::Error) -> Verdict {
                 ConnectError::OAuth(OAuthError::Timeout(_)) => {
                     Some((1, Some("--timeout SECONDS waits longer for the sign-in")))
                 }
-                ConnectError::RevocationFailed { .. } => {
-                    Some((1, Some("`latchkey disconnect <name> --force` deletes it anyway")))
-                }
+                ConnectError::RevocationFailed { .. } => Some((
+                    1,
+                    Some(
+                        "--revocation-url URL names the provider's revocation endpoint; `--force` deletes it without revoking",
+                    ),
+                )),
                 _ => None,
             }
         } else if let Some(e) = cause.downcast_ref::<InjectError>() {

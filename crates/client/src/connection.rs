@@ -408,8 +408,9 @@ pub struct ReconnectOptions {
     pub client_secret: Option<SecretBytes>,
     /// `custom-oauth2`: the issuer (default: the origin of the stored token endpoint).
     pub issuer: Option<String>,
-    /// A provider whose endpoints live on each account (Zendesk): the authorization URL, on the
-    /// account's host (the token URL is the one kept with the connection).
+    /// The authorization URL (the token URL is the one kept with the connection): for a
+    /// provider whose endpoints live on each account (Zendesk), on the account's host; for
+    /// `custom-oauth2` connected with its endpoints given, instead of metadata discovery.
     pub authorize: Option<String>,
     /// How the sign-in runs.
     pub flow: FlowOptions,
@@ -445,6 +446,7 @@ pub async fn reconnect(
     let provider = Catalog::builtin()
         .get(&current.provider)
         .ok_or_else(|| ConnectError::UnknownProvider(current.provider.clone()))?;
+    let explicit_issuer = options.issuer.clone();
     let issuer = options.issuer.or_else(|| {
         provider.custom.then(|| token_endpoint.as_deref().and_then(origin_of)).flatten()
     });
@@ -453,7 +455,16 @@ pub async fn reconnect(
         name: Some(&current.name),
         base_url: Some(&current.upstream_base_url),
         allowed_hosts: current.allowed_hosts.clone(),
-        endpoints: if provider.custom {
+        endpoints: if provider.custom && options.authorize.is_some() {
+            // Connected with its endpoints given (a server without metadata): the same again,
+            // with the token endpoint kept with the connection.
+            CustomEndpoints {
+                issuer: explicit_issuer,
+                authorize: options.authorize,
+                token: token_endpoint,
+                revocation: None,
+            }
+        } else if provider.custom {
             CustomEndpoints { issuer, ..CustomEndpoints::default() }
         } else if endpoints_per_account(provider) {
             CustomEndpoints {
@@ -606,10 +617,13 @@ async fn revoke_tokens(
         .map_err(|e| e.to_string())?;
     let revocation = match (oauth, given) {
         (Some(oauth), _) if oauth.revocation_url.is_some() => oauth.revocation_url.clone(),
-        (Some(oauth), _) => match &oauth.issuer {
+        (Some(oauth), None) => match &oauth.issuer {
             Some(issuer) => discovered_revocation(&http, issuer).await?,
             None => None,
         },
+        // A catalog provider that names no revocation endpoint (one on each account's host)
+        // revokes at the one given.
+        (Some(_), Some(given)) => Some(given),
         (None, Some(given)) => Some(given),
         (None, None) => {
             let issuer = options

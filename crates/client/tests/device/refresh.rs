@@ -20,7 +20,9 @@ use latchkey_client::access::{NewApiKey, add_api_key};
 use latchkey_client::api::CredentialReplacement;
 use latchkey_client::api::{CredentialInfo, CredentialStatus};
 use latchkey_client::api::{InviteFor, Role};
-use latchkey_client::connection::{ConnectRequest, CustomEndpoints, connect, prepare};
+use latchkey_client::connection::{
+    ConnectError, ConnectRequest, CustomEndpoints, ReconnectOptions, connect, prepare, reconnect,
+};
 use latchkey_client::oauth::{
     FlowOptions, OAuthClient, OAuthEndpoints, OAuthError, OAuthHttp, refresh,
 };
@@ -836,4 +838,44 @@ async fn a_rotated_pair_the_broker_fails_to_store_is_kept_sealed_and_stored_firs
         tokio::join!(refresh_if_needed(&ada.profile, &ada.store, "idp", FORCE), answer);
     assert!(matches!(&again, Ok(o) if o.action == RefreshAction::Refreshed), "{again:?}");
     broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_made_with_its_endpoints_given_reconnects_with_them() {
+    // The token endpoint kept with the connection is on a host without metadata, as a custom
+    // server that publishes none would be.
+    let (broker, server, ada, idp, _arrivals) = connected_interposed().await;
+    let (browser, _events) = TestBrowser::new(Person::SignsIn);
+    let flow = || FlowOptions { timeout: Duration::from_secs(60), ..FlowOptions::default() };
+    let discovered = reconnect(
+        &ada.profile,
+        &ada.store,
+        "idp",
+        &browser,
+        ReconnectOptions { flow: flow(), ..ReconnectOptions::default() },
+    )
+    .await;
+    assert!(
+        matches!(discovered, Err(ConnectError::OAuth(_))),
+        "without endpoints, reconnecting discovers metadata there is none of: {discovered:?}"
+    );
+    let (before, _) = stored_tokens(&ada, &idp).await;
+    let again = reconnect(
+        &ada.profile,
+        &ada.store,
+        "idp",
+        &browser,
+        ReconnectOptions {
+            authorize: Some(format!("{}/auth", server.issuer)),
+            flow: flow(),
+            ..ReconnectOptions::default()
+        },
+    )
+    .await
+    .expect("the authorization endpoint given, with the token endpoint kept, signs in again");
+    assert_eq!(again.id, idp.id, "the same credential: its grants and history stay");
+    let (after, _) = stored_tokens(&ada, &idp).await;
+    assert_ne!(before, after, "the tokens were replaced");
+    assert_eq!(userinfo_status(&server, &after).await, 200, "the new access token works");
+    drop(broker);
 }
