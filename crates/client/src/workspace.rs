@@ -414,6 +414,7 @@ pub async fn receive_keys(
     confirmed_sender: Option<&Fingerprint>,
 ) -> Result<ReceivedKeys, WorkspaceError> {
     let (mut config, keys, client) = signed_in(profile, store).await?;
+    finish_member_key(profile, store, &mut config, &keys, &client).await?;
     let me = config.device;
     let delivered = client.wrapped_keys().await?;
 
@@ -614,6 +615,43 @@ fn check_fresh_profile(profile: &Profile, store: &dyn KeyStore) -> Result<(), Wo
 
 /// Runs key-store work on a blocking thread: a keychain call can wait on D-Bus or on an unlock
 /// prompt, and the file store derives keys with Argon2id.
+/// A new member's join saves the profile, then uploads the member key's copy wrapped to the
+/// device: if the upload failed (the broker unreachable for a moment), the profile names no member
+/// key while the key store holds version 1. This uploads it again (the broker keeps one copy of
+/// each wrapped key, so a second upload changes nothing) and records it, so the member's personal
+/// credentials and member-key rotation work from then on.
+async fn finish_member_key(
+    profile: &Profile,
+    store: &SharedKeyStore,
+    config: &mut ProfileConfig,
+    keys: &DeviceKeys,
+    client: &BrokerClient,
+) -> Result<(), WorkspaceError> {
+    if config.member_key_version.is_some() {
+        return Ok(());
+    }
+    let (workspace, member) = (config.workspace, config.member);
+    let held =
+        on_store(store, move |s| match s.load_member_key(workspace, member, KeyVersion::FIRST) {
+            Ok(mk) => Ok(Some(mk)),
+            Err(KeychainError::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?;
+    let Some(mk) = held else { return Ok(()) };
+    let device = config.device;
+    let wrapped = WrappedKey::wrap_member_key(
+        &mk,
+        (device, &keys.public_keys().exchange),
+        (device, &keys.signing),
+    )?;
+    client.put_wrapped_keys(&[wrapped]).await?;
+    config.member_key_version = Some(KeyVersion::FIRST);
+    profile.save_config(config)?;
+    tracing::info!(%member, "uploaded the member key a join left behind");
+    Ok(())
+}
+
 pub(crate) async fn on_store<T: Send + 'static>(
     store: &SharedKeyStore,
     work: impl FnOnce(&dyn KeyStore) -> Result<T, KeychainError> + Send + 'static,

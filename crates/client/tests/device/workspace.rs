@@ -552,3 +552,49 @@ async fn a_broker_that_substitutes_the_senders_key_or_alters_a_wrapped_key_is_ca
     assert!(matches!(missing, KeychainError::Missing { .. }), "nothing was stored");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_join_whose_member_key_upload_was_lost_finishes_it_on_the_next_receipt() {
+    let broker = TestBroker::start().await;
+    let (ada, created) = admin_machine(&broker).await;
+    let code = invite(&ada, InviteFor::NewMember(Role::Member)).await;
+    let grace = Machine::new("grace");
+    let joined = join_workspace(
+        &grace.profile,
+        &grace.store,
+        &broker.url,
+        &code,
+        &Joining::NewMember { name: "Grace".into() },
+        "laptop",
+    )
+    .await
+    .unwrap();
+    // As a join leaves things when the upload after its profile was saved did not arrive: the
+    // key store holds member key 1, the profile names none, the broker has no copy.
+    let db = broker.database().await;
+    sqlx::query("DELETE FROM wrapped_keys WHERE recipient_device = ?1 AND kind = 'member'")
+        .bind(joined.device.to_string())
+        .execute(&db)
+        .await
+        .unwrap();
+    let mut config = grace.profile.load_config().unwrap();
+    config.member_key_version = None;
+    grace.profile.save_config(&config).unwrap();
+
+    admit_device(&ada.profile, &ada.store, joined.device, &joined.fingerprint).await.unwrap();
+    receive_keys(&grace.profile, &grace.store, Some(&created.fingerprint)).await.unwrap();
+    assert_eq!(
+        grace.profile.load_config().unwrap().member_key_version,
+        Some(KeyVersion::FIRST),
+        "the member key the join made is recorded, so personal credentials work"
+    );
+    let (copies,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM wrapped_keys WHERE recipient_device = ?1 AND kind = 'member'",
+    )
+    .bind(joined.device.to_string())
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(copies, 1, "the broker holds the device's wrapped copy again, for her next devices");
+    broker.stop().await;
+}
