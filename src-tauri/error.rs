@@ -56,6 +56,8 @@ pub mod codes {
     pub const POLICY_INVALID: &str = "policy_invalid";
     /// The approval was already answered or expired.
     pub const APPROVAL_CLOSED: &str = "approval_closed";
+    /// A call of this member's agent that an admin answers (a shared credential's).
+    pub const ANSWERED_BY_ADMINS: &str = "answered_by_admins";
     /// The sign-in at the provider did not finish in time.
     pub const OAUTH_TIMEOUT: &str = "oauth_timeout";
     /// The sign-in at the provider failed or was refused.
@@ -219,6 +221,7 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> String {
             match e {
                 ApprovalError::Closed { .. } => Some(codes::APPROVAL_CLOSED.to_owned()),
                 ApprovalError::NotFound(_) => Some(codes::NOT_FOUND.to_owned()),
+                ApprovalError::AnsweredByAdmins(_) => Some(codes::ANSWERED_BY_ADMINS.to_owned()),
                 _ => None,
             }
         } else if let Some(e) = cause.downcast_ref::<PolicyError>() {

@@ -128,6 +128,7 @@ fn classify(error: &anyhow::Error) -> Verdict {
                 ApprovalError::Access(a) => access(a),
                 ApprovalError::Closed { .. } => Some((4, None)),
                 ApprovalError::NotFound(_) => Some((3, None)),
+                ApprovalError::AnsweredByAdmins(_) => Some((4, None)),
                 _ => None,
             }
         } else if let Some(e) = cause.downcast_ref::<PolicyError>() {

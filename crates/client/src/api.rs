@@ -1086,6 +1086,15 @@ pub struct ApprovalInfo {
     pub decided_at: Option<u64>,
     /// The device that answered.
     pub decided_by: Option<DeviceId>,
+    /// Whether this device may answer it. `false`: a call of this member's agent that an admin
+    /// answers (a shared credential's), shown so the member knows why the agent waits. (A broker
+    /// that does not say lists only calls the device may answer.)
+    #[serde(default = "answerable_by_default")]
+    pub answerable: bool,
+}
+
+fn answerable_by_default() -> bool {
+    true
 }
 
 /// A device's answer to a held call (`POST /v1/approvals/{id}`).

@@ -58,6 +58,12 @@ pub enum ApprovalError {
         "no approval {0} for you to answer: see `latchkey approvals list` (shared credentials are approved by admins, personal ones by their owner)"
     )]
     NotFound(ApprovalId),
+    /// A call of this member's agent that an admin answers (a shared credential's): listed so
+    /// the member knows why the agent waits, not for this device to answer.
+    #[error(
+        "approval {0} is for a shared credential, so an admin answers it: ask one to approve it in the Latchkey app or with `latchkey approvals approve`"
+    )]
+    AnsweredByAdmins(ApprovalId),
     /// The held call cannot be approved as asked.
     #[error("cannot approve {id} that way: {reason}")]
     Unapprovable {
@@ -80,8 +86,9 @@ impl From<WorkspaceError> for ApprovalError {
     }
 }
 
-/// The held calls this device may answer, newest first: pending ones, or (`all`) every one
-/// the broker still lists.
+/// The held calls this device may answer, and its member's agents' calls that admins answer
+/// ([`ApprovalInfo::answerable`] `false`), newest first: pending ones, or (`all`) every one the
+/// broker still lists.
 pub async fn list(
     profile: &Profile,
     store: &SharedKeyStore,
@@ -104,8 +111,8 @@ pub async fn get(
         .ok_or(ApprovalError::NotFound(id))
 }
 
-/// The live stream of approvals this device may answer: every pending one first, then each one
-/// requested or resolved. On [`crate::api::ApprovalEvent::Lagged`], [`list`] again.
+/// The live stream of approvals this device may see (as [`list`] lists them): every pending one
+/// first, then each one requested or resolved. On [`crate::api::ApprovalEvent::Lagged`], [`list`] again.
 pub async fn watch(
     profile: &Profile,
     store: &SharedKeyStore,
@@ -238,6 +245,9 @@ fn closed_how(message: &str) -> String {
 
 /// The held call's method, if it is still waiting (as listed, and by this device's clock).
 fn still_open(approval: &ApprovalInfo) -> Result<Method, ApprovalError> {
+    if !approval.answerable {
+        return Err(ApprovalError::AnsweredByAdmins(approval.id));
+    }
     let how = match approval.status {
         ApprovalStatus::Pending if approval.expires_at < unix_now() => Some("has expired"),
         ApprovalStatus::Pending => None,
@@ -311,6 +321,7 @@ mod tests {
             expires_at: unix_now() + 120,
             decided_at: None,
             decided_by: None,
+            answerable: true,
         }
     }
 
@@ -325,6 +336,11 @@ mod tests {
         assert!(
             error.to_string().contains("was already denied"),
             "an answered approval says how it ended: {error}"
+        );
+        let theirs = ApprovalInfo { answerable: false, ..open.clone() };
+        assert!(
+            matches!(still_open(&theirs), Err(ApprovalError::AnsweredByAdmins(_))),
+            "a call an admin answers is refused here, before a capability is issued"
         );
         let late = ApprovalInfo { expires_at: unix_now() - 1, ..open.clone() };
         assert!(

@@ -267,6 +267,7 @@ fn announced() -> ApprovalInfo {
         expires_at: now + 120,
         decided_at: None,
         decided_by: None,
+        answerable: true,
     }
 }
 

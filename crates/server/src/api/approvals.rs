@@ -72,10 +72,15 @@ pub(crate) struct ApprovalView {
     decided_at: Option<u64>,
     #[schema(value_type = Option<stand_in::DeviceId>)]
     decided_by: Option<DeviceId>,
+    /// Whether the caller may answer it. `false`: the call is shown because the caller's member
+    /// owns the agent, so they know why it waits; an admin answers it (a shared credential).
+    answerable: bool,
 }
 
-impl From<ApprovalRecord> for ApprovalView {
-    fn from(r: ApprovalRecord) -> Self {
+impl ApprovalView {
+    /// `r` as `caller` sees it.
+    fn for_caller(r: ApprovalRecord, caller: &DeviceCaller) -> Self {
+        let answerable = may_answer(caller, &r);
         Self {
             id: r.id,
             status: r.status,
@@ -92,11 +97,12 @@ impl From<ApprovalRecord> for ApprovalView {
             expires_at: r.expires_at,
             decided_at: r.decided_at,
             decided_by: r.decided_by,
+            answerable,
         }
     }
 }
 
-/// Approvals the caller may answer.
+/// Approvals the caller may see.
 #[derive(Debug, Serialize, ToSchema)]
 struct ApprovalList {
     approvals: Vec<ApprovalView>,
@@ -108,7 +114,8 @@ struct ListQuery {
     status: Option<String>,
 }
 
-/// Approvals the caller may answer, newest first: pending ones by default, or all of them.
+/// Approvals the caller may answer, and those of its member's agents that others answer
+/// (`answerable: false`), newest first: pending ones by default, or all of them.
 #[utoipa::path(
     get,
     path = "/v1/approvals",
@@ -161,13 +168,14 @@ async fn list(
         .approvals(caller.workspace, filter, MAX_LIST)
         .await?
         .into_iter()
-        .filter(|r| may_answer(&caller, r))
-        .map(ApprovalView::from)
+        .filter(|r| may_see(&caller, r))
+        .map(|r| ApprovalView::for_caller(r, &caller))
         .collect();
     Ok(Json(ApprovalList { approvals }))
 }
 
-/// The devices' live channel: a server-sent event stream of the approvals the caller may answer.
+/// The devices' live channel: a server-sent event stream of the approvals the caller may see (as
+/// `GET /v1/approvals` lists them).
 ///
 /// Opens with one `approval` event per pending approval, then sends one whenever an approval is
 /// requested or resolved (its `status` says which), from any replica. The stream ends when the
@@ -197,8 +205,8 @@ async fn events(
         if state.approvals.is_closing() {
             return;
         }
-        for record in pending.into_iter().rev().filter(|r| may_answer(&caller, r)) {
-            if events.send(event(record)).await.is_err() {
+        for record in pending.into_iter().rev().filter(|r| may_see(&caller, r)) {
+            if events.send(event(record, &caller)).await.is_err() {
                 return;
             }
         }
@@ -254,18 +262,18 @@ async fn forward(
         return Err(Gone);
     }
     let record = state.store.approval(signal.workspace, signal.id).await.map_err(|_| Gone)?;
-    Ok(record.filter(|r| may_answer(caller, r)).map(|record| {
+    Ok(record.filter(|r| may_see(caller, r)).map(|record| {
         debug_assert!(
             signal.kind == SignalKind::Requested || record.status != ApprovalStatus::Pending
         );
-        event(record)
+        event(record, caller)
     }))
 }
 
-fn event(record: ApprovalRecord) -> Event {
+fn event(record: ApprovalRecord, caller: &DeviceCaller) -> Event {
     let id = record.id.to_string();
-    let data =
-        serde_json::to_string(&ApprovalView::from(record)).unwrap_or_else(|_| String::from("{}"));
+    let data = serde_json::to_string(&ApprovalView::for_caller(record, caller))
+        .unwrap_or_else(|_| String::from("{}"));
     Event::default().event("approval").id(id).data(data)
 }
 
@@ -368,7 +376,7 @@ async fn answer(
     answered.status = if approved { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
     answered.decided_at = Some(now);
     answered.decided_by = Some(caller.device);
-    Ok(Json(answered.into()))
+    Ok(Json(ApprovalView::for_caller(answered, &caller)))
 }
 
 /// The capability is the caller's, for exactly the held call, valid now, and correctly signed.
@@ -406,6 +414,12 @@ async fn check_capability(
         invalid(&format!("the capability does not allow exactly the held call: {e}"))
     })?;
     Ok(())
+}
+
+/// Who sees a held call: whoever may answer it, and the devices of the member who owns its agent
+/// (read only: to know why their agent waits).
+fn may_see(caller: &DeviceCaller, record: &ApprovalRecord) -> bool {
+    may_answer(caller, record) || record.agent_owner == Some(caller.member)
 }
 
 /// Personal credentials: their owner's devices. Shared ones: admins' devices.

@@ -67,6 +67,7 @@ pub(super) async fn hold(
             latchkey_core::ids::Owner::Member(member) => Some(member),
             latchkey_core::ids::Owner::Shared => None,
         },
+        agent_owner: held.agent.owner,
         credential_name: held.credential.name.clone(),
         method: call.method.clone(),
         host: call.host.clone().unwrap_or_default(),

@@ -63,6 +63,9 @@ pub struct ApprovalRecord {
     /// The credential's owner for a personal credential (whose devices may answer); `None` for
     /// a shared one (admins' devices answer).
     pub credential_owner: Option<MemberId>,
+    /// The member who owns the calling agent (whose devices see the call, to know why it
+    /// waits); `None` for calls held before it was recorded.
+    pub agent_owner: Option<MemberId>,
     /// The credential's name.
     pub credential_name: String,
     /// HTTP method.
@@ -102,6 +105,8 @@ pub struct NewApproval {
     pub credential: CredentialId,
     /// The personal credential's owner, `None` for a shared credential.
     pub credential_owner: Option<MemberId>,
+    /// The member who owns the agent.
+    pub agent_owner: MemberId,
     /// The credential's name.
     pub credential_name: String,
     /// HTTP method.
@@ -144,7 +149,7 @@ pub enum ApprovalFilter {
 }
 
 const COLUMNS: &str =
-    "workspace_id, id, agent_id, credential_id, credential_owner, credential_name,
+    "workspace_id, id, agent_id, credential_id, credential_owner, agent_owner, credential_name,
      method, host, path, query_keys, body_size, policy_ids, status, created_at, expires_at,
      decided_at, decided_by_device";
 
@@ -158,8 +163,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO approvals (workspace_id, id, agent_id, credential_id, credential_owner,
                  credential_name, method, host, path, query_keys, body_size, policy_ids, status,
-                 created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14)",
+                 created_at, expires_at, agent_owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13, $14,
+                 $15)",
         )
         .bind(new.workspace.to_string())
         .bind(new.id.to_string())
@@ -175,6 +181,7 @@ impl Store {
         .bind(encode(&new.policy_ids)?)
         .bind(as_i64(new.now))
         .bind(as_i64(new.expires_at))
+        .bind(new.agent_owner.to_string())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -376,6 +383,10 @@ fn approval_record(row: &AnyRow) -> Result<ApprovalRecord, StoreError> {
         credential_owner: row
             .try_get::<Option<String>, _>("credential_owner")?
             .map(|m| m.parse().map_err(|_| corrupt("credential owner")))
+            .transpose()?,
+        agent_owner: row
+            .try_get::<Option<String>, _>("agent_owner")?
+            .map(|m| m.parse().map_err(|_| corrupt("agent owner")))
             .transpose()?,
         credential_name: row.try_get("credential_name")?,
         method: row.try_get("method")?,

@@ -1961,3 +1961,41 @@ async fn a_capability_sealed_to_another_broker_an_unknown_method_and_two_tokens_
     assert_eq!(w.upstream.count(), 0, "no refused call reached the upstream");
     w.broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_member_sees_why_her_agent_waits_on_an_admin_but_cannot_answer_for_a_shared_credential() {
+    let w = world().await;
+    let mia = insert_member(&w.broker, &w.admin, "member").await;
+    let (_, token) = create_agent(&w.broker, &mia, "mia-bot").await;
+    let mut mias_stream = approval_stream(&w, &mia).await;
+    let request = w.broker.http.get(w.broker.url("/p/github/user")).bearer_auth(&token);
+    let held = tokio::spawn(send(request));
+
+    let seen = mias_stream.next().await;
+    assert_eq!(
+        (seen["status"].as_str(), seen["answerable"].as_bool()),
+        (Some("pending"), Some(false)),
+        "Mia's devices hear that her agent waits, and that it is not hers to answer: {seen}"
+    );
+    let id = seen["id"].as_str().expect("id").to_owned();
+    let listed = w.approvals(&mia, "pending").await;
+    assert_eq!(listed.len(), 1, "listed for her too: {listed:?}");
+    assert_eq!(listed[0]["answerable"], false);
+    let for_admin = w.approvals(&w.admin, "pending").await;
+    assert_eq!(for_admin[0]["answerable"], true, "the admin answers a shared credential's call");
+
+    let cap = w.once(&mia, Method::Get, "/user");
+    let (status, body) =
+        w.answer(&mia, &id, json!({"decision": "approve", "capability": cap})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "seeing a call is not answering it: {body}"
+    );
+    let (status, _) = w.answer(&w.admin, &id, json!({"decision": "deny"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(held.await.expect("call ends").0, 403, "the admin's answer decides");
+    let resolved = mias_stream.next().await;
+    assert_eq!(resolved["status"], "denied", "and Mia hears how it ended: {resolved}");
+    w.broker.stop().await;
+}
