@@ -71,6 +71,19 @@ pub enum AccessError {
         /// The version needed.
         version: KeyVersion,
     },
+    /// The broker's key is at a newer version than any this device holds: another device
+    /// rotated it and did not send the new version here. Nothing was generated or stored.
+    #[error(
+        "the {what} was rotated to version {current} elsewhere and this device holds version {held} only: ask an admin (for your member key, your other device) to send it the new key by admitting this device again (`latchkey device admit`), then run `latchkey device receive-keys --from <their fingerprint>` here"
+    )]
+    KeyBehind {
+        /// "workspace key" or "member key".
+        what: &'static str,
+        /// The newest version this device holds.
+        held: KeyVersion,
+        /// The version the broker's credentials are sealed under.
+        current: KeyVersion,
+    },
     /// No credential with this name is visible to this member.
     #[error(
         "no credential named {0:?} in this workspace: list them with `latchkey credential list`"
