@@ -402,11 +402,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             if !listen.ip().is_loopback() {
                 bail!("the local proxy listens on loopback only (127.0.0.1 or ::1), not {listen}");
             }
-            let store = key_store(&profile, choice, false)?;
-            let local = LocalSession::open(&profile, &store, &access).await?;
+            // Listening first: nothing is granted for a proxy that cannot start.
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            let store = key_store(&profile, choice, false)?;
+            let local = LocalSession::open(&profile, &store, &access).await?;
             let result = local.serve(listener).await;
             match result {
                 Ok((proxy, session)) => {

@@ -970,6 +970,20 @@ async fn run_gives_a_command_a_local_proxy_for_its_lifetime_and_passes_its_exit_
         ada.run(&["run", "--agent", &agent_id, "--credential", "models", "--", "true"], None).await;
     assert_eq!(code, 1, "without LATCHKEY_AGENT_TOKEN, run refuses: {err}");
     assert!(err.contains("LATCHKEY_AGENT_TOKEN"), "{err}");
+
+    // A proxy whose port is taken stops before it grants anything.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = ada
+        .run(&["proxy", "--agent", &agent_id, "--credential", "models", "--listen", &listen], None)
+        .await;
+    assert_eq!(code, 1, "a proxy that cannot listen fails: {err}");
+    assert!(err.contains("cannot listen"), "and says why: {err}");
+    let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    let live: Vec<&Value> =
+        grants.as_array().unwrap().iter().filter(|g| !g["revoked_at"].is_u64()).collect();
+    assert!(live.is_empty(), "a proxy that never started leaves no live grant: {live:?}");
+    drop(taken);
     let _ = stop.send(());
 }
 
