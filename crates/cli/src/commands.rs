@@ -728,7 +728,7 @@ impl LocalSession {
         store: &SharedKeyStore,
         access: &crate::cli::LocalAccess,
     ) -> anyhow::Result<Self> {
-        let agent = parse_id::<AgentId>(&access.agent, "agent")?;
+        let agent = access.agent;
         let methods = if access.methods.is_empty() {
             vec![
                 Method::Get,

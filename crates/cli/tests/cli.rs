@@ -770,6 +770,12 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     ada.json(&["recovery", "export", "--out", &kit_arg], None).await;
     let kit_text = std::fs::read_to_string(&kit).unwrap();
     assert!(kit_text.starts_with("LATCHKEY RECOVERY KIT v1"));
+    #[cfg(unix)]
+    for (file, what) in [(&kit, "a recovery kit"), (&csv, "an audit export")] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{what} is readable by its owner alone, not {mode:o}");
+    }
     let (code, _, err) = ada.run(&["recovery", "export", "--out", &kit_arg], None).await;
     assert_eq!(code, 1, "an existing kit file is never overwritten: {err}");
     let again = ada.json(&["recovery", "import", &kit_arg], None).await;
