@@ -9,7 +9,9 @@ use latchkey_client::connection::{
     ConnectRequest, CustomEndpoints, DisconnectOptions, ReconnectOptions, RevocationOutcome,
     connect, disconnect, prepare, reconnect,
 };
-use latchkey_client::oauth::{BrowserLauncher, FlowOptions, OAuthError, SystemBrowser};
+use latchkey_client::oauth::{
+    BrowserLauncher, CommandBrowser, FlowOptions, OAuthError, SystemBrowser,
+};
 use latchkey_client::profile::Profile;
 use latchkey_client::refresh::{
     DEFAULT_BUFFER, RefreshAction, RefreshOptions, RefreshReport, refresh_all, refresh_if_needed,
@@ -23,19 +25,33 @@ use crate::cli::{ConnectArgs, KeyStoreChoice};
 use crate::commands::{Output, key_store};
 
 /// Shows the sign-in URL on stderr (stdout stays for the result, JSON or text) and, unless
-/// told not to, hands it to the system browser as well.
+/// told not to, hands it to a browser as well.
 struct Terminal {
-    open: bool,
+    browser: Option<Box<dyn BrowserLauncher>>,
     provider: String,
     timeout: Duration,
+}
+
+impl Terminal {
+    /// `open`: the program `LATCHKEY_BROWSER` names, else the system browser, as in the desktop
+    /// app; otherwise (`--no-browser`) the link is only printed.
+    fn new(open: bool, provider: String, timeout: Duration) -> Self {
+        let browser = open.then(|| -> Box<dyn BrowserLauncher> {
+            match CommandBrowser::from_env() {
+                Some(chosen) => Box::new(chosen),
+                None => Box::new(SystemBrowser),
+            }
+        });
+        Self { browser, provider, timeout }
+    }
 }
 
 impl BrowserLauncher for Terminal {
     #[allow(clippy::print_stderr, reason = "the person signing in reads the link here")]
     fn open(&self, url: &Url) -> Result<(), OAuthError> {
         eprintln!("Sign in at {} with this link:\n{url}", self.provider);
-        if self.open
-            && let Err(e) = SystemBrowser.open(url)
+        if let Some(browser) = &self.browser
+            && let Err(e) = browser.open(url)
         {
             eprintln!("{e}");
         }
@@ -75,8 +91,7 @@ pub(crate) async fn connect_command(
     }
     let store = key_store(profile, choice, false)?;
     let timeout = Duration::from_secs(args.timeout);
-    let browser =
-        Terminal { open: !args.no_browser, provider: prepared.provider_name().to_owned(), timeout };
+    let browser = Terminal::new(!args.no_browser, prepared.provider_name().to_owned(), timeout);
     let options = FlowOptions { timeout, ..FlowOptions::default() };
     let stored = connect(profile, &store, prepared, &browser, &options).await?;
     out.value(
@@ -110,7 +125,7 @@ pub(crate) async fn reconnect_command(
     }
     let store = key_store(profile, choice, false)?;
     let timeout = Duration::from_secs(args.timeout);
-    let browser = Terminal { open: !args.no_browser, provider: name.to_owned(), timeout };
+    let browser = Terminal::new(!args.no_browser, name.to_owned(), timeout);
     let options = ReconnectOptions {
         client_id: args.client_id,
         client_secret: None,

@@ -1988,6 +1988,53 @@ async fn credential_refresh_rotates_on_the_device_and_a_refused_grant_needs_a_re
     let _ = stop.send(());
 }
 
+/// `LATCHKEY_BROWSER` names the program that opens the sign-in link, as for the desktop app.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_opens_the_sign_in_link_with_the_browser_latchkey_browser_names() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let opened = ada.dir.path().join("opened.txt");
+    let program = ada.dir.path().join("browser.sh");
+    std::fs::write(&program, format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", opened.display()))
+        .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut command = ada.command(&[
+        "connect",
+        "custom-oauth2",
+        "--name",
+        "idp",
+        "--base-url",
+        "http://127.0.0.1:9/api",
+        "--authorize-url",
+        "http://127.0.0.1:9/authorize",
+        "--token-url",
+        "http://127.0.0.1:9/token",
+        "--client-id",
+        "cli-test",
+        "--timeout",
+        "2",
+    ]);
+    command.env("LATCHKEY_BROWSER", &program);
+    let (code, _, err) = finish(command, None).await;
+    assert_eq!(code, 1, "nobody signs in, so the sign-in times out: {err}");
+    let url = std::fs::read_to_string(&opened)
+        .unwrap_or_else(|e| panic!("the program LATCHKEY_BROWSER names was not run ({e}): {err}"));
+    assert!(
+        url.starts_with("http://127.0.0.1:9/authorize?") && url.contains("code_challenge="),
+        "it was given the sign-in link: {url}"
+    );
+    assert!(err.contains(&url), "the link is printed as well: {err}");
+    let _ = stop.send(());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_refuses_an_answer_from_another_authorization_server() {
     let (broker, _broker_dir, stop) = start_broker().await;
