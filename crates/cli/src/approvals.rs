@@ -13,11 +13,11 @@ use latchkey_client::approvals::{approve_for, approve_once, deny, get, list};
 use latchkey_client::keychain::SharedKeyStore;
 use latchkey_client::profile::Profile;
 use latchkey_client::workspace::broker_client;
-use latchkey_core::ids::{AgentId, ApprovalId};
+use latchkey_core::ids::AgentId;
 use serde_json::json;
 
 use crate::cli::{ApprovalsCommand, KeyStoreChoice};
-use crate::commands::{Output, key_store, parse_duration, parse_id};
+use crate::commands::{Output, key_store};
 
 /// What "for an hour" (`h`) at the `watch` prompt grants.
 const HOUR_SECS: u64 = 3600;
@@ -47,7 +47,6 @@ pub(crate) async fn approvals(
             out.list(&serde_json::to_value(&approvals)?, &lines, empty)
         }
         ApprovalsCommand::Approve { id, duration, path } => {
-            let id = parse_id::<ApprovalId>(&id, "approval")?;
             let approval = get(profile, &store, id).await?;
             match duration {
                 None => {
@@ -61,9 +60,9 @@ pub(crate) async fn approvals(
                     )
                 }
                 Some(duration) => {
-                    let secs = parse_duration(&duration)?;
                     let approved =
-                        approve_for(profile, &store, &approval, secs, path.as_deref()).await?;
+                        approve_for(profile, &store, &approval, duration.secs, path.as_deref())
+                            .await?;
                     let grant = &approved.grant;
                     out.value(
                         &json!({"approval": approved.approval, "grant": grant}),
@@ -80,7 +79,6 @@ pub(crate) async fn approvals(
             }
         }
         ApprovalsCommand::Deny { id } => {
-            let id = parse_id::<ApprovalId>(&id, "approval")?;
             let answered = deny(profile, &store, id).await?;
             out.value(
                 &serde_json::to_value(&answered)?,

@@ -23,7 +23,7 @@ use latchkey_client::workspace::{
     broker_client, create_workspace, own_fingerprint, set_broker_authorities,
 };
 use latchkey_core::capability::Method;
-use latchkey_core::ids::{AgentId, GrantId, MemberId};
+use latchkey_core::ids::GrantId;
 use latchkey_core::payload::Injection;
 use latchkey_core::secret::SecretBytes;
 use latchkey_core::tls::{TrustAnchors, TrustAnchorsError};
@@ -57,10 +57,9 @@ fn read_broker_ca(path: &std::path::Path) -> Result<TrustAnchors, UnusableBroker
 
 /// `--broker URL` with the authorities of `--broker-ca FILE`, if given.
 pub(crate) fn broker_endpoint(
-    url: &str,
+    url: BrokerUrl,
     ca_file: Option<&std::path::Path>,
 ) -> anyhow::Result<BrokerEndpoint> {
-    let url: BrokerUrl = url.parse().context("--broker")?;
     let authorities = ca_file.map(read_broker_ca).transpose()?;
     Ok(BrokerEndpoint::new(url).trusting(authorities))
 }
@@ -99,7 +98,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             member_name,
             device_name,
         }) => {
-            let broker = broker_endpoint(&broker, broker_ca.as_deref())?;
+            let broker = broker_endpoint(broker, broker_ca.as_deref())?;
             let store = key_store(&profile, choice, true)?;
             let created =
                 create_workspace(&profile, &store, broker, &name, &member_name, &device_name)
@@ -123,7 +122,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             device_name,
             code_stdin,
         }) => {
-            let broker = broker_endpoint(&broker, broker_ca.as_deref())?;
+            let broker = broker_endpoint(broker, broker_ca.as_deref())?;
             join(
                 &profile,
                 choice,
@@ -206,14 +205,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             out.value(&serde_json::to_value(&updated)?, &format!("Switched {name} on."))
         }
         Command::Agent(AgentCommand::Regenerate { id }) => {
-            let id = parse_id::<AgentId>(&id, "agent")?;
             let renewed = client(&profile, choice).await?.regenerate_agent_token(id).await?;
             let token = renewed.token.expose_secret();
             out.value(
                 &json!({"agent": renewed.agent, "token": token}),
                 &format!(
                     "New token for agent {} ({}), shown once; the old one no longer works:\n{token}",
-                    renewed.agent.name, renewed.agent.id
+                    renewed.agent.name,
+                    renewed.agent.id
                 ),
             )
         }
@@ -229,11 +228,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &profile,
                 &store,
                 SingleUseTerms {
-                    agent: parse_id::<AgentId>(&agent, "agent")?,
+                    agent,
                     credential: &credential,
-                    method: parse_method(&method)?,
+                    method,
                     path: &path,
-                    lifetime_secs: parse_duration(&duration)?,
+                    lifetime_secs: duration.secs,
                 },
             )
             .await?;
@@ -242,7 +241,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &json!({"capability": text}),
                 &format!(
                     "A capability for one {} {path} via {credential}; give it to the agent in a `Latchkey-Capability` header:\n{text}",
-                    method.to_ascii_uppercase()
+                    method.as_str()
                 ),
             )
         }
@@ -278,7 +277,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = client(&profile, choice).await?;
             let authorities = client.endpoint().authorities();
             let invite_for = match device_for {
-                Some(member) => InviteFor::Device(parse_id::<MemberId>(&member, "member")?),
+                Some(member) => InviteFor::Device(member),
                 None => InviteFor::NewMember(match role {
                     RoleChoice::Admin => Role::Admin,
                     RoleChoice::Member => Role::Member,
@@ -335,7 +334,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::List { agent, credential, decision, kind, limit }) => {
             let filter = AuditFilter {
-                agent: agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?,
+                agent,
                 credential,
                 decision,
                 kind,
@@ -522,7 +521,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &json!({"agent": created.agent, "token": token}),
                 &format!(
                     "Created agent {} ({}).\nIts token, shown once (give it to the agent where its SDK takes an API key):\n{token}",
-                    created.agent.name, created.agent.id
+                    created.agent.name,
+                    created.agent.id
                 ),
             )
         }
@@ -557,24 +557,21 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             out.value(&serde_json::to_value(state)?, &pause_text(&state))
         }
         Command::Agent(AgentCommand::Revoke { id }) => {
-            let id = parse_id::<AgentId>(&id, "agent")?;
             client(&profile, choice).await?.revoke_agent(id).await?;
             out.value(&json!({"revoked": id}), &format!("Revoked agent {id} and all its grants."))
         }
         Command::Grant(GrantCommand::Create { agent, credential, methods, paths, duration }) => {
             let store = key_store(&profile, choice, false)?;
-            let methods =
-                methods.iter().map(|m| parse_method(m)).collect::<anyhow::Result<Vec<_>>>()?;
             let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
             let issued = grant_standing(
                 &profile,
                 &store,
                 GrantTerms {
-                    agent: parse_id::<AgentId>(&agent, "agent")?,
+                    agent,
                     credential: &credential,
                     methods: &methods,
                     path_patterns: &paths,
-                    duration_secs: parse_duration(&duration)?,
+                    duration_secs: duration.secs,
                 },
             )
             .await?;
@@ -588,7 +585,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Grant(GrantCommand::List { agent }) => {
-            let agent = agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?;
             let grants = client(&profile, choice).await?.grants(agent).await?;
             let lines: Vec<String> = grants
                 .iter()
@@ -607,7 +603,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             out.list(&serde_json::to_value(&grants)?, &lines, "No grants.")
         }
         Command::Grant(GrantCommand::Revoke { id }) => {
-            let id = parse_id::<GrantId>(&id, "grant")?;
             client(&profile, choice).await?.revoke_grant(id).await?;
             out.value(
                 &json!({"revoked": id}),
@@ -684,11 +679,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Writes `bytes` to a file that must not exist yet: an export never overwrites anything.
+/// Writes `bytes` to a file that must not exist yet: an export never overwrites anything. On
+/// Unix the file is readable and writable by its owner alone (a recovery kit, an audit log).
 fn create_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
         .open(path)
         .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
     file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
@@ -740,21 +738,14 @@ impl LocalSession {
                 Method::Options,
             ]
         } else {
-            access
-                .methods
-                .iter()
-                .map(|m| {
-                    Method::parse(&m.to_ascii_uppercase())
-                        .with_context(|| format!("unknown method {m:?}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?
+            access.methods.clone()
         };
         let paths: Vec<&str> = if access.paths.is_empty() {
             vec!["/**"]
         } else {
             access.paths.iter().map(String::as_str).collect()
         };
-        let duration_secs = parse_duration(&access.duration)?;
+        let duration_secs = access.duration.secs;
         let client = broker_client(profile, store).await?;
         let listed = client.credentials().await?;
         let mut session = Self {
@@ -1024,13 +1015,6 @@ fn read_key(from_stdin: bool, label: &str) -> anyhow::Result<SecretBytes> {
     Ok(SecretBytes::copy_from(key.as_bytes()))
 }
 
-/// `get`, `POST`, ... -> a method.
-pub(crate) fn parse_method(text: &str) -> anyhow::Result<Method> {
-    Method::parse(&text.to_ascii_uppercase()).with_context(|| {
-        format!("unknown method {text:?}: use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")
-    })
-}
-
 /// A credential's metadata for people.
 fn credential_text(c: &CredentialInfo) -> String {
     let owner = match c.owner {
@@ -1054,26 +1038,6 @@ fn credential_text(c: &CredentialInfo) -> String {
         c.revision,
         c.name
     )
-}
-
-pub(crate) fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> anyhow::Result<T> {
-    text.parse().map_err(|_| anyhow::anyhow!("{text:?} is not a valid {what} id (a UUID)"))
-}
-
-/// `90s`, `30m`, `8h`, `7d` -> seconds.
-pub(crate) fn parse_duration(text: &str) -> anyhow::Result<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit_secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("{text:?} is not a duration: use a number and s, m, h or d (e.g. 8h)"),
-    };
-    let number: u64 =
-        number.parse().with_context(|| format!("{text:?} is not a duration: e.g. 30m, 8h, 7d"))?;
-    number.checked_mul(unit_secs).with_context(|| format!("{text:?} is too long"))
 }
 
 /// Text or JSON on stdout.
@@ -1103,21 +1067,5 @@ impl Output {
         }
         let text = if lines.is_empty() { empty.to_owned() } else { lines.join("\n") };
         self.value(value, &text)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations_parse_with_units_and_refuse_anything_else() {
-        assert_eq!(parse_duration("90s").unwrap(), 90);
-        assert_eq!(parse_duration("30m").unwrap(), 1800);
-        assert_eq!(parse_duration("8h").unwrap(), 28_800);
-        assert_eq!(parse_duration("7d").unwrap(), 604_800);
-        for bad in ["", "8", "h", "8x", "-1h", "1.5h", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
-        }
     }
 }

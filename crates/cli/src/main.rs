@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use latchkey_client::access::AccessError;
-use latchkey_client::api::{ClientError, codes};
+use latchkey_client::api::{ClientError, InviteCodeError, codes};
 use latchkey_client::approvals::ApprovalError;
 use latchkey_client::connection::ConnectError;
 use latchkey_client::inject::InjectError;
@@ -155,6 +155,8 @@ fn classify(error: &anyhow::Error) -> Verdict {
                     "give a PEM file of the certificate authorities' certificates (`-----BEGIN CERTIFICATE-----` blocks, no private key)",
                 ),
             ))
+        } else if cause.downcast_ref::<InviteCodeError>().is_some() {
+            Some((2, Some("paste the code exactly as the member who invited you sent it")))
         } else if cause.downcast_ref::<commands::NotFound>().is_some() {
             Some((3, None))
         } else {

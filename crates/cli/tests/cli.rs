@@ -348,9 +348,66 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
     assert_eq!(code, 1, "an invalid profile name is refused: {err}");
     assert_snapshot("error-bad-profile", &err);
 
+    // A value that cannot be what its argument names is a usage error, refused while the
+    // command line is read: before any profile, key store or broker is opened.
     let (code, _, err) = latchkey.run(&["agent", "revoke", "not-an-id"], None).await;
-    assert_eq!(code, 1, "a malformed id is refused before anything is opened: {err}");
+    assert_eq!(
+        code, 2,
+        "a malformed id is a usage error, refused before anything is opened: {err}"
+    );
     assert_snapshot("error-bad-id", &err);
+    let some_agent = "0f8e1c2d-0000-4000-8000-000000000000";
+    let grant = |method: &'static str, duration: &'static str| {
+        ["grant", "create", "--agent", some_agent, "--credential", "x", "--method", method]
+            .into_iter()
+            .chain(["--path", "/**", "--for", duration])
+            .collect::<Vec<_>>()
+    };
+    let (code, _, err) = latchkey.run(&grant("GET", "8 hours"), None).await;
+    assert_eq!(code, 2, "a malformed --for is a usage error: {err}");
+    assert_snapshot("error-bad-duration", &err);
+    let (code, _, err) = latchkey.run(&grant("FETCH", "8h"), None).await;
+    assert_eq!(code, 2, "an unknown --method is a usage error: {err}");
+    assert_snapshot("error-bad-method", &err);
+    for (args, why) in [
+        (&["audit", "list", "--agent", "notuuid"][..], "a malformed --agent filter"),
+        (&["grant", "list", "--agent", "notuuid"][..], "a malformed --agent filter of grants"),
+        (&["approvals", "deny", "nope"][..], "a malformed approval id"),
+        (&["device", "receive-keys", "--from", "nope"][..], "a malformed fingerprint"),
+        (&["policy", "remove", "check"][..], "a name that is not a policy id"),
+        (
+            &["proxy", "--agent", some_agent, "--credential", "c", "--for", "soon"][..],
+            "a bad --for",
+        ),
+        (
+            &["proxy", "--agent", some_agent, "--credential", "c", "--method", "BREW"][..],
+            "a bad --method",
+        ),
+        (
+            &["run", "--agent", "nope", "--credential", "c", "--", "true"][..],
+            "a malformed agent id",
+        ),
+    ] {
+        let (code, _, err) = latchkey.run(args, None).await;
+        assert_eq!(code, 2, "{why} is a usage error (exit code 2), not a failure: {err}");
+        assert!(err.starts_with("error: invalid value"), "{why}: clap names the value: {err}");
+    }
+    let (code, _, err) = latchkey
+        .run(
+            &[
+                "workspace",
+                "join",
+                "--broker",
+                "http://127.0.0.1:9",
+                "--member-name",
+                "B",
+                "--code-stdin",
+            ],
+            Some("not an invite code"),
+        )
+        .await;
+    assert_eq!(code, 2, "a malformed invite code is a usage error: {err}");
+    assert_snapshot("error-bad-invite-code", &err);
 
     let (code, _, err) = latchkey.run(&["grant", "create", "--agent", "x"], None).await;
     assert_eq!(code, 2, "a usage error is exit code 2: {err}");
@@ -374,7 +431,7 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
             None,
         )
         .await;
-    assert_eq!(code, 1, "a bad URL is refused before anything is created: {err}");
+    assert_eq!(code, 2, "a bad URL is a usage error, refused before anything is created: {err}");
     assert!(err.contains("--broker"), "the message names the flag: {err}");
 }
 
@@ -1243,7 +1300,7 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     assert!(lines[1].starts_with("  line 2, column "), "each problem with its position: {err}");
     assert!(lines.last().unwrap().starts_with("hint: "), "{err}");
     let (code, _, err) = ada.run(&["policy", "set", "check", "--file", &policy_path], None).await;
-    assert_eq!(code, 1, "`check` is not a policy id: {err}");
+    assert_eq!(code, 2, "`check` is not a policy id, a usage error: {err}");
 
     // Members, roles, and listings as JSON.
     let role = ada.json(&["member", "role", &grace_member, "admin"], None).await;
@@ -1411,7 +1468,7 @@ async fn held_calls_are_listed_approved_and_denied_from_the_terminal() {
         ada.run(&["approvals", "approve", "0f8e1c2d-0000-4000-8000-000000000000"], None).await;
     assert_eq!(code, 3, "an unknown approval is `not found`: {err}");
     let (code, _, err) = ada.run(&["approvals", "approve", "nope"], None).await;
-    assert_eq!(code, 1, "a malformed id is refused before anything is sent: {err}");
+    assert_eq!(code, 2, "a malformed id is a usage error, refused before anything is sent: {err}");
     let _ = stop.send(());
 }
 
