@@ -39,6 +39,7 @@ use crate::cli::{
 use crate::connect::{connect_command, disconnect_command};
 use crate::people::{Join, device, join, member};
 use crate::policy::policy;
+use crate::shown::{shown, shown_all};
 
 /// A `--broker-ca` file (or `workspace broker-ca` FILE) that cannot be used (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +189,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let updated = update_credential(&client, &name, &changes).await?;
             out.value(
                 &serde_json::to_value(&updated)?,
-                &format!("Updated {} (revision {}).", updated.name, updated.revision),
+                &format!("Updated {} (revision {}).", shown(&updated.name), updated.revision),
             )
         }
         Command::Credential(CredentialCommand::Disable { name }) => {
@@ -211,7 +212,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &json!({"agent": renewed.agent, "token": token}),
                 &format!(
                     "New token for agent {} ({}), shown once; the old one no longer works:\n{token}",
-                    renewed.agent.name,
+                    shown(&renewed.agent.name),
                     renewed.agent.id
                 ),
             )
@@ -328,7 +329,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &serde_json::to_value(&stored)?,
                 &format!(
                     "Stored {} ({}); agents call it at /p/{}/...",
-                    stored.name, stored.id, stored.name
+                    shown(&stored.name),
+                    stored.id,
+                    shown(&stored.name)
                 ),
             )
         }
@@ -346,7 +349,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| {
                     let field = |name: &str| {
-                        r.record.get(name).and_then(|v| v.as_str()).unwrap_or("-").to_owned()
+                        shown(r.record.get(name).and_then(|v| v.as_str()).unwrap_or("-"))
+                            .into_owned()
                     };
                     format!(
                         "{:>6}  {:<16} {:<8} {:<16} {} {}{}",
@@ -465,11 +469,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_or_else(|| "never used".to_owned(), |t| format!("last used {t}"));
                     format!(
                         "{:<24} {:<14} {:<9} {:<16} {used:<21} {}",
-                        c.name,
-                        c.provider,
+                        shown(&c.name),
+                        shown(&c.provider),
                         owner,
                         format!("{:?}", c.status),
-                        c.upstream_base_url
+                        shown(&c.upstream_base_url)
                     )
                 })
                 .collect();
@@ -521,7 +525,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &json!({"agent": created.agent, "token": token}),
                 &format!(
                     "Created agent {} ({}).\nIts token, shown once (give it to the agent where its SDK takes an API key):\n{token}",
-                    created.agent.name,
+                    shown(&created.agent.name),
                     created.agent.id
                 ),
             )
@@ -535,7 +539,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     let used = a
                         .last_used_at
                         .map_or_else(|| "never used".to_owned(), |t| format!("last used {t}"));
-                    format!("{}  {:<24} {state:<8} {used}", a.id, a.name)
+                    format!("{}  {:<24} {state:<8} {used}", a.id, shown(&a.name))
                 })
                 .collect();
             out.list(
@@ -594,8 +598,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         "{}  agent {}  {} {}  until {} {state}",
                         g.id,
                         g.agent,
-                        g.methods.join(","),
-                        g.path_patterns.join(","),
+                        shown_all(&g.methods, ","),
+                        shown_all(&g.path_patterns, ","),
                         g.expires_at
                     )
                 })
@@ -1029,14 +1033,14 @@ fn credential_text(c: &CredentialInfo) -> String {
     let used = c.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_string());
     format!(
         "name           {}\nid             {}\nprovider       {}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nlast used      {used}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
-        c.name,
+        shown(&c.name),
         c.id,
-        c.provider,
-        c.upstream_base_url,
-        c.allowed_hosts.join(", "),
+        shown(&c.provider),
+        shown(&c.upstream_base_url),
+        shown_all(&c.allowed_hosts, ", "),
         c.key_version,
         c.revision,
-        c.name
+        shown(&c.name)
     )
 }
 

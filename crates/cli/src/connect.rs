@@ -23,6 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::{ConnectArgs, KeyStoreChoice};
 use crate::commands::{Output, key_store};
+use crate::shown::shown;
 
 /// Shows the sign-in URL on stderr (stdout stays for the result, JSON or text) and, unless
 /// told not to, hands it to a browser as well.
@@ -98,7 +99,9 @@ pub(crate) async fn connect_command(
         &serde_json::to_value(&stored)?,
         &format!(
             "Connected {} ({}); agents call it at /p/{}/...",
-            stored.name, stored.id, stored.name
+            shown(&stored.name),
+            stored.id,
+            shown(&stored.name)
         ),
     )
 }
@@ -136,7 +139,7 @@ pub(crate) async fn reconnect_command(
     let stored = reconnect(profile, &store, name, &browser, options).await?;
     out.value(
         &serde_json::to_value(&stored)?,
-        &format!("Reconnected {} ({}); it is active again.", stored.name, stored.id),
+        &format!("Reconnected {} ({}); it is active again.", shown(&stored.name), stored.id),
     )
 }
 
@@ -224,31 +227,39 @@ pub(crate) async fn refresh_command(
             RefreshReport::Refreshed { credential, expires_at } => {
                 format!(
                     "{:<24} refreshed; the new token {}",
-                    credential.name,
+                    shown(&credential.name),
                     expiry_text(*expires_at)
                 )
             }
             RefreshReport::Fresh { credential, expires_at } => {
-                format!("{:<24} fresh; the token {}", credential.name, expiry_text(*expires_at))
+                format!(
+                    "{:<24} fresh; the token {}",
+                    shown(&credential.name),
+                    expiry_text(*expires_at)
+                )
             }
             RefreshReport::InProgress { credential, expires_at } => format!(
                 "{:<24} being refreshed elsewhere right now; the token {}",
-                credential.name,
+                shown(&credential.name),
                 expiry_text(*expires_at)
             ),
             RefreshReport::ReconnectNeeded { credential } => {
                 attention += 1;
                 format!(
                     "{:<24} reconnect needed: run `latchkey reconnect {}`",
-                    credential.name, credential.name
+                    shown(&credential.name),
+                    shown(&credential.name)
                 )
             }
             RefreshReport::NoRefreshToken { credential } => {
-                format!("{:<24} no refresh token: reconnect it when it expires", credential.name)
+                format!(
+                    "{:<24} no refresh token: reconnect it when it expires",
+                    shown(&credential.name)
+                )
             }
             RefreshReport::Failed { credential, reason } => {
                 attention += 1;
-                format!("{:<24} failed: {reason}", credential.name)
+                format!("{:<24} failed: {reason}", shown(&credential.name))
             }
             _ => String::new(),
         })

@@ -10,6 +10,7 @@ mod job;
 mod people;
 mod policy;
 mod run;
+mod shown;
 
 use std::process::ExitCode;
 
@@ -52,13 +53,14 @@ fn report(error: &anyhow::Error) -> ExitCode {
     let (code, hint) = classify(error);
     #[allow(clippy::print_stderr, reason = "the binary's error report, for a person or a script")]
     {
-        eprintln!("error: {}", message(error));
+        // Messages can carry what the broker or an agent named: never a terminal's controls.
+        eprintln!("error: {}", shown::shown(&message(error)));
         // A refused policy: each of Cedar's problems, with its position, under the error.
         if let Some(PolicyError::Refused { problems }) =
             error.chain().find_map(|c| c.downcast_ref::<PolicyError>())
         {
             for problem in problems {
-                eprintln!("  {problem}");
+                eprintln!("  {}", shown::shown(&problem.to_string()));
             }
         }
         if let Some(hint) = hint {

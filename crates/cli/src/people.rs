@@ -13,6 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::{DeviceCommand, KeyStoreChoice, MemberCommand, RoleChoice};
 use crate::commands::{Output, client, key_store};
+use crate::shown::shown;
 
 /// The arguments of `workspace join`.
 pub(crate) struct Join {
@@ -79,8 +80,8 @@ pub(crate) async fn device(
                     lines.push(format!(
                         "{}  {:<20} {:<16} {}{}",
                         device.id,
-                        device.name,
-                        member.name,
+                        shown(&device.name),
+                        shown(&member.name),
                         device.broker_fingerprint,
                         if this { "  (this device)" } else { "" }
                     ));
@@ -164,7 +165,7 @@ pub(crate) async fn member(
                     format!(
                         "{}  {:<20} {role:<7} {} device{}",
                         m.id,
-                        m.name,
+                        shown(&m.name),
                         m.devices.len(),
                         if m.devices.len() == 1 { "" } else { "s" }
                     )

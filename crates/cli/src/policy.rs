@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::cli::{GrantChoice, KeyStoreChoice, PolicyCommand};
 use crate::commands::{Output, client};
+use crate::shown::shown;
 
 /// Largest policy file read (the broker takes at most 16 KiB of source).
 const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;
@@ -32,7 +33,7 @@ pub(crate) async fn policy(
                         (true, true) => "enabled",
                         (false, true) => "disabled",
                     };
-                    format!("{:<36} {state:<8} {}", p.id, p.description)
+                    format!("{:<36} {state:<8} {}", shown(p.id.as_str()), shown(&p.description))
                 })
                 .collect();
             out.list(&serde_json::to_value(&policies)?, &lines, "No policies.")
@@ -118,10 +119,13 @@ pub(crate) async fn policy(
             };
             let mut text = format!("{subject}: {verdict}");
             if !decision.policies.is_empty() {
-                text.push_str(&format!(" (policies: {})", decision.policies.join(", ")));
+                text.push_str(&format!(
+                    " (policies: {})",
+                    crate::shown::shown_all(&decision.policies, ", ")
+                ));
             }
             for error in &decision.errors {
-                text.push_str(&format!("\nevaluation error: {error}"));
+                text.push_str(&format!("\nevaluation error: {}", shown(error)));
             }
             out.value(&serde_json::to_value(&decision)?, &text)
         }

@@ -1619,8 +1619,27 @@ async fn the_watch_prompt_shows_a_held_call_in_full_and_the_answer_decides_it() 
     let (status, text) = call.await.unwrap();
     assert_eq!(status, 403, "denying refuses the held call: {text}");
     assert!(text.contains("approval_denied"), "with the documented code: {text}");
-    watch.until(true, from, "Denied.", "the denial is confirmed").await;
+    let from = from + watch.until(true, from, "Denied.", "the denial is confirmed").await.len();
     assert_eq!(seen.lock().unwrap().len(), 1, "a denied call never reaches the upstream");
+
+    // An agent cannot write to the approver's terminal: query names with escape sequences
+    // (clear the screen, move the cursor home) or a right-to-left override are shown escaped.
+    let call = held("/v1/chat?%1B%5B2J%1B%5BHinnocent=1&%E2%80%AEtxt.exe=2", "{}");
+    let prompt = watch.until(true, from, "[s]kip? ", "the disguised call is asked about").await;
+    assert!(
+        !prompt.contains('\u{1b}') && !prompt.contains('\u{202e}'),
+        "no control character the agent chose reaches the terminal:\n{prompt:?}"
+    );
+    assert!(
+        prompt.contains("\\u{1b}[2J\\u{1b}[Hinnocent, \\u{202e}txt.exe (names only)"),
+        "they are shown, escaped, for the approver to see:\n{prompt}"
+    );
+    watch.answer("d").await;
+    let (status, text) = call.await.unwrap();
+    assert_eq!(status, 403, "the disguised call is denied: {text}");
+    let (code, listed, _) = ada.run(&["approvals", "list", "--all"], None).await;
+    assert_eq!(code, 0);
+    assert!(!listed.contains('\u{1b}'), "nor does the listing carry one: {listed:?}");
     assert!(
         watch.child.try_wait().unwrap().is_none(),
         "the watch goes on after answering: {}",
