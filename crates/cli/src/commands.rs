@@ -472,7 +472,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         shown(&c.name),
                         shown(&c.provider),
                         owner,
-                        format!("{:?}", c.status),
+                        status_text(c.status),
                         shown(&c.upstream_base_url)
                     )
                 })
@@ -1025,11 +1025,7 @@ fn credential_text(c: &CredentialInfo) -> String {
         latchkey_core::ids::Owner::Shared => "shared with the workspace".to_owned(),
         latchkey_core::ids::Owner::Member(member) => format!("personal (member {member})"),
     };
-    let status = match c.status {
-        CredentialStatus::Active => "active",
-        CredentialStatus::ReconnectNeeded => "reconnect needed",
-        CredentialStatus::Disabled => "disabled",
-    };
+    let status = status_text(c.status);
     let used = c.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_string());
     format!(
         "name           {}\nid             {}\nprovider       {}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nlast used      {used}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
@@ -1042,6 +1038,15 @@ fn credential_text(c: &CredentialInfo) -> String {
         c.revision,
         shown(&c.name)
     )
+}
+
+/// A credential's status for people, in listings and `credential show` alike.
+fn status_text(status: CredentialStatus) -> &'static str {
+    match status {
+        CredentialStatus::Active => "active",
+        CredentialStatus::ReconnectNeeded => "reconnect needed",
+        CredentialStatus::Disabled => "disabled",
+    }
 }
 
 /// Text or JSON on stdout.

@@ -820,6 +820,13 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     let (code, text, _) = ada.run(&["credential", "list"], None).await;
     assert_eq!(code, 0);
     assert!(text.contains("openai") && !text.contains(API_KEY), "{text}");
+    let (code, shown, _) = ada.run(&["credential", "show", "openai"], None).await;
+    assert_eq!(code, 0);
+    assert!(shown.contains("status         active"), "{shown}");
+    assert!(
+        text.contains(" active ") && !text.contains("Active"),
+        "the listing words a status as `credential show` does, not as a Rust name: {text}"
+    );
 
     // A recovery kit, never overwriting a file.
     let kit = ada.dir.path().join("kit.txt");
