@@ -13,11 +13,12 @@ use latchkey_client::approvals::{approve_for, approve_once, deny, get, list};
 use latchkey_client::keychain::SharedKeyStore;
 use latchkey_client::profile::Profile;
 use latchkey_client::workspace::broker_client;
-use latchkey_core::ids::{AgentId, ApprovalId};
+use latchkey_core::ids::AgentId;
 use serde_json::json;
 
 use crate::cli::{ApprovalsCommand, KeyStoreChoice};
-use crate::commands::{Output, key_store, parse_duration, parse_id};
+use crate::commands::{Output, key_store};
+use crate::shown::{shown, shown_all};
 
 /// What "for an hour" (`h`) at the `watch` prompt grants.
 const HOUR_SECS: u64 = 3600;
@@ -47,7 +48,6 @@ pub(crate) async fn approvals(
             out.list(&serde_json::to_value(&approvals)?, &lines, empty)
         }
         ApprovalsCommand::Approve { id, duration, path } => {
-            let id = parse_id::<ApprovalId>(&id, "approval")?;
             let approval = get(profile, &store, id).await?;
             match duration {
                 None => {
@@ -56,22 +56,24 @@ pub(crate) async fn approvals(
                         &serde_json::to_value(&answered)?,
                         &format!(
                             "Approved {} {}{} once; the agent's call goes on.",
-                            approval.method, approval.host, approval.path
+                            shown(&approval.method),
+                            shown(&approval.host),
+                            shown(&approval.path)
                         ),
                     )
                 }
                 Some(duration) => {
-                    let secs = parse_duration(&duration)?;
                     let approved =
-                        approve_for(profile, &store, &approval, secs, path.as_deref()).await?;
+                        approve_for(profile, &store, &approval, duration.secs, path.as_deref())
+                            .await?;
                     let grant = &approved.grant;
                     out.value(
                         &json!({"approval": approved.approval, "grant": grant}),
                         &format!(
                             "Approved {} {} via {} for {duration} (until {}); the agent received a capability for its next calls.\nEnd it early with `latchkey grant revoke {}`.",
-                            approval.method,
-                            grant.path_patterns.join(","),
-                            approval.credential_name,
+                            shown(&approval.method),
+                            shown_all(&grant.path_patterns, ","),
+                            shown(&approval.credential_name),
                             grant.expires_at,
                             grant.id
                         ),
@@ -80,13 +82,14 @@ pub(crate) async fn approvals(
             }
         }
         ApprovalsCommand::Deny { id } => {
-            let id = parse_id::<ApprovalId>(&id, "approval")?;
             let answered = deny(profile, &store, id).await?;
             out.value(
                 &serde_json::to_value(&answered)?,
                 &format!(
                     "Denied {} {}{}; the agent was refused.",
-                    answered.method, answered.host, answered.path
+                    shown(&answered.method),
+                    shown(&answered.host),
+                    shown(&answered.path)
                 ),
             )
         }
@@ -252,33 +255,35 @@ fn line(a: &ApprovalInfo, names: &HashMap<AgentId, String>) -> String {
         "{}  {:<8} {} {}{}  via {}  by {}",
         a.id,
         a.status.as_str(),
-        a.method,
-        a.host,
-        a.path,
-        a.credential_name,
+        shown(&a.method),
+        shown(&a.host),
+        shown(&a.path),
+        shown(&a.credential_name),
         agent_label(a.agent, names)
     )
 }
 
 /// Everything a member needs to decide about a held call (never a query value or a body).
 fn details(a: &ApprovalInfo, names: &HashMap<AgentId, String>, left: u64) -> String {
-    let query = if a.query_keys.is_empty() { "-".to_owned() } else { a.query_keys.join(", ") };
+    let query =
+        if a.query_keys.is_empty() { "-".to_owned() } else { shown_all(&a.query_keys, ", ") };
     let body = a.body_size.map_or_else(|| "size not declared".to_owned(), |n| format!("{n} bytes"));
-    let policies = if a.policy_ids.is_empty() { "-".to_owned() } else { a.policy_ids.join(", ") };
+    let policies =
+        if a.policy_ids.is_empty() { "-".to_owned() } else { shown_all(&a.policy_ids, ", ") };
     format!(
         "Held call {}, waiting {left} more seconds:\n  agent       {}\n  credential  {}\n  call        {} {}{}\n  query       {query} (names only)\n  body        {body}\n  policy      {policies}",
         a.id,
         agent_label(a.agent, names),
-        a.credential_name,
-        a.method,
-        a.host,
-        a.path
+        shown(&a.credential_name),
+        shown(&a.method),
+        shown(&a.host),
+        shown(&a.path)
     )
 }
 
 fn agent_label(agent: AgentId, names: &HashMap<AgentId, String>) -> String {
     match names.get(&agent) {
-        Some(name) => format!("{name} ({agent})"),
+        Some(name) => format!("{} ({agent})", shown(name)),
         None => agent.to_string(),
     }
 }

@@ -1,9 +1,15 @@
 //! The command line, as clap types. `latchkey --help` is generated from these doc comments
 //! (and [`ABOUT`] for the top level).
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use latchkey_client::api::{BrokerUrl, PolicyId};
+use latchkey_core::capability::Method;
+use latchkey_core::fingerprint::Fingerprint;
+use latchkey_core::ids::{AgentId, ApprovalId, DeviceId, GrantId, MemberId};
 
 /// `latchkey --help`: what Latchkey is, and a first session.
 const ABOUT: &str = "\
@@ -266,7 +272,7 @@ pub(crate) enum WorkspaceCommand {
     Create {
         /// The broker's URL (https, or http on loopback).
         #[arg(long)]
-        broker: String,
+        broker: BrokerUrl,
         /// A PEM file of certificate authorities to trust for this broker besides the
         /// system's (a team server behind a private authority); kept in the profile.
         #[arg(long, value_name = "FILE")]
@@ -288,7 +294,7 @@ pub(crate) enum WorkspaceCommand {
     Join {
         /// The broker's URL (https, or http on loopback).
         #[arg(long)]
-        broker: String,
+        broker: BrokerUrl,
         /// A PEM file of certificate authorities to trust for this broker besides the
         /// system's (a team server behind a private authority); kept in the profile.
         #[arg(long, value_name = "FILE")]
@@ -298,7 +304,7 @@ pub(crate) enum WorkspaceCommand {
         member_name: Option<String>,
         /// Join as another device of this existing member (an invite for a device).
         #[arg(long, value_name = "MEMBER ID", conflicts_with = "member_name")]
-        device_of: Option<String>,
+        device_of: Option<MemberId>,
         /// This device's name.
         #[arg(long, default_value = "this device")]
         device_name: String,
@@ -338,10 +344,10 @@ pub(crate) enum DeviceCommand {
     /// fingerprint of its keys, as the broker hands them over, is the one shown on its screen.
     Admit {
         /// The new device's id (from `latchkey device list`).
-        id: String,
+        id: DeviceId,
         /// The fingerprint shown on the new device, as read from its screen.
         #[arg(long)]
-        fingerprint: String,
+        fingerprint: Fingerprint,
     },
     /// On a device that joined: store the keys sent to it, after confirming the sender.
     ///
@@ -350,12 +356,12 @@ pub(crate) enum DeviceCommand {
     ReceiveKeys {
         /// The admitting device's fingerprint.
         #[arg(long = "from", value_name = "FINGERPRINT")]
-        from: String,
+        from: Fingerprint,
     },
     /// Remove a device (yours, or any device for admins); it is refused from its next request.
     Remove {
         /// The device's id.
-        id: String,
+        id: DeviceId,
     },
 }
 
@@ -367,12 +373,12 @@ pub(crate) enum MemberCommand {
     /// Remove a member and all their devices (admins).
     Remove {
         /// The member's id.
-        id: String,
+        id: MemberId,
     },
     /// Change a member's role (admins); the last admin cannot be demoted.
     Role {
         /// The member's id.
-        id: String,
+        id: MemberId,
         /// The new role.
         #[arg(value_enum)]
         role: RoleChoice,
@@ -388,19 +394,19 @@ pub(crate) enum CapabilityCommand {
     Issue {
         /// The agent's id.
         #[arg(long)]
-        agent: String,
+        agent: AgentId,
         /// The credential's name.
         #[arg(long)]
         credential: String,
         /// The request's method.
-        #[arg(long)]
-        method: String,
+        #[arg(long, value_parser = parse_method)]
+        method: Method,
         /// The request's path (e.g. `/v1/models`).
         #[arg(long)]
         path: String,
         /// How long it stays usable: e.g. `90s`, `5m` (at most 15 minutes).
         #[arg(long = "for", default_value = "5m", value_name = "DURATION")]
-        duration: String,
+        duration: Lifetime,
     },
 }
 
@@ -420,10 +426,10 @@ pub(crate) enum ApprovalsCommand {
     /// capability the agent receives with the call's response for its next calls.
     Approve {
         /// The approval's id (from `latchkey approvals list`).
-        id: String,
+        id: ApprovalId,
         /// Approve the same call for this long: e.g. `30m`, `2h` (at most 90 days).
         #[arg(long = "for", value_name = "DURATION")]
-        duration: Option<String>,
+        duration: Option<Lifetime>,
         /// With --for: allow every path this pattern matches (it must match the held call's).
         #[arg(long, value_name = "PATTERN", requires = "duration")]
         path: Option<String>,
@@ -431,7 +437,7 @@ pub(crate) enum ApprovalsCommand {
     /// Refuse a held call; the agent receives `403 approval_denied`.
     Deny {
         /// The approval's id.
-        id: String,
+        id: ApprovalId,
     },
     /// Show held calls as they arrive and are answered, until interrupted.
     ///
@@ -463,7 +469,7 @@ pub(crate) enum PolicyCommand {
     /// with each problem's line and column.
     Set {
         /// The policy's id: letters, digits, `.`, `_`, `-`.
-        id: String,
+        id: PolicyId,
         /// The file with the Cedar policy (`-` for standard input).
         #[arg(long)]
         file: PathBuf,
@@ -477,20 +483,25 @@ pub(crate) enum PolicyCommand {
     /// Delete a policy (admins); deleting the last one brings the defaults back.
     Remove {
         /// The policy's id.
-        id: String,
+        id: PolicyId,
     },
     /// Would this call (or, with --inject, this inject) be allowed? Decided exactly as the
     /// broker would, without making the call or releasing anything.
     Check {
         /// The agent's id.
         #[arg(long)]
-        agent: String,
+        agent: AgentId,
         /// The credential's name.
         #[arg(long)]
         credential: String,
         /// The method.
-        #[arg(long, required_unless_present = "inject", conflicts_with = "inject")]
-        method: Option<String>,
+        #[arg(
+            long,
+            required_unless_present = "inject",
+            conflicts_with = "inject",
+            value_parser = parse_method
+        )]
+        method: Option<Method>,
         /// The upstream path.
         #[arg(long, required_unless_present = "inject", conflicts_with = "inject")]
         path: Option<String>,
@@ -506,7 +517,7 @@ pub(crate) enum PolicyCommand {
         inject: bool,
         /// With --inject: how long the command would keep it.
         #[arg(long, default_value = "1h", value_name = "DURATION", requires = "inject")]
-        ttl: String,
+        ttl: Lifetime,
         /// With --inject: the command's program name.
         #[arg(long = "command", value_name = "NAME", requires = "inject")]
         command_name: Option<String>,
@@ -534,7 +545,7 @@ pub(crate) enum InviteCommand {
         role: RoleChoice,
         /// Invite another device of this member instead.
         #[arg(long, value_name = "MEMBER ID")]
-        device_for: Option<String>,
+        device_for: Option<MemberId>,
     },
 }
 
@@ -720,19 +731,19 @@ pub(crate) struct ConnectArgs {
 pub(crate) struct LocalAccess {
     /// The agent's id.
     #[arg(long)]
-    pub(crate) agent: String,
+    pub(crate) agent: AgentId,
     /// A credential the agent may use (repeat for several).
     #[arg(long = "credential", required = true, value_name = "NAME")]
     pub(crate) credentials: Vec<String>,
     /// An allowed method (repeat; default: all).
-    #[arg(long = "method", value_name = "METHOD")]
-    pub(crate) methods: Vec<String>,
+    #[arg(long = "method", value_name = "METHOD", value_parser = parse_method)]
+    pub(crate) methods: Vec<Method>,
     /// An allowed path pattern (repeat; default: `/**`).
     #[arg(long = "path", value_name = "PATTERN")]
     pub(crate) paths: Vec<String>,
     /// The longest the grants may last (they are revoked at exit anyway).
     #[arg(long = "for", default_value = "8h", value_name = "DURATION")]
-    pub(crate) duration: String,
+    pub(crate) duration: Lifetime,
 }
 
 /// What `run` gives the command: credentials through a local proxy, injected ones, or both.
@@ -740,19 +751,19 @@ pub(crate) struct LocalAccess {
 pub(crate) struct RunAccess {
     /// The agent's id (its token comes from LATCHKEY_AGENT_TOKEN).
     #[arg(long)]
-    pub(crate) agent: String,
+    pub(crate) agent: AgentId,
     /// A credential the command may call through the local proxy (repeat for several).
     #[arg(long = "credential", value_name = "NAME", required_unless_present = "inject")]
     pub(crate) credentials: Vec<String>,
     /// An allowed method for proxied calls (repeat; default: all).
-    #[arg(long = "method", value_name = "METHOD")]
-    pub(crate) methods: Vec<String>,
+    #[arg(long = "method", value_name = "METHOD", value_parser = parse_method)]
+    pub(crate) methods: Vec<Method>,
     /// An allowed path pattern for proxied calls (repeat; default: `/**`).
     #[arg(long = "path", value_name = "PATTERN")]
     pub(crate) paths: Vec<String>,
     /// The longest the proxy's grants may last (they are revoked at exit anyway).
     #[arg(long = "for", default_value = "8h", value_name = "DURATION")]
-    pub(crate) duration: String,
+    pub(crate) duration: Lifetime,
     /// Put this credential itself in the command's environment, as ENV_VAR (default: the
     /// variable its provider's tools read, e.g. OPENAI_API_KEY; required for providers without
     /// one). Repeat for several. See above for what this gives up.
@@ -761,7 +772,7 @@ pub(crate) struct RunAccess {
     /// How long the command may keep injected credentials (at most 24h); it and everything it
     /// started are stopped then.
     #[arg(long, default_value = "1h", value_name = "DURATION", requires = "inject")]
-    pub(crate) ttl: String,
+    pub(crate) ttl: Lifetime,
 }
 
 /// `latchkey audit ...`
@@ -771,7 +782,7 @@ pub(crate) enum AuditCommand {
     List {
         /// Only this agent's records.
         #[arg(long)]
-        agent: Option<String>,
+        agent: Option<AgentId>,
         /// Only records about this credential name.
         #[arg(long)]
         credential: Option<String>,
@@ -822,12 +833,12 @@ pub(crate) enum AgentCommand {
     /// Revoke an agent and all its grants.
     Revoke {
         /// The agent's id.
-        id: String,
+        id: AgentId,
     },
     /// Replace an agent's token (printed this once); the old one stops working at once.
     Regenerate {
         /// The agent's id.
-        id: String,
+        id: AgentId,
     },
     /// Pause every agent in the workspace (the kill switch) until resumed.
     ///
@@ -848,30 +859,30 @@ pub(crate) enum GrantCommand {
     Create {
         /// The agent's id.
         #[arg(long)]
-        agent: String,
+        agent: AgentId,
         /// The credential's name.
         #[arg(long)]
         credential: String,
         /// An allowed method (repeat for several).
-        #[arg(long = "method", required = true, value_name = "METHOD")]
-        methods: Vec<String>,
+        #[arg(long = "method", required = true, value_name = "METHOD", value_parser = parse_method)]
+        methods: Vec<Method>,
         /// An allowed path pattern, `*` for one segment, `**` for any rest (repeat for several).
         #[arg(long = "path", required = true, value_name = "PATTERN")]
         paths: Vec<String>,
         /// How long it lasts: e.g. `30m`, `8h`, `7d` (at most 90 days).
         #[arg(long = "for", value_name = "DURATION")]
-        duration: String,
+        duration: Lifetime,
     },
     /// List grants, of one agent or all you can see.
     List {
         /// Only this agent's grants.
         #[arg(long)]
-        agent: Option<String>,
+        agent: Option<AgentId>,
     },
     /// Revoke a grant; its capability is refused from the next call.
     Revoke {
         /// The grant's id.
-        id: String,
+        id: GrantId,
     },
 }
 
@@ -890,4 +901,72 @@ pub(crate) enum RecoveryCommand {
         /// The kit file.
         file: PathBuf,
     },
+}
+
+/// A duration as typed, `90s`, `30m`, `8h` or `7d`: its seconds, and the text for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lifetime {
+    /// The duration in seconds.
+    pub(crate) secs: u64,
+    text: String,
+}
+
+impl FromStr for Lifetime {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit_secs: u64 = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err("use a number and s, m, h or d (e.g. 30m, 8h, 7d)".to_owned()),
+        };
+        let number: u64 =
+            number.parse().map_err(|_| "use a number and s, m, h or d (e.g. 30m, 8h, 7d)")?;
+        let secs = number.checked_mul(unit_secs).ok_or("that is too long")?;
+        Ok(Self { secs, text: text.to_owned() })
+    }
+}
+
+impl fmt::Display for Lifetime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// `get`, `POST`, ... -> a method.
+fn parse_method(text: &str) -> Result<Method, String> {
+    Method::parse(&text.to_ascii_uppercase())
+        .ok_or_else(|| "use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Lifetime, parse_method};
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_anything_else() {
+        let secs = |text: &str| text.parse::<Lifetime>().map(|l| l.secs);
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("30m"), Ok(1800));
+        assert_eq!(secs("8h"), Ok(28_800));
+        assert_eq!(secs("7d"), Ok(604_800));
+        assert_eq!("8h".parse::<Lifetime>().map(|l| l.to_string()), Ok("8h".to_owned()));
+        for bad in ["", "8", "h", "8x", "-1h", "1.5h", "99999999999999999999d", "999999999999999d"]
+        {
+            assert!(bad.parse::<Lifetime>().is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn methods_parse_in_any_case_and_refuse_anything_else() {
+        assert_eq!(parse_method("get").map(|m| m.as_str()), Ok("GET"));
+        assert_eq!(parse_method("Delete").map(|m| m.as_str()), Ok("DELETE"));
+        for bad in ["", "FETCH", "GET ", "CONNECT"] {
+            assert!(parse_method(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
 }

@@ -23,7 +23,7 @@ use latchkey_client::workspace::{
     broker_client, create_workspace, own_fingerprint, set_broker_authorities,
 };
 use latchkey_core::capability::Method;
-use latchkey_core::ids::{AgentId, GrantId, MemberId};
+use latchkey_core::ids::GrantId;
 use latchkey_core::payload::Injection;
 use latchkey_core::secret::SecretBytes;
 use latchkey_core::tls::{TrustAnchors, TrustAnchorsError};
@@ -39,6 +39,7 @@ use crate::cli::{
 use crate::connect::{connect_command, disconnect_command};
 use crate::people::{Join, device, join, member};
 use crate::policy::policy;
+use crate::shown::{shown, shown_all};
 
 /// A `--broker-ca` file (or `workspace broker-ca` FILE) that cannot be used (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +58,9 @@ fn read_broker_ca(path: &std::path::Path) -> Result<TrustAnchors, UnusableBroker
 
 /// `--broker URL` with the authorities of `--broker-ca FILE`, if given.
 pub(crate) fn broker_endpoint(
-    url: &str,
+    url: BrokerUrl,
     ca_file: Option<&std::path::Path>,
 ) -> anyhow::Result<BrokerEndpoint> {
-    let url: BrokerUrl = url.parse().context("--broker")?;
     let authorities = ca_file.map(read_broker_ca).transpose()?;
     Ok(BrokerEndpoint::new(url).trusting(authorities))
 }
@@ -99,7 +99,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             member_name,
             device_name,
         }) => {
-            let broker = broker_endpoint(&broker, broker_ca.as_deref())?;
+            let broker = broker_endpoint(broker, broker_ca.as_deref())?;
             let store = key_store(&profile, choice, true)?;
             let created =
                 create_workspace(&profile, &store, broker, &name, &member_name, &device_name)
@@ -123,7 +123,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             device_name,
             code_stdin,
         }) => {
-            let broker = broker_endpoint(&broker, broker_ca.as_deref())?;
+            let broker = broker_endpoint(broker, broker_ca.as_deref())?;
             join(
                 &profile,
                 choice,
@@ -189,7 +189,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let updated = update_credential(&client, &name, &changes).await?;
             out.value(
                 &serde_json::to_value(&updated)?,
-                &format!("Updated {} (revision {}).", updated.name, updated.revision),
+                &format!("Updated {} (revision {}).", shown(&updated.name), updated.revision),
             )
         }
         Command::Credential(CredentialCommand::Disable { name }) => {
@@ -206,14 +206,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             out.value(&serde_json::to_value(&updated)?, &format!("Switched {name} on."))
         }
         Command::Agent(AgentCommand::Regenerate { id }) => {
-            let id = parse_id::<AgentId>(&id, "agent")?;
             let renewed = client(&profile, choice).await?.regenerate_agent_token(id).await?;
             let token = renewed.token.expose_secret();
             out.value(
                 &json!({"agent": renewed.agent, "token": token}),
                 &format!(
                     "New token for agent {} ({}), shown once; the old one no longer works:\n{token}",
-                    renewed.agent.name, renewed.agent.id
+                    shown(&renewed.agent.name),
+                    renewed.agent.id
                 ),
             )
         }
@@ -229,11 +229,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &profile,
                 &store,
                 SingleUseTerms {
-                    agent: parse_id::<AgentId>(&agent, "agent")?,
+                    agent,
                     credential: &credential,
-                    method: parse_method(&method)?,
+                    method,
                     path: &path,
-                    lifetime_secs: parse_duration(&duration)?,
+                    lifetime_secs: duration.secs,
                 },
             )
             .await?;
@@ -242,7 +242,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &json!({"capability": text}),
                 &format!(
                     "A capability for one {} {path} via {credential}; give it to the agent in a `Latchkey-Capability` header:\n{text}",
-                    method.to_ascii_uppercase()
+                    method.as_str()
                 ),
             )
         }
@@ -278,7 +278,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = client(&profile, choice).await?;
             let authorities = client.endpoint().authorities();
             let invite_for = match device_for {
-                Some(member) => InviteFor::Device(parse_id::<MemberId>(&member, "member")?),
+                Some(member) => InviteFor::Device(member),
                 None => InviteFor::NewMember(match role {
                     RoleChoice::Admin => Role::Admin,
                     RoleChoice::Member => Role::Member,
@@ -329,13 +329,15 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &serde_json::to_value(&stored)?,
                 &format!(
                     "Stored {} ({}); agents call it at /p/{}/...",
-                    stored.name, stored.id, stored.name
+                    shown(&stored.name),
+                    stored.id,
+                    shown(&stored.name)
                 ),
             )
         }
         Command::Audit(AuditCommand::List { agent, credential, decision, kind, limit }) => {
             let filter = AuditFilter {
-                agent: agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?,
+                agent,
                 credential,
                 decision,
                 kind,
@@ -347,7 +349,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| {
                     let field = |name: &str| {
-                        r.record.get(name).and_then(|v| v.as_str()).unwrap_or("-").to_owned()
+                        shown(r.record.get(name).and_then(|v| v.as_str()).unwrap_or("-"))
+                            .into_owned()
                     };
                     format!(
                         "{:>6}  {:<16} {:<8} {:<16} {} {}{}",
@@ -402,11 +405,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             if !listen.ip().is_loopback() {
                 bail!("the local proxy listens on loopback only (127.0.0.1 or ::1), not {listen}");
             }
-            let store = key_store(&profile, choice, false)?;
-            let local = LocalSession::open(&profile, &store, &access).await?;
+            // Listening first: nothing is granted for a proxy that cannot start.
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
+            let store = key_store(&profile, choice, false)?;
+            let local = LocalSession::open(&profile, &store, &access).await?;
             let result = local.serve(listener).await;
             match result {
                 Ok((proxy, session)) => {
@@ -465,11 +469,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_or_else(|| "never used".to_owned(), |t| format!("last used {t}"));
                     format!(
                         "{:<24} {:<14} {:<9} {:<16} {used:<21} {}",
-                        c.name,
-                        c.provider,
+                        shown(&c.name),
+                        shown(&c.provider),
                         owner,
-                        format!("{:?}", c.status),
-                        c.upstream_base_url
+                        status_text(c.status),
+                        shown(&c.upstream_base_url)
                     )
                 })
                 .collect();
@@ -521,7 +525,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 &json!({"agent": created.agent, "token": token}),
                 &format!(
                     "Created agent {} ({}).\nIts token, shown once (give it to the agent where its SDK takes an API key):\n{token}",
-                    created.agent.name, created.agent.id
+                    shown(&created.agent.name),
+                    created.agent.id
                 ),
             )
         }
@@ -534,7 +539,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     let used = a
                         .last_used_at
                         .map_or_else(|| "never used".to_owned(), |t| format!("last used {t}"));
-                    format!("{}  {:<24} {state:<8} {used}", a.id, a.name)
+                    format!("{}  {:<24} {state:<8} {used}", a.id, shown(&a.name))
                 })
                 .collect();
             out.list(
@@ -556,24 +561,21 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             out.value(&serde_json::to_value(state)?, &pause_text(&state))
         }
         Command::Agent(AgentCommand::Revoke { id }) => {
-            let id = parse_id::<AgentId>(&id, "agent")?;
             client(&profile, choice).await?.revoke_agent(id).await?;
             out.value(&json!({"revoked": id}), &format!("Revoked agent {id} and all its grants."))
         }
         Command::Grant(GrantCommand::Create { agent, credential, methods, paths, duration }) => {
             let store = key_store(&profile, choice, false)?;
-            let methods =
-                methods.iter().map(|m| parse_method(m)).collect::<anyhow::Result<Vec<_>>>()?;
             let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
             let issued = grant_standing(
                 &profile,
                 &store,
                 GrantTerms {
-                    agent: parse_id::<AgentId>(&agent, "agent")?,
+                    agent,
                     credential: &credential,
                     methods: &methods,
                     path_patterns: &paths,
-                    duration_secs: parse_duration(&duration)?,
+                    duration_secs: duration.secs,
                 },
             )
             .await?;
@@ -587,7 +589,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Grant(GrantCommand::List { agent }) => {
-            let agent = agent.map(|a| parse_id::<AgentId>(&a, "agent")).transpose()?;
             let grants = client(&profile, choice).await?.grants(agent).await?;
             let lines: Vec<String> = grants
                 .iter()
@@ -597,8 +598,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         "{}  agent {}  {} {}  until {} {state}",
                         g.id,
                         g.agent,
-                        g.methods.join(","),
-                        g.path_patterns.join(","),
+                        shown_all(&g.methods, ","),
+                        shown_all(&g.path_patterns, ","),
                         g.expires_at
                     )
                 })
@@ -606,7 +607,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             out.list(&serde_json::to_value(&grants)?, &lines, "No grants.")
         }
         Command::Grant(GrantCommand::Revoke { id }) => {
-            let id = parse_id::<GrantId>(&id, "grant")?;
             client(&profile, choice).await?.revoke_grant(id).await?;
             out.value(
                 &json!({"revoked": id}),
@@ -683,11 +683,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Writes `bytes` to a file that must not exist yet: an export never overwrites anything.
+/// Writes `bytes` to a file that must not exist yet: an export never overwrites anything. On
+/// Unix the file is readable and writable by its owner alone (a recovery kit, an audit log).
 fn create_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
         .open(path)
         .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
     file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
@@ -727,7 +730,7 @@ impl LocalSession {
         store: &SharedKeyStore,
         access: &crate::cli::LocalAccess,
     ) -> anyhow::Result<Self> {
-        let agent = parse_id::<AgentId>(&access.agent, "agent")?;
+        let agent = access.agent;
         let methods = if access.methods.is_empty() {
             vec![
                 Method::Get,
@@ -739,21 +742,14 @@ impl LocalSession {
                 Method::Options,
             ]
         } else {
-            access
-                .methods
-                .iter()
-                .map(|m| {
-                    Method::parse(&m.to_ascii_uppercase())
-                        .with_context(|| format!("unknown method {m:?}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?
+            access.methods.clone()
         };
         let paths: Vec<&str> = if access.paths.is_empty() {
             vec!["/**"]
         } else {
             access.paths.iter().map(String::as_str).collect()
         };
-        let duration_secs = parse_duration(&access.duration)?;
+        let duration_secs = access.duration.secs;
         let client = broker_client(profile, store).await?;
         let listed = client.credentials().await?;
         let mut session = Self {
@@ -1023,56 +1019,34 @@ fn read_key(from_stdin: bool, label: &str) -> anyhow::Result<SecretBytes> {
     Ok(SecretBytes::copy_from(key.as_bytes()))
 }
 
-/// `get`, `POST`, ... -> a method.
-pub(crate) fn parse_method(text: &str) -> anyhow::Result<Method> {
-    Method::parse(&text.to_ascii_uppercase()).with_context(|| {
-        format!("unknown method {text:?}: use GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")
-    })
-}
-
 /// A credential's metadata for people.
 fn credential_text(c: &CredentialInfo) -> String {
     let owner = match c.owner {
         latchkey_core::ids::Owner::Shared => "shared with the workspace".to_owned(),
         latchkey_core::ids::Owner::Member(member) => format!("personal (member {member})"),
     };
-    let status = match c.status {
-        CredentialStatus::Active => "active",
-        CredentialStatus::ReconnectNeeded => "reconnect needed",
-        CredentialStatus::Disabled => "disabled",
-    };
+    let status = status_text(c.status);
     let used = c.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_string());
     format!(
         "name           {}\nid             {}\nprovider       {}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nlast used      {used}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
-        c.name,
+        shown(&c.name),
         c.id,
-        c.provider,
-        c.upstream_base_url,
-        c.allowed_hosts.join(", "),
+        shown(&c.provider),
+        shown(&c.upstream_base_url),
+        shown_all(&c.allowed_hosts, ", "),
         c.key_version,
         c.revision,
-        c.name
+        shown(&c.name)
     )
 }
 
-pub(crate) fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> anyhow::Result<T> {
-    text.parse().map_err(|_| anyhow::anyhow!("{text:?} is not a valid {what} id (a UUID)"))
-}
-
-/// `90s`, `30m`, `8h`, `7d` -> seconds.
-pub(crate) fn parse_duration(text: &str) -> anyhow::Result<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let unit_secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("{text:?} is not a duration: use a number and s, m, h or d (e.g. 8h)"),
-    };
-    let number: u64 =
-        number.parse().with_context(|| format!("{text:?} is not a duration: e.g. 30m, 8h, 7d"))?;
-    number.checked_mul(unit_secs).with_context(|| format!("{text:?} is too long"))
+/// A credential's status for people, in listings and `credential show` alike.
+fn status_text(status: CredentialStatus) -> &'static str {
+    match status {
+        CredentialStatus::Active => "active",
+        CredentialStatus::ReconnectNeeded => "reconnect needed",
+        CredentialStatus::Disabled => "disabled",
+    }
 }
 
 /// Text or JSON on stdout.
@@ -1102,21 +1076,5 @@ impl Output {
         }
         let text = if lines.is_empty() { empty.to_owned() } else { lines.join("\n") };
         self.value(value, &text)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations_parse_with_units_and_refuse_anything_else() {
-        assert_eq!(parse_duration("90s").unwrap(), 90);
-        assert_eq!(parse_duration("30m").unwrap(), 1800);
-        assert_eq!(parse_duration("8h").unwrap(), 28_800);
-        assert_eq!(parse_duration("7d").unwrap(), 604_800);
-        for bad in ["", "8", "h", "8x", "-1h", "1.5h", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
-        }
     }
 }

@@ -9,7 +9,9 @@ use latchkey_client::connection::{
     ConnectRequest, CustomEndpoints, DisconnectOptions, ReconnectOptions, RevocationOutcome,
     connect, disconnect, prepare, reconnect,
 };
-use latchkey_client::oauth::{BrowserLauncher, FlowOptions, OAuthError, SystemBrowser};
+use latchkey_client::oauth::{
+    BrowserLauncher, CommandBrowser, FlowOptions, OAuthError, SystemBrowser,
+};
 use latchkey_client::profile::Profile;
 use latchkey_client::refresh::{
     DEFAULT_BUFFER, RefreshAction, RefreshOptions, RefreshReport, refresh_all, refresh_if_needed,
@@ -21,21 +23,36 @@ use zeroize::Zeroizing;
 
 use crate::cli::{ConnectArgs, KeyStoreChoice};
 use crate::commands::{Output, key_store};
+use crate::shown::shown;
 
 /// Shows the sign-in URL on stderr (stdout stays for the result, JSON or text) and, unless
-/// told not to, hands it to the system browser as well.
+/// told not to, hands it to a browser as well.
 struct Terminal {
-    open: bool,
+    browser: Option<Box<dyn BrowserLauncher>>,
     provider: String,
     timeout: Duration,
+}
+
+impl Terminal {
+    /// `open`: the program `LATCHKEY_BROWSER` names, else the system browser, as in the desktop
+    /// app; otherwise (`--no-browser`) the link is only printed.
+    fn new(open: bool, provider: String, timeout: Duration) -> Self {
+        let browser = open.then(|| -> Box<dyn BrowserLauncher> {
+            match CommandBrowser::from_env() {
+                Some(chosen) => Box::new(chosen),
+                None => Box::new(SystemBrowser),
+            }
+        });
+        Self { browser, provider, timeout }
+    }
 }
 
 impl BrowserLauncher for Terminal {
     #[allow(clippy::print_stderr, reason = "the person signing in reads the link here")]
     fn open(&self, url: &Url) -> Result<(), OAuthError> {
         eprintln!("Sign in at {} with this link:\n{url}", self.provider);
-        if self.open
-            && let Err(e) = SystemBrowser.open(url)
+        if let Some(browser) = &self.browser
+            && let Err(e) = browser.open(url)
         {
             eprintln!("{e}");
         }
@@ -75,15 +92,16 @@ pub(crate) async fn connect_command(
     }
     let store = key_store(profile, choice, false)?;
     let timeout = Duration::from_secs(args.timeout);
-    let browser =
-        Terminal { open: !args.no_browser, provider: prepared.provider_name().to_owned(), timeout };
+    let browser = Terminal::new(!args.no_browser, prepared.provider_name().to_owned(), timeout);
     let options = FlowOptions { timeout, ..FlowOptions::default() };
     let stored = connect(profile, &store, prepared, &browser, &options).await?;
     out.value(
         &serde_json::to_value(&stored)?,
         &format!(
             "Connected {} ({}); agents call it at /p/{}/...",
-            stored.name, stored.id, stored.name
+            shown(&stored.name),
+            stored.id,
+            shown(&stored.name)
         ),
     )
 }
@@ -110,7 +128,7 @@ pub(crate) async fn reconnect_command(
     }
     let store = key_store(profile, choice, false)?;
     let timeout = Duration::from_secs(args.timeout);
-    let browser = Terminal { open: !args.no_browser, provider: name.to_owned(), timeout };
+    let browser = Terminal::new(!args.no_browser, name.to_owned(), timeout);
     let options = ReconnectOptions {
         client_id: args.client_id,
         client_secret: None,
@@ -121,7 +139,7 @@ pub(crate) async fn reconnect_command(
     let stored = reconnect(profile, &store, name, &browser, options).await?;
     out.value(
         &serde_json::to_value(&stored)?,
-        &format!("Reconnected {} ({}); it is active again.", stored.name, stored.id),
+        &format!("Reconnected {} ({}); it is active again.", shown(&stored.name), stored.id),
     )
 }
 
@@ -209,31 +227,39 @@ pub(crate) async fn refresh_command(
             RefreshReport::Refreshed { credential, expires_at } => {
                 format!(
                     "{:<24} refreshed; the new token {}",
-                    credential.name,
+                    shown(&credential.name),
                     expiry_text(*expires_at)
                 )
             }
             RefreshReport::Fresh { credential, expires_at } => {
-                format!("{:<24} fresh; the token {}", credential.name, expiry_text(*expires_at))
+                format!(
+                    "{:<24} fresh; the token {}",
+                    shown(&credential.name),
+                    expiry_text(*expires_at)
+                )
             }
             RefreshReport::InProgress { credential, expires_at } => format!(
                 "{:<24} being refreshed elsewhere right now; the token {}",
-                credential.name,
+                shown(&credential.name),
                 expiry_text(*expires_at)
             ),
             RefreshReport::ReconnectNeeded { credential } => {
                 attention += 1;
                 format!(
                     "{:<24} reconnect needed: run `latchkey reconnect {}`",
-                    credential.name, credential.name
+                    shown(&credential.name),
+                    shown(&credential.name)
                 )
             }
             RefreshReport::NoRefreshToken { credential } => {
-                format!("{:<24} no refresh token: reconnect it when it expires", credential.name)
+                format!(
+                    "{:<24} no refresh token: reconnect it when it expires",
+                    shown(&credential.name)
+                )
             }
             RefreshReport::Failed { credential, reason } => {
                 attention += 1;
-                format!("{:<24} failed: {reason}", credential.name)
+                format!("{:<24} failed: {reason}", shown(&credential.name))
             }
             _ => String::new(),
         })

@@ -10,12 +10,13 @@ mod job;
 mod people;
 mod policy;
 mod run;
+mod shown;
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use latchkey_client::access::AccessError;
-use latchkey_client::api::{ClientError, codes};
+use latchkey_client::api::{ClientError, InviteCodeError, codes};
 use latchkey_client::approvals::ApprovalError;
 use latchkey_client::connection::ConnectError;
 use latchkey_client::inject::InjectError;
@@ -52,13 +53,14 @@ fn report(error: &anyhow::Error) -> ExitCode {
     let (code, hint) = classify(error);
     #[allow(clippy::print_stderr, reason = "the binary's error report, for a person or a script")]
     {
-        eprintln!("error: {}", message(error));
+        // Messages can carry what the broker or an agent named: never a terminal's controls.
+        eprintln!("error: {}", shown::shown(&message(error)));
         // A refused policy: each of Cedar's problems, with its position, under the error.
         if let Some(PolicyError::Refused { problems }) =
             error.chain().find_map(|c| c.downcast_ref::<PolicyError>())
         {
             for problem in problems {
-                eprintln!("  {problem}");
+                eprintln!("  {}", shown::shown(&problem.to_string()));
             }
         }
         if let Some(hint) = hint {
@@ -159,6 +161,8 @@ fn classify(error: &anyhow::Error) -> Verdict {
                     "give a PEM file of the certificate authorities' certificates (`-----BEGIN CERTIFICATE-----` blocks, no private key)",
                 ),
             ))
+        } else if cause.downcast_ref::<InviteCodeError>().is_some() {
+            Some((2, Some("paste the code exactly as the member who invited you sent it")))
         } else if cause.downcast_ref::<commands::NotFound>().is_some() {
             Some((3, None))
         } else {

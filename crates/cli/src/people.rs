@@ -7,19 +7,19 @@ use anyhow::{Context as _, bail};
 use latchkey_client::api::{BrokerEndpoint, InviteCode, Role};
 use latchkey_client::profile::Profile;
 use latchkey_client::workspace::{Joining, admit_device, join_workspace, receive_keys};
-use latchkey_core::fingerprint::Fingerprint;
-use latchkey_core::ids::{DeviceId, MemberId};
+use latchkey_core::ids::MemberId;
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cli::{DeviceCommand, KeyStoreChoice, MemberCommand, RoleChoice};
-use crate::commands::{Output, client, key_store, parse_id};
+use crate::commands::{Output, client, key_store};
+use crate::shown::shown;
 
 /// The arguments of `workspace join`.
 pub(crate) struct Join {
     pub(crate) broker: BrokerEndpoint,
     pub(crate) member_name: Option<String>,
-    pub(crate) device_of: Option<String>,
+    pub(crate) device_of: Option<MemberId>,
     pub(crate) device_name: String,
     pub(crate) code_stdin: bool,
 }
@@ -32,7 +32,7 @@ pub(crate) async fn join(
     join: Join,
 ) -> anyhow::Result<()> {
     let joining = match (join.device_of, join.member_name) {
-        (Some(member), _) => Joining::ExistingMember(parse_id::<MemberId>(&member, "member")?),
+        (Some(member), _) => Joining::ExistingMember(member),
         (None, Some(name)) => Joining::NewMember { name },
         // clap requires one of the two; kept as an error rather than a panic.
         (None, None) => bail!("pass --member-name (a new member) or --device-of (your own device)"),
@@ -80,8 +80,8 @@ pub(crate) async fn device(
                     lines.push(format!(
                         "{}  {:<20} {:<16} {}{}",
                         device.id,
-                        device.name,
-                        member.name,
+                        shown(&device.name),
+                        shown(&member.name),
                         device.broker_fingerprint,
                         if this { "  (this device)" } else { "" }
                     ));
@@ -89,9 +89,7 @@ pub(crate) async fn device(
             }
             out.list(&json!(values), &lines, "No devices.")
         }
-        DeviceCommand::Admit { id, fingerprint } => {
-            let id = parse_id::<DeviceId>(&id, "device")?;
-            let expected = parse_fingerprint(&fingerprint)?;
+        DeviceCommand::Admit { id, fingerprint: expected } => {
             let store = key_store(profile, choice, false)?;
             let admitted = admit_device(profile, &store, id, &expected).await?;
             let keys: Vec<&str> = admitted
@@ -117,9 +115,8 @@ pub(crate) async fn device(
             )
         }
         DeviceCommand::ReceiveKeys { from } => {
-            let sender = parse_fingerprint(&from)?;
             let store = key_store(profile, choice, false)?;
-            let received = receive_keys(profile, &store, Some(&sender)).await?;
+            let received = receive_keys(profile, &store, Some(&from)).await?;
             out.value(
                 &json!({
                     "workspace_keys": received.workspace_keys,
@@ -133,7 +130,6 @@ pub(crate) async fn device(
             )
         }
         DeviceCommand::Remove { id } => {
-            let id = parse_id::<DeviceId>(&id, "device")?;
             let removal = client(profile, choice).await?.remove_device(id).await?;
             let advice = if removal.rotation_recommended {
                 "\nIt held the workspace key: rotate it with `latchkey rotate`."
@@ -169,7 +165,7 @@ pub(crate) async fn member(
                     format!(
                         "{}  {:<20} {role:<7} {} device{}",
                         m.id,
-                        m.name,
+                        shown(&m.name),
                         m.devices.len(),
                         if m.devices.len() == 1 { "" } else { "s" }
                     )
@@ -178,7 +174,6 @@ pub(crate) async fn member(
             out.list(&serde_json::to_value(&members)?, &lines, "No members.")
         }
         MemberCommand::Remove { id } => {
-            let id = parse_id::<MemberId>(&id, "member")?;
             let removal = client.remove_member(id).await?;
             let advice = if removal.rotation_recommended {
                 "\nTheir devices held the workspace key: rotate it with `latchkey rotate`."
@@ -195,7 +190,6 @@ pub(crate) async fn member(
             )
         }
         MemberCommand::Role { id, role } => {
-            let id = parse_id::<MemberId>(&id, "member")?;
             let role = match role {
                 RoleChoice::Admin => Role::Admin,
                 RoleChoice::Member => Role::Member,
@@ -210,14 +204,6 @@ pub(crate) async fn member(
             )
         }
     }
-}
-
-fn parse_fingerprint(text: &str) -> anyhow::Result<Fingerprint> {
-    text.parse().map_err(|_| {
-        anyhow::anyhow!(
-            "{text:?} is not a fingerprint: type the 24 letters and digits shown on the other device (dashes optional)"
-        )
-    })
 }
 
 /// The invite code from stdin or a hidden prompt (it is a secret until used).

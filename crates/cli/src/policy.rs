@@ -3,14 +3,14 @@
 use std::io::Read as _;
 
 use anyhow::{Context as _, bail};
-use latchkey_client::api::{Decision, GrantKind, NewPolicy, PolicyId};
+use latchkey_client::api::{Decision, GrantKind, NewPolicy};
 use latchkey_client::policies::{CallToCheck, InjectToCheck, check_call, check_inject, set_policy};
 use latchkey_client::profile::Profile;
-use latchkey_core::ids::AgentId;
 use serde_json::json;
 
 use crate::cli::{GrantChoice, KeyStoreChoice, PolicyCommand};
-use crate::commands::{Output, client, parse_duration, parse_id, parse_method};
+use crate::commands::{Output, client};
+use crate::shown::shown;
 
 /// Largest policy file read (the broker takes at most 16 KiB of source).
 const MAX_POLICY_FILE_BYTES: u64 = 64 * 1024;
@@ -33,13 +33,12 @@ pub(crate) async fn policy(
                         (true, true) => "enabled",
                         (false, true) => "disabled",
                     };
-                    format!("{:<36} {state:<8} {}", p.id, p.description)
+                    format!("{:<36} {state:<8} {}", shown(p.id.as_str()), shown(&p.description))
                 })
                 .collect();
             out.list(&serde_json::to_value(&policies)?, &lines, "No policies.")
         }
         PolicyCommand::Set { id, file, description, disabled } => {
-            let id: PolicyId = id.parse()?;
             let source = read_source(&file)?;
             let client = client(profile, choice).await?;
             let saved = set_policy(
@@ -59,7 +58,6 @@ pub(crate) async fn policy(
             out.value(&serde_json::to_value(&saved)?, &text)
         }
         PolicyCommand::Remove { id } => {
-            let id: PolicyId = id.parse()?;
             client(profile, choice).await?.delete_policy(&id).await?;
             out.value(&json!({"deleted": id}), &format!("Deleted policy {id}."))
         }
@@ -74,11 +72,10 @@ pub(crate) async fn policy(
             ttl,
             command_name,
         } => {
-            let agent = parse_id::<AgentId>(&agent, "agent")?;
             let client = client(profile, choice).await?;
             let (decision, subject) = if inject {
                 let command = command_name.as_deref().unwrap_or("unnamed");
-                let lifetime_secs = parse_duration(&ttl)?;
+                let lifetime_secs = ttl.secs;
                 let decision = check_inject(
                     &client,
                     &InjectToCheck {
@@ -95,7 +92,6 @@ pub(crate) async fn policy(
                 let (Some(method), Some(path)) = (method, path) else {
                     bail!("check a call with --method and --path, or an inject with --inject");
                 };
-                let method = parse_method(&method)?;
                 let grant = match grant {
                     GrantChoice::Standing => GrantKind::Standing,
                     GrantChoice::SingleUse => GrantKind::SingleUse,
@@ -123,10 +119,13 @@ pub(crate) async fn policy(
             };
             let mut text = format!("{subject}: {verdict}");
             if !decision.policies.is_empty() {
-                text.push_str(&format!(" (policies: {})", decision.policies.join(", ")));
+                text.push_str(&format!(
+                    " (policies: {})",
+                    crate::shown::shown_all(&decision.policies, ", ")
+                ));
             }
             for error in &decision.errors {
-                text.push_str(&format!("\nevaluation error: {error}"));
+                text.push_str(&format!("\nevaluation error: {}", shown(error)));
             }
             out.value(&serde_json::to_value(&decision)?, &text)
         }

@@ -22,7 +22,7 @@ use latchkey_core::token::AgentToken;
 use zeroize::Zeroizing;
 
 use crate::cli::{KeyStoreChoice, LocalAccess, RunAccess};
-use crate::commands::{LocalSession, key_store, parse_duration, parse_id, sdk_environment};
+use crate::commands::{LocalSession, key_store, sdk_environment};
 use crate::job::Job;
 
 /// Where the agent's token comes from.
@@ -81,9 +81,9 @@ pub(crate) async fn run(
 ) -> anyhow::Result<()> {
     let specs =
         access.inject.iter().map(|s| InjectSpec::parse(s)).collect::<anyhow::Result<Vec<_>>>()?;
-    let lifetime_secs = if specs.is_empty() { None } else { Some(parse_duration(&access.ttl)?) };
+    let lifetime_secs = if specs.is_empty() { None } else { Some(access.ttl.secs) };
     let Some(program) = command.first() else { bail!("name the command to run after --") };
-    let agent = parse_id::<AgentId>(&access.agent, "agent")?;
+    let agent = access.agent;
     let token = Zeroizing::new(std::env::var(AGENT_TOKEN_ENV).with_context(|| {
         format!(
             "set {AGENT_TOKEN_ENV} to the agent's token (it is passed to the command where its SDKs expect a key, and proves the agent for --inject)"
@@ -104,7 +104,7 @@ pub(crate) async fn run(
     };
 
     let proxied = (!access.credentials.is_empty()).then(|| LocalAccess {
-        agent: access.agent.clone(),
+        agent: access.agent,
         credentials: access.credentials.clone(),
         methods: access.methods.clone(),
         paths: access.paths.clone(),

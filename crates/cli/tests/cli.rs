@@ -348,9 +348,66 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
     assert_eq!(code, 1, "an invalid profile name is refused: {err}");
     assert_snapshot("error-bad-profile", &err);
 
+    // A value that cannot be what its argument names is a usage error, refused while the
+    // command line is read: before any profile, key store or broker is opened.
     let (code, _, err) = latchkey.run(&["agent", "revoke", "not-an-id"], None).await;
-    assert_eq!(code, 1, "a malformed id is refused before anything is opened: {err}");
+    assert_eq!(
+        code, 2,
+        "a malformed id is a usage error, refused before anything is opened: {err}"
+    );
     assert_snapshot("error-bad-id", &err);
+    let some_agent = "0f8e1c2d-0000-4000-8000-000000000000";
+    let grant = |method: &'static str, duration: &'static str| {
+        ["grant", "create", "--agent", some_agent, "--credential", "x", "--method", method]
+            .into_iter()
+            .chain(["--path", "/**", "--for", duration])
+            .collect::<Vec<_>>()
+    };
+    let (code, _, err) = latchkey.run(&grant("GET", "8 hours"), None).await;
+    assert_eq!(code, 2, "a malformed --for is a usage error: {err}");
+    assert_snapshot("error-bad-duration", &err);
+    let (code, _, err) = latchkey.run(&grant("FETCH", "8h"), None).await;
+    assert_eq!(code, 2, "an unknown --method is a usage error: {err}");
+    assert_snapshot("error-bad-method", &err);
+    for (args, why) in [
+        (&["audit", "list", "--agent", "notuuid"][..], "a malformed --agent filter"),
+        (&["grant", "list", "--agent", "notuuid"][..], "a malformed --agent filter of grants"),
+        (&["approvals", "deny", "nope"][..], "a malformed approval id"),
+        (&["device", "receive-keys", "--from", "nope"][..], "a malformed fingerprint"),
+        (&["policy", "remove", "check"][..], "a name that is not a policy id"),
+        (
+            &["proxy", "--agent", some_agent, "--credential", "c", "--for", "soon"][..],
+            "a bad --for",
+        ),
+        (
+            &["proxy", "--agent", some_agent, "--credential", "c", "--method", "BREW"][..],
+            "a bad --method",
+        ),
+        (
+            &["run", "--agent", "nope", "--credential", "c", "--", "true"][..],
+            "a malformed agent id",
+        ),
+    ] {
+        let (code, _, err) = latchkey.run(args, None).await;
+        assert_eq!(code, 2, "{why} is a usage error (exit code 2), not a failure: {err}");
+        assert!(err.starts_with("error: invalid value"), "{why}: clap names the value: {err}");
+    }
+    let (code, _, err) = latchkey
+        .run(
+            &[
+                "workspace",
+                "join",
+                "--broker",
+                "http://127.0.0.1:9",
+                "--member-name",
+                "B",
+                "--code-stdin",
+            ],
+            Some("not an invite code"),
+        )
+        .await;
+    assert_eq!(code, 2, "a malformed invite code is a usage error: {err}");
+    assert_snapshot("error-bad-invite-code", &err);
 
     let (code, _, err) = latchkey.run(&["grant", "create", "--agent", "x"], None).await;
     assert_eq!(code, 2, "a usage error is exit code 2: {err}");
@@ -374,7 +431,7 @@ async fn errors_are_one_line_with_a_hint_and_a_documented_exit_code() {
             None,
         )
         .await;
-    assert_eq!(code, 1, "a bad URL is refused before anything is created: {err}");
+    assert_eq!(code, 2, "a bad URL is a usage error, refused before anything is created: {err}");
     assert!(err.contains("--broker"), "the message names the flag: {err}");
 }
 
@@ -763,6 +820,13 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     let (code, text, _) = ada.run(&["credential", "list"], None).await;
     assert_eq!(code, 0);
     assert!(text.contains("openai") && !text.contains(API_KEY), "{text}");
+    let (code, shown, _) = ada.run(&["credential", "show", "openai"], None).await;
+    assert_eq!(code, 0);
+    assert!(shown.contains("status         active"), "{shown}");
+    assert!(
+        text.contains(" active ") && !text.contains("Active"),
+        "the listing words a status as `credential show` does, not as a Rust name: {text}"
+    );
 
     // A recovery kit, never overwriting a file.
     let kit = ada.dir.path().join("kit.txt");
@@ -770,6 +834,12 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     ada.json(&["recovery", "export", "--out", &kit_arg], None).await;
     let kit_text = std::fs::read_to_string(&kit).unwrap();
     assert!(kit_text.starts_with("LATCHKEY RECOVERY KIT v1"));
+    #[cfg(unix)]
+    for (file, what) in [(&kit, "a recovery kit"), (&csv, "an audit export")] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{what} is readable by its owner alone, not {mode:o}");
+    }
     let (code, _, err) = ada.run(&["recovery", "export", "--out", &kit_arg], None).await;
     assert_eq!(code, 1, "an existing kit file is never overwritten: {err}");
     let again = ada.json(&["recovery", "import", &kit_arg], None).await;
@@ -970,6 +1040,20 @@ async fn run_gives_a_command_a_local_proxy_for_its_lifetime_and_passes_its_exit_
         ada.run(&["run", "--agent", &agent_id, "--credential", "models", "--", "true"], None).await;
     assert_eq!(code, 1, "without LATCHKEY_AGENT_TOKEN, run refuses: {err}");
     assert!(err.contains("LATCHKEY_AGENT_TOKEN"), "{err}");
+
+    // A proxy whose port is taken stops before it grants anything.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = ada
+        .run(&["proxy", "--agent", &agent_id, "--credential", "models", "--listen", &listen], None)
+        .await;
+    assert_eq!(code, 1, "a proxy that cannot listen fails: {err}");
+    assert!(err.contains("cannot listen"), "and says why: {err}");
+    let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    let live: Vec<&Value> =
+        grants.as_array().unwrap().iter().filter(|g| !g["revoked_at"].is_u64()).collect();
+    assert!(live.is_empty(), "a proxy that never started leaves no live grant: {live:?}");
+    drop(taken);
     let _ = stop.send(());
 }
 
@@ -1223,7 +1307,7 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     assert!(lines[1].starts_with("  line 2, column "), "each problem with its position: {err}");
     assert!(lines.last().unwrap().starts_with("hint: "), "{err}");
     let (code, _, err) = ada.run(&["policy", "set", "check", "--file", &policy_path], None).await;
-    assert_eq!(code, 1, "`check` is not a policy id: {err}");
+    assert_eq!(code, 2, "`check` is not a policy id, a usage error: {err}");
 
     // Members, roles, and listings as JSON.
     let role = ada.json(&["member", "role", &grace_member, "admin"], None).await;
@@ -1391,7 +1475,7 @@ async fn held_calls_are_listed_approved_and_denied_from_the_terminal() {
         ada.run(&["approvals", "approve", "0f8e1c2d-0000-4000-8000-000000000000"], None).await;
     assert_eq!(code, 3, "an unknown approval is `not found`: {err}");
     let (code, _, err) = ada.run(&["approvals", "approve", "nope"], None).await;
-    assert_eq!(code, 1, "a malformed id is refused before anything is sent: {err}");
+    assert_eq!(code, 2, "a malformed id is a usage error, refused before anything is sent: {err}");
     let _ = stop.send(());
 }
 
@@ -1542,8 +1626,27 @@ async fn the_watch_prompt_shows_a_held_call_in_full_and_the_answer_decides_it() 
     let (status, text) = call.await.unwrap();
     assert_eq!(status, 403, "denying refuses the held call: {text}");
     assert!(text.contains("approval_denied"), "with the documented code: {text}");
-    watch.until(true, from, "Denied.", "the denial is confirmed").await;
+    let from = from + watch.until(true, from, "Denied.", "the denial is confirmed").await.len();
     assert_eq!(seen.lock().unwrap().len(), 1, "a denied call never reaches the upstream");
+
+    // An agent cannot write to the approver's terminal: query names with escape sequences
+    // (clear the screen, move the cursor home) or a right-to-left override are shown escaped.
+    let call = held("/v1/chat?%1B%5B2J%1B%5BHinnocent=1&%E2%80%AEtxt.exe=2", "{}");
+    let prompt = watch.until(true, from, "[s]kip? ", "the disguised call is asked about").await;
+    assert!(
+        !prompt.contains('\u{1b}') && !prompt.contains('\u{202e}'),
+        "no control character the agent chose reaches the terminal:\n{prompt:?}"
+    );
+    assert!(
+        prompt.contains("\\u{1b}[2J\\u{1b}[Hinnocent, \\u{202e}txt.exe (names only)"),
+        "they are shown, escaped, for the approver to see:\n{prompt}"
+    );
+    watch.answer("d").await;
+    let (status, text) = call.await.unwrap();
+    assert_eq!(status, 403, "the disguised call is denied: {text}");
+    let (code, listed, _) = ada.run(&["approvals", "list", "--all"], None).await;
+    assert_eq!(code, 0);
+    assert!(!listed.contains('\u{1b}'), "nor does the listing carry one: {listed:?}");
     assert!(
         watch.child.try_wait().unwrap().is_none(),
         "the watch goes on after answering: {}",
@@ -1965,6 +2068,53 @@ async fn credential_refresh_rotates_on_the_device_and_a_refused_grant_needs_a_re
     let all: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(all[0]["outcome"], "reconnect_needed", "every outcome is printed first: {all}");
     assert!(err.contains("1 of 1 connections"), "{err}");
+    let _ = stop.send(());
+}
+
+/// `LATCHKEY_BROWSER` names the program that opens the sign-in link, as for the desktop app.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_opens_the_sign_in_link_with_the_browser_latchkey_browser_names() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let (broker, _broker_dir, stop) = start_broker().await;
+    let ada = Latchkey::new();
+    ada.json(
+        &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+        None,
+    )
+    .await;
+    let opened = ada.dir.path().join("opened.txt");
+    let program = ada.dir.path().join("browser.sh");
+    std::fs::write(&program, format!("#!/bin/sh\nprintf '%s' \"$1\" > '{}'\n", opened.display()))
+        .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut command = ada.command(&[
+        "connect",
+        "custom-oauth2",
+        "--name",
+        "idp",
+        "--base-url",
+        "http://127.0.0.1:9/api",
+        "--authorize-url",
+        "http://127.0.0.1:9/authorize",
+        "--token-url",
+        "http://127.0.0.1:9/token",
+        "--client-id",
+        "cli-test",
+        "--timeout",
+        "2",
+    ]);
+    command.env("LATCHKEY_BROWSER", &program);
+    let (code, _, err) = finish(command, None).await;
+    assert_eq!(code, 1, "nobody signs in, so the sign-in times out: {err}");
+    let url = std::fs::read_to_string(&opened)
+        .unwrap_or_else(|e| panic!("the program LATCHKEY_BROWSER names was not run ({e}): {err}"));
+    assert!(
+        url.starts_with("http://127.0.0.1:9/authorize?") && url.contains("code_challenge="),
+        "it was given the sign-in link: {url}"
+    );
+    assert!(err.contains(&url), "the link is printed as well: {err}");
     let _ = stop.send(());
 }
 

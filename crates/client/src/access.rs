@@ -38,7 +38,7 @@ use crate::api::{
     NewCredential,
 };
 use crate::catalog::{Catalog, KeyFormatError, Provider};
-use crate::keychain::SharedKeyStore;
+use crate::keychain::{KeychainError, SharedKeyStore};
 use crate::profile::{Profile, ProfileConfig};
 use crate::workspace::{WorkspaceError, on_store, signed_in};
 
@@ -70,6 +70,19 @@ pub enum AccessError {
         what: &'static str,
         /// The version needed.
         version: KeyVersion,
+    },
+    /// The broker's key is at a newer version than any this device holds: another device
+    /// rotated it and did not send the new version here. Nothing was generated or stored.
+    #[error(
+        "the {what} was rotated to version {current} elsewhere and this device holds version {held} only: ask an admin (for your member key, your other device) to send it the new key by admitting this device again (`latchkey device admit`), then run `latchkey device receive-keys --from <their fingerprint>` here"
+    )]
+    KeyBehind {
+        /// "workspace key" or "member key".
+        what: &'static str,
+        /// The newest version this device holds.
+        held: KeyVersion,
+        /// The version the broker's credentials are sealed under.
+        current: KeyVersion,
     },
     /// No credential with this name is visible to this member.
     #[error(
@@ -592,18 +605,27 @@ pub(crate) async fn record_key(
     credential: CredentialId,
 ) -> Result<RecordKey, AccessError> {
     let workspace = config.workspace;
-    let missing = |what| AccessError::MissingKey { what, version };
+    // Only an absent key means "receive your keys"; a locked, corrupt or unreadable key store
+    // is reported as what it is.
+    let missing = |what| {
+        move |error| match error {
+            WorkspaceError::Keychain(KeychainError::Missing { .. }) => {
+                AccessError::MissingKey { what, version }
+            }
+            other => AccessError::Workspace(other),
+        }
+    };
     match owner {
         Owner::Shared => {
             let key = on_store(store, move |s| s.load_workspace_key(workspace, version))
                 .await
-                .map_err(|_| missing("workspace key"))?;
+                .map_err(missing("workspace key"))?;
             Ok(key.record_key(credential)?)
         }
         Owner::Member(member) => {
             let key = on_store(store, move |s| s.load_member_key(workspace, member, version))
                 .await
-                .map_err(|_| missing("member key"))?;
+                .map_err(missing("member key"))?;
             Ok(key.record_key(credential)?)
         }
     }
@@ -611,4 +633,114 @@ pub(crate) async fn record_key(
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use latchkey_core::ids::{CredentialId, DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
+    use zeroize::Zeroizing;
+
+    use super::{AccessError, record_key};
+    use crate::keychain::{KeySlot, KeyStore, KeychainError, SharedKeyStore};
+    use crate::profile::{KeyStoreKind, ProfileConfig, ProfileName};
+    use crate::workspace::WorkspaceError;
+
+    /// A key store whose every read fails with the error `fail` makes.
+    #[derive(Debug)]
+    struct Failing {
+        profile: ProfileName,
+        fail: fn() -> KeychainError,
+    }
+
+    impl KeyStore for Failing {
+        fn profile(&self) -> &ProfileName {
+            &self.profile
+        }
+
+        fn kind(&self) -> KeyStoreKind {
+            KeyStoreKind::EncryptedFile
+        }
+
+        fn write_entry(&self, _slot: &KeySlot, _value: &[u8]) -> Result<(), KeychainError> {
+            Err((self.fail)())
+        }
+
+        fn read_entry(&self, _slot: &KeySlot) -> Result<Zeroizing<Vec<u8>>, KeychainError> {
+            Err((self.fail)())
+        }
+
+        fn delete_entry(&self, _slot: &KeySlot) -> Result<(), KeychainError> {
+            Ok(())
+        }
+    }
+
+    fn config() -> ProfileConfig {
+        ProfileConfig {
+            broker_url: "http://127.0.0.1:8740".parse().unwrap(),
+            broker_ca: None,
+            workspace: WorkspaceId::random(),
+            member: MemberId::random(),
+            device: DeviceId::random(),
+            key_store: KeyStoreKind::EncryptedFile,
+            workspace_key_version: Some(KeyVersion::FIRST),
+            member_key_version: Some(KeyVersion::FIRST),
+            trusted_devices: Vec::new(),
+        }
+    }
+
+    async fn record_key_failing_with(
+        fail: fn() -> KeychainError,
+        owner: Owner,
+    ) -> Result<(), AccessError> {
+        let store: SharedKeyStore =
+            Arc::new(Failing { profile: ProfileName::named("test").unwrap(), fail });
+        record_key(&store, &config(), owner, KeyVersion::FIRST, CredentialId::random())
+            .await
+            .map(drop)
+    }
+
+    #[tokio::test]
+    async fn only_an_absent_key_is_reported_as_missing_and_other_key_store_failures_stay_typed() {
+        for owner in [Owner::Shared, Owner::Member(MemberId::random())] {
+            let missing = || KeychainError::Missing {
+                profile: "test".into(),
+                what: "workspace key",
+                entry: "workspace/x/key-v1".into(),
+            };
+            let error = record_key_failing_with(missing, owner).await;
+            assert!(
+                matches!(
+                    error,
+                    Err(AccessError::MissingKey { version, .. }) if version == KeyVersion::FIRST
+                ),
+                "an absent key means this device must receive its keys: {error:?}"
+            );
+
+            let locked = record_key_failing_with(|| KeychainError::Locked, owner).await;
+            assert!(
+                matches!(
+                    locked,
+                    Err(AccessError::Workspace(WorkspaceError::Keychain(KeychainError::Locked)))
+                ),
+                "a locked key store is not a missing key (it has its own fix and exit code): {locked:?}"
+            );
+            let corrupt = || KeychainError::Corrupt {
+                profile: "test".into(),
+                entry: "workspace/x/key-v1".into(),
+                reason: "not 32 bytes",
+            };
+            let corrupt = record_key_failing_with(corrupt, owner).await;
+            assert!(
+                matches!(
+                    corrupt,
+                    Err(AccessError::Workspace(WorkspaceError::Keychain(
+                        KeychainError::Corrupt { .. }
+                    )))
+                ),
+                "a corrupt entry is reported as corrupt, not as missing: {corrupt:?}"
+            );
+        }
+    }
 }

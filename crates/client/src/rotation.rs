@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! 1. the next version's key: the one a previous, interrupted attempt left in the key store,
-//!    or a new one, written to the key store before the broker hears of it
+//!    or a new one, written to the key store before the broker hears of it (none if the
+//!    broker's credentials are already past this device's version: the new key was not sent
+//!    here, and the error says how to receive it)
 //! 2. every credential of the key: fetched, opened under the old version, re-sealed under the
 //!    new one, and the new envelope opened again to prove it (nothing is sent otherwise)
 //! 3. the new key wrapped to every active device that must hold it and that this device trusts
@@ -189,6 +191,14 @@ pub async fn rotate(
         });
     }
 
+    // The broker already past `from`: another device rotated and this one was not sent the new
+    // key. A key generated here could never be committed, so none is made or stored.
+    let credentials: Vec<_> =
+        client.credentials().await?.into_iter().filter(|c| c.owner == owner).collect();
+    if let Some(current) = credentials.iter().map(|c| c.key_version).filter(|v| *v > from).max() {
+        return Err(AccessError::KeyBehind { what, held: from, current });
+    }
+
     // 1. The new key, stored before anything else happens.
     let new = match pending {
         Some(key) => key,
@@ -207,8 +217,6 @@ pub async fn rotate(
     };
 
     // 2. Every credential of the key, re-sealed and verified.
-    let credentials: Vec<_> =
-        client.credentials().await?.into_iter().filter(|c| c.owner == owner).collect();
     let total = credentials.len();
     let mut resealed = Vec::with_capacity(total);
     for (done, credential) in credentials.iter().enumerate() {

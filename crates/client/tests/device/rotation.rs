@@ -12,7 +12,7 @@
 use crate::common;
 
 use common::{Machine, TestBroker};
-use latchkey_client::access::{NewApiKey, add_api_key};
+use latchkey_client::access::{AccessError, NewApiKey, add_api_key};
 use latchkey_client::api::{BrokerClient, InviteFor};
 use latchkey_client::rotation::{RotationProgress, RotationScope, rotate};
 use latchkey_client::workspace::{
@@ -260,5 +260,69 @@ async fn the_new_key_goes_only_to_devices_whose_fingerprint_was_confirmed_here()
         pending.store.load_workspace_key(created.workspace, v2()).is_err(),
         "the unadmitted device holds no new key"
     );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_left_out_of_a_rotation_stores_no_key_of_its_own_and_is_told_to_receive_it() {
+    let broker = TestBroker::start().await;
+    let (ada, created) = admin_with_credentials(&broker).await;
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let code = client.create_invite(InviteFor::Device(created.member), None).await.unwrap().code;
+    let desktop = Machine::new("ada-desktop");
+    let joined = join_workspace(
+        &desktop.profile,
+        &desktop.store,
+        &broker.url,
+        &code,
+        &Joining::ExistingMember(created.member),
+        "desktop",
+    )
+    .await
+    .unwrap();
+    let admitted =
+        admit_device(&ada.profile, &ada.store, joined.device, &joined.fingerprint).await.unwrap();
+    receive_keys(&desktop.profile, &desktop.store, Some(&admitted.fingerprint)).await.unwrap();
+
+    // The laptop no longer trusts the desktop, so its rotation does not send it the new key.
+    let mut config = ada.profile.load_config().unwrap();
+    config.trusted_devices.retain(|t| t.id != joined.device);
+    ada.profile.save_config(&config).unwrap();
+    let summary = rotate(&ada.profile, &ada.store, RotationScope::Shared, &|_| {}).await.unwrap();
+    assert_eq!(summary.not_sent, vec![joined.device], "the desktop was left out");
+
+    for attempt in 1..=2 {
+        let refused =
+            rotate(&desktop.profile, &desktop.store, RotationScope::Shared, &|_| {}).await;
+        assert!(
+            matches!(
+                refused,
+                Err(AccessError::KeyBehind { held, current, .. }) if held == V1 && current == v2()
+            ),
+            "attempt {attempt}: a device behind the broker is told to receive the new key, not \
+             that someone rotated meanwhile: {refused:?}"
+        );
+        let message = refused.unwrap_err().to_string();
+        assert!(
+            message.contains("receive-keys") && message.contains("device admit"),
+            "the message names the fix: {message}"
+        );
+        assert!(
+            desktop.store.load_workspace_key(created.workspace, v2()).is_err(),
+            "attempt {attempt}: no key of its own for version 2 was stored on the desktop"
+        );
+        assert_eq!(desktop.profile.load_config().unwrap().workspace_key_version, Some(V1));
+    }
+    for credential in client.credentials().await.unwrap() {
+        if credential.owner == Owner::Shared {
+            assert_eq!(
+                credential.key_version,
+                v2(),
+                "{} stays at the laptop's version",
+                credential.name
+            );
+        }
+    }
+    assert_all_readable(&ada, &client, &created).await;
     broker.stop().await;
 }
