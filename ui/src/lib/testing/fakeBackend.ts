@@ -258,6 +258,8 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     connect_oauth: (a) => {
       const p = PROVIDERS.find((x) => x.id === a.provider);
       if (!p) throw err('unknown_provider', 'Unknown provider.');
+      // One sign-in at a time, as the shell: another waits until it ends or is cancelled.
+      if (pendingConnect) throw err('connect_in_progress', 'a sign-in is already under way: finish or cancel it first');
       return new Promise<Integration>((resolve, reject) => {
         pendingConnect = {
           resolve,
