@@ -17,6 +17,7 @@ afterEach(() => {
 describe('policies', () => {
   it('renders policy_invalid problems at their line in the editor', async () => {
     const b = setup();
+    await refreshStatus();
     b.failNext('save_policy', {
       code: 'policy_invalid',
       message: 'line 3: unexpected token',
@@ -40,6 +41,7 @@ describe('policies', () => {
 
   it('saves a policy from a template', async () => {
     const b = setup();
+    await refreshStatus();
     const user = userEvent.setup();
     render(Policies);
     await user.click(await screen.findByTestId('new-policy'));
@@ -98,6 +100,27 @@ describe('policies', () => {
     await user.click(within(tester).getByTestId('test-mode-call'));
     expect(within(tester).getByTestId('test-method')).toBeInTheDocument();
     expect(screen.queryByTestId('check-result'), 'switching modes clears the last answer').toBeNull();
+  });
+
+  it('is read-only for a member, whose changes the server refuses; the tester still works', async () => {
+    const b = setup();
+    b.status.workspace = { ...b.status.workspace!, role: 'member' };
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Policies);
+    expect(await screen.findByTestId('policies-read-only')).toHaveTextContent('Only admins change policies');
+    expect(screen.queryByTestId('new-policy'), 'a member is not offered a new policy').toBeNull();
+    const row = await screen.findByTestId('policy-read-only');
+    expect(within(row).getByTestId('policy-enabled'), 'a member cannot switch a policy').toBeDisabled();
+    await user.click(within(row).getByRole('button', { name: 'Read policy read-only' }));
+    expect(screen.getByTestId('policy-source'), 'a member reads the source').toHaveAttribute('readonly');
+    expect(screen.queryByTestId('save-policy'), 'no Save a member would see refused').toBeNull();
+    expect(screen.queryByTestId('delete-policy'), 'no Delete either').toBeNull();
+    const tester = screen.getByTestId('policy-tester');
+    await waitFor(() => expect((within(tester).getByTestId('test-agent') as HTMLSelectElement).value).toBe('agent_ci'));
+    await user.click(within(tester).getByTestId('test-submit'));
+    expect(await screen.findByTestId('check-result'), 'the tester is for members too').toHaveTextContent('Allowed');
+    expect(b.callsOf('save_policy')).toEqual([]);
   });
 });
 

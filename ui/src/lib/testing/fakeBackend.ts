@@ -89,6 +89,9 @@ function err(code: string, message: string, extra: Record<string, unknown> = {})
   return { code, message, ...extra } as ApiError;
 }
 
+/** The broker's refusal of an admin's action by anyone else. */
+const forbidden = () => err('forbidden', 'only a workspace admin can do this; ask an admin of your workspace');
+
 /** A deliberately small Cedar sanity check, enough to demo inline problems. */
 export function lintCedar(source: string): PolicyProblem[] {
   const problems: PolicyProblem[] = [];
@@ -123,7 +126,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
   const id = (p: string) => `${p}_${nextId++}`;
   const failures = new Map<string, ApiError>();
   let admitCountdown = opts.admitAfter ?? 1;
-  let pendingConnect: { resolve: (i: Integration) => void; reject: (e: ApiError) => void; make: () => Integration } | null = null;
+  let pendingConnect: { resolve: (i: Integration) => void; reject: (e: ApiError) => void; make: () => Integration; refuse?: boolean } | null = null;
 
   const b: FakeBackend = {
     status: seedStatus(!opts.fresh),
@@ -157,7 +160,10 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       return ap;
     },
     completeConnect() {
-      if (pendingConnect) {
+      if (pendingConnect?.refuse) {
+        pendingConnect.reject(forbidden());
+        pendingConnect = null;
+      } else if (pendingConnect) {
         const i = pendingConnect.make();
         b.integrations.push(i);
         pendingConnect.resolve(i);
@@ -168,6 +174,10 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       return b.calls.filter((c) => c.cmd === cmd).map((c) => c.args);
     },
   };
+
+  function isAdmin() {
+    return b.status.workspace?.role === 'admin';
+  }
 
   function syncPending() {
     b.status.pendingApprovals = b.approvals.filter((a) => a.status === 'pending').length;
@@ -246,6 +256,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       const p = PROVIDERS.find((x) => x.id === a.provider);
       if (!p) throw err('unknown_provider', 'Unknown provider.');
       opts.inspectSecret?.(String(a.secret));
+      if (a.shared && !isAdmin()) throw forbidden();
       if (String(a.secret).length < 8) throw err('invalid_key', 'That key looks too short.');
       const i: Integration = {
         id: id('cred'), name: String(a.name), provider: p.id, providerName: p.name, kind: 'api_key',
@@ -260,10 +271,13 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       if (!p) throw err('unknown_provider', 'Unknown provider.');
       // One sign-in at a time, as the shell: another waits until it ends or is cancelled.
       if (pendingConnect) throw err('connect_in_progress', 'a sign-in is already under way: finish or cancel it first');
+      // The broker refuses a member's shared credential only when the sign-in stores it.
+      const refuse = Boolean(a.shared) && !isAdmin();
       return new Promise<Integration>((resolve, reject) => {
         pendingConnect = {
           resolve,
           reject,
+          refuse,
           make: () => ({
             id: id('cred'), name: String(a.name), provider: p.id, providerName: p.name, kind: 'oauth2',
             upstreamBaseUrl: p.apiBaseUrl, allowedHosts: p.allowedHosts, owner: a.shared ? 'shared' : 'personal',
@@ -335,6 +349,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     list_policies: () => structuredClone(b.policies),
     policy_templates: () => structuredClone(TEMPLATES),
     save_policy: (a) => {
+      if (!isAdmin()) throw forbidden();
       const problems = lintCedar(String(a.source));
       if (problems.length)
         throw err('policy_invalid', problems.map((p) => (p.line ? `line ${p.line}: ${p.message}` : p.message)).join('; '), { problems });
@@ -343,6 +358,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       return { ...p };
     },
     delete_policy: (a) => {
+      if (!isAdmin()) throw forbidden();
       b.policies = b.policies.filter((x) => x.id !== a.id);
       return null;
     },
