@@ -234,6 +234,7 @@ impl Backend for Fake {
         self.seen.lock().unwrap().injects.push(inject);
         Ok(CheckResult {
             allowed: true,
+            verdict: crate::view::Verdict::Allow,
             policy_ids: vec!["short-named-injects".into()],
             reason: "allowed: a policy permits it and none forbids it".into(),
         })
@@ -607,6 +608,7 @@ fn an_inject_check_needs_a_lifetime_within_a_day_and_a_command_before_the_backen
         )
         .expect("a valid inject is checked");
     assert_eq!(result["allowed"], true);
+    assert_eq!(result["verdict"], "allow", "the tester reads the three-way verdict");
     assert_eq!(result["policyIds"], json!(["short-named-injects"]));
     let seen = h.fake.seen.lock().unwrap();
     assert_eq!(

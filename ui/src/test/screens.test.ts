@@ -74,6 +74,27 @@ describe('policies', () => {
     expect(within(res).getByTestId('check-asked'), 'editing the fields does not relabel the last verdict').toHaveTextContent(asked);
   });
 
+  it('tells a call held for approval from an allowed and a denied one', async () => {
+    const b = setup();
+    b.policies.push({ id: 'approve-writes', description: 'Writes need a human', source: '@approval("required")\npermit (principal, action, resource);\n', enabled: true, updatedAt: 1, problems: [] });
+    const user = userEvent.setup();
+    render(Policies);
+    const tester = await screen.findByTestId('policy-tester');
+    await waitFor(() => expect((within(tester).getByTestId('test-agent') as HTMLSelectElement).value).toBe('agent_ci'));
+    const verdict = async (method: string) => {
+      await user.selectOptions(within(tester).getByTestId('test-method'), method);
+      await user.click(within(tester).getByTestId('test-submit'));
+      await waitFor(() => expect(screen.getByTestId('check-asked')).toHaveTextContent(`${method} /`));
+      return screen.getByTestId('check-result');
+    };
+    const held = await verdict('POST');
+    expect(held, 'a call that waits for an approval is not "Denied"').toHaveTextContent(/^Held for approval/);
+    expect(held).toHaveAttribute('data-verdict', 'approval');
+    expect(held).toHaveTextContent('approve-writes');
+    expect(await verdict('GET')).toHaveTextContent(/^Allowed/);
+    expect(await verdict('DELETE'), 'a forbidden call is denied, and no approval changes that').toHaveTextContent(/^Denied/);
+  });
+
   it('checks an inject with its lifetime and command through check_inject', async () => {
     const b = setup();
     const user = userEvent.setup();

@@ -140,7 +140,11 @@ export type Policy = {
 
 export type PolicyTemplate = { id: string; title: string; description: string; source: string };
 
-export type CheckResult = { allowed: boolean; policyIds: string[]; reason: string };
+/** What the policies would do: let it through, hold it until someone approves it, or refuse it. */
+export type CheckVerdict = 'allow' | 'approval' | 'deny';
+
+/** `allowed` only for `allow`; an inject is never held. */
+export type CheckResult = { allowed: boolean; verdict: CheckVerdict; policyIds: string[]; reason: string };
 
 export type Decision = 'allowed' | 'denied';
 

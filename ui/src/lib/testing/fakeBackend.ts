@@ -11,6 +11,7 @@ import type {
   ApiError,
   AuditRow,
   AuditVerdict,
+  CheckResult,
   EventMap,
   Integration,
   Member,
@@ -362,16 +363,19 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       b.policies = b.policies.filter((x) => x.id !== a.id);
       return null;
     },
-    check_call: (a) => {
+    check_call: (a): CheckResult => {
       const m = String(a.method).toUpperCase();
-      if (m === 'DELETE') return { allowed: false, policyIds: ['deny-deletes'], reason: 'forbidden by policy deny-deletes' };
-      if (m === 'GET' || m === 'HEAD') return { allowed: true, policyIds: ['read-only'], reason: 'permitted by read-only' };
-      return { allowed: false, policyIds: [], reason: 'no policy permits this request' };
+      if (m === 'DELETE') return { allowed: false, verdict: 'deny', policyIds: ['deny-deletes'], reason: 'denied: a policy forbids it' };
+      if (m === 'GET' || m === 'HEAD') return { allowed: true, verdict: 'allow', policyIds: ['read-only'], reason: 'allowed: a policy permits it and none forbids it' };
+      // A write under an enabled `@approval("required")` policy waits for someone to approve it.
+      const asks = b.policies.filter((p) => p.enabled && p.source.includes('@approval')).map((p) => p.id);
+      if (asks.length) return { allowed: false, verdict: 'approval', policyIds: asks, reason: 'held for approval: it goes through once a member approves it' };
+      return { allowed: false, verdict: 'deny', policyIds: [], reason: 'denied: no policy permits it' };
     },
-    check_inject: (a) => {
+    check_inject: (a): CheckResult => {
       if (String(a.command) === 'gh' && Number(a.lifetimeSecs) <= 3600)
-        return { allowed: true, policyIds: ['short-named-injects'], reason: 'allowed: a policy permits it and none forbids it' };
-      return { allowed: false, policyIds: [], reason: 'denied: no policy permits it' };
+        return { allowed: true, verdict: 'allow', policyIds: ['short-named-injects'], reason: 'allowed: a policy permits it and none forbids it' };
+      return { allowed: false, verdict: 'deny', policyIds: [], reason: 'denied: no policy permits it' };
     },
     list_audit: (a) =>
       b.audit
