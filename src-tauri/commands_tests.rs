@@ -221,6 +221,7 @@ impl Backend for Fake {
                 message: "unexpected token".into(),
                 line: Some(2),
                 column: Some(5),
+                warning: false,
             }],
         })
     }
@@ -557,7 +558,7 @@ fn a_refused_policy_carries_its_problems_with_positions() {
     assert_eq!(error["code"], "policy_invalid");
     assert_eq!(
         error["problems"][0],
-        json!({"message": "unexpected token", "line": 2, "column": 5})
+        json!({"message": "unexpected token", "line": 2, "column": 5, "warning": false})
     );
 }
 

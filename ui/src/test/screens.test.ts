@@ -74,6 +74,28 @@ describe('policies', () => {
     expect(within(res).getByTestId('check-asked'), 'editing the fields does not relabel the last verdict').toHaveTextContent(asked);
   });
 
+  it("keeps a saved policy's validator warnings in sight, labelled as warnings", async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Policies);
+    await user.click(await screen.findByRole('button', { name: 'Edit policy read-only' }));
+    const source = screen.getByTestId('policy-source') as HTMLTextAreaElement;
+    await user.clear(source);
+    // The editor inserts spaces for Tab, not braces: type the text as a person pastes it.
+    await user.click(source);
+    await user.paste('permit (principal, action, resource)\nwhen { false };\n');
+    await user.click(screen.getByTestId('save-policy'));
+    await waitFor(() => expect(b.callsOf('save_policy')).toHaveLength(1));
+    const problems = await screen.findByTestId('policy-problems');
+    expect(problems, 'the warnings the save returned are not wiped').toHaveAttribute('aria-label', 'Warnings');
+    expect(within(problems).getByTestId('policy-problem')).toHaveTextContent(/Warning.*Line 2.*policy is impossible/);
+    expect(screen.getByTestId('policy-warnings-note'), 'a warning does not read as a refusal').toHaveTextContent('in force');
+    expect(document.querySelector('[data-line="2"].ln'), 'the line is marked as a warning').toHaveAttribute('data-warning', 'true');
+    expect(source, 'a saved policy is not marked invalid').toHaveAttribute('aria-invalid', 'false');
+    expect(within(screen.getByTestId('policy-read-only')).getByTestId('policy-warnings-count')).toHaveTextContent('1 warning');
+  });
+
   it('tells a call held for approval from an allowed and a denied one', async () => {
     const b = setup();
     b.policies.push({ id: 'approve-writes', description: 'Writes need a human', source: '@approval("required")\npermit (principal, action, resource);\n', enabled: true, updatedAt: 1, problems: [] });

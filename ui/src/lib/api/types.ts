@@ -127,7 +127,9 @@ export type Approval = {
   answeredBy: string | null;
 };
 
-export type PolicyProblem = { message: string; line: number | null; column: number | null };
+/** `warning`: a validator warning on a saved policy, which is in force; otherwise it was refused
+ * (or, in a stored policy, no longer validates). */
+export type PolicyProblem = { message: string; line: number | null; column: number | null; warning: boolean };
 
 export type Policy = {
   id: string;

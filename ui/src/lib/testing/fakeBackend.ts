@@ -96,7 +96,7 @@ const forbidden = () => err('forbidden', 'only a workspace admin can do this; as
 /** A deliberately small Cedar sanity check, enough to demo inline problems. */
 export function lintCedar(source: string): PolicyProblem[] {
   const problems: PolicyProblem[] = [];
-  if (!source.trim()) return [{ message: 'policy is empty', line: null, column: null }];
+  if (!source.trim()) return [{ message: 'policy is empty', line: null, column: null, warning: false }];
   const lines = source.split('\n');
   let depth = 0;
   lines.forEach((l, i) => {
@@ -105,18 +105,26 @@ export function lintCedar(source: string): PolicyProblem[] {
       if (l[c] === ')') {
         depth--;
         if (depth < 0) {
-          problems.push({ message: "unexpected ')'", line: i + 1, column: c + 1 });
+          problems.push({ message: "unexpected ')'", line: i + 1, column: c + 1, warning: false });
           depth = 0;
         }
       }
     }
     const m = /\b(permitt|forbidd|alow|deny)\b/.exec(l);
-    if (m) problems.push({ message: `unknown effect '${m[1]}', expected permit or forbid`, line: i + 1, column: m.index + 1 });
+    if (m) problems.push({ message: `unknown effect '${m[1]}', expected permit or forbid`, line: i + 1, column: m.index + 1, warning: false });
   });
   if (!/\b(permit|forbid)\s*\(/.test(source) && problems.length === 0)
-    problems.push({ message: 'expected permit or forbid', line: 1, column: 1 });
-  if (depth > 0) problems.push({ message: "missing ')'", line: lines.length, column: (lines.at(-1)?.length ?? 0) + 1 });
+    problems.push({ message: 'expected permit or forbid', line: 1, column: 1, warning: false });
+  if (depth > 0) problems.push({ message: "missing ')'", line: lines.length, column: (lines.at(-1)?.length ?? 0) + 1, warning: false });
   return problems;
+}
+
+/** The validator's warnings on a policy that saves (here only one: a condition that is always false). */
+export function cedarWarnings(source: string): PolicyProblem[] {
+  return source.split('\n').flatMap((l, i) => {
+    const m = /when\s*\{\s*false\s*\}/.exec(l);
+    return m ? [{ message: 'policy is impossible: the policy expression evaluates to false for all valid requests', line: i + 1, column: m.index + 1, warning: true }] : [];
+  });
 }
 
 export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
@@ -356,7 +364,8 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         throw err('policy_invalid', problems.map((p) => (p.line ? `line ${p.line}: ${p.message}` : p.message)).join('; '), { problems });
       const p: Policy = { id: String(a.id), description: String(a.description), source: String(a.source), enabled: Boolean(a.enabled), updatedAt: now(), problems: [] };
       b.policies = [...b.policies.filter((x) => x.id !== p.id), p];
-      return { ...p };
+      // As the shell: the stored policy's problems, then the validator's warnings (not stored).
+      return { ...p, problems: cedarWarnings(p.source) };
     },
     delete_policy: (a) => {
       if (!isAdmin()) throw forbidden();
