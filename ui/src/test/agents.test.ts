@@ -142,13 +142,25 @@ describe('agents', () => {
     await waitFor(() => expect(screen.queryByTestId('agent-ci-bot'), 'revoked agents are hidden by default').toBeNull());
   });
 
-  it('revokes a single grant', async () => {
+  it('revokes a single grant after confirmation, once however often it is clicked', async () => {
     const b = setup();
     const user = userEvent.setup();
     render(Agents);
     const row = await screen.findByTestId('agent-ci-bot');
     await user.click(within(row).getByTestId('revoke-grant'));
-    await waitFor(() => expect(b.callsOf('revoke_grant')).toEqual([{ id: 'grant_1' }]));
+    const dlg = await screen.findByTestId('revoke-grant-dialog');
+    expect(b.callsOf('revoke_grant'), 'a click on the row only asks').toEqual([]);
+    expect(dlg).toHaveTextContent('ci-bot');
+    expect(dlg).toHaveTextContent('github-main');
+    await user.click(within(dlg).getByRole('button', { name: 'Keep it' }));
+    await waitFor(() => expect(screen.queryByTestId('revoke-grant-dialog')).toBeNull());
+    expect(b.callsOf('revoke_grant'), 'keeping it revokes nothing').toEqual([]);
+
+    await user.click(within(row).getByTestId('revoke-grant'));
+    const confirm = within(await screen.findByTestId('revoke-grant-dialog')).getByTestId('confirm-revoke-grant');
+    confirm.click();
+    confirm.click();
     await waitFor(() => expect(screen.queryByTestId('grant-grant_1')).toBeNull());
+    expect(b.callsOf('revoke_grant'), 'a double click revokes once').toEqual([{ id: 'grant_1' }]);
   });
 });

@@ -275,6 +275,20 @@ describe('members', () => {
     expect(screen.queryByTestId('invite-ca'), 'no private authority, nothing more to send').toBeNull();
   });
 
+  it('makes one invite code for a double click, not two live ones', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Members);
+    await user.click(await screen.findByTestId('invite'));
+    const create = screen.getByTestId('create-invite');
+    create.click();
+    create.click();
+    expect(await screen.findByTestId('invite-code')).toBeInTheDocument();
+    await settle();
+    expect(b.callsOf('create_invite'), 'each code made is a live way into the workspace').toHaveLength(1);
+  });
+
   it("reminds the admin to send the team server's private certificate authority with an invite", async () => {
     const b = setup();
     await onPrivateCaTeamServer(b);
