@@ -193,6 +193,36 @@ describe('integrations', () => {
     expect(screen.queryByTestId('shared-admins-only')).toBeNull();
   });
 
+  it('reconnects in the browser, and the sign-in can be cancelled while it waits', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    const card = await screen.findByTestId('integration-slack-ops');
+    await user.click(within(card).getByTestId('reconnect'));
+    expect(await within(card).findByText('Finish in your browser…')).toBeInTheDocument();
+    await user.click(within(card).getByTestId('cancel-reconnect'));
+    expect(b.callsOf('cancel_connect'), 'Cancel stops the sign-in in the shell').toHaveLength(1);
+    await waitFor(() => expect(within(card).getByTestId('reconnect')).toHaveTextContent('Reconnect'));
+    expect(within(card).queryByTestId('cancel-reconnect')).toBeNull();
+    expect(screen.queryByRole('alert'), 'cancelling is not an error').toBeNull();
+
+    await user.click(within(card).getByTestId('reconnect'));
+    await within(card).findByText('Finish in your browser…');
+    b.completeConnect();
+    await waitFor(() => expect(within(card).getByTestId('integration-status'), 'a later reconnect is not refused as connect_in_progress').toHaveTextContent('Active'));
+  });
+
+  it('cancels a reconnect left waiting when the screen goes away', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    const { unmount } = render(Integrations);
+    const card = await screen.findByTestId('integration-slack-ops');
+    await user.click(within(card).getByTestId('reconnect'));
+    await within(card).findByText('Finish in your browser…');
+    unmount();
+    await waitFor(() => expect(b.callsOf('cancel_connect'), 'no sign-in is left holding the slot').toHaveLength(1));
+  });
+
   it('confirms a disconnect and reports whether the provider revoked it', async () => {
     const b = setup();
     const user = userEvent.setup();

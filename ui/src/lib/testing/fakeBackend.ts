@@ -38,7 +38,7 @@ export type FakeOptions = {
   fresh?: boolean;
   /** Seed sample data (default true unless fresh). */
   seed?: boolean;
-  /** ms until a pending connect_oauth finishes by itself; null = only on completeConnect(). */
+  /** ms until a pending connect_oauth or reconnect finishes by itself; null = only on completeConnect(). */
   oauthAutoCompleteMs?: number | null;
   /** ms between rotation-progress events. */
   rotationStepMs?: number;
@@ -71,7 +71,7 @@ export type FakeBackend = {
   emit<K extends keyof EventMap>(name: K, payload: EventMap[K]): Promise<void>;
   /** Add a pending approval and emit approval-requested + approvals-changed. */
   requestApproval(a: Partial<Approval>): Promise<Approval>;
-  /** Finish a pending connect_oauth successfully. */
+  /** Finish a pending connect_oauth or reconnect successfully. */
   completeConnect(): void;
   callsOf(cmd: string): Record<string, unknown>[];
 };
@@ -174,7 +174,8 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         pendingConnect = null;
       } else if (pendingConnect) {
         const i = pendingConnect.make();
-        b.integrations.push(i);
+        // A reconnect replaces the tokens of one already listed.
+        if (!b.integrations.some((x) => x.id === i.id)) b.integrations.push(i);
         pendingConnect.resolve(i);
         pendingConnect = null;
       }
@@ -306,9 +307,21 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     reconnect: (a) => {
       const i = b.integrations.find((x) => x.id === a.id);
       if (!i) throw err('not_found', 'That integration no longer exists.');
-      i.status = 'active';
-      i.expiresAt = now() + 86400 * 30;
-      return { ...i };
+      // A sign-in in the browser, as connect_oauth: it takes the one sign-in slot.
+      if (pendingConnect) throw err('connect_in_progress', 'a sign-in is already under way: finish or cancel it first');
+      return new Promise<Integration>((resolve, reject) => {
+        pendingConnect = {
+          resolve,
+          reject,
+          make: () => {
+            i.status = 'active';
+            i.expiresAt = now() + 86400 * 30;
+            return { ...i };
+          },
+        };
+        const ms = opts.oauthAutoCompleteMs ?? null;
+        if (ms !== null) setTimeout(() => b.completeConnect(), ms);
+      });
     },
     disconnect: (a) => {
       const i = b.integrations.find((x) => x.id === a.id);
