@@ -5,6 +5,8 @@ import { clearMocks } from '@tauri-apps/api/mocks';
 import Agents from '../screens/Agents.svelte';
 import Integrations from '../screens/Integrations.svelte';
 import App from '../App.svelte';
+import Members from '../screens/Members.svelte';
+import { refreshStatus } from '../lib/stores/status.svelte';
 import { setup } from '../lib/testing/helpers';
 import { LIST_POLL_MS } from '../lib/util/poll';
 
@@ -55,6 +57,19 @@ describe('open lists', () => {
     b.integrations.find((i) => i.name === 'github-main')!.status = 'reconnect_needed';
     await vi.advanceTimersByTimeAsync(LIST_POLL_MS);
     await waitFor(() => expect(status(), 'a refused refresh shows up without leaving the screen').toHaveTextContent('Reconnect needed'));
+  });
+});
+
+describe('members', () => {
+  it('the members screen shows a device that joined while it is open', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const b = setup();
+    await refreshStatus();
+    render(Members);
+    const me = await screen.findByTestId('member-You');
+    b.members.find((m) => m.you)!.devices.push({ id: 'dev_new', name: 'New laptop', createdAt: nowSecs(), fingerprint: '1234-5678-9ABC-DEF0', thisDevice: false, confirmed: false });
+    await vi.advanceTimersByTimeAsync(LIST_POLL_MS);
+    await waitFor(() => expect(within(me).getByTestId('device-dev_new'), 'the next read lists it, as the sidebar count does').toBeInTheDocument());
   });
 });
 
