@@ -96,6 +96,21 @@ describe('policies', () => {
     expect(within(screen.getByTestId('policy-read-only')).getByTestId('policy-warnings-count')).toHaveTextContent('1 warning');
   });
 
+  it('shows a policy switch as the policy is when saving it fails', async () => {
+    const b = setup();
+    await refreshStatus();
+    b.failNext('save_policy', { code: 'broker_unreachable', message: 'The broker did not answer.' });
+    const user = userEvent.setup();
+    render(Policies);
+    const row = await screen.findByTestId('policy-read-only');
+    const toggle = within(row).getByTestId('policy-enabled') as HTMLInputElement;
+    expect(toggle.checked).toBe(true);
+    await user.click(toggle);
+    expect(await screen.findByRole('alert')).toHaveTextContent('The broker did not answer.');
+    expect(toggle.checked, 'the policy is still enabled: the switch must say so').toBe(true);
+    expect(b.policies.find((p) => p.id === 'read-only')!.enabled).toBe(true);
+  });
+
   it('tells a call held for approval from an allowed and a denied one', async () => {
     const b = setup();
     b.policies.push({ id: 'approve-writes', description: 'Writes need a human', source: '@approval("required")\npermit (principal, action, resource);\n', enabled: true, updatedAt: 1, problems: [] });
@@ -337,6 +352,20 @@ describe('security', () => {
     await user.click(screen.getByTestId('pause-toggle'));
     await waitFor(() => expect(app.status?.paused).toBe(true));
     expect(b.callsOf('set_paused')).toEqual([{ paused: true }]);
+  });
+
+  it('shows the pause switch as agents are when pausing fails', async () => {
+    const b = setup();
+    await refreshStatus();
+    b.failNext('set_paused', { code: 'broker_unreachable', message: 'The broker did not answer.' });
+    const user = userEvent.setup();
+    render(Security);
+    const toggle = screen.getByTestId('pause-toggle') as HTMLInputElement;
+    await user.click(toggle);
+    expect(await screen.findByRole('alert')).toHaveTextContent('The broker did not answer.');
+    expect(app.status?.paused).toBe(false);
+    expect(toggle.checked, 'agents still run: the switch must not say paused').toBe(false);
+    expect(screen.getByText('Running')).toBeInTheDocument();
   });
 
   it("trusts a team server's private authority, lists it, and goes back to the system's", async () => {
