@@ -3,6 +3,7 @@ import { cleanup, render, screen, waitFor, within } from '@testing-library/svelt
 import userEvent from '@testing-library/user-event';
 import { clearMocks } from '@tauri-apps/api/mocks';
 import Agents from '../screens/Agents.svelte';
+import { nav } from '../lib/stores/nav.svelte';
 import { setup, storeSnapshot, stubClipboard } from '../lib/testing/helpers';
 
 afterEach(() => {
@@ -130,6 +131,22 @@ describe('agents', () => {
     await user.click(within(dlg).getByTestId('grant-submit'));
     await waitFor(() => expect(b.callsOf('create_grant')).toHaveLength(1));
     expect(b.callsOf('create_grant')[0]).toMatchObject({ methods: ['GET', 'HEAD'], pathPatterns: ['/**'] });
+  });
+
+  it('says to connect an integration first when there is none to grant', async () => {
+    const b = setup();
+    b.integrations = [];
+    const user = userEvent.setup();
+    render(Agents);
+    await user.click(within(await screen.findByTestId('agent-release-writer')).getByTestId('add-grant'));
+    const dlg = await screen.findByTestId('grant-dialog');
+    expect(await within(dlg).findByText('No integrations to grant'), 'not an empty list and a dead button').toBeInTheDocument();
+    expect(dlg).toHaveTextContent('Connect an integration first');
+    expect(within(dlg).queryByTestId('grant-credential')).toBeNull();
+    expect(within(dlg).queryByTestId('grant-submit')).toBeNull();
+    await user.click(within(dlg).getByTestId('grant-go-integrations'));
+    await waitFor(() => expect(screen.queryByTestId('grant-dialog')).toBeNull());
+    expect(nav.screen, 'the button leads where integrations are connected').toBe('integrations');
   });
 
   it('revokes an agent after confirmation', async () => {
