@@ -221,6 +221,7 @@ impl Backend for Fake {
                 message: "unexpected token".into(),
                 line: Some(2),
                 column: Some(5),
+                warning: false,
             }],
         })
     }
@@ -234,6 +235,7 @@ impl Backend for Fake {
         self.seen.lock().unwrap().injects.push(inject);
         Ok(CheckResult {
             allowed: true,
+            verdict: crate::view::Verdict::Allow,
             policy_ids: vec!["short-named-injects".into()],
             reason: "allowed: a policy permits it and none forbids it".into(),
         })
@@ -556,7 +558,7 @@ fn a_refused_policy_carries_its_problems_with_positions() {
     assert_eq!(error["code"], "policy_invalid");
     assert_eq!(
         error["problems"][0],
-        json!({"message": "unexpected token", "line": 2, "column": 5})
+        json!({"message": "unexpected token", "line": 2, "column": 5, "warning": false})
     );
 }
 
@@ -607,6 +609,7 @@ fn an_inject_check_needs_a_lifetime_within_a_day_and_a_command_before_the_backen
         )
         .expect("a valid inject is checked");
     assert_eq!(result["allowed"], true);
+    assert_eq!(result["verdict"], "allow", "the tester reads the three-way verdict");
     assert_eq!(result["policyIds"], json!(["short-named-injects"]));
     let seen = h.fake.seen.lock().unwrap();
     assert_eq!(

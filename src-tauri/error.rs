@@ -95,6 +95,8 @@ pub struct Problem {
     pub line: Option<u32>,
     /// 1-based column, when Cedar gave a position.
     pub column: Option<u32>,
+    /// A validator warning: the policy was saved and is in force; the person may still fix it.
+    pub warning: bool,
 }
 
 impl CommandError {
@@ -128,7 +130,12 @@ impl From<&PolicyProblem> for Problem {
             Some(help) => format!("{} ({help})", problem.message),
             None => problem.message.clone(),
         };
-        Self { message, line: problem.line, column: problem.column }
+        Self {
+            message,
+            line: problem.line,
+            column: problem.column,
+            warning: problem.kind == "warning",
+        }
     }
 }
 
@@ -343,6 +350,21 @@ mod tests {
             "the message says which setting, which file and what is wrong: {}",
             shown.message
         );
+    }
+
+    #[test]
+    fn a_validator_warning_is_marked_as_one() {
+        let problem = |kind: &str| PolicyProblem {
+            kind: kind.into(),
+            message: "policy is impossible".into(),
+            help: None,
+            line: Some(1),
+            column: Some(1),
+        };
+        assert!(Problem::from(&problem("warning")).warning, "the editor labels it a warning");
+        assert!(!Problem::from(&problem("syntax")).warning, "a syntax error is not a warning");
+        let json = serde_json::to_value(Problem::from(&problem("warning"))).expect("serialises");
+        assert_eq!(json["warning"], true, "the UI reads `warning`: {json}");
     }
 
     #[test]

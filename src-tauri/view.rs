@@ -605,11 +605,25 @@ impl From<&latchkey_client::api::Policy> for Policy {
     }
 }
 
-/// Whether a hypothetical call would be allowed.
+/// What the policies would do with a hypothetical call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// It would go through.
+    Allow,
+    /// It would wait until someone approves it.
+    Approval,
+    /// It would be refused, and no approval could change that.
+    Deny,
+}
+
+/// Whether a hypothetical call would be allowed, held for approval or denied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckResult {
+    /// Only for [`Verdict::Allow`]; `verdict` tells a call held for approval from a denied one.
     pub allowed: bool,
+    pub verdict: Verdict,
     pub policy_ids: Vec<String>,
     pub reason: String,
 }
@@ -627,7 +641,11 @@ pub struct PolicyTemplate {
 /// The tester's answer for a broker decision.
 pub fn check_result(decision: &latchkey_client::api::PolicyDecision) -> CheckResult {
     use latchkey_client::api::Decision;
-    let allowed = decision.decision == Decision::Allow;
+    let verdict = match decision.decision {
+        Decision::Allow => Verdict::Allow,
+        Decision::ApprovalRequired => Verdict::Approval,
+        Decision::Deny => Verdict::Deny,
+    };
     let reason = if !decision.errors.is_empty() {
         format!("policy errors: {}", decision.errors.join("; "))
     } else {
@@ -640,5 +658,42 @@ pub fn check_result(decision: &latchkey_client::api::PolicyDecision) -> CheckRes
             _ => "denied: a policy forbids it".to_owned(),
         }
     };
-    CheckResult { allowed, policy_ids: decision.policies.clone(), reason }
+    CheckResult {
+        allowed: verdict == Verdict::Allow,
+        verdict,
+        policy_ids: decision.policies.clone(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey_client::api::{Decision, PolicyDecision};
+
+    #[test]
+    fn a_call_held_for_approval_is_told_from_a_denied_one() {
+        let held = check_result(&PolicyDecision {
+            decision: Decision::ApprovalRequired,
+            policies: vec!["approve-writes".into()],
+            errors: vec![],
+        });
+        assert_eq!(held.verdict, Verdict::Approval, "the tester must not call it denied");
+        assert!(!held.allowed, "it does not go through without an approval");
+        let json = serde_json::to_value(&held).expect("a verdict serialises");
+        assert_eq!(json["verdict"], "approval", "the UI reads the three-way verdict: {json}");
+
+        let denied = check_result(&PolicyDecision {
+            decision: Decision::Deny,
+            policies: vec![],
+            errors: vec![],
+        });
+        assert_eq!(serde_json::to_value(&denied).expect("serialises")["verdict"], "deny");
+        let allowed = check_result(&PolicyDecision {
+            decision: Decision::Allow,
+            policies: vec!["read-only".into()],
+            errors: vec![],
+        });
+        assert_eq!((allowed.verdict, allowed.allowed), (Verdict::Allow, true));
+    }
 }

@@ -231,6 +231,7 @@ def join() -> None:
 
         step("join: a grant revoked here refuses the agent's next call at once")
         d.click(f'{card} [data-testid="revoke-grant"]', "revoke on the grant's row")
+        d.click(t("confirm-revoke-grant"), "confirm")
         d.wait_gone(f'{card} [data-testid="revoke-grant"]', "the revoked grant leaves the card")
         status, answer = call_through(server, ca_file, f"{token}.{capability}")
         if status != 403 or "capability_invalid" not in answer or "revoked" not in answer:

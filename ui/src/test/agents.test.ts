@@ -3,6 +3,7 @@ import { cleanup, render, screen, waitFor, within } from '@testing-library/svelt
 import userEvent from '@testing-library/user-event';
 import { clearMocks } from '@tauri-apps/api/mocks';
 import Agents from '../screens/Agents.svelte';
+import { nav } from '../lib/stores/nav.svelte';
 import { setup, storeSnapshot, stubClipboard } from '../lib/testing/helpers';
 
 afterEach(() => {
@@ -132,6 +133,22 @@ describe('agents', () => {
     expect(b.callsOf('create_grant')[0]).toMatchObject({ methods: ['GET', 'HEAD'], pathPatterns: ['/**'] });
   });
 
+  it('says to connect an integration first when there is none to grant', async () => {
+    const b = setup();
+    b.integrations = [];
+    const user = userEvent.setup();
+    render(Agents);
+    await user.click(within(await screen.findByTestId('agent-release-writer')).getByTestId('add-grant'));
+    const dlg = await screen.findByTestId('grant-dialog');
+    expect(await within(dlg).findByText('No integrations to grant'), 'not an empty list and a dead button').toBeInTheDocument();
+    expect(dlg).toHaveTextContent('Connect an integration first');
+    expect(within(dlg).queryByTestId('grant-credential')).toBeNull();
+    expect(within(dlg).queryByTestId('grant-submit')).toBeNull();
+    await user.click(within(dlg).getByTestId('grant-go-integrations'));
+    await waitFor(() => expect(screen.queryByTestId('grant-dialog')).toBeNull());
+    expect(nav.screen, 'the button leads where integrations are connected').toBe('integrations');
+  });
+
   it('revokes an agent after confirmation', async () => {
     const b = setup();
     const user = userEvent.setup();
@@ -142,13 +159,25 @@ describe('agents', () => {
     await waitFor(() => expect(screen.queryByTestId('agent-ci-bot'), 'revoked agents are hidden by default').toBeNull());
   });
 
-  it('revokes a single grant', async () => {
+  it('revokes a single grant after confirmation, once however often it is clicked', async () => {
     const b = setup();
     const user = userEvent.setup();
     render(Agents);
     const row = await screen.findByTestId('agent-ci-bot');
     await user.click(within(row).getByTestId('revoke-grant'));
-    await waitFor(() => expect(b.callsOf('revoke_grant')).toEqual([{ id: 'grant_1' }]));
+    const dlg = await screen.findByTestId('revoke-grant-dialog');
+    expect(b.callsOf('revoke_grant'), 'a click on the row only asks').toEqual([]);
+    expect(dlg).toHaveTextContent('ci-bot');
+    expect(dlg).toHaveTextContent('github-main');
+    await user.click(within(dlg).getByRole('button', { name: 'Keep it' }));
+    await waitFor(() => expect(screen.queryByTestId('revoke-grant-dialog')).toBeNull());
+    expect(b.callsOf('revoke_grant'), 'keeping it revokes nothing').toEqual([]);
+
+    await user.click(within(row).getByTestId('revoke-grant'));
+    const confirm = within(await screen.findByTestId('revoke-grant-dialog')).getByTestId('confirm-revoke-grant');
+    confirm.click();
+    confirm.click();
     await waitFor(() => expect(screen.queryByTestId('grant-grant_1')).toBeNull());
+    expect(b.callsOf('revoke_grant'), 'a double click revokes once').toEqual([{ id: 'grant_1' }]);
   });
 });

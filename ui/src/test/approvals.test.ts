@@ -115,6 +115,31 @@ describe('approvals', () => {
     expect(within(screen.getByTestId('approval-detail')).getByText('release-writer')).toBeInTheDocument();
   });
 
+  it('says a request clicked in the tray was already answered, and offers no other in its place', async () => {
+    setup();
+    navigate('approvals', 'appr_0');
+    render(Approvals);
+    await screen.findByTestId('approval-appr_1');
+    expect(await screen.findByTestId('approval-gone')).toHaveTextContent('This request was already answered or expired');
+    expect(screen.queryByTestId('approval-detail'), 'another request must not stand in for the one asked for').toBeNull();
+    expect(screen.queryByTestId('approve-once'), 'no live Approve for a request nobody chose').toBeNull();
+    await userEvent.setup().click(screen.getByTestId('approval-appr_2'));
+    expect(screen.queryByTestId('approval-gone'), 'choosing another request clears the note').toBeNull();
+    expect(within(screen.getByTestId('approval-detail')).getByText('release-writer')).toBeInTheDocument();
+  });
+
+  it('says so when the request being read is answered elsewhere', async () => {
+    const b = setup();
+    stop = startApprovalsLive();
+    const user = userEvent.setup();
+    render(Approvals);
+    await user.click(await screen.findByTestId('approval-appr_2'));
+    b.approvals.find((a) => a.id === 'appr_2')!.status = 'approved';
+    await b.emit('approvals-changed', { pending: 1 });
+    expect(await screen.findByTestId('approval-gone'), 'the request read is gone: say so').toBeInTheDocument();
+    expect(screen.queryByTestId('approval-detail'), 'appr_1 does not silently take its place').toBeNull();
+  });
+
   it('lists answered requests in the History tab', async () => {
     const b = setup();
     const user = userEvent.setup();

@@ -4,6 +4,7 @@ import userEvent from '@testing-library/user-event';
 import { clearMocks } from '@tauri-apps/api/mocks';
 import Integrations from '../screens/Integrations.svelte';
 import { setup, storeSnapshot, NOW } from '../lib/testing/helpers';
+import { refreshStatus } from '../lib/stores/status.svelte';
 
 afterEach(() => {
   cleanup();
@@ -68,6 +69,7 @@ describe('integrations', () => {
   it('sends an API key once, clears the field, and keeps it out of every store and the DOM', async () => {
     const received: string[] = [];
     const b = setup({ inspectSecret: (s) => received.push(s) });
+    await refreshStatus();
     const user = userEvent.setup();
     render(Integrations);
     await openCatalog(user);
@@ -101,6 +103,7 @@ describe('integrations', () => {
 
   it('connects OAuth with default scopes, waits for the browser, and can cancel', async () => {
     const b = setup();
+    await refreshStatus();
     const user = userEvent.setup();
     render(Integrations);
     await openCatalog(user);
@@ -143,6 +146,7 @@ describe('integrations', () => {
 
   it('finishes an OAuth connect and shows the new card', async () => {
     const b = setup();
+    await refreshStatus();
     const user = userEvent.setup();
     render(Integrations);
     await openCatalog(user);
@@ -154,6 +158,69 @@ describe('integrations', () => {
     expect(b.callsOf('connect_oauth')[0]).toMatchObject({ clientSecret: 'gh-secret', scopes: ['repo', 'read:org'] });
     b.completeConnect();
     expect(await screen.findByTestId('integration-github-team')).toBeInTheDocument();
+  });
+
+  it("offers a member a personal integration only: the server refuses a member's shared one", async () => {
+    const b = setup();
+    b.status.workspace = { ...b.status.workspace!, role: 'member' };
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.click(screen.getByTestId('provider-github'));
+    expect(screen.getByTestId('shared'), 'a member starts with a personal integration').not.toBeChecked();
+    expect(screen.getByTestId('shared'), 'a member cannot ask for a shared one').toBeDisabled();
+    expect(screen.getByTestId('shared-admins-only')).toHaveTextContent('Only admins share integrations');
+    expect((screen.getByTestId('integration-name') as HTMLInputElement).value).toBe('github-mine');
+    await user.type(screen.getByTestId('client-id'), 'gh-client');
+    await user.type(screen.getByTestId('client-secret'), 'gh-secret');
+    await user.click(screen.getByTestId('connect-submit'));
+    await screen.findByTestId('oauth-waiting');
+    expect(b.callsOf('connect_oauth')[0]).toMatchObject({ shared: false });
+    b.completeConnect();
+    expect(await screen.findByTestId('integration-github-mine'), 'the sign-in ends in a personal integration, not a refusal').toBeInTheDocument();
+  });
+
+  it('lets an admin share an integration, and starts shared', async () => {
+    setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.click(screen.getByTestId('provider-openai'));
+    expect(screen.getByTestId('shared')).toBeChecked();
+    expect(screen.getByTestId('shared')).toBeEnabled();
+    expect(screen.queryByTestId('shared-admins-only')).toBeNull();
+  });
+
+  it('reconnects in the browser, and the sign-in can be cancelled while it waits', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    const card = await screen.findByTestId('integration-slack-ops');
+    await user.click(within(card).getByTestId('reconnect'));
+    expect(await within(card).findByText('Finish in your browser…')).toBeInTheDocument();
+    await user.click(within(card).getByTestId('cancel-reconnect'));
+    expect(b.callsOf('cancel_connect'), 'Cancel stops the sign-in in the shell').toHaveLength(1);
+    await waitFor(() => expect(within(card).getByTestId('reconnect')).toHaveTextContent('Reconnect'));
+    expect(within(card).queryByTestId('cancel-reconnect')).toBeNull();
+    expect(screen.queryByRole('alert'), 'cancelling is not an error').toBeNull();
+
+    await user.click(within(card).getByTestId('reconnect'));
+    await within(card).findByText('Finish in your browser…');
+    b.completeConnect();
+    await waitFor(() => expect(within(card).getByTestId('integration-status'), 'a later reconnect is not refused as connect_in_progress').toHaveTextContent('Active'));
+  });
+
+  it('cancels a reconnect left waiting when the screen goes away', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    const { unmount } = render(Integrations);
+    const card = await screen.findByTestId('integration-slack-ops');
+    await user.click(within(card).getByTestId('reconnect'));
+    await within(card).findByText('Finish in your browser…');
+    unmount();
+    await waitFor(() => expect(b.callsOf('cancel_connect'), 'no sign-in is left holding the slot').toHaveLength(1));
   });
 
   it('confirms a disconnect and reports whether the provider revoked it', async () => {

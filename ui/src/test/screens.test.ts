@@ -17,6 +17,7 @@ afterEach(() => {
 describe('policies', () => {
   it('renders policy_invalid problems at their line in the editor', async () => {
     const b = setup();
+    await refreshStatus();
     b.failNext('save_policy', {
       code: 'policy_invalid',
       message: 'line 3: unexpected token',
@@ -40,6 +41,7 @@ describe('policies', () => {
 
   it('saves a policy from a template', async () => {
     const b = setup();
+    await refreshStatus();
     const user = userEvent.setup();
     render(Policies);
     await user.click(await screen.findByTestId('new-policy'));
@@ -72,6 +74,64 @@ describe('policies', () => {
     expect(within(res).getByTestId('check-asked'), 'editing the fields does not relabel the last verdict').toHaveTextContent(asked);
   });
 
+  it("keeps a saved policy's validator warnings in sight, labelled as warnings", async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Policies);
+    await user.click(await screen.findByRole('button', { name: 'Edit policy read-only' }));
+    const source = screen.getByTestId('policy-source') as HTMLTextAreaElement;
+    await user.clear(source);
+    // The editor inserts spaces for Tab, not braces: type the text as a person pastes it.
+    await user.click(source);
+    await user.paste('permit (principal, action, resource)\nwhen { false };\n');
+    await user.click(screen.getByTestId('save-policy'));
+    await waitFor(() => expect(b.callsOf('save_policy')).toHaveLength(1));
+    const problems = await screen.findByTestId('policy-problems');
+    expect(problems, 'the warnings the save returned are not wiped').toHaveAttribute('aria-label', 'Warnings');
+    expect(within(problems).getByTestId('policy-problem')).toHaveTextContent(/Warning.*Line 2.*policy is impossible/);
+    expect(screen.getByTestId('policy-warnings-note'), 'a warning does not read as a refusal').toHaveTextContent('in force');
+    expect(document.querySelector('[data-line="2"].ln'), 'the line is marked as a warning').toHaveAttribute('data-warning', 'true');
+    expect(source, 'a saved policy is not marked invalid').toHaveAttribute('aria-invalid', 'false');
+    expect(within(screen.getByTestId('policy-read-only')).getByTestId('policy-warnings-count')).toHaveTextContent('1 warning');
+  });
+
+  it('shows a policy switch as the policy is when saving it fails', async () => {
+    const b = setup();
+    await refreshStatus();
+    b.failNext('save_policy', { code: 'broker_unreachable', message: 'The broker did not answer.' });
+    const user = userEvent.setup();
+    render(Policies);
+    const row = await screen.findByTestId('policy-read-only');
+    const toggle = within(row).getByTestId('policy-enabled') as HTMLInputElement;
+    expect(toggle.checked).toBe(true);
+    await user.click(toggle);
+    expect(await screen.findByRole('alert')).toHaveTextContent('The broker did not answer.');
+    expect(toggle.checked, 'the policy is still enabled: the switch must say so').toBe(true);
+    expect(b.policies.find((p) => p.id === 'read-only')!.enabled).toBe(true);
+  });
+
+  it('tells a call held for approval from an allowed and a denied one', async () => {
+    const b = setup();
+    b.policies.push({ id: 'approve-writes', description: 'Writes need a human', source: '@approval("required")\npermit (principal, action, resource);\n', enabled: true, updatedAt: 1, problems: [] });
+    const user = userEvent.setup();
+    render(Policies);
+    const tester = await screen.findByTestId('policy-tester');
+    await waitFor(() => expect((within(tester).getByTestId('test-agent') as HTMLSelectElement).value).toBe('agent_ci'));
+    const verdict = async (method: string) => {
+      await user.selectOptions(within(tester).getByTestId('test-method'), method);
+      await user.click(within(tester).getByTestId('test-submit'));
+      await waitFor(() => expect(screen.getByTestId('check-asked')).toHaveTextContent(`${method} /`));
+      return screen.getByTestId('check-result');
+    };
+    const held = await verdict('POST');
+    expect(held, 'a call that waits for an approval is not "Denied"').toHaveTextContent(/^Held for approval/);
+    expect(held).toHaveAttribute('data-verdict', 'approval');
+    expect(held).toHaveTextContent('approve-writes');
+    expect(await verdict('GET')).toHaveTextContent(/^Allowed/);
+    expect(await verdict('DELETE'), 'a forbidden call is denied, and no approval changes that').toHaveTextContent(/^Denied/);
+  });
+
   it('checks an inject with its lifetime and command through check_inject', async () => {
     const b = setup();
     const user = userEvent.setup();
@@ -98,6 +158,27 @@ describe('policies', () => {
     await user.click(within(tester).getByTestId('test-mode-call'));
     expect(within(tester).getByTestId('test-method')).toBeInTheDocument();
     expect(screen.queryByTestId('check-result'), 'switching modes clears the last answer').toBeNull();
+  });
+
+  it('is read-only for a member, whose changes the server refuses; the tester still works', async () => {
+    const b = setup();
+    b.status.workspace = { ...b.status.workspace!, role: 'member' };
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Policies);
+    expect(await screen.findByTestId('policies-read-only')).toHaveTextContent('Only admins change policies');
+    expect(screen.queryByTestId('new-policy'), 'a member is not offered a new policy').toBeNull();
+    const row = await screen.findByTestId('policy-read-only');
+    expect(within(row).getByTestId('policy-enabled'), 'a member cannot switch a policy').toBeDisabled();
+    await user.click(within(row).getByRole('button', { name: 'Read policy read-only' }));
+    expect(screen.getByTestId('policy-source'), 'a member reads the source').toHaveAttribute('readonly');
+    expect(screen.queryByTestId('save-policy'), 'no Save a member would see refused').toBeNull();
+    expect(screen.queryByTestId('delete-policy'), 'no Delete either').toBeNull();
+    const tester = screen.getByTestId('policy-tester');
+    await waitFor(() => expect((within(tester).getByTestId('test-agent') as HTMLSelectElement).value).toBe('agent_ci'));
+    await user.click(within(tester).getByTestId('test-submit'));
+    expect(await screen.findByTestId('check-result'), 'the tester is for members too').toHaveTextContent('Allowed');
+    expect(b.callsOf('save_policy')).toEqual([]);
   });
 });
 
@@ -209,6 +290,20 @@ describe('members', () => {
     expect(screen.queryByTestId('invite-ca'), 'no private authority, nothing more to send').toBeNull();
   });
 
+  it('makes one invite code for a double click, not two live ones', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Members);
+    await user.click(await screen.findByTestId('invite'));
+    const create = screen.getByTestId('create-invite');
+    create.click();
+    create.click();
+    expect(await screen.findByTestId('invite-code')).toBeInTheDocument();
+    await settle();
+    expect(b.callsOf('create_invite'), 'each code made is a live way into the workspace').toHaveLength(1);
+  });
+
   it("reminds the admin to send the team server's private certificate authority with an invite", async () => {
     const b = setup();
     await onPrivateCaTeamServer(b);
@@ -257,6 +352,20 @@ describe('security', () => {
     await user.click(screen.getByTestId('pause-toggle'));
     await waitFor(() => expect(app.status?.paused).toBe(true));
     expect(b.callsOf('set_paused')).toEqual([{ paused: true }]);
+  });
+
+  it('shows the pause switch as agents are when pausing fails', async () => {
+    const b = setup();
+    await refreshStatus();
+    b.failNext('set_paused', { code: 'broker_unreachable', message: 'The broker did not answer.' });
+    const user = userEvent.setup();
+    render(Security);
+    const toggle = screen.getByTestId('pause-toggle') as HTMLInputElement;
+    await user.click(toggle);
+    expect(await screen.findByRole('alert')).toHaveTextContent('The broker did not answer.');
+    expect(app.status?.paused).toBe(false);
+    expect(toggle.checked, 'agents still run: the switch must not say paused').toBe(false);
+    expect(screen.getByText('Running')).toBeInTheDocument();
   });
 
   it("trusts a team server's private authority, lists it, and goes back to the system's", async () => {

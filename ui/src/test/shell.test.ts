@@ -153,6 +153,82 @@ describe('dialogs', () => {
   });
 });
 
+describe('screens do not change under a dialog', () => {
+  async function newAgentToken(user: ReturnType<typeof userEvent.setup>) {
+    await user.click(await screen.findByTestId('nav-agents'));
+    await user.click(await screen.findByTestId('create-agent'));
+    await user.type(await screen.findByTestId('agent-name'), 'docs-bot');
+    await user.click(screen.getByTestId('create-agent-submit'));
+    return await screen.findByTestId('agent-token');
+  }
+
+  it('Alt+digit does nothing while a dialog shows a token once', async () => {
+    setup();
+    const user = userEvent.setup();
+    render(App);
+    const token = await newAgentToken(user);
+    await user.keyboard('{Alt>}3{/Alt}');
+    await settle();
+    expect(screen.getByTestId('screen-agents'), 'the shortcut must not close the dialog by changing screens').toBeInTheDocument();
+    expect(token, 'the token shown once is still there to copy').toBeInTheDocument();
+  });
+
+  it("the tray's navigate waits for a dialog showing a value once, and says so", async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(App);
+    const token = await newAgentToken(user);
+    await b.emit('navigate', { screen: 'approvals', approvalId: 'appr_2' });
+    await settle();
+    expect(token, 'the token shown once is not lost to a click in the tray').toBeInTheDocument();
+    expect(nav.screen).toBe('agents');
+    expect(screen.getByTestId('toast'), 'the person is told where the click leads').toHaveTextContent('Approvals opens when you close this dialog');
+    await user.click(screen.getByTestId('token-done'));
+    await waitFor(() => expect(nav.screen, 'closing the dialog shows what the tray asked for').toBe('approvals'));
+    expect(nav.approvalId).toBe('appr_2');
+  });
+
+  it('a dialog that replaces another keeps the tray waiting', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(App);
+    await user.click(await screen.findByTestId('nav-agents'));
+    const card = await screen.findByTestId('agent-ci-bot');
+    await user.click(within(card).getByTestId('regenerate'));
+    await screen.findByTestId('confirm-dialog');
+    await b.emit('navigate', { screen: 'approvals' });
+    await settle();
+    await user.click(screen.getByTestId('confirm'));
+    expect(await screen.findByTestId('agent-token'), 'the new token replaces the confirmation and is shown').toBeInTheDocument();
+    await settle();
+    expect(nav.screen, 'the tray still waits: another dialog opened as the first closed').toBe('agents');
+  });
+
+  it('a connect dialog closed mid sign-in cancels the sign-in, so the next connect can start', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(App);
+    const connect = async () => {
+      await user.click(await screen.findByTestId('connect-integration'));
+      await user.click(await screen.findByTestId('provider-google'));
+      await user.type(screen.getByTestId('client-id'), 'cid-123');
+      await user.click(screen.getByTestId('connect-submit'));
+    };
+    await connect();
+    await screen.findByTestId('oauth-waiting');
+    // The keychain is locked outside the app: the lock screen replaces the dialog.
+    b.status.locked = true;
+    await b.emit('status-changed', structuredClone(b.status));
+    await screen.findByTestId('lock-screen');
+    expect(b.callsOf('cancel_connect'), 'the sign-in under way is cancelled with its dialog').toHaveLength(1);
+    b.status.locked = false;
+    await b.emit('status-changed', structuredClone(b.status));
+    await connect();
+    expect(await screen.findByTestId('oauth-waiting'), 'a later connect is not refused as connect_in_progress').toBeInTheDocument();
+    expect(screen.queryByRole('alert')).toBeNull();
+  });
+});
+
 describe('every screen', () => {
   it('renders against the sample workspace without errors', async () => {
     setup();

@@ -5,7 +5,7 @@ import type { AuditRow } from '../lib/api/types';
 
 function row(p: Partial<AuditRow>): AuditRow {
   return {
-    seq: 1, at: 0, kind: 'call', agent: 'a1', agentName: 'alpha', credential: 'c', credentialName: 'cred', method: 'GET',
+    seq: 1, at: 0, kind: 'call', agent: 'a1', agentName: 'alpha', credentialName: 'cred', method: 'GET',
     host: 'h', path: '/', decision: 'allowed', reason: null, policyIds: [], upstreamStatus: 200, ...p,
   };
 }

@@ -127,7 +127,9 @@ export type Approval = {
   answeredBy: string | null;
 };
 
-export type PolicyProblem = { message: string; line: number | null; column: number | null };
+/** `warning`: a validator warning on a saved policy, which is in force; otherwise it was refused
+ * (or, in a stored policy, no longer validates). */
+export type PolicyProblem = { message: string; line: number | null; column: number | null; warning: boolean };
 
 export type Policy = {
   id: string;
@@ -140,7 +142,11 @@ export type Policy = {
 
 export type PolicyTemplate = { id: string; title: string; description: string; source: string };
 
-export type CheckResult = { allowed: boolean; policyIds: string[]; reason: string };
+/** What the policies would do: let it through, hold it until someone approves it, or refuse it. */
+export type CheckVerdict = 'allow' | 'approval' | 'deny';
+
+/** `allowed` only for `allow`; an inject is never held. */
+export type CheckResult = { allowed: boolean; verdict: CheckVerdict; policyIds: string[]; reason: string };
 
 export type Decision = 'allowed' | 'denied';
 

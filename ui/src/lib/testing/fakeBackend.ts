@@ -11,6 +11,7 @@ import type {
   ApiError,
   AuditRow,
   AuditVerdict,
+  CheckResult,
   EventMap,
   Integration,
   Member,
@@ -37,7 +38,7 @@ export type FakeOptions = {
   fresh?: boolean;
   /** Seed sample data (default true unless fresh). */
   seed?: boolean;
-  /** ms until a pending connect_oauth finishes by itself; null = only on completeConnect(). */
+  /** ms until a pending connect_oauth or reconnect finishes by itself; null = only on completeConnect(). */
   oauthAutoCompleteMs?: number | null;
   /** ms between rotation-progress events. */
   rotationStepMs?: number;
@@ -70,7 +71,7 @@ export type FakeBackend = {
   emit<K extends keyof EventMap>(name: K, payload: EventMap[K]): Promise<void>;
   /** Add a pending approval and emit approval-requested + approvals-changed. */
   requestApproval(a: Partial<Approval>): Promise<Approval>;
-  /** Finish a pending connect_oauth successfully. */
+  /** Finish a pending connect_oauth or reconnect successfully. */
   completeConnect(): void;
   callsOf(cmd: string): Record<string, unknown>[];
 };
@@ -89,10 +90,13 @@ function err(code: string, message: string, extra: Record<string, unknown> = {})
   return { code, message, ...extra } as ApiError;
 }
 
+/** The broker's refusal of an admin's action by anyone else. */
+const forbidden = () => err('forbidden', 'only a workspace admin can do this; ask an admin of your workspace');
+
 /** A deliberately small Cedar sanity check, enough to demo inline problems. */
 export function lintCedar(source: string): PolicyProblem[] {
   const problems: PolicyProblem[] = [];
-  if (!source.trim()) return [{ message: 'policy is empty', line: null, column: null }];
+  if (!source.trim()) return [{ message: 'policy is empty', line: null, column: null, warning: false }];
   const lines = source.split('\n');
   let depth = 0;
   lines.forEach((l, i) => {
@@ -101,18 +105,26 @@ export function lintCedar(source: string): PolicyProblem[] {
       if (l[c] === ')') {
         depth--;
         if (depth < 0) {
-          problems.push({ message: "unexpected ')'", line: i + 1, column: c + 1 });
+          problems.push({ message: "unexpected ')'", line: i + 1, column: c + 1, warning: false });
           depth = 0;
         }
       }
     }
     const m = /\b(permitt|forbidd|alow|deny)\b/.exec(l);
-    if (m) problems.push({ message: `unknown effect '${m[1]}', expected permit or forbid`, line: i + 1, column: m.index + 1 });
+    if (m) problems.push({ message: `unknown effect '${m[1]}', expected permit or forbid`, line: i + 1, column: m.index + 1, warning: false });
   });
   if (!/\b(permit|forbid)\s*\(/.test(source) && problems.length === 0)
-    problems.push({ message: 'expected permit or forbid', line: 1, column: 1 });
-  if (depth > 0) problems.push({ message: "missing ')'", line: lines.length, column: (lines.at(-1)?.length ?? 0) + 1 });
+    problems.push({ message: 'expected permit or forbid', line: 1, column: 1, warning: false });
+  if (depth > 0) problems.push({ message: "missing ')'", line: lines.length, column: (lines.at(-1)?.length ?? 0) + 1, warning: false });
   return problems;
+}
+
+/** The validator's warnings on a policy that saves (here only one: a condition that is always false). */
+export function cedarWarnings(source: string): PolicyProblem[] {
+  return source.split('\n').flatMap((l, i) => {
+    const m = /when\s*\{\s*false\s*\}/.exec(l);
+    return m ? [{ message: 'policy is impossible: the policy expression evaluates to false for all valid requests', line: i + 1, column: m.index + 1, warning: true }] : [];
+  });
 }
 
 export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
@@ -123,7 +135,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
   const id = (p: string) => `${p}_${nextId++}`;
   const failures = new Map<string, ApiError>();
   let admitCountdown = opts.admitAfter ?? 1;
-  let pendingConnect: { resolve: (i: Integration) => void; reject: (e: ApiError) => void; make: () => Integration } | null = null;
+  let pendingConnect: { resolve: (i: Integration) => void; reject: (e: ApiError) => void; make: () => Integration; refuse?: boolean } | null = null;
 
   const b: FakeBackend = {
     status: seedStatus(!opts.fresh),
@@ -157,9 +169,13 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       return ap;
     },
     completeConnect() {
-      if (pendingConnect) {
+      if (pendingConnect?.refuse) {
+        pendingConnect.reject(forbidden());
+        pendingConnect = null;
+      } else if (pendingConnect) {
         const i = pendingConnect.make();
-        b.integrations.push(i);
+        // A reconnect replaces the tokens of one already listed.
+        if (!b.integrations.some((x) => x.id === i.id)) b.integrations.push(i);
         pendingConnect.resolve(i);
         pendingConnect = null;
       }
@@ -168,6 +184,10 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       return b.calls.filter((c) => c.cmd === cmd).map((c) => c.args);
     },
   };
+
+  function isAdmin() {
+    return b.status.workspace?.role === 'admin';
+  }
 
   function syncPending() {
     b.status.pendingApprovals = b.approvals.filter((a) => a.status === 'pending').length;
@@ -246,6 +266,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       const p = PROVIDERS.find((x) => x.id === a.provider);
       if (!p) throw err('unknown_provider', 'Unknown provider.');
       opts.inspectSecret?.(String(a.secret));
+      if (a.shared && !isAdmin()) throw forbidden();
       if (String(a.secret).length < 8) throw err('invalid_key', 'That key looks too short.');
       const i: Integration = {
         id: id('cred'), name: String(a.name), provider: p.id, providerName: p.name, kind: 'api_key',
@@ -258,10 +279,15 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     connect_oauth: (a) => {
       const p = PROVIDERS.find((x) => x.id === a.provider);
       if (!p) throw err('unknown_provider', 'Unknown provider.');
+      // One sign-in at a time, as the shell: another waits until it ends or is cancelled.
+      if (pendingConnect) throw err('connect_in_progress', 'a sign-in is already under way: finish or cancel it first');
+      // The broker refuses a member's shared credential only when the sign-in stores it.
+      const refuse = Boolean(a.shared) && !isAdmin();
       return new Promise<Integration>((resolve, reject) => {
         pendingConnect = {
           resolve,
           reject,
+          refuse,
           make: () => ({
             id: id('cred'), name: String(a.name), provider: p.id, providerName: p.name, kind: 'oauth2',
             upstreamBaseUrl: p.apiBaseUrl, allowedHosts: p.allowedHosts, owner: a.shared ? 'shared' : 'personal',
@@ -281,9 +307,21 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     reconnect: (a) => {
       const i = b.integrations.find((x) => x.id === a.id);
       if (!i) throw err('not_found', 'That integration no longer exists.');
-      i.status = 'active';
-      i.expiresAt = now() + 86400 * 30;
-      return { ...i };
+      // A sign-in in the browser, as connect_oauth: it takes the one sign-in slot.
+      if (pendingConnect) throw err('connect_in_progress', 'a sign-in is already under way: finish or cancel it first');
+      return new Promise<Integration>((resolve, reject) => {
+        pendingConnect = {
+          resolve,
+          reject,
+          make: () => {
+            i.status = 'active';
+            i.expiresAt = now() + 86400 * 30;
+            return { ...i };
+          },
+        };
+        const ms = opts.oauthAutoCompleteMs ?? null;
+        if (ms !== null) setTimeout(() => b.completeConnect(), ms);
+      });
     },
     disconnect: (a) => {
       const i = b.integrations.find((x) => x.id === a.id);
@@ -333,27 +371,33 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     list_policies: () => structuredClone(b.policies),
     policy_templates: () => structuredClone(TEMPLATES),
     save_policy: (a) => {
+      if (!isAdmin()) throw forbidden();
       const problems = lintCedar(String(a.source));
       if (problems.length)
         throw err('policy_invalid', problems.map((p) => (p.line ? `line ${p.line}: ${p.message}` : p.message)).join('; '), { problems });
       const p: Policy = { id: String(a.id), description: String(a.description), source: String(a.source), enabled: Boolean(a.enabled), updatedAt: now(), problems: [] };
       b.policies = [...b.policies.filter((x) => x.id !== p.id), p];
-      return { ...p };
+      // As the shell: the stored policy's problems, then the validator's warnings (not stored).
+      return { ...p, problems: cedarWarnings(p.source) };
     },
     delete_policy: (a) => {
+      if (!isAdmin()) throw forbidden();
       b.policies = b.policies.filter((x) => x.id !== a.id);
       return null;
     },
-    check_call: (a) => {
+    check_call: (a): CheckResult => {
       const m = String(a.method).toUpperCase();
-      if (m === 'DELETE') return { allowed: false, policyIds: ['deny-deletes'], reason: 'forbidden by policy deny-deletes' };
-      if (m === 'GET' || m === 'HEAD') return { allowed: true, policyIds: ['read-only'], reason: 'permitted by read-only' };
-      return { allowed: false, policyIds: [], reason: 'no policy permits this request' };
+      if (m === 'DELETE') return { allowed: false, verdict: 'deny', policyIds: ['deny-deletes'], reason: 'denied: a policy forbids it' };
+      if (m === 'GET' || m === 'HEAD') return { allowed: true, verdict: 'allow', policyIds: ['read-only'], reason: 'allowed: a policy permits it and none forbids it' };
+      // A write under an enabled `@approval("required")` policy waits for someone to approve it.
+      const asks = b.policies.filter((p) => p.enabled && p.source.includes('@approval')).map((p) => p.id);
+      if (asks.length) return { allowed: false, verdict: 'approval', policyIds: asks, reason: 'held for approval: it goes through once a member approves it' };
+      return { allowed: false, verdict: 'deny', policyIds: [], reason: 'denied: no policy permits it' };
     },
-    check_inject: (a) => {
+    check_inject: (a): CheckResult => {
       if (String(a.command) === 'gh' && Number(a.lifetimeSecs) <= 3600)
-        return { allowed: true, policyIds: ['short-named-injects'], reason: 'allowed: a policy permits it and none forbids it' };
-      return { allowed: false, policyIds: [], reason: 'denied: no policy permits it' };
+        return { allowed: true, verdict: 'allow', policyIds: ['short-named-injects'], reason: 'allowed: a policy permits it and none forbids it' };
+      return { allowed: false, verdict: 'deny', policyIds: [], reason: 'denied: no policy permits it' };
     },
     list_audit: (a) =>
       b.audit
