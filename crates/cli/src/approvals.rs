@@ -123,7 +123,7 @@ async fn watch_approvals(
     if !out.json {
         let _ = writeln!(
             std::io::stderr().lock(),
-            "Watching for calls held for your approval; Ctrl-C stops."
+            "Watching for calls held for your approval (and your agents' calls an admin answers); Ctrl-C stops."
         );
     }
     loop {
@@ -156,7 +156,8 @@ async fn watch_approvals(
                 stdout.flush()?;
                 continue;
             }
-            let open = approval.status == ApprovalStatus::Pending;
+            // Calls of this member's agents that an admin answers are shown, never asked about.
+            let open = approval.status == ApprovalStatus::Pending && approval.answerable;
             if interactive && open && asked.insert(approval.id) {
                 ask(profile, store, &approval, &names).await?;
             } else {
@@ -252,14 +253,15 @@ async fn ask(
 /// One line per approval, for listings and the stream.
 fn line(a: &ApprovalInfo, names: &HashMap<AgentId, String>) -> String {
     format!(
-        "{}  {:<8} {} {}{}  via {}  by {}",
+        "{}  {:<8} {} {}{}  via {}  by {}{}",
         a.id,
         a.status.as_str(),
         shown(&a.method),
         shown(&a.host),
         shown(&a.path),
         shown(&a.credential_name),
-        agent_label(a.agent, names)
+        agent_label(a.agent, names),
+        if a.answerable { "" } else { "  (your agent; an admin answers)" }
     )
 }
 

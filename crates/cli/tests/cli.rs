@@ -1245,6 +1245,32 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
         "the call refused while paused spent nothing: its single-use capability works now"
     );
 
+    // Grace's agent calls without a capability: held for an admin (the credential is shared).
+    // Grace sees why her agent waits, but it is not hers to answer.
+    let held =
+        tokio::spawn(http.get(format!("{broker}/p/models/v1/models")).bearer_auth(&token).send());
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = grace.json(&["approvals", "list"], None).await;
+        if listed.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed[0]["answerable"], false, "Grace's device lists her agent's call: {listed}");
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let (code, text, _) = grace.run(&["approvals", "list"], None).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("your agent; an admin answers"), "says who answers: {text}");
+    let (code, _, err) = grace.run(&["approvals", "approve", &id], None).await;
+    assert_eq!(code, 4, "a member cannot approve a shared credential's call: {err}");
+    assert!(err.contains("an admin answers it"), "and is told who can: {err}");
+    let for_ada = ada.json(&["approvals", "list"], None).await;
+    assert_eq!(for_ada[0]["answerable"], true, "the admin answers it: {for_ada}");
+    ada.json(&["approvals", "deny", &id], None).await;
+    assert_eq!(held.await.unwrap().unwrap().status(), 403, "the admin's answer decides");
+    assert_eq!(seen.lock().unwrap().len(), 2, "the denied call never reached the upstream");
+
     // Policies: set, check, refuse with Cedar's problems, remove.
     let policy_file = ada.dir.path().join("no-deletes.cedar");
     std::fs::write(
