@@ -98,6 +98,7 @@ fn approval(id: &str, status: &'static str) -> Approval {
         expires_at: 121,
         answered_at: None,
         answered_by: None,
+        answerable: true,
     }
 }
 

@@ -382,7 +382,8 @@ impl Backend for Live {
                 ready.fingerprint.clone(),
                 me.role,
                 me.workspace_name,
-                pending.len(),
+                // Those this device may answer: its agents' calls an admin answers are no task.
+                pending.iter().filter(|a| a.answerable).count(),
                 pause.paused,
             ))
         };

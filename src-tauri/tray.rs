@@ -205,6 +205,7 @@ mod tests {
             expires_at: 121,
             answered_at: None,
             answered_by: None,
+            answerable: true,
         }
     }
 

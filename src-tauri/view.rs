@@ -376,6 +376,9 @@ pub struct Approval {
     pub expires_at: u64,
     pub answered_at: Option<u64>,
     pub answered_by: Option<String>,
+    /// Whether this device may answer it; `false` for a call of this member's agent that an
+    /// admin answers (a shared credential's), shown so she knows why the agent waits.
+    pub answerable: bool,
 }
 
 impl Approval {
@@ -404,6 +407,7 @@ impl Approval {
             expires_at: approval.expires_at,
             answered_at: approval.decided_at,
             answered_by: approval.decided_by.map(|d| d.to_string()),
+            answerable: approval.answerable,
         }
     }
 }

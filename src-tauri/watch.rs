@@ -392,7 +392,8 @@ fn publish(
         let _ = app.emit(events::APPROVAL_REQUESTED, approval);
         notify(app, "An agent asks for approval", &crate::tray::summary(approval));
     }
-    let _ = app.emit(events::APPROVALS_CHANGED, ApprovalsChanged { pending: pending.len() });
+    let count = oldest_first.len();
+    let _ = app.emit(events::APPROVALS_CHANGED, ApprovalsChanged { pending: count });
     if let Some(tray) = tray {
         tray.update(|s| {
             s.set_up = true;
@@ -409,14 +410,17 @@ fn needs_redraw(shown: Option<&TrayModel>, next: &TrayModel) -> bool {
     shown != Some(next)
 }
 
-/// The pending requests oldest first, and those not announced before (now marked announced).
-/// Answered or expired requests are forgotten, so a reconnect's snapshot announces nothing
-/// twice and a request's id is never announced again.
+/// The pending requests this device may answer oldest first, and those not announced before
+/// (now marked announced): the tray, its count and the notifications are for those; a member's
+/// agents' calls that an admin answers are on the Approvals screen only. Answered or expired
+/// requests are forgotten, so a reconnect's snapshot announces nothing twice and a request's id
+/// is never announced again.
 fn pending_update(
     pending: &BTreeMap<String, Approval>,
     notified: &mut HashSet<String>,
 ) -> (Vec<Approval>, Vec<Approval>) {
-    let mut oldest_first: Vec<Approval> = pending.values().cloned().collect();
+    let mut oldest_first: Vec<Approval> =
+        pending.values().filter(|a| a.answerable).cloned().collect();
     oldest_first.sort_by_key(|a| a.created_at);
     let new = oldest_first.iter().filter(|a| notified.insert(a.id.clone())).cloned().collect();
     notified.retain(|id| pending.contains_key(id));
@@ -549,6 +553,7 @@ mod tests {
             expires_at: created_at + 120,
             answered_at: None,
             answered_by: None,
+            answerable: true,
         }
     }
 
@@ -574,5 +579,18 @@ mod tests {
             pending_update(&map(&[approval("b", 20), approval("c", 30)]), &mut notified);
         assert_eq!(third.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), ["c"]);
         assert!(!notified.contains("a"), "an answered request is forgotten");
+    }
+
+    #[test]
+    fn a_call_an_admin_answers_is_neither_in_the_tray_nor_announced() {
+        let mut notified = HashSet::new();
+        let theirs = Approval { answerable: false, ..approval("x", 5) };
+        let (listed, new) = pending_update(&map(&[theirs, approval("a", 10)]), &mut notified);
+        assert_eq!(
+            listed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            ["a"],
+            "the tray and its count are requests this device can answer"
+        );
+        assert_eq!(new.len(), 1, "no notification asks for an answer this device cannot give");
     }
 }

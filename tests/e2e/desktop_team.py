@@ -260,11 +260,18 @@ def join() -> None:
             raise Failure(f"the call without a grant was answered instead of held: {held}")
         if len(asked) != 1 or asked[0].get("path") != "/v1/ops":
             raise Failure(f"the admin is not asked about exactly the held call: {asked}")
-        # A shared credential's approvals go to admins: the member's app does not offer it.
+        # A shared credential's approvals go to admins: the member's app shows why her agent
+        # waits, and offers no answer.
         d.click(t("nav-approvals"), "approvals in the sidebar")
-        d.wait_text("main", "Nothing waiting", "the member's approvals screen, loaded")
-        if d.find_all('[data-testid^="approval-"]:not([data-testid="approval-detail"])'):
-            raise Failure("a member is offered an approval for a shared credential")
+        row = t(f"approval-{asked[0]['id']}")
+        d.click(row, "the member's agent's held call, listed")
+        d.wait_text(t("answered-by-admins"), "an admin answers it",
+                    "the member is told who answers her agent's call")
+        if d.find_all(t("approve-once")) or d.find_all(t("deny")):
+            raise Failure("a member is offered an answer for a shared credential's call")
+        if d.find_all(f'{t("tab-pending")} .badge'):
+            raise Failure("a call the member cannot answer is counted as waiting for her")
+        d.screenshot("approvals-admin-answers")
         admin(["approvals", "deny", asked[0]["id"]])
         waiting.join(60)
         if not held or held[0][0] != 403 or "approval_denied" not in held[0][1]:

@@ -54,6 +54,25 @@ describe('approvals', () => {
     expect(approvals.pending[0].id, 'the newest request comes first').toBe('appr_new');
   });
 
+  it("shows your agent's call that an admin answers, without buttons or a count", async () => {
+    const b = setup();
+    b.approvals.unshift({ ...b.approvals.find((a) => a.id === 'appr_1')!, id: 'appr_theirs', agentName: 'mia-bot', answerable: false, createdAt: b.approvals[0].createdAt + 1 });
+    const user = userEvent.setup();
+    render(Approvals);
+    const row = await screen.findByTestId('approval-appr_theirs');
+    expect(within(row).getByTestId('admin-answers-appr_theirs'), 'the row says who answers').toBeInTheDocument();
+    expect(screen.getByTestId('tab-pending'), 'the count is of requests you can answer').toHaveTextContent('Pending 2');
+    await user.click(row);
+    const d = screen.getByTestId('approval-detail');
+    expect(within(d).getByTestId('answered-by-admins')).toHaveTextContent('an admin answers it');
+    expect(within(d).queryByTestId('approve-once'), 'no button asks for an answer you cannot give').toBeNull();
+    expect(within(d).queryByTestId('deny')).toBeNull();
+    row.focus();
+    await user.keyboard('a');
+    await settle();
+    expect(b.callsOf('approve_once'), 'the A key does nothing on it either').toHaveLength(0);
+  });
+
   it('approves once with approve_once', async () => {
     const b = setup();
     const user = userEvent.setup();
@@ -98,7 +117,7 @@ describe('approvals', () => {
 
   it('shows the message when an answer fails', async () => {
     const b = setup();
-    b.failNext('approve_once', { code: 'already_answered', message: 'Someone already answered this request.' });
+    b.failNext('approve_once', { code: 'approval_closed', message: 'Someone already answered this request.' });
     const user = userEvent.setup();
     render(Approvals);
     await screen.findByTestId('approval-appr_1');

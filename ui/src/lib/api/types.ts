@@ -125,6 +125,9 @@ export type Approval = {
   expiresAt: number;
   answeredAt: number | null;
   answeredBy: string | null;
+  /** This device may answer it; `false` for a call of your agent that an admin answers (a
+   * shared integration's), shown so you know why the agent waits. */
+  answerable: boolean;
 };
 
 /** `warning`: a validator warning on a saved policy, which is in force; otherwise it was refused

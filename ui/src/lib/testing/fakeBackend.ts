@@ -160,7 +160,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         id: id('appr'), status: 'pending', agent: 'agent_ci', agentName: 'ci-bot', credential: 'cred_gh',
         credentialName: 'github-main', method: 'POST', host: 'api.github.com', path: '/repos/acme/web/pulls',
         queryKeys: [], bodySize: 512, policyIds: ['approve-writes'], createdAt: n, expiresAt: n + 300,
-        answeredAt: null, answeredBy: null, ...a,
+        answeredAt: null, answeredBy: null, answerable: true, ...a,
       };
       b.approvals.unshift(ap);
       syncPending();
@@ -190,7 +190,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
   }
 
   function syncPending() {
-    b.status.pendingApprovals = b.approvals.filter((a) => a.status === 'pending').length;
+    b.status.pendingApprovals = b.approvals.filter((a) => a.status === 'pending' && a.answerable).length;
   }
   syncPending();
 
@@ -216,7 +216,11 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
   function answer(idArg: unknown, status: Approval['status']): Approval {
     const a = b.approvals.find((x) => x.id === idArg);
     if (!a) throw err('not_found', 'That request no longer exists.');
-    if (a.status !== 'pending') throw err('already_answered', 'Someone already answered this request.');
+    // As the shell: approving is refused before anything is issued; the broker refuses a deny.
+    if (!a.answerable && status === 'approved')
+      throw err('answered_by_admins', 'This is for a shared credential, so an admin answers it.');
+    if (!a.answerable) throw err('not_found', 'No approval for you to answer.');
+    if (a.status !== 'pending') throw err('approval_closed', 'Someone already answered this request.');
     a.status = status;
     a.answeredAt = now();
     a.answeredBy = 'You';

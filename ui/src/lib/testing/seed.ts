@@ -59,9 +59,9 @@ export function seedAgents(now: number): Agent[] {
 
 export function seedApprovals(now: number): Approval[] {
   return [
-    { id: 'appr_1', status: 'pending', agent: 'agent_ci', agentName: 'ci-bot', credential: 'cred_gh', credentialName: 'github-main', method: 'POST', host: 'api.github.com', path: '/repos/acme/web/issues', queryKeys: ['labels'], bodySize: 2048, policyIds: ['require-approval-writes'], createdAt: now - 20, expiresAt: now + 280, answeredAt: null, answeredBy: null },
-    { id: 'appr_2', status: 'pending', agent: 'agent_writer', agentName: 'release-writer', credential: 'cred_oai', credentialName: 'openai-prod', method: 'DELETE', host: 'api.openai.com', path: '/v1/files/file-abc', queryKeys: [], bodySize: null, policyIds: ['deny-deletes'], createdAt: now - 5, expiresAt: now + 115, answeredAt: null, answeredBy: null },
-    { id: 'appr_0', status: 'approved', agent: 'agent_ci', agentName: 'ci-bot', credential: 'cred_gh', credentialName: 'github-main', method: 'GET', host: 'api.github.com', path: '/user', queryKeys: [], bodySize: null, policyIds: [], createdAt: now - 7200, expiresAt: now - 6900, answeredAt: now - 7100, answeredBy: 'You' },
+    { id: 'appr_1', status: 'pending', agent: 'agent_ci', agentName: 'ci-bot', credential: 'cred_gh', credentialName: 'github-main', method: 'POST', host: 'api.github.com', path: '/repos/acme/web/issues', queryKeys: ['labels'], bodySize: 2048, policyIds: ['require-approval-writes'], createdAt: now - 20, expiresAt: now + 280, answeredAt: null, answeredBy: null, answerable: true },
+    { id: 'appr_2', status: 'pending', agent: 'agent_writer', agentName: 'release-writer', credential: 'cred_oai', credentialName: 'openai-prod', method: 'DELETE', host: 'api.openai.com', path: '/v1/files/file-abc', queryKeys: [], bodySize: null, policyIds: ['deny-deletes'], createdAt: now - 5, expiresAt: now + 115, answeredAt: null, answeredBy: null, answerable: true },
+    { id: 'appr_0', status: 'approved', agent: 'agent_ci', agentName: 'ci-bot', credential: 'cred_gh', credentialName: 'github-main', method: 'GET', host: 'api.github.com', path: '/user', queryKeys: [], bodySize: null, policyIds: [], createdAt: now - 7200, expiresAt: now - 6900, answeredAt: now - 7100, answeredBy: 'You', answerable: true },
   ];
 }
 
