@@ -359,9 +359,14 @@ pub(crate) enum DeviceCommand {
         from: Fingerprint,
     },
     /// Remove a device (yours, or any device for admins); it is refused from its next request.
+    /// The keys it held are rotated: the workspace key (by an admin) and, for one of your own
+    /// devices, your member key.
     Remove {
         /// The device's id.
         id: DeviceId,
+        /// Do not rotate (anything copied from the device stays usable until you rotate).
+        #[arg(long)]
+        no_rotate: bool,
     },
 }
 
@@ -370,10 +375,14 @@ pub(crate) enum DeviceCommand {
 pub(crate) enum MemberCommand {
     /// List the active members with their roles and devices.
     List,
-    /// Remove a member and all their devices (admins).
+    /// Remove a member and all their devices (admins), then rotate the workspace key their
+    /// devices held.
     Remove {
         /// The member's id.
         id: MemberId,
+        /// Do not rotate (anything copied from their devices stays usable until you rotate).
+        #[arg(long)]
+        no_rotate: bool,
     },
     /// Change a member's role (admins); the last admin cannot be demoted.
     Role {

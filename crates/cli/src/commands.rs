@@ -697,7 +697,7 @@ fn create_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// One progress line on stderr (stdout stays for the result).
-fn progress_line(step: RotationProgress) {
+pub(crate) fn progress_line(step: RotationProgress) {
     let line = match step {
         RotationProgress::Resealed { done, total } => {
             let width = 30;

@@ -6,13 +6,14 @@ use std::io::Read as _;
 use anyhow::{Context as _, bail};
 use latchkey_client::api::{BrokerEndpoint, InviteCode, Role};
 use latchkey_client::profile::Profile;
+use latchkey_client::rotation::{RotationScope, RotationSummary, rotate};
 use latchkey_client::workspace::{Joining, admit_device, join_workspace, receive_keys};
 use latchkey_core::ids::MemberId;
 use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cli::{DeviceCommand, KeyStoreChoice, MemberCommand, RoleChoice};
-use crate::commands::{Output, client, key_store};
+use crate::commands::{Output, client, key_store, progress_line};
 use crate::shown::shown;
 
 /// The arguments of `workspace join`.
@@ -129,17 +130,34 @@ pub(crate) async fn device(
                 ),
             )
         }
-        DeviceCommand::Remove { id } => {
-            let removal = client(profile, choice).await?.remove_device(id).await?;
-            let advice = if removal.rotation_recommended {
-                "\nIt held the workspace key: rotate it with `latchkey rotate`."
-            } else {
-                ""
-            };
-            out.value(
-                &serde_json::to_value(removal)?,
-                &format!("Removed device {id}; it is refused from its next request.{advice}"),
-            )
+        DeviceCommand::Remove { id, no_rotate } => {
+            let client = client(profile, choice).await?;
+            let me = client.me().await?;
+            let mine = client
+                .members()
+                .await?
+                .iter()
+                .any(|m| m.id == me.member && m.devices.iter().any(|d| d.id == id));
+            let removal = client.remove_device(id).await?;
+            let mut scopes = Vec::new();
+            if removal.rotation_recommended && me.role == Role::Admin {
+                scopes.push(RotationScope::Shared);
+            }
+            if mine {
+                scopes.push(RotationScope::Member);
+            }
+            let removed = format!("Removed device {id}; it is refused from its next request.");
+            let mut rotated = Vec::new();
+            if !no_rotate {
+                rotated = rotate_scopes(profile, choice, out, &scopes).await?;
+            }
+            let mut text = removed + &rotation_text(&rotated, no_rotate.then_some(&scopes[..]));
+            if removal.rotation_recommended && me.role != Role::Admin {
+                text.push_str(
+                    "\nIt held the workspace key: ask an admin to rotate it (`latchkey rotate`).",
+                );
+            }
+            out.value(&json!({"removal": removal, "rotations": rotated_json(&rotated)}), &text)
         }
     }
 }
@@ -173,21 +191,21 @@ pub(crate) async fn member(
                 .collect();
             out.list(&serde_json::to_value(&members)?, &lines, "No members.")
         }
-        MemberCommand::Remove { id } => {
+        MemberCommand::Remove { id, no_rotate } => {
             let removal = client.remove_member(id).await?;
-            let advice = if removal.rotation_recommended {
-                "\nTheir devices held the workspace key: rotate it with `latchkey rotate`."
-            } else {
-                ""
-            };
-            out.value(
-                &serde_json::to_value(removal)?,
-                &format!(
-                    "Removed member {id} and {} device{}.{advice}",
-                    removal.devices_removed,
-                    if removal.devices_removed == 1 { "" } else { "s" }
-                ),
-            )
+            let scopes =
+                if removal.rotation_recommended { vec![RotationScope::Shared] } else { Vec::new() };
+            let mut rotated = Vec::new();
+            if !no_rotate {
+                rotated = rotate_scopes(profile, choice, out, &scopes).await?;
+            }
+            let text = format!(
+                "Removed member {id} and {} device{}.{}",
+                removal.devices_removed,
+                if removal.devices_removed == 1 { "" } else { "s" },
+                rotation_text(&rotated, no_rotate.then_some(&scopes[..]))
+            );
+            out.value(&json!({"removal": removal, "rotations": rotated_json(&rotated)}), &text)
         }
         MemberCommand::Role { id, role } => {
             let role = match role {
@@ -220,4 +238,84 @@ fn read_invite_code(from_stdin: bool) -> anyhow::Result<InviteCode> {
         )?
     });
     Ok(raw.parse()?)
+}
+
+/// Rotates `scopes` after a removal, with the progress on stderr (not with `--json`).
+async fn rotate_scopes(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    scopes: &[RotationScope],
+) -> anyhow::Result<Vec<(RotationScope, RotationSummary)>> {
+    let store = key_store(profile, choice, false)?;
+    let mut rotated = Vec::new();
+    for scope in scopes {
+        let show = !out.json;
+        let summary = rotate(profile, &store, *scope, &|step| {
+            if show {
+                progress_line(step);
+            }
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "removed, but rotating the {} key failed: run `{}` to finish",
+                scope_name(*scope),
+                rotate_command(*scope)
+            )
+        })?;
+        rotated.push((*scope, summary));
+    }
+    Ok(rotated)
+}
+
+fn scope_name(scope: RotationScope) -> &'static str {
+    match scope {
+        RotationScope::Shared => "workspace",
+        RotationScope::Member => "member",
+    }
+}
+
+fn rotate_command(scope: RotationScope) -> &'static str {
+    match scope {
+        RotationScope::Shared => "latchkey rotate",
+        RotationScope::Member => "latchkey rotate --scope member",
+    }
+}
+
+/// What a removal's rotations did, or (`skipped`, with `--no-rotate`) what is left to rotate.
+fn rotation_text(
+    rotated: &[(RotationScope, RotationSummary)],
+    skipped: Option<&[RotationScope]>,
+) -> String {
+    let mut text = String::new();
+    for (scope, summary) in rotated {
+        text.push_str(&format!(
+            "\nRotated the {} key to version {}: {} credential{} re-sealed; anything copied from what was removed is useless now.",
+            scope_name(*scope),
+            summary.to,
+            summary.credentials,
+            if summary.credentials == 1 { "" } else { "s" },
+        ));
+    }
+    for scope in skipped.unwrap_or_default() {
+        text.push_str(&format!(
+            "\nNot rotated (--no-rotate): the {} key it held stays current until `{}`.",
+            scope_name(*scope),
+            rotate_command(*scope)
+        ));
+    }
+    text
+}
+
+fn rotated_json(rotated: &[(RotationScope, RotationSummary)]) -> serde_json::Value {
+    rotated
+        .iter()
+        .map(|(scope, s)| {
+            json!({
+                "scope": scope_name(*scope), "from": s.from, "to": s.to,
+                "credentials": s.credentials, "devices": s.devices, "not_sent": s.not_sent,
+            })
+        })
+        .collect()
 }

@@ -1375,13 +1375,29 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     let (code, _, err) = ada.run(&["policy", "remove", "no-deletes"], None).await;
     assert_eq!(code, 3, "removing a policy twice: {err}");
 
-    // Removing Grace's device: it is refused from then on, and a rotation is advised.
+    // Removing Grace's device: it is refused from then on, and the workspace key it held is
+    // rotated at once (by default, as DESIGN.md asks).
+    let before = ada.json(&["workspace", "show"], None).await;
     let removal = ada.json(&["device", "remove", &grace_device], None).await;
-    assert_eq!(removal["rotation_recommended"], true);
+    assert_eq!(removal["removal"]["rotation_recommended"], true, "{removal}");
+    let rotations = removal["rotations"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rotations.len(), 1, "the admin rotates the workspace key: {removal}");
+    assert_eq!(rotations[0]["scope"], "workspace");
+    assert_eq!(rotations[0]["credentials"], 1, "the shared credential is re-sealed: {removal}");
+    let after = ada.json(&["workspace", "show"], None).await;
+    assert_ne!(
+        before["workspace_key_version"], after["workspace_key_version"],
+        "the key the removed device held is no longer current: {before} {after}"
+    );
     let (code, _, err) = grace.run(&["agent", "list"], None).await;
     assert_eq!(code, 4, "a removed device is refused: {err}");
-    let removed = ada.json(&["member", "remove", &grace_member], None).await;
-    assert_eq!(removed["devices_removed"], 0);
+    let (code, text, err) =
+        ada.run(&["member", "remove", &grace_member, "--no-rotate"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains("Removed member") && text.contains("Not rotated (--no-rotate)"),
+        "skipping the rotation says what stays current and how to rotate: {text}"
+    );
     let verified = ada.json(&["audit", "verify"], None).await;
     assert_eq!(verified["local"]["ok"], true, "{verified}");
     let changes = ada.json(&["audit", "list", "--kind", "policy_changed"], None).await;
