@@ -603,7 +603,7 @@ struct WrappedKeysStored {
         (status = 400, description = "`bad_request` or `invalid_request` (count out of range, bad framing, another workspace)", body = ApiError),
         (status = 403, description = "`forbidden`: a key names another sender, is another member's member key, or goes to another member's device", body = ApiError),
         (status = 404, description = "`not_found`: a recipient is not an active device of the workspace", body = ApiError),
-        (status = 409, description = "`conflict`: a different key is stored for that recipient, key and version", body = ApiError),
+        (status = 409, description = "`conflict`: a different key is stored for that recipient, key and version, or a key's version is after the current one", body = ApiError),
     ),
 )]
 async fn put_wrapped_keys(
@@ -660,6 +660,14 @@ async fn put_wrapped_keys(
                     format!(
                         "wrapped_keys[{index}]: a member key can only be wrapped to that member's \
                      own devices"
+                    ),
+                ),
+                WrapError::AheadOfCurrent { index, version, current } => ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "wrapped_keys[{index}] is for key version {version}, after the current \
+                     {current}: a new version is sent with the rotation that makes it current; \
+                     nothing was stored"
                     ),
                 ),
                 WrapError::Conflict { index } => ApiError::new(

@@ -185,6 +185,18 @@ pub enum WrapError {
         /// Position in the batch.
         index: usize,
     },
+    /// A key of a version after the scope's current one: new versions arrive only with the
+    /// rotation that makes them current (`POST /v1/rotations`), so a version stored ahead of it
+    /// could block that rotation.
+    #[error("wrapped key {index}: version {version} is after the current one ({current})")]
+    AheadOfCurrent {
+        /// Position in the batch.
+        index: usize,
+        /// The key's version.
+        version: u32,
+        /// The scope's current version.
+        current: u32,
+    },
     /// Different bytes are already stored for the same recipient, key and version.
     #[error(
         "wrapped key {index}: a different wrapped key is already stored for this recipient, key and version"
@@ -512,6 +524,30 @@ impl Store {
             let (kind, owner) = coordinates(h.owner);
             if h.kind == WrappedKind::Member && owner != recipient_member {
                 return Ok(Err(WrapError::NotOwnersDevice { index }));
+            }
+            let current = match h.kind {
+                WrappedKind::Workspace => {
+                    sqlx::query_scalar::<_, i64>("SELECT key_version FROM workspaces WHERE id = $1")
+                        .bind(&ws)
+                        .fetch_one(&mut *tx)
+                        .await?
+                }
+                WrappedKind::Member => {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT key_version FROM members WHERE workspace_id = $1 AND id = $2",
+                    )
+                    .bind(&ws)
+                    .bind(&owner)
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+            };
+            if i64::from(h.version.get()) > current {
+                return Ok(Err(WrapError::AheadOfCurrent {
+                    index,
+                    version: h.version.get(),
+                    current: u32::try_from(current).unwrap_or(u32::MAX),
+                }));
             }
             let inserted = sqlx::query(
                 "INSERT INTO wrapped_keys (workspace_id, recipient_device, kind, owner, key_version, bytes, created_at)

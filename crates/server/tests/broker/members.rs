@@ -1001,3 +1001,43 @@ fn decode(text: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).expect("base64url")
 }
+
+#[tokio::test]
+async fn a_key_version_ahead_of_the_current_one_is_refused_so_no_one_can_block_a_rotation() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, mk) = enrol_with_member_key(&broker, &admin, "member").await;
+    // A plain member wraps a made-up workspace key version 2 to the admin's device: stored, it
+    // would take the place the admin's rotation to version 2 needs.
+    let next = WorkspaceKey::generate(admin.workspace, KeyVersion::new(2).unwrap()).unwrap();
+    let (status, body) = put_wrapped(&broker, &member, &[&wrap_wk(&next, &member, &admin)]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "a version after the current one arrives only with its rotation: {body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("after the current 1"), "{body}");
+    let versions: Vec<Option<u64>> =
+        delivered_to(&broker, &admin).await.iter().map(|k| k["version"].as_u64()).collect();
+    assert!(
+        !versions.is_empty() && versions.iter().all(|v| *v == Some(1)),
+        "nothing was stored for the admin, whose keys are all version 1: {versions:?}"
+    );
+    // Her own member key, ahead of its current version, likewise.
+    let mk2 = latchkey_core::keys::MemberKey::generate(
+        member.workspace,
+        member.member,
+        KeyVersion::new(2).unwrap(),
+    )
+    .unwrap();
+    drop(mk);
+    let own = WrappedKey::wrap_member_key(
+        &mk2,
+        (member.id, &member.keys.exchange.public_key()),
+        (member.id, &member.keys.signing),
+    )
+    .unwrap();
+    let (status, body) = put_wrapped(&broker, &member, &[&own]).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    broker.stop().await;
+}
