@@ -1427,7 +1427,8 @@ async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed()
         "an approval nobody holds any more is not offered for an answer"
     );
     let all = w.approvals(&w.admin, "all").await;
-    assert_eq!(all.first().map(|a| &a["status"]), Some(&json!("expired")), "{all:?}");
+    let stranded = all.iter().find(|a| a["id"] == json!(id));
+    assert_eq!(stranded.map(|a| &a["status"]), Some(&json!("expired")), "{all:?}");
     let audit = w.audit().await;
     assert!(
         audit.iter().any(|r| r["record"]["kind"] == "approval_expired"
