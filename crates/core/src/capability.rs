@@ -288,8 +288,10 @@ impl PathPattern {
         for segment in pattern {
             match segment {
                 "**" => return true,
+                // Exactly one segment, and not an empty one: `/users/*` must not reach `/users/`,
+                // which many servers read as the list `/users`.
                 "*" => {
-                    if request.next().is_none() {
+                    if request.next().is_none_or(str::is_empty) {
                         return false;
                     }
                 }
@@ -693,7 +695,10 @@ fn canonical_segments(path: &str) -> Option<Vec<&str>> {
         return Some(Vec::new());
     }
     let lower = rest.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e", "\\"].iter().any(|bad| lower.contains(bad)) {
+    // Encoded separators and dots, also encoded twice (an upstream that decodes twice reads
+    // `%252e` as `.`).
+    if ["%2f", "%5c", "%2e", "%252f", "%255c", "%252e", "\\"].iter().any(|bad| lower.contains(bad))
+    {
         return None;
     }
     let segments: Vec<&str> = rest.split('/').collect();
@@ -701,7 +706,9 @@ fn canonical_segments(path: &str) -> Option<Vec<&str>> {
     // segment only there, and refuse empty segments anywhere else.
     let last = segments.len() - 1;
     for (i, segment) in segments.iter().enumerate() {
-        if (segment.is_empty() && i != last) || *segment == "." || *segment == ".." {
+        // A dot segment, also behind a path parameter (`..;x`), which Java servers read as `..`.
+        let dots = segment.split(';').next().unwrap_or_default();
+        if (segment.is_empty() && i != last) || dots == "." || dots == ".." {
             return None;
         }
         if !segment.bytes().all(is_pchar) {
@@ -977,6 +984,10 @@ mod tests {
         assert!(!p("/user").matches("/users"));
         assert!(p("/repos/*/issues").matches("/repos/acme/issues"));
         assert!(!p("/repos/*/issues").matches("/repos/issues"));
+        assert!(p("/users/*").matches("/users/ada"));
+        assert!(!p("/users/*").matches("/users/"), "* is one segment, never an empty one");
+        assert!(!p("/repos/*/*").matches("/repos/acme/"), "{}", "the list, not an item");
+        assert!(p("/users/**").matches("/users/"), "** takes any rest, the empty one too");
         assert!(p("/v1/**").matches("/v1"), "** matches zero segments");
         assert!(p("/v1/**").matches("/v1/chat/completions"));
         assert!(p("/**").matches("/"));
@@ -989,6 +1000,11 @@ mod tests {
             "/v1/%2e%2e/admin",
             "/v1/a%2Fb",
             "/v1/a%5cb",
+            "/v1/%252e%252e/admin",
+            "/v1/a%252Fb",
+            "/rest/api/..;/admin",
+            "/rest/api/..;x/admin",
+            "/rest/api/.;/admin",
             "/v1\\x",
             "v1/x",
             "",

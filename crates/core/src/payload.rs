@@ -85,9 +85,21 @@ impl Injection {
                         "header name must be 1-64 lowercase token characters",
                     ));
                 }
+                // Framing and hop-by-hop headers (RFC 9110 §7.6.1), which the broker drops or
+                // sets itself: a credential there would not reach the upstream as sent.
                 if matches!(
                     name.as_str(),
-                    "host" | "content-length" | "transfer-encoding" | "connection"
+                    "host"
+                        | "content-length"
+                        | "transfer-encoding"
+                        | "connection"
+                        | "keep-alive"
+                        | "proxy-connection"
+                        | "proxy-authorization"
+                        | "te"
+                        | "trailer"
+                        | "upgrade"
+                        | "expect"
                 ) {
                     return Err(PayloadError::Invalid(
                         "the credential cannot be injected into that header",
@@ -160,10 +172,31 @@ pub struct CredentialPayload {
 }
 
 impl CredentialPayload {
-    /// Encodes into a zeroizing buffer, checking every bound.
+    /// The length of [`CredentialPayload::encode`]'s output (for a payload within its bounds).
+    fn encoded_len(&self) -> usize {
+        let injection = match &self.injection {
+            Injection::Header { name, prefix } => 1 + 1 + name.len() + 1 + prefix.len(),
+            Injection::Query { name } => 1 + 1 + name.len(),
+        };
+        let oauth = match &self.kind {
+            CredentialKind::ApiKey => 0,
+            CredentialKind::OAuth { refresh: None, .. } => 8 + 1,
+            CredentialKind::OAuth { refresh: Some(r), .. } => {
+                8 + 1
+                    + (2 + r.refresh_token.len())
+                    + (2 + r.token_endpoint.len())
+                    + (1 + r.client_id.len())
+                    + (2 + r.client_secret.as_ref().map_or(0, SecretBytes::len))
+            }
+        };
+        2 + injection + 2 + self.secret.len() + oauth
+    }
+
+    /// Encodes into a zeroizing buffer, checking every bound. The buffer is sized once: a
+    /// reallocation would free a copy of the secret without zeroizing it.
     pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, PayloadError> {
         self.injection.validate()?;
-        let mut out = Zeroizing::new(Vec::with_capacity(64 + self.secret.len()));
+        let mut out = Zeroizing::new(Vec::with_capacity(self.encoded_len()));
         out.push(FORMAT_VERSION);
         out.push(match self.kind {
             CredentialKind::ApiKey => 1,
@@ -415,6 +448,11 @@ mod tests {
         let mut p = oauth();
         p.injection = Injection::Header { name: "Host".into(), prefix: String::new() };
         assert!(p.encode().is_err(), "uppercase or forbidden header names are refused");
+        for hop in ["te", "upgrade", "keep-alive", "proxy-authorization", "trailer", "expect"] {
+            let mut p = oauth();
+            p.injection = Injection::Header { name: hop.into(), prefix: String::new() };
+            assert!(p.encode().is_err(), "{hop} is hop-by-hop: the credential would not arrive");
+        }
         let mut p = oauth();
         p.injection = Injection::Header { name: "host".into(), prefix: String::new() };
         assert!(p.encode().is_err(), "the credential cannot replace the Host header");
@@ -448,6 +486,42 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_encoding_buffer_is_sized_once_so_no_copy_of_a_secret_is_freed_unzeroized(
+            secret in proptest::collection::vec(any::<u8>(), 1..600),
+            refresh in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..600)),
+            client_secret in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
+            endpoint in "https://[a-z]{1,40}\\.example/[a-z/]{0,200}",
+            client_id in "[A-Za-z0-9.]{1,100}",
+            query in any::<bool>(),
+        ) {
+            let payload = CredentialPayload {
+                kind: CredentialKind::OAuth {
+                    expires_at: Some(1),
+                    refresh: refresh.map(|r| OAuthRefresh {
+                        refresh_token: SecretBytes::copy_from(&r),
+                        token_endpoint: endpoint,
+                        client_id,
+                        client_secret: client_secret.map(|c| SecretBytes::copy_from(&c)),
+                    }),
+                },
+                injection: if query {
+                    Injection::Query { name: "access_token".into() }
+                } else {
+                    Injection::bearer()
+                },
+                secret: SecretBytes::copy_from(&secret),
+            };
+            let encoded = payload.encode().unwrap();
+            prop_assert_eq!(
+                encoded.len(),
+                payload.encoded_len(),
+                "the buffer was sized for exactly what is written, so it never grew"
+            );
+            let key = CredentialPayload { kind: CredentialKind::ApiKey, ..payload };
+            prop_assert_eq!(key.encode().unwrap().len(), key.encoded_len());
+        }
+
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = CredentialPayload::decode(&bytes);
