@@ -18,9 +18,14 @@ use crate::state::SharedState;
 use crate::store::devices::Role;
 use crate::store::nonces::NonceKind;
 
-/// Largest body a device request may carry (envelopes are at most 64 KiB; rotation batches carry
-/// many, see the rotation endpoint's own limit).
+/// Largest body a device request may carry (envelopes are at most 64 KiB).
 pub(crate) const MAX_DEVICE_BODY: usize = 1024 * 1024;
+/// Largest body of a rotation (`POST /v1/rotations`), which carries every credential of the key
+/// at once: about 700 envelopes of the largest size, thousands of usual ones. Read only once the
+/// signing key is known to be an enrolled device's, so no stranger makes the broker buffer it.
+pub(crate) const MAX_ROTATION_BODY: usize = 64 * 1024 * 1024;
+/// The one endpoint that takes [`MAX_ROTATION_BODY`].
+const ROTATIONS_PATH: &str = "/v1/rotations";
 /// How far a device's clock may be off from the broker's.
 pub(crate) const MAX_CLOCK_SKEW_SECS: u64 = 60;
 
@@ -57,7 +62,8 @@ impl<T: DeserializeOwned + Send> FromRequest<SharedState> for Signed<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &SharedState) -> Result<Self, Self::Rejection> {
-        let (parts, bytes) = read(request).await?;
+        crate::access_log::mark_device_request(request.extensions());
+        let (parts, body) = request.into_parts();
         let signature = parse_signature(state, &parts)?;
         let device = state.store.active_device(signature.key_id).await?.ok_or_else(|| {
             ApiError::new(
@@ -65,6 +71,9 @@ impl<T: DeserializeOwned + Send> FromRequest<SharedState> for Signed<T> {
                 "the signing key id is not an enrolled device of an active member; enrol this device first",
             )
         })?;
+        let limit =
+            if parts.uri.path() == ROTATIONS_PATH { MAX_ROTATION_BODY } else { MAX_DEVICE_BODY };
+        let bytes = read_body(body, limit).await?;
         let key = DeviceVerifyingKey::from_bytes(&device.signing_key)
             .map_err(|e| ApiError::internal(&format!("stored device key unusable: {e}")))?;
         verify(state, &parts, &bytes, &signature, &key).await?;
@@ -133,13 +142,13 @@ struct OwnedSignature {
 async fn read(request: Request) -> Result<(Parts, Bytes), ApiError> {
     crate::access_log::mark_device_request(request.extensions());
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_DEVICE_BODY).await.map_err(|_| {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body larger than {MAX_DEVICE_BODY} bytes"),
-        )
-    })?;
-    Ok((parts, bytes))
+    Ok((parts, read_body(body, MAX_DEVICE_BODY).await?))
+}
+
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(ErrorCode::PayloadTooLarge, format!("request body larger than {limit} bytes"))
+    })
 }
 
 fn parse_signature(state: &SharedState, parts: &Parts) -> Result<OwnedSignature, ApiError> {

@@ -1441,3 +1441,30 @@ async fn only_those_who_may_store_the_result_take_a_refresh_lease() {
     assert_eq!(left, 0, "a deleted credential's lease goes with it");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_rotation_may_carry_more_than_other_device_requests_but_only_from_an_enrolled_device() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    // Two MiB: over every other endpoint's limit, within a rotation's.
+    let big = json!({"junk": "x".repeat(2 << 20)});
+    let (status, body) =
+        TestBroker::send(broker.signed(&admin, "POST", "/v1/rotations", Some(&big))).await;
+    assert_ne!(
+        status, 413,
+        "a rotation carries every credential of its key at once, so it is not cut at 1 MiB: {body}"
+    );
+    assert_eq!(status, 400, "read in full, then refused as not a rotation: {body}");
+    let (status, body) =
+        TestBroker::send(broker.signed(&admin, "POST", "/v1/agents", Some(&big))).await;
+    assert_eq!((status, code(&body)), (413, "payload_too_large"), "{body}");
+    let stranger = TestDevice::new(admin.workspace);
+    let (status, body) =
+        TestBroker::send(broker.signed(&stranger, "POST", "/v1/rotations", Some(&big))).await;
+    assert_eq!(
+        (status, code(&body)),
+        (401, "unknown_device"),
+        "a device that is not enrolled is refused before its body is read: {body}"
+    );
+    broker.stop().await;
+}
