@@ -181,6 +181,7 @@ async fn regenerate(
         return Err(revoked_agent());
     }
     tracing::info!(workspace = %agent.workspace, agent = %agent.id, "agent token regenerated");
+    audit(&state, &caller, AuditKind::AgentTokenRegenerated, |e| e.agent = Some(agent.id)).await;
     token_response(StatusCode::OK, agent, &token)
 }
 
@@ -306,7 +307,7 @@ async fn create_grant(
         return Err(revoked_agent());
     }
     let credential = state.store.credential(caller.workspace, body.credential).await?;
-    if !credential.is_some_and(|c| may_see(&caller, c.owner)) {
+    if !credential.as_ref().is_some_and(|c| may_see(&caller, c.owner)) {
         return Err(ApiError::new(ErrorCode::NotFound, "no such credential in this workspace"));
     }
     let methods = methods(&body.methods)?;
@@ -340,6 +341,13 @@ async fn create_grant(
             ApiError::new(code, e.to_string())
         })?;
     tracing::info!(workspace = %grant.workspace, grant = %grant.id, agent = %grant.agent, credential = %grant.credential, "grant registered");
+    let credential_name = credential.map(|c| c.name);
+    audit(&state, &caller, AuditKind::GrantCreated, |e| {
+        e.agent = Some(grant.agent);
+        e.credential_name = credential_name;
+        e.subject = Some(grant.id.to_string());
+    })
+    .await;
     Ok((StatusCode::CREATED, Json(grant.into())))
 }
 

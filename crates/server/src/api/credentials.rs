@@ -16,7 +16,9 @@ use axum::extract::State;
 use axum::extract::rejection::PathRejection;
 use axum::http::StatusCode;
 use latchkey_core::envelope::Envelope;
-use latchkey_core::ids::{CredentialId, DeviceId, KeyVersion, LeaseId, Owner};
+use latchkey_core::ids::{
+    CredentialId, DeviceId, KeyVersion, LeaseId, MemberId, Owner, WorkspaceId,
+};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -377,6 +379,10 @@ async fn replace(
         .await?
         .map_err(write_error)?;
     tracing::info!(workspace = %record.workspace, credential = %record.id, revision = record.revision, "credential replaced");
+    audit(&state, &caller, AuditKind::CredentialUpdated, |e| {
+        e.credential_name = Some(record.name.clone());
+    })
+    .await;
     Ok(Json(record.into()))
 }
 
@@ -521,6 +527,11 @@ async fn set_status(
         .await?
         .map_err(write_error)?;
     tracing::info!(workspace = %record.workspace, credential = %record.id, status = record.status.as_str(), "credential status set");
+    audit(&state, &caller, AuditKind::CredentialStatusChanged, |e| {
+        e.credential_name = Some(record.name.clone());
+        e.subject = Some(record.status.as_str().to_owned());
+    })
+    .await;
     Ok(Json(record.into()))
 }
 
@@ -722,12 +733,25 @@ pub(crate) async fn audit(
     kind: AuditKind,
     fill: impl FnOnce(&mut AuditEvent),
 ) {
+    audit_as(state, caller.workspace, caller.device, caller.member, kind, fill).await;
+}
+
+/// [`audit`] for a device that is not a [`DeviceCaller`] yet (it created the workspace, or
+/// joined it, with this very request).
+pub(crate) async fn audit_as(
+    state: &SharedState,
+    workspace: WorkspaceId,
+    device: DeviceId,
+    member: MemberId,
+    kind: AuditKind,
+    fill: impl FnOnce(&mut AuditEvent),
+) {
     let at_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut event = AuditEvent::new(caller.workspace, at_ms, kind);
-    event.device = Some(caller.device);
-    event.member = Some(caller.member);
+    let mut event = AuditEvent::new(workspace, at_ms, kind);
+    event.device = Some(device);
+    event.member = Some(member);
     fill(&mut event);
     if let Err(error) = state.audit.append(event).await {
         tracing::error!(%error, kind = kind.as_str(), "could not audit a device action that was carried out");

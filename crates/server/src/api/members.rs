@@ -28,9 +28,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
+use super::credentials::{audit, audit_as};
 use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
 use super::workspaces::{DeviceRegistration, checked_name, exchange_key, verify_registration};
+use crate::audit::AuditKind;
 use crate::auth::{SelfSigned, Signed};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
@@ -165,6 +167,13 @@ async fn create_invite(
         InviteFor::NewMember(role) => (Some(role), None),
         InviteFor::Device(member) => (None, Some(member)),
     };
+    audit(&state, &caller, AuditKind::InviteCreated, |e| {
+        e.subject = Some(match invite_for {
+            InviteFor::NewMember(role) => role.as_str().to_owned(),
+            InviteFor::Device(member) => format!("device of {member}"),
+        });
+    })
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(InviteCreated { code: code.text().to_owned(), expires_at, role, member }),
@@ -274,6 +283,11 @@ async fn join(
         workspace = %joined.workspace, member = %joined.member, device = %body.device.id,
         new_member = joined.new_member, "device joined"
     );
+    let kind = if joined.new_member { AuditKind::MemberJoined } else { AuditKind::DeviceJoined };
+    audit_as(&state, joined.workspace, body.device.id, joined.member, kind, |e| {
+        e.subject = Some(body.device.id.to_string());
+    })
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(JoinedResponse {
@@ -471,6 +485,7 @@ async fn remove_device(
         _ => no_such_device(),
     })?;
     tracing::info!(workspace = %caller.workspace, device = %id, by = %caller.device, "device removed");
+    audit(&state, &caller, AuditKind::DeviceRemoved, |e| e.subject = Some(id.to_string())).await;
     Ok(Json(Removed { devices_removed: 1, rotation_recommended: true }))
 }
 
@@ -511,6 +526,7 @@ async fn remove_member(
             },
         )?;
     tracing::info!(workspace = %caller.workspace, member = %id, by = %caller.device, "member removed");
+    audit(&state, &caller, AuditKind::MemberRemoved, |e| e.subject = Some(id.to_string())).await;
     Ok(Json(Removed { devices_removed, rotation_recommended: true }))
 }
 
@@ -565,6 +581,11 @@ async fn set_role(
         _ => no_such_member(),
     })?;
     tracing::info!(workspace = %caller.workspace, member = %id, role = role.as_str(), "role changed");
+    let kind = match role {
+        Role::Admin => AuditKind::MemberPromoted,
+        Role::Member => AuditKind::MemberDemoted,
+    };
+    audit(&state, &caller, kind, |e| e.subject = Some(id.to_string())).await;
     Ok(Json(RoleSet { member: id, role }))
 }
 
@@ -683,6 +704,20 @@ async fn put_wrapped_keys(
         workspace = %caller.workspace, device = %caller.device,
         stored = summary.stored, unchanged = summary.unchanged, "wrapped keys stored"
     );
+    // Sharing a key with another device (an admission) is audited once per recipient; a
+    // device's own copy (a new member's member key) shares nothing.
+    if summary.stored > 0 {
+        let mut recipients: Vec<DeviceId> =
+            keys.iter().map(|k| k.header().recipient).filter(|r| *r != caller.device).collect();
+        recipients.sort_unstable_by_key(ToString::to_string);
+        recipients.dedup();
+        for recipient in recipients {
+            audit(&state, &caller, AuditKind::KeysShared, |e| {
+                e.subject = Some(recipient.to_string());
+            })
+            .await;
+        }
+    }
     Ok(Json(WrappedKeysStored { stored: summary.stored, unchanged: summary.unchanged }))
 }
 

@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 
 use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
+use crate::audit::AuditKind;
 use crate::auth::{SelfSigned, Signed};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
@@ -147,6 +148,15 @@ async fn create(
         .await?
         .map_err(|conflict| ApiError::new(ErrorCode::Conflict, conflict.to_string()))?;
     tracing::info!(%workspace, %member, %device, "workspace created");
+    super::credentials::audit_as(
+        &state,
+        workspace,
+        device,
+        member,
+        AuditKind::WorkspaceCreated,
+        |_| {},
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(Created { workspace, member, device, role: Role::Admin })))
 }
 

@@ -94,6 +94,10 @@ pub struct AuditEvent {
     pub lifetime_secs: Option<u64>,
     /// For an inject: the command's program name (never its arguments).
     pub command: Option<String>,
+    /// What a device's change was about when it is not the agent or credential above: the id of
+    /// the member, device or grant it added, changed or removed, an invite's role, a credential's
+    /// new status (each kind says which).
+    pub subject: Option<String>,
 }
 
 impl AuditEvent {
@@ -120,6 +124,7 @@ impl AuditEvent {
             client_ip: None,
             lifetime_secs: None,
             command: None,
+            subject: None,
         }
     }
 }
@@ -170,11 +175,34 @@ pub enum AuditKind {
     /// A request to release a credential into a command's environment was refused
     /// (`reason_code` says why).
     InjectDenied,
+    /// Another device of an existing member joined (`subject`: the new device).
+    DeviceJoined,
+    /// A device wrapped a key to another device: the admission that shares the workspace (and
+    /// a member's own) key (`subject`: the recipient device).
+    KeysShared,
+    /// An invite was made (`subject`: the role it invites as, or `device` for an existing
+    /// member's new device).
+    InviteCreated,
+    /// A member was made an admin (`subject`: the member).
+    MemberPromoted,
+    /// An admin was made a plain member (`subject`: the member).
+    MemberDemoted,
+    /// A member and all their devices were removed (`subject`: the member).
+    MemberRemoved,
+    /// A credential's metadata or envelope was replaced (its upstream, hosts, scopes, ...).
+    CredentialUpdated,
+    /// A credential was disabled, enabled again or marked as needing a reconnect (`subject`: the
+    /// new status).
+    CredentialStatusChanged,
+    /// An agent was given a new token; the old one no longer works.
+    AgentTokenRegenerated,
+    /// A standing grant was registered (`subject`: the grant).
+    GrantCreated,
 }
 
 impl AuditKind {
     /// Every kind, in the order the codes were assigned.
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 29] = [
         AuditKind::ProxyAttempt,
         AuditKind::ProxyOutcome,
         AuditKind::WorkspaceCreated,
@@ -194,6 +222,16 @@ impl AuditKind {
         AuditKind::AgentsResumed,
         AuditKind::InjectReleased,
         AuditKind::InjectDenied,
+        AuditKind::DeviceJoined,
+        AuditKind::KeysShared,
+        AuditKind::InviteCreated,
+        AuditKind::MemberPromoted,
+        AuditKind::MemberDemoted,
+        AuditKind::MemberRemoved,
+        AuditKind::CredentialUpdated,
+        AuditKind::CredentialStatusChanged,
+        AuditKind::AgentTokenRegenerated,
+        AuditKind::GrantCreated,
     ];
 
     /// The stable code (the serde spelling).
@@ -218,6 +256,16 @@ impl AuditKind {
             AuditKind::AgentsResumed => "agents_resumed",
             AuditKind::InjectReleased => "inject_released",
             AuditKind::InjectDenied => "inject_denied",
+            AuditKind::DeviceJoined => "device_joined",
+            AuditKind::KeysShared => "keys_shared",
+            AuditKind::InviteCreated => "invite_created",
+            AuditKind::MemberPromoted => "member_promoted",
+            AuditKind::MemberDemoted => "member_demoted",
+            AuditKind::MemberRemoved => "member_removed",
+            AuditKind::CredentialUpdated => "credential_updated",
+            AuditKind::CredentialStatusChanged => "credential_status_changed",
+            AuditKind::AgentTokenRegenerated => "agent_token_regenerated",
+            AuditKind::GrantCreated => "grant_created",
         }
     }
 

@@ -92,6 +92,7 @@ impl PreparedRecord {
         out.text("reason_code", event.reason_code.as_deref());
         out.key(SEQ_KEY);
         let seq_at = out.text.len();
+        out.text("subject", event.subject.as_deref());
         out.number("upstream_status", event.upstream_status.map(u64::from));
         out.number("v", Some(RECORD_VERSION));
         out.display("workspace", Some(event.workspace));
@@ -401,6 +402,7 @@ mod tests {
         put("client_ip", event.client_ip.as_deref().map(text));
         put("lifetime_secs", event.lifetime_secs.map(Value::from));
         put("command", event.command.as_deref().map(text));
+        put("subject", event.subject.as_deref().map(text));
         canonical_json(&Value::Object(map))
     }
 
@@ -429,7 +431,8 @@ mod tests {
         let decision =
             proptest::option::of(prop_oneof![Just(Decision::Allowed), Just(Decision::Denied)]);
         let ids = (any::<bool>(), any::<bool>(), any::<bool>());
-        let strings = (field(), field(), field(), field(), field(), field(), field(), field());
+        let strings =
+            (field(), field(), field(), field(), field(), field(), field(), field(), field());
         let numbers = (
             any::<u64>(),
             proptest::option::of(any::<u64>()),
@@ -440,7 +443,8 @@ mod tests {
         let policies = proptest::collection::vec("[a-z\\\"é]{0,300}", 0..70);
         (kinds, decision, ids, strings, numbers, policies).prop_map(
             |(kind, decision, (agent, device, member), strings, numbers, policy_ids)| {
-                let (reason, credential, method, host, path, approval, ip, command) = strings;
+                let (reason, credential, method, host, path, approval, ip, command, subject) =
+                    strings;
                 let (at_ms, attempt_seq, upstream_status, latency_ms, lifetime_secs) = numbers;
                 let mut event = AuditEvent::new(WorkspaceId::random(), at_ms, kind);
                 event.decision = decision;
@@ -455,6 +459,7 @@ mod tests {
                 event.approval_id = approval;
                 event.client_ip = ip;
                 event.command = command;
+                event.subject = subject;
                 event.policy_ids = policy_ids;
                 event.attempt_seq = attempt_seq;
                 event.upstream_status = upstream_status;

@@ -199,6 +199,7 @@ impl Call {
             client_ip: Some(self.client_ip.clone()),
             lifetime_secs: None,
             command: None,
+            subject: None,
         }
     }
 

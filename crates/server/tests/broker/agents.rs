@@ -86,6 +86,11 @@ async fn regenerating_a_token_invalidates_the_old_one_at_once() {
     );
     let found = store.agent_by_token_hash(&new.hash()).await.unwrap().expect("the new token works");
     assert_eq!(found.id, id, "same agent, new token");
+    let (_, log) = get(&broker, &admin, "/v1/audit?kind=agent_token_regenerated").await;
+    let records = log["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "the regeneration is on the chain: {log}");
+    assert_eq!(records[0]["record"]["agent"], json!(id));
+    assert!(!log.to_string().contains(new.expose_secret()), "never the token itself");
     broker.stop().await;
 }
 
@@ -457,6 +462,7 @@ async fn agent_credential_and_grant_changes_are_recorded_in_the_audit_log() {
         [
             "credential_created",
             "agent_created",
+            "grant_created",
             "grant_revoked",
             "agent_revoked",
             "credential_deleted"

@@ -98,6 +98,16 @@ fn every_audit_kind_keeps_its_stable_code() {
             "agents_resumed",
             "inject_released",
             "inject_denied",
+            "device_joined",
+            "keys_shared",
+            "invite_created",
+            "member_promoted",
+            "member_demoted",
+            "member_removed",
+            "credential_updated",
+            "credential_status_changed",
+            "agent_token_regenerated",
+            "grant_created",
         ],
         "codes are stable: extend, never reassign"
     );
@@ -456,7 +466,7 @@ async fn the_database_refuses_updates_deletes_and_inserts_that_do_not_extend_the
 async fn an_edited_record_is_reported_at_its_seq() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
-    let (store, log) = writer_for(&broker).await;
+    let (store, log) = writer_for(&broker, &[&admin]).await;
     let mut seqs = Vec::new();
     for i in 0..8 {
         let event = attempt(admin.workspace, AgentId::random(), "github", Decision::Allowed, i);
@@ -530,7 +540,7 @@ async fn an_edited_record_is_reported_at_its_seq() {
 async fn a_deleted_record_is_reported_as_missing() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
-    let (_store, log) = writer_for(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
     let mut seqs = Vec::new();
     for i in 0..6 {
         let event = attempt(admin.workspace, AgentId::random(), "github", Decision::Allowed, i);
@@ -559,7 +569,7 @@ async fn a_deleted_record_is_reported_as_missing() {
 async fn an_empty_chain_verifies_with_the_genesis_head() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
-    let (_store, log) = writer_for(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
     let before = get_json(&broker, &admin, "/v1/audit/verify").await;
     assert_eq!(before["ok"], true, "{before}");
     let existing = before["records"].as_u64().unwrap();
@@ -586,7 +596,7 @@ async fn an_empty_chain_verifies_with_the_genesis_head() {
 async fn listing_filters_by_agent_credential_decision_kind_and_time() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
-    let (_store, log) = writer_for(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
     let (a, b) = (AgentId::random(), AgentId::random());
     let ws = admin.workspace;
     let mut denied = attempt(ws, b, "slack", Decision::Denied, 2000);
@@ -643,7 +653,7 @@ async fn listing_filters_by_agent_credential_decision_kind_and_time() {
 async fn the_cursor_pages_through_every_record_in_both_orders() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
-    let (_store, log) = writer_for(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
     for i in 0..25 {
         let event = attempt(admin.workspace, AgentId::random(), "github", Decision::Allowed, i);
         log.append(event).await.expect("append");
@@ -674,8 +684,8 @@ async fn the_cursor_pages_through_every_record_in_both_orders() {
     let default = get_json(&broker, &admin, "/v1/audit").await;
     assert_eq!(
         default["records"].as_array().map(Vec::len),
-        Some(25),
-        "the default limit (100) returns all 25: {default}"
+        Some(26),
+        "the default limit (100) returns all 25 and the workspace's creation: {default}"
     );
     log.shutdown().await;
     broker.stop().await;
@@ -723,7 +733,7 @@ async fn listing_and_export_refuse_malformed_filters_without_echoing_them() {
 async fn the_csv_export_quotes_commas_quotes_and_newlines_and_defuses_formulas() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
-    let (_store, log) = writer_for(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
     let tricky_path = "/search/a,b \"quoted\"\nnext line";
     let mut tricky = attempt(admin.workspace, AgentId::random(), "github", Decision::Allowed, 10);
     tricky.path = Some(tricky_path.into());
@@ -761,7 +771,7 @@ async fn the_csv_export_quotes_commas_quotes_and_newlines_and_defuses_formulas()
 async fn a_jsonl_export_verifies_offline_and_an_altered_export_does_not() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
-    let (_store, log) = writer_for(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
     for i in 0..600 {
         // More than one export page (500).
         let event = attempt(admin.workspace, AgentId::random(), "github", Decision::Allowed, i);
@@ -813,7 +823,7 @@ async fn a_workspace_never_sees_another_workspaces_records() {
     let broker = TestBroker::start().await;
     let ours = workspace_with_admin(&broker).await;
     let theirs = workspace_with_admin(&broker).await;
-    let (_store, log) = writer_for(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&ours, &theirs]).await;
     let their_agent = AgentId::random();
     for i in 0..5 {
         let event =
@@ -848,7 +858,11 @@ async fn a_workspace_never_sees_another_workspaces_records() {
     let verified = get_json(&broker, &ours, "/v1/audit/verify").await;
     assert_eq!(verified["records"], json!(ours_receipt.seq), "verify counts our chain only");
     let theirs_verified = get_json(&broker, &theirs, "/v1/audit/verify").await;
-    assert_eq!(theirs_verified["records"], json!(5), "their chain is theirs: {theirs_verified}");
+    assert_eq!(
+        theirs_verified["records"],
+        json!(6),
+        "their chain is theirs (5 and their workspace's creation): {theirs_verified}"
+    );
     log.shutdown().await;
     broker.stop().await;
 }
@@ -877,7 +891,7 @@ async fn secrets_in_a_query_string_or_userinfo_never_reach_the_database() {
     const NEVER: &str = "CANARY-77aa-never-passed";
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
-    let (_store, log) = writer_for(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
     let mut event = attempt(admin.workspace, AgentId::random(), "github", Decision::Allowed, 1);
     event.path = Some(format!("/repos/acme/app?access_token={PASSED}#{PASSED}"));
     event.host = Some(format!("user:{USERINFO}@api.github.com"));
@@ -993,7 +1007,14 @@ async fn fresh_store() -> (Fresh, Store) {
 }
 
 /// A second writer on the running broker's database, as a second replica would be.
-async fn writer_for(broker: &TestBroker) -> (Store, AuditLog) {
+async fn writer_for(broker: &TestBroker, devices: &[&TestDevice]) -> (Store, AuditLog) {
+    // The broker's own records (each workspace's `workspace_created`) reach the database before
+    // a second writer starts on the same chains: a read through the broker waits for them.
+    for device in devices {
+        let (status, body) =
+            TestBroker::send(broker.signed(device, "GET", "/v1/audit?limit=1", None)).await;
+        assert_eq!(status, 200, "the broker's records are indexed: {body}");
+    }
     let store = broker.store().await;
     let log = AuditLog::start(store.clone());
     (store, log)

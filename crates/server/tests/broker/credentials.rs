@@ -420,6 +420,11 @@ async fn replacing_a_credential_needs_its_current_revision() {
         .open(&admin.workspace_key.as_ref().unwrap().record_key(id).unwrap())
         .unwrap();
     assert_eq!(opened.expose_secret(), CANARY_REPLACED, "the accepted replacement is stored");
+    let (_, log) = get(&broker, &admin, "/v1/audit?kind=credential_updated").await;
+    let updates: Vec<&Value> = log["records"].as_array().unwrap().iter().collect();
+    assert_eq!(updates.len(), 1, "the one accepted replacement is on the chain, no refused one");
+    assert_eq!(updates[0]["record"]["credential_name"], "github-ci", "{log}");
+    assert_eq!(updates[0]["record"]["device"], json!(admin.id), "{log}");
     broker.stop().await;
 }
 
@@ -463,6 +468,18 @@ async fn status_changes_apply_and_an_optional_revision_guards_them() {
         record.status,
         latchkey_server::store::credentials::CredentialStatus::Active,
         "the proxy's lookup sees the status"
+    );
+    let (_, log) = get(&broker, &admin, "/v1/audit?kind=credential_status_changed").await;
+    let statuses: Vec<&str> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["record"]["subject"].as_str())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["active", "disabled"],
+        "each accepted change is on the chain with the new status, newest first: {log}"
     );
     broker.stop().await;
 }

@@ -1041,3 +1041,57 @@ async fn a_key_version_ahead_of_the_current_one_is_refused_so_no_one_can_block_a
     assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn every_membership_change_leaves_an_audit_record_naming_what_changed() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let wk = admin.workspace_key.as_ref().unwrap();
+    let (status, body) = put_wrapped(&broker, &admin, &[&wrap_wk(wk, &admin, &member)]).await;
+    assert_eq!(status, 200, "the admission: {body}");
+    assert_eq!(set_role(&broker, &admin, member.member, "admin").await.0, 200);
+    assert_eq!(set_role(&broker, &admin, member.member, "member").await.0, 200);
+    let second = second_device(&member);
+    let (status, invite) = create_invite(&broker, &member, json!({"member": member.member})).await;
+    assert_eq!(status, 201, "{invite}");
+    let (status, joined) = join(&broker, &second, invite["code"].as_str().unwrap(), None).await;
+    assert_eq!(status, 201, "{joined}");
+    let path = format!("/v1/devices/{}", second.id);
+    assert_eq!(TestBroker::send(broker.signed(&member, "DELETE", &path, None)).await.0, 200);
+    let path = format!("/v1/members/{}", member.member);
+    assert_eq!(TestBroker::send(broker.signed(&admin, "DELETE", &path, None)).await.0, 200);
+
+    let (status, log) = get(&broker, &admin, "/v1/audit?order=oldest_first").await;
+    assert_eq!(status, 200, "{log}");
+    let seen: Vec<(String, String, String)> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r["record"][k].as_str().unwrap_or("-").to_owned();
+            (field("kind"), field("device"), field("subject"))
+        })
+        .collect();
+    let (a, m, s) = (admin.id.to_string(), member.id.to_string(), second.id.to_string());
+    let who = member.member.to_string();
+    let row = |kind: &str, by: &str, subject: &str| (kind.into(), by.into(), subject.into());
+    assert_eq!(
+        seen,
+        [
+            row("workspace_created", &a, "-"),
+            row("invite_created", &a, "member"),
+            row("member_joined", &m, &m),
+            row("keys_shared", &a, &m),
+            row("member_promoted", &a, &who),
+            row("member_demoted", &a, &who),
+            row("invite_created", &m, &format!("device of {who}")),
+            row("device_joined", &s, &s),
+            row("device_removed", &m, &s),
+            row("member_removed", &a, &who),
+        ],
+        "who joined, who was let in, promoted, demoted or removed, and by which device, is on \
+         the chain; a member's own member key wrapped to herself shares nothing"
+    );
+    broker.stop().await;
+}
