@@ -199,10 +199,15 @@ pub(crate) async fn member(
             if !no_rotate {
                 rotated = rotate_scopes(profile, choice, out, &scopes).await?;
             }
+            let plural = |n: u64| if n == 1 { "" } else { "s" };
             let text = format!(
-                "Removed member {id} and {} device{}.{}",
+                "Removed member {id} and {} device{}; {} agent{} revoked and {} personal credential{} deleted with them.{}",
                 removal.devices_removed,
-                if removal.devices_removed == 1 { "" } else { "s" },
+                plural(removal.devices_removed),
+                removal.agents_revoked,
+                plural(removal.agents_revoked),
+                removal.personal_credentials_deleted,
+                plural(removal.personal_credentials_deleted),
                 rotation_text(&rotated, no_rotate.then_some(&scopes[..]))
             );
             out.value(&json!({"removal": removal, "rotations": rotated_json(&rotated)}), &text)

@@ -757,6 +757,12 @@ pub struct Removal {
     /// A removed device held the workspace key: rotate it (`latchkey rotate`), since the broker
     /// cannot.
     pub rotation_recommended: bool,
+    /// A removed member's agents, revoked with her.
+    #[serde(default)]
+    pub agents_revoked: u64,
+    /// A removed member's personal credentials, deleted with her (no one could open them).
+    #[serde(default)]
+    pub personal_credentials_deleted: u64,
 }
 
 /// A credential's full replacement (`PUT /v1/credentials/{id}`): every field is sent again.

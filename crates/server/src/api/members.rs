@@ -446,6 +446,11 @@ struct Removed {
     /// The removed devices held the workspace key: rotate it (the client does; the broker
     /// cannot).
     rotation_recommended: bool,
+    /// A removed member's agents, revoked with her (0 for a device).
+    agents_revoked: usize,
+    /// A removed member's personal credentials, deleted with her: sealed under a member key
+    /// that only her devices held, no one could open them again (0 for a device).
+    personal_credentials_deleted: usize,
 }
 
 /// `DELETE /v1/devices/{id}`: removes a device (an admin, or the device's own member).
@@ -486,7 +491,12 @@ async fn remove_device(
     })?;
     tracing::info!(workspace = %caller.workspace, device = %id, by = %caller.device, "device removed");
     audit(&state, &caller, AuditKind::DeviceRemoved, |e| e.subject = Some(id.to_string())).await;
-    Ok(Json(Removed { devices_removed: 1, rotation_recommended: true }))
+    Ok(Json(Removed {
+        devices_removed: 1,
+        rotation_recommended: true,
+        agents_revoked: 0,
+        personal_credentials_deleted: 0,
+    }))
 }
 
 /// `DELETE /v1/members/{id}` (admin): removes a member and all their devices.
@@ -514,20 +524,38 @@ async fn remove_member(
     let caller = request.caller;
     caller.require_admin()?;
     let id = path_id::<MemberId>(&id, "member")?;
-    let devices_removed =
-        state.store.remove_member(caller.workspace, id, state.now()).await?.map_err(
-            |e| match e {
-                MembershipError::LastAdmin => ApiError::new(
-                    ErrorCode::Conflict,
-                    "this is the last admin (with a device) of the workspace; make another \
+    let removal = state.store.remove_member(caller.workspace, id, state.now()).await?.map_err(
+        |e| match e {
+            MembershipError::LastAdmin => ApiError::new(
+                ErrorCode::Conflict,
+                "this is the last admin (with a device) of the workspace; make another \
                      member admin first",
-                ),
-                _ => no_such_member(),
-            },
-        )?;
+            ),
+            _ => no_such_member(),
+        },
+    )?;
     tracing::info!(workspace = %caller.workspace, member = %id, by = %caller.device, "member removed");
     audit(&state, &caller, AuditKind::MemberRemoved, |e| e.subject = Some(id.to_string())).await;
-    Ok(Json(Removed { devices_removed, rotation_recommended: true }))
+    for agent in &removal.agents {
+        audit(&state, &caller, AuditKind::AgentRevoked, |e| {
+            e.agent = Some(*agent);
+            e.subject = Some(id.to_string());
+        })
+        .await;
+    }
+    for name in &removal.credentials {
+        audit(&state, &caller, AuditKind::CredentialDeleted, |e| {
+            e.credential_name = Some(name.clone());
+            e.subject = Some(id.to_string());
+        })
+        .await;
+    }
+    Ok(Json(Removed {
+        devices_removed: removal.devices,
+        rotation_recommended: true,
+        agents_revoked: removal.agents.len(),
+        personal_credentials_deleted: removal.credentials.len(),
+    }))
 }
 
 /// The body of `PATCH /v1/members/{id}`.

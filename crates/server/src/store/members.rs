@@ -9,7 +9,7 @@
 //! statement: checks made inside them (an invite is still unused, an admin remains) cannot be
 //! invalidated by a concurrent writer before the commit.
 
-use latchkey_core::ids::{DeviceId, MemberId, Owner, WorkspaceId};
+use latchkey_core::ids::{AgentId, DeviceId, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
@@ -167,6 +167,17 @@ pub struct WrapSummary {
     pub stored: usize,
     /// Already stored with the same bytes.
     pub unchanged: usize,
+}
+
+/// What removing a member did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRemoval {
+    /// Devices removed.
+    pub devices: u64,
+    /// Her agents, revoked.
+    pub agents: Vec<AgentId>,
+    /// The names of her personal credentials, deleted.
+    pub credentials: Vec<String>,
 }
 
 /// A batch of wrapped keys was refused; nothing was stored. `index` is the position in the batch.
@@ -660,7 +671,7 @@ impl Store {
         workspace: WorkspaceId,
         member: MemberId,
         now: u64,
-    ) -> Result<Result<u64, MembershipError>, StoreError> {
+    ) -> Result<Result<MemberRemoval, MembershipError>, StoreError> {
         let _invalidate = self.hot.invalidate_on_drop();
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
@@ -699,8 +710,43 @@ impl Store {
         .bind(&id)
         .execute(&mut *tx)
         .await?;
+        // What only this member could use goes with her: her agents are revoked, and her
+        // personal credentials (sealed under a member key that only her devices held, so no one
+        // can open them now) are deleted with their grants, which frees their names.
+        let agents: Vec<String> = sqlx::query_scalar(
+            "UPDATE agents SET revoked_at = $3
+             WHERE workspace_id = $1 AND owner_member_id = $2 AND revoked_at IS NULL
+             RETURNING id",
+        )
+        .bind(&ws)
+        .bind(&id)
+        .bind(as_i64(now))
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE grants SET revoked_at = $3
+             WHERE workspace_id = $1 AND revoked_at IS NULL AND credential_id IN
+               (SELECT id FROM credentials WHERE workspace_id = $1 AND owner_member_id = $2)",
+        )
+        .bind(&ws)
+        .bind(&id)
+        .bind(as_i64(now))
+        .execute(&mut *tx)
+        .await?;
+        let credentials: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM credentials WHERE workspace_id = $1 AND owner_member_id = $2
+             RETURNING name",
+        )
+        .bind(&ws)
+        .bind(&id)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(Ok(devices))
+        let agents = agents
+            .iter()
+            .map(|a| a.parse().map_err(|_| StoreError::Corrupt(format!("agent id {a:?}"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Ok(MemberRemoval { devices, agents, credentials }))
     }
 
     /// Changes an active member's role.

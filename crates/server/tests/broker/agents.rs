@@ -580,3 +580,54 @@ async fn database_bytes(broker: &TestBroker) -> Vec<u8> {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+#[tokio::test]
+async fn removing_a_member_revokes_her_agents_and_deletes_the_personal_credentials_no_one_can_open()
+{
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let grace = insert_member(&broker, &admin, "member").await;
+    let (_, token) = create_agent(&broker, &grace, "grace-bot").await;
+    personal_credential(&broker, &grace, "github").await;
+    let path = format!("/v1/members/{}", grace.member);
+    let (status, removed) = delete(&broker, &admin, &path).await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(
+        (removed["agents_revoked"].as_u64(), removed["personal_credentials_deleted"].as_u64()),
+        (Some(1), Some(1)),
+        "the removal says what went with her: {removed}"
+    );
+
+    let store = open_store(&broker).await;
+    let found = store.agent_by_token_hash(&token.hash()).await.unwrap().expect("kept, revoked");
+    assert!(found.revoked_at.is_some(), "her agent's token no longer works");
+    assert!(
+        store.credential_by_name(admin.workspace, "github").await.unwrap().is_none(),
+        "her personal credential is gone: sealed under her member key, no one could open it"
+    );
+    shared_credential(&broker, &admin, "github").await;
+
+    let (_, log) = get(&broker, &admin, "/v1/audit?order=oldest_first").await;
+    let tail: Vec<(String, String)> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r["record"][k].as_str().unwrap_or("-").to_owned();
+            (field("kind"), field("subject"))
+        })
+        .skip_while(|(kind, _)| kind != "member_removed")
+        .take(3)
+        .collect();
+    let who = grace.member.to_string();
+    assert_eq!(
+        tail,
+        [
+            ("member_removed".to_owned(), who.clone()),
+            ("agent_revoked".to_owned(), who.clone()),
+            ("credential_deleted".to_owned(), who),
+        ],
+        "each thing that went with her is on the chain: {log}"
+    );
+    broker.stop().await;
+}

@@ -718,7 +718,11 @@ async fn a_removed_device_is_unknown_on_its_next_request_and_its_wrapped_keys_ar
 
     let (status, body) = remove_device(&broker, &admin, member.id).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"devices_removed": 1, "rotation_recommended": true}), "{body}");
+    assert_eq!(
+        body,
+        json!({"devices_removed": 1, "rotation_recommended": true, "agents_revoked": 0, "personal_credentials_deleted": 0}),
+        "{body}"
+    );
     let (status, body) = TestBroker::send(broker.signed(&member, "GET", "/v1/me", None)).await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -778,7 +782,11 @@ async fn removing_a_member_removes_all_their_devices_and_recommends_rotation() {
 
     let (status, body) = remove_member(&broker, &admin, member.member).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"devices_removed": 2, "rotation_recommended": true}), "{body}");
+    assert_eq!(
+        body,
+        json!({"devices_removed": 2, "rotation_recommended": true, "agents_revoked": 0, "personal_credentials_deleted": 0}),
+        "{body}"
+    );
     for device in [&member, &spare] {
         let (status, body) = TestBroker::send(broker.signed(device, "GET", "/v1/me", None)).await;
         assert_eq!((status, body["code"].as_str()), (401, Some("unknown_device")), "{body}");
