@@ -360,8 +360,14 @@ async fn check(
     let agent = state.store.policy_agent(workspace, body.agent).await?.ok_or_else(|| {
         ApiError::new(ErrorCode::NotFound, "no active agent with this id in your workspace")
     })?;
-    let credential =
-        state.store.policy_credential(workspace, body.credential).await?.ok_or_else(|| {
+    // Another member's personal credential is answered as a missing one, as everywhere else:
+    // a check must not tell that it exists.
+    let credential = state
+        .store
+        .policy_credential(workspace, body.credential)
+        .await?
+        .filter(|c| super::credentials::may_see(&request.caller, c.owner))
+        .ok_or_else(|| {
             ApiError::new(ErrorCode::NotFound, "no credential with this id in your workspace")
         })?;
     let now = state.now();

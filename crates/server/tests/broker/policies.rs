@@ -447,6 +447,14 @@ async fn a_member_can_read_and_check_policies_but_not_change_them() {
         (200, Some("allow")),
         "a member may check: {body}"
     );
+    let (status, theirs) = check(b, m, team.agent, team.admins_own, "GET", "standing").await;
+    let (_, missing) = check(b, m, team.agent, CredentialId::random(), "GET", "standing").await;
+    assert_eq!(
+        (status, &theirs),
+        (404, &missing),
+        "another member's personal credential is answered exactly as a missing one: a check \
+         must not tell that it exists"
+    );
     team.broker.stop().await;
 }
 
