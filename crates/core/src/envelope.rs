@@ -187,6 +187,37 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_envelope_opens_under_the_documented_record_key_and_a_flipped_bit_does_not() {
+        // docs/protocol.md, "Envelopes": a fixed vector (checked independently with Python's
+        // AES-GCM), so a change made alike to sealing and opening (the AAD's layout, the header)
+        // cannot pass unnoticed as round trips would let it.
+        let workspace: WorkspaceId = "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap();
+        let credential: CredentialId = "0d7e2f4a-93b1-4c55-8a1e-6b2c9d3e4f50".parse().unwrap();
+        let wk = WorkspaceKey::from_parts(
+            workspace,
+            KeyVersion::FIRST,
+            crate::secret::Key32::from_bytes([0x42; 32]),
+        );
+        let key = wk.record_key(credential).unwrap();
+        let documented = hex::decode(concat!(
+            "01",
+            "00000001",
+            "c58ee57a21ea06aca0b7aad2",
+            "830b348083422d962727e21103a8ba18",
+            "4ae5c6ad7d7273184fa002d39c2e54ad"
+        ))
+        .unwrap();
+        let opened = Envelope::parse(&documented).unwrap().open(&key).unwrap();
+        assert_eq!(opened.expose_secret(), b"ghp_exampleToken");
+        for bit in 0..documented.len() * 8 {
+            let mut flipped = documented.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let refused = Envelope::parse(&flipped).and_then(|e| e.open(&key));
+            assert!(refused.is_err(), "bit {bit} flipped must not open");
+        }
+    }
+
+    #[test]
     fn a_sealed_credential_opens_with_its_record_key() {
         let wk = workspace_key();
         let key = wk.record_key(CredentialId::random()).unwrap();

