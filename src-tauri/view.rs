@@ -430,6 +430,9 @@ pub struct AuditRow {
     pub reason: Option<String>,
     pub policy_ids: Vec<String>,
     pub upstream_status: Option<u16>,
+    /// What a device's change was about (a member, device or grant id, an invite's role, a
+    /// credential's new status), when the record names it.
+    pub subject: Option<String>,
 }
 
 impl AuditRow {
@@ -459,6 +462,7 @@ impl AuditRow {
                 .get("upstream_status")
                 .and_then(Value::as_u64)
                 .and_then(|s| u16::try_from(s).ok()),
+            subject: text("subject"),
         }
     }
 }

@@ -352,15 +352,18 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         shown(r.record.get(name).and_then(|v| v.as_str()).unwrap_or("-"))
                             .into_owned()
                     };
+                    // A call's method, host and path; a device's change, what it was about.
+                    let what = if r.record.get("method").is_some() {
+                        format!("{} {}{}", field("method"), field("host"), field("path"))
+                    } else {
+                        field("subject")
+                    };
                     format!(
-                        "{:>6}  {:<16} {:<8} {:<16} {} {}{}",
+                        "{:>6}  {:<16} {:<8} {:<16} {what}",
                         r.seq,
                         field("kind"),
                         field("decision"),
                         field("credential_name"),
-                        field("method"),
-                        field("host"),
-                        field("path"),
                     )
                 })
                 .collect();

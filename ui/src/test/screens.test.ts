@@ -208,6 +208,15 @@ describe('audit', () => {
     await waitFor(() => expect(within(screen.getByTestId('audit-table')).queryAllByText('allowed')).toHaveLength(0));
   });
 
+  it("shows what a device's change was about beside its kind", async () => {
+    const b = setup();
+    b.audit.unshift({ seq: 9999, at: b.audit[0].at + 1, kind: 'member_removed', agent: null, agentName: null, credentialName: null,
+      method: null, host: null, path: null, decision: null, reason: null, policyIds: [], upstreamStatus: null, subject: 'mem_sam' });
+    render(Audit);
+    expect(await screen.findByTestId('audit-subject-9999'), 'the removed member is named on the row').toHaveTextContent('mem_sam');
+    expect(screen.getByTestId('audit-table')).toHaveTextContent('member_removed');
+  });
+
   it('filters by integration by its name, which is what audit records carry', async () => {
     const b = setup();
     const user = userEvent.setup();

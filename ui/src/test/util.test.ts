@@ -6,7 +6,7 @@ import type { AuditRow } from '../lib/api/types';
 function row(p: Partial<AuditRow>): AuditRow {
   return {
     seq: 1, at: 0, kind: 'call', agent: 'a1', agentName: 'alpha', credentialName: 'cred', method: 'GET',
-    host: 'h', path: '/', decision: 'allowed', reason: null, policyIds: [], upstreamStatus: 200, ...p,
+    host: 'h', path: '/', decision: 'allowed', reason: null, policyIds: [], upstreamStatus: 200, subject: null, ...p,
   };
 }
 

@@ -167,6 +167,9 @@ export type AuditRow = {
   reason: string | null;
   policyIds: string[];
   upstreamStatus: number | null;
+  /** What a device's change was about: a member, device or grant id, an invite's role, a
+   * credential's new status. */
+  subject: string | null;
 };
 
 export type AuditVerdict = {

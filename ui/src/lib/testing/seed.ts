@@ -96,7 +96,7 @@ export function seedAudit(now: number): AuditRow[] {
           method: denied ? 'DELETE' : 'GET', host: i === 0 ? 'api.github.com' : 'api.openai.com',
           path: i === 0 ? '/repos/acme/web' : '/v1/models', decision: denied ? 'denied' : 'allowed',
           reason: denied ? 'forbidden by policy' : null, policyIds: denied ? ['deny-deletes'] : ['read-only'],
-          upstreamStatus: denied ? null : 200,
+          upstreamStatus: denied ? null : 200, subject: null,
         });
       }
     }
