@@ -297,3 +297,30 @@ async fn defaults_are_installed_once_and_come_back_when_everything_is_deleted() 
     let unknown = store.policies(WorkspaceId::random(), &DEFAULT_POLICIES, T0).await;
     assert!(unknown.expect("reads").is_empty(), "no defaults for a workspace that does not exist");
 }
+
+#[test]
+fn by_default_another_members_personal_credential_is_denied_and_no_one_is_asked() {
+    let engine = engine();
+    let mut set = PolicySet::new();
+    for default in &DEFAULT_POLICIES {
+        set.add(Policy::parse(Some(PolicyId::new(default.id)), default.source).expect("parses"))
+            .expect("adds");
+    }
+    let set = CompiledPolicies::new(set, T0);
+    let (mut r, owner) = request(WorkspaceId::random(), GrantKind::SingleUse);
+    r.credential_owner = Owner::Member(owner);
+    let own = engine.decide(&set, &r, T0);
+    assert!(own.allowed, "the agent owner's own personal credential, with a capability: {own:?}");
+    let forbid = vec!["forbid-foreign-personal-credentials".to_owned()];
+    r.credential_owner = Owner::Member(MemberId::random());
+    for grant in [GrantKind::SingleUse, GrantKind::Standing, GrantKind::None] {
+        r.grant = grant;
+        let decision = engine.decide(&set, &r, T0);
+        assert!(
+            !decision.allowed && !decision.approval_required,
+            "{grant:?}: another member's personal credential is refused, and no one is asked to \
+             approve what no approval could allow: {decision:?}"
+        );
+        assert_eq!(decision.policy_ids, forbid, "{grant:?}: the forbid is named");
+    }
+}
