@@ -290,12 +290,13 @@ impl BrokerSecretKey {
 
     /// Text form for a config file or environment variable: `lkbroker1_` + base64url(32 bytes).
     pub fn expose_secret_text(&self) -> Zeroizing<String> {
-        use base64::Engine as _;
         let secret = self.0.expose_secret();
-        let mut text = String::from(Self::TEXT_PREFIX);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode_string(secret.expose_secret(), &mut text);
-        Zeroizing::new(text)
+        let mut text = Zeroizing::new(String::with_capacity(
+            Self::TEXT_PREFIX.len() + crate::secret::BASE64URL_32_LEN,
+        ));
+        text.push_str(Self::TEXT_PREFIX);
+        crate::secret::base64url_32(secret.expose_secret(), &mut text);
+        text
     }
 
     /// Parses [`BrokerSecretKey::expose_secret_text`]'s output (surrounding whitespace allowed).

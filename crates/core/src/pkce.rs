@@ -88,7 +88,7 @@ impl PkceVerifier {
     /// uses this construction).
     pub(crate) fn from_random(bytes: &[u8; 32]) -> Self {
         let mut encoded = Zeroizing::new(String::with_capacity(VERIFIER_MIN_LEN));
-        URL_SAFE_NO_PAD.encode_string(bytes, &mut encoded);
+        crate::secret::base64url_32(bytes, &mut encoded);
         Self(encoded)
     }
 }

@@ -11,6 +11,24 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::random::{self, RandomError};
 
+/// Length of the unpadded base64url text of 32 bytes.
+pub(crate) const BASE64URL_32_LEN: usize = 43;
+
+/// The unpadded base64url text of 32 secret bytes, written straight into a zeroizing buffer:
+/// the `base64` crate's `encode_string` passes the text through a stack buffer it never clears,
+/// and a `String` that grows frees its old buffer uncleared.
+pub(crate) fn base64url_32(bytes: &[u8; 32], into: &mut Zeroizing<String>) {
+    use base64::Engine as _;
+    let mut text = Zeroizing::new([0u8; BASE64URL_32_LEN]);
+    // 32 bytes are exactly 43 characters unpadded: the slice always fits, and what is written
+    // is the base64url alphabet, ASCII.
+    let written = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(bytes, text.as_mut())
+        .unwrap_or(0);
+    into.reserve_exact(written);
+    into.extend(text[..written].iter().map(|b| char::from(*b)));
+}
+
 /// A variable-length secret, such as a decrypted credential. Zeroized on drop.
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
 
@@ -113,6 +131,20 @@ impl Eq for Key32 {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64url_of_32_bytes_is_the_standard_text_written_without_growing_its_string() {
+        use base64::Engine as _;
+        for bytes in [[0u8; 32], [0xff; 32], core::array::from_fn(|i| i as u8)] {
+            let mut text = Zeroizing::new(String::with_capacity(3 + BASE64URL_32_LEN));
+            text.push_str("lk_");
+            let capacity = text.capacity();
+            base64url_32(&bytes, &mut text);
+            let standard = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+            assert_eq!(text.as_str(), format!("lk_{standard}"), "the same text as base64's");
+            assert_eq!(text.capacity(), capacity, "sized once: no uncleared copy was freed");
+        }
+    }
 
     #[test]
     fn debug_output_never_shows_secret_bytes() {
