@@ -516,6 +516,9 @@ impl Store {
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
         let ws = workspace.to_string();
         let mut summary = WrapSummary { stored: 0, unchanged: 0 };
+        // Each scope's current key version, read once per batch (the workspace lock holds it).
+        let mut current_versions: std::collections::HashMap<String, i64> =
+            std::collections::HashMap::new();
         for (index, wrapped) in keys.iter().enumerate() {
             let h = wrapped.header();
             let recipient = h.recipient.to_string();
@@ -536,21 +539,12 @@ impl Store {
             if h.kind == WrappedKind::Member && owner != recipient_member {
                 return Ok(Err(WrapError::NotOwnersDevice { index }));
             }
-            let current = match h.kind {
-                WrappedKind::Workspace => {
-                    sqlx::query_scalar::<_, i64>("SELECT key_version FROM workspaces WHERE id = $1")
-                        .bind(&ws)
-                        .fetch_one(&mut *tx)
-                        .await?
-                }
-                WrappedKind::Member => {
-                    sqlx::query_scalar::<_, i64>(
-                        "SELECT key_version FROM members WHERE workspace_id = $1 AND id = $2",
-                    )
-                    .bind(&ws)
-                    .bind(&owner)
-                    .fetch_one(&mut *tx)
-                    .await?
+            let current = match current_versions.get(&owner) {
+                Some(current) => *current,
+                None => {
+                    let current = current_version(&mut tx, &ws, h.kind, &owner).await?;
+                    current_versions.insert(owner.clone(), current);
+                    current
                 }
             };
             if i64::from(h.version.get()) > current {
@@ -818,6 +812,33 @@ fn device_record(row: &AnyRow, removed: bool) -> Result<DeviceRecord, StoreError
 
 /// The `kind` and `owner` columns of a wrapped key. `WrappedKey::parse` admits only a workspace
 /// key owned by `Shared` and a member key owned by a member, so the owner decides both.
+/// The current key version of a wrapped key's scope: the workspace's, or its owner's.
+async fn current_version(
+    tx: &mut super::Tx,
+    workspace: &str,
+    kind: WrappedKind,
+    owner: &str,
+) -> Result<i64, StoreError> {
+    let version = match kind {
+        WrappedKind::Workspace => {
+            sqlx::query_scalar::<_, i64>("SELECT key_version FROM workspaces WHERE id = $1")
+                .bind(workspace)
+                .fetch_one(&mut **tx)
+                .await?
+        }
+        WrappedKind::Member => {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT key_version FROM members WHERE workspace_id = $1 AND id = $2",
+            )
+            .bind(workspace)
+            .bind(owner)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    };
+    Ok(version)
+}
+
 fn coordinates(owner: Owner) -> (&'static str, String) {
     match owner {
         Owner::Shared => ("workspace", "shared".to_owned()),
