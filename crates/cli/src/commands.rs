@@ -649,13 +649,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 ScopeChoice::Shared => RotationScope::Shared,
                 ScopeChoice::Member => RotationScope::Member,
             };
-            let show = !out.json;
-            let summary = rotate(&profile, &store, scope, &|step| {
-                if show {
-                    progress_line(step);
-                }
-            })
-            .await?;
+            let summary = rotate(&profile, &store, scope, &rotation_progress(&out)).await?;
             out.value(
                 &json!({
                     "from": summary.from, "to": summary.to, "credentials": summary.credentials,
@@ -700,7 +694,17 @@ fn create_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// One progress line on stderr (stdout stays for the result).
-pub(crate) fn progress_line(step: RotationProgress) {
+/// A rotation's progress, as a bar on stderr; nothing with `--json`.
+pub(crate) fn rotation_progress(out: &Output) -> impl Fn(RotationProgress) + Sync + use<> {
+    let show = !out.json;
+    move |step| {
+        if show {
+            progress_line(step);
+        }
+    }
+}
+
+fn progress_line(step: RotationProgress) {
     let line = match step {
         RotationProgress::Resealed { done, total } => {
             let width = 30;

@@ -13,7 +13,7 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use crate::cli::{DeviceCommand, KeyStoreChoice, MemberCommand, RoleChoice};
-use crate::commands::{Output, client, key_store, progress_line};
+use crate::commands::{Output, client, key_store, rotation_progress};
 use crate::shown::shown;
 
 /// The arguments of `workspace join`.
@@ -255,20 +255,14 @@ async fn rotate_scopes(
     let store = key_store(profile, choice, false)?;
     let mut rotated = Vec::new();
     for scope in scopes {
-        let show = !out.json;
-        let summary = rotate(profile, &store, *scope, &|step| {
-            if show {
-                progress_line(step);
-            }
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "removed, but rotating the {} key failed: run `{}` to finish",
-                scope_name(*scope),
-                rotate_command(*scope)
-            )
-        })?;
+        let summary =
+            rotate(profile, &store, *scope, &rotation_progress(out)).await.with_context(|| {
+                format!(
+                    "removed, but rotating the {} key failed: run `{}` to finish",
+                    scope_name(*scope),
+                    rotate_command(*scope)
+                )
+            })?;
         rotated.push((*scope, summary));
     }
     Ok(rotated)
