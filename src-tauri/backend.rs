@@ -103,6 +103,9 @@ pub struct PolicyDraft {
     pub description: String,
     pub source: String,
     pub enabled: bool,
+    /// The revision the editor read: the save is refused (`conflict`) if someone changed the
+    /// policy since. 0: a new policy (refused if the id is taken). `None`: unconditional.
+    pub revision: Option<u64>,
 }
 
 /// A hypothetical call to check against the policies.
@@ -166,7 +169,8 @@ pub trait Backend: Send + Sync + 'static {
 
     async fn policies(&self) -> Outcome<Vec<crate::view::Policy>>;
     async fn save_policy(&self, draft: PolicyDraft) -> Outcome<crate::view::Policy>;
-    async fn delete_policy(&self, id: String) -> Outcome<()>;
+    /// Deletes the policy; with `revision`, only if it is still at it (else `conflict`).
+    async fn delete_policy(&self, id: String, revision: Option<u64>) -> Outcome<()>;
     async fn check_call(&self, call: CallCheck) -> Outcome<crate::view::CheckResult>;
     async fn check_inject(&self, inject: InjectCheck) -> Outcome<crate::view::CheckResult>;
 

@@ -328,13 +328,18 @@ pub async fn save_policy(
     description: String,
     source: String,
     enabled: bool,
+    revision: Option<u64>,
 ) -> Outcome<Policy> {
-    shell.backend.save_policy(PolicyDraft { id, description, source, enabled }).await
+    shell.backend.save_policy(PolicyDraft { id, description, source, enabled, revision }).await
 }
 
 #[tauri::command]
-pub async fn delete_policy(shell: State<'_, Shell>, id: String) -> Outcome<()> {
-    shell.backend.delete_policy(id).await
+pub async fn delete_policy(
+    shell: State<'_, Shell>,
+    id: String,
+    revision: Option<u64>,
+) -> Outcome<()> {
+    shell.backend.delete_policy(id, revision).await
 }
 
 #[tauri::command]

@@ -226,7 +226,7 @@ impl Backend for Fake {
             }],
         })
     }
-    async fn delete_policy(&self, _: String) -> Outcome<()> {
+    async fn delete_policy(&self, _: String, _: Option<u64>) -> Outcome<()> {
         refused()
     }
     async fn check_call(&self, _: CallCheck) -> Outcome<CheckResult> {

@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use latchkey_client::access::{self, GrantTerms, NewApiKey, grant_standing};
 use latchkey_client::api::{
-    AuditFilter, BrokerClient, BrokerEndpoint, BrokerUrl, GrantKind, InviteFor, NewPolicy,
-    PolicyId, Role,
+    AuditFilter, BrokerClient, BrokerEndpoint, BrokerUrl, Expected, GrantKind, InviteFor,
+    NewPolicy, PolicyId, Role,
 };
 use latchkey_client::approvals;
 use latchkey_client::catalog::Catalog;
@@ -720,6 +720,11 @@ impl Backend for Live {
                 source: &draft.source,
                 description: &draft.description,
                 enabled: draft.enabled,
+                expected: match draft.revision {
+                    None => Expected::Anything,
+                    Some(0) => Expected::Absent,
+                    Some(revision) => Expected::Revision(revision),
+                },
             },
         )
         .await?;
@@ -728,12 +733,15 @@ impl Backend for Live {
         Ok(shown)
     }
 
-    async fn delete_policy(&self, id: String) -> Outcome<()> {
+    async fn delete_policy(&self, id: String, revision: Option<u64>) -> Outcome<()> {
         let id: PolicyId =
             id.trim().parse().map_err(|e: latchkey_client::api::PolicyIdError| {
                 CommandError::invalid(e.to_string())
             })?;
-        Ok(self.client().await?.delete_policy(&id).await?)
+        if revision == Some(0) {
+            return Err(CommandError::invalid("revision 0 names no policy to delete"));
+        }
+        Ok(self.client().await?.delete_policy(&id, revision).await?)
     }
 
     async fn check_call(&self, call: CallCheck) -> Outcome<CheckResult> {

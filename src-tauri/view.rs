@@ -597,6 +597,8 @@ pub struct Policy {
     pub source: String,
     pub enabled: bool,
     pub updated_at: u64,
+    /// Sent back with an edit or a deletion, so a change someone made since is not overwritten.
+    pub revision: u64,
     pub problems: Vec<crate::error::Problem>,
 }
 
@@ -608,6 +610,7 @@ impl From<&latchkey_client::api::Policy> for Policy {
             source: p.source.clone(),
             enabled: p.enabled,
             updated_at: p.updated_at,
+            revision: p.revision,
             problems: p.problems.iter().map(crate::error::Problem::from).collect(),
         }
     }

@@ -488,11 +488,24 @@ pub(crate) enum PolicyCommand {
         /// Store it switched off.
         #[arg(long)]
         disabled: bool,
+        /// Only if the policy is still at this revision (from `policy show` or `policy list`):
+        /// an edit made by someone else since is refused, not overwritten. 0: only if no
+        /// policy has this id yet.
+        #[arg(long, value_name = "REVISION")]
+        if_revision: Option<u64>,
+    },
+    /// Show one policy: its revision and state, then its Cedar text.
+    Show {
+        /// The policy's id.
+        id: PolicyId,
     },
     /// Delete a policy (admins); deleting the last one brings the defaults back.
     Remove {
         /// The policy's id.
         id: PolicyId,
+        /// Only if the policy is still at this revision (from `policy show` or `policy list`).
+        #[arg(long, value_name = "REVISION", value_parser = clap::value_parser!(u64).range(1..))]
+        if_revision: Option<u64>,
     },
     /// Would this call (or, with --inject, this inject) be allowed? Decided exactly as the
     /// broker would, without making the call or releasing anything.

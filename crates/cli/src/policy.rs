@@ -3,13 +3,13 @@
 use std::io::Read as _;
 
 use anyhow::{Context as _, bail};
-use latchkey_client::api::{Decision, GrantKind, NewPolicy};
+use latchkey_client::api::{Decision, Expected, GrantKind, NewPolicy, Policy};
 use latchkey_client::policies::{CallToCheck, InjectToCheck, check_call, check_inject, set_policy};
 use latchkey_client::profile::Profile;
 use serde_json::json;
 
 use crate::cli::{GrantChoice, KeyStoreChoice, PolicyCommand};
-use crate::commands::{Output, client};
+use crate::commands::{NotFound, Output, client};
 use crate::shown::shown;
 
 /// Largest policy file read (the broker takes at most 16 KiB of source).
@@ -28,37 +28,68 @@ pub(crate) async fn policy(
             let lines: Vec<String> = policies
                 .iter()
                 .map(|p| {
-                    let state = match (p.enabled, p.problems.is_empty()) {
-                        (_, false) => "INVALID",
-                        (true, true) => "enabled",
-                        (false, true) => "disabled",
-                    };
-                    format!("{:<36} {state:<8} {}", shown(p.id.as_str()), shown(&p.description))
+                    format!(
+                        "{:<36} {:<8} r{:<4} {}",
+                        shown(p.id.as_str()),
+                        state(p),
+                        p.revision,
+                        shown(&p.description)
+                    )
                 })
                 .collect();
             out.list(&serde_json::to_value(&policies)?, &lines, "No policies.")
         }
-        PolicyCommand::Set { id, file, description, disabled } => {
+        PolicyCommand::Set { id, file, description, disabled, if_revision } => {
             let source = read_source(&file)?;
             let client = client(profile, choice).await?;
-            let saved = set_policy(
-                &client,
-                &id,
-                &NewPolicy { source: &source, description: &description, enabled: !disabled },
-            )
-            .await?;
+            let expected = match if_revision {
+                None => Expected::Anything,
+                Some(0) => Expected::Absent,
+                Some(revision) => Expected::Revision(revision),
+            };
+            let new = NewPolicy {
+                source: &source,
+                description: &description,
+                enabled: !disabled,
+                expected,
+            };
+            let saved = set_policy(&client, &id, &new).await?;
             let mut text = format!(
-                "{} policy {id}{}.",
+                "{} policy {id} (revision {}){}.",
                 if saved.created { "Created" } else { "Replaced" },
-                if disabled { " (disabled)" } else { "" }
+                saved.policy.revision,
+                if disabled { ", disabled" } else { "" }
             );
             for warning in &saved.warnings {
                 text.push_str(&format!("\nwarning: {warning}"));
             }
             out.value(&serde_json::to_value(&saved)?, &text)
         }
-        PolicyCommand::Remove { id } => {
-            client(profile, choice).await?.delete_policy(&id).await?;
+        PolicyCommand::Show { id } => {
+            let policies = client(profile, choice).await?.policies().await?;
+            let Some(policy) = policies.into_iter().find(|p| p.id == id) else {
+                return Err(NotFound(format!(
+                    "no policy {id} in this workspace; list them with `latchkey policy list`"
+                ))
+                .into());
+            };
+            let mut text = format!(
+                "{}: revision {}, {}",
+                shown(policy.id.as_str()),
+                policy.revision,
+                state(&policy)
+            );
+            if !policy.description.is_empty() {
+                text.push_str(&format!("\n{}", shown(&policy.description)));
+            }
+            for problem in &policy.problems {
+                text.push_str(&format!("\nproblem: {problem}"));
+            }
+            text.push_str(&format!("\n\n{}", shown_source(&policy.source)));
+            out.value(&serde_json::to_value(&policy)?, text.trim_end())
+        }
+        PolicyCommand::Remove { id, if_revision } => {
+            client(profile, choice).await?.delete_policy(&id, if_revision).await?;
             out.value(&json!({"deleted": id}), &format!("Deleted policy {id}."))
         }
         PolicyCommand::Check {
@@ -130,6 +161,21 @@ pub(crate) async fn policy(
             out.value(&serde_json::to_value(&decision)?, &text)
         }
     }
+}
+
+/// Whether a policy is evaluated, as listed.
+fn state(policy: &Policy) -> &'static str {
+    match (policy.enabled, policy.problems.is_empty()) {
+        (_, false) => "INVALID",
+        (true, true) => "enabled",
+        (false, true) => "disabled",
+    }
+}
+
+/// Cedar text as shown in a terminal: line by line, each line's control and bidi characters
+/// escaped (an admin wrote it, but a terminal should not take orders from it).
+fn shown_source(source: &str) -> String {
+    source.lines().map(|line| shown(line).to_string()).collect::<Vec<_>>().join("\n")
 }
 
 /// A policy's source from a file, or stdin for `-`.

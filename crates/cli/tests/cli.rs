@@ -1294,6 +1294,53 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
         )
         .await;
     assert_eq!(set["created"], true, "{set}");
+    let revision = set["policy"]["revision"].as_u64().expect("the saved policy's revision");
+    let shown = ada.json(&["policy", "show", "no-deletes"], None).await;
+    assert_eq!(shown["revision"].as_u64(), Some(revision), "show reads what set saved: {shown}");
+    let (code, out, err) = ada.run(&["policy", "show", "no-deletes"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(&format!(
+            "no-deletes: revision {revision}, enabled\nNothing is ever deleted.\n\nforbid ("
+        )) && out.contains("Latchkey::Action::\"DELETE\""),
+        "show prints the revision, state, description, then the Cedar text: {out}"
+    );
+    let (code, _, err) = ada.run(&["policy", "show", "no-such-policy"], None).await;
+    assert_eq!(code, 3, "showing an unknown policy is not found: {err}");
+    let conditional = |revision: u64| {
+        let (ada, policy_path) = (&ada, &policy_path);
+        async move {
+            let revision = revision.to_string();
+            let args = [
+                "policy",
+                "set",
+                "no-deletes",
+                "--file",
+                policy_path.as_str(),
+                "--description",
+                "Nothing is ever deleted.",
+                "--if-revision",
+                revision.as_str(),
+            ];
+            ada.run(&args, None).await
+        }
+    };
+    let (code, _, err) = conditional(0).await;
+    assert_eq!(code, 4, "--if-revision 0 creates only, and the id is taken: {err}");
+    assert!(err.contains("already exists"), "the refusal says why: {err}");
+    let (code, out, err) = conditional(revision).await;
+    assert_eq!(code, 0, "the revision read is current, so the edit lands: {err}");
+    assert!(out.starts_with("Replaced policy no-deletes (revision "), "{out}");
+    let (code, _, err) = conditional(revision).await;
+    assert_eq!(code, 4, "the same revision again is stale now: {err}");
+    assert!(err.contains("changed since you read revision"), "the refusal says why: {err}");
+    let (code, _, err) = ada
+        .run(&["policy", "remove", "no-deletes", "--if-revision", &revision.to_string()], None)
+        .await;
+    assert_eq!(code, 4, "a stale removal is refused: {err}");
+    let (code, _, err) =
+        ada.run(&["policy", "remove", "no-deletes", "--if-revision", "0"], None).await;
+    assert_eq!(code, 2, "revision 0 names no policy to remove, a usage error: {err}");
     let check = |method: &'static str| {
         let agent_id = agent_id.clone();
         let ada = &ada;
@@ -1401,7 +1448,11 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     let verified = ada.json(&["audit", "verify"], None).await;
     assert_eq!(verified["local"]["ok"], true, "{verified}");
     let changes = ada.json(&["audit", "list", "--kind", "policy_changed"], None).await;
-    assert_eq!(changes.as_array().map(Vec::len), Some(2), "set and removed: {changes}");
+    assert_eq!(
+        changes.as_array().map(Vec::len),
+        Some(3),
+        "set, replaced at its revision and removed; the refused changes left none: {changes}"
+    );
     let _ = stop.send(());
 }
 

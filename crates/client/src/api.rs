@@ -898,6 +898,11 @@ pub struct Policy {
     pub enabled: bool,
     /// Last change (unix seconds).
     pub updated_at: u64,
+    /// Moves on with every change and is never reused within the workspace: name it in
+    /// [`NewPolicy::expected`] or [`BrokerClient::delete_policy`] so a change made by someone
+    /// else since it was read is refused rather than overwritten.
+    #[serde(default)]
+    pub revision: u64,
     /// Why it no longer validates (after a schema change); while any policy has problems, every
     /// call in the workspace is denied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -913,6 +918,31 @@ pub struct NewPolicy<'a> {
     pub description: &'a str,
     /// Whether it is evaluated.
     pub enabled: bool,
+    /// What the write expects to replace; a policy found otherwise is refused with
+    /// [`codes::CONFLICT`] and nothing is stored.
+    pub expected: Expected,
+}
+
+/// What a policy change expects to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Whatever is there: an unconditional write.
+    Anything,
+    /// No policy with this id: create, never replace.
+    Absent,
+    /// The policy at exactly this revision ([`Policy::revision`], as read).
+    Revision(u64),
+}
+
+impl Expected {
+    /// The `revision` the broker takes: none, 0 for absent, or the revision.
+    fn wire(self) -> Option<u64> {
+        match self {
+            Self::Anything => None,
+            Self::Absent => Some(0),
+            Self::Revision(revision) => Some(revision),
+        }
+    }
 }
 
 /// A saved policy and the validator's warnings about it.
@@ -1701,9 +1731,12 @@ impl BrokerClient {
         id: &PolicyId,
         new: &NewPolicy<'_>,
     ) -> Result<SavedPolicy, ClientError> {
-        let body = json!({
+        let mut body = json!({
             "source": new.source, "description": new.description, "enabled": new.enabled,
         });
+        if let (Some(revision), Some(map)) = (new.expected.wire(), body.as_object_mut()) {
+            map.insert("revision".to_owned(), revision.into());
+        }
         let path = format!("/v1/policies/{id}");
         let (status, received) = self.exchange(Method::Put, &path, Some(body)).await?;
         let mut saved: SavedPolicy = serde_json::from_slice(&received).map_err(|_| {
@@ -1714,9 +1747,18 @@ impl BrokerClient {
     }
 
     /// `DELETE /v1/policies/{id}`: deletes a policy (admins); deleting the last one brings the
-    /// defaults back.
-    pub async fn delete_policy(&self, id: &PolicyId) -> Result<(), ClientError> {
-        self.send_empty(Method::Delete, &format!("/v1/policies/{id}")).await
+    /// defaults back. With `revision`, only if the policy is still at it (else
+    /// [`codes::CONFLICT`]).
+    pub async fn delete_policy(
+        &self,
+        id: &PolicyId,
+        revision: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let path = match revision {
+            Some(revision) => format!("/v1/policies/{id}?revision={revision}"),
+            None => format!("/v1/policies/{id}"),
+        };
+        self.send_empty(Method::Delete, &path).await
     }
 
     /// `POST /v1/policies/check`: what the policies would decide for a call, without making it.

@@ -34,7 +34,7 @@ use latchkey_server::policy::{
     DEFAULT_POLICIES, GrantKind, MAX_POLICIES, PolicyEngine, PolicyRequest,
 };
 use latchkey_server::store::Store;
-use latchkey_server::store::policies::NewPolicy;
+use latchkey_server::store::policies::{Expected, NewPolicy};
 use tokio::runtime::Runtime;
 
 type BoxError = Box<dyn Error>;
@@ -241,7 +241,14 @@ async fn workspaces(
         for (id, source) in CUSTOM {
             let policy = NewPolicy { id, description: "", source, enabled: true };
             store
-                .put_policy(workspace, &DEFAULT_POLICIES, policy, MAX_POLICIES, NOW)
+                .put_policy(
+                    workspace,
+                    &DEFAULT_POLICIES,
+                    policy,
+                    Expected::Anything,
+                    MAX_POLICIES,
+                    NOW,
+                )
                 .await?
                 .map_err(|e| e.to_string())?;
         }

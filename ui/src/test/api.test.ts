@@ -34,7 +34,7 @@ describe('command wrappers', () => {
     mockIPC(() => {
       throw { code: 'policy_invalid', message: 'line 2: bad', problems: [{ message: 'bad', line: 2, column: 3 }] };
     });
-    await expect(api.savePolicy({ id: 'p', description: '', source: 'x', enabled: true })).rejects.toEqual({
+    await expect(api.savePolicy({ id: 'p', description: '', source: 'x', enabled: true, revision: null })).rejects.toEqual({
       code: 'policy_invalid',
       message: 'line 2: bad',
       problems: [{ message: 'bad', line: 2, column: 3 }],

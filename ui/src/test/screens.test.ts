@@ -96,6 +96,87 @@ describe('policies', () => {
     expect(within(screen.getByTestId('policy-read-only')).getByTestId('policy-warnings-count')).toHaveTextContent('1 warning');
   });
 
+  it('refuses to overwrite a policy another admin changed, keeps the text and offers both ways on', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Policies);
+    await user.click(await screen.findByRole('button', { name: 'Edit policy read-only' }));
+    const opened = b.policies.find((p) => p.id === 'read-only')!.revision;
+    // Someone else saves the policy while it is open here.
+    const theirs = '// their version\n' + b.policies.find((p) => p.id === 'read-only')!.source;
+    b.policies = b.policies.map((p) => (p.id === 'read-only' ? { ...p, source: theirs, revision: ++b.policyRevision } : p));
+    const source = screen.getByTestId('policy-source') as HTMLTextAreaElement;
+    await user.click(source);
+    await user.paste('// mine\n');
+    const mine = source.value;
+    await user.click(screen.getByTestId('save-policy'));
+    const note = await screen.findByTestId('policy-conflict');
+    expect(b.callsOf('save_policy')[0], 'the save names the revision the editor read').toMatchObject({ id: 'read-only', revision: opened });
+    expect(note).toHaveTextContent('changed since you opened it');
+    expect(b.policies.find((p) => p.id === 'read-only')!.source, 'their change is not overwritten').toBe(theirs);
+    expect(source.value, 'the refused text stays in the editor').toBe(mine);
+
+    await user.click(within(note).getByTestId('policy-save-over'));
+    await waitFor(() => expect(b.callsOf('save_policy')).toHaveLength(2));
+    expect(b.callsOf('save_policy')[1], 'saving over names the revision now seen').toMatchObject({ revision: b.policyRevision - 1 });
+    await waitFor(() => expect(b.policies.find((p) => p.id === 'read-only')!.source).toBe(mine));
+    expect(screen.queryByTestId('policy-conflict'), 'the conflict is resolved').not.toBeInTheDocument();
+
+    // Changed again elsewhere; this time load theirs.
+    b.policies = b.policies.map((p) => (p.id === 'read-only' ? { ...p, source: theirs, revision: ++b.policyRevision } : p));
+    await user.click(source);
+    await user.paste('// mine again\n');
+    await user.click(screen.getByTestId('save-policy'));
+    await user.click(within(await screen.findByTestId('policy-conflict')).getByTestId('policy-load-theirs'));
+    expect((screen.getByTestId('policy-source') as HTMLTextAreaElement).value, 'the saved version replaces the text').toBe(theirs);
+    await user.click(screen.getByTestId('save-policy'));
+    await waitFor(() => expect(b.callsOf('save_policy')).toHaveLength(4));
+    expect(screen.queryByTestId('policy-conflict'), 'saving from the version read succeeds').not.toBeInTheDocument();
+  });
+
+  it('creates only under a free id and says when a policy was deleted meanwhile', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Policies);
+    await user.click(await screen.findByTestId('new-policy'));
+    await user.click(await screen.findByTestId('template-blank'));
+    // Another admin creates a policy under the id this editor chose.
+    const id = (screen.getByTestId('policy-id') as HTMLInputElement).value;
+    b.policies.push({ id, description: '', source: 'permit (principal, action, resource);\n', enabled: true, updatedAt: 1, revision: ++b.policyRevision, problems: [] });
+    await user.click(screen.getByTestId('save-policy'));
+    const note = await screen.findByTestId('policy-conflict');
+    expect(b.callsOf('save_policy')[0], 'a new policy is saved as create-only').toMatchObject({ id, revision: 0 });
+    expect(note).toHaveTextContent('already exists');
+    expect(within(note).getByTestId('policy-load-theirs')).toHaveTextContent('Open the existing policy');
+
+    // An open policy deleted elsewhere: saving says so and offers to create it again.
+    await user.click(await screen.findByRole('button', { name: 'Edit policy deny-deletes' }));
+    b.policies = b.policies.filter((p) => p.id !== 'deny-deletes');
+    await user.click(screen.getByTestId('save-policy'));
+    const gone = await screen.findByTestId('policy-conflict');
+    expect(gone).toHaveTextContent('deleted since you opened it');
+    expect(within(gone).queryByTestId('policy-load-theirs'), 'nothing to load').not.toBeInTheDocument();
+    await user.click(within(gone).getByTestId('policy-save-over'));
+    await waitFor(() => expect(b.policies.some((p) => p.id === 'deny-deletes'), 'created again on request').toBe(true));
+    expect(b.callsOf('save_policy').at(-1)).toMatchObject({ id: 'deny-deletes', revision: 0 });
+  });
+
+  it('deletes only the revision shown, and shows the list as it is after a refusal', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Policies);
+    await user.click(await screen.findByRole('button', { name: 'Edit policy deny-deletes' }));
+    b.policies = b.policies.map((p) => (p.id === 'deny-deletes' ? { ...p, description: 'Changed elsewhere', revision: ++b.policyRevision } : p));
+    await user.click(screen.getByTestId('delete-policy'));
+    await user.click(await screen.findByTestId('confirm-delete-policy'));
+    expect(await screen.findByRole('alert')).toHaveTextContent('changed since you read revision');
+    expect(b.policies.some((p) => p.id === 'deny-deletes'), 'a policy changed since it was shown is not deleted').toBe(true);
+    await waitFor(() => expect(screen.getByTestId('policy-deny-deletes')).toHaveTextContent('Changed elsewhere'));
+  });
+
   it('shows a policy switch as the policy is when saving it fails', async () => {
     const b = setup();
     await refreshStatus();
@@ -113,7 +194,7 @@ describe('policies', () => {
 
   it('tells a call held for approval from an allowed and a denied one', async () => {
     const b = setup();
-    b.policies.push({ id: 'approve-writes', description: 'Writes need a human', source: '@approval("required")\npermit (principal, action, resource);\n', enabled: true, updatedAt: 1, problems: [] });
+    b.policies.push({ id: 'approve-writes', description: 'Writes need a human', source: '@approval("required")\npermit (principal, action, resource);\n', enabled: true, updatedAt: 1, revision: 1, problems: [] });
     const user = userEvent.setup();
     render(Policies);
     const tester = await screen.findByTestId('policy-tester');

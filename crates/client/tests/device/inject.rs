@@ -16,7 +16,7 @@ use common::{Machine, TestBroker};
 use latchkey_client::access::{
     AccessError, NewApiKey, NewOAuthCredential, add_api_key, add_oauth_credential,
 };
-use latchkey_client::api::{AuditFilter, BrokerClient, ClientError, NewPolicy, codes};
+use latchkey_client::api::{AuditFilter, BrokerClient, ClientError, Expected, NewPolicy, codes};
 use latchkey_client::inject::{InjectError, InjectTerms, InjectedKind, release_for_inject};
 use latchkey_client::policies::set_policy;
 use latchkey_client::workspace::{broker_client, create_workspace};
@@ -80,6 +80,7 @@ impl World {
                 source: "permit (principal, action == Latchkey::Action::\"inject\", resource);",
                 description: "",
                 enabled: true,
+                expected: Expected::Anything,
             },
         )
         .await

@@ -19,8 +19,8 @@ use latchkey_client::access::{
     update_credential,
 };
 use latchkey_client::api::{
-    BrokerClient, ClientError, CredentialStatus, Decision, GrantKind, InviteFor, NewPolicy,
-    PolicyId, Role, codes,
+    BrokerClient, ClientError, CredentialStatus, Decision, Expected, GrantKind, InviteFor,
+    NewPolicy, PolicyId, Role, codes,
 };
 use latchkey_client::policies::{CallToCheck, PolicyError, check_call, set_policy};
 use latchkey_client::workspace::{
@@ -303,14 +303,30 @@ async fn policies_are_set_checked_and_removed_and_a_bad_one_comes_back_with_ceda
     let saved = set_policy(
         &client,
         &id,
-        &NewPolicy { source, description: "Nothing is ever deleted.", enabled: true },
+        &NewPolicy {
+            source,
+            description: "Nothing is ever deleted.",
+            enabled: true,
+            expected: Expected::Absent,
+        },
     )
     .await
     .expect("an admin sets a valid policy");
     assert!(saved.created, "a new policy");
-    let again =
-        set_policy(&client, &id, &NewPolicy { source, description: "", enabled: true }).await;
-    assert!(!again.unwrap().created, "the same id replaces it");
+    let read = Expected::Revision(saved.policy.revision);
+    let edit = NewPolicy { source, description: "", enabled: true, expected: read };
+    let again = set_policy(&client, &id, &edit).await.expect("the revision read is current");
+    assert!(!again.created, "the same id replaces it");
+    let stale = set_policy(&client, &id, &edit).await.unwrap_err();
+    assert!(
+        matches!(&stale, PolicyError::Broker(ClientError::Api(e)) if e.is(codes::CONFLICT)),
+        "an edit of a revision already replaced is refused as a conflict: {stale:?}"
+    );
+    let stale_delete = client.delete_policy(&id, Some(saved.policy.revision)).await.unwrap_err();
+    assert!(
+        matches!(&stale_delete, ClientError::Api(e) if e.is(codes::CONFLICT)),
+        "a deletion of a revision already replaced is refused: {stale_delete:?}"
+    );
     let denied = check(Method::Delete, GrantKind::Standing).await;
     assert_eq!(denied.decision, Decision::Deny);
     assert_eq!(denied.policies, ["no-deletes"], "the forbid that decided is named");
@@ -322,6 +338,7 @@ async fn policies_are_set_checked_and_removed_and_a_bad_one_comes_back_with_ceda
             source: "permit (principal, action, resource)\nwhen { resource.nope };",
             description: "",
             enabled: true,
+            expected: Expected::Anything,
         },
     )
     .await
@@ -337,8 +354,8 @@ async fn policies_are_set_checked_and_removed_and_a_bad_one_comes_back_with_ceda
     assert!(refused.to_string().contains("fix the source"), "{refused}");
     assert_eq!(client.policies().await.unwrap().len(), 3, "nothing was stored for it");
 
-    client.delete_policy(&id).await.expect("delete");
-    let err = client.delete_policy(&id).await.unwrap_err();
+    client.delete_policy(&id, Some(again.policy.revision)).await.expect("the current revision");
+    let err = client.delete_policy(&id, None).await.unwrap_err();
     assert_eq!(api_code(&err), codes::NOT_FOUND, "{err}");
     assert_eq!(check(Method::Delete, GrantKind::Standing).await.decision, Decision::Allow);
     assert!("check".parse::<PolicyId>().is_err(), "`check` is the tester's path");

@@ -10,8 +10,8 @@
 //! member can read it), so problems quote Cedar's messages, which may quote the policy.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use latchkey_core::ids::{AgentId, CredentialId};
@@ -31,7 +31,7 @@ use crate::policy::{
     MAX_POLICIES, MAX_SOURCE_BYTES, METHODS, PolicyProblem, PolicyRequest, SCHEMA,
 };
 use crate::state::SharedState;
-use crate::store::policies::{NewPolicy, PutOutcome, StoredPolicy};
+use crate::store::policies::{ChangeRefused, Expected, NewPolicy, PutOutcome, StoredPolicy};
 
 pub(super) fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
@@ -92,6 +92,9 @@ struct PolicyView {
     source: String,
     enabled: bool,
     updated_at: u64,
+    /// Moves on with every change; never reused within the workspace. Send it back with an edit
+    /// or a deletion to make it conditional.
+    revision: u64,
     /// Present when the stored text no longer validates (a schema change); such a workspace
     /// denies every call until an admin fixes or deletes the policy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -134,6 +137,11 @@ struct PutPolicy {
     description: Option<String>,
     #[serde(default)]
     enabled: Option<bool>,
+    /// Makes the write conditional: the revision the editor read (`409 conflict` if the policy
+    /// has changed or was deleted since), or 0 to create only (`409 conflict` if the id is
+    /// taken). Without it the write replaces whatever is there.
+    #[serde(default)]
+    revision: Option<u64>,
 }
 
 /// The saved policy.
@@ -159,6 +167,7 @@ struct Saved {
         DeviceErrors,
         (status = 400, description = "`invalid_request`: the policy does not parse or validate (with `errors`), or the id, description or size is wrong, or the workspace has too many policies", body = PolicyRefused),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ApiError),
+        (status = 409, description = "`conflict`: `revision` was given and the policy is not at it (changed, deleted, or, for 0, taken)", body = ApiError),
     ),
 )]
 async fn upsert(
@@ -183,22 +192,29 @@ async fn upsert(
     let policy = NewPolicy { id: &id, description: &description, source: &body.source, enabled };
     let workspace = request.caller.workspace;
     let now = state.now();
-    let outcome = state
+    let expected = Expected::from_wire(body.revision);
+    let put = state
         .store
-        .put_policy(workspace, &DEFAULT_POLICIES, policy, MAX_POLICIES, now)
+        .put_policy(workspace, &DEFAULT_POLICIES, policy, expected, MAX_POLICIES, now)
         .await
         .map_err(ApiError::from)?
-        .map_err(|too_many| invalid(too_many.to_string()))?;
+        .map_err(refused)?;
     state.policies.invalidate(workspace);
-    tracing::info!(%workspace, member = %request.caller.member, policy = %id, ?outcome, "policy saved");
+    tracing::info!(%workspace, member = %request.caller.member, policy = %id, outcome = ?put.outcome, revision = put.revision, "policy saved");
     audit(&state, &request.caller, AuditKind::PolicyChanged, |e| e.policy_ids = vec![id.clone()])
         .await;
-    let status = match outcome {
+    let status = match put.outcome {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Updated => StatusCode::OK,
     };
-    let stored =
-        StoredPolicy { id, description, source: body.source.clone(), enabled, updated_at: now };
+    let stored = StoredPolicy {
+        id,
+        description,
+        source: body.source.clone(),
+        enabled,
+        updated_at: now,
+        revision: put.revision,
+    };
     Ok((status, Json(Saved { policy: view(&state, stored), warnings })))
 }
 
@@ -209,33 +225,61 @@ async fn upsert(
     tag = "policies",
     operation_id = "delete_policy",
     security(("device_signature" = [])),
-    params(("id" = String, Path, description = "The policy id")),
+    params(
+        ("id" = String, Path, description = "The policy id"),
+        ("revision" = Option<u64>, Query, description = "Delete only if the policy is still at this revision"),
+    ),
     responses(
         (status = 204, description = "Deleted"),
         DeviceErrors,
-        (status = 400, description = "`invalid_request`: a malformed id", body = ApiError),
+        (status = 400, description = "`invalid_request`: a malformed id; `bad_request`: a query other than revision=<number>", body = ApiError),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ApiError),
         (status = 404, description = "`not_found`: no policy with this id", body = ApiError),
+        (status = 409, description = "`conflict`: `revision` was given and the policy has changed since", body = ApiError),
     ),
 )]
 async fn remove(
     State(state): State<SharedState>,
     id: Result<Path<String>, PathRejection>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
     request: Signed<()>,
 ) -> Result<StatusCode, ApiError> {
     request.caller.require_admin()?;
     let id = policy_id(id)?;
-    let workspace = request.caller.workspace;
-    if !state.store.delete_policy(workspace, &DEFAULT_POLICIES, &id, state.now()).await? {
+    let Ok(Query(DeleteQuery { revision })) = query else {
         return Err(ApiError::new(
-            ErrorCode::NotFound,
-            "no policy with this id in your workspace; list them with GET /v1/policies",
+            ErrorCode::BadRequest,
+            "the only query parameter is revision=<the revision you read>, a positive number",
         ));
-    }
+    };
+    let expected = match revision {
+        None => Expected::Anything,
+        Some(0) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "revision=0 names no policy: pass the revision you read (1 or more)",
+            ));
+        }
+        Some(n) => Expected::Revision(n),
+    };
+    let workspace = request.caller.workspace;
+    state
+        .store
+        .delete_policy(workspace, &DEFAULT_POLICIES, &id, expected, state.now())
+        .await?
+        .map_err(refused)?;
     state.policies.invalidate(workspace);
     tracing::info!(%workspace, member = %request.caller.member, policy = %id, "policy deleted");
     audit(&state, &request.caller, AuditKind::PolicyChanged, |e| e.policy_ids = vec![id]).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The query of `DELETE /v1/policies/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    revision: Option<u64>,
 }
 
 /// The body of `POST /v1/policies/check`: a hypothetical call (`method`, `host`, `path` and
@@ -466,6 +510,7 @@ fn view(state: &SharedState, row: StoredPolicy) -> PolicyView {
         source: row.source,
         enabled: row.enabled,
         updated_at: row.updated_at,
+        revision: row.revision,
         problems,
     }
 }
@@ -489,6 +534,20 @@ fn description(text: Option<&str>) -> Result<String, ApiError> {
         )));
     }
     Ok(trimmed.to_owned())
+}
+
+/// The answer to a change the store refused.
+fn refused(refusal: ChangeRefused) -> ApiError {
+    match refusal {
+        ChangeRefused::TooMany { .. } => invalid(refusal.to_string()),
+        ChangeRefused::Conflict(conflict) => {
+            ApiError::new(ErrorCode::Conflict, conflict.to_string())
+        }
+        ChangeRefused::NotFound => ApiError::new(
+            ErrorCode::NotFound,
+            "no policy with this id in your workspace; list them with GET /v1/policies",
+        ),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {

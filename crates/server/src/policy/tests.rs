@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::policies::Expected;
 
 const T0: u64 = 1_800_000_000; // 2027-01-15T08:00:00Z, a Friday
 
@@ -45,7 +46,7 @@ fn request(workspace: WorkspaceId, grant: GrantKind) -> (PolicyRequest<'static>,
 async fn put(store: &Store, ws: WorkspaceId, id: &str, source: &str) {
     let policy = NewPolicy { id, description: "", source, enabled: true };
     store
-        .put_policy(ws, &DEFAULT_POLICIES, policy, MAX_POLICIES, T0)
+        .put_policy(ws, &DEFAULT_POLICIES, policy, Expected::Anything, MAX_POLICIES, T0)
         .await
         .expect("store")
         .expect("below the limit");
@@ -262,7 +263,11 @@ async fn a_change_is_seen_after_invalidation_or_after_the_cache_lifetime() {
     );
 
     // A change through this broker invalidates at once.
-    store.delete_policy(ws[0], &DEFAULT_POLICIES, "forbid-get", T0).await.expect("deleted");
+    store
+        .delete_policy(ws[0], &DEFAULT_POLICIES, "forbid-get", Expected::Anything, T0)
+        .await
+        .expect("store")
+        .expect("deleted");
     engine.invalidate(ws[0]);
     assert!(engine.evaluate(&store, &r).await.expect("evaluates").allowed, "reloaded at once");
 }
@@ -290,7 +295,8 @@ async fn defaults_are_installed_once_and_come_back_when_everything_is_deleted() 
     let again = store.policies(ws[0], &DEFAULT_POLICIES, T0 + 1).await.expect("reads");
     assert_eq!(first, again, "reading again installs nothing more");
     for p in &DEFAULT_POLICIES {
-        assert!(store.delete_policy(ws[0], &DEFAULT_POLICIES, p.id, T0).await.expect("deletes"));
+        let deleted = store.delete_policy(ws[0], &DEFAULT_POLICIES, p.id, Expected::Anything, T0);
+        deleted.await.expect("store").expect("a default policy is there to delete");
     }
     let back = store.policies(ws[0], &DEFAULT_POLICIES, T0 + 2).await.expect("reads");
     assert_eq!(back.len(), DEFAULT_POLICIES.len(), "an empty workspace gets the defaults back");

@@ -29,6 +29,9 @@ pub struct StoredPolicy {
     pub enabled: bool,
     /// Last change, unix seconds.
     pub updated_at: u64,
+    /// The workspace's policy revision at the last change: never reused within a workspace, so
+    /// an edit conditional on it cannot land on a policy deleted and created again meanwhile.
+    pub revision: u64,
 }
 
 /// A policy to store (already validated by the caller).
@@ -44,6 +47,47 @@ pub struct NewPolicy<'a> {
     pub enabled: bool,
 }
 
+/// What a change expects to find: the condition of a conditional edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Whatever is there (an unconditional write).
+    Anything,
+    /// No policy with this id: create it, never replace one.
+    Absent,
+    /// The policy at exactly this revision, as the editor read it.
+    Revision(u64),
+}
+
+impl Expected {
+    /// `None` → [`Expected::Anything`]; `Some(0)` → [`Expected::Absent`]; `Some(n)` →
+    /// [`Expected::Revision`] (revisions start at 1, so 0 names no revision).
+    pub fn from_wire(revision: Option<u64>) -> Self {
+        match revision {
+            None => Self::Anything,
+            Some(0) => Self::Absent,
+            Some(n) => Self::Revision(n),
+        }
+    }
+
+    /// Whether a policy whose revision is `current` (`None`: absent) meets the condition.
+    fn met_by(self, current: Option<u64>) -> bool {
+        match (self, current) {
+            (Self::Anything, _) | (Self::Absent, None) => true,
+            (Self::Revision(expected), Some(current)) => expected == current,
+            (Self::Absent, Some(_)) | (Self::Revision(_), None) => false,
+        }
+    }
+}
+
+/// What [`Store::put_policy`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Put {
+    /// Created (there was no policy with this id) or replaced.
+    pub outcome: PutOutcome,
+    /// The policy's new revision.
+    pub revision: u64,
+}
+
 /// Whether [`Store::put_policy`] created or replaced the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -53,12 +97,67 @@ pub enum PutOutcome {
     Updated,
 }
 
-/// A new policy was refused because the workspace already has the most it may have.
+/// Why [`Store::put_policy`] or [`Store::delete_policy`] changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a workspace has at most {limit} policies; delete or merge some first")]
-pub struct TooManyPolicies {
-    /// The limit.
-    pub limit: usize,
+pub enum ChangeRefused {
+    /// A new policy, and the workspace already has the most it may have.
+    #[error("a workspace has at most {limit} policies; delete or merge some first")]
+    TooMany {
+        /// The limit.
+        limit: usize,
+    },
+    /// The policy is not at the revision the change expected.
+    #[error("{0}")]
+    Conflict(PolicyConflict),
+    /// A deletion, and there is no policy with this id.
+    #[error("no policy with this id")]
+    NotFound,
+}
+
+/// A conditional change found the policy other than its editor read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyConflict {
+    /// Expected absent; a policy with this id exists.
+    #[error(
+        "a policy with this id already exists (revision {current}); read it and edit that one, or choose another id"
+    )]
+    Exists {
+        /// Its revision.
+        current: u64,
+    },
+    /// Expected a revision; the policy has another.
+    #[error(
+        "the policy was changed since you read revision {expected} (revision {current} now); read it again and reapply your change"
+    )]
+    Changed {
+        /// The revision the change expected.
+        expected: u64,
+        /// The policy's revision.
+        current: u64,
+    },
+    /// Expected a revision; the policy was deleted.
+    #[error(
+        "the policy was deleted since you read revision {expected}; create it again if it is still wanted"
+    )]
+    Deleted {
+        /// The revision the change expected.
+        expected: u64,
+    },
+}
+
+impl PolicyConflict {
+    /// The conflict between `expected` and a policy whose revision is `current` (`None`:
+    /// absent), if the condition is not met.
+    fn between(expected: Expected, current: Option<u64>) -> Option<Self> {
+        if expected.met_by(current) {
+            return None;
+        }
+        Some(match (expected, current) {
+            (Expected::Revision(expected), Some(current)) => Self::Changed { expected, current },
+            (Expected::Revision(expected), None) => Self::Deleted { expected },
+            (_, current) => Self::Exists { current: current.unwrap_or_default() },
+        })
+    }
 }
 
 /// What a policy sees of an agent.
@@ -100,37 +199,38 @@ impl Store {
         self.policy_rows(workspace).await
     }
 
-    /// Creates or replaces the policy `policy.id` of `workspace`. A new policy is refused when
-    /// the workspace already has `limit` policies.
+    /// Creates or replaces the policy `policy.id` of `workspace`, if it is as `expected`. A new
+    /// policy is refused when the workspace already has `limit` policies.
     pub async fn put_policy(
         &self,
         workspace: WorkspaceId,
         defaults: &[NewPolicy<'_>],
         policy: NewPolicy<'_>,
+        expected: Expected,
         limit: usize,
         now: u64,
-    ) -> Result<Result<PutOutcome, TooManyPolicies>, StoreError> {
+    ) -> Result<Result<Put, ChangeRefused>, StoreError> {
         let ws = workspace.to_string();
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
         // A write first, so the transaction holds the write lock before it reads.
         install_defaults(&mut tx, workspace, defaults, now).await?;
-        let (others, exists) = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT count(*) FILTER (WHERE id <> $2), count(*) FILTER (WHERE id = $2)
-             FROM policies WHERE workspace_id = $1",
-        )
-        .bind(&ws)
-        .bind(policy.id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if exists == 0 && usize::try_from(others).unwrap_or(usize::MAX) >= limit {
-            return Ok(Err(TooManyPolicies { limit }));
+        let (others, current) = policy_census(&mut tx, &ws, policy.id).await?;
+        if let Some(conflict) = PolicyConflict::between(expected, current) {
+            return Ok(Err(ChangeRefused::Conflict(conflict)));
         }
+        if current.is_none() && usize::try_from(others).unwrap_or(usize::MAX) >= limit {
+            return Ok(Err(ChangeRefused::TooMany { limit }));
+        }
+        let Some(revision) = next_revision(&mut tx, &ws).await? else {
+            return Err(StoreError::Corrupt(format!("workspace {workspace}: no policy revision")));
+        };
         sqlx::query(
-            "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO policies
+               (workspace_id, id, description, source, enabled, updated_at, revision)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (workspace_id, id) DO UPDATE SET description = excluded.description,
                source = excluded.source, enabled = excluded.enabled,
-               updated_at = excluded.updated_at",
+               updated_at = excluded.updated_at, revision = excluded.revision",
         )
         .bind(&ws)
         .bind(policy.id)
@@ -138,31 +238,45 @@ impl Store {
         .bind(policy.source)
         .bind(i64::from(policy.enabled))
         .bind(as_i64(now))
+        .bind(as_i64(revision))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Ok(if exists == 0 { PutOutcome::Created } else { PutOutcome::Updated }))
+        let outcome = if current.is_none() { PutOutcome::Created } else { PutOutcome::Updated };
+        Ok(Ok(Put { outcome, revision }))
     }
 
-    /// Deletes the policy `id` of `workspace`; `false` if there is none.
+    /// Deletes the policy `id` of `workspace`, if it is as `expected`
+    /// ([`Expected::Absent`] is never met by a policy to delete).
     pub async fn delete_policy(
         &self,
         workspace: WorkspaceId,
         defaults: &[NewPolicy<'_>],
         id: &str,
+        expected: Expected,
         now: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Result<(), ChangeRefused>, StoreError> {
+        let ws = workspace.to_string();
         let mut tx = self.begin(workspace, Lock::Workspace).await?;
         // The defaults count as present even before the workspace first read its policies.
         install_defaults(&mut tx, workspace, defaults, now).await?;
-        let deleted = sqlx::query("DELETE FROM policies WHERE workspace_id = $1 AND id = $2")
-            .bind(workspace.to_string())
+        let (_, current) = policy_census(&mut tx, &ws, id).await?;
+        if current.is_none() {
+            return Ok(Err(ChangeRefused::NotFound));
+        }
+        if let Some(conflict) = PolicyConflict::between(expected, current) {
+            return Ok(Err(ChangeRefused::Conflict(conflict)));
+        }
+        // The counter moves on a deletion too: defaults installed after the last policy is
+        // deleted take a revision no earlier policy had.
+        next_revision(&mut tx, &ws).await?;
+        sqlx::query("DELETE FROM policies WHERE workspace_id = $1 AND id = $2")
+            .bind(&ws)
             .bind(id)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
         tx.commit().await?;
-        Ok(deleted == 1)
+        Ok(Ok(()))
     }
 
     /// The agent `agent` of `workspace` as policies see it, if it exists and is not revoked.
@@ -219,7 +333,7 @@ impl Store {
     async fn policy_rows(&self, workspace: WorkspaceId) -> Result<Vec<StoredPolicy>, StoreError> {
         let mut tx = self.begin(workspace, Lock::None).await?;
         let rows = sqlx::query(
-            "SELECT id, description, source, enabled, updated_at FROM policies
+            "SELECT id, description, source, enabled, updated_at, revision FROM policies
              WHERE workspace_id = $1 ORDER BY id",
         )
         .bind(workspace.to_string())
@@ -228,6 +342,47 @@ impl Store {
         tx.commit().await?;
         rows.iter().map(|row| policy_from_row(workspace, row)).collect()
     }
+}
+
+/// How many policies of workspace `ws` other than `id` there are, and `id`'s revision if it
+/// exists.
+async fn policy_census(
+    tx: &mut sqlx::AnyConnection,
+    ws: &str,
+    id: &str,
+) -> Result<(i64, Option<u64>), StoreError> {
+    let (others, current) = sqlx::query_as::<_, (i64, Option<i64>)>(
+        "SELECT count(*) FILTER (WHERE id <> $2), max(revision) FILTER (WHERE id = $2)
+         FROM policies WHERE workspace_id = $1",
+    )
+    .bind(ws)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let current = current
+        .map(|r| {
+            u64::try_from(r).map_err(|_| StoreError::Corrupt(format!("policy {id}: revision")))
+        })
+        .transpose()?;
+    Ok((others, current))
+}
+
+/// Moves workspace `ws`'s policy revision on by one and returns it; `None` if there is no such
+/// workspace.
+async fn next_revision(tx: &mut sqlx::AnyConnection, ws: &str) -> Result<Option<u64>, StoreError> {
+    let revision: Option<i64> = sqlx::query_scalar(
+        "UPDATE workspaces SET policy_revision = policy_revision + 1 WHERE id = $1
+         RETURNING policy_revision",
+    )
+    .bind(ws)
+    .fetch_optional(&mut *tx)
+    .await?;
+    revision
+        .map(|r| {
+            u64::try_from(r)
+                .map_err(|_| StoreError::Corrupt(format!("workspace {ws}: policy revision")))
+        })
+        .transpose()
 }
 
 /// Inserts `defaults` if `workspace` exists and has no policy at all. The caller's transaction
@@ -244,14 +399,15 @@ async fn install_defaults(
     for policy in defaults {
         // SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT (a parsing ambiguity).
         let statement = if first {
-            "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
-             SELECT $1, $2, $3, $4, $5, $6
-             WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $1)
-               AND NOT EXISTS (SELECT 1 FROM policies WHERE workspace_id = $1)
+            "INSERT INTO policies
+               (workspace_id, id, description, source, enabled, updated_at, revision)
+             SELECT $1, $2, $3, $4, $5, $6, policy_revision FROM workspaces
+             WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM policies WHERE workspace_id = $1)
              ON CONFLICT (workspace_id, id) DO NOTHING"
         } else {
-            "INSERT INTO policies (workspace_id, id, description, source, enabled, updated_at)
-             SELECT $1, $2, $3, $4, $5, $6 WHERE true
+            "INSERT INTO policies
+               (workspace_id, id, description, source, enabled, updated_at, revision)
+             SELECT $1, $2, $3, $4, $5, $6, policy_revision FROM workspaces WHERE id = $1
              ON CONFLICT (workspace_id, id) DO NOTHING"
         };
         let inserted = sqlx::query(statement)
@@ -274,14 +430,16 @@ async fn install_defaults(
 
 fn policy_from_row(workspace: WorkspaceId, row: &AnyRow) -> Result<StoredPolicy, StoreError> {
     let id: String = row.get(0);
-    let updated_at = u64::try_from(row.get::<i64, _>(4)).map_err(|_| {
-        StoreError::Corrupt(format!("policy {id} of workspace {workspace}: updated_at"))
-    })?;
+    let corrupt =
+        |field| StoreError::Corrupt(format!("policy {id} of workspace {workspace}: {field}"));
+    let updated_at = u64::try_from(row.get::<i64, _>(4)).map_err(|_| corrupt("updated_at"))?;
+    let revision = u64::try_from(row.get::<i64, _>(5)).map_err(|_| corrupt("revision"))?;
     Ok(StoredPolicy {
         description: row.get(1),
         source: row.get(2),
         enabled: row.get::<i64, _>(3) != 0,
         updated_at,
+        revision,
         id,
     })
 }

@@ -122,15 +122,16 @@ async fn put_policy(
     TestBroker::send(broker.signed(device, "PUT", &path, Some(body))).await
 }
 
-async fn policy_ids(broker: &TestBroker, device: &TestDevice) -> Vec<String> {
+/// The workspace's policies as listed to `device`.
+async fn listed(broker: &TestBroker, device: &TestDevice) -> Vec<Value> {
     let (status, body) = TestBroker::send(broker.signed(device, "GET", "/v1/policies", None)).await;
     assert_eq!(status, 200, "listing succeeds: {body}");
-    body["policies"]
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|p| p["id"].as_str().expect("id").to_owned())
-        .collect()
+    body["policies"].as_array().expect("a list").clone()
+}
+
+async fn policy_ids(broker: &TestBroker, device: &TestDevice) -> Vec<String> {
+    let policies = listed(broker, device).await;
+    policies.iter().map(|p| p["id"].as_str().expect("id").to_owned()).collect()
 }
 
 fn strings(values: &[&str]) -> Vec<String> {
@@ -280,6 +281,102 @@ async fn a_custom_forbid_wins_over_the_default_permit_and_can_be_replaced_and_de
                 && r["member"] == json!(team.admin.member)),
         "each names the policy and the admin: {audit}"
     );
+    team.broker.stop().await;
+}
+
+/// The stored revision of policy `id`, read from the listing.
+async fn revision_of(broker: &TestBroker, device: &TestDevice, id: &str) -> Option<u64> {
+    let policies = listed(broker, device).await;
+    let policy = policies.iter().find(|p| p["id"] == id)?;
+    Some(policy["revision"].as_u64().expect("every policy has a revision"))
+}
+
+#[tokio::test]
+async fn conditional_edits_refuse_a_stale_revision_and_never_reuse_one() {
+    let team = team().await;
+    let (broker, admin) = (&team.broker, &team.admin);
+    let second_admin = insert_member(broker, admin, "admin").await;
+
+    // Create only: revision 0 means "this id must be free".
+    let create = json!({"source": FORBID_DELETE, "revision": 0});
+    let (status, saved) = put_policy(broker, admin, "no-deletes", &create).await;
+    assert_eq!(status, 201, "a free id is created with revision 0: {saved}");
+    let first = saved["policy"]["revision"].as_u64().expect("the saved policy has a revision");
+    assert_eq!(revision_of(broker, admin, "no-deletes").await, Some(first), "listed as saved");
+    let (status, body) = put_policy(broker, &second_admin, "no-deletes", &create).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "a second create-only write must not replace the first: {body}"
+    );
+    assert!(
+        body["message"].as_str().expect("message").contains("already exists"),
+        "the refusal says the id is taken: {body}"
+    );
+
+    // Two admins read the same revision; the second writer is refused, not silently lost.
+    let edit = |enabled| json!({"source": FORBID_DELETE, "enabled": enabled, "revision": first});
+    let (status, saved) = put_policy(broker, admin, "no-deletes", &edit(false)).await;
+    assert_eq!(status, 200, "the first edit of revision {first} lands: {saved}");
+    let second = saved["policy"]["revision"].as_u64().expect("revision");
+    assert!(second > first, "every change moves the revision on: {first} then {second}");
+    let (status, body) = put_policy(broker, &second_admin, "no-deletes", &edit(true)).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "an edit of a revision someone else replaced is refused: {body}"
+    );
+    let message = body["message"].as_str().expect("message");
+    assert!(
+        message.contains(&format!("revision {second} now")) && message.contains("read it again"),
+        "the refusal names the current revision and what to do: {message}"
+    );
+    assert_eq!(
+        decide(&team, team.shared, "DELETE", "single_use").await.0,
+        "allow",
+        "the refused edit (enable) did not land: the first edit (disable) stands"
+    );
+
+    // A stale deletion is refused too; the current revision deletes.
+    let stale = format!("/v1/policies/no-deletes?revision={first}");
+    let (status, body) = TestBroker::send(broker.signed(admin, "DELETE", &stale, None)).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "stale delete: {body}");
+    assert_eq!(revision_of(broker, admin, "no-deletes").await, Some(second), "still there");
+    for bad in ["revision=0", "revision=x", "revision=1&also=2", "rev=1"] {
+        let path = format!("/v1/policies/no-deletes?{bad}");
+        let (status, body) = TestBroker::send(broker.signed(admin, "DELETE", &path, None)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("bad_request")),
+            "a malformed condition ({bad}) deletes nothing: {body}"
+        );
+    }
+    assert_eq!(revision_of(broker, admin, "no-deletes").await, Some(second), "still there");
+    let current = format!("/v1/policies/no-deletes?revision={second}");
+    let (status, body) = TestBroker::send(broker.signed(admin, "DELETE", &current, None)).await;
+    assert_eq!(status, 204, "the current revision deletes: {body}");
+
+    // Deleted since it was read: an edit of the old revision does not bring it back.
+    let (status, body) = put_policy(broker, admin, "no-deletes", &edit(true)).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+    assert!(
+        body["message"].as_str().expect("message").contains("deleted"),
+        "the refusal says the policy was deleted: {body}"
+    );
+    assert_eq!(revision_of(broker, admin, "no-deletes").await, None, "nothing was recreated");
+
+    // Created again under the same id: a new revision, so an editor of the old one is refused.
+    let (status, saved) = put_policy(broker, admin, "no-deletes", &create).await;
+    assert_eq!(status, 201, "{saved}");
+    let third = saved["policy"]["revision"].as_u64().expect("revision");
+    assert!(third > second, "a recreated policy never reuses a revision: {second} then {third}");
+    let (status, body) = put_policy(broker, &second_admin, "no-deletes", &edit(true)).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
+
+    // Without a revision, a write still replaces whatever is there.
+    let (status, saved) =
+        put_policy(broker, &second_admin, "no-deletes", &json!({"source": FORBID_DELETE})).await;
+    assert_eq!(status, 200, "an unconditional write replaces: {saved}");
     team.broker.stop().await;
 }
 

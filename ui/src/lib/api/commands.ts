@@ -114,10 +114,12 @@ export const deny = (id: string) => call<Approval>('deny', { id });
 // Policies
 export const listPolicies = () => call<Policy[]>('list_policies');
 export const policyTemplates = () => call<PolicyTemplate[]>('policy_templates');
-/** Rejects with code `policy_invalid` and `problems` on the error. */
-export const savePolicy = (a: { id: string; description: string; source: string; enabled: boolean }) =>
+/** Rejects with code `policy_invalid` and `problems` on the error, or `conflict` when the policy
+ * is no longer at `revision` (0: the id must be free; null: replace whatever is there). */
+export const savePolicy = (a: { id: string; description: string; source: string; enabled: boolean; revision: number | null }) =>
   call<Policy>('save_policy', a);
-export const deletePolicy = (id: string) => call<null>('delete_policy', { id });
+/** Rejects with `conflict` when the policy is no longer at `revision`. */
+export const deletePolicy = (id: string, revision: number | null) => call<null>('delete_policy', { id, revision });
 export const checkCall = (a: { agent: string; credential: string; method: string; path: string }) =>
   call<CheckResult>('check_call', a);
 /** Would the policies release the credential into `command`'s environment for `lifetimeSecs`? */

@@ -140,6 +140,9 @@ export type Policy = {
   source: string;
   enabled: boolean;
   updatedAt: number;
+  /** Sent back with an edit or a deletion: a change someone made since is refused (`conflict`),
+   * never overwritten unseen. */
+  revision: number;
   problems: PolicyProblem[];
 };
 

@@ -58,6 +58,8 @@ export type FakeBackend = {
   agents: Agent[];
   approvals: Approval[];
   policies: Policy[];
+  /** The workspace's policy revision: every change takes the next one, as on the broker. */
+  policyRevision: number;
   audit: AuditRow[];
   members: Member[];
   /** Answer for verify_audit; null = the chain is intact. */
@@ -143,6 +145,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     agents: seed ? seedAgents(t) : [],
     approvals: seed ? seedApprovals(t) : [],
     policies: seed ? seedPolicies(t) : [],
+    policyRevision: 1,
     audit: seed ? seedAudit(t) : [],
     members: seed ? seedMembers(t) : [],
     verdict: null,
@@ -184,6 +187,19 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       return b.calls.filter((c) => c.cmd === cmd).map((c) => c.args);
     },
   };
+
+  /** As the broker: a change naming a revision is refused unless the policy is still at it
+   * (0: unless the id is free). */
+  function policyConflict(id: string, revision: unknown) {
+    if (revision === null || revision === undefined) return;
+    const current = b.policies.find((x) => x.id === id);
+    if (revision === 0 && current)
+      throw err('conflict', `a policy with this id already exists (revision ${current.revision}); read it and edit that one, or choose another id`);
+    if (revision !== 0 && !current)
+      throw err('conflict', `the policy was deleted since you read revision ${revision}; create it again if it is still wanted`);
+    if (revision !== 0 && current && current.revision !== revision)
+      throw err('conflict', `the policy was changed since you read revision ${revision} (revision ${current.revision} now); read it again and reapply your change`);
+  }
 
   function isAdmin() {
     return b.status.workspace?.role === 'admin';
@@ -379,13 +395,17 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       const problems = lintCedar(String(a.source));
       if (problems.length)
         throw err('policy_invalid', problems.map((p) => (p.line ? `line ${p.line}: ${p.message}` : p.message)).join('; '), { problems });
-      const p: Policy = { id: String(a.id), description: String(a.description), source: String(a.source), enabled: Boolean(a.enabled), updatedAt: now(), problems: [] };
+      policyConflict(String(a.id), a.revision);
+      const p: Policy = { id: String(a.id), description: String(a.description), source: String(a.source), enabled: Boolean(a.enabled), updatedAt: now(), revision: ++b.policyRevision, problems: [] };
       b.policies = [...b.policies.filter((x) => x.id !== p.id), p];
       // As the shell: the stored policy's problems, then the validator's warnings (not stored).
       return { ...p, problems: cedarWarnings(p.source) };
     },
     delete_policy: (a) => {
       if (!isAdmin()) throw forbidden();
+      if (!b.policies.some((x) => x.id === a.id)) throw err('not_found', 'no policy with this id in your workspace');
+      policyConflict(String(a.id), a.revision);
+      b.policyRevision++;
       b.policies = b.policies.filter((x) => x.id !== a.id);
       return null;
     },

@@ -73,8 +73,8 @@ export const TEMPLATES: PolicyTemplate[] = [
 
 export function seedPolicies(now: number): Policy[] {
   return [
-    { id: 'read-only', description: 'Agents may read', source: TEMPLATES[0].source, enabled: true, updatedAt: now - 86400, problems: [] },
-    { id: 'deny-deletes', description: 'No deletes', source: TEMPLATES[2].source, enabled: true, updatedAt: now - 86400 * 3, problems: [] },
+    { id: 'read-only', description: 'Agents may read', source: TEMPLATES[0].source, enabled: true, updatedAt: now - 86400, revision: 1, problems: [] },
+    { id: 'deny-deletes', description: 'No deletes', source: TEMPLATES[2].source, enabled: true, updatedAt: now - 86400 * 3, revision: 1, problems: [] },
   ];
 }
 
