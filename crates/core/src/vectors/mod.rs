@@ -28,3 +28,14 @@ fn unhex_array<const N: usize>(s: &str) -> [u8; N] {
     <[u8; N]>::try_from(bytes.as_slice())
         .unwrap_or_else(|_| panic!("hex constant {s:?} is {} bytes, expected {N}", bytes.len()))
 }
+
+/// Decodes a committed hex fixture (`crates/core/testdata/*.hex`): `#` starts a comment that runs
+/// to the end of the line, whitespace is ignored.
+pub(crate) fn unhex_fixture(text: &str) -> Vec<u8> {
+    let digits: String = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .flat_map(str::split_whitespace)
+        .collect();
+    unhex(&digits)
+}
