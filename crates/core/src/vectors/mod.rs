@@ -18,12 +18,12 @@ mod rfc9180;
 mod wycheproof;
 
 /// Decodes a hex constant transcribed from a published vector.
-fn unhex(s: &str) -> Vec<u8> {
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap_or_else(|e| panic!("hex constant {s:?} does not decode: {e}"))
 }
 
 /// Decodes a hex constant of a fixed length.
-fn unhex_array<const N: usize>(s: &str) -> [u8; N] {
+pub(crate) fn unhex_array<const N: usize>(s: &str) -> [u8; N] {
     let bytes = unhex(s);
     <[u8; N]>::try_from(bytes.as_slice())
         .unwrap_or_else(|_| panic!("hex constant {s:?} is {} bytes, expected {N}", bytes.len()))
