@@ -26,7 +26,8 @@
 //! when a file is created; a file outside OWASP's minimum (19 MiB, 2 passes) or above 1 GiB,
 //! 20 passes or 8 lanes is refused before any derivation, so an edited header can neither make
 //! the file cheap to attack nor exhaust the machine that opens it. Everything that needs no
-//! passphrase is checked first; a wrong passphrase and an altered file are one error.
+//! passphrase is checked first; a wrong passphrase and an altered file are one error. An example
+//! file, with its inputs, is committed as `crates/client/testdata/key-file-v1.hex`.
 //!
 //! The key is derived once per opened store and kept (zeroized on drop) together with the
 //! passphrase; every read and write re-reads the file, so several stores (or processes) see each
@@ -755,6 +756,160 @@ mod tests {
         assert!(!bytes.windows(8).any(|w| w == &canary[..8]));
         let name = device.to_string();
         assert!(!bytes.windows(name.len()).any(|w| w == name.as_bytes()));
+    }
+
+    /// A key file made once by `create` and checked independently (see the file's notes).
+    const COMMITTED: &str = include_str!("../../testdata/key-file-v1.hex");
+    const COMMITTED_PASSPHRASE: &[u8] = b"correct horse battery staple";
+
+    /// The committed file's bytes: its hex with `#` comments and whitespace dropped.
+    fn committed() -> Vec<u8> {
+        let digits: Vec<u8> = COMMITTED
+            .lines()
+            .map(|line| line.split('#').next().unwrap_or_default())
+            .flat_map(str::split_whitespace)
+            .flat_map(str::bytes)
+            .collect();
+        digits
+            .chunks(2)
+            .map(|pair| {
+                let pair = std::str::from_utf8(pair).unwrap();
+                u8::from_str_radix(pair, 16)
+                    .unwrap_or_else(|e| panic!("{pair:?} in the committed file is not hex: {e}"))
+            })
+            .collect()
+    }
+
+    /// The committed file, written where a store can open it.
+    fn committed_in(dir: &Path) -> PathBuf {
+        let path = dir.join("dev.keys");
+        std::fs::write(&path, committed()).unwrap();
+        path
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_committed_key_file_opens_to_its_keys_and_a_rewrite_keeps_its_header() {
+        // Opening pins the reader: the header, the AAD, the KDF at the file's parameters, the
+        // payload's encoding and the entry names. A write pins the writer; its nonce is fresh.
+        let dir = tempfile::tempdir().unwrap();
+        let path = committed_in(dir.path());
+        let passphrase = || SecretBytes::copy_from(COMMITTED_PASSPHRASE);
+        let store = EncryptedFileStore::open(&path, &profile("dev"), passphrase()).unwrap();
+        let workspace: WorkspaceId = "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap();
+        let member = "5a1d3c7e-2b4f-4e6a-8c9d-0e1f2a3b4c5d".parse().unwrap();
+        let device = "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f".parse().unwrap();
+
+        let keys = store.load_device_keys(device).unwrap();
+        assert_eq!(keys.signing.expose_secret().expose_secret(), &[0xa1; 32], "signing seed");
+        assert_eq!(
+            hex(&keys.exchange.public_key().to_bytes()),
+            "db48257e1237976a74ad8cfedca00213408fe89ac6251f1b930245f242b5c31a",
+            "the exchange key of secret b2 x 32"
+        );
+        let wk = store.load_workspace_key(workspace, KeyVersion::FIRST).unwrap();
+        assert_eq!(wk.expose_secret().expose_secret(), &[0x42; 32], "workspace key v1");
+        let v2 = KeyVersion::new(2).unwrap();
+        let mk = store.load_member_key(workspace, member, v2).unwrap();
+        assert_eq!(mk.expose_secret().expose_secret(), &[0x17; 32], "member key v2");
+
+        let original = committed();
+        let header = parse_header(&original).unwrap();
+        assert_eq!(header.params, KdfParams::RECOMMENDED, "made at create's parameters");
+        let key = derive_key(header.params, &passphrase(), &header.salt).unwrap();
+        assert_eq!(
+            hex(key.expose_secret()),
+            "f3988002c0a6b4a5847ab57cbfafd11eaf9179c6ac0e50a0f895374924cc9369",
+            "the derived key Python's cryptography computed"
+        );
+
+        store.save_workspace_key(&wk).unwrap();
+        let rewritten = std::fs::read(&path).unwrap();
+        assert_eq!(rewritten.len(), original.len(), "the same entries, the same length");
+        assert_eq!(&rewritten[..31], &original[..31], "a write keeps magic, parameters and salt");
+        assert_ne!(&rewritten[31..43], &original[31..43], "with a fresh nonce");
+        let again = EncryptedFileStore::open(&path, &profile("dev"), passphrase()).unwrap();
+        let mk = again.load_member_key(workspace, member, v2).unwrap();
+        assert_eq!(mk.expose_secret().expose_secret(), &[0x17; 32], "and it opens alike");
+    }
+
+    #[test]
+    fn each_region_of_the_committed_key_file_altered_gives_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = committed_in(dir.path());
+        let passphrase = || SecretBytes::copy_from(COMMITTED_PASSPHRASE);
+        // One store throughout: it keeps the key derived for the file's parameters and salt, so
+        // only the cases that change those derive again.
+        let store = EncryptedFileStore::open(&path, &profile("dev"), passphrase()).unwrap();
+        let original = committed();
+        let flip = |at: usize| {
+            let mut altered = original.clone();
+            altered[at] ^= 0x01;
+            altered
+        };
+        type Expected = Box<dyn Fn(&KeychainError) -> bool>;
+        let corrupt = |reason: &'static str| -> Expected {
+            Box::new(
+                move |e| matches!(e, KeychainError::FileCorrupt { reason: r, .. } if *r == reason),
+            )
+        };
+        let wrong =
+            || -> Expected { Box::new(|e| matches!(e, KeychainError::WrongPassphrase { .. })) };
+        let range = "its Argon2id parameters are outside the accepted range (19456 to 1048576 KiB, \
+                     2 to 20 passes, 1 to 8 lanes)";
+        let end = original.len();
+        let cases: Vec<(&str, Vec<u8>, Expected)> = vec![
+            ("magic", flip(0), corrupt("it does not start with LKKF")),
+            (
+                "format version",
+                flip(4),
+                corrupt("unknown format version; a newer latchkey wrote it"),
+            ),
+            ("kdf", flip(5), corrupt("unknown key derivation function")),
+            ("m_cost over the ceiling", flip(6), corrupt(range)),
+            ("t_cost over the ceiling", flip(12), corrupt(range)),
+            ("p_cost 0", flip(14), corrupt(range)),
+            (
+                "cut to a header",
+                original[..HEADER_LEN + TAG_LEN - 1].to_vec(),
+                corrupt("it is truncated"),
+            ),
+            ("nonce", flip(31), wrong()),
+            ("ciphertext", flip(HEADER_LEN), wrong()),
+            ("tag", flip(end - 1), wrong()),
+            ("last byte cut", original[..end - 1].to_vec(), wrong()),
+            // These change the derived key: each derives again.
+            ("m_cost raised within bounds", flip(9), wrong()),
+            ("t_cost lowered within bounds", flip(13), wrong()),
+            ("salt", flip(15), wrong()),
+        ];
+        let slot = KeySlot::Workspace {
+            workspace: "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap(),
+            version: KeyVersion::FIRST,
+        };
+        for (region, bytes, expected) in &cases {
+            std::fs::write(&path, bytes).unwrap();
+            let err = store.read_entry(&slot).unwrap_err();
+            assert!(expected(&err), "{region} altered: unexpected error {err}");
+        }
+
+        std::fs::write(&path, &original).unwrap();
+        let other = EncryptedFileStore::open(&path, &profile("test"), passphrase()).unwrap_err();
+        assert!(
+            matches!(&other, KeychainError::FileProfileMismatch { found, .. } if found == "latchkey.dev"),
+            "the encrypted service name is the dev profile's: {other}"
+        );
+        let err = EncryptedFileStore::open(
+            &path,
+            &profile("dev"),
+            SecretBytes::copy_from(b"correct horse battery stapler"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, KeychainError::WrongPassphrase { .. }), "{err}");
+        assert!(store.read_entry(&slot).is_ok(), "the unaltered file still opens");
     }
 
     #[test]
