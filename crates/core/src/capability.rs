@@ -939,6 +939,196 @@ mod tests {
         assert_eq!(forged.open(&w.broker).unwrap_err(), CapabilityError::Unsealable);
     }
 
+    /// The documented capability, made once and checked independently (see the file's notes).
+    const COMMITTED: &str = include_str!("../testdata/capability.hex");
+    /// Its text form, as docs/protocol.md shows it.
+    const COMMITTED_TEXT: &str = concat!(
+        "AQFvHBwuTDlKjpsOLV8MSnsRO59qfB0uT1CKa3yNng8aKw1-L0qTsUxVih5rLJ0-T1AAAAAAAAAAAAAAAAAAAAAAAA",
+        "AAAAGai3xtXk9KO4wtHg-ai3xtAAUAAAAAa0nSAAAAAABrSdMslRObz0VVcZ99pNLiG5JM2AESL3JlcG9zLyovaXNz",
+        "dWVzLyoqUqoZxISv0CQtjrs8DcBoRiey_uIvx7KTkLZrUh0N9S2axMu6KijijJskmzVMf9D0ar-HY8BMk3M6wg51S-",
+        "Gc6izAVp5hnDC99Hf8TW54_GDE4ScR-Pcpw5P46UwnPRZylAeqCEr8qr7ip9iXzowTa5RFMahRxSQDVLN_t1WKgCeQ",
+        "o5UZp5C1UqTVcDd065cE",
+    );
+    /// Where the claims end in the committed capability.
+    const COMMITTED_CLAIMS_LEN: usize = 141;
+
+    /// The fixed inputs the committed capability was made from.
+    struct Fixed {
+        claims: Claims,
+        wk: WorkspaceKey,
+        signing: DeviceSigningKey,
+        broker: BrokerSecretKey,
+    }
+
+    fn fixed() -> Fixed {
+        let workspace: WorkspaceId = "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap();
+        let fixed = Fixed {
+            claims: Claims {
+                workspace,
+                agent: "3b9f6a7c-1d2e-4f50-8a6b-7c8d9e0f1a2b".parse().unwrap(),
+                credential: "0d7e2f4a-93b1-4c55-8a1e-6b2c9d3e4f50".parse().unwrap(),
+                owner: Owner::Shared,
+                key_version: KeyVersion::FIRST,
+                issuer: "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d".parse().unwrap(),
+                methods: MethodSet::of(&[Method::Get, Method::Post]).unwrap(),
+                paths: vec![PathPattern::parse("/repos/*/issues/**").unwrap()],
+                not_before: NOW,
+                expires: NOW + 300,
+                reuse: Reuse::SingleUse {
+                    nonce: crate::vectors::unhex_array("95139bcf4555719f7da4d2e21b924cd8"),
+                },
+            },
+            wk: WorkspaceKey::from_parts(
+                workspace,
+                KeyVersion::FIRST,
+                Key32::from_bytes([0x42; 32]),
+            ),
+            signing: DeviceSigningKey::from_secret_bytes(&Key32::from_bytes([0xa1; 32])),
+            broker: BrokerSecretKey::from_secret_text(
+                "lkbroker1_wMXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxcXFxUU",
+            )
+            .unwrap(),
+        };
+        // The public keys the fixture's notes name, as Python's cryptography computed them.
+        assert_eq!(
+            hex::encode(fixed.signing.verifying_key().to_bytes()),
+            "bc7cbcb5636375fa1d82434d466724d92377f53b980695dd49d26d0ce12205a5",
+            "the issuer's Ed25519 public key from seed a1 x 32"
+        );
+        assert_eq!(
+            hex::encode(fixed.broker.public_key().to_bytes()),
+            "45c6abd80800a051c5a0f3183911f9c059242ace8d1d34304df63dd2fccdd965",
+            "the broker's X25519 public key"
+        );
+        fixed
+    }
+
+    impl Fixed {
+        fn request(&self) -> CapabilityRequest<'static> {
+            CapabilityRequest {
+                workspace: self.claims.workspace,
+                agent: self.claims.agent,
+                credential: self.claims.credential,
+                method: Method::Post,
+                path: "/repos/acme/issues/7/comments",
+                now: NOW,
+            }
+        }
+
+        /// Decode, verify against the fixed request, open: what the broker does.
+        fn open(&self, bytes: &[u8]) -> Result<RecordKey, CapabilityError> {
+            let cap = Capability::from_bytes(bytes)?;
+            let verified = cap.verify(&self.signing.verifying_key(), &self.request())?;
+            verified.open(&self.broker)
+        }
+    }
+
+    #[test]
+    fn the_committed_capability_opens_to_its_record_key_and_a_new_issue_has_the_same_claims() {
+        // Opening pins the broker's side: the layout, the labels, the HPKE suite, what is signed.
+        // The claims of a new issue pin the device's side; its HPKE part is fresh.
+        let f = fixed();
+        let committed = crate::vectors::unhex_fixture(COMMITTED);
+        let cap = Capability::decode(COMMITTED_TEXT).unwrap();
+        assert_eq!(cap.as_bytes(), committed, "the documented text form is the committed bytes");
+        assert_eq!(cap.encode(), COMMITTED_TEXT, "and encodes back to it");
+        assert_eq!(cap.claims(), &f.claims, "the documented claims");
+        let key = f.open(&committed).unwrap();
+        assert_eq!(
+            hex::encode(key.expose_secret().expose_secret()),
+            "c7ea9d0cbecfe37dab7c2df2556a70f9d741cbe67dd244dc0ea754f64d095aed",
+            "the documented record key"
+        );
+        assert_eq!(key.scope(), &f.wk.scope(f.claims.credential));
+
+        let record_key = f.wk.record_key(f.claims.credential).unwrap();
+        let again =
+            Capability::issue(f.claims.clone(), &record_key, &f.signing, &f.broker.public_key())
+                .unwrap();
+        let claims_len = COMMITTED_CLAIMS_LEN;
+        assert_eq!(again.as_bytes().len(), committed.len(), "a new issue has the same length");
+        assert_eq!(
+            &again.as_bytes()[..claims_len],
+            &committed[..claims_len],
+            "a new issue writes the same claims"
+        );
+        assert_ne!(
+            &again.as_bytes()[claims_len..claims_len + 32],
+            &committed[claims_len..claims_len + 32],
+            "with a fresh HPKE enc"
+        );
+        let reopened = f.open(again.as_bytes()).unwrap();
+        assert_eq!(reopened.expose_secret(), record_key.expose_secret(), "and opens alike");
+    }
+
+    #[test]
+    fn each_region_of_the_committed_capability_altered_gives_its_own_error() {
+        let f = fixed();
+        let committed = crate::vectors::unhex_fixture(COMMITTED);
+        let c = COMMITTED_CLAIMS_LEN;
+        let set = |at: usize, value: u8| {
+            let mut altered = committed.clone();
+            altered[at] = value;
+            altered
+        };
+        let flip = |at: usize| set(at, committed[at] ^ 0x01);
+        let malformed = CapabilityError::Malformed;
+        let bad_signature = CapabilityError::BadSignature;
+        let cases: Vec<(&str, Vec<u8>, CapabilityError)> = vec![
+            ("format version", flip(0), CapabilityError::UnknownVersion(0)),
+            ("use: unknown", set(1, 3), malformed("unknown use kind")),
+            ("use: standing", set(1, 2), bad_signature.clone()),
+            ("workspace", flip(2), CapabilityError::WrongWorkspace),
+            ("agent", flip(18), CapabilityError::WrongAgent),
+            ("credential", flip(34), CapabilityError::WrongCredential),
+            ("owner tag", set(50, 2), malformed("bad owner")),
+            ("key version 0", flip(70), malformed("key version 0")),
+            ("key version", set(70, 2), bad_signature.clone()),
+            ("issuing device", flip(71), bad_signature.clone()),
+            ("methods: unknown bit", set(88, 0x80), malformed("bad method set")),
+            ("methods: GET only", set(88, 0x01), CapabilityError::MethodNotAllowed(Method::Post)),
+            ("not before: later", flip(95), CapabilityError::NotYetValid),
+            ("expires", flip(104), bad_signature.clone()),
+            ("nonce", flip(105), bad_signature.clone()),
+            ("pattern count", set(121, 0), malformed("path pattern count out of range")),
+            ("pattern length", set(122, 17), malformed("wrong length after the claims")),
+            ("pattern", flip(132), CapabilityError::PathNotAllowed),
+            ("HPKE enc", flip(c), bad_signature.clone()),
+            ("sealed key", flip(c + 32), bad_signature.clone()),
+            ("tag", flip(c + 64), bad_signature.clone()),
+            ("signature", flip(c + 80), bad_signature.clone()),
+            ("signature's last byte", flip(committed.len() - 1), bad_signature.clone()),
+            (
+                "last byte cut",
+                committed[..committed.len() - 1].to_vec(),
+                malformed("wrong length after the claims"),
+            ),
+        ];
+        for (region, bytes, expected) in cases {
+            let err = f.open(&bytes).unwrap_err();
+            assert_eq!(err, expected, "{region} altered");
+        }
+
+        // The issuer can sign whatever it alters; the seal still refuses other claims (its
+        // associated data) or a changed sealed key. Re-signing the committed bytes reproduces the
+        // committed signature (Ed25519 is deterministic), so the signing below is the real one.
+        let resigned = |mut bytes: Vec<u8>| {
+            let signed = signed_message(b"latchkey capability v1\0", &bytes[..c + 80]);
+            bytes[c + 80..].copy_from_slice(&f.signing.sign(&signed));
+            bytes
+        };
+        assert_eq!(resigned(committed.clone()), committed, "re-signing changes nothing");
+        for (region, at) in [("nonce", 105), ("expires", 104), ("sealed key", c + 32)] {
+            let err = f.open(&resigned(flip(at))).unwrap_err();
+            assert_eq!(
+                err,
+                CapabilityError::Unsealable,
+                "{region} altered and signed again: the seal must refuse it"
+            );
+        }
+        assert!(f.open(&committed).is_ok(), "the unaltered capability still opens");
+    }
+
     #[test]
     fn claims_that_are_inconsistent_are_refused_at_issue() {
         let w = world();

@@ -186,11 +186,9 @@ mod tests {
         WorkspaceKey::generate(WorkspaceId::random(), KeyVersion::FIRST).unwrap()
     }
 
-    #[test]
-    fn the_documented_envelope_opens_under_the_documented_record_key_and_a_flipped_bit_does_not() {
-        // docs/protocol.md, "Envelopes": a fixed vector (checked independently with Python's
-        // AES-GCM), so a change made alike to sealing and opening (the AAD's layout, the header)
-        // cannot pass unnoticed as round trips would let it.
+    /// The workspace key of docs/protocol.md's examples, and its record key for the example
+    /// credential.
+    fn documented_keys() -> (WorkspaceKey, RecordKey) {
         let workspace: WorkspaceId = "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap();
         let credential: CredentialId = "0d7e2f4a-93b1-4c55-8a1e-6b2c9d3e4f50".parse().unwrap();
         let wk = WorkspaceKey::from_parts(
@@ -199,14 +197,28 @@ mod tests {
             crate::secret::Key32::from_bytes([0x42; 32]),
         );
         let key = wk.record_key(credential).unwrap();
-        let documented = hex::decode(concat!(
+        (wk, key)
+    }
+
+    /// docs/protocol.md, "Envelopes": `ghp_exampleToken` under the documented record key.
+    fn documented_envelope() -> Vec<u8> {
+        hex::decode(concat!(
             "01",
             "00000001",
             "c58ee57a21ea06aca0b7aad2",
             "830b348083422d962727e21103a8ba18",
             "4ae5c6ad7d7273184fa002d39c2e54ad"
         ))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn the_documented_envelope_opens_under_the_documented_record_key_and_a_flipped_bit_does_not() {
+        // docs/protocol.md, "Envelopes": a fixed vector (checked independently with Python's
+        // AES-GCM), so a change made alike to sealing and opening (the AAD's layout, the header)
+        // cannot pass unnoticed as round trips would let it.
+        let (_, key) = documented_keys();
+        let documented = documented_envelope();
         let opened = Envelope::parse(&documented).unwrap().open(&key).unwrap();
         assert_eq!(opened.expose_secret(), b"ghp_exampleToken");
         for bit in 0..documented.len() * 8 {
@@ -215,6 +227,51 @@ mod tests {
             let refused = Envelope::parse(&flipped).and_then(|e| e.open(&key));
             assert!(refused.is_err(), "bit {bit} flipped must not open");
         }
+    }
+
+    #[test]
+    fn each_region_of_the_documented_envelope_altered_gives_its_own_error() {
+        let (wk, key) = documented_keys();
+        let documented = documented_envelope();
+        let set = |at: usize, value: u8| {
+            let mut altered = documented.clone();
+            altered[at] = value;
+            altered
+        };
+        let flip = |at: usize| set(at, documented[at] ^ 0x01);
+        let two = KeyVersion::new(2).unwrap();
+        let end = documented.len();
+        let cases: Vec<(&str, Vec<u8>, EnvelopeError)> = vec![
+            ("format version", flip(0), EnvelopeError::UnknownVersion(0)),
+            ("key version 0", set(4, 0), EnvelopeError::ZeroKeyVersion),
+            (
+                "key version 2",
+                set(4, 2),
+                EnvelopeError::KeyVersionMismatch { envelope: two, key: KeyVersion::FIRST },
+            ),
+            ("nonce", flip(5), EnvelopeError::Rejected),
+            ("ciphertext", flip(HEADER_LEN), EnvelopeError::Rejected),
+            ("tag", flip(end - 1), EnvelopeError::Rejected),
+            ("last byte cut", documented[..end - 1].to_vec(), EnvelopeError::Rejected),
+            (
+                "cut below the minimum",
+                documented[..MIN_LEN - 1].to_vec(),
+                EnvelopeError::TooShort(32),
+            ),
+        ];
+        for (region, bytes, expected) in cases {
+            let err = Envelope::parse(&bytes).and_then(|e| e.open(&key)).unwrap_err();
+            assert_eq!(err, expected, "{region} altered");
+        }
+        // The scope is the associated data: the same bytes under another credential's key fail.
+        let other = wk.record_key(CredentialId::random()).unwrap();
+        let err = Envelope::parse(&documented).unwrap().open(&other).unwrap_err();
+        assert_eq!(err, EnvelopeError::Rejected, "another credential's record key");
+        // A new seal writes the same header but for its fresh nonce, and the same length.
+        let again = Envelope::seal(&key, b"ghp_exampleToken").unwrap();
+        assert_eq!(again.as_bytes().len(), end, "a new seal has the documented length");
+        assert_eq!(&again.as_bytes()[..5], &documented[..5], "version and key version");
+        assert_ne!(&again.as_bytes()[5..HEADER_LEN], &documented[5..HEADER_LEN], "fresh nonce");
     }
 
     #[test]

@@ -803,6 +803,7 @@ fn hex_prefix(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vectors::unhex_fixture;
 
     struct Device {
         id: DeviceId,
@@ -947,6 +948,188 @@ mod tests {
             });
             assert!(outcome.is_err(), "flipping bit {bit} must not yield a key");
         }
+    }
+
+    /// Committed wrapped keys, made once and checked independently (see each file's notes).
+    const WRAPPED_WORKSPACE_KEY: &str = include_str!("../testdata/wrapped-workspace-key.hex");
+    const WRAPPED_MEMBER_KEY: &str = include_str!("../testdata/wrapped-member-key.hex");
+
+    /// The fixed inputs the committed wrapped keys were made from.
+    struct Fixed {
+        workspace: WorkspaceId,
+        member: MemberId,
+        sender: DeviceId,
+        signing: DeviceSigningKey,
+        recipient: DeviceId,
+        exchange: ExchangeSecretKey,
+    }
+
+    fn fixed() -> Fixed {
+        let fixed = Fixed {
+            workspace: "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap(),
+            member: "5a1d3c7e-2b4f-4e6a-8c9d-0e1f2a3b4c5d".parse().unwrap(),
+            sender: "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d".parse().unwrap(),
+            signing: DeviceSigningKey::from_secret_bytes(&Key32::from_bytes([0xa1; 32])),
+            recipient: "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f".parse().unwrap(),
+            exchange: ExchangeSecretKey::from_secret_bytes(&Key32::from_bytes([0xb2; 32])).unwrap(),
+        };
+        // The public keys the fixtures' notes name, as Python's cryptography computed them.
+        assert_eq!(
+            hex::encode(fixed.signing.verifying_key().to_bytes()),
+            "bc7cbcb5636375fa1d82434d466724d92377f53b980695dd49d26d0ce12205a5",
+            "the sender's Ed25519 public key from seed a1 x 32"
+        );
+        assert_eq!(
+            hex::encode(fixed.exchange.public_key().to_bytes()),
+            "db48257e1237976a74ad8cfedca00213408fe89ac6251f1b930245f242b5c31a",
+            "the recipient's X25519 public key from secret b2 x 32"
+        );
+        fixed
+    }
+
+    impl Fixed {
+        fn me(&self) -> (DeviceId, &ExchangeSecretKey) {
+            (self.recipient, &self.exchange)
+        }
+
+        fn workspace_key(&self) -> WorkspaceKey {
+            WorkspaceKey::from_parts(
+                self.workspace,
+                KeyVersion::FIRST,
+                Key32::from_bytes([0x42; 32]),
+            )
+        }
+
+        fn member_key(&self) -> MemberKey {
+            MemberKey::from_parts(
+                self.workspace,
+                self.member,
+                KeyVersion::new(2).unwrap(),
+                Key32::from_bytes([0x17; 32]),
+            )
+        }
+
+        fn open_member_key(&self, bytes: &[u8]) -> Result<MemberKey, KeyError> {
+            WrappedKey::parse(bytes)?.unwrap_member_key(
+                self.me(),
+                self.workspace,
+                &self.signing.verifying_key(),
+            )
+        }
+    }
+
+    #[test]
+    fn the_committed_wrapped_keys_open_to_their_keys_and_a_new_wrap_has_the_same_header() {
+        // Opening pins the reader: the layout, the labels, the HPKE suite, what is signed. The
+        // header of a new wrap of the same key pins the writer; its HPKE part is fresh.
+        let f = fixed();
+        let sender_key = f.signing.verifying_key();
+        let recipient_key = f.exchange.public_key();
+
+        let committed = unhex_fixture(WRAPPED_WORKSPACE_KEY);
+        let wrapped = WrappedKey::parse(&committed).unwrap();
+        assert_eq!(
+            *wrapped.header(),
+            WrappedKeyHeader {
+                kind: WrappedKind::Workspace,
+                workspace: f.workspace,
+                owner: Owner::Shared,
+                version: KeyVersion::FIRST,
+                recipient: f.recipient,
+                sender: f.sender,
+            },
+            "the committed workspace key's header"
+        );
+        let wk = wrapped.unwrap_workspace_key(f.me(), f.workspace, &sender_key).unwrap();
+        assert_eq!(wk.expose_secret(), f.workspace_key().expose_secret(), "42 x 32 inside");
+        assert_eq!(wk.version(), KeyVersion::FIRST);
+        let again = WrappedKey::wrap_workspace_key(
+            &f.workspace_key(),
+            (f.recipient, &recipient_key),
+            (f.sender, &f.signing),
+        )
+        .unwrap();
+        assert_eq!(&again.as_bytes()[..71], &committed[..71], "a new wrap writes the same header");
+        assert_ne!(&again.as_bytes()[71..103], &committed[71..103], "with a fresh HPKE enc");
+
+        let committed = unhex_fixture(WRAPPED_MEMBER_KEY);
+        let wrapped = WrappedKey::parse(&committed).unwrap();
+        assert_eq!(
+            *wrapped.header(),
+            WrappedKeyHeader {
+                kind: WrappedKind::Member,
+                workspace: f.workspace,
+                owner: Owner::Member(f.member),
+                version: KeyVersion::new(2).unwrap(),
+                recipient: f.recipient,
+                sender: f.sender,
+            },
+            "the committed member key's header"
+        );
+        let mk = f.open_member_key(&committed).unwrap();
+        assert_eq!(mk.expose_secret(), f.member_key().expose_secret(), "17 x 32 inside");
+        assert_eq!((mk.member(), mk.version()), (f.member, KeyVersion::new(2).unwrap()));
+        let again = WrappedKey::wrap_member_key(
+            &f.member_key(),
+            (f.recipient, &recipient_key),
+            (f.sender, &f.signing),
+        )
+        .unwrap();
+        assert_eq!(&again.as_bytes()[..71], &committed[..71], "a new wrap writes the same header");
+        let reopened = f.open_member_key(again.as_bytes()).unwrap();
+        assert_eq!(reopened.expose_secret(), f.member_key().expose_secret(), "and opens alike");
+    }
+
+    #[test]
+    fn each_region_of_the_committed_wrapped_key_altered_gives_its_own_error() {
+        let f = fixed();
+        let committed = unhex_fixture(WRAPPED_MEMBER_KEY);
+        let set = |at: usize, value: u8| {
+            let mut altered = committed.clone();
+            altered[at] = value;
+            altered
+        };
+        let flip = |at: usize| set(at, committed[at] ^ 0x01);
+        let malformed = KeyError::MalformedWrappedKey;
+        let rejected = KeyError::WrappedKeyRejected;
+        let cases: Vec<(&str, Vec<u8>, KeyError)> = vec![
+            ("format version", flip(0), malformed("unknown format version")),
+            ("kind: unknown", set(1, 3), malformed("unknown key kind")),
+            ("kind: workspace key", set(1, 1), malformed("owner does not match key kind")),
+            ("workspace", flip(2), KeyError::WrappedKeyMismatch("another workspace")),
+            ("owner tag", set(18, 0), malformed("bad owner")),
+            ("owner's member id", flip(19), rejected.clone()),
+            ("key version 0", set(38, 0), malformed("key version 0")),
+            ("key version", flip(38), rejected.clone()),
+            ("recipient", flip(39), KeyError::WrappedKeyMismatch("another device")),
+            ("sender", flip(55), rejected.clone()),
+            ("HPKE enc", flip(71), rejected.clone()),
+            ("sealed key", flip(103), rejected.clone()),
+            ("tag", flip(135), rejected.clone()),
+            ("signature", flip(151), rejected.clone()),
+            ("signature's last byte", flip(214), rejected.clone()),
+            ("last byte cut", committed[..214].to_vec(), malformed("wrong length")),
+        ];
+        for (region, bytes, expected) in cases {
+            let err = f.open_member_key(&bytes).unwrap_err();
+            assert_eq!(err, expected, "{region} altered");
+        }
+
+        // The sender can re-sign whatever it alters; the HPKE seal still refuses a changed header
+        // (its associated data) or sealed key. Re-signing the committed bytes reproduces the
+        // committed signature (Ed25519 is deterministic), so the signing below is the real one.
+        let resigned = |mut bytes: Vec<u8>| {
+            let signature =
+                f.signing.sign(&signed_message(b"latchkey wrapped key v1\0", &bytes[..151]));
+            bytes[151..].copy_from_slice(&signature);
+            bytes
+        };
+        assert_eq!(resigned(committed.clone()), committed, "re-signing changes nothing");
+        for (region, at) in [("sender", 55), ("owner's member id", 19), ("sealed key", 103)] {
+            let err = f.open_member_key(&resigned(flip(at))).unwrap_err();
+            assert_eq!(err, rejected, "{region} altered and re-signed: the seal must refuse it");
+        }
+        assert!(f.open_member_key(&committed).is_ok(), "the unaltered key still opens");
     }
 
     #[test]

@@ -26,7 +26,8 @@
 //! when a file is created; a file outside OWASP's minimum (19 MiB, 2 passes) or above 1 GiB,
 //! 20 passes or 8 lanes is refused before any derivation, so an edited header can neither make
 //! the file cheap to attack nor exhaust the machine that opens it. Everything that needs no
-//! passphrase is checked first; a wrong passphrase and an altered file are one error.
+//! passphrase is checked first; a wrong passphrase and an altered file are one error. An example
+//! file, with its inputs, is committed as `crates/client/testdata/key-file-v1.hex`.
 //!
 //! The key is derived once per opened store and kept (zeroized on drop) together with the
 //! passphrase; every read and write re-reads the file, so several stores (or processes) see each
@@ -325,7 +326,8 @@ fn parse_header(bytes: &[u8]) -> Result<Header, &'static str> {
     };
     let params = KdfParams { m_cost: u32_at(6), t_cost: u32_at(10), p_cost: bytes[14] };
     if !params.acceptable() {
-        return Err("its Argon2id parameters are outside the accepted range");
+        return Err("its Argon2id parameters are outside the accepted range (19456 to 1048576 \
+                    KiB, 2 to 20 passes, 1 to 8 lanes)");
     }
     let mut salt = [0u8; SALT_LEN];
     salt.copy_from_slice(&bytes[15..15 + SALT_LEN]);
@@ -343,10 +345,12 @@ fn open_payload(key: &Key32, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
         .map_err(|_| ())
 }
 
+/// The file key: Argon2id v0x13 of the passphrase under `salt` (the file's 16 bytes; a slice, so
+/// the reference implementation's vectors, whose salts are 8 bytes, run through this function).
 fn derive_key(
     params: KdfParams,
     passphrase: &SecretBytes,
-    salt: &[u8; SALT_LEN],
+    salt: &[u8],
 ) -> Result<Key32, KeychainError> {
     let argon_params = argon2::Params::new(
         params.m_cost,
@@ -547,17 +551,160 @@ mod tests {
     fn weak_or_hostile_parameters_are_refused_before_any_derivation() {
         let dir = tempfile::tempdir().unwrap();
         let store = new_store(dir.path(), "dev");
-        let mut bytes = std::fs::read(store.path()).unwrap();
-        bytes[6..10].copy_from_slice(&8u32.to_be_bytes()); // 8 KiB
-        std::fs::write(store.path(), &bytes).unwrap();
-        let err =
-            EncryptedFileStore::open(store.path(), &profile("dev"), passphrase()).unwrap_err();
-        assert!(matches!(err, KeychainError::FileCorrupt { .. }), "{err}");
-        bytes[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
-        std::fs::write(store.path(), &bytes).unwrap();
-        let err =
-            EncryptedFileStore::open(store.path(), &profile("dev"), passphrase()).unwrap_err();
-        assert!(matches!(err, KeychainError::FileCorrupt { .. }), "{err}");
+        let original = std::fs::read(store.path()).unwrap();
+        // Each bound just outside, and absurd values. Deriving at any of these would either make
+        // the file cheap to attack or take the machine's memory or minutes: they fail first.
+        for (m, t, p) in [
+            (19 * 1024 - 1, 3, 1),
+            (1024 * 1024 + 1, 3, 1),
+            (64 * 1024, 1, 1),
+            (64 * 1024, 21, 1),
+            (64 * 1024, 3, 0),
+            (64 * 1024, 3, 9),
+            (8, 3, 1),
+            (u32::MAX, 3, 1),
+            (64 * 1024, u32::MAX, 1),
+            (u32::MAX, u32::MAX, u8::MAX),
+            (0, 0, 0),
+        ] {
+            let mut bytes = original.clone();
+            bytes[6..10].copy_from_slice(&m.to_be_bytes());
+            bytes[10..14].copy_from_slice(&t.to_be_bytes());
+            bytes[14] = p;
+            std::fs::write(store.path(), &bytes).unwrap();
+            let err =
+                EncryptedFileStore::open(store.path(), &profile("dev"), passphrase()).unwrap_err();
+            assert!(
+                matches!(err, KeychainError::FileCorrupt { .. }),
+                "m={m} t={t} p={p} must be refused as a damaged file: {err}"
+            );
+            assert!(
+                err.to_string().contains("(19456 to 1048576 KiB, 2 to 20 passes, 1 to 8 lanes)"),
+                "m={m} t={t} p={p}: the message states the accepted range: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_accepted_parameters_are_the_recovery_kits() {
+        // The module docs promise the kit's parameters and bounds (latchkey_core::recovery,
+        // docs/protocol.md "Recovery kits").
+        assert_eq!(KdfParams::RECOMMENDED, KdfParams { m_cost: 65536, t_cost: 3, p_cost: 1 });
+        assert_eq!(KdfParams::FLOOR, KdfParams { m_cost: 19456, t_cost: 2, p_cost: 1 });
+        assert_eq!(KdfParams::CEILING, KdfParams { m_cost: 1_048_576, t_cost: 20, p_cost: 8 });
+        assert!(KdfParams::FLOOR.acceptable() && KdfParams::CEILING.acceptable(), "inclusive");
+    }
+
+    #[test]
+    fn a_new_key_file_is_written_at_the_recommended_parameters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            EncryptedFileStore::create(dir.path().join("dev.keys"), &profile("dev"), passphrase())
+                .unwrap();
+        let bytes = std::fs::read(store.path()).unwrap();
+        assert_eq!(&bytes[..6], b"LKKF\x01\x01", "magic, version 1, argon2id");
+        assert_eq!(&bytes[6..15], &[0, 1, 0, 0, 0, 0, 0, 3, 1], "m=65536 KiB, t=3, p=1");
+    }
+
+    /// One Argon2id case of the reference implementation's test suite.
+    struct PhcCase {
+        t_cost: u32,
+        /// The memory as `hashtest` takes it: log2 of the KiB.
+        m_log2: u32,
+        p_cost: u8,
+        password: &'static str,
+        salt: &'static str,
+        tag: &'static str,
+    }
+
+    /// The Argon2id cases of the reference implementation's test suite (P-H-C/phc-winner-argon2,
+    /// `src/test.c`: version 0x13, 32-byte tag, no secret, no associated data), transcribed from
+    /// that file, as `latchkey_core::recovery`'s tests run them. Its m = 2^18 case is left out:
+    /// 256 MiB is more than a test should take.
+    const PHC_ARGON2ID_CASES: [PhcCase; 7] = [
+        PhcCase {
+            t_cost: 2,
+            m_log2: 16,
+            p_cost: 1,
+            password: "password",
+            salt: "somesalt",
+            tag: "09316115d5cf24ed5a15a31a3ba326e5cf32edc24702987c02b6566f61913cf7",
+        },
+        PhcCase {
+            t_cost: 2,
+            m_log2: 8,
+            p_cost: 1,
+            password: "password",
+            salt: "somesalt",
+            tag: "9dfeb910e80bad0311fee20f9c0e2b12c17987b4cac90c2ef54d5b3021c68bfe",
+        },
+        PhcCase {
+            t_cost: 2,
+            m_log2: 8,
+            p_cost: 2,
+            password: "password",
+            salt: "somesalt",
+            tag: "6d093c501fd5999645e0ea3bf620d7b8be7fd2db59c20d9fff9539da2bf57037",
+        },
+        PhcCase {
+            t_cost: 1,
+            m_log2: 16,
+            p_cost: 1,
+            password: "password",
+            salt: "somesalt",
+            tag: "f6a5adc1ba723dddef9b5ac1d464e180fcd9dffc9d1cbf76cca2fed795d9ca98",
+        },
+        PhcCase {
+            t_cost: 4,
+            m_log2: 16,
+            p_cost: 1,
+            password: "password",
+            salt: "somesalt",
+            tag: "9025d48e68ef7395cca9079da4c4ec3affb3c8911fe4f86d1a2520856f63172c",
+        },
+        PhcCase {
+            t_cost: 2,
+            m_log2: 16,
+            p_cost: 1,
+            password: "differentpassword",
+            salt: "somesalt",
+            tag: "0b84d652cf6b0c4beaef0dfe278ba6a80df6696281d7e0d2891b817d8c458fde",
+        },
+        PhcCase {
+            t_cost: 2,
+            m_log2: 16,
+            p_cost: 1,
+            password: "password",
+            salt: "diffsalt",
+            tag: "bdf32b05ccc42eb15d58fd19b1f856b113da1e9a5874fdcc544308565aa8141c",
+        },
+    ];
+
+    #[test]
+    fn derive_key_gives_the_argon2id_tags_of_the_reference_implementation() {
+        let mut run = 0usize;
+        for case in &PHC_ARGON2ID_CASES {
+            let name = format!(
+                "t={} m=2^{} p={} {:?}/{:?}",
+                case.t_cost, case.m_log2, case.p_cost, case.password, case.salt
+            );
+            let params =
+                KdfParams { m_cost: 1 << case.m_log2, t_cost: case.t_cost, p_cost: case.p_cost };
+            let key = derive_key(
+                params,
+                &SecretBytes::copy_from(case.password.as_bytes()),
+                case.salt.as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: derive_key refused the reference's input: {e}"));
+            let hex: String = key.expose_secret().iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(
+                hex, case.tag,
+                "{name}: the file key must be Argon2id v0x13 as the reference implementation \
+                 computes it"
+            );
+            run += 1;
+        }
+        assert!(run >= 7, "ran {run} reference Argon2id cases, expected at least 7");
     }
 
     #[test]
@@ -609,6 +756,160 @@ mod tests {
         assert!(!bytes.windows(8).any(|w| w == &canary[..8]));
         let name = device.to_string();
         assert!(!bytes.windows(name.len()).any(|w| w == name.as_bytes()));
+    }
+
+    /// A key file made once by `create` and checked independently (see the file's notes).
+    const COMMITTED: &str = include_str!("../../testdata/key-file-v1.hex");
+    const COMMITTED_PASSPHRASE: &[u8] = b"correct horse battery staple";
+
+    /// The committed file's bytes: its hex with `#` comments and whitespace dropped.
+    fn committed() -> Vec<u8> {
+        let digits: Vec<u8> = COMMITTED
+            .lines()
+            .map(|line| line.split('#').next().unwrap_or_default())
+            .flat_map(str::split_whitespace)
+            .flat_map(str::bytes)
+            .collect();
+        digits
+            .chunks(2)
+            .map(|pair| {
+                let pair = std::str::from_utf8(pair).unwrap();
+                u8::from_str_radix(pair, 16)
+                    .unwrap_or_else(|e| panic!("{pair:?} in the committed file is not hex: {e}"))
+            })
+            .collect()
+    }
+
+    /// The committed file, written where a store can open it.
+    fn committed_in(dir: &Path) -> PathBuf {
+        let path = dir.join("dev.keys");
+        std::fs::write(&path, committed()).unwrap();
+        path
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_committed_key_file_opens_to_its_keys_and_a_rewrite_keeps_its_header() {
+        // Opening pins the reader: the header, the AAD, the KDF at the file's parameters, the
+        // payload's encoding and the entry names. A write pins the writer; its nonce is fresh.
+        let dir = tempfile::tempdir().unwrap();
+        let path = committed_in(dir.path());
+        let passphrase = || SecretBytes::copy_from(COMMITTED_PASSPHRASE);
+        let store = EncryptedFileStore::open(&path, &profile("dev"), passphrase()).unwrap();
+        let workspace: WorkspaceId = "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap();
+        let member = "5a1d3c7e-2b4f-4e6a-8c9d-0e1f2a3b4c5d".parse().unwrap();
+        let device = "c3d4e5f6-a7b8-4c9d-8e0f-1a2b3c4d5e6f".parse().unwrap();
+
+        let keys = store.load_device_keys(device).unwrap();
+        assert_eq!(keys.signing.expose_secret().expose_secret(), &[0xa1; 32], "signing seed");
+        assert_eq!(
+            hex(&keys.exchange.public_key().to_bytes()),
+            "db48257e1237976a74ad8cfedca00213408fe89ac6251f1b930245f242b5c31a",
+            "the exchange key of secret b2 x 32"
+        );
+        let wk = store.load_workspace_key(workspace, KeyVersion::FIRST).unwrap();
+        assert_eq!(wk.expose_secret().expose_secret(), &[0x42; 32], "workspace key v1");
+        let v2 = KeyVersion::new(2).unwrap();
+        let mk = store.load_member_key(workspace, member, v2).unwrap();
+        assert_eq!(mk.expose_secret().expose_secret(), &[0x17; 32], "member key v2");
+
+        let original = committed();
+        let header = parse_header(&original).unwrap();
+        assert_eq!(header.params, KdfParams::RECOMMENDED, "made at create's parameters");
+        let key = derive_key(header.params, &passphrase(), &header.salt).unwrap();
+        assert_eq!(
+            hex(key.expose_secret()),
+            "f3988002c0a6b4a5847ab57cbfafd11eaf9179c6ac0e50a0f895374924cc9369",
+            "the derived key Python's cryptography computed"
+        );
+
+        store.save_workspace_key(&wk).unwrap();
+        let rewritten = std::fs::read(&path).unwrap();
+        assert_eq!(rewritten.len(), original.len(), "the same entries, the same length");
+        assert_eq!(&rewritten[..31], &original[..31], "a write keeps magic, parameters and salt");
+        assert_ne!(&rewritten[31..43], &original[31..43], "with a fresh nonce");
+        let again = EncryptedFileStore::open(&path, &profile("dev"), passphrase()).unwrap();
+        let mk = again.load_member_key(workspace, member, v2).unwrap();
+        assert_eq!(mk.expose_secret().expose_secret(), &[0x17; 32], "and it opens alike");
+    }
+
+    #[test]
+    fn each_region_of_the_committed_key_file_altered_gives_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = committed_in(dir.path());
+        let passphrase = || SecretBytes::copy_from(COMMITTED_PASSPHRASE);
+        // One store throughout: it keeps the key derived for the file's parameters and salt, so
+        // only the cases that change those derive again.
+        let store = EncryptedFileStore::open(&path, &profile("dev"), passphrase()).unwrap();
+        let original = committed();
+        let flip = |at: usize| {
+            let mut altered = original.clone();
+            altered[at] ^= 0x01;
+            altered
+        };
+        type Expected = Box<dyn Fn(&KeychainError) -> bool>;
+        let corrupt = |reason: &'static str| -> Expected {
+            Box::new(
+                move |e| matches!(e, KeychainError::FileCorrupt { reason: r, .. } if *r == reason),
+            )
+        };
+        let wrong =
+            || -> Expected { Box::new(|e| matches!(e, KeychainError::WrongPassphrase { .. })) };
+        let range = "its Argon2id parameters are outside the accepted range (19456 to 1048576 KiB, \
+                     2 to 20 passes, 1 to 8 lanes)";
+        let end = original.len();
+        let cases: Vec<(&str, Vec<u8>, Expected)> = vec![
+            ("magic", flip(0), corrupt("it does not start with LKKF")),
+            (
+                "format version",
+                flip(4),
+                corrupt("unknown format version; a newer latchkey wrote it"),
+            ),
+            ("kdf", flip(5), corrupt("unknown key derivation function")),
+            ("m_cost over the ceiling", flip(6), corrupt(range)),
+            ("t_cost over the ceiling", flip(12), corrupt(range)),
+            ("p_cost 0", flip(14), corrupt(range)),
+            (
+                "cut to a header",
+                original[..HEADER_LEN + TAG_LEN - 1].to_vec(),
+                corrupt("it is truncated"),
+            ),
+            ("nonce", flip(31), wrong()),
+            ("ciphertext", flip(HEADER_LEN), wrong()),
+            ("tag", flip(end - 1), wrong()),
+            ("last byte cut", original[..end - 1].to_vec(), wrong()),
+            // These change the derived key: each derives again.
+            ("m_cost raised within bounds", flip(9), wrong()),
+            ("t_cost lowered within bounds", flip(13), wrong()),
+            ("salt", flip(15), wrong()),
+        ];
+        let slot = KeySlot::Workspace {
+            workspace: "6f1c1c2e-4c39-4a8e-9b0e-2d5f0c4a7b11".parse().unwrap(),
+            version: KeyVersion::FIRST,
+        };
+        for (region, bytes, expected) in &cases {
+            std::fs::write(&path, bytes).unwrap();
+            let err = store.read_entry(&slot).unwrap_err();
+            assert!(expected(&err), "{region} altered: unexpected error {err}");
+        }
+
+        std::fs::write(&path, &original).unwrap();
+        let other = EncryptedFileStore::open(&path, &profile("test"), passphrase()).unwrap_err();
+        assert!(
+            matches!(&other, KeychainError::FileProfileMismatch { found, .. } if found == "latchkey.dev"),
+            "the encrypted service name is the dev profile's: {other}"
+        );
+        let err = EncryptedFileStore::open(
+            &path,
+            &profile("dev"),
+            SecretBytes::copy_from(b"correct horse battery stapler"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, KeychainError::WrongPassphrase { .. }), "{err}");
+        assert!(store.read_entry(&slot).is_ok(), "the unaltered file still opens");
     }
 
     #[test]

@@ -18,13 +18,24 @@ mod rfc9180;
 mod wycheproof;
 
 /// Decodes a hex constant transcribed from a published vector.
-fn unhex(s: &str) -> Vec<u8> {
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s).unwrap_or_else(|e| panic!("hex constant {s:?} does not decode: {e}"))
 }
 
 /// Decodes a hex constant of a fixed length.
-fn unhex_array<const N: usize>(s: &str) -> [u8; N] {
+pub(crate) fn unhex_array<const N: usize>(s: &str) -> [u8; N] {
     let bytes = unhex(s);
     <[u8; N]>::try_from(bytes.as_slice())
         .unwrap_or_else(|_| panic!("hex constant {s:?} is {} bytes, expected {N}", bytes.len()))
+}
+
+/// Decodes a committed hex fixture (`crates/core/testdata/*.hex`): `#` starts a comment that runs
+/// to the end of the line, whitespace is ignored.
+pub(crate) fn unhex_fixture(text: &str) -> Vec<u8> {
+    let digits: String = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default())
+        .flat_map(str::split_whitespace)
+        .collect();
+    unhex(&digits)
 }
