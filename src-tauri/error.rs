@@ -7,7 +7,7 @@
 //! key material, and this module only reads their `Display`.
 
 use latchkey_client::access::AccessError;
-use latchkey_client::api::{ClientError, PolicyProblem};
+use latchkey_client::api::{ClientError, PolicyProblem, codes as broker_codes};
 use latchkey_client::approvals::ApprovalError;
 use latchkey_client::connection::ConnectError;
 use latchkey_client::keychain::KeychainError;
@@ -218,12 +218,23 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> String {
             (!matches!(e, RecoveryKitError::Workspace(_) | RecoveryKitError::NothingToExport))
                 .then(|| codes::RECOVERY_KIT_REFUSED.to_owned())
         } else if let Some(e) = cause.downcast_ref::<WorkspaceError>() {
-            matches!(
-                e,
+            match e {
                 WorkspaceError::FingerprintMismatch { .. }
-                    | WorkspaceError::KeysFromUnconfirmedSender { .. }
-            )
-            .then(|| codes::FINGERPRINT_MISMATCH.to_owned())
+                | WorkspaceError::KeysFromUnconfirmedSender { .. } => {
+                    Some(codes::FINGERPRINT_MISMATCH.to_owned())
+                }
+                // The broker's own codes, which the onboarding explains.
+                WorkspaceError::CreationClosed => {
+                    Some(broker_codes::WORKSPACE_CREATION_CLOSED.to_owned())
+                }
+                WorkspaceError::CreationTokenRequired => {
+                    Some(broker_codes::CREATION_TOKEN_REQUIRED.to_owned())
+                }
+                WorkspaceError::CreationTokenInvalid => {
+                    Some(broker_codes::CREATION_TOKEN_INVALID.to_owned())
+                }
+                _ => None,
+            }
         } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {
             match e {
                 ApprovalError::Closed { .. } => Some(codes::APPROVAL_CLOSED.to_owned()),
@@ -309,6 +320,20 @@ mod tests {
             "the onboarding tells a mistyped fingerprint apart from an admin who has not acted yet"
         );
         assert!(shown.message.contains("Compare the fingerprint"), "{}", shown.message);
+    }
+
+    #[test]
+    fn a_refused_workspace_creation_keeps_the_brokers_code_and_the_message_that_names_the_fix() {
+        for (error, code) in [
+            (WorkspaceError::CreationClosed, "workspace_creation_closed"),
+            (WorkspaceError::CreationTokenRequired, "creation_token_required"),
+            (WorkspaceError::CreationTokenInvalid, "creation_token_invalid"),
+        ] {
+            let expected = error.to_string();
+            let shown = CommandError::from(error);
+            assert_eq!(shown.code, code, "the onboarding branches on the broker's code");
+            assert_eq!(shown.message, expected, "the client library's message says what to do");
+        }
     }
 
     #[test]

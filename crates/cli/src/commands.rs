@@ -102,7 +102,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             let broker = broker_endpoint(broker, broker_ca.as_deref())?;
             let store = key_store(&profile, choice, true)?;
             let created =
-                create_workspace(&profile, &store, broker, &name, &member_name, &device_name)
+                create_workspace(&profile, &store, broker, &name, &member_name, &device_name, None)
                     .await?;
             out.value(
                 &json!({

@@ -187,6 +187,10 @@ fn access(error: &AccessError) -> Option<Verdict> {
 fn workspace(error: &WorkspaceError) -> Option<Verdict> {
     match error {
         WorkspaceError::Broker(c) => Some(client(c)),
+        // The broker refused the creation itself: its message says what to do.
+        WorkspaceError::CreationClosed
+        | WorkspaceError::CreationTokenRequired
+        | WorkspaceError::CreationTokenInvalid => Some((4, None)),
         WorkspaceError::Keychain(k) => Some(keychain(k)),
         WorkspaceError::Profile(p) => profile(p),
         _ => None,
