@@ -24,6 +24,9 @@ pub mod codes {
     pub const INVALID_INPUT: &str = "invalid_input";
     /// The member id typed to join as another device of an existing member is not one.
     pub const INVALID_MEMBER_ID: &str = "invalid_member_id";
+    /// The creation token typed for a team server cannot be one (empty after trimming, spaces,
+    /// characters outside visible ASCII); the server was not asked.
+    pub const INVALID_CREATION_TOKEN: &str = "invalid_creation_token";
     /// This computer has no workspace yet.
     pub const NOT_SET_UP: &str = "not_set_up";
     /// This computer already belongs to a workspace.
