@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use latchkey_client::api::Role;
 use latchkey_client::workspace::Joining;
+use latchkey_core::creation::CreationToken;
 use latchkey_core::secret::SecretBytes;
 use latchkey_core::tls::TrustAnchors;
 
@@ -18,7 +19,7 @@ use crate::view::{
 pub type Outcome<T> = Result<T, CommandError>;
 
 /// Creating a workspace.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct NewWorkspace {
     pub workspace_name: String,
     pub member_name: String,
@@ -28,6 +29,9 @@ pub struct NewWorkspace {
     /// Certificate authorities trusted for the team server besides the system's (a server
     /// behind a private authority); kept in the profile.
     pub team_server_ca: Option<TrustAnchors>,
+    /// The team server's workspace creation token, when its operator creates workspaces with
+    /// it alone: zeroized when dropped, sent to the server, kept nowhere, never shown again.
+    pub creation_token: Option<CreationToken>,
 }
 
 /// Joining a workspace with an invite code.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use latchkey_client::api::{InviteCode, Role};
 use latchkey_client::catalog::Catalog;
 use latchkey_client::workspace::Joining;
+use latchkey_core::creation::CreationToken;
 use latchkey_core::ids::MemberId;
 use latchkey_core::secret::SecretBytes;
 use latchkey_core::tls::TrustAnchors;
@@ -48,6 +49,7 @@ pub async fn app_status(shell: State<'_, Shell>) -> Outcome<AppStatus> {
 }
 
 #[tauri::command]
+#[allow(clippy::too_many_arguments, reason = "one argument per form field, as the UI sends them")]
 pub async fn create_workspace<R: Runtime>(
     app: AppHandle<R>,
     shell: State<'_, Shell>,
@@ -56,7 +58,10 @@ pub async fn create_workspace<R: Runtime>(
     device_name: String,
     team_server_url: Option<String>,
     team_server_ca: Option<String>,
+    creation_token: Option<String>,
 ) -> Outcome<AppStatus> {
+    // The token moves into zeroizing storage at once; it goes one way, to the server.
+    let creation_token = creation_token.map(zeroize::Zeroizing::new);
     let team_server_url = team_server_url.filter(|u| !u.trim().is_empty());
     let team_server_ca = authorities(team_server_ca)?;
     if team_server_url.is_none() && team_server_ca.is_some() {
@@ -64,8 +69,28 @@ pub async fn create_workspace<R: Runtime>(
             "a certificate authority is for a team server: give its URL too, or leave the authority out for this computer's broker",
         ));
     }
-    let new =
-        NewWorkspace { workspace_name, member_name, device_name, team_server_url, team_server_ca };
+    let creation_token = match creation_token.filter(|t| !t.trim().is_empty()) {
+        None => None,
+        Some(_) if team_server_url.is_none() => {
+            return Err(CommandError::invalid(
+                "a creation token is for a team server: give its URL too, or leave the token out for this computer's broker",
+            ));
+        }
+        Some(text) => Some(text.parse::<CreationToken>().map_err(|problem| {
+            CommandError::new(
+                crate::error::codes::INVALID_CREATION_TOKEN,
+                format!("{problem}: paste the token exactly as the server's operator gave it"),
+            )
+        })?),
+    };
+    let new = NewWorkspace {
+        workspace_name,
+        member_name,
+        device_name,
+        team_server_url,
+        team_server_ca,
+        creation_token,
+    };
     let status = shell.backend.create_workspace(new).await?;
     events::tray_follows(&app, &status);
     Ok(status)

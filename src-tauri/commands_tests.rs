@@ -20,6 +20,10 @@ use crate::error::{CommandError, codes};
 use crate::view::*;
 
 const CANARY_KEY: &str = "sk-canary-0f9e8d7c6b5a4f3e2d1c";
+/// A team server's workspace creation token, as its operator would hand it out.
+const CANARY_CREATION_TOKEN: &str = "lkct-canary-desktop-5d4c3b2a19f8e7d6c5b4";
+/// A token the fake's team server refuses, as a server in `token` mode refuses a wrong one.
+const WRONG_CREATION_TOKEN: &str = "lkct-wrong-desktop-0000000000000000000000";
 /// A member id as the broker spells them.
 const MEMBER: &str = "0b6c3f1e-8d2a-4c5b-9e7f-1a2b3c4d5e6f";
 /// A well-formed invite code (28 symbols).
@@ -108,7 +112,15 @@ impl Backend for Fake {
         status(false, false)
     }
     async fn create_workspace(&self, new: NewWorkspace) -> Outcome<AppStatus> {
+        let wrong = new
+            .creation_token
+            .as_ref()
+            .is_some_and(|token| token.expose_secret() == WRONG_CREATION_TOKEN);
         self.seen.lock().unwrap().workspaces.push(new);
+        if wrong {
+            // What the live backend answers when the server refuses the token.
+            return Err(latchkey_client::workspace::WorkspaceError::CreationTokenInvalid.into());
+        }
         Ok(status(true, false))
     }
     async fn join_workspace(&self, join: JoinRequest) -> Outcome<String> {
@@ -545,6 +557,60 @@ fn a_pasted_certificate_authority_reaches_the_backend_only_when_it_is_usable() {
         "broker_ca_unusable"
     );
     assert_eq!(h.fake.seen.lock().unwrap().join_authorities, [Some(1), None]);
+}
+
+#[test]
+fn a_creation_token_goes_one_way_to_the_backend_and_never_comes_back() {
+    let h = harness();
+    let create = |url: Value, token: Value| {
+        h.invoke(
+            "create_workspace",
+            json!({"workspaceName": "Acme", "memberName": "Ada", "deviceName": "laptop",
+                   "teamServerUrl": url, "creationToken": token}),
+        )
+    };
+    let shown = create(json!("https://lk.acme.dev"), json!(format!("  {CANARY_CREATION_TOKEN}\n")))
+        .expect("a team server with its creation token");
+    assert!(
+        !shown.to_string().contains(CANARY_CREATION_TOKEN),
+        "the UI never receives the token back: {shown}"
+    );
+    create(json!("https://lk.acme.dev"), json!(" ")).expect("a blank token is none");
+    create(json!("https://lk.acme.dev"), Value::Null).expect("and so is an absent one");
+    {
+        let seen = h.fake.seen.lock().unwrap();
+        let tokens: Vec<Option<&str>> = seen
+            .workspaces
+            .iter()
+            .map(|w| w.creation_token.as_ref().map(|t| t.expose_secret()))
+            .collect();
+        assert_eq!(
+            tokens,
+            [Some(CANARY_CREATION_TOKEN), None, None],
+            "the token as pasted, without the whitespace around it"
+        );
+        assert!(
+            !format!("{:?}", seen.workspaces[0]).contains(CANARY_CREATION_TOKEN),
+            "the backend's input prints the token redacted"
+        );
+    }
+
+    let local = create(Value::Null, json!(CANARY_CREATION_TOKEN)).expect_err("no team server");
+    assert_eq!(local["code"], "invalid_input", "a token is for a team server: {local}");
+    let malformed = create(json!("https://lk.acme.dev"), json!("ask Sam for it"))
+        .expect_err("words are not a token");
+    assert_eq!(malformed["code"], "invalid_creation_token", "{malformed}");
+    assert!(!malformed.to_string().contains("Sam"), "the paste is not echoed: {malformed}");
+    assert_eq!(h.fake.seen.lock().unwrap().workspaces.len(), 3, "neither reached the backend");
+
+    let refused = create(json!("https://lk.acme.dev"), json!(WRONG_CREATION_TOKEN))
+        .expect_err("the server refuses the token");
+    assert_eq!(refused["code"], "creation_token_invalid", "the broker's code reaches the UI");
+    assert!(
+        refused["message"].as_str().is_some_and(|m| m.contains("operator")),
+        "with the message that says whom to ask: {refused}"
+    );
+    assert!(!refused.to_string().contains(WRONG_CREATION_TOKEN), "{refused}");
 }
 
 #[test]

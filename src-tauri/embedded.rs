@@ -66,6 +66,9 @@ impl Embedded {
             upstream_proxy: None,
             // Loopback only: the app's own devices and agents reach it on this computer.
             tls: None,
+            // The person at this computer creates her workspace on it; nobody else reaches it.
+            workspace_creation: Some(config::CreationMode::Open),
+            creation_token_file: None,
         };
         // The broker key comes from its file only: an environment variable meant for a
         // stand-alone broker must not leak into the app's.
@@ -81,7 +84,8 @@ impl Embedded {
             .local_addr()
             .map_err(|source| EmbeddedError::Listen { addr: listen, source })?;
         let broker = latchkey_server::Broker::new(store.clone(), broker_key)
-            .with_approval_timeout(config.approval_timeout);
+            .with_approval_timeout(config.approval_timeout)
+            .with_workspace_creation(latchkey_server::creation::WorkspaceCreation::Open);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async {

@@ -7,7 +7,7 @@
 //! key material, and this module only reads their `Display`.
 
 use latchkey_client::access::AccessError;
-use latchkey_client::api::{ClientError, PolicyProblem};
+use latchkey_client::api::{ClientError, PolicyProblem, codes as broker_codes};
 use latchkey_client::approvals::ApprovalError;
 use latchkey_client::connection::ConnectError;
 use latchkey_client::keychain::KeychainError;
@@ -24,6 +24,9 @@ pub mod codes {
     pub const INVALID_INPUT: &str = "invalid_input";
     /// The member id typed to join as another device of an existing member is not one.
     pub const INVALID_MEMBER_ID: &str = "invalid_member_id";
+    /// The creation token typed for a team server cannot be one (empty after trimming, spaces,
+    /// characters outside visible ASCII); the server was not asked.
+    pub const INVALID_CREATION_TOKEN: &str = "invalid_creation_token";
     /// This computer has no workspace yet.
     pub const NOT_SET_UP: &str = "not_set_up";
     /// This computer already belongs to a workspace.
@@ -218,12 +221,23 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> String {
             (!matches!(e, RecoveryKitError::Workspace(_) | RecoveryKitError::NothingToExport))
                 .then(|| codes::RECOVERY_KIT_REFUSED.to_owned())
         } else if let Some(e) = cause.downcast_ref::<WorkspaceError>() {
-            matches!(
-                e,
+            match e {
                 WorkspaceError::FingerprintMismatch { .. }
-                    | WorkspaceError::KeysFromUnconfirmedSender { .. }
-            )
-            .then(|| codes::FINGERPRINT_MISMATCH.to_owned())
+                | WorkspaceError::KeysFromUnconfirmedSender { .. } => {
+                    Some(codes::FINGERPRINT_MISMATCH.to_owned())
+                }
+                // The broker's own codes, which the onboarding explains.
+                WorkspaceError::CreationClosed => {
+                    Some(broker_codes::WORKSPACE_CREATION_CLOSED.to_owned())
+                }
+                WorkspaceError::CreationTokenRequired => {
+                    Some(broker_codes::CREATION_TOKEN_REQUIRED.to_owned())
+                }
+                WorkspaceError::CreationTokenInvalid => {
+                    Some(broker_codes::CREATION_TOKEN_INVALID.to_owned())
+                }
+                _ => None,
+            }
         } else if let Some(e) = cause.downcast_ref::<ApprovalError>() {
             match e {
                 ApprovalError::Closed { .. } => Some(codes::APPROVAL_CLOSED.to_owned()),
@@ -309,6 +323,20 @@ mod tests {
             "the onboarding tells a mistyped fingerprint apart from an admin who has not acted yet"
         );
         assert!(shown.message.contains("Compare the fingerprint"), "{}", shown.message);
+    }
+
+    #[test]
+    fn a_refused_workspace_creation_keeps_the_brokers_code_and_the_message_that_names_the_fix() {
+        for (error, code) in [
+            (WorkspaceError::CreationClosed, "workspace_creation_closed"),
+            (WorkspaceError::CreationTokenRequired, "creation_token_required"),
+            (WorkspaceError::CreationTokenInvalid, "creation_token_invalid"),
+        ] {
+            let expected = error.to_string();
+            let shown = CommandError::from(error);
+            assert_eq!(shown.code, code, "the onboarding branches on the broker's code");
+            assert_eq!(shown.message, expected, "the client library's message says what to do");
+        }
     }
 
     #[test]

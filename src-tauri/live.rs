@@ -452,6 +452,7 @@ impl Backend for Live {
             non_empty(&new.workspace_name, "workspace name")?,
             non_empty(&new.member_name, "your name")?,
             non_empty(&new.device_name, "device name")?,
+            new.creation_token.as_ref(),
         )
         .await?;
         self.forget_client().await;

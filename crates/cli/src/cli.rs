@@ -269,6 +269,10 @@ pub(crate) enum Command {
 #[derive(Debug, Subcommand)]
 pub(crate) enum WorkspaceCommand {
     /// Create a workspace with this device as its first admin.
+    ///
+    /// A team server may create workspaces only with its operator's creation token: it is read
+    /// from LATCHKEY_CREATION_TOKEN, a hidden prompt (--creation-token) or standard input
+    /// (--creation-token-stdin), never from the command line.
     Create {
         /// The broker's URL (https, or http on loopback).
         #[arg(long)]
@@ -286,6 +290,14 @@ pub(crate) enum WorkspaceCommand {
         /// This device's name.
         #[arg(long, default_value = "this device")]
         device_name: String,
+        /// Ask for the broker's creation token without showing it (instead of
+        /// LATCHKEY_CREATION_TOKEN).
+        #[arg(long)]
+        creation_token: bool,
+        /// Read the broker's creation token from standard input (instead of
+        /// LATCHKEY_CREATION_TOKEN).
+        #[arg(long, conflicts_with = "creation_token")]
+        creation_token_stdin: bool,
     },
     /// Join a workspace with an invite code (from a prompt, or stdin with --code-stdin).
     ///

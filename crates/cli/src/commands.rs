@@ -23,6 +23,7 @@ use latchkey_client::workspace::{
     broker_client, create_workspace, own_fingerprint, set_broker_authorities,
 };
 use latchkey_core::capability::Method;
+use latchkey_core::creation::CreationToken;
 use latchkey_core::ids::GrantId;
 use latchkey_core::payload::Injection;
 use latchkey_core::secret::SecretBytes;
@@ -80,6 +81,8 @@ pub(crate) struct NotFound(pub String);
 const KEYSTORE_PASSPHRASE_ENV: &str = "LATCHKEY_KEYSTORE_PASSPHRASE";
 /// Environment variable with a recovery kit's passphrase.
 const RECOVERY_PASSPHRASE_ENV: &str = "LATCHKEY_RECOVERY_PASSPHRASE";
+/// Environment variable with a team server's workspace creation token.
+pub(crate) const CREATION_TOKEN_ENV: &str = "LATCHKEY_CREATION_TOKEN";
 
 /// Runs one parsed command line.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -98,12 +101,22 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             member_name,
             device_name,
+            creation_token,
+            creation_token_stdin,
         }) => {
             let broker = broker_endpoint(broker, broker_ca.as_deref())?;
+            let token = read_creation_token(creation_token_stdin, creation_token)?;
             let store = key_store(&profile, choice, true)?;
-            let created =
-                create_workspace(&profile, &store, broker, &name, &member_name, &device_name)
-                    .await?;
+            let created = create_workspace(
+                &profile,
+                &store,
+                broker,
+                &name,
+                &member_name,
+                &device_name,
+                token.as_ref(),
+            )
+            .await?;
             out.value(
                 &json!({
                     "workspace": created.workspace, "member": created.member,
@@ -1006,6 +1019,37 @@ pub(crate) fn passphrase(env: &str, prompt: &str) -> anyhow::Result<SecretBytes>
             .with_context(|| format!("cannot read a passphrase from the terminal; set {env}"))?,
     );
     Ok(SecretBytes::copy_from(typed.as_bytes()))
+}
+
+/// The broker's creation token: from stdin with `--creation-token-stdin`, from a hidden prompt
+/// with `--creation-token`, else from `LATCHKEY_CREATION_TOKEN` when it is set and not empty,
+/// else none (an open broker needs none). Never from the command line.
+fn read_creation_token(from_stdin: bool, ask: bool) -> anyhow::Result<Option<CreationToken>> {
+    let raw = Zeroizing::new(if from_stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the creation token from stdin")?;
+        text
+    } else if ask {
+        rpassword::prompt_password("The broker's creation token (not shown): ").with_context(
+            || {
+                format!(
+                    "cannot read the creation token from the terminal; set {CREATION_TOKEN_ENV} \
+                     or pipe it in with --creation-token-stdin"
+                )
+            },
+        )?
+    } else {
+        match std::env::var(CREATION_TOKEN_ENV) {
+            Ok(text) if !text.is_empty() => text,
+            Ok(_) | Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("{CREATION_TOKEN_ENV} is not valid text: set it to the token as given")
+            }
+        }
+    });
+    Ok(Some(CreationToken::parse(&raw)?))
 }
 
 /// The API key from stdin (`--key-stdin`) or a hidden prompt naming it as the provider does

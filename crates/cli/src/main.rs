@@ -27,6 +27,7 @@ use latchkey_client::profile::ProfileError;
 use latchkey_client::recovery::RecoveryKitError;
 use latchkey_client::refresh::RefreshError;
 use latchkey_client::workspace::WorkspaceError;
+use latchkey_core::creation::CreationTokenError;
 use latchkey_core::tls::TlsProblem;
 
 fn main() -> ExitCode {
@@ -161,6 +162,8 @@ fn classify(error: &anyhow::Error) -> Verdict {
                     "give a PEM file of the certificate authorities' certificates (`-----BEGIN CERTIFICATE-----` blocks, no private key)",
                 ),
             ))
+        } else if cause.downcast_ref::<CreationTokenError>().is_some() {
+            Some((2, Some("give the creation token exactly as the broker's operator gave it")))
         } else if cause.downcast_ref::<InviteCodeError>().is_some() {
             Some((2, Some("paste the code exactly as the member who invited you sent it")))
         } else if cause.downcast_ref::<commands::NotFound>().is_some() {
@@ -187,6 +190,25 @@ fn access(error: &AccessError) -> Option<Verdict> {
 fn workspace(error: &WorkspaceError) -> Option<Verdict> {
     match error {
         WorkspaceError::Broker(c) => Some(client(c)),
+        // The broker refused the creation itself.
+        WorkspaceError::CreationClosed => Some((
+            4,
+            Some(
+                "join a workspace with `latchkey workspace join` and an invite code from one of its admins",
+            ),
+        )),
+        WorkspaceError::CreationTokenRequired => Some((
+            4,
+            Some(
+                "set LATCHKEY_CREATION_TOKEN, or pass --creation-token to be asked for it (--creation-token-stdin reads it from standard input)",
+            ),
+        )),
+        WorkspaceError::CreationTokenInvalid => Some((
+            4,
+            Some(
+                "check the token in LATCHKEY_CREATION_TOKEN, or what you typed or piped in, against the one the broker's operator gave you",
+            ),
+        )),
         WorkspaceError::Keychain(k) => Some(keychain(k)),
         WorkspaceError::Profile(p) => profile(p),
         _ => None,

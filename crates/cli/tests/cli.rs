@@ -27,8 +27,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
+use latchkey_core::creation::CreationToken;
 use latchkey_core::keys::BrokerSecretKey;
 use latchkey_server::Broker;
+use latchkey_server::creation::WorkspaceCreation;
 use latchkey_server::store::Store;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -144,9 +146,18 @@ fn spawn(command: &mut Command) -> std::process::Child {
 }
 
 async fn start_broker() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+    start_broker_creating(WorkspaceCreation::Open).await
+}
+
+/// A broker that answers workspace creations as `creation` says, as a team server's operator
+/// configures it.
+async fn start_broker_creating(
+    creation: WorkspaceCreation,
+) -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.unwrap();
-    let broker = Broker::new(store, BrokerSecretKey::generate().unwrap());
+    let broker =
+        Broker::new(store, BrokerSecretKey::generate().unwrap()).with_workspace_creation(creation);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -296,6 +307,9 @@ async fn help_reads_like_a_tour_and_matches_its_snapshots() {
         assert_eq!(code, 0, "{noun} --help");
         assert_snapshot(&format!("help-{noun}"), &text);
     }
+    let (code, text, _) = latchkey.run(&["workspace", "create", "--help"], None).await;
+    assert_eq!(code, 0, "workspace create --help");
+    assert_snapshot("help-workspace-create", &text);
     let (code, text, _) = latchkey.run(&["credential", "refresh", "--help"], None).await;
     assert_eq!(code, 0, "credential refresh --help");
     assert_snapshot("help-credential-refresh", &text);
@@ -591,6 +605,121 @@ async fn team_server_over_tls(how: TeamTls) {
     let (code, _, err) = trusting(&["workspace", "broker-ca", "--print"]).await;
     assert_eq!(code, 3, "a profile without its own authority has nothing to print: {err}");
     let _ = stop.send(());
+}
+
+const CREATION_TOKEN: &str = "lkct-cli-canary-Qx7Mz2Rv9Lp4Wn8Ks3Jd6Hb1";
+
+/// Every file under `dir`, recursively, with its contents.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn a_team_server_creates_a_workspace_only_with_its_creation_token_never_taken_from_argv() {
+    let token = CreationToken::parse(CREATION_TOKEN).unwrap();
+    let (broker, broker_dir, _stop) =
+        start_broker_creating(WorkspaceCreation::with_token(&token)).await;
+    let create = [
+        "workspace",
+        "create",
+        "--broker",
+        broker.as_str(),
+        "--name",
+        "Acme",
+        "--member-name",
+        "Ada",
+    ];
+    let with_stdin = [&create[..], &["--creation-token-stdin"]].concat();
+    let ada = Latchkey::new();
+    let mut transcript = String::new();
+
+    let (code, out, err) = ada.run(&create, None).await;
+    transcript.push_str(&format!("{out}{err}"));
+    assert_eq!(code, 4, "a creation the broker refuses is exit 4: {err}");
+    assert!(
+        err.contains("creates workspaces only with its creation token")
+            && err.contains("hint: set LATCHKEY_CREATION_TOKEN, or pass --creation-token"),
+        "the error says what is missing and the hint how to give it: {err}"
+    );
+
+    let mut wrong = ada.command(&create);
+    wrong.env("LATCHKEY_CREATION_TOKEN", "lkct-cli-wrong-0000000000000000000000");
+    let (code, out, err) = finish(wrong, None).await;
+    transcript.push_str(&format!("{out}{err}"));
+    assert_eq!(code, 4, "a wrong token from the environment is refused by the broker: {err}");
+    assert!(
+        err.contains("refused the creation token") && err.contains("hint: check the token"),
+        "{err}"
+    );
+    assert!(!err.contains("lkct-cli-wrong"), "the error never repeats the token: {err}");
+
+    let (code, _, err) = ada.run(&with_stdin, Some("two words\n")).await;
+    assert_eq!(code, 2, "a token that cannot be one is a usage error, before the broker: {err}");
+    assert!(!err.contains("two words"), "and it is not echoed: {err}");
+    let (code, _, err) =
+        ada.run(&[&create[..], &["--creation-token", CREATION_TOKEN]].concat(), None).await;
+    assert_eq!(code, 2, "no flag takes the token on the command line: {err}");
+    let (code, _, err) = ada.run(&[&create[..], &["--creation-token"]].concat(), None).await;
+    assert_eq!(code, 1, "the hidden prompt needs a terminal: {err}");
+    assert!(err.contains("set LATCHKEY_CREATION_TOKEN"), "and says what else works: {err}");
+    let (code, _, _) = ada.run(&["workspace", "show"], None).await;
+    assert_eq!(code, 3, "no refused creation set the profile up");
+
+    let mut right = ada.command(&create);
+    right.env("LATCHKEY_CREATION_TOKEN", CREATION_TOKEN);
+    let (code, out, err) = finish(right, None).await;
+    transcript.push_str(&format!("{out}{err}"));
+    assert_eq!(code, 0, "the operator's token from the environment creates it: {err}");
+    assert!(out.contains("Created workspace Acme"), "{out}");
+
+    let bea = Latchkey::new();
+    let (code, out, err) = bea.run(&with_stdin, Some(&format!("{CREATION_TOKEN}\n"))).await;
+    transcript.push_str(&format!("{out}{err}"));
+    assert_eq!(code, 0, "or from standard input, with its newline: {err}");
+
+    assert!(!transcript.contains(CREATION_TOKEN), "no output shows the token: {transcript}");
+    for dir in [ada.dir.path(), bea.dir.path(), broker_dir.path()] {
+        for (path, bytes) in files_under(dir) {
+            assert!(
+                !bytes.windows(CREATION_TOKEN.len()).any(|w| w == CREATION_TOKEN.as_bytes()),
+                "{} must not hold the creation token",
+                path.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_closed_team_server_sends_the_cli_to_join_with_an_invite() {
+    let (broker, _dir, _stop) = start_broker_creating(WorkspaceCreation::Closed).await;
+    let ada = Latchkey::new();
+    let mut create = ada.command(&[
+        "workspace",
+        "create",
+        "--broker",
+        &broker,
+        "--name",
+        "Acme",
+        "--member-name",
+        "Ada",
+    ]);
+    create.env("LATCHKEY_CREATION_TOKEN", CREATION_TOKEN);
+    let (code, _, err) = finish(create, None).await;
+    assert_eq!(code, 4, "refused by the broker: {err}");
+    assert!(
+        err.contains("does not create workspaces")
+            && err.contains("hint: join a workspace with `latchkey workspace join`"),
+        "the way in that remains: {err}"
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use latchkey_core::creation::CreationToken;
 use latchkey_core::envelope::Envelope;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::httpsig::{self, HttpSigError, SignedRequestParts};
@@ -81,6 +82,12 @@ pub mod codes {
     /// Someone else (another device or process, or the broker) holds the credential's refresh
     /// lease: it is being refreshed right now.
     pub const REFRESH_IN_PROGRESS: &str = "refresh_in_progress";
+    /// The broker creates no workspaces: join one with an invite.
+    pub const WORKSPACE_CREATION_CLOSED: &str = "workspace_creation_closed";
+    /// The broker creates workspaces only with its operator's creation token, and none was sent.
+    pub const CREATION_TOKEN_REQUIRED: &str = "creation_token_required";
+    /// The creation token sent is not the broker's.
+    pub const CREATION_TOKEN_INVALID: &str = "creation_token_invalid";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,6 +481,9 @@ pub struct NewWorkspace<'a> {
     pub device_keys: DevicePublicKeys,
     /// The workspace key v1 and the member key v1, wrapped by this device to itself.
     pub wrapped_keys: [&'a WrappedKey; 2],
+    /// The broker's creation token, for a broker whose operator lets workspaces be created with
+    /// it alone; `None` for an open broker (the field is then left out of the request).
+    pub creation_token: Option<&'a CreationToken>,
 }
 
 /// An active member and their devices (`GET /v1/members`).
@@ -1385,17 +1395,24 @@ impl BrokerClient {
         self.send(Method::Get, "/v1/me", None).await
     }
 
-    /// `POST /v1/workspaces`: registers a new workspace with this device as its first admin.
+    /// `POST /v1/workspaces`: registers a new workspace with this device as its first admin,
+    /// with the broker's creation token if given. The broker's refusals of the creation itself
+    /// are [`codes::WORKSPACE_CREATION_CLOSED`], [`codes::CREATION_TOKEN_REQUIRED`] and
+    /// [`codes::CREATION_TOKEN_INVALID`].
     pub async fn create_workspace(
         &self,
         new: &NewWorkspace<'_>,
     ) -> Result<WorkspaceCreated, ClientError> {
-        let body = json!({
+        let mut body = json!({
             "workspace": {"id": new.workspace, "name": new.workspace_name},
             "member": {"id": new.member, "name": new.member_name},
             "device": self.registration(new.device_name, &new.device_keys),
             "wrapped_keys": new.wrapped_keys.iter().map(|k| b64(k.as_bytes())).collect::<Vec<_>>(),
         });
+        // Only when there is one: brokers older than the field refuse it as unknown.
+        if let (Some(token), Some(fields)) = (new.creation_token, body.as_object_mut()) {
+            fields.insert("creation_token".to_owned(), token.expose_secret().into());
+        }
         self.send(Method::Post, "/v1/workspaces", Some(body)).await
     }
 

@@ -20,6 +20,7 @@
 
 use std::sync::Arc;
 
+use latchkey_core::creation::CreationToken;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{
@@ -28,7 +29,8 @@ use latchkey_core::keys::{
 use latchkey_core::tls::TrustAnchors;
 
 use crate::api::{
-    BrokerClient, BrokerEndpoint, ClientError, DeliveredKey, InviteCode, JoinAs, NewWorkspace, Role,
+    BrokerClient, BrokerEndpoint, ClientError, DeliveredKey, InviteCode, JoinAs, NewWorkspace,
+    Role, codes,
 };
 use crate::keychain::{KeySlot, KeyStore, KeychainError, SharedKeyStore};
 use crate::profile::{Profile, ProfileConfig, ProfileError, TrustedDevice};
@@ -116,6 +118,22 @@ pub enum WorkspaceError {
     /// A key-store task was cancelled (the runtime is shutting down).
     #[error("the key store task was interrupted; try again")]
     Interrupted,
+    /// The broker creates no workspaces (`workspace_creation_closed`). Nothing was kept.
+    #[error(
+        "this broker does not create workspaces: join a workspace on it with an invite from one of its admins, or ask the broker's operator to allow creation"
+    )]
+    CreationClosed,
+    /// The broker creates workspaces only with its operator's creation token, and none was given
+    /// (`creation_token_required`). Nothing was kept.
+    #[error(
+        "this broker creates workspaces only with its creation token: ask the broker's operator for it and give it when you create the workspace"
+    )]
+    CreationTokenRequired,
+    /// The creation token given is not the broker's (`creation_token_invalid`). Nothing was kept.
+    #[error(
+        "the broker refused the creation token: it is not the one its operator set. Check it with them (it is compared exactly, letter case included) and try again"
+    )]
+    CreationTokenInvalid,
 }
 
 impl From<KeyError> for WorkspaceError {
@@ -195,6 +213,12 @@ pub struct ReceivedKeys {
 /// Creates a workspace with this device as its first admin: generates the device keys, the
 /// workspace key v1 and the member key v1, stores them, registers them with the broker (both
 /// keys wrapped to this device) and writes the profile configuration.
+///
+/// `creation_token`: the broker's creation token, for a team server whose operator lets
+/// workspaces be created with it alone (`None` for an open broker, such as the desktop app's
+/// own). A broker that refuses the creation itself answers [`WorkspaceError::CreationClosed`],
+/// [`WorkspaceError::CreationTokenRequired`] or [`WorkspaceError::CreationTokenInvalid`]; the
+/// keys generated for it are removed again, so the same profile can try again.
 pub async fn create_workspace(
     profile: &Profile,
     store: &SharedKeyStore,
@@ -202,6 +226,7 @@ pub async fn create_workspace(
     workspace_name: &str,
     member_name: &str,
     device_name: &str,
+    creation_token: Option<&CreationToken>,
 ) -> Result<CreatedWorkspace, WorkspaceError> {
     check_fresh_profile(profile, store.as_ref())?;
     let broker = broker.into();
@@ -233,6 +258,7 @@ pub async fn create_workspace(
             device_name,
             device_keys: public,
             wrapped_keys: [&wrapped_wk, &wrapped_mk],
+            creation_token,
         })
         .await;
     let forget_keys = move |s: &dyn KeyStore| {
@@ -244,7 +270,7 @@ pub async fn create_workspace(
         Ok(created) => created,
         Err(e) => {
             forget_best_effort(store, forget_keys).await;
-            return Err(e.into());
+            return Err(creation_refusal(e));
         }
     };
     if (created.workspace, created.member, created.device) != (workspace, member, device) {
@@ -549,6 +575,16 @@ pub async fn own_fingerprint(
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// The broker's refusal of a workspace creation as its own error, any other failure as it is.
+fn creation_refusal(error: ClientError) -> WorkspaceError {
+    match error.api().map(|refusal| refusal.code.as_str()) {
+        Some(codes::WORKSPACE_CREATION_CLOSED) => WorkspaceError::CreationClosed,
+        Some(codes::CREATION_TOKEN_REQUIRED) => WorkspaceError::CreationTokenRequired,
+        Some(codes::CREATION_TOKEN_INVALID) => WorkspaceError::CreationTokenInvalid,
+        _ => WorkspaceError::Broker(error),
+    }
+}
 
 /// The profile's configuration, its device keys, and a client signing with them.
 pub(crate) async fn signed_in(

@@ -205,7 +205,7 @@ async fn the_workspace_flows_keep_their_keys_in_the_os_keychain() {
     let grace_store: SharedKeyStore = std::sync::Arc::new(open(grace.name()));
 
     let created =
-        workspace::create_workspace(&ada, &ada_store, &broker.url, "Acme", "Ada", "laptop")
+        workspace::create_workspace(&ada, &ada_store, &broker.url, "Acme", "Ada", "laptop", None)
             .await
             .unwrap();
     assert_eq!(ada.load_config().unwrap().key_store, KeyStoreKind::OsKeychain);

@@ -10,6 +10,7 @@
 //! `expose_secret`, so every place that touches key material can be found with one search.
 
 pub mod capability;
+pub mod creation;
 pub(crate) mod crypto;
 pub mod envelope;
 pub mod fingerprint;

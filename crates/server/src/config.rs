@@ -17,12 +17,16 @@
 //! | HTTP proxy for every upstream call (CONNECT for `https`), instead of `HTTPS_PROXY` and the like | `--upstream-proxy` | `LATCHKEY_UPSTREAM_PROXY` | `upstream_proxy` | |
 //! | PEM certificate chain to serve the API over TLS (with `--tls-key`) | `--tls-cert` | `LATCHKEY_TLS_CERT` | `tls_cert` | |
 //! | PEM private key of that certificate (mode 0600) | `--tls-key` | `LATCHKEY_TLS_KEY` | `tls_key` | |
+//! | who may create workspaces: `open`, `token` or `closed` | `--workspace-creation` | `LATCHKEY_WORKSPACE_CREATION` | `workspace_creation` | `token` with a token file; else `open` on loopback, `closed` elsewhere |
+//! | file holding the workspace creation token (mode 0600) | `--creation-token-file` | `LATCHKEY_CREATION_TOKEN_FILE` | `creation_token_file` | |
 //!
 //! The broker key is never accepted as a flag (flags are visible to every local user in the
 //! process list) nor in the TOML file (which is usually less protected than a key file). When
 //! neither the environment variable nor the key file exists, a new key is generated into the key
-//! file with mode 0600. An existing key file readable by group or others is refused, and so is a
-//! TLS key file.
+//! file with mode 0600. An existing key file readable by group or others is refused, and so are a
+//! TLS key file and a creation token file. The creation token itself is read from its file only,
+//! never from a flag, the environment or the TOML file, and the broker keeps only its digest
+//! (`crate::creation`).
 //!
 //! Database passwords belong in a `~/.pgpass` file (`PGPASSFILE`) or `PGPASSWORD`, which the
 //! PostgreSQL driver reads when a URL has none; a URL's password is redacted from `Debug` output.
@@ -31,8 +35,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
+use latchkey_core::creation::CreationToken;
 use latchkey_core::keys::BrokerSecretKey;
 use serde::Deserialize;
+
+pub use crate::creation::{CreationMode, WorkspaceCreation};
 
 /// Configuration could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,9 @@ pub enum ConfigError {
     /// The API listener's TLS certificate and key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The workspace creation settings do not fit together, or the token file cannot be used.
+    #[error("workspace creation: {0}")]
+    WorkspaceCreation(String),
     /// The upstream certificate authorities could not be read.
     #[error("upstream CA file {path}: {reason}")]
     UpstreamCa {
@@ -88,6 +98,10 @@ pub enum ConfigError {
 
 /// The longest a call may be held for an approval: an hour.
 pub const MAX_APPROVAL_TIMEOUT_SECS: u64 = 3600;
+
+/// The shortest creation token a broker accepts in its token file, in characters: long enough
+/// that nobody guesses it (`openssl rand -base64 32` gives 44).
+pub const MIN_CREATION_TOKEN_LEN: usize = 32;
 
 /// An `http` or `https` origin with nothing after the authority, as devices sign it.
 fn checked_origin(text: String) -> Result<String, ConfigError> {
@@ -306,6 +320,15 @@ pub struct Flags {
     /// PEM private key of the --tls-cert certificate; the file must not be readable by others.
     #[arg(long, env = "LATCHKEY_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Who may create workspaces: anyone who reaches the broker (open), only with the creation
+    /// token (token), or nobody (closed; people join with invites). Default: token when
+    /// --creation-token-file is given, else open on a loopback listener and closed on any other.
+    #[arg(long, env = "LATCHKEY_WORKSPACE_CREATION", value_enum, value_name = "MODE")]
+    pub workspace_creation: Option<CreationMode>,
+    /// File holding the workspace creation token (at least 32 visible ASCII characters, e.g.
+    /// from `openssl rand -base64 32`); the file must not be readable by others.
+    #[arg(long, env = "LATCHKEY_CREATION_TOKEN_FILE", value_name = "FILE")]
+    pub creation_token_file: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, minus secrets.
@@ -325,6 +348,8 @@ struct FileConfig {
     upstream_proxy: Option<ProxyUrl>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    workspace_creation: Option<CreationMode>,
+    creation_token_file: Option<PathBuf>,
 }
 
 /// The resolved configuration.
@@ -354,6 +379,11 @@ pub struct Config {
     pub upstream_proxy: Option<ProxyUrl>,
     /// The API listener's certificate chain and key files (see [`Config::server_tls`]).
     pub tls: Option<TlsFiles>,
+    /// Who may create workspaces, as the operator chose; `None`: the default (see
+    /// [`Config::creation_mode`]).
+    pub workspace_creation: Option<CreationMode>,
+    /// The file holding the creation token (see [`Config::workspace_creation`]).
+    pub creation_token_file: Option<PathBuf>,
 }
 
 /// The PEM files of the API listener's TLS certificate chain and private key.
@@ -406,6 +436,26 @@ impl Config {
         }
         let public_origin =
             flags.public_origin.or(file.public_origin).map(checked_origin).transpose()?;
+        let workspace_creation = flags.workspace_creation.or(file.workspace_creation);
+        let creation_token_file = flags.creation_token_file.or(file.creation_token_file);
+        match (workspace_creation, &creation_token_file) {
+            (Some(CreationMode::Token), None) => {
+                return Err(ConfigError::WorkspaceCreation(
+                    "--workspace-creation token needs the token's file: give it with \
+                     --creation-token-file FILE (LATCHKEY_CREATION_TOKEN_FILE, \
+                     creation_token_file)"
+                        .to_owned(),
+                ));
+            }
+            (Some(mode @ (CreationMode::Open | CreationMode::Closed)), Some(_)) => {
+                return Err(ConfigError::WorkspaceCreation(format!(
+                    "a creation token file is given, but --workspace-creation is {}: drop the \
+                     file, or choose token",
+                    mode.as_str()
+                )));
+            }
+            _ => {}
+        }
         Ok(Self {
             listen: flags.listen.or(file.listen).unwrap_or_else(|| parse_default(DEFAULT_LISTEN)),
             metrics_listen: match flags.metrics_listen.or(file.metrics_listen) {
@@ -432,7 +482,56 @@ impl Config {
                     ));
                 }
             },
+            workspace_creation,
+            creation_token_file,
         })
+    }
+
+    /// Who may create workspaces: the operator's choice; without one, `token` when a token file
+    /// is given, else [`CreationMode::default_for`] the listener and the public origin (`open`
+    /// when only this computer reaches the broker, `closed` otherwise).
+    pub fn creation_mode(&self) -> CreationMode {
+        match (self.workspace_creation, &self.creation_token_file) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => CreationMode::Token,
+            (None, None) => CreationMode::default_for(self.listen, self.public_origin.as_deref()),
+        }
+    }
+
+    /// How the broker answers workspace creations, reading the creation token file for `token`.
+    /// The file must not be readable by group or others and must hold one token of at least
+    /// [`MIN_CREATION_TOKEN_LEN`] characters; no error quotes it.
+    pub fn workspace_creation(&self) -> Result<WorkspaceCreation, ConfigError> {
+        let path = match (self.creation_mode(), &self.creation_token_file) {
+            (CreationMode::Open, _) => return Ok(WorkspaceCreation::Open),
+            (CreationMode::Closed, _) => return Ok(WorkspaceCreation::Closed),
+            (CreationMode::Token, Some(path)) => path,
+            (CreationMode::Token, None) => {
+                return Err(ConfigError::WorkspaceCreation(
+                    "token mode needs --creation-token-file FILE".to_owned(),
+                ));
+            }
+        };
+        let refused = |reason: String| {
+            ConfigError::WorkspaceCreation(format!(
+                "creation token file {}: {reason}",
+                path.display()
+            ))
+        };
+        let meta = std::fs::metadata(path).map_err(|e| refused(format!("cannot read it: {e}")))?;
+        check_private(path, &meta).map_err(ConfigError::WorkspaceCreation)?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| refused(format!("cannot read it: {e}")))?,
+        );
+        let token = CreationToken::parse(&text).map_err(|e| refused(e.to_string()))?;
+        if token.len() < MIN_CREATION_TOKEN_LEN {
+            return Err(refused(format!(
+                "the token has {} characters, fewer than the {MIN_CREATION_TOKEN_LEN} a token \
+                 needs; write a long random one, e.g. `openssl rand -base64 32 > FILE`",
+                token.len()
+            )));
+        }
+        Ok(WorkspaceCreation::with_token(&token))
     }
 
     /// Reads the API listener's certificate chain and key, when TLS is configured. The key file
@@ -777,6 +876,213 @@ mod tests {
         for error in [error, half] {
             assert!(!error.contains(key_body), "no error quotes the key: {error}");
         }
+    }
+
+    /// A file in `dir` holding `text`, with `mode` on Unix.
+    fn private_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        path
+    }
+
+    const CREATION_TOKEN: &str = "cT0k3n-CANARY-4f8a1b2c3d4e5f60718293a4b5c6d7e8";
+
+    #[test]
+    fn workspace_creation_is_open_on_loopback_closed_elsewhere_and_by_token_with_a_token_file() {
+        let mode = |listen: &str, origin: Option<&str>, token_file: Option<&str>| {
+            let flags = Flags {
+                data_dir: Some("/d".into()),
+                listen: Some(listen.parse().unwrap()),
+                public_origin: origin.map(str::to_owned),
+                creation_token_file: token_file.map(PathBuf::from),
+                ..Flags::default()
+            };
+            Config::resolve(flags, no_env).unwrap().creation_mode()
+        };
+        assert_eq!(
+            mode("127.0.0.1:8740", None, None),
+            CreationMode::Open,
+            "only this computer reaches a loopback broker: the desktop's and a developer's"
+        );
+        assert_eq!(mode("[::1]:8740", None, None), CreationMode::Open, "IPv6 loopback too");
+        assert_eq!(
+            mode("0.0.0.0:8740", None, None),
+            CreationMode::Closed,
+            "a broker the network reaches creates nothing unless its operator says so"
+        );
+        assert_eq!(mode("10.0.0.5:8740", None, None), CreationMode::Closed);
+        assert_eq!(
+            mode("127.0.0.1:8740", Some("https://latchkey.example.com"), None),
+            CreationMode::Closed,
+            "a loopback listener behind a reverse proxy is reached from the network"
+        );
+        assert_eq!(
+            mode("0.0.0.0:8740", None, Some("/etc/latchkey/creation-token")),
+            CreationMode::Token,
+            "a token file means creation by token"
+        );
+        let default =
+            Config::resolve(Flags { data_dir: Some("/d".into()), ..Flags::default() }, no_env)
+                .unwrap();
+        assert_eq!(default.creation_mode(), CreationMode::Open, "the default listener is loopback");
+
+        let chosen = Flags::try_parse_from([
+            "latchkey-server",
+            "--data-dir",
+            "/d",
+            "--listen",
+            "0.0.0.0:8740",
+            "--workspace-creation",
+            "open",
+        ])
+        .unwrap();
+        let config = Config::resolve(chosen, no_env).unwrap();
+        assert_eq!(config.creation_mode(), CreationMode::Open, "the operator's choice wins");
+        assert_eq!(config.workspace_creation().unwrap(), WorkspaceCreation::Open);
+        let error =
+            Flags::try_parse_from(["x", "--workspace-creation", "invite-only"]).unwrap_err();
+        assert!(
+            error.to_string().contains("open") && error.to_string().contains("closed"),
+            "the flag error lists the modes: {error}"
+        );
+    }
+
+    #[test]
+    fn token_mode_without_a_token_file_and_a_token_file_with_another_mode_are_refused() {
+        let with = |mode: CreationMode, file: Option<&str>| {
+            let flags = Flags {
+                data_dir: Some("/d".into()),
+                workspace_creation: Some(mode),
+                creation_token_file: file.map(PathBuf::from),
+                ..Flags::default()
+            };
+            Config::resolve(flags, no_env)
+        };
+        let error = with(CreationMode::Token, None).unwrap_err().to_string();
+        assert!(
+            error.contains("--workspace-creation token") && error.contains("--creation-token-file"),
+            "says what is missing and where to give it: {error}"
+        );
+        for mode in [CreationMode::Open, CreationMode::Closed] {
+            let error = with(mode, Some("/etc/token")).unwrap_err().to_string();
+            assert!(
+                error.contains("creation token file is given") && error.contains(mode.as_str()),
+                "a token that would be ignored is a mistake to point out: {error}"
+            );
+        }
+        assert!(with(CreationMode::Closed, None).is_ok());
+    }
+
+    #[test]
+    fn the_creation_token_file_must_be_private_long_enough_and_is_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let creation = |path: PathBuf| {
+            let flags = Flags {
+                data_dir: Some("/d".into()),
+                listen: Some("0.0.0.0:8740".parse().unwrap()),
+                creation_token_file: Some(path),
+                ..Flags::default()
+            };
+            Config::resolve(flags, no_env).unwrap().workspace_creation()
+        };
+
+        let good = private_file(dir.path(), "token", &format!("{CREATION_TOKEN}\n"), 0o600);
+        let WorkspaceCreation::Token(digest) = creation(good).unwrap() else {
+            panic!("a token file gives creation by token")
+        };
+        assert!(
+            digest.matches(&CreationToken::parse(CREATION_TOKEN).unwrap()),
+            "the token is the file's line without its newline"
+        );
+
+        let mut errors = Vec::new();
+        #[cfg(unix)]
+        {
+            let shared = private_file(dir.path(), "shared", CREATION_TOKEN, 0o640);
+            let error = creation(shared).unwrap_err().to_string();
+            assert!(
+                error.contains("readable by other users") && error.contains("chmod 600"),
+                "a token others can read is refused, as a TLS key is: {error}"
+            );
+            errors.push(error);
+        }
+        let short = private_file(dir.path(), "short", &CREATION_TOKEN[..20], 0o600);
+        let error = creation(short).unwrap_err().to_string();
+        assert!(
+            error.contains("fewer than the 32") && error.contains("openssl rand"),
+            "a guessable token is refused with a way to make a good one: {error}"
+        );
+        errors.push(error);
+        let two_words =
+            private_file(dir.path(), "words", "correct horse battery staple 12345", 0o600);
+        let error = creation(two_words).unwrap_err().to_string();
+        assert!(error.contains("visible ASCII"), "{error}");
+        errors.push(error);
+        let empty = private_file(dir.path(), "empty", "\n", 0o600);
+        errors.push(creation(empty).unwrap_err().to_string());
+        let missing = dir.path().join("missing");
+        let error = creation(missing.clone()).unwrap_err().to_string();
+        assert!(error.contains(&missing.display().to_string()), "names the file: {error}");
+        errors.push(error);
+        for error in errors {
+            assert!(
+                !error.contains(&CREATION_TOKEN[..20]) && !error.contains("horse"),
+                "no error quotes the file: {error}"
+            );
+            assert!(error.starts_with("workspace creation:"), "names the setting: {error}");
+        }
+    }
+
+    #[test]
+    fn workspace_creation_comes_from_the_file_but_the_token_itself_never_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = private_file(dir.path(), "token", CREATION_TOKEN, 0o600);
+        let toml = dir.path().join("server.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "data_dir = \"/d\"\nworkspace_creation = \"token\"\ncreation_token_file = {:?}\n",
+                token_file.display().to_string()
+            ),
+        )
+        .unwrap();
+        let config =
+            Config::resolve(Flags { config: Some(toml.clone()), ..Flags::default() }, no_env)
+                .unwrap();
+        assert_eq!(config.creation_mode(), CreationMode::Token);
+        assert_eq!(config.creation_token_file.as_deref(), Some(token_file.as_path()));
+        let flags = Flags {
+            config: Some(toml.clone()),
+            workspace_creation: Some(CreationMode::Closed),
+            creation_token_file: None,
+            ..Flags::default()
+        };
+        assert!(
+            Config::resolve(flags, no_env).is_err(),
+            "the flag's mode meets the file's token file: closed with a token is refused"
+        );
+
+        std::fs::write(
+            &toml,
+            format!("data_dir = \"/d\"\ncreation_token = \"{CREATION_TOKEN}\"\n"),
+        )
+        .unwrap();
+        let error = Config::resolve(Flags { config: Some(toml), ..Flags::default() }, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("creation_token"), "the key is named: {error}");
+        assert!(!error.contains(&CREATION_TOKEN[..20]), "the token is not echoed: {error}");
+        assert!(
+            !format!("{config:?}").contains(&CREATION_TOKEN[..20]),
+            "the configuration holds the token's path, never the token"
+        );
     }
 
     #[test]

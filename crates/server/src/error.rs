@@ -70,6 +70,14 @@ pub enum ErrorCode {
     /// OAuth tokens right now; read it again after the `Retry-After` seconds, it is probably
     /// fresh by then.
     RefreshInProgress,
+    /// This broker creates no workspaces (its operator closed creation): join an existing
+    /// workspace with an invite instead.
+    WorkspaceCreationClosed,
+    /// This broker creates a workspace only with its operator's creation token, and the request
+    /// carried none.
+    CreationTokenRequired,
+    /// The creation token the request carried is not the broker's.
+    CreationTokenInvalid,
 }
 
 impl ErrorCode {
@@ -107,9 +115,12 @@ impl ErrorCode {
             ErrorCode::ApprovalTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::InviteInvalid | ErrorCode::AgentsPaused | ErrorCode::ResumeNotAllowed => {
-                StatusCode::FORBIDDEN
-            }
+            ErrorCode::InviteInvalid
+            | ErrorCode::AgentsPaused
+            | ErrorCode::ResumeNotAllowed
+            | ErrorCode::WorkspaceCreationClosed
+            | ErrorCode::CreationTokenRequired
+            | ErrorCode::CreationTokenInvalid => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod audit;
 mod auth;
 pub mod clock;
 pub mod config;
+pub mod creation;
 pub mod error;
 pub mod metrics;
 pub mod policy;
@@ -64,6 +65,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let workspace_creation = match broker.workspace_creation {
+        Some(creation) => creation,
+        None => creation::WorkspaceCreation::default_for(
+            listener.local_addr()?,
+            broker.public_origin.as_deref(),
+        ),
+    };
     let public_origin = match (broker.public_origin, &broker.tls) {
         (Some(origin), _) => origin,
         (None, Some(_)) => format!("https://{}", listener.local_addr()?),
@@ -92,6 +100,7 @@ pub async fn serve(
         broker_key: broker.broker_key,
         clock: broker.clock,
         public_origin,
+        workspace_creation,
         policies,
         audit: audit.clone(),
         upstream: upstream::UpstreamClient::new(

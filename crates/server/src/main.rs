@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use latchkey_server::config::{self, Config, Flags, LogFormat};
+use latchkey_server::config::{self, Config, CreationMode, Flags, LogFormat};
 use latchkey_server::store::Store;
 
 /// The broker allocates and frees many small buffers per call from two or more threads;
@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let broker_key = config::load_broker_key(&config, env)?;
     let upstream_roots = config.upstream_roots()?;
     let tls = config.server_tls()?;
+    let workspace_creation = config.workspace_creation()?;
     let store = match &config.database_url {
         Some(url) => {
             let migrate = config.migrate_database_url.as_ref().map(|u| u.expose());
@@ -59,11 +60,21 @@ async fn main() -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         tls = config.tls.is_some(),
         data_dir = %config.data_dir.display(),
+        workspace_creation = workspace_creation.mode().as_str(),
         "latchkey-server ready"
     );
+    if config.workspace_creation.is_none() && workspace_creation.mode() == CreationMode::Closed {
+        tracing::info!(
+            "workspace creation is closed: this broker is reachable beyond this computer and has \
+             no creation token; to let people create workspaces, give it a token file with \
+             --creation-token-file FILE (or --workspace-creation open to let anyone who reaches \
+             it); people join existing workspaces with invites either way"
+        );
+    }
     let mut broker = latchkey_server::Broker::new(store.clone(), broker_key)
         .with_metrics(metrics)
-        .with_approval_timeout(config.approval_timeout);
+        .with_approval_timeout(config.approval_timeout)
+        .with_workspace_creation(workspace_creation);
     if let Some(origin) = &config.public_origin {
         broker = broker.with_public_origin(origin.clone());
     }

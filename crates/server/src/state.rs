@@ -16,6 +16,9 @@ pub struct Broker {
     /// Origin (scheme, host, port) devices use to reach this broker; the `@target-uri` of every
     /// device signature is checked against it. `None`: taken from the listener's address.
     pub(crate) public_origin: Option<String>,
+    /// Who may create workspaces; `None`: as [`crate::creation::CreationMode::default_for`]
+    /// says for the listener and the public origin.
+    pub(crate) workspace_creation: Option<crate::creation::WorkspaceCreation>,
     /// Where the broker counts what it does; served by [`crate::serve_metrics`] if the caller
     /// wants them scraped.
     pub(crate) metrics: crate::metrics::Metrics,
@@ -42,6 +45,7 @@ impl Broker {
             broker_key,
             clock: Arc::new(SystemClock),
             public_origin: None,
+            workspace_creation: None,
             metrics: crate::metrics::Metrics::new(),
             approval_timeout: crate::approvals::DEFAULT_TIMEOUT,
             upstream_roots: None,
@@ -66,6 +70,13 @@ impl Broker {
     /// Sets the public origin, e.g. `https://latchkey.example.com` behind a reverse proxy.
     pub fn with_public_origin(mut self, origin: impl Into<String>) -> Self {
         self.public_origin = Some(origin.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Answers workspace creations as `creation` says, instead of by the default for the
+    /// listener's address (open on loopback, closed elsewhere).
+    pub fn with_workspace_creation(mut self, creation: crate::creation::WorkspaceCreation) -> Self {
+        self.workspace_creation = Some(creation);
         self
     }
 
@@ -113,6 +124,8 @@ pub(crate) struct AppState {
     pub(crate) broker_key: BrokerSecretKey,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) public_origin: String,
+    /// Who may create workspaces.
+    pub(crate) workspace_creation: crate::creation::WorkspaceCreation,
     /// Each workspace's Cedar policies, compiled and cached.
     pub(crate) policies: crate::policy::PolicyEngine,
     /// The audit log's writer.

@@ -27,7 +27,7 @@ describe('onboarding', () => {
     await user.click(screen.getByTestId('create-workspace'));
     await screen.findByText('Workspace ready');
     expect(b.callsOf('create_workspace')).toEqual([
-      { workspaceName: 'Acme', memberName: 'Ada', deviceName: expect.any(String), teamServerUrl: null, teamServerCa: null },
+      { workspaceName: 'Acme', memberName: 'Ada', deviceName: expect.any(String), teamServerUrl: null, teamServerCa: null, creationToken: null },
     ]);
     expect(screen.getByTestId('fingerprint').textContent).toBe('4F2A-91C3-7D0E-B85A');
   });
@@ -116,6 +116,88 @@ describe('onboarding', () => {
     await user.click(screen.getByTestId('create-workspace'));
     await screen.findByText('Workspace ready');
     expect(b.callsOf('create_workspace')[0]).toMatchObject({ teamServerUrl: null, teamServerCa: null });
+  });
+
+  it("sends a team server's creation token one way, hidden, and keeps no copy of it", async () => {
+    const token = 'lkct-ui-canary-3Fq8Zr1Wm6Yt9Kp2Xv5Ns7Lb';
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    expect(screen.queryByTestId('creation-token'), 'no token field for this computer').toBeNull();
+    await user.click(screen.getByTestId('where-server'));
+    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    const field = screen.getByTestId('creation-token') as HTMLInputElement;
+    expect(field.type, 'typed like a password, never shown').toBe('password');
+    expect(field.value, 'optional: most team servers need none').toBe('');
+    await user.type(field, token);
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+    expect(b.callsOf('create_workspace')[0].creationToken, 'the token as typed').toBe(token);
+    expect(document.body.innerHTML, 'the page keeps no copy of the token').not.toContain(token);
+  });
+
+  it('sends no creation token when none is typed, or when this computer is chosen after all', async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    await user.click(screen.getByTestId('where-server'));
+    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    await user.type(screen.getByTestId('creation-token'), 'lkct-typed-for-the-server-only-0123456');
+    await user.click(screen.getByTestId('where-local'));
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+    expect(b.callsOf('create_workspace')[0], 'a token is for a team server only').toMatchObject({ teamServerUrl: null, creationToken: null });
+  });
+
+  it("says under the token field why the team server refused the creation, and what to do", async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    await user.click(screen.getByTestId('where-server'));
+    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    b.failNext('create_workspace', { code: 'creation_token_required', message: 'this broker creates workspaces only with its creation token' });
+    await user.click(screen.getByTestId('create-workspace'));
+    const required = await screen.findByTestId('creation-token-error');
+    expect(required, 'no token: ask the operator for one').toHaveTextContent("Ask the server's operator for it");
+    expect(screen.getByTestId('creation-token')).toHaveAttribute('aria-invalid', 'true');
+    expect(screen.queryByTestId('error'), 'said once, where the fix goes').toBeNull();
+
+    await user.type(screen.getByTestId('creation-token'), 'lkct-a-wrong-token-000000000000000000');
+    b.failNext('create_workspace', { code: 'creation_token_invalid', message: 'the broker refused the creation token' });
+    await user.click(screen.getByTestId('create-workspace'));
+    await waitFor(() =>
+      expect(screen.getByTestId('creation-token-error'), 'a wrong token: check it').toHaveTextContent('letter case included'),
+    );
+    expect(screen.getByTestId('creation-token-error')).not.toHaveTextContent('lkct-a-wrong-token');
+
+    b.failNext('create_workspace', { code: 'invalid_creation_token', message: 'the creation token has a character other than the visible ASCII ones' });
+    await user.click(screen.getByTestId('create-workspace'));
+    await waitFor(() => expect(screen.getByTestId('creation-token-error')).toHaveTextContent('This is not a creation token'));
+
+    await user.clear(screen.getByTestId('creation-token'));
+    await user.type(screen.getByTestId('creation-token'), 'lkct-the-right-token-1111111111111111');
+    await user.click(screen.getByTestId('create-workspace'));
+    await screen.findByText('Workspace ready');
+  });
+
+  it('offers to join with an invite when the team server creates no workspaces', async () => {
+    const b = setup({ fresh: true });
+    const user = userEvent.setup();
+    render(Onboarding);
+    await fillCreate(user);
+    await user.click(screen.getByTestId('where-server'));
+    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    b.failNext('create_workspace', { code: 'workspace_creation_closed', message: 'this broker does not create workspaces' });
+    await user.click(screen.getByTestId('create-workspace'));
+    const closed = await screen.findByTestId('creation-closed');
+    expect(closed).toHaveTextContent('does not create new workspaces');
+    expect(closed).toHaveTextContent('invite code');
+    await user.click(screen.getByTestId('creation-closed-join'));
+    expect(screen.getByText('Join a workspace')).toBeInTheDocument();
+    expect((screen.getByTestId('join-url') as HTMLInputElement).value, 'the same server').toBe('https://lk.acme.dev');
   });
 
   it('offers the recovery kit only when both passphrases match, and can be skipped', async () => {

@@ -28,10 +28,18 @@ pub struct TestBroker {
 }
 
 impl TestBroker {
+    /// A broker open to workspace creation, as one on loopback is by default.
     pub async fn start() -> Self {
+        Self::start_creating(latchkey_server::creation::WorkspaceCreation::Open).await
+    }
+
+    /// A broker that answers workspace creations as `creation` says, as a team server's
+    /// operator configures it.
+    pub async fn start_creating(creation: latchkey_server::creation::WorkspaceCreation) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open store");
-        let broker = Broker::new(store, BrokerSecretKey::generate().expect("broker key"));
+        let broker = Broker::new(store, BrokerSecretKey::generate().expect("broker key"))
+            .with_workspace_creation(creation);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("local addr"))
             .parse()

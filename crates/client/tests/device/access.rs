@@ -26,7 +26,9 @@ const API_KEY: &str = "sk-canary-3f9a61c2d8e74b05";
 async fn an_agent_calls_through_the_broker_with_a_key_only_the_upstream_sees() {
     let broker = TestBroker::start().await;
     let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
     let (base, seen) = upstream().await;
     let host = base.trim_start_matches("http://").to_owned();
 
@@ -120,7 +122,9 @@ async fn an_agent_calls_through_the_broker_with_a_key_only_the_upstream_sees() {
 async fn bad_grants_and_unknown_credentials_are_refused_with_what_to_do() {
     let broker = TestBroker::start().await;
     let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
     let client = broker_client(&ada.profile, &ada.store).await.unwrap();
     let agent = client.create_agent("bot").await.unwrap().agent.id;
     let terms = GrantTerms {
@@ -175,7 +179,9 @@ async fn bad_grants_and_unknown_credentials_are_refused_with_what_to_do() {
 async fn a_twilio_key_entered_in_two_parts_reaches_the_upstream_as_basic_credentials() {
     let broker = TestBroker::start().await;
     let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
     let (base, seen) = upstream().await;
     let host = base.trim_start_matches("http://").to_owned();
     let twilio = |key: &str| NewApiKey {

@@ -41,7 +41,7 @@ impl World {
     async fn new() -> Self {
         let broker = TestBroker::start().await;
         let ada = Machine::new("ada");
-        create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop")
+        create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
             .await
             .unwrap();
         let (base, seen) = upstream().await;

@@ -40,7 +40,9 @@ struct World {
 async fn world() -> World {
     let broker = TestBroker::start().await;
     let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
     add_api_key(
         &ada.profile,
         &ada.store,

@@ -38,7 +38,9 @@ const REFRESH_TOKEN: &str = "1//ops-canary-refresh-41ac";
 /// Ada's workspace on a fresh broker, with a shared API key `models` for a loopback upstream.
 async fn workspace_with_key(broker: &TestBroker, upstream_base: &str) -> (Machine, BrokerClient) {
     let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
     let host = upstream_base.trim_start_matches("http://").to_owned();
     add_api_key(
         &ada.profile,
@@ -128,7 +130,9 @@ async fn credential_metadata_changes_and_status_leave_the_secret_sealed_and_read
 async fn an_oauth_token_is_sealed_with_its_refresh_data_under_the_member_key() {
     let broker = TestBroker::start().await;
     let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
     let scopes = vec!["repo".to_owned(), "read:org".to_owned()];
     let stored = add_oauth_credential(
         &ada.profile,
@@ -386,9 +390,10 @@ async fn policies_are_set_checked_and_removed_and_a_bad_one_comes_back_with_ceda
 async fn members_are_promoted_and_removed_and_the_last_admin_is_kept() {
     let broker = TestBroker::start().await;
     let ada = Machine::new("ada");
-    let created = create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop")
-        .await
-        .unwrap();
+    let created =
+        create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+            .await
+            .unwrap();
     let client = broker_client(&ada.profile, &ada.store).await.unwrap();
     let code = client.create_invite(InviteFor::NewMember(Role::Member), None).await.unwrap().code;
     let grace = Machine::new("grace");

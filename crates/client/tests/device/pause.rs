@@ -22,7 +22,9 @@ use latchkey_core::secret::SecretBytes;
 async fn a_device_pauses_every_agent_call_and_resumes_them() {
     let broker = TestBroker::start().await;
     let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
     let (base, seen) = upstream().await;
     let host = base.trim_start_matches("http://").to_owned();
     add_api_key(

@@ -31,10 +31,17 @@ fn passphrase() -> SecretBytes {
 
 async fn admin(broker: &TestBroker, name: &str) -> (Machine, CreatedWorkspace) {
     let machine = Machine::new(name);
-    let created =
-        create_workspace(&machine.profile, &machine.store, &broker.url, "Acme", name, "laptop")
-            .await
-            .expect("workspace creation succeeds");
+    let created = create_workspace(
+        &machine.profile,
+        &machine.store,
+        &broker.url,
+        "Acme",
+        name,
+        "laptop",
+        None,
+    )
+    .await
+    .expect("workspace creation succeeds");
     (machine, created)
 }
 

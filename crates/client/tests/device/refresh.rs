@@ -62,7 +62,9 @@ async fn connect_at(
     endpoints: CustomEndpoints,
 ) -> (Machine, CredentialInfo) {
     let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop").await.unwrap();
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
     let prepared = prepare(ConnectRequest {
         provider: "custom-oauth2",
         name: Some("idp"),

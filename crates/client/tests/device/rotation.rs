@@ -32,9 +32,10 @@ fn v2() -> KeyVersion {
 
 async fn admin_with_credentials(broker: &TestBroker) -> (Machine, CreatedWorkspace) {
     let ada = Machine::new("ada");
-    let created = create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop")
-        .await
-        .unwrap();
+    let created =
+        create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+            .await
+            .unwrap();
     for (name, shared) in [("openai", true), ("github", true), ("mine", false)] {
         add_api_key(
             &ada.profile,

@@ -18,16 +18,25 @@ use latchkey_client::workspace::{
     self, CreatedWorkspace, Joining, WorkspaceError, admit_device, broker_client, create_workspace,
     join_workspace, receive_keys,
 };
+use latchkey_core::creation::CreationToken;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::ids::KeyVersion;
 use latchkey_core::keys::{DeviceKeys, WrappedKind};
+use latchkey_server::creation::WorkspaceCreation;
 
 async fn admin_machine(broker: &TestBroker) -> (Machine, CreatedWorkspace) {
     let admin = Machine::new("ada");
-    let created =
-        create_workspace(&admin.profile, &admin.store, &broker.url, "Acme", "Ada", "Ada's laptop")
-            .await
-            .expect("workspace creation succeeds");
+    let created = create_workspace(
+        &admin.profile,
+        &admin.store,
+        &broker.url,
+        "Acme",
+        "Ada",
+        "Ada's laptop",
+        None,
+    )
+    .await
+    .expect("workspace creation succeeds");
     (admin, created)
 }
 
@@ -389,15 +398,87 @@ async fn broker_errors_arrive_as_stable_codes_without_the_request_body() {
 async fn flows_refuse_a_profile_already_set_up_or_a_key_store_of_another_profile() {
     let broker = TestBroker::start().await;
     let (ada, _) = admin_machine(&broker).await;
-    let err = create_workspace(&ada.profile, &ada.store, &broker.url, "Again", "Ada", "laptop")
-        .await
-        .unwrap_err();
+    let err =
+        create_workspace(&ada.profile, &ada.store, &broker.url, "Again", "Ada", "laptop", None)
+            .await
+            .unwrap_err();
     assert!(matches!(err, WorkspaceError::Profile(ProfileError::AlreadySetUp { .. })), "{err}");
 
     let other = Machine::new("other");
     let err = workspace::own_fingerprint(&ada.profile, &other.store).await.unwrap_err();
     assert!(matches!(err, WorkspaceError::StoreProfileMismatch { .. }), "{err}");
     broker.stop().await;
+}
+
+const CREATION_TOKEN: &str = "lkct-client-canary-7Rk2Qw9Zp4Xv8Ls3Nd6Hj1Tb";
+
+/// Creates Ada's workspace on `broker` with `token`.
+async fn create_on(
+    broker: &TestBroker,
+    machine: &Machine,
+    token: Option<&CreationToken>,
+) -> Result<CreatedWorkspace, WorkspaceError> {
+    create_workspace(&machine.profile, &machine.store, &broker.url, "Acme", "Ada", "laptop", token)
+        .await
+}
+
+/// Whether the machine's key file holds no entry (its header alone).
+fn key_file_is_empty(machine: &Machine) -> bool {
+    std::fs::read(machine.profile.key_file_path()).unwrap().len() < 120
+}
+
+#[tokio::test]
+async fn a_team_server_creates_the_workspace_with_its_token_and_says_which_token_is_missing_or_wrong()
+ {
+    let token = CreationToken::parse(CREATION_TOKEN).unwrap();
+    let broker = TestBroker::start_creating(WorkspaceCreation::with_token(&token)).await;
+    let ada = Machine::new("ada");
+
+    let err = create_on(&broker, &ada, None).await.unwrap_err();
+    assert!(matches!(err, WorkspaceError::CreationTokenRequired), "no token given: {err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("operator") && message.contains("give it when you create"),
+        "the message names the fix: {message}"
+    );
+    assert!(!ada.profile.is_set_up(), "a refused creation sets nothing up");
+    assert!(key_file_is_empty(&ada), "and keeps none of the keys generated for it");
+
+    let wrong = CreationToken::parse("lkct-client-wrong-0000000000000000000000").unwrap();
+    let err = create_on(&broker, &ada, Some(&wrong)).await.unwrap_err();
+    assert!(matches!(err, WorkspaceError::CreationTokenInvalid), "a wrong token: {err}");
+    let message = err.to_string();
+    assert!(message.contains("Check it with them"), "the message names the fix: {message}");
+    assert!(
+        !message.contains("lkct-client") && !format!("{err:?}").contains("lkct-client"),
+        "no error repeats a token: {err:?}"
+    );
+    assert!(!ada.profile.is_set_up() && key_file_is_empty(&ada));
+
+    let created = create_on(&broker, &ada, Some(&token)).await.expect("the operator's token");
+    assert!(ada.profile.is_set_up(), "the same profile, tried again, is set up");
+    let me = broker_client(&ada.profile, &ada.store).await.unwrap().me().await.unwrap();
+    assert_eq!((me.workspace, me.role), (created.workspace, Role::Admin));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_closed_team_server_is_refused_as_closed_and_an_open_one_ignores_a_token() {
+    let closed = TestBroker::start_creating(WorkspaceCreation::Closed).await;
+    let ada = Machine::new("ada");
+    let token = CreationToken::parse(CREATION_TOKEN).unwrap();
+    let err = create_on(&closed, &ada, Some(&token)).await.unwrap_err();
+    assert!(matches!(err, WorkspaceError::CreationClosed), "{err}");
+    assert!(
+        err.to_string().contains("invite") && err.to_string().contains("operator"),
+        "points at joining with an invite instead: {err}"
+    );
+    assert!(!ada.profile.is_set_up() && key_file_is_empty(&ada));
+    closed.stop().await;
+
+    let open = TestBroker::start().await;
+    create_on(&open, &ada, Some(&token)).await.expect("an open broker has no token to check");
+    open.stop().await;
 }
 
 #[tokio::test]
@@ -407,9 +488,10 @@ async fn an_unreachable_broker_leaves_no_keys_and_no_configuration_behind() {
     let url = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
     drop(listener);
     let machine = Machine::new("offline");
-    let err = create_workspace(&machine.profile, &machine.store, &url, "Acme", "Ada", "laptop")
-        .await
-        .unwrap_err();
+    let err =
+        create_workspace(&machine.profile, &machine.store, &url, "Acme", "Ada", "laptop", None)
+            .await
+            .unwrap_err();
     assert!(matches!(err, WorkspaceError::Broker(ClientError::Transport { .. })), "{err}");
     assert!(err.to_string().contains("cannot reach the broker"), "{err}");
     assert!(!machine.profile.is_set_up());

@@ -5,6 +5,10 @@
 //! must verify under the signing key the body registers, with the body's device id as key id.
 //! The body also carries the workspace key and the member key, each wrapped to that same device
 //! (the server stores them and cannot open them).
+//!
+//! Who may create a workspace is the operator's choice (`crate::creation`): anyone, only with
+//! the creation token, or nobody. That check comes first, before the signature's nonce is
+//! recorded, so a refused creation writes nothing.
 
 use axum::Json;
 use axum::extract::State;
@@ -15,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use zeroize::Zeroizing;
 
 use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
@@ -60,6 +65,25 @@ struct CreateWorkspace {
     device: DeviceRegistration,
     /// The workspace key v1 and the member key v1, wrapped to this device by this device.
     wrapped_keys: Vec<B64>,
+    /// The broker's creation token, when its operator lets workspaces be created with it alone
+    /// (ignored by a broker open to everyone).
+    #[schema(value_type = Option<String>)]
+    creation_token: Option<SubmittedToken>,
+}
+
+/// A creation token as submitted: redacted in `Debug`, zeroized on drop, never stored.
+struct SubmittedToken(Zeroizing<String>);
+
+impl std::fmt::Debug for SubmittedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubmittedToken([REDACTED])")
+    }
+}
+
+impl<'de> Deserialize<'de> for SubmittedToken {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|s| Self(Zeroizing::new(s)))
+    }
 }
 
 /// The new workspace, its first member (an admin) and device.
@@ -79,6 +103,10 @@ struct Created {
 /// Self-signed: the device is not enrolled yet, so the signature must verify under the
 /// `device.signing_key` in the body, with `keyid` = `device.id`. The body carries the workspace
 /// key and the member key (version 1), each wrapped to this device by this device.
+///
+/// Whether the broker creates the workspace at all is its operator's choice: for anyone who
+/// reaches it, only with its creation token (`creation_token`), or not at all (join an existing
+/// workspace with an invite instead).
 #[utoipa::path(
     post,
     path = "/v1/workspaces",
@@ -90,6 +118,7 @@ struct Created {
         (status = 201, description = "The workspace exists; the caller is its admin", body = Created),
         DeviceErrors,
         (status = 400, description = "`bad_request` (malformed JSON) or `invalid_request` (a bad key, name or wrapped key)", body = ApiError),
+        (status = 403, description = "`workspace_creation_closed`: this broker creates no workspaces (join one with an invite); `creation_token_required`: it creates them only with its creation token, and none was sent; `creation_token_invalid`: the token sent is not the broker's", body = ApiError),
         (status = 409, description = "`conflict`: a workspace, member or device with one of these ids exists", body = ApiError),
     ),
 )]
@@ -98,6 +127,11 @@ async fn create(
     request: SelfSigned<CreateWorkspace>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let body = &request.body;
+    let presented = body.creation_token.as_ref().map(|t| t.0.as_str());
+    if let Err(refusal) = state.workspace_creation.admit(presented) {
+        tracing::info!(code = %refusal.code.spelling(), "workspace creation refused");
+        return Err(refusal);
+    }
     let device_key = verify_registration(&state, &request, &body.device).await?;
 
     let workspace = body.workspace.id;

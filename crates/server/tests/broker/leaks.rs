@@ -3,8 +3,9 @@
 //! the test received (status line, headers, body), the metrics, the SQLite database with its
 //! `-wal` and `-shm` files (on PostgreSQL: every table's contents), and the broker key file are
 //! searched for every secret the story handled: the API key, the OAuth access and refresh
-//! tokens (before and after a refresh), the agent token, every capability, every record key and
-//! the workspace and member keys (raw, hex, base64 and base64url).
+//! tokens (before and after a refresh), the agent token, every capability, every record key,
+//! the workspace and member keys, and the workspace creation token (the broker's, read from its
+//! token file, and a wrong one a creation was refused with) (raw, hex, base64 and base64url).
 //!
 //! The scan is checked against positive controls so that it cannot pass by looking in the wrong
 //! place: the envelope bytes the device uploaded are found in the database files, the agent token
@@ -42,6 +43,8 @@ const ACCESS_TOKEN: &str = "gho_LEAKCANARYaccessTOKEN0123456789";
 const REFRESH_TOKEN: &str = "ghr_LEAKCANARYrefreshTOKEN012345678";
 const REFRESHED_ACCESS: &str = "gho_LEAKCANARYrefreshedACCESS987654";
 const ROTATED_REFRESH: &str = "ghr_LEAKCANARYrotatedREFRESH9876543";
+const CREATION_TOKEN: &str = "lkct_LEAKCANARYcreationTOKEN0123456789abcd";
+const WRONG_CREATION_TOKEN: &str = "lkct_LEAKCANARYwrongCREATIONtoken98765432";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_a_log_line_a_response_the_database_or_the_key_file() {
@@ -63,19 +66,46 @@ async fn no_secret_reaches_a_log_line_a_response_the_database_or_the_key_file() 
     let upstream_base = upstream.clone().start().await;
     let metrics = Metrics::new();
     let metrics_base = common::serve_metrics(metrics.clone()).await;
+    // The creation token as an operator keeps it: a private file, outside the data directory
+    // (whose every file is scanned below).
+    let token_dir = tempfile::tempdir().expect("temp dir");
+    let token_file = token_dir.path().join("creation-token");
+    std::fs::write(&token_file, format!("{CREATION_TOKEN}\n")).expect("token file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let broker = TestBroker::start_with(|store, clock, dir| {
-        // The broker key as the binary keeps it: a file in the data directory.
-        let flags = Flags { data_dir: Some(dir.to_owned()), ..Flags::default() };
+        // The broker key as the binary keeps it: a file in the data directory; the creation
+        // token read from its file, as the binary reads it.
+        let flags = Flags {
+            data_dir: Some(dir.to_owned()),
+            creation_token_file: Some(token_file),
+            ..Flags::default()
+        };
         let config = Config::resolve(flags, |_| None).expect("config");
         let key = latchkey_server::config::load_broker_key(&config, |_| None).expect("key file");
-        Broker::new(store, key).with_clock(clock).with_metrics(metrics)
+        let creation = config.workspace_creation().expect("creation token file");
+        Broker::new(store, key)
+            .with_clock(clock)
+            .with_metrics(metrics)
+            .with_workspace_creation(creation)
     })
     .await;
     let mut story = Story::new(broker, upstream_base.clone());
 
     // --- Set-up: a workspace, an agent, an API-key credential and an OAuth credential. -------
     let mut admin = TestDevice::new(WorkspaceId::random());
-    let body = admin.create_workspace_body("Acme");
+    let mut body = admin.create_workspace_body("Acme");
+    let (status, refused) =
+        story.send(story.broker.signed(&admin, "POST", "/v1/workspaces", Some(&body))).await;
+    assert_eq!(refused["code"], "creation_token_required", "{status} {refused}");
+    body["creation_token"] = json!(WRONG_CREATION_TOKEN);
+    let (status, refused) =
+        story.send(story.broker.signed(&admin, "POST", "/v1/workspaces", Some(&body))).await;
+    assert_eq!(refused["code"], "creation_token_invalid", "{status} {refused}");
+    body["creation_token"] = json!(CREATION_TOKEN);
     let (status, body) =
         story.send(story.broker.signed(&admin, "POST", "/v1/workspaces", Some(&body))).await;
     assert_eq!(status, 201, "workspace: {body}");
@@ -452,10 +482,22 @@ impl Story {
             ("the OAuth refresh token", REFRESH_TOKEN),
             ("the refreshed access token", REFRESHED_ACCESS),
             ("the rotated refresh token", ROTATED_REFRESH),
+            ("the workspace creation token", CREATION_TOKEN),
+            ("the wrong creation token", WRONG_CREATION_TOKEN),
             ("the agent token", token),
         ] {
             secrets.push((name.to_owned(), forms(value.as_bytes())));
         }
+        // What the broker keeps of the creation token: its digest (docs/protocol.md).
+        let digest: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::new()
+                .chain_update(b"latchkey creation token v1\0")
+                .chain_update(CREATION_TOKEN.as_bytes())
+                .finalize()
+                .into()
+        };
+        secrets.push(("the creation token's digest".to_owned(), forms(&digest)));
         // The token's random part alone, in case something logs it without its prefix.
         let random = token.trim_start_matches("lk_");
         secrets.push(("the agent token's body".to_owned(), vec![random.as_bytes().to_vec()]));

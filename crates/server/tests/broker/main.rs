@@ -6,6 +6,7 @@ mod common;
 mod agents;
 mod audit;
 mod audit_journal;
+mod creation;
 mod credentials;
 mod identity;
 mod inject;

@@ -46,6 +46,12 @@ export const createWorkspace = (a: {
   /** PEM of a private certificate authority trusted for the team server; null = none. Rejects
    * with `broker_ca_unusable` if it holds no usable certificate (or holds a private key). */
   teamServerCa: string | null;
+  /** The team server's workspace creation token, when its operator creates workspaces with it
+   * alone; null = none. Sent one way: no command answers it back. Rejects with
+   * `invalid_creation_token` (not a token at all), `invalid_input` (without a team server), or
+   * the server's `creation_token_required`, `creation_token_invalid` or
+   * `workspace_creation_closed`. */
+  creationToken: string | null;
 }) => call<AppStatus>('create_workspace', a);
 /** Exactly one of `memberName` (a new member) and `deviceOf` (another device of that member). */
 export const joinWorkspace = (a: {

@@ -249,6 +249,8 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     app_status: () => structuredClone(b.status),
     create_workspace: (a) => {
       checkCa(a.teamServerCa);
+      if (a.teamServerUrl === null && a.creationToken != null)
+        throw err('invalid_input', 'a creation token is for a team server: give its URL too, or leave the token out for this computer\'s broker');
       const local = a.teamServerUrl === null;
       const url = local ? 'http://127.0.0.1:7878' : String(a.teamServerUrl);
       b.status = {
