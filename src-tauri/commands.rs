@@ -432,13 +432,18 @@ pub async fn export_audit<R: Runtime>(
     };
     let text = shell.backend.export_audit(csv).await?;
     let dir = export_dir(&app)?;
-    let path =
-        crate::files::write_new(&dir, "latchkey-audit", &format, text.as_bytes()).map_err(|e| {
-            CommandError::new(
-                crate::error::codes::FAILED,
-                format!("cannot write the export in {}: {e}", dir.display()),
-            )
-        })?;
+    let path = latchkey_client::files::write_new_numbered(
+        &dir,
+        "latchkey-audit",
+        &format,
+        text.as_bytes(),
+    )
+    .map_err(|e| {
+        CommandError::new(
+            crate::error::codes::FAILED,
+            format!("cannot write the export in {}: {e}", dir.display()),
+        )
+    })?;
     Ok(Saved { path: path.display().to_string() })
 }
 

@@ -17,7 +17,6 @@ mod commands_tests;
 pub mod embedded;
 pub mod error;
 pub mod events;
-pub mod files;
 pub mod live;
 pub mod templates;
 pub mod tray;

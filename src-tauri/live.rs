@@ -876,14 +876,18 @@ impl Backend for Live {
     async fn export_recovery_kit(&self, passphrase: SecretBytes, dir: PathBuf) -> Outcome<PathBuf> {
         let store = self.key_store().await?;
         let kit = recovery::export_kit(self.profile(), &store, passphrase).await?;
-        crate::files::write_new(&dir, "latchkey-recovery-kit", "txt", kit.text.as_bytes()).map_err(
-            |e| {
-                CommandError::new(
-                    codes::FAILED,
-                    format!("cannot write the kit in {}: {e}", dir.display()),
-                )
-            },
+        latchkey_client::files::write_new_numbered(
+            &dir,
+            "latchkey-recovery-kit",
+            "txt",
+            kit.text.as_bytes(),
         )
+        .map_err(|e| {
+            CommandError::new(
+                codes::FAILED,
+                format!("cannot write the kit in {}: {e}", dir.display()),
+            )
+        })
     }
 
     async fn import_recovery_kit(

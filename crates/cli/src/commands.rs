@@ -696,14 +696,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Writes `bytes` to a file that must not exist yet: an export never overwrites anything. On
 /// Unix the file is readable and writable by its owner alone (a recovery kit, an audit log).
 fn create_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
+    latchkey_client::files::create_new_private(path, bytes).with_context(|| {
+        format!("cannot write {} (it must be a new file in a folder you can write)", path.display())
+    })
 }
 
 /// One progress line on stderr (stdout stays for the result).

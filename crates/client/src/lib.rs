@@ -43,6 +43,7 @@ pub mod approvals;
 pub mod audit;
 pub mod catalog;
 pub mod connection;
+pub mod files;
 pub mod inject;
 pub mod keychain;
 pub mod local_proxy;
