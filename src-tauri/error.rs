@@ -9,6 +9,7 @@
 use latchkey_client::access::AccessError;
 use latchkey_client::api::{ClientError, PolicyProblem, codes as broker_codes};
 use latchkey_client::approvals::ApprovalError;
+use latchkey_client::audit::AuditError;
 use latchkey_client::connection::ConnectError;
 use latchkey_client::keychain::KeychainError;
 use latchkey_client::oauth::OAuthError;
@@ -155,6 +156,7 @@ macro_rules! from_client_errors {
 from_client_errors!(
     AccessError,
     ApprovalError,
+    AuditError,
     ClientError,
     ConnectError,
     KeychainError,
@@ -198,6 +200,12 @@ fn peel<'a>(error: &'a (dyn std::error::Error + 'static)) -> &'a (dyn std::error
         }
     } else if let Some(ConnectError::Access(inner)) = error.downcast_ref::<ConnectError>() {
         return peel(inner);
+    } else if let Some(e) = error.downcast_ref::<AuditError>() {
+        match e {
+            AuditError::Broker(inner) => return inner,
+            AuditError::Profile(inner) => return inner,
+            _ => {}
+        }
     } else if let Some(RecoveryKitError::Workspace(inner)) =
         error.downcast_ref::<RecoveryKitError>()
     {

@@ -14,6 +14,7 @@ use latchkey_client::api::{
     NewPolicy, PolicyId, Role,
 };
 use latchkey_client::approvals;
+use latchkey_client::audit;
 use latchkey_client::catalog::Catalog;
 use latchkey_client::connection::{
     self, ConnectRequest, CustomEndpoints, DisconnectOptions, ReconnectOptions, RevocationOutcome,
@@ -802,7 +803,8 @@ impl Backend for Live {
     }
 
     async fn verify_audit(&self) -> Outcome<AuditVerdict> {
-        Ok(self.client().await?.audit_verify().await?.into())
+        let check = audit::check_workspace_chain(&*self.client().await?, self.profile()).await?;
+        Ok(AuditVerdict::from(&check))
     }
 
     async fn export_audit(&self, csv: bool) -> Outcome<String> {

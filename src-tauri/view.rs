@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 
 use latchkey_client::api::{
-    AgentInfo, ApprovalInfo, ApprovalStatus, AuditEntry, AuditVerdict as BrokerVerdict,
-    CredentialInfo, CredentialStatus, GrantInfo, Member as BrokerMember, Role,
+    AgentInfo, ApprovalInfo, ApprovalStatus, AuditEntry, CredentialInfo, CredentialStatus,
+    GrantInfo, Member as BrokerMember, Role,
 };
+use latchkey_client::audit::ChainCheck;
 use latchkey_client::catalog::{Provider as CatalogProvider, ProviderKind};
 use latchkey_core::ids::{DeviceId, MemberId, Owner};
 use serde::Serialize;
@@ -467,7 +468,8 @@ impl AuditRow {
     }
 }
 
-/// The chain verification's result.
+/// The chain verification's result: this device's own check of the whole log (against the
+/// head it kept from its last check) and the broker's verdict, which must agree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditVerdict {
@@ -476,16 +478,43 @@ pub struct AuditVerdict {
     pub head: Option<String>,
     pub first_broken_seq: Option<u64>,
     pub reason: Option<String>,
+    /// The record this device had verified before and found unchanged (`ok`), or whose loss or
+    /// change broke the check; `None` at a device's first check.
+    pub anchored_seq: Option<u64>,
 }
 
-impl From<BrokerVerdict> for AuditVerdict {
-    fn from(v: BrokerVerdict) -> Self {
-        Self {
-            ok: v.ok,
-            records: v.records.unwrap_or_default(),
-            head: v.head,
-            first_broken_seq: v.first_broken_seq,
-            reason: v.reason,
+impl From<&ChainCheck> for AuditVerdict {
+    fn from(check: &ChainCheck) -> Self {
+        let anchored_seq = check.anchor.as_ref().map(|a| a.seq);
+        match &check.local {
+            Ok(chain) if check.verified() => Self {
+                ok: true,
+                records: chain.records,
+                head: Some(chain.head.clone()),
+                first_broken_seq: None,
+                reason: None,
+                anchored_seq,
+            },
+            Err(broken) => Self {
+                ok: false,
+                records: 0,
+                head: None,
+                first_broken_seq: Some(broken.seq),
+                reason: Some(broken.reason.to_owned()),
+                anchored_seq,
+            },
+            // This device's check passed; the broker's did not, or named another head.
+            Ok(_) => Self {
+                ok: false,
+                records: 0,
+                head: None,
+                first_broken_seq: check.broker.first_broken_seq,
+                reason: Some(check.broker.reason.clone().unwrap_or_else(|| {
+                    "the broker's verdict and this device's check disagree: treat the log as altered"
+                        .to_owned()
+                })),
+                anchored_seq,
+            },
         }
     }
 }

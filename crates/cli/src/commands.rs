@@ -12,7 +12,7 @@ use latchkey_client::api::{
     AuditFilter, BrokerClient, BrokerEndpoint, BrokerUrl, CredentialInfo, CredentialStatus,
     InviteFor, PauseState, Role,
 };
-use latchkey_client::audit::verify_export;
+use latchkey_client::audit::check_workspace_chain;
 use latchkey_client::catalog::Catalog;
 use latchkey_client::connection::DisconnectOptions;
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
@@ -384,27 +384,36 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(AuditCommand::Verify) => {
             let client = client(&profile, choice).await?;
-            let broker = client.audit_verify().await?;
-            let export = client.audit_export(false, &AuditFilter::default()).await?;
-            let local = verify_export(&export);
+            let check = check_workspace_chain(&client, &profile).await?;
             let value = json!({
-                "broker": broker,
-                "local": match &local {
+                "broker": check.broker,
+                "local": match &check.local {
                     Ok(chain) => json!({"ok": true, "records": chain.records, "head": chain.head}),
                     Err(broken) => json!({"ok": false, "first_broken_seq": broken.seq, "reason": broken.reason}),
                 },
+                "anchor": check.anchor.as_ref().map(|a| json!({"seq": a.seq, "hash": a.hash})),
             });
-            let agree = match &local {
-                Ok(chain) => broker.ok && broker.head.as_deref() == Some(chain.head.as_str()),
-                Err(_) => false,
-            };
-            let text = match &local {
-                Ok(chain) if agree => format!("The audit chain verifies: {} records, head {}.", chain.records, chain.head),
-                Ok(_) => "The broker's verdict and this device's check disagree: treat the log as altered.".to_owned(),
-                Err(broken) => broken.to_string(),
+            let verified = check.verified();
+            let text = match (&check.local, &check.anchor) {
+                (Ok(chain), anchor) if verified => {
+                    let mut text = format!(
+                        "The audit chain verifies: {} records, head {}.",
+                        chain.records, chain.head
+                    );
+                    text.push_str(&match anchor {
+                        Some(a) => format!(
+                            "\nIt still holds record {} as this device verified it before: nothing was removed from its end or rewritten since.",
+                            a.seq
+                        ),
+                        None => "\nThis device keeps its head, to find records removed from the end or a rewritten log at the next check.".to_owned(),
+                    });
+                    text
+                }
+                (Ok(_), _) => "The broker's verdict and this device's check disagree: treat the log as altered.".to_owned(),
+                (Err(broken), _) => broken.to_string(),
             };
             out.value(&value, &text)?;
-            if agree { Ok(()) } else { bail!("the audit chain does not verify") }
+            if verified { Ok(()) } else { bail!("the audit chain does not verify") }
         }
         Command::Audit(AuditCommand::Export { format, out: path }) => {
             let text = client(&profile, choice)

@@ -18,6 +18,7 @@ use clap::Parser as _;
 use latchkey_client::access::AccessError;
 use latchkey_client::api::{ClientError, InviteCodeError, codes};
 use latchkey_client::approvals::ApprovalError;
+use latchkey_client::audit::AuditError;
 use latchkey_client::connection::ConnectError;
 use latchkey_client::inject::InjectError;
 use latchkey_client::keychain::KeychainError;
@@ -132,6 +133,12 @@ fn classify(error: &anyhow::Error) -> Verdict {
                 ApprovalError::Closed { .. } => Some((4, None)),
                 ApprovalError::NotFound(_) => Some((3, None)),
                 ApprovalError::AnsweredByAdmins(_) => Some((4, None)),
+                _ => None,
+            }
+        } else if let Some(e) = cause.downcast_ref::<AuditError>() {
+            match e {
+                AuditError::Broker(c) => Some(client(c)),
+                AuditError::Profile(p) => profile(p),
                 _ => None,
             }
         } else if let Some(e) = cause.downcast_ref::<PolicyError>() {

@@ -938,6 +938,37 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
         verified["local"]["head"], verified["broker"]["head"],
         "both checks agree on the head"
     );
+    // The device keeps the verified head; a later log that no longer holds it is refused, though
+    // it would chain soundly on its own (records removed from the end, or a rewritten history).
+    let anchor_file = ada.dir.path().join("test.audit-anchor");
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&anchor_file).unwrap())
+        .expect("the device keeps the head it verified");
+    assert_eq!(
+        (&kept["seq"], &kept["hash"]),
+        (&verified["local"]["records"], &verified["local"]["head"]),
+        "the anchor is the verified head"
+    );
+    let again = ada.json(&["audit", "verify"], None).await;
+    assert_eq!(again["anchor"]["seq"], kept["seq"], "the next check is made against it: {again}");
+    for (field, value, says) in [
+        ("seq", serde_json::json!(1_000_000), "removed from its end"),
+        ("hash", serde_json::json!("ab".repeat(32)), "the log was rewritten"),
+    ] {
+        let mut moved = kept.clone();
+        moved[field] = value;
+        std::fs::write(&anchor_file, moved.to_string()).unwrap();
+        let (code, out, err) = ada.run(&["audit", "verify"], None).await;
+        assert_eq!(code, 1, "a log that lost the anchored record does not verify: {out} {err}");
+        assert!(out.contains(says), "the check says what happened ({says}): {out}");
+        let still: Value = serde_json::from_str(&std::fs::read_to_string(&anchor_file).unwrap())
+            .expect("an anchor");
+        assert_eq!(still, moved, "a failed check never moves the anchor");
+    }
+    std::fs::write(&anchor_file, "not an anchor").unwrap();
+    let (code, _, err) = ada.run(&["audit", "verify"], None).await;
+    assert_eq!(code, 1, "an unreadable anchor is an error, not a fresh start: {err}");
+    assert!(err.contains("move it away"), "the error says how to start over: {err}");
+    std::fs::write(&anchor_file, kept.to_string()).unwrap();
     let csv = ada.dir.path().join("audit.csv");
     ada.json(&["audit", "export", "--format", "csv", "--out", &csv.display().to_string()], None)
         .await;

@@ -267,12 +267,30 @@ describe('audit', () => {
   it('shows a verified chain', async () => {
     const b = setup();
     render(Audit);
-    expect(await screen.findByTestId('audit-verify')).toHaveTextContent(`Chain verified — ${b.audit.length} records intact`);
+    expect(await screen.findByTestId('audit-verify')).toHaveTextContent(`Chain verified on this device — ${b.audit.length} records intact`);
+    expect(screen.getByTestId('audit-anchor'), 'a first check says the head is kept').toHaveTextContent('keeps the head');
+  });
+
+  it('says a record verified before is still there', async () => {
+    const b = setup();
+    b.verdict = { ok: true, records: 130, head: 'c0ffee', firstBrokenSeq: null, reason: null, anchoredSeq: 120 };
+    render(Audit);
+    expect(await screen.findByTestId('audit-anchor')).toHaveTextContent('Record 120, verified here before, is unchanged');
+  });
+
+  it('shows a log cut short of the record verified before as broken', async () => {
+    const b = setup();
+    const reason = 'the log ends before a record this device saw verified: records were removed from its end';
+    b.verdict = { ok: false, records: 0, head: null, firstBrokenSeq: 120, reason, anchoredSeq: 120 };
+    render(Audit);
+    const banner = await screen.findByTestId('audit-verify');
+    expect(banner).toHaveTextContent('Chain broken at record 120');
+    expect(banner).toHaveTextContent('removed from its end');
   });
 
   it('shows a broken chain with the first broken record and reason', async () => {
     const b = setup();
-    b.verdict = { ok: false, records: 120, head: null, firstBrokenSeq: 57, reason: 'hash mismatch' };
+    b.verdict = { ok: false, records: 120, head: null, firstBrokenSeq: 57, reason: 'hash mismatch', anchoredSeq: null };
     render(Audit);
     const banner = await screen.findByTestId('audit-verify');
     expect(banner).toHaveTextContent('Chain broken at record 57');

@@ -181,6 +181,9 @@ export type AuditVerdict = {
   head: string | null;
   firstBrokenSeq: number | null;
   reason: string | null;
+  /** The record this device verified at its previous check and found unchanged (when `ok`), or
+   * whose loss or change broke the check; null at this device's first check. */
+  anchoredSeq: number | null;
 };
 
 export type Device = {

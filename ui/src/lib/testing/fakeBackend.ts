@@ -430,7 +430,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         .filter((r) => (!a.agent || r.agent === a.agent) && (!a.credentialName || r.credentialName === a.credentialName))
         .filter((r) => (!a.decision || r.decision === a.decision) && (!a.since || r.at >= Number(a.since)))
         .slice(0, Number(a.limit) || 500),
-    verify_audit: () => b.verdict ?? ({ ok: true, records: b.audit.length, head: 'b3f1c0de', firstBrokenSeq: null, reason: null }),
+    verify_audit: () => b.verdict ?? ({ ok: true, records: b.audit.length, head: 'b3f1c0de', firstBrokenSeq: null, reason: null, anchoredSeq: null }),
     export_audit: (a) => ({ path: `~/Downloads/latchkey-audit.${a.format}` }),
     list_members: () => structuredClone(b.members),
     create_invite: (a) => ({ code: 'LK-7Q4M-2XRT-9PHD', role: a.role, expiresAt: now() + 86400 }),
