@@ -588,9 +588,13 @@ def main() -> None:
         step("audit: the call is recorded and the chain verifies")
         d.click(t("nav-audit"), "audit in the sidebar")
         d.wait_text(t("audit-table"), "/v1/hello", "the approved call in the audit table")
-        d.wait_text(t("audit-verify"), "erif", "the chain verification banner")
+        d.wait_text(t("audit-verify"), "verified on this device", "the chain verification banner")
         d.wait(t("audit-chart"), "the calls chart")
         d.screenshot("audit")
+        # The device kept the head it verified; the next check holds the log to it.
+        d.click(t("reverify"), "verify again")
+        d.wait_text(t("audit-anchor"), "verified here before, is unchanged",
+                    "the second check against the head the first one kept")
         exported = []
         for _ in range(2):
             before = d.text(d.wait(t("export-path"), "")) if d.find_all(t("export-path")) else ""
