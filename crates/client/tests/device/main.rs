@@ -25,6 +25,7 @@ mod tls;
 
 mod access;
 mod approvals;
+mod audit;
 mod catalog;
 mod inject;
 mod oauth;
