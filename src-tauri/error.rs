@@ -348,6 +348,26 @@ mod tests {
     }
 
     #[test]
+    fn a_creation_refused_at_a_limit_keeps_the_brokers_code_and_its_message() {
+        let refusal = latchkey_client::api::ApiError {
+            status: 409,
+            code: broker_codes::LIMIT_REACHED.to_owned(),
+            message: "a workspace has at most 1000 active agents; revoke agents no longer in use \
+                      first (latchkey agent revoke; an admin sees every member's agents)"
+                .to_owned(),
+            problems: Vec::new(),
+        };
+        let shown = CommandError::from(AccessError::Broker(ClientError::Api(refusal)));
+        assert_eq!(shown.code, "limit_reached", "the UI may branch on the broker's own code");
+        assert!(
+            shown.message.contains("at most 1000 active agents")
+                && shown.message.contains("latchkey agent revoke"),
+            "the ErrorNote shows the broker's message, which names the limit and the way out: {}",
+            shown.message
+        );
+    }
+
+    #[test]
     fn a_refused_recovery_kit_has_its_own_code_and_keeps_its_reason() {
         let shown = CommandError::from(RecoveryKitError::OtherMember);
         assert_eq!(shown.code, codes::RECOVERY_KIT_REFUSED, "not a generic failure: {shown:?}");

@@ -723,6 +723,54 @@ async fn a_closed_team_server_sends_the_cli_to_join_with_an_invite() {
 }
 
 #[tokio::test]
+async fn a_creation_the_broker_refuses_at_a_limit_exits_4_with_the_brokers_message() {
+    let (broker, broker_dir, _stop) = start_broker().await;
+    let ada = Latchkey::new();
+    let created = ada
+        .json(
+            &["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name", "Ada"],
+            None,
+        )
+        .await;
+    // The workspace's pending invites, filled to the broker's limit straight in its database.
+    let limit = latchkey_server::store::members::MAX_PENDING_INVITES;
+    let file =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(broker_dir.path().join("db.sqlite3"));
+    let db = sqlx::SqlitePool::connect_with(file).await.unwrap();
+    let now = i64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+    )
+    .unwrap();
+    for i in 0..limit {
+        sqlx::query(
+            "INSERT INTO invites (workspace_id, code_hash, role, created_by, created_at, expires_at)
+             VALUES ($1, $2, 'member', $3, $4, $5)",
+        )
+        .bind(created["workspace"].as_str().unwrap())
+        .bind(<sha2::Sha256 as sha2::Digest>::digest(format!("invite {i}")).to_vec())
+        .bind(created["device"].as_str().unwrap())
+        .bind(now)
+        .bind(now + 86_400)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    db.close().await;
+
+    let (code, out, err) = ada.run(&["invite", "create"], None).await;
+    assert_eq!(code, 4, "a refusal by the broker is exit 4, whatever the reason: {err}");
+    assert!(out.is_empty(), "no code is printed for an invite that was not made: {out}");
+    assert!(
+        err.starts_with("error: ")
+            && err.contains("(limit_reached)")
+            && err.contains(&format!("at most {limit} pending invites"))
+            && err.contains("wait for unused ones to expire"),
+        "the broker's code and its message, which names the limit and the way under it: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: the message says what to do: {err}");
+}
+
+#[tokio::test]
 async fn connect_refuses_what_it_cannot_connect_before_anything_is_opened() {
     // No profile is set up: each refusal comes before the key store or the network.
     let latchkey = Latchkey::new();

@@ -88,6 +88,10 @@ pub mod codes {
     pub const CREATION_TOKEN_REQUIRED: &str = "creation_token_required";
     /// The creation token sent is not the broker's.
     pub const CREATION_TOKEN_INVALID: &str = "creation_token_invalid";
+    /// The workspace (or the agent or member concerned) already has as many agents, grants,
+    /// credentials, pending invites, members, devices or policies as the broker keeps; the
+    /// message names the limit and what to remove first. Nothing was written.
+    pub const LIMIT_REACHED: &str = "limit_reached";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -78,6 +78,10 @@ pub enum ErrorCode {
     CreationTokenRequired,
     /// The creation token the request carried is not the broker's.
     CreationTokenInvalid,
+    /// The workspace (or the agent or member concerned) already has as many of what the request
+    /// would create as a broker keeps: agents, grants, credentials, invites, members, devices or
+    /// policies. The message names the limit and what to remove first; nothing was written.
+    LimitReached,
 }
 
 impl ErrorCode {
@@ -98,7 +102,9 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::Conflict | ErrorCode::RefreshInProgress => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::RefreshInProgress | ErrorCode::LimitReached => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::SignatureInvalid
             | ErrorCode::UnknownDevice
             | ErrorCode::ReplayedRequest
@@ -156,6 +162,12 @@ impl ApiError {
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error");
         Self::new(ErrorCode::Internal, "internal error; the server log has details")
+    }
+}
+
+impl From<crate::store::LimitReached> for ApiError {
+    fn from(limit: crate::store::LimitReached) -> Self {
+        Self::new(ErrorCode::LimitReached, limit.to_string())
     }
 }
 

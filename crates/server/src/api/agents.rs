@@ -24,6 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::credentials::{audit, may_see};
+use super::limit_reached;
 use super::openapi::{DeviceErrors, stand_in};
 use super::workspaces::checked_name;
 use crate::audit::AuditKind;
@@ -106,6 +107,7 @@ struct AgentList {
         (status = 201, description = "The agent and its token, shown once", body = AgentWithToken<'static>),
         DeviceErrors,
         (status = 400, description = "`bad_request` or `invalid_request` (the name)", body = ApiError),
+        (status = 409, description = "`limit_reached`: the workspace has 1000 active agents; revoke some first", body = ApiError),
     ),
 )]
 async fn create(
@@ -125,7 +127,8 @@ async fn create(
             &token.hash(),
             state.now(),
         )
-        .await?;
+        .await?
+        .map_err(|limit| limit_reached(&caller, limit))?;
     tracing::info!(workspace = %agent.workspace, agent = %agent.id, owner = %agent.owner, "agent created");
     audit(&state, &caller, AuditKind::AgentCreated, |e| e.agent = Some(agent.id)).await;
     token_response(StatusCode::CREATED, agent, &token)
@@ -293,7 +296,7 @@ struct GrantsQuery {
         DeviceErrors,
         (status = 400, description = "`bad_request` or `invalid_request` (methods, patterns, expiry)", body = ApiError),
         (status = 404, description = "`not_found`: no such agent or credential visible to the caller", body = ApiError),
-        (status = 409, description = "`conflict`: the agent was revoked or the grant id is taken", body = ApiError),
+        (status = 409, description = "`conflict`: the agent was revoked or the grant id is taken; `limit_reached`: the agent has 1000 live grants, revoke some or let them expire first", body = ApiError),
     ),
 )]
 async fn create_grant(
@@ -335,6 +338,7 @@ async fn create_grant(
         .await?
         .map_err(|e| {
             let code = match e {
+                GrantWriteError::Limit(limit) => return limit_reached(&caller, limit),
                 GrantWriteError::CredentialGone => ErrorCode::NotFound,
                 _ => ErrorCode::Conflict,
             };

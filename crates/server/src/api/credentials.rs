@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::limit_reached;
 use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
 use crate::audit::{AuditEvent, AuditKind};
@@ -224,7 +225,7 @@ const REFRESH_RETRY_SECS: u64 = 2;
         DeviceErrors,
         (status = 400, description = "`bad_request` or `invalid_request` (name, provider, URL, hosts, scopes, envelope framing or key version)", body = ApiError),
         (status = 403, description = "`forbidden`: only admins create shared credentials", body = ApiError),
-        (status = 409, description = "`conflict`: the id or name is taken, or the envelope is not at the owner's current key version", body = ApiError),
+        (status = 409, description = "`conflict`: the id or name is taken, or the envelope is not at the owner's current key version; `limit_reached`: the workspace holds 2000 credentials, remove some first", body = ApiError),
     ),
 )]
 async fn create(
@@ -252,7 +253,10 @@ async fn create(
         envelope: checked_envelope(&body.envelope, body.key_version)?,
         now: state.now(),
     };
-    let record = state.store.create_credential(new).await?.map_err(write_error)?;
+    let record = state.store.create_credential(new).await?.map_err(|e| match e {
+        CredentialWriteError::Limit(limit) => limit_reached(&caller, limit),
+        e => write_error(e),
+    })?;
     tracing::info!(workspace = %record.workspace, credential = %record.id, owner = ?record.owner, "credential created");
     let name = record.name.clone();
     audit(&state, &caller, AuditKind::CredentialCreated, |e| e.credential_name = Some(name)).await;
@@ -806,6 +810,7 @@ fn write_error(error: CredentialWriteError) -> ApiError {
     let code = match error {
         CredentialWriteError::NotFound => ErrorCode::NotFound,
         CredentialWriteError::OwnerGone => ErrorCode::Forbidden,
+        CredentialWriteError::Limit(_) => ErrorCode::LimitReached,
         CredentialWriteError::RefreshInProgress { .. } => {
             return ApiError::new(ErrorCode::RefreshInProgress, error.to_string())
                 .retry_after(REFRESH_RETRY_SECS);

@@ -29,6 +29,7 @@ use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
 use super::credentials::{audit, audit_as};
+use super::limit_reached;
 use super::openapi::{DeviceErrors, stand_in};
 use super::wire::B64;
 use super::workspaces::{DeviceRegistration, checked_name, exchange_key, verify_registration};
@@ -111,6 +112,7 @@ struct InviteCreated {
         (status = 400, description = "`bad_request` or `invalid_request` (lifetime out of range, role given with member)", body = ApiError),
         (status = 403, description = "`forbidden`: only admins invite new members or other members' devices", body = ApiError),
         (status = 404, description = "`not_found`: no such member in the caller's workspace", body = ApiError),
+        (status = 409, description = "`limit_reached`: the workspace has 100 pending invites, or the invite could not be used: the workspace has 1000 members (a new-member invite), or the member has 20 devices (a device invite)", body = ApiError),
     ),
 )]
 async fn create_invite(
@@ -161,6 +163,7 @@ async fn create_invite(
         .await?
         .map_err(|e| match e {
             InviteError::UnknownMember => not_found("no such member in your workspace"),
+            InviteError::Limit(limit) => limit_reached(&caller, limit),
         })?;
     tracing::info!(workspace = %caller.workspace, device = %caller.device, "invite created");
     let (role, member) = match invite_for {
@@ -234,7 +237,7 @@ struct JoinedResponse {
         DeviceErrors,
         (status = 400, description = "`bad_request` or `invalid_request` (bad key or name, member.name missing for a new member, another member's id for a device invite)", body = ApiError),
         (status = 403, description = "`invite_invalid`: the code is mistyped, used, expired or revoked", body = ApiError),
-        (status = 409, description = "`conflict`: the member or device id is taken", body = ApiError),
+        (status = 409, description = "`conflict`: the member or device id is taken; `limit_reached` (only for a valid code): the workspace has 1000 members (a new-member invite) or the member has 20 devices (a device invite), and the code stays usable", body = ApiError),
     ),
 )]
 async fn join(
@@ -277,6 +280,13 @@ async fn join(
                 ErrorCode::Conflict,
                 "a device with this id exists; generate a new device id",
             ),
+            JoinError::Limit(limit) => {
+                tracing::warn!(
+                    member = %body.member.id, device = %body.device.id, limit = limit.name(),
+                    "creation refused at a limit"
+                );
+                ApiError::from(limit)
+            }
             _ => invalid_invite(),
         })?;
     tracing::info!(

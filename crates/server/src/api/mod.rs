@@ -16,8 +16,10 @@ mod workspaces;
 use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::auth::DeviceCaller;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
+use crate::store::LimitReached;
 
 /// All routes of the broker.
 pub(crate) fn router(state: SharedState) -> Router {
@@ -55,4 +57,14 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not accept that method")
+}
+
+/// `409 limit_reached` for a creation the store refused at one of its limits, logged at `warn`
+/// with the device that asked: a device creating in a loop is found by its id.
+fn limit_reached(caller: &DeviceCaller, limit: LimitReached) -> ApiError {
+    tracing::warn!(
+        workspace = %caller.workspace, member = %caller.member, device = %caller.device,
+        limit = limit.name(), "creation refused at a limit"
+    );
+    ApiError::from(limit)
 }

@@ -165,9 +165,9 @@ struct Saved {
         (status = 200, description = "Replaced", body = Saved),
         (status = 201, description = "Created", body = Saved),
         DeviceErrors,
-        (status = 400, description = "`invalid_request`: the policy does not parse or validate (with `errors`), or the id, description or size is wrong, or the workspace has too many policies", body = PolicyRefused),
+        (status = 400, description = "`invalid_request`: the policy does not parse or validate (with `errors`), or the id, description or size is wrong", body = PolicyRefused),
         (status = 403, description = "`forbidden`: the caller is not an admin", body = ApiError),
-        (status = 409, description = "`conflict`: `revision` was given and the policy is not at it (changed, deleted, or, for 0, taken)", body = ApiError),
+        (status = 409, description = "`conflict`: `revision` was given and the policy is not at it (changed, deleted, or, for 0, taken); `limit_reached`: a new policy, and the workspace has 100 policies", body = ApiError),
     ),
 )]
 async fn upsert(
@@ -198,7 +198,15 @@ async fn upsert(
         .put_policy(workspace, &DEFAULT_POLICIES, policy, expected, MAX_POLICIES, now)
         .await
         .map_err(ApiError::from)?
-        .map_err(refused)?;
+        .map_err(|refusal| {
+            if let ChangeRefused::TooMany { .. } = refusal {
+                tracing::warn!(
+                    %workspace, member = %request.caller.member, device = %request.caller.device,
+                    limit = "policies", "creation refused at a limit"
+                );
+            }
+            refused(refusal)
+        })?;
     state.policies.invalidate(workspace);
     tracing::info!(%workspace, member = %request.caller.member, policy = %id, outcome = ?put.outcome, revision = put.revision, "policy saved");
     audit(&state, &request.caller, AuditKind::PolicyChanged, |e| e.policy_ids = vec![id.clone()])
@@ -539,7 +547,9 @@ fn description(text: Option<&str>) -> Result<String, ApiError> {
 /// The answer to a change the store refused.
 fn refused(refusal: ChangeRefused) -> ApiError {
     match refusal {
-        ChangeRefused::TooMany { .. } => invalid(refusal.to_string()),
+        ChangeRefused::TooMany { .. } => {
+            ApiError::new(ErrorCode::LimitReached, refusal.to_string())
+        }
         ChangeRefused::Conflict(conflict) => {
             ApiError::new(ErrorCode::Conflict, conflict.to_string())
         }

@@ -13,7 +13,16 @@ use sqlx::any::AnyRow;
 
 use super::credentials::is_unique_violation;
 use super::nonces::as_i64;
-use super::{Lock, Store, StoreError};
+use super::{LimitReached, Lock, Store, StoreError, reaches};
+
+/// Most active (unrevoked) agents a workspace may have. Teams run a few agents per member;
+/// revoked agents stay listed as history and do not count.
+pub const MAX_ACTIVE_AGENTS: usize = 1000;
+
+/// Most live (unrevoked, unexpired) standing grants one agent may have. `latchkey run` and
+/// `latchkey proxy` register one per credential per run and revoke them at exit; even runs that
+/// are killed leave theirs for hours (8 by default), not for good.
+pub const MAX_LIVE_GRANTS_PER_AGENT: usize = 1000;
 
 /// An agent of a workspace.
 #[derive(Debug, Clone)]
@@ -95,6 +104,9 @@ pub enum GrantWriteError {
     /// The credential was deleted meanwhile.
     #[error("no such credential")]
     CredentialGone,
+    /// The agent already has [`MAX_LIVE_GRANTS_PER_AGENT`] live grants.
+    #[error(transparent)]
+    Limit(#[from] LimitReached),
 }
 
 /// The columns every query of this table selects, in [`agent_record`]'s order.
@@ -111,7 +123,8 @@ macro_rules! grant_columns {
 }
 
 impl Store {
-    /// Creates an agent owned by `owner`, identified by the hash of its token.
+    /// Creates an agent owned by `owner`, identified by the hash of its token, unless the
+    /// workspace already has [`MAX_ACTIVE_AGENTS`] active agents.
     pub async fn create_agent(
         &self,
         workspace: WorkspaceId,
@@ -120,14 +133,25 @@ impl Store {
         owner: MemberId,
         token_hash: &TokenHash,
         now: u64,
-    ) -> Result<AgentRecord, StoreError> {
+    ) -> Result<Result<AgentRecord, LimitReached>, StoreError> {
+        let ws = workspace.to_string();
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
+        let active = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM agents WHERE workspace_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&ws)
+        .fetch_one(&mut *tx)
+        .await?;
+        if reaches(active, MAX_ACTIVE_AGENTS) {
+            return Ok(Err(LimitReached::Agents));
+        }
+        // Only now: a refusal writes nothing, so it leaves the proxy's read cache warm.
         let _invalidate = self.hot.invalidate_on_drop();
-        let mut tx = self.begin(workspace, Lock::None).await?;
         sqlx::query(
             "INSERT INTO agents (workspace_id, id, name, owner_member_id, token_hash, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(workspace.to_string())
+        .bind(&ws)
         .bind(id.to_string())
         .bind(name)
         .bind(owner.to_string())
@@ -136,7 +160,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(AgentRecord {
+        Ok(Ok(AgentRecord {
             workspace,
             id,
             name: name.to_owned(),
@@ -144,7 +168,7 @@ impl Store {
             revoked_at: None,
             created_at: now,
             last_used_at: None,
-        })
+        }))
     }
 
     /// The agent whose token hashes to `hash`, revoked or not (the caller tells the two apart).
@@ -322,18 +346,32 @@ impl Store {
     }
 
     /// Registers a standing grant, if the agent is still unrevoked and the credential still
-    /// exists (both checked by the inserting statement).
+    /// exists (both checked by the inserting statement), unless the agent already has
+    /// [`MAX_LIVE_GRANTS_PER_AGENT`] live grants.
     pub async fn create_grant(
         &self,
         new: NewGrant,
     ) -> Result<Result<GrantRecord, GrantWriteError>, StoreError> {
-        let _invalidate = self.hot.invalidate_on_drop();
         let methods: Vec<&str> = new.methods.iter().map(Method::as_str).collect();
         let patterns: Vec<&str> = new.path_patterns.iter().map(PathPattern::as_str).collect();
         let encode = |v: &[&str]| {
             serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("unencodable: {e}")))
         };
-        let mut tx = self.begin(new.workspace, Lock::None).await?;
+        let mut tx = self.begin(new.workspace, Lock::Workspace).await?;
+        let live = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM grants
+             WHERE workspace_id = $1 AND agent_id = $2 AND revoked_at IS NULL AND expires_at > $3",
+        )
+        .bind(new.workspace.to_string())
+        .bind(new.agent.to_string())
+        .bind(as_i64(new.now))
+        .fetch_one(&mut *tx)
+        .await?;
+        if reaches(live, MAX_LIVE_GRANTS_PER_AGENT) {
+            return Ok(Err(LimitReached::Grants.into()));
+        }
+        // Only now: a refusal writes nothing, so it leaves the proxy's read cache warm.
+        let _invalidate = self.hot.invalidate_on_drop();
         let inserted = sqlx::query(
             "INSERT INTO grants (workspace_id, id, agent_id, credential_id, issued_by_device, methods,
                  path_patterns, expires_at, created_at)

@@ -23,7 +23,12 @@ use sqlx::any::AnyRow;
 use super::leases::{LeaseHolder, lease_in, release_in};
 use super::nonces::as_i64;
 use super::workspaces::insert_wrapped_key;
-use super::{Lock, Store, StoreError};
+use super::{LimitReached, Lock, Store, StoreError, reaches};
+
+/// Most credentials a workspace may hold, shared and personal together, in any status. A team
+/// connects a few per member and service; each costs up to 64 KiB of envelope, and every
+/// member's `GET /v1/credentials` reads the shared ones.
+pub const MAX_CREDENTIALS: usize = 2000;
 
 /// Whether agents can use a credential right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -226,6 +231,9 @@ pub enum CredentialWriteError {
         /// When the other holder's lease lapses (unix seconds).
         until: u64,
     },
+    /// A new credential, and the workspace already holds [`MAX_CREDENTIALS`].
+    #[error(transparent)]
+    Limit(#[from] LimitReached),
 }
 
 /// A refreshed envelope for [`Store::replace_envelope`]: stored only while `previous` is.
@@ -391,16 +399,27 @@ impl Store {
     }
 
     /// Creates a credential, active, at revision 1, if its envelope is sealed under the owner's
-    /// current key version (checked in the inserting statement itself).
+    /// current key version (checked in the inserting statement itself), unless the workspace
+    /// already holds [`MAX_CREDENTIALS`].
     pub async fn create_credential(
         &self,
         new: NewCredential,
     ) -> Result<Result<CredentialRecord, CredentialWriteError>, StoreError> {
-        let _invalidate = self.hot.invalidate_on_drop();
         let ws = new.workspace.to_string();
         let owner = owner_column(new.owner);
         let version = new.envelope.key_version();
         let mut tx = self.begin(new.workspace, Lock::Workspace).await?;
+        let held = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM credentials WHERE workspace_id = $1",
+        )
+        .bind(&ws)
+        .fetch_one(&mut *tx)
+        .await?;
+        if reaches(held, MAX_CREDENTIALS) {
+            return Ok(Err(LimitReached::Credentials.into()));
+        }
+        // Only now: a refusal writes nothing, so it leaves the proxy's read cache warm.
+        let _invalidate = self.hot.invalidate_on_drop();
         let inserted = sqlx::query(
             "INSERT INTO credentials (workspace_id, id, name, provider, upstream_base_url, allowed_hosts,
                  owner_member_id, key_version, status, scopes, expires_hint, envelope, created_at, updated_at, revision)

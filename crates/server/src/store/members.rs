@@ -6,8 +6,8 @@
 //! write would break it. Without it nobody could invite, remove or promote anyone again.
 //!
 //! Write transactions hold the workspace's write lock (`Lock::Workspace`) from their first
-//! statement: checks made inside them (an invite is still unused, an admin remains) cannot be
-//! invalidated by a concurrent writer before the commit.
+//! statement: checks made inside them (an invite is still unused, an admin remains, a limit is
+//! not reached) cannot be invalidated by a concurrent writer before the commit.
 
 use latchkey_core::ids::{AgentId, DeviceId, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
@@ -16,7 +16,19 @@ use sqlx::any::AnyRow;
 
 use super::devices::Role;
 use super::nonces::as_i64;
-use super::{Lock, Store, StoreError};
+use super::{LimitReached, Lock, Store, StoreError, reaches};
+
+/// Most active members a workspace may have: a large company's team, not a directory.
+pub const MAX_MEMBERS: usize = 1000;
+
+/// Most active devices one member may have: laptops, desktops and a few servers or CI runners
+/// with a profile of their own.
+pub const MAX_DEVICES_PER_MEMBER: usize = 20;
+
+/// Most pending invites a workspace may have: unused, unexpired, and made by a device not removed
+/// since (an invite dies with the device that made it). Each admits one device; a team that
+/// onboards many people at once sends a few dozen.
+pub const MAX_PENDING_INVITES: usize = 100;
 
 /// The columns [`device_record`] reads, in order, of a `devices d` row.
 macro_rules! device_columns {
@@ -58,6 +70,11 @@ pub enum InviteError {
     /// The member the invite names is not an active member of the workspace.
     #[error("no such member in this workspace")]
     UnknownMember,
+    /// The workspace already has [`MAX_PENDING_INVITES`] pending invites, or the invite could
+    /// not be used: the workspace has [`MAX_MEMBERS`] members (a new-member invite), or the
+    /// member it names has [`MAX_DEVICES_PER_MEMBER`] devices (a device invite).
+    #[error(transparent)]
+    Limit(#[from] LimitReached),
 }
 
 /// A device joining a workspace with an invite.
@@ -115,6 +132,11 @@ pub enum JoinError {
     /// A device with this id exists (in any workspace).
     #[error("a device with this id exists")]
     DeviceIdTaken,
+    /// The workspace has [`MAX_MEMBERS`] members (joining as a new member), or the member has
+    /// [`MAX_DEVICES_PER_MEMBER`] devices (joining as another device). Only said to a device
+    /// whose invite is valid.
+    #[error(transparent)]
+    Limit(#[from] LimitReached),
 }
 
 /// A device as other devices see it.
@@ -230,6 +252,21 @@ pub enum MembershipError {
     LastAdmin,
 }
 
+/// Active members of workspace `$1`.
+const ACTIVE_MEMBERS: &str =
+    "SELECT count(*) FROM members WHERE workspace_id = $1 AND removed_at IS NULL";
+
+/// Active devices of member `$2` of workspace `$1`.
+const ACTIVE_DEVICES: &str = "SELECT count(*) FROM devices
+     WHERE workspace_id = $1 AND member_id = $2 AND removed_at IS NULL";
+
+/// Pending invites of workspace `$1` at time `$2`: unused, unexpired, and made by a device that
+/// was not removed since.
+const PENDING_INVITES: &str = "SELECT count(*) FROM invites i
+     JOIN devices d ON d.workspace_id = i.workspace_id AND d.id = i.created_by
+     WHERE i.workspace_id = $1 AND i.used_at IS NULL AND i.expires_at > $2
+       AND d.removed_at IS NULL";
+
 /// Active admins that still have an active device; see the module's invariant.
 const ADMINS_WITH_DEVICES: &str = "SELECT count(*) FROM members m
      WHERE m.workspace_id = $1 AND m.role = 'admin' AND m.removed_at IS NULL
@@ -238,7 +275,11 @@ const ADMINS_WITH_DEVICES: &str = "SELECT count(*) FROM members m
                      AND d.removed_at IS NULL)";
 
 impl Store {
-    /// Stores an invite. A device invite must name an active member of the workspace.
+    /// Stores an invite. A device invite must name an active member of the workspace. Refused
+    /// when the workspace has [`MAX_PENDING_INVITES`] pending invites, and when the invite could
+    /// not be used anyway: a new-member invite in a workspace of [`MAX_MEMBERS`] members, a
+    /// device invite for a member with [`MAX_DEVICES_PER_MEMBER`] devices (joining checks both
+    /// again).
     pub async fn create_invite(
         &self,
         new: NewInvite,
@@ -254,7 +295,16 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let (role, member) = match new.invite_for {
-            InviteFor::NewMember(role) => (Some(role.as_str()), None),
+            InviteFor::NewMember(role) => {
+                let members = sqlx::query_scalar::<_, i64>(ACTIVE_MEMBERS)
+                    .bind(&ws)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if reaches(members, MAX_MEMBERS) {
+                    return Ok(Err(LimitReached::Members.into()));
+                }
+                (Some(role.as_str()), None)
+            }
             InviteFor::Device(member) => {
                 let active = sqlx::query_scalar::<_, i64>(
                     "SELECT count(*) FROM members
@@ -267,9 +317,25 @@ impl Store {
                 if active == 0 {
                     return Ok(Err(InviteError::UnknownMember));
                 }
+                let devices = sqlx::query_scalar::<_, i64>(ACTIVE_DEVICES)
+                    .bind(&ws)
+                    .bind(member.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if reaches(devices, MAX_DEVICES_PER_MEMBER) {
+                    return Ok(Err(LimitReached::Devices.into()));
+                }
                 (None, Some(member.to_string()))
             }
         };
+        let pending = sqlx::query_scalar::<_, i64>(PENDING_INVITES)
+            .bind(&ws)
+            .bind(as_i64(new.now))
+            .fetch_one(&mut *tx)
+            .await?;
+        if reaches(pending, MAX_PENDING_INVITES) {
+            return Ok(Err(LimitReached::Invites.into()));
+        }
         sqlx::query(
             "INSERT INTO invites (workspace_id, code_hash, role, member_id, created_by, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -360,6 +426,13 @@ impl Store {
                 if taken > 0 {
                     return Ok(Err(JoinError::MemberIdTaken));
                 }
+                let members = sqlx::query_scalar::<_, i64>(ACTIVE_MEMBERS)
+                    .bind(&ws)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if reaches(members, MAX_MEMBERS) {
+                    return Ok(Err(LimitReached::Members.into()));
+                }
                 sqlx::query(
                     "INSERT INTO members (workspace_id, id, name, role, key_version, created_at)
                      VALUES ($1, $2, $3, $4, 1, $5)",
@@ -388,6 +461,14 @@ impl Store {
                     // The member was removed after the invite was created: the invite died too.
                     return Ok(Err(JoinError::InvalidInvite));
                 };
+                let devices = sqlx::query_scalar::<_, i64>(ACTIVE_DEVICES)
+                    .bind(&ws)
+                    .bind(&member)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if reaches(devices, MAX_DEVICES_PER_MEMBER) {
+                    return Ok(Err(LimitReached::Devices.into()));
+                }
                 (Role::parse(&role).ok_or_else(|| corrupt("member role"))?, false)
             }
         };

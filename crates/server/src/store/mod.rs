@@ -88,6 +88,78 @@ pub enum StoreError {
     AuditBehind,
 }
 
+/// A creation refused because a workspace (or one of its agents or members) already has as many
+/// rows of the kind as a broker keeps; nothing was written.
+///
+/// Each limit is a constant beside the store method that enforces it, far above what a team uses
+/// and far below what a script creating in a loop reaches. The count is taken in the inserting
+/// transaction under the workspace's write lock ([`Lock::Workspace`]), so concurrent creations
+/// cannot overshoot. Rows that no longer do anything (revoked agents and grants, expired grants
+/// and invites, used invites, removed members and devices) do not count. Messages name the limit
+/// and how to get under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitReached {
+    /// The workspace has [`agents::MAX_ACTIVE_AGENTS`] unrevoked agents.
+    #[error(
+        "a workspace has at most {max} active agents; revoke agents no longer in use first (latchkey agent revoke; an admin sees every member's agents)",
+        max = agents::MAX_ACTIVE_AGENTS
+    )]
+    Agents,
+    /// The agent has [`agents::MAX_LIVE_GRANTS_PER_AGENT`] unrevoked, unexpired grants.
+    #[error(
+        "an agent has at most {max} live grants; revoke grants it no longer needs first (latchkey grant revoke), or wait for some to expire",
+        max = agents::MAX_LIVE_GRANTS_PER_AGENT
+    )]
+    Grants,
+    /// The workspace has [`credentials::MAX_CREDENTIALS`] credentials (shared and personal, in
+    /// any status).
+    #[error(
+        "a workspace has at most {max} credentials, shared and personal together; remove credentials no longer in use first (latchkey credential remove)",
+        max = credentials::MAX_CREDENTIALS
+    )]
+    Credentials,
+    /// The workspace has [`members::MAX_PENDING_INVITES`] pending invites.
+    #[error(
+        "a workspace has at most {max} pending invites; wait for unused ones to expire (7 days at most), or remove the device that made them (latchkey device remove), which voids its invites",
+        max = members::MAX_PENDING_INVITES
+    )]
+    Invites,
+    /// The workspace has [`members::MAX_MEMBERS`] active members.
+    #[error(
+        "a workspace has at most {max} members; an admin must remove members who left (latchkey member remove) before anyone else joins",
+        max = members::MAX_MEMBERS
+    )]
+    Members,
+    /// The member has [`members::MAX_DEVICES_PER_MEMBER`] active devices.
+    #[error(
+        "a member has at most {max} devices; remove devices no longer in use (latchkey device remove) before enrolling another",
+        max = members::MAX_DEVICES_PER_MEMBER
+    )]
+    Devices,
+}
+
+impl LimitReached {
+    /// A short stable name of the limit, for log lines: `agents`, `grants`, `credentials`,
+    /// `invites`, `members` or `devices`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitReached::Agents => "agents",
+            LimitReached::Grants => "grants",
+            LimitReached::Credentials => "credentials",
+            LimitReached::Invites => "invites",
+            LimitReached::Members => "members",
+            LimitReached::Devices => "devices",
+        }
+    }
+}
+
+/// Whether `count` rows (a `count(*)`) reach the limit `max`. A count that does not fit a
+/// `usize` cannot happen; it would count as reached, so the store errs on writing nothing.
+pub(crate) fn reaches(count: i64, max: usize) -> bool {
+    usize::try_from(count).unwrap_or(usize::MAX) >= max
+}
+
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -101,7 +101,9 @@ pub enum PutOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeRefused {
     /// A new policy, and the workspace already has the most it may have.
-    #[error("a workspace has at most {limit} policies; delete or merge some first")]
+    #[error(
+        "a workspace has at most {limit} policies; delete or merge policies no longer needed first (latchkey policy remove)"
+    )]
     TooMany {
         /// The limit.
         limit: usize,

@@ -11,6 +11,7 @@ mod credentials;
 mod identity;
 mod inject;
 mod leaks;
+mod limits;
 mod members;
 mod operations;
 mod pause;

@@ -656,20 +656,3 @@ unless { context.weekday <= 5 && context.hour >= 8 && context.hour < 18 };"#;
     }
     team.broker.stop().await;
 }
-
-#[tokio::test]
-async fn a_workspace_has_at_most_one_hundred_policies() {
-    let broker = TestBroker::start().await;
-    let admin = workspace_with_admin(&broker).await;
-    let body =
-        json!({"source": "forbid (principal, action == Latchkey::Action::\"PATCH\", resource);"});
-    for i in 0..98 {
-        let (status, response) = put_policy(&broker, &admin, &format!("p{i}"), &body).await;
-        assert_eq!(status, 201, "policy {i} of 98 beside the two defaults: {response}");
-    }
-    let (status, response) = put_policy(&broker, &admin, "one-too-many", &body).await;
-    assert_eq!((status, response["code"].as_str()), (400, Some("invalid_request")), "{response}");
-    let (status, response) = put_policy(&broker, &admin, "p0", &body).await;
-    assert_eq!(status, 200, "replacing an existing policy is still possible: {response}");
-    broker.stop().await;
-}
