@@ -6,7 +6,6 @@
 //! - [`tray`]: the tray's menu model, built from the pending approvals and the pause switch;
 //! - [`watch`]: follows the broker's approval stream to keep the tray, the window and the
 //!   notifications current;
-//! - [`files`]: the exports it writes for the person, never over an existing file;
 //! - [`view`] and [`error`]: what the UI is shown (metadata only) and the one `{code, message}`
 //!   error shape.
 

@@ -93,7 +93,7 @@ pub enum StoreError {
 ///
 /// Each limit is a constant beside the store method that enforces it, far above what a team uses
 /// and far below what a script creating in a loop reaches. The count is taken in the inserting
-/// transaction under the workspace's write lock ([`Lock::Workspace`]), so concurrent creations
+/// transaction under the workspace's write lock (`Lock::Workspace`), so concurrent creations
 /// cannot overshoot. Rows that no longer do anything (revoked agents and grants, expired grants
 /// and invites, used invites, removed members and devices) do not count. Messages name the limit
 /// and how to get under it.
