@@ -722,11 +722,7 @@ impl Backend for Live {
                 source: &draft.source,
                 description: &draft.description,
                 enabled: draft.enabled,
-                expected: match draft.revision {
-                    None => Expected::Anything,
-                    Some(0) => Expected::Absent,
-                    Some(revision) => Expected::Revision(revision),
-                },
+                expected: Expected::from_revision(draft.revision),
             },
         )
         .await?;

@@ -42,11 +42,7 @@ pub(crate) async fn policy(
         PolicyCommand::Set { id, file, description, disabled, if_revision } => {
             let source = read_source(&file)?;
             let client = client(profile, choice).await?;
-            let expected = match if_revision {
-                None => Expected::Anything,
-                Some(0) => Expected::Absent,
-                Some(revision) => Expected::Revision(revision),
-            };
+            let expected = Expected::from_revision(if_revision);
             let new = NewPolicy {
                 source: &source,
                 description: &description,

@@ -949,6 +949,16 @@ pub enum Expected {
 }
 
 impl Expected {
+    /// From a revision as people and the UI give it: none (unconditional), 0 (create only), or
+    /// the revision read (revisions start at 1).
+    pub fn from_revision(revision: Option<u64>) -> Self {
+        match revision {
+            None => Self::Anything,
+            Some(0) => Self::Absent,
+            Some(revision) => Self::Revision(revision),
+        }
+    }
+
     /// The `revision` the broker takes: none, 0 for absent, or the revision.
     fn wire(self) -> Option<u64> {
         match self {

@@ -260,6 +260,23 @@ const ACTIVE_MEMBERS: &str =
 const ACTIVE_DEVICES: &str = "SELECT count(*) FROM devices
      WHERE workspace_id = $1 AND member_id = $2 AND removed_at IS NULL";
 
+/// Whether workspace `ws` has [`MAX_MEMBERS`] active members.
+async fn members_full(tx: &mut sqlx::AnyConnection, ws: &str) -> Result<bool, StoreError> {
+    let members = sqlx::query_scalar::<_, i64>(ACTIVE_MEMBERS).bind(ws).fetch_one(tx).await?;
+    Ok(reaches(members, MAX_MEMBERS))
+}
+
+/// Whether `member` of workspace `ws` has [`MAX_DEVICES_PER_MEMBER`] active devices.
+async fn devices_full(
+    tx: &mut sqlx::AnyConnection,
+    ws: &str,
+    member: &str,
+) -> Result<bool, StoreError> {
+    let devices =
+        sqlx::query_scalar::<_, i64>(ACTIVE_DEVICES).bind(ws).bind(member).fetch_one(tx).await?;
+    Ok(reaches(devices, MAX_DEVICES_PER_MEMBER))
+}
+
 /// Pending invites of workspace `$1` at time `$2`: unused, unexpired, and made by a device that
 /// was not removed since.
 const PENDING_INVITES: &str = "SELECT count(*) FROM invites i
@@ -296,11 +313,7 @@ impl Store {
         .await?;
         let (role, member) = match new.invite_for {
             InviteFor::NewMember(role) => {
-                let members = sqlx::query_scalar::<_, i64>(ACTIVE_MEMBERS)
-                    .bind(&ws)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if reaches(members, MAX_MEMBERS) {
+                if members_full(&mut tx, &ws).await? {
                     return Ok(Err(LimitReached::Members.into()));
                 }
                 (Some(role.as_str()), None)
@@ -317,12 +330,7 @@ impl Store {
                 if active == 0 {
                     return Ok(Err(InviteError::UnknownMember));
                 }
-                let devices = sqlx::query_scalar::<_, i64>(ACTIVE_DEVICES)
-                    .bind(&ws)
-                    .bind(member.to_string())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if reaches(devices, MAX_DEVICES_PER_MEMBER) {
+                if devices_full(&mut tx, &ws, &member.to_string()).await? {
                     return Ok(Err(LimitReached::Devices.into()));
                 }
                 (None, Some(member.to_string()))
@@ -426,11 +434,7 @@ impl Store {
                 if taken > 0 {
                     return Ok(Err(JoinError::MemberIdTaken));
                 }
-                let members = sqlx::query_scalar::<_, i64>(ACTIVE_MEMBERS)
-                    .bind(&ws)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if reaches(members, MAX_MEMBERS) {
+                if members_full(&mut tx, &ws).await? {
                     return Ok(Err(LimitReached::Members.into()));
                 }
                 sqlx::query(
@@ -461,12 +465,7 @@ impl Store {
                     // The member was removed after the invite was created: the invite died too.
                     return Ok(Err(JoinError::InvalidInvite));
                 };
-                let devices = sqlx::query_scalar::<_, i64>(ACTIVE_DEVICES)
-                    .bind(&ws)
-                    .bind(&member)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if reaches(devices, MAX_DEVICES_PER_MEMBER) {
+                if devices_full(&mut tx, &ws, &member).await? {
                     return Ok(Err(LimitReached::Devices.into()));
                 }
                 (Role::parse(&role).ok_or_else(|| corrupt("member role"))?, false)

@@ -68,15 +68,6 @@ impl Expected {
             Some(n) => Self::Revision(n),
         }
     }
-
-    /// Whether a policy whose revision is `current` (`None`: absent) meets the condition.
-    fn met_by(self, current: Option<u64>) -> bool {
-        match (self, current) {
-            (Self::Anything, _) | (Self::Absent, None) => true,
-            (Self::Revision(expected), Some(current)) => expected == current,
-            (Self::Absent, Some(_)) | (Self::Revision(_), None) => false,
-        }
-    }
 }
 
 /// What [`Store::put_policy`] did.
@@ -151,14 +142,15 @@ impl PolicyConflict {
     /// The conflict between `expected` and a policy whose revision is `current` (`None`:
     /// absent), if the condition is not met.
     fn between(expected: Expected, current: Option<u64>) -> Option<Self> {
-        if expected.met_by(current) {
-            return None;
+        match (expected, current) {
+            (Expected::Anything, _) | (Expected::Absent, None) => None,
+            (Expected::Absent, Some(current)) => Some(Self::Exists { current }),
+            (Expected::Revision(expected), Some(current)) if expected == current => None,
+            (Expected::Revision(expected), Some(current)) => {
+                Some(Self::Changed { expected, current })
+            }
+            (Expected::Revision(expected), None) => Some(Self::Deleted { expected }),
         }
-        Some(match (expected, current) {
-            (Expected::Revision(expected), Some(current)) => Self::Changed { expected, current },
-            (Expected::Revision(expected), None) => Self::Deleted { expected },
-            (_, current) => Self::Exists { current: current.unwrap_or_default() },
-        })
     }
 }
 
