@@ -29,7 +29,6 @@ use latchkey_server::store::credentials::MAX_CREDENTIALS;
 use latchkey_server::store::members::{MAX_DEVICES_PER_MEMBER, MAX_MEMBERS, MAX_PENDING_INVITES};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use tracing::Level;
 
 const DAY: u64 = 24 * 60 * 60;
 
@@ -40,13 +39,8 @@ const DAY: u64 = 24 * 60 * 60;
 #[tokio::test]
 async fn a_workspace_holds_at_most_so_many_active_agents_and_a_revoked_one_makes_room() {
     let logs = LogCapture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(logs.clone())
-        .with_max_level(Level::INFO)
-        .finish();
-    // This test's runtime is single-threaded, so the broker's tasks log through this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // This test's runtime is single-threaded, so the broker's tasks log through this capture.
+    let _guard = logs.install();
     let broker = TestBroker::start_with(|store, clock, _| {
         Broker::new(store, BrokerSecretKey::generate().expect("broker key")).with_clock(clock)
     })

@@ -253,13 +253,8 @@ async fn an_unknown_endpoint_points_to_the_openapi_document() {
 #[tokio::test]
 async fn each_request_is_logged_with_its_route_template_never_its_path_query_or_headers() {
     let logs = LogCapture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    // This test's runtime is single-threaded, so the broker's tasks log through this subscriber.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // This test's runtime is single-threaded, so the broker's tasks log through this capture.
+    let _guard = logs.install();
     let broker = TestBroker::start_with(|store, clock, _| {
         Broker::new(store, BrokerSecretKey::generate().expect("broker key")).with_clock(clock)
     })

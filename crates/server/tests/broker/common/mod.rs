@@ -460,6 +460,17 @@ impl LogCapture {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
     }
+
+    /// Makes this capture the current thread's log output (JSON lines, INFO and above) until the
+    /// guard drops. On a single-threaded test runtime the broker's tasks log through it too.
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(self.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
 }
 
 impl std::io::Write for LogCapture {
