@@ -17,6 +17,13 @@ async function fillCreate(user: ReturnType<typeof userEvent.setup>) {
   await user.type(screen.getByTestId('member-name'), 'Ada');
 }
 
+/** The create form filled in for the team server at https://lk.acme.dev. */
+async function fillCreateOnServer(user: ReturnType<typeof userEvent.setup>) {
+  await fillCreate(user);
+  await user.click(screen.getByTestId('where-server'));
+  await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+}
+
 describe('onboarding', () => {
   it('creates a workspace on this computer with teamServerUrl null', async () => {
     const b = setup({ fresh: true });
@@ -36,9 +43,7 @@ describe('onboarding', () => {
     const b = setup({ fresh: true });
     const user = userEvent.setup();
     render(Onboarding);
-    await fillCreate(user);
-    await user.click(screen.getByTestId('where-server'));
-    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    await fillCreateOnServer(user);
     await user.click(screen.getByTestId('create-workspace'));
     await screen.findByText('Workspace ready');
     expect(b.callsOf('create_workspace')[0].teamServerUrl).toBe('https://lk.acme.dev');
@@ -141,9 +146,7 @@ describe('onboarding', () => {
     const b = setup({ fresh: true });
     const user = userEvent.setup();
     render(Onboarding);
-    await fillCreate(user);
-    await user.click(screen.getByTestId('where-server'));
-    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    await fillCreateOnServer(user);
     await user.type(screen.getByTestId('creation-token'), 'lkct-typed-for-the-server-only-0123456');
     await user.click(screen.getByTestId('where-local'));
     await user.click(screen.getByTestId('create-workspace'));
@@ -155,9 +158,7 @@ describe('onboarding', () => {
     const b = setup({ fresh: true });
     const user = userEvent.setup();
     render(Onboarding);
-    await fillCreate(user);
-    await user.click(screen.getByTestId('where-server'));
-    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    await fillCreateOnServer(user);
     b.failNext('create_workspace', { code: 'creation_token_required', message: 'this broker creates workspaces only with its creation token' });
     await user.click(screen.getByTestId('create-workspace'));
     const required = await screen.findByTestId('creation-token-error');
@@ -187,9 +188,7 @@ describe('onboarding', () => {
     const b = setup({ fresh: true });
     const user = userEvent.setup();
     render(Onboarding);
-    await fillCreate(user);
-    await user.click(screen.getByTestId('where-server'));
-    await user.type(screen.getByTestId('server-url'), 'https://lk.acme.dev');
+    await fillCreateOnServer(user);
     b.failNext('create_workspace', { code: 'workspace_creation_closed', message: 'this broker does not create workspaces' });
     await user.click(screen.getByTestId('create-workspace'));
     const closed = await screen.findByTestId('creation-closed');
