@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use latchkey_client::api::{BrokerUrl, PolicyId};
 use latchkey_core::capability::Method;
 use latchkey_core::fingerprint::Fingerprint;
-use latchkey_core::ids::{AgentId, ApprovalId, DeviceId, GrantId, MemberId};
+use latchkey_core::ids::{AgentId, ApprovalId, DeviceId, GrantId, InviteId, MemberId};
 
 /// `latchkey --help`: what Latchkey is, and a first session.
 const ABOUT: &str = "\
@@ -580,6 +580,14 @@ pub(crate) enum InviteCommand {
         /// Invite another device of this member instead.
         #[arg(long, value_name = "MEMBER ID")]
         device_for: Option<MemberId>,
+    },
+    /// List pending invites (every one for an admin, your own otherwise). Codes are never shown
+    /// again: an invite is named by its id.
+    List,
+    /// Revoke a pending invite: its code is refused from now on.
+    Revoke {
+        /// The invite's id (from `latchkey invite list`, or shown when it was created).
+        id: InviteId,
     },
 }
 

@@ -10,7 +10,7 @@ use latchkey_client::access::{
 };
 use latchkey_client::api::{
     AuditFilter, BrokerClient, BrokerEndpoint, BrokerUrl, CredentialInfo, CredentialStatus,
-    InviteFor, PauseState, Role,
+    PauseState,
 };
 use latchkey_client::audit::check_workspace_chain;
 use latchkey_client::catalog::Catalog;
@@ -34,11 +34,10 @@ use zeroize::Zeroizing;
 use crate::approvals::approvals;
 use crate::cli::{
     AddCredential, AgentCommand, AuditCommand, CapabilityCommand, Cli, Command, CredentialCommand,
-    GrantCommand, InviteCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, RoleChoice,
-    ScopeChoice, WorkspaceCommand,
+    GrantCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, ScopeChoice, WorkspaceCommand,
 };
 use crate::connect::{connect_command, disconnect_command};
-use crate::people::{Join, device, join, member};
+use crate::people::{Join, device, invite, join, member};
 use crate::policy::policy;
 use crate::shown::{shown, shown_all};
 
@@ -67,7 +66,7 @@ pub(crate) fn broker_endpoint(
 }
 
 /// One indented line per certificate: its SHA-256 fingerprint.
-fn authority_lines(fingerprints: &[String]) -> String {
+pub(crate) fn authority_lines(fingerprints: &[String]) -> String {
     let lines: Vec<String> = fingerprints.iter().map(|f| format!("  SHA-256 {f}")).collect();
     lines.join("\n")
 }
@@ -173,6 +172,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
         }
+        Command::Invite(command) => invite(&profile, choice, &out, command).await,
         Command::Device(command) => device(&profile, choice, &out, command).await,
         Command::Member(command) => member(&profile, choice, &out, command).await,
         Command::Policy(command) => policy(&profile, choice, &out, command).await,
@@ -283,35 +283,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     "workspace_key_version": config.workspace_key_version,
                     "member_key_version": config.member_key_version,
                     "broker_ca": authorities,
-                }),
-                &text,
-            )
-        }
-        Command::Invite(InviteCommand::Create { role, device_for }) => {
-            let client = client(&profile, choice).await?;
-            let authorities = client.endpoint().authorities();
-            let invite_for = match device_for {
-                Some(member) => InviteFor::Device(member),
-                None => InviteFor::NewMember(match role {
-                    RoleChoice::Admin => Role::Admin,
-                    RoleChoice::Member => Role::Member,
-                }),
-            };
-            let invite = client.create_invite(invite_for, None).await?;
-            let mut text = format!(
-                "Invite code (one use, shown once): {}\nThe new device joins with it, then you compare fingerprints.",
-                invite.code.expose_secret()
-            );
-            if let Some(authorities) = authorities {
-                text.push_str(
-                    "\nThe broker's certificate comes from a private authority: give the new device its PEM too (`latchkey workspace broker-ca --print`), to join with --broker-ca FILE. Its SHA-256 fingerprint, to compare:\n",
-                );
-                text.push_str(&authority_lines(&authorities.sha256_fingerprints()));
-            }
-            out.value(
-                &json!({
-                    "code": invite.code.expose_secret(), "expires_at": invite.expires_at,
-                    "broker_ca": authorities.map(TrustAnchors::sha256_fingerprints),
                 }),
                 &text,
             )

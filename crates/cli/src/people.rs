@@ -1,19 +1,20 @@
-//! Members and devices: joining a workspace, admitting a device after comparing fingerprints,
-//! receiving keys, listing and removing devices and members.
+//! Members and devices: inviting, joining a workspace, admitting a device after comparing
+//! fingerprints, receiving keys, listing and removing devices and members.
 
 use std::io::Read as _;
 
 use anyhow::{Context as _, bail};
-use latchkey_client::api::{BrokerEndpoint, InviteCode, Role};
+use latchkey_client::api::{BrokerEndpoint, InviteCode, InviteFor, Member, PendingInvite, Role};
 use latchkey_client::profile::Profile;
 use latchkey_client::rotation::{RotationScope, RotationSummary, rotate};
 use latchkey_client::workspace::{Joining, admit_device, join_workspace, receive_keys};
 use latchkey_core::ids::MemberId;
+use latchkey_core::tls::TrustAnchors;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::cli::{DeviceCommand, KeyStoreChoice, MemberCommand, RoleChoice};
-use crate::commands::{Output, client, key_store, rotation_progress};
+use crate::cli::{DeviceCommand, InviteCommand, KeyStoreChoice, MemberCommand, RoleChoice};
+use crate::commands::{Output, authority_lines, client, key_store, rotation_progress};
 use crate::shown::shown;
 
 /// The arguments of `workspace join`.
@@ -23,6 +24,117 @@ pub(crate) struct Join {
     pub(crate) device_of: Option<MemberId>,
     pub(crate) device_name: String,
     pub(crate) code_stdin: bool,
+}
+
+/// `latchkey invite ...`.
+pub(crate) async fn invite(
+    profile: &Profile,
+    choice: KeyStoreChoice,
+    out: &Output,
+    command: InviteCommand,
+) -> anyhow::Result<()> {
+    let client = client(profile, choice).await?;
+    match command {
+        InviteCommand::Create { role, device_for } => {
+            let authorities = client.endpoint().authorities();
+            let invite_for = match device_for {
+                Some(member) => InviteFor::Device(member),
+                None => InviteFor::NewMember(match role {
+                    RoleChoice::Admin => Role::Admin,
+                    RoleChoice::Member => Role::Member,
+                }),
+            };
+            let invite = client.create_invite(invite_for, None).await?;
+            let mut text = format!(
+                "Invite code (one use, shown once): {}\nThe new device joins with it, then you compare fingerprints.\nNot needed after all? latchkey invite revoke {}",
+                invite.code.expose_secret(),
+                invite.id
+            );
+            if let Some(authorities) = authorities {
+                text.push_str(
+                    "\nThe broker's certificate comes from a private authority: give the new device its PEM too (`latchkey workspace broker-ca --print`), to join with --broker-ca FILE. Its SHA-256 fingerprint, to compare:\n",
+                );
+                text.push_str(&authority_lines(&authorities.sha256_fingerprints()));
+            }
+            out.value(
+                &json!({
+                    "id": invite.id, "code": invite.code.expose_secret(),
+                    "expires_at": invite.expires_at,
+                    "broker_ca": authorities.map(TrustAnchors::sha256_fingerprints),
+                }),
+                &text,
+            )
+        }
+        InviteCommand::List => {
+            let invites = client.invites().await?;
+            let members = if invites.is_empty() { Vec::new() } else { client.members().await? };
+            let now = unix_now();
+            let values: Vec<serde_json::Value> = invites.iter().map(invite_json).collect();
+            let lines: Vec<String> = invites
+                .iter()
+                .map(|invite| {
+                    format!(
+                        "{}  {:<28} by {:<16} expires in {}",
+                        invite.id,
+                        admits(invite, &members),
+                        shown(&member_name(&members, invite.created_by_member)),
+                        remaining(invite.expires_at.saturating_sub(now)),
+                    )
+                })
+                .collect();
+            out.list(&json!(values), &lines, "No pending invites.")
+        }
+        InviteCommand::Revoke { id } => {
+            client.revoke_invite(id).await?;
+            out.value(
+                &json!({"revoked": id}),
+                &format!("Revoked invite {id}; its code is refused from now on."),
+            )
+        }
+    }
+}
+
+/// A pending invite in `--json` listings: the broker's fields, never a code.
+fn invite_json(invite: &PendingInvite) -> serde_json::Value {
+    let mut value = json!({
+        "id": invite.id, "created_by": invite.created_by,
+        "created_by_member": invite.created_by_member, "created_at": invite.created_at,
+        "expires_at": invite.expires_at,
+    });
+    match invite.invite_for {
+        InviteFor::NewMember(role) => value["role"] = json!(role),
+        InviteFor::Device(member) => value["member"] = json!(member),
+    }
+    value
+}
+
+/// What accepting an invite does, for a listing line.
+fn admits(invite: &PendingInvite, members: &[Member]) -> String {
+    match invite.invite_for {
+        InviteFor::NewMember(Role::Admin) => "a new admin".to_owned(),
+        InviteFor::NewMember(Role::Member) => "a new member".to_owned(),
+        InviteFor::Device(member) => format!("a device of {}", member_name(members, member)),
+    }
+}
+
+/// A member's name, or their id when they are not among `members` (removed since the listing).
+fn member_name(members: &[Member], id: MemberId) -> String {
+    members.iter().find(|m| m.id == id).map_or_else(|| id.to_string(), |m| m.name.clone())
+}
+
+/// "6 d 23 h", "23 h 59 min", "59 min", "under a minute".
+fn remaining(secs: u64) -> String {
+    let (days, hours, minutes) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => "under a minute".to_owned(),
+        (0, 0, m) => format!("{m} min"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `latchkey workspace join`.

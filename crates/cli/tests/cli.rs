@@ -743,14 +743,15 @@ async fn a_creation_the_broker_refuses_at_a_limit_exits_4_with_the_brokers_messa
     .unwrap();
     for i in 0..limit {
         sqlx::query(
-            "INSERT INTO invites (workspace_id, code_hash, role, created_by, created_at, expires_at)
-             VALUES ($1, $2, 'member', $3, $4, $5)",
+            "INSERT INTO invites (workspace_id, code_hash, role, created_by, created_at, expires_at, id)
+             VALUES ($1, $2, 'member', $3, $4, $5, $6)",
         )
         .bind(created["workspace"].as_str().unwrap())
         .bind(<sha2::Sha256 as sha2::Digest>::digest(format!("invite {i}")).to_vec())
         .bind(created["device"].as_str().unwrap())
         .bind(now)
         .bind(now + 86_400)
+        .bind(latchkey_core::ids::InviteId::random().to_string())
         .execute(&db)
         .await
         .unwrap();
@@ -764,7 +765,7 @@ async fn a_creation_the_broker_refuses_at_a_limit_exits_4_with_the_brokers_messa
         err.starts_with("error: ")
             && err.contains("(limit_reached)")
             && err.contains(&format!("at most {limit} pending invites"))
-            && err.contains("wait for unused ones to expire"),
+            && err.contains("latchkey invite revoke ID"),
         "the broker's code and its message, which names the limit and the way under it: {err}"
     );
     assert_eq!(err.lines().count(), 1, "one line: the message says what to do: {err}");
@@ -1361,6 +1362,40 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     let ada_fingerprint = admitted["fingerprint"].as_str().unwrap().to_owned();
     let received = grace.json(&["device", "receive-keys", "--from", &ada_fingerprint], None).await;
     assert_eq!(received["workspace_keys"], serde_json::json!([1]), "{received}");
+
+    // A spare invite Ada thinks better of: listed by id (never with its code), revoked, refused.
+    let spare = ada.json(&["invite", "create", "--role", "admin"], None).await;
+    let (spare_id, spare_code) =
+        (spare["id"].as_str().unwrap().to_owned(), spare["code"].as_str().unwrap().to_owned());
+    let listed = ada.json(&["invite", "list"], None).await;
+    assert!(!listed.to_string().contains(&spare_code), "a listing never shows a code: {listed}");
+    assert_snapshot("json-invite-list", &redact(&listed));
+    let (code, text, err) = ada.run(&["invite", "list"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.starts_with(&spare_id)
+            && text.contains("a new admin")
+            && text.contains("by Ada")
+            && text.contains("expires in 23 h 59 min") | text.contains("expires in 1 d 0 h"),
+        "one line: the id, what it admits, who made it, how long it lasts: {text}"
+    );
+    assert_eq!(grace.json(&["invite", "list"], None).await, serde_json::json!([]), "not hers");
+    let (code, _, err) = grace.run(&["invite", "revoke", &spare_id], None).await;
+    assert_eq!(code, 4, "a member cannot revoke an admin's invite: {err}");
+    assert!(err.contains("(forbidden)"), "{err}");
+    let revoked = ada.json(&["invite", "revoke", &spare_id], None).await;
+    assert_eq!(revoked, serde_json::json!({"revoked": spare_id}));
+    let (code, _, err) = ada.run(&["invite", "revoke", &spare_id], None).await;
+    assert_eq!(code, 3, "revoking twice finds no pending invite: {err}");
+    assert!(err.contains("(not_found)") && err.contains("no pending invite"), "{err}");
+    let (code, _, err) = ada.run(&["invite", "revoke", &spare_code], None).await;
+    assert_eq!(code, 2, "a code is not an invite id: {err}");
+    let late = Latchkey::new();
+    let late_join = ["workspace", "join", "--broker", &broker, "--member-name", "Mallory"];
+    let (code, _, err) =
+        late.run(&[&late_join[..], &["--code-stdin"]].concat(), Some(&spare_code)).await;
+    assert_eq!(code, 4, "a revoked code admits no one: {err}");
+    assert!(err.contains("(invite_invalid)"), "{err}");
 
     // A shared credential, looked at and changed from the terminal.
     ada.add_custom_key("models", &upstream_base, "localhost", API_KEY).await;

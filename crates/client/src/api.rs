@@ -23,8 +23,8 @@ use latchkey_core::envelope::Envelope;
 use latchkey_core::fingerprint::Fingerprint;
 use latchkey_core::httpsig::{self, HttpSigError, SignedRequestParts};
 use latchkey_core::ids::{
-    AgentId, ApprovalId, CredentialId, DeviceId, GrantId, KeyVersion, LeaseId, MemberId, Owner,
-    WorkspaceId,
+    AgentId, ApprovalId, CredentialId, DeviceId, GrantId, InviteId, KeyVersion, LeaseId, MemberId,
+    Owner, WorkspaceId,
 };
 use latchkey_core::keys::{
     BrokerPublicKey, DevicePublicKeys, DeviceSigningKey, DeviceVerifyingKey, ExchangePublicKey,
@@ -399,12 +399,32 @@ pub enum InviteFor {
 /// A created invite.
 #[derive(Debug)]
 pub struct Invite {
+    /// Its id, to list and revoke it by ([`BrokerClient::invites`],
+    /// [`BrokerClient::revoke_invite`]).
+    pub id: InviteId,
     /// The code to read out. Shown once: the broker keeps only its hash.
     pub code: InviteCode,
     /// When it dies (unix seconds).
     pub expires_at: u64,
     /// Who it admits.
     pub invite_for: InviteFor,
+}
+
+/// A pending invite as the broker lists it: unused, unexpired and still usable. Never its code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingInvite {
+    /// The invite.
+    pub id: InviteId,
+    /// Who it admits.
+    pub invite_for: InviteFor,
+    /// The device that made it.
+    pub created_by: DeviceId,
+    /// That device's member.
+    pub created_by_member: MemberId,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds; the code is refused from then on.
+    pub expires_at: u64,
 }
 
 /// Who is joining.
@@ -1438,6 +1458,7 @@ impl BrokerClient {
     ) -> Result<Invite, ClientError> {
         #[derive(Deserialize)]
         struct Answer {
+            id: InviteId,
             code: String,
             expires_at: u64,
         }
@@ -1454,7 +1475,60 @@ impl BrokerClient {
         let code = code.parse().map_err(|_| {
             unexpected(Method::Post, path, 201, "an invite code that is not 28 symbols")
         })?;
-        Ok(Invite { code, expires_at: answer.expires_at, invite_for })
+        Ok(Invite { id: answer.id, code, expires_at: answer.expires_at, invite_for })
+    }
+
+    /// `GET /v1/invites`: the pending invites this device may revoke (every one for an admin, a
+    /// member's own otherwise), oldest first.
+    pub async fn invites(&self) -> Result<Vec<PendingInvite>, ClientError> {
+        #[derive(Deserialize)]
+        struct Wire {
+            id: InviteId,
+            role: Option<Role>,
+            member: Option<MemberId>,
+            created_by: DeviceId,
+            created_by_member: MemberId,
+            created_at: u64,
+            expires_at: u64,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            invites: Vec<Wire>,
+        }
+        let path = "/v1/invites";
+        let answer: Answer = self.send(Method::Get, path, None).await?;
+        answer
+            .invites
+            .into_iter()
+            .map(|wire| {
+                let invite_for = match (wire.role, wire.member) {
+                    (Some(role), None) => InviteFor::NewMember(role),
+                    (None, Some(member)) => InviteFor::Device(member),
+                    _ => {
+                        return Err(unexpected(
+                            Method::Get,
+                            path,
+                            200,
+                            "an invite with neither or both of role and member",
+                        ));
+                    }
+                };
+                Ok(PendingInvite {
+                    id: wire.id,
+                    invite_for,
+                    created_by: wire.created_by,
+                    created_by_member: wire.created_by_member,
+                    created_at: wire.created_at,
+                    expires_at: wire.expires_at,
+                })
+            })
+            .collect()
+    }
+
+    /// `DELETE /v1/invites/{id}`: revokes a pending invite (an admin's any, a member's own); its
+    /// code is refused from then on.
+    pub async fn revoke_invite(&self, id: InviteId) -> Result<(), ClientError> {
+        self.send_empty(Method::Delete, &format!("/v1/invites/{id}")).await
     }
 
     /// `POST /v1/join`: enrols this device with an invite code. The broker's fingerprint in the

@@ -109,6 +109,13 @@ uuid_id!(
     "grant id"
 );
 uuid_id!(
+    /// A pending invite code, so it can be listed and revoked without the code itself (which is
+    /// shown once and never stored).
+    InviteId,
+    "invite id"
+);
+
+uuid_id!(
     /// An agent's call held by the broker until a member's device approves or denies it.
     ApprovalId,
     "approval id"

@@ -19,7 +19,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use latchkey_core::fingerprint::Fingerprint;
-use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, Owner, WorkspaceId};
+use latchkey_core::ids::{DeviceId, InviteId, KeyVersion, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -39,7 +39,8 @@ use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
 use crate::store::devices::Role;
 use crate::store::members::{
-    DeviceRecord, InviteError, InviteFor, Join, JoinError, MembershipError, NewInvite, WrapError,
+    DeviceRecord, InviteError, InviteFor, InviteRecord, Join, JoinError, MembershipError,
+    NewInvite, RevokeInviteError, WrapError,
 };
 
 /// Shortest invite lifetime: long enough to read a code out over a call.
@@ -53,7 +54,8 @@ const MAX_WRAPPED_KEYS: usize = 1000;
 
 pub(super) fn routes() -> OpenApiRouter<SharedState> {
     OpenApiRouter::new()
-        .routes(routes!(create_invite))
+        .routes(routes!(create_invite, list_invites))
+        .routes(routes!(revoke_invite))
         .routes(routes!(join))
         .routes(routes!(list_members))
         .routes(routes!(set_role, remove_member))
@@ -82,6 +84,9 @@ struct CreateInvite {
 /// A new invite code.
 #[derive(Serialize, ToSchema)]
 struct InviteCreated {
+    /// The invite's id, to list and revoke it by (`GET /v1/invites`, `DELETE /v1/invites/{id}`).
+    #[schema(value_type = stand_in::InviteId)]
+    id: InviteId,
     /// Shown once; the broker keeps only its hash.
     #[schema(example = "7G3K-Q9M2-XW4T-8HJ1-C5RZ-0NPB-4D6F")]
     code: String,
@@ -148,12 +153,14 @@ async fn create_invite(
     };
 
     let code = InviteCode::generate()?;
+    let id = InviteId::random();
     let now = state.now();
     let expires_at = now.saturating_add(ttl);
     state
         .store
         .create_invite(NewInvite {
             workspace: caller.workspace,
+            id,
             code_hash: code.hash(),
             invite_for,
             created_by: caller.device,
@@ -165,22 +172,160 @@ async fn create_invite(
             InviteError::UnknownMember => not_found("no such member in your workspace"),
             InviteError::Limit(limit) => limit_reached(&caller, limit),
         })?;
-    tracing::info!(workspace = %caller.workspace, device = %caller.device, "invite created");
-    let (role, member) = match invite_for {
-        InviteFor::NewMember(role) => (Some(role), None),
-        InviteFor::Device(member) => (None, Some(member)),
-    };
+    tracing::info!(workspace = %caller.workspace, device = %caller.device, invite = %id, "invite created");
+    let (role, member) = split_invite_for(invite_for);
     audit(&state, &caller, AuditKind::InviteCreated, |e| {
-        e.subject = Some(match invite_for {
-            InviteFor::NewMember(role) => role.as_str().to_owned(),
-            InviteFor::Device(member) => format!("device of {member}"),
-        });
+        e.subject = Some(invite_subject(id, invite_for));
     })
     .await;
     Ok((
         StatusCode::CREATED,
-        Json(InviteCreated { code: code.text().to_owned(), expires_at, role, member }),
+        Json(InviteCreated { id, code: code.text().to_owned(), expires_at, role, member }),
     ))
+}
+
+/// An invite's audit `subject`: what it admits, then its id.
+fn invite_subject(id: InviteId, invite_for: InviteFor) -> String {
+    match invite_for {
+        InviteFor::NewMember(role) => format!("{}, invite {id}", role.as_str()),
+        InviteFor::Device(member) => format!("device of {member}, invite {id}"),
+    }
+}
+
+/// The wire's `role` (a new member's) and `member` (a device invite's) of an invite.
+fn split_invite_for(invite_for: InviteFor) -> (Option<Role>, Option<MemberId>) {
+    match invite_for {
+        InviteFor::NewMember(role) => (Some(role), None),
+        InviteFor::Device(member) => (None, Some(member)),
+    }
+}
+
+/// A pending invite: unused, unexpired, and still usable.
+#[derive(Serialize, ToSchema)]
+struct InviteView {
+    #[schema(value_type = stand_in::InviteId)]
+    id: InviteId,
+    /// For a new member: their role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
+    /// For another device of an existing member: that member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<stand_in::MemberId>)]
+    member: Option<MemberId>,
+    /// The device that made it.
+    #[schema(value_type = stand_in::DeviceId)]
+    created_by: DeviceId,
+    /// That device's member.
+    #[schema(value_type = stand_in::MemberId)]
+    created_by_member: MemberId,
+    /// Unix seconds.
+    created_at: u64,
+    /// Unix seconds; the code is refused from then on.
+    expires_at: u64,
+}
+
+impl From<InviteRecord> for InviteView {
+    fn from(invite: InviteRecord) -> Self {
+        let (role, member) = split_invite_for(invite.invite_for);
+        Self {
+            id: invite.id,
+            role,
+            member,
+            created_by: invite.created_by,
+            created_by_member: invite.created_by_member,
+            created_at: invite.created_at,
+            expires_at: invite.expires_at,
+        }
+    }
+}
+
+/// The pending invites the caller may see.
+#[derive(Serialize, ToSchema)]
+struct InviteList {
+    invites: Vec<InviteView>,
+}
+
+/// `GET /v1/invites`: pending invites, oldest first (those of one second by id): every one for an
+/// admin, a member's own (made by any of their devices) for a member.
+///
+/// An invite is pending while it is unused, unexpired and still usable: the device that made it
+/// and its member are active, an invite for a new member was made by a member who is still an
+/// admin, and a device invite's member is active. The codes themselves are never listed: the
+/// broker keeps only their hashes.
+#[utoipa::path(
+    get,
+    path = "/v1/invites",
+    tag = "members",
+    operation_id = "list_invites",
+    security(("device_signature" = [])),
+    responses(
+        (status = 200, description = "The pending invites", body = InviteList),
+        DeviceErrors,
+    ),
+)]
+async fn list_invites(
+    State(state): State<SharedState>,
+    request: Signed<()>,
+) -> Result<Json<InviteList>, ApiError> {
+    let caller = request.caller;
+    let invites = state.store.pending_invites(caller.workspace, state.now()).await?;
+    let invites = invites
+        .into_iter()
+        .filter(|invite| caller.role == Role::Admin || invite.created_by_member == caller.member)
+        .map(InviteView::from)
+        .collect();
+    Ok(Json(InviteList { invites }))
+}
+
+/// `DELETE /v1/invites/{id}`: revokes a pending invite; its code is refused from then on.
+///
+/// Admins revoke any invite; a member revokes the invites their own devices made.
+#[utoipa::path(
+    delete,
+    path = "/v1/invites/{id}",
+    tag = "members",
+    operation_id = "revoke_invite",
+    security(("device_signature" = [])),
+    params(("id" = String, Path, format = "uuid", description = "The invite id (not the code)")),
+    responses(
+        (status = 204, description = "Revoked: the code is refused from now on"),
+        DeviceErrors,
+        (status = 400, description = "`invalid_request`: the id is not a lowercase UUID", body = ApiError),
+        (status = 403, description = "`forbidden`: another member's invite, and the caller is not an admin", body = ApiError),
+        (status = 404, description = "`not_found`: no pending invite with this id in the caller's workspace (expired, revoked, or void since its maker's device or role changed)", body = ApiError),
+        (status = 409, description = "`conflict`: the invite was already used; remove the device it admitted instead", body = ApiError),
+    ),
+)]
+async fn revoke_invite(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+    request: Signed<()>,
+) -> Result<StatusCode, ApiError> {
+    let caller = request.caller;
+    let id = path_id::<InviteId>(&id, "invite")?;
+    let by = (caller.role != Role::Admin).then_some(caller.member);
+    let invite = state.store.revoke_invite(caller.workspace, id, by, state.now()).await?.map_err(
+        |e| match e {
+            RevokeInviteError::Used => ApiError::new(
+                ErrorCode::Conflict,
+                "this invite was already used; to undo it, remove the device it admitted",
+            ),
+            RevokeInviteError::NotYours => ApiError::new(
+                ErrorCode::Forbidden,
+                "this invite was made by another member; only an admin can revoke it",
+            ),
+            _ => not_found(
+                "no pending invite with this id in your workspace: it may have expired, been \
+                 revoked, or been voided by a change to the device or member that made it",
+            ),
+        },
+    )?;
+    tracing::info!(workspace = %caller.workspace, invite = %id, by = %caller.device, "invite revoked");
+    audit(&state, &caller, AuditKind::InviteRevoked, |e| {
+        e.subject = Some(invite_subject(id, invite.invite_for));
+    })
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The body of `POST /v1/join`.

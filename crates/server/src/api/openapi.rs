@@ -209,6 +209,8 @@ pub(crate) mod stand_in {
         ApprovalId,
         /// A refresh lease id: a lowercase hyphenated UUID.
         LeaseId,
+        /// An invite id: a lowercase hyphenated UUID (not the code, which is shown once).
+        InviteId,
     );
 
     /// A key version: 1 for the first key, one more for each rotation.

@@ -180,8 +180,8 @@ pub enum AuditKind {
     /// A device wrapped a key to another device: the admission that shares the workspace (and
     /// a member's own) key (`subject`: the recipient device).
     KeysShared,
-    /// An invite was made (`subject`: the role it invites as, or `device` for an existing
-    /// member's new device).
+    /// An invite was made (`subject`: what it admits, the role it invites as or `device of
+    /// {member}`, then `, invite {id}`).
     InviteCreated,
     /// A member was made an admin (`subject`: the member).
     MemberPromoted,
@@ -198,11 +198,14 @@ pub enum AuditKind {
     AgentTokenRegenerated,
     /// A standing grant was registered (`subject`: the grant).
     GrantCreated,
+    /// A pending invite was revoked: its code is refused from now on (`subject` as for
+    /// [`AuditKind::InviteCreated`]).
+    InviteRevoked,
 }
 
 impl AuditKind {
     /// Every kind, in the order the codes were assigned.
-    pub const ALL: [AuditKind; 29] = [
+    pub const ALL: [AuditKind; 30] = [
         AuditKind::ProxyAttempt,
         AuditKind::ProxyOutcome,
         AuditKind::WorkspaceCreated,
@@ -232,6 +235,7 @@ impl AuditKind {
         AuditKind::CredentialStatusChanged,
         AuditKind::AgentTokenRegenerated,
         AuditKind::GrantCreated,
+        AuditKind::InviteRevoked,
     ];
 
     /// The stable code (the serde spelling).
@@ -266,6 +270,7 @@ impl AuditKind {
             AuditKind::CredentialStatusChanged => "credential_status_changed",
             AuditKind::AgentTokenRegenerated => "agent_token_regenerated",
             AuditKind::GrantCreated => "grant_created",
+            AuditKind::InviteRevoked => "invite_revoked",
         }
     }
 

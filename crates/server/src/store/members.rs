@@ -9,7 +9,7 @@
 //! statement: checks made inside them (an invite is still unused, an admin remains, a limit is
 //! not reached) cannot be invalidated by a concurrent writer before the commit.
 
-use latchkey_core::ids::{AgentId, DeviceId, MemberId, Owner, WorkspaceId};
+use latchkey_core::ids::{AgentId, DeviceId, InviteId, MemberId, Owner, WorkspaceId};
 use latchkey_core::keys::{WrappedKey, WrappedKind};
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
@@ -51,6 +51,8 @@ pub enum InviteFor {
 pub struct NewInvite {
     /// The workspace it admits to.
     pub workspace: WorkspaceId,
+    /// Its id, for listing and revoking it.
+    pub id: InviteId,
     /// SHA-256 of the code (the code itself is never stored).
     pub code_hash: [u8; 32],
     /// What accepting it does.
@@ -75,6 +77,40 @@ pub enum InviteError {
     /// member it names has [`MAX_DEVICES_PER_MEMBER`] devices (a device invite).
     #[error(transparent)]
     Limit(#[from] LimitReached),
+}
+
+/// A pending invite: unused, unexpired, and still usable (its creating device and member are
+/// active, the creator still has the authority it spoke with, a device invite's member is active).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteRecord {
+    /// The invite.
+    pub id: InviteId,
+    /// What accepting it does.
+    pub invite_for: InviteFor,
+    /// The device that created it.
+    pub created_by: DeviceId,
+    /// That device's member.
+    pub created_by_member: MemberId,
+    /// Creation time.
+    pub created_at: u64,
+    /// After this instant the invite is refused.
+    pub expires_at: u64,
+}
+
+/// An invite could not be revoked; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevokeInviteError {
+    /// No pending invite with this id in the workspace (never made, expired, revoked, or void
+    /// because its creator's device or authority is gone).
+    #[error("no pending invite with this id")]
+    NotFound,
+    /// The invite was already used: the device it admitted is enrolled.
+    #[error("the invite was already used")]
+    Used,
+    /// The revoker may revoke only invites made by their own devices, and this one was not.
+    #[error("the invite was made by another member")]
+    NotYours,
 }
 
 /// A device joining a workspace with an invite.
@@ -284,6 +320,27 @@ const PENDING_INVITES: &str = "SELECT count(*) FROM invites i
      WHERE i.workspace_id = $1 AND i.used_at IS NULL AND i.expires_at > $2
        AND d.removed_at IS NULL";
 
+/// The columns [`invite_record`] reads, in order, of `invites i` joined to its creating device
+/// `d`, from the pending invites of workspace `$1` at time `$2`: unused, unexpired, made by an
+/// active device of an active member who still has the authority the invite speaks with (an
+/// admin, or for a device invite the invited member themself), and for a device invite naming an
+/// active member. Joining checks the same (see [`Store::join`]).
+macro_rules! pending_invites {
+    () => {
+        "SELECT i.id, i.role, i.member_id, i.created_by, d.member_id, i.created_at, i.expires_at
+         FROM invites i
+         JOIN devices d ON d.workspace_id = i.workspace_id AND d.id = i.created_by
+         JOIN members m ON m.workspace_id = d.workspace_id AND m.id = d.member_id
+         WHERE i.workspace_id = $1 AND i.used_at IS NULL AND i.expires_at > $2
+           AND d.removed_at IS NULL AND m.removed_at IS NULL
+           AND (m.role = 'admin' OR i.member_id = m.id)
+           AND (i.member_id IS NULL OR EXISTS (
+                SELECT 1 FROM members t
+                WHERE t.workspace_id = i.workspace_id AND t.id = i.member_id
+                  AND t.removed_at IS NULL))"
+    };
+}
+
 /// Active admins that still have an active device; see the module's invariant.
 const ADMINS_WITH_DEVICES: &str = "SELECT count(*) FROM members m
      WHERE m.workspace_id = $1 AND m.role = 'admin' AND m.removed_at IS NULL
@@ -345,10 +402,11 @@ impl Store {
             return Ok(Err(LimitReached::Invites.into()));
         }
         sqlx::query(
-            "INSERT INTO invites (workspace_id, code_hash, role, member_id, created_by, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO invites (workspace_id, id, code_hash, role, member_id, created_by, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&ws)
+        .bind(new.id.to_string())
         .bind(&new.code_hash[..])
         .bind(role)
         .bind(member)
@@ -359,6 +417,71 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Ok(()))
+    }
+
+    /// The workspace's pending invites (see [`InviteRecord`]), oldest first (those of one second by id).
+    pub async fn pending_invites(
+        &self,
+        workspace: WorkspaceId,
+        now: u64,
+    ) -> Result<Vec<InviteRecord>, StoreError> {
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let rows = sqlx::query(concat!(pending_invites!(), " ORDER BY i.created_at, i.id"))
+            .bind(workspace.to_string())
+            .bind(as_i64(now))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        rows.iter().map(invite_record).collect()
+    }
+
+    /// Revokes a pending invite: its code is refused from now on. `by`: the member revoking, who
+    /// may revoke only invites their own devices made; `None` for an admin, who may revoke any.
+    /// Returns the revoked invite.
+    pub async fn revoke_invite(
+        &self,
+        workspace: WorkspaceId,
+        id: InviteId,
+        by: Option<MemberId>,
+        now: u64,
+    ) -> Result<Result<InviteRecord, RevokeInviteError>, StoreError> {
+        let ws = workspace.to_string();
+        let id_text = id.to_string();
+        let mut tx = self.begin(workspace, Lock::Workspace).await?;
+        let row = sqlx::query(concat!(pending_invites!(), " AND i.id = $3"))
+            .bind(&ws)
+            .bind(as_i64(now))
+            .bind(&id_text)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            let used = sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM invites
+                 WHERE workspace_id = $1 AND id = $2 AND used_at IS NOT NULL",
+            )
+            .bind(&ws)
+            .bind(&id_text)
+            .fetch_one(&mut *tx)
+            .await?;
+            return Ok(Err(if used > 0 {
+                RevokeInviteError::Used
+            } else {
+                RevokeInviteError::NotFound
+            }));
+        };
+        let invite = invite_record(&row)?;
+        if by.is_some_and(|member| member != invite.created_by_member) {
+            return Ok(Err(RevokeInviteError::NotYours));
+        }
+        // A revoked invite leaves no row: its code is refused exactly like one never made, and
+        // the audit log keeps the revocation.
+        sqlx::query("DELETE FROM invites WHERE workspace_id = $1 AND id = $2 AND used_at IS NULL")
+            .bind(&ws)
+            .bind(&id_text)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(invite))
     }
 
     /// Redeems an invite: creates the member (for a new-member invite) and the device, and marks
@@ -397,16 +520,7 @@ impl Store {
             invite.get::<String, _>(3).parse().map_err(|_| corrupt("creator"))?;
         let creator_role =
             Role::parse(&invite.get::<String, _>(4)).ok_or_else(|| corrupt("creator role"))?;
-        let invite_for =
-            match (invite.get::<Option<String>, _>(1), invite.get::<Option<String>, _>(2)) {
-                (Some(role), None) => {
-                    InviteFor::NewMember(Role::parse(&role).ok_or_else(|| corrupt("role"))?)
-                }
-                (None, Some(member)) => {
-                    InviteFor::Device(member.parse().map_err(|_| corrupt("member id"))?)
-                }
-                _ => return Err(corrupt("role and member")),
-            };
+        let invite_for = invite_for(invite.get(1), invite.get(2))?;
         // The invite speaks with its creator's authority, which must still hold.
         let authorised = match invite_for {
             InviteFor::NewMember(_) => creator_role == Role::Admin,
@@ -932,6 +1046,33 @@ async fn admin_remains(tx: &mut super::Tx, workspace: &str) -> Result<bool, Stor
         .fetch_one(&mut **tx)
         .await?;
     Ok(admins > 0)
+}
+
+/// What an invite row's `role` and `member_id` say accepting it does.
+fn invite_for(role: Option<String>, member: Option<String>) -> Result<InviteFor, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("invite: {what}"));
+    match (role, member) {
+        (Some(role), None) => {
+            Ok(InviteFor::NewMember(Role::parse(&role).ok_or_else(|| corrupt("role"))?))
+        }
+        (None, Some(member)) => {
+            Ok(InviteFor::Device(member.parse().map_err(|_| corrupt("member id"))?))
+        }
+        _ => Err(corrupt("role and member")),
+    }
+}
+
+/// An invite read with the columns of `pending_invites!`.
+fn invite_record(row: &AnyRow) -> Result<InviteRecord, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("invite: {what}"));
+    Ok(InviteRecord {
+        id: row.get::<String, _>(0).parse().map_err(|_| corrupt("id"))?,
+        invite_for: invite_for(row.get(1), row.get(2))?,
+        created_by: row.get::<String, _>(3).parse().map_err(|_| corrupt("creator device"))?,
+        created_by_member: row.get::<String, _>(4).parse().map_err(|_| corrupt("creator"))?,
+        created_at: time(row.get(5)).ok_or_else(|| corrupt("created_at"))?,
+        expires_at: time(row.get(6)).ok_or_else(|| corrupt("expires_at"))?,
+    })
 }
 
 fn time(secs: i64) -> Option<u64> {

@@ -121,7 +121,7 @@ pub enum LimitReached {
     Credentials,
     /// The workspace has [`members::MAX_PENDING_INVITES`] pending invites.
     #[error(
-        "a workspace has at most {max} pending invites; wait for unused ones to expire (7 days at most), or remove the device that made them (latchkey device remove), which voids its invites",
+        "a workspace has at most {max} pending invites; revoke unused ones (latchkey invite list, latchkey invite revoke ID) or wait for them to expire (7 days at most)",
         max = members::MAX_PENDING_INVITES
     )]
     Invites,

@@ -108,6 +108,7 @@ fn every_audit_kind_keeps_its_stable_code() {
             "credential_status_changed",
             "agent_token_regenerated",
             "grant_created",
+            "invite_revoked",
         ],
         "codes are stable: extend, never reassign"
     );

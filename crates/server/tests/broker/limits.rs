@@ -20,7 +20,7 @@ use common::{
     workspace_with_admin,
 };
 use latchkey_core::envelope::Envelope;
-use latchkey_core::ids::{AgentId, CredentialId, DeviceId, GrantId, MemberId};
+use latchkey_core::ids::{AgentId, CredentialId, DeviceId, GrantId, InviteId, MemberId};
 use latchkey_core::keys::BrokerSecretKey;
 use latchkey_server::Broker;
 use latchkey_server::policy::MAX_POLICIES;
@@ -276,10 +276,10 @@ async fn a_workspace_holds_at_most_so_many_pending_invites_and_used_or_expired_o
         status,
         &body,
         &format!("at most {MAX_PENDING_INVITES} pending invites"),
-        "device remove",
+        "latchkey invite revoke ID",
     );
     let (status, body) = create_invite(&broker, &member, json!({"member": member.member})).await;
-    assert_limit(status, &body, "pending invites", "wait for unused ones to expire");
+    assert_limit(status, &body, "pending invites", "revoke unused ones (latchkey invite list");
     assert_eq!(
         count(&broker, "SELECT count(*) FROM invites WHERE workspace_id = $1", &admin).await,
         before,
@@ -290,12 +290,19 @@ async fn a_workspace_holds_at_most_so_many_pending_invites_and_used_or_expired_o
     let (status, body) = create_invite(&broker, &admin, json!({})).await;
     assert_eq!(status, 201, "an invite that expired no longer counts: {body}");
     let (status, body) = create_invite(&broker, &admin, json!({})).await;
-    assert_limit(status, &body, "pending invites", "device remove");
+    assert_limit(status, &body, "pending invites", "latchkey invite revoke ID");
     let joining = TestDevice::new(admin.workspace);
     let (status, body) = join(&broker, &joining, last["code"].as_str().unwrap(), Some("Lin")).await;
     assert_eq!(status, 201, "a pending invite at the limit is still usable: {body}");
+    let (status, made) = create_invite(&broker, &admin, json!({})).await;
+    assert_eq!(status, 201, "a used invite no longer counts: {made}");
     let (status, body) = create_invite(&broker, &admin, json!({})).await;
-    assert_eq!(status, 201, "a used invite no longer counts: {body}");
+    assert_limit(status, &body, "pending invites", "latchkey invite revoke ID");
+    let (status, body) =
+        delete(&broker, &admin, &format!("/v1/invites/{}", made["id"].as_str().unwrap())).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = create_invite(&broker, &admin, json!({})).await;
+    assert_eq!(status, 201, "a revoked invite no longer counts: {body}");
     broker.stop().await;
 }
 
@@ -595,8 +602,8 @@ async fn insert_invites(
     for _ in 0..n {
         sqlx::query(
             "INSERT INTO invites (workspace_id, code_hash, role, created_by, created_at, expires_at,
-                 used_at, used_by_device)
-             VALUES ($1, $2, 'member', $3, $4, $5, $6, $7)",
+                 used_at, used_by_device, id)
+             VALUES ($1, $2, 'member', $3, $4, $5, $6, $7, $8)",
         )
         .bind(by.workspace.to_string())
         .bind(unique_hash())
@@ -605,6 +612,7 @@ async fn insert_invites(
         .bind(as_i64(expires_at))
         .bind(used_at.map(as_i64))
         .bind(used_at.map(|_| DeviceId::random().to_string()))
+        .bind(InviteId::random().to_string())
         .execute(&mut *tx)
         .await
         .expect("insert invite");

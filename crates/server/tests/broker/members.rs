@@ -13,7 +13,7 @@ use crate::common;
 
 use common::{TestBroker, TestDevice, b64, workspace_with_admin};
 use latchkey_core::fingerprint::Fingerprint;
-use latchkey_core::ids::{DeviceId, KeyVersion, MemberId, WorkspaceId};
+use latchkey_core::ids::{DeviceId, InviteId, KeyVersion, MemberId, WorkspaceId};
 use latchkey_core::keys::{
     DeviceVerifyingKey, ExchangePublicKey, MemberKey, WorkspaceKey, WrappedKey,
 };
@@ -417,6 +417,13 @@ async fn an_invite_dies_with_the_authority_of_whoever_created_it() {
         create_invite(&broker, &deputy, json!({"member": deputy.member})).await;
     let (status, body) = set_role(&broker, &admin, deputy.member, "member").await;
     assert_eq!(status, 200, "{body}");
+    let (_, listed) = get(&broker, &admin, "/v1/invites").await;
+    let ids: Vec<&Value> = listed["invites"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    assert_eq!(
+        ids,
+        [&for_own_device["id"]],
+        "a demoted admin's member invite is no longer pending; their own device's is: {listed}"
+    );
     let (status, body) = join(
         &broker,
         &TestDevice::new(admin.workspace),
@@ -445,6 +452,211 @@ async fn an_invite_dies_with_the_authority_of_whoever_created_it() {
         join(&broker, &second_device(&deputy), for_own_device["code"].as_str().unwrap(), None)
             .await;
     assert_eq!(status, 403, "every invite of a removed device is void");
+    let (_, listed) = get(&broker, &admin, "/v1/invites").await;
+    assert_eq!(
+        listed["invites"],
+        json!([]),
+        "a removed device's invites are not pending: {listed}"
+    );
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing and revoking invites
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn pending_invites_are_listed_to_who_may_revoke_them_and_a_revoked_code_admits_no_one() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let (status, for_newcomer) =
+        create_invite(&broker, &admin, json!({"role": "admin", "expires_in_secs": 3600})).await;
+    assert_eq!(status, 201, "{for_newcomer}");
+    // A second apart: invites made within one second are listed by id.
+    broker.clock.advance(1);
+    let (status, for_laptop) =
+        create_invite(&broker, &member, json!({"member": member.member})).await;
+    assert_eq!(status, 201, "{for_laptop}");
+    let newcomer_id = for_newcomer["id"].as_str().expect("an invite id").to_owned();
+    let laptop_id = for_laptop["id"].as_str().expect("an invite id").to_owned();
+    assert!(newcomer_id.parse::<InviteId>().is_ok(), "the id is a UUID: {for_newcomer}");
+
+    let (status, listed) = get(&broker, &admin, "/v1/invites").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["invites"],
+        json!([
+            {
+                "id": newcomer_id, "role": "admin", "created_by": admin.id,
+                "created_by_member": admin.member, "created_at": common::T0,
+                "expires_at": common::T0 + 3600,
+            },
+            {
+                "id": laptop_id, "member": member.member, "created_by": member.id,
+                "created_by_member": member.member, "created_at": common::T0 + 1,
+                "expires_at": common::T0 + 1 + 24 * 3600,
+            },
+        ]),
+        "an admin sees every pending invite, oldest first, the one enrolling the member used \
+         already gone"
+    );
+    for code in [&for_newcomer["code"], &for_laptop["code"]] {
+        let code = code.as_str().unwrap();
+        assert!(!listed.to_string().contains(code), "codes are never listed: {listed}");
+    }
+    let (_, own) = get(&broker, &member, "/v1/invites").await;
+    let ids: Vec<&Value> = own["invites"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    assert_eq!(ids, [&json!(laptop_id)], "a member sees only their own invites: {own}");
+
+    let (status, body) = revoke_invite(&broker, &member, &newcomer_id).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "a member cannot revoke an admin's invite: {body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("admin"), "says who can: {body}");
+
+    let (status, body) = revoke_invite(&broker, &member, &laptop_id).await;
+    assert_eq!(status, 204, "a member revokes their own invite: {body}");
+    let (status, body) =
+        join(&broker, &second_device(&member), for_laptop["code"].as_str().unwrap(), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invite_invalid")),
+        "a revoked code admits no one: {body}"
+    );
+    let (status, body) = revoke_invite(&broker, &member, &laptop_id).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("not_found")),
+        "revoking twice finds nothing the second time: {body}"
+    );
+
+    let (status, body) = revoke_invite(&broker, &admin, &newcomer_id).await;
+    assert_eq!(status, 204, "an admin revokes any invite: {body}");
+    let (status, body) = join(
+        &broker,
+        &TestDevice::new(admin.workspace),
+        for_newcomer["code"].as_str().unwrap(),
+        Some("Mallory"),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (403, Some("invite_invalid")), "{body}");
+    let (_, listed) = get(&broker, &admin, "/v1/invites").await;
+    assert_eq!(listed["invites"], json!([]), "nothing is pending any more: {listed}");
+    let (_, members) = get(&broker, &admin, "/v1/members").await;
+    assert_eq!(members["members"].as_array().map(Vec::len), Some(2), "no one joined: {members}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn used_expired_foreign_and_malformed_invites_are_not_revoked_and_nothing_changes() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (_, used) = create_invite(&broker, &admin, json!({})).await;
+    let (status, body) =
+        join(&broker, &TestDevice::new(admin.workspace), used["code"].as_str().unwrap(), Some("U"))
+            .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, short) = create_invite(&broker, &admin, json!({"expires_in_secs": 60})).await;
+    let (_, kept) = create_invite(&broker, &admin, json!({"expires_in_secs": 3600})).await;
+    broker.clock.advance(60);
+    let outsider = workspace_with_admin(&broker).await;
+
+    let (status, body) = revoke_invite(&broker, &admin, used["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("conflict")),
+        "a used invite cannot be taken back: {body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("remove the device"),
+        "says what undoes it: {body}"
+    );
+    for (by, id, why) in [
+        (&admin, short["id"].as_str().unwrap().to_owned(), "an expired invite"),
+        (&admin, InviteId::random().to_string(), "an unknown id"),
+        (&outsider, kept["id"].as_str().unwrap().to_owned(), "another workspace's invite"),
+    ] {
+        let (status, body) = revoke_invite(&broker, by, &id).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("not_found")),
+            "{why} is not found: {body}"
+        );
+    }
+    for id in ["not-an-id", "7G3K-Q9M2-XW4T-8HJ1-C5RZ-0NPB-4D6F"] {
+        let (status, body) = revoke_invite(&broker, &admin, id).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{id:?} is not an invite id: {body}"
+        );
+    }
+
+    let (_, listed) = get(&broker, &admin, "/v1/invites").await;
+    let ids: Vec<&Value> = listed["invites"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    assert_eq!(ids, [&kept["id"]], "used and expired invites are not pending: {listed}");
+    let (_, theirs) = get(&broker, &outsider, "/v1/invites").await;
+    assert_eq!(theirs["invites"], json!([]), "another workspace sees none of them: {theirs}");
+    let (status, body) =
+        join(&broker, &TestDevice::new(admin.workspace), kept["code"].as_str().unwrap(), Some("K"))
+            .await;
+    assert_eq!(status, 201, "the refused revocations left the invite usable: {body}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn invites_made_before_invites_had_ids_get_one_and_can_be_listed_used_and_revoked() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (_, first) = create_invite(&broker, &admin, json!({})).await;
+    let (_, second) = create_invite(&broker, &admin, json!({})).await;
+    // Take the database back to before the invite-id migration, as an older broker left it.
+    let forget_migration = match broker.db {
+        common::TestDatabase::Sqlite => "DELETE FROM _sqlx_migrations WHERE version = 10",
+        common::TestDatabase::Postgres(_) => "DELETE FROM _sqlx_migrations WHERE version = 11",
+    };
+    let pool = broker.db.privileged(broker.dir.path()).await;
+    for statement in
+        ["DROP INDEX invites_id", "ALTER TABLE invites DROP COLUMN id", forget_migration]
+    {
+        sqlx::query(statement).execute(&pool).await.expect(statement);
+    }
+    pool.close().await;
+
+    broker.db.open_and_migrate(broker.dir.path()).await.close().await;
+    let (status, listed) = get(&broker, &admin, "/v1/invites").await;
+    assert_eq!(status, 200, "{listed}");
+    let ids: Vec<InviteId> = listed["invites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().parse().expect("a canonical UUID"))
+        .collect();
+    assert_eq!(ids.len(), 2, "both older invites are listed: {listed}");
+    assert_ne!(ids[0], ids[1], "each got its own id");
+    for id in &ids {
+        assert_eq!(id.as_uuid().get_version_num(), 4, "a random UUID, as new invites get: {id}");
+        assert!(
+            id.to_string() != first["id"] && id.to_string() != second["id"],
+            "ids are drawn anew, not kept from before"
+        );
+    }
+    let (status, body) = revoke_invite(&broker, &admin, &ids[0].to_string()).await;
+    assert_eq!(status, 204, "an older invite is revoked by its new id: {body}");
+    let (_, listed) = get(&broker, &admin, "/v1/invites").await;
+    assert_eq!(listed["invites"][0]["id"], json!(ids[1]), "the other stays pending: {listed}");
+    let mut admitted = 0;
+    for (invite, name) in [(&first, "A"), (&second, "B")] {
+        let code = invite["code"].as_str().unwrap();
+        let (status, body) =
+            join(&broker, &TestDevice::new(admin.workspace), code, Some(name)).await;
+        assert!(status == 201 || body["code"] == "invite_invalid", "{body}");
+        admitted += usize::from(status == 201);
+    }
+    assert_eq!(admitted, 1, "the revoked code admits no one, the other admits its device");
     broker.stop().await;
 }
 
@@ -984,6 +1196,10 @@ async fn get_device(broker: &TestBroker, by: &TestDevice, id: DeviceId) -> Value
     body
 }
 
+async fn revoke_invite(broker: &TestBroker, by: &TestDevice, id: &str) -> (u16, Value) {
+    TestBroker::send(broker.signed(by, "DELETE", &format!("/v1/invites/{id}"), None)).await
+}
+
 async fn remove_device(broker: &TestBroker, by: &TestDevice, id: DeviceId) -> (u16, Value) {
     TestBroker::send(broker.signed(by, "DELETE", &format!("/v1/devices/{id}"), None)).await
 }
@@ -995,6 +1211,21 @@ async fn remove_member(broker: &TestBroker, by: &TestDevice, id: MemberId) -> (u
 async fn set_role(broker: &TestBroker, by: &TestDevice, id: MemberId, role: &str) -> (u16, Value) {
     let body = json!({"role": role});
     TestBroker::send(broker.signed(by, "PATCH", &format!("/v1/members/{id}"), Some(&body))).await
+}
+
+/// An audit subject with the invite id it ends with (`, invite {uuid}`) replaced by `{id}`, after
+/// checking that it is a UUID.
+fn without_invite_id(subject: String) -> String {
+    match subject.rsplit_once(", invite ") {
+        Some((what, id)) => {
+            assert!(
+                id.parse::<InviteId>().is_ok(),
+                "an invite subject ends with its id: {subject}"
+            );
+            format!("{what}, invite {{id}}")
+        }
+        None => subject,
+    }
 }
 
 /// The signing and exchange keys of a `GET /v1/devices/{id}` answer.
@@ -1069,6 +1300,10 @@ async fn every_membership_change_leaves_an_audit_record_naming_what_changed() {
     assert_eq!(TestBroker::send(broker.signed(&member, "DELETE", &path, None)).await.0, 200);
     let path = format!("/v1/members/{}", member.member);
     assert_eq!(TestBroker::send(broker.signed(&admin, "DELETE", &path, None)).await.0, 200);
+    let (status, revoked) = create_invite(&broker, &admin, json!({"role": "admin"})).await;
+    assert_eq!(status, 201, "{revoked}");
+    let revoked = revoked["id"].as_str().unwrap();
+    assert_eq!(revoke_invite(&broker, &admin, revoked).await.0, 204);
 
     let (status, log) = get(&broker, &admin, "/v1/audit?order=oldest_first").await;
     assert_eq!(status, 200, "{log}");
@@ -1078,7 +1313,7 @@ async fn every_membership_change_leaves_an_audit_record_naming_what_changed() {
         .iter()
         .map(|r| {
             let field = |k: &str| r["record"][k].as_str().unwrap_or("-").to_owned();
-            (field("kind"), field("device"), field("subject"))
+            (field("kind"), field("device"), without_invite_id(field("subject")))
         })
         .collect();
     let (a, m, s) = (admin.id.to_string(), member.id.to_string(), second.id.to_string());
@@ -1088,18 +1323,39 @@ async fn every_membership_change_leaves_an_audit_record_naming_what_changed() {
         seen,
         [
             row("workspace_created", &a, "-"),
-            row("invite_created", &a, "member"),
+            row("invite_created", &a, "member, invite {id}"),
             row("member_joined", &m, &m),
             row("keys_shared", &a, &m),
             row("member_promoted", &a, &who),
             row("member_demoted", &a, &who),
-            row("invite_created", &m, &format!("device of {who}")),
+            row("invite_created", &m, &format!("device of {who}, invite {{id}}")),
             row("device_joined", &s, &s),
             row("device_removed", &m, &s),
             row("member_removed", &a, &who),
+            row("invite_created", &a, "admin, invite {id}"),
+            row("invite_revoked", &a, "admin, invite {id}"),
         ],
         "who joined, who was let in, promoted, demoted or removed, and by which device, is on \
          the chain; a member's own member key wrapped to herself shares nothing"
+    );
+    let subjects = |kind: &str| -> Vec<String> {
+        log["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["record"]["kind"] == kind)
+            .map(|r| r["record"]["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        subjects("invite_revoked"),
+        [format!("admin, invite {revoked}")],
+        "the revocation names the invite"
+    );
+    assert_eq!(
+        subjects("invite_created").last(),
+        Some(&format!("admin, invite {revoked}")),
+        "the creation names the same invite, so the two can be matched"
     );
     broker.stop().await;
 }

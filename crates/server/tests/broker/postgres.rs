@@ -154,8 +154,8 @@ async fn two_workspaces() -> TwoWorkspaces {
                 vec![ws.clone(), member.clone(), device.clone()],
             ),
             (
-                "INSERT INTO invites (workspace_id, code_hash, role, created_by, created_at, expires_at)
-                 VALUES ($1, sha256(convert_to($2, 'UTF8')), 'member', $3, 0, 0)",
+                "INSERT INTO invites (workspace_id, id, code_hash, role, created_by, created_at, expires_at)
+                 VALUES ($1, $2, sha256(convert_to($2, 'UTF8')), 'member', $3, 0, 0)",
                 vec![ws.clone(), AgentId::random().to_string(), device.clone()],
             ),
         ];
