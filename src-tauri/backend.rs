@@ -12,7 +12,7 @@ use latchkey_core::tls::TrustAnchors;
 use crate::error::CommandError;
 use crate::view::{
     Agent, AppStatus, Approval, AuditRow, AuditVerdict, DeviceInvite, Integration, Invite,
-    IssuedGrant, KitImported, Member, NewAgent, RotationProgress, RotationResult,
+    IssuedGrant, KitImported, Member, NewAgent, PendingInvite, RotationProgress, RotationResult,
 };
 
 /// A command's result.
@@ -187,6 +187,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn create_invite(&self, role: Role) -> Outcome<Invite>;
     /// An invite for another device of the signed-in member.
     async fn create_device_invite(&self) -> Outcome<DeviceInvite>;
+    /// Pending invites: every one for an admin, the member's own otherwise.
+    async fn invites(&self) -> Outcome<Vec<PendingInvite>>;
+    /// Revokes a pending invite; returns the pending invites after.
+    async fn revoke_invite(&self, id: String) -> Outcome<Vec<PendingInvite>>;
     async fn admit_device(&self, device: String, fingerprint: String) -> Outcome<Vec<Member>>;
     async fn remove_member(&self, id: String, rotate: bool) -> Outcome<Vec<Member>>;
     async fn remove_device(&self, id: String, rotate: bool) -> Outcome<Vec<Member>>;

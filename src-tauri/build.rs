@@ -36,6 +36,8 @@ const COMMANDS: &[&str] = &[
     "list_members",
     "create_invite",
     "create_device_invite",
+    "list_invites",
+    "revoke_invite",
     "admit_device",
     "remove_member",
     "remove_device",

@@ -20,8 +20,8 @@ use crate::backend::{
 use crate::error::CommandError;
 use crate::view::{
     Agent, AppStatus, Approval, AuditRow, AuditVerdict, CheckResult, DeviceInvite, Integration,
-    Invite, IssuedGrant, KitImported, Member, NewAgent, Policy, PolicyTemplate, Provider,
-    RotationResult,
+    Invite, IssuedGrant, KitImported, Member, NewAgent, PendingInvite, Policy, PolicyTemplate,
+    Provider, RotationResult,
 };
 use crate::{events, templates};
 
@@ -460,6 +460,16 @@ pub async fn create_invite(shell: State<'_, Shell>, role: Role) -> Outcome<Invit
 #[tauri::command]
 pub async fn create_device_invite(shell: State<'_, Shell>) -> Outcome<DeviceInvite> {
     shell.backend.create_device_invite().await
+}
+
+#[tauri::command]
+pub async fn list_invites(shell: State<'_, Shell>) -> Outcome<Vec<PendingInvite>> {
+    shell.backend.invites().await
+}
+
+#[tauri::command]
+pub async fn revoke_invite(shell: State<'_, Shell>, id: String) -> Outcome<Vec<PendingInvite>> {
+    shell.backend.revoke_invite(id).await
 }
 
 #[tauri::command]

@@ -50,6 +50,8 @@ struct Seen {
     broker_ca: Vec<Option<usize>>,
     /// Each recovery kit import: the kit's length and the passphrase.
     kits: Vec<(usize, Vec<u8>)>,
+    /// Each invite revoked, by id.
+    revoked_invites: Vec<String>,
 }
 
 #[derive(Default)]
@@ -272,10 +274,26 @@ impl Backend for Fake {
         Ok(vec![])
     }
     async fn create_invite(&self, role: Role) -> Outcome<Invite> {
-        Ok(Invite { code: "ABCD".into(), role, expires_at: 10 })
+        Ok(Invite { id: "i1".into(), code: "ABCD".into(), role, expires_at: 10 })
     }
     async fn create_device_invite(&self) -> Outcome<DeviceInvite> {
-        Ok(DeviceInvite { code: "EFGH".into(), member_id: MEMBER.into(), expires_at: 20 })
+        Ok(DeviceInvite {
+            id: "i2".into(),
+            code: "EFGH".into(),
+            member_id: MEMBER.into(),
+            expires_at: 20,
+        })
+    }
+    async fn invites(&self) -> Outcome<Vec<PendingInvite>> {
+        let revoked = self.seen.lock().unwrap().revoked_invites.clone();
+        Ok(pending_invites().into_iter().filter(|i| !revoked.contains(&i.id)).collect())
+    }
+    async fn revoke_invite(&self, id: String) -> Outcome<Vec<PendingInvite>> {
+        if !pending_invites().iter().any(|i| i.id == id) {
+            return Err(CommandError::new("not_found", "no pending invite with this id"));
+        }
+        self.seen.lock().unwrap().revoked_invites.push(id);
+        self.invites().await
     }
     async fn admit_device(&self, _: String, _: String) -> Outcome<Vec<Member>> {
         refused()
@@ -440,7 +458,51 @@ fn errors_reach_the_ui_as_code_and_message() {
 fn a_device_invite_names_the_member_the_new_device_joins_as() {
     let h = harness();
     let invite = h.invoke("create_device_invite", json!({})).expect("a device invite");
-    assert_eq!(invite, json!({"code": "EFGH", "memberId": MEMBER, "expiresAt": 20}));
+    assert_eq!(invite, json!({"id": "i2", "code": "EFGH", "memberId": MEMBER, "expiresAt": 20}));
+}
+
+/// The fake's pending invites: a new admin's, and a device of another member's.
+fn pending_invites() -> Vec<PendingInvite> {
+    vec![
+        PendingInvite {
+            id: "i1".into(),
+            role: Some(Role::Admin),
+            device_of: None,
+            made_by: "Ada".into(),
+            yours: true,
+            created_at: 1,
+            expires_at: 10,
+        },
+        PendingInvite {
+            id: "i3".into(),
+            role: None,
+            device_of: Some("Grace".into()),
+            made_by: "Grace".into(),
+            yours: false,
+            created_at: 2,
+            expires_at: 20,
+        },
+    ]
+}
+
+#[test]
+fn pending_invites_reach_the_ui_without_codes_and_a_revocation_passes_the_id_on() {
+    let h = harness();
+    let listed = h.invoke("list_invites", json!({})).expect("the pending invites");
+    assert_eq!(
+        listed[1],
+        json!({"id": "i3", "role": null, "deviceOf": "Grace", "madeBy": "Grace", "yours": false,
+               "createdAt": 2, "expiresAt": 20}),
+        "what the Members screen shows, in its spelling"
+    );
+    let after = h.invoke("revoke_invite", json!({"id": "i3"})).expect("revoked");
+    assert_eq!(h.fake.seen.lock().unwrap().revoked_invites, ["i3"], "the id is passed on as is");
+    let ids: Vec<&Value> = after.as_array().unwrap().iter().map(|i| &i["id"]).collect();
+    assert_eq!(ids, [&json!("i1")], "the list after the revocation comes back with the answer");
+    let error = h.invoke("revoke_invite", json!({"id": "nope"})).expect_err("unknown");
+    assert_eq!(error["code"], "not_found", "the broker's refusal reaches the UI: {error}");
+    let error = h.invoke("revoke_invite", json!({})).expect_err("no id");
+    assert!(error.to_string().contains("id"), "a missing argument is named: {error}");
 }
 
 #[test]
@@ -899,9 +961,14 @@ fn debug_never_shows_a_token_a_code_or_a_capability() {
         proxy_url: "http://127.0.0.1:1/p".into(),
         snippets: snippets("http://127.0.0.1:1", token, ["a".into(), "b".into(), "c".into()]),
     };
-    let invite = Invite { code: "INVITE-CANARY".into(), role: Role::Member, expires_at: 1 };
-    let device_invite =
-        DeviceInvite { code: "DEVICE-CANARY".into(), member_id: MEMBER.into(), expires_at: 1 };
+    let invite =
+        Invite { id: "i1".into(), code: "INVITE-CANARY".into(), role: Role::Member, expires_at: 1 };
+    let device_invite = DeviceInvite {
+        id: "i2".into(),
+        code: "DEVICE-CANARY".into(),
+        member_id: MEMBER.into(),
+        expires_at: 1,
+    };
     let grant = IssuedGrant {
         grant: Grant {
             id: "g1".into(),

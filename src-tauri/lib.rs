@@ -71,6 +71,8 @@ macro_rules! command_handlers {
             $crate::commands::list_members,
             $crate::commands::create_invite,
             $crate::commands::create_device_invite,
+            $crate::commands::list_invites,
+            $crate::commands::revoke_invite,
             $crate::commands::admit_device,
             $crate::commands::remove_member,
             $crate::commands::remove_device,

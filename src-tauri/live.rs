@@ -28,7 +28,9 @@ use latchkey_client::rotation::{self, RotationProgress as Step, RotationScope};
 use latchkey_client::workspace::{self, Joining};
 use latchkey_core::capability::Method;
 use latchkey_core::fingerprint::Fingerprint;
-use latchkey_core::ids::{AgentId, ApprovalId, CredentialId, DeviceId, GrantId, MemberId};
+use latchkey_core::ids::{
+    AgentId, ApprovalId, CredentialId, DeviceId, GrantId, InviteId, MemberId,
+};
 use latchkey_core::secret::SecretBytes;
 use latchkey_core::tls::TrustAnchors;
 use tokio::sync::{Mutex, oneshot};
@@ -42,7 +44,7 @@ use crate::error::{CommandError, codes};
 use crate::view::{
     self, Agent, AppStatus, Approval, AuditRow, AuditVerdict, BrokerView, CheckResult,
     DeviceInvite, Grant, Integration, Invite, IssuedGrant, KitImported, Member, NewAgent,
-    RotationProgress, RotationResult, WorkspaceView,
+    PendingInvite, RotationProgress, RotationResult, WorkspaceView,
 };
 
 /// A device's signed client and fingerprint, ready to use.
@@ -325,6 +327,16 @@ impl Live {
             .iter()
             .map(|m| Member::new(m, config.member, config.device, &confirmed))
             .collect())
+    }
+
+    async fn invites_view(&self, client: &BrokerClient) -> Outcome<Vec<PendingInvite>> {
+        let invites = client.invites().await?;
+        if invites.is_empty() {
+            return Ok(Vec::new());
+        }
+        let members = client.members().await?;
+        let me = self.profile().load_config()?.member;
+        Ok(invites.iter().map(|i| PendingInvite::new(i, &members, me)).collect())
     }
 
     async fn rotate_scopes(
@@ -814,17 +826,34 @@ impl Backend for Live {
 
     async fn create_invite(&self, role: Role) -> Outcome<Invite> {
         let invite = self.client().await?.create_invite(InviteFor::NewMember(role), None).await?;
-        Ok(Invite { code: invite.code.expose_secret().into(), role, expires_at: invite.expires_at })
+        Ok(Invite {
+            id: invite.id.to_string(),
+            code: invite.code.expose_secret().into(),
+            role,
+            expires_at: invite.expires_at,
+        })
     }
 
     async fn create_device_invite(&self) -> Outcome<DeviceInvite> {
         let member = self.profile().load_config()?.member;
         let invite = self.client().await?.create_invite(InviteFor::Device(member), None).await?;
         Ok(DeviceInvite {
+            id: invite.id.to_string(),
             code: invite.code.expose_secret().into(),
             member_id: member.to_string(),
             expires_at: invite.expires_at,
         })
+    }
+
+    async fn invites(&self) -> Outcome<Vec<PendingInvite>> {
+        let client = self.client().await?;
+        self.invites_view(&client).await
+    }
+
+    async fn revoke_invite(&self, id: String) -> Outcome<Vec<PendingInvite>> {
+        let client = self.client().await?;
+        client.revoke_invite(parse_id::<InviteId>(&id, "invite")?).await?;
+        self.invites_view(&client).await
     }
 
     /// Wraps the workspace key to the device and, when it is another device of this member, the

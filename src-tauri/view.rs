@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use latchkey_client::api::{
     AgentInfo, ApprovalInfo, ApprovalStatus, AuditEntry, CredentialInfo, CredentialStatus,
-    GrantInfo, Member as BrokerMember, Role,
+    GrantInfo, InviteFor, Member as BrokerMember, PendingInvite as BrokerPendingInvite, Role,
 };
 use latchkey_client::audit::ChainCheck;
 use latchkey_client::catalog::{Provider as CatalogProvider, ProviderKind};
@@ -579,6 +579,8 @@ impl Member {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Invite {
+    /// The invite's id, to revoke it by.
+    pub id: String,
     /// Shown once, read out to the person joining.
     pub code: ShownOnce,
     pub role: Role,
@@ -589,11 +591,52 @@ pub struct Invite {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceInvite {
+    /// The invite's id, to revoke it by.
+    pub id: String,
     /// Shown once, typed on the new device.
     pub code: ShownOnce,
     /// The member the new device joins as: typed on the new device with the code.
     pub member_id: String,
     pub expires_at: u64,
+}
+
+/// A pending invite: unused, unexpired and still usable. Never its code, which was shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingInvite {
+    pub id: String,
+    /// For a new member: their role.
+    pub role: Option<Role>,
+    /// For another device of an existing member: that member's name (their id if not listed).
+    pub device_of: Option<String>,
+    /// The name of the member whose device made it (their id if not listed).
+    pub made_by: String,
+    /// Whether the signed-in member made it.
+    pub yours: bool,
+    pub created_at: u64,
+    pub expires_at: u64,
+}
+
+impl PendingInvite {
+    /// `invite` as seen by member `me`, with names from `members`.
+    pub fn new(invite: &BrokerPendingInvite, members: &[BrokerMember], me: MemberId) -> Self {
+        let name = |id: MemberId| {
+            members.iter().find(|m| m.id == id).map_or_else(|| id.to_string(), |m| m.name.clone())
+        };
+        let (role, device_of) = match invite.invite_for {
+            InviteFor::NewMember(role) => (Some(role), None),
+            InviteFor::Device(member) => (None, Some(name(member))),
+        };
+        Self {
+            id: invite.id.to_string(),
+            role,
+            device_of,
+            made_by: name(invite.created_by_member),
+            yours: invite.created_by_member == me,
+            created_at: invite.created_at,
+            expires_at: invite.expires_at,
+        }
+    }
 }
 
 /// A step of a key rotation.
@@ -735,5 +778,53 @@ mod tests {
             errors: vec![],
         });
         assert_eq!((allowed.verdict, allowed.allowed), (Verdict::Allow, true));
+    }
+
+    #[test]
+    fn a_pending_invite_names_members_by_name_and_says_whose_it_is() {
+        let (ada, grace, gone) = (MemberId::random(), MemberId::random(), MemberId::random());
+        let members = [
+            BrokerMember {
+                id: ada,
+                name: "Ada".into(),
+                role: Role::Admin,
+                created_at: 0,
+                devices: vec![],
+            },
+            BrokerMember {
+                id: grace,
+                name: "Grace".into(),
+                role: Role::Member,
+                created_at: 0,
+                devices: vec![],
+            },
+        ];
+        let invite = |invite_for, by| BrokerPendingInvite {
+            id: latchkey_core::ids::InviteId::random(),
+            invite_for,
+            created_by: DeviceId::random(),
+            created_by_member: by,
+            created_at: 1,
+            expires_at: 2,
+        };
+        let admin =
+            PendingInvite::new(&invite(InviteFor::NewMember(Role::Admin), ada), &members, ada);
+        assert_eq!(
+            (admin.role, admin.device_of.as_deref(), admin.made_by.as_str(), admin.yours),
+            (Some(Role::Admin), None, "Ada", true),
+            "a new admin's invite, made by the signed-in member"
+        );
+        let laptop = PendingInvite::new(&invite(InviteFor::Device(grace), grace), &members, ada);
+        assert_eq!(
+            (laptop.role, laptop.device_of.as_deref(), laptop.made_by.as_str(), laptop.yours),
+            (None, Some("Grace"), "Grace", false),
+            "another member's device invite, by her name"
+        );
+        let orphan = PendingInvite::new(&invite(InviteFor::Device(gone), gone), &members, ada);
+        assert_eq!(
+            orphan.device_of,
+            Some(gone.to_string()),
+            "a member missing from the listing is named by id, not dropped"
+        );
     }
 }

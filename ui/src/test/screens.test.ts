@@ -412,6 +412,46 @@ describe('members', () => {
     expect(b.callsOf('create_invite'), 'each code made is a live way into the workspace').toHaveLength(1);
   });
 
+  it('lists a new invite as pending, without its code, and revokes it', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Members);
+    await screen.findByTestId('member-Sam Rivera');
+    expect(screen.queryByTestId('pending-invites'), 'no pending invites, no section').toBeNull();
+    await user.click(screen.getByTestId('invite'));
+    await user.click(screen.getByTestId('create-invite'));
+    await screen.findByTestId('invite-code');
+    await user.click(screen.getByTestId('invite-done'));
+    const pending = await screen.findByTestId('pending-invites');
+    const row = within(pending).getByTestId('invite-inv_1');
+    expect(row, 'what it admits and who made it').toHaveTextContent('A new member');
+    expect(row).toHaveTextContent('You');
+    expect(pending, 'a code is shown once, never in the list').not.toHaveTextContent('LK-7Q4M-2XRT-9PHD');
+    await user.click(within(row).getByTestId('revoke-invite'));
+    await waitFor(() => expect(b.callsOf('revoke_invite')).toEqual([{ id: 'inv_1' }]));
+    await waitFor(() => expect(screen.queryByTestId('pending-invites'), 'nothing left pending').toBeNull());
+    expect(b.invites).toEqual([]);
+  });
+
+  it("names another member's device invite and keeps the list when a revocation is refused", async () => {
+    const b = setup();
+    await refreshStatus();
+    b.invites = [
+      { id: 'inv_9', role: null, deviceOf: 'Sam Rivera', madeBy: 'Sam Rivera', yours: false, createdAt: 1, expiresAt: 4102444800 },
+    ];
+    const user = userEvent.setup();
+    render(Members);
+    const row = await screen.findByTestId('invite-inv_9');
+    expect(row).toHaveTextContent('A device of Sam Rivera');
+    expect(row, 'not made by the signed-in member').not.toHaveTextContent('You');
+    b.failNext('revoke_invite', { code: 'not_found', message: 'No pending invite with this id in your workspace: it may have expired.' });
+    await user.click(within(row).getByTestId('revoke-invite'));
+    expect(await within(screen.getByTestId('pending-invites')).findByText(/may have expired/), 'the refusal is said where it happened').toBeInTheDocument();
+    expect(screen.getByTestId('invite-inv_9'), 'the list is read again, not emptied').toBeInTheDocument();
+    expect(screen.getByTestId('member-Sam Rivera'), 'members stay shown').toBeInTheDocument();
+  });
+
   it("reminds the admin to send the team server's private certificate authority with an invite", async () => {
     const b = setup();
     await onPrivateCaTeamServer(b);

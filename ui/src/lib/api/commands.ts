@@ -17,6 +17,7 @@ import type {
   Invite,
   Member,
   NewAgent,
+  PendingInvite,
   Policy,
   PolicyTemplate,
   Provider,
@@ -141,6 +142,10 @@ export const exportAudit = (format: 'jsonl' | 'csv') => call<{ path: string }>('
 export const listMembers = () => call<Member[]>('list_members');
 export const createInvite = (role: Role) => call<Invite>('create_invite', { role });
 export const createDeviceInvite = () => call<DeviceInvite>('create_device_invite');
+/** Pending invites: every one for an admin, the member's own otherwise. */
+export const listInvites = () => call<PendingInvite[]>('list_invites');
+/** Revokes a pending invite; resolves to the pending invites after. */
+export const revokeInvite = (id: string) => call<PendingInvite[]>('revoke_invite', { id });
 export const admitDevice = (deviceId: string, fingerprint: string) =>
   call<Member[]>('admit_device', { deviceId, fingerprint });
 export const removeMember = (id: string, rotate: boolean) => call<Member[]>('remove_member', { id, rotate });

@@ -198,9 +198,24 @@ export type Device = {
 
 export type Member = { id: string; name: string; role: Role; createdAt: number; devices: Device[]; you: boolean };
 
-export type Invite = { code: string; role: Role; expiresAt: number };
+export type Invite = { id: string; code: string; role: Role; expiresAt: number };
 /** An invite for another device of the signed-in member: the new device types the code and `memberId`. */
-export type DeviceInvite = { code: string; memberId: string; expiresAt: number };
+export type DeviceInvite = { id: string; code: string; memberId: string; expiresAt: number };
+/**
+ * An invite not yet used, expired or revoked, and still usable. Never its code (shown once).
+ * `role` for a new member's invite, `deviceOf` (a member's name) for another device's.
+ */
+export type PendingInvite = {
+  id: string;
+  role: Role | null;
+  deviceOf: string | null;
+  /** The name of the member whose device made it. */
+  madeBy: string;
+  /** The signed-in member made it. */
+  yours: boolean;
+  createdAt: number;
+  expiresAt: number;
+};
 
 export type RotationPhase = 'sealing' | 'verifying' | 'swapping' | 'done';
 export type RotationProgress = { phase: RotationPhase; done: number; total: number };

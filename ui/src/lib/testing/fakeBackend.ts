@@ -16,8 +16,10 @@ import type {
   Integration,
   Member,
   NewAgent,
+  PendingInvite,
   Policy,
   PolicyProblem,
+  Role,
 } from '../api/types';
 import {
   FINGERPRINT,
@@ -62,6 +64,8 @@ export type FakeBackend = {
   policyRevision: number;
   audit: AuditRow[];
   members: Member[];
+  /** Pending invites, as `list_invites` answers. */
+  invites: PendingInvite[];
   /** Answer for verify_audit; null = the chain is intact. */
   verdict: AuditVerdict | null;
   /** Devices the next rotation reports as not sent the new key. */
@@ -148,6 +152,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     policyRevision: 1,
     audit: seed ? seedAudit(t) : [],
     members: seed ? seedMembers(t) : [],
+    invites: [],
     verdict: null,
     rotationNotSent: 0,
     calls: [],
@@ -245,6 +250,8 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     return { ...a };
   }
 
+  /** The signed-in member's name, as the broker's listings give it. */
+  const you = () => b.members.find((m) => m.you)?.name ?? 'You';
   const handlers: Record<string, (a: Record<string, unknown>) => unknown> = {
     app_status: () => structuredClone(b.status),
     create_workspace: (a) => {
@@ -433,11 +440,23 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     verify_audit: () => b.verdict ?? ({ ok: true, records: b.audit.length, head: 'b3f1c0de', firstBrokenSeq: null, reason: null, anchoredSeq: null }),
     export_audit: (a) => ({ path: `~/Downloads/latchkey-audit.${a.format}` }),
     list_members: () => structuredClone(b.members),
-    create_invite: (a) => ({ code: 'LK-7Q4M-2XRT-9PHD', role: a.role, expiresAt: now() + 86400 }),
+    create_invite: (a) => {
+      const invite = { id: `inv_${b.invites.length + 1}`, role: a.role as Role, expiresAt: now() + 86400 };
+      b.invites.push({ ...invite, deviceOf: null, madeBy: you(), yours: true, createdAt: now() });
+      return { ...invite, code: 'LK-7Q4M-2XRT-9PHD' };
+    },
     create_device_invite: () => {
       const memberId = b.status.workspace?.memberId;
       if (!memberId) throw err('not_set_up', 'This computer has no workspace yet.');
-      return { code: 'LK-D3VC-8KWN-4TQA', memberId, expiresAt: now() + 86400 };
+      const invite = { id: `inv_${b.invites.length + 1}`, memberId, expiresAt: now() + 86400 };
+      b.invites.push({ id: invite.id, role: null, deviceOf: you(), madeBy: you(), yours: true, createdAt: now(), expiresAt: invite.expiresAt });
+      return { ...invite, code: 'LK-D3VC-8KWN-4TQA' };
+    },
+    list_invites: () => structuredClone(b.invites),
+    revoke_invite: (a) => {
+      if (!b.invites.some((i) => i.id === a.id)) throw err('not_found', 'No pending invite with this id in your workspace: it may have expired or been revoked.');
+      b.invites = b.invites.filter((i) => i.id !== a.id);
+      return structuredClone(b.invites);
     },
     admit_device: (a) => {
       const dev = b.members.flatMap((m) => m.devices).find((d) => d.id === a.deviceId);
