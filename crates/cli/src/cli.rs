@@ -572,7 +572,7 @@ pub(crate) enum GrantChoice {
 /// `latchkey invite ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum InviteCommand {
-    /// Create a one-time invite code (valid for a day).
+    /// Create a one-time invite code (valid for a day unless --for says otherwise).
     Create {
         /// Invite a new member with this role.
         #[arg(long, value_enum, default_value_t = RoleChoice::Member, conflicts_with = "device_for")]
@@ -580,6 +580,10 @@ pub(crate) enum InviteCommand {
         /// Invite another device of this member instead.
         #[arg(long, value_name = "MEMBER ID")]
         device_for: Option<MemberId>,
+        /// How long the code can be used: 1m to 7d. Shorter is safer: make it last as long as
+        /// reading it out and joining take.
+        #[arg(long = "for", default_value = "1d", value_name = "DURATION", value_parser = invite_lifetime)]
+        duration: Lifetime,
     },
     /// List pending invites (every one for an admin, your own otherwise). Codes are never shown
     /// again: an invite is named by its id.
@@ -979,6 +983,19 @@ impl fmt::Display for Lifetime {
     }
 }
 
+/// Shortest and longest invite lifetimes the broker accepts (docs/api.md, `POST /v1/invites`).
+const INVITE_LIFETIMES: core::ops::RangeInclusive<u64> = 60..=7 * 86_400;
+
+/// An invite's `--for`: a [`Lifetime`] from one minute to seven days.
+fn invite_lifetime(text: &str) -> Result<Lifetime, String> {
+    let lifetime: Lifetime = text.parse()?;
+    if INVITE_LIFETIMES.contains(&lifetime.secs) {
+        Ok(lifetime)
+    } else {
+        Err("an invite lasts from 1m to 7d".to_owned())
+    }
+}
+
 /// `get`, `POST`, ... -> a method.
 fn parse_method(text: &str) -> Result<Method, String> {
     Method::parse(&text.to_ascii_uppercase())
@@ -987,7 +1004,22 @@ fn parse_method(text: &str) -> Result<Method, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Lifetime, parse_method};
+    use super::{Lifetime, invite_lifetime, parse_method};
+
+    #[test]
+    fn an_invite_lasts_from_a_minute_to_seven_days() {
+        let secs = |text: &str| invite_lifetime(text).map(|l| l.secs);
+        assert_eq!(secs("1m"), Ok(60), "the shortest the broker accepts");
+        assert_eq!(secs("7d"), Ok(604_800), "the longest the broker accepts");
+        for outside in ["59s", "8d", "169h", "0m"] {
+            assert_eq!(
+                secs(outside),
+                Err("an invite lasts from 1m to 7d".to_owned()),
+                "{outside} is refused before anything is sent"
+            );
+        }
+        assert!(secs("soon").unwrap_err().contains("30m"), "a malformed duration says the form");
+    }
 
     #[test]
     fn durations_parse_with_units_and_refuse_anything_else() {

@@ -35,7 +35,7 @@ pub(crate) async fn invite(
 ) -> anyhow::Result<()> {
     let client = client(profile, choice).await?;
     match command {
-        InviteCommand::Create { role, device_for } => {
+        InviteCommand::Create { role, device_for, duration } => {
             let authorities = client.endpoint().authorities();
             let invite_for = match device_for {
                 Some(member) => InviteFor::Device(member),
@@ -44,9 +44,10 @@ pub(crate) async fn invite(
                     RoleChoice::Member => Role::Member,
                 }),
             };
-            let invite = client.create_invite(invite_for, None).await?;
+            let invite = client.create_invite(invite_for, Some(duration.secs)).await?;
             let mut text = format!(
-                "Invite code (one use, shown once): {}\nThe new device joins with it, then you compare fingerprints.\nNot needed after all? latchkey invite revoke {}",
+                "Invite code (one use, shown once, expires in {}): {}\nThe new device joins with it, then you compare fingerprints.\nNot needed after all? latchkey invite revoke {}",
+                remaining(invite.expires_at.saturating_sub(unix_now())),
                 invite.code.expose_secret(),
                 invite.id
             );
