@@ -184,7 +184,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn export_audit(&self, csv: bool) -> Outcome<String>;
 
     async fn members(&self) -> Outcome<Vec<Member>>;
-    async fn create_invite(&self, role: Role) -> Outcome<Invite>;
+    /// An invite for a new member; `valid_for_secs` as the broker takes it (60 s to 7 days; a day
+    /// when `None`).
+    async fn create_invite(&self, role: Role, valid_for_secs: Option<u64>) -> Outcome<Invite>;
     /// An invite for another device of the signed-in member.
     async fn create_device_invite(&self) -> Outcome<DeviceInvite>;
     /// Pending invites: every one for an admin, the member's own otherwise.

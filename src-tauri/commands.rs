@@ -453,8 +453,12 @@ pub async fn list_members(shell: State<'_, Shell>) -> Outcome<Vec<Member>> {
 }
 
 #[tauri::command]
-pub async fn create_invite(shell: State<'_, Shell>, role: Role) -> Outcome<Invite> {
-    shell.backend.create_invite(role).await
+pub async fn create_invite(
+    shell: State<'_, Shell>,
+    role: Role,
+    valid_for_secs: Option<u64>,
+) -> Outcome<Invite> {
+    shell.backend.create_invite(role, valid_for_secs).await
 }
 
 #[tauri::command]

@@ -52,6 +52,8 @@ struct Seen {
     kits: Vec<(usize, Vec<u8>)>,
     /// Each invite revoked, by id.
     revoked_invites: Vec<String>,
+    /// Each new-member invite's requested lifetime.
+    invite_lifetimes: Vec<Option<u64>>,
 }
 
 #[derive(Default)]
@@ -273,7 +275,8 @@ impl Backend for Fake {
     async fn members(&self) -> Outcome<Vec<Member>> {
         Ok(vec![])
     }
-    async fn create_invite(&self, role: Role) -> Outcome<Invite> {
+    async fn create_invite(&self, role: Role, valid_for_secs: Option<u64>) -> Outcome<Invite> {
+        self.seen.lock().unwrap().invite_lifetimes.push(valid_for_secs);
         Ok(Invite { id: "i1".into(), code: "ABCD".into(), role, expires_at: 10 })
     }
     async fn create_device_invite(&self) -> Outcome<DeviceInvite> {
@@ -483,6 +486,22 @@ fn pending_invites() -> Vec<PendingInvite> {
             expires_at: 20,
         },
     ]
+}
+
+#[test]
+fn an_invite_lasts_as_long_as_the_ui_chose_or_the_brokers_default() {
+    let h = harness();
+    let invite = h
+        .invoke("create_invite", json!({"role": "admin", "validForSecs": 3600}))
+        .expect("an invite for an hour");
+    assert_eq!(invite["role"], "admin", "{invite}");
+    h.invoke("create_invite", json!({"role": "member"})).expect("an invite for the default");
+    h.invoke("create_invite", json!({"role": "member", "validForSecs": null})).expect("default");
+    assert_eq!(h.fake.seen.lock().unwrap().invite_lifetimes, [Some(3600), None, None]);
+    let error = h
+        .invoke("create_invite", json!({"role": "member", "validForSecs": -1}))
+        .expect_err("not a duration");
+    assert!(error.to_string().contains("validForSecs"), "the argument is named: {error}");
 }
 
 #[test]

@@ -824,8 +824,9 @@ impl Backend for Live {
         self.members_view(&client).await
     }
 
-    async fn create_invite(&self, role: Role) -> Outcome<Invite> {
-        let invite = self.client().await?.create_invite(InviteFor::NewMember(role), None).await?;
+    async fn create_invite(&self, role: Role, valid_for_secs: Option<u64>) -> Outcome<Invite> {
+        let invite =
+            self.client().await?.create_invite(InviteFor::NewMember(role), valid_for_secs).await?;
         Ok(Invite {
             id: invite.id.to_string(),
             code: invite.code.expose_secret().into(),

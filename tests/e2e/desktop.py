@@ -10,7 +10,8 @@ open it again from the tray, make the agent's call wait for approval, see the no
 the request in the tray's menu, open it from the tray and approve it in the app, see the upstream
 receive the credential and the audit log record it, rotate keys with the button, let a second
 device join from the terminal (the real `latchkey` CLI, its own profile in the same keychain)
-with an invite made in the app, admit it there and see it use the workspace key, disconnect, quit
+with an invite made in the app, admit it there and see it use the workspace key, revoke an invite
+not needed, disconnect, quit
 from the tray; then, with the tray host stopped, start the app again and see closing its window
 quit it. Saves a screenshot of every screen, then scans every file the app and the CLI wrote,
 and every notification, for the canary key.
@@ -750,6 +751,26 @@ def main() -> None:
         hits = [r for r in Recorder.seen if r["path"] == "/v1/joined"]
         if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {CANARY}":
             raise Failure(f"the upstream did not receive the credential once: {hits}")
+
+        step("members: an invite made here and not needed is listed without its code, revoked")
+        d.click(t("nav-members"), "members in the sidebar")
+        d.click(t("invite"), "invite on the members screen")
+        d.click(t("create-invite"), "create another member invite")
+        spare = d.text(d.wait(t("invite-code"), "the spare invite's code"))
+        d.click(t("invite-done"), "close the invite dialog")
+        pending = t("pending-invites")
+        listed = d.text(d.wait(pending, "the pending invites section"))
+        if "A new member" not in listed or spare in listed:
+            raise Failure(f"the pending invite is not listed as such, or shows its code: {listed!r}")
+        d.screenshot("members-invites")
+        d.click(f'{pending} [data-testid="revoke-invite"]', "revoke on the pending invite")
+        d.wait_gone(pending, "the pending invites section once nothing is pending")
+        late = run_latchkey(["workspace", "join", "--broker", broker, "--member-name", "Late",
+                             "--device-name", "late-terminal", "--code-stdin"], spare,
+                            "e2e-late", "LATCHKEY_E2E_CLI_CONFIG")
+        if late.returncode == 0 or "invite_invalid" not in late.stderr:
+            raise Failure(f"the revoked code still admits a device: {late.returncode} "
+                          f"{late.stderr.strip()!r}")
 
         step("members: remove the member who joined from the terminal, rotating the keys")
         d.click(t("nav-members"), "members in the sidebar")

@@ -394,8 +394,21 @@ describe('members', () => {
     await user.click(screen.getByTestId('create-invite'));
     expect(await screen.findByTestId('invite-code')).toHaveTextContent('LK-7Q4M-2XRT-9PHD');
     expect(screen.getByTestId('invite-dialog')).toHaveTextContent('expires');
-    expect(b.callsOf('create_invite')).toEqual([{ role: 'admin' }]);
+    expect(b.callsOf('create_invite'), 'a day unless chosen otherwise').toEqual([{ role: 'admin', validForSecs: 86400 }]);
     expect(screen.queryByTestId('invite-ca'), 'no private authority, nothing more to send').toBeNull();
+  });
+
+  it('makes an invite last as long as chosen', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Members);
+    await user.click(await screen.findByTestId('invite'));
+    await user.selectOptions(screen.getByTestId('invite-lifetime'), '1 hour');
+    await user.click(screen.getByTestId('create-invite'));
+    await screen.findByTestId('invite-code');
+    expect(b.callsOf('create_invite')).toEqual([{ role: 'member', validForSecs: 3600 }]);
+    expect(screen.getByTestId('invite-dialog'), 'the expiry shown is the one chosen').toHaveTextContent(/expires in (1 h|60 min)/);
   });
 
   it('makes one invite code for a double click, not two live ones', async () => {

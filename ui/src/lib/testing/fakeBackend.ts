@@ -441,7 +441,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
     export_audit: (a) => ({ path: `~/Downloads/latchkey-audit.${a.format}` }),
     list_members: () => structuredClone(b.members),
     create_invite: (a) => {
-      const invite = { id: `inv_${b.invites.length + 1}`, role: a.role as Role, expiresAt: now() + 86400 };
+      const invite = { id: `inv_${b.invites.length + 1}`, role: a.role as Role, expiresAt: now() + (Number(a.validForSecs) || 86400) };
       b.invites.push({ ...invite, deviceOf: null, madeBy: you(), yours: true, createdAt: now() });
       return { ...invite, code: 'LK-7Q4M-2XRT-9PHD' };
     },
