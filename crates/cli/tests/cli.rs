@@ -1369,10 +1369,7 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     let spare = ada.json(&["invite", "create", "--role", "admin", "--for", "2h"], None).await;
     let (spare_id, spare_code) =
         (spare["id"].as_str().unwrap().to_owned(), spare["code"].as_str().unwrap().to_owned());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let lasts = spare["expires_at"].as_u64().unwrap() - now;
     assert!((7000..=7200).contains(&lasts), "--for 2h asks the broker for two hours: {lasts} s");
     let listed = ada.json(&["invite", "list"], None).await;
