@@ -35,7 +35,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Parser, ValueEnum};
-use latchkey_core::creation::CreationToken;
 use latchkey_core::keys::BrokerSecretKey;
 use serde::Deserialize;
 
@@ -83,9 +82,12 @@ pub enum ConfigError {
     /// The API listener's TLS certificate and key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
-    /// The workspace creation settings do not fit together, or the token file cannot be used.
+    /// The workspace creation settings do not fit together.
     #[error("workspace creation: {0}")]
     WorkspaceCreation(String),
+    /// The creation token file cannot be used.
+    #[error("workspace creation: {0}")]
+    CreationTokenFile(crate::creation::CreationTokenFileError),
     /// The upstream certificate authorities could not be read.
     #[error("upstream CA file {path}: {reason}")]
     UpstreamCa {
@@ -326,7 +328,8 @@ pub struct Flags {
     #[arg(long, env = "LATCHKEY_WORKSPACE_CREATION", value_enum, value_name = "MODE")]
     pub workspace_creation: Option<CreationMode>,
     /// File holding the workspace creation token (at least 32 visible ASCII characters, e.g.
-    /// from `openssl rand -base64 32`); the file must not be readable by others.
+    /// from `openssl rand -base64 32`); the file must not be readable by others. Read again on
+    /// SIGHUP.
     #[arg(long, env = "LATCHKEY_CREATION_TOKEN_FILE", value_name = "FILE")]
     pub creation_token_file: Option<PathBuf>,
 }
@@ -498,40 +501,21 @@ impl Config {
         }
     }
 
-    /// How the broker answers workspace creations, reading the creation token file for `token`.
-    /// The file must not be readable by group or others and must hold one token of at least
-    /// [`MIN_CREATION_TOKEN_LEN`] characters; no error quotes it.
+    /// How the broker answers workspace creations, reading the creation token file for `token`
+    /// ([`crate::creation::CreationTokenFile::read`]). The file must not be readable by group or
+    /// others and must hold one token of at least [`MIN_CREATION_TOKEN_LEN`] characters; no
+    /// error quotes it.
     pub fn workspace_creation(&self) -> Result<WorkspaceCreation, ConfigError> {
-        let path = match (self.creation_mode(), &self.creation_token_file) {
-            (CreationMode::Open, _) => return Ok(WorkspaceCreation::Open),
-            (CreationMode::Closed, _) => return Ok(WorkspaceCreation::Closed),
-            (CreationMode::Token, Some(path)) => path,
-            (CreationMode::Token, None) => {
-                return Err(ConfigError::WorkspaceCreation(
-                    "token mode needs --creation-token-file FILE".to_owned(),
-                ));
-            }
-        };
-        let refused = |reason: String| {
-            ConfigError::WorkspaceCreation(format!(
-                "creation token file {}: {reason}",
-                path.display()
-            ))
-        };
-        let meta = std::fs::metadata(path).map_err(|e| refused(format!("cannot read it: {e}")))?;
-        check_private(path, &meta).map_err(ConfigError::WorkspaceCreation)?;
-        let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| refused(format!("cannot read it: {e}")))?,
-        );
-        let token = CreationToken::parse(&text).map_err(|e| refused(e.to_string()))?;
-        if token.len() < MIN_CREATION_TOKEN_LEN {
-            return Err(refused(format!(
-                "the token has {} characters, fewer than the {MIN_CREATION_TOKEN_LEN} a token \
-                 needs; write a long random one, e.g. `openssl rand -base64 32 > FILE`",
-                token.len()
-            )));
+        match (self.creation_mode(), &self.creation_token_file) {
+            (CreationMode::Open, _) => Ok(WorkspaceCreation::Open),
+            (CreationMode::Closed, _) => Ok(WorkspaceCreation::Closed),
+            (CreationMode::Token, Some(path)) => crate::creation::CreationTokenFile::read(path)
+                .map(WorkspaceCreation::TokenFile)
+                .map_err(ConfigError::CreationTokenFile),
+            (CreationMode::Token, None) => Err(ConfigError::WorkspaceCreation(
+                "token mode needs --creation-token-file FILE".to_owned(),
+            )),
         }
-        Ok(WorkspaceCreation::with_token(&token))
     }
 
     /// Reads the API listener's certificate chain and key, when TLS is configured. The key file
@@ -623,23 +607,31 @@ fn parse_default(addr: &str) -> SocketAddr {
     addr.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-#[cfg(unix)]
 fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
+    match shared_mode(meta) {
+        Some(mode) => Err(format!(
             "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
             path.display(),
             path.display()
-        ));
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-#[cfg(not(unix))]
-fn check_private(_: &Path, _: &std::fs::Metadata) -> Result<(), String> {
-    Ok(())
+/// The file's permission bits when group or others have any of them (a secret's file must be
+/// its owner's alone); `None` when they have none, and on systems without Unix permissions.
+pub(crate) fn shared_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 fn create_key_file(path: &Path) -> Result<BrokerSecretKey, ConfigError> {
@@ -670,6 +662,7 @@ fn create_key_file(path: &Path) -> Result<BrokerSecretKey, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use latchkey_core::creation::CreationToken;
 
     fn no_env(_: &str) -> Option<String> {
         None
@@ -994,13 +987,17 @@ mod tests {
         };
 
         let good = private_file(dir.path(), "token", &format!("{CREATION_TOKEN}\n"), 0o600);
-        let WorkspaceCreation::Token(digest) = creation(good).unwrap() else {
-            panic!("a token file gives creation by token")
+        let creation_by_file = creation(good.clone()).unwrap();
+        let Some(file) = creation_by_file.token_file() else {
+            panic!("a token file gives creation by token, read again on a reload")
         };
+        assert_eq!(creation_by_file.mode(), CreationMode::Token);
+        assert_eq!(file.path(), good);
         assert!(
-            digest.matches(&CreationToken::parse(CREATION_TOKEN).unwrap()),
+            file.matches(&CreationToken::parse(CREATION_TOKEN).unwrap()),
             "the token is the file's line without its newline"
         );
+        assert!(!format!("{creation_by_file:?}").contains(CREATION_TOKEN), "{creation_by_file:?}");
 
         let mut errors = Vec::new();
         #[cfg(unix)]

@@ -13,15 +13,23 @@
 //! and whose public origin (if any) is loopback too, is `open`; any other is `closed`
 //! ([`CreationMode::default_for`]). Joining with an invite is never affected.
 //!
+//! A token read from a file ([`CreationTokenFile`], `--creation-token-file`) can be replaced while
+//! the broker runs: [`CreationTokenFile::reload`] (the binary calls it on `SIGHUP`) reads the file
+//! again with the checks of the first read, and the new token alone creates workspaces from the
+//! next request on. A file that cannot be used leaves the previous token in force.
+//!
 //! A refusal comes before the request's signature is checked, so it costs the broker no write
 //! (not even the signature's nonce), and its message says what to do next. The token is never
 //! logged, audited, stored or echoed.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use latchkey_core::creation::{CreationToken, CreationTokenDigest};
+use latchkey_core::creation::{CreationToken, CreationTokenDigest, CreationTokenError};
 use serde::Deserialize;
 
+use crate::config::MIN_CREATION_TOKEN_LEN;
 use crate::error::{ApiError, ErrorCode};
 
 /// How a broker answers workspace creations, as an operator configures it.
@@ -63,6 +71,9 @@ pub enum WorkspaceCreation {
     Open,
     /// Only a creation carrying the token whose digest this is.
     Token(CreationTokenDigest),
+    /// Only a creation carrying the token last read from this file (read again by
+    /// [`CreationTokenFile::reload`]).
+    TokenFile(CreationTokenFile),
     /// Nobody may.
     Closed,
 }
@@ -82,8 +93,16 @@ impl WorkspaceCreation {
     pub fn mode(&self) -> CreationMode {
         match self {
             Self::Open => CreationMode::Open,
-            Self::Token(_) => CreationMode::Token,
+            Self::Token(_) | Self::TokenFile(_) => CreationMode::Token,
             Self::Closed => CreationMode::Closed,
+        }
+    }
+
+    /// The token file to read again on a reload, when the token comes from one.
+    pub fn token_file(&self) -> Option<&CreationTokenFile> {
+        match self {
+            Self::TokenFile(file) => Some(file),
+            Self::Open | Self::Token(_) | Self::Closed => None,
         }
     }
 
@@ -97,26 +116,194 @@ impl WorkspaceCreation {
                 "this broker does not create workspaces: ask an admin of a workspace on it for an \
                  invite and join with it, or ask the broker's operator to allow creation",
             )),
-            Self::Token(digest) => {
-                let Some(presented) = presented else {
-                    return Err(ApiError::new(
-                        ErrorCode::CreationTokenRequired,
-                        "this broker creates a workspace only with its creation token: ask the \
-                         broker's operator for it and send it as creation_token",
-                    ));
-                };
-                // A token that does not even parse is answered like a wrong one.
-                match CreationToken::parse(presented) {
-                    Ok(token) if digest.matches(&token) => Ok(()),
-                    _ => Err(ApiError::new(
-                        ErrorCode::CreationTokenInvalid,
-                        "this is not the broker's creation token: check it with the broker's \
-                         operator (it is compared exactly, letter case included)",
-                    )),
-                }
+            Self::Token(digest) => admit_token(presented, |token| digest.matches(token)),
+            Self::TokenFile(file) => admit_token(presented, |token| file.matches(token)),
+        }
+    }
+}
+
+/// Whether `presented` is a token that `matches`; the refusals of [`WorkspaceCreation::admit`].
+fn admit_token(
+    presented: Option<&str>,
+    matches: impl FnOnce(&CreationToken) -> bool,
+) -> Result<(), ApiError> {
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            ErrorCode::CreationTokenRequired,
+            "this broker creates a workspace only with its creation token: ask the broker's \
+             operator for it and send it as creation_token",
+        ));
+    };
+    // A token that does not even parse is answered like a wrong one.
+    match CreationToken::parse(presented) {
+        Ok(token) if matches(&token) => Ok(()),
+        _ => Err(ApiError::new(
+            ErrorCode::CreationTokenInvalid,
+            "this is not the broker's creation token: check it with the broker's operator (it is \
+             compared exactly, letter case included)",
+        )),
+    }
+}
+
+/// A creation token file and the digest of the token last read from it. Clones share that
+/// digest: a [`CreationTokenFile::reload`] on any clone applies to every creation checked
+/// afterwards, so the broker's clone and the one that reloads on `SIGHUP` agree.
+#[derive(Clone)]
+pub struct CreationTokenFile {
+    path: Arc<Path>,
+    /// Held for reading only while one digest is compared with another, and for writing only
+    /// while one is assigned over the other: never across a file read or a hash.
+    current: Arc<RwLock<CreationTokenDigest>>,
+}
+
+/// A creation token file cannot be used. The messages name the file and say what is wrong;
+/// none quotes the file's contents.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreationTokenFileError {
+    /// The file cannot be opened or read (missing, not permitted, a directory, not UTF-8).
+    #[error("creation token file {}: cannot read it: {reason}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        reason: std::io::Error,
+    },
+    /// Group or others have permissions on the file.
+    #[error(
+        "creation token file {} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    NotPrivate {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file does not hold one well-formed token.
+    #[error("creation token file {}: {reason}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its contents.
+        reason: CreationTokenError,
+    },
+    /// The token is shorter than [`MIN_CREATION_TOKEN_LEN`].
+    #[error(
+        "creation token file {}: the token has {length} characters, fewer than the \
+         {MIN_CREATION_TOKEN_LEN} a token needs; write a long random one, e.g. \
+         `openssl rand -base64 32 > FILE`",
+        path.display()
+    )]
+    TooShort {
+        /// The file.
+        path: PathBuf,
+        /// The token's length in characters.
+        length: usize,
+    },
+}
+
+impl CreationTokenFile {
+    /// Reads the token in `path`. The file must not be readable by group or others and must hold
+    /// one token of at least [`MIN_CREATION_TOKEN_LEN`] characters (whitespace around it, such
+    /// as a final newline, is not part of it). The broker keeps the token's digest only.
+    pub fn read(path: impl Into<PathBuf>) -> Result<Self, CreationTokenFileError> {
+        let path: PathBuf = path.into();
+        let digest = read_token_digest(&path)?;
+        Ok(Self { path: path.into(), current: Arc::new(RwLock::new(digest)) })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file again with the checks of [`CreationTokenFile::read`]. On success its token
+    /// is the only one that creates a workspace from the next request on; on failure the
+    /// previous token stays in force. Either way one log line says so (`info` or `error`, with
+    /// the file and the problem), never with the token or its digest.
+    pub fn reload(&self) -> Result<(), CreationTokenFileError> {
+        match read_token_digest(&self.path) {
+            Ok(digest) => {
+                // Only a panic while the write lock is held poisons it, and it is held for one
+                // assignment of a 32-byte value: the digest inside is whole either way.
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = digest;
+                tracing::info!(file = %self.path.display(), "workspace creation token reloaded");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "workspace creation token not reloaded; the previous token is still in force"
+                );
+                Err(error)
             }
         }
     }
+
+    /// Whether `token` is the token last read from the file. Constant-time; the token is hashed
+    /// before the lock is taken.
+    pub fn matches(&self, token: &CreationToken) -> bool {
+        let presented = token.digest();
+        // Poisoning: see `reload`.
+        *self.current.read().unwrap_or_else(PoisonError::into_inner) == presented
+    }
+}
+
+impl std::fmt::Debug for CreationTokenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreationTokenFile")
+            .field("path", &self.path)
+            .field("digest", &format_args!("[REDACTED]"))
+            .finish()
+    }
+}
+
+impl PartialEq for CreationTokenFile {
+    /// The same file holding the same token as last read (the digests compared in constant
+    /// time).
+    fn eq(&self, other: &Self) -> bool {
+        if Arc::ptr_eq(&self.current, &other.current) {
+            return true;
+        }
+        // Poisoning: see `reload`.
+        let mine = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        let theirs = other.current.read().unwrap_or_else(PoisonError::into_inner);
+        self.path == other.path && *mine == *theirs
+    }
+}
+
+impl Eq for CreationTokenFile {}
+
+/// The digest of the token in `path`, after the checks [`CreationTokenFile::read`] lists.
+fn read_token_digest(path: &Path) -> Result<CreationTokenDigest, CreationTokenFileError> {
+    use std::io::Read as _;
+    let unreadable = |reason: std::io::Error| CreationTokenFileError::Unreadable {
+        path: path.to_owned(),
+        reason,
+    };
+    // The permissions checked are those of the file opened, so a file swapped in between the
+    // check and the read is never read unchecked.
+    let mut file = std::fs::File::open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if let Some(mode) = crate::config::shared_mode(&meta) {
+        return Err(CreationTokenFileError::NotPrivate { path: path.to_owned(), mode });
+    }
+    // Sized up front, so a token file's text is not copied into a larger buffer (and left behind
+    // unzeroized) as it is read; a file far longer than any token may still grow the buffer.
+    let capacity = usize::try_from(meta.len()).unwrap_or(0).min(64 * 1024).saturating_add(1);
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(capacity));
+    file.read_to_string(&mut text).map_err(unreadable)?;
+    let token = CreationToken::parse(&text)
+        .map_err(|reason| CreationTokenFileError::Malformed { path: path.to_owned(), reason })?;
+    if token.len() < MIN_CREATION_TOKEN_LEN {
+        return Err(CreationTokenFileError::TooShort {
+            path: path.to_owned(),
+            length: token.len(),
+        });
+    }
+    Ok(token.digest())
 }
 
 /// Whether the broker listens on loopback and devices name it by a loopback host.

@@ -1,9 +1,10 @@
 //! `latchkey-server` binary: parses configuration, sets up logging, binds, serves until Ctrl-C or
-//! SIGTERM.
+//! SIGTERM. SIGHUP reloads the TLS certificate and the creation token file.
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use latchkey_server::config::{self, Config, CreationMode, Flags, LogFormat};
+use latchkey_server::creation::CreationTokenFile;
 use latchkey_server::store::Store;
 
 /// The broker allocates and frees many small buffers per call from two or more threads;
@@ -56,6 +57,8 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    // The token file's clone shares its digest with the broker's: a reload applies to both.
+    reload_on_hangup(config.clone(), tls.clone(), workspace_creation.token_file().cloned());
     tracing::info!(
         listen = %listener.local_addr()?,
         tls = config.tls.is_some(),
@@ -89,7 +92,6 @@ async fn main() -> anyhow::Result<()> {
         broker = broker.with_upstream_roots(roots);
     }
     if let Some(tls) = tls {
-        reload_tls_on_hangup(config.clone(), tls.clone());
         broker = broker.with_tls(tls);
     }
     let served = latchkey_server::serve(broker, listener, shutdown_signal()).await;
@@ -118,31 +120,53 @@ fn init_logging(format: LogFormat) {
 }
 
 /// On each SIGHUP, reads the TLS certificate and key files again and serves them from the next
-/// handshake on (a renewed certificate without a restart). Files that cannot be used leave the
-/// current certificate in place, with an error in the log.
-fn reload_tls_on_hangup(config: Config, tls: latchkey_server::tls::ServerTls) {
+/// handshake on (a renewed certificate without a restart), and reads the creation token file
+/// again (a new token from the next workspace creation on). Each is reloaded on its own: files
+/// that cannot be used leave the current certificate or token in place, with an error in the
+/// log, and do not keep the other from being reloaded. Without either, SIGHUP is not watched.
+fn reload_on_hangup(
+    config: Config,
+    tls: Option<latchkey_server::tls::ServerTls>,
+    token_file: Option<CreationTokenFile>,
+) {
+    if tls.is_none() && token_file.is_none() {
+        return;
+    }
     #[cfg(unix)]
-    tokio::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
+        // Watched from here on, before the broker says it is ready: a SIGHUP sent after that
+        // line reloads instead of ending the process.
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot watch for SIGHUP; restart the broker to renew its certificate");
+            tracing::warn!(
+                "cannot watch for SIGHUP; restart the broker to renew its certificate or to \
+                 change its creation token"
+            );
             return;
         };
-        while hangups.recv().await.is_some() {
-            match config.server_tls() {
-                Ok(Some(renewed)) => {
-                    tls.replace_with(&renewed);
-                    tracing::info!("TLS certificate and key reloaded");
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                if let Some(tls) = &tls {
+                    match config.server_tls() {
+                        Ok(Some(renewed)) => {
+                            tls.replace_with(&renewed);
+                            tracing::info!("TLS certificate and key reloaded");
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one");
+                        }
+                    }
                 }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one");
+                if let Some(token_file) = &token_file {
+                    // The outcome is logged by `reload`, and a failure keeps the previous token.
+                    let _ = token_file.reload();
                 }
             }
-        }
-    });
+        });
+    }
     #[cfg(not(unix))]
-    let _ = (config, tls);
+    let _ = (config, tls, token_file);
 }
 
 async fn shutdown_signal() {

@@ -2,7 +2,8 @@
 //! creation token on a broker in `token` mode, nobody on a closed one. Refusals carry their own
 //! code and a message that says what to do, write nothing (not even the signature's nonce), and
 //! joining with an invite works whatever the mode. The binary picks the mode from its settings
-//! and says at startup which one it runs with.
+//! and says at startup which one it runs with. A token file read again (on SIGHUP, in the binary)
+//! replaces the token from the next creation on, and one that cannot be used changes nothing.
 
 #![allow(
     clippy::expect_used,
@@ -13,15 +14,20 @@
 
 use crate::common;
 
-use common::{TestBroker, TestDevice, database};
+use std::path::Path;
+
+use common::{LogCapture, TestBroker, TestDevice, database};
 use latchkey_core::creation::CreationToken;
 use latchkey_core::ids::WorkspaceId;
 use latchkey_core::keys::{BrokerSecretKey, WrappedKey};
 use latchkey_server::Broker;
-use latchkey_server::creation::WorkspaceCreation;
+use latchkey_server::creation::{CreationTokenFile, CreationTokenFileError, WorkspaceCreation};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 const TOKEN: &str = "lkct-9fQ2x7Lm4Rz8Vb1Nw6Hs3Jd5Kt0Pg-token";
+/// The token that replaces [`TOKEN`] in its file.
+const NEW_TOKEN: &str = "Wd3+Rk8qTz1/Ls6vNb0xHj4pYc7mGf2aQe5uKo9i=";
 
 /// A broker answering creations as `creation` says.
 async fn broker_with(creation: WorkspaceCreation) -> TestBroker {
@@ -163,6 +169,191 @@ async fn joining_with_an_invite_needs_no_creation_token_on_a_token_or_closed_bro
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reloading the token file
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_reloaded_token_file_creates_with_the_new_token_and_refuses_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creation-token");
+    write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
+    let file = CreationTokenFile::read(&path).unwrap();
+    let broker = broker_with(WorkspaceCreation::TokenFile(file.clone())).await;
+    assert_eq!(create_new(&broker, TOKEN).await, (201, None));
+
+    write_token_file(&path, &format!("{NEW_TOKEN}\n"), 0o600);
+    assert_eq!(
+        create_new(&broker, NEW_TOKEN).await,
+        invalid(),
+        "a replaced file changes nothing until it is read again"
+    );
+    assert_eq!(create_new(&broker, TOKEN).await, (201, None));
+
+    file.reload().unwrap();
+    assert_eq!(
+        create_new(&broker, TOKEN).await,
+        invalid(),
+        "the old token is refused from the first creation after the reload"
+    );
+    assert_eq!(create_new(&broker, NEW_TOKEN).await, (201, None), "the new token creates");
+    assert_eq!(rows(&broker, "workspaces").await, 3);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_file_that_cannot_be_used_on_reload_leaves_the_previous_token_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creation-token");
+    let named = path.display().to_string();
+    write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
+    let file = CreationTokenFile::read(&path).unwrap();
+    let broker = broker_with(WorkspaceCreation::TokenFile(file.clone())).await;
+    let kept = |new: &'static str| {
+        let broker = &broker;
+        async move {
+            assert_eq!(
+                create_new(broker, new).await,
+                invalid(),
+                "the refused file's token does not create"
+            );
+            assert_eq!(
+                create_new(broker, TOKEN).await,
+                (201, None),
+                "the previous token still does"
+            );
+        }
+    };
+    let mut messages = Vec::new();
+
+    #[cfg(unix)]
+    {
+        write_token_file(&path, &format!("{NEW_TOKEN}\n"), 0o640);
+        let error = file.reload().unwrap_err();
+        assert!(
+            matches!(error, CreationTokenFileError::NotPrivate { mode: 0o640, .. }),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&named)
+                && message.contains("readable by other users")
+                && message.contains("chmod 600"),
+            "a token others can read is refused, as at startup: {message}"
+        );
+        kept(NEW_TOKEN).await;
+        messages.push(message);
+    }
+
+    let short = &NEW_TOKEN[..20];
+    write_token_file(&path, &format!("{short}\n"), 0o600);
+    let error = file.reload().unwrap_err();
+    assert!(matches!(error, CreationTokenFileError::TooShort { length: 20, .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains(&named) && message.contains("fewer than the 32"),
+        "a guessable token is refused, as at startup: {message}"
+    );
+    kept(short).await;
+    messages.push(message);
+
+    write_token_file(&path, &format!("{NEW_TOKEN}\n{TOKEN}\n"), 0o600);
+    let error = file.reload().unwrap_err();
+    assert!(matches!(error, CreationTokenFileError::Malformed { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&named) && message.contains("visible ASCII"), "one token: {message}");
+    kept(NEW_TOKEN).await;
+    messages.push(message);
+
+    std::fs::remove_file(&path).unwrap();
+    let error = file.reload().unwrap_err();
+    assert!(matches!(error, CreationTokenFileError::Unreadable { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&named) && message.contains("cannot read it"), "{message}");
+    assert_eq!(create_new(&broker, TOKEN).await, (201, None), "a missing file keeps the token");
+    messages.push(message);
+
+    for message in messages {
+        assert!(
+            !message.contains(&TOKEN[5..25]) && !message.contains(&NEW_TOKEN[..12]),
+            "no error quotes a token: {message}"
+        );
+    }
+
+    write_token_file(&path, &format!("{NEW_TOKEN}\n"), 0o600);
+    file.reload().unwrap();
+    assert_eq!(create_new(&broker, NEW_TOKEN).await, (201, None), "a good file is taken again");
+    assert_eq!(create_new(&broker, TOKEN).await, invalid());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn reloads_log_the_file_and_the_outcome_but_never_a_token_or_its_digest() {
+    // The test runtime has one thread: the broker's request handlers log through the capture
+    // too, so the refusals of the tokens sent are checked as well.
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creation-token");
+    write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
+    let file = CreationTokenFile::read(&path).unwrap();
+    let broker = broker_with(WorkspaceCreation::TokenFile(file.clone())).await;
+
+    write_token_file(&path, &format!("{NEW_TOKEN}\n"), 0o600);
+    file.reload().unwrap();
+    #[cfg(unix)]
+    {
+        write_token_file(&path, &format!("{TOKEN}\n"), 0o644);
+        file.reload().unwrap_err();
+    }
+    write_token_file(&path, &format!("{}\n", &TOKEN[..31]), 0o600);
+    file.reload().unwrap_err();
+    write_token_file(&path, &format!("{TOKEN} {NEW_TOKEN}\n"), 0o600);
+    file.reload().unwrap_err();
+    std::fs::remove_file(&path).unwrap();
+    file.reload().unwrap_err();
+    assert_eq!(create_new(&broker, TOKEN).await.0, 403);
+    assert_eq!(create_new(&broker, NEW_TOKEN).await.0, 201);
+    broker.stop().await;
+
+    let text = logs.text();
+    let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let with = |message: &str| {
+        lines.iter().filter(|line| line["fields"]["message"] == message).collect::<Vec<_>>()
+    };
+    let reloaded = with("workspace creation token reloaded");
+    assert_eq!(reloaded.len(), 1, "{text}");
+    assert_eq!(reloaded[0]["level"], "INFO");
+    assert_eq!(reloaded[0]["fields"]["file"], path.display().to_string(), "names the file");
+    let refused =
+        with("workspace creation token not reloaded; the previous token is still in force");
+    assert_eq!(refused.len(), if cfg!(unix) { 4 } else { 3 }, "one line per failed reload: {text}");
+    for line in refused {
+        assert_eq!(line["level"], "ERROR");
+        let error = line["fields"]["error"].as_str().unwrap();
+        assert!(error.contains(&path.display().to_string()), "names the file: {error}");
+    }
+    for token in [TOKEN, NEW_TOKEN] {
+        for part in token.as_bytes().windows(12) {
+            let part = std::str::from_utf8(part).unwrap();
+            assert!(!text.contains(part), "the log holds part of a token ({part}): {text}");
+        }
+        let digest = sha2::Sha256::new()
+            .chain_update(b"latchkey creation token v1\0")
+            .chain_update(token.as_bytes())
+            .finalize();
+        use base64::Engine as _;
+        for shown in [
+            hex::encode(digest),
+            hex::encode_upper(digest),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest),
+        ] {
+            assert!(!text.contains(&shown[..16]), "the log holds the token's digest: {text}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The binary
 // ---------------------------------------------------------------------------------------------
 
@@ -223,9 +414,146 @@ fn the_binary_refuses_token_mode_without_a_token_file_and_names_the_flag() {
     assert!(stderr.contains("--creation-token-file"), "says what to give: {stderr}");
 }
 
+#[tokio::test]
+async fn the_binary_reads_its_token_file_again_on_sighup_and_keeps_the_token_over_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creation-token");
+    write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
+    let named = path.display().to_string();
+    let broker = Binary::start(
+        &dir.path().join("data"),
+        &["--listen", "127.0.0.1:0", "--log-format", "json", "--creation-token-file", &named],
+    );
+    let base = format!("http://{}", broker.listening());
+    let http = reqwest::Client::new();
+    assert_eq!(create_on(&http, &base, TOKEN).await, (201, None));
+
+    write_token_file(&path, &format!("{NEW_TOKEN}\n"), 0o644);
+    let logged = broker.hang_up_and_await(&["workspace creation token not reloaded"]);
+    assert!(logged.contains(&named) && logged.contains("readable by other users"), "{logged}");
+    assert_eq!(create_on(&http, &base, NEW_TOKEN).await, invalid());
+    assert_eq!(create_on(&http, &base, TOKEN).await, (201, None), "the broker goes on serving");
+
+    write_token_file(&path, &format!("{NEW_TOKEN}\n"), 0o600);
+    broker.hang_up_and_await(&["workspace creation token reloaded"]);
+    assert_eq!(create_on(&http, &base, TOKEN).await, invalid());
+    assert_eq!(create_on(&http, &base, NEW_TOKEN).await, (201, None));
+
+    let log = broker.stop();
+    for token in [TOKEN, NEW_TOKEN] {
+        assert!(!log.contains(&token[5..25]), "the token is not logged: {log}");
+    }
+}
+
+#[tokio::test]
+async fn one_sighup_reloads_the_certificate_and_the_token_file_each_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, token) =
+        (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("token"));
+    let install = |ca: &common::tls::TestCa| {
+        let (chain, private) = ca.issue(&["127.0.0.1"], None).pem();
+        std::fs::write(&cert, chain).unwrap();
+        write_token_file(&key, &private, 0o600);
+    };
+    let first = common::tls::TestCa::new("First CA");
+    install(&first);
+    write_token_file(&token, &format!("{TOKEN}\n"), 0o600);
+    let path = |file: &Path| file.display().to_string();
+    let broker = Binary::start(
+        &dir.path().join("data"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--tls-cert",
+            &path(&cert),
+            "--tls-key",
+            &path(&key),
+            "--creation-token-file",
+            &path(&token),
+        ],
+    );
+    let base = format!("https://{}", broker.listening());
+    let trusting = |ca: &common::tls::TestCa| {
+        let ca = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+    };
+    assert_eq!(create_on(&trusting(&first), &base, TOKEN).await, (201, None));
+
+    // A broken key file does not keep the new token out.
+    write_token_file(&key, "not a key\n", 0o600);
+    write_token_file(&token, &format!("{NEW_TOKEN}\n"), 0o600);
+    broker
+        .hang_up_and_await(&["TLS certificate not reloaded", "workspace creation token reloaded"]);
+    let client = trusting(&first);
+    assert_eq!(create_on(&client, &base, NEW_TOKEN).await, (201, None), "the old certificate");
+    assert_eq!(create_on(&client, &base, TOKEN).await, invalid());
+
+    // A bad token file does not keep the renewed certificate out.
+    let second = common::tls::TestCa::new("Second CA");
+    install(&second);
+    write_token_file(&token, "short\n", 0o600);
+    broker.hang_up_and_await(&[
+        "TLS certificate and key reloaded",
+        "workspace creation token not reloaded",
+    ]);
+    let client = trusting(&second);
+    assert_eq!(create_on(&client, &base, NEW_TOKEN).await, (201, None), "the new certificate");
+    assert_eq!(create_on(&client, &base, "short").await, invalid());
+    broker.stop();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
+
+/// Writes `contents` to `path` with permissions `mode` the way an operator replaces a secret
+/// file: a new file, renamed over the old one.
+fn write_token_file(path: &Path, contents: &str, mode: u32) {
+    let fresh = path.with_extension("new");
+    std::fs::write(&fresh, contents).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    std::fs::rename(&fresh, path).unwrap();
+}
+
+/// What [`create_new`] and [`create_on`] return for a token that is not the broker's.
+fn invalid() -> (u16, Option<String>) {
+    (403, Some("creation_token_invalid".to_owned()))
+}
+
+/// Creates a workspace with `token` from a new device; returns the status and the refusal's
+/// code, if any.
+async fn create_new(broker: &TestBroker, token: &str) -> (u16, Option<String>) {
+    let (status, body) =
+        create(broker, &mut TestDevice::new(WorkspaceId::random()), Some(token)).await;
+    (status, body["code"].as_str().map(str::to_owned))
+}
+
+/// As [`create_new`], on the binary serving at `base`, signed at the system's time.
+async fn create_on(http: &reqwest::Client, base: &str, token: &str) -> (u16, Option<String>) {
+    let mut device = TestDevice::new(WorkspaceId::random());
+    let mut body = device.create_workspace_body("Acme");
+    body["creation_token"] = json!(token);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let request = common::signed_request(
+        http,
+        (base, base),
+        &device,
+        "POST",
+        "/v1/workspaces",
+        Some(&body),
+        now.as_secs(),
+    );
+    let (status, body) = TestBroker::send(request).await;
+    (status, body["code"].as_str().map(str::to_owned))
+}
 
 /// Has `admin` invite a new member and a fresh device join with the code; returns the join's
 /// answer.
@@ -322,6 +650,34 @@ impl Binary {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         panic!("no {needle:?} in the log: {}", self.log.lock().unwrap().join("\n"));
+    }
+
+    /// The API listener's address, from the startup line of a broker logging JSON.
+    fn listening(&self) -> String {
+        let ready: Value = serde_json::from_str(&self.wait_for("latchkey-server ready")).unwrap();
+        ready["fields"]["listen"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends SIGHUP and waits until the lines logged afterwards hold each of `needles`; returns
+    /// those lines.
+    fn hang_up_and_await(&self, needles: &[&str]) -> String {
+        let before = self.log.lock().unwrap().len();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for _ in 0..400 {
+            let after = self.log.lock().unwrap()[before..].join("\n");
+            if needles.iter().all(|needle| after.contains(needle)) {
+                return after;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!(
+            "not all of {needles:?} in the log after SIGHUP: {}",
+            self.log.lock().unwrap().join("\n")
+        );
     }
 
     /// Stops the broker and returns everything it logged.

@@ -168,31 +168,8 @@ impl TestBroker {
         path: &str,
         body: Option<&Value>,
     ) -> reqwest::RequestBuilder {
-        let bytes = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
-        let signed_for = format!("{}{path}", self.public_origin);
-        let target = self.url(path);
-        let headers: Vec<(&str, &str)> =
-            if body.is_some() { vec![("content-type", "application/json")] } else { Vec::new() };
-        let parts = SignedRequestParts { method, target_uri: &signed_for, headers: &headers };
-        let sig = httpsig::sign(
-            &parts,
-            &bytes,
-            &device.keys.signing,
-            device.id,
-            self.clock.now_secs(),
-            60,
-        )
-        .expect("sign");
-        let mut request = self
-            .http
-            .request(method.parse().expect("method"), target)
-            .header("content-digest", sig.content_digest)
-            .header("signature-input", sig.signature_input)
-            .header("signature", sig.signature);
-        if body.is_some() {
-            request = request.header("content-type", "application/json").body(bytes);
-        }
-        request
+        let origins = (self.base.as_str(), self.public_origin.as_str());
+        signed_request(&self.http, origins, device, method, path, body, self.clock.now_secs())
     }
 
     /// Sends a request and returns the status and JSON body.
@@ -441,6 +418,35 @@ impl TestBroker {
         let broker = build(store, clock.clone(), dir.path());
         Self::serve(broker, clock, dir, db).await
     }
+}
+
+/// A request to `base` + `path` signed by `device` for `origin` + `path` at `now` (Unix seconds),
+/// as [`TestBroker::signed`] makes them; for a broker that is not a [`TestBroker`].
+pub fn signed_request(
+    http: &reqwest::Client,
+    (base, origin): (&str, &str),
+    device: &TestDevice,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    now: u64,
+) -> reqwest::RequestBuilder {
+    let bytes = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+    let signed_for = format!("{origin}{path}");
+    let headers: Vec<(&str, &str)> =
+        if body.is_some() { vec![("content-type", "application/json")] } else { Vec::new() };
+    let parts = SignedRequestParts { method, target_uri: &signed_for, headers: &headers };
+    let sig =
+        httpsig::sign(&parts, &bytes, &device.keys.signing, device.id, now, 60).expect("sign");
+    let mut request = http
+        .request(method.parse().expect("method"), format!("{base}{path}"))
+        .header("content-digest", sig.content_digest)
+        .header("signature-input", sig.signature_input)
+        .header("signature", sig.signature);
+    if body.is_some() {
+        request = request.header("content-type", "application/json").body(bytes);
+    }
+    request
 }
 
 /// Serves `metrics` on a fresh loopback port until the test's runtime ends; returns the base URL.
