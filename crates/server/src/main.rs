@@ -123,15 +123,13 @@ fn init_logging(format: LogFormat) {
 /// handshake on (a renewed certificate without a restart), and reads the creation token file
 /// again (a new token from the next workspace creation on). Each is reloaded on its own: files
 /// that cannot be used leave the current certificate or token in place, with an error in the
-/// log, and do not keep the other from being reloaded. Without either, SIGHUP is not watched.
+/// log, and do not keep the other from being reloaded. Without either, a SIGHUP is logged as
+/// reloading nothing: `systemctl reload` must never stop a broker, whatever it was started with.
 fn reload_on_hangup(
     config: Config,
     tls: Option<latchkey_server::tls::ServerTls>,
     token_file: Option<CreationTokenFile>,
 ) {
-    if tls.is_none() && token_file.is_none() {
-        return;
-    }
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -146,6 +144,12 @@ fn reload_on_hangup(
         };
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
+                if tls.is_none() && token_file.is_none() {
+                    tracing::info!(
+                        "SIGHUP: nothing to reload (no --tls-cert and --tls-key, no \
+                         --creation-token-file)"
+                    );
+                }
                 if let Some(tls) = &tls {
                     match config.server_tls() {
                         Ok(Some(renewed)) => {

@@ -446,6 +446,19 @@ async fn the_binary_reads_its_token_file_again_on_sighup_and_keeps_the_token_ove
 }
 
 #[tokio::test]
+async fn a_sighup_to_a_broker_with_nothing_to_reload_leaves_it_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker =
+        Binary::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0", "--log-format", "json"]);
+    let base = format!("http://{}", broker.listening());
+    broker.hang_up_and_await(&["nothing to reload"]);
+    broker.hang_up_and_await(&["nothing to reload"]);
+    let health = reqwest::get(format!("{base}/healthz")).await.expect("still listening");
+    assert_eq!(health.status(), 200, "a reload (systemctl reload) never stops a broker");
+    broker.stop();
+}
+
+#[tokio::test]
 async fn one_sighup_reloads_the_certificate_and_the_token_file_each_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, token) =
