@@ -336,9 +336,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         shown(r.record.get(name).and_then(|v| v.as_str()).unwrap_or("-"))
                             .into_owned()
                     };
-                    // A call's method, host and path; a device's change, what it was about.
+                    // A call's method, host and path (a device's refused request has no host:
+                    // its path is the API route); a device's change, what it was about.
                     let what = if r.record.get("method").is_some() {
-                        format!("{} {}{}", field("method"), field("host"), field("path"))
+                        let host = r.record.get("host").map_or_else(String::new, |_| field("host"));
+                        format!("{} {host}{}", field("method"), field("path"))
                     } else {
                         field("subject")
                     };

@@ -1388,6 +1388,12 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     let (code, _, err) = grace.run(&["invite", "revoke", &spare_id], None).await;
     assert_eq!(code, 4, "a member cannot revoke an admin's invite: {err}");
     assert!(err.contains("(forbidden)"), "{err}");
+    let (code, text, err) = ada.run(&["audit", "list", "--kind", "request_refused"], None).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.lines().count() == 1 && text.contains("DELETE /v1/invites/{id}"),
+        "the refusal is on the chain with the route Grace's device tried, no host: {text}"
+    );
     let revoked = ada.json(&["invite", "revoke", &spare_id], None).await;
     assert_eq!(revoked, serde_json::json!({"revoked": spare_id}));
     let (code, _, err) = ada.run(&["invite", "revoke", &spare_id], None).await;

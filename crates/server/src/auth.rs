@@ -83,6 +83,7 @@ impl<T: DeserializeOwned + Send> FromRequest<SharedState> for Signed<T> {
             member: device.member,
             role: device.role,
         };
+        crate::access_log::note_caller(&parts.extensions, caller);
         Ok(Self { caller, body: parse_json(&bytes)? })
     }
 }

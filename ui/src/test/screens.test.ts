@@ -316,6 +316,18 @@ describe('audit', () => {
     expect(screen.getByTestId('audit-table')).toHaveTextContent('member_removed');
   });
 
+  it("names the kind of a device's refused request beside the route it tried", async () => {
+    const b = setup();
+    b.audit.unshift({ seq: 9998, at: b.audit[0].at + 1, kind: 'request_refused', agent: null, agentName: null, credentialName: null,
+      method: 'DELETE', host: null, path: '/v1/members/{id}', decision: null, reason: 'forbidden', policyIds: [], upstreamStatus: null, subject: null });
+    render(Audit);
+    expect(await screen.findByTestId('audit-kind-9998'), 'not an agent call: the kind says what it was').toHaveTextContent('request_refused');
+    const row = screen.getByTestId('audit-9998');
+    expect(row).toHaveTextContent('DELETE /v1/members/{id}');
+    expect(row, 'no host is printed as text').not.toHaveTextContent('null');
+    expect(row).toHaveTextContent('forbidden');
+  });
+
   it('filters by integration by its name, which is what audit records carry', async () => {
     const b = setup();
     const user = userEvent.setup();

@@ -14,8 +14,13 @@ mod wire;
 mod workspaces;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::access_log::DeviceRequest;
+use crate::audit::AuditKind;
 use crate::auth::DeviceCaller;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
@@ -27,6 +32,8 @@ pub(crate) fn router(state: SharedState) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the log layer, which puts in the slot the authenticator notes the caller in.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit_refusals))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::access_log::log_request))
         .with_state(state)
 }
@@ -46,6 +53,33 @@ fn documented() -> OpenApiRouter<SharedState> {
         .merge(service::routes())
         .merge(workspaces::routes())
         .merge(crate::proxy::routes())
+}
+
+/// Appends a `request_refused` record when an enrolled device's verified request is answered
+/// `403 forbidden`: its member's role or ownership does not allow what it asked (a member
+/// changing policies, removing someone, answering another member's approval, ...). A device
+/// that tries what it may not is on the chain, where a log line could be lost or edited; requests
+/// refused before a signature verifies name no workspace and are only logged.
+async fn audit_refusals(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let device = request.extensions().get::<DeviceRequest>().cloned();
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let refused = response.extensions().get::<ErrorCode>() == Some(&ErrorCode::Forbidden);
+    if let (true, Some(caller)) = (refused, device.as_ref().and_then(DeviceRequest::caller)) {
+        credentials::audit(&state, &caller, AuditKind::RequestRefused, |e| {
+            e.reason_code = Some(ErrorCode::Forbidden.spelling());
+            e.method = Some(method);
+            // The route template, not the path: what was attempted, in the API's own terms.
+            e.path = route;
+        })
+        .await;
+    }
+    response
 }
 
 async fn not_found() -> ApiError {

@@ -201,11 +201,15 @@ pub enum AuditKind {
     /// A pending invite was revoked: its code is refused from now on (`subject` as for
     /// [`AuditKind::InviteCreated`]).
     InviteRevoked,
+    /// An enrolled device's request was refused because its member may not do what it asked
+    /// (`reason_code` `forbidden`; `method` and `path` the API route, e.g. `PUT`
+    /// `/v1/policies/{id}`).
+    RequestRefused,
 }
 
 impl AuditKind {
     /// Every kind, in the order the codes were assigned.
-    pub const ALL: [AuditKind; 30] = [
+    pub const ALL: [AuditKind; 31] = [
         AuditKind::ProxyAttempt,
         AuditKind::ProxyOutcome,
         AuditKind::WorkspaceCreated,
@@ -236,6 +240,7 @@ impl AuditKind {
         AuditKind::AgentTokenRegenerated,
         AuditKind::GrantCreated,
         AuditKind::InviteRevoked,
+        AuditKind::RequestRefused,
     ];
 
     /// The stable code (the serde spelling).
@@ -271,6 +276,7 @@ impl AuditKind {
             AuditKind::AgentTokenRegenerated => "agent_token_regenerated",
             AuditKind::GrantCreated => "grant_created",
             AuditKind::InviteRevoked => "invite_revoked",
+            AuditKind::RequestRefused => "request_refused",
         }
     }
 

@@ -109,6 +109,7 @@ fn every_audit_kind_keeps_its_stable_code() {
             "agent_token_regenerated",
             "grant_created",
             "invite_revoked",
+            "request_refused",
         ],
         "codes are stable: extend, never reassign"
     );

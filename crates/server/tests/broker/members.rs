@@ -704,6 +704,66 @@ async fn a_member_who_is_not_admin_cannot_invite_others_remove_others_or_change_
 }
 
 #[tokio::test]
+async fn what_a_device_was_refused_for_its_role_is_on_the_chain_and_nothing_else_is() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let before = audit_kinds(&broker, &admin).await.len();
+
+    // Refused for the member's role: each one is recorded.
+    assert_eq!(create_invite(&broker, &member, json!({"role": "admin"})).await.0, 403);
+    assert_eq!(remove_member(&broker, &member, admin.member).await.0, 403);
+    assert_eq!(set_role(&broker, &member, member.member, "admin").await.0, 403);
+    // Refused for other reasons, or not refused: nothing is recorded.
+    assert_eq!(get(&broker, &member, "/v1/members").await.0, 200, "a member reads members");
+    assert_eq!(create_invite(&broker, &member, json!({"expires_in_secs": 1})).await.0, 400);
+    assert_eq!(remove_device(&broker, &member, DeviceId::random()).await.0, 404);
+    let stranger = TestDevice::new(admin.workspace);
+    let (status, _) = TestBroker::send(broker.signed(&stranger, "GET", "/v1/members", None)).await;
+    assert_eq!(status, 401, "an unknown device names no workspace to record in");
+
+    let (status, log) = get(&broker, &admin, "/v1/audit?order=oldest_first").await;
+    assert_eq!(status, 200, "{log}");
+    let records: Vec<&Value> =
+        log["records"].as_array().unwrap().iter().skip(before).map(|r| &r["record"]).collect();
+    let seen: Vec<(&str, &str, &str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or("-");
+            (field("kind"), field("device"), field("reason_code"), field("method"), field("path"))
+        })
+        .collect();
+    let m = member.id.to_string();
+    assert_eq!(
+        seen,
+        [
+            ("request_refused", m.as_str(), "forbidden", "POST", "/v1/invites"),
+            ("request_refused", m.as_str(), "forbidden", "DELETE", "/v1/members/{id}"),
+            ("request_refused", m.as_str(), "forbidden", "PATCH", "/v1/members/{id}"),
+        ],
+        "each request refused for the member's role names the device and the route it tried; \
+         reads, malformed requests, misses and unknown devices add nothing"
+    );
+    assert!(
+        records.iter().all(|r| r["member"] == json!(member.member) && r.get("decision").is_none()),
+        "the member is named, and a refused request is no agent call: {records:?}"
+    );
+    broker.stop().await;
+}
+
+/// The kinds of the workspace's audit records, oldest first.
+async fn audit_kinds(broker: &TestBroker, by: &TestDevice) -> Vec<String> {
+    let (status, log) = get(broker, by, "/v1/audit?order=oldest_first").await;
+    assert_eq!(status, 200, "{log}");
+    log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"]["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
 async fn the_last_admin_can_be_neither_removed_nor_demoted_until_another_admin_exists() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
