@@ -115,7 +115,8 @@ struct ListQuery {
 }
 
 /// Approvals the caller may answer, and those of its member's agents that others answer
-/// (`answerable: false`), newest first: pending ones by default, or all of them.
+/// (`answerable: false`), newest first: pending ones by default, or all of them (decided ones
+/// for 30 days; the audit log keeps every one).
 #[utoipa::path(
     get,
     path = "/v1/approvals",

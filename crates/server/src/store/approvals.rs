@@ -9,6 +9,11 @@
 //! The row never holds a credential or a key: the call's shape (method, host, path, the query's
 //! parameter names, the body's size) and, once approved, the answering device's capability,
 //! which is sealed to the broker's key. The holder clears the capability when it takes it.
+//!
+//! Decided approvals are history: each new one deletes its workspace's approvals decided more
+//! than [`APPROVAL_HISTORY_SECS`] before, so the table holds what is pending plus a month of
+//! answers, however many calls a workspace's agents make. The audit chain keeps every request
+//! and answer for good (`approval_requested`, `approval_answered`, `approval_expired`).
 
 use latchkey_core::ids::{AgentId, ApprovalId, CredentialId, DeviceId, MemberId, WorkspaceId};
 use sqlx::Row as _;
@@ -16,6 +21,9 @@ use sqlx::any::AnyRow;
 
 use super::nonces::as_i64;
 use super::{Lock, Store, StoreError};
+
+/// How long a decided (approved, denied or expired) approval stays listed: 30 days.
+pub const APPROVAL_HISTORY_SECS: u64 = 30 * 24 * 60 * 60;
 
 /// Where an approval stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -154,12 +162,21 @@ const COLUMNS: &str =
      decided_at, decided_by_device";
 
 impl Store {
-    /// Records a held call as pending.
+    /// Records a held call as pending, and deletes the workspace's approvals decided more than
+    /// [`APPROVAL_HISTORY_SECS`] ago.
     pub async fn create_approval(&self, new: &NewApproval) -> Result<(), StoreError> {
         let encode = |v: &[String]| {
             serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("unencodable: {e}")))
         };
         let mut tx = self.begin(new.workspace, Lock::None).await?;
+        sqlx::query(
+            "DELETE FROM approvals
+             WHERE workspace_id = $1 AND status <> 'pending' AND decided_at < $2",
+        )
+        .bind(new.workspace.to_string())
+        .bind(as_i64(new.now.saturating_sub(APPROVAL_HISTORY_SECS)))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO approvals (workspace_id, id, agent_id, credential_id, credential_owner,
                  credential_name, method, host, path, query_keys, body_size, policy_ids, status,

@@ -448,8 +448,10 @@ async fn the_binary_reads_its_token_file_again_on_sighup_and_keeps_the_token_ove
 #[tokio::test]
 async fn a_sighup_to_a_broker_with_nothing_to_reload_leaves_it_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let broker =
-        Binary::start(&dir.path().join("data"), &["--listen", "127.0.0.1:0", "--log-format", "json"]);
+    let broker = Binary::start(
+        &dir.path().join("data"),
+        &["--listen", "127.0.0.1:0", "--log-format", "json"],
+    );
     let base = format!("http://{}", broker.listening());
     broker.hang_up_and_await(&["nothing to reload"]);
     broker.hang_up_and_await(&["nothing to reload"]);

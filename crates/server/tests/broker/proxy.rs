@@ -1351,6 +1351,51 @@ async fn only_devices_that_may_authorise_see_a_held_call_and_a_wrong_capability_
 }
 
 #[tokio::test]
+async fn decided_approvals_are_listed_for_thirty_days_and_the_audit_chain_keeps_them() {
+    const DAY: u64 = 24 * 60 * 60;
+    let w = world().await;
+    // Denies the agent's next held call; its approval's id.
+    let deny_next = || async {
+        let held = w.call_in_background("GET", "/user");
+        let id = w.pending_approval().await;
+        let (status, body) = w.answer(&w.admin, &id, json!({"decision": "deny"})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(held.await.expect("the call ends").0, 403, "denied");
+        id
+    };
+    let oldest = deny_next().await;
+    w.broker.clock.advance(29 * DAY);
+    let recent = deny_next().await;
+    w.broker.clock.advance(DAY + 1);
+    let newest = deny_next().await;
+
+    let listed: Vec<String> = w
+        .approvals(&w.admin, "all")
+        .await
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        [newest, recent.clone()],
+        "an approval decided 30 days before the next one is requested is gone; one decided 29 \
+         days before is still listed"
+    );
+    let answered: Vec<Value> = w
+        .audit()
+        .await
+        .into_iter()
+        .filter(|r| r["record"]["kind"] == "approval_answered")
+        .map(|r| r["record"]["approval_id"].clone())
+        .collect();
+    assert!(
+        answered.contains(&json!(oldest)) && answered.contains(&json!(recent)),
+        "the audit chain keeps every answer, listed or not: {answered:?}"
+    );
+    w.broker.stop().await;
+}
+
+#[tokio::test]
 async fn an_agent_that_hangs_up_leaves_no_approval_pending() {
     let w = world().await;
     let held = w.call_in_background("GET", "/user");
