@@ -65,17 +65,18 @@ async fn audit_refusals(
     request: Request,
     next: Next,
 ) -> Response {
+    // Cheap clones (an `Arc` each, a standard method by value): this runs on every proxied call.
     let device = request.extensions().get::<DeviceRequest>().cloned();
-    let method = request.method().as_str().to_owned();
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
     let refused = response.extensions().get::<ErrorCode>() == Some(&ErrorCode::Forbidden);
     if let (true, Some(caller)) = (refused, device.as_ref().and_then(DeviceRequest::caller)) {
         credentials::audit(&state, &caller, AuditKind::RequestRefused, |e| {
             e.reason_code = Some(ErrorCode::Forbidden.spelling());
-            e.method = Some(method);
+            e.method = Some(method.as_str().to_owned());
             // The route template, not the path: what was attempted, in the API's own terms.
-            e.path = route;
+            e.path = route.map(|r| r.as_str().to_owned());
         })
         .await;
     }
