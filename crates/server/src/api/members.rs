@@ -314,7 +314,7 @@ async fn revoke_invite(
                 ErrorCode::Forbidden,
                 "this invite was made by another member; only an admin can revoke it",
             ),
-            _ => not_found(
+            RevokeInviteError::NotFound => not_found(
                 "no pending invite with this id in your workspace: it may have expired, been \
                  revoked, or been voided by a change to the device or member that made it",
             ),
