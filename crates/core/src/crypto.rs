@@ -75,17 +75,41 @@ pub(crate) mod hpke_suite {
     pub(crate) type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
 }
 
-/// HPKE base-mode single-shot seal to `recipient`. Returns `enc || ciphertext || tag`.
+/// HPKE base-mode single-shot seal to `recipient`, its ephemeral key drawn from the OS. Returns
+/// `enc || ciphertext || tag`.
 pub(crate) fn hpke_seal(
     recipient: &[u8; X25519_LEN],
     info: &[u8],
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<Vec<u8>, CryptoFailure> {
+    hpke_seal_with(recipient, aad, plaintext, |pk| {
+        hpke::setup_sender::<hpke_suite::Aead, hpke_suite::Kdf, hpke_suite::Kem>(
+            &hpke::OpModeS::Base,
+            pk,
+            info,
+        )
+    })
+}
+
+/// The sender's context of a base-mode seal in the suite.
+pub(crate) type HpkeSender =
+    hpke::aead::AeadCtxS<hpke_suite::Aead, hpke_suite::Kdf, hpke_suite::Kem>;
+
+/// [`hpke_seal`] with the sender's setup (and its `info`) given: the OS's randomness there, a
+/// published ikmE in the RFC 9180 vector test, which so checks the exact bytes `hpke_seal`
+/// writes.
+pub(crate) fn hpke_seal_with(
+    recipient: &[u8; X25519_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+    setup: impl FnOnce(
+        &hpke_suite::PublicKey,
+    ) -> Result<(hpke_suite::EncappedKey, HpkeSender), hpke::HpkeError>,
+) -> Result<Vec<u8>, CryptoFailure> {
     use hpke_suite::*;
     let pk = PublicKey::from_bytes(recipient).map_err(|_| CryptoFailure)?;
-    let (enc, mut ctx) = hpke::setup_sender::<Aead, Kdf, Kem>(&hpke::OpModeS::Base, &pk, info)
-        .map_err(|_| CryptoFailure)?;
+    let (enc, mut ctx) = setup(&pk).map_err(|_| CryptoFailure)?;
     let ct = ctx.seal(plaintext, aad).map_err(|_| CryptoFailure)?;
     let mut out = Vec::with_capacity(X25519_LEN + ct.len());
     out.extend_from_slice(&enc.to_bytes());

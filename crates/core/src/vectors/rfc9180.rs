@@ -6,10 +6,11 @@
 //! - `hpke_open` is single-shot, so it always opens at sequence number 0: it is tested on
 //!   `enc || ct0`. The other sequence numbers go through a receiver context built from the same
 //!   suite types (`hpke::setup_receiver`), which is what `hpke_open` calls.
-//! - `hpke_seal` draws its ephemeral key from the OS inside `hpke::setup_sender` and takes no RNG,
-//!   so it cannot reproduce `enc`; the deterministic sender check calls
-//!   `hpke::setup_sender_with_rng` (what `setup_sender` wraps) with an RNG that replays ikmE, and
-//!   `hpke_seal` itself is checked by a round trip to pkRm.
+//! - `hpke_seal` draws its ephemeral key from the OS inside `hpke::setup_sender`; everything
+//!   after that setup is `crypto::hpke_seal_with`, which takes the setup as an argument. The
+//!   deterministic checks call `hpke::setup_sender_with_rng` (what `setup_sender` wraps) with an
+//!   RNG that replays ikmE: through `hpke_seal_with` its output must be `enc || ct0` byte for
+//!   byte, and `hpke_seal` itself is checked by a round trip to pkRm.
 //! - `shared_secret` is reachable only through `Kem::encap_with_rng`/`Kem::decap`, which hpke
 //!   0.15 marks `#[doc(hidden)]`; `key`, `base_nonce` and `exporter_secret` are private fields of
 //!   the context. They are checked through `hpke::danger::streaming_enc`, which builds a context
@@ -435,9 +436,30 @@ fn rfc9180_a21_sender_seeded_with_ikm_e_produces_the_published_enc_ciphertexts_a
 }
 
 #[test]
+fn rfc9180_a21_hpke_seal_with_ikm_e_writes_exactly_enc_then_the_first_ciphertext() {
+    let info = unhex(INFO);
+    let first = encryption_at(0).expect("the vector's sequence number 0");
+    let mut rng = ReplayRng::new(unhex(IKM_E));
+    let sealed = crypto::hpke_seal_with(
+        &unhex_array::<X25519_LEN>(PK_RM),
+        &unhex(first.aad),
+        &unhex(first.pt),
+        |pk| hpke::setup_sender_with_rng::<Aead, Kdf, Kem>(&OpModeS::Base, pk, &info, &mut rng),
+    )
+    .unwrap_or_else(|e| panic!("RFC 9180 A.2.1: hpke_seal_with failed: {e:?}"));
+    assert_eq!(
+        hex::encode(sealed),
+        format!("{ENC}{}", first.ct),
+        "RFC 9180 A.2.1: the single-shot seal must write enc then ct0, byte for byte: the framing \
+         every capability and wrapped key carries"
+    );
+}
+
+#[test]
 fn rfc9180_a21_hpke_seal_to_pk_rm_opens_with_sk_rm_under_the_vector_info_and_aad() {
-    // hpke_seal takes no RNG, so its enc is fresh each call and cannot equal the vector's; what
-    // can be checked is that it seals to the published recipient in this suite.
+    // hpke_seal draws its ephemeral key from the OS, so its enc is fresh each call and cannot
+    // equal the vector's (the exact bytes are checked through hpke_seal_with above); what is
+    // checked here is that it seals to the published recipient in this suite.
     let info = unhex(INFO);
     let e0 = &ENCRYPTIONS[0];
     let (pt, aad) = (unhex(e0.pt), unhex(e0.aad));
