@@ -187,8 +187,9 @@ pub trait Backend: Send + Sync + 'static {
     /// An invite for a new member; `valid_for_secs` as the broker takes it (60 s to 7 days; a day
     /// when `None`).
     async fn create_invite(&self, role: Role, valid_for_secs: Option<u64>) -> Outcome<Invite>;
-    /// An invite for another device of the signed-in member.
-    async fn create_device_invite(&self) -> Outcome<DeviceInvite>;
+    /// An invite for another device of the signed-in member; `valid_for_secs` as for
+    /// [`Backend::create_invite`].
+    async fn create_device_invite(&self, valid_for_secs: Option<u64>) -> Outcome<DeviceInvite>;
     /// Pending invites: every one for an admin, the member's own otherwise.
     async fn invites(&self) -> Outcome<Vec<PendingInvite>>;
     /// Revokes a pending invite; returns the pending invites after.

@@ -462,8 +462,11 @@ pub async fn create_invite(
 }
 
 #[tauri::command]
-pub async fn create_device_invite(shell: State<'_, Shell>) -> Outcome<DeviceInvite> {
-    shell.backend.create_device_invite().await
+pub async fn create_device_invite(
+    shell: State<'_, Shell>,
+    valid_for_secs: Option<u64>,
+) -> Outcome<DeviceInvite> {
+    shell.backend.create_device_invite(valid_for_secs).await
 }
 
 #[tauri::command]

@@ -52,7 +52,7 @@ struct Seen {
     kits: Vec<(usize, Vec<u8>)>,
     /// Each invite revoked, by id.
     revoked_invites: Vec<String>,
-    /// Each new-member invite's requested lifetime.
+    /// Each invite's requested lifetime, member and device invites alike.
     invite_lifetimes: Vec<Option<u64>>,
 }
 
@@ -279,7 +279,8 @@ impl Backend for Fake {
         self.seen.lock().unwrap().invite_lifetimes.push(valid_for_secs);
         Ok(Invite { id: "i1".into(), code: "ABCD".into(), role, expires_at: 10 })
     }
-    async fn create_device_invite(&self) -> Outcome<DeviceInvite> {
+    async fn create_device_invite(&self, valid_for_secs: Option<u64>) -> Outcome<DeviceInvite> {
+        self.seen.lock().unwrap().invite_lifetimes.push(valid_for_secs);
         Ok(DeviceInvite {
             id: "i2".into(),
             code: "EFGH".into(),
@@ -497,7 +498,12 @@ fn an_invite_lasts_as_long_as_the_ui_chose_or_the_brokers_default() {
     assert_eq!(invite["role"], "admin", "{invite}");
     h.invoke("create_invite", json!({"role": "member"})).expect("an invite for the default");
     h.invoke("create_invite", json!({"role": "member", "validForSecs": null})).expect("default");
-    assert_eq!(h.fake.seen.lock().unwrap().invite_lifetimes, [Some(3600), None, None]);
+    h.invoke("create_device_invite", json!({"validForSecs": 604800})).expect("a week");
+    assert_eq!(
+        h.fake.seen.lock().unwrap().invite_lifetimes,
+        [Some(3600), None, None, Some(604_800)],
+        "each invite's lifetime is passed on as chosen"
+    );
     let error = h
         .invoke("create_invite", json!({"role": "member", "validForSecs": -1}))
         .expect_err("not a duration");

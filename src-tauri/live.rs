@@ -835,9 +835,10 @@ impl Backend for Live {
         })
     }
 
-    async fn create_device_invite(&self) -> Outcome<DeviceInvite> {
+    async fn create_device_invite(&self, valid_for_secs: Option<u64>) -> Outcome<DeviceInvite> {
         let member = self.profile().load_config()?.member;
-        let invite = self.client().await?.create_invite(InviteFor::Device(member), None).await?;
+        let invite =
+            self.client().await?.create_invite(InviteFor::Device(member), valid_for_secs).await?;
         Ok(DeviceInvite {
             id: invite.id.to_string(),
             code: invite.code.expose_secret().into(),

@@ -46,14 +46,15 @@ describe('adding a device of mine', () => {
     const dlg = screen.getByTestId('device-invite-dialog');
     expect(within(dlg).queryByTestId('device-invite-local'), 'a team server is reachable from another computer').toBeNull();
     expect(b.callsOf('create_device_invite'), 'nothing is created before the person asks').toEqual([]);
+    await user.selectOptions(within(dlg).getByTestId('device-invite-lifetime'), '1 hour');
     await user.click(within(dlg).getByTestId('create-device-invite'));
 
     expect(await within(dlg).findByTestId('device-invite-code')).toHaveTextContent('LK-D3VC-8KWN-4TQA');
     expect(within(dlg).getByTestId('device-invite-member')).toHaveTextContent('mem_you');
     expect(within(dlg).getByTestId('device-invite-server')).toHaveTextContent('https://lk.acme.dev');
-    expect(within(dlg).getByTestId('device-invite-expiry')).toHaveTextContent(/expires in/);
+    expect(within(dlg).getByTestId('device-invite-expiry'), 'as long as chosen').toHaveTextContent(/expires in (1 h|60 min)/);
     expect(dlg, "the new device will ask for this device's fingerprint").toHaveTextContent('4F2A-91C3-7D0E-B85A');
-    expect(b.callsOf('create_device_invite')).toEqual([{}]);
+    expect(b.callsOf('create_device_invite')).toEqual([{ validForSecs: 3600 }]);
     expect(b.callsOf('create_invite'), 'not a new-member invite').toEqual([]);
 
     await user.click(within(dlg).getByTestId('copy-device-invite'));

@@ -142,7 +142,8 @@ export const exportAudit = (format: 'jsonl' | 'csv') => call<{ path: string }>('
 export const listMembers = () => call<Member[]>('list_members');
 /** `validForSecs`: 60 s to 7 days; null for the broker's default (a day). */
 export const createInvite = (role: Role, validForSecs: number | null = null) => call<Invite>('create_invite', { role, validForSecs });
-export const createDeviceInvite = () => call<DeviceInvite>('create_device_invite');
+/** `validForSecs`: 60 s to 7 days; null for the broker's default (a day). */
+export const createDeviceInvite = (validForSecs: number | null = null) => call<DeviceInvite>('create_device_invite', { validForSecs });
 /** Pending invites: every one for an admin, the member's own otherwise. */
 export const listInvites = () => call<PendingInvite[]>('list_invites');
 /** Revokes a pending invite; resolves to the pending invites after. */

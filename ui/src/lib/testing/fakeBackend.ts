@@ -445,10 +445,10 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       b.invites.push({ ...invite, deviceOf: null, madeBy: you(), yours: true, createdAt: now() });
       return { ...invite, code: 'LK-7Q4M-2XRT-9PHD' };
     },
-    create_device_invite: () => {
+    create_device_invite: (a) => {
       const memberId = b.status.workspace?.memberId;
       if (!memberId) throw err('not_set_up', 'This computer has no workspace yet.');
-      const invite = { id: `inv_${b.invites.length + 1}`, memberId, expiresAt: now() + 86400 };
+      const invite = { id: `inv_${b.invites.length + 1}`, memberId, expiresAt: now() + (Number(a.validForSecs) || 86400) };
       b.invites.push({ id: invite.id, role: null, deviceOf: you(), madeBy: you(), yours: true, createdAt: now(), expiresAt: invite.expiresAt });
       return { ...invite, code: 'LK-D3VC-8KWN-4TQA' };
     },
