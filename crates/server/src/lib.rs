@@ -108,6 +108,7 @@ pub async fn serve(
             broker.upstream_proxy.as_ref(),
         )?,
         refresh_locks: proxy::RefreshLocks::default(),
+        refusals: api::RefusalBudget::default(),
         metrics: broker.metrics,
         approvals,
     });

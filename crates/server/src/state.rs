@@ -138,6 +138,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Held calls and the news about them.
     pub(crate) approvals: Arc<crate::approvals::Approvals>,
+    /// How many refused requests each device had recorded this minute.
+    pub(crate) refusals: crate::api::RefusalBudget,
 }
 
 impl AppState {

@@ -751,6 +751,39 @@ async fn what_a_device_was_refused_for_its_role_is_on_the_chain_and_nothing_else
     broker.stop().await;
 }
 
+#[tokio::test]
+async fn a_device_refused_in_a_loop_is_recorded_thirty_times_a_minute_and_logged_beyond() {
+    let logs = common::LogCapture::default();
+    // This test's runtime is single-threaded, so the broker's tasks log through this capture.
+    let _guard = logs.install();
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (member, _) = enrol_with_member_key(&broker, &admin, "member").await;
+    let refused = |kinds: &[String]| kinds.iter().filter(|k| *k == "request_refused").count();
+
+    for _ in 0..35 {
+        assert_eq!(set_role(&broker, &member, member.member, "admin").await.0, 403);
+    }
+    let kinds = audit_kinds(&broker, &admin).await;
+    assert_eq!(refused(&kinds), 30, "the first 30 of a minute are on the chain, no more");
+    let over = logs
+        .text()
+        .lines()
+        .filter(|l| l.contains("not on the audit chain") && l.contains(&member.id.to_string()))
+        .count();
+    assert_eq!(over, 5, "the rest are logged with the device, for the operator");
+
+    let other = enrol_with_member_key(&broker, &admin, "member").await.0;
+    assert_eq!(set_role(&broker, &other, admin.member, "member").await.0, 403);
+    let kinds = audit_kinds(&broker, &admin).await;
+    assert_eq!(refused(&kinds), 31, "each device has its own budget, in the same minute");
+    broker.clock.advance(60);
+    assert_eq!(set_role(&broker, &member, member.member, "admin").await.0, 403);
+    let kinds = audit_kinds(&broker, &admin).await;
+    assert_eq!(refused(&kinds), 32, "the looping device is recorded again the next minute");
+    broker.stop().await;
+}
+
 /// The kinds of the workspace's audit records, oldest first.
 async fn audit_kinds(broker: &TestBroker, by: &TestDevice) -> Vec<String> {
     let (status, log) = get(broker, by, "/v1/audit?order=oldest_first").await;
