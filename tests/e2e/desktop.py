@@ -10,8 +10,8 @@ open it again from the tray, make the agent's call wait for approval, see the no
 the request in the tray's menu, open it from the tray and approve it in the app, see the upstream
 receive the credential and the audit log record it, rotate keys with the button, let a second
 device join from the terminal (the real `latchkey` CLI, its own profile in the same keychain)
-with an invite made in the app, admit it there and see it use the workspace key, revoke an invite
-not needed, disconnect, quit
+with an invite made in the app, admit it there and see it use the workspace key, see its refused
+attempt at an admin's action in the audit log, revoke an invite not needed, disconnect, quit
 from the tray; then, with the tray host stopped, start the app again and see closing its window
 quit it. Saves a screenshot of every screen, then scans every file the app and the CLI wrote,
 and every notification, for the canary key.
@@ -751,6 +751,14 @@ def main() -> None:
         hits = [r for r in Recorder.seen if r["path"] == "/v1/joined"]
         if len(hits) != 1 or hits[0]["headers"].get("authorization") != f"Bearer {CANARY}":
             raise Failure(f"the upstream did not receive the credential once: {hits}")
+
+        step("audit: the joined member's device tries what only an admin may; the app shows it")
+        refused = latchkey_refused(["invite", "create", "--role", "admin"])
+        if "forbidden" not in refused:
+            raise Failure(f"a member inviting an admin is not refused as forbidden: {refused!r}")
+        d.click(t("nav-audit"), "audit in the sidebar")
+        d.wait_text(t("audit-table"), "request_refused", "the refused request on the audit chain")
+        d.wait_text(t("audit-table"), "POST /v1/invites", "the route the member's device tried")
 
         step("members: an invite made here and not needed is listed without its code, revoked")
         d.click(t("nav-members"), "members in the sidebar")
