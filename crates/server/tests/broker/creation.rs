@@ -16,6 +16,7 @@ use crate::common;
 
 use std::path::Path;
 
+use common::process::BrokerProcess;
 use common::{LogCapture, TestBroker, TestDevice, database};
 use latchkey_core::creation::CreationToken;
 use latchkey_core::ids::WorkspaceId;
@@ -360,7 +361,7 @@ async fn reloads_log_the_file_and_the_outcome_but_never_a_token_or_its_digest() 
 #[test]
 fn the_binary_says_which_mode_it_runs_with_and_how_to_open_a_closed_one() {
     let dir = tempfile::tempdir().unwrap();
-    let closed = Binary::start(&dir.path().join("closed"), &["--listen", "0.0.0.0:0"]);
+    let closed = BrokerProcess::start(&dir.path().join("closed"), &["--listen", "0.0.0.0:0"]);
     let ready = closed.wait_for("latchkey-server ready");
     assert!(ready.contains("workspace_creation") && ready.contains("closed"), "{ready}");
     let advice = closed.wait_for("workspace creation is closed");
@@ -378,7 +379,7 @@ fn the_binary_says_which_mode_it_runs_with_and_how_to_open_a_closed_one() {
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let token_file = token_file.display().to_string();
-    let by_token = Binary::start(
+    let by_token = BrokerProcess::start(
         &dir.path().join("token"),
         &["--listen", "0.0.0.0:0", "--creation-token-file", &token_file],
     );
@@ -391,7 +392,7 @@ fn the_binary_says_which_mode_it_runs_with_and_how_to_open_a_closed_one() {
         "a broker with a token needs no advice on opening: {log}"
     );
 
-    let open = Binary::start(&dir.path().join("open"), &["--listen", "127.0.0.1:0"]);
+    let open = BrokerProcess::start(&dir.path().join("open"), &["--listen", "127.0.0.1:0"]);
     let ready = open.wait_for("latchkey-server ready");
     assert!(ready.contains("workspace_creation") && ready.contains("open"), "{ready}");
     let log = open.stop();
@@ -420,7 +421,7 @@ async fn the_binary_reads_its_token_file_again_on_sighup_and_keeps_the_token_ove
     let path = dir.path().join("creation-token");
     write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
     let named = path.display().to_string();
-    let broker = Binary::start(
+    let broker = BrokerProcess::start(
         &dir.path().join("data"),
         &["--listen", "127.0.0.1:0", "--log-format", "json", "--creation-token-file", &named],
     );
@@ -448,7 +449,7 @@ async fn the_binary_reads_its_token_file_again_on_sighup_and_keeps_the_token_ove
 #[tokio::test]
 async fn a_sighup_to_a_broker_with_nothing_to_reload_leaves_it_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Binary::start(
+    let broker = BrokerProcess::start(
         &dir.path().join("data"),
         &["--listen", "127.0.0.1:0", "--log-format", "json"],
     );
@@ -474,7 +475,7 @@ async fn one_sighup_reloads_the_certificate_and_the_token_file_each_on_its_own()
     install(&first);
     write_token_file(&token, &format!("{TOKEN}\n"), 0o600);
     let path = |file: &Path| file.display().to_string();
-    let broker = Binary::start(
+    let broker = BrokerProcess::start(
         &dir.path().join("data"),
         &[
             "--listen",
@@ -620,95 +621,4 @@ async fn workspace_in_store(broker: &TestBroker) -> TestDevice {
         .unwrap();
     store.close().await;
     admin
-}
-
-/// The `latchkey-server` binary with its data in `data`, its stderr collected.
-struct Binary {
-    child: std::process::Child,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Binary {
-    fn start(data: &std::path::Path, args: &[&str]) -> Self {
-        use std::io::BufRead as _;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey-server"))
-            .args(args)
-            .args(["--metrics-listen", "off"])
-            .arg("--data-dir")
-            .arg(data)
-            .env_remove("LATCHKEY_CONFIG")
-            .env_remove("LATCHKEY_WORKSPACE_CREATION")
-            .env_remove("LATCHKEY_CREATION_TOKEN_FILE")
-            .env("LATCHKEY_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("latchkey-server starts");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let lines = std::sync::Arc::clone(&log);
-        let stderr = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-        Self { child, log, reader: Some(reader) }
-    }
-
-    /// The first line holding `needle`, within 20 seconds.
-    fn wait_for(&self, needle: &str) -> String {
-        for _ in 0..400 {
-            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("no {needle:?} in the log: {}", self.log.lock().unwrap().join("\n"));
-    }
-
-    /// The API listener's address, from the startup line of a broker logging JSON.
-    fn listening(&self) -> String {
-        let ready: Value = serde_json::from_str(&self.wait_for("latchkey-server ready")).unwrap();
-        ready["fields"]["listen"].as_str().unwrap().to_owned()
-    }
-
-    /// Sends SIGHUP and waits until the lines logged afterwards hold each of `needles`; returns
-    /// those lines.
-    fn hang_up_and_await(&self, needles: &[&str]) -> String {
-        let before = self.log.lock().unwrap().len();
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        for _ in 0..400 {
-            let after = self.log.lock().unwrap()[before..].join("\n");
-            if needles.iter().all(|needle| after.contains(needle)) {
-                return after;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!(
-            "not all of {needles:?} in the log after SIGHUP: {}",
-            self.log.lock().unwrap().join("\n")
-        );
-    }
-
-    /// Stops the broker and returns everything it logged.
-    fn stop(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            reader.join().unwrap();
-        }
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

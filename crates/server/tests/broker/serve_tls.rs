@@ -19,6 +19,7 @@ use common::agent_calls::{
     CountingUpstream, agent_get, broker_public_key, create_agent, create_shared_credential,
     register_standing_grant, shared_capability,
 };
+use common::process::BrokerProcess;
 use latchkey_core::capability::Reuse;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -79,47 +80,35 @@ async fn a_silent_or_plain_http_client_does_not_hold_up_the_tls_listener() {
     broker.stop().await;
 }
 
-/// The `latchkey-server` binary with TLS files in `dir`, its stderr lines collected.
+/// The `latchkey-server` binary with TLS files in `dir`, and its metrics listener.
 struct Binary {
-    child: std::process::Child,
+    process: BrokerProcess,
     base: String,
     metrics: String,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
     fn start(dir: &std::path::Path) -> Self {
-        use std::io::BufRead as _;
         let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let (port, metrics) = (free().port(), free());
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey-server"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--metrics-listen", &metrics.to_string()])
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--tls-cert")
-            .arg(dir.join("cert.pem"))
-            .arg("--tls-key")
-            .arg(dir.join("key.pem"))
-            .env_remove("LATCHKEY_CONFIG")
-            .env("LATCHKEY_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("latchkey-server starts");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let lines = std::sync::Arc::clone(&log);
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
+        let path = |name: &str| dir.join(name).display().to_string();
+        let process = BrokerProcess::start(
+            &dir.join("data"),
+            &[
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                &metrics.to_string(),
+                "--tls-cert",
+                &path("cert.pem"),
+                "--tls-key",
+                &path("key.pem"),
+            ],
+        );
         Self {
-            child,
+            process,
             base: format!("https://localhost:{port}"),
             metrics: format!("http://{metrics}/metrics"),
-            log,
         }
     }
 
@@ -132,35 +121,11 @@ impl Binary {
             .map_or(0.0, |value| value.trim().parse().unwrap())
     }
 
-    /// Sends SIGHUP and waits for the log line that says how the reload went.
-    async fn hang_up_and_await(&self, line: &str) {
-        let before = self.log.lock().unwrap().len();
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        for _ in 0..200 {
-            if self.log.lock().unwrap()[before..].iter().any(|l| l.contains(line)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("no {line:?} in the log after SIGHUP: {:?}", self.log.lock().unwrap());
-    }
-
     /// GET /healthz on a new connection from a client that trusts `ca` alone.
     async fn health(&self, ca: &common::tls::TestCa) -> Result<u16, reqwest::Error> {
         let ca = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
         let client = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
         client.get(format!("{}/healthz", self.base)).send().await.map(|r| r.status().as_u16())
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -189,16 +154,16 @@ async fn the_binary_takes_a_renewed_certificate_on_sighup_and_keeps_the_old_one_
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(up, "the broker serves TLS: {:?}", broker.log.lock().unwrap());
+    assert!(up, "the broker serves TLS: {}", broker.process.log_text());
 
     // A renewal gone wrong: the key file no longer holds a key.
     std::fs::write(dir.path().join("key.pem"), "not a key\n").unwrap();
-    broker.hang_up_and_await("TLS certificate not reloaded").await;
+    broker.process.hang_up_and_await(&["TLS certificate not reloaded"]);
     assert_eq!(broker.health(&first).await.ok(), Some(200), "the previous certificate is kept");
 
     let second = common::tls::TestCa::new("Second CA");
     install(&second);
-    broker.hang_up_and_await("TLS certificate and key reloaded").await;
+    broker.process.hang_up_and_await(&["TLS certificate and key reloaded"]);
     assert_eq!(broker.health(&second).await.ok(), Some(200), "new connections get the renewal");
     assert!(broker.health(&first).await.is_err(), "and no longer the old certificate");
     assert!(

@@ -11,6 +11,7 @@
 )]
 
 pub mod agent_calls;
+pub mod process;
 #[path = "../../../../../tests/support/tls.rs"]
 pub mod tls;
 pub mod tls_upstream;
