@@ -265,6 +265,15 @@ async fn a_token_file_that_cannot_be_used_on_reload_leaves_the_previous_token_in
     kept(NEW_TOKEN).await;
     messages.push(message);
 
+    // A file far larger than any token (a log written to the wrong path, say) is read only so far.
+    write_token_file(&path, &format!("{NEW_TOKEN}\n{}", " ".repeat(70 * 1024)), 0o600);
+    let error = file.reload().unwrap_err();
+    assert!(matches!(error, CreationTokenFileError::Malformed { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains(&named) && message.contains("at most 1024"), "{message}");
+    kept(NEW_TOKEN).await;
+    messages.push(message);
+
     std::fs::remove_file(&path).unwrap();
     let error = file.reload().unwrap_err();
     assert!(matches!(error, CreationTokenFileError::Unreadable { .. }), "{error:?}");
