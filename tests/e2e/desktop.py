@@ -388,6 +388,17 @@ def agent_call(broker: str, credential: str, token: str, results: list, capabili
         results.append((error.code, error.read().decode(), ""))
 
 
+def make_member_invite(d: "Driver", what: str) -> str:
+    """Makes a member invite on the Members screen and returns its code, shown once."""
+    t = d.tid
+    d.click(t("nav-members"), "members in the sidebar")
+    d.click(t("invite"), "invite on the members screen")
+    d.click(t("create-invite"), "create a member invite")
+    code = d.text(d.wait(t("invite-code"), what))
+    d.click(t("invite-done"), "close the invite dialog")
+    return code
+
+
 def latchkey(args: list, stdin: str = "", profile: str = "e2e-cli",
              config: str = "LATCHKEY_E2E_CLI_CONFIG") -> dict:
     """The `latchkey` CLI of another device: its own profile and configuration directory (named
@@ -710,11 +721,7 @@ def main() -> None:
             raise Failure("a call inside the approved window asked for approval again")
 
         step("members: a device joins from the terminal with an invite made here; admit it here")
-        d.click(t("nav-members"), "members in the sidebar")
-        d.click(t("invite"), "invite on the members screen")
-        d.click(t("create-invite"), "create a member invite")
-        code = d.text(d.wait(t("invite-code"), "the invite code"))
-        d.click(t("invite-done"), "close the invite dialog")
+        code = make_member_invite(d, "the invite code")
         joined = latchkey(["workspace", "join", "--broker", broker, "--member-name", "Grace",
                            "--device-name", "grace-terminal", "--code-stdin"], code)
         device, printed = joined["device"], joined["fingerprint"]
@@ -761,11 +768,7 @@ def main() -> None:
         d.wait_text(t("audit-table"), "POST /v1/invites", "the route the member's device tried")
 
         step("members: an invite made here and not needed is listed without its code, revoked")
-        d.click(t("nav-members"), "members in the sidebar")
-        d.click(t("invite"), "invite on the members screen")
-        d.click(t("create-invite"), "create another member invite")
-        spare = d.text(d.wait(t("invite-code"), "the spare invite's code"))
-        d.click(t("invite-done"), "close the invite dialog")
+        spare = make_member_invite(d, "the spare invite's code")
         pending = t("pending-invites")
         listed = d.text(d.wait(pending, "the pending invites section"))
         if "A new member" not in listed or spare in listed:

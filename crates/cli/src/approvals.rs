@@ -299,6 +299,6 @@ async fn agent_names(client: &BrokerClient) -> HashMap<AgentId, String> {
         .unwrap_or_default()
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

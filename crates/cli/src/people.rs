@@ -13,6 +13,7 @@ use latchkey_core::tls::TrustAnchors;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::approvals::unix_now;
 use crate::cli::{DeviceCommand, InviteCommand, KeyStoreChoice, MemberCommand, RoleChoice};
 use crate::commands::{Output, authority_lines, client, key_store, rotation_progress};
 use crate::shown::shown;
@@ -132,10 +133,6 @@ fn remaining(secs: u64) -> String {
         (0, h, m) => format!("{h} h {m} min"),
         (d, h, _) => format!("{d} d {h} h"),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `latchkey workspace join`.
