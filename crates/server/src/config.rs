@@ -522,15 +522,14 @@ impl Config {
     /// must not be readable by group or others.
     pub fn server_tls(&self) -> Result<Option<crate::tls::ServerTls>, ConfigError> {
         let Some(files) = &self.tls else { return Ok(None) };
-        let unreadable = |path: &Path, e: std::io::Error| {
-            ConfigError::Tls(format!("cannot read {}: {e}", path.display()))
+        let cert = std::fs::read(&files.cert)
+            .map_err(|e| ConfigError::Tls(format!("cannot read {}: {e}", files.cert.display())))?;
+        let key = match std::fs::File::open(&files.key) {
+            Ok(file) => read_private(&files.key, file).map_err(ConfigError::Tls)?,
+            Err(e) => {
+                return Err(ConfigError::Tls(format!("cannot read {}: {e}", files.key.display())));
+            }
         };
-        let meta = std::fs::metadata(&files.key).map_err(|e| unreadable(&files.key, e))?;
-        check_private(&files.key, &meta).map_err(ConfigError::Tls)?;
-        let read = |path: &Path| {
-            std::fs::read(path).map(zeroize::Zeroizing::new).map_err(|e| unreadable(path, e))
-        };
-        let (cert, key) = (read(&files.cert)?, read(&files.key)?);
         crate::tls::ServerTls::from_pem(&cert, &key).map(Some).map_err(|e| {
             ConfigError::Tls(format!("{} and {}: {e}", files.cert.display(), files.key.display()))
         })
@@ -566,13 +565,16 @@ pub fn load_broker_key(
             .map_err(|e| ConfigError::BrokerKey(format!("LATCHKEY_BROKER_KEY: {e}")));
     }
     let path = &config.broker_key_file;
-    match std::fs::metadata(path) {
-        Ok(meta) => {
-            check_private(path, &meta).map_err(ConfigError::BrokerKey)?;
-            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::BrokerKey(format!("cannot read {}: {e}", path.display()))
-            })?);
-            BrokerSecretKey::from_secret_text(&text)
+    match std::fs::File::open(path) {
+        Ok(file) => {
+            let bytes = read_private(path, file).map_err(ConfigError::BrokerKey)?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                ConfigError::BrokerKey(format!(
+                    "{}: not a broker key (not UTF-8 text)",
+                    path.display()
+                ))
+            })?;
+            BrokerSecretKey::from_secret_text(text)
                 .map_err(|e| ConfigError::BrokerKey(format!("{}: {e}", path.display())))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key_file(path),
@@ -605,6 +607,25 @@ fn default_data_dir(env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
 fn parse_default(addr: &str) -> SocketAddr {
     // INVARIANT: the defaults are literal, valid socket addresses (checked by a unit test).
     addr.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Reads all of `file`, opened from `path`, once its permissions are checked ([`check_private`]).
+/// The permissions checked are those of the file read, so a file swapped in at `path` meanwhile
+/// is never read unchecked.
+fn read_private(
+    path: &Path,
+    mut file: std::fs::File,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    use std::io::Read as _;
+    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let meta = file.metadata().map_err(unreadable)?;
+    check_private(path, &meta)?;
+    // Sized up front, so the secret is not copied into a larger buffer (and the smaller one left
+    // behind unzeroized) as it is read.
+    let capacity = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
+    let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
+    file.read_to_end(&mut bytes).map_err(unreadable)?;
+    Ok(bytes)
 }
 
 fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {

@@ -150,27 +150,77 @@ fn reload_on_hangup(
                          --creation-token-file)"
                     );
                 }
-                if let Some(tls) = &tls {
-                    match config.server_tls() {
-                        Ok(Some(renewed)) => {
-                            tls.replace_with(&renewed);
-                            tracing::info!("TLS certificate and key reloaded");
-                        }
-                        Ok(None) => {}
-                        Err(error) => {
-                            tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one");
-                        }
-                    }
-                }
-                if let Some(token_file) = &token_file {
+                // Each file is read on a blocking thread of its own: a path that blocks its
+                // reader (a named pipe nobody writes, a stalled network file system) holds up
+                // neither the runtime's workers nor the other file's reload.
+                let tls_reload = tls.clone().map(|tls| {
+                    let config = config.clone();
+                    reload_off_the_runtime("TLS certificate", move || reload_tls(&config, &tls))
+                });
+                let token_reload = token_file.clone().map(|file| {
                     // The outcome is logged by `reload`, and a failure keeps the previous token.
-                    let _ = token_file.reload();
-                }
+                    reload_off_the_runtime("creation token", move || {
+                        let _ = file.reload();
+                    })
+                });
+                tokio::join!(
+                    async {
+                        if let Some(reload) = tls_reload {
+                            reload.await;
+                        }
+                    },
+                    async {
+                        if let Some(reload) = token_reload {
+                            reload.await;
+                        }
+                    },
+                );
             }
         });
     }
     #[cfg(not(unix))]
     let _ = (config, tls, token_file);
+}
+
+/// Reads the certificate and key again and serves them from the next handshake on; a failure
+/// keeps the previous pair. Logs the outcome.
+#[cfg(unix)]
+fn reload_tls(config: &Config, tls: &latchkey_server::tls::ServerTls) {
+    match config.server_tls() {
+        Ok(Some(renewed)) => {
+            tls.replace_with(&renewed);
+            tracing::info!("TLS certificate and key reloaded");
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one");
+        }
+    }
+}
+
+/// How long a reload may take before the broker says it is still waiting for its file.
+#[cfg(unix)]
+const SLOW_RELOAD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `reload` on a blocking thread and waits for it, saying so once in the log when it takes
+/// longer than [`SLOW_RELOAD`]. Further `SIGHUP`s wait until it is done.
+#[cfg(unix)]
+async fn reload_off_the_runtime(what: &'static str, reload: impl FnOnce() + Send + 'static) {
+    let mut reloading = tokio::task::spawn_blocking(reload);
+    let finished = match tokio::time::timeout(SLOW_RELOAD, &mut reloading).await {
+        Ok(finished) => finished,
+        Err(_) => {
+            tracing::warn!(
+                "SIGHUP: the {what} reload is still waiting for its file (a named pipe nobody \
+                 writes to, or a stalled file system?); the broker goes on serving, and later \
+                 SIGHUPs take effect once this reload ends"
+            );
+            reloading.await
+        }
+    };
+    if let Err(error) = finished {
+        tracing::error!(%error, "SIGHUP: the {what} reload ended abnormally");
+    }
 }
 
 async fn shutdown_signal() {

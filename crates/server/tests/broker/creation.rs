@@ -470,6 +470,48 @@ async fn a_sighup_to_a_broker_with_nothing_to_reload_leaves_it_serving() {
     broker.stop();
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn a_token_file_that_blocks_its_reader_holds_up_neither_the_broker_nor_later_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creation-token");
+    write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
+    let named = path.display().to_string();
+    // One worker thread: a reload that blocked a worker would stop the broker outright.
+    let broker = BrokerProcess::start_with_env(
+        &dir.path().join("data"),
+        &["--listen", "127.0.0.1:0", "--log-format", "json", "--creation-token-file", &named],
+        &[("TOKIO_WORKER_THREADS", "1")],
+    );
+    let base = format!("http://{}", broker.listening());
+    let http =
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().unwrap();
+
+    // A named pipe nobody writes to: opening it for reading waits for a writer.
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo").args(["-m", "600"]).arg(&path).status();
+    assert!(made.unwrap().success(), "mkfifo makes the pipe");
+    broker.hang_up_and_await(&["creation token reload is still waiting for its file"]);
+    assert_eq!(
+        create_on(&http, &base, TOKEN).await,
+        (201, None),
+        "the broker serves, under the previous token, while the reload waits"
+    );
+
+    // Once something writes the pipe, the reload finishes with what was written.
+    std::fs::write(&path, format!("{NEW_TOKEN}\n")).unwrap();
+    broker.wait_for("workspace creation token reloaded");
+    assert_eq!(create_on(&http, &base, TOKEN).await, invalid());
+    assert_eq!(create_on(&http, &base, NEW_TOKEN).await, (201, None));
+
+    // And the next SIGHUP is heard again.
+    std::fs::remove_file(&path).unwrap();
+    write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
+    broker.hang_up_and_await(&["workspace creation token reloaded"]);
+    assert_eq!(create_on(&http, &base, TOKEN).await, (201, None));
+    broker.stop();
+}
+
 #[tokio::test]
 async fn one_sighup_reloads_the_certificate_and_the_token_file_each_on_its_own() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,6 +21,11 @@ impl BrokerProcess {
     /// `args` names a metrics listener). The environment's broker settings are removed, so only
     /// `args` configure it.
     pub fn start(data: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(data, args, &[])
+    }
+
+    /// [`BrokerProcess::start`] with `env` added to the process's environment.
+    pub fn start_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey-server"));
         command.args(args);
         if !args.contains(&"--metrics-listen") {
@@ -33,6 +38,7 @@ impl BrokerProcess {
             .env_remove("LATCHKEY_WORKSPACE_CREATION")
             .env_remove("LATCHKEY_CREATION_TOKEN_FILE")
             .env("LATCHKEY_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
