@@ -615,7 +615,7 @@ async fn invites_made_before_invites_had_ids_get_one_and_can_be_listed_used_and_
     let (_, second) = create_invite(&broker, &admin, json!({})).await;
     // Take the database back to before the invite-id migration, as an older broker left it.
     let forget_migration = match broker.db {
-        common::TestDatabase::Sqlite => "DELETE FROM _sqlx_migrations WHERE version = 10",
+        common::TestDatabase::Sqlite => "DELETE FROM _sqlx_migrations WHERE version IN (10, 11)",
         common::TestDatabase::Postgres(_) => "DELETE FROM _sqlx_migrations WHERE version = 11",
     };
     let pool = broker.db.privileged(broker.dir.path()).await;
@@ -627,6 +627,26 @@ async fn invites_made_before_invites_had_ids_get_one_and_can_be_listed_used_and_
     pool.close().await;
 
     broker.db.open_and_migrate(broker.dir.path()).await.close().await;
+    let pool = broker.db.privileged(broker.dir.path()).await;
+    let unset = sqlx::query("UPDATE invites SET id = NULL").execute(&pool).await;
+    let nullable: Option<String> = match broker.db {
+        common::TestDatabase::Sqlite => None,
+        common::TestDatabase::Postgres(_) => Some(
+            sqlx::query_scalar(
+                "SELECT is_nullable::text FROM information_schema.columns \
+                 WHERE table_name = 'invites' AND column_name = 'id'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+        ),
+    };
+    pool.close().await;
+    // PostgreSQL's row-level security lets the UPDATE reach no row, so its schema is read.
+    assert!(
+        unset.is_err() || nullable.as_deref() == Some("NO"),
+        "after the migrations every invite must have an id: {unset:?}, nullable {nullable:?}"
+    );
     let (status, listed) = get(&broker, &admin, "/v1/invites").await;
     assert_eq!(status, 200, "{listed}");
     let ids: Vec<InviteId> = listed["invites"]
