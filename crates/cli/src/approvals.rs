@@ -270,10 +270,17 @@ fn details(a: &ApprovalInfo, names: &HashMap<AgentId, String>, left: u64) -> Str
     let query =
         if a.query_keys.is_empty() { "-".to_owned() } else { shown_all(&a.query_keys, ", ") };
     let body = a.body_size.map_or_else(|| "size not declared".to_owned(), |n| format!("{n} bytes"));
-    let policies =
-        if a.policy_ids.is_empty() { "-".to_owned() } else { shown_all(&a.policy_ids, ", ") };
+    // The policies of a held call are those that allow it once a member approves it.
+    let why = match a.policy_ids.as_slice() {
+        [] => "no grant covers it".to_owned(),
+        [one] => format!("no grant covers it; once approved, policy {} allows it", shown(one)),
+        many => format!(
+            "no grant covers it; once approved, policies {} allow it",
+            shown_all(many, ", ")
+        ),
+    };
     format!(
-        "Held call {}, waiting {left} more seconds:\n  agent       {}\n  credential  {}\n  call        {} {}{}\n  query       {query} (names only)\n  body        {body}\n  policy      {policies}",
+        "Held call {}, waiting {left} more seconds:\n  agent       {}\n  credential  {}\n  call        {} {}{}\n  query       {query} (names only)\n  body        {body}\n  why held    {why}",
         a.id,
         agent_label(a.agent, names),
         shown(&a.credential_name),

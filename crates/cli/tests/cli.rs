@@ -1950,7 +1950,10 @@ async fn the_watch_prompt_shows_a_held_call_in_full_and_the_answer_decides_it() 
         ("call        POST 127.0.0.1/v1/chat", "the method, the upstream host and the path"),
         ("limit, cursor (names only)", "the query's parameter names, in order"),
         (&format!("{} bytes", body.len()), "the body's declared size"),
-        ("permit-granted-calls", "the policy that allows the call once approved"),
+        (
+            "why held    no grant covers it; once approved, policy permit-granted-calls allows it",
+            "why it was held, and the policy that allows the call once approved",
+        ),
     ] {
         assert!(prompt.contains(shown), "the prompt shows {why} ({shown:?}):\n{prompt}");
     }

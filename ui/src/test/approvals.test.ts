@@ -26,6 +26,10 @@ describe('approvals', () => {
     expect(within(d).getByText('labels'), 'query keys are shown by name').toBeInTheDocument();
     expect(within(d).getByTestId('body-size')).toHaveTextContent('2.0 KB');
     expect(within(d).getByText('require-approval-writes'), 'the policy that asked is named').toBeInTheDocument();
+    expect(
+      within(d).getByTestId('why-asked'),
+      'the reason reads as a reason: no grant covers the call, and the named policy allows it once approved',
+    ).toHaveTextContent('No grant covers this call; once approved, policy require-approval-writes allows it.');
     expect(within(d).getByTestId('countdown').textContent).toMatch(/^\d+:\d\d$/);
     expect(screen.queryByTestId('approval-appr_0'), 'answered requests are not in the pending queue').toBeNull();
   });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { countdown, humanBytes, normaliseFingerprint, relativeTime } from '../lib/util/format';
-import { bucketCalls, niceMax, pickBucketSecs, totalsByAgent } from '../lib/util/chart';
+import { bucketCalls, bucketName, chartWindow, niceMax, pickBucketSecs, totalsByAgent } from '../lib/util/chart';
 import type { AuditRow } from '../lib/api/types';
 
 function row(p: Partial<AuditRow>): AuditRow {
@@ -56,21 +56,47 @@ describe('audit chart maths', () => {
   });
 
   it('buckets calls per hour including empty hours, so gaps show as gaps', () => {
-    const b = bucketCalls(rows, 3600);
+    const b = bucketCalls(rows, 3600, { from: 3600, to: 3 * 3600 + 30 });
     expect(b.map((x) => x.start)).toEqual([3600, 7200, 10800]);
     expect(b[0], 'hour 1 has one allowed and one denied call').toMatchObject({ allowed: 1, denied: 1 });
     expect(b[1], 'hour 2 had no calls and must still be drawn as an empty bar').toMatchObject({ allowed: 0, denied: 0 });
     expect(b[2]).toMatchObject({ allowed: 1, denied: 2 });
   });
 
+  it('spans the whole filter range, so one busy hour in a day is one bar of 24, not the full width', () => {
+    const now = 30 * 3600 + 120;
+    const recent = [row({ decision: 'allowed', at: now - 60 }), ...rows];
+    const span = chartWindow(recent, now - 86400, now);
+    const b = bucketCalls(recent, pickBucketSecs(span), span);
+    expect(b.length, 'an hourly bar for every hour from the range start to now').toBe(25);
+    expect(b[0].start).toBe(6 * 3600);
+    expect(b.at(-1)?.start, 'the last bar is the current hour').toBe(30 * 3600);
+    expect(b.at(-1), 'a call a minute ago is in the last bar').toMatchObject({ allowed: 1, denied: 0 });
+    expect(b.slice(0, -1).every((x) => x.allowed + x.denied === 0), 'older calls are outside the range').toBe(true);
+  });
+
+  it('draws nothing when no call falls in the range', () => {
+    expect(bucketCalls(rows, 3600, { from: 20 * 3600, to: 30 * 3600 })).toEqual([]);
+    expect(bucketCalls(rows, 3600, { from: 0, to: 4 * 3600 }, 'nobody')).toEqual([]);
+  });
+
+  it('runs "all time" from the oldest call to now', () => {
+    expect(chartWindow(rows, null, 50 * 3600)).toEqual({ from: 3600, to: 50 * 3600 });
+    expect(chartWindow([], null, 99), 'no calls: an empty range ending now').toEqual({ from: 99, to: 99 });
+  });
+
   it('can restrict buckets to one agent', () => {
-    const b = bucketCalls(rows, 3600, 'a2');
+    const b = bucketCalls(rows, 3600, { from: 3 * 3600, to: 3 * 3600 + 30 }, 'a2');
     expect(b).toEqual([{ start: 10800, allowed: 0, denied: 2 }]);
   });
 
-  it('uses hourly buckets for short ranges and daily ones beyond two days', () => {
-    expect(pickBucketSecs(rows)).toBe(3600);
-    expect(pickBucketSecs([row({ at: 0 }), row({ at: 5 * 86400 })])).toBe(86400);
+  it('uses 5-minute buckets up to an hour, hourly ones up to two days and daily ones beyond', () => {
+    expect(pickBucketSecs({ from: 0, to: 3600 })).toBe(300);
+    expect(bucketName(300)).toBe('5 minutes');
+    expect(pickBucketSecs({ from: 0, to: 86400 })).toBe(3600);
+    expect(bucketName(3600)).toBe('hour');
+    expect(pickBucketSecs({ from: 0, to: 7 * 86400 })).toBe(86400);
+    expect(bucketName(86400)).toBe('day');
   });
 
   it('rounds the axis maximum up to a readable number', () => {

@@ -4,21 +4,39 @@ import type { AuditRow } from '../api/types';
 export type Bucket = { start: number; allowed: number; denied: number };
 export type AgentTotals = { agent: string; name: string; allowed: number; denied: number };
 
-/** Bucket size that keeps the chart readable: hours for up to two days, days beyond. */
-export function pickBucketSecs(rows: AuditRow[]): number {
-  if (rows.length < 2) return 3600;
-  const ats = rows.map((r) => r.at);
-  const span = Math.max(...ats) - Math.min(...ats);
-  return span > 2 * 86400 ? 86400 : 3600;
+/** The span of time the chart draws, in Unix seconds. */
+export type ChartWindow = { from: number; to: number };
+
+/**
+ * The chart spans the filter's whole range, from its start (`since`; for "all time" the oldest
+ * call) to `now`, so a quiet stretch shows as one and a single busy hour is not stretched across
+ * the width.
+ */
+export function chartWindow(rows: AuditRow[], since: number | null, now: number): ChartWindow {
+  const ats = rows.filter((r) => r.decision !== null).map((r) => r.at);
+  const from = since ?? (ats.length ? Math.min(...ats) : now);
+  return { from: Math.min(from, now), to: now };
 }
 
-/** Calls with a decision, grouped into consecutive buckets (empty buckets included), oldest first. */
-export function bucketCalls(rows: AuditRow[], bucketSecs: number, agent: string | null = null): Bucket[] {
-  const calls = rows.filter((r) => r.decision !== null && (agent === null || r.agent === agent));
-  if (!calls.length) return [];
+/** Bucket size that keeps the chart readable: 5 minutes up to an hour, hours up to two days, days beyond. */
+export function pickBucketSecs(span: ChartWindow): number {
+  const secs = span.to - span.from;
+  if (secs <= 3600) return 300;
+  return secs <= 2 * 86400 ? 3600 : 86400;
+}
+
+/**
+ * Calls with a decision in `span`, grouped into consecutive buckets from its start to its end
+ * (empty buckets included, so gaps show as gaps), oldest first; none when no call falls in it.
+ */
+export function bucketCalls(rows: AuditRow[], bucketSecs: number, span: ChartWindow, agent: string | null = null): Bucket[] {
   const floor = (t: number) => Math.floor(t / bucketSecs) * bucketSecs;
-  const first = floor(Math.min(...calls.map((r) => r.at)));
-  const last = floor(Math.max(...calls.map((r) => r.at)));
+  const first = floor(span.from);
+  const last = floor(span.to);
+  const calls = rows.filter(
+    (r) => r.decision !== null && (agent === null || r.agent === agent) && r.at >= first && r.at < last + bucketSecs,
+  );
+  if (!calls.length) return [];
   const buckets: Bucket[] = [];
   for (let s = first; s <= last; s += bucketSecs) buckets.push({ start: s, allowed: 0, denied: 0 });
   for (const r of calls) {
@@ -27,6 +45,13 @@ export function bucketCalls(rows: AuditRow[], bucketSecs: number, agent: string 
     else b.denied++;
   }
   return buckets;
+}
+
+/** How the chart's title names a bucket size. */
+export function bucketName(bucketSecs: number): string {
+  if (bucketSecs >= 86400) return 'day';
+  if (bucketSecs >= 3600) return 'hour';
+  return `${bucketSecs / 60} minutes`;
 }
 
 /** Allowed/denied totals per agent, busiest first. Rows without a decision or agent are skipped. */
