@@ -103,7 +103,7 @@ pub(crate) enum Command {
     /// Create or join a workspace, or show the one this device is enrolled in.
     #[command(subcommand)]
     Workspace(WorkspaceCommand),
-    /// Invite a member or another device of a member.
+    /// Invite a member or another device of a member; list and revoke pending invites.
     #[command(subcommand)]
     Invite(InviteCommand),
     /// Admit a device after comparing fingerprints, receive keys, list and remove devices.
@@ -235,7 +235,12 @@ pub(crate) enum Command {
     /// Prefer --credential; use --inject for tools that cannot be pointed at a proxy.
     ///
     /// The exit status is passed through (128 + N if the command was killed by signal N).
-    #[command(verbatim_doc_comment)]
+    // The summary is spelled out: a verbatim doc comment would keep its period in the list of
+    // commands, where no other summary has one.
+    #[command(
+        verbatim_doc_comment,
+        about = "Run a command as an agent, through a private local proxy or with injected credentials"
+    )]
     Run {
         #[command(flatten)]
         access: RunAccess,
