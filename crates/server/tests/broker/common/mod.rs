@@ -173,6 +173,26 @@ impl TestBroker {
         signed_request(&self.http, origins, device, method, path, body, self.clock.now_secs())
     }
 
+    /// A request signed by `device` at the broker's current time, with `body` sent as JSON
+    /// whatever its bytes are (to send malformed bodies that pass the signature check).
+    pub fn signed_bytes(
+        &self,
+        device: &TestDevice,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        let origins = (self.base.as_str(), self.public_origin.as_str());
+        signed_raw_request(
+            &self.http,
+            origins,
+            device,
+            (method, path),
+            Some(body),
+            self.clock.now_secs(),
+        )
+    }
+
     /// Sends a request and returns the status and JSON body.
     pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
         let response = request.send().await.expect("request reaches the broker");
@@ -432,20 +452,33 @@ pub fn signed_request(
     body: Option<&Value>,
     now: u64,
 ) -> reqwest::RequestBuilder {
-    let bytes = body.map(|b| serde_json::to_vec(b).expect("json")).unwrap_or_default();
+    let bytes = body.map(|b| serde_json::to_vec(b).expect("json"));
+    signed_raw_request(http, (base, origin), device, (method, path), bytes.as_deref(), now)
+}
+
+/// [`signed_request`] with the body's bytes as given, sent as `application/json`.
+fn signed_raw_request(
+    http: &reqwest::Client,
+    (base, origin): (&str, &str),
+    device: &TestDevice,
+    (method, path): (&str, &str),
+    body: Option<&[u8]>,
+    now: u64,
+) -> reqwest::RequestBuilder {
     let signed_for = format!("{origin}{path}");
     let headers: Vec<(&str, &str)> =
         if body.is_some() { vec![("content-type", "application/json")] } else { Vec::new() };
     let parts = SignedRequestParts { method, target_uri: &signed_for, headers: &headers };
     let sig =
-        httpsig::sign(&parts, &bytes, &device.keys.signing, device.id, now, 60).expect("sign");
+        httpsig::sign(&parts, body.unwrap_or_default(), &device.keys.signing, device.id, now, 60)
+            .expect("sign");
     let mut request = http
         .request(method.parse().expect("method"), format!("{base}{path}"))
         .header("content-digest", sig.content_digest)
         .header("signature-input", sig.signature_input)
         .header("signature", sig.signature);
-    if body.is_some() {
-        request = request.header("content-type", "application/json").body(bytes);
+    if let Some(body) = body {
+        request = request.header("content-type", "application/json").body(body.to_vec());
     }
     request
 }
