@@ -184,57 +184,81 @@ async fn the_openapi_document_is_served_and_the_committed_copy_is_current() {
     );
 }
 
-#[tokio::test]
-async fn every_documented_operation_is_routed_and_documents_its_errors() {
-    let broker = TestBroker::start().await;
-    let (_, document) = TestBroker::send(broker.http.get(broker.url("/openapi.json"))).await;
-    let paths = document["paths"].as_object().expect("paths");
-    let mut operations = 0;
-    let mut ids = std::collections::HashSet::new();
-    for (path, item) in paths {
+/// One operation of the OpenAPI document.
+struct Operation<'a> {
+    /// Its path template, such as `/v1/agents/{id}`.
+    path: &'a str,
+    /// The template with its parameters filled in, to send a request to.
+    concrete: String,
+    /// Its method, lower case as the document spells it.
+    method: &'a str,
+    operation: &'a Value,
+}
+
+/// Every operation `document` describes.
+fn operations_of(document: &Value) -> Vec<Operation<'_>> {
+    let mut operations = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
         let concrete = path
             .replace("{id}", "0190a5b2-7c4e-7d1a-9a41-5b3f2e8c6d10")
             .replace("{credential}", "github")
             .replace("{path}", "user");
         for (method, operation) in item.as_object().expect("path item") {
-            if !["get", "put", "post", "delete", "patch", "head", "options"]
+            if ["get", "put", "post", "delete", "patch", "head", "options"]
                 .contains(&method.as_str())
             {
-                continue;
+                let concrete = concrete.clone();
+                operations.push(Operation { path, concrete, method, operation });
             }
-            operations += 1;
+        }
+    }
+    operations
+}
+
+/// Whether the operation takes a device's signature.
+fn is_signed(operation: &Value) -> bool {
+    operation["security"]
+        .as_array()
+        .is_some_and(|s| s.iter().any(|r| r.get("device_signature").is_some()))
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed_and_documents_its_errors() {
+    let broker = TestBroker::start().await;
+    let (_, document) = TestBroker::send(broker.http.get(broker.url("/openapi.json"))).await;
+    let mut operations = 0;
+    let mut ids = std::collections::HashSet::new();
+    for Operation { path, concrete, method, operation } in operations_of(&document) {
+        operations += 1;
+        assert!(
+            operation["operationId"].is_string() && operation["summary"].is_string(),
+            "{method} {path} has an id and a summary"
+        );
+        assert!(
+            ids.insert(operation["operationId"].to_string()),
+            "{method} {path}: operation ids are unique"
+        );
+        let signed = is_signed(operation);
+        if signed {
             assert!(
-                operation["operationId"].is_string() && operation["summary"].is_string(),
-                "{method} {path} has an id and a summary"
+                operation["responses"]["401"].is_object(),
+                "{method} {path} documents the signature errors"
             );
-            assert!(
-                ids.insert(operation["operationId"].to_string()),
-                "{method} {path}: operation ids are unique"
-            );
-            let signed = operation["security"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|r| r.get("device_signature").is_some()));
-            if signed {
-                assert!(
-                    operation["responses"]["401"].is_object(),
-                    "{method} {path} documents the signature errors"
-                );
-            }
-            let response = broker
-                .http
-                .request(method.to_uppercase().parse().unwrap(), broker.url(&concrete))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let body = response.text().await.unwrap();
-            assert!(
-                !body.contains("no such endpoint") && !body.contains("does not accept that method"),
-                "{method} {path} is documented but not routed: {status} {body}"
-            );
-            if signed {
-                assert_eq!(status, 401, "{method} {path} without a signature: {body}");
-            }
+        }
+        let response = broker
+            .http
+            .request(method.to_uppercase().parse().unwrap(), broker.url(&concrete))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert!(
+            !body.contains("no such endpoint") && !body.contains("does not accept that method"),
+            "{method} {path} is documented but not routed: {status} {body}"
+        );
+        if signed {
+            assert_eq!(status, 401, "{method} {path} without a signature: {body}");
         }
     }
     assert!(operations >= 35, "every area is documented ({operations} operations)");
@@ -266,38 +290,29 @@ async fn every_signed_operation_refuses_a_malformed_body_with_a_specific_error_a
         (deep.as_bytes(), "nested 4096 deep"),
     ];
     let mut checked = 0;
-    for (path, item) in document["paths"].as_object().expect("paths") {
-        let concrete = path
-            .replace("{id}", "0190a5b2-7c4e-7d1a-9a41-5b3f2e8c6d10")
-            .replace("{credential}", "github")
-            .replace("{path}", "user");
-        for (method, operation) in item.as_object().expect("path item") {
-            let signed = operation["security"]
-                .as_array()
-                .is_some_and(|s| s.iter().any(|r| r.get("device_signature").is_some()));
-            if !signed || !operation["requestBody"].is_object() {
-                continue;
-            }
-            checked += 1;
-            let method = method.to_uppercase();
-            for (body, what) in bodies {
-                let request = broker.signed_bytes(&admin, &method, &concrete, body);
-                let (status, response) = TestBroker::send(request).await;
-                assert_eq!(
-                    (status, response["code"].as_str()),
-                    (400, Some("bad_request")),
-                    "{method} {path} with a body {what} is refused as malformed: {response}"
-                );
-                let message = response["message"].as_str().unwrap_or_default();
-                assert!(
-                    message.starts_with("invalid JSON body"),
-                    "{method} {path} says what is wrong with a body {what}: {message}"
-                );
-                assert!(
-                    !message.contains("lkcanary"),
-                    "{method} {path} never echoes what was sent: {message}"
-                );
-            }
+    for Operation { path, concrete, method, operation } in operations_of(&document) {
+        if !is_signed(operation) || !operation["requestBody"].is_object() {
+            continue;
+        }
+        checked += 1;
+        let method = method.to_uppercase();
+        for (body, what) in bodies {
+            let request = broker.signed_bytes(&admin, &method, &concrete, body);
+            let (status, response) = TestBroker::send(request).await;
+            assert_eq!(
+                (status, response["code"].as_str()),
+                (400, Some("bad_request")),
+                "{method} {path} with a body {what} is refused as malformed: {response}"
+            );
+            let message = response["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with("invalid JSON body"),
+                "{method} {path} says what is wrong with a body {what}: {message}"
+            );
+            assert!(
+                !message.contains("lkcanary"),
+                "{method} {path} never echoes what was sent: {message}"
+            );
         }
     }
     assert!(checked >= 16, "every operation with a body is covered ({checked})");
