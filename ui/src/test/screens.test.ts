@@ -525,6 +525,7 @@ describe('security', () => {
     await user.click(screen.getByTestId('pause-toggle'));
     await waitFor(() => expect(app.status?.paused).toBe(true));
     expect(b.callsOf('set_paused')).toEqual([{ paused: true }]);
+    expect(await screen.findByTestId('pause-state'), 'the switch says agents are paused').toHaveTextContent('Agents paused');
   });
 
   it('shows the pause switch as agents are when pausing fails', async () => {
@@ -538,7 +539,7 @@ describe('security', () => {
     expect(await screen.findByRole('alert')).toHaveTextContent('The broker did not answer.');
     expect(app.status?.paused).toBe(false);
     expect(toggle.checked, 'agents still run: the switch must not say paused').toBe(false);
-    expect(screen.getByText('Running')).toBeInTheDocument();
+    expect(screen.getByTestId('pause-state'), 'the label says so too').toHaveTextContent('Agents running');
   });
 
   it("trusts a team server's private authority, lists it, and goes back to the system's", async () => {
