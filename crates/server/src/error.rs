@@ -172,10 +172,24 @@ impl From<crate::store::LimitReached> for ApiError {
 }
 
 impl From<crate::store::StoreError> for ApiError {
+    /// A database out of reach is `503 unavailable` with a `Retry-After`, something to retry;
+    /// any other store failure is `500 internal`.
     fn from(error: crate::store::StoreError) -> Self {
+        if error.is_unreachable() {
+            tracing::warn!(%error, "the database is not reachable; answering 503");
+            return Self::new(
+                ErrorCode::Unavailable,
+                "the broker's database is not reachable right now, so nothing was done; retry \
+                 shortly",
+            )
+            .retry_after(DATABASE_RETRY_AFTER_SECS);
+        }
         Self::internal(&error)
     }
 }
+
+/// The `Retry-After` of an answer given while the database is out of reach.
+const DATABASE_RETRY_AFTER_SECS: u64 = 2;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

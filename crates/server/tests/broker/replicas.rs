@@ -13,6 +13,8 @@
     reason = "test helpers outside #[test] functions; a panic is the failure report"
 )]
 
+use std::sync::Arc;
+
 use crate::common;
 
 use common::agent_calls::{
@@ -64,6 +66,11 @@ const CREDENTIAL: &str = "github";
 async fn replicas() -> Replicas {
     let a = TestBroker::start().await;
     let b = a.start_replica().await;
+    set_up(a, b).await
+}
+
+/// [`replicas`] on two brokers already started.
+async fn set_up(a: TestBroker, b: TestBroker) -> Replicas {
     let (upstream, upstream_base) = CountingUpstream::start().await;
     let admin = workspace_with_admin(&a).await;
     let broker_key = broker_public_key(&a).await;
@@ -665,4 +672,175 @@ async fn two_replicas_refresh_an_expired_token_once_and_both_calls_use_the_resul
     );
     b.stop().await;
     a.stop().await;
+}
+
+/// A TCP forwarder between a broker and PostgreSQL that the test can cut, as a network
+/// partition or a database restart does: cutting closes every connection through it and refuses
+/// new ones until it is restored. Stalling closes them too, then accepts new ones and never
+/// answers, as a database host that stopped responding does.
+struct Link {
+    addr: std::net::SocketAddr,
+    state: Arc<std::sync::atomic::AtomicU8>,
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+const LINK_UP: u8 = 0;
+const LINK_CUT: u8 = 1;
+const LINK_STALLED: u8 = 2;
+
+impl Link {
+    /// A forwarder to the host and port of `url`.
+    async fn to(url: &str) -> Self {
+        let target = url::Url::parse(url).expect("database URL");
+        let target =
+            format!("{}:{}", target.host_str().expect("a host"), target.port().unwrap_or(5432));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(LINK_UP));
+        let (changes, _) = tokio::sync::watch::channel(0_u64);
+        let (current, notify) = (Arc::clone(&state), changes.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut changed = notify.subscribe();
+                let state = current.load(std::sync::atomic::Ordering::SeqCst);
+                let target = target.clone();
+                tokio::spawn(async move {
+                    match state {
+                        LINK_CUT => {} // Dropped: closed at once.
+                        LINK_STALLED => {
+                            let _ = changed.changed().await; // Held, silent, until the next change.
+                        }
+                        _ => {
+                            let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await
+                            else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = changed.changed() => {}
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, state, changes }
+    }
+
+    /// `url` with its host and port replaced by the forwarder's.
+    fn url(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).expect("database URL");
+        url.set_host(Some(&self.addr.ip().to_string())).expect("host");
+        url.set_port(Some(self.addr.port())).expect("port");
+        url.to_string()
+    }
+
+    /// Closes every connection through the forwarder, then treats new ones as `state` says.
+    fn set(&self, state: u8) {
+        self.state.store(state, std::sync::atomic::Ordering::SeqCst);
+        self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn a_broker_cut_off_from_its_database_answers_a_retryable_503_fails_closed_and_recovers() {
+    if skip() {
+        return;
+    }
+    let a = TestBroker::start().await;
+    let service_url = postgres(&a).service_url.clone();
+    let link = Link::to(&service_url).await;
+    let b = a.start_replica_via(&link.url(&service_url)).await;
+    let r = set_up(a, b).await;
+    r.both_serve_the_standing_capability().await;
+    let reached = r.upstream.hits();
+
+    link.set(LINK_CUT);
+    let started = std::time::Instant::now();
+    let response = agent_get(&r.b, &r.token, CREDENTIAL, "/user", &r.standing)
+        .send()
+        .await
+        .expect("the broker answers");
+    let retry_after = response.headers().get("retry-after").cloned();
+    let (status, body): (u16, Value) =
+        (response.status().as_u16(), response.json().await.expect("JSON error"));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("unavailable")),
+        "an agent's call while the database is out of reach is a retryable refusal: {body}"
+    );
+    assert!(retry_after.is_some(), "with a Retry-After for the agent's SDK to honour: {body}");
+    assert_eq!(r.upstream.hits(), reached, "fail closed: nothing reaches the upstream unaudited");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the caller hears it in seconds, not after waiting out every timeout: {:?}",
+        started.elapsed()
+    );
+    let response =
+        r.b.signed(&r.admin, "GET", "/v1/agents", None).send().await.expect("the broker answers");
+    let retry = response.headers().get("retry-after").cloned();
+    let (status, body): (u16, Value) =
+        (response.status().as_u16(), response.json().await.expect("JSON error"));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("unavailable")),
+        "a device request too is told to retry, not that the broker failed: {body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("database is not reachable")),
+        "the message says why: {body}"
+    );
+    assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("2"), "and when to retry");
+    let (status, body) = TestBroker::send(r.b.http.get(r.b.url("/readyz"))).await;
+    assert_eq!(status, 503, "a load balancer takes the replica out: {body}");
+    let (status, body) = TestBroker::send(r.a.signed(&r.admin, "GET", "/v1/agents", None)).await;
+    assert_eq!(status, 200, "the other replica, still connected, serves meanwhile: {body}");
+
+    link.set(LINK_UP);
+    let mut recovered = None;
+    for _ in 0..100 {
+        let (status, code) = r.call(&r.b, &r.standing).await;
+        if status == 200 {
+            recovered = Some(());
+            break;
+        }
+        assert_eq!((status, code.as_str()), (503, "unavailable"), "only retryable refusals");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered.is_some(), "the replica serves again once its database is back");
+    assert_eq!(r.upstream.hits(), reached + 1, "exactly the recovered call went upstream");
+    r.device(&r.b, "GET", "/v1/agents", None, 200, "a device request after recovery").await;
+    let (status, _) = TestBroker::send(r.b.http.get(r.b.url("/readyz"))).await;
+    assert_eq!(status, 200, "ready again");
+
+    // A database that accepts connections and never answers: the wait for a connection is
+    // bounded (5 seconds), where sqlx's default would hold every caller for 30.
+    link.set(LINK_STALLED);
+    let started = std::time::Instant::now();
+    let (status, code) = r.call(&r.b, &r.standing).await;
+    assert_eq!((status, code.as_str()), (503, "unavailable"), "a stalled database is out of reach");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the caller hears it within the connection wait, not sqlx's 30 seconds: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.upstream.hits(), reached + 1, "fail closed again");
+    link.set(LINK_UP);
+    let mut recovered = false;
+    for _ in 0..100 {
+        if r.call(&r.b, &r.standing).await.0 == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "and serves again once the database answers");
+    let (status, verified) =
+        TestBroker::send(r.a.signed(&r.admin, "GET", "/v1/audit/verify", None)).await;
+    assert_eq!(
+        (status, &verified["ok"]),
+        (200, &json!(true)),
+        "the audit chain is whole after the outage: {verified}"
+    );
+    r.stop().await;
 }

@@ -71,11 +71,20 @@ impl TestBroker {
         let TestDatabase::Postgres(pg) = &self.db else {
             panic!("replicas share a PostgreSQL database; SQLite serves one broker per file")
         };
+        self.start_replica_via(&pg.service_url).await
+    }
+
+    /// [`TestBroker::start_replica`] connecting as the service role at `service_url`: the same
+    /// database reached another way (through a forwarder the test controls, say).
+    pub async fn start_replica_via(&self, service_url: &str) -> Self {
+        let TestDatabase::Postgres(pg) = &self.db else {
+            panic!("replicas share a PostgreSQL database; SQLite serves one broker per file")
+        };
         let key_text = self.broker_key.as_deref().expect(
             "a replica needs the first broker's key: start that one with TestBroker::start",
         );
         let key = BrokerSecretKey::from_secret_text(key_text).expect("broker key text");
-        let store = self.db.open(self.dir.path()).await;
+        let store = Store::open_postgres(service_url, None).await.expect("open the store");
         let broker = Broker::new(store, key)
             .with_clock(self.clock.clone())
             .with_public_origin(self.public_origin.clone());
