@@ -59,6 +59,7 @@ impl Embedded {
             database_url: None,
             migrate_database_url: None,
             approval_timeout: latchkey_server::approvals::DEFAULT_TIMEOUT,
+            device_rate_limit: Some(latchkey_server::rate_limit::DeviceRateLimit::DEFAULT),
             public_origin: None,
             // Upstream APIs behind a private CA are trusted through the system's trust store.
             upstream_ca: None,
@@ -85,6 +86,7 @@ impl Embedded {
             .map_err(|source| EmbeddedError::Listen { addr: listen, source })?;
         let broker = latchkey_server::Broker::new(store.clone(), broker_key)
             .with_approval_timeout(config.approval_timeout)
+            .with_device_rate_limit(config.device_rate_limit)
             .with_workspace_creation(latchkey_server::creation::WorkspaceCreation::Open);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -277,6 +277,7 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> String {
 fn client(error: &ClientError) -> String {
     match error {
         ClientError::Api(api) => api.code.clone(),
+        ClientError::RateLimited { .. } => broker_codes::RATE_LIMITED.to_owned(),
         ClientError::Transport { .. } => codes::BROKER_UNREACHABLE.to_owned(),
         ClientError::Tls { .. } => codes::BROKER_TLS_REFUSED.to_owned(),
         ClientError::BrokerCa(_) => codes::BROKER_CA_UNUSABLE.to_owned(),

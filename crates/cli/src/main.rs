@@ -245,6 +245,12 @@ fn client(error: &ClientError) -> Verdict {
             2,
             Some("point LATCHKEY_BROKER_CA at a PEM file of certificate authorities, or unset it"),
         ),
+        ClientError::RateLimited { .. } => (
+            4,
+            Some(
+                "an admin removes a device with `latchkey device remove ID` (`latchkey device list` shows the ids)",
+            ),
+        ),
         ClientError::Api(api) if api.is(codes::NOT_FOUND) => (3, None),
         ClientError::Api(_) => (4, None),
         _ => (1, None),

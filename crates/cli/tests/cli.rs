@@ -154,10 +154,16 @@ async fn start_broker() -> (String, tempfile::TempDir, tokio::sync::oneshot::Sen
 async fn start_broker_creating(
     creation: WorkspaceCreation,
 ) -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
+    start_broker_with(|broker| broker.with_workspace_creation(creation)).await
+}
+
+/// A broker as `configure` sets it up from the defaults, on a loopback port.
+async fn start_broker_with(
+    configure: impl FnOnce(Broker) -> Broker,
+) -> (String, tempfile::TempDir, tokio::sync::oneshot::Sender<()>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.unwrap();
-    let broker =
-        Broker::new(store, BrokerSecretKey::generate().unwrap()).with_workspace_creation(creation);
+    let broker = configure(Broker::new(store, BrokerSecretKey::generate().unwrap()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -771,6 +777,34 @@ async fn a_creation_the_broker_refuses_at_a_limit_exits_4_with_the_brokers_messa
         "the broker's code and its message, which names the limit and the way under it: {err}"
     );
     assert_eq!(err.lines().count(), 1, "one line: the message says what to do: {err}");
+}
+
+#[tokio::test]
+async fn a_device_over_the_brokers_rate_limit_exits_4_saying_how_long_to_wait() {
+    // One request at once, one a second: `invite list` sends two at once when there is an
+    // invite to list (the invites, then the members who made them).
+    let limit = latchkey_server::rate_limit::DeviceRateLimit::new(1, 1).unwrap();
+    let (broker, _dir, _stop) =
+        start_broker_with(|broker| broker.with_device_rate_limit(Some(limit))).await;
+    let ada = Latchkey::new();
+    let create = ["workspace", "create", "--broker", &broker, "--name", "Acme", "--member-name"];
+    ada.json(&[&create[..], &["Ada"]].concat(), None).await;
+    ada.json(&["invite", "create"], None).await;
+
+    let (code, out, err) = ada.run(&["invite", "list"], None).await;
+    assert_eq!(code, 4, "a refusal by the broker: {err}");
+    assert!(out.is_empty(), "nothing listed from a half-answered command: {out}");
+    assert!(
+        err.starts_with("error: ")
+            && err.contains("(rate_limited)")
+            && err.contains("wait 1 second and try again")
+            && err.contains("an admin should remove the device"),
+        "the wait, from the broker's Retry-After, and what to do if nobody sent them: {err}"
+    );
+    assert!(
+        err.contains("hint: an admin removes a device with `latchkey device remove ID`"),
+        "the command that does it: {err}"
+    );
 }
 
 #[tokio::test]

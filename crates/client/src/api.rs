@@ -6,8 +6,10 @@
 //! signed the same way: the broker checks them against the key their body registers.
 //!
 //! Errors: the broker's `{"code", "message"}` becomes an [`ApiError`] whose `code` is the
-//! broker's stable code (see [`codes`]); everything else is a [`ClientError`]. No error carries
-//! a request body or the raw response body.
+//! broker's stable code (see [`codes`]), except `429 rate_limited`, which becomes
+//! [`ClientError::RateLimited`] with the broker's `Retry-After`; everything else is a
+//! [`ClientError`]. No error carries a request body or the raw response body. Nothing is retried
+//! here: a refused request is the caller's to send again.
 //!
 //! Redirects are not followed (a signature covers one target URI), responses larger than
 //! [`MAX_RESPONSE_BYTES`] are refused, and plain `http` is accepted only for loopback brokers.
@@ -92,6 +94,10 @@ pub mod codes {
     /// credentials, pending invites, members, devices or policies as the broker keeps; the
     /// message names the limit and what to remove first. Nothing was written.
     pub const LIMIT_REACHED: &str = "limit_reached";
+    /// This device sent more requests than the broker accepts from one device; nothing was done.
+    /// Surfaces as [`ClientError::RateLimited`](super::ClientError::RateLimited) when the answer
+    /// says how long to wait.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +272,18 @@ pub enum ClientError {
     /// The broker answered with an error.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The broker refused the request because this device sent more requests than it accepts
+    /// from one device (`429 rate_limited`); nothing was done, and the same request may be sent
+    /// again after `retry_after`. If nobody on this device sent that many, an admin should remove
+    /// the device.
+    #[error(
+        "the broker refused the request (rate_limited): this device sent more requests than the broker accepts from one device; wait {} and try again (if nobody on this device sent that many requests, an admin should remove the device)",
+        seconds(*retry_after)
+    )]
+    RateLimited {
+        /// How long to wait: the broker's `Retry-After`, at least a second.
+        retry_after: Duration,
+    },
     /// The broker's TLS certificate was refused, or the TLS handshake with it failed: not
     /// something a retry fixes.
     #[error("{}", tls_refusal(broker, *problem))]
@@ -2082,8 +2100,9 @@ impl BrokerClient {
             .map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
+            let retry_after = retry_after(&response);
             let received = self.read_body(&mut response, Method::Get, path, status).await?;
-            return Err(refusal(Method::Get, path, status, &received));
+            return Err(refusal(Method::Get, path, (status, retry_after), &received));
         }
         let event_stream = response
             .headers()
@@ -2204,11 +2223,12 @@ impl BrokerClient {
         let request = self.signed(&self.http, method, path, bytes, "application/json")?;
         let mut response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
+        let retry_after = retry_after(&response);
         let received = self.read_body(&mut response, method, path, status).await?;
         if (200..300).contains(&status) {
             Ok((status, received))
         } else {
-            Err(refusal(method, path, status, &received))
+            Err(refusal(method, path, (status, retry_after), &received))
         }
     }
 
@@ -2356,7 +2376,14 @@ fn parse<T: DeserializeOwned>(
 }
 
 /// A failure's body as the broker's `{"code", "message"}` error.
-fn refusal(method: Method, path: &str, status: u16, received: &[u8]) -> ClientError {
+/// The broker's error answer (`status` and its `Retry-After` in seconds, if any) as an error:
+/// [`ClientError::RateLimited`] for `429 rate_limited` with a `Retry-After`, else an [`ApiError`].
+fn refusal(
+    method: Method,
+    path: &str,
+    (status, retry_after): (u16, Option<u64>),
+    received: &[u8],
+) -> ClientError {
     #[derive(Deserialize)]
     struct WireError {
         code: String,
@@ -2365,9 +2392,27 @@ fn refusal(method: Method, path: &str, status: u16, received: &[u8]) -> ClientEr
         errors: Vec<PolicyProblem>,
     }
     match serde_json::from_slice::<WireError>(received) {
-        Ok(e) => ApiError { status, code: e.code, message: e.message, problems: e.errors }.into(),
+        Ok(e) => match retry_after {
+            Some(secs) if status == 429 && e.code == codes::RATE_LIMITED => {
+                ClientError::RateLimited { retry_after: Duration::from_secs(secs.max(1)) }
+            }
+            _ => ApiError { status, code: e.code, message: e.message, problems: e.errors }.into(),
+        },
         Err(_) => unexpected(method, path, status, "an error body without a code"),
     }
+}
+
+/// The response's `Retry-After` in whole seconds, when it is given as such (the broker never
+/// sends a date).
+fn retry_after(response: &reqwest::Response) -> Option<u64> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    value.to_str().ok()?.trim().parse().ok()
+}
+
+/// `1 second`, `7 seconds`: a wait in whole seconds, rounded up.
+fn seconds(wait: Duration) -> String {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if secs == 1 { "1 second".to_owned() } else { format!("{secs} seconds") }
 }
 
 impl fmt::Debug for BrokerClient {
@@ -2612,6 +2657,37 @@ mod tests {
         };
         assert!(e.is(codes::NOT_FOUND));
         assert_eq!(e.to_string(), "the broker refused the request (not_found): no such device");
+    }
+
+    #[test]
+    fn a_rate_limited_refusal_carries_the_wait_and_says_it() {
+        let body = br#"{"code": "rate_limited", "message": "wait 3 seconds and retry"}"#;
+        let error = refusal(Method::Post, "/v1/agents", (429, Some(3)), body);
+        let ClientError::RateLimited { retry_after } = error else {
+            panic!("429 rate_limited with a Retry-After is its own error: {error:?}")
+        };
+        assert_eq!(retry_after, Duration::from_secs(3));
+        let shown = error.to_string();
+        assert!(
+            shown.contains("(rate_limited)")
+                && shown.contains("wait 3 seconds and try again")
+                && shown.contains("an admin should remove the device"),
+            "says how long to wait, and what to do if nobody sent them: {shown}"
+        );
+        let error = refusal(Method::Get, "/v1/me", (429, Some(0)), body);
+        assert!(
+            error.to_string().contains("wait 1 second and"),
+            "never less than a second: {error}"
+        );
+
+        let without_wait = refusal(Method::Get, "/v1/me", (429, None), body);
+        assert!(
+            without_wait.api().is_some_and(|e| e.is(codes::RATE_LIMITED)),
+            "without a Retry-After it stays the broker's error, with its message: {without_wait:?}"
+        );
+        let other = br#"{"code": "too_many_waiting", "message": "16 calls wait"}"#;
+        let other = refusal(Method::Get, "/v1/me", (429, Some(2)), other);
+        assert!(other.api().is_some_and(|e| e.is("too_many_waiting")), "{other:?}");
     }
 
     /// Every event the parser finds in `stream`, fed in chunks of `size` bytes.

@@ -56,13 +56,16 @@ async fn upstream() -> String {
 }
 
 async fn setup() -> Setup {
-    // `start_with` installs no log subscriber: the report stays readable.
+    // `start_with` installs no log subscriber: the report stays readable. The approving device
+    // answers one approval a round on a clock that never moves, so no rate limit: any number of
+    // rounds may be asked for.
     let broker = TestBroker::start_with(|store, clock, _| {
         latchkey_server::Broker::new(
             store,
             latchkey_core::keys::BrokerSecretKey::generate().expect("broker key"),
         )
         .with_clock(clock)
+        .with_device_rate_limit(None)
     })
     .await;
     let base = upstream().await;

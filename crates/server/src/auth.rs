@@ -2,8 +2,10 @@
 //! signature (see `latchkey_core::httpsig`), verified here before any handler runs.
 //!
 //! Order of checks: body size; signature headers and profile (no key needed); the key id names
-//! an enrolled, active device of an active member; time window, body digest and signature;
-//! the nonce has not been seen before (recorded in the database, so every replica agrees).
+//! an enrolled, active device of an active member; time window, body digest and signature; the
+//! device's rate limit (`crate::rate_limit`: a refused request has written nothing); the nonce
+//! has not been seen before (recorded in the database, so every replica agrees). Requests signed
+//! by a device being registered ([`SelfSigned`]) have no device to limit yet.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -76,13 +78,15 @@ impl<T: DeserializeOwned + Send> FromRequest<SharedState> for Signed<T> {
         let bytes = read_body(body, limit).await?;
         let key = DeviceVerifyingKey::from_bytes(&device.signing_key)
             .map_err(|e| ApiError::internal(&format!("stored device key unusable: {e}")))?;
-        verify(state, &parts, &bytes, &signature, &key).await?;
+        let nonce = verify_signature(state, &parts, &bytes, &signature, &key)?;
         let caller = DeviceCaller {
             workspace: device.workspace,
             device: device.id,
             member: device.member,
             role: device.role,
         };
+        state.device_budgets.spend(&caller, state.now_millis())?;
+        record_nonce(state, &nonce).await?;
         crate::access_log::note_caller(&parts.extensions, caller);
         Ok(Self { caller, body: parse_json(&bytes)? })
     }
@@ -130,7 +134,8 @@ impl<T> SelfSigned<T> {
         state: &SharedState,
         key: &DeviceVerifyingKey,
     ) -> Result<(), ApiError> {
-        verify(state, &self.parts, &self.bytes, &self.signature, key).await
+        let nonce = verify_signature(state, &self.parts, &self.bytes, &self.signature, key)?;
+        record_nonce(state, &nonce).await
     }
 }
 
@@ -159,13 +164,23 @@ fn parse_signature(state: &SharedState, parts: &Parts) -> Result<OwnedSignature,
     })
 }
 
-async fn verify(
+/// The nonce of a request whose signature verified, not recorded yet.
+#[derive(Debug)]
+struct VerifiedNonce {
+    /// The device id followed by the nonce: nonces are unique per device.
+    bytes: Vec<u8>,
+    /// Until when (Unix seconds) the request could still be accepted, and so must be remembered.
+    keep_until: u64,
+}
+
+/// Checks the time window, the body digest and the signature against `key`.
+fn verify_signature(
     state: &SharedState,
     parts: &Parts,
     body: &[u8],
     signature: &OwnedSignature,
     key: &DeviceVerifyingKey,
-) -> Result<(), ApiError> {
+) -> Result<VerifiedNonce, ApiError> {
     let now = state.now();
     let verified = with_signed_parts(state, parts, |signed| {
         let parsed = ParsedSignature::parse(signed).map_err(signature_error)?;
@@ -174,12 +189,17 @@ async fn verify(
             .map_err(signature_error)
     })?;
     debug_assert_eq!(verified.key_id(), signature.key_id);
-    let mut nonce = Vec::with_capacity(16 + verified.nonce().len());
-    nonce.extend_from_slice(verified.key_id().as_bytes());
-    nonce.extend_from_slice(verified.nonce().as_bytes());
+    let mut bytes = Vec::with_capacity(16 + verified.nonce().len());
+    bytes.extend_from_slice(verified.key_id().as_bytes());
+    bytes.extend_from_slice(verified.nonce().as_bytes());
+    Ok(VerifiedNonce { bytes, keep_until: verified.expires() + MAX_CLOCK_SKEW_SECS })
+}
+
+/// Records the nonce of a verified request; a nonce seen before is a replay.
+async fn record_nonce(state: &SharedState, nonce: &VerifiedNonce) -> Result<(), ApiError> {
     let fresh = state
         .store
-        .remember_nonce(NonceKind::Request, &nonce, verified.expires() + MAX_CLOCK_SKEW_SECS, now)
+        .remember_nonce(NonceKind::Request, &nonce.bytes, nonce.keep_until, state.now())
         .await?;
     if !fresh {
         return Err(ApiError::new(

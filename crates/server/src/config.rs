@@ -13,6 +13,8 @@
 //! | PostgreSQL URL of the schema owner, to migrate and grant at startup | `--migrate-database-url` | `LATCHKEY_MIGRATE_DATABASE_URL` | `migrate_database_url` | |
 //! | origin devices reach the broker at, behind a load balancer (default: the listener's address) | `--public-origin` | `LATCHKEY_PUBLIC_ORIGIN` | `public_origin` | |
 //! | seconds a call is held for a member's approval (`0`: never held) | `--approval-timeout` | `LATCHKEY_APPROVAL_TIMEOUT` | `approval_timeout` | `120` |
+//! | signed requests a second one device may send, sustained (`0`: no limit) | `--device-request-rate` | `LATCHKEY_DEVICE_REQUEST_RATE` | `device_request_rate` | `10` |
+//! | signed requests one device may send at once | `--device-request-burst` | `LATCHKEY_DEVICE_REQUEST_BURST` | `device_request_burst` | `3000` |
 //! | PEM file of certificate authorities trusted for upstream calls besides the system's | `--upstream-ca` | `LATCHKEY_UPSTREAM_CA` | `upstream_ca` | |
 //! | HTTP proxy for every upstream call (CONNECT for `https`), instead of `HTTPS_PROXY` and the like | `--upstream-proxy` | `LATCHKEY_UPSTREAM_PROXY` | `upstream_proxy` | |
 //! | PEM certificate chain to serve the API over TLS (with `--tls-key`) | `--tls-cert` | `LATCHKEY_TLS_CERT` | `tls_cert` | |
@@ -39,6 +41,7 @@ use latchkey_core::keys::BrokerSecretKey;
 use serde::Deserialize;
 
 pub use crate::creation::{CreationMode, WorkspaceCreation};
+use crate::rate_limit::{DeviceRateLimit, MAX_BURST, MAX_PER_SECOND};
 
 /// Configuration could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,16 @@ pub enum ConfigError {
         "approval timeout: {0} seconds is more than the most a call may be held ({MAX_APPROVAL_TIMEOUT_SECS})"
     )]
     ApprovalTimeout(u64),
+    /// The device request rate is more than the broker accepts.
+    #[error(
+        "device request rate: {0} requests a second is more than the most a device may be allowed ({MAX_PER_SECOND}); 0 turns the limit off"
+    )]
+    DeviceRequestRate(u64),
+    /// The device request burst is zero or more than the broker accepts.
+    #[error(
+        "device request burst: {0} requests is not between 1 and {MAX_BURST}; to turn the limit off, set the device request rate to 0"
+    )]
+    DeviceRequestBurst(u64),
     /// The API listener's TLS certificate and key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
@@ -300,6 +313,14 @@ pub struct Flags {
     /// `approval_required` at once). At most 3600.
     #[arg(long, env = "LATCHKEY_APPROVAL_TIMEOUT", value_name = "SECONDS")]
     pub approval_timeout: Option<u64>,
+    /// Signed requests a second one enrolled device may send, sustained, once its burst is
+    /// spent; more are answered `429 rate_limited` (0: no limit). Each broker process counts
+    /// its own. At most 100000.
+    #[arg(long, env = "LATCHKEY_DEVICE_REQUEST_RATE", value_name = "PER_SECOND")]
+    pub device_request_rate: Option<u64>,
+    /// Signed requests one enrolled device may send at once, after a pause. From 1 to 1000000.
+    #[arg(long, env = "LATCHKEY_DEVICE_REQUEST_BURST", value_name = "REQUESTS")]
+    pub device_request_burst: Option<u64>,
     /// The origin (scheme, host, port) devices use to reach the broker, when it is behind a
     /// load balancer or reverse proxy: device signatures cover it. Every replica gets the same.
     #[arg(long, env = "LATCHKEY_PUBLIC_ORIGIN", value_name = "URL")]
@@ -346,6 +367,8 @@ struct FileConfig {
     database_url: Option<DatabaseUrl>,
     migrate_database_url: Option<DatabaseUrl>,
     approval_timeout: Option<u64>,
+    device_request_rate: Option<u64>,
+    device_request_burst: Option<u64>,
     public_origin: Option<String>,
     upstream_ca: Option<PathBuf>,
     upstream_proxy: Option<ProxyUrl>,
@@ -374,6 +397,8 @@ pub struct Config {
     pub migrate_database_url: Option<DatabaseUrl>,
     /// How long a call is held for a member's approval (zero: never).
     pub approval_timeout: std::time::Duration,
+    /// How many signed requests one enrolled device may send; `None`: no limit.
+    pub device_rate_limit: Option<DeviceRateLimit>,
     /// The origin devices reach the broker at; `None`: the listener's address.
     pub public_origin: Option<String>,
     /// PEM file of extra certificate authorities for upstream calls (see [`Config::upstream_roots`]).
@@ -437,6 +462,10 @@ impl Config {
         if approval_timeout > MAX_APPROVAL_TIMEOUT_SECS {
             return Err(ConfigError::ApprovalTimeout(approval_timeout));
         }
+        let device_rate_limit = device_rate_limit(
+            flags.device_request_rate.or(file.device_request_rate),
+            flags.device_request_burst.or(file.device_request_burst),
+        )?;
         let public_origin =
             flags.public_origin.or(file.public_origin).map(checked_origin).transpose()?;
         let workspace_creation = flags.workspace_creation.or(file.workspace_creation);
@@ -472,6 +501,7 @@ impl Config {
             database_url,
             migrate_database_url,
             approval_timeout: std::time::Duration::from_secs(approval_timeout),
+            device_rate_limit,
             public_origin,
             upstream_ca: flags.upstream_ca.or(file.upstream_ca),
             upstream_proxy: flags.upstream_proxy.or(file.upstream_proxy),
@@ -580,6 +610,28 @@ pub fn load_broker_key(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key_file(path),
         Err(e) => Err(ConfigError::BrokerKey(format!("cannot read {}: {e}", path.display()))),
     }
+}
+
+/// The device rate limit from its two settings, each defaulting to
+/// [`DeviceRateLimit::DEFAULT`]'s; a rate of 0 turns it off.
+fn device_rate_limit(
+    rate: Option<u64>,
+    burst: Option<u64>,
+) -> Result<Option<DeviceRateLimit>, ConfigError> {
+    let default = DeviceRateLimit::DEFAULT;
+    let rate = rate.unwrap_or(u64::from(default.per_second()));
+    let burst = burst.unwrap_or(u64::from(default.burst()));
+    let per_second = u32::try_from(rate)
+        .ok()
+        .filter(|r| *r <= MAX_PER_SECOND)
+        .ok_or(ConfigError::DeviceRequestRate(rate))?;
+    let burst_fits = u32::try_from(burst).ok().filter(|b| (1..=MAX_BURST).contains(b));
+    let burst = burst_fits.ok_or(ConfigError::DeviceRequestBurst(burst))?;
+    if per_second == 0 {
+        return Ok(None);
+    }
+    // Both are in range here, which is all `new` asks.
+    DeviceRateLimit::new(per_second, burst).map(Some).ok_or(ConfigError::DeviceRequestRate(rate))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -703,6 +755,95 @@ mod tests {
         );
         assert_eq!(config.broker_key_file, PathBuf::from("/d/broker.key"));
         assert_eq!(config.approval_timeout.as_secs(), 120, "calls are held two minutes by default");
+        assert_eq!(
+            config.device_rate_limit,
+            Some(DeviceRateLimit::DEFAULT),
+            "devices are limited by default, to 3000 at once and 10 a second"
+        );
+    }
+
+    #[test]
+    fn the_device_rate_limit_comes_from_flags_or_the_file_and_a_rate_of_0_lifts_it() {
+        let flags = Flags::try_parse_from([
+            "latchkey-server",
+            "--data-dir",
+            "/d",
+            "--device-request-rate",
+            "50",
+            "--device-request-burst",
+            "2000",
+        ])
+        .unwrap();
+        let limit = Config::resolve(flags, no_env).unwrap().device_rate_limit.unwrap();
+        assert_eq!((limit.per_second(), limit.burst()), (50, 2000));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "data_dir = \"/d\"\ndevice_request_burst = 40\n").unwrap();
+        let limit =
+            Config::resolve(Flags { config: Some(file.clone()), ..Flags::default() }, no_env)
+                .unwrap()
+                .device_rate_limit
+                .unwrap();
+        assert_eq!((limit.per_second(), limit.burst()), (10, 40), "each setting on its own");
+        let flags = Flags {
+            config: Some(file.clone()),
+            device_request_burst: Some(60),
+            ..Flags::default()
+        };
+        let limit = Config::resolve(flags, no_env).unwrap().device_rate_limit.unwrap();
+        assert_eq!(limit.burst(), 60, "the flag beats the file");
+
+        let off =
+            Flags { data_dir: Some("/d".into()), device_request_rate: Some(0), ..Flags::default() };
+        assert_eq!(Config::resolve(off, no_env).unwrap().device_rate_limit, None, "0 lifts it");
+
+        std::fs::write(&file, "data_dir = \"/d\"\ndevice_request_rate = \"fast\"\n").unwrap();
+        let error = Config::resolve(Flags { config: Some(file), ..Flags::default() }, no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 2"), "a word for a number is refused with its line: {error}");
+        let error = Flags::try_parse_from(["x", "--device-request-burst", "lots"]).unwrap_err();
+        assert!(error.to_string().contains("device-request-burst"), "{error}");
+    }
+
+    #[test]
+    fn device_rate_limits_out_of_range_are_refused_by_name() {
+        let with = |rate: Option<u64>, burst: Option<u64>| {
+            let flags = Flags {
+                data_dir: Some("/d".into()),
+                device_request_rate: rate,
+                device_request_burst: burst,
+                ..Flags::default()
+            };
+            Config::resolve(flags, no_env).map(|c| c.device_rate_limit)
+        };
+        let too_fast = u64::from(MAX_PER_SECOND) + 1;
+        let error = with(Some(too_fast), None).unwrap_err().to_string();
+        assert!(
+            error.starts_with("device request rate:")
+                && error.contains(&too_fast.to_string())
+                && error.contains("0 turns the limit off"),
+            "names the setting, the value, and the way to no limit: {error}"
+        );
+        assert!(with(Some(u64::MAX), None).is_err(), "not cut down to 32 bits");
+        for burst in [0, u64::from(MAX_BURST) + 1, u64::MAX] {
+            let error = with(None, Some(burst)).unwrap_err().to_string();
+            assert!(
+                error.starts_with("device request burst:")
+                    && error.contains(&format!("{burst} requests is not between 1 and"))
+                    && error.contains("rate to 0"),
+                "a burst that lets nothing through, or too much, is refused: {error}"
+            );
+        }
+        assert!(
+            with(Some(0), Some(0)).is_err(),
+            "a burst of 0 is a mistake even with the limit off: the rate is what turns it off"
+        );
+        let most = with(Some(MAX_PER_SECOND.into()), Some(MAX_BURST.into())).unwrap().unwrap();
+        assert_eq!((most.per_second(), most.burst()), (MAX_PER_SECOND, MAX_BURST));
+        let least = with(Some(1), Some(1)).unwrap().unwrap();
+        assert_eq!((least.per_second(), least.burst()), (1, 1));
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub enum ErrorCode {
     /// The agent already has as many calls waiting for approval as a broker holds for one agent;
     /// retry once some are answered.
     TooManyWaiting,
+    /// The signing device sent more requests than the broker accepts from one device; retry
+    /// after the `Retry-After` seconds. If nobody on the device sent them, an admin should remove
+    /// it.
+    RateLimited,
     /// A capability failed verification (signature, claims, time, replay, revocation).
     CapabilityInvalid,
     /// A Cedar policy denied the call.
@@ -116,7 +120,7 @@ impl ErrorCode {
             | ErrorCode::HostNotAllowed
             | ErrorCode::ApprovalDenied => StatusCode::FORBIDDEN,
             ErrorCode::ApprovalRequired => StatusCode::PRECONDITION_REQUIRED,
-            ErrorCode::TooManyWaiting => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyWaiting | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::ApprovalTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -17,6 +17,7 @@ pub mod error;
 pub mod metrics;
 pub mod policy;
 mod proxy;
+pub mod rate_limit;
 mod state;
 pub mod store;
 pub mod tls;
@@ -109,6 +110,7 @@ pub async fn serve(
         )?,
         refresh_locks: proxy::RefreshLocks::default(),
         refusals: api::RefusalBudget::default(),
+        device_budgets: rate_limit::DeviceBudgets::new(broker.device_rate_limit),
         metrics: broker.metrics,
         approvals,
     });

@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let mut broker = latchkey_server::Broker::new(store.clone(), broker_key)
         .with_metrics(metrics)
         .with_approval_timeout(config.approval_timeout)
+        .with_device_rate_limit(config.device_rate_limit)
         .with_workspace_creation(workspace_creation);
     if let Some(origin) = &config.public_origin {
         broker = broker.with_public_origin(origin.clone());

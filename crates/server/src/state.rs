@@ -34,6 +34,8 @@ pub struct Broker {
     pub(crate) tls: Option<crate::tls::ServerTls>,
     /// Injected audit journal write failures (tests only).
     pub(crate) journal_faults: Option<crate::audit::JournalFaults>,
+    /// How many signed requests one enrolled device may send; `None`: no limit.
+    pub(crate) device_rate_limit: Option<crate::rate_limit::DeviceRateLimit>,
 }
 
 impl Broker {
@@ -52,12 +54,24 @@ impl Broker {
             upstream_proxy: None,
             tls: None,
             journal_faults: None,
+            device_rate_limit: Some(crate::rate_limit::DeviceRateLimit::DEFAULT),
         }
     }
 
     /// Holds calls that need an approval for at most `timeout` (zero: never hold them).
     pub fn with_approval_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.approval_timeout = timeout;
+        self
+    }
+
+    /// Limits each enrolled device's signed requests to `limit` (a token bucket per device, in
+    /// this process's memory) instead of [`crate::rate_limit::DeviceRateLimit::DEFAULT`];
+    /// `None` lifts the limit.
+    pub fn with_device_rate_limit(
+        mut self,
+        limit: Option<crate::rate_limit::DeviceRateLimit>,
+    ) -> Self {
+        self.device_rate_limit = limit;
         self
     }
 
@@ -140,11 +154,18 @@ pub(crate) struct AppState {
     pub(crate) approvals: Arc<crate::approvals::Approvals>,
     /// How many refused requests each device had recorded this minute.
     pub(crate) refusals: crate::api::RefusalBudget,
+    /// How many more signed requests each enrolled device may send now.
+    pub(crate) device_budgets: crate::rate_limit::DeviceBudgets,
 }
 
 impl AppState {
     pub(crate) fn now(&self) -> u64 {
         self.clock.now()
+    }
+
+    /// The broker's clock in Unix milliseconds.
+    pub(crate) fn now_millis(&self) -> u64 {
+        self.clock.now_millis()
     }
 }
 

@@ -36,10 +36,16 @@ impl TestBroker {
     /// A broker that answers workspace creations as `creation` says, as a team server's
     /// operator configures it.
     pub async fn start_creating(creation: latchkey_server::creation::WorkspaceCreation) -> Self {
+        Self::start_with(|broker| broker.with_workspace_creation(creation)).await
+    }
+
+    /// A broker as `configure` sets it up from the defaults (open to workspace creation only if
+    /// `configure` says so).
+    pub async fn start_with(configure: impl FnOnce(Broker) -> Broker) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open_sqlite(&dir.path().join("db.sqlite3")).await.expect("open store");
-        let broker = Broker::new(store, BrokerSecretKey::generate().expect("broker key"))
-            .with_workspace_creation(creation);
+        let broker =
+            configure(Broker::new(store, BrokerSecretKey::generate().expect("broker key")));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("local addr"))
             .parse()

@@ -435,3 +435,37 @@ async fn members_are_promoted_and_removed_and_the_last_admin_is_kept() {
     assert_eq!(api_code(&err), codes::NOT_FOUND, "{err}");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_over_the_brokers_rate_limit_is_told_how_long_to_wait() {
+    let limit = latchkey_server::rate_limit::DeviceRateLimit::new(1, 3).unwrap();
+    let broker = TestBroker::start_with(|broker| {
+        broker
+            .with_workspace_creation(latchkey_server::creation::WorkspaceCreation::Open)
+            .with_device_rate_limit(Some(limit))
+    })
+    .await;
+    let ada = Machine::new("ada");
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .expect("creating the workspace spends nothing of the device's budget");
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    // Three at once fit the burst; a fourth at once does not (one comes back each second).
+    let mut answered = 0;
+    let error = loop {
+        match client.me().await {
+            Ok(_) => answered += 1,
+            Err(error) => break error,
+        }
+        assert!(answered <= 6, "the broker keeps answering past its burst of 3");
+    };
+    assert!(answered >= 3, "the burst is answered in full: {answered}");
+    let ClientError::RateLimited { retry_after } = error else {
+        panic!("429 rate_limited is its own error, with the wait: {error:?}")
+    };
+    assert_eq!(retry_after, std::time::Duration::from_secs(1), "the broker's Retry-After");
+    let shown = error.to_string();
+    assert!(shown.contains("wait 1 second and try again"), "{shown}");
+    assert!(error.api().is_none(), "not a generic refusal to branch on by code");
+    broker.stop().await;
+}

@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use super::credentials::{audit, audit_as};
 use super::limit_reached;
-use super::openapi::{DeviceErrors, stand_in};
+use super::openapi::{DeviceErrors, RegistrationErrors, stand_in};
 use super::wire::B64;
 use super::workspaces::{DeviceRegistration, checked_name, exchange_key, verify_registration};
 use crate::audit::AuditKind;
@@ -379,7 +379,7 @@ struct JoinedResponse {
     request_body = JoinRequest,
     responses(
         (status = 201, description = "The device is enrolled; compare the fingerprint", body = JoinedResponse),
-        DeviceErrors,
+        RegistrationErrors,
         (status = 400, description = "`bad_request` or `invalid_request` (bad key or name, member.name missing for a new member, another member's id for a device invite)", body = ApiError),
         (status = 403, description = "`invite_invalid`: the code is mistyped, used, expired or revoked", body = ApiError),
         (status = 409, description = "`conflict`: the member or device id is taken; `limit_reached` (only for a valid code): the workspace has 1000 members (a new-member invite) or the member has 20 devices (a device invite), and the code stays usable", body = ApiError),

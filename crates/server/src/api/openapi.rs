@@ -130,6 +130,8 @@ impl Modify for SecuritySchemes {
             "agent_token_header".to_owned(),
             SecurityScheme::ApiKey(ApiKey::Header(header)).into(),
         );
+        // Shared by every operation signed by an enrolled device (see `DeviceErrors`).
+        components.responses.insert(RATE_LIMITED.to_owned(), rate_limited());
     }
 }
 
@@ -151,11 +153,25 @@ pub(crate) fn error(codes: &str) -> RefOr<Response> {
         .into()
 }
 
-/// What every signed device request may be answered with besides its own errors: the signature
-/// checks, an oversized body, and failures of the broker itself.
+/// What every request signed by an enrolled device may be answered with besides its own errors:
+/// those of [`RegistrationErrors`], and the device's rate limit.
 pub(crate) struct DeviceErrors;
 
 impl IntoResponses for DeviceErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = RegistrationErrors::responses();
+        let rate_limited = utoipa::openapi::Ref::from_response_name(RATE_LIMITED);
+        responses.insert("429".to_owned(), rate_limited.into());
+        responses
+    }
+}
+
+/// What every signed device request may be answered with besides its own errors, a request
+/// signed by the device being registered (workspace creation, joining) included: the signature
+/// checks, an oversized body, and failures of the broker itself.
+pub(crate) struct RegistrationErrors;
+
+impl IntoResponses for RegistrationErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         BTreeMap::from([
             (
@@ -170,6 +186,34 @@ impl IntoResponses for DeviceErrors {
             ("500".to_owned(), error("`internal`")),
         ])
     }
+}
+
+/// Name of the shared `429 rate_limited` response among the document's components.
+const RATE_LIMITED: &str = "RateLimited";
+
+/// `429 rate_limited`, with its `Retry-After` header.
+fn rate_limited() -> RefOr<Response> {
+    let retry_after = utoipa::openapi::HeaderBuilder::new()
+        .schema(Some(
+            utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer),
+        ))
+        .description(Some("Whole seconds (at least 1) until the device may send a request again"))
+        .build();
+    ResponseBuilder::new()
+        .description(
+            "Error; `code` is `rate_limited`: the device sent more requests than the broker \
+             accepts from one device (by default 3000 at once, then 10 a second); nothing was \
+             done. Retry after `Retry-After` seconds",
+        )
+        .header("Retry-After", retry_after)
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiError")))
+                .build(),
+        )
+        .build()
+        .into()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use zeroize::Zeroizing;
 
-use super::openapi::{DeviceErrors, stand_in};
+use super::openapi::{DeviceErrors, RegistrationErrors, stand_in};
 use super::wire::B64;
 use crate::audit::AuditKind;
 use crate::auth::{SelfSigned, Signed};
@@ -116,7 +116,7 @@ struct Created {
     request_body = CreateWorkspace,
     responses(
         (status = 201, description = "The workspace exists; the caller is its admin", body = Created),
-        DeviceErrors,
+        RegistrationErrors,
         (status = 400, description = "`bad_request` (malformed JSON) or `invalid_request` (a bad key, name or wrapped key)", body = ApiError),
         (status = 403, description = "`workspace_creation_closed`: this broker creates no workspaces (join one with an invite); `creation_token_required`: it creates them only with its creation token, and none was sent; `creation_token_invalid`: the token sent is not the broker's", body = ApiError),
         (status = 409, description = "`conflict`: a workspace, member or device with one of these ids exists", body = ApiError),

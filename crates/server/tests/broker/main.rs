@@ -18,6 +18,7 @@ mod pause;
 mod policies;
 mod postgres;
 mod proxy;
+mod rate_limit;
 mod replicas;
 mod serve_tls;
 mod service;

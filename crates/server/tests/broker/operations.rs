@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::{LogCapture, TestBroker, workspace_with_admin};
+use common::{LogCapture, TestBroker, sample, scrape, workspace_with_admin};
 use latchkey_core::keys::BrokerSecretKey;
 use latchkey_server::{Broker, Metrics};
 use serde_json::{Value, json};
@@ -25,21 +25,6 @@ async fn broker_with_metrics() -> (TestBroker, String) {
     })
     .await;
     (broker, scrape)
-}
-
-async fn scrape(base: &str) -> String {
-    let response = reqwest::get(format!("{base}/metrics")).await.expect("metrics listener answers");
-    assert_eq!(response.status(), 200, "GET /metrics on the metrics listener");
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
-    response.text().await.expect("body")
-}
-
-/// The value of the sample line that starts with `series` (name and labels), 0 if absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test]

@@ -500,6 +500,22 @@ pub async fn serve_metrics(metrics: latchkey_server::Metrics) -> String {
     base
 }
 
+/// The metrics exposition served at `base` (see [`serve_metrics`]).
+pub async fn scrape(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/metrics")).await.expect("metrics listener answers");
+    assert_eq!(response.status(), 200, "GET /metrics on the metrics listener");
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    response.text().await.expect("body")
+}
+
+/// The value of the sample line that starts with `series` (name and labels), 0 if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Log output captured in memory: a `MakeWriter` for a `tracing_subscriber::fmt` subscriber.
 #[derive(Clone, Default)]
 pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
