@@ -241,3 +241,72 @@ async fn assert_all_answered(broker: &TestBroker, device: &TestDevice, n: u32, w
     assert_eq!(n % 4, 0, "four equal parts");
     tokio::join!(quarter(0), quarter(1), quarter(2), quarter(3));
 }
+
+#[tokio::test]
+async fn agents_calls_and_joining_spend_nothing_of_a_device_budget() {
+    use common::agent_calls::{
+        CountingUpstream, agent_get, broker_public_key, create_agent, create_shared_credential,
+        register_standing_grant, shared_capability,
+    };
+    let (broker, _) = limited_broker(1, 1).await;
+    let admin = workspace_with_admin(&broker).await;
+    let (upstream, upstream_base) = CountingUpstream::start().await;
+    // One request a second: the admin's device sets everything up a second apart.
+    let (status, invite) = TestBroker::send(broker.signed(
+        &admin,
+        "POST",
+        "/v1/invites",
+        Some(&json!({"role": "member"})),
+    ))
+    .await;
+    assert_eq!(status, 201, "{invite}");
+    broker.clock.advance(1);
+    let (agent, token) = create_agent(&broker, &admin, "ci-bot").await;
+    broker.clock.advance(1);
+    let credential =
+        create_shared_credential(&broker, &admin, "github", &upstream_base, "ghp_limitSECRET")
+            .await;
+    broker.clock.advance(1);
+    // The capability lasts as long as the grant: issued for the second the grant was made.
+    let now = latchkey_server::clock::Clock::now(&*broker.clock);
+    let grant = register_standing_grant(&broker, &admin, agent, credential).await;
+    broker.clock.advance(1);
+    assert_eq!(me(&broker, &admin).await.status, 200, "the device's one request of this second");
+    assert_rate_limited(&me(&broker, &admin).await, "1", "the admin device is over its limit");
+
+    let key = broker_public_key(&broker).await;
+    let standing = shared_capability(
+        &admin,
+        &key,
+        agent,
+        credential,
+        latchkey_core::capability::Reuse::Standing { grant },
+        now,
+    );
+    for n in 0..5 {
+        let (status, body) =
+            TestBroker::send(agent_get(&broker, &token, "github", "/user", &standing)).await;
+        assert_eq!(
+            status, 200,
+            "call {n}: an agent's calls are not its issuing device's requests: {body}"
+        );
+    }
+    assert_eq!(upstream.hits(), 5);
+
+    let joiner = TestDevice::new(admin.workspace);
+    let body = json!({
+        "code": invite["code"],
+        "member": {"id": joiner.member, "name": "Grace"},
+        "device": joiner.registration("laptop"),
+    });
+    let (status, joined) =
+        TestBroker::send(broker.signed(&joiner, "POST", "/v1/join", Some(&body))).await;
+    assert_eq!(status, 201, "joining needs nothing of the limited admin device: {joined}");
+    assert_eq!(
+        me(&broker, &joiner).await.status,
+        200,
+        "and spent nothing of the new device's budget of one"
+    );
+    assert_rate_limited(&me(&broker, &joiner).await, "1", "its own first request did");
+    broker.stop().await;
+}
