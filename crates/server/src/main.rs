@@ -203,24 +203,34 @@ fn reload_tls(config: &Config, tls: &latchkey_server::tls::ServerTls) {
 #[cfg(unix)]
 const SLOW_RELOAD: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Runs `reload` on a blocking thread and waits for it, saying so once in the log when it takes
-/// longer than [`SLOW_RELOAD`]. Further `SIGHUP`s wait until it is done.
+/// Runs `reload` on a thread of its own and waits for it, saying so once in the log when it
+/// takes longer than [`SLOW_RELOAD`]. Further `SIGHUP`s wait until it is done. The thread is not
+/// the runtime's: a reload stuck on its file never holds up the broker's exit on `SIGTERM`,
+/// which a blocking task of the runtime would (the runtime waits for those when it stops).
 #[cfg(unix)]
 async fn reload_off_the_runtime(what: &'static str, reload: impl FnOnce() + Send + 'static) {
-    let mut reloading = tokio::task::spawn_blocking(reload);
-    let finished = match tokio::time::timeout(SLOW_RELOAD, &mut reloading).await {
-        Ok(finished) => finished,
+    let (done, mut finished) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new().name(format!("reload {what}")).spawn(move || {
+        reload();
+        let _ = done.send(());
+    });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "SIGHUP: cannot start the {what} reload; nothing was reloaded");
+        return;
+    }
+    let outcome = match tokio::time::timeout(SLOW_RELOAD, &mut finished).await {
+        Ok(outcome) => outcome,
         Err(_) => {
             tracing::warn!(
                 "SIGHUP: the {what} reload is still waiting for its file (a named pipe nobody \
                  writes to, or a stalled file system?); the broker goes on serving, and later \
                  SIGHUPs take effect once this reload ends"
             );
-            reloading.await
+            finished.await
         }
     };
-    if let Err(error) = finished {
-        tracing::error!(%error, "SIGHUP: the {what} reload ended abnormally");
+    if outcome.is_err() {
+        tracing::error!("SIGHUP: the {what} reload ended abnormally");
     }
 }
 

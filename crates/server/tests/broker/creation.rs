@@ -509,7 +509,16 @@ async fn a_token_file_that_blocks_its_reader_holds_up_neither_the_broker_nor_lat
     write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
     broker.hang_up_and_await(&["workspace creation token reloaded"]);
     assert_eq!(create_on(&http, &base, TOKEN).await, (201, None));
-    broker.stop();
+
+    // A reload still waiting for its pipe does not keep the broker from stopping.
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo").args(["-m", "600"]).arg(&path).status();
+    assert!(made.unwrap().success(), "mkfifo makes the pipe");
+    broker.hang_up_and_await(&["creation token reload is still waiting for its file"]);
+    let mut broker = broker;
+    assert!(broker.terminate_and_wait(), "SIGTERM stops a broker whose reload is stuck");
+    let log = broker.stop();
+    assert!(log.contains("latchkey-server stopped"), "it stopped cleanly: {log}");
 }
 
 #[tokio::test]

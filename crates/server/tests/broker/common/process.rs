@@ -95,6 +95,22 @@ impl BrokerProcess {
         panic!("not all of {needles:?} in the log after SIGHUP: {}", self.log_text());
     }
 
+    /// Sends SIGTERM and waits (10 seconds at most) for the broker to exit; whether it did.
+    pub fn terminate_and_wait(&mut self) -> bool {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM reached the broker");
+        for _ in 0..400 {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        false
+    }
+
     /// Stops the broker and returns everything it logged.
     pub fn stop(mut self) -> String {
         let _ = self.child.kill();
