@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Proxy overhead benchmark: one run on loopback, five paths to the same upstream.
+# Proxy overhead benchmark: one run on loopback, seven paths to the same upstream.
 #
 #   direct         wrk -> upstream (nginx returning a static JSON body)
 #   nginx          wrk -> nginx injecting a static Authorization header -> upstream
 #   floor          wrk -> the broker's HTTP stack alone (axum server, the broker's upstream
 #                  client, same runtime) adding a static header -> upstream: no token, capability, policy,
 #                  audit, decryption or redaction (crates/server/examples/bare_proxy.rs)
+#   floor-per-core the floor served by one current-thread runtime (and upstream client) per
+#                  core instead of one multi-threaded runtime: what that serving model is worth
 #   broker-sqlite  wrk -> latchkey-server (SQLite) with a standing capability -> upstream
 #   broker-pg-1    wrk -> latchkey-server on PostgreSQL, one replica -> upstream
 #   broker-pg-2    wrk -> nginx round robin -> two latchkey-server replicas on the same
@@ -90,6 +92,9 @@ else
 fi
 "$target_dir/release/examples/bare_proxy" --upstream "http://127.0.0.1:$upstream_port" >"$work/floor.json" &
 pids+=($!)
+BARE_PROXY_PER_CORE="$(nproc)" "$target_dir/release/examples/bare_proxy" \
+  --upstream "http://127.0.0.1:$upstream_port" >"$work/floor-per-core.json" &
+pids+=($!)
 export LATCHKEY_BENCH_SECRET="bench-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 mkfifo "$work/fixture.in"
 LATCHKEY_LOG=error "$target_dir/release/examples/broker_fixture" \
@@ -103,11 +108,13 @@ field() { python3 -c "import json,sys; print(json.load(open('$work/fixture.json'
 broker_url="$(field base_url)/bench"
 for _ in $(seq 1 100); do [[ -s "$work/floor.json" ]] && break; sleep 0.1; done
 floor_url="$(python3 -c "import json; print(json.load(open('$work/floor.json'))['base_url'])")/bench"
+for _ in $(seq 1 100); do [[ -s "$work/floor-per-core.json" ]] && break; sleep 0.1; done
+floor_pc_url="$(python3 -c "import json; print(json.load(open('$work/floor-per-core.json'))['base_url'])")/bench"
 token="$(field agent_token)"
 capability="$(field capability)"
 metrics_url="$(field metrics_url)"
 
-paths=(direct nginx floor broker-sqlite)
+paths=(direct nginx floor floor-per-core broker-sqlite)
 if ((with_pg)); then
   echo "starting PostgreSQL and two PostgreSQL-backed brokers..." >&2
   pg_brokers_start
@@ -118,6 +125,7 @@ fi
 curl -fsS "http://127.0.0.1:$upstream_port/bench" >/dev/null
 curl -fsS "http://127.0.0.1:$nginx_port/bench" >/dev/null
 curl -fsS "$floor_url" >/dev/null
+curl -fsS "$floor_pc_url" >/dev/null
 curl -fsS -H "authorization: Bearer $token" -H "latchkey-capability: $capability" "$broker_url" >/dev/null
 if ((with_pg)); then
   curl -fsS -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability" \
@@ -155,6 +163,7 @@ for conns in 1 16; do
   read -r p50["direct-$conns"] rps["direct-$conns"] < <(run direct "$conns" "http://127.0.0.1:$upstream_port/bench")
   read -r p50["nginx-$conns"] rps["nginx-$conns"] < <(run nginx "$conns" "http://127.0.0.1:$nginx_port/bench")
   read -r p50["floor-$conns"] rps["floor-$conns"] < <(run floor "$conns" "$floor_url")
+  read -r p50["floor-per-core-$conns"] rps["floor-per-core-$conns"] < <(run floor-per-core "$conns" "$floor_pc_url")
   [[ "$conns" == 1 ]] && curl -fsS "$metrics_url" >"$work/metrics.before"
   read -r p50["broker-sqlite-$conns"] rps["broker-sqlite-$conns"] < <(run broker-sqlite "$conns" "$broker_url" \
     -H "authorization: Bearer $token" -H "latchkey-capability: $capability")
@@ -217,6 +226,9 @@ print(f"added p50 at 1 connection: nginx {nginx_added:.1f} us, "
 floor_latency = added["floor"] / nginx_added if nginx_added > 0 else float("inf")
 print(f"floor/nginx added latency: {floor_latency:.2f}x, throughput at 16 connections: "
       f"{rows['floor'][1] / nginx_rps:.2f}x (the HTTP libraries alone, before any of the broker's work)")
+print(f"floor-per-core/nginx throughput at 16 connections: {rows['floor-per-core'][1] / nginx_rps:.2f}x "
+      f"(the same, one current-thread runtime per core; floor-per-core/floor "
+      f"{rows['floor-per-core'][1] / rows['floor'][1]:.2f}x)")
 for name in brokers:
     latency_ratio = added[name] / nginx_added if nginx_added > 0 else float("inf")
     throughput_ratio = rows[name][1] / nginx_rps

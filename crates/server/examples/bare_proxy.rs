@@ -6,7 +6,11 @@
 //! a direct call is what the server and client libraries cost on their own, the part of the
 //! broker's added latency no change to Latchkey's checks can remove.
 //!
-//! `bare_proxy --upstream URL` prints `{"base_url": ...}` once listening on 127.0.0.1.
+//! `bare_proxy --upstream URL` prints `{"base_url": ...}` once listening on 127.0.0.1. With
+//! `BARE_PROXY_PER_CORE=N` it serves on N threads, each with a current-thread runtime and an
+//! upstream client of its own, all accepting on the one listener, instead of on one
+//! multi-threaded runtime as the broker does: the measurement behind "One runtime per core" in
+//! docs/benchmarks.md.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -63,20 +67,46 @@ fn failed(message: &'static str) -> Response {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let base = match (args.next().as_deref(), args.next()) {
         (Some("--upstream"), Some(url)) => url.trim_end_matches('/').to_owned(),
         _ => anyhow::bail!("usage: bare_proxy --upstream URL"),
     };
-    let client = UpstreamClient::new(None, None).context("building the HTTP client")?;
-    let app = axum::Router::new().fallback(forward).with_state(Upstream { client, base });
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let listener = std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    listener.set_nonblocking(true)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{{\"base_url\":\"http://{}\"}}", listener.local_addr()?)?;
     stdout.flush()?;
     drop(stdout);
-    axum::serve(listener, app).await?;
-    Ok(())
+    let per_core: Option<usize> =
+        std::env::var("BARE_PROXY_PER_CORE").ok().and_then(|v| v.parse().ok());
+    let serve = |listener: std::net::TcpListener, base: String| async move {
+        let client = UpstreamClient::new(None, None).context("building the HTTP client")?;
+        let app = axum::Router::new().fallback(forward).with_state(Upstream { client, base });
+        axum::serve(tokio::net::TcpListener::from_std(listener)?, app).await?;
+        anyhow::Ok(())
+    };
+    match per_core {
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve(listener, base)),
+        Some(n) => {
+            let mut threads = Vec::new();
+            for _ in 0..n {
+                let (listener, base) = (listener.try_clone()?, base.clone());
+                threads.push(std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(serve(listener, base))
+                }));
+            }
+            for thread in threads {
+                thread.join().map_err(|_| anyhow::anyhow!("a serving thread panicked"))??;
+            }
+            Ok(())
+        }
+    }
 }
