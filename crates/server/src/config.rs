@@ -661,34 +661,64 @@ fn parse_default(addr: &str) -> SocketAddr {
     addr.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
-/// Reads all of `file`, opened from `path`, once its permissions are checked ([`check_private`]).
-/// The permissions checked are those of the file read, so a file swapped in at `path` meanwhile
-/// is never read unchecked.
-fn read_private(
-    path: &Path,
-    mut file: std::fs::File,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+/// Reads all of `file`, opened from `path`, as [`read_private_file`] does, with its errors
+/// told as text naming `path`.
+fn read_private(path: &Path, file: std::fs::File) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    read_private_file(file, None).map_err(|error| match error {
+        PrivateFileError::Unreadable(e) => format!("cannot read {}: {e}", path.display()),
+        PrivateFileError::Shared { mode } => private_message(path, mode),
+        // No limit was given.
+        PrivateFileError::TooLarge => format!("cannot read {}: too large", path.display()),
+    })
+}
+
+/// Why [`read_private_file`] read nothing.
+#[derive(Debug)]
+pub(crate) enum PrivateFileError {
+    /// The file could not be read.
+    Unreadable(std::io::Error),
+    /// Group or others have these permission bits on it.
+    Shared {
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It holds more than the limit.
+    TooLarge,
+}
+
+/// Reads all of a secret's `file`, once its permissions show it is its owner's alone, and at most
+/// `limit` bytes of it (a longer file is [`PrivateFileError::TooLarge`]: a wrong path to a
+/// device or a pipe that keeps writing is not read without end). The permissions checked are
+/// those of the file read, so a file swapped in at its path meanwhile is never read unchecked.
+pub(crate) fn read_private_file(
+    file: std::fs::File,
+    limit: Option<usize>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, PrivateFileError> {
     use std::io::Read as _;
-    let unreadable = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-    let meta = file.metadata().map_err(unreadable)?;
-    check_private(path, &meta)?;
+    let meta = file.metadata().map_err(PrivateFileError::Unreadable)?;
+    if let Some(mode) = shared_mode(&meta) {
+        return Err(PrivateFileError::Shared { mode });
+    }
     // Sized up front, so the secret is not copied into a larger buffer (and the smaller one left
-    // behind unzeroized) as it is read.
-    let capacity = usize::try_from(meta.len()).unwrap_or(0).saturating_add(1);
+    // behind unzeroized) as it is read. At most one byte past the limit is read.
+    let most = limit.map_or(usize::MAX, |limit| limit.saturating_add(1));
+    let capacity = usize::try_from(meta.len()).unwrap_or(0).min(most).saturating_add(1);
     let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
-    file.read_to_end(&mut bytes).map_err(unreadable)?;
+    let take = u64::try_from(most).unwrap_or(u64::MAX);
+    file.take(take).read_to_end(&mut bytes).map_err(PrivateFileError::Unreadable)?;
+    if limit.is_some_and(|limit| bytes.len() > limit) {
+        return Err(PrivateFileError::TooLarge);
+    }
     Ok(bytes)
 }
 
-fn check_private(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
-    match shared_mode(meta) {
-        Some(mode) => Err(format!(
-            "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        )),
-        None => Ok(()),
-    }
+/// What is wrong with a secret's file whose permission bits are `mode`, and the fix.
+fn private_message(path: &Path, mode: u32) -> String {
+    format!(
+        "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )
 }
 
 /// The file's permission bits when group or others have any of them (a secret's file must be

@@ -282,31 +282,30 @@ const MAX_TOKEN_FILE_BYTES: usize = 64 * 1024;
 
 /// The digest of the token in `path`, after the checks [`CreationTokenFile::read`] lists.
 fn read_token_digest(path: &Path) -> Result<CreationTokenDigest, CreationTokenFileError> {
-    use std::io::Read as _;
+    use crate::config::PrivateFileError;
     let unreadable = |reason: std::io::Error| CreationTokenFileError::Unreadable {
         path: path.to_owned(),
         reason,
     };
-    // The permissions checked are those of the file opened, so a file swapped in between the
-    // check and the read is never read unchecked.
-    let file = std::fs::File::open(path).map_err(unreadable)?;
-    let meta = file.metadata().map_err(unreadable)?;
-    if let Some(mode) = crate::config::shared_mode(&meta) {
-        return Err(CreationTokenFileError::NotPrivate { path: path.to_owned(), mode });
-    }
-    // Sized up front, so a token file's text is not copied into a larger buffer (and left behind
-    // unzeroized) as it is read. At most MAX_TOKEN_FILE_BYTES and one more are read: a file that
-    // never ends (a device, a pipe that keeps writing) cannot hold the reload up or fill memory.
-    let capacity =
-        usize::try_from(meta.len()).unwrap_or(0).min(MAX_TOKEN_FILE_BYTES).saturating_add(1);
-    let mut text = zeroize::Zeroizing::new(String::with_capacity(capacity));
-    let limit = u64::try_from(MAX_TOKEN_FILE_BYTES).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(limit).read_to_string(&mut text).map_err(unreadable)?;
     let malformed = |reason| CreationTokenFileError::Malformed { path: path.to_owned(), reason };
-    if text.len() > MAX_TOKEN_FILE_BYTES {
-        return Err(malformed(CreationTokenError::TooLong));
-    }
-    let token = CreationToken::parse(&text).map_err(malformed)?;
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let bytes =
+        crate::config::read_private_file(file, Some(MAX_TOKEN_FILE_BYTES)).map_err(|error| {
+            match error {
+                PrivateFileError::Unreadable(reason) => unreadable(reason),
+                PrivateFileError::Shared { mode } => {
+                    CreationTokenFileError::NotPrivate { path: path.to_owned(), mode }
+                }
+                PrivateFileError::TooLarge => malformed(CreationTokenError::TooLong),
+            }
+        })?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        unreadable(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })?;
+    let token = CreationToken::parse(text).map_err(malformed)?;
     if token.len() < MIN_CREATION_TOKEN_LEN {
         return Err(CreationTokenFileError::TooShort {
             path: path.to_owned(),
