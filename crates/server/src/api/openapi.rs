@@ -139,16 +139,18 @@ impl Modify for SecuritySchemes {
 // Error responses shared by many operations
 // ---------------------------------------------------------------------------------------------
 
+/// The body of every error response: an `ApiError` as JSON.
+fn api_error_content() -> utoipa::openapi::Content {
+    utoipa::openapi::ContentBuilder::new()
+        .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiError")))
+        .build()
+}
+
 /// An error response with the codes it may carry.
 pub(crate) fn error(codes: &str) -> RefOr<Response> {
     ResponseBuilder::new()
         .description(format!("Error; `code` is one of: {codes}"))
-        .content(
-            "application/json",
-            utoipa::openapi::ContentBuilder::new()
-                .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiError")))
-                .build(),
-        )
+        .content("application/json", api_error_content())
         .build()
         .into()
 }
@@ -206,12 +208,7 @@ fn rate_limited() -> RefOr<Response> {
              done. Retry after `Retry-After` seconds",
         )
         .header("Retry-After", retry_after)
-        .content(
-            "application/json",
-            utoipa::openapi::ContentBuilder::new()
-                .schema(Some(utoipa::openapi::Ref::from_schema_name("ApiError")))
-                .build(),
-        )
+        .content("application/json", api_error_content())
         .build()
         .into()
 }

@@ -12,7 +12,7 @@
 use crate::common;
 
 use common::{
-    LogCapture, TestBroker, TestDevice, database, insert_member, sample, scrape,
+    Answer, LogCapture, TestBroker, TestDevice, database, insert_member, sample, scrape,
     workspace_with_admin,
 };
 use latchkey_core::keys::BrokerSecretKey;
@@ -36,23 +36,8 @@ async fn limited_broker(per_second: u32, burst: u32) -> (TestBroker, String) {
     (broker, scrape_at)
 }
 
-/// An answer: status, `Retry-After` (if any) and JSON body.
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    body: Value,
-}
-
 async fn execute(broker: &TestBroker, request: reqwest::Request) -> Answer {
-    let response = broker.http.execute(request).await.expect("request reaches the broker");
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().expect("ASCII Retry-After").to_owned());
-    let text = response.text().await.expect("body");
-    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
-    Answer { status, retry_after, body }
+    Answer::of(broker.http.execute(request).await.expect("request reaches the broker")).await
 }
 
 /// `GET /v1/me` signed by `device` now.

@@ -22,7 +22,8 @@ use common::agent_calls::{
     register_standing_grant, shared_capability,
 };
 use common::{
-    ApprovalStream, PgTestDatabase, TestBroker, TestDatabase, TestDevice, workspace_with_admin,
+    Answer, ApprovalStream, PgTestDatabase, TestBroker, TestDatabase, TestDevice,
+    workspace_with_admin,
 };
 use latchkey_core::capability::Reuse;
 use latchkey_core::ids::{AgentId, CredentialId, GrantId};
@@ -118,6 +119,22 @@ impl Replicas {
                 "the standing capability must work on replica {name} before anything changes ({code})"
             );
         }
+    }
+
+    /// Calls with the standing capability through replica B every 100 ms, for 10 seconds at
+    /// most, until one is answered `200`; the refusals before it (status and code), or `None`
+    /// if none was.
+    async fn until_b_serves(&self) -> Option<Vec<(u16, String)>> {
+        let mut refused = Vec::new();
+        for _ in 0..100 {
+            let (status, code) = self.call(&self.b, &self.standing).await;
+            if status == 200 {
+                return Some(refused);
+            }
+            refused.push((status, code));
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        None
     }
 
     /// A device request through `broker`, expecting `expected`.
@@ -757,13 +774,8 @@ async fn a_broker_cut_off_from_its_database_answers_a_retryable_503_fails_closed
 
     link.set(LINK_CUT);
     let started = std::time::Instant::now();
-    let response = agent_get(&r.b, &r.token, CREDENTIAL, "/user", &r.standing)
-        .send()
-        .await
-        .expect("the broker answers");
-    let retry_after = response.headers().get("retry-after").cloned();
-    let (status, body): (u16, Value) =
-        (response.status().as_u16(), response.json().await.expect("JSON error"));
+    let sent = agent_get(&r.b, &r.token, CREDENTIAL, "/user", &r.standing).send().await;
+    let Answer { status, retry_after, body } = Answer::of(sent.expect("the broker answers")).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (503, Some("unavailable")),
@@ -776,11 +788,9 @@ async fn a_broker_cut_off_from_its_database_answers_a_retryable_503_fails_closed
         "the caller hears it in seconds, not after waiting out every timeout: {:?}",
         started.elapsed()
     );
-    let response =
-        r.b.signed(&r.admin, "GET", "/v1/agents", None).send().await.expect("the broker answers");
-    let retry = response.headers().get("retry-after").cloned();
-    let (status, body): (u16, Value) =
-        (response.status().as_u16(), response.json().await.expect("JSON error"));
+    let sent = r.b.signed(&r.admin, "GET", "/v1/agents", None).send().await;
+    let Answer { status, retry_after: retry, body } =
+        Answer::of(sent.expect("the broker answers")).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (503, Some("unavailable")),
@@ -790,24 +800,18 @@ async fn a_broker_cut_off_from_its_database_answers_a_retryable_503_fails_closed
         body["message"].as_str().is_some_and(|m| m.contains("database is not reachable")),
         "the message says why: {body}"
     );
-    assert_eq!(retry.as_ref().map(|v| v.to_str().unwrap()), Some("2"), "and when to retry");
+    assert_eq!(retry.as_deref(), Some("2"), "and when to retry");
     let (status, body) = TestBroker::send(r.b.http.get(r.b.url("/readyz"))).await;
     assert_eq!(status, 503, "a load balancer takes the replica out: {body}");
     let (status, body) = TestBroker::send(r.a.signed(&r.admin, "GET", "/v1/agents", None)).await;
     assert_eq!(status, 200, "the other replica, still connected, serves meanwhile: {body}");
 
     link.set(LINK_UP);
-    let mut recovered = None;
-    for _ in 0..100 {
-        let (status, code) = r.call(&r.b, &r.standing).await;
-        if status == 200 {
-            recovered = Some(());
-            break;
-        }
+    let refused = r.until_b_serves().await;
+    let refused = refused.expect("the replica serves again once its database is back");
+    for (status, code) in refused {
         assert_eq!((status, code.as_str()), (503, "unavailable"), "only retryable refusals");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(recovered.is_some(), "the replica serves again once its database is back");
     assert_eq!(r.upstream.hits(), reached + 1, "exactly the recovered call went upstream");
     r.device(&r.b, "GET", "/v1/agents", None, 200, "a device request after recovery").await;
     let (status, _) = TestBroker::send(r.b.http.get(r.b.url("/readyz"))).await;
@@ -826,15 +830,7 @@ async fn a_broker_cut_off_from_its_database_answers_a_retryable_503_fails_closed
     );
     assert_eq!(r.upstream.hits(), reached + 1, "fail closed again");
     link.set(LINK_UP);
-    let mut recovered = false;
-    for _ in 0..100 {
-        if r.call(&r.b, &r.standing).await.0 == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(recovered, "and serves again once the database answers");
+    assert!(r.until_b_serves().await.is_some(), "and serves again once the database answers");
     let (status, verified) =
         TestBroker::send(r.a.signed(&r.admin, "GET", "/v1/audit/verify", None)).await;
     assert_eq!(

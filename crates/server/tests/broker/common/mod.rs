@@ -450,6 +450,27 @@ impl TestBroker {
     }
 }
 
+/// An answer: status, `Retry-After` (if any) and JSON body (`null` when empty).
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Reads `response` whole.
+    pub async fn of(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ASCII Retry-After").to_owned());
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        Self { status, retry_after, body }
+    }
+}
+
 /// A request to `base` + `path` signed by `device` for `origin` + `path` at `now` (Unix seconds),
 /// as [`TestBroker::signed`] makes them; for a broker that is not a [`TestBroker`].
 pub fn signed_request(
