@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proxy overhead benchmark: one run on loopback, seven paths to the same upstream.
+# Proxy overhead benchmark: one run on loopback, eight paths to the same upstream.
 #
 #   direct         wrk -> upstream (nginx returning a static JSON body)
 #   nginx          wrk -> nginx injecting a static Authorization header -> upstream
@@ -9,6 +9,8 @@
 #   floor-per-core the floor served by one current-thread runtime (and upstream client) per
 #                  core instead of one multi-threaded runtime: what that serving model is worth
 #   broker-sqlite  wrk -> latchkey-server (SQLite) with a standing capability -> upstream
+#   broker-per-core the same broker serving on one thread per core, each with a current-thread
+#                  runtime (`--serving-threads`), instead of one multi-threaded runtime
 #   broker-pg-1    wrk -> latchkey-server on PostgreSQL, one replica -> upstream
 #   broker-pg-2    wrk -> nginx round robin -> two latchkey-server replicas on the same
 #                  PostgreSQL database -> upstream
@@ -96,16 +98,27 @@ BARE_PROXY_PER_CORE="$(nproc)" "$target_dir/release/examples/bare_proxy" \
   --upstream "http://127.0.0.1:$upstream_port" >"$work/floor-per-core.json" &
 pids+=($!)
 export LATCHKEY_BENCH_SECRET="bench-secret-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-mkfifo "$work/fixture.in"
-LATCHKEY_LOG=error "$target_dir/release/examples/broker_fixture" \
-  --upstream "http://127.0.0.1:$upstream_port" --provider github --injection bearer \
-  --secret-env LATCHKEY_BENCH_SECRET <"$work/fixture.in" >"$work/fixture.json" &
-pids+=($!)
-exec 3>"$work/fixture.in" # keeps the fixture's stdin open until this script exits
-for _ in $(seq 1 100); do [[ -s "$work/fixture.json" ]] && break; sleep 0.1; done
-[[ -s "$work/fixture.json" ]] || { echo "the broker fixture did not start" >&2; exit 1; }
-field() { python3 -c "import json,sys; print(json.load(open('$work/fixture.json'))['$1'])"; }
+# start_fixture NAME [fixture args...]: a broker with a workspace, an agent and a standing
+# capability, described in $work/NAME.json; its stdin stays open until this script exits.
+start_fixture() {
+  local name="$1"; shift
+  mkfifo "$work/$name.in"
+  LATCHKEY_LOG=error "$target_dir/release/examples/broker_fixture" \
+    --upstream "http://127.0.0.1:$upstream_port" --provider github --injection bearer \
+    --secret-env LATCHKEY_BENCH_SECRET "$@" <"$work/$name.in" >"$work/$name.json" &
+  pids+=($!)
+  local fd
+  exec {fd}>"$work/$name.in"
+  for _ in $(seq 1 100); do [[ -s "$work/$name.json" ]] && break; sleep 0.1; done
+  [[ -s "$work/$name.json" ]] || { echo "the broker fixture $name did not start" >&2; exit 1; }
+}
+start_fixture fixture
+start_fixture fixture-per-core --serving-threads "$(nproc)"
+field() { python3 -c "import json,sys; print(json.load(open('$work/${2:-fixture}.json'))['$1'])"; }
 broker_url="$(field base_url)/bench"
+per_core_url="$(field base_url fixture-per-core)/bench"
+per_core_token="$(field agent_token fixture-per-core)"
+per_core_capability="$(field capability fixture-per-core)"
 for _ in $(seq 1 100); do [[ -s "$work/floor.json" ]] && break; sleep 0.1; done
 floor_url="$(python3 -c "import json; print(json.load(open('$work/floor.json'))['base_url'])")/bench"
 for _ in $(seq 1 100); do [[ -s "$work/floor-per-core.json" ]] && break; sleep 0.1; done
@@ -114,7 +127,7 @@ token="$(field agent_token)"
 capability="$(field capability)"
 metrics_url="$(field metrics_url)"
 
-paths=(direct nginx floor floor-per-core broker-sqlite)
+paths=(direct nginx floor floor-per-core broker-sqlite broker-per-core)
 if ((with_pg)); then
   echo "starting PostgreSQL and two PostgreSQL-backed brokers..." >&2
   pg_brokers_start
@@ -127,6 +140,10 @@ curl -fsS "http://127.0.0.1:$nginx_port/bench" >/dev/null
 curl -fsS "$floor_url" >/dev/null
 curl -fsS "$floor_pc_url" >/dev/null
 curl -fsS -H "authorization: Bearer $token" -H "latchkey-capability: $capability" "$broker_url" >/dev/null
+for _ in $(seq 1 "$(nproc)"); do # each serving thread warms its upstream connection
+  curl -fsS -H "authorization: Bearer $per_core_token" -H "latchkey-capability: $per_core_capability" \
+    "$per_core_url" >/dev/null
+done
 if ((with_pg)); then
   curl -fsS -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability" \
     "$pg1_url" >/dev/null
@@ -157,7 +174,7 @@ print(f"{float(v[:-len(unit)]) * scale[unit]:.1f} {rps:.0f}")
 PY
 }
 
-printf '\n%-14s %5s %12s %12s\n' path conns "p50 (us)" "req/s"
+printf '\n%-15s %5s %12s %12s\n' path conns "p50 (us)" "req/s"
 declare -A p50 rps
 for conns in 1 16; do
   read -r p50["direct-$conns"] rps["direct-$conns"] < <(run direct "$conns" "http://127.0.0.1:$upstream_port/bench")
@@ -168,6 +185,8 @@ for conns in 1 16; do
   read -r p50["broker-sqlite-$conns"] rps["broker-sqlite-$conns"] < <(run broker-sqlite "$conns" "$broker_url" \
     -H "authorization: Bearer $token" -H "latchkey-capability: $capability")
   [[ "$conns" == 1 ]] && curl -fsS "$metrics_url" >"$work/metrics.after"
+  read -r p50["broker-per-core-$conns"] rps["broker-per-core-$conns"] < <(run broker-per-core "$conns" "$per_core_url" \
+    -H "authorization: Bearer $per_core_token" -H "latchkey-capability: $per_core_capability")
   if ((with_pg)); then
     read -r p50["broker-pg-1-$conns"] rps["broker-pg-1-$conns"] < <(run broker-pg-1 "$conns" "$pg1_url" \
       -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability")
@@ -175,7 +194,7 @@ for conns in 1 16; do
       -H "authorization: Bearer $pg_token" -H "latchkey-capability: $pg_capability")
   fi
   for path in "${paths[@]}"; do
-    printf '%-14s %5s %12s %12s\n' "$path" "$conns" "${p50[$path-$conns]}" "${rps[$path-$conns]}"
+    printf '%-15s %5s %12s %12s\n' "$path" "$conns" "${p50[$path-$conns]}" "${rps[$path-$conns]}"
   done
 done
 ((with_pg)) || echo "broker-pg-1 and broker-pg-2 skipped: PostgreSQL is not installed (see above)"

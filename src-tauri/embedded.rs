@@ -60,6 +60,8 @@ impl Embedded {
             migrate_database_url: None,
             approval_timeout: latchkey_server::approvals::DEFAULT_TIMEOUT,
             device_rate_limit: Some(latchkey_server::rate_limit::DeviceRateLimit::DEFAULT),
+            // One member's calls: the app's runtime serves them, with no threads of its own.
+            serving_threads: None,
             public_origin: None,
             // Upstream APIs behind a private CA are trusted through the system's trust store.
             upstream_ca: None,

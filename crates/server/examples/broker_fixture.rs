@@ -62,6 +62,10 @@ struct Args {
     /// Name of the environment variable holding the credential's secret.
     #[arg(long, default_value = "LATCHKEY_FIXTURE_SECRET")]
     secret_env: String,
+    /// Serve on this many threads, each with a single-threaded runtime of its own, instead of
+    /// on the fixture's multi-threaded runtime.
+    #[arg(long)]
+    serving_threads: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -112,9 +116,17 @@ impl InjectionArg {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // With serving threads of its own, the broker's main runtime only runs background work.
+    let runtime = match args.serving_threads {
+        Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -131,7 +143,8 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::open_sqlite(&data_dir.path().join("db.sqlite3")).await?;
     let metrics = latchkey_server::Metrics::new();
     let broker = latchkey_server::Broker::new(store.clone(), BrokerSecretKey::generate()?)
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_serving_threads(args.serving_threads);
     let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let metrics_url = format!("http://{}/metrics", metrics_listener.local_addr()?);
     // Ends with the process: the fixture is stopped as a whole.

@@ -15,6 +15,7 @@
 //! | seconds a call is held for a member's approval (`0`: never held) | `--approval-timeout` | `LATCHKEY_APPROVAL_TIMEOUT` | `approval_timeout` | `120` |
 //! | signed requests a second one device may send, sustained (`0`: no limit) | `--device-request-rate` | `LATCHKEY_DEVICE_REQUEST_RATE` | `device_request_rate` | `10` |
 //! | signed requests one device may send at once | `--device-request-burst` | `LATCHKEY_DEVICE_REQUEST_BURST` | `device_request_burst` | `3000` |
+//! | threads that serve requests, each with a runtime of its own (default: one runtime shared by all cores) | `--serving-threads` | `LATCHKEY_SERVING_THREADS` | `serving_threads` | |
 //! | PEM file of certificate authorities trusted for upstream calls besides the system's | `--upstream-ca` | `LATCHKEY_UPSTREAM_CA` | `upstream_ca` | |
 //! | HTTP proxy for every upstream call (CONNECT for `https`), instead of `HTTPS_PROXY` and the like | `--upstream-proxy` | `LATCHKEY_UPSTREAM_PROXY` | `upstream_proxy` | |
 //! | PEM certificate chain to serve the API over TLS (with `--tls-key`) | `--tls-cert` | `LATCHKEY_TLS_CERT` | `tls_cert` | |
@@ -92,6 +93,11 @@ pub enum ConfigError {
         "device request burst: {0} requests is not between 1 and {MAX_BURST}; to turn the limit off, set the device request rate to 0"
     )]
     DeviceRequestBurst(u64),
+    /// The number of serving threads is zero or more than the broker starts.
+    #[error(
+        "serving threads: {0} is not between 1 and {MAX_SERVING_THREADS}; leave the setting out to serve on one runtime with a worker per core"
+    )]
+    ServingThreads(u64),
     /// The API listener's TLS certificate and key could not be used.
     #[error("TLS: {0}")]
     Tls(String),
@@ -321,6 +327,12 @@ pub struct Flags {
     /// Signed requests one enrolled device may send at once, after a pause. From 1 to 1000000.
     #[arg(long, env = "LATCHKEY_DEVICE_REQUEST_BURST", value_name = "REQUESTS")]
     pub device_request_burst: Option<u64>,
+    /// Serve requests on this many threads, each a single-threaded runtime handling its
+    /// connections from start to end (one per core suits a broker under heavy load: more
+    /// requests a second, a little more latency per call when idle). Without it, one runtime
+    /// with a worker per core serves every connection. From 1 to 1024.
+    #[arg(long, env = "LATCHKEY_SERVING_THREADS", value_name = "THREADS")]
+    pub serving_threads: Option<u64>,
     /// The origin (scheme, host, port) devices use to reach the broker, when it is behind a
     /// load balancer or reverse proxy: device signatures cover it. Every replica gets the same.
     #[arg(long, env = "LATCHKEY_PUBLIC_ORIGIN", value_name = "URL")]
@@ -369,6 +381,7 @@ struct FileConfig {
     approval_timeout: Option<u64>,
     device_request_rate: Option<u64>,
     device_request_burst: Option<u64>,
+    serving_threads: Option<u64>,
     public_origin: Option<String>,
     upstream_ca: Option<PathBuf>,
     upstream_proxy: Option<ProxyUrl>,
@@ -399,6 +412,9 @@ pub struct Config {
     pub approval_timeout: std::time::Duration,
     /// How many signed requests one enrolled device may send; `None`: no limit.
     pub device_rate_limit: Option<DeviceRateLimit>,
+    /// How many threads serve requests, each with a runtime of its own; `None`: the main
+    /// runtime's workers serve them.
+    pub serving_threads: Option<std::num::NonZeroUsize>,
     /// The origin devices reach the broker at; `None`: the listener's address.
     pub public_origin: Option<String>,
     /// PEM file of extra certificate authorities for upstream calls (see [`Config::upstream_roots`]).
@@ -466,6 +482,8 @@ impl Config {
             flags.device_request_rate.or(file.device_request_rate),
             flags.device_request_burst.or(file.device_request_burst),
         )?;
+        let serving_threads =
+            flags.serving_threads.or(file.serving_threads).map(serving_threads).transpose()?;
         let public_origin =
             flags.public_origin.or(file.public_origin).map(checked_origin).transpose()?;
         let workspace_creation = flags.workspace_creation.or(file.workspace_creation);
@@ -502,6 +520,7 @@ impl Config {
             migrate_database_url,
             approval_timeout: std::time::Duration::from_secs(approval_timeout),
             device_rate_limit,
+            serving_threads,
             public_origin,
             upstream_ca: flags.upstream_ca.or(file.upstream_ca),
             upstream_proxy: flags.upstream_proxy.or(file.upstream_proxy),
@@ -632,6 +651,18 @@ fn device_rate_limit(
     }
     // Both are in range here, which is all `new` asks.
     DeviceRateLimit::new(per_second, burst).map(Some).ok_or(ConfigError::DeviceRequestRate(rate))
+}
+
+/// The most serving threads a broker runs: far beyond any machine's cores, low enough that a
+/// typo cannot exhaust the process's threads.
+pub const MAX_SERVING_THREADS: u64 = 1024;
+
+fn serving_threads(threads: u64) -> Result<std::num::NonZeroUsize, ConfigError> {
+    usize::try_from(threads)
+        .ok()
+        .filter(|_| threads <= MAX_SERVING_THREADS)
+        .and_then(std::num::NonZeroUsize::new)
+        .ok_or(ConfigError::ServingThreads(threads))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -835,6 +866,44 @@ mod tests {
         assert!(error.contains("line 2"), "a word for a number is refused with its line: {error}");
         let error = Flags::try_parse_from(["x", "--device-request-burst", "lots"]).unwrap_err();
         assert!(error.to_string().contains("device-request-burst"), "{error}");
+    }
+
+    #[test]
+    fn serving_threads_come_from_a_flag_or_the_file_and_out_of_range_is_refused() {
+        let flags =
+            Flags::try_parse_from(["x", "--data-dir", "/d", "--serving-threads", "4"]).unwrap();
+        let threads = Config::resolve(flags, no_env).unwrap().serving_threads;
+        assert_eq!(threads.map(std::num::NonZeroUsize::get), Some(4));
+        let unset = Flags { data_dir: Some("/d".into()), ..Flags::default() };
+        assert_eq!(
+            Config::resolve(unset, no_env).unwrap().serving_threads,
+            None,
+            "without the setting the main runtime serves, as before"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, "data_dir = \"/d\"\nserving_threads = 2\n").unwrap();
+        let from_file = Flags { config: Some(file.clone()), ..Flags::default() };
+        let threads = Config::resolve(from_file, no_env).unwrap().serving_threads;
+        assert_eq!(threads.map(std::num::NonZeroUsize::get), Some(2));
+
+        for threads in [0, MAX_SERVING_THREADS + 1, u64::MAX] {
+            let flags = Flags {
+                data_dir: Some("/d".into()),
+                serving_threads: Some(threads),
+                ..Flags::default()
+            };
+            let error = Config::resolve(flags, no_env).unwrap_err().to_string();
+            assert!(
+                error.starts_with("serving threads:")
+                    && error.contains(&format!("{threads} is not between 1 and"))
+                    && error.contains("leave the setting out"),
+                "names the setting, the value and the default: {error}"
+            );
+        }
+        let error = Flags::try_parse_from(["x", "--serving-threads", "many"]).unwrap_err();
+        assert!(error.to_string().contains("serving-threads"), "{error}");
     }
 
     #[test]

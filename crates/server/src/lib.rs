@@ -24,6 +24,7 @@ pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -113,15 +114,38 @@ pub async fn serve(
         device_budgets: rate_limit::DeviceBudgets::new(broker.device_rate_limit),
         metrics: broker.metrics,
         approvals,
+        background: tokio::runtime::Handle::current(),
     });
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = api::router(state);
     // Long-lived requests (device streams, held calls) end when shutdown begins, so graceful
     // shutdown does not wait on them.
     let shutdown = async move {
         shutdown.await;
         approvals_hub.close();
     };
-    let served = match &broker_tls {
+    let served = match broker.serving_threads {
+        None => serve_on(listener, app, broker_tls.as_ref(), metrics, shutdown).await,
+        Some(threads) => {
+            serve_on_threads(threads, listener, app, broker_tls, metrics, shutdown).await
+        }
+    };
+    // Every request has finished: write the audit records still queued, then stop the writer.
+    audit.shutdown().await;
+    served?;
+    Ok(())
+}
+
+/// Serves `app` on `listener` from the current runtime until `shutdown` completes, then
+/// finishes in-flight requests.
+async fn serve_on(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<&tls::ServerTls>,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
         Some(tls) => {
             // `tap_io` gives the TLS listener's connections their peer address as `ConnectInfo`.
             use axum::serve::ListenerExt as _;
@@ -129,9 +153,73 @@ pub async fn serve(
             axum::serve(listener, app).with_graceful_shutdown(shutdown).await
         }
         None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
-    };
-    // Every request has finished: write the audit records still queued, then stop the writer.
-    audit.shutdown().await;
-    served?;
-    Ok(())
+    }
+}
+
+/// Serves `app` on `threads` threads, each a single-threaded runtime accepting from a handle of
+/// the one `listener`, until `shutdown` completes (or one thread stops with an error, which stops
+/// the others); then each finishes its in-flight requests.
+async fn serve_on_threads(
+    threads: NonZeroUsize,
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<tls::ServerTls>,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.into_std()?;
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (finished, mut results) = tokio::sync::mpsc::unbounded_channel::<std::io::Result<()>>();
+    for index in 0..threads.get() {
+        let listener = listener.try_clone()?;
+        let (app, tls, metrics) = (app.clone(), tls.clone(), metrics.clone());
+        let mut stopping = stopping.clone();
+        let finished = finished.clone();
+        std::thread::Builder::new().name(format!("latchkey-serve-{index}")).spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        let stopped = async move {
+                            // An error means the sender is gone, which is a stop too.
+                            let _ = stopping.wait_for(|stop| *stop).await;
+                        };
+                        serve_on(listener, app, tls.as_ref(), metrics, stopped).await
+                    })
+                });
+            // The receiver is gone only once `serve` has returned; nobody is left to tell.
+            let _ = finished.send(served);
+        })?;
+    }
+    drop(finished);
+    let mut outcome = Ok(());
+    let mut running = threads.get();
+    tokio::select! {
+        () = shutdown => {}
+        Some(early) = results.recv() => {
+            running -= 1;
+            outcome = early.and(Err(std::io::Error::other("a serving thread stopped early")));
+        }
+    }
+    let _ = stop.send(true);
+    while running > 0 {
+        match results.recv().await {
+            Some(served) => {
+                running -= 1;
+                if outcome.is_ok() {
+                    outcome = served;
+                }
+            }
+            // A thread that panicked dropped its sender without a result.
+            None => {
+                if outcome.is_ok() {
+                    outcome = Err(std::io::Error::other("a serving thread panicked"));
+                }
+                break;
+            }
+        }
+    }
+    outcome
 }

@@ -12,11 +12,22 @@ use latchkey_server::store::Store;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok();
     let config = Config::resolve(Flags::parse(), env)?;
     init_logging(config.log_format);
+    // With serving threads of their own, the main runtime runs only background work (the audit
+    // writer, the approvals listener, metrics, signals): one thread is enough.
+    let runtime = match config.serving_threads {
+        Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
+    .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let env = |name: &str| std::env::var(name).ok();
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -62,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         tls = config.tls.is_some(),
+        serving_threads = config
+            .serving_threads
+            .map_or_else(|| "shared runtime".to_owned(), |threads| threads.to_string()),
         data_dir = %config.data_dir.display(),
         workspace_creation = workspace_creation.mode().as_str(),
         "latchkey-server ready"
@@ -78,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         .with_metrics(metrics)
         .with_approval_timeout(config.approval_timeout)
         .with_device_rate_limit(config.device_rate_limit)
+        .with_serving_threads(config.serving_threads)
         .with_workspace_creation(workspace_creation);
     if let Some(origin) = &config.public_origin {
         broker = broker.with_public_origin(origin.clone());

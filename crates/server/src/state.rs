@@ -36,6 +36,9 @@ pub struct Broker {
     pub(crate) journal_faults: Option<crate::audit::JournalFaults>,
     /// How many signed requests one enrolled device may send; `None`: no limit.
     pub(crate) device_rate_limit: Option<crate::rate_limit::DeviceRateLimit>,
+    /// How many threads serve requests, each with a single-threaded runtime of its own; `None`:
+    /// requests are served on the runtime that calls [`crate::serve`].
+    pub(crate) serving_threads: Option<std::num::NonZeroUsize>,
 }
 
 impl Broker {
@@ -50,6 +53,7 @@ impl Broker {
             workspace_creation: None,
             metrics: crate::metrics::Metrics::new(),
             approval_timeout: crate::approvals::DEFAULT_TIMEOUT,
+            serving_threads: None,
             upstream_roots: None,
             upstream_proxy: None,
             tls: None,
@@ -72,6 +76,17 @@ impl Broker {
         limit: Option<crate::rate_limit::DeviceRateLimit>,
     ) -> Self {
         self.device_rate_limit = limit;
+        self
+    }
+
+    /// Serves requests on `threads` threads of their own, each running a single-threaded
+    /// runtime that accepts from the one listener, instead of on the caller's runtime. A call is
+    /// then handled, and its upstream connection driven, on one thread from start to end, with
+    /// no hand-off between a multi-threaded runtime's workers (docs/benchmarks.md, "One runtime
+    /// per core"). Background work (the audit writer, the approvals listener) stays on the
+    /// caller's runtime.
+    pub fn with_serving_threads(mut self, threads: Option<std::num::NonZeroUsize>) -> Self {
+        self.serving_threads = threads;
         self
     }
 
@@ -156,6 +171,10 @@ pub(crate) struct AppState {
     pub(crate) refusals: crate::api::RefusalBudget,
     /// How many more signed requests each enrolled device may send now.
     pub(crate) device_budgets: crate::rate_limit::DeviceBudgets,
+    /// The runtime [`crate::serve`] was called on, which outlives every request: work a request
+    /// leaves behind (an abandoned approval's expiry) runs there, not on a serving thread's
+    /// runtime that may stop first.
+    pub(crate) background: tokio::runtime::Handle,
 }
 
 impl AppState {

@@ -53,10 +53,18 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The client for upstream calls. Cheap to clone: clones share one connection pool.
+type PooledClient = Client<HttpsConnector<Connector>, Body>;
+
+/// The client for upstream calls. Cheap to clone: clones share their connection pools.
+///
+/// Each thread that sends gets a pool of its own, so on a single-threaded runtime per core
+/// ([`crate::Broker::with_serving_threads`]) a call's upstream connection is driven on the
+/// thread that handles the call, never woken on another.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpsConnector<Connector>, Body>,
+    pools: Arc<thread_local::ThreadLocal<PooledClient>>,
+    builder: hyper_util::client::legacy::Builder,
+    connector: HttpsConnector<Connector>,
     user_agent: HeaderValue,
     read_timeout: Duration,
 }
@@ -216,14 +224,25 @@ impl UpstreamClient {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(https);
+            .pool_idle_timeout(Duration::from_secs(90));
         let user_agent =
             HeaderValue::from_static(concat!("latchkey-broker/", env!("CARGO_PKG_VERSION")));
-        Ok(Self { client, user_agent, read_timeout: timeouts.read })
+        Ok(Self {
+            pools: Arc::default(),
+            builder,
+            connector: https,
+            user_agent,
+            read_timeout: timeouts.read,
+        })
+    }
+
+    /// This thread's pooled client, built on its first call.
+    fn pooled(&self) -> &PooledClient {
+        self.pools.get_or(|| self.builder.build(self.connector.clone()))
     }
 
     /// Sends `request` and waits for the response head. The body arrives as it streams, each
@@ -236,7 +255,7 @@ impl UpstreamClient {
             return Err(UpstreamError::NotAllowed);
         }
         request.headers_mut().entry(header::USER_AGENT).or_insert_with(|| self.user_agent.clone());
-        let response = tokio::time::timeout(self.read_timeout, self.client.request(request))
+        let response = tokio::time::timeout(self.read_timeout, self.pooled().request(request))
             .await
             .map_err(|_| UpstreamError::Timeout)?
             .map_err(UpstreamError::Failed)?;

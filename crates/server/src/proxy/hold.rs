@@ -211,7 +211,7 @@ impl Drop for Pending {
             return;
         }
         let (state, workspace, id) = (self.state.clone(), self.workspace, self.id);
-        tokio::spawn(async move {
+        self.state.background.spawn(async move {
             let mut event = AuditEvent::new(workspace, now_ms(), AuditKind::ApprovalExpired);
             event.decision = Some(Decision::Denied);
             if let Err(e) = expire(&state, event, id, "caller_gone").await {

@@ -522,6 +522,44 @@ async fn a_token_file_that_blocks_its_reader_holds_up_neither_the_broker_nor_lat
 }
 
 #[tokio::test]
+async fn the_binary_on_serving_threads_serves_reloads_on_sighup_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("creation-token");
+    write_token_file(&path, &format!("{TOKEN}\n"), 0o600);
+    let named = path.display().to_string();
+    // Requests on two threads of their own; signals, reloads and the audit writer on the
+    // single-threaded main runtime.
+    let mut broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--creation-token-file",
+            &named,
+            "--serving-threads",
+            "2",
+        ],
+    );
+    let ready = broker.wait_for("latchkey-server ready");
+    assert!(ready.contains(r#""serving_threads":"2""#), "the log says how it serves: {ready}");
+    let base = format!("http://{}", broker.listening());
+    let http =
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build().unwrap();
+    assert_eq!(create_on(&http, &base, TOKEN).await, (201, None));
+
+    write_token_file(&path, &format!("{NEW_TOKEN}\n"), 0o600);
+    broker.hang_up_and_await(&["workspace creation token reloaded"]);
+    assert_eq!(create_on(&http, &base, TOKEN).await, invalid(), "the old token is gone");
+    assert_eq!(create_on(&http, &base, NEW_TOKEN).await, (201, None));
+
+    assert!(broker.terminate_and_wait(), "SIGTERM stops a broker on serving threads");
+    let log = broker.stop();
+    assert!(log.contains("latchkey-server stopped"), "it stopped cleanly: {log}");
+}
+
+#[tokio::test]
 async fn one_sighup_reloads_the_certificate_and_the_token_file_each_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, token) =

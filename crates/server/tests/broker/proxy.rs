@@ -64,6 +64,10 @@ impl Upstream {
     fn last(&self) -> Received {
         self.received.lock().expect("lock").last().cloned().expect("upstream received a request")
     }
+
+    fn all(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
 }
 
 async fn record(State(upstream): State<Upstream>, request: Request) -> Response {
@@ -141,14 +145,23 @@ async fn world() -> World {
 
 /// A world whose broker holds calls for approval at most `timeout`.
 async fn world_holding_for(timeout: std::time::Duration) -> World {
+    world_of(|broker| broker.with_approval_timeout(timeout)).await
+}
+
+/// A world whose broker serves requests on `threads` threads of their own (`None`: on the
+/// test's runtime, as [`world`]'s does).
+async fn world_serving_on(threads: Option<std::num::NonZeroUsize>) -> World {
+    world_of(|broker| broker.with_serving_threads(threads)).await
+}
+
+/// A world whose broker, on the test clock, is set up further by `configure`.
+async fn world_of(
+    configure: impl FnOnce(latchkey_server::Broker) -> latchkey_server::Broker,
+) -> World {
     world_on(
         TestBroker::start_with(|store, clock, _| {
-            latchkey_server::Broker::new(
-                store,
-                latchkey_core::keys::BrokerSecretKey::generate().expect("broker key"),
-            )
-            .with_clock(clock)
-            .with_approval_timeout(timeout)
+            let key = latchkey_core::keys::BrokerSecretKey::generate().expect("broker key");
+            configure(latchkey_server::Broker::new(store, key).with_clock(clock))
         })
         .await,
     )
@@ -1395,43 +1408,72 @@ async fn decided_approvals_are_listed_for_thirty_days_and_the_audit_chain_keeps_
     w.broker.stop().await;
 }
 
-#[tokio::test]
-async fn an_agent_that_hangs_up_leaves_no_approval_pending() {
-    let w = world().await;
-    let held = w.call_in_background("GET", "/user");
-    w.pending_approval().await;
-    held.abort();
-    let _ = held.await;
-    let mut expired = false;
-    for _ in 0..200 {
-        let all = w.approvals(&w.admin, "all").await;
-        if all.first().is_some_and(|a| a["status"] == "expired") {
-            expired = true;
-            break;
+/// Waits until the approval `id` has left `pending`; returns its row.
+async fn settled_approval(w: &World, id: &str) -> Value {
+    let settled = async {
+        loop {
+            let all = w.approvals(&w.admin, "all").await;
+            if let Some(row) = all.iter().find(|a| a["id"] == json!(id) && a["status"] != "pending")
+            {
+                return row.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), settled)
+        .await
+        .expect("the approval left pending within 5 s")
+}
+
+#[tokio::test]
+async fn a_held_call_whose_agent_hangs_up_expires_its_approval_with_an_audit_record() {
+    for threads in [None, std::num::NonZeroUsize::new(2)] {
+        let w = world_serving_on(threads).await;
+        let held = w.call_in_background("GET", "/repos/acme/widgets");
+        let id = w.pending_approval().await;
+        held.abort();
+        let _ = held.await;
+
+        let row = settled_approval(&w, &id).await;
+        assert_eq!(
+            row["status"], "expired",
+            "an approval nobody waits for any more cannot be answered ({threads:?}): {row}"
+        );
+        let audit = w.audit().await;
+        assert!(
+            audit.iter().any(|r| r["record"]["kind"] == "approval_expired"
+                && r["record"]["approval_id"] == json!(id)
+                && r["record"]["reason_code"] == "caller_gone"),
+            "the expiry is audited with its reason, also when the call was served on a thread \
+             of its own ({threads:?})"
+        );
+        let (status, body) = w.answer(&w.admin, &id, json!({"decision": "deny"})).await;
+        assert_eq!(status, 409, "a late answer is refused ({threads:?}): {body}");
+        assert_eq!(w.upstream.count(), 0, "nothing was forwarded ({threads:?})");
+        w.broker.stop().await;
     }
-    assert!(
-        expired,
-        "the approval of a call nobody waits for any more is expired, not left pending"
-    );
-    w.broker.stop().await;
 }
 
 #[tokio::test]
 async fn shutting_down_ends_device_streams_and_lets_held_calls_go_with_a_retryable_error() {
-    let w = world().await;
-    let _stream = approval_stream(&w, &w.admin).await;
-    let held = w.call_in_background("GET", "/user");
-    w.pending_approval().await;
-    // Graceful shutdown waits for open requests: an open stream or a held call must not hold
-    // it up for the approval timeout (or forever).
-    tokio::time::timeout(std::time::Duration::from_secs(10), w.broker.stop())
-        .await
-        .expect("the broker stops although a device stream and a held call were open");
-    let (status, _, body) = held.await.expect("the agent's call ends");
-    assert_eq!((status, code(&body).as_str()), (503, "unavailable"), "retryable: {body}");
-    assert_eq!(w.upstream.count(), 0);
+    for threads in [None, std::num::NonZeroUsize::new(2)] {
+        let w = world_serving_on(threads).await;
+        let _stream = approval_stream(&w, &w.admin).await;
+        let held = w.call_in_background("GET", "/user");
+        w.pending_approval().await;
+        // Graceful shutdown waits for open requests: an open stream or a held call must not
+        // hold it up for the approval timeout (or forever), on any serving thread.
+        tokio::time::timeout(std::time::Duration::from_secs(10), w.broker.stop())
+            .await
+            .expect("the broker stops although a device stream and a held call were open");
+        let (status, _, body) = held.await.expect("the agent's call ends");
+        assert_eq!(
+            (status, code(&body).as_str()),
+            (503, "unavailable"),
+            "retryable ({threads:?}): {body}"
+        );
+        assert_eq!(w.upstream.count(), 0);
+    }
 }
 
 #[tokio::test]
@@ -1489,6 +1531,61 @@ async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed()
             .await
             .expect("the approved row is kept, as history");
     assert_eq!(left, None, "a capability nobody will take must not stay in the database");
+    w.broker.stop().await;
+}
+
+/// How many threads of this process are broker serving threads (Linux names them in `/proc`,
+/// cut to 15 bytes: `latchkey-serve-`).
+#[cfg(target_os = "linux")]
+fn serving_threads_running() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("latchkey-serve"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_broker_on_serving_threads_serves_calls_streams_and_answers_and_stops_cleanly() {
+    let w = world_serving_on(std::num::NonZeroUsize::new(2)).await;
+    #[cfg(target_os = "linux")]
+    assert!(serving_threads_running() >= 2, "the broker serves on threads of its own");
+
+    // Many calls at once, over as many connections, spread over both threads.
+    let (_, capability) = w.standing_get(&w.admin, "/repos/**", 3600).await;
+    let calls =
+        (0..32).map(|n| send(w.call("GET", &format!("/repos/acme/r{n}"), Some(&capability))));
+    for (status, _, body) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200, "a call with a standing capability goes through: {body}");
+    }
+    assert_eq!(w.upstream.count(), 32, "each call reached the upstream once");
+    assert!(
+        w.upstream.all().iter().all(|r| r
+            .headers
+            .get("authorization")
+            .is_some_and(|v| v.to_str().is_ok_and(|v| v == format!("Bearer {CANARY}")))),
+        "each carried the real credential, whichever thread decrypted it"
+    );
+
+    // A held call, the member's stream and the answer: three connections that may each be
+    // served by a different thread, meeting in the broker's shared state.
+    let mut stream = approval_stream(&w, &w.admin).await;
+    let held = w.call_in_background("GET", "/user");
+    let event = stream.next().await;
+    assert_eq!(event["status"], "pending", "the stream hears of the held call: {event}");
+    let id = event["id"].as_str().expect("approval id").to_owned();
+    let cap = w.once(&w.admin, Method::Get, "/user");
+    let (status, body) =
+        w.answer(&w.admin, &id, json!({"decision": "approve", "capability": cap})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = held.await.expect("the held call ends");
+    assert_eq!(status, 200, "the approved call went on: {body}");
+    assert_eq!(w.upstream.count(), 33);
+
+    let (status, body) =
+        TestBroker::send(w.broker.signed(&w.admin, "GET", "/v1/audit/verify", None)).await;
+    assert_eq!((status, &body["ok"]), (200, &json!(true)), "the chain verifies: {body}");
+
     w.broker.stop().await;
 }
 

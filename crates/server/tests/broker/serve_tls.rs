@@ -25,7 +25,15 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 #[tokio::test]
 async fn the_api_is_served_over_tls_and_devices_and_agents_use_it_as_over_http() {
-    let (broker, ca) = TestBroker::start_tls().await;
+    for threads in [None, std::num::NonZeroUsize::new(2)] {
+        api_served_over_tls(threads).await;
+    }
+}
+
+/// One broker serving on `threads` (`None`: the test's runtime) over TLS: HTTP/2 and HTTP/1.1,
+/// a device's signed requests and an agent's call.
+async fn api_served_over_tls(threads: Option<std::num::NonZeroUsize>) {
+    let (broker, ca) = TestBroker::start_tls_serving_on(threads).await;
     assert!(broker.base.starts_with("https://127.0.0.1:"), "{}", broker.base);
     let health = broker.http.get(broker.url("/healthz")).send().await.expect("https");
     assert_eq!(health.status(), 200);

@@ -106,6 +106,14 @@ impl TestBroker {
     /// so the origin devices sign) is `https://127.0.0.1:{port}`, the broker's default origin
     /// under TLS.
     pub async fn start_tls() -> (Self, tls::TestCa) {
+        Self::start_tls_serving_on(None).await
+    }
+
+    /// [`TestBroker::start_tls`] serving on `threads` threads of their own (see
+    /// [`Broker::with_serving_threads`]).
+    pub async fn start_tls_serving_on(
+        threads: Option<std::num::NonZeroUsize>,
+    ) -> (Self, tls::TestCa) {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
         let ca = tls::TestCa::new("Latchkey Test Server CA");
         let cert = ca.issue(&["127.0.0.1", "localhost"], None);
@@ -116,7 +124,10 @@ impl TestBroker {
         let key = BrokerSecretKey::generate().expect("broker key");
         let key_text = key.expose_secret_text().to_string();
         let mut broker = Self::start_with(|store, clock, _| {
-            Broker::new(store, key).with_clock(clock).with_tls(server_tls)
+            Broker::new(store, key)
+                .with_clock(clock)
+                .with_tls(server_tls)
+                .with_serving_threads(threads)
         })
         .await;
         broker.base = broker.base.replace("http://", "https://");
