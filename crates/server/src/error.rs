@@ -176,24 +176,53 @@ impl From<crate::store::LimitReached> for ApiError {
 }
 
 impl From<crate::store::StoreError> for ApiError {
-    /// A database out of reach is `503 unavailable` with a `Retry-After`, something to retry;
-    /// any other store failure is `500 internal`.
+    /// A database out of reach, busy, full or unwritable is `503 unavailable` with a
+    /// `Retry-After`, something to retry; any other store failure is `500 internal`.
     fn from(error: crate::store::StoreError) -> Self {
-        if error.is_unreachable() {
-            tracing::warn!(%error, "the database is not reachable; answering 503");
-            return Self::new(
-                ErrorCode::Unavailable,
-                "the broker's database is not reachable right now, so nothing was done; retry \
-                 shortly",
-            )
-            .retry_after(DATABASE_RETRY_AFTER_SECS);
-        }
-        Self::internal(&error)
+        use crate::store::Unavailable;
+        let Some(reason) = error.unavailable() else { return Self::internal(&error) };
+        let (message, retry_after) = match reason {
+            Unavailable::Unreachable => {
+                tracing::warn!(%error, "the database is not reachable; answering 503");
+                ("the broker's database is not reachable right now", BRIEF_RETRY_AFTER_SECS)
+            }
+            Unavailable::Busy => {
+                tracing::warn!(
+                    %error,
+                    "the database stayed locked by another process; answering 503"
+                );
+                ("the broker's database is locked by another program", BRIEF_RETRY_AFTER_SECS)
+            }
+            Unavailable::OutOfSpace => {
+                tracing::error!(
+                    %error,
+                    "the database is out of space (disk full, or PostgreSQL out of resources); \
+                     free space for it; answering 503 until then"
+                );
+                ("the broker's storage is full", OPERATOR_RETRY_AFTER_SECS)
+            }
+            Unavailable::CannotWrite => {
+                tracing::error!(
+                    %error,
+                    "the database file cannot be written (read-only or an I/O error); check its \
+                     disk and permissions; answering 503 until then"
+                );
+                ("the broker cannot write its database", OPERATOR_RETRY_AFTER_SECS)
+            }
+        };
+        Self::new(
+            ErrorCode::Unavailable,
+            format!("{message}, so nothing was done; retry in {retry_after} seconds"),
+        )
+        .retry_after(retry_after)
     }
 }
 
-/// The `Retry-After` of an answer given while the database is out of reach.
-const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+/// The `Retry-After` while the database is out of reach or locked: conditions that pass.
+const BRIEF_RETRY_AFTER_SECS: u64 = 2;
+/// The `Retry-After` while the database's storage is full or unwritable: conditions an
+/// operator has to mend.
+const OPERATOR_RETRY_AFTER_SECS: u64 = 30;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -206,5 +235,100 @@ impl IntoResponse for ApiError {
         // For the request log and metrics, which read the code rather than the body.
         response.extensions_mut().insert(code);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection as _;
+
+    use super::*;
+    use crate::store::{StoreError, Unavailable};
+
+    /// A connection to a fresh SQLite file through the Any driver, as the broker opens its own.
+    async fn sqlite(dir: &std::path::Path, mode: &str) -> sqlx::AnyConnection {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode={mode}", dir.join("db.sqlite3").display());
+        sqlx::AnyConnection::connect(&url).await.expect("open SQLite")
+    }
+
+    /// The answer a device would get for `error`, and how the store classed it.
+    fn answer(error: sqlx::Error) -> (Option<Unavailable>, ApiError) {
+        let error = StoreError::Database(error);
+        (error.unavailable(), ApiError::from(error))
+    }
+
+    fn assert_retryable(
+        (reason, answer): (Option<Unavailable>, ApiError),
+        expected: Unavailable,
+        says: &str,
+        retry_after: u64,
+    ) {
+        assert_eq!(reason, Some(expected), "{}", answer.message);
+        assert_eq!(answer.code, ErrorCode::Unavailable, "503, to retry: {}", answer.message);
+        assert_eq!(answer.retry_after, Some(retry_after), "{}", answer.message);
+        assert!(
+            answer.message.contains(says) && answer.message.contains("nothing was done"),
+            "says what is wrong and that nothing changed: {}",
+            answer.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_a_503_to_retry_after_the_operator_makes_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sqlite(dir.path(), "rwc").await;
+        sqlx::query("CREATE TABLE t (v BLOB)").execute(&mut db).await.unwrap();
+        // SQLite's own ceiling on the file's pages answers as a full disk does.
+        sqlx::query("PRAGMA max_page_count = 8").execute(&mut db).await.unwrap();
+        let mut full = None;
+        for _ in 0..64 {
+            let insert = sqlx::query("INSERT INTO t VALUES (zeroblob(2000))").execute(&mut db);
+            if let Err(error) = insert.await {
+                full = Some(error);
+                break;
+            }
+        }
+        let error = full.expect("the file fills up");
+        assert_retryable(answer(error), Unavailable::OutOfSpace, "storage is full", 30);
+    }
+
+    #[tokio::test]
+    async fn a_database_locked_by_another_program_is_a_503_to_retry_shortly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut holder = sqlite(dir.path(), "rwc").await;
+        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut holder).await.unwrap();
+        sqlx::query("CREATE TABLE t (v INTEGER)").execute(&mut holder).await.unwrap();
+        let mut other = sqlite(dir.path(), "rw").await;
+        sqlx::query("PRAGMA busy_timeout = 0").execute(&mut other).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+        let error = sqlx::query("INSERT INTO t VALUES (1)").execute(&mut other).await.unwrap_err();
+        assert_retryable(answer(error), Unavailable::Busy, "locked by another program", 2);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_database_is_a_503_for_the_operator_to_mend() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sqlite(dir.path(), "rwc").await;
+        sqlx::query("CREATE TABLE t (v INTEGER)").execute(&mut db).await.unwrap();
+        db.close().await.unwrap();
+        let mut read_only = sqlite(dir.path(), "ro").await;
+        let error =
+            sqlx::query("INSERT INTO t VALUES (1)").execute(&mut read_only).await.unwrap_err();
+        assert_retryable(answer(error), Unavailable::CannotWrite, "cannot write its database", 30);
+    }
+
+    #[tokio::test]
+    async fn a_refused_statement_stays_a_500_since_retrying_will_not_mend_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sqlite(dir.path(), "rwc").await;
+        sqlx::query("CREATE TABLE t (v INTEGER PRIMARY KEY)").execute(&mut db).await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)").execute(&mut db).await.unwrap();
+        let error = sqlx::query("INSERT INTO t VALUES (1)").execute(&mut db).await.unwrap_err();
+        let (reason, refused) = answer(error);
+        assert_eq!(reason, None, "a constraint violation is not a condition that passes");
+        assert_eq!((refused.code, refused.retry_after), (ErrorCode::Internal, None));
+        let missing = sqlx::query("SELECT * FROM missing").execute(&mut db).await.unwrap_err();
+        assert_eq!(answer(missing).0, None, "nor is a missing table");
     }
 }

@@ -93,26 +93,68 @@ pub enum StoreError {
 /// instead of after sqlx's default of 30.
 const POSTGRES_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Why the store cannot serve right now although nothing is wrong with the request: a
+/// condition to retry once the database is back, or once an operator has made room. Anything
+/// else the database refuses is a bug or damage, which retrying will not mend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// No connection could be had in time, or the one in use was lost (refused, reset, closed
+    /// by the server or its operator).
+    Unreachable,
+    /// Another process held SQLite's write lock for longer than the busy timeout (a shell or a
+    /// backup tool with a write transaction open on the broker's database).
+    Busy,
+    /// The disk is full (SQLite), or PostgreSQL ran out of disk, memory or connections.
+    OutOfSpace,
+    /// The database file cannot be written: opened read-only, or the operating system reported
+    /// an I/O error.
+    CannotWrite,
+}
+
 impl StoreError {
-    /// Whether the database could not be reached: no connection could be had in time, or the one
-    /// in use was lost (refused, reset, closed by the server or its operator). A condition to
-    /// retry once the database is back, unlike a query the database refused.
-    pub fn is_unreachable(&self) -> bool {
-        match self {
-            Self::Database(
-                sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed,
-            ) => true,
-            // SQLSTATE class 08 (connection exception) and 57P (the server shutting down or
-            // terminating the session, as a restart or failover does).
-            Self::Database(sqlx::Error::Database(error)) => {
-                error.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+    /// Whether this failure is one to retry later, and why; `None` for everything else.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        let Self::Database(error) = self else { return None };
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Some(Unavailable::Unreachable),
+            sqlx::Error::Database(error) => {
+                if let Some(sqlite) = error.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    return sqlite_unavailable(sqlite);
+                }
+                let code = error.code()?;
+                // SQLSTATE class 08 (connection exception) and 57P (the server shutting down or
+                // terminating the session, as a restart or failover does); class 53 (disk full,
+                // out of memory, too many connections).
+                if code.starts_with("08") || code.starts_with("57P") {
+                    Some(Unavailable::Unreachable)
+                } else if code.starts_with("53") {
+                    Some(Unavailable::OutOfSpace)
+                } else {
+                    None
+                }
             }
-            _ => false,
+            _ => None,
         }
+    }
+}
+
+/// What SQLite's result code says: its primary code is the low byte of the extended one.
+fn sqlite_unavailable(error: &sqlx::sqlite::SqliteError) -> Option<Unavailable> {
+    use sqlx::error::DatabaseError as _;
+    let extended: i32 = error.code()?.parse().ok()?;
+    match extended & 0xff {
+        // SQLITE_BUSY, SQLITE_LOCKED
+        5 | 6 => Some(Unavailable::Busy),
+        // SQLITE_FULL
+        13 => Some(Unavailable::OutOfSpace),
+        // SQLITE_READONLY, SQLITE_IOERR, SQLITE_CANTOPEN
+        8 | 10 | 14 => Some(Unavailable::CannotWrite),
+        _ => None,
     }
 }
 

@@ -1408,6 +1408,64 @@ async fn decided_approvals_are_listed_for_thirty_days_and_the_audit_chain_keeps_
     w.broker.stop().await;
 }
 
+#[tokio::test]
+async fn while_another_program_locks_the_database_devices_hear_503_and_agents_calls_go_on() {
+    if common::postgres_backend() {
+        return; // SQLite's write lock: no PostgreSQL client holds one over a whole database.
+    }
+    use sqlx::Connection as _;
+    let w = world().await;
+    let (_, capability) = w.standing_get(&w.admin, "/repos/**", 3600).await;
+    let (status, _, body) = send(w.call("GET", "/repos/acme/widgets", Some(&capability))).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A shell or a backup tool opens the broker's database and keeps a write transaction open.
+    let file = w.broker.dir.path().join("db.sqlite3");
+    let mut holder = sqlx::AnyConnection::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("another program opens the database");
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.expect("takes the write lock");
+
+    let create = w.broker.signed(&w.admin, "POST", "/v1/agents", Some(&json!({"name": "late"})));
+    let refused = common::Answer::of(create.send().await.expect("the broker answers")).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str(), refused.retry_after.as_deref()),
+        (503, Some("unavailable"), Some("2")),
+        "a locked database is a condition that passes, not a broker bug: {}",
+        refused.body
+    );
+    let message = refused.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("locked by another program") && message.contains("nothing was done"),
+        "says why and that nothing changed: {message}"
+    );
+    // On SQLite an agent's call writes its audit record to the journal, not the database.
+    let (status, _, body) = send(w.call("GET", "/repos/acme/gadgets", Some(&capability))).await;
+    assert_eq!(status, 200, "agents' calls go on while the database is locked: {body}");
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.expect("lets go");
+    let (status, body) = TestBroker::send(w.broker.signed(
+        &w.admin,
+        "POST",
+        "/v1/agents",
+        Some(&json!({"name": "late"})),
+    ))
+    .await;
+    assert_eq!(status, 201, "the same request, signed again, goes through: {body}");
+    let (_, agents) = TestBroker::send(w.broker.signed(&w.admin, "GET", "/v1/agents", None)).await;
+    let named_late = agents["agents"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|agent| agent["name"] == "late").count());
+    assert_eq!(named_late, 1, "the refused request wrote nothing: {agents}");
+    let audit = w.audit().await;
+    let forwarded = audit
+        .iter()
+        .filter(|r| r["record"]["kind"] == "proxy_attempt" && r["record"]["decision"] == "allowed")
+        .count();
+    assert_eq!(forwarded, 2, "the call made during the lock is in the audit log once indexed");
+    w.broker.stop().await;
+}
+
 /// Waits until the approval `id` has left `pending`; returns its row.
 async fn settled_approval(w: &World, id: &str) -> Value {
     let settled = async {
