@@ -166,7 +166,7 @@ async fn list(
     }
     let approvals = state
         .store
-        .approvals(caller.workspace, filter, MAX_LIST)
+        .approvals(caller.workspace, filter, state.now(), MAX_LIST)
         .await?
         .into_iter()
         .filter(|r| may_see(&caller, r))
@@ -199,8 +199,10 @@ async fn events(
     let caller = request.caller;
     // Subscribed before the snapshot is read: nothing requested in between is missed.
     let mut signals = state.approvals.subscribe();
-    let pending =
-        state.store.approvals(caller.workspace, ApprovalFilter::Pending, MAX_LIST).await?;
+    let pending = state
+        .store
+        .approvals(caller.workspace, ApprovalFilter::Pending, state.now(), MAX_LIST)
+        .await?;
     let (events, received) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         if state.approvals.is_closing() {

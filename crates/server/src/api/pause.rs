@@ -153,7 +153,11 @@ async fn set(
 /// `403 agents_paused`. A holder this misses (a lost notification, more than [`MAX_WAKE`]) finds
 /// the pause at its next re-read, within a second.
 async fn release_held_calls(state: &SharedState, workspace: latchkey_core::ids::WorkspaceId) {
-    let pending = match state.store.approvals(workspace, ApprovalFilter::Pending, MAX_WAKE).await {
+    let pending = match state
+        .store
+        .approvals(workspace, ApprovalFilter::Pending, state.now(), MAX_WAKE)
+        .await
+    {
         Ok(pending) => pending,
         Err(error) => {
             tracing::warn!(%error, "could not list held calls to release; their holders re-read the pause within a second");

@@ -10,9 +10,9 @@
 //! parameter names, the body's size) and, once approved, the answering device's capability,
 //! which is sealed to the broker's key. The holder clears the capability when it takes it.
 //!
-//! Decided approvals are history: each new one deletes its workspace's approvals decided more
-//! than [`APPROVAL_HISTORY_SECS`] before, so the table holds what is pending plus a month of
-//! answers, however many calls a workspace's agents make. The audit chain keeps every request
+//! Decided approvals are history, listed for [`APPROVAL_HISTORY_SECS`] after their decision:
+//! each new one deletes its workspace's approvals decided longer ago, so the table holds what is
+//! pending plus about a month of answers, however many calls a workspace's agents make. The audit chain keeps every request
 //! and answer for good (`approval_requested`, `approval_answered`, `approval_expired`).
 
 use latchkey_core::ids::{AgentId, ApprovalId, CredentialId, DeviceId, MemberId, WorkspaceId};
@@ -223,17 +223,22 @@ impl Store {
         row.as_ref().map(approval_record).transpose()
     }
 
-    /// Up to `limit` approvals of `workspace`, newest first.
+    /// Up to `limit` approvals of `workspace`, newest first: those pending, and those decided
+    /// within [`APPROVAL_HISTORY_SECS`] of `now` (seconds).
     pub async fn approvals(
         &self,
         workspace: WorkspaceId,
         filter: ApprovalFilter,
+        now: u64,
         limit: u32,
     ) -> Result<Vec<ApprovalRecord>, StoreError> {
         let mut tx = self.begin(workspace, Lock::None).await?;
+        // Rows decided before the history window are left to the next held call to delete; they
+        // are not listed meanwhile, however long no call is held.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM approvals
              WHERE workspace_id = $1 AND ($2 IS NULL OR status = $2)
+               AND (status = 'pending' OR decided_at >= $4)
              ORDER BY created_at DESC, id LIMIT $3"
         )))
         .bind(workspace.to_string())
@@ -242,6 +247,7 @@ impl Store {
             ApprovalFilter::All => None,
         })
         .bind(i64::from(limit))
+        .bind(as_i64(now.saturating_sub(APPROVAL_HISTORY_SECS)))
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

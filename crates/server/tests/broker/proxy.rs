@@ -1534,6 +1534,75 @@ async fn shutting_down_ends_device_streams_and_lets_held_calls_go_with_a_retryab
     }
 }
 
+/// An approvals row as a broker leaves it, written behind the broker's back.
+struct ApprovalRow {
+    status: &'static str,
+    created_at: i64,
+    expires_at: i64,
+    decided_at: Option<i64>,
+}
+
+impl World {
+    /// Inserts `row` (with `capability`, if any) for the world's agent and credential.
+    async fn insert_approval(
+        &self,
+        db: &sqlx::AnyPool,
+        row: ApprovalRow,
+        capability: Option<&str>,
+    ) -> latchkey_core::ids::ApprovalId {
+        let id = latchkey_core::ids::ApprovalId::random();
+        sqlx::query(
+            "INSERT INTO approvals (workspace_id, id, agent_id, credential_id, credential_name,
+                 method, host, path, query_keys, policy_ids, status, created_at, expires_at,
+                 decided_at, capability)
+             VALUES ($1, $2, $3, $4, 'github', 'GET', 'api.github.com', '/user', '[]', '[]',
+                 $5, $6, $7, $8, $9)",
+        )
+        .bind(self.admin.workspace.to_string())
+        .bind(id.to_string())
+        .bind(self.agent.to_string())
+        .bind(self.credential.to_string())
+        .bind(row.status)
+        .bind(row.created_at)
+        .bind(row.expires_at)
+        .bind(row.decided_at)
+        .bind(capability)
+        .execute(db)
+        .await
+        .expect("an approvals row");
+        id
+    }
+}
+
+#[tokio::test]
+async fn decided_approvals_are_listed_for_30_days_even_when_no_call_is_held_after_them() {
+    let w = world().await;
+    let db = common::database(&w.broker).await;
+    let now = i64::try_from(w.now()).expect("time");
+    let day = 24 * 60 * 60;
+    let decided = |status: &'static str, days_ago: i64| {
+        let at = now - days_ago * day;
+        let row =
+            ApprovalRow { status, created_at: at, expires_at: at + 120, decided_at: Some(at) };
+        w.insert_approval(&db, row, None)
+    };
+    let recent = decided("denied", 29).await;
+    let old = decided("approved", 31).await;
+    let older = decided("expired", 400).await;
+
+    let listed: Vec<Value> =
+        w.approvals(&w.admin, "all").await.into_iter().map(|a| a["id"].clone()).collect();
+    assert!(listed.contains(&json!(recent)), "an answer from 29 days ago is history: {listed:?}");
+    for gone in [old, older] {
+        assert!(
+            !listed.contains(&json!(gone)),
+            "an answer older than 30 days is not listed, though no held call has deleted it yet: \
+             {listed:?}"
+        );
+    }
+    w.broker.stop().await;
+}
+
 #[tokio::test]
 async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed() {
     let w = world().await;
@@ -1542,27 +1611,9 @@ async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed()
     let now = i64::try_from(w.now()).expect("time");
     // A row for a call that arrived 200 s ago and whose deadline passed 80 s ago.
     let stranded = |status: &'static str, capability: Option<&'static str>| {
-        let id = latchkey_core::ids::ApprovalId::random();
-        let insert = sqlx::query(
-            "INSERT INTO approvals (workspace_id, id, agent_id, credential_id, credential_name,
-                 method, host, path, query_keys, policy_ids, status, created_at, expires_at,
-                 capability)
-             VALUES ($1, $2, $3, $4, 'github', 'GET', 'api.github.com', '/user', '[]', '[]',
-                 $5, $6, $7, $8)",
-        )
-        .bind(w.admin.workspace.to_string())
-        .bind(id.to_string())
-        .bind(w.agent.to_string())
-        .bind(w.credential.to_string())
-        .bind(status)
-        .bind(now - 200)
-        .bind(now - 80)
-        .bind(capability)
-        .execute(&db);
-        async move {
-            insert.await.expect("a stranded approval");
-            id
-        }
+        let row =
+            ApprovalRow { status, created_at: now - 200, expires_at: now - 80, decided_at: None };
+        w.insert_approval(&db, row, capability)
     };
     let id = stranded("pending", None).await;
     // And one approved whose holder went away before it took the capability.
