@@ -15,7 +15,7 @@
 //! | seconds a call is held for a member's approval (`0`: never held) | `--approval-timeout` | `LATCHKEY_APPROVAL_TIMEOUT` | `approval_timeout` | `120` |
 //! | signed requests a second one device may send, sustained (`0`: no limit) | `--device-request-rate` | `LATCHKEY_DEVICE_REQUEST_RATE` | `device_request_rate` | `10` |
 //! | signed requests one device may send at once | `--device-request-burst` | `LATCHKEY_DEVICE_REQUEST_BURST` | `device_request_burst` | `3000` |
-//! | threads that serve requests, each with a runtime of its own (default: one runtime shared by all cores) | `--serving-threads` | `LATCHKEY_SERVING_THREADS` | `serving_threads` | |
+//! | threads that serve requests, each with a runtime of its own, or `auto` for one per core (default: one runtime shared by all cores) | `--serving-threads` | `LATCHKEY_SERVING_THREADS` | `serving_threads` | |
 //! | PEM file of certificate authorities trusted for upstream calls besides the system's | `--upstream-ca` | `LATCHKEY_UPSTREAM_CA` | `upstream_ca` | |
 //! | HTTP proxy for every upstream call (CONNECT for `https`), instead of `HTTPS_PROXY` and the like | `--upstream-proxy` | `LATCHKEY_UPSTREAM_PROXY` | `upstream_proxy` | |
 //! | PEM certificate chain to serve the API over TLS (with `--tls-key`) | `--tls-cert` | `LATCHKEY_TLS_CERT` | `tls_cert` | |
@@ -95,7 +95,7 @@ pub enum ConfigError {
     DeviceRequestBurst(u64),
     /// The number of serving threads is zero or more than the broker starts.
     #[error(
-        "serving threads: {0} is not between 1 and {MAX_SERVING_THREADS}; leave the setting out to serve on one runtime with a worker per core"
+        "serving threads: {0} is not between 1 and {MAX_SERVING_THREADS}; give auto for one per core, or leave the setting out to serve on one runtime with a worker per core"
     )]
     ServingThreads(u64),
     /// The API listener's TLS certificate and key could not be used.
@@ -281,6 +281,57 @@ impl<'de> Deserialize<'de> for MetricsListen {
     }
 }
 
+/// How many serving threads the operator asked for: a number, or `auto` for one per core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServingThreads {
+    /// One per core the process may run on.
+    Auto,
+    /// This many (checked to be between 1 and [`MAX_SERVING_THREADS`] when resolved).
+    Count(u64),
+}
+
+impl std::str::FromStr for ServingThreads {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        text.parse()
+            .map(Self::Count)
+            .map_err(|_| "expected a number of threads, or auto for one per core".to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for ServingThreads {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ServingThreads;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of threads, or \"auto\" for one per core")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, count: u64) -> Result<Self::Value, E> {
+                Ok(ServingThreads::Count(count))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, count: i64) -> Result<Self::Value, E> {
+                u64::try_from(count).map(ServingThreads::Count).map_err(|_| {
+                    E::custom("a number of threads cannot be negative; give 1 or more, or auto")
+                })
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                text.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// Command-line flags (and their environment variables) of `latchkey-server`.
 #[derive(Debug, Default, Parser)]
 #[command(
@@ -327,12 +378,12 @@ pub struct Flags {
     /// Signed requests one enrolled device may send at once, after a pause. From 1 to 1000000.
     #[arg(long, env = "LATCHKEY_DEVICE_REQUEST_BURST", value_name = "REQUESTS")]
     pub device_request_burst: Option<u64>,
-    /// Serve requests on this many threads, each a single-threaded runtime handling its
-    /// connections from start to end (one per core suits a broker under heavy load: more
-    /// requests a second, a little more latency per call when idle). Without it, one runtime
-    /// with a worker per core serves every connection. From 1 to 1024.
+    /// Serve requests on this many threads (auto: one per core), each a single-threaded runtime
+    /// handling its connections from start to end (one per core suits a broker under heavy
+    /// load: more requests a second, a little more latency per call when idle). Without it, one
+    /// runtime with a worker per core serves every connection. From 1 to 1024, or auto.
     #[arg(long, env = "LATCHKEY_SERVING_THREADS", value_name = "THREADS")]
-    pub serving_threads: Option<u64>,
+    pub serving_threads: Option<ServingThreads>,
     /// The origin (scheme, host, port) devices use to reach the broker, when it is behind a
     /// load balancer or reverse proxy: device signatures cover it. Every replica gets the same.
     #[arg(long, env = "LATCHKEY_PUBLIC_ORIGIN", value_name = "URL")]
@@ -381,7 +432,7 @@ struct FileConfig {
     approval_timeout: Option<u64>,
     device_request_rate: Option<u64>,
     device_request_burst: Option<u64>,
-    serving_threads: Option<u64>,
+    serving_threads: Option<ServingThreads>,
     public_origin: Option<String>,
     upstream_ca: Option<PathBuf>,
     upstream_proxy: Option<ProxyUrl>,
@@ -657,7 +708,14 @@ fn device_rate_limit(
 /// typo cannot exhaust the process's threads.
 pub const MAX_SERVING_THREADS: u64 = 1024;
 
-fn serving_threads(threads: u64) -> Result<std::num::NonZeroUsize, ConfigError> {
+fn serving_threads(setting: ServingThreads) -> Result<std::num::NonZeroUsize, ConfigError> {
+    let threads = match setting {
+        // A platform that cannot say how many cores it has gets one thread, which always works.
+        ServingThreads::Auto => {
+            return Ok(std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN));
+        }
+        ServingThreads::Count(threads) => threads,
+    };
     usize::try_from(threads)
         .ok()
         .filter(|_| threads <= MAX_SERVING_THREADS)
@@ -891,7 +949,7 @@ mod tests {
         for threads in [0, MAX_SERVING_THREADS + 1, u64::MAX] {
             let flags = Flags {
                 data_dir: Some("/d".into()),
-                serving_threads: Some(threads),
+                serving_threads: Some(ServingThreads::Count(threads)),
                 ..Flags::default()
             };
             let error = Config::resolve(flags, no_env).unwrap_err().to_string();
@@ -903,7 +961,31 @@ mod tests {
             );
         }
         let error = Flags::try_parse_from(["x", "--serving-threads", "many"]).unwrap_err();
-        assert!(error.to_string().contains("serving-threads"), "{error}");
+        assert!(
+            error.to_string().contains("serving-threads") && error.to_string().contains("auto"),
+            "names the flag and what it takes: {error}"
+        );
+
+        let cores = std::thread::available_parallelism().unwrap();
+        let flags =
+            Flags::try_parse_from(["x", "--data-dir", "/d", "--serving-threads", "auto"]).unwrap();
+        assert_eq!(Config::resolve(flags, no_env).unwrap().serving_threads, Some(cores));
+        std::fs::write(&file, "data_dir = \"/d\"\nserving_threads = \"auto\"\n").unwrap();
+        let from_file = Flags { config: Some(file.clone()), ..Flags::default() };
+        assert_eq!(
+            Config::resolve(from_file, no_env).unwrap().serving_threads,
+            Some(cores),
+            "auto in the file too"
+        );
+        for bad in ["serving_threads = \"lots\"", "serving_threads = -2"] {
+            std::fs::write(&file, format!("data_dir = \"/d\"\n{bad}\n")).unwrap();
+            let from_file = Flags { config: Some(file.clone()), ..Flags::default() };
+            let error = Config::resolve(from_file, no_env).unwrap_err().to_string();
+            assert!(
+                error.contains("line 2") && error.contains("auto"),
+                "{bad} is refused with its line and what is allowed: {error}"
+            );
+        }
     }
 
     #[test]
