@@ -118,12 +118,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // With serving threads of its own, the broker's main runtime only runs background work.
-    let runtime = match args.serving_threads {
-        Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        None => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
-    };
-    runtime.block_on(run(args))
+    latchkey_server::main_runtime(args.serving_threads)?.block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -194,32 +194,34 @@ async fn serve_on_threads(
         })?;
     }
     drop(finished);
-    let mut outcome = Ok(());
-    let mut running = threads.get();
+    let mut outcomes = Vec::with_capacity(threads.get());
     tokio::select! {
         () = shutdown => {}
         Some(early) = results.recv() => {
-            running -= 1;
-            outcome = early.and(Err(std::io::Error::other("a serving thread stopped early")));
+            outcomes.push(early.and(Err(std::io::Error::other("a serving thread stopped early"))));
         }
     }
     let _ = stop.send(true);
-    while running > 0 {
-        match results.recv().await {
-            Some(served) => {
-                running -= 1;
-                if outcome.is_ok() {
-                    outcome = served;
-                }
-            }
-            // A thread that panicked dropped its sender without a result.
-            None => {
-                if outcome.is_ok() {
-                    outcome = Err(std::io::Error::other("a serving thread panicked"));
-                }
-                break;
-            }
-        }
+    // Ends once every thread has ended: each drops its sender, after its result if it has one.
+    while let Some(served) = results.recv().await {
+        outcomes.push(served);
     }
-    outcome
+    if outcomes.len() < threads.get() {
+        outcomes.push(Err(std::io::Error::other("a serving thread panicked")));
+    }
+    // The first error, if any.
+    outcomes.into_iter().collect()
+}
+
+/// The runtime to call [`serve`] on for a broker with `serving_threads`
+/// ([`Broker::with_serving_threads`]): with threads of their own serving requests, it runs only
+/// background work (the audit writer, the approvals listener, metrics, signals) and one thread
+/// is enough; without, its workers serve requests, one per core.
+pub fn main_runtime(
+    serving_threads: Option<NonZeroUsize>,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    match serving_threads {
+        Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    }
 }

@@ -13,22 +13,19 @@ use latchkey_server::store::Store;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let env = |name: &str| std::env::var(name).ok();
     let config = Config::resolve(Flags::parse(), env)?;
     init_logging(config.log_format);
-    // With serving threads of their own, the main runtime runs only background work (the audit
-    // writer, the approvals listener, metrics, signals): one thread is enough.
-    let runtime = match config.serving_threads {
-        Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
-        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-    }
-    .context("cannot start the async runtime")?;
+    let runtime = latchkey_server::main_runtime(config.serving_threads)
+        .context("cannot start the async runtime")?;
     runtime.block_on(run(config))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let env = |name: &str| std::env::var(name).ok();
+/// The process environment's `name`, if set and Unicode.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
 
+async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let broker_key = config::load_broker_key(&config, env)?;

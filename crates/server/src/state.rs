@@ -84,7 +84,7 @@ impl Broker {
     /// then handled, and its upstream connection driven, on one thread from start to end, with
     /// no hand-off between a multi-threaded runtime's workers (docs/benchmarks.md, "One runtime
     /// per core"). Background work (the audit writer, the approvals listener) stays on the
-    /// caller's runtime.
+    /// caller's runtime, which [`crate::main_runtime`] builds to fit.
     pub fn with_serving_threads(mut self, threads: Option<std::num::NonZeroUsize>) -> Self {
         self.serving_threads = threads;
         self

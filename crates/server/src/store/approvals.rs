@@ -12,8 +12,9 @@
 //!
 //! Decided approvals are history, listed for [`APPROVAL_HISTORY_SECS`] after their decision:
 //! each new one deletes its workspace's approvals decided longer ago, so the table holds what is
-//! pending plus about a month of answers, however many calls a workspace's agents make. The audit chain keeps every request
-//! and answer for good (`approval_requested`, `approval_answered`, `approval_expired`).
+//! pending plus about a month of answers, however many calls a workspace's agents make. The
+//! audit chain keeps every request and answer for good (`approval_requested`,
+//! `approval_answered`, `approval_expired`).
 
 use latchkey_core::ids::{AgentId, ApprovalId, CredentialId, DeviceId, MemberId, WorkspaceId};
 use sqlx::Row as _;
