@@ -161,6 +161,7 @@ impl Backend for Fake {
             expires_at: None,
             last_used_at: None,
             key_version: 1,
+            account: None,
         })
     }
     async fn connect(&self, c: NewConnection) -> Outcome<Integration> {

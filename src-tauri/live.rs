@@ -559,6 +559,7 @@ impl Backend for Live {
                 injection: provider.injection.clone(),
                 shared: key.shared,
                 key: trimmed,
+                account: None,
             },
         )
         .await?;

@@ -152,6 +152,8 @@ pub struct Integration {
     /// `active`, `expiring`, `reconnect_needed` or `disabled`.
     pub status: &'static str,
     pub scopes: Vec<String>,
+    /// Whose account at the provider it acts as, when known.
+    pub account: Option<String>,
     pub expires_at: Option<u64>,
     pub last_used_at: Option<u64>,
     pub key_version: u32,
@@ -183,6 +185,7 @@ impl Integration {
             },
             status,
             scopes: credential.scopes.clone(),
+            account: credential.account.clone(),
             expires_at: credential.expires_hint,
             last_used_at: credential.last_used_at,
             key_version: credential.key_version.get(),

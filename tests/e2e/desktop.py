@@ -487,6 +487,8 @@ def main() -> None:
         d.fill(t("scopes"), "openid offline_access", "scopes")
         d.click(t("connect-submit"), "connect")
         d.wait(t("integration-idp"), "the OAuth integration's card after the browser signed in", 60)
+        d.wait_text(f'{t("integration-idp")} {t("integration-account")}', "ada",
+                    "the card names the account signed in with (the ID token's subject)")
         d.screenshot("integrations")
 
         step("agents: create one; its token is shown once")

@@ -633,7 +633,7 @@ pub(crate) enum CredentialCommand {
         /// The credential's name.
         name: String,
     },
-    /// Change a credential's name, base URL or allowed hosts; the secret stays as it is.
+    /// Change a credential's name, base URL, hosts or account; the secret stays as it is.
     Update {
         /// The credential's name.
         name: String,
@@ -646,6 +646,12 @@ pub(crate) enum CredentialCommand {
         /// Allowed hosts, replacing the current ones (repeat for several).
         #[arg(long = "allow-host", value_name = "HOST")]
         allowed_hosts: Vec<String>,
+        /// Whose account at the provider it acts as, shown in listings (`ci-bot@acme.example`).
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
+        /// Forget the account name.
+        #[arg(long, conflicts_with = "account")]
+        no_account: bool,
     },
     /// Switch a credential off: agents are refused from their next call.
     Disable {
@@ -725,6 +731,10 @@ pub(crate) struct AddCredential {
     /// Read the key from standard input instead of a prompt.
     #[arg(long)]
     pub(crate) key_stdin: bool,
+    /// Whose account the key belongs to, shown in listings (`ci-bot@acme.example`); default:
+    /// asked of the provider where the catalog says how (`provider show`), else none.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) account: Option<String>,
 }
 
 /// `latchkey connect`

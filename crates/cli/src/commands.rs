@@ -1,5 +1,6 @@
 //! One function per command, each a thin layer over `latchkey_client`.
 
+use std::borrow::Cow;
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 
@@ -187,9 +188,17 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             rename,
             base_url,
             allowed_hosts,
+            account,
+            no_account,
         }) => {
-            if rename.is_none() && base_url.is_none() && allowed_hosts.is_empty() {
-                bail!("nothing to change: pass --rename, --base-url or --allow-host");
+            let nothing = rename.is_none()
+                && base_url.is_none()
+                && allowed_hosts.is_empty()
+                && account.is_none();
+            if nothing && !no_account {
+                bail!(
+                    "nothing to change: pass --rename, --base-url, --allow-host, --account or --no-account"
+                );
             }
             let client = client(&profile, choice).await?;
             let base_url = base_url.map(|b| b.trim_end_matches('/').to_owned());
@@ -197,6 +206,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 name: rename.as_deref(),
                 base_url: base_url.as_deref(),
                 allowed_hosts: (!allowed_hosts.is_empty()).then_some(allowed_hosts.as_slice()),
+                account: if no_account { Some(None) } else { account.as_deref().map(Some) },
                 ..CredentialChanges::default()
             };
             let updated = update_credential(&client, &name, &changes).await?;
@@ -306,6 +316,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     injection,
                     shared: !add.personal,
                     key,
+                    account: add.account.as_deref(),
                 },
             )
             .await?;
@@ -466,9 +477,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                         .last_used_at
                         .map_or_else(|| "never used".to_owned(), |t| format!("last used {t}"));
                     format!(
-                        "{:<24} {:<14} {:<9} {:<16} {used:<21} {}",
+                        "{:<24} {:<14} {:<22} {:<9} {:<16} {used:<21} {}",
                         shown(&c.name),
                         shown(&c.provider),
+                        c.account.as_deref().map_or(Cow::Borrowed("-"), shown),
                         owner,
                         status_text(c.status),
                         shown(&c.upstream_base_url)
@@ -1055,8 +1067,9 @@ fn credential_text(c: &CredentialInfo) -> String {
     };
     let status = status_text(c.status);
     let used = c.last_used_at.map_or_else(|| "never".to_owned(), |t| t.to_string());
+    let account = c.account.as_deref().map_or(Cow::Borrowed("unknown"), shown);
     format!(
-        "name           {}\nid             {}\nprovider       {}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nlast used      {used}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
+        "name           {}\nid             {}\nprovider       {}\naccount        {account}\nbase URL       {}\nallowed hosts  {}\nowner          {owner}\nstatus         {status}\nlast used      {used}\nkey version    {}\nrevision       {}\nagents call    /p/{}/...",
         shown(&c.name),
         c.id,
         shown(&c.provider),

@@ -1453,6 +1453,16 @@ async fn a_member_joins_is_admitted_and_the_listings_match_their_json_snapshots(
     assert_eq!(enabled["status"], "active");
     let shown = grace.json(&["credential", "show", "models"], None).await;
     assert_eq!(shown["revision"], 4, "every member sees the shared credential: {shown}");
+    let named = ["credential", "update", "models", "--account", "ops@acme.example"];
+    assert_eq!(ada.json(&named, None).await["account"], "ops@acme.example");
+    let (code, text, _) = grace.run(&["credential", "show", "models"], None).await;
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("\naccount        ops@acme.example\n"),
+        "every member sees whose account the credential acts as: {text}"
+    );
+    let unnamed = ada.json(&["credential", "update", "models", "--no-account"], None).await;
+    assert_eq!(unnamed["account"], serde_json::Value::Null, "{unnamed}");
     let (code, _, err) = ada.run(&["credential", "update", "models"], None).await;
     assert_eq!(code, 1, "an update needs something to change: {err}");
     let (code, _, err) = ada.run(&["credential", "show", "nothing"], None).await;

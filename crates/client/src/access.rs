@@ -32,7 +32,9 @@ use latchkey_core::payload::{
     CredentialKind, CredentialPayload, Injection, OAuthRefresh, PayloadError,
 };
 use latchkey_core::secret::SecretBytes;
+use url::Url;
 
+use crate::account;
 use crate::api::{
     BrokerClient, ClientError, CredentialInfo, CredentialReplacement, CredentialStatus, GrantInfo,
     NewCredential,
@@ -134,6 +136,10 @@ pub struct NewApiKey<'a> {
     /// provider with a [`KeyFormat`](crate::catalog::KeyFormat) other than verbatim, the key as
     /// entered (Twilio: `<API key SID>:<secret>`), encoded before it is sealed.
     pub key: SecretBytes,
+    /// Whose account the key belongs to, as the member names it. `None` asks the provider,
+    /// where the catalog says how ([`Provider::account`]); a provider that does not say leaves
+    /// the account unknown.
+    pub account: Option<&'a str>,
 }
 
 /// Seals `new.key` on this device under the current workspace key (shared) or this member's
@@ -145,9 +151,18 @@ pub async fn add_api_key(
 ) -> Result<CredentialInfo, AccessError> {
     // A catalog provider's key may need encoding first (Twilio's Basic credentials); custom
     // providers and unknown ids store the key as entered.
-    let secret = match Catalog::builtin().get(new.provider).and_then(Provider::api_key) {
+    let provider = Catalog::builtin().get(new.provider);
+    let secret = match provider.and_then(Provider::api_key) {
         Some(key) => key.format.stored_secret(new.key, &key.key_label)?,
         None => new.key,
+    };
+    let account = match (new.account, provider.and_then(|p| p.account.as_ref())) {
+        (Some(given), _) => account::display_name(&given.into()),
+        (None, Some(lookup)) => match Url::parse(new.base_url) {
+            Ok(base_url) => account::look_up(lookup, &base_url, &new.injection, &secret).await,
+            Err(_) => None,
+        },
+        (None, None) => None,
     };
     let payload =
         CredentialPayload { kind: CredentialKind::ApiKey, injection: new.injection, secret };
@@ -159,6 +174,7 @@ pub async fn add_api_key(
         shared: new.shared,
         scopes: &[],
         expires_hint: None,
+        account: account.as_deref(),
     };
     seal_and_store(profile, store, &target, payload).await
 }
@@ -187,6 +203,8 @@ pub struct NewOAuthCredential<'a> {
     pub expires_at: Option<u64>,
     /// The refresh token, token endpoint and client id, if the provider gave a refresh token.
     pub refresh: Option<OAuthRefresh>,
+    /// Whose account at the provider the tokens act as, if the sign-in found out.
+    pub account: Option<&'a str>,
 }
 
 /// Seals an OAuth access token (and its refresh data) on this device, like [`add_api_key`].
@@ -211,6 +229,7 @@ pub async fn add_oauth_credential(
         shared: new.shared,
         scopes: new.scopes,
         expires_hint,
+        account: new.account,
     };
     seal_and_store(profile, store, &target, payload).await
 }
@@ -222,6 +241,8 @@ pub(crate) struct SecretReplacement<'a> {
     pub(crate) payload: &'a CredentialPayload,
     pub(crate) scopes: &'a [String],
     pub(crate) expires_hint: Option<u64>,
+    /// The account the new secret acts as (`None`: unknown from now on).
+    pub(crate) account: Option<&'a str>,
     /// A new status, or `None` to keep the current one.
     pub(crate) status: Option<CredentialStatus>,
     /// The refresh lease held for this write, given back with it.
@@ -230,7 +251,7 @@ pub(crate) struct SecretReplacement<'a> {
 
 /// Seals `new.payload` under the record key of `current` at `new.key_version` and replaces the
 /// stored envelope with the broker's compare-and-swap on `current.revision`; the metadata other
-/// than scopes, expiry and status is kept. The credential keeps its id, grants and history.
+/// than scopes, expiry, account and status is kept. The credential keeps its id, grants and history.
 pub(crate) async fn replace_secret(
     store: &SharedKeyStore,
     (config, _, client): &SignedIn,
@@ -250,6 +271,7 @@ pub(crate) async fn replace_secret(
                 allowed_hosts: &current.allowed_hosts,
                 scopes: new.scopes,
                 expires_hint: new.expires_hint,
+                account: new.account,
                 key_version: new.key_version,
                 envelope: &envelope,
                 status: new.status,
@@ -259,28 +281,35 @@ pub(crate) async fn replace_secret(
         .await?)
 }
 
-/// Replaces the secret of `current` with `payload` in place (a reconnect): sealed under the
-/// owner's current key and switched back to `Active`.
+/// Replaces the secret of `current` with `payload` in place (a reconnect, perhaps as another
+/// account): sealed under the owner's current key and switched back to `Active`.
 pub(crate) async fn reseal_in_place(
     store: &SharedKeyStore,
     device: &SignedIn,
     current: &CredentialInfo,
     payload: CredentialPayload,
-    scopes: &[String],
-    expires_hint: Option<u64>,
+    metadata: Resealed<'_>,
 ) -> Result<CredentialInfo, AccessError> {
     let key_version = current_version(&device.0, current.owner)?;
     let new = SecretReplacement {
         key_version,
         payload: &payload,
-        scopes,
-        expires_hint,
+        scopes: metadata.scopes,
+        expires_hint: metadata.expires_hint,
+        account: metadata.account,
         status: Some(CredentialStatus::Active),
         lease: None,
     };
     let updated = replace_secret(store, device, current, new).await?;
     tracing::info!(credential = %updated.id, revision = updated.revision, "credential reconnected");
     Ok(updated)
+}
+
+/// The metadata a reconnect replaces along with the secret.
+pub(crate) struct Resealed<'a> {
+    pub(crate) scopes: &'a [String],
+    pub(crate) expires_hint: Option<u64>,
+    pub(crate) account: Option<&'a str>,
 }
 
 /// A credential's metadata in clear, as [`seal_and_store`] uploads it.
@@ -292,6 +321,7 @@ struct Target<'a> {
     shared: bool,
     scopes: &'a [String],
     expires_hint: Option<u64>,
+    account: Option<&'a str>,
 }
 
 /// Seals `payload` under the current workspace key (shared) or member key (personal) and
@@ -320,6 +350,7 @@ async fn seal_and_store(
             key_version: version,
             scopes: target.scopes,
             expires_hint: target.expires_hint,
+            account: target.account,
             envelope: &envelope,
         })
         .await?;
@@ -353,6 +384,9 @@ pub struct CredentialChanges<'a> {
     pub scopes: Option<&'a [String]>,
     /// A new expiry hint (`Some(None)` clears it).
     pub expires_hint: Option<Option<u64>>,
+    /// A new account name (`Some(None)` clears it), as the member names it: control and
+    /// reordering characters are dropped, spaces trimmed, and a name left empty clears it.
+    pub account: Option<Option<&'a str>>,
 }
 
 /// Changes the metadata of the credential named `name` (admins for shared credentials, the
@@ -365,6 +399,10 @@ pub async fn update_credential(
 ) -> Result<CredentialInfo, AccessError> {
     let current = find_credential(client, name).await?;
     let (version, envelope) = client.credential_envelope(current.id).await?;
+    let account = match changes.account {
+        Some(given) => given.and_then(|name| account::display_name(&name.into())),
+        None => current.account.clone(),
+    };
     let updated = client
         .replace_credential(
             current.id,
@@ -376,6 +414,7 @@ pub async fn update_credential(
                 allowed_hosts: changes.allowed_hosts.unwrap_or(&current.allowed_hosts),
                 scopes: changes.scopes.unwrap_or(&current.scopes),
                 expires_hint: changes.expires_hint.unwrap_or(current.expires_hint),
+                account: account.as_deref(),
                 key_version: version,
                 envelope: &envelope,
                 status: None,

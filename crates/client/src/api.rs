@@ -641,6 +641,10 @@ pub struct CredentialInfo {
     pub scopes: Vec<String>,
     /// When the secret is expected to expire (unix seconds).
     pub expires_hint: Option<u64>,
+    /// Whose account at the provider it acts as (`octocat`), as the connecting device found it
+    /// or was told; `None` when unknown, and from brokers that do not keep it.
+    #[serde(default)]
+    pub account: Option<String>,
     /// Optimistic-concurrency token.
     pub revision: u64,
     /// Creation time (unix seconds).
@@ -673,6 +677,8 @@ pub struct NewCredential<'a> {
     pub scopes: &'a [String],
     /// When the secret is expected to expire.
     pub expires_hint: Option<u64>,
+    /// Whose account at the provider it acts as, if known.
+    pub account: Option<&'a str>,
     /// The sealed payload.
     pub envelope: &'a Envelope,
 }
@@ -834,6 +840,8 @@ pub struct CredentialReplacement<'a> {
     pub scopes: &'a [String],
     /// When the secret is expected to expire.
     pub expires_hint: Option<u64>,
+    /// Whose account at the provider it acts as; `None` leaves the credential without one.
+    pub account: Option<&'a str>,
     /// The key version `envelope` is sealed under (the owner's current one).
     pub key_version: KeyVersion,
     /// The sealed payload.
@@ -1652,6 +1660,7 @@ impl BrokerClient {
             "key_version": new.key_version,
             "scopes": new.scopes,
             "expires_hint": new.expires_hint,
+            "account": new.account,
             "envelope": b64(new.envelope.as_bytes()),
         });
         self.send(Method::Post, "/v1/credentials", Some(body)).await
@@ -1772,6 +1781,7 @@ impl BrokerClient {
             "allowed_hosts": new.allowed_hosts,
             "scopes": new.scopes,
             "expires_hint": new.expires_hint,
+            "account": new.account,
             "key_version": new.key_version,
             "envelope": b64(new.envelope.as_bytes()),
         });

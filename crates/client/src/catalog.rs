@@ -189,6 +189,16 @@ pub enum FieldError {
     /// A key prefix hint with spaces or control characters.
     #[error("{0:?} must be printable and without spaces")]
     BadPrefixHint(String),
+    /// An account path that is not a plain absolute path.
+    #[error(
+        "{0:?} must be an absolute path of at most 256 characters of A-Z, a-z, 0-9 and `/._~@-`, without empty, `.` or `..` segments"
+    )]
+    BadAccountPath(String),
+    /// An account field that is not a JSON pointer.
+    #[error(
+        "{0:?} must be a JSON pointer (`/login`, `/data/email`) of at most 128 printable characters"
+    )]
+    BadAccountField(String),
 }
 
 /// A provider id: 1 to 64 characters of `a-z`, `0-9` and `-`, starting and ending with a letter
@@ -270,6 +280,57 @@ pub struct Provider {
     /// (`OPENAI_API_KEY`), where there is one everybody uses: `latchkey run --inject` sets it by
     /// default.
     pub env_var: Option<String>,
+    /// Where the name of the account a credential acts as is read once it is obtained, where
+    /// the provider has an endpoint for it (OpenID Connect providers also name it in the ID
+    /// token).
+    pub account: Option<AccountLookup>,
+}
+
+/// How to read the name of the account a credential acts as (`octocat`, `ana@example.com`):
+/// a `GET` of [`AccountLookup::path`] below the credential's API base URL, sent with the
+/// credential as the provider takes it, whose JSON answer holds the name at the first of
+/// [`AccountLookup::fields`] that is there. Below the base URL, the request goes only to a host
+/// the credential may go to anyway, and to the account's own host for account-specific
+/// providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountLookup {
+    /// An absolute path appended to the base URL's path: `/user`, `/users/me`.
+    pub path: String,
+    /// JSON pointers (RFC 6901) into the answer, tried in order: `/login`, `/data/email`.
+    pub fields: Vec<String>,
+}
+
+impl AccountLookup {
+    /// The lookup's URL below `base_url`.
+    pub fn url(&self, base_url: &Url) -> Result<Url, url::ParseError> {
+        Url::parse(&format!("{}{}", base_url.as_str().trim_end_matches('/'), self.path))
+    }
+
+    fn check(&self) -> Result<(), (String, FieldError)> {
+        let path = &self.path;
+        let plain = path.len() <= 256
+            && path.starts_with('/')
+            && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._~@-".contains(&b))
+            && path[1..].split('/').all(|segment| !matches!(segment, "" | "." | ".."));
+        if !plain {
+            return Err(at("account.path")(FieldError::BadAccountPath(path.clone())));
+        }
+        if self.fields.is_empty() {
+            return Err(at("account.fields")(FieldError::Empty));
+        }
+        for (i, field) in self.fields.iter().enumerate() {
+            let pointer = field.len() <= 128
+                && field.starts_with('/')
+                && field.bytes().all(|b| b.is_ascii_graphic());
+            if !pointer {
+                return Err((
+                    format!("account.fields[{i}]"),
+                    FieldError::BadAccountField(field.clone()),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a provider's credential is obtained, with the details of each way.
@@ -648,6 +709,7 @@ impl Provider {
             docs_url: None,
             keywords: Vec::new(),
             env_var: None,
+            account: None,
         };
         provider.check(Origin::User).map_err(|(field, problem)| invalid(field, problem))?;
         Ok(provider)
@@ -784,6 +846,14 @@ impl Provider {
             return Err(at("env_var")(FieldError::BadEnvVar(name.clone())));
         }
         check_injection(&self.injection)?;
+        if let Some(account) = &self.account {
+            if self.custom {
+                return Err(at("account")(FieldError::NotApplicable(
+                    "custom providers have no fixed API to ask",
+                )));
+            }
+            account.check()?;
+        }
         match &self.kind {
             ProviderKind::ApiKey(key) => {
                 if key.key_label.trim().is_empty() {
@@ -1072,6 +1142,14 @@ struct ProviderFile {
     env_var: Option<String>,
     oauth: Option<OAuthFile>,
     api_key: Option<ApiKeyFile>,
+    account: Option<AccountFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountFile {
+    path: String,
+    fields: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -1158,6 +1236,9 @@ impl ProviderFile {
             docs_url: url(self.docs_url, "docs_url")?,
             keywords: self.keywords,
             env_var: self.env_var,
+            account: self
+                .account
+                .map(|account| AccountLookup { path: account.path, fields: account.fields }),
         })
     }
 }

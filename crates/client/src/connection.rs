@@ -18,7 +18,10 @@ use latchkey_core::payload::{CredentialKind, CredentialPayload, OAuthRefresh};
 use latchkey_core::secret::SecretBytes;
 use url::Url;
 
-use crate::access::{AccessError, NewOAuthCredential, add_oauth_credential, find_credential};
+use crate::access::{
+    AccessError, NewOAuthCredential, Resealed, add_oauth_credential, find_credential,
+};
+use crate::account;
 use crate::api::CredentialInfo;
 use crate::catalog::{Catalog, CatalogError, ClientAuth, Provider};
 use crate::keychain::SharedKeyStore;
@@ -377,6 +380,7 @@ pub async fn connect(
     let http = OAuthHttp::new()?;
     let server = server(&http, &prepared).await?;
     let tokens = authorize(&http, &server, &prepared.client, browser, options).await?;
+    let account = account_of(&prepared, &server, &tokens).await;
     let Obtained { scopes, access_token, expires_at, refresh } =
         Obtained::from_sign_in(tokens, &server, &prepared.client);
     let stored = add_oauth_credential(
@@ -393,10 +397,30 @@ pub async fn connect(
             access_token,
             expires_at,
             refresh,
+            account: account.as_deref(),
         },
     )
     .await?;
     Ok(stored)
+}
+
+/// Whose account a sign-in's tokens act as: the one its ID token names, else the one the
+/// provider's account lookup answers for the access token; `None` when neither says.
+async fn account_of(
+    prepared: &PreparedConnection,
+    server: &AuthorizationServer,
+    tokens: &TokenSet,
+) -> Option<String> {
+    let named = tokens
+        .id_token
+        .as_ref()
+        .and_then(|token| token.account(&prepared.client.client_id, server.issuer()));
+    if named.is_some() {
+        return named;
+    }
+    let lookup = prepared.provider.account.as_ref()?;
+    account::look_up(lookup, &prepared.base_url, &prepared.provider.injection, &tokens.access_token)
+        .await
 }
 
 /// How to reconnect.
@@ -483,6 +507,8 @@ pub async fn reconnect(
     let http = OAuthHttp::new()?;
     let server = server(&http, &prepared).await?;
     let tokens = authorize(&http, &server, &prepared.client, browser, &options.flow).await?;
+    // Signing in again may be as another account: what the listing shows follows.
+    let account = account_of(&prepared, &server, &tokens).await;
     let Obtained { scopes, access_token, expires_at, refresh } =
         Obtained::from_sign_in(tokens, &server, &prepared.client);
     let expires_hint = if refresh.is_some() { None } else { expires_at };
@@ -491,8 +517,8 @@ pub async fn reconnect(
         injection,
         secret: access_token,
     };
-    Ok(crate::access::reseal_in_place(store, &device, &current, payload, &scopes, expires_hint)
-        .await?)
+    let metadata = Resealed { scopes: &scopes, expires_hint, account: account.as_deref() };
+    Ok(crate::access::reseal_in_place(store, &device, &current, payload, metadata).await?)
 }
 
 /// What a sign-in gives to store.
@@ -673,6 +699,7 @@ async fn revoke_tokens(
         expires_at: None,
         scope: None,
         token_type: "Bearer".to_owned(),
+        id_token: None,
     };
     revoke(&http, &endpoints, &client, &tokens).await.map_err(|e| e.to_string())
 }

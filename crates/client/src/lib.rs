@@ -38,6 +38,7 @@
 //! `Debug` output of this crate contains key material or a request body.
 
 pub mod access;
+pub mod account;
 pub mod api;
 pub mod approvals;
 pub mod audit;

@@ -866,6 +866,7 @@ async fn swap(
         scopes: &current.scopes,
         // As the broker's own refresh does: the new token's expiry.
         expires_hint: expires_at,
+        account: current.account.as_deref(),
         status: (current.status == CredentialStatus::ReconnectNeeded)
             .then_some(CredentialStatus::Active),
         lease,

@@ -25,6 +25,15 @@ describe('integrations', () => {
     expect(within(screen.getByTestId('integration-github-main')).getByText('Shared with workspace')).toBeInTheDocument();
   });
 
+  it('names the account an integration acts as, where it is known', async () => {
+    setup({ now: () => NOW });
+    render(Integrations);
+    const github = await screen.findByTestId('integration-github-main');
+    expect(within(github).getByTestId('integration-account'), 'whose GitHub the agents reach').toHaveTextContent('octocat');
+    const openai = screen.getByTestId('integration-openai-prod');
+    expect(within(openai).queryByTestId('integration-account'), 'an unknown account shows no row, not a blank').toBeNull();
+  });
+
   it('shows an empty state with a way to connect', async () => {
     setup({ seed: false });
     render(Integrations);

@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use super::loopback::LoopbackRedirect;
 use super::{ClientAuth, OAuthClient, OAuthEndpoints, OAuthError, check_secure, sanitize_code};
+use crate::account::IdToken;
 
 /// Longest token or revocation answer read.
 const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
@@ -80,6 +81,9 @@ pub struct TokenSet {
     pub scope: Option<String>,
     /// The token type as the provider spelled it; always bearer (case-insensitively).
     pub token_type: String,
+    /// The OpenID Connect ID token, when the provider sent one: read for the account's name
+    /// ([`IdToken::account`]), never stored.
+    pub id_token: Option<IdToken>,
 }
 
 impl TokenSet {
@@ -100,6 +104,7 @@ impl fmt::Debug for TokenSet {
             .field("expires_at", &self.expires_at)
             .field("scope", &self.scope)
             .field("token_type", &self.token_type)
+            .field("id_token", &self.id_token)
             .finish()
     }
 }
@@ -217,6 +222,7 @@ async fn token_request(
         refresh_token: Option<Zeroizing<String>>,
         expires_in: Option<serde_json::Value>,
         scope: Option<String>,
+        id_token: Option<Zeroizing<String>>,
     }
     check_secure(endpoint, "the token endpoint")?;
     let response = authenticated(http.inner().post(endpoint.clone()), client, form)?
@@ -255,6 +261,7 @@ async fn token_request(
         expires_at: expires_in.map(|s| now.saturating_add(s)),
         scope: answer.scope,
         token_type,
+        id_token: answer.id_token.filter(|t| !t.is_empty()).map(IdToken::new),
     })
 }
 
@@ -385,6 +392,7 @@ mod tests {
             expires_at: Some(1),
             scope: Some("read write".into()),
             token_type: "Bearer".into(),
+            id_token: None,
         };
         let shown = format!("{tokens:?}");
         assert!(!shown.contains("secret"), "no token in {shown}");

@@ -43,11 +43,17 @@ async fn an_agent_calls_through_the_broker_with_a_key_only_the_upstream_sees() {
             injection: Injection::Header { name: "authorization".into(), prefix: "Bearer ".into() },
             shared: true,
             key: SecretBytes::copy_from(API_KEY.as_bytes()),
+            account: Some(" ci-bot@acme.example\n"),
         },
     )
     .await
     .expect("an admin stores a shared API key");
     assert_eq!((stored.owner, stored.status), (Owner::Shared, CredentialStatus::Active));
+    assert_eq!(
+        stored.account.as_deref(),
+        Some("ci-bot@acme.example"),
+        "the account the member named is stored, trimmed (the catalog has no lookup for openai)"
+    );
 
     let client = broker_client(&ada.profile, &ada.store).await.unwrap();
     let created = client.create_agent("ci-bot").await.expect("agent");
@@ -161,6 +167,7 @@ async fn bad_grants_and_unknown_credentials_are_refused_with_what_to_do() {
             injection: Injection::Header { name: "authorization".into(), prefix: "Bearer ".into() },
             shared: true,
             key: SecretBytes::copy_from(API_KEY.as_bytes()),
+            account: None,
         },
     )
     .await
@@ -192,6 +199,7 @@ async fn a_twilio_key_entered_in_two_parts_reaches_the_upstream_as_basic_credent
         injection: Injection::Header { name: "authorization".into(), prefix: "Basic ".into() },
         shared: true,
         key: SecretBytes::copy_from(key.as_bytes()),
+        account: None,
     };
 
     let error = add_api_key(&ada.profile, &ada.store, twilio("only-the-secret")).await.unwrap_err();

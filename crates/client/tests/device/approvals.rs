@@ -60,6 +60,7 @@ impl World {
                 },
                 shared: true,
                 key: SecretBytes::copy_from(API_KEY.as_bytes()),
+                account: None,
             },
         )
         .await

@@ -265,6 +265,10 @@ injection = { header = "x-api-key" }
 [api_key]
 label = "API key"
 prefix_hint = "ex_"
+
+[account]
+path = "/v2/me"
+fields = ["/user/email", "/user/id"]
 "#;
 
 /// A valid account-specific file.
@@ -708,6 +712,49 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "[oauth]\nauthorize_url = \"https://example.com/a\"",
         "providers/example.toml: oauth.token_url: is required",
     ),
+    // The account lookup: a plain path below the base URL, JSON pointers into the answer.
+    (
+        GOOD_KEY,
+        r#"path = "/v2/me""#,
+        r#"path = "v2/me""#,
+        r#"providers/example.toml: account.path: "v2/me" must be an absolute path of at most 256 characters of A-Z, a-z, 0-9 and `/._~@-`, without empty, `.` or `..` segments"#,
+    ),
+    (
+        GOOD_KEY,
+        r#"path = "/v2/me""#,
+        r#"path = "/v2/../../admin""#,
+        r#"providers/example.toml: account.path: "/v2/../../admin" must be an absolute path of at most 256 characters of A-Z, a-z, 0-9 and `/._~@-`, without empty, `.` or `..` segments"#,
+    ),
+    (
+        GOOD_KEY,
+        r#"path = "/v2/me""#,
+        r#"path = "//evil.example/me""#,
+        r#"providers/example.toml: account.path: "//evil.example/me" must be an absolute path of at most 256 characters of A-Z, a-z, 0-9 and `/._~@-`, without empty, `.` or `..` segments"#,
+    ),
+    (
+        GOOD_KEY,
+        r#"path = "/v2/me""#,
+        r#"path = "/v2/me?key=1""#,
+        r#"providers/example.toml: account.path: "/v2/me?key=1" must be an absolute path of at most 256 characters of A-Z, a-z, 0-9 and `/._~@-`, without empty, `.` or `..` segments"#,
+    ),
+    (
+        GOOD_KEY,
+        r#"fields = ["/user/email", "/user/id"]"#,
+        "fields = []",
+        "providers/example.toml: account.fields: must not be empty",
+    ),
+    (
+        GOOD_KEY,
+        r#"fields = ["/user/email", "/user/id"]"#,
+        r#"fields = ["/user/email", "user.id"]"#,
+        r#"providers/example.toml: account.fields[1]: "user.id" must be a JSON pointer (`/login`, `/data/email`) of at most 128 printable characters"#,
+    ),
+    (
+        GOOD_TEMPLATE,
+        "[oauth]",
+        "[account]\npath = \"/me\"\nfields = [\"/id\"]\n\n[oauth]",
+        "providers/example.toml: account: must be absent: custom providers have no fixed API to ask",
+    ),
 ];
 
 #[test]
@@ -757,6 +804,8 @@ fn every_rule_refuses_a_broken_file_with_its_exact_message() {
         FieldError::BadAuthorizeParam(String::new()),
         FieldError::BadKeyword(String::new()),
         FieldError::BadPrefixHint(String::new()),
+        FieldError::BadAccountPath(String::new()),
+        FieldError::BadAccountField(String::new()),
     ];
     for rule in &every_rule {
         assert!(seen.contains(&std::mem::discriminant(rule)), "a case breaks the rule {rule:?}");
@@ -1106,6 +1155,10 @@ fn providers_page(catalog: &Catalog) -> String {
          - **API base**: where agents' calls go. *Per account* providers take the account's URL\n  \
            under the listed wildcard; *custom* ones take everything from the user.\n\
          - **Injection**: where the broker puts the credential.\n\
+         - **Account**: where the device reads whose account a new credential acts as, shown in\n  \
+           listings: `GET <path>` below the API base and the first field present (JSON pointers);\n  \
+           an OpenID Connect ID token's `email`, `preferred_username`, `name` or `sub` comes\n  \
+           first when the sign-in returns one.\n\
          - **Default scopes**: what an OAuth connection asks for unless told otherwise.\n\
          - **Refresh**: *none* (long-lived token), *reusable* (the refresh token stays valid) or\n  \
            *rotating* (each refresh returns a new refresh token).\n\
@@ -1130,16 +1183,17 @@ fn providers_page(catalog: &Catalog) -> String {
     ];
     for (title, wanted) in sections {
         let oauth_columns = title != "API keys";
-        write!(page, "\n## {title}\n\n| id | name | kind | API base | injection |").unwrap();
+        write!(page, "\n## {title}\n\n| id | name | kind | API base | injection | account |")
+            .unwrap();
         page.push_str(if oauth_columns {
             " default scopes | refresh | revocation |\n"
         } else {
             "\n"
         });
         page.push_str(if oauth_columns {
-            "|---|---|---|---|---|---|---|---|\n"
+            "|---|---|---|---|---|---|---|---|---|\n"
         } else {
-            "|---|---|---|---|---|\n"
+            "|---|---|---|---|---|---|\n"
         });
         for p in catalog.iter().filter(|p| wanted(p)) {
             page.push_str(&row(p, oauth_columns));
@@ -1173,7 +1227,12 @@ fn row(p: &Provider, oauth_columns: bool) -> String {
         Injection::Header { name, prefix } => format!("`{name}: {prefix}<secret>`"),
         Injection::Query { name } => format!("`?{name}=<secret>`"),
     };
-    let mut row = format!("| `{}` | {} | {kind} | {base} | {injection} |", p.id, p.name);
+    let account = match &p.account {
+        Some(lookup) => format!("`GET {}` `{}`", lookup.path, lookup.fields.join("` `")),
+        None => String::new(),
+    };
+    let mut row =
+        format!("| `{}` | {} | {kind} | {base} | {injection} | {account} |", p.id, p.name);
     match p.oauth() {
         Some(o) => {
             let scopes = if o.default_scopes.is_empty() {
@@ -1221,4 +1280,33 @@ fn an_allow_list_entry_keeps_an_explicit_port() {
         "api.example.com",
         "the scheme's own port is implied"
     );
+}
+
+/// Every account lookup in the catalog asks the credential's own API: its URL stays on the base
+/// URL's host and below its path, so the credential goes nowhere it could not go anyway.
+#[test]
+fn every_account_lookup_stays_below_the_base_url() {
+    let catalog = Catalog::builtin();
+    let mut with_lookup = 0;
+    for provider in catalog.iter() {
+        let Some(lookup) = &provider.account else { continue };
+        with_lookup += 1;
+        let base = match &provider.api_base_url {
+            Some(base) => base.clone(),
+            None => url::Url::parse("https://acme.zendesk.com/api/v2").unwrap(),
+        };
+        let url = lookup.url(&base).unwrap();
+        assert_eq!(
+            (url.scheme(), url.host_str(), url.port()),
+            ("https", base.host_str(), base.port()),
+            "{}: {url} is on the base URL's origin",
+            provider.id
+        );
+        assert!(
+            url.path().starts_with(base.path().trim_end_matches('/')) && url.query().is_none(),
+            "{}: {url} is below {base}",
+            provider.id
+        );
+    }
+    assert!(with_lookup >= 20, "the well-known providers name their accounts: {with_lookup}");
 }

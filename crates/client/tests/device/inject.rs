@@ -54,6 +54,7 @@ async fn world() -> World {
             injection: Injection::bearer(),
             shared: true,
             key: SecretBytes::copy_from(API_KEY.as_bytes()),
+            account: None,
         },
     )
     .await
@@ -169,6 +170,7 @@ async fn add_oauth(w: &World, name: &str, expires_at: u64) {
                 client_id: "client".to_owned(),
                 client_secret: None,
             }),
+            account: None,
         },
     )
     .await

@@ -53,6 +53,7 @@ async fn workspace_with_key(broker: &TestBroker, upstream_base: &str) -> (Machin
             injection: Injection::bearer(),
             shared: true,
             key: SecretBytes::copy_from(API_KEY.as_bytes()),
+            account: None,
         },
     )
     .await
@@ -79,11 +80,17 @@ async fn credential_metadata_changes_and_status_leave_the_secret_sealed_and_read
         &CredentialChanges {
             name: Some("llm"),
             allowed_hosts: Some(&hosts),
+            account: Some(Some("\u{202e}ops@acme.example ")),
             ..CredentialChanges::default()
         },
     )
     .await
     .expect("an admin renames a shared credential");
+    assert_eq!(
+        updated.account.as_deref(),
+        Some("ops@acme.example"),
+        "the account name is stored without its reordering character and trailing space"
+    );
     assert_eq!(
         (updated.id, updated.name.as_str()),
         (before.id, "llm"),
@@ -105,6 +112,13 @@ async fn credential_metadata_changes_and_status_leave_the_secret_sealed_and_read
 
     let off = set_credential_status(&client, "llm", CredentialStatus::Disabled).await.unwrap();
     assert_eq!(off.status, CredentialStatus::Disabled);
+    assert_eq!(off.account.as_deref(), Some("ops@acme.example"), "a status change keeps it");
+    let renamed = CredentialChanges { name: Some("llm2"), ..CredentialChanges::default() };
+    let kept = update_credential(&client, "llm", &renamed).await.unwrap();
+    assert_eq!(kept.account, off.account, "a change that does not name the account keeps it");
+    let back = CredentialChanges { name: Some("llm"), account: Some(None), ..Default::default() };
+    let cleared = update_credential(&client, "llm2", &back).await.unwrap();
+    assert_eq!(cleared.account, None, "`Some(None)` forgets it");
     let on = set_credential_status(&client, "llm", CredentialStatus::Active).await.unwrap();
     assert_eq!(on.status, CredentialStatus::Active);
 
@@ -153,6 +167,7 @@ async fn an_oauth_token_is_sealed_with_its_refresh_data_under_the_member_key() {
                 client_id: "Iv1.latchkey".to_owned(),
                 client_secret: None,
             }),
+            account: None,
         },
     )
     .await

@@ -38,6 +38,7 @@ async fn a_device_pauses_every_agent_call_and_resumes_them() {
             injection: Injection::Header { name: "authorization".into(), prefix: "Bearer ".into() },
             shared: true,
             key: SecretBytes::copy_from(b"sk-canary-pause-77e1"),
+            account: None,
         },
     )
     .await

@@ -82,6 +82,11 @@ async fn connect_at(
     let stored = connect(&ada.profile, &ada.store, prepared, &browser, &options)
         .await
         .expect("the connection is stored");
+    assert_eq!(
+        stored.account.as_deref(),
+        Some("alice"),
+        "the ID token's subject, the login the person signed in with, names the account"
+    );
     (ada, stored)
 }
 
@@ -332,6 +337,7 @@ async fn an_api_key_has_nothing_to_refresh() {
             injection: Injection::bearer(),
             shared: true,
             key: SecretBytes::copy_from(API_KEY.as_bytes()),
+            account: None,
         },
     )
     .await
@@ -436,6 +442,7 @@ async fn a_pair_stored_meanwhile_by_another_writer_is_kept_not_overwritten() {
                     envelope: &envelope,
                     status: None,
                     lease: None,
+                    account: None,
                 },
             )
             .await
@@ -660,6 +667,7 @@ async fn set_expiry(machine: &Machine, credential: &CredentialInfo, expires_at: 
                 envelope: &envelope,
                 status: None,
                 lease: None,
+                account: None,
             },
         )
         .await

@@ -51,6 +51,7 @@ async fn admin_with_credentials(broker: &TestBroker) -> (Machine, CreatedWorkspa
                 },
                 shared,
                 key: SecretBytes::copy_from(format!("secret-of-{name}").as_bytes()),
+                account: None,
             },
         )
         .await

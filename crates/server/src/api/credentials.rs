@@ -57,6 +57,8 @@ const MAX_ALLOWED_HOSTS: usize = 32;
 /// Most scopes per credential, and the longest scope.
 const MAX_SCOPES: usize = 100;
 const MAX_SCOPE_LEN: usize = 256;
+/// The longest account name, in characters.
+const MAX_ACCOUNT_CHARS: usize = 200;
 
 /// Whose credential a new one is: `shared` (admins only; under the workspace key) or `me` (the
 /// caller's personal one, under their member key).
@@ -91,6 +93,11 @@ struct CreateCredential {
     scopes: Vec<String>,
     #[serde(default)]
     expires_hint: Option<u64>,
+    /// Whose account at the provider it acts as, for display: 1 to 200 characters, no control
+    /// or bidirectional-override characters, no spaces at either end.
+    #[serde(default)]
+    #[schema(example = "octocat")]
+    account: Option<String>,
     /// The credential sealed on the device under its record key.
     envelope: B64,
 }
@@ -109,6 +116,9 @@ struct ReplaceCredential {
     scopes: Vec<String>,
     #[serde(default)]
     expires_hint: Option<u64>,
+    /// As for creation; left out or `null`, the credential has no account name from then on.
+    #[serde(default)]
+    account: Option<String>,
     key_version: u32,
     envelope: B64,
     #[serde(default)]
@@ -144,6 +154,9 @@ struct CredentialView {
     status: CredentialStatus,
     scopes: Vec<String>,
     expires_hint: Option<u64>,
+    /// Whose account at the provider it acts as, as the connecting device found it; `null` when
+    /// unknown.
+    account: Option<String>,
     revision: u64,
     created_at: u64,
     updated_at: u64,
@@ -165,6 +178,7 @@ impl From<CredentialRecord> for CredentialView {
             status: r.status,
             scopes: r.scopes,
             expires_hint: r.expires_hint,
+            account: r.account,
             revision: r.revision,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -223,7 +237,7 @@ const REFRESH_RETRY_SECS: u64 = 2;
     responses(
         (status = 201, description = "Stored", body = CredentialView),
         DeviceErrors,
-        (status = 400, description = "`bad_request` or `invalid_request` (name, provider, URL, hosts, scopes, envelope framing or key version)", body = ApiError),
+        (status = 400, description = "`bad_request` or `invalid_request` (name, provider, URL, hosts, scopes, account, envelope framing or key version)", body = ApiError),
         (status = 403, description = "`forbidden`: only admins create shared credentials", body = ApiError),
         (status = 409, description = "`conflict`: the id or name is taken, or the envelope is not at the owner's current key version; `limit_reached`: the workspace holds 2000 credentials, remove some first", body = ApiError),
     ),
@@ -250,6 +264,7 @@ async fn create(
         owner,
         scopes: scopes(&body.scopes)?,
         expires_hint: body.expires_hint,
+        account: account(body.account)?,
         envelope: checked_envelope(&body.envelope, body.key_version)?,
         now: state.now(),
     };
@@ -372,6 +387,7 @@ async fn replace(
         allowed_hosts: allowed_hosts(&body.allowed_hosts)?,
         scopes: scopes(&body.scopes)?,
         expires_hint: body.expires_hint,
+        account: account(body.account)?,
         envelope: checked_envelope(&body.envelope, body.key_version)?,
         status: body.status,
         lease: body.lease.map(|lease| (lease, caller.device)),
@@ -963,6 +979,25 @@ fn scopes(scopes: &[String]) -> Result<Vec<String>, ApiError> {
     } else {
         Err(invalid(format!(
             "scopes must be at most {MAX_SCOPES} OAuth scope tokens of 1 to {MAX_SCOPE_LEN} printable characters without spaces, quotes or backslashes"
+        )))
+    }
+}
+
+/// An account name as shown to people: 1 to [`MAX_ACCOUNT_CHARS`] characters, without control
+/// characters (which would break a terminal's or a log's lines) or the bidirectional overrides and
+/// isolates that make text display in another order than it is stored (so a name cannot pose as
+/// another), and without spaces at either end.
+fn account(account: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(account) = account else { return Ok(None) };
+    let reordering = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let ok = (1..=MAX_ACCOUNT_CHARS).contains(&account.chars().count())
+        && account.trim() == account
+        && !account.chars().any(|c| c.is_control() || reordering(c));
+    if ok {
+        Ok(Some(account))
+    } else {
+        Err(invalid(format!(
+            "account must be 1 to {MAX_ACCOUNT_CHARS} characters without control or bidirectional-override characters and without spaces at either end"
         )))
     }
 }

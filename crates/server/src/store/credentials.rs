@@ -91,6 +91,9 @@ pub struct CredentialRecord {
     pub scopes: Vec<String>,
     /// When the secret is expected to expire (unix seconds), if known.
     pub expires_hint: Option<u64>,
+    /// Whose account at the provider the credential acts as (`octocat`, `ana@example.com`), as
+    /// the connecting device found or was told; for display only.
+    pub account: Option<String>,
     /// The sealed credential (framing checked).
     pub envelope: Envelope,
     /// Creation time.
@@ -123,6 +126,7 @@ impl CredentialRecord {
             status: CredentialStatus::Active,
             scopes: Vec::new(),
             expires_hint: None,
+            account: None,
             #[allow(clippy::unwrap_used, reason = "a fixed, valid envelope frame")]
             envelope: Envelope::parse(&envelope).unwrap(),
             created_at: 0,
@@ -154,6 +158,8 @@ pub struct NewCredential {
     pub scopes: Vec<String>,
     /// Expected expiry, if known.
     pub expires_hint: Option<u64>,
+    /// Validated account name, if known.
+    pub account: Option<String>,
     /// The sealed credential.
     pub envelope: Envelope,
     /// Creation time.
@@ -177,6 +183,8 @@ pub struct CredentialUpdate {
     pub scopes: Vec<String>,
     /// Expected expiry, if known.
     pub expires_hint: Option<u64>,
+    /// Validated account name, if known (`None` clears it: the update is a full replacement).
+    pub account: Option<String>,
     /// The sealed credential; must be at the owner's current key version.
     pub envelope: Envelope,
     /// A new status, or `None` to keep the current one.
@@ -339,7 +347,7 @@ fn join<T: std::fmt::Display>(items: &[T]) -> String {
 /// The columns every query of this table selects, in [`record`]'s order.
 macro_rules! credential_columns {
     () => {
-        "workspace_id, id, name, provider, upstream_base_url, allowed_hosts, owner_member_id, key_version, status, scopes, expires_hint, envelope, created_at, updated_at, revision, last_used_at"
+        "workspace_id, id, name, provider, upstream_base_url, allowed_hosts, owner_member_id, key_version, status, scopes, expires_hint, account, envelope, created_at, updated_at, revision, last_used_at"
     };
 }
 
@@ -422,8 +430,9 @@ impl Store {
         let _invalidate = self.hot.invalidate_on_drop();
         let inserted = sqlx::query(
             "INSERT INTO credentials (workspace_id, id, name, provider, upstream_base_url, allowed_hosts,
-                 owner_member_id, key_version, status, scopes, expires_hint, envelope, created_at, updated_at, revision)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $11, $12, $12, 1
+                 owner_member_id, key_version, status, scopes, expires_hint, account, envelope, created_at,
+                 updated_at, revision)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10, $13, $11, $12, $12, 1
              WHERE $8 = CASE WHEN $7 IS NULL
                  THEN (SELECT key_version FROM workspaces WHERE id = $1)
                  ELSE (SELECT key_version FROM members WHERE workspace_id = $1 AND id = $7 AND removed_at IS NULL)
@@ -441,6 +450,7 @@ impl Store {
         .bind(new.expires_hint.map(as_i64))
         .bind(new.envelope.as_bytes())
         .bind(as_i64(new.now))
+        .bind(&new.account)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -511,7 +521,7 @@ impl Store {
         let updated = sqlx::query(
             "UPDATE credentials SET name = $4, provider = $5, upstream_base_url = $6, allowed_hosts = $7,
                  scopes = $8, expires_hint = $9, envelope = $10, key_version = $11,
-                 status = COALESCE($12, status), updated_at = $13, revision = revision + 1
+                 status = COALESCE($12, status), updated_at = $13, account = $14, revision = revision + 1
              WHERE workspace_id = $1 AND id = $2 AND revision = $3
                AND $11 = CASE WHEN owner_member_id IS NULL
                    THEN (SELECT key_version FROM workspaces w WHERE w.id = credentials.workspace_id)
@@ -532,6 +542,7 @@ impl Store {
         .bind(i64::from(version.get()))
         .bind(update.status.map(CredentialStatus::as_str))
         .bind(as_i64(update.now))
+        .bind(&update.account)
         .execute(&mut *tx)
         .await;
         match updated {
@@ -958,6 +969,7 @@ fn record(row: &AnyRow) -> Result<CredentialRecord, StoreError> {
             .try_get::<Option<i64>, _>("expires_hint")?
             .map(|v| u64::try_from(v).map_err(|_| corrupt("expires_hint")))
             .transpose()?,
+        account: row.try_get("account")?,
         envelope,
         created_at: time("created_at")?,
         updated_at: time("updated_at")?,

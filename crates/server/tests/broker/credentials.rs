@@ -208,6 +208,18 @@ async fn invalid_names_providers_urls_hosts_and_scopes_are_refused_and_nothing_i
     cases.push(("scopes", json!([""])));
     cases.push(("scopes", json!(["say \"hi\""])));
     cases.push(("key_version", json!(0)));
+    let long_account = "é".repeat(201);
+    for account in [
+        "",
+        " octocat",
+        "octocat\n",
+        "octo\u{7}cat",
+        "octo\u{202e}tac",
+        "octo\u{2066}cat",
+        long_account.as_str(),
+    ] {
+        cases.push(("account", json!(account)));
+    }
 
     for (field, value) in cases {
         let mut request = valid.clone();
@@ -228,6 +240,53 @@ async fn invalid_names_providers_urls_hosts_and_scopes_are_refused_and_nothing_i
     let (_, list) = get(&broker, &admin, "/v1/credentials").await;
     assert!(names(&list).is_empty(), "no refused request stored anything: {list}");
     assert_eq!(create(&broker, &admin, &valid).await.0, 201, "the unaltered request is accepted");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn the_account_name_is_stored_listed_and_replaced_with_the_rest_of_the_metadata() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let id = CredentialId::random();
+    let envelope = seal(&admin, id, Owner::Shared, CANARY_SHARED);
+    let longest = "é".repeat(200);
+    let mut request = body(id, "github", "shared", 1, &envelope);
+    request["account"] = json!(longest);
+    let (status, created) = create(&broker, &admin, &request).await;
+    assert_eq!(status, 201, "200 characters (400 bytes) is the limit, not over it: {created}");
+    assert_eq!(created["account"], json!(longest), "the answer carries the account: {created}");
+
+    let path = format!("/v1/credentials/{id}");
+    let mut renamed = replacement(1, "github", 1, &envelope);
+    renamed["account"] = json!("ana@example.com");
+    let (status, replaced) =
+        TestBroker::send(broker.signed(&admin, "PUT", &path, Some(&renamed))).await;
+    assert_eq!(status, 200, "{replaced}");
+    let (_, list) = get(&broker, &admin, "/v1/credentials").await;
+    assert_eq!(
+        list["credentials"][0]["account"], "ana@example.com",
+        "a reconnect as another account shows the new one in the listing: {list}"
+    );
+
+    let cleared = replacement(2, "github", 1, &envelope);
+    let (status, replaced) =
+        TestBroker::send(broker.signed(&admin, "PUT", &path, Some(&cleared))).await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(
+        replaced["account"],
+        Value::Null,
+        "a replacement is whole: without an account the old one is not kept to mislead: {replaced}"
+    );
+
+    let unnamed = CredentialId::random();
+    let request =
+        body(unnamed, "slack", "shared", 1, &seal(&admin, unnamed, Owner::Shared, CANARY_OTHER));
+    let (status, created) = create(&broker, &admin, &request).await;
+    assert_eq!(
+        (status, &created["account"]),
+        (201, &Value::Null),
+        "the account is optional: {created}"
+    );
     broker.stop().await;
 }
 

@@ -436,3 +436,43 @@ async fn the_broker_refuses_to_run_as_the_owner_or_a_superuser() {
     }
     broker.stop().await;
 }
+
+/// The read cache mirrors whole rows of `agents` and `credentials`, so their statement triggers
+/// must move the shared generation on a change of any column but the last-use times the proxy
+/// writes on every call: a column added later and left out of the trigger's list would let
+/// replicas serve a stale copy of it.
+#[tokio::test]
+async fn the_cache_generation_follows_every_cached_column_but_the_last_use() {
+    if skip() {
+        return;
+    }
+    let broker = TestBroker::start().await;
+    let pg = postgres(&broker);
+    let mut conn = connect(&pg.owner_url).await;
+    for (table, trigger) in
+        [("agents", "agents_cache_generation"), ("credentials", "credentials_cache_generation")]
+    {
+        let watched: Vec<String> = sqlx::query_scalar(
+            "SELECT a.attname::text FROM pg_trigger t
+             JOIN pg_attribute a ON a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::int2[])
+             WHERE t.tgrelid = $1::regclass AND t.tgname = $2 ORDER BY 1",
+        )
+        .bind(table)
+        .bind(trigger)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_name = $1 AND column_name <> 'last_used_at' ORDER BY 1",
+        )
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(!columns.is_empty(), "test setup: {table} has columns");
+        assert_eq!(watched, columns, "{trigger} names every column of {table} but last_used_at");
+    }
+    conn.close().await.unwrap();
+    broker.stop().await;
+}

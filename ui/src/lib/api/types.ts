@@ -69,6 +69,8 @@ export type Integration = {
   owner: 'shared' | 'personal';
   status: IntegrationStatus;
   scopes: string[];
+  /** Whose account at the provider it acts as (`octocat`), when known. */
+  account: string | null;
   expiresAt: number | null;
   lastUsedAt: number | null;
   keyVersion: number;

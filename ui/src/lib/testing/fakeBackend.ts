@@ -300,7 +300,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       const i: Integration = {
         id: id('cred'), name: String(a.name), provider: p.id, providerName: p.name, kind: 'api_key',
         upstreamBaseUrl: (a.baseUrl as string | null) ?? p.apiBaseUrl, allowedHosts: p.allowedHosts,
-        owner: a.shared ? 'shared' : 'personal', status: 'active', scopes: [], expiresAt: null, lastUsedAt: null, keyVersion: 1,
+        owner: a.shared ? 'shared' : 'personal', status: 'active', scopes: [], account: null, expiresAt: null, lastUsedAt: null, keyVersion: 1,
       };
       b.integrations.push(i);
       return { ...i };
@@ -320,7 +320,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
           make: () => ({
             id: id('cred'), name: String(a.name), provider: p.id, providerName: p.name, kind: 'oauth2',
             upstreamBaseUrl: p.apiBaseUrl, allowedHosts: p.allowedHosts, owner: a.shared ? 'shared' : 'personal',
-            status: 'active', scopes: (a.scopes as string[] | null) ?? p.defaultScopes, expiresAt: now() + 86400 * 30,
+            status: 'active', scopes: (a.scopes as string[] | null) ?? p.defaultScopes, account: 'you@example.com', expiresAt: now() + 86400 * 30,
             lastUsedAt: null, keyVersion: 1,
           }),
         };

@@ -42,9 +42,9 @@ export const PROVIDERS: Provider[] = [
 
 export function seedIntegrations(now: number): Integration[] {
   return [
-    { id: 'cred_gh', name: 'github-main', provider: 'github', providerName: 'GitHub', kind: 'oauth2', upstreamBaseUrl: 'https://api.github.com', allowedHosts: ['api.github.com'], owner: 'shared', status: 'active', scopes: ['repo', 'read:org'], expiresAt: now + 86400 * 20, lastUsedAt: now - 300, keyVersion: 2 },
-    { id: 'cred_oai', name: 'openai-prod', provider: 'openai', providerName: 'OpenAI', kind: 'api_key', upstreamBaseUrl: 'https://api.openai.com', allowedHosts: ['api.openai.com'], owner: 'personal', status: 'active', scopes: [], expiresAt: null, lastUsedAt: now - 3600 * 5, keyVersion: 1 },
-    { id: 'cred_slack', name: 'slack-ops', provider: 'slack', providerName: 'Slack', kind: 'oauth2', upstreamBaseUrl: 'https://slack.com/api', allowedHosts: ['slack.com'], owner: 'shared', status: 'reconnect_needed', scopes: ['chat:write'], expiresAt: now - 3600, lastUsedAt: null, keyVersion: 1 },
+    { id: 'cred_gh', name: 'github-main', provider: 'github', providerName: 'GitHub', kind: 'oauth2', upstreamBaseUrl: 'https://api.github.com', allowedHosts: ['api.github.com'], owner: 'shared', status: 'active', scopes: ['repo', 'read:org'], account: 'octocat', expiresAt: now + 86400 * 20, lastUsedAt: now - 300, keyVersion: 2 },
+    { id: 'cred_oai', name: 'openai-prod', provider: 'openai', providerName: 'OpenAI', kind: 'api_key', upstreamBaseUrl: 'https://api.openai.com', allowedHosts: ['api.openai.com'], owner: 'personal', status: 'active', scopes: [], account: null, expiresAt: null, lastUsedAt: now - 3600 * 5, keyVersion: 1 },
+    { id: 'cred_slack', name: 'slack-ops', provider: 'slack', providerName: 'Slack', kind: 'oauth2', upstreamBaseUrl: 'https://slack.com/api', allowedHosts: ['slack.com'], owner: 'shared', status: 'reconnect_needed', scopes: ['chat:write'], account: 'ops-bot', expiresAt: now - 3600, lastUsedAt: null, keyVersion: 1 },
   ];
 }
 
