@@ -57,6 +57,9 @@ pub struct NewKey {
     pub secret: SecretBytes,
     pub shared: bool,
     pub base_url: Option<String>,
+    /// Whose account the key belongs to, as the person typed it; empty or `None`: asked of the
+    /// provider where the catalog says how.
+    pub account: Option<String>,
 }
 
 /// Connecting an OAuth integration.

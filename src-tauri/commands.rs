@@ -196,10 +196,11 @@ pub async fn add_api_key(
     secret: String,
     shared: bool,
     base_url: Option<String>,
+    account: Option<String>,
 ) -> Outcome<Integration> {
     // The key moves into zeroizing storage at once; the String's buffer is wiped too.
     let secret = SecretBytes::from_zeroizing(zeroize::Zeroizing::new(secret.into_bytes()));
-    shell.backend.add_api_key(NewKey { provider, name, secret, shared, base_url }).await
+    shell.backend.add_api_key(NewKey { provider, name, secret, shared, base_url, account }).await
 }
 
 #[tauri::command]

@@ -161,7 +161,7 @@ impl Backend for Fake {
             expires_at: None,
             last_used_at: None,
             key_version: 1,
-            account: None,
+            account: key.account,
         })
     }
     async fn connect(&self, c: NewConnection) -> Outcome<Integration> {
@@ -437,9 +437,10 @@ fn an_api_key_reaches_the_backend_intact_and_never_comes_back() {
     let shown = h
         .invoke(
             "add_api_key",
-            json!({"provider": "openai", "name": "openai", "secret": CANARY_KEY, "shared": true, "baseUrl": null}),
+            json!({"provider": "openai", "name": "openai", "secret": CANARY_KEY, "shared": true, "baseUrl": null, "account": "ci@acme.example"}),
         )
         .expect("add_api_key succeeds");
+    assert_eq!(shown["account"], "ci@acme.example", "the account typed reaches the backend");
     let seen = h.fake.seen.lock().unwrap();
     assert_eq!(seen.keys[0].3, CANARY_KEY.as_bytes(), "the key is sealed exactly as typed");
     assert!(seen.keys[0].2, "shared is passed through");

@@ -559,7 +559,7 @@ impl Backend for Live {
                 injection: provider.injection.clone(),
                 shared: key.shared,
                 key: trimmed,
-                account: None,
+                account: key.account.as_deref().map(str::trim).filter(|a| !a.is_empty()),
             },
         )
         .await?;

@@ -487,9 +487,9 @@ def main() -> None:
         d.fill(t("scopes"), "openid offline_access", "scopes")
         d.click(t("connect-submit"), "connect")
         d.wait(t("integration-idp"), "the OAuth integration's card after the browser signed in", 60)
+        d.screenshot("integrations")
         d.wait_text(f'{t("integration-idp")} {t("integration-account")}', "ada",
                     "the card names the account signed in with (the ID token's subject)")
-        d.screenshot("integrations")
 
         step("agents: create one; its token is shown once")
         token = create_agent(d, "e2e-bot", broker, "agent-token")

@@ -732,7 +732,7 @@ pub(crate) struct AddCredential {
     #[arg(long)]
     pub(crate) key_stdin: bool,
     /// Whose account the key belongs to, shown in listings (`ci-bot@acme.example`); default:
-    /// asked of the provider where the catalog says how (`provider show`), else none.
+    /// asked of the provider where the catalog says how (docs/providers.md), else none.
     #[arg(long, value_name = "NAME")]
     pub(crate) account: Option<String>,
 }

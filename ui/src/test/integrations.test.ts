@@ -90,11 +90,29 @@ describe('integrations', () => {
     await user.click(screen.getByTestId('connect-submit'));
     await waitFor(() => expect(b.callsOf('add_api_key')).toHaveLength(1));
     expect(received, 'the backend received the key exactly once').toEqual([SECRET]);
-    expect(b.callsOf('add_api_key')[0]).toMatchObject({ provider: 'openai', shared: true, baseUrl: null });
+    expect(b.callsOf('add_api_key')[0]).toMatchObject({ provider: 'openai', shared: true, baseUrl: null, account: null });
     expect(key.value, 'the key field is cleared after submit').toBe('');
     expect(storeSnapshot().includes(SECRET), 'the key must never land in a shared store').toBe(false);
     expect(document.body.innerHTML.includes(SECRET), 'the key must not be rendered anywhere').toBe(false);
     await waitFor(() => expect(screen.queryByTestId('connect-dialog')).toBeNull());
+  });
+
+  it('sends the account typed with the key, trimmed, and shows it on the new card', async () => {
+    const b = setup();
+    await refreshStatus();
+    const user = userEvent.setup();
+    render(Integrations);
+    await openCatalog(user);
+    await user.click(screen.getByTestId('provider-openai'));
+    await user.clear(screen.getByTestId('integration-name'));
+    await user.type(screen.getByTestId('integration-name'), 'openai-ci');
+    await user.type(screen.getByTestId('api-key'), 'sk-test-0123456789');
+    await user.type(screen.getByTestId('account'), '  ci-bot@acme.example ');
+    await user.click(screen.getByTestId('connect-submit'));
+    await waitFor(() => expect(b.callsOf('add_api_key')).toHaveLength(1));
+    expect(b.callsOf('add_api_key')[0]).toMatchObject({ account: 'ci-bot@acme.example' });
+    const card = await screen.findByTestId('integration-openai-ci');
+    expect(within(card).getByTestId('integration-account')).toHaveTextContent('ci-bot@acme.example');
   });
 
   it('clears the API key field even when adding fails, and shows the error', async () => {

@@ -77,6 +77,7 @@ export const addApiKey = (a: {
   secret: string;
   shared: boolean;
   baseUrl: string | null;
+  account: string | null;
 }) => call<Integration>('add_api_key', a);
 export const connectOauth = (a: {
   provider: string;

@@ -300,7 +300,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
       const i: Integration = {
         id: id('cred'), name: String(a.name), provider: p.id, providerName: p.name, kind: 'api_key',
         upstreamBaseUrl: (a.baseUrl as string | null) ?? p.apiBaseUrl, allowedHosts: p.allowedHosts,
-        owner: a.shared ? 'shared' : 'personal', status: 'active', scopes: [], account: null, expiresAt: null, lastUsedAt: null, keyVersion: 1,
+        owner: a.shared ? 'shared' : 'personal', status: 'active', scopes: [], account: (a.account as string | null) ?? null, expiresAt: null, lastUsedAt: null, keyVersion: 1,
       };
       b.integrations.push(i);
       return { ...i };
