@@ -5,6 +5,7 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use latchkey_client::api::CredentialInfo;
 use latchkey_client::connection::{
     ConnectRequest, CustomEndpoints, DisconnectOptions, ReconnectOptions, RevocationOutcome,
     connect, disconnect, prepare, reconnect,
@@ -98,12 +99,18 @@ pub(crate) async fn connect_command(
     out.value(
         &serde_json::to_value(&stored)?,
         &format!(
-            "Connected {} ({}); agents call it at /p/{}/...",
+            "Connected {}{} ({}); agents call it at /p/{}/...",
             shown(&stored.name),
+            as_account(&stored),
             stored.id,
             shown(&stored.name)
         ),
     )
+}
+
+/// ` as <account>` when the connection knows whose account it acts as.
+fn as_account(stored: &CredentialInfo) -> String {
+    stored.account.as_deref().map(|a| format!(" as {}", shown(a))).unwrap_or_default()
 }
 
 /// `latchkey disconnect <name>`
@@ -139,7 +146,12 @@ pub(crate) async fn reconnect_command(
     let stored = reconnect(profile, &store, name, &browser, options).await?;
     out.value(
         &serde_json::to_value(&stored)?,
-        &format!("Reconnected {} ({}); it is active again.", shown(&stored.name), stored.id),
+        &format!(
+            "Reconnected {}{} ({}); it is active again.",
+            shown(&stored.name),
+            as_account(&stored),
+            stored.id
+        ),
     )
 }
 

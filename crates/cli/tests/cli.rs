@@ -2219,6 +2219,11 @@ async fn connect_signs_in_at_a_strict_provider_and_disconnect_revokes_before_del
     assert_eq!(connected["provider"], "custom-oauth2");
     assert_eq!(connected["status"], "active");
     assert_eq!(connected["allowed_hosts"], serde_json::json!(["127.0.0.1:9"]));
+    assert_eq!(connected["account"], "alice", "the ID token's subject names the account");
+    let (code, text, _) = ada.run(&["credential", "list"], None).await;
+    assert_eq!(code, 0);
+    let row = text.lines().find(|l| l.starts_with("idp ")).unwrap_or_default();
+    assert!(row.contains(" alice "), "the listing shows whose account it is: {text}");
     let listed = ada.json(&["credential", "list"], None).await;
     assert!(
         listed.as_array().unwrap().iter().any(|c| c["name"] == "idp"),

@@ -5,6 +5,7 @@ import { clearMocks } from '@tauri-apps/api/mocks';
 import Integrations from '../screens/Integrations.svelte';
 import { setup, storeSnapshot, NOW } from '../lib/testing/helpers';
 import { refreshStatus } from '../lib/stores/status.svelte';
+import { toasts } from '../lib/stores/toasts.svelte';
 
 afterEach(() => {
   cleanup();
@@ -237,6 +238,21 @@ describe('integrations', () => {
     await within(card).findByText('Finish in your browser…');
     b.completeConnect();
     await waitFor(() => expect(within(card).getByTestId('integration-status'), 'a later reconnect is not refused as connect_in_progress').toHaveTextContent('Active'));
+  });
+
+  it('says so when a reconnect signed in as another account', async () => {
+    const b = setup({ reconnectAs: 'someone-else' });
+    const user = userEvent.setup();
+    render(Integrations);
+    const card = await screen.findByTestId('integration-slack-ops');
+    await user.click(within(card).getByTestId('reconnect'));
+    await within(card).findByText('Finish in your browser…');
+    b.completeConnect();
+    await waitFor(() => expect(within(card).getByTestId('integration-account')).toHaveTextContent('someone-else'));
+    const said = toasts.list.map((t) => t.text);
+    expect(said, 'the switch of account is told, not left for the person to notice').toContain(
+      'Reconnected slack-ops as someone-else, no longer ops-bot: agents now act as someone-else',
+    );
   });
 
   it('cancels a reconnect left waiting when the screen goes away', async () => {

@@ -42,6 +42,8 @@ export type FakeOptions = {
   seed?: boolean;
   /** ms until a pending connect_oauth or reconnect finishes by itself; null = only on completeConnect(). */
   oauthAutoCompleteMs?: number | null;
+  /** The account a reconnect signs in as (default: the same one). */
+  reconnectAs?: string | null;
   /** ms between rotation-progress events. */
   rotationStepMs?: number;
   /** Number of finish_join calls that reject with not_admitted_yet before succeeding. */
@@ -345,6 +347,7 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
           make: () => {
             i.status = 'active';
             i.expiresAt = now() + 86400 * 30;
+            if (opts.reconnectAs !== undefined) i.account = opts.reconnectAs;
             return { ...i };
           },
         };
