@@ -273,8 +273,11 @@ async fn create(
         e => write_error(e),
     })?;
     tracing::info!(workspace = %record.workspace, credential = %record.id, owner = ?record.owner, "credential created");
-    let name = record.name.clone();
-    audit(&state, &caller, AuditKind::CredentialCreated, |e| e.credential_name = Some(name)).await;
+    audit(&state, &caller, AuditKind::CredentialCreated, |e| {
+        e.credential_name = Some(record.name.clone());
+        e.subject = account_subject(&record);
+    })
+    .await;
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
@@ -401,6 +404,7 @@ async fn replace(
     tracing::info!(workspace = %record.workspace, credential = %record.id, revision = record.revision, "credential replaced");
     audit(&state, &caller, AuditKind::CredentialUpdated, |e| {
         e.credential_name = Some(record.name.clone());
+        e.subject = account_subject(&record);
     })
     .await;
     Ok(Json(record.into()))
@@ -981,6 +985,12 @@ fn scopes(scopes: &[String]) -> Result<Vec<String>, ApiError> {
             "scopes must be at most {MAX_SCOPES} OAuth scope tokens of 1 to {MAX_SCOPE_LEN} printable characters without spaces, quotes or backslashes"
         )))
     }
+}
+
+/// The audit `subject` of a stored or replaced credential: the account it acts as, when known,
+/// so the log shows whose access was connected and when a reconnect switched to someone else.
+fn account_subject(record: &CredentialRecord) -> Option<String> {
+    record.account.as_ref().map(|account| format!("account {account}"))
 }
 
 /// An account name as shown to people: 1 to [`MAX_ACCOUNT_CHARS`] characters, without control

@@ -144,7 +144,8 @@ pub enum AuditKind {
     MemberJoined,
     /// A device was removed.
     DeviceRemoved,
-    /// A credential was stored.
+    /// A credential was stored (`subject`: `account <name>` when the device named the account it
+    /// acts as).
     CredentialCreated,
     /// A credential was deleted.
     CredentialDeleted,
@@ -189,7 +190,8 @@ pub enum AuditKind {
     MemberDemoted,
     /// A member and all their devices were removed (`subject`: the member).
     MemberRemoved,
-    /// A credential's metadata or envelope was replaced (its upstream, hosts, scopes, ...).
+    /// A credential's metadata or envelope was replaced (its upstream, hosts, scopes, ...;
+    /// `subject` as for [`AuditKind::CredentialCreated`]).
     CredentialUpdated,
     /// A credential was disabled, enabled again or marked as needing a reconnect (`subject`: the
     /// new status).

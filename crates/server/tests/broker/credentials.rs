@@ -278,6 +278,25 @@ async fn the_account_name_is_stored_listed_and_replaced_with_the_rest_of_the_met
         "a replacement is whole: without an account the old one is not kept to mislead: {replaced}"
     );
 
+    let (_, log) = get(&broker, &admin, "/v1/audit?credential=github&order=oldest_first").await;
+    let subjects: Vec<(&str, &Value)> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["record"]["kind"].as_str().unwrap(), &r["record"]["subject"]))
+        .collect();
+    // A record's text fields are cut at 256 bytes, on a character boundary.
+    let cut = format!("account {}", "é".repeat(124));
+    assert_eq!(
+        subjects,
+        [
+            ("credential_created", &json!(cut)),
+            ("credential_updated", &json!("account ana@example.com")),
+            ("credential_updated", &Value::Null),
+        ],
+        "the chain shows whose account each version acted as: {log}"
+    );
+
     let unnamed = CredentialId::random();
     let request =
         body(unnamed, "slack", "shared", 1, &seal(&admin, unnamed, Owner::Shared, CANARY_OTHER));
