@@ -49,6 +49,9 @@ pub mod codes {
     pub const KEY_MISSING: &str = "key_missing";
     /// No credential, agent, approval or member has that name or id.
     pub const NOT_FOUND: &str = "not_found";
+    /// The provider refused the API key typed (`401` when asked whose account it is): nothing
+    /// was stored.
+    pub const INVALID_KEY: &str = "invalid_key";
     /// The device joined but no admin has admitted it yet.
     pub const NOT_ADMITTED_YET: &str = "not_admitted_yet";
     /// A fingerprint the person typed is not the other device's: nothing was shared or accepted.
@@ -224,7 +227,11 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> String {
         } else if let Some(e) = cause.downcast_ref::<ProfileError>() {
             profile(e)
         } else if let Some(e) = cause.downcast_ref::<AccessError>() {
-            matches!(e, AccessError::UnknownCredential(_)).then(|| codes::NOT_FOUND.to_owned())
+            match e {
+                AccessError::UnknownCredential(_) => Some(codes::NOT_FOUND.to_owned()),
+                AccessError::KeyRefused { .. } => Some(codes::INVALID_KEY.to_owned()),
+                _ => None,
+            }
         } else if let Some(e) = cause.downcast_ref::<RecoveryKitError>() {
             (!matches!(e, RecoveryKitError::Workspace(_) | RecoveryKitError::NothingToExport))
                 .then(|| codes::RECOVERY_KIT_REFUSED.to_owned())
@@ -366,6 +373,17 @@ mod tests {
             "the ErrorNote shows the broker's message, which names the limit and the way out: {}",
             shown.message
         );
+    }
+
+    #[test]
+    fn a_key_its_provider_refused_has_its_own_code_and_names_the_provider() {
+        let shown = CommandError::from(AccessError::KeyRefused { provider: "Stripe".into() });
+        assert_eq!(
+            shown.code,
+            codes::INVALID_KEY,
+            "the form can point at the key field: {shown:?}"
+        );
+        assert!(shown.message.starts_with("Stripe refused this key"), "{}", shown.message);
     }
 
     #[test]

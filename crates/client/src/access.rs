@@ -97,6 +97,15 @@ pub enum AccessError {
     /// The key is not in the form its provider takes (e.g. Basic credentials without a colon).
     #[error(transparent)]
     KeyFormat(#[from] KeyFormatError),
+    /// The provider answered `401 Unauthorized` when asked whose account the key belongs to:
+    /// it does not take the key. Nothing was stored.
+    #[error(
+        "{provider} refused this key (401 Unauthorized) when asked whose account it is: check that it was pasted whole and is still active; nothing was stored"
+    )]
+    KeyRefused {
+        /// The provider's display name.
+        provider: String,
+    },
 }
 
 impl From<KeyError> for AccessError {
@@ -159,7 +168,11 @@ pub async fn add_api_key(
     let account = match (new.account, provider.and_then(|p| p.account.as_ref())) {
         (Some(given), _) => account::display_name(&given.into()),
         (None, Some(lookup)) => match Url::parse(new.base_url) {
-            Ok(base_url) => account::look_up(lookup, &base_url, &new.injection, &secret).await,
+            Ok(base_url) => account::look_up(lookup, &base_url, &new.injection, &secret)
+                .await
+                .map_err(|_| AccessError::KeyRefused {
+                    provider: provider.map_or_else(|| new.provider.to_owned(), |p| p.name.clone()),
+                })?,
             Err(_) => None,
         },
         (None, None) => None,
@@ -251,7 +264,8 @@ pub(crate) struct SecretReplacement<'a> {
 
 /// Seals `new.payload` under the record key of `current` at `new.key_version` and replaces the
 /// stored envelope with the broker's compare-and-swap on `current.revision`; the metadata other
-/// than scopes, expiry, account and status is kept. The credential keeps its id, grants and history.
+/// than scopes, expiry, account and status is kept. The credential keeps its id, grants and
+/// history.
 pub(crate) async fn replace_secret(
     store: &SharedKeyStore,
     (config, _, client): &SignedIn,

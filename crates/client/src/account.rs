@@ -7,7 +7,9 @@
 //! are this sign-in's), then the provider's [`AccountLookup`] from the catalog: one `GET` below
 //! the credential's API base URL with the credential, as the broker would send it, no redirect
 //! followed. Neither is needed for the credential to work, so a provider that says nothing, or
-//! an answer that cannot be read, leaves the account unknown; it is never an error.
+//! an answer that cannot be read, leaves the account unknown. One answer is an error: `401
+//! Unauthorized` to an API key, which is the provider saying the key is not valid, so a key pasted
+//! wrong is caught before it is stored rather than at an agent's first call ([`KeyRefused`]).
 //!
 //! The ID token is not a credential the device keeps: it is read for its claims and dropped. Its
 //! signature is not checked: it comes straight from the token endpoint over a verified TLS
@@ -79,6 +81,12 @@ impl fmt::Debug for IdToken {
     }
 }
 
+/// The provider answered the account lookup `401 Unauthorized`: it does not take the credential
+/// (mistyped, cut short, revoked or expired). Only this answer means that; a `403` (a valid key
+/// without the right to read the account) or any other failure leaves the account unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRefused;
+
 /// `value` as an account name: a string or a number, without control characters or the
 /// bidirectional overrides and isolates that display text in another order than it is stored,
 /// trimmed, and cut to [`MAX_ACCOUNT_CHARS`] characters; `None` when nothing is left.
@@ -96,21 +104,38 @@ pub fn display_name(value: &Value) -> Option<String> {
 }
 
 /// Asks the provider whose account `secret` acts as, following `lookup` below `base_url`, with
-/// the secret where `injection` puts it. `None` (logged at debug, never with the secret or the
-/// answer) when the lookup's URL is not `https` (or `http` on loopback), the request fails or
-/// times out, the answer is not a success or not JSON, or none of the fields holds a name.
+/// the secret where `injection` puts it. `Ok(None)` (logged at debug, never with the secret or
+/// the answer) when the lookup's URL is not `https` (or `http` on loopback), the request fails or
+/// times out, the answer is another failure or not JSON, or none of the fields holds a name;
+/// [`KeyRefused`] when the provider answers `401`.
 pub async fn look_up(
     lookup: &AccountLookup,
     base_url: &Url,
     injection: &Injection,
     secret: &SecretBytes,
-) -> Option<String> {
+) -> Result<Option<String>, KeyRefused> {
     match ask(lookup, base_url, injection, secret, LOOKUP_TIMEOUT).await {
-        Ok(name) => name,
-        Err(reason) => {
+        Ok(name) => Ok(name),
+        Err(Failure::Refused) => Err(KeyRefused),
+        Err(Failure::Other(reason)) => {
             tracing::debug!(%reason, "the account name could not be read");
-            None
+            Ok(None)
         }
+    }
+}
+
+/// Why a lookup found no name.
+#[derive(Debug)]
+enum Failure {
+    /// `401 Unauthorized`.
+    Refused,
+    /// Anything else, said for the debug log.
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Failure::Other(reason)
     }
 }
 
@@ -120,14 +145,14 @@ async fn ask(
     injection: &Injection,
     secret: &SecretBytes,
     timeout: Duration,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, Failure> {
     let mut url = lookup.url(base_url).map_err(|e| format!("the lookup URL: {e}"))?;
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err("the lookup URL is not https".to_owned());
+        return Err("the lookup URL is not https".to_owned().into());
     }
     if url.host_str() != base_url.host_str() || url.port() != base_url.port() {
-        return Err("the lookup URL leaves the base URL's host".to_owned());
+        return Err("the lookup URL leaves the base URL's host".to_owned().into());
     }
     let text = Zeroizing::new(
         std::str::from_utf8(secret.expose_secret())
@@ -158,15 +183,18 @@ async fn ask(
         .send()
         .await
         .map_err(|e| format!("the request failed: {}", e.without_url()))?;
+    if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+        return Err(Failure::Refused);
+    }
     if !response.status().is_success() {
-        return Err(format!("the provider answered {}", response.status()));
+        return Err(format!("the provider answered {}", response.status()).into());
     }
     let mut body = Zeroizing::new(Vec::new());
     while let Some(chunk) =
         response.chunk().await.map_err(|e| format!("the answer broke off: {}", e.without_url()))?
     {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(format!("the answer is over {MAX_ANSWER_BYTES} bytes"));
+            return Err(format!("the answer is over {MAX_ANSWER_BYTES} bytes").into());
         }
         body.extend_from_slice(&chunk);
     }
@@ -301,45 +329,61 @@ mod tests {
         let key = SecretBytes::copy_from(b"key-canary-1");
         let bearer = Injection::bearer();
         assert_eq!(
-            look_up(&lookup("/user"), &base, &bearer, &key).await.as_deref(),
-            Some("octocat"),
+            look_up(&lookup("/user"), &base, &bearer, &key).await,
+            Ok(Some("octocat".to_owned())),
             "`/data/email` is absent, `/data/login` is read, its override character dropped"
         );
         let query = Injection::Query { name: "key".into() };
         assert_eq!(
-            look_up(&lookup("/query"), &base, &query, &key).await.as_deref(),
-            Some("by-query")
+            look_up(&lookup("/query"), &base, &query, &key).await,
+            Ok(Some("by-query".to_owned()))
         );
         let nameless = SecretBytes::copy_from(b"nameless");
         assert_eq!(
             look_up(&lookup("/user"), &base, &bearer, &nameless).await,
-            None,
+            Ok(None),
             "an answer without any of the fields names nobody"
         );
     }
 
     #[tokio::test]
-    async fn a_refused_moved_foreign_or_slow_lookup_leaves_the_account_unknown() {
+    async fn a_key_the_provider_answers_401_to_is_refused() {
+        let base = provider_api().await;
+        let wrong = SecretBytes::copy_from(b"key-canary-2");
+        assert_eq!(
+            look_up(&lookup("/user"), &base, &Injection::bearer(), &wrong).await,
+            Err(KeyRefused),
+            "401 is the provider saying the key is not valid"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forbidden_moved_foreign_or_slow_lookup_leaves_the_account_unknown() {
         let base = provider_api().await;
         let key = SecretBytes::copy_from(b"key-canary-1");
         let bearer = Injection::bearer();
         let wrong = SecretBytes::copy_from(b"key-canary-2");
-        assert_eq!(look_up(&lookup("/user"), &base, &bearer, &wrong).await, None, "401");
+        let query = Injection::Query { name: "key".into() };
+        assert_eq!(
+            look_up(&lookup("/query"), &base, &query, &wrong).await,
+            Ok(None),
+            "403: perhaps a valid key without the right to read the account"
+        );
         assert_eq!(
             look_up(&lookup("/moved"), &base, &bearer, &key).await,
-            None,
+            Ok(None),
             "a redirect is not followed: it could take the credential anywhere"
         );
-        assert_eq!(look_up(&lookup("/page"), &base, &bearer, &key).await, None, "not JSON");
+        assert_eq!(look_up(&lookup("/page"), &base, &bearer, &key).await, Ok(None), "not JSON");
         let plain_remote = Url::parse("http://api.example.com").unwrap();
         assert_eq!(
             look_up(&lookup("/user"), &plain_remote, &bearer, &key).await,
-            None,
+            Ok(None),
             "plain http is refused off loopback, before any connection"
         );
         let slow = ask(&lookup("/slow"), &base, &bearer, &key, Duration::from_millis(200)).await;
         assert!(
-            slow.as_ref().is_err_and(|reason| reason.contains("the request failed")),
+            matches!(&slow, Err(Failure::Other(reason)) if reason.contains("the request failed")),
             "the lookup gives up after its timeout: {slow:?}"
         );
     }

@@ -419,8 +419,11 @@ async fn account_of(
         return named;
     }
     let lookup = prepared.provider.account.as_ref()?;
+    // A token the provider just issued and refuses to its own account endpoint lacks the scope
+    // for it: the connection stands, its account unknown.
     account::look_up(lookup, &prepared.base_url, &prepared.provider.injection, &tokens.access_token)
         .await
+        .unwrap_or(None)
 }
 
 /// How to reconnect.

@@ -241,3 +241,68 @@ async fn a_twilio_key_entered_in_two_parts_reaches_the_upstream_as_basic_credent
     );
     broker.stop().await;
 }
+
+/// Stripe's API on loopback: `/v1/account` names the account for the one key it takes and
+/// answers any other `401`, as Stripe does for a key it does not know.
+async fn stripe_like() -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+
+    async fn account(headers: HeaderMap) -> axum::response::Response {
+        let bearer = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if bearer == Some(&format!("Bearer {API_KEY}")) {
+            axum::Json(serde_json::json!({
+                "id": "acct_1Nv0FGQ9RKHgCVdK",
+                "email": "billing@acme.example",
+                "settings": {"dashboard": {"display_name": "Acme Inc."}},
+            }))
+            .into_response()
+        } else {
+            StatusCode::UNAUTHORIZED.into_response()
+        }
+    }
+    let app = axum::Router::new().route("/v1/account", axum::routing::get(account));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+#[tokio::test]
+async fn a_key_its_provider_refuses_is_not_stored_and_one_it_takes_names_its_account() {
+    let broker = TestBroker::start().await;
+    let ada = Machine::new("ada");
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
+    let base = stripe_like().await;
+    let host = base.trim_start_matches("http://").to_owned();
+    let stripe = |key: &str| NewApiKey {
+        name: "stripe",
+        provider: "stripe",
+        base_url: &base,
+        allowed_hosts: std::slice::from_ref(&host),
+        injection: Injection::bearer(),
+        shared: true,
+        key: SecretBytes::copy_from(key.as_bytes()),
+        account: None,
+    };
+
+    let refused = add_api_key(&ada.profile, &ada.store, stripe("sk_live_cut_sho")).await;
+    let Err(error) = refused else { panic!("a key Stripe answers 401 to is refused: {refused:?}") };
+    assert!(matches!(error, AccessError::KeyRefused { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "Stripe refused this key (401 Unauthorized) when asked whose account it is: check that it was pasted whole and is still active; nothing was stored"
+    );
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    assert!(client.credentials().await.unwrap().is_empty(), "nothing was stored");
+
+    let stored = add_api_key(&ada.profile, &ada.store, stripe(API_KEY)).await.unwrap();
+    assert_eq!(
+        stored.account.as_deref(),
+        Some("Acme Inc."),
+        "the catalog's first field present, the dashboard's display name, names the account"
+    );
+    broker.stop().await;
+}
