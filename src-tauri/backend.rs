@@ -160,6 +160,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Revokes at the provider (where it can), then deletes. Returns whether the provider
     /// confirmed the revocation.
     async fn disconnect(&self, id: String, force: bool) -> Outcome<bool>;
+    /// Names the account an integration acts as, or forgets it (`None`); the secret is not
+    /// touched.
+    async fn set_integration_account(
+        &self,
+        id: String,
+        account: Option<String>,
+    ) -> Outcome<Integration>;
 
     async fn agents(&self) -> Outcome<Vec<Agent>>;
     async fn create_agent(&self, name: String) -> Outcome<NewAgent>;

@@ -14,6 +14,7 @@ const COMMANDS: &[&str] = &[
     "reconnect",
     "cancel_connect",
     "disconnect",
+    "set_integration_account",
     "list_agents",
     "create_agent",
     "regenerate_agent",

@@ -267,6 +267,16 @@ pub async fn disconnect(shell: State<'_, Shell>, id: String, force: bool) -> Out
 }
 
 #[tauri::command]
+pub async fn set_integration_account(
+    shell: State<'_, Shell>,
+    id: String,
+    account: Option<String>,
+) -> Outcome<Integration> {
+    let account = account.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty());
+    shell.backend.set_integration_account(id, account).await
+}
+
+#[tauri::command]
 pub async fn list_agents(shell: State<'_, Shell>) -> Outcome<Vec<Agent>> {
     shell.backend.agents().await
 }

@@ -48,6 +48,8 @@ struct Seen {
     join_authorities: Vec<Option<usize>>,
     /// How many certificate authorities each `set_broker_ca` asked for.
     broker_ca: Vec<Option<usize>>,
+    /// Each `set_integration_account`: the integration and the account name it reached.
+    accounts: Vec<(String, Option<String>)>,
     /// Each recovery kit import: the kit's length and the passphrase.
     kits: Vec<(usize, Vec<u8>)>,
     /// Each invite revoked, by id.
@@ -179,6 +181,14 @@ impl Backend for Fake {
     }
     async fn cancel_connect(&self) {}
     async fn disconnect(&self, _: String, _: bool) -> Outcome<bool> {
+        refused()
+    }
+    async fn set_integration_account(
+        &self,
+        id: String,
+        account: Option<String>,
+    ) -> Outcome<Integration> {
+        self.seen.lock().unwrap().accounts.push((id, account));
         refused()
     }
     async fn agents(&self) -> Outcome<Vec<Agent>> {
@@ -449,6 +459,24 @@ fn an_api_key_reaches_the_backend_intact_and_never_comes_back() {
         "the UI gets metadata only, never the key: {shown}"
     );
     assert_eq!(shown["owner"], "shared");
+}
+
+#[test]
+fn an_account_name_is_trimmed_and_a_blank_one_forgets_it() {
+    let h = harness();
+    for (typed, reached) in [
+        (json!("  ops@acme.example "), Some("ops@acme.example")),
+        (json!("   "), None),
+        (Value::Null, None),
+    ] {
+        let _ = h.invoke("set_integration_account", json!({"id": "c1", "account": typed}));
+        let seen = h.fake.seen.lock().unwrap().accounts.pop();
+        assert_eq!(
+            seen,
+            Some(("c1".to_owned(), reached.map(str::to_owned))),
+            "{typed} reaches the backend as {reached:?}"
+        );
+    }
 }
 
 #[test]

@@ -49,6 +49,7 @@ macro_rules! command_handlers {
             $crate::commands::reconnect,
             $crate::commands::cancel_connect,
             $crate::commands::disconnect,
+            $crate::commands::set_integration_account,
             $crate::commands::list_agents,
             $crate::commands::create_agent,
             $crate::commands::regenerate_agent,

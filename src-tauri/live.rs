@@ -628,6 +628,19 @@ impl Backend for Live {
         Ok(outcome == RevocationOutcome::Revoked)
     }
 
+    async fn set_integration_account(
+        &self,
+        id: String,
+        account: Option<String>,
+    ) -> Outcome<Integration> {
+        let client = self.client().await?;
+        let credential = client.credential(parse_id::<CredentialId>(&id, "integration")?).await?;
+        let changes =
+            access::CredentialChanges { account: Some(account.as_deref()), ..Default::default() };
+        let updated = access::update_credential(&client, &credential.name, &changes).await?;
+        Ok(Integration::new(&updated, unix_now()))
+    }
+
     async fn agents(&self) -> Outcome<Vec<Agent>> {
         let client = self.client().await?;
         let names = self.credential_names(&client).await?;

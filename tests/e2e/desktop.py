@@ -490,6 +490,11 @@ def main() -> None:
         d.screenshot("integrations")
         d.wait_text(f'{t("integration-idp")} {t("integration-account")}', "ada",
                     "the card names the account signed in with (the ID token's subject)")
+        d.click(f'{t("integration-idp")} {t("edit-account")}', "edit the idp card's account name")
+        d.fill(f'{t("integration-idp")} {t("account-input")}', "ada@idp.example", "account name")
+        d.click(f'{t("integration-idp")} {t("save-account")}', "save the account name")
+        d.wait_text(f'{t("integration-idp")} {t("integration-account")}', "ada@idp.example",
+                    "the broker stored the name given on the card")
 
         step("agents: create one; its token is shown once")
         token = create_agent(d, "e2e-bot", broker, "agent-token")

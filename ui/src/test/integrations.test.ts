@@ -35,6 +35,47 @@ describe('integrations', () => {
     expect(within(openai).queryByTestId('integration-account'), 'an unknown account shows no row, not a blank').toBeNull();
   });
 
+  it('edits, names and forgets the account from the card, with Enter and Escape', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    render(Integrations);
+    const github = await screen.findByTestId('integration-github-main');
+    await user.click(within(github).getByTestId('edit-account'));
+    const input = within(github).getByTestId('account-input');
+    expect(input, 'the field opens on the current name, focused').toHaveValue('octocat');
+    expect(input).toHaveFocus();
+    await user.clear(input);
+    await user.type(input, ' hubot {Enter}');
+    await waitFor(() => expect(within(github).getByTestId('integration-account')).toHaveTextContent('hubot'));
+    expect(b.callsOf('set_integration_account').at(-1)).toEqual({ id: 'cred_gh', account: 'hubot' });
+
+    const openai = screen.getByTestId('integration-openai-prod');
+    expect(within(openai).getByText('unknown'), 'an unknown account says so and offers to name it').toBeInTheDocument();
+    await user.click(within(openai).getByTestId('edit-account'));
+    await user.type(within(openai).getByTestId('account-input'), 'models@acme.example{Escape}');
+    expect(within(openai).queryByTestId('account-input'), 'Escape closes without saving').toBeNull();
+    expect(b.callsOf('set_integration_account')).toHaveLength(1);
+
+    await user.click(within(github).getByTestId('edit-account'));
+    await user.clear(within(github).getByTestId('account-input'));
+    await user.click(within(github).getByTestId('save-account'));
+    await waitFor(() => expect(within(github).queryByTestId('integration-account'), 'an empty name forgets it').toBeNull());
+    expect(b.callsOf('set_integration_account').at(-1)).toEqual({ id: 'cred_gh', account: null });
+  });
+
+  it("shows a refusal to name a shared integration's account and keeps the field open", async () => {
+    const b = setup();
+    b.status.workspace = { ...b.status.workspace!, role: 'member' };
+    const user = userEvent.setup();
+    render(Integrations);
+    const github = await screen.findByTestId('integration-github-main');
+    await user.click(within(github).getByTestId('edit-account'));
+    await user.type(within(github).getByTestId('account-input'), '-2{Enter}');
+    expect(await screen.findByRole('alert')).toBeInTheDocument();
+    expect(within(github).getByTestId('account-input'), 'the typed name is not lost').toHaveValue('octocat-2');
+    expect(within(github).queryByTestId('integration-account')).toBeNull();
+  });
+
   it('shows an empty state with a way to connect', async () => {
     setup({ seed: false });
     render(Integrations);

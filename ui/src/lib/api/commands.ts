@@ -95,6 +95,8 @@ export const connectOauth = (a: {
 }) => call<Integration>('connect_oauth', a);
 export const cancelConnect = () => call<null>('cancel_connect');
 export const reconnect = (id: string) => call<Integration>('reconnect', { id });
+export const setIntegrationAccount = (id: string, account: string | null) =>
+  call<Integration>('set_integration_account', { id, account });
 export const disconnect = (id: string, force: boolean) =>
   call<{ revokedAtProvider: boolean }>('disconnect', { id, force });
 

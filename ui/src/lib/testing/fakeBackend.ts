@@ -355,6 +355,14 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         if (ms !== null) setTimeout(() => b.completeConnect(), ms);
       });
     },
+    set_integration_account: (a) => {
+      const i = b.integrations.find((x) => x.id === a.id);
+      if (!i) throw err('not_found', 'That integration no longer exists.');
+      if (i.owner === 'shared' && !isAdmin()) throw forbidden();
+      const name = String(a.account ?? '').trim();
+      i.account = name || null;
+      return { ...i };
+    },
     disconnect: (a) => {
       const i = b.integrations.find((x) => x.id === a.id);
       if (!i) throw err('not_found', 'That integration no longer exists.');
