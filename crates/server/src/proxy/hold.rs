@@ -78,8 +78,14 @@ pub(super) async fn hold(
         now: held.now,
         expires_at: held.now.saturating_add(held.wait.as_secs_f64().ceil() as u64),
     };
-    state.store.create_approval(&new).await?;
+    // Armed before the row is written: an agent that hangs up while the insert is under way
+    // (its row committed, this future dropped before it resumed) must still leave the approval
+    // expired, not pending until its deadline. A drop before the insert commits finds no row.
     let mut pending = Pending { state: state.clone(), workspace, id, armed: true };
+    if let Err(e) = state.store.create_approval(&new).await {
+        pending.armed = false;
+        return Err(e.into());
+    }
 
     let mut event =
         call.event(workspace, AuditKind::ApprovalRequested, Decision::Allowed, now_ms());
