@@ -637,7 +637,7 @@ impl Backend for Live {
         let credential = client.credential(parse_id::<CredentialId>(&id, "integration")?).await?;
         let changes =
             access::CredentialChanges { account: Some(account.as_deref()), ..Default::default() };
-        let updated = access::update_credential(&client, &credential.name, &changes).await?;
+        let updated = access::change_credential(&client, &credential, &changes).await?;
         Ok(Integration::new(&updated, unix_now()))
     }
 

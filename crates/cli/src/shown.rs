@@ -31,7 +31,7 @@ pub(crate) fn shown_all(texts: &[String], separator: &str) -> String {
 /// C0 (U+0000-001F), DEL (U+007F), C1 (U+0080-009F) and the bidi controls U+202A-202E and
 /// U+2066-2069.
 fn acts_on_terminal(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    latchkey_core::text::acts_on_display(c)
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ use crate::api::{
 };
 use crate::catalog::{Catalog, KeyFormatError, Provider};
 use crate::keychain::{KeychainError, SharedKeyStore};
+use crate::oauth::OAuthHttp;
 use crate::profile::{Profile, ProfileConfig};
 use crate::workspace::{WorkspaceError, on_store, signed_in};
 
@@ -167,13 +168,16 @@ pub async fn add_api_key(
     };
     let account = match (new.account, provider.and_then(|p| p.account.as_ref())) {
         (Some(given), _) => account::display_name(&given.into()),
-        (None, Some(lookup)) => match Url::parse(new.base_url) {
-            Ok(base_url) => account::look_up(lookup, &base_url, &new.injection, &secret)
-                .await
-                .map_err(|_| AccessError::KeyRefused {
-                    provider: provider.map_or_else(|| new.provider.to_owned(), |p| p.name.clone()),
-                })?,
-            Err(_) => None,
+        (None, Some(lookup)) => match (Url::parse(new.base_url), OAuthHttp::new()) {
+            (Ok(base_url), Ok(http)) => {
+                account::look_up(&http, lookup, &base_url, &new.injection, &secret).await.map_err(
+                    |_| AccessError::KeyRefused {
+                        provider: provider
+                            .map_or_else(|| new.provider.to_owned(), |p| p.name.clone()),
+                    },
+                )?
+            }
+            _ => None,
         },
         (None, None) => None,
     };
@@ -412,6 +416,16 @@ pub async fn update_credential(
     changes: &CredentialChanges<'_>,
 ) -> Result<CredentialInfo, AccessError> {
     let current = find_credential(client, name).await?;
+    change_credential(client, &current, changes).await
+}
+
+/// [`update_credential`] for a credential already read (`current`): its revision guards the
+/// change, so one changed since it was read is refused with `409 conflict`.
+pub async fn change_credential(
+    client: &BrokerClient,
+    current: &CredentialInfo,
+    changes: &CredentialChanges<'_>,
+) -> Result<CredentialInfo, AccessError> {
     let (version, envelope) = client.credential_envelope(current.id).await?;
     let account = match changes.account {
         Some(given) => given.and_then(|name| account::display_name(&name.into())),

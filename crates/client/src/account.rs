@@ -22,14 +22,16 @@ use std::time::Duration;
 use base64::Engine as _;
 use latchkey_core::payload::Injection;
 use latchkey_core::secret::SecretBytes;
+use latchkey_core::text::acts_on_display;
 use serde_json::Value;
 use url::Url;
 use zeroize::Zeroizing;
 
 use crate::catalog::AccountLookup;
+use crate::oauth::token::read_bounded;
+use crate::oauth::{OAuthHttp, check_secure};
 
-/// The longest account name stored, in characters (the broker's limit).
-pub const MAX_ACCOUNT_CHARS: usize = 200;
+pub use latchkey_core::text::MAX_ACCOUNT_CHARS;
 /// How long the lookup may take: it runs while the member waits for the connection to finish.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read.
@@ -96,25 +98,25 @@ pub fn display_name(value: &Value) -> Option<String> {
         Value::Number(number) => number.to_string(),
         _ => return None,
     };
-    let reordering = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    let kept: String = text.chars().filter(|c| !c.is_control() && !reordering(*c)).collect();
+    let kept: String = text.chars().filter(|c| !acts_on_display(*c)).collect();
     let name: String = kept.trim().chars().take(MAX_ACCOUNT_CHARS).collect();
     let name = name.trim_end();
     (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Asks the provider whose account `secret` acts as, following `lookup` below `base_url`, with
-/// the secret where `injection` puts it. `Ok(None)` (logged at debug, never with the secret or
+/// the secret where `injection` puts it, through `http` (which follows no redirect). `Ok(None)` (logged at debug, never with the secret or
 /// the answer) when the lookup's URL is not `https` (or `http` on loopback), the request fails or
 /// times out, the answer is another failure or not JSON, or none of the fields holds a name;
 /// [`KeyRefused`] when the provider answers `401`.
 pub async fn look_up(
+    http: &OAuthHttp,
     lookup: &AccountLookup,
     base_url: &Url,
     injection: &Injection,
     secret: &SecretBytes,
 ) -> Result<Option<String>, KeyRefused> {
-    match ask(lookup, base_url, injection, secret, LOOKUP_TIMEOUT).await {
+    match ask(http, lookup, base_url, injection, secret, LOOKUP_TIMEOUT).await {
         Ok(name) => Ok(name),
         Err(Failure::Refused) => Err(KeyRefused),
         Err(Failure::Other(reason)) => {
@@ -140,6 +142,7 @@ impl From<String> for Failure {
 }
 
 async fn ask(
+    http: &OAuthHttp,
     lookup: &AccountLookup,
     base_url: &Url,
     injection: &Injection,
@@ -147,10 +150,7 @@ async fn ask(
     timeout: Duration,
 ) -> Result<Option<String>, Failure> {
     let mut url = lookup.url(base_url).map_err(|e| format!("the lookup URL: {e}"))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
-    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err("the lookup URL is not https".to_owned().into());
-    }
+    check_secure(&url, "the account lookup").map_err(|e| e.to_string())?;
     if url.host_str() != base_url.host_str() || url.port() != base_url.port() {
         return Err("the lookup URL leaves the base URL's host".to_owned().into());
     }
@@ -159,12 +159,7 @@ async fn ask(
             .map_err(|_| "the credential is not text".to_owned())?
             .to_owned(),
     );
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .user_agent(concat!("latchkey/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = http.inner();
     let request = match injection {
         Injection::Header { name, prefix } => {
             let value = Zeroizing::new(format!("{prefix}{}", text.as_str()));
@@ -178,7 +173,8 @@ async fn ask(
             client.get(url)
         }
     };
-    let mut response = request
+    let response = request
+        .timeout(timeout)
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
@@ -189,15 +185,7 @@ async fn ask(
     if !response.status().is_success() {
         return Err(format!("the provider answered {}", response.status()).into());
     }
-    let mut body = Zeroizing::new(Vec::new());
-    while let Some(chunk) =
-        response.chunk().await.map_err(|e| format!("the answer broke off: {}", e.without_url()))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(format!("the answer is over {MAX_ANSWER_BYTES} bytes").into());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_bounded(response, MAX_ANSWER_BYTES).await.map_err(|e| e.to_string())?;
     let answer: Value =
         serde_json::from_slice(&body).map_err(|_| "the answer is not JSON".to_owned())?;
     Ok(lookup.fields.iter().find_map(|field| answer.pointer(field).and_then(display_name)))
@@ -315,6 +303,10 @@ mod tests {
         url
     }
 
+    fn http() -> OAuthHttp {
+        OAuthHttp::new().unwrap()
+    }
+
     fn lookup(path: &str) -> AccountLookup {
         AccountLookup {
             path: path.to_owned(),
@@ -329,18 +321,18 @@ mod tests {
         let key = SecretBytes::copy_from(b"key-canary-1");
         let bearer = Injection::bearer();
         assert_eq!(
-            look_up(&lookup("/user"), &base, &bearer, &key).await,
+            look_up(&http(), &lookup("/user"), &base, &bearer, &key).await,
             Ok(Some("octocat".to_owned())),
             "`/data/email` is absent, `/data/login` is read, its override character dropped"
         );
         let query = Injection::Query { name: "key".into() };
         assert_eq!(
-            look_up(&lookup("/query"), &base, &query, &key).await,
+            look_up(&http(), &lookup("/query"), &base, &query, &key).await,
             Ok(Some("by-query".to_owned()))
         );
         let nameless = SecretBytes::copy_from(b"nameless");
         assert_eq!(
-            look_up(&lookup("/user"), &base, &bearer, &nameless).await,
+            look_up(&http(), &lookup("/user"), &base, &bearer, &nameless).await,
             Ok(None),
             "an answer without any of the fields names nobody"
         );
@@ -351,7 +343,7 @@ mod tests {
         let base = provider_api().await;
         let wrong = SecretBytes::copy_from(b"key-canary-2");
         assert_eq!(
-            look_up(&lookup("/user"), &base, &Injection::bearer(), &wrong).await,
+            look_up(&http(), &lookup("/user"), &base, &Injection::bearer(), &wrong).await,
             Err(KeyRefused),
             "401 is the provider saying the key is not valid"
         );
@@ -365,23 +357,28 @@ mod tests {
         let wrong = SecretBytes::copy_from(b"key-canary-2");
         let query = Injection::Query { name: "key".into() };
         assert_eq!(
-            look_up(&lookup("/query"), &base, &query, &wrong).await,
+            look_up(&http(), &lookup("/query"), &base, &query, &wrong).await,
             Ok(None),
             "403: perhaps a valid key without the right to read the account"
         );
         assert_eq!(
-            look_up(&lookup("/moved"), &base, &bearer, &key).await,
+            look_up(&http(), &lookup("/moved"), &base, &bearer, &key).await,
             Ok(None),
             "a redirect is not followed: it could take the credential anywhere"
         );
-        assert_eq!(look_up(&lookup("/page"), &base, &bearer, &key).await, Ok(None), "not JSON");
+        assert_eq!(
+            look_up(&http(), &lookup("/page"), &base, &bearer, &key).await,
+            Ok(None),
+            "not JSON"
+        );
         let plain_remote = Url::parse("http://api.example.com").unwrap();
         assert_eq!(
-            look_up(&lookup("/user"), &plain_remote, &bearer, &key).await,
+            look_up(&http(), &lookup("/user"), &plain_remote, &bearer, &key).await,
             Ok(None),
             "plain http is refused off loopback, before any connection"
         );
-        let slow = ask(&lookup("/slow"), &base, &bearer, &key, Duration::from_millis(200)).await;
+        let slow =
+            ask(&http(), &lookup("/slow"), &base, &bearer, &key, Duration::from_millis(200)).await;
         assert!(
             matches!(&slow, Err(Failure::Other(reason)) if reason.contains("the request failed")),
             "the lookup gives up after its timeout: {slow:?}"

@@ -380,7 +380,7 @@ pub async fn connect(
     let http = OAuthHttp::new()?;
     let server = server(&http, &prepared).await?;
     let tokens = authorize(&http, &server, &prepared.client, browser, options).await?;
-    let account = account_of(&prepared, &server, &tokens).await;
+    let account = account_of(&http, &prepared, &server, &tokens).await;
     let Obtained { scopes, access_token, expires_at, refresh } =
         Obtained::from_sign_in(tokens, &server, &prepared.client);
     let stored = add_oauth_credential(
@@ -407,6 +407,7 @@ pub async fn connect(
 /// Whose account a sign-in's tokens act as: the one its ID token names, else the one the
 /// provider's account lookup answers for the access token; `None` when neither says.
 async fn account_of(
+    http: &OAuthHttp,
     prepared: &PreparedConnection,
     server: &AuthorizationServer,
     tokens: &TokenSet,
@@ -421,9 +422,8 @@ async fn account_of(
     let lookup = prepared.provider.account.as_ref()?;
     // A token the provider just issued and refuses to its own account endpoint lacks the scope
     // for it: the connection stands, its account unknown.
-    account::look_up(lookup, &prepared.base_url, &prepared.provider.injection, &tokens.access_token)
-        .await
-        .unwrap_or(None)
+    let (base_url, injection) = (&prepared.base_url, &prepared.provider.injection);
+    account::look_up(http, lookup, base_url, injection, &tokens.access_token).await.unwrap_or(None)
 }
 
 /// How to reconnect.
@@ -511,7 +511,7 @@ pub async fn reconnect(
     let server = server(&http, &prepared).await?;
     let tokens = authorize(&http, &server, &prepared.client, browser, &options.flow).await?;
     // Signing in again may be as another account: what the listing shows follows.
-    let account = account_of(&prepared, &server, &tokens).await;
+    let account = account_of(&http, &prepared, &server, &tokens).await;
     let Obtained { scopes, access_token, expires_at, refresh } =
         Obtained::from_sign_in(tokens, &server, &prepared.client);
     let expires_hint = if refresh.is_some() { None } else { expires_at };

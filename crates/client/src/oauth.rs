@@ -51,7 +51,7 @@ mod browser;
 mod flow;
 mod loopback;
 mod metadata;
-mod token;
+pub(crate) mod token;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -231,7 +231,7 @@ impl Default for FlowOptions {
 }
 
 /// `https`, or `http` on a loopback host (local development and tests).
-fn check_secure(url: &Url, what: &'static str) -> Result<(), OAuthError> {
+pub(crate) fn check_secure(url: &Url, what: &'static str) -> Result<(), OAuthError> {
     let loopback = match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

@@ -22,6 +22,7 @@ pub mod pkce;
 pub mod random;
 pub mod recovery;
 pub mod secret;
+pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod token;

@@ -37,7 +37,7 @@ impl OAuthHttp {
             .map_err(transport)
     }
 
-    pub(super) fn inner(&self) -> &reqwest::Client {
+    pub(crate) fn inner(&self) -> &reqwest::Client {
         &self.0
     }
 }
@@ -366,7 +366,7 @@ fn secret_string(secret: &SecretBytes) -> Result<Zeroizing<String>, OAuthError> 
 }
 
 /// The body, at most `limit` bytes, in a zeroizing buffer.
-pub(super) async fn read_bounded(
+pub(crate) async fn read_bounded(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<Zeroizing<Vec<u8>>, OAuthError> {

@@ -20,6 +20,7 @@ use latchkey_core::ids::{
     CredentialId, DeviceId, KeyVersion, LeaseId, MemberId, Owner, WorkspaceId,
 };
 use latchkey_core::keys::{WrappedKey, WrappedKind};
+use latchkey_core::text::{MAX_ACCOUNT_CHARS, acts_on_display};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -57,8 +58,6 @@ const MAX_ALLOWED_HOSTS: usize = 32;
 /// Most scopes per credential, and the longest scope.
 const MAX_SCOPES: usize = 100;
 const MAX_SCOPE_LEN: usize = 256;
-/// The longest account name, in characters.
-const MAX_ACCOUNT_CHARS: usize = 200;
 
 /// Whose credential a new one is: `shared` (admins only; under the workspace key) or `me` (the
 /// caller's personal one, under their member key).
@@ -999,10 +998,9 @@ fn account_subject(record: &CredentialRecord) -> Option<String> {
 /// another), and without spaces at either end.
 fn account(account: Option<String>) -> Result<Option<String>, ApiError> {
     let Some(account) = account else { return Ok(None) };
-    let reordering = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     let ok = (1..=MAX_ACCOUNT_CHARS).contains(&account.chars().count())
         && account.trim() == account
-        && !account.chars().any(|c| c.is_control() || reordering(c));
+        && !account.chars().any(acts_on_display);
     if ok {
         Ok(Some(account))
     } else {
