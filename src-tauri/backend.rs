@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use latchkey_client::api::Role;
+use latchkey_client::files::NewFile;
 use latchkey_client::workspace::Joining;
 use latchkey_core::creation::CreationToken;
 use latchkey_core::secret::SecretBytes;
@@ -189,9 +190,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn check_inject(&self, inject: InjectCheck) -> Outcome<crate::view::CheckResult>;
 
     async fn audit(&self, query: AuditQuery) -> Outcome<Vec<AuditRow>>;
-    async fn verify_audit(&self) -> Outcome<AuditVerdict>;
-    /// The whole log as JSONL or CSV text.
-    async fn export_audit(&self, csv: bool) -> Outcome<String>;
+    /// This device's check of the chain: from the first record (`full`), or from the one it
+    /// verified last.
+    async fn verify_audit(&self, full: bool) -> Outcome<AuditVerdict>;
+    /// Writes the whole log as JSONL or CSV into `file` as it arrives; returns the bytes written.
+    async fn export_audit(&self, csv: bool, file: &mut NewFile) -> Outcome<u64>;
 
     async fn members(&self) -> Outcome<Vec<Member>>;
     /// An invite for a new member; `valid_for_secs` as the broker takes it (60 s to 7 days; a day

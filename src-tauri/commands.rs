@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use latchkey_client::api::{InviteCode, Role};
 use latchkey_client::catalog::Catalog;
+use latchkey_client::files::NewFile;
 use latchkey_client::workspace::Joining;
 use latchkey_core::creation::CreationToken;
 use latchkey_core::ids::MemberId;
@@ -424,8 +425,8 @@ pub async fn list_audit(
 }
 
 #[tauri::command]
-pub async fn verify_audit(shell: State<'_, Shell>) -> Outcome<AuditVerdict> {
-    shell.backend.verify_audit().await
+pub async fn verify_audit(shell: State<'_, Shell>, full: Option<bool>) -> Outcome<AuditVerdict> {
+    shell.backend.verify_audit(full.unwrap_or(false)).await
 }
 
 #[tauri::command]
@@ -441,20 +442,17 @@ pub async fn export_audit<R: Runtime>(
             return Err(CommandError::invalid(format!("export format {other:?}: jsonl or csv")));
         }
     };
-    let text = shell.backend.export_audit(csv).await?;
     let dir = export_dir(&app)?;
-    let path = latchkey_client::files::write_new_numbered(
-        &dir,
-        "latchkey-audit",
-        &format,
-        text.as_bytes(),
-    )
-    .map_err(|e| {
+    let cannot_write = |e: std::io::Error| {
         CommandError::new(
             crate::error::codes::FAILED,
             format!("cannot write the export in {}: {e}", dir.display()),
         )
-    })?;
+    };
+    // Written as it arrives; a download that fails midway leaves no file behind.
+    let mut file = NewFile::numbered(&dir, "latchkey-audit", &format).map_err(cannot_write)?;
+    shell.backend.export_audit(csv, &mut file).await?;
+    let path = file.finish().map_err(cannot_write)?;
     Ok(Saved { path: path.display().to_string() })
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use latchkey_client::api::Role;
+use latchkey_client::files::NewFile;
 use latchkey_core::secret::SecretBytes;
 use latchkey_core::tls::TrustAnchors;
 use serde_json::{Value, json};
@@ -277,10 +278,10 @@ impl Backend for Fake {
         );
         Ok(vec![])
     }
-    async fn verify_audit(&self) -> Outcome<AuditVerdict> {
+    async fn verify_audit(&self, _: bool) -> Outcome<AuditVerdict> {
         refused()
     }
-    async fn export_audit(&self, _: bool) -> Outcome<String> {
+    async fn export_audit(&self, _: bool, _: &mut NewFile) -> Outcome<u64> {
         refused()
     }
     async fn members(&self) -> Outcome<Vec<Member>> {

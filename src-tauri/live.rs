@@ -14,11 +14,12 @@ use latchkey_client::api::{
     NewPolicy, PolicyId, Role,
 };
 use latchkey_client::approvals;
-use latchkey_client::audit;
+use latchkey_client::audit::{self, CheckFrom};
 use latchkey_client::catalog::Catalog;
 use latchkey_client::connection::{
     self, ConnectRequest, CustomEndpoints, DisconnectOptions, ReconnectOptions, RevocationOutcome,
 };
+use latchkey_client::files::NewFile;
 use latchkey_client::keychain::{OsKeychainStore, SharedKeyStore};
 use latchkey_client::oauth::{BrowserLauncher, FlowOptions};
 use latchkey_client::policies::{self, CallToCheck, InjectToCheck};
@@ -816,6 +817,7 @@ impl Backend for Live {
             kind: None,
             since_ms: query.since.map(|s| s.saturating_mul(1000)),
             until_ms: None,
+            after_seq: None,
             limit: Some(query.limit.clamp(1, 1000)),
         };
         let mut rows: Vec<AuditRow> =
@@ -824,13 +826,16 @@ impl Backend for Live {
         Ok(rows)
     }
 
-    async fn verify_audit(&self) -> Outcome<AuditVerdict> {
-        let check = audit::check_workspace_chain(&*self.client().await?, self.profile()).await?;
+    async fn verify_audit(&self, full: bool) -> Outcome<AuditVerdict> {
+        let from = if full { CheckFrom::Start } else { CheckFrom::Anchor };
+        let check =
+            audit::check_workspace_chain(&*self.client().await?, self.profile(), from).await?;
         Ok(AuditVerdict::from(&check))
     }
 
-    async fn export_audit(&self, csv: bool) -> Outcome<String> {
-        Ok(self.client().await?.audit_export(csv, &AuditFilter::default()).await?)
+    async fn export_audit(&self, csv: bool, file: &mut NewFile) -> Outcome<u64> {
+        let client = self.client().await?;
+        Ok(audit::export_log(&client, csv, &AuditFilter::default(), file).await?)
     }
 
     async fn members(&self) -> Outcome<Vec<Member>> {

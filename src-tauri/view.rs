@@ -484,6 +484,10 @@ pub struct AuditVerdict {
     /// The record this device had verified before and found unchanged (`ok`), or whose loss or
     /// change broke the check; `None` at a device's first check.
     pub anchored_seq: Option<u64>,
+    /// Records this check read and hashed: every one, or those from the anchored record on.
+    pub checked: u64,
+    /// The first of them; `None` when none was read or the check broke.
+    pub checked_from: Option<u64>,
 }
 
 impl From<&ChainCheck> for AuditVerdict {
@@ -497,6 +501,8 @@ impl From<&ChainCheck> for AuditVerdict {
                 first_broken_seq: None,
                 reason: None,
                 anchored_seq,
+                checked: chain.checked,
+                checked_from: chain.checked_from,
             },
             Err(broken) => Self {
                 ok: false,
@@ -505,6 +511,8 @@ impl From<&ChainCheck> for AuditVerdict {
                 first_broken_seq: Some(broken.seq),
                 reason: Some(broken.reason.to_owned()),
                 anchored_seq,
+                checked: 0,
+                checked_from: None,
             },
             // This device's check passed; the broker's did not, or named another head.
             Ok(_) => Self {
@@ -517,6 +525,8 @@ impl From<&ChainCheck> for AuditVerdict {
                         .to_owned()
                 })),
                 anchored_seq,
+                checked: 0,
+                checked_from: None,
             },
         }
     }

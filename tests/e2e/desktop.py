@@ -614,6 +614,11 @@ def main() -> None:
         d.click(t("reverify"), "verify again")
         d.wait_text(t("audit-anchor"), "verified here before, is unchanged",
                     "the second check against the head the first one kept")
+        # Opening the screen again reads the log only from the record verified last.
+        d.click(t("nav-agents"), "agents in the sidebar")
+        d.click(t("nav-audit"), "audit in the sidebar")
+        d.wait_text(t("audit-anchor"), "Read from record",
+                    "the quick check from the anchored record when the screen opens")
         exported = []
         for _ in range(2):
             before = d.text(d.wait(t("export-path"), "")) if d.find_all(t("export-path")) else ""

@@ -858,8 +858,14 @@ pub(crate) enum AuditCommand {
         limit: u32,
     },
     /// Verify the chain: the broker's own check, and an independent one on this device over a
-    /// full export. Exit code 1 if either finds a break.
-    Verify,
+    /// full export, read as it arrives. Exit code 1 if either finds a break.
+    Verify {
+        /// Read only from the record this device verified last: quick on a long log, and it
+        /// still finds records removed or rewritten since then; the full check also re-reads
+        /// the records before it.
+        #[arg(long)]
+        since_anchor: bool,
+    },
     /// Write the records to a file, oldest first.
     Export {
         /// `jsonl` (exact and verifiable) or `csv` (for spreadsheets).

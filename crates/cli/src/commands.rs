@@ -13,9 +13,10 @@ use latchkey_client::api::{
     AuditFilter, BrokerClient, BrokerEndpoint, BrokerUrl, CredentialInfo, CredentialStatus,
     PauseState,
 };
-use latchkey_client::audit::check_workspace_chain;
+use latchkey_client::audit::{Anchor, CheckFrom, VerifiedChain, check_workspace_chain, export_log};
 use latchkey_client::catalog::Catalog;
 use latchkey_client::connection::DisconnectOptions;
+use latchkey_client::files::NewFile;
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
 use latchkey_client::profile::{Profile, ProfileName};
 use latchkey_client::recovery::{export_kit, import_kit};
@@ -366,33 +367,27 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 .collect();
             out.list(&serde_json::to_value(&records)?, &lines, "No audit records match.")
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit(AuditCommand::Verify { since_anchor }) => {
             let client = client(&profile, choice).await?;
-            let check = check_workspace_chain(&client, &profile).await?;
+            let from = if since_anchor { CheckFrom::Anchor } else { CheckFrom::Start };
+            let check = check_workspace_chain(&client, &profile, from).await?;
             let value = json!({
                 "broker": check.broker,
                 "local": match &check.local {
-                    Ok(chain) => json!({"ok": true, "records": chain.records, "head": chain.head}),
+                    Ok(chain) => json!({
+                        "ok": true,
+                        "records": chain.records,
+                        "head": chain.head,
+                        "checked": chain.checked,
+                        "checked_from": chain.checked_from,
+                    }),
                     Err(broken) => json!({"ok": false, "first_broken_seq": broken.seq, "reason": broken.reason}),
                 },
                 "anchor": check.anchor.as_ref().map(|a| json!({"seq": a.seq, "hash": a.hash})),
             });
             let verified = check.verified();
             let text = match (&check.local, &check.anchor) {
-                (Ok(chain), anchor) if verified => {
-                    let mut text = format!(
-                        "The audit chain verifies: {} records, head {}.",
-                        chain.records, chain.head
-                    );
-                    text.push_str(&match anchor {
-                        Some(a) => format!(
-                            "\nIt still holds record {} as this device verified it before: nothing was removed from its end or rewritten since.",
-                            a.seq
-                        ),
-                        None => "\nThis device keeps its head, to find records removed from the end or a rewritten log at the next check.".to_owned(),
-                    });
-                    text
-                }
+                (Ok(chain), anchor) if verified => verified_text(chain, anchor.as_ref()),
                 (Ok(_), _) => "The broker's verdict and this device's check disagree: treat the log as altered.".to_owned(),
                 (Err(broken), _) => broken.to_string(),
             };
@@ -400,13 +395,18 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             if verified { Ok(()) } else { bail!("the audit chain does not verify") }
         }
         Command::Audit(AuditCommand::Export { format, out: path }) => {
-            let text = client(&profile, choice)
-                .await?
-                .audit_export(format == "csv", &AuditFilter::default())
-                .await?;
-            create_new_file(&path, text.as_bytes())?;
+            let client = client(&profile, choice).await?;
+            let mut file = NewFile::create(&path).with_context(|| {
+                format!(
+                    "cannot write {} (it must be a new file in a folder you can write)",
+                    path.display()
+                )
+            })?;
+            let bytes =
+                export_log(&client, format == "csv", &AuditFilter::default(), &mut file).await?;
+            file.finish().with_context(|| format!("cannot write {}", path.display()))?;
             out.value(
-                &json!({"path": path, "bytes": text.len()}),
+                &json!({"path": path, "bytes": bytes}),
                 &format!("Wrote the audit log to {}.", path.display()),
             )
         }
@@ -689,6 +689,24 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Writes `bytes` to a file that must not exist yet: an export never overwrites anything. On
 /// Unix the file is readable and writable by its owner alone (a recovery kit, an audit log).
+/// What `audit verify` says of a chain that verified.
+fn verified_text(chain: &VerifiedChain, anchor: Option<&Anchor>) -> String {
+    let mut text =
+        format!("The audit chain verifies: {} records, head {}.", chain.records, chain.head);
+    text.push_str(&match (anchor, chain.checked_from) {
+        (Some(_), Some(from)) if from > 1 => format!(
+            "\nRead from record {from}, which this device verified before, to record {}: nothing was removed from the log's end or rewritten since. `latchkey audit verify` without --since-anchor re-reads every record.",
+            chain.records
+        ),
+        (Some(a), _) => format!(
+            "\nIt still holds record {} as this device verified it before: nothing was removed from its end or rewritten since.",
+            a.seq
+        ),
+        (None, _) => "\nThis device keeps its head, to find records removed from the end or a rewritten log at the next check.".to_owned(),
+    });
+    text
+}
+
 fn create_new_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     latchkey_client::files::create_new_private(path, bytes).with_context(|| {
         format!("cannot write {} (it must be a new file in a folder you can write)", path.display())

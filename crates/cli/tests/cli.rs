@@ -1035,6 +1035,20 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     );
     let again = ada.json(&["audit", "verify"], None).await;
     assert_eq!(again["anchor"]["seq"], kept["seq"], "the next check is made against it: {again}");
+    assert_eq!(again["local"]["checked_from"], 1, "a full check reads from the first record");
+    let quick = ada.json(&["audit", "verify", "--since-anchor"], None).await;
+    let head = quick["local"]["records"].as_u64().expect("the chain's length");
+    let from = again["local"]["records"].as_u64().expect("the previous head");
+    assert_eq!(
+        (quick["local"]["checked_from"].as_u64(), quick["local"]["checked"].as_u64()),
+        (Some(from), Some(head - from + 1)),
+        "--since-anchor reads from the anchored record to the head, nothing before: {quick}"
+    );
+    let (code, text, _) = ada.run(&["audit", "verify", "--since-anchor"], None).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("without --since-anchor re-reads every record"), "{text}");
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&anchor_file).unwrap())
+        .expect("the anchor moved on to the head");
     for (field, value, says) in [
         ("seq", serde_json::json!(1_000_000), "removed from its end"),
         ("hash", serde_json::json!("ab".repeat(32)), "the log was rewritten"),
@@ -1042,12 +1056,15 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
         let mut moved = kept.clone();
         moved[field] = value;
         std::fs::write(&anchor_file, moved.to_string()).unwrap();
-        let (code, out, err) = ada.run(&["audit", "verify"], None).await;
-        assert_eq!(code, 1, "a log that lost the anchored record does not verify: {out} {err}");
-        assert!(out.contains(says), "the check says what happened ({says}): {out}");
-        let still: Value = serde_json::from_str(&std::fs::read_to_string(&anchor_file).unwrap())
-            .expect("an anchor");
-        assert_eq!(still, moved, "a failed check never moves the anchor");
+        for verify in [&["audit", "verify"][..], &["audit", "verify", "--since-anchor"]] {
+            let (code, out, err) = ada.run(verify, None).await;
+            assert_eq!(code, 1, "a log that lost the anchored record does not verify: {out} {err}");
+            assert!(out.contains(says), "{verify:?} says what happened ({says}): {out}");
+            let still: Value =
+                serde_json::from_str(&std::fs::read_to_string(&anchor_file).unwrap())
+                    .expect("an anchor");
+            assert_eq!(still, moved, "a failed check never moves the anchor");
+        }
     }
     std::fs::write(&anchor_file, "not an anchor").unwrap();
     let (code, _, err) = ada.run(&["audit", "verify"], None).await;
@@ -1060,6 +1077,11 @@ async fn a_member_sets_up_an_agent_from_the_terminal_and_its_call_goes_through_t
     let csv_text = std::fs::read_to_string(&csv).unwrap();
     assert!(csv_text.starts_with("seq,at_ms,kind,"), "a CSV with its header row");
     assert!(!csv_text.contains(API_KEY) && !csv_text.contains(&token), "no secret in the export");
+    let again = ["audit", "export", "--out", &csv.display().to_string()];
+    let (code, _, err) = ada.run(&again, None).await;
+    assert_eq!(code, 1, "an export never writes over a file: {err}");
+    assert!(err.contains("must be a new file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), csv_text, "the first export is intact");
 
     // Text output is for people, and still never shows the key.
     let (code, text, _) = ada.run(&["credential", "list"], None).await;

@@ -12,7 +12,8 @@
 //! here: a refused request is the caller's to send again.
 //!
 //! Redirects are not followed (a signature covers one target URI), responses larger than
-//! [`MAX_RESPONSE_BYTES`] are refused, and plain `http` is accepted only for loopback brokers.
+//! [`MAX_RESPONSE_BYTES`] are refused (but for the audit export, which is read as it arrives),
+//! and plain `http` is accepted only for loopback brokers.
 
 use std::fmt;
 use std::str::FromStr;
@@ -747,6 +748,8 @@ pub struct AuditFilter {
     pub since_ms: Option<u64>,
     /// Only records before this time (unix milliseconds).
     pub until_ms: Option<u64>,
+    /// Only records after this seq (in the order read: oldest first for an export).
+    pub after_seq: Option<u64>,
     /// At most this many (listing: 1 to 1000, default 100).
     pub limit: Option<u32>,
 }
@@ -772,10 +775,28 @@ impl AuditFilter {
         if let Some(until) = self.until_ms {
             pairs.append_pair("until_ms", &until.to_string());
         }
+        if let Some(after) = self.after_seq {
+            pairs.append_pair("after_seq", &after.to_string());
+        }
         if let Some(limit) = self.limit {
             pairs.append_pair("limit", &limit.to_string());
         }
         pairs.finish()
+    }
+}
+
+/// An audit export being received ([`BrokerClient::audit_export`]).
+#[derive(Debug)]
+pub struct ExportBody<'a> {
+    client: &'a BrokerClient,
+    response: reqwest::Response,
+}
+
+impl ExportBody<'_> {
+    /// The next chunk of the export; `None` at its end. A connection that breaks off is an
+    /// error, never a short export.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, ClientError> {
+        self.response.chunk().await.map_err(|e| self.client.transport(e))
     }
 }
 
@@ -1745,21 +1766,29 @@ impl BrokerClient {
         self.send(Method::Get, "/v1/audit/verify", None).await
     }
 
-    /// `GET /v1/audit/export`: every matching record, oldest first, as JSONL or CSV text.
+    /// `GET /v1/audit/export`: every matching record, oldest first, as JSONL or CSV. The body is
+    /// read a chunk at a time, with no size limit: an audit log outgrows any buffer.
     pub async fn audit_export(
         &self,
         csv: bool,
         filter: &AuditFilter,
-    ) -> Result<String, ClientError> {
+    ) -> Result<ExportBody<'_>, ClientError> {
         let mut query = filter.query();
         if !query.is_empty() {
             query.push('&');
         }
         query.push_str(if csv { "format=csv" } else { "format=jsonl" });
         let path = format!("/v1/audit/export?{query}");
-        let (status, body) = self.exchange(Method::Get, &path, None).await?;
-        String::from_utf8(body.to_vec())
-            .map_err(|_| unexpected(Method::Get, &path, status, "an export that is not UTF-8"))
+        let accept = if csv { "text/csv" } else { "application/x-ndjson" };
+        let request = self.signed(&self.http, Method::Get, &path, &[], accept)?;
+        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retry_after = retry_after(&response);
+            let received = self.read_body(&mut response, Method::Get, &path, status).await?;
+            return Err(refusal(Method::Get, &path, (status, retry_after), &received));
+        }
+        Ok(ExportBody { client: self, response })
     }
 
     /// `GET /v1/credentials/{id}`: one credential's metadata.

@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 
 use crate::api::{AuditFilter, AuditVerdict, BrokerClient, ClientError};
+use crate::files::NewFile;
 use crate::profile::{Profile, ProfileError, write_atomically};
 
 /// The chain label, as in the broker.
@@ -32,10 +33,14 @@ const CHAIN_LABEL: &[u8] = b"latchkey audit v1\0";
 /// A chain that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedChain {
-    /// Records checked.
+    /// The chain's length: its last record's seq.
     pub records: u64,
     /// The last record's hash, hex (64 zeros for an empty chain).
     pub head: String,
+    /// Records whose hashes this check recomputed: all of them, or those from the anchor on.
+    pub checked: u64,
+    /// The first of them (`None` when none was read).
+    pub checked_from: Option<u64>,
 }
 
 /// Where and why a chain breaks.
@@ -44,7 +49,7 @@ pub struct VerifiedChain {
 pub struct BrokenChain {
     /// The first record that does not verify.
     pub seq: u64,
-    /// Its line in the export (1-based).
+    /// Its line in what this check read of the export (1-based).
     pub line: usize,
     /// What is wrong.
     pub reason: &'static str,
@@ -67,7 +72,7 @@ struct RecordSeq {
 
 /// Verifies an unfiltered JSONL export from its first record; see the module docs.
 pub fn verify_export(jsonl: &str) -> Result<VerifiedChain, BrokenChain> {
-    walk(jsonl, |_, _| {})
+    verify_export_since(jsonl, None)
 }
 
 /// Verifies an unfiltered JSONL export as [`verify_export`] does and, given the `anchor` this
@@ -78,75 +83,173 @@ pub fn verify_export_since(
     jsonl: &str,
     anchor: Option<&Anchor>,
 ) -> Result<VerifiedChain, BrokenChain> {
-    walk_since(jsonl, anchor, |_, _| {})
-}
-
-/// [`verify_export_since`], calling `visit` as [`walk`] does.
-fn walk_since(
-    jsonl: &str,
-    anchor: Option<&Anchor>,
-    mut visit: impl FnMut(u64, &[u8; 32]),
-) -> Result<VerifiedChain, BrokenChain> {
-    let mut at_anchor = None;
-    let chain = walk(jsonl, |seq, hash| {
-        if anchor.is_some_and(|a| a.seq == seq) {
-            at_anchor = Some(to_hex(hash));
-        }
-        visit(seq, hash);
-    })?;
-    let Some(anchor) = anchor else { return Ok(chain) };
-    match at_anchor {
-        None if anchor.seq > 0 => Err(BrokenChain {
-            seq: anchor.seq,
-            line: usize::try_from(chain.records).unwrap_or(usize::MAX).saturating_add(1),
-            reason: "the log ends before a record this device saw verified: records were removed from its end",
-        }),
-        Some(hash) if hash != anchor.hash => Err(BrokenChain {
-            seq: anchor.seq,
-            line: usize::try_from(anchor.seq).unwrap_or(usize::MAX),
-            reason: "this record is not the one this device saw verified: the log was rewritten",
-        }),
-        _ => Ok(chain),
+    let mut walker = Walker::new(anchor, false, None);
+    for text in jsonl.lines() {
+        walker.line(text)?;
     }
+    walker.finish()
 }
 
-/// Walks the chain, calling `visit` with each record's seq and hash once it verified.
-fn walk(jsonl: &str, mut visit: impl FnMut(u64, &[u8; 32])) -> Result<VerifiedChain, BrokenChain> {
-    let mut previous = [0_u8; 32];
-    let mut expected = 1_u64;
-    for (index, text) in jsonl.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let broken = |reason| BrokenChain { seq: expected, line: index + 1, reason };
+/// The longest export line this device reads. A record is at most a few KiB (its strings are cut
+/// to fixed lengths when recorded); a longer line is not the broker's export.
+const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// Checks an export's lines as they arrive, in one pass and with one record in memory at a time.
+struct Walker<'a> {
+    /// The record this device verified last, whose hash the export must still give it.
+    anchor: Option<&'a Anchor>,
+    /// Whether the export starts at the anchored record rather than at the first one.
+    from_anchor: bool,
+    /// The seq whose hash to keep (the broker's head, to compare with its verdict).
+    watch: Option<u64>,
+    watched: Option<[u8; 32]>,
+    expected: u64,
+    previous: [u8; 32],
+    lines: usize,
+    checked: u64,
+    anchor_seen: bool,
+}
+
+impl<'a> Walker<'a> {
+    /// A walk from the first record, or, `from_anchor`, from the anchored one (whose own
+    /// `prev_hash` is then taken on the anchor's word: the anchor's hash commits to it).
+    fn new(anchor: Option<&'a Anchor>, from_anchor: bool, watch: Option<u64>) -> Self {
+        let from_anchor = from_anchor && anchor.is_some_and(|a| a.seq > 0);
+        let expected = if from_anchor { anchor.map_or(1, |a| a.seq) } else { 1 };
+        Self {
+            anchor,
+            from_anchor,
+            watch,
+            watched: None,
+            expected,
+            previous: [0; 32],
+            lines: 0,
+            checked: 0,
+            anchor_seen: false,
+        }
+    }
+
+    fn broken(&self, reason: &'static str) -> BrokenChain {
+        BrokenChain { seq: self.expected, line: self.lines, reason }
+    }
+
+    /// Checks the next line (blank lines are skipped).
+    fn line(&mut self, text: &str) -> Result<(), BrokenChain> {
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        self.lines += 1;
         let line: Line<'_> =
-            serde_json::from_str(text).map_err(|_| broken("not an export line"))?;
-        if line.seq != expected {
-            return Err(broken(if line.seq > expected {
+            serde_json::from_str(text).map_err(|_| self.broken("not an export line"))?;
+        let first_from_anchor = self.from_anchor && self.checked == 0;
+        if line.seq != self.expected {
+            return Err(self.broken(if first_from_anchor && line.seq > self.expected {
+                "the record this device saw verified is gone: records were removed"
+            } else if line.seq > self.expected {
                 "a record is missing before this one"
             } else {
                 "records are out of order or repeated"
             }));
         }
         let record_seq: RecordSeq = serde_json::from_str(line.record.get())
-            .map_err(|_| broken("the record is not JSON"))?;
+            .map_err(|_| self.broken("the record is not JSON"))?;
         if record_seq.seq != line.seq {
-            return Err(broken("the record names another seq than its line"));
+            return Err(self.broken("the record names another seq than its line"));
         }
-        if from_hex(&line.prev_hash) != Some(previous) {
-            return Err(broken("prev_hash is not the previous record's hash"));
+        match from_hex(&line.prev_hash) {
+            Some(prev) if first_from_anchor => self.previous = prev,
+            Some(prev) if prev == self.previous => {}
+            _ => return Err(self.broken("prev_hash is not the previous record's hash")),
         }
         let hash: [u8; 32] = Sha256::new()
             .chain_update(CHAIN_LABEL)
-            .chain_update(previous)
+            .chain_update(self.previous)
             .chain_update(line.record.get().as_bytes())
             .finalize()
             .into();
         if from_hex(&line.hash) != Some(hash) {
-            return Err(broken("the hash does not match the record: it was altered"));
+            return Err(self.broken("the hash does not match the record: it was altered"));
         }
-        visit(expected, &hash);
-        previous = hash;
-        expected += 1;
+        if let Some(anchor) = self.anchor.filter(|a| a.seq == self.expected) {
+            if to_hex(&hash) != anchor.hash {
+                return Err(self.broken(
+                    "this record is not the one this device saw verified: the log was rewritten",
+                ));
+            }
+            self.anchor_seen = true;
+        }
+        if self.watch == Some(self.expected) {
+            self.watched = Some(hash);
+        }
+        self.previous = hash;
+        self.expected += 1;
+        self.checked += 1;
+        Ok(())
     }
-    Ok(VerifiedChain { records: expected - 1, head: to_hex(&previous) })
+
+    /// The verdict once the export ended.
+    fn finish(self) -> Result<VerifiedChain, BrokenChain> {
+        if self.anchor.is_some_and(|a| a.seq > 0) && !self.anchor_seen {
+            return Err(BrokenChain {
+                seq: self.anchor.map_or(0, |a| a.seq),
+                line: self.lines.saturating_add(1),
+                reason: "the log ends before a record this device saw verified: records were removed from its end",
+            });
+        }
+        let from = if self.checked == 0 { None } else { Some(self.expected - self.checked) };
+        Ok(VerifiedChain {
+            records: self.expected - 1,
+            head: to_hex(&self.previous),
+            checked: self.checked,
+            checked_from: from,
+        })
+    }
+}
+
+/// Cuts a byte stream into lines, whatever the chunks' boundaries.
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    /// Hands every line `chunk` completes to `walker`, keeping the unfinished rest.
+    fn feed(&mut self, chunk: &[u8], walker: &mut Walker<'_>) -> Result<(), BrokenChain> {
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = rest.split_at(end);
+            rest = &tail[1..];
+            if self.partial.is_empty() {
+                Self::one(head, walker)?;
+            } else {
+                self.grow(head, walker)?;
+                let line = std::mem::take(&mut self.partial);
+                Self::one(&line, walker)?;
+            }
+        }
+        self.grow(rest, walker)
+    }
+
+    /// The last line, if the export does not end with a newline.
+    fn finish(self, walker: &mut Walker<'_>) -> Result<(), BrokenChain> {
+        Self::one(&self.partial, walker)
+    }
+
+    fn grow(&mut self, bytes: &[u8], walker: &Walker<'_>) -> Result<(), BrokenChain> {
+        if self.partial.len() + bytes.len() > MAX_LINE_BYTES {
+            return Err(walker.broken("a line longer than 1 MiB: not an export line"));
+        }
+        self.partial.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn one(line: &[u8], walker: &mut Walker<'_>) -> Result<(), BrokenChain> {
+        if line.len() > MAX_LINE_BYTES {
+            return Err(walker.broken("a line longer than 1 MiB: not an export line"));
+        }
+        let text = std::str::from_utf8(line).map_err(|_| walker.broken("not an export line"))?;
+        walker.line(text)
+    }
 }
 
 /// The last point of a workspace's chain this device saw verified: record `seq` hashed to
@@ -193,6 +296,14 @@ pub enum AuditError {
     /// The profile could not be read.
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// An export could not be written.
+    #[error("cannot write the audit export {path}: {detail}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// The anchor file could not be read or written.
     #[error("the audit anchor {path}: {detail}; move it away to check the log from scratch")]
     Anchor {
@@ -203,28 +314,58 @@ pub enum AuditError {
     },
 }
 
+/// Where a check of the workspace's chain starts reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckFrom {
+    /// Every record from the first: shows that none, old or new, was changed or removed since
+    /// this device last saw it. Reads the whole log, a chunk at a time.
+    #[default]
+    Start,
+    /// The record this device verified last (its anchor) and those after it: shows that the log
+    /// still holds that record unchanged and grew from it by sound links. Records before it are
+    /// vouched for by the anchor's hash, which commits to all of them, but are not read again:
+    /// a broker that rewrote its stored copy of them is found by the next check from the start.
+    /// Without an anchor, the same as [`CheckFrom::Start`].
+    Anchor,
+}
+
 /// Checks the workspace's audit chain without trusting the broker's verdict: asks the broker
-/// for it, downloads the whole log, verifies every link here and against the anchor this device
-/// kept from its last check, and moves the anchor on to the verified head when both agree.
+/// for it, downloads the log (from the first record, or from this device's anchor), verifies
+/// every link read here and against the anchor this device kept from its last check, and moves
+/// the anchor on to the verified head when both agree. The log is read as it arrives, one line
+/// in memory at a time, so its size is never a limit.
 pub async fn check_workspace_chain(
     client: &BrokerClient,
     profile: &Profile,
+    from: CheckFrom,
 ) -> Result<ChainCheck, AuditError> {
     let workspace = profile.load_config()?.workspace;
     let anchor = read_anchor(profile)?.filter(|a| a.workspace == workspace);
     let broker = client.audit_verify().await?;
-    let export = client.audit_export(false, &AuditFilter::default()).await?;
     // The broker's verdict came first: compare its head with this device's hash at its seq.
     let broker_seq = broker.records.filter(|_| broker.ok);
-    let mut at_broker_seq = None;
-    let local = walk_since(&export, anchor.as_ref(), |seq, hash| {
-        if Some(seq) == broker_seq {
-            at_broker_seq = Some(to_hex(hash));
+    let from_anchor = from == CheckFrom::Anchor && anchor.as_ref().is_some_and(|a| a.seq > 0);
+    let mut walker = Walker::new(anchor.as_ref(), from_anchor, broker_seq);
+    let filter = AuditFilter {
+        after_seq: anchor.as_ref().filter(|_| from_anchor).map(|a| a.seq - 1),
+        ..AuditFilter::default()
+    };
+    let mut export = client.audit_export(false, &filter).await?;
+    let mut lines = Lines::default();
+    let mut read = Ok(());
+    while let Some(chunk) = export.chunk().await? {
+        read = lines.feed(&chunk, &mut walker);
+        if read.is_err() {
+            // The first break is the verdict: the rest of the log is not read.
+            break;
         }
-    });
+    }
+    drop(export);
+    let watched = walker.watched.map(|h| to_hex(&h));
+    let local = read.and_then(|()| lines.finish(&mut walker)).and_then(|()| walker.finish());
     let broker_head_matches = match (broker_seq, &local) {
         (Some(0), Ok(_)) => broker.head.as_deref() == Some(EMPTY_HEAD),
-        (Some(_), Ok(_)) => at_broker_seq.is_some() && at_broker_seq == broker.head,
+        (Some(_), Ok(_)) => watched.is_some() && watched == broker.head,
         _ => false,
     };
     let check = ChainCheck { broker, local, anchor, broker_head_matches };
@@ -235,6 +376,25 @@ pub async fn check_workspace_chain(
         }
     }
     Ok(check)
+}
+
+/// Downloads the workspace's audit log records that `filter` selects, as JSONL or CSV, into
+/// `file` a chunk at a time; returns the bytes written. The caller finishes the file: on an
+/// error it is dropped, and with it the half-written export.
+pub async fn export_log(
+    client: &BrokerClient,
+    csv: bool,
+    filter: &AuditFilter,
+    file: &mut NewFile,
+) -> Result<u64, AuditError> {
+    let mut export = client.audit_export(csv, filter).await?;
+    while let Some(chunk) = export.chunk().await? {
+        file.write_all(&chunk).map_err(|e| AuditError::Write {
+            path: file.path().to_owned(),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(file.written())
 }
 
 /// The head of an empty chain.
@@ -393,5 +553,88 @@ mod tests {
 
         let empty = Anchor { seq: 0, hash: "0".repeat(64), ..anchor };
         assert!(verify_export_since("", Some(&empty)).is_ok(), "an empty chain's anchor holds");
+    }
+
+    /// Feeds `text` to a walker in chunks of `size` bytes, as a download arrives.
+    fn walk_chunks(
+        text: &str,
+        anchor: Option<&Anchor>,
+        from_anchor: bool,
+        size: usize,
+    ) -> Result<VerifiedChain, BrokenChain> {
+        let mut walker = Walker::new(anchor, from_anchor, None);
+        let mut lines = Lines::default();
+        for chunk in text.as_bytes().chunks(size) {
+            lines.feed(chunk, &mut walker)?;
+        }
+        lines.finish(&mut walker)?;
+        walker.finish()
+    }
+
+    #[test]
+    fn an_export_read_in_chunks_of_any_size_gets_the_verdict_of_the_whole() {
+        let lines = chain(4);
+        let sound = lines.join("\n") + "\n";
+        let mut tampered = lines.clone();
+        tampered[2] = tampered[2].replacen("proxy_attempt", "proxy_outcome", 1);
+        let tampered = tampered.join("\n");
+        for size in (1..=40).chain([sound.len()]) {
+            let verified = walk_chunks(&sound, None, false, size)
+                .unwrap_or_else(|e| panic!("chunks of {size} bytes: {e}"));
+            assert_eq!(verified, verify_export(&sound).unwrap(), "chunks of {size} bytes");
+            assert_eq!((verified.checked, verified.checked_from), (4, Some(1)));
+            assert_eq!(
+                walk_chunks(&tampered, None, false, size).unwrap_err(),
+                verify_export(&tampered).unwrap_err(),
+                "a record split across chunks is still found altered (chunks of {size} bytes)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_check_from_the_anchor_reads_only_the_anchored_record_and_those_after_it() {
+        let lines = chain(6);
+        let anchor = anchor_at(&lines, 4);
+        let since = lines[3..].join("\n");
+        let verified = walk_chunks(&since, Some(&anchor), true, 7).expect("the tail verifies");
+        assert_eq!(verified.records, 6, "the chain's length, not the records read");
+        assert_eq!((verified.checked, verified.checked_from), (3, Some(4)));
+        assert_eq!(verified.head, verify_export(&lines.join("\n")).unwrap().head);
+
+        let unchanged = walk_chunks(&lines[3], Some(&anchor), true, 64).expect("no new records");
+        assert_eq!((unchanged.records, unchanged.checked), (4, 1));
+
+        // The anchored record's own prev_hash is taken on trust only because its hash must be
+        // the anchored one: any other record there is refused.
+        let mut rewritten = lines[3..].to_vec();
+        rewritten[0] = rewritten[0].replacen("proxy_attempt", "proxy_outcome", 1);
+        let relinked = line(4, &[7; 32], r#"{"kind":"proxy_attempt","seq":4,"v":1}"#).0;
+        let edited = walk_chunks(&rewritten.join("\n"), Some(&anchor), true, 64).unwrap_err();
+        assert_eq!(edited.seq, 4, "the anchored record edited: {edited}");
+        let error = walk_chunks(&relinked, Some(&anchor), true, 64).unwrap_err();
+        assert_eq!(error.seq, 4, "{error}");
+        assert!(error.reason.contains("rewritten"), "another history under the anchor: {error}");
+
+        let gone = walk_chunks(&lines[4..].join("\n"), Some(&anchor), true, 64).unwrap_err();
+        assert_eq!(gone.seq, 4);
+        assert!(gone.reason.contains("is gone"), "the anchored record removed: {gone}");
+        let emptied = walk_chunks("", Some(&anchor), true, 64).unwrap_err();
+        assert!(emptied.reason.contains("removed from its end"), "{emptied}");
+        let broken = format!("{}\n{}", lines[3], lines[5]);
+        let error = walk_chunks(&broken, Some(&anchor), true, 64).unwrap_err();
+        assert_eq!((error.seq, error.line), (5, 2), "a gap after the anchor: {error}");
+    }
+
+    #[test]
+    fn a_line_longer_than_a_record_can_be_is_refused_without_being_kept() {
+        let endless = "x".repeat(MAX_LINE_BYTES + 1);
+        for size in [4096, MAX_LINE_BYTES + 1] {
+            let error = walk_chunks(&endless, None, false, size).unwrap_err();
+            assert!(error.reason.contains("longer than 1 MiB"), "chunks of {size}: {error}");
+        }
+        let mut walker = Walker::new(None, false, None);
+        let mut lines = Lines::default();
+        let error = lines.feed(b"{\"seq\":1\xff}\n", &mut walker).unwrap_err();
+        assert_eq!(error.reason, "not an export line", "a line that is not UTF-8");
     }
 }

@@ -20,8 +20,9 @@ pub(crate) fn private_options() -> OpenOptions {
 /// Writes `bytes` to `path`, which must not exist yet (`AlreadyExists` otherwise), flushed to
 /// disk. A file left half-written by a failed write is removed.
 pub fn create_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let file = private_options().create_new(true).open(path)?;
-    fill(file, path, bytes)
+    let mut file = NewFile::create(path)?;
+    file.write_all(bytes)?;
+    file.finish().map(drop)
 }
 
 /// Writes `bytes` to a file of `dir` that did not exist: `{stem}.{ext}`, else `{stem} (2).{ext}`,
@@ -33,29 +34,86 @@ pub fn write_new_numbered(
     ext: &str,
     bytes: &[u8],
 ) -> std::io::Result<PathBuf> {
-    for n in 1..=1000 {
-        let name = if n == 1 { format!("{stem}.{ext}") } else { format!("{stem} ({n}).{ext}") };
-        let path = dir.join(name);
-        match private_options().create_new(true).open(&path) {
-            Ok(file) => return fill(file, &path, bytes).map(|()| path),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        format!("{stem}.{ext} and 999 numbered copies already exist: move some away"),
-    ))
+    let mut file = NewFile::numbered(dir, stem, ext)?;
+    file.write_all(bytes)?;
+    file.finish()
 }
 
-/// Writes and syncs a file this module just created at `path`, removing it if that fails.
-fn fill(mut file: File, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    if written.is_err() {
-        drop(file);
-        let _ = std::fs::remove_file(path);
+/// A file this module created and is still writing: an export received a chunk at a time. It
+/// becomes the person's only through [`NewFile::finish`]; dropped before that (a failed write,
+/// a broken download, an error between two chunks), it is removed, so a half-written export is
+/// never left behind looking whole.
+#[derive(Debug)]
+pub struct NewFile {
+    /// `None` once finished.
+    file: Option<File>,
+    path: PathBuf,
+    written: u64,
+}
+
+impl NewFile {
+    /// Creates `path`, which must not exist yet (`AlreadyExists` otherwise).
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = private_options().create_new(true).open(path)?;
+        Ok(Self { file: Some(file), path: path.to_owned(), written: 0 })
     }
-    written
+
+    /// Creates the first free name of `dir` among `{stem}.{ext}`, `{stem} (2).{ext}`, ... up to
+    /// 1000 names.
+    pub fn numbered(dir: &Path, stem: &str, ext: &str) -> std::io::Result<Self> {
+        for n in 1..=1000 {
+            let name = if n == 1 { format!("{stem}.{ext}") } else { format!("{stem} ({n}).{ext}") };
+            match Self::create(&dir.join(name)) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                created => return created,
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{stem}.{ext} and 999 numbered copies already exist: move some away"),
+        ))
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends `bytes`.
+    pub fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let file = self.file.as_mut().ok_or_else(|| {
+            std::io::Error::other("the file was already finished: nothing more is written to it")
+        })?;
+        file.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes the file to disk and keeps it; returns its path. A file that cannot be flushed
+    /// is removed.
+    pub fn finish(mut self) -> std::io::Result<PathBuf> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the file was already finished"))?;
+        file.sync_all()?;
+        self.file = None;
+        Ok(std::mem::take(&mut self.path))
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            drop(file);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -79,6 +137,25 @@ mod tests {
             "an existing file is never overwritten"
         );
         assert_eq!(std::fs::read(&second).expect("readable"), b"seq,kind\n2,b\n");
+    }
+
+    #[test]
+    fn a_file_dropped_before_it_is_finished_is_removed_and_a_finished_one_kept() {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let mut broken = NewFile::numbered(dir.path(), "latchkey-audit", "jsonl").expect("made");
+        broken.write_all(b"{\"seq\":1}\n").expect("a first chunk");
+        let path = broken.path().to_owned();
+        assert!(path.exists(), "the file exists while it is written");
+        drop(broken);
+        assert!(!path.exists(), "a download that broke off leaves no half-written export");
+
+        let mut whole = NewFile::numbered(dir.path(), "latchkey-audit", "jsonl").expect("made");
+        assert_eq!(whole.path(), path, "the removed file's name is free again");
+        whole.write_all(b"{\"seq\":1}\n").expect("a chunk");
+        whole.write_all(b"{\"seq\":2}\n").expect("another");
+        assert_eq!(whole.written(), 20);
+        let kept = whole.finish().expect("flushed");
+        assert_eq!(std::fs::read(&kept).expect("kept"), b"{\"seq\":1}\n{\"seq\":2}\n");
     }
 
     #[test]

@@ -273,15 +273,28 @@ describe('audit', () => {
 
   it('says a record verified before is still there', async () => {
     const b = setup();
-    b.verdict = { ok: true, records: 130, head: 'c0ffee', firstBrokenSeq: null, reason: null, anchoredSeq: 120 };
+    b.verdict = { ok: true, records: 130, head: 'c0ffee', firstBrokenSeq: null, reason: null, anchoredSeq: 120, checked: 130, checkedFrom: 1 };
     render(Audit);
     expect(await screen.findByTestId('audit-anchor')).toHaveTextContent('Record 120, verified here before, is unchanged');
+  });
+
+  it('reads from the record verified before on opening, and every record on request', async () => {
+    const b = setup();
+    const user = userEvent.setup();
+    b.verdict = { ok: true, records: 130, head: 'c0ffee', firstBrokenSeq: null, reason: null, anchoredSeq: 120, checked: 11, checkedFrom: 120 };
+    render(Audit);
+    expect(await screen.findByTestId('audit-anchor')).toHaveTextContent('Read from record 120, verified here before, to record 130: nothing was removed');
+    expect(b.callsOf('verify_audit'), 'opening the screen is the quick check').toEqual([{ full: false }]);
+    b.verdict = { ...b.verdict, anchoredSeq: 130, checked: 130, checkedFrom: 1 };
+    await user.click(screen.getByTestId('reverify'));
+    expect(await screen.findByText(/Record 130, verified here before, is unchanged/)).toBeInTheDocument();
+    expect(b.callsOf('verify_audit'), 'the button re-reads the whole log').toEqual([{ full: false }, { full: true }]);
   });
 
   it('shows a log cut short of the record verified before as broken', async () => {
     const b = setup();
     const reason = 'the log ends before a record this device saw verified: records were removed from its end';
-    b.verdict = { ok: false, records: 0, head: null, firstBrokenSeq: 120, reason, anchoredSeq: 120 };
+    b.verdict = { ok: false, records: 0, head: null, firstBrokenSeq: 120, reason, anchoredSeq: 120, checked: 0, checkedFrom: null };
     render(Audit);
     const banner = await screen.findByTestId('audit-verify');
     expect(banner).toHaveTextContent('Chain broken at record 120');
@@ -290,7 +303,7 @@ describe('audit', () => {
 
   it('shows a broken chain with the first broken record and reason', async () => {
     const b = setup();
-    b.verdict = { ok: false, records: 120, head: null, firstBrokenSeq: 57, reason: 'hash mismatch', anchoredSeq: null };
+    b.verdict = { ok: false, records: 120, head: null, firstBrokenSeq: 57, reason: 'hash mismatch', anchoredSeq: null, checked: 0, checkedFrom: null };
     render(Audit);
     const banner = await screen.findByTestId('audit-verify');
     expect(banner).toHaveTextContent('Chain broken at record 57');

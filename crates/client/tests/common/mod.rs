@@ -11,9 +11,10 @@
 
 use std::sync::Arc;
 
-use latchkey_client::api::BrokerUrl;
+use latchkey_client::api::{BrokerClient, BrokerUrl};
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
 use latchkey_client::profile::{Profile, ProfileName};
+use latchkey_client::workspace::{broker_client, create_workspace};
 use latchkey_core::keys::BrokerSecretKey;
 use latchkey_core::secret::SecretBytes;
 use latchkey_server::Broker;
@@ -99,6 +100,17 @@ impl Machine {
         .expect("create the key file");
         Self { profile, store: Arc::new(store), _dir: dir }
     }
+}
+
+/// Ada's machine, after she created the workspace "Acme" on `broker` from her laptop, and her
+/// signed client for it.
+pub async fn ada_founds_acme(broker: &TestBroker) -> (Machine, BrokerClient) {
+    let ada = Machine::new("ada");
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .expect("the workspace is created");
+    let client = broker_client(&ada.profile, &ada.store).await.expect("a signed client");
+    (ada, client)
 }
 
 /// Whether these tests may use the OS keychain of this session (`LATCHKEY_TEST_KEYRING=1`);

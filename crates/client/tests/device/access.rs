@@ -127,11 +127,7 @@ async fn an_agent_calls_through_the_broker_with_a_key_only_the_upstream_sees() {
 #[tokio::test]
 async fn bad_grants_and_unknown_credentials_are_refused_with_what_to_do() {
     let broker = TestBroker::start().await;
-    let ada = Machine::new("ada");
-    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
-        .await
-        .unwrap();
-    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    let (ada, client) = common::ada_founds_acme(&broker).await;
     let agent = client.create_agent("bot").await.unwrap().agent.id;
     let terms = GrantTerms {
         agent,

@@ -138,7 +138,8 @@ export const checkInject = (a: { agent: string; credential: string; lifetimeSecs
 
 // Audit
 export const listAudit = (f: AuditFilter) => call<AuditRow[]>('list_audit', f);
-export const verifyAudit = () => call<AuditVerdict>('verify_audit');
+/** `full`: read every record, not only those from the one this device verified last. */
+export const verifyAudit = (full = false) => call<AuditVerdict>('verify_audit', { full });
 export const exportAudit = (format: 'jsonl' | 'csv') => call<{ path: string }>('export_audit', { format });
 
 // Members

@@ -186,6 +186,10 @@ export type AuditVerdict = {
   /** The record this device verified at its previous check and found unchanged (when `ok`), or
    * whose loss or change broke the check; null at this device's first check. */
   anchoredSeq: number | null;
+  /** Records this check read and hashed: all of them, or those from the anchored one on. */
+  checked: number;
+  /** The first of them; null when none was read or the check broke. */
+  checkedFrom: number | null;
 };
 
 export type Device = {

@@ -448,7 +448,9 @@ export function installFakeBackend(opts: FakeOptions = {}): FakeBackend {
         .filter((r) => (!a.agent || r.agent === a.agent) && (!a.credentialName || r.credentialName === a.credentialName))
         .filter((r) => (!a.decision || r.decision === a.decision) && (!a.since || r.at >= Number(a.since)))
         .slice(0, Number(a.limit) || 500),
-    verify_audit: () => b.verdict ?? ({ ok: true, records: b.audit.length, head: 'b3f1c0de', firstBrokenSeq: null, reason: null, anchoredSeq: null }),
+    verify_audit: () =>
+      b.verdict ??
+      ({ ok: true, records: b.audit.length, head: 'b3f1c0de', firstBrokenSeq: null, reason: null, anchoredSeq: null, checked: b.audit.length, checkedFrom: b.audit.length ? 1 : null }),
     export_audit: (a) => ({ path: `~/Downloads/latchkey-audit.${a.format}` }),
     list_members: () => structuredClone(b.members),
     create_invite: (a) => {
