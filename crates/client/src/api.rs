@@ -826,6 +826,9 @@ pub struct AuditVerdict {
     pub first_broken_seq: Option<u64>,
     /// Why it broke.
     pub reason: Option<String>,
+    /// The first record the broker checked (when it verified): 1, or where it was asked to start.
+    #[serde(default)]
+    pub checked_from: Option<u64>,
 }
 
 /// What removing a device or a member did (`DELETE /v1/devices/{id}`, `/v1/members/{id}`).
@@ -1761,9 +1764,15 @@ impl BrokerClient {
         Ok(answer.records)
     }
 
-    /// `GET /v1/audit/verify`: the broker checks the whole chain.
-    pub async fn audit_verify(&self) -> Result<AuditVerdict, ClientError> {
-        self.send(Method::Get, "/v1/audit/verify", None).await
+    /// `GET /v1/audit/verify`: the broker checks the whole chain, or only from record
+    /// `from_seq` on (that record's `prev_hash` taken as given).
+    pub async fn audit_verify(&self, from_seq: Option<u64>) -> Result<AuditVerdict, ClientError> {
+        match from_seq {
+            Some(seq) => {
+                self.send(Method::Get, &format!("/v1/audit/verify?from_seq={seq}"), None).await
+            }
+            None => self.send(Method::Get, "/v1/audit/verify", None).await,
+        }
     }
 
     /// `GET /v1/audit/export`: every matching record, oldest first, as JSONL or CSV. The body is

@@ -341,10 +341,12 @@ pub async fn check_workspace_chain(
 ) -> Result<ChainCheck, AuditError> {
     let workspace = profile.load_config()?.workspace;
     let anchor = read_anchor(profile)?.filter(|a| a.workspace == workspace);
-    let broker = client.audit_verify().await?;
+    let from_anchor = from == CheckFrom::Anchor && anchor.as_ref().is_some_and(|a| a.seq > 0);
+    // The broker checks what this device reads: from the anchored record, or all of it.
+    let broker =
+        client.audit_verify(anchor.as_ref().filter(|_| from_anchor).map(|a| a.seq)).await?;
     // The broker's verdict came first: compare its head with this device's hash at its seq.
     let broker_seq = broker.records.filter(|_| broker.ok);
-    let from_anchor = from == CheckFrom::Anchor && anchor.as_ref().is_some_and(|a| a.seq > 0);
     let mut walker = Walker::new(anchor.as_ref(), from_anchor, broker_seq);
     let filter = AuditFilter {
         after_seq: anchor.as_ref().filter(|_| from_anchor).map(|a| a.seq - 1),

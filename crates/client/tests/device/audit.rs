@@ -140,10 +140,12 @@ async fn a_log_larger_than_any_answer_buffer_is_checked_and_exported_whole() {
         (12_001, Some(before)),
         "the anchored record and the 12,000 after it were read, nothing before"
     );
+    assert_eq!(quick.broker.checked_from, Some(before), "the broker checked the same records");
     let full = check_workspace_chain(&client, &ada.profile, CheckFrom::Start).await.unwrap();
     assert!(full.verified(), "{full:?}");
     let chain = full.local.as_ref().unwrap();
     assert_eq!((chain.checked, chain.checked_from), (before + 12_000, Some(1)), "every record");
+    assert_eq!(full.broker.checked_from, Some(1), "and so did the broker");
     assert_eq!(full.anchor.as_ref().map(|a| a.seq), Some(before + 12_000), "anchored at the head");
 
     // Nothing new: the quick check reads the anchored record alone.

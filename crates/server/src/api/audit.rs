@@ -179,8 +179,19 @@ async fn export(
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 enum Verification {
-    Intact { ok: bool, records: u64, head: String },
-    Broken { ok: bool, first_broken_seq: u64, reason: &'static str, message: String },
+    /// `checked_from`: the first record checked (1, or the `from_seq` asked for).
+    Intact {
+        ok: bool,
+        records: u64,
+        head: String,
+        checked_from: u64,
+    },
+    Broken {
+        ok: bool,
+        first_broken_seq: u64,
+        reason: &'static str,
+        message: String,
+    },
 }
 
 /// Verifies the hash chain of the caller's workspace's audit log.
@@ -190,20 +201,29 @@ enum Verification {
     tag = "audit",
     operation_id = "verify_audit",
     security(("device_signature" = [])),
+    params(
+        ("from_seq" = Option<u64>, Query, description = "Check from this record on, taking its `prev_hash` as given (a device that verified up to it earlier); the whole chain by default, and when the chain is shorter"),
+    ),
     responses(
-        (status = 200, description = "`ok: true` with the record count and head hash, or `ok: false` with the first broken seq and why", body = Verification),
+        (status = 200, description = "`ok: true` with the record count, head hash and the first record checked, or `ok: false` with the first broken seq and why", body = Verification),
         DeviceErrors,
+        (status = 400, description = "`bad_request` or `invalid_request`: an unknown, repeated or malformed parameter", body = ApiError),
     ),
 )]
 async fn verify(
     State(state): State<SharedState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     request: Signed<()>,
 ) -> Result<Json<Verification>, ApiError> {
     let workspace = request.caller.workspace;
-    let answer = match state.store.verify_audit_chain(workspace).await? {
-        Ok(summary) => {
-            Verification::Intact { ok: true, records: summary.records, head: to_hex(&summary.head) }
-        }
+    let from_seq = verify_from(query)?;
+    let answer = match state.store.verify_audit_chain_from(workspace, from_seq).await? {
+        Ok(summary) => Verification::Intact {
+            ok: true,
+            records: summary.records,
+            head: to_hex(&summary.head),
+            checked_from: summary.checked_from,
+        },
         Err(broken) => {
             tracing::warn!(%workspace, seq = broken.seq, reason = broken.reason.code(), "audit chain does not verify");
             Verification::Broken {
@@ -215,6 +235,29 @@ async fn verify(
         }
     };
     Ok(Json(answer))
+}
+
+/// The chain check's one parameter, `from_seq` (1 by default).
+fn verify_from(
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<u64, ApiError> {
+    let Ok(Query(pairs)) = query else {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            "the query string is not valid URL encoding",
+        ));
+    };
+    if pairs.iter().any(|(name, _)| name != "from_seq") {
+        return Err(invalid("unknown query parameter; accepted: from_seq"));
+    }
+    match pairs.as_slice() {
+        [] => Ok(1),
+        [(_, value)] => parse_u64(value, "from_seq")
+            .ok()
+            .filter(|&seq| seq >= 1)
+            .ok_or_else(|| invalid("from_seq must be a record's seq, 1 or more")),
+        _ => Err(invalid("each query parameter may appear once")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

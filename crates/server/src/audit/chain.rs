@@ -29,6 +29,8 @@ pub struct ChainRecord {
 pub struct ChainSummary {
     /// Number of records.
     pub records: u64,
+    /// The first record checked: 1, or where [`ChainVerifier::from_seq`] started.
+    pub checked_from: u64,
     /// Hash of the last record ([`GENESIS_HASH`] for an empty chain): pin it to notice a later
     /// truncation or rewrite.
     pub head: [u8; 32],
@@ -86,12 +88,17 @@ impl BreakReason {
     }
 }
 
-/// Verifies records one at a time, in seq order, starting at seq 1; for chains too long to hold.
+/// Verifies records one at a time, in seq order, starting at seq 1 (or at a record whose place in
+/// the chain is known from an earlier check); for chains too long to hold.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     workspace: Option<String>,
+    first_seq: u64,
     next_seq: u64,
     prev_hash: [u8; 32],
+    /// Whether the next record's `prev_hash` is taken as given: the first one of a verifier
+    /// started past seq 1.
+    trust_prev: bool,
 }
 
 impl Default for ChainVerifier {
@@ -103,12 +110,32 @@ impl Default for ChainVerifier {
 impl ChainVerifier {
     /// A verifier that takes the workspace from the first record and holds every other to it.
     pub fn new() -> Self {
-        Self { workspace: None, next_seq: 1, prev_hash: GENESIS_HASH }
+        Self {
+            workspace: None,
+            first_seq: 1,
+            next_seq: 1,
+            prev_hash: GENESIS_HASH,
+            trust_prev: false,
+        }
     }
 
     /// A verifier for the chain of `workspace`.
     pub fn for_workspace(workspace: WorkspaceId) -> Self {
         Self { workspace: Some(workspace.to_string()), ..Self::new() }
+    }
+
+    /// A verifier for the chain of `workspace` from record `seq` on: that record's `prev_hash`
+    /// is taken as given, every later one must link to the record before it. It shows the
+    /// records from `seq` intact and linked, not those before: a caller that verified up to
+    /// `seq` earlier compares the hash it kept with the one this verifier reaches there.
+    pub fn from_seq(workspace: WorkspaceId, seq: u64) -> Self {
+        let seq = seq.max(1);
+        Self {
+            first_seq: seq,
+            next_seq: seq,
+            trust_prev: seq > 1,
+            ..Self::for_workspace(workspace)
+        }
     }
 
     /// Checks the next record. After an error the verifier is unchanged (it stops being useful:
@@ -122,7 +149,7 @@ impl ChainVerifier {
         if seq < self.next_seq {
             return Err(broken(BreakReason::UnexpectedSeq));
         }
-        if record.prev_hash != self.prev_hash {
+        if !self.trust_prev && record.prev_hash != self.prev_hash {
             return Err(broken(BreakReason::PrevHashMismatch));
         }
         if chain_hash(&record.prev_hash, record.record.as_bytes()) != record.hash {
@@ -153,12 +180,17 @@ impl ChainVerifier {
         }
         self.prev_hash = record.hash;
         self.next_seq = seq.saturating_add(1);
+        self.trust_prev = false;
         Ok(())
     }
 
     /// The summary of everything pushed so far.
     pub fn finish(&self) -> ChainSummary {
-        ChainSummary { records: self.next_seq - 1, head: self.prev_hash }
+        ChainSummary {
+            records: self.next_seq - 1,
+            checked_from: self.first_seq,
+            head: self.prev_hash,
+        }
     }
 }
 

@@ -312,8 +312,28 @@ impl Store {
         &self,
         workspace: WorkspaceId,
     ) -> Result<Result<ChainSummary, BrokenLink>, StoreError> {
-        let mut verifier = ChainVerifier::for_workspace(workspace);
+        self.verify_audit_chain_from(workspace, 1).await
+    }
+
+    /// [`Store::verify_audit_chain`] from record `from_seq` on ([`ChainVerifier::from_seq`]): a
+    /// device that verified up to that record checks only what came after it. A chain shorter
+    /// than `from_seq` is verified from its start, so the answer still names its true length.
+    pub async fn verify_audit_chain_from(
+        &self,
+        workspace: WorkspaceId,
+        from_seq: u64,
+    ) -> Result<Result<ChainSummary, BrokenLink>, StoreError> {
         let mut query = AuditQuery::all(MAX_PAGE);
+        let mut start = from_seq.max(1);
+        if start > 1 {
+            query.after_seq = Some(start - 1);
+            let first = AuditQuery { limit: 1, ..query.clone() };
+            if self.audit_records(workspace, &first).await?.is_empty() {
+                start = 1;
+                query.after_seq = None;
+            }
+        }
+        let mut verifier = ChainVerifier::from_seq(workspace, start);
         loop {
             let page = self.audit_records(workspace, &query).await?;
             let Some(last) = page.last().map(|r| r.seq) else { break };

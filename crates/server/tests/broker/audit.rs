@@ -539,6 +539,60 @@ async fn an_edited_record_is_reported_at_its_seq() {
 }
 
 #[tokio::test]
+async fn a_check_from_a_record_reads_the_chain_from_there_and_says_so() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
+    let mut seqs = Vec::new();
+    for i in 0..8 {
+        let event = attempt(admin.workspace, AgentId::random(), "github", Decision::Allowed, i);
+        seqs.push(log.append(event).await.expect("append").seq);
+    }
+    let full = get_json(&broker, &admin, "/v1/audit/verify").await;
+    assert_eq!((&full["ok"], &full["checked_from"]), (&json!(true), &json!(1)), "{full}");
+    let from = seqs[4];
+    let quick = get_json(&broker, &admin, &format!("/v1/audit/verify?from_seq={from}")).await;
+    assert_eq!(
+        (&quick["records"], &quick["head"], &quick["checked_from"]),
+        (&full["records"], &full["head"], &json!(from)),
+        "the same head and length, checked from the record asked for: {quick}"
+    );
+    let past = full["records"].as_u64().unwrap() + 10;
+    let beyond = get_json(&broker, &admin, &format!("/v1/audit/verify?from_seq={past}")).await;
+    assert_eq!(
+        (&beyond["records"], &beyond["checked_from"]),
+        (&full["records"], &json!(1)),
+        "a chain shorter than the record asked for is checked whole and named as it is: {beyond}"
+    );
+
+    // An edit before the starting record is not what this check reads; the full check finds it.
+    let mut raw = raw_connection(&broker.db, broker.dir.path(), Some(admin.workspace)).await;
+    drop_trigger(&mut raw, "audit_log_no_update").await;
+    let edit = |seq: u64| {
+        sqlx::query(
+            "UPDATE audit_log SET record = replace(record, '\"GET\"', '\"DELETE\"')
+             WHERE workspace_id = $1 AND seq = $2",
+        )
+        .bind(admin.workspace.to_string())
+        .bind(i64::try_from(seq).unwrap())
+    };
+    edit(seqs[1]).execute(&mut raw).await.expect("edit");
+    let quick = get_json(&broker, &admin, &format!("/v1/audit/verify?from_seq={from}")).await;
+    assert_eq!(quick["ok"], true, "records before the start are not read: {quick}");
+    let full = get_json(&broker, &admin, "/v1/audit/verify").await;
+    assert_eq!(full["first_broken_seq"], json!(seqs[1]), "the full check finds it: {full}");
+    edit(seqs[6]).execute(&mut raw).await.expect("edit");
+    let quick = get_json(&broker, &admin, &format!("/v1/audit/verify?from_seq={from}")).await;
+    assert_eq!(
+        (&quick["ok"], &quick["first_broken_seq"], &quick["reason"]),
+        (&json!(false), &json!(seqs[6]), &json!("hash_mismatch")),
+        "an edit after the start is found: {quick}"
+    );
+    log.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn a_deleted_record_is_reported_as_missing() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
@@ -713,6 +767,10 @@ async fn listing_and_export_refuse_malformed_filters_without_echoing_them() {
         ("/v1/audit?format=csv", "unknown query parameter"),
         ("/v1/audit/export?format=xml-canary", "format"),
         ("/v1/audit/export?limit=0", "limit"),
+        ("/v1/audit/verify?from_seq=0", "from_seq"),
+        ("/v1/audit/verify?from_seq=first-canary", "from_seq"),
+        ("/v1/audit/verify?from_seq=1&from_seq=2", "once"),
+        ("/v1/audit/verify?canary-param=1", "unknown query parameter"),
     ];
     for (path, names) in cases {
         let (status, body) = TestBroker::send(broker.signed(&admin, "GET", path, None)).await;
