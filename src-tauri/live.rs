@@ -646,7 +646,7 @@ impl Backend for Live {
         let client = self.client().await?;
         let names = self.credential_names(&client).await?;
         let mut grants: HashMap<String, Vec<Grant>> = HashMap::new();
-        for grant in client.grants(None).await? {
+        for grant in client.grants(None, false).await? {
             grants.entry(grant.agent.to_string()).or_default().push(Grant::new(&grant, &names));
         }
         Ok(client

@@ -940,11 +940,14 @@ pub(crate) enum GrantCommand {
         #[arg(long = "for", value_name = "DURATION")]
         duration: Lifetime,
     },
-    /// List grants, of one agent or all you can see.
+    /// List the grants in force, of one agent or all you can see.
     List {
         /// Only this agent's grants.
         #[arg(long)]
         agent: Option<AgentId>,
+        /// Also those revoked or expired in the last 30 days.
+        #[arg(long)]
+        all: bool,
     },
     /// Revoke a grant; its capability is refused from the next call.
     Revoke {

@@ -33,7 +33,7 @@ use latchkey_core::tls::{TrustAnchors, TrustAnchorsError};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::approvals::approvals;
+use crate::approvals::{approvals, unix_now};
 use crate::cli::{
     AddCredential, AgentCommand, AuditCommand, CapabilityCommand, Cli, Command, CredentialCommand,
     GrantCommand, KeyStoreChoice, ProviderCommand, RecoveryCommand, ScopeChoice, WorkspaceCommand,
@@ -598,12 +598,19 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
             )
         }
-        Command::Grant(GrantCommand::List { agent }) => {
-            let grants = client(&profile, choice).await?.grants(agent).await?;
+        Command::Grant(GrantCommand::List { agent, all }) => {
+            let grants = client(&profile, choice).await?.grants(agent, all).await?;
+            let now = unix_now();
             let lines: Vec<String> = grants
                 .iter()
                 .map(|g| {
-                    let state = if g.revoked_at.is_some() { "revoked" } else { "live" };
+                    let state = if g.revoked_at.is_some() {
+                        "revoked"
+                    } else if g.expires_at <= now {
+                        "expired"
+                    } else {
+                        "live"
+                    };
                     format!(
                         "{}  agent {}  {} {}  until {} {state}",
                         g.id,
@@ -614,7 +621,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
-            out.list(&serde_json::to_value(&grants)?, &lines, "No grants.")
+            let none =
+                if all { "No grants." } else { "No grants in force (--all adds ended ones)." };
+            out.list(&serde_json::to_value(&grants)?, &lines, none)
         }
         Command::Grant(GrantCommand::Revoke { id }) => {
             client(&profile, choice).await?.revoke_grant(id).await?;

@@ -1298,7 +1298,9 @@ async fn run_gives_a_command_a_local_proxy_for_its_lifetime_and_passes_its_exit_
         assert!(seen[0].contains(API_KEY), "the upstream received the real key");
         assert!(!seen[0].contains(&token), "and never the agent token");
     }
-    let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    let in_force = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    assert_eq!(in_force, serde_json::json!([]), "the run's grant ended with it");
+    let grants = ada.json(&["grant", "list", "--agent", &agent_id, "--all"], None).await;
     let grants = grants.as_array().unwrap();
     assert_eq!(grants.len(), 1, "one grant was made for the run");
     assert!(grants[0]["revoked_at"].is_u64(), "and revoked when it ended: {grants:?}");
@@ -1316,10 +1318,8 @@ async fn run_gives_a_command_a_local_proxy_for_its_lifetime_and_passes_its_exit_
         .await;
     assert_eq!(code, 1, "a proxy that cannot listen fails: {err}");
     assert!(err.contains("cannot listen"), "and says why: {err}");
-    let grants = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
-    let live: Vec<&Value> =
-        grants.as_array().unwrap().iter().filter(|g| !g["revoked_at"].is_u64()).collect();
-    assert!(live.is_empty(), "a proxy that never started leaves no live grant: {live:?}");
+    let live = ada.json(&["grant", "list", "--agent", &agent_id], None).await;
+    assert_eq!(live, serde_json::json!([]), "a proxy that never started leaves no live grant");
     drop(taken);
     let _ = stop.send(());
 }

@@ -2058,16 +2058,29 @@ impl BrokerClient {
         self.send(Method::Post, "/v1/grants", Some(body)).await
     }
 
-    /// `GET /v1/grants[?agent=]`: grants of this member's agents (every agent's for admins).
-    pub async fn grants(&self, agent: Option<AgentId>) -> Result<Vec<GrantInfo>, ClientError> {
+    /// `GET /v1/grants[?agent=][&status=all]`: grants of this member's agents (every agent's
+    /// for admins) in force, and with `ended` also those revoked or expired in the last 30 days.
+    pub async fn grants(
+        &self,
+        agent: Option<AgentId>,
+        ended: bool,
+    ) -> Result<Vec<GrantInfo>, ClientError> {
         #[derive(Deserialize)]
         struct Answer {
             grants: Vec<GrantInfo>,
         }
-        let path = match agent {
-            Some(agent) => format!("/v1/grants?agent={agent}"),
-            None => "/v1/grants".to_owned(),
+        let query = {
+            let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(agent) = agent {
+                pairs.append_pair("agent", &agent.to_string());
+            }
+            if ended {
+                pairs.append_pair("status", "all");
+            }
+            pairs.finish()
         };
+        let path =
+            if query.is_empty() { "/v1/grants".to_owned() } else { format!("/v1/grants?{query}") };
         let answer: Answer = self.send(Method::Get, &path, None).await?;
         Ok(answer.grants)
     }

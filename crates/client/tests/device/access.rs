@@ -110,8 +110,10 @@ async fn an_agent_calls_through_the_broker_with_a_key_only_the_upstream_sees() {
     let agents = client.agents().await.unwrap();
     assert_eq!(agents.len(), 1);
     assert!(agents[0].last_used_at.is_some(), "the agent's last use is recorded");
-    let grants = client.grants(Some(created.agent.id)).await.unwrap();
-    assert!(grants[0].revoked_at.is_some(), "the grant is listed as revoked");
+    let grants = client.grants(Some(created.agent.id), false).await.unwrap();
+    assert!(grants.is_empty(), "a revoked grant is not in force: {grants:?}");
+    let grants = client.grants(Some(created.agent.id), true).await.unwrap();
+    assert!(grants[0].revoked_at.is_some(), "the grant is listed as revoked on request");
     let listing = serde_json::to_string(&client.credentials().await.unwrap()).unwrap();
     assert!(!listing.contains(API_KEY), "listings carry metadata only");
 

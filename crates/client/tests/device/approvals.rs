@@ -180,7 +180,7 @@ async fn approving_for_a_window_hands_the_agent_a_capability_for_its_next_calls(
         matches!(refused, ApprovalError::Unapprovable { .. }),
         "a pattern that misses the held call's path is refused before anything is granted: {refused:?}"
     );
-    assert!(w.client.grants(None).await.unwrap().is_empty(), "no grant was registered");
+    assert!(w.client.grants(None, true).await.unwrap().is_empty(), "no grant was registered");
 
     let approved = approve_for(&w.ada.profile, &w.ada.store, &approval, 3600, None)
         .await

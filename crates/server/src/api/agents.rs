@@ -31,7 +31,7 @@ use crate::audit::AuditKind;
 use crate::auth::{DeviceCaller, Signed};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
-use crate::store::agents::{AgentRecord, GrantRecord, GrantWriteError, NewGrant};
+use crate::store::agents::{AgentRecord, GrantListing, GrantRecord, GrantWriteError, NewGrant};
 use crate::store::devices::Role;
 
 pub(super) fn routes() -> OpenApiRouter<SharedState> {
@@ -281,6 +281,7 @@ struct GrantList {
 #[serde(deny_unknown_fields)]
 struct GrantsQuery {
     agent: Option<String>,
+    status: Option<String>,
 }
 
 /// Registers a standing grant for a capability the calling device issued.
@@ -355,18 +356,22 @@ async fn create_grant(
     Ok((StatusCode::CREATED, Json(grant.into())))
 }
 
-/// Grants of the caller's agents (all agents for admins), optionally of one agent.
+/// Grants of the caller's agents (all agents for admins), optionally of one agent: those in
+/// force, or with `status=all` also those that ended (revoked or expired) in the last 30 days.
 #[utoipa::path(
     get,
     path = "/v1/grants",
     tag = "agents",
     operation_id = "list_grants",
     security(("device_signature" = [])),
-    params(("agent" = Option<String>, Query, format = "uuid", description = "Only this agent's grants")),
+    params(
+        ("agent" = Option<String>, Query, format = "uuid", description = "Only this agent's grants"),
+        ("status" = Option<String>, Query, description = "`live` (default): the grants in force; `all`: also those that ended in the last 30 days"),
+    ),
     responses(
         (status = 200, description = "The grants", body = GrantList),
         DeviceErrors,
-        (status = 400, description = "`bad_request`: an unknown parameter or a malformed agent id", body = ApiError),
+        (status = 400, description = "`bad_request`: an unknown parameter, a malformed agent id or an unknown status", body = ApiError),
         (status = 404, description = "`not_found`: no such agent visible to the caller", body = ApiError),
     ),
 )]
@@ -379,8 +384,16 @@ async fn list_grants(
     let Ok(Query(query)) = query else {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
-            "the only query parameter is agent=<agent id>",
+            "the query parameters are agent=<agent id> and status=live or all",
         ));
+    };
+    let now = state.now();
+    let listing = match query.status.as_deref() {
+        None | Some("live") => GrantListing::LiveAt(now),
+        Some("all") => GrantListing::RecentAt(now),
+        Some(_) => {
+            return Err(ApiError::new(ErrorCode::BadRequest, "status must be live or all"));
+        }
     };
     let agent = match query.agent {
         Some(text) => {
@@ -392,7 +405,7 @@ async fn list_grants(
         None => None,
     };
     let owner = (caller.role != Role::Admin).then_some(caller.member);
-    let grants = state.store.grants(caller.workspace, agent, owner).await?;
+    let grants = state.store.grants(caller.workspace, agent, owner, listing).await?;
     Ok(Json(GrantList { grants: grants.into_iter().map(Into::into).collect() }))
 }
 

@@ -4,6 +4,11 @@
 //! The agent token itself never reaches this module: only its [`TokenHash`]. A grant row holds
 //! no key either: the capability it belongs to stays with the agent; the row only lets the
 //! broker refuse that capability once the grant is revoked.
+//!
+//! Ended grants (revoked or expired) are history, kept for [`GRANT_HISTORY_SECS`]: each new grant
+//! deletes its workspace's grants that ended longer ago, so the table holds the live grants plus
+//! about a month of ended ones however many `latchkey run`s register theirs. A capability whose
+//! grant row is gone is refused like a revoked one; the audit chain keeps every grant's story.
 
 use latchkey_core::capability::{Method, MethodSet, PathPattern};
 use latchkey_core::ids::{AgentId, CredentialId, DeviceId, GrantId, MemberId, WorkspaceId};
@@ -23,6 +28,18 @@ pub const MAX_ACTIVE_AGENTS: usize = 1000;
 /// `latchkey proxy` register one per credential per run and revoke them at exit; even runs that
 /// are killed leave theirs for hours (8 by default), not for good.
 pub const MAX_LIVE_GRANTS_PER_AGENT: usize = 1000;
+
+/// How long an ended (revoked or expired) grant stays listed before it is deleted: 30 days.
+pub const GRANT_HISTORY_SECS: u64 = 30 * 24 * 60 * 60;
+
+/// Which grants a listing holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantListing {
+    /// Those still in force at this time (unix seconds): not revoked, not expired.
+    LiveAt(u64),
+    /// Those live at this time and those that ended within [`GRANT_HISTORY_SECS`] before it.
+    RecentAt(u64),
+}
 
 /// An agent of a workspace.
 #[derive(Debug, Clone)]
@@ -372,6 +389,13 @@ impl Store {
         }
         // Only now: a refusal writes nothing, so it leaves the proxy's read cache warm.
         let _invalidate = self.hot.invalidate_on_drop();
+        sqlx::query(
+            "DELETE FROM grants WHERE workspace_id = $1 AND (revoked_at < $2 OR expires_at < $2)",
+        )
+        .bind(new.workspace.to_string())
+        .bind(as_i64(new.now.saturating_sub(GRANT_HISTORY_SECS)))
+        .execute(&mut *tx)
+        .await?;
         let inserted = sqlx::query(
             "INSERT INTO grants (workspace_id, id, agent_id, credential_id, issued_by_device, methods,
                  path_patterns, expires_at, created_at)
@@ -443,25 +467,44 @@ impl Store {
         row.as_ref().map(grant_record).transpose()
     }
 
-    /// Grants of the workspace, narrowed to one agent and/or to the agents `owner` owns, newest
-    /// first.
+    /// Grants of the workspace, as `listing` says, narrowed to one agent and/or to the agents
+    /// `owner` owns, newest first.
     pub async fn grants(
         &self,
         workspace: WorkspaceId,
         agent: Option<AgentId>,
         owner: Option<MemberId>,
+        listing: GrantListing,
     ) -> Result<Vec<GrantRecord>, StoreError> {
+        // $4: live (unrevoked, expiring after it); recent: live then, or ended at or after it.
+        let (sql, at) = match listing {
+            GrantListing::LiveAt(now) => (
+                concat!("SELECT ", grant_columns!(), " FROM grants g
+                 WHERE g.workspace_id = $1 AND ($2 IS NULL OR g.agent_id = $2)
+                   AND ($3 IS NULL OR EXISTS (SELECT 1 FROM agents a WHERE a.workspace_id = g.workspace_id
+                                              AND a.id = g.agent_id AND a.owner_member_id = $3))
+                   AND g.revoked_at IS NULL AND g.expires_at > $4
+                 ORDER BY g.created_at DESC, g.id"),
+                now,
+            ),
+            GrantListing::RecentAt(now) => (
+                concat!("SELECT ", grant_columns!(), " FROM grants g
+                 WHERE g.workspace_id = $1 AND ($2 IS NULL OR g.agent_id = $2)
+                   AND ($3 IS NULL OR EXISTS (SELECT 1 FROM agents a WHERE a.workspace_id = g.workspace_id
+                                              AND a.id = g.agent_id AND a.owner_member_id = $3))
+                   AND (g.revoked_at IS NULL OR g.revoked_at >= $4) AND g.expires_at >= $4
+                 ORDER BY g.created_at DESC, g.id"),
+                now.saturating_sub(GRANT_HISTORY_SECS),
+            ),
+        };
         let mut tx = self.begin(workspace, Lock::None).await?;
-        let rows = sqlx::query(concat!("SELECT ", grant_columns!(), " FROM grants g
-             WHERE g.workspace_id = $1 AND ($2 IS NULL OR g.agent_id = $2)
-               AND ($3 IS NULL OR EXISTS (SELECT 1 FROM agents a WHERE a.workspace_id = g.workspace_id
-                                          AND a.id = g.agent_id AND a.owner_member_id = $3))
-             ORDER BY g.created_at DESC, g.id"))
-        .bind(workspace.to_string())
-        .bind(agent.map(|a| a.to_string()))
-        .bind(owner.map(|m| m.to_string()))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(sql)
+            .bind(workspace.to_string())
+            .bind(agent.map(|a| a.to_string()))
+            .bind(owner.map(|m| m.to_string()))
+            .bind(as_i64(at))
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows.iter().map(grant_record).collect()
     }

@@ -242,7 +242,9 @@ async fn a_grant_is_registered_listed_and_revoked() {
     let stored = store.grant(admin.workspace, id).await.unwrap().expect("kept as history");
     assert_eq!(stored.revoked_at, Some(T0 + 7), "the proxy's next lookup sees it revoked");
     let (_, list) = get(&broker, &admin, &format!("/v1/grants?agent={agent}")).await;
-    assert_eq!(list["grants"][0]["revoked_at"], T0 + 7, "{list}");
+    assert_eq!(list["grants"], json!([]), "a listing holds the grants in force: {list}");
+    let (_, list) = get(&broker, &admin, &format!("/v1/grants?agent={agent}&status=all")).await;
+    assert_eq!(list["grants"][0]["revoked_at"], T0 + 7, "and all of them on request: {list}");
 
     let other = TestBroker::start().await;
     let stranger = workspace_with_admin(&other).await;
@@ -251,6 +253,76 @@ async fn a_grant_is_registered_listed_and_revoked() {
         "grants are per workspace"
     );
     other.stop().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn ended_grants_are_listed_on_request_for_thirty_days_then_deleted() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let credential = shared_credential(&broker, &admin, "github").await;
+    let (agent, _) = create_agent(&broker, &admin, "ci-bot").await;
+    let (broker_ref, admin_ref) = (&broker, &admin);
+    let register = |id: GrantId, expires_at: u64| {
+        let mut body = grant_body(id, agent, credential);
+        body["expires_at"] = json!(expires_at);
+        async move {
+            let (status, grant) = post(broker_ref, admin_ref, "/v1/grants", Some(&body)).await;
+            assert_eq!(status, 201, "{grant}");
+        }
+    };
+    let ids = |list: &Value| -> Vec<String> {
+        list["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (expired, revoked, live) = (GrantId::random(), GrantId::random(), GrantId::random());
+    register(expired, T0 + 60).await;
+    broker.clock.advance(120);
+    register(revoked, T0 + DAY).await;
+    let (status, _) = delete(&broker, &admin, &format!("/v1/grants/{revoked}")).await;
+    assert_eq!(status, 204, "revoked at T0 + 120");
+    broker.clock.advance(1);
+    register(live, T0 + 40 * DAY).await;
+
+    let (_, listed) = get(&broker, &admin, "/v1/grants").await;
+    assert_eq!(ids(&listed), [live.to_string()], "the default listing: grants in force only");
+    let (_, all) = get(&broker, &admin, "/v1/grants?status=all").await;
+    assert_eq!(
+        ids(&all),
+        [live.to_string(), revoked.to_string(), expired.to_string()],
+        "status=all adds the revoked and the expired one, newest first"
+    );
+
+    // At T0 + 30 days + 61 s: the expired grant ended 30 days and a second ago, the revoked one
+    // 30 days less a minute ago. The next grant registered deletes the first.
+    broker.clock.advance(30 * DAY - 60);
+    let (_, all) = get(&broker, &admin, "/v1/grants?status=all").await;
+    assert_eq!(
+        ids(&all),
+        [live.to_string(), revoked.to_string()],
+        "an ended grant is listed for 30 days after it ended, not a second more"
+    );
+    let store = open_store(&broker).await;
+    assert!(store.grant(admin.workspace, expired).await.unwrap().is_some(), "not yet deleted");
+    let next = GrantId::random();
+    register(next, T0 + 31 * DAY).await;
+    assert!(
+        store.grant(admin.workspace, expired).await.unwrap().is_none(),
+        "the next registration deleted it: `latchkey run`s cannot grow the table without end"
+    );
+    assert!(store.grant(admin.workspace, revoked).await.unwrap().is_some(), "ended < 30 days ago");
+    let (_, all) = get(&broker, &admin, "/v1/grants?status=all").await;
+    assert_eq!(ids(&all), [next.to_string(), live.to_string(), revoked.to_string()]);
+
+    for bad in ["/v1/grants?status=ended-canary", "/v1/grants?state=all"] {
+        let (status, body) = get(&broker, &admin, bad).await;
+        assert_eq!((status, code(&body)), (400, "bad_request"), "{bad}: {body}");
+        assert!(!body["message"].as_str().unwrap().contains("canary"), "not echoed: {body}");
+    }
     broker.stop().await;
 }
 
