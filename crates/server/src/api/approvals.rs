@@ -31,7 +31,7 @@ use crate::audit::{AuditKind, Decision};
 use crate::auth::{DeviceCaller, Signed};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::SharedState;
-use crate::store::approvals::{Answer, ApprovalFilter, ApprovalRecord, ApprovalStatus};
+use crate::store::approvals::{Answer, ApprovalFilter, ApprovalRecord, ApprovalStatus, Viewer};
 use crate::store::devices::Role;
 
 /// Most approvals one listing returns.
@@ -166,7 +166,7 @@ async fn list(
     }
     let approvals = state
         .store
-        .approvals(caller.workspace, filter, state.now(), MAX_LIST)
+        .approvals(caller.workspace, filter, Some(viewer(&caller)), state.now(), MAX_LIST)
         .await?
         .into_iter()
         .filter(|r| may_see(&caller, r))
@@ -201,7 +201,13 @@ async fn events(
     let mut signals = state.approvals.subscribe();
     let pending = state
         .store
-        .approvals(caller.workspace, ApprovalFilter::Pending, state.now(), MAX_LIST)
+        .approvals(
+            caller.workspace,
+            ApprovalFilter::Pending,
+            Some(viewer(&caller)),
+            state.now(),
+            MAX_LIST,
+        )
         .await?;
     let (events, received) = tokio::sync::mpsc::channel::<Event>(64);
     tokio::spawn(async move {
@@ -417,6 +423,11 @@ async fn check_capability(
         invalid(&format!("the capability does not allow exactly the held call: {e}"))
     })?;
     Ok(())
+}
+
+/// The caller as the store filters listings for them ([`may_see`] in SQL).
+fn viewer(caller: &DeviceCaller) -> Viewer {
+    Viewer { member: caller.member, admin: caller.role == Role::Admin }
 }
 
 /// Who sees a held call: whoever may answer it, and the devices of the member who owns its agent

@@ -155,7 +155,7 @@ async fn set(
 async fn release_held_calls(state: &SharedState, workspace: latchkey_core::ids::WorkspaceId) {
     let pending = match state
         .store
-        .approvals(workspace, ApprovalFilter::Pending, state.now(), MAX_WAKE)
+        .approvals(workspace, ApprovalFilter::Pending, None, state.now(), MAX_WAKE)
         .await
     {
         Ok(pending) => pending,

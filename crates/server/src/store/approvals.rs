@@ -157,6 +157,16 @@ pub enum ApprovalFilter {
     All,
 }
 
+/// Whose listing it is: a member sees the calls they may answer (personal credentials of
+/// theirs; shared ones if an admin) and those of their own agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    /// The member.
+    pub member: MemberId,
+    /// Whether they are an admin.
+    pub admin: bool,
+}
+
 const COLUMNS: &str =
     "workspace_id, id, agent_id, credential_id, credential_owner, agent_owner, credential_name,
      method, host, path, query_keys, body_size, policy_ids, status, created_at, expires_at,
@@ -230,27 +240,35 @@ impl Store {
         &self,
         workspace: WorkspaceId,
         filter: ApprovalFilter,
+        viewer: Option<Viewer>,
         now: u64,
         limit: u32,
     ) -> Result<Vec<ApprovalRecord>, StoreError> {
-        let mut tx = self.begin(workspace, Lock::None).await?;
         // Rows decided before the history window are left to the next held call to delete; they
-        // are not listed meanwhile, however long no call is held.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        // are not listed meanwhile, however long no call is held. Which rows the viewer may see
+        // is part of the query, so the limit counts theirs, not the workspace's.
+        // Pending ones by the `approvals_pending` index; `$5`, the history window, only for all.
+        let which = match filter {
+            ApprovalFilter::Pending => "status = 'pending'",
+            ApprovalFilter::All => "(status = 'pending' OR decided_at >= $5)",
+        };
+        let sql = format!(
             "SELECT {COLUMNS} FROM approvals
-             WHERE workspace_id = $1 AND ($2 IS NULL OR status = $2)
-               AND (status = 'pending' OR decided_at >= $4)
-             ORDER BY created_at DESC, id LIMIT $3"
-        )))
-        .bind(workspace.to_string())
-        .bind(match filter {
-            ApprovalFilter::Pending => Some(ApprovalStatus::Pending.as_str()),
-            ApprovalFilter::All => None,
-        })
-        .bind(i64::from(limit))
-        .bind(as_i64(now.saturating_sub(APPROVAL_HISTORY_SECS)))
-        .fetch_all(&mut *tx)
-        .await?;
+             WHERE workspace_id = $1 AND {which}
+               AND ($3 IS NULL OR credential_owner = $3 OR agent_owner = $3
+                    OR ($4 = 1 AND credential_owner IS NULL))
+             ORDER BY created_at DESC, id LIMIT $2"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(workspace.to_string())
+            .bind(i64::from(limit))
+            .bind(viewer.map(|v| v.member.to_string()))
+            .bind(i64::from(viewer.is_some_and(|v| v.admin)));
+        if filter == ApprovalFilter::All {
+            query = query.bind(as_i64(now.saturating_sub(APPROVAL_HISTORY_SECS)));
+        }
+        let mut tx = self.begin(workspace, Lock::None).await?;
+        let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter().map(approval_record).collect()
     }

@@ -1319,6 +1319,53 @@ async fn approving_for_a_window_hands_the_agent_a_standing_capability_for_its_ne
 }
 
 #[tokio::test]
+async fn a_member_sees_their_agents_held_calls_however_many_others_are_held() {
+    use latchkey_core::ids::ApprovalId;
+    use latchkey_server::clock::Clock as _;
+    use latchkey_server::store::approvals::NewApproval;
+    let w = world().await;
+    let member = insert_member(&w.broker, &w.admin, "member").await;
+    let (mine, _) = common::agent_calls::create_agent(&w.broker, &member, "member-bot").await;
+    let store = w.broker.store().await;
+    let now = w.broker.clock.now();
+    let hold = |agent: AgentId, agent_owner, n: u64| NewApproval {
+        workspace: w.admin.workspace,
+        id: ApprovalId::random(),
+        agent,
+        credential: w.credential,
+        credential_owner: None,
+        agent_owner,
+        credential_name: "github".to_owned(),
+        method: "GET".to_owned(),
+        host: "api.example.com".to_owned(),
+        path: format!("/calls/{n}"),
+        query_keys: Vec::new(),
+        body_size: None,
+        policy_ids: Vec::new(),
+        now: now + n,
+        expires_at: now + 600,
+    };
+    // The member's agent's call is held first; then 500 of the admin's agent's, newer.
+    store.create_approval(&hold(mine, member.member, 0)).await.expect("held");
+    for n in 1..=500 {
+        store.create_approval(&hold(w.agent, w.admin.member, n)).await.expect("held");
+    }
+    for status in ["pending", "all"] {
+        let seen = w.approvals(&member, status).await;
+        assert_eq!(
+            seen.iter().map(|a| a["path"].as_str().unwrap()).collect::<Vec<_>>(),
+            ["/calls/0"],
+            "status={status}: the member's own agent's call is listed, though 500 newer calls \
+             they may not see fill the listing's limit"
+        );
+    }
+    let admin_sees = w.approvals(&w.admin, "pending").await;
+    assert_eq!(admin_sees.len(), 500, "an admin's listing stops at its limit");
+    assert_eq!(admin_sees[0]["path"], "/calls/500", "newest first");
+    w.broker.stop().await;
+}
+
+#[tokio::test]
 async fn only_devices_that_may_authorise_see_a_held_call_and_a_wrong_capability_changes_nothing() {
     let w = world().await;
     let member = common::insert_member(&w.broker, &w.admin, "member").await;
