@@ -31,6 +31,12 @@ pub(super) fn routes() -> OpenApiRouter<SharedState> {
 const DEFAULT_LIMIT: u32 = 100;
 /// Records an export reads from the database at a time.
 const EXPORT_PAGE: u32 = 500;
+/// The most bytes of records one listing page carries: an agent can make each of its records a
+/// few KiB (a long path of characters JSON escapes), and a page of 1000 of them must still fit
+/// what a device reads in one answer. A page cut short by it names where to continue.
+const MAX_PAGE_BYTES: usize = 1024 * 1024;
+/// What a listed record adds to its stored text: seq, both hashes in hex, keys and punctuation.
+const ENTRY_OVERHEAD: usize = 200;
 
 /// Columns of the CSV export, in order.
 const CSV_COLUMNS: [&str; 23] = [
@@ -67,7 +73,8 @@ struct Listing {
     /// fields are in docs/protocol.md, "Audit log").
     #[schema(value_type = Vec<Object>)]
     records: Vec<Value>,
-    /// Pass as `after_seq` for the next page; `null` when this page is the last.
+    /// Pass as `after_seq` for the next page; `null` when this page is the last. A page may hold
+    /// fewer than `limit` records and still have a next one: pages stop at 1 MiB of records.
     next_after_seq: Option<u64>,
 }
 
@@ -104,9 +111,18 @@ async fn list(
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     let query = AuditQuery { limit, ..params.query };
     let rows = state.store.audit_records(request.caller.workspace, &query).await?;
-    let next_after_seq =
-        if rows.len() == limit as usize { rows.last().map(|r| r.seq) } else { None };
-    let records = rows.iter().map(entry).collect::<Result<_, _>>()?;
+    let mut records = Vec::with_capacity(rows.len());
+    let (mut bytes, mut last) = (0, None);
+    for row in &rows {
+        bytes += row.record.len() + ENTRY_OVERHEAD;
+        if bytes > MAX_PAGE_BYTES && last.is_some() {
+            break;
+        }
+        records.push(entry(row)?);
+        last = Some(row.seq);
+    }
+    let full = records.len() < rows.len() || rows.len() == limit as usize;
+    let next_after_seq = last.filter(|_| full);
     Ok(Json(Listing { records, next_after_seq }))
 }
 

@@ -706,6 +706,41 @@ async fn listing_filters_by_agent_credential_decision_kind_and_time() {
 }
 
 #[tokio::test]
+async fn an_agent_cannot_make_a_page_too_large_for_a_device_to_read() {
+    let broker = TestBroker::start().await;
+    let admin = workspace_with_admin(&broker).await;
+    let (_store, log) = writer_for(&broker, &[&admin]).await;
+    // Paths of quotes, each escaped to two bytes: about 4 KiB a record, 4 MiB for 1000.
+    let agent = AgentId::random();
+    for i in 0..1000 {
+        let mut event = attempt(admin.workspace, agent, "github", Decision::Denied, i);
+        event.path = Some(format!("/{}", "\"".repeat(2000)));
+        log.append(event).await.expect("append");
+    }
+    let mut seen = 0;
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let path = format!("/v1/audit?agent={agent}&limit=1000{cursor}");
+        let (status, page) = TestBroker::send(broker.signed(&admin, "GET", &path, None)).await;
+        assert_eq!(status, 200, "{path}");
+        let bytes = serde_json::to_vec(&page).unwrap().len();
+        assert!(bytes < 2 * 1024 * 1024, "a page stays far below a device's 4 MiB: {bytes}");
+        seen += page["records"].as_array().unwrap().len();
+        pages += 1;
+        match page["next_after_seq"].as_u64() {
+            Some(next) => cursor = format!("&after_seq={next}"),
+            None => break,
+        }
+        assert!(pages < 20, "the cursor must make progress");
+    }
+    assert_eq!(seen, 1000, "every record is reached through the cursor");
+    assert!(pages >= 4, "the records came in pages cut by size, not one of 4 MiB: {pages}");
+    log.shutdown().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn the_cursor_pages_through_every_record_in_both_orders() {
     let broker = TestBroker::start().await;
     let admin = workspace_with_admin(&broker).await;
