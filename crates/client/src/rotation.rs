@@ -26,6 +26,8 @@
 //! broker made up) gets nothing; the summary names it, and whoever admitted it can admit it
 //! again to send it the new key.
 
+use std::time::Duration;
+
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{CredentialId, DeviceId, KeyVersion, Owner};
 use latchkey_core::keys::{
@@ -33,6 +35,7 @@ use latchkey_core::keys::{
 };
 
 use crate::access::AccessError;
+use crate::api::ClientError;
 use crate::keychain::{KeychainError, SharedKeyStore};
 use crate::profile::Profile;
 use crate::workspace::{WorkspaceError, on_store, signed_in};
@@ -44,6 +47,41 @@ pub enum RotationScope {
     Shared,
     /// This member's key and their personal credentials.
     Member,
+}
+
+/// The longest a rotation waits, in all, for a broker that answers `429 rate_limited`.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(300);
+
+/// Sends a rotation's requests again after the broker's `Retry-After` while it answers `429
+/// rate_limited`, up to [`MAX_RATE_LIMIT_WAIT`] in all. A rotation of a large workspace reads one
+/// envelope per credential and one device per device of its members, more than a device's request
+/// burst; giving up midway would only make the person start again, and be refused again.
+#[derive(Debug, Default)]
+struct Patience {
+    waited: Duration,
+}
+
+impl Patience {
+    async fn call<T, F>(&mut self, mut request: impl FnMut() -> F) -> Result<T, ClientError>
+    where
+        F: Future<Output = Result<T, ClientError>>,
+    {
+        loop {
+            match request().await {
+                Err(ClientError::RateLimited { retry_after })
+                    if self.waited + retry_after <= MAX_RATE_LIMIT_WAIT =>
+                {
+                    tracing::info!(
+                        secs = retry_after.as_secs(),
+                        "the broker asks to slow down; waiting"
+                    );
+                    tokio::time::sleep(retry_after).await;
+                    self.waited += retry_after;
+                }
+                answer => return answer,
+            }
+        }
+    }
 }
 
 /// Where a rotation is, for a progress bar.
@@ -128,6 +166,7 @@ pub async fn rotate(
 ) -> Result<RotationSummary, AccessError> {
     let (mut config, keys, client) = signed_in(profile, store).await?;
     let (workspace, member, me) = (config.workspace, config.member, config.device);
+    let mut patience = Patience::default();
     let (what, current) = match scope {
         RotationScope::Shared => ("workspace key", config.workspace_key_version),
         RotationScope::Member => ("member key", config.member_key_version),
@@ -151,7 +190,7 @@ pub async fn rotate(
         RotationScope::Shared => WrappedKind::Workspace,
         RotationScope::Member => WrappedKind::Member,
     };
-    let committed = client.wrapped_keys().await?.into_iter().find(|d| {
+    let committed = patience.call(|| client.wrapped_keys()).await?.into_iter().find(|d| {
         let h = d.key.header();
         h.kind == kind && h.owner == owner && h.version == to
     });
@@ -193,8 +232,8 @@ pub async fn rotate(
 
     // The broker already past `from`: another device rotated and this one was not sent the new
     // key. A key generated here could never be committed, so none is made or stored.
-    let credentials: Vec<_> =
-        client.credentials().await?.into_iter().filter(|c| c.owner == owner).collect();
+    let listed = patience.call(|| client.credentials()).await?;
+    let credentials: Vec<_> = listed.into_iter().filter(|c| c.owner == owner).collect();
     if let Some(current) = credentials.iter().map(|c| c.key_version).filter(|v| *v > from).max() {
         return Err(AccessError::KeyBehind { what, held: from, current });
     }
@@ -220,7 +259,8 @@ pub async fn rotate(
     let total = credentials.len();
     let mut resealed = Vec::with_capacity(total);
     for (done, credential) in credentials.iter().enumerate() {
-        let (version, envelope) = client.credential_envelope(credential.id).await?;
+        let (version, envelope) =
+            patience.call(|| client.credential_envelope(credential.id)).await?;
         if version != from {
             return Err(AccessError::Crypto(format!(
                 "credential {} is at key version {version}, not {from}: someone rotated meanwhile; run the rotation again",
@@ -244,12 +284,12 @@ pub async fn rotate(
     // 3. The new key for every device that must hold it and that this device trusts.
     let mut wrapped = vec![new.wrap((me, &keys.public_keys().exchange), (me, &keys.signing))?];
     let mut not_sent = Vec::new();
-    for listed in client.members().await? {
+    for listed in patience.call(|| client.members()).await? {
         if scope == RotationScope::Member && listed.id != member {
             continue;
         }
         for summary in listed.devices.iter().filter(|d| d.id != me) {
-            let device = client.device(summary.id).await?;
+            let device = patience.call(|| client.device(summary.id)).await?;
             let fingerprint = device.fingerprint();
             // INVARIANT: a key is wrapped only to public keys whose fingerprint a person
             // compared on this device.
@@ -265,7 +305,9 @@ pub async fn rotate(
     progress(RotationProgress::Wrapped(wrapped.len()));
 
     // 4. One transaction at the broker; 5. the profile.
-    client.rotate(scope == RotationScope::Shared, from, to, &resealed, &wrapped, &not_sent).await?;
+    // A refusal for the rate comes before the broker reads the body: sending it again is safe.
+    let shared = scope == RotationScope::Shared;
+    patience.call(|| client.rotate(shared, from, to, &resealed, &wrapped, &not_sent)).await?;
     progress(RotationProgress::Committed);
     set_version(&mut config, scope, to);
     profile.save_config(&config).map_err(WorkspaceError::from)?;

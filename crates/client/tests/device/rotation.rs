@@ -328,3 +328,67 @@ async fn a_device_left_out_of_a_rotation_stores_no_key_of_its_own_and_is_told_to
     assert_all_readable(&ada, &client, &created).await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_rotation_that_outruns_the_devices_request_budget_waits_for_the_broker_and_finishes() {
+    use latchkey_client::api::ClientError;
+    let limit = latchkey_server::rate_limit::DeviceRateLimit::new(20, 12).unwrap();
+    let broker = TestBroker::start_with(|broker| {
+        broker
+            .with_workspace_creation(latchkey_server::creation::WorkspaceCreation::Open)
+            .with_device_rate_limit(Some(limit))
+    })
+    .await;
+    let ada = Machine::new("ada");
+    create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
+        .await
+        .unwrap();
+    // Two dozen shared credentials, added at the pace the broker allows.
+    for n in 0..24 {
+        let name = format!("api-{n}");
+        loop {
+            let added = add_api_key(
+                &ada.profile,
+                &ada.store,
+                NewApiKey {
+                    name: &name,
+                    provider: "custom-api-key",
+                    base_url: "https://api.example.com",
+                    allowed_hosts: &["api.example.com".to_owned()],
+                    injection: Injection::Header {
+                        name: "authorization".into(),
+                        prefix: "Bearer ".into(),
+                    },
+                    shared: true,
+                    key: SecretBytes::copy_from(format!("secret-of-{name}").as_bytes()),
+                    account: None,
+                },
+            )
+            .await;
+            match added {
+                Ok(_) => break,
+                Err(AccessError::Broker(ClientError::RateLimited { retry_after })) => {
+                    tokio::time::sleep(retry_after).await;
+                }
+                Err(error) => panic!("adding {name}: {error}"),
+            }
+        }
+    }
+    // The device's budget spent: the rotation's ~27 requests need more than a second of refill.
+    let client = broker_client(&ada.profile, &ada.store).await.unwrap();
+    while client.me().await.is_ok() {}
+    let started = std::time::Instant::now();
+    let summary = rotate(&ada.profile, &ada.store, RotationScope::Shared, &|_| {})
+        .await
+        .expect("a rotation told to slow down waits and goes on, rather than stopping midway");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "it had to wait for the budget to refill: {:?}",
+        started.elapsed()
+    );
+    assert_eq!((summary.credentials, summary.to), (24, v2()), "{summary:?}");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let listed = client.credentials().await.unwrap();
+    assert!(listed.iter().all(|c| c.key_version == v2()), "every credential moved: {listed:?}");
+    broker.stop().await;
+}
