@@ -40,6 +40,19 @@ impl TestBroker {
         Self::start_with(|broker| broker.with_workspace_creation(creation)).await
     }
 
+    /// A broker open to workspace creation that answers each device `per_second` requests a
+    /// second after a burst of `burst`.
+    pub async fn start_rate_limited(per_second: u32, burst: u32) -> Self {
+        let limit = latchkey_server::rate_limit::DeviceRateLimit::new(per_second, burst)
+            .expect("a valid rate limit");
+        Self::start_with(|broker| {
+            broker
+                .with_workspace_creation(latchkey_server::creation::WorkspaceCreation::Open)
+                .with_device_rate_limit(Some(limit))
+        })
+        .await
+    }
+
     /// A broker as `configure` sets it up from the defaults (open to workspace creation only if
     /// `configure` says so).
     pub async fn start_with(configure: impl FnOnce(Broker) -> Broker) -> Self {

@@ -453,13 +453,7 @@ async fn members_are_promoted_and_removed_and_the_last_admin_is_kept() {
 
 #[tokio::test]
 async fn a_device_over_the_brokers_rate_limit_is_told_how_long_to_wait() {
-    let limit = latchkey_server::rate_limit::DeviceRateLimit::new(1, 3).unwrap();
-    let broker = TestBroker::start_with(|broker| {
-        broker
-            .with_workspace_creation(latchkey_server::creation::WorkspaceCreation::Open)
-            .with_device_rate_limit(Some(limit))
-    })
-    .await;
+    let broker = TestBroker::start_rate_limited(1, 3).await;
     let ada = Machine::new("ada");
     create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
         .await

@@ -37,27 +37,26 @@ async fn admin_with_credentials(broker: &TestBroker) -> (Machine, CreatedWorkspa
             .await
             .unwrap();
     for (name, shared) in [("openai", true), ("github", true), ("mine", false)] {
-        add_api_key(
-            &ada.profile,
-            &ada.store,
-            NewApiKey {
-                name,
-                provider: "custom-api-key",
-                base_url: "https://api.example.com",
-                allowed_hosts: &["api.example.com".to_owned()],
-                injection: Injection::Header {
-                    name: "authorization".into(),
-                    prefix: "Bearer ".into(),
-                },
-                shared,
-                key: SecretBytes::copy_from(format!("secret-of-{name}").as_bytes()),
-                account: None,
-            },
-        )
-        .await
-        .unwrap();
+        add_api_key(&ada.profile, &ada.store, api_key(name, shared)).await.unwrap();
     }
     (ada, created)
+}
+
+static HOSTS: std::sync::LazyLock<[String; 1]> =
+    std::sync::LazyLock::new(|| ["api.example.com".to_owned()]);
+
+/// An API key for `https://api.example.com` named `name`, whose secret is `secret-of-{name}`.
+fn api_key(name: &str, shared: bool) -> NewApiKey<'_> {
+    NewApiKey {
+        name,
+        provider: "custom-api-key",
+        base_url: "https://api.example.com",
+        allowed_hosts: &*HOSTS,
+        injection: Injection::Header { name: "authorization".into(), prefix: "Bearer ".into() },
+        shared,
+        key: SecretBytes::copy_from(format!("secret-of-{name}").as_bytes()),
+        account: None,
+    }
 }
 
 /// Every credential opens under the version the broker says it is at, with the key this
@@ -332,13 +331,7 @@ async fn a_device_left_out_of_a_rotation_stores_no_key_of_its_own_and_is_told_to
 #[tokio::test]
 async fn a_rotation_that_outruns_the_devices_request_budget_waits_for_the_broker_and_finishes() {
     use latchkey_client::api::ClientError;
-    let limit = latchkey_server::rate_limit::DeviceRateLimit::new(20, 12).unwrap();
-    let broker = TestBroker::start_with(|broker| {
-        broker
-            .with_workspace_creation(latchkey_server::creation::WorkspaceCreation::Open)
-            .with_device_rate_limit(Some(limit))
-    })
-    .await;
+    let broker = TestBroker::start_rate_limited(20, 12).await;
     let ada = Machine::new("ada");
     create_workspace(&ada.profile, &ada.store, &broker.url, "Acme", "Ada", "laptop", None)
         .await
@@ -347,24 +340,7 @@ async fn a_rotation_that_outruns_the_devices_request_budget_waits_for_the_broker
     for n in 0..24 {
         let name = format!("api-{n}");
         loop {
-            let added = add_api_key(
-                &ada.profile,
-                &ada.store,
-                NewApiKey {
-                    name: &name,
-                    provider: "custom-api-key",
-                    base_url: "https://api.example.com",
-                    allowed_hosts: &["api.example.com".to_owned()],
-                    injection: Injection::Header {
-                        name: "authorization".into(),
-                        prefix: "Bearer ".into(),
-                    },
-                    shared: true,
-                    key: SecretBytes::copy_from(format!("secret-of-{name}").as_bytes()),
-                    account: None,
-                },
-            )
-            .await;
+            let added = add_api_key(&ada.profile, &ada.store, api_key(&name, true)).await;
             match added {
                 Ok(_) => break,
                 Err(AccessError::Broker(ClientError::RateLimited { retry_after })) => {
