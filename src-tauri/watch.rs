@@ -1,7 +1,7 @@
 //! Keeps the tray, the window and the notifications current: follows the broker's approval
 //! stream (reconnecting with backoff), and turns tray clicks into actions.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -346,6 +346,9 @@ async fn follow(
     let paused = client.pause_state().await.map_err(|e| e.to_string())?.paused;
     let mut pending = pending_now(live).await?;
     publish(app, tray, &pending, Some(paused), notified);
+    // Agents' names, read again only for an agent not seen yet: a burst of held calls costs the
+    // device's request budget nothing beyond the first.
+    let mut names = HashMap::new();
     loop {
         let next = tokio::select! {
             next = stream.next() => next.map_err(|e| e.to_string())?,
@@ -361,7 +364,9 @@ async fn follow(
             Some(ApprovalEvent::Approval(info)) => {
                 let id = info.id.to_string();
                 if info.status == ApprovalStatus::Pending {
-                    let names = live.agent_names_or_ids().await;
+                    if !names.contains_key(&info.agent.to_string()) {
+                        names = live.agent_names_or_ids().await;
+                    }
                     pending.insert(id, Approval::new(&info, &names));
                 } else {
                     pending.remove(&id);
