@@ -382,10 +382,8 @@ pub async fn find_credential(
     name: &str,
 ) -> Result<CredentialInfo, AccessError> {
     client
-        .credentials()
+        .credential_named(name)
         .await?
-        .into_iter()
-        .find(|c| c.name == name)
         .ok_or_else(|| AccessError::UnknownCredential(name.to_owned()))
 }
 

@@ -1700,6 +1700,22 @@ impl BrokerClient {
         Ok(answer.credentials)
     }
 
+    /// `GET /v1/credentials?name=`: the credential agents call `name`, if this member may see it.
+    pub async fn credential_named(
+        &self,
+        name: &str,
+    ) -> Result<Option<CredentialInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            credentials: Vec<CredentialInfo>,
+        }
+        let query =
+            url::form_urlencoded::Serializer::new(String::new()).append_pair("name", name).finish();
+        let answer: Answer =
+            self.send(Method::Get, &format!("/v1/credentials?{query}"), None).await?;
+        Ok(answer.credentials.into_iter().find(|c| c.name == name))
+    }
+
     /// `DELETE /v1/credentials/{id}`: deletes it and revokes its grants.
     pub async fn delete_credential(&self, id: CredentialId) -> Result<(), ClientError> {
         self.send_empty(Method::Delete, &format!("/v1/credentials/{id}")).await

@@ -11,9 +11,8 @@
 //! wrapped keys in one transaction, or refuses and changes nothing.
 
 use axum::Json;
-use axum::extract::Path;
-use axum::extract::State;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use latchkey_core::envelope::Envelope;
 use latchkey_core::ids::{
@@ -287,15 +286,41 @@ async fn create(
     tag = "credentials",
     operation_id = "list_credentials",
     security(("device_signature" = [])),
-    responses((status = 200, description = "Metadata only, never envelopes", body = CredentialList), DeviceErrors),
+    params(("name" = Option<String>, Query, description = "Only the credential agents call by this name (none or one)")),
+    responses(
+        (status = 200, description = "Metadata only, never envelopes", body = CredentialList),
+        DeviceErrors,
+        (status = 400, description = "`bad_request`: a parameter other than `name`", body = ApiError),
+    ),
 )]
 async fn list(
     State(state): State<SharedState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
     request: Signed<()>,
 ) -> Result<Json<CredentialList>, ApiError> {
     let c = request.caller;
-    let records = state.store.credentials_visible_to(c.workspace, c.member).await?;
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::new(ErrorCode::BadRequest, "the only query parameter is name"));
+    };
+    let records = match query.name {
+        // One row by its unique name, rather than every credential to pick one.
+        Some(name) => state
+            .store
+            .credential_by_name(c.workspace, &name)
+            .await?
+            .filter(|r| may_see(&c, r.owner))
+            .into_iter()
+            .collect(),
+        None => state.store.credentials_visible_to(c.workspace, c.member).await?,
+    };
     Ok(Json(CredentialList { credentials: records.into_iter().map(Into::into).collect() }))
+}
+
+/// The query of `GET /v1/credentials`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    name: Option<String>,
 }
 
 /// One credential's metadata.

@@ -101,6 +101,15 @@ async fn a_personal_credential_is_invisible_to_every_other_member_admins_include
 
     let (_, theirs) = get(&broker, &admin, "/v1/credentials").await;
     assert!(names(&theirs).is_empty(), "another member does not list it: {theirs}");
+    let (_, named) = get(&broker, &member, "/v1/credentials?name=mine").await;
+    assert_eq!(names(&named), ["mine"], "the owner finds it by name");
+    let (_, named) = get(&broker, &admin, "/v1/credentials?name=mine").await;
+    assert!(names(&named).is_empty(), "nor does another member find it by name: {named}");
+    let (_, unknown) = get(&broker, &member, "/v1/credentials?name=nothing-here").await;
+    assert!(names(&unknown).is_empty(), "an unknown name is an empty list: {unknown}");
+    let (status, answer) = get(&broker, &member, "/v1/credentials?owner=canary-me").await;
+    assert_eq!((status, answer["code"].as_str()), (400, Some("bad_request")), "{answer}");
+    assert!(!answer["message"].as_str().unwrap().contains("canary"), "not echoed: {answer}");
     let (_, missing) =
         get(&broker, &admin, &format!("/v1/credentials/{}", CredentialId::random())).await;
     for (method, path, body) in [
