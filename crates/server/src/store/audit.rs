@@ -281,7 +281,8 @@ impl Store {
                AND ($3 IS NULL OR {credential} = $3)
                AND ($4 IS NULL OR {decision} = $4)
                AND ($5 IS NULL OR {kind} = $5)
-               AND ($6 IS NULL OR at_ms >= $6)
+               AND ($6 IS NULL OR (at_ms >= $6 AND seq >= (
+                   SELECT min(seq) FROM audit_log WHERE workspace_id = $1 AND at_ms >= $6)))
                AND ($7 IS NULL OR at_ms < $7)
                AND ($8 IS NULL OR seq {after} $8)
              ORDER BY seq {direction} LIMIT $9",

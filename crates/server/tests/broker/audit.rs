@@ -667,6 +667,8 @@ async fn listing_filters_by_agent_credential_decision_kind_and_time() {
         denied,
         created,
         attempt(ws, b, "github", Decision::Allowed, 4000),
+        // Appended last with an earlier time, as a call that waited for the journal is.
+        attempt(ws, AgentId::random(), "gitlab", Decision::Allowed, 1500),
     ] {
         log.append(event).await.expect("append");
     }
@@ -678,12 +680,17 @@ async fn listing_filters_by_agent_credential_decision_kind_and_time() {
             .map(|r| r["record"]["at_ms"].as_u64().expect("at_ms"))
             .collect()
     };
-    let cases: [(String, Vec<u64>, &str); 8] = [
+    let cases: [(String, Vec<u64>, &str); 9] = [
         (format!("agent={a}"), vec![1001, 1000], "by agent, newest first"),
         ("credential=github".into(), vec![4000, 1001, 1000], "by credential name"),
         ("decision=denied".into(), vec![2000], "by decision"),
         ("kind=agent_created".into(), vec![3000], "by kind"),
         ("since_ms=2000&until_ms=4000".into(), vec![3000, 2000], "since inclusive, until not"),
+        (
+            "since_ms=1500&until_ms=2500".into(),
+            vec![1500, 2000],
+            "a record with an earlier time than those before it in the chain is still found",
+        ),
         (format!("agent={b}&credential=github"), vec![4000], "filters combine"),
         (format!("agent={a}&order=oldest_first"), vec![1000, 1001], "oldest first"),
         ("credential=nothing".into(), vec![], "no match is an empty page"),
