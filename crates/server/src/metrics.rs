@@ -31,6 +31,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
@@ -59,7 +60,18 @@ struct Inner {
     proxy_audit_wait: Histogram,
     device_requests: Family<CodeLabels, Counter>,
     tls_handshakes: Family<HandshakeLabels, Counter>,
+    approval_streams: Gauge,
     audit: Arc<AuditCollector>,
+}
+
+/// One open approval event stream, counted in `latchkey_approval_streams` until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenStream(Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,6 +167,12 @@ impl Metrics {
             "TLS handshakes on the API listener (with --tls-cert), by result: completed, failed (not TLS, no common protocol, the client refused the certificate) or timed_out",
             tls_handshakes.clone(),
         );
+        let approval_streams = Gauge::default();
+        registry.register(
+            "latchkey_approval_streams",
+            "Devices' approval event streams open now (GET /v1/approvals/events)",
+            approval_streams.clone(),
+        );
         let audit = Arc::new(AuditCollector::default());
         registry.register_collector(Box::new(Arc::clone(&audit)));
         registry.register(
@@ -178,6 +196,7 @@ impl Metrics {
                 proxy_audit_wait,
                 device_requests,
                 tls_handshakes,
+                approval_streams,
                 audit,
             }),
         }
@@ -222,6 +241,12 @@ impl Metrics {
     /// Records how long an allowed call waited for its attempt record.
     pub(crate) fn audit_wait(&self, elapsed: Duration) {
         self.inner.proxy_audit_wait.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts an approval event stream as open until the returned guard is dropped.
+    pub(crate) fn approval_stream(&self) -> OpenStream {
+        self.inner.approval_streams.inc();
+        OpenStream(self.inner.approval_streams.clone())
     }
 
     /// Counts one signed device request by the code of its answer.

@@ -210,7 +210,9 @@ async fn events(
         )
         .await?;
     let (events, received) = tokio::sync::mpsc::channel::<Event>(64);
+    let open = state.metrics.approval_stream();
     tokio::spawn(async move {
+        let _open = open;
         if state.approvals.is_closing() {
             return;
         }
@@ -223,6 +225,9 @@ async fn events(
             let received = tokio::select! {
                 received = signals.recv() => received,
                 () = state.approvals.closed() => return,
+                // The device went away: ends now, not at the next signal it may see (for a
+                // member with no agents, never).
+                () = events.closed() => return,
             };
             let signal = match received {
                 Ok(signal) => signal,

@@ -384,3 +384,34 @@ async fn each_request_is_logged_with_its_route_template_never_its_path_query_or_
         "request lines name the route template, not the id in the path:\n{request_lines}"
     );
 }
+
+#[tokio::test]
+async fn an_approval_stream_ends_when_its_device_goes_away() {
+    let (broker, metrics) = broker_with_metrics().await;
+    let admin = workspace_with_admin(&broker).await;
+    // A member with no agents: no approval signal is ever one this device may see, so only
+    // noticing the device went away can end its stream.
+    let member = common::insert_member(&broker, &admin, "member").await;
+    let streams = |text: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix("latchkey_approval_streams "))
+            .and_then(|n| n.trim().parse().ok())
+    };
+    assert_eq!(streams(&scrape(&metrics).await), Some(0), "none open at the start");
+    let stream = common::ApprovalStream::open(&broker, &member).await;
+    assert_eq!(streams(&scrape(&metrics).await), Some(1), "the member's stream is open");
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let open = streams(&scrape(&metrics).await);
+        if open == Some(0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a stream whose device went away must end, not wait for a signal: {open:?} open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    broker.stop().await;
+}
