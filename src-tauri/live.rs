@@ -1028,11 +1028,11 @@ pub fn parse_method(text: &str) -> Outcome<Method> {
         .ok_or_else(|| CommandError::invalid(format!("{text:?} is not an HTTP method agents may use: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")))
 }
 
-fn unix_now() -> u64 {
+/// Now, in unix seconds.
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// Writes `bytes` to a new file readable by this user only; never overwrites.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -276,32 +276,46 @@ pub fn spawn_refresher(app: AppHandle, live: Arc<Live>) {
                     continue;
                 }
             };
+            let mut refused = Vec::new();
             for report in reports {
                 use latchkey_client::refresh::RefreshReport;
                 match report {
                     RefreshReport::Refreshed { credential, .. } => {
                         tracing::info!(credential = %credential.id, "connection refreshed");
                     }
-                    RefreshReport::ReconnectNeeded { credential }
-                        if announced.insert(credential.id) =>
-                    {
-                        notify(
-                            &app,
-                            "A connection needs you",
-                            &format!(
-                                "{} was refused by its provider: reconnect it in Latchkey",
-                                credential.name
-                            ),
-                        );
-                    }
+                    RefreshReport::ReconnectNeeded { credential } => refused.push(credential),
                     RefreshReport::Failed { credential, reason } => {
                         tracing::warn!(credential = %credential.id, %reason, "refresh failed");
                     }
                     _ => {}
                 }
             }
+            let ids: Vec<_> = refused.iter().map(|c| c.id).collect();
+            let news = newly_refused(&mut announced, &ids);
+            for credential in refused.iter().filter(|c| news.contains(&c.id)) {
+                notify(
+                    &app,
+                    "A connection needs you",
+                    &format!(
+                        "{} was refused by its provider: reconnect it in Latchkey",
+                        credential.name
+                    ),
+                );
+            }
         }
     });
+}
+
+/// The connections refused this round that were not refused in the round before, to announce;
+/// `announced` becomes this round's. A connection reconnected since (so not refused for a round)
+/// is announced again when it is refused again, days later or not.
+fn newly_refused<T: Copy + Eq + std::hash::Hash>(
+    announced: &mut HashSet<T>,
+    refused: &[T],
+) -> Vec<T> {
+    let news = refused.iter().filter(|id| !announced.contains(id)).copied().collect();
+    *announced = refused.iter().copied().collect();
+    news
 }
 
 /// Follows the approval stream for as long as the app runs.
@@ -349,9 +363,18 @@ async fn follow(
     // Agents' names, read again only for an agent not seen yet: a burst of held calls costs the
     // device's request budget nothing beyond the first.
     let mut names = HashMap::new();
+    let mut sweep = tokio::time::interval(EXPIRY_SWEEP);
     loop {
         let next = tokio::select! {
             next = stream.next() => next.map_err(|e| e.to_string())?,
+            _ = sweep.tick() => {
+                // A request past its deadline whose end the stream never told (its broker
+                // stopped, a notification was lost) leaves the tray and the count.
+                if drop_expired(&mut pending, crate::live::unix_now()) {
+                    publish(app, tray, &pending, None, notified);
+                }
+                continue;
+            }
             () = live.locked() => {
                 publish(app, tray, &BTreeMap::new(), None, notified);
                 // Not a failure: the loop waits for the unlock, with no backoff after it.
@@ -413,6 +436,16 @@ fn publish(
 /// Whether the tray must be drawn again to show `next`.
 fn needs_redraw(shown: Option<&TrayModel>, next: &TrayModel) -> bool {
     shown != Some(next)
+}
+
+/// How often requests past their deadline are dropped from the tray.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(15);
+
+/// Drops the requests whose deadline has passed; whether any was.
+fn drop_expired(pending: &mut BTreeMap<String, Approval>, now: u64) -> bool {
+    let before = pending.len();
+    pending.retain(|_, a| a.expires_at >= now);
+    pending.len() != before
 }
 
 /// The pending requests this device may answer oldest first, and those not announced before
@@ -564,6 +597,26 @@ mod tests {
 
     fn map(items: &[Approval]) -> BTreeMap<String, Approval> {
         items.iter().map(|a| (a.id.clone(), a.clone())).collect()
+    }
+
+    #[test]
+    fn a_request_past_its_deadline_leaves_the_tray_though_the_stream_never_said_so() {
+        // Created at 100 and 200: deadlines 220 and 320.
+        let mut pending = map(&[approval("old", 100), approval("new", 200)]);
+        assert!(!drop_expired(&mut pending, 220), "at its deadline a request still stands");
+        assert!(drop_expired(&mut pending, 221), "just past it, it goes");
+        assert_eq!(pending.keys().collect::<Vec<_>>(), ["new"], "the other stays");
+        assert!(!drop_expired(&mut pending, 221), "nothing more to drop: no redraw");
+    }
+
+    #[test]
+    fn a_connection_refused_again_after_a_reconnect_is_announced_again() {
+        let mut announced = HashSet::new();
+        let none: [u32; 0] = [];
+        assert_eq!(newly_refused(&mut announced, &[7_u32, 8]), [7, 8], "first refusals: news");
+        assert_eq!(newly_refused(&mut announced, &[7, 8]), none, "still refused: announced once");
+        assert_eq!(newly_refused(&mut announced, &[8]), none, "7 reconnected, 8 still refused");
+        assert_eq!(newly_refused(&mut announced, &[7, 8]), [7], "7 refused again: news again");
     }
 
     #[test]

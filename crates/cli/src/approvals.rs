@@ -136,6 +136,8 @@ async fn watch_approvals(
             Ok(Some(ApprovalEvent::Lagged { .. })) => {
                 let mut pending = client.approvals(false).await?;
                 pending.reverse();
+                // Those that ended meanwhile are forgotten, as their end would have made them.
+                asked.retain(|id| pending.iter().any(|a| a.id == *id));
                 pending
             }
             Err(error) if is_connection_lost(&error) => {
@@ -158,6 +160,11 @@ async fn watch_approvals(
             }
             // Calls of this member's agents that an admin answers are shown, never asked about.
             let open = approval.status == ApprovalStatus::Pending && approval.answerable;
+            if approval.status != ApprovalStatus::Pending {
+                // Answered or expired: its id is not seen pending again; a watch of weeks
+                // keeps only the calls still open.
+                asked.remove(&approval.id);
+            }
             if interactive && open && asked.insert(approval.id) {
                 ask(profile, store, &approval, &names).await?;
             } else {

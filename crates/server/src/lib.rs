@@ -172,9 +172,8 @@ const KEEPALIVE_PROBES: u32 = 4;
 /// descriptor and its task until the kernel finds the peer gone, about two minutes after it went
 /// silent, instead of for good. A socket that refuses the option is served anyway.
 pub(crate) fn keep_alive(tcp: &tokio::net::TcpStream) {
-    let probes = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL);
+    let probes =
+        socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
     #[cfg(not(windows))]
     let probes = probes.with_retries(KEEPALIVE_PROBES);
     if let Err(error) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
