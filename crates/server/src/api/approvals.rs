@@ -163,6 +163,12 @@ async fn list(
             e.path = Some(record.path.clone());
         })
         .await;
+        // Devices following the stream hear of it as of any other end.
+        let resolved =
+            Signal { workspace: caller.workspace, id: record.id, kind: SignalKind::Resolved };
+        if let Err(error) = state.approvals.publish(&state.store, resolved).await {
+            tracing::warn!(%error, "could not announce an abandoned approval's expiry");
+        }
     }
     let approvals = state
         .store

@@ -1665,9 +1665,18 @@ async fn an_approval_whose_broker_went_away_is_expired_and_audited_when_listed()
     let id = stranded("pending", None).await;
     // And one approved whose holder went away before it took the capability.
     let approved = stranded("approved", Some("lkc_STRANDEDcapability")).await;
+    let mut stream = ApprovalStream::open(&w.broker, &w.admin).await;
+    let opening = stream.next().await;
+    assert_eq!((&opening["id"], &opening["status"]), (&json!(id), &json!("pending")), "{opening}");
     assert!(
         w.approvals(&w.admin, "pending").await.is_empty(),
         "an approval nobody holds any more is not offered for an answer"
+    );
+    let ended = stream.next().await;
+    assert_eq!(
+        (&ended["id"], &ended["status"]),
+        (&json!(id), &json!("expired")),
+        "a device following the stream hears of the expiry, and drops the call: {ended}"
     );
     let all = w.approvals(&w.admin, "all").await;
     let stranded = all.iter().find(|a| a["id"] == json!(id));
