@@ -170,7 +170,7 @@ impl Metrics {
         let approval_streams = Gauge::default();
         registry.register(
             "latchkey_approval_streams",
-            "Devices' approval event streams open now (GET /v1/approvals/events)",
+            "Devices' approval event streams open now",
             approval_streams.clone(),
         );
         let audit = Arc::new(AuditCollector::default());
