@@ -441,10 +441,14 @@ fn needs_redraw(shown: Option<&TrayModel>, next: &TrayModel) -> bool {
 /// How often requests past their deadline are dropped from the tray.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(15);
 
-/// Drops the requests whose deadline has passed; whether any was.
+/// How far this computer's clock may run ahead of the broker's before a request that can still
+/// be answered leaves the tray: deadlines are the broker's, the sweep reads this clock.
+const CLOCK_GRACE_SECS: u64 = 5 * 60;
+
+/// Drops the requests whose deadline passed more than [`CLOCK_GRACE_SECS`] ago; whether any was.
 fn drop_expired(pending: &mut BTreeMap<String, Approval>, now: u64) -> bool {
     let before = pending.len();
-    pending.retain(|_, a| a.expires_at >= now);
+    pending.retain(|_, a| a.expires_at.saturating_add(CLOCK_GRACE_SECS) >= now);
     pending.len() != before
 }
 
@@ -601,12 +605,14 @@ mod tests {
 
     #[test]
     fn a_request_past_its_deadline_leaves_the_tray_though_the_stream_never_said_so() {
-        // Created at 100 and 200: deadlines 220 and 320.
+        // Created at 100 and 200: deadlines 220 and 320, by the broker's clock.
         let mut pending = map(&[approval("old", 100), approval("new", 200)]);
-        assert!(!drop_expired(&mut pending, 220), "at its deadline a request still stands");
-        assert!(drop_expired(&mut pending, 221), "just past it, it goes");
+        let grace = CLOCK_GRACE_SECS;
+        assert!(!drop_expired(&mut pending, 221), "a clock a little ahead drops nothing");
+        assert!(!drop_expired(&mut pending, 220 + grace), "nor one ahead by the whole grace");
+        assert!(drop_expired(&mut pending, 221 + grace), "past that, the request goes");
         assert_eq!(pending.keys().collect::<Vec<_>>(), ["new"], "the other stays");
-        assert!(!drop_expired(&mut pending, 221), "nothing more to drop: no redraw");
+        assert!(!drop_expired(&mut pending, 221 + grace), "nothing more to drop: no redraw");
     }
 
     #[test]

@@ -143,7 +143,9 @@ async fn watch_approvals(
             Err(error) if is_connection_lost(&error) => {
                 events = reconnect(&client, read_timeout, &error).await?;
                 // The new stream opens with every pending call: those already asked about
-                // are not asked again.
+                // are not asked again, and those that ended meanwhile are forgotten.
+                let pending = client.approvals(false).await?;
+                asked.retain(|id| pending.iter().any(|a| a.id == *id));
                 continue;
             }
             Err(error) => return Err(error.into()),

@@ -329,14 +329,18 @@ pub enum ClientError {
     /// The extra certificate authorities for the broker cannot be used.
     #[error(transparent)]
     BrokerCa(#[from] BrokerCaError),
-    /// A stream from the broker sent nothing, not even a keep-alive, for longer than its read
-    /// timeout: the connection counts as lost (open the stream again).
+    /// A stream from the broker (the approval stream, whose keep-alives count, or an audit
+    /// export) sent nothing for longer than its read timeout: the connection counts as lost
+    /// (open the stream again).
     #[error(
-        "the broker at {broker} sent nothing on the approval stream for {silent:?}, not even a keep-alive: the connection is treated as lost"
+        "the broker at {broker} sent nothing on the {what} for {silent:?}: the connection is treated as lost"
     )]
     Stalled {
         /// The broker URL.
         broker: String,
+        /// What was being read: `approval stream` (silent even of its keep-alives) or `audit
+        /// export`.
+        what: &'static str,
         /// How long it was silent (the stream's read timeout).
         silent: Duration,
     },
@@ -785,18 +789,31 @@ impl AuditFilter {
     }
 }
 
+/// The longest an audit export may stay silent before it counts as lost. The export as a whole
+/// has no time limit: a long log over a slow link takes as long as it takes.
+pub const EXPORT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// An audit export being received ([`BrokerClient::audit_export`]).
 #[derive(Debug)]
 pub struct ExportBody<'a> {
     client: &'a BrokerClient,
     response: reqwest::Response,
+    read_timeout: Duration,
 }
 
 impl ExportBody<'_> {
-    /// The next chunk of the export; `None` at its end. A connection that breaks off is an
-    /// error, never a short export.
+    /// The next chunk of the export; `None` at its end. A connection that breaks off, or that
+    /// stays silent for the read timeout ([`EXPORT_READ_TIMEOUT`] by default), is an error,
+    /// never a short export.
     pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, ClientError> {
-        self.response.chunk().await.map_err(|e| self.client.transport(e))
+        tokio::time::timeout(self.read_timeout, self.response.chunk())
+            .await
+            .map_err(|_| ClientError::Stalled {
+                broker: self.client.broker.url().to_string(),
+                what: "audit export",
+                silent: self.read_timeout,
+            })?
+            .map_err(|e| self.client.transport(e))
     }
 }
 
@@ -1299,6 +1316,7 @@ impl ApprovalEvents {
                 .await
                 .map_err(|_| ClientError::Stalled {
                     broker: self.broker.clone(),
+                    what: "approval stream",
                     silent: self.read_timeout,
                 })?
                 .map_err(|source| ClientError::Transport {
@@ -1798,6 +1816,17 @@ impl BrokerClient {
         csv: bool,
         filter: &AuditFilter,
     ) -> Result<ExportBody<'_>, ClientError> {
+        self.audit_export_with_read_timeout(csv, filter, EXPORT_READ_TIMEOUT).await
+    }
+
+    /// [`Self::audit_export`], counting the export lost once it stays silent for `read_timeout`
+    /// (the answer's head included).
+    pub async fn audit_export_with_read_timeout(
+        &self,
+        csv: bool,
+        filter: &AuditFilter,
+        read_timeout: Duration,
+    ) -> Result<ExportBody<'_>, ClientError> {
         let mut query = filter.query();
         if !query.is_empty() {
             query.push('&');
@@ -1805,15 +1834,26 @@ impl BrokerClient {
         query.push_str(if csv { "format=csv" } else { "format=jsonl" });
         let path = format!("/v1/audit/export?{query}");
         let accept = if csv { "text/csv" } else { "application/x-ndjson" };
-        let request = self.signed(&self.http, Method::Get, &path, &[], accept)?;
-        let mut response = request.send().await.map_err(|e| self.transport(e))?;
+        // No overall timeout, which would cut a long export off midway: each read is bounded
+        // by `read_timeout` instead.
+        let http = http_builder(self.broker.authorities())?.build().map_err(ClientError::Setup)?;
+        let request = self.signed(&http, Method::Get, &path, &[], accept)?;
+        let stalled = || ClientError::Stalled {
+            broker: self.broker.url().to_string(),
+            what: "audit export",
+            silent: read_timeout,
+        };
+        let mut response = tokio::time::timeout(read_timeout, request.send())
+            .await
+            .map_err(|_| stalled())?
+            .map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             let retry_after = retry_after(&response);
             let received = self.read_body(&mut response, Method::Get, &path, status).await?;
             return Err(refusal(Method::Get, &path, (status, retry_after), &received));
         }
-        Ok(ExportBody { client: self, response })
+        Ok(ExportBody { client: self, response, read_timeout })
     }
 
     /// `GET /v1/credentials/{id}`: one credential's metadata.
@@ -2172,6 +2212,7 @@ impl BrokerClient {
             .await
             .map_err(|_| ClientError::Stalled {
                 broker: self.broker.url().to_string(),
+                what: "approval stream",
                 silent: read_timeout,
             })?
             .map_err(|e| self.transport(e))?;

@@ -166,18 +166,30 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 #[cfg(not(windows))]
 const KEEPALIVE_PROBES: u32 = 4;
+/// How long data the broker sent may stay unacknowledged before the connection is closed
+/// (Linux): keepalive probes wait while data is in flight, and an event stream's keep-alives
+/// always are, so a vanished device's stream is found by this instead.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UNACKNOWLEDGED_LIMIT: Duration = Duration::from_secs(120);
 
 /// Turns TCP keepalive on for an accepted connection: a client that vanished without closing
 /// (a laptop put to sleep, a network that changed) holds an idle keep-alive connection, its file
 /// descriptor and its task until the kernel finds the peer gone, about two minutes after it went
-/// silent, instead of for good. A socket that refuses the option is served anyway.
+/// silent, instead of for good; on Linux, a connection whose sent data goes unacknowledged for
+/// two minutes (an event stream to a vanished device) is closed too. A socket that refuses an
+/// option is served anyway.
 pub(crate) fn keep_alive(tcp: &tokio::net::TcpStream) {
+    let socket = socket2::SockRef::from(tcp);
     let probes =
         socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
     #[cfg(not(windows))]
     let probes = probes.with_retries(KEEPALIVE_PROBES);
-    if let Err(error) = socket2::SockRef::from(tcp).set_tcp_keepalive(&probes) {
+    if let Err(error) = socket.set_tcp_keepalive(&probes) {
         tracing::debug!(%error, "could not turn TCP keepalive on for a connection");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(error) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_LIMIT)) {
+        tracing::debug!(%error, "could not bound a connection's unacknowledged data");
     }
 }
 
@@ -270,6 +282,11 @@ mod tests {
             assert_eq!(socket.tcp_keepalive_time().expect("readable"), KEEPALIVE_IDLE);
             assert_eq!(socket.tcp_keepalive_interval().expect("readable"), KEEPALIVE_INTERVAL);
             assert_eq!(socket.tcp_keepalive_retries().expect("readable"), KEEPALIVE_PROBES);
+            assert_eq!(
+                socket.tcp_user_timeout().expect("readable"),
+                Some(UNACKNOWLEDGED_LIMIT),
+                "a stream to a vanished device, always holding data in flight, is closed too"
+            );
         }
     }
 }

@@ -10,6 +10,7 @@
 )]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use latchkey_client::api::{BrokerClient, BrokerUrl};
 use latchkey_client::keychain::{EncryptedFileStore, SharedKeyStore};
@@ -197,4 +198,42 @@ pub async fn upstream() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
         }
     });
     (base, seen)
+}
+
+/// A fake broker on loopback that answers one request with a body of no stated length (an event
+/// stream, an export): each `(pause, text)` written after its pause, then silence with the
+/// connection held open until the test ends. Returns a client for it, as any device would sign.
+pub async fn scripted_broker(script: Vec<(Duration, String)>) -> BrokerClient {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0_u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client sent its whole request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
+            .await
+            .unwrap();
+        for (pause, text) in script {
+            tokio::time::sleep(pause).await;
+            socket.write_all(text.as_bytes()).await.unwrap();
+            socket.flush().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        drop(socket);
+    });
+    let signing = latchkey_core::keys::DeviceSigningKey::generate().unwrap();
+    BrokerClient::new(
+        url.parse::<latchkey_client::api::BrokerUrl>().unwrap(),
+        latchkey_core::ids::DeviceId::random(),
+        signing,
+    )
+    .unwrap()
 }

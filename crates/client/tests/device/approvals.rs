@@ -272,44 +272,6 @@ fn announced() -> ApprovalInfo {
     }
 }
 
-/// A fake broker on loopback that answers one request with an event stream: each `(pause,
-/// text)` written after its pause, then silence with the connection held open (no keep-alives)
-/// until the test ends. Returns a client for it, as any device would sign.
-async fn fake_stream(script: Vec<(Duration, String)>) -> BrokerClient {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0_u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the client sent its whole request");
-            head.extend_from_slice(&buf[..n]);
-        }
-        socket
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
-            .await
-            .unwrap();
-        for (pause, text) in script {
-            tokio::time::sleep(pause).await;
-            socket.write_all(text.as_bytes()).await.unwrap();
-            socket.flush().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(120)).await;
-        drop(socket);
-    });
-    let signing = latchkey_core::keys::DeviceSigningKey::generate().unwrap();
-    BrokerClient::new(
-        url.parse::<latchkey_client::api::BrokerUrl>().unwrap(),
-        latchkey_core::ids::DeviceId::random(),
-        signing,
-    )
-    .unwrap()
-}
-
 fn approval_event(approval: &ApprovalInfo) -> String {
     format!("event: approval\ndata: {}\n\n", serde_json::to_string(approval).unwrap())
 }
@@ -320,7 +282,7 @@ fn approval_event(approval: &ApprovalInfo) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_silent_past_its_read_timeout_fails_as_stalled() {
     let snapshot = announced();
-    let client = fake_stream(vec![(Duration::ZERO, approval_event(&snapshot))]).await;
+    let client = common::scripted_broker(vec![(Duration::ZERO, approval_event(&snapshot))]).await;
     let read_timeout = Duration::from_millis(300);
     let mut events = client.approval_events_with_read_timeout(read_timeout).await.unwrap();
     assert_eq!(next_approval(&mut events).await, snapshot, "the snapshot arrives first");
@@ -341,7 +303,9 @@ async fn a_stream_silent_past_its_read_timeout_fails_as_stalled() {
     );
     let text = error.to_string();
     assert!(
-        text.contains("sent nothing on the approval stream for 300ms, not even a keep-alive"),
+        text.contains(
+            "sent nothing on the approval stream for 300ms: the connection is treated as lost"
+        ),
         "and says what happened: {text}"
     );
     assert!(
@@ -359,7 +323,7 @@ async fn keep_alives_within_the_read_timeout_keep_the_stream_alive() {
     let mut script = vec![(Duration::ZERO, ": connected\n\n".to_owned())];
     script.extend((0..12).map(|_| (tick, ":\n\n".to_owned())));
     script.push((tick, approval_event(&later)));
-    let client = fake_stream(script).await;
+    let client = common::scripted_broker(script).await;
     let read_timeout = Duration::from_millis(400);
     let mut events = client.approval_events_with_read_timeout(read_timeout).await.unwrap();
 

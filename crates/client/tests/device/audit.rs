@@ -155,3 +155,31 @@ async fn a_log_larger_than_any_answer_buffer_is_checked_and_exported_whole() {
     assert_eq!((chain.checked, chain.checked_from), (1, Some(before + 12_000)));
     broker.stop().await;
 }
+
+/// An export whose broker goes silent midway fails once its read timeout passes, however long
+/// the export as a whole may take: it neither hangs nor ends as if whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_whose_broker_goes_silent_midway_fails_as_stalled() {
+    use latchkey_client::api::ClientError;
+    use std::time::Duration;
+    let first = "{\"hash\":\"00\",\"prev_hash\":\"00\",\"record\":{},\"seq\":1}\n";
+    let client = common::scripted_broker(vec![(Duration::ZERO, first.to_owned())]).await;
+    let read_timeout = Duration::from_millis(300);
+    let mut export = client
+        .audit_export_with_read_timeout(false, &AuditFilter::default(), read_timeout)
+        .await
+        .expect("the answer's head arrives");
+    let received = export.chunk().await.expect("a first chunk").expect("not the end");
+    assert_eq!(received.as_ref(), first.as_bytes());
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(Duration::from_secs(10), export.chunk())
+        .await
+        .expect("a silent export fails within its read timeout instead of hanging")
+        .expect_err("silence is not the end of the export");
+    assert!(
+        matches!(error, ClientError::Stalled { what: "audit export", silent, .. } if silent == read_timeout),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("sent nothing on the audit export for 300ms"), "{error}");
+    assert!(started.elapsed() >= read_timeout, "not before the read timeout");
+}

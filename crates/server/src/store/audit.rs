@@ -268,7 +268,9 @@ impl Store {
         self.audit_caught_up().await?;
         // One statement per order and backend; absent filters are NULL and match everything. The
         // JSON accessor yields NULL for a record that is not JSON (only a hand-edited database has
-        // one).
+        // one). `since_ms` also bounds the seq range, exactly, with the first seq at or after it
+        // (by the time index; a bound the planner uses only outside an `IS NULL OR`): a day's
+        // window of a long history reads that day, not the history.
         let (after, direction) = match query.order {
             AuditOrder::OldestFirst => (">", "ASC"),
             AuditOrder::NewestFirst => ("<", "DESC"),
@@ -281,8 +283,10 @@ impl Store {
                AND ($3 IS NULL OR {credential} = $3)
                AND ($4 IS NULL OR {decision} = $4)
                AND ($5 IS NULL OR {kind} = $5)
-               AND ($6 IS NULL OR (at_ms >= $6 AND seq >= (
-                   SELECT min(seq) FROM audit_log WHERE workspace_id = $1 AND at_ms >= $6)))
+               AND seq >= COALESCE(
+                   (SELECT min(seq) FROM audit_log WHERE workspace_id = $1 AND at_ms >= $6),
+                   CASE WHEN $6 IS NULL THEN 0 ELSE 9223372036854775807 END)
+               AND ($6 IS NULL OR at_ms >= $6)
                AND ($7 IS NULL OR at_ms < $7)
                AND ($8 IS NULL OR seq {after} $8)
              ORDER BY seq {direction} LIMIT $9",
