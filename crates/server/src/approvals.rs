@@ -59,6 +59,10 @@ pub(crate) struct Approvals {
     waiters: Mutex<HashMap<ApprovalId, (AgentId, Arc<Notify>)>>,
     /// Every signal, for the device streams on this broker.
     events: broadcast::Sender<Signal>,
+    /// Counts the times signals may have been lost: the PostgreSQL listener's connection broke
+    /// and was made again, and what was sent meanwhile never arrives. Device streams then tell
+    /// their devices to list again.
+    gaps: tokio::sync::watch::Sender<u64>,
     /// Set when the broker begins to shut down: streams end, held calls are let go.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -69,6 +73,7 @@ impl Approvals {
             timeout,
             waiters: Mutex::default(),
             events: broadcast::channel(1024).0,
+            gaps: tokio::sync::watch::channel(0).0,
             closing: tokio::sync::watch::channel(false).0,
         }
     }
@@ -113,6 +118,11 @@ impl Approvals {
         self.events.subscribe()
     }
 
+    /// Changes when signals may have been lost (see `gaps`); subscribe with the signals.
+    pub(crate) fn gaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.gaps.subscribe()
+    }
+
     /// Tells every replica (on SQLite: this broker) about `signal`.
     pub(crate) async fn publish(&self, store: &Store, signal: Signal) -> Result<(), StoreError> {
         match store.backend() {
@@ -145,10 +155,12 @@ impl Approvals {
         let hub = Arc::clone(self);
         tokio::spawn(async move {
             let listen = async {
+                let mut resumed = false;
                 loop {
-                    if let Err(error) = hub.listen(&url).await {
+                    if let Err(error) = hub.listen(&url, resumed).await {
                         tracing::warn!(%error, "approval notifications interrupted; reconnecting");
                     }
+                    resumed = true;
                     tokio::time::sleep(POLL).await;
                 }
             };
@@ -159,11 +171,21 @@ impl Approvals {
         });
     }
 
-    async fn listen(&self, url: &str) -> Result<(), sqlx::Error> {
+    /// Listens until an error; `resumed`: after an earlier connection broke, so what was sent
+    /// in between is lost (a gap, once listening again).
+    async fn listen(&self, url: &str, resumed: bool) -> Result<(), sqlx::Error> {
         let mut listener = sqlx::postgres::PgListener::connect(url).await?;
         listener.listen(CHANNEL).await?;
+        if resumed {
+            self.gaps.send_modify(|gaps| *gaps += 1);
+        }
         loop {
-            let notification = listener.recv().await?;
+            // `None`: the connection broke; the next call makes it again, and listens again.
+            let Some(notification) = listener.try_recv().await? else {
+                tracing::info!("approval notifications resumed after a lost connection");
+                self.gaps.send_modify(|gaps| *gaps += 1);
+                continue;
+            };
             match serde_json::from_str::<Signal>(notification.payload()) {
                 Ok(signal) => self.deliver(signal),
                 Err(error) => tracing::warn!(%error, "ignored a malformed approval notification"),

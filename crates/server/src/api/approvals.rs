@@ -205,6 +205,7 @@ async fn events(
     let caller = request.caller;
     // Subscribed before the snapshot is read: nothing requested in between is missed.
     let mut signals = state.approvals.subscribe();
+    let mut gaps = state.approvals.gaps();
     let pending = state
         .store
         .approvals(
@@ -234,6 +235,15 @@ async fn events(
                 // The device went away: ends now, not at the next signal it may see (for a
                 // member with no agents, never).
                 () = events.closed() => return,
+                // Signals may have been lost (the database's notifications broke off): the
+                // device lists again.
+                Ok(()) = gaps.changed() => {
+                    let lagged = Event::default().event("lagged").data("unknown");
+                    if events.send(lagged).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
             };
             let signal = match received {
                 Ok(signal) => signal,

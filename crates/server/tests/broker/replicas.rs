@@ -840,3 +840,39 @@ async fn a_broker_cut_off_from_its_database_answers_a_retryable_503_fails_closed
     );
     r.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_stream_is_told_to_list_again_when_the_databases_notifications_break_off() {
+    if skip() {
+        return;
+    }
+    let a = TestBroker::start().await;
+    let admin = workspace_with_admin(&a).await;
+    let mut stream = ApprovalStream::open(&a, &admin).await;
+    sqlx::any::install_default_drivers();
+    let superuser = sqlx::AnyPool::connect(&postgres(&a).superuser_url).await.expect("connect");
+    // The broker's listening connection goes away, as a database restart or a network blip
+    // takes it: what replicas announce meanwhile is lost.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ended: i64 = sqlx::query_scalar(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        )
+        .fetch_one(&superuser)
+        .await
+        .expect("the listener's connection is ended");
+        if ended > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the broker listens for notifications");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (event, data) = stream.next_event().await;
+    assert_eq!(
+        (event.as_str(), data.as_str()),
+        ("lagged", "unknown"),
+        "once listening again, the broker tells each device stream to list again"
+    );
+    a.stop().await;
+}

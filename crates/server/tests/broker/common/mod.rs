@@ -816,18 +816,26 @@ impl ApprovalStream {
 
     /// The next `approval` event's data, within 10 seconds.
     pub async fn next(&mut self) -> Value {
+        loop {
+            let (event, data) = self.next_event().await;
+            if event == "approval" {
+                return serde_json::from_str(&data).expect("event data is JSON");
+            }
+        }
+    }
+
+    /// The next event of any kind, as its name and data, within 10 seconds (comments skipped).
+    pub async fn next_event(&mut self) -> (String, String) {
         use futures_util::StreamExt as _;
         let read = async {
             loop {
                 if let Some(end) = self.buffer.find("\n\n") {
                     let block: String = self.buffer.drain(..end + 2).collect();
-                    if block.lines().any(|l| l == "event: approval") {
-                        let data: String = block
-                            .lines()
-                            .filter_map(|l| l.strip_prefix("data: "))
-                            .collect::<Vec<_>>()
-                            .join("\n");
-                        return serde_json::from_str(&data).expect("event data is JSON");
+                    let field = |name: &str| -> Vec<&str> {
+                        block.lines().filter_map(|l| l.strip_prefix(name)).collect()
+                    };
+                    if let Some(event) = field("event: ").first() {
+                        return (event.to_string(), field("data: ").join("\n"));
                     }
                     continue;
                 }
@@ -837,6 +845,6 @@ impl ApprovalStream {
         };
         tokio::time::timeout(std::time::Duration::from_secs(10), read)
             .await
-            .expect("an approval event arrives")
+            .expect("an event arrives")
     }
 }
