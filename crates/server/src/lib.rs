@@ -12,6 +12,7 @@ pub mod audit;
 mod auth;
 pub mod clock;
 pub mod config;
+mod connections;
 pub mod creation;
 pub mod error;
 pub mod metrics;
@@ -26,7 +27,6 @@ pub mod upstream;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -145,52 +145,18 @@ async fn serve_on(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match tls {
         Some(tls) => {
-            // `tap_io` gives the TLS listener's connections their peer address as `ConnectInfo`.
-            let listener = tls::TlsListener::new(listener, tls, metrics)?.tap_io(|_| {});
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            let listener = tls::TlsListener::new(listener, tls, metrics)?;
+            connections::serve(listener, app, shutdown).await;
         }
         None => {
-            let listener = listener.tap_io(|tcp| keep_alive(tcp));
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| connections::keep_alive(tcp));
+            connections::serve(listener, app, shutdown).await;
         }
     }
-}
-
-/// Idle time after which the kernel starts probing a connection whose peer went silent.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-/// Time between probes; after [`KEEPALIVE_PROBES`] unanswered ones the connection is closed.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
-#[cfg(not(windows))]
-const KEEPALIVE_PROBES: u32 = 4;
-/// How long data the broker sent may stay unacknowledged before the connection is closed
-/// (Linux): keepalive probes wait while data is in flight, and an event stream's keep-alives
-/// always are, so a vanished device's stream is found by this instead.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const UNACKNOWLEDGED_LIMIT: Duration = Duration::from_secs(120);
-
-/// Turns TCP keepalive on for an accepted connection: a client that vanished without closing
-/// (a laptop put to sleep, a network that changed) holds an idle keep-alive connection, its file
-/// descriptor and its task until the kernel finds the peer gone, about two minutes after it went
-/// silent, instead of for good; on Linux, a connection whose sent data goes unacknowledged for
-/// two minutes (an event stream to a vanished device) is closed too. A socket that refuses an
-/// option is served anyway.
-pub(crate) fn keep_alive(tcp: &tokio::net::TcpStream) {
-    let socket = socket2::SockRef::from(tcp);
-    let probes =
-        socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
-    #[cfg(not(windows))]
-    let probes = probes.with_retries(KEEPALIVE_PROBES);
-    if let Err(error) = socket.set_tcp_keepalive(&probes) {
-        tracing::debug!(%error, "could not turn TCP keepalive on for a connection");
-    }
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Err(error) = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_LIMIT)) {
-        tracing::debug!(%error, "could not bound a connection's unacknowledged data");
-    }
+    Ok(())
 }
 
 /// Serves `app` on `threads` threads, each a single-threaded runtime accepting from a handle of
@@ -260,33 +226,5 @@ pub fn main_runtime(
     match serving_threads {
         Some(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn an_accepted_connection_gets_tcp_keepalive() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
-        let address = listener.local_addr().expect("its address");
-        let _client = tokio::net::TcpStream::connect(address).await.expect("connected");
-        let (accepted, _) = listener.accept().await.expect("accepted");
-        let socket = socket2::SockRef::from(&accepted);
-        assert!(!socket.keepalive().expect("readable"), "off until the broker turns it on");
-        keep_alive(&accepted);
-        assert!(socket.keepalive().expect("readable"), "a vanished client is found");
-        #[cfg(target_os = "linux")]
-        {
-            assert_eq!(socket.tcp_keepalive_time().expect("readable"), KEEPALIVE_IDLE);
-            assert_eq!(socket.tcp_keepalive_interval().expect("readable"), KEEPALIVE_INTERVAL);
-            assert_eq!(socket.tcp_keepalive_retries().expect("readable"), KEEPALIVE_PROBES);
-            assert_eq!(
-                socket.tcp_user_timeout().expect("readable"),
-                Some(UNACKNOWLEDGED_LIMIT),
-                "a stream to a vanished device, always holding data in flight, is closed too"
-            );
-        }
     }
 }

@@ -138,7 +138,7 @@ impl TlsListener {
                         continue;
                     }
                 };
-                crate::keep_alive(&tcp);
+                crate::connections::keep_alive(&tcp);
                 // The configuration current now: a certificate replaced since applies.
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
                 let send = send.clone();
